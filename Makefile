@@ -1,0 +1,43 @@
+# The two commands a new user needs: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+TEST_STAMP := $(VENV)/.test-installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: run test install install-test migrations lint bench clean
+
+$(VENV)/bin/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed (looked for $(PYTHON)); install python3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(VENV)/bin/python pyproject.toml
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet -e .
+	@touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(PIP) install --quiet -e ".[test]"
+	@touch $(TEST_STAMP)
+
+install: $(STAMP)
+
+install-test: $(TEST_STAMP)
+
+run: $(STAMP)
+	$(PY) manage.py run_demo
+
+test: $(TEST_STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Nothing has shipped yet: each app keeps one initial migration, regenerated here.
+migrations: $(STAMP)
+	rm -f inference/migrations/0*.py annotation/migrations/0*.py training/migrations/0*.py
+	DEBUG=1 $(PY) manage.py makemigrations inference annotation training
+
+bench: $(TEST_STAMP)
+	@echo "See bench/README.md: each benchmark is run by hand, e.g. $(PY) bench/export.py"
+
+clean:
+	rm -rf var/ .pytest_cache

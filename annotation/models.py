@@ -1,0 +1,435 @@
+"""Projects, prompts, rounds, ranking tasks, leases, rankings and snapshots.
+
+Rules about one model's data are methods on that model: a `Ranking` validates itself
+against its task's responses and turns itself into ordered pairs (ties give none).
+Changes spanning several models live in their concept modules (`assignment.py`,
+`rounds.py`, `snapshots.py`, ...), inside one transaction.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from itertools import combinations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from inference.models import Policy
+
+ROLES_IN_PROMPTS = ("system", "user", "assistant")
+
+
+def normalise_messages(value: str | list) -> list[dict]:
+    """Return a prompt as a list of role/content messages (a string becomes one user turn).
+
+    Raise ValidationError naming the bad value when a message is malformed.
+    """
+    if isinstance(value, str):
+        value = [{"role": "user", "content": value}]
+    if not isinstance(value, list) or not value:
+        raise ValidationError(
+            f"a prompt must be a string or a non-empty list of messages, got {value!r:.80}"
+        )
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise ValidationError(
+                f"message {i} must be an object with 'role' and 'content', got {message!r:.80}"
+            )
+        role, content = message["role"], message["content"]
+        if role not in ROLES_IN_PROMPTS:
+            raise ValidationError(
+                f"message {i} has unknown role {role!r}; expected one of {ROLES_IN_PROMPTS}"
+            )
+        if not isinstance(content, str) or not content.strip():
+            raise ValidationError(f"message {i} has empty content")
+        messages.append({"role": role, "content": content})
+    return messages
+
+
+def messages_hash(messages: list[dict]) -> str:
+    """Return the SHA-256 of a prompt's canonical JSON, for deduplication."""
+    canonical = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+class Project(models.Model):
+    """A labelling project: its guidelines, task shape and quality settings."""
+
+    name = models.SlugField(max_length=100, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    guidelines = models.TextField(blank=True, help_text="Markdown shown to annotators.")
+    responses_per_task = models.PositiveSmallIntegerField(
+        default=4, help_text="How many candidate responses each task shows (2 to 9)."
+    )
+    overlap = models.PositiveSmallIntegerField(
+        default=3, help_text="How many different annotators rank each task."
+    )
+    lease_minutes = models.PositiveIntegerField(
+        default=30, help_text="How long a task stays leased to the annotator who took it."
+    )
+    aspects = models.JSONField(
+        default=list,
+        blank=True,
+        help_text="Names of per-aspect ratings on a 1-7 scale, e.g. helpfulness.",
+    )
+    require_rationale = models.BooleanField(default=False)
+    gold_rate = models.FloatField(
+        default=0.1, help_text="Share of an annotator's tasks drawn from gold tasks."
+    )
+    gold_threshold = models.FloatField(
+        default=0.5, help_text="Gold accuracy below which an annotator is paused."
+    )
+    gold_min_tasks = models.PositiveIntegerField(
+        default=5, help_text="Gold tasks answered before the threshold applies."
+    )
+    current_policy = models.ForeignKey(
+        Policy,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="current_for_projects",
+        help_text="The deployed policy; publishing a round uses it by default.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        if not 2 <= self.responses_per_task <= 9:
+            raise ValidationError(
+                f"responses per task must be between 2 and 9, got {self.responses_per_task}"
+            )
+        if self.overlap < 1:
+            raise ValidationError(f"overlap must be at least 1, got {self.overlap}")
+
+
+class AnnotatorProfile(models.Model):
+    """Per-user annotation state: simulated flag, pause for failing gold."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile"
+    )
+    is_simulated = models.BooleanField(
+        default=False, help_text="A programmatic annotator; excluded from human agreement."
+    )
+    simulator = models.CharField(
+        max_length=200, blank=True, help_text="Which simulated annotator, e.g. judge."
+    )
+    is_paused = models.BooleanField(default=False)
+    paused_reason = models.TextField(blank=True)
+
+    def __str__(self) -> str:
+        return f"profile of {self.user}"
+
+
+class Prompt(models.Model):
+    """A prompt in a project's pool: one user message or a multi-turn conversation."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    messages = models.JSONField(help_text="List of {role, content} messages.")
+    content_hash = models.CharField(max_length=64, help_text="SHA-256 of the messages.")
+    source = models.CharField(max_length=300, blank=True, help_text="Provenance.")
+    flags = models.JSONField(
+        default=list, blank=True, help_text="Curation flags with reasons (harmful, ...)."
+    )
+    is_held_out = models.BooleanField(
+        default=False, help_text="Kept for evaluation; never published for labelling."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "content_hash"], name="unique_prompt_per_project"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.text()[:60]
+
+    def save(self, *args, **kwargs) -> None:
+        self.messages = normalise_messages(self.messages)
+        self.content_hash = messages_hash(self.messages)
+        super().save(*args, **kwargs)
+
+    def text(self) -> str:
+        """Return the last user message, the prompt's gist for display."""
+        users = [m["content"] for m in self.messages if m["role"] == "user"]
+        return users[-1] if users else self.messages[-1]["content"]
+
+
+class Round(models.Model):
+    """A labelling round: the candidates one policy generated for a set of prompts."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    number = models.PositiveIntegerField()
+    policy = models.ForeignKey(
+        Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="rounds"
+    )
+    sampling = models.JSONField(default=dict, blank=True)
+    strategy = models.CharField(max_length=30, default="fresh")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="unique_round_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.project} round {self.number}"
+
+
+class RankingTask(models.Model):
+    """One prompt with K candidate responses, to be ranked by `overlap` annotators."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="tasks")
+    round = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.CASCADE, related_name="tasks"
+    )
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="tasks")
+    overlap = models.PositiveSmallIntegerField(
+        default=3, help_text="Rankings wanted; copied from the project at creation."
+    )
+    ranking_count = models.PositiveIntegerField(
+        default=0, help_text="Submitted (non-skip) rankings; updated with each submission."
+    )
+    is_gold = models.BooleanField(default=False)
+    gold_order = models.JSONField(
+        null=True, blank=True, help_text="Known order as tie groups of response ids."
+    )
+    consensus_order = models.JSONField(
+        null=True, blank=True, help_text="Consensus as tie groups, updated on submit."
+    )
+    adjudicated_order = models.JSONField(null=True, blank=True)
+    adjudicated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    adjudicated_at = models.DateTimeField(null=True, blank=True)
+    agreement = models.FloatField(
+        null=True, blank=True, help_text="Pairwise agreement among its rankings."
+    )
+    selection_score = models.FloatField(
+        default=0.0, help_text="Priority from the round's selection strategy."
+    )
+    source = models.CharField(max_length=300, blank=True, help_text="Import provenance.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["project", "ranking_count"])]
+
+    def __str__(self) -> str:
+        return f"task {self.pk} ({self.project})"
+
+    def is_complete(self) -> bool:
+        """Return whether the task has all the rankings its overlap asks for."""
+        return self.ranking_count >= self.overlap
+
+    def final_order(self) -> list[list[int]] | None:
+        """Return the adjudicated order if any, else the consensus."""
+        return self.adjudicated_order or self.consensus_order
+
+
+class Response(models.Model):
+    """A candidate response shown in a task, with the policy and sampling that wrote it."""
+
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="responses")
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="responses")
+    text = models.TextField()
+    sampling = models.JSONField(default=dict, blank=True)
+    position = models.PositiveSmallIntegerField(default=0, help_text="Display order.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["task", "position", "id"]
+
+    def __str__(self) -> str:
+        return f"response {self.pk}"
+
+
+class Lease(models.Model):
+    """A task slot held by one annotator until it expires or they submit."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUBMITTED = "submitted", "Submitted"
+        SKIPPED = "skipped", "Skipped"
+        EXPIRED = "expired", "Expired"
+
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="leases")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases"
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    leased_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "annotator"], name="one_lease_per_task_and_annotator"
+            )
+        ]
+        indexes = [models.Index(fields=["task", "status", "expires_at"])]
+
+    def __str__(self) -> str:
+        return f"lease of task {self.task_id} to {self.annotator_id}"
+
+
+class Ranking(models.Model):
+    """What one annotator said about one task: an order with ties, or a skip.
+
+    `order` is a list of tie groups of response ids, best first: [[3], [1, 4], [2]]
+    means 3 is best, 1 and 4 tie, 2 is worst.
+    """
+
+    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="rankings")
+    annotator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings"
+    )
+    lease = models.OneToOneField(
+        Lease, null=True, blank=True, on_delete=models.SET_NULL, related_name="ranking"
+    )
+    order = models.JSONField(default=list, blank=True)
+    is_skip = models.BooleanField(default=False)
+    skip_reason = models.TextField(blank=True)
+    all_bad = models.BooleanField(default=False, help_text="All responses are bad.")
+    unsafe_response_ids = models.JSONField(default=list, blank=True)
+    rationale = models.TextField(blank=True)
+    rewrite = models.TextField(
+        blank=True, help_text="A better response written by the annotator (SFT data)."
+    )
+    aspect_ratings = models.JSONField(
+        default=dict, blank=True, help_text="{response_id: {aspect: 1..7}}."
+    )
+    server_seconds = models.FloatField(null=True, blank=True)
+    active_seconds = models.FloatField(null=True, blank=True)
+    source = models.CharField(max_length=300, blank=True, help_text="Import provenance.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task", "annotator"], name="one_ranking_per_task_and_annotator"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"ranking {self.pk} of task {self.task_id}"
+
+    @staticmethod
+    def validate_order(order: object, response_ids: set[int] | list[int]) -> list[list[int]]:
+        """Return `order` as tie groups if it ranks each response exactly once.
+
+        Raise ValidationError naming the problem: not a list of groups, an empty group,
+        a missing, repeated or unknown response id.
+        """
+        expected = set(response_ids)
+        if not isinstance(order, list) or not order:
+            raise ValidationError(f"order must be a non-empty list of tie groups, got {order!r}")
+        groups: list[list[int]] = []
+        seen: list[int] = []
+        for group in order:
+            if isinstance(group, int) and not isinstance(group, bool):
+                group = [group]
+            if not isinstance(group, list) or not group:
+                raise ValidationError(f"each tie group must be a non-empty list, got {group!r}")
+            for rid in group:
+                if not isinstance(rid, int) or isinstance(rid, bool):
+                    raise ValidationError(f"response ids must be integers, got {rid!r}")
+            groups.append(list(group))
+            seen.extend(group)
+        repeated = sorted({r for r in seen if seen.count(r) > 1})
+        if repeated:
+            raise ValidationError(f"response ids ranked more than once: {repeated}")
+        unknown = sorted(set(seen) - expected)
+        if unknown:
+            raise ValidationError(
+                f"unknown response ids {unknown}; this task's responses are {sorted(expected)}"
+            )
+        missing = sorted(expected - set(seen))
+        if missing:
+            raise ValidationError(
+                f"response ids missing from the order: {missing}; rank every response"
+            )
+        return groups
+
+    def rank_of(self) -> dict[int, int]:
+        """Return each response id's rank (0 is best; tied responses share a rank)."""
+        return {rid: rank for rank, group in enumerate(self.order) for rid in group}
+
+    def pairs(self) -> list[tuple[int, int, int]]:
+        """Return every ordered pair of differing rank as (chosen, rejected, margin).
+
+        The margin is the rank distance; tied responses yield no pair.
+        """
+        return order_to_pairs(self.order)
+
+
+def order_to_pairs(order: list[list[int]]) -> list[tuple[int, int, int]]:
+    """Return every (chosen, rejected, margin) pair of an order of tie groups."""
+    pairs = []
+    for (i, better), (j, worse) in combinations(enumerate(order), 2):
+        for chosen in better:
+            for rejected in worse:
+                pairs.append((chosen, rejected, j - i))
+    return pairs
+
+
+class Snapshot(models.Model):
+    """An immutable, named selection of preference pairs with the rules that made it."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="snapshots")
+    name = models.CharField(max_length=200)
+    filter = models.JSONField(default=dict, blank=True)
+    pair_rule = models.CharField(max_length=30, default="all_pairs")
+    tie_rule = models.CharField(max_length=30, default="drop")
+    dedup_rule = models.CharField(max_length=30, default="none")
+    row_count = models.PositiveIntegerField(default=0)
+    sha256 = models.CharField(max_length=64)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "name"], name="unique_snapshot_name")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.row_count} pairs, {self.sha256[:12]})"
+
+
+class SnapshotPair(models.Model):
+    """One frozen preference pair of a snapshot; texts live in immutable responses."""
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="pairs")
+    ranking = models.ForeignKey(
+        Ranking, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    task = models.ForeignKey(RankingTask, on_delete=models.PROTECT, related_name="+")
+    chosen = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    rejected = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
+    margin = models.FloatField(default=1.0)
+    annotator_label = models.CharField(
+        max_length=50, blank=True, help_text="Pseudonymous annotator id, stable per snapshot."
+    )
+
+    class Meta:
+        ordering = ["id"]

@@ -1,0 +1,16 @@
+"""Root URLs: pages of each app, login/logout, the admin site."""
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from annotation.views import home
+
+urlpatterns = [
+    path("", home, name="home"),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("django-admin/", admin.site.urls),
+    path("training/", include("training.urls")),
+    path("models/", include("inference.urls")),
+    path("", include("annotation.urls")),
+]

@@ -1,0 +1,5 @@
+"""Test-run environment: a throwaway secret so settings load with DEBUG off."""
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
+os.environ.setdefault("VAR_DIR", os.path.join(os.path.dirname(__file__), "var", "test"))

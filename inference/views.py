@@ -1,0 +1,1 @@
+"""Model registry pages: lineage, deploy, roll back, disk use."""

@@ -1,0 +1,1 @@
+"""Training pages: launch a round, watch its stages, cancel it."""
