@@ -1,5 +1,7 @@
-"""Shared personas and factories: admin, researcher, annotators, outsider, anonymous."""
+"""Shared personas, factories and tiny models for the whole suite."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -9,7 +11,7 @@ from annotation.models import Project
 
 
 def make_user(username: str, *roles: str) -> User:
-    """Create a user holding the given role groups (password = username)."""
+    """Create a user holding the given role groups (password = username + '-pw-123')."""
     user = User.objects.create_user(username=username, password=username + "-pw-123")
     for role in roles:
         user.groups.add(Group.objects.get_or_create(name=role)[0])
@@ -47,3 +49,27 @@ def outsider(db) -> User:
 @pytest.fixture
 def project(db) -> Project:
     return Project.objects.create(name="demo", title="Demo", responses_per_task=4, overlap=3)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A randomly initialised micro Llama with a trained BPE tokenizer and chat template.
+
+    Saved once per session as a normal Hugging Face folder; tests that train must copy
+    it or write their outputs elsewhere.
+    """
+    from training.demo_models import SIZES, init_model, train_tokenizer
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    texts = [
+        f"The {c} {a} has {n} legs and likes {f}."
+        for c in ("red", "blue", "green", "small", "big")
+        for a in ("cat", "dog", "bird", "fox")
+        for n in range(2, 9)
+        for f in ("apples", "fish", "seeds")
+    ]
+    tokenizer = train_tokenizer(texts, vocab_size=SIZES["micro"].vocab_size)
+    model = init_model(tokenizer, SIZES["micro"], seed=0)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

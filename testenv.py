@@ -1,4 +1,4 @@
-"""Test-run environment: a throwaway secret so settings load with DEBUG off."""
+"""Pytest plugin loaded first (-p testenv): a throwaway secret so settings load with DEBUG off."""
 import os
 
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
