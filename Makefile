@@ -26,7 +26,8 @@ install: $(STAMP)
 install-test: $(TEST_STAMP)
 
 run: $(STAMP)
-	$(PY) manage.py run_demo
+	@mkdir -p var && { [ -s var/secret_key ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key; }
+	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py run_demo
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,100 @@
+"""`make run`: migrate, set up the demo, then serve the web app and a worker until Ctrl-C."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from django.conf import settings
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from training.demo import DEMO_USERS, setup_demo
+
+
+class Command(BaseCommand):
+    help = (
+        "Migrate the database, build the demo models and project if absent, publish round 1, "
+        "then run the web server and a task worker until interrupted."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--web-workers", type=int, default=2)
+        parser.add_argument("--preset", default="demo", help="demo models size: demo or micro")
+        parser.add_argument(
+            "--setup-only", action="store_true", help="set everything up, then exit"
+        )
+
+    def handle(self, *args, host: str, port: int, web_workers: int, preset: str,
+               setup_only: bool, **options) -> None:
+        started = time.monotonic()
+        call_command("migrate", interactive=False, verbosity=0)
+        call_command("collectstatic", interactive=False, verbosity=0)
+        report = setup_demo(preset=preset)
+        self._print_welcome(host, port, report.new_passwords, report.published_round)
+        self.stdout.write(f"Ready in {time.monotonic() - started:.1f} s.")
+        if setup_only:
+            return
+        self._serve(host, port, web_workers)
+
+    def _print_welcome(self, host: str, port: int, passwords: dict[str, str],
+                       published: int | None) -> None:
+        url = f"http://{host}:{port}/"
+        lines = ["", f"The platform is at {url}", ""]
+        if published:
+            lines.append(f"Published round {published} of project 'demo'.")
+        if passwords:
+            lines.append("Demo users (passwords are shown only now; set DEMO_<USER>_PASSWORD to choose them):")
+            for username, password in passwords.items():
+                lines.append(f"  {username:<12} {DEMO_USERS[username]:<11} {password}")
+        else:
+            lines.append(
+                "Demo users: admin, researcher, annotator1-3 (passwords were printed on the first "
+                "run; change one with: .venv/bin/python manage.py changepassword NAME)."
+            )
+        lines += [
+            "Annotators: log in and press 'Start annotating'. Admins: 'Launch training round'.",
+            "Press Ctrl-C to stop the web server and the worker.",
+            "",
+        ]
+        self.stdout.write("\n".join(lines))
+
+    def _serve(self, host: str, port: int, web_workers: int) -> None:
+        python = sys.executable
+        web = subprocess.Popen(
+            [
+                os.path.join(os.path.dirname(python), "gunicorn"),
+                "config.wsgi",
+                "--bind", f"{host}:{port}",
+                "--workers", str(web_workers),
+                "--threads", "4",
+                "--access-logfile", "-",
+            ],
+            cwd=settings.BASE_DIR,
+        )
+        worker = subprocess.Popen(
+            [python, "manage.py", "db_worker", "--queue-name", "*", "--no-reload"],
+            cwd=settings.BASE_DIR,
+        )
+        children = [web, worker]
+        try:
+            while all(child.poll() is None for child in children):
+                time.sleep(0.5)
+            failed = [c for c in children if c.poll() is not None]
+            self.stderr.write(f"a child process exited early (code {failed[0].returncode}); stopping")
+        except KeyboardInterrupt:
+            self.stdout.write("\nStopping the web server and the worker ...")
+        finally:
+            for child in children:
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            for child in children:
+                try:
+                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    child.kill()
