@@ -399,6 +399,12 @@ class Snapshot(models.Model):
     pair_rule = models.CharField(max_length=30, default="all_pairs")
     tie_rule = models.CharField(max_length=30, default="drop")
     dedup_rule = models.CharField(max_length=30, default="none")
+    margin_rule = models.CharField(
+        max_length=30, default="rank", help_text="How a pair's margin is computed."
+    )
+    stats = models.JSONField(
+        default=dict, blank=True, help_text="Counts, agreement and lengths at freeze time."
+    )
     row_count = models.PositiveIntegerField(default=0)
     sha256 = models.CharField(max_length=64)
     created_by = models.ForeignKey(
@@ -433,3 +439,73 @@ class SnapshotPair(models.Model):
 
     class Meta:
         ordering = ["id"]
+
+
+class SnapshotRanking(models.Model):
+    """One order (tie groups of response ids) a snapshot's pairs were derived from.
+
+    Kept so that list-form and SFT exports read exactly the orders that were frozen.
+    """
+
+    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="rankings")
+    task = models.ForeignKey(RankingTask, on_delete=models.PROTECT, related_name="+")
+    ranking = models.ForeignKey(
+        Ranking, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    order = models.JSONField(help_text="Tie groups of response ids, best first.")
+    annotator_label = models.CharField(max_length=50, blank=True)
+    rewrite = models.TextField(blank=True, help_text="The annotator's better response.")
+
+    class Meta:
+        ordering = ["id"]
+
+
+class ApiToken(models.Model):
+    """A per-user API token; only its SHA-256 is stored, the token is shown once."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, help_text="What the token is for.")
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise it.")
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    def is_active(self) -> bool:
+        """Return whether the token still authenticates."""
+        return self.revoked_at is None
+
+
+class ImportReport(models.Model):
+    """The outcome of one preference import: counts and every rejected record."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
+    source = models.CharField(max_length=300, help_text="File name the records came from.")
+    format = models.CharField(max_length=30)
+    skip_invalid = models.BooleanField(default=False)
+    is_applied = models.BooleanField(
+        default=False, help_text="Whether anything was written (all or nothing)."
+    )
+    records = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    prompts_created = models.PositiveIntegerField(default=0)
+    rankings_created = models.PositiveIntegerField(default=0)
+    rejected = models.JSONField(default=list, blank=True, help_text="[{line, reason}].")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"import of {self.source} into {self.project}"
