@@ -123,6 +123,11 @@ class AnnotatorProfile(models.Model):
     )
     is_paused = models.BooleanField(default=False)
     paused_reason = models.TextField(blank=True)
+    reinstated_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When an admin last reinstated the annotator; gold scoring restarts.",
+    )
 
     def __str__(self) -> str:
         return f"profile of {self.user}"

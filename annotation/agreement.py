@@ -1,0 +1,146 @@
+"""How much annotators agree: pairwise agreement, Kendall's tau-b, Krippendorff's alpha.
+
+Every function takes plain orders (lists of tie groups of response ids, best first)
+so it can be tested without a database. Callers pass human rankings only: rankings
+of users whose profile is simulated are left out of human agreement figures
+(`human_orders_by_task` does that for a project).
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from itertools import combinations
+from typing import Iterable
+
+Order = list[list[int]]
+
+
+def rank_map(order: Order) -> dict[int, int]:
+    """Return each response id's rank in an order (0 is best; ties share a rank)."""
+    return {rid: rank for rank, group in enumerate(order) for rid in group}
+
+
+def _relation(ranks: dict[int, int], x: int, y: int) -> int:
+    """Return -1 when x is preferred to y, 1 when y is preferred, 0 for a tie."""
+    return (ranks[x] > ranks[y]) - (ranks[x] < ranks[y])
+
+
+def pair_agreement(a: Order, b: Order) -> tuple[int, int]:
+    """Return (agreeing, compared) over the response pairs both orders rank.
+
+    Two orders agree on a pair when they prefer the same response or both tie it.
+    """
+    ra, rb = rank_map(a), rank_map(b)
+    common = sorted(set(ra) & set(rb))
+    agree = sum(
+        _relation(ra, x, y) == _relation(rb, x, y) for x, y in combinations(common, 2)
+    )
+    return agree, len(common) * (len(common) - 1) // 2
+
+
+def pairwise_agreement(orders: list[Order]) -> float | None:
+    """Return the share of (annotator pair, response pair) judgements that agree.
+
+    None when fewer than two orders compare at least one pair.
+    """
+    agree = total = 0
+    for a, b in combinations(orders, 2):
+        n_agree, n = pair_agreement(a, b)
+        agree += n_agree
+        total += n
+    return agree / total if total else None
+
+
+def kendall_tau_b(a: Order, b: Order) -> float | None:
+    """Return Kendall's tau-b (scipy) between two orders over their common responses.
+
+    None when it is undefined: fewer than two common responses, or one order ties
+    them all.
+    """
+    from scipy.stats import kendalltau
+
+    ra, rb = rank_map(a), rank_map(b)
+    common = sorted(set(ra) & set(rb))
+    if len(common) < 2:
+        return None
+    x = [ra[r] for r in common]
+    y = [rb[r] for r in common]
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(kendalltau(x, y, variant="b").statistic)
+
+
+def mean_kendall_tau(orders: list[Order]) -> float | None:
+    """Return the mean tau-b over every pair of orders where it is defined."""
+    taus = [t for a, b in combinations(orders, 2) if (t := kendall_tau_b(a, b)) is not None]
+    return sum(taus) / len(taus) if taus else None
+
+
+def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | None:
+    """Return Krippendorff's alpha (ordinal, the `krippendorff` package) of rankings.
+
+    `orders_by_task` maps task id -> {annotator id: order}. Each response is a unit
+    and its rank (0 best, ties sharing one) is the value an annotator gave it. None
+    when alpha is undefined: no unit with two values, or a single value in all data.
+    """
+    import numpy as np
+    import krippendorff
+
+    annotators = sorted({a for by_annotator in orders_by_task.values() for a in by_annotator})
+    row = {a: i for i, a in enumerate(annotators)}
+    columns: list[list[float]] = []
+    for task_id in sorted(orders_by_task):
+        by_annotator = orders_by_task[task_id]
+        if len(by_annotator) < 2:
+            continue
+        ranks = {a: rank_map(order) for a, order in by_annotator.items()}
+        for rid in sorted({r for rm in ranks.values() for r in rm}):
+            column = [float("nan")] * len(annotators)
+            for a, rm in ranks.items():
+                if rid in rm:
+                    column[row[a]] = float(rm[rid])
+            columns.append(column)
+    if not columns:
+        return None
+    data = np.array(columns, dtype=float).T  # (annotators, units)
+    if len(np.unique(data[~np.isnan(data)])) < 2:
+        return None
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"))
+
+
+def summarise(orders_by_task: dict[int, dict[int, Order]]) -> dict[str, float | int | None]:
+    """Return a project's agreement figures over tasks with at least two rankings."""
+    multi = {t: by for t, by in orders_by_task.items() if len(by) >= 2}
+    agree = total = 0
+    taus: list[float] = []
+    for by_annotator in multi.values():
+        for a, b in combinations(list(by_annotator.values()), 2):
+            n_agree, n = pair_agreement(a, b)
+            agree += n_agree
+            total += n
+            if (t := kendall_tau_b(a, b)) is not None:
+                taus.append(t)
+    return {
+        "tasks": len(multi),
+        "pairwise_agreement": agree / total if total else None,
+        "kendall_tau_b": sum(taus) / len(taus) if taus else None,
+        "krippendorff_alpha": krippendorff_alpha(multi),
+    }
+
+
+def human_orders_by_task(rows: Iterable[tuple[int, int, Order, bool | None]]) -> dict:
+    """Group (task id, annotator id, order, is_simulated) rows, dropping simulated ones."""
+    grouped: dict[int, dict[int, Order]] = defaultdict(dict)
+    for task_id, annotator_id, order, is_simulated in rows:
+        if not is_simulated:
+            grouped[task_id][annotator_id] = order
+    return dict(grouped)
+
+
+def project_agreement(project) -> dict[str, float | int | None]:
+    """Return the project's human agreement figures (pairwise, tau-b, alpha)."""
+    from annotation.models import Ranking
+
+    rows = Ranking.objects.filter(task__project=project, is_skip=False).values_list(
+        "task_id", "annotator_id", "order", "annotator__annotator_profile__is_simulated"
+    )
+    return summarise(human_orders_by_task(rows))

@@ -1,0 +1,353 @@
+"""Who ranks what: leasing the next task, submitting a ranking, skipping a task.
+
+Invariants kept by the functions here (tests in tests/annotation/test_assignment.py
+and test_rankings.py):
+
+- a non-gold task never has more submitted rankings than its `overlap`, and never
+  more submitted rankings plus active unexpired leases than its `overlap`;
+- an annotator holds at most one lease per task (a database constraint) and at most
+  one active lease per project;
+- `RankingTask.ranking_count`, `consensus_order` and `agreement` always describe the
+  task's stored non-skip rankings: they change in the transaction that adds one.
+
+Concurrency: every function runs in one transaction. On PostgreSQL the candidate
+tasks are taken with `SELECT ... FOR UPDATE SKIP LOCKED`, so annotators asking at once
+never lock the same slot, and the lease count is re-read once the row is locked
+(a row that was unlocked between the scan and the lock would otherwise pass with a
+stale count). Requests of one annotator are serialised by locking their profile row.
+On SQLite the IMMEDIATE transactions of the settings serialise every writer.
+"""
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from annotation import consensus
+from annotation.gold import apply_gold_rule
+from annotation.models import AnnotatorProfile, Lease, Project, Ranking, RankingTask
+
+# How many locked candidates one scan takes before re-checking their lease counts.
+CANDIDATE_BATCH = 8
+# How many scans before giving up when every candidate turned out full (contention).
+MAX_SCANS = 5
+
+
+class AnnotatorPaused(Exception):
+    """The annotator is paused (failed gold tasks) until an admin reinstates them."""
+
+
+class LateSubmissionRefused(Exception):
+    """The lease expired and other annotators have filled the task's overlap since."""
+
+
+def profile_of(user: AbstractBaseUser) -> AnnotatorProfile:
+    """Return the user's annotator profile, creating it on first use."""
+    profile, _ = AnnotatorProfile.objects.get_or_create(user=user)
+    return profile
+
+
+def _open_leases(now: datetime) -> Coalesce:
+    """Return an expression counting a task's active, unexpired leases."""
+    active = (
+        Lease.objects.filter(
+            task=OuterRef("pk"), status=Lease.Status.ACTIVE, expires_at__gt=now
+        )
+        .order_by()
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(active, output_field=IntegerField()), 0)
+
+
+def _lock_profile(user: AbstractBaseUser) -> AnnotatorProfile:
+    profile_of(user)
+    return AnnotatorProfile.objects.select_for_update().get(user=user)
+
+
+def is_gold_due(gold_seen: int, seen: int, gold_rate: float) -> bool:
+    """Return whether the annotator's next task should be a gold task.
+
+    Gold tasks are spread evenly: the (n+1)-th task is gold when fewer than
+    floor(gold_rate * (n + 1)) of the first n were gold. A rate of 0.1 makes the
+    10th, 20th, ... task gold; a rate of 1 makes every task gold.
+    """
+    return gold_seen < math.floor(gold_rate * (seen + 1) + 1e-9)
+
+
+def _candidates(project: Project, user: AbstractBaseUser, now: datetime, *, gold: bool):
+    mine = Lease.objects.filter(task=OuterRef("pk"), annotator=user)
+    tasks = RankingTask.objects.filter(project=project, is_gold=gold).exclude(Exists(mine))
+    if gold:
+        # Gold tasks score every annotator: the overlap does not cap them.
+        return tasks.order_by("created_at", "id")
+    return (
+        tasks.filter(ranking_count__lt=F("overlap"))
+        .annotate(open_leases=_open_leases(now))
+        .filter(ranking_count__lt=F("overlap") - F("open_leases"))
+        .order_by(
+            (F("overlap") - F("ranking_count")).asc(),
+            F("selection_score").desc(),
+            "created_at",
+            "id",
+        )
+    )
+
+
+def _lease_one(
+    project: Project, user: AbstractBaseUser, now: datetime, *, gold: bool
+) -> Lease | None:
+    """Lock a free candidate task, re-check its slots, and lease it; None if none."""
+    for _ in range(MAX_SCANS):
+        ids = list(
+            _candidates(project, user, now, gold=gold)
+            .select_for_update(skip_locked=True, of=("self",))
+            .values_list("pk", flat=True)[:CANDIDATE_BATCH]
+        )
+        if not ids:
+            return None
+        if gold:
+            task_id = ids[0]
+        else:
+            # Re-read the counts now that the rows are locked (a fresh statement sees
+            # every lease committed by the transactions that held these locks).
+            fresh = {
+                row["pk"]: row
+                for row in RankingTask.objects.filter(pk__in=ids)
+                .annotate(open_leases=_open_leases(now))
+                .values("pk", "ranking_count", "overlap", "open_leases")
+            }
+            free = [
+                pk
+                for pk in ids
+                if fresh[pk]["ranking_count"] + fresh[pk]["open_leases"]
+                < fresh[pk]["overlap"]
+            ]
+            if not free:
+                continue
+            task_id = free[0]
+        return Lease.objects.create(
+            task_id=task_id,
+            annotator=user,
+            leased_at=now,
+            expires_at=now + timedelta(minutes=project.lease_minutes),
+        )
+    return None
+
+
+def next_task(
+    project: Project, user: AbstractBaseUser, *, now: datetime | None = None
+) -> Lease | None:
+    """Lease the annotator's next task in the project; return None when none is left.
+
+    Return the annotator's active unexpired lease in the project if they hold one.
+    Otherwise take the highest-priority task they have never leased that still needs
+    rankings and whose rankings plus other active leases are below its overlap:
+    fewest rankings missing first, then highest selection score, then oldest. Gold
+    tasks come at the project's gold rate (see `is_gold_due`); when no gold task is
+    left a regular one comes instead.
+
+    Raise AnnotatorPaused, with the reason, when the annotator is paused.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        profile = _lock_profile(user)
+        if profile.is_paused:
+            raise AnnotatorPaused(
+                "You are paused in annotation: "
+                f"{profile.paused_reason or 'no reason recorded'}. "
+                "An admin can reinstate you from the project's gold page."
+            )
+        mine = Lease.objects.filter(task__project=project, annotator=user)
+        held = (
+            mine.filter(status=Lease.Status.ACTIVE, expires_at__gt=now)
+            .select_related("task")
+            .first()
+        )
+        if held is not None:
+            return held
+        counts = mine.aggregate(seen=Count("pk"), gold=Count("pk", filter=Q(task__is_gold=True)))
+        if is_gold_due(counts["gold"], counts["seen"], project.gold_rate):
+            lease = _lease_one(project, user, now, gold=True)
+            if lease is not None:
+                return lease
+        return _lease_one(project, user, now, gold=False)
+
+
+def _check_lease_owner(lease: Lease, user: AbstractBaseUser) -> None:
+    if lease.annotator_id != user.pk:
+        raise PermissionDenied(
+            f"lease {lease.pk} belongs to another annotator; take your own task with "
+            "the workspace's next task"
+        )
+
+
+def _is_overlap_full(task: RankingTask, lease: Lease, now: datetime) -> bool:
+    """Return whether a late submission would exceed the task's overlap."""
+    if task.is_gold:
+        return False
+    others = (
+        Lease.objects.filter(task=task, status=Lease.Status.ACTIVE, expires_at__gt=now)
+        .exclude(pk=lease.pk)
+        .count()
+    )
+    return task.ranking_count + others >= task.overlap
+
+
+def _validate_extras(
+    task: RankingTask,
+    response_ids: set[int],
+    unsafe_response_ids: tuple | list,
+    rationale: str,
+    aspect_ratings: dict | None,
+) -> tuple[list[int], dict]:
+    project = task.project
+    unsafe = sorted({int(r) for r in unsafe_response_ids})
+    unknown = sorted(set(unsafe) - response_ids)
+    if unknown:
+        raise ValidationError(
+            f"unsafe flags name unknown response ids {unknown}; this task's responses "
+            f"are {sorted(response_ids)}"
+        )
+    if project.require_rationale and not rationale.strip():
+        raise ValidationError(
+            "this project requires a rationale: say in a sentence why the best response "
+            "is best"
+        )
+    ratings: dict = {}
+    for rid, by_aspect in (aspect_ratings or {}).items():
+        if int(rid) not in response_ids:
+            raise ValidationError(
+                f"aspect ratings name unknown response id {rid}; this task's responses "
+                f"are {sorted(response_ids)}"
+            )
+        for aspect, value in by_aspect.items():
+            if aspect not in project.aspects:
+                raise ValidationError(
+                    f"unknown aspect {aspect!r}; this project rates {project.aspects}"
+                )
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 7:
+                raise ValidationError(
+                    f"rating of {aspect} for response {rid} must be an integer from 1 "
+                    f"to 7, got {value!r}"
+                )
+        if by_aspect:
+            ratings[str(int(rid))] = dict(by_aspect)
+    return unsafe, ratings
+
+
+def _close(lease: Lease, status: str, now: datetime) -> None:
+    lease.status = status
+    lease.closed_at = now
+    lease.save(update_fields=["status", "closed_at"])
+
+
+def submit_ranking(
+    lease: Lease,
+    user: AbstractBaseUser,
+    order: object,
+    *,
+    all_bad: bool = False,
+    unsafe_response_ids: tuple | list = (),
+    rationale: str = "",
+    rewrite: str = "",
+    aspect_ratings: dict | None = None,
+    active_seconds: float | None = None,
+    now: datetime | None = None,
+) -> Ranking:
+    """Store the annotator's ranking of the leased task and update the task's figures.
+
+    Idempotent: a lease already answered returns its ranking unchanged. Validate the
+    order (every response exactly once, in tie groups), the unsafe flags, the aspect
+    ratings (1 to 7, the project's aspects) and the rationale when the project
+    requires one; raise ValidationError and store nothing otherwise. A lease that
+    has expired is still accepted while the task's overlap is not full; otherwise
+    raise LateSubmissionRefused. In the same transaction: close the lease, count the
+    ranking on the task, recompute the task's consensus and agreement, and score a
+    gold task (pausing the annotator when their gold accuracy falls below the
+    project's threshold).
+    """
+    now = now or timezone.now()
+    _check_lease_owner(lease, user)
+    with transaction.atomic():
+        task = (
+            RankingTask.objects.select_for_update()
+            .select_related("project")
+            .get(pk=lease.task_id)
+        )
+        existing = Ranking.objects.filter(task=task, annotator=user).first()
+        if existing is not None:
+            return existing
+        lease = Lease.objects.get(pk=lease.pk)
+        response_ids = set(task.responses.values_list("pk", flat=True))
+        groups = Ranking.validate_order(order, response_ids)
+        unsafe, ratings = _validate_extras(
+            task, response_ids, unsafe_response_ids, rationale, aspect_ratings
+        )
+        is_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= now
+        if is_late and _is_overlap_full(task, lease, now):
+            raise LateSubmissionRefused(
+                "Your lease on this task expired and other annotators have since "
+                "given it all the rankings it needs; your ranking was not stored. "
+                "Take the next task."
+            )
+        ranking = Ranking.objects.create(
+            task=task,
+            annotator=user,
+            lease=lease,
+            order=groups,
+            all_bad=all_bad,
+            unsafe_response_ids=unsafe,
+            rationale=rationale.strip(),
+            rewrite=rewrite.strip(),
+            aspect_ratings=ratings,
+            server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
+            active_seconds=active_seconds,
+        )
+        _close(lease, Lease.Status.SUBMITTED, now)
+        task.ranking_count += 1  # the row is locked: this count is current
+        consensus.update_task_figures(task)
+        if task.is_gold and task.gold_order:
+            apply_gold_rule(task.project, user)
+        return ranking
+
+
+def skip_task(
+    lease: Lease, user: AbstractBaseUser, reason: str, *, now: datetime | None = None
+) -> Ranking:
+    """Record that the annotator skipped the leased task, with their reason.
+
+    The slot returns to the pool (a skip does not count towards the overlap) and the
+    annotator is not offered the task again. Idempotent like `submit_ranking`. Raise
+    ValidationError when the reason is blank.
+    """
+    now = now or timezone.now()
+    _check_lease_owner(lease, user)
+    if not reason or not reason.strip():
+        raise ValidationError(
+            "a skip needs a reason, e.g. 'prompt is not in English' or 'cannot judge code'"
+        )
+    with transaction.atomic():
+        task = RankingTask.objects.select_for_update().get(pk=lease.task_id)
+        existing = Ranking.objects.filter(task=task, annotator=user).first()
+        if existing is not None:
+            return existing
+        lease = Lease.objects.get(pk=lease.pk)
+        ranking = Ranking.objects.create(
+            task=task,
+            annotator=user,
+            lease=lease,
+            order=[],
+            is_skip=True,
+            skip_reason=reason.strip(),
+            server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
+        )
+        _close(lease, Lease.Status.SKIPPED, now)
+        return ranking

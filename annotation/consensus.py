@@ -1,0 +1,52 @@
+"""The consensus order of a task's rankings, by the Borda count.
+
+Method (Borda with ties): in each ranking a response scores one point per response
+ranked strictly below it and half a point per response tied with it; the points are
+summed over the rankings, and responses with equal totals form one tie group of the
+consensus, best first. Every ranking counts, simulated annotators' included, since
+the consensus is a label; the task's `agreement` figure counts humans only.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from annotation.agreement import Order, pairwise_agreement
+
+
+def borda(orders: list[Order]) -> Order | None:
+    """Return the Borda consensus of orders as tie groups (ids sorted in a group).
+
+    None when there is no order.
+    """
+    if not orders:
+        return None
+    # Doubled points keep the sums integral: 2 per response below, 1 per tied one.
+    points: dict[int, int] = defaultdict(int)
+    for order in orders:
+        below = sum(len(g) for g in order)
+        for group in order:
+            below -= len(group)
+            for rid in group:
+                points[rid] += 2 * below + (len(group) - 1)
+    by_points: dict[int, list[int]] = defaultdict(list)
+    for rid, p in points.items():
+        by_points[p].append(rid)
+    return [sorted(by_points[p]) for p in sorted(by_points, reverse=True)]
+
+
+def update_task_figures(task) -> None:
+    """Recompute and save a task's consensus order, agreement and ranking count.
+
+    Call it inside the transaction that changed the task's rankings, with the task
+    row locked, so the stored figures always describe the stored rankings.
+    """
+    from annotation.models import Ranking
+
+    rows = list(
+        Ranking.objects.filter(task=task, is_skip=False).values_list(
+            "order", "annotator__annotator_profile__is_simulated"
+        )
+    )
+    task.consensus_order = borda([order for order, _ in rows])
+    task.agreement = pairwise_agreement([order for order, sim in rows if not sim])
+    task.save(update_fields=["ranking_count", "consensus_order", "agreement"])
