@@ -84,6 +84,14 @@ class TrainingJob(models.Model):
     last_metrics = models.JSONField(default=dict, blank=True)
     history = models.JSONField(default=list, blank=True, help_text="Metrics per logged step.")
     output_path = models.CharField(max_length=500, blank=True)
+    output_policy = models.ForeignKey(
+        Policy,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="produced_by_jobs",
+        help_text="The registry row of this stage's artifact, set when the round succeeds.",
+    )
     error = models.TextField(blank=True)
     pid = models.IntegerField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
