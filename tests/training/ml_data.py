@@ -1,0 +1,68 @@
+"""Small in-memory training data for the trainer tests, in the exporter's formats."""
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+COLOURS = ("red", "blue", "green", "small", "big")
+ANIMALS = ("cat", "dog", "bird", "fox")
+FOODS = ("apples", "fish", "seeds")
+
+
+def _prompt(colour: str, animal: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": f"What does the {colour} {animal} like?"}]
+
+
+def _answer(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def preference_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Return `n` conversational pairs whose chosen answer always likes fish.
+
+    The rejected answer names another food, so the preference is one a micro
+    model can learn: put weight on " fish" after "likes".
+    """
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        colour, animal = rng.choice(COLOURS), rng.choice(ANIMALS)
+        other = rng.choice(("apples", "seeds"))
+        rows.append(
+            {
+                "prompt": _prompt(colour, animal),
+                "chosen": _answer(f"The {colour} {animal} likes fish."),
+                "rejected": _answer(f"The {colour} {animal} likes {other}."),
+                "margin": 1.0 + (i % 3),
+            }
+        )
+    return rows
+
+
+def demonstration_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Return `n` conversational prompt/completion demonstrations (SFT format)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        colour, animal = rng.choice(COLOURS), rng.choice(ANIMALS)
+        legs = rng.randint(2, 8)
+        rows.append(
+            {
+                "prompt": _prompt(colour, animal),
+                "completion": _answer(f"The {colour} {animal} has {legs} legs and likes fish."),
+            }
+        )
+    return rows
+
+
+def prompt_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Return `n` conversational prompts (the prompt column of an export)."""
+    return [{"prompt": row["prompt"]} for row in preference_records(n, seed)]
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Write rows as JSONL and return the path."""
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    return path

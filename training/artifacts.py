@@ -1,0 +1,163 @@
+"""Loading a starting policy and saving a trained artifact, shared by every trainer.
+
+Plain Python, no Django. Torch, transformers and PEFT are imported inside the
+functions so that the web process can import the trainers' config classes.
+
+An artifact folder holds the weights (a full model, or a LoRA adapter whose
+`adapter_config.json` names its base), the tokenizer, and `training_config.json`:
+the resolved config that made it. Weights never travel without their settings.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Any, TypeVar
+
+logger = logging.getLogger(__name__)
+
+TRAINING_CONFIG_FILE = "training_config.json"
+
+C = TypeVar("C")
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
+    """Build the config dataclass `cls` from a dict, refusing keys it does not know."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(
+            f"unknown {cls.__name__} option(s) {unknown}; "
+            f"expected some of {sorted(names)} (fix the spelling or remove them)"
+        )
+    return cls(**data)
+
+
+def check_range(name: str, value: float, low: float | None, high: float | None,
+                *, low_open: bool = False, high_open: bool = False) -> None:
+    """Raise ValueError naming `name` and `value` when it lies outside the range."""
+    ok = True
+    if low is not None:
+        ok = ok and (value > low if low_open else value >= low)
+    if high is not None:
+        ok = ok and (value < high if high_open else value <= high)
+    if not ok:
+        if high is None:
+            want = f"> {low}" if low_open else f">= {low}"
+        elif low is None:
+            want = f"< {high}" if high_open else f"<= {high}"
+        else:
+            left = "(" if low_open else "["
+            right = ")" if high_open else "]"
+            want = f"in {left}{low}, {high}{right}"
+        raise ValueError(f"{name} must be {want}, got {value}")
+
+
+def read_jsonl(path: Path | str, required: tuple[str, ...] = ()) -> list[dict]:
+    """Return the records of a JSONL file, checking that each has the `required` keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file {path} does not exist; pass an exported JSONL file")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for number, line in enumerate(fh, start=1):
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            missing = [k for k in required if k not in row]
+            if missing:
+                raise ValueError(
+                    f"{path}:{number} lacks column(s) {missing}; expected {list(required)} "
+                    "(export the snapshot in TRL's format)"
+                )
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"data file {path} has no records; export a non-empty snapshot")
+    return rows
+
+
+def load_tokenizer(path: str, padding_side: str = "right"):
+    """Load a tokenizer and set its padding side (it is saved with the tokenizer)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = padding_side
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_policy(base_path: str, adapter_path: str = "", *, trainable: bool = True,
+                merge: bool = False):
+    """Load a causal LM from `base_path`, with the LoRA adapter at `adapter_path` if any.
+
+    With `merge`, fold the adapter into the base weights and return a plain model;
+    otherwise return a `PeftModel` whose adapter trains when `trainable`.
+    """
+    from transformers import AutoModelForCausalLM
+
+    if not base_path:
+        raise ValueError("base_path is empty; give the folder or hub id of the base model")
+    model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
+    if not adapter_path:
+        return model
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(model, adapter_path, is_trainable=trainable and not merge)
+    if merge:
+        model = model.merge_and_unload()
+    return model
+
+
+def lora_config(r: int, alpha: int, dropout: float, task_type: str = "CAUSAL_LM"):
+    """Return a `LoraConfig` on every linear projection of the transformer blocks."""
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        lora_dropout=dropout,
+        target_modules="all-linear",
+        task_type=task_type,
+    )
+
+
+def save_artifact(model, tokenizer, output_dir: Path, config: dict[str, Any]) -> Path:
+    """Save weights, tokenizer and `training_config.json` into `output_dir`.
+
+    A PEFT model saves only its trained adapter ("default"), never the frozen
+    reference copy DPO adds beside it. The tokenizer is saved right-padded.
+    """
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "peft_config"):
+        model.save_pretrained(output_dir, selected_adapters=["default"])
+    else:
+        model.save_pretrained(output_dir)
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    return output_dir
+
+
+def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
+    """Return the last logged value of every numeric metric of a Trainer run."""
+    metrics: dict[str, float] = {}
+    for entry in log_history:
+        for key, value in entry.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                metrics[key] = float(value)
+    return metrics
+
+
+def resume_checkpoint(resume_from: Path | None) -> str | None:
+    """Return the checkpoint folder as a string for `Trainer.train`, checking it exists."""
+    if resume_from is None:
+        return None
+    if not Path(resume_from).is_dir():
+        raise FileNotFoundError(
+            f"resume_from {resume_from} is not a checkpoint folder; "
+            "pass Reporter.last_checkpoint() or None to start from zero"
+        )
+    return str(resume_from)
