@@ -1,0 +1,378 @@
+"""Simulated annotators: programs that rank tasks through the same path as people.
+
+A simulated annotator is a plain object with a `simulator` description and a
+`decide(prompt_messages, responses, *, key)` method that returns tie groups of
+response indices, best first, or a `Skip`. `annotate` runs one as a User (profile
+`is_simulated=True`, in the annotator group) through exactly the functions the
+workspace calls: `next_task`, `submit_ranking` and `skip_task`. Their rankings are
+therefore leased, counted against the overlap, scored on gold tasks and folded into
+the consensus like anyone's; they are left out of human agreement figures
+(`annotation.agreement`), of the human leaderboard (`annotation.leaderboard`), and
+snapshots label them `simulated-N` (`annotation.snapshots`).
+
+Three annotators: `JudgeAnnotator` (the demo domain's rule-based judge),
+`RewardModelAnnotator` (a registered reward model's scores) and `NoisyAnnotator`
+(wraps either with seeded flips, ties and skips).
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import combinations
+from typing import Protocol
+
+from django.contrib.auth.models import Group, User
+from django.db import transaction
+
+from annotation.agreement import kendall_tau_b, pair_agreement
+from annotation.assignment import AnnotatorPaused, next_task, skip_task, submit_ranking
+from annotation.models import AnnotatorProfile, Project, Ranking
+from config.roles import ANNOTATOR
+from inference.models import Policy
+
+Order = list[list[int]]
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A simulated annotator's decision to skip a task, with the reason it records."""
+
+    reason: str
+
+
+class SimulatedAnnotator(Protocol):
+    """What `annotate` needs from a simulated annotator."""
+
+    simulator: str
+
+    def decide(
+        self, prompt_messages: list[dict], responses: list[str], *, key: str
+    ) -> Order | Skip:
+        """Return tie groups of indices into `responses`, best first, or a Skip.
+
+        `key` names the task (stable across runs) for annotators that draw random
+        numbers, so that a decision does not depend on the order tasks come in.
+        """
+
+
+class JudgeAnnotator:
+    """Rank by the demo domain's rule-based judge; equal scores tie."""
+
+    simulator = "judge"
+
+    def decide(
+        self, prompt_messages: list[dict], responses: list[str], *, key: str
+    ) -> Order | Skip:
+        from annotation.demo_domain import judge_rank
+
+        return judge_rank(prompt_messages, responses)
+
+
+class RewardModelAnnotator:
+    """Rank by a registered reward model's scores; scores closer than `tie_margin` tie.
+
+    The model (a sequence-classification head with one label, optionally with a
+    LoRA adapter) loads on the first decision, so constructing one is cheap.
+    """
+
+    def __init__(self, reward_model: Policy, *, tie_margin: float = 0.0) -> None:
+        if reward_model.kind != Policy.Kind.REWARD_MODEL:
+            raise ValueError(
+                f"policy {reward_model.name!r} is a {reward_model.kind}, not a reward "
+                "model; pass a registry row of kind 'reward_model'"
+            )
+        if tie_margin < 0:
+            raise ValueError(f"tie_margin must be >= 0, got {tie_margin}")
+        self.reward_model = reward_model
+        self.tie_margin = tie_margin
+        self.simulator = f"reward-model:{reward_model.name}"
+        self._scorer = None
+
+    def decide(
+        self, prompt_messages: list[dict], responses: list[str], *, key: str
+    ) -> Order | Skip:
+        if self._scorer is None:
+            self._scorer = RewardScorer(
+                self.reward_model.base_path, self.reward_model.adapter_path
+            )
+        scores = self._scorer.score([prompt_messages] * len(responses), responses)
+        return order_by_scores(scores, self.tie_margin)
+
+
+class NoisyAnnotator:
+    """Wrap an annotator with seeded noise: skips, flipped neighbours, merged ties.
+
+    Per task, with its own random stream seeded by (seed, task key): skip with
+    probability `skip_rate`; otherwise take the inner order and walk its boundaries
+    between adjacent tie groups best to worst, swapping the two groups with
+    probability `flip_rate`, then walk them again, merging the two into one tie with
+    probability `tie_rate`. With two responses, `flip_rate` is exactly the chance the
+    preference is reversed.
+    """
+
+    def __init__(
+        self,
+        inner: SimulatedAnnotator,
+        *,
+        flip_rate: float = 0.0,
+        tie_rate: float = 0.0,
+        skip_rate: float = 0.0,
+        seed: int = 0,
+    ) -> None:
+        for name, value in (
+            ("flip_rate", flip_rate),
+            ("tie_rate", tie_rate),
+            ("skip_rate", skip_rate),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        self.inner = inner
+        self.flip_rate, self.tie_rate, self.skip_rate = flip_rate, tie_rate, skip_rate
+        self.seed = seed
+        self.simulator = (
+            f"noisy({inner.simulator}, flip={flip_rate:g}, tie={tie_rate:g}, "
+            f"skip={skip_rate:g}, seed={seed})"
+        )
+
+    def decide(
+        self, prompt_messages: list[dict], responses: list[str], *, key: str
+    ) -> Order | Skip:
+        rng = random.Random(f"{self.seed}:{key}")
+        if rng.random() < self.skip_rate:
+            return Skip("simulated skip (noise)")
+        decided = self.inner.decide(prompt_messages, responses, key=key)
+        if isinstance(decided, Skip):
+            return decided
+        groups = [list(g) for g in decided]
+        for k in range(len(groups) - 1):
+            if rng.random() < self.flip_rate:
+                groups[k], groups[k + 1] = groups[k + 1], groups[k]
+        merged = [groups[0]]
+        for group in groups[1:]:
+            if rng.random() < self.tie_rate:
+                merged[-1] = sorted(merged[-1] + group)
+            else:
+                merged.append(group)
+        return merged
+
+
+def order_by_scores(scores: list[float], tie_margin: float = 0.0) -> Order:
+    """Return indices as tie groups, best first; a score within `tie_margin` of the
+    group's best joins that group."""
+    ranked = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    groups: list[list[int]] = []
+    for i in ranked:
+        if groups and scores[groups[-1][0]] - scores[i] <= tie_margin:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return [sorted(g) for g in groups]
+
+
+class RewardScorer:
+    """Score (prompt, response) pairs with a reward model folder (plus LoRA adapter).
+
+    The text scored is the chat template applied to the prompt and the response as an
+    assistant turn, as in the preference data the reward model was trained on; the
+    score is `logits[:, 0]`. ML libraries are imported here, never by the web process.
+    """
+
+    def __init__(self, base_path: str, adapter_path: str = "", batch_size: int = 32) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not base_path:
+            raise ValueError("reward model has no base_path; register its folder first")
+        tokenizer_path = adapter_path or base_path
+        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+        self.tokenizer.padding_side = "right"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_path, num_labels=1, dtype=torch.float32
+        )
+        if adapter_path:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+        if model.config.pad_token_id is None:
+            model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model = model.eval()
+        self.batch_size = batch_size
+
+    def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
+        """Return one scalar reward per (prompt, response)."""
+        import torch
+
+        texts = [
+            self.tokenizer.apply_chat_template(
+                prompt + [{"role": "assistant", "content": response}], tokenize=False
+            )
+            for prompt, response in zip(prompts, responses, strict=True)
+        ]
+        scores: list[float] = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), self.batch_size):
+                batch = self.tokenizer(
+                    texts[start : start + self.batch_size],
+                    return_tensors="pt",
+                    padding=True,
+                    truncation=True,
+                    add_special_tokens=False,
+                )
+                logits = self.model(**batch).logits  # (batch, 1)
+                scores.extend(float(v) for v in logits[:, 0])
+        return scores
+
+
+def simulated_user(username: str, simulator: str) -> User:
+    """Return the simulated annotator's user, creating or updating it.
+
+    The user is in the annotator group, cannot log in (unusable password), and its
+    profile says `is_simulated=True` with the simulator's description.
+    """
+    with transaction.atomic():
+        user, created = User.objects.get_or_create(username=username)
+        if created:
+            user.set_unusable_password()
+            user.save(update_fields=["password"])
+        elif not _is_simulated(user):
+            raise ValueError(
+                f"user {username!r} exists and is a person, not a simulated annotator; "
+                "choose another name for the simulated annotator"
+            )
+        user.groups.add(Group.objects.get_or_create(name=ANNOTATOR)[0])
+        AnnotatorProfile.objects.update_or_create(
+            user=user, defaults={"is_simulated": True, "simulator": simulator}
+        )
+    return user
+
+
+def _is_simulated(user: User) -> bool:
+    return AnnotatorProfile.objects.filter(user=user, is_simulated=True).exists()
+
+
+@dataclass(frozen=True)
+class AnnotationReport:
+    """What one simulated annotator did in one `annotate` call."""
+
+    username: str
+    ranked: int
+    skipped: int
+    paused: bool
+
+
+def annotate(
+    project: Project,
+    user: User,
+    annotator: SimulatedAnnotator,
+    *,
+    max_tasks: int | None = None,
+    now: datetime | None = None,
+) -> AnnotationReport:
+    """Take tasks one by one as `user` and rank or skip each with `annotator`.
+
+    Stop when no task is left for the user, after `max_tasks` tasks, or when the
+    user is paused for failing gold tasks (reported, not raised).
+    """
+    if not _is_simulated(user):
+        raise ValueError(
+            f"user {user.username!r} is not a simulated annotator; create it with "
+            "simulated_user()"
+        )
+    ranked = skipped = 0
+    paused = False
+    while max_tasks is None or ranked + skipped < max_tasks:
+        try:
+            lease = next_task(project, user, now=now)
+        except AnnotatorPaused:
+            paused = True
+            break
+        if lease is None:
+            break
+        task = lease.task
+        responses = list(task.responses.order_by("position", "id"))
+        decided = annotator.decide(
+            task.prompt.messages, [r.text for r in responses], key=f"task-{task.pk}"
+        )
+        if isinstance(decided, Skip):
+            skip_task(lease, user, decided.reason, now=now)
+            skipped += 1
+            continue
+        order = [[responses[i].pk for i in group] for group in decided]
+        submit_ranking(lease, user, order, now=now)
+        ranked += 1
+    return AnnotationReport(user.username, ranked, skipped, paused)
+
+
+@dataclass(frozen=True)
+class SimulatedAgreement:
+    """How often one simulated annotator agrees with people on tasks both ranked.
+
+    `agreement` is the share of (person, response pair) judgements on which the
+    simulator and the person prefer the same response or both tie it;
+    `human_agreement` is the same figure between people on the same tasks, the
+    ceiling to read it against. None where nothing was compared.
+    """
+
+    username: str
+    simulator: str
+    tasks: int
+    pairs: int
+    agreement: float | None
+    kendall_tau_b: float | None
+    human_agreement: float | None
+
+
+def simulated_agreement(project: Project) -> list[SimulatedAgreement]:
+    """Return each simulated annotator's agreement with people in the project."""
+    rows = Ranking.objects.filter(task__project=project, is_skip=False).values_list(
+        "task_id",
+        "annotator_id",
+        "annotator__username",
+        "order",
+        "annotator__annotator_profile__is_simulated",
+        "annotator__annotator_profile__simulator",
+    )
+    human: dict[int, list[Order]] = {}
+    simulated: dict[int, dict[int, Order]] = {}
+    names: dict[int, tuple[str, str]] = {}
+    for task_id, user_id, username, order, is_simulated, simulator in rows:
+        if is_simulated:
+            simulated.setdefault(user_id, {})[task_id] = order
+            names[user_id] = (username, simulator)
+        else:
+            human.setdefault(task_id, []).append(order)
+    report = []
+    for user_id in sorted(simulated, key=lambda u: names[u][0]):
+        agree = total = 0
+        taus: list[float] = []
+        tasks = 0
+        h_agree = h_total = 0
+        for task_id, order in simulated[user_id].items():
+            people = human.get(task_id, [])
+            if not people:
+                continue
+            tasks += 1
+            for person in people:
+                n_agree, n = pair_agreement(order, person)
+                agree, total = agree + n_agree, total + n
+                if (tau := kendall_tau_b(order, person)) is not None:
+                    taus.append(tau)
+            for a, b in combinations(people, 2):
+                n_agree, n = pair_agreement(a, b)
+                h_agree, h_total = h_agree + n_agree, h_total + n
+        username, simulator = names[user_id]
+        report.append(
+            SimulatedAgreement(
+                username=username,
+                simulator=simulator,
+                tasks=tasks,
+                pairs=total,
+                agreement=agree / total if total else None,
+                kendall_tau_b=sum(taus) / len(taus) if taus else None,
+                human_agreement=h_agree / h_total if h_total else None,
+            )
+        )
+    return report

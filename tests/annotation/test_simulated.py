@@ -1,0 +1,252 @@
+"""Simulated annotators: judge, reward model, noise, and the path they share with people."""
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.contrib.auth.models import User
+from django.core.management import CommandError, call_command
+
+from annotation.demo_domain import ANSWERS, make_prompts, parse_prompt
+from annotation.models import AnnotatorProfile, Lease, Prompt, Ranking, RankingTask, Response
+from annotation.simulated import (
+    JudgeAnnotator,
+    NoisyAnnotator,
+    RewardModelAnnotator,
+    Skip,
+    annotate,
+    order_by_scores,
+    simulated_agreement,
+    simulated_user,
+)
+from inference.models import Policy
+from tests.conftest import make_user
+
+PROMPT = make_prompts(1, seed=0)[0]
+
+
+def good_and_bad(prompt: list[dict]) -> tuple[str, str, str]:
+    """Return a polite correct, a plain correct and a curt evasive response."""
+    q = parse_prompt(prompt)
+    answer = ANSWERS[q.kind][0].format(c=q.subject, n=q.count, v=q.answer)
+    answer = answer[0].upper() + answer[1:]
+    return (
+        f"Sure! {answer} Hope that helps!",
+        answer,
+        "Ugh. I don't know, ask someone else. Don't ask again.",
+    )
+
+
+class Fixed:
+    """A stand-in annotator that always returns the same decision."""
+
+    simulator = "fixed"
+
+    def __init__(self, decision):
+        self.decision = decision
+
+    def decide(self, prompt_messages, responses, *, key):
+        return self.decision
+
+
+def test_judge_ranks_polite_correct_above_plain_above_curt_evasive():
+    best, plain, worst = good_and_bad(PROMPT)
+    order = JudgeAnnotator().decide(PROMPT, [worst, best, plain], key="t")
+    assert order == [[1], [2], [0]]
+
+
+def test_noise_with_full_flip_rate_reverses_a_pair():
+    noisy = NoisyAnnotator(Fixed([[0], [1]]), flip_rate=1.0)
+    assert noisy.decide(PROMPT, ["a", "b"], key="t") == [[1], [0]]
+
+
+def test_noise_with_full_tie_rate_ties_everything():
+    noisy = NoisyAnnotator(Fixed([[2], [0], [1]]), tie_rate=1.0)
+    assert noisy.decide(PROMPT, ["a", "b", "c"], key="t") == [[0, 1, 2]]
+
+
+def test_noise_with_full_skip_rate_skips():
+    noisy = NoisyAnnotator(Fixed([[0], [1]]), skip_rate=1.0)
+    assert noisy.decide(PROMPT, ["a", "b"], key="t") == Skip("simulated skip (noise)")
+
+
+def test_flip_rate_is_the_share_of_reversed_pairs_and_is_seeded():
+    noisy = NoisyAnnotator(Fixed([[0], [1]]), flip_rate=0.2, seed=5)
+    decisions = [noisy.decide(PROMPT, ["a", "b"], key=f"task-{i}") for i in range(2000)]
+    flipped = sum(d == [[1], [0]] for d in decisions) / len(decisions)
+    assert abs(flipped - 0.2) < 0.03
+    again = NoisyAnnotator(Fixed([[0], [1]]), flip_rate=0.2, seed=5)
+    assert [again.decide(PROMPT, ["a", "b"], key=f"task-{i}") for i in range(2000)] == decisions
+
+
+def test_noise_rates_outside_zero_to_one_are_refused():
+    with pytest.raises(ValueError, match=r"flip_rate must be in \[0, 1\], got 1.5"):
+        NoisyAnnotator(JudgeAnnotator(), flip_rate=1.5)
+
+
+def test_scores_within_the_tie_margin_tie():
+    assert order_by_scores([0.1, 0.9, 0.85, -1.0], tie_margin=0.1) == [[1, 2], [0], [3]]
+    assert order_by_scores([0.1, 0.9, 0.85, -1.0]) == [[1], [2], [0], [3]]
+
+
+@pytest.fixture
+def sft(db) -> Policy:
+    return Policy.objects.create(name="demo-sft", base_path="/models/sft")
+
+
+def publish(project, policy: Policy, n: int, *, overlap: int = 1) -> list[RankingTask]:
+    """Create n tasks on demo prompts, each with the judge's best, plain and worst."""
+    tasks = []
+    for messages in make_prompts(n, seed=1):
+        prompt = Prompt.objects.create(project=project, messages=messages)
+        task = RankingTask.objects.create(project=project, prompt=prompt, overlap=overlap)
+        for position, text in enumerate(reversed(good_and_bad(messages))):
+            Response.objects.create(task=task, policy=policy, text=text, position=position)
+        tasks.append(task)
+    return tasks
+
+
+def test_simulated_user_is_a_flagged_annotator_who_cannot_log_in(db):
+    user = simulated_user("sim-judge-1", "judge")
+    profile = AnnotatorProfile.objects.get(user=user)
+    assert (profile.is_simulated, profile.simulator) == (True, "judge")
+    assert list(user.groups.values_list("name", flat=True)) == ["annotator"]
+    assert user.has_usable_password() is False
+
+
+def test_a_person_cannot_be_turned_into_a_simulated_annotator(db):
+    make_user("alice", "annotator")
+    with pytest.raises(ValueError, match="user 'alice' exists and is a person"):
+        simulated_user("alice", "judge")
+
+
+def test_judge_ranks_every_task_through_leases_and_submissions(project, sft):
+    project.gold_rate = 0.0
+    project.save()
+    tasks = publish(project, sft, 3)
+    user = simulated_user("sim-judge-1", "judge")
+    report = annotate(project, user, JudgeAnnotator())
+    assert (report.ranked, report.skipped, report.paused) == (3, 0, False)
+    assert list(Lease.objects.filter(annotator=user).values_list("status", flat=True)) == [
+        "submitted"
+    ] * 3
+    for task in tasks:
+        task.refresh_from_db()
+        best, plain, worst = good_and_bad(task.prompt.messages)
+        by_text = {r.text: r.pk for r in task.responses.all()}
+        assert task.ranking_count == 1
+        assert task.consensus_order == [[by_text[best]], [by_text[plain]], [by_text[worst]]]
+
+
+def test_the_overlap_holds_for_simulated_annotators(project, sft):
+    project.gold_rate = 0.0
+    project.save()
+    publish(project, sft, 2, overlap=1)
+    first = annotate(project, simulated_user("sim-judge-1", "judge"), JudgeAnnotator())
+    second = annotate(project, simulated_user("sim-judge-2", "judge"), JudgeAnnotator())
+    assert (first.ranked, second.ranked) == (2, 0)
+
+
+def test_skips_go_through_skip_task_and_max_tasks_stops_early(project, sft):
+    project.gold_rate = 0.0
+    project.save()
+    publish(project, sft, 3)
+    user = simulated_user("sim-noisy-1", "noisy")
+    report = annotate(project, user, NoisyAnnotator(JudgeAnnotator(), skip_rate=1.0), max_tasks=2)
+    assert (report.ranked, report.skipped) == (0, 2)
+    assert list(Ranking.objects.filter(annotator=user).values_list("is_skip", "skip_reason")) == [
+        (True, "simulated skip (noise)")
+    ] * 2
+
+
+def test_a_person_cannot_be_driven_by_annotate(project, annotator):
+    with pytest.raises(ValueError, match="is not a simulated annotator"):
+        annotate(project, annotator, JudgeAnnotator())
+
+
+def test_simulated_rankings_stay_out_of_the_task_agreement(project, sft):
+    project.gold_rate = 0.0
+    project.save()
+    (task,) = publish(project, sft, 1, overlap=3)
+    ids = list(task.responses.values_list("pk", flat=True))
+    human = make_user("h1", "annotator")
+    Ranking.objects.create(task=task, annotator=human, order=[[ids[0]], [ids[1]], [ids[2]]])
+    annotate(project, simulated_user("sim-judge-1", "judge"), JudgeAnnotator())
+    annotate(
+        project,
+        simulated_user("sim-noisy-1", "noisy"),
+        NoisyAnnotator(JudgeAnnotator(), flip_rate=1.0),
+    )
+    task.refresh_from_db()
+    assert task.agreement is None  # one person: no human pair to agree
+
+
+def test_agreement_with_people_is_reported_against_their_own_agreement(project, sft):
+    (task,) = publish(project, sft, 1, overlap=5)
+    by_text = {r.text: r.pk for r in task.responses.all()}
+    best, plain, worst = (by_text[t] for t in good_and_bad(task.prompt.messages))
+    # Two people: one agrees with the judge on all 3 pairs, one on 2 of 3 (swaps the
+    # top two); with each other they agree on 2 of 3.
+    Ranking.objects.create(task=task, annotator=make_user("h1"), order=[[best], [plain], [worst]])
+    Ranking.objects.create(task=task, annotator=make_user("h2"), order=[[plain], [best], [worst]])
+    bot = simulated_user("sim-judge-1", "judge")
+    Ranking.objects.create(task=task, annotator=bot, order=[[best], [plain], [worst]])
+    (row,) = simulated_agreement(project)
+    assert (row.username, row.simulator, row.tasks, row.pairs) == ("sim-judge-1", "judge", 1, 6)
+    assert row.agreement == 5 / 6
+    assert row.human_agreement == 2 / 3
+    assert row.kendall_tau_b == pytest.approx((1.0 + 1 / 3) / 2)
+
+
+@pytest.fixture(scope="module")
+def reward_model_dir(tiny_model_dir, tmp_path_factory):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = tmp_path_factory.mktemp("tiny-rm")
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
+    return path
+
+
+def test_reward_model_annotator_ranks_by_its_scores(db, reward_model_dir):
+    rm = Policy.objects.create(
+        name="rm-1", kind=Policy.Kind.REWARD_MODEL, base_path=str(reward_model_dir)
+    )
+    annotator = RewardModelAnnotator(rm)
+    responses = list(good_and_bad(PROMPT))
+    order = annotator.decide(PROMPT, responses, key="t")
+    scores = annotator._scorer.score([PROMPT] * 3, responses)
+    assert order == order_by_scores(scores)
+    assert sorted(i for g in order for i in g) == [0, 1, 2]
+    assert annotator.simulator == "reward-model:rm-1"
+
+
+def test_a_policy_is_not_accepted_as_a_reward_model(sft):
+    with pytest.raises(ValueError, match="is a policy, not a reward model"):
+        RewardModelAnnotator(sft)
+
+
+def test_command_ranks_with_noisy_judges_and_reports_each(project, sft):
+    project.gold_rate = 0.0
+    project.save()
+    publish(project, sft, 2, overlap=2)
+    out = StringIO()
+    call_command(
+        "simulate_annotators",
+        "--project=demo",
+        "--annotator=judge",
+        "--noise=0.1,0.05",
+        "--count=2",
+        stdout=out,
+    )
+    assert out.getvalue().splitlines() == [
+        "sim-judge-1 [noisy(judge, flip=0.1, tie=0.05, skip=0, seed=0)]: ranked 2, skipped 0",
+        "sim-judge-2 [noisy(judge, flip=0.1, tie=0.05, skip=0, seed=1)]: ranked 2, skipped 0",
+    ]
+    assert User.objects.filter(annotator_profile__is_simulated=True).count() == 2
+
+
+def test_command_refuses_a_bad_noise_spec(project):
+    with pytest.raises(CommandError, match="--noise flip rate must be in"):
+        call_command("simulate_annotators", "--project=demo", "--noise=2")
