@@ -1,0 +1,524 @@
+"""Writing a snapshot to disk in the format a trainer reads, streamed and atomically.
+
+Formats (`fmt`): `trl` preference pairs (conversational or standard `style`, explicit
+or implicit `prompt`), `kto` unpaired rows (`prompt`, `completion`, `label`),
+`ranking` (the full order with tie groups), `hh` (HH-RLHF `chosen`/`rejected`
+transcripts) and `sft` demonstrations (rewrites and top-ranked responses). Each goes
+out as JSONL (optionally gzipped), Parquet (pyarrow's streaming writer) or a Hugging
+Face `datasets` folder that `load_from_disk` opens, with a dataset card beside it.
+Rows are read from the database in chunks and written as they come, so memory stays
+flat as the snapshot grows; the file appears under its final name by `os.replace`.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+from django.core.exceptions import ValidationError
+
+from annotation.models import Response, Snapshot, SnapshotPair, SnapshotRanking
+
+FORMATS = ("trl", "kto", "ranking", "hh", "sft")
+STYLES = ("conversational", "standard")
+PROMPT_MODES = ("explicit", "implicit")
+FILE_FORMATS = ("jsonl", "jsonl.gz", "parquet", "hf")
+CHUNK = 5000
+
+_PAIR_FIELDS = (
+    "id",
+    "task__prompt_id",
+    "task__prompt__messages",
+    "task__round__number",
+    "task__round__policy__name",
+    "chosen_id",
+    "chosen__text",
+    "chosen__policy__name",
+    "rejected_id",
+    "rejected__text",
+    "rejected__policy__name",
+    "margin",
+    "annotator_label",
+    "ranking_id",
+)
+
+
+def file_format_for(path: str | Path) -> str:
+    """Return the file format a path's name implies (a name without suffix is a folder)."""
+    name = Path(path).name
+    if name.endswith(".jsonl.gz"):
+        return "jsonl.gz"
+    if name.endswith(".jsonl") or name.endswith(".json"):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    if "." not in name:
+        return "hf"
+    raise ValidationError(
+        f"cannot tell the file format of {name!r}; use .jsonl, .jsonl.gz, .parquet, "
+        "a folder name without a suffix, or pass file_format"
+    )
+
+
+def check_options(fmt: str, style: str, prompt: str, file_format: str) -> None:
+    """Raise ValidationError naming any option outside its allowed values."""
+    for label, value, allowed in (
+        ("fmt", fmt, FORMATS),
+        ("style", style, STYLES),
+        ("prompt", prompt, PROMPT_MODES),
+        ("file_format", file_format, FILE_FORMATS),
+    ):
+        if value not in allowed:
+            raise ValidationError(f"{label} must be one of {allowed}, got {value!r}")
+
+
+def prompt_text(messages: list[dict]) -> str:
+    """Return a prompt as plain text: one user turn as itself, else an HH transcript."""
+    if len(messages) == 1 and messages[0]["role"] == "user":
+        return messages[0]["content"]
+    return transcript(messages) + "\n\nAssistant:"
+
+
+def transcript(messages: list[dict]) -> str:
+    """Return messages as `\\n\\nHuman: …\\n\\nAssistant: …` turns (system turns lead)."""
+    names = {"user": "Human", "assistant": "Assistant", "system": "System"}
+    return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages)
+
+
+def iter_rows(
+    snapshot: Snapshot, *, fmt: str = "trl", style: str = "conversational", prompt: str = "explicit"
+) -> Iterator[dict]:
+    """Yield the snapshot's rows in the given format, reading the database in chunks."""
+    check_options(fmt, style, prompt, "jsonl")
+    if fmt in ("trl", "hh"):
+        yield from _pair_rows(snapshot, fmt, style, prompt)
+    elif fmt == "kto":
+        yield from _unpaired_rows(snapshot, style)
+    elif fmt == "ranking":
+        yield from _ranking_rows(snapshot, style)
+    else:
+        yield from _sft_rows(snapshot, style)
+
+
+def _pair_rows(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Iterator[dict]:
+    rows = (
+        SnapshotPair.objects.filter(snapshot=snapshot)
+        .order_by("id")
+        .values_list(*_PAIR_FIELDS)
+        .iterator(chunk_size=CHUNK)
+    )
+    last_messages_id, last_text = None, None
+    for (
+        _,
+        prompt_id,
+        messages,
+        round_number,
+        round_policy,
+        chosen_id,
+        chosen_text,
+        chosen_policy,
+        rejected_id,
+        rejected_text,
+        rejected_policy,
+        margin,
+        annotator,
+        ranking_id,
+    ) in rows:
+        if fmt == "hh":
+            head = transcript(messages) + "\n\nAssistant: "
+            row = {"chosen": head + chosen_text, "rejected": head + rejected_text}
+        elif style == "conversational":
+            chosen = [{"role": "assistant", "content": chosen_text}]
+            rejected = [{"role": "assistant", "content": rejected_text}]
+            if prompt == "explicit":
+                row = {"prompt": messages, "chosen": chosen, "rejected": rejected}
+            else:
+                row = {"chosen": messages + chosen, "rejected": messages + rejected}
+        else:
+            if prompt_id != last_messages_id:
+                last_messages_id, last_text = prompt_id, prompt_text(messages)
+            if prompt == "explicit":
+                row = {"prompt": last_text, "chosen": chosen_text, "rejected": rejected_text}
+            else:
+                sep = " " if len(messages) > 1 else "\n"
+                row = {
+                    "chosen": last_text + sep + chosen_text,
+                    "rejected": last_text + sep + rejected_text,
+                }
+        row.update(
+            margin=margin,
+            annotator=annotator,
+            round=round_number,
+            policy=round_policy or chosen_policy,
+            chosen_policy=chosen_policy,
+            rejected_policy=rejected_policy,
+            prompt_id=prompt_id,
+            ranking_id=ranking_id,
+            chosen_id=chosen_id,
+            rejected_id=rejected_id,
+        )
+        yield row
+
+
+def _completion(text: str, style: str) -> list[dict] | str:
+    return [{"role": "assistant", "content": text}] if style == "conversational" else text
+
+
+def _prompt(messages: list[dict], style: str) -> list[dict] | str:
+    return messages if style == "conversational" else prompt_text(messages)
+
+
+def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
+    """Yield each response once, desirable when it won more of its pairs than it lost.
+
+    A response that won and lost equally often says nothing and is left out.
+    """
+    score: dict[int, int] = {}
+    for chosen, rejected in (
+        SnapshotPair.objects.filter(snapshot=snapshot)
+        .values_list("chosen_id", "rejected_id")
+        .iterator(chunk_size=CHUNK)
+    ):
+        score[chosen] = score.get(chosen, 0) + 1
+        score[rejected] = score.get(rejected, 0) - 1
+    ids = sorted(rid for rid, s in score.items() if s != 0)
+    for start in range(0, len(ids), CHUNK):
+        batch = ids[start : start + CHUNK]
+        for rid, text, prompt_id, messages, policy, round_number in (
+            Response.objects.filter(id__in=batch)
+            .order_by("id")
+            .values_list(
+                "id", "text", "task__prompt_id", "task__prompt__messages", "policy__name",
+                "task__round__number",
+            )
+        ):
+            yield {
+                "prompt": _prompt(messages, style),
+                "completion": _completion(text, style),
+                "label": score[rid] > 0,
+                "prompt_id": prompt_id,
+                "response_id": rid,
+                "policy": policy,
+                "round": round_number,
+            }
+
+
+def _orders(snapshot: Snapshot) -> Iterator[tuple[SnapshotRanking, dict[int, tuple[str, str]]]]:
+    """Yield each frozen order with its responses' (text, policy), chunk by chunk."""
+    query = (
+        SnapshotRanking.objects.filter(snapshot=snapshot)
+        .select_related("task__prompt", "task__round")
+        .order_by("id")
+    )
+    batch: list[SnapshotRanking] = []
+
+    def flush() -> Iterator:
+        task_ids = {o.task_id for o in batch}
+        texts = {
+            rid: (text, policy)
+            for rid, text, policy in Response.objects.filter(task_id__in=task_ids).values_list(
+                "id", "text", "policy__name"
+            )
+        }
+        for order in batch:
+            yield order, texts
+
+    for order in query.iterator(chunk_size=CHUNK):
+        batch.append(order)
+        if len(batch) >= CHUNK:
+            yield from flush()
+            batch = []
+    if batch:
+        yield from flush()
+
+
+def _ranking_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
+    for order, texts in _orders(snapshot):
+        ids = [rid for group in order.order for rid in group]
+        yield {
+            "prompt": _prompt(order.task.prompt.messages, style),
+            "responses": [
+                {"id": rid, "text": texts[rid][0], "policy": texts[rid][1]} for rid in ids
+            ],
+            "order": order.order,
+            "annotator": order.annotator_label,
+            "round": order.task.round.number if order.task.round_id else None,
+            "prompt_id": order.task.prompt_id,
+            "ranking_id": order.ranking_id,
+        }
+
+
+def _sft_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
+    """Yield rewrites and each task's top-ranked responses, each text once per task."""
+    seen: set[tuple[int, str]] = set()
+    for order, texts in _orders(snapshot):
+        candidates = []
+        if order.rewrite.strip():
+            candidates.append((order.rewrite, "rewrite", None, ""))
+        for rid in order.order[0] if len(order.order) > 1 else []:
+            candidates.append((texts[rid][0], "top_ranked", rid, texts[rid][1]))
+        for text, origin, rid, policy in candidates:
+            key = (order.task_id, text)
+            if key in seen:
+                continue
+            seen.add(key)
+            yield {
+                "prompt": _prompt(order.task.prompt.messages, style),
+                "completion": _completion(text, style),
+                "origin": origin,
+                "annotator": order.annotator_label,
+                "prompt_id": order.task.prompt_id,
+                "response_id": rid,
+                "policy": policy,
+                "round": order.task.round.number if order.task.round_id else None,
+            }
+
+
+def arrow_schema(fmt: str, style: str, prompt: str):
+    """Return the pyarrow schema of a format, so every Parquet batch agrees."""
+    import pyarrow as pa
+
+    message = pa.struct([("role", pa.string()), ("content", pa.string())])
+    text = pa.list_(message) if style == "conversational" else pa.string()
+    if fmt == "hh":
+        return pa.schema([("chosen", pa.string()), ("rejected", pa.string())] + _pair_extra(pa))
+    if fmt == "trl":
+        head = [("prompt", text)] if prompt == "explicit" else []
+        return pa.schema(head + [("chosen", text), ("rejected", text)] + _pair_extra(pa))
+    if fmt == "kto":
+        return pa.schema(
+            [
+                ("prompt", text),
+                ("completion", text),
+                ("label", pa.bool_()),
+                ("prompt_id", pa.int64()),
+                ("response_id", pa.int64()),
+                ("policy", pa.string()),
+                ("round", pa.int64()),
+            ]
+        )
+    if fmt == "ranking":
+        response = pa.struct([("id", pa.int64()), ("text", pa.string()), ("policy", pa.string())])
+        return pa.schema(
+            [
+                ("prompt", text),
+                ("responses", pa.list_(response)),
+                ("order", pa.list_(pa.list_(pa.int64()))),
+                ("annotator", pa.string()),
+                ("round", pa.int64()),
+                ("prompt_id", pa.int64()),
+                ("ranking_id", pa.int64()),
+            ]
+        )
+    return pa.schema(
+        [
+            ("prompt", text),
+            ("completion", text),
+            ("origin", pa.string()),
+            ("annotator", pa.string()),
+            ("prompt_id", pa.int64()),
+            ("response_id", pa.int64()),
+            ("policy", pa.string()),
+            ("round", pa.int64()),
+        ]
+    )
+
+
+def _pair_extra(pa) -> list:
+    return [
+        ("margin", pa.float64()),
+        ("annotator", pa.string()),
+        ("round", pa.int64()),
+        ("policy", pa.string()),
+        ("chosen_policy", pa.string()),
+        ("rejected_policy", pa.string()),
+        ("prompt_id", pa.int64()),
+        ("ranking_id", pa.int64()),
+        ("chosen_id", pa.int64()),
+        ("rejected_id", pa.int64()),
+    ]
+
+
+def write_jsonl(rows: Iterator[dict], out: IO[str]) -> int:
+    """Write rows as JSON lines; return how many."""
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    count = 0
+    buffer: list[str] = []
+    for row in rows:
+        buffer.append(dumps(row))
+        count += 1
+        if len(buffer) >= CHUNK:
+            out.write("\n".join(buffer) + "\n")
+            buffer.clear()
+    if buffer:
+        out.write("\n".join(buffer) + "\n")
+    return count
+
+
+def write_parquet(rows: Iterator[dict], path: Path, schema) -> int:
+    """Write rows to Parquet in record batches of CHUNK rows; return how many."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    count = 0
+    with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
+        batch: list[dict] = []
+        for row in rows:
+            batch.append(row)
+            if len(batch) >= CHUNK:
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                count += len(batch)
+                batch = []
+        if batch or count == 0:
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            count += len(batch)
+    return count
+
+
+def export_snapshot(
+    snapshot: Snapshot,
+    path: str | Path,
+    *,
+    fmt: str = "trl",
+    style: str = "conversational",
+    prompt: str = "explicit",
+    file_format: str | None = None,
+    card: bool = True,
+) -> Path:
+    """Write the snapshot to `path` in `fmt` and return the path.
+
+    The data go to a temporary name in the same folder and are renamed into place, so
+    an interrupted export leaves nothing under the final name. A dataset card goes in
+    the folder (`hf`) or beside the file as `<name>.README.md`.
+    """
+    path = Path(path)
+    file_format = file_format or file_format_for(path)
+    check_options(fmt, style, prompt, file_format)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = iter_rows(snapshot, fmt=fmt, style=style, prompt=prompt)
+    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        if file_format == "hf":
+            count = _write_hf(rows, tmp_dir / "data", arrow_schema(fmt, style, prompt))
+            if card:
+                (tmp_dir / "data" / "README.md").write_text(
+                    dataset_card(snapshot, fmt, style, prompt, count), encoding="utf-8"
+                )
+            _replace_dir(tmp_dir / "data", path)
+        else:
+            tmp = tmp_dir / path.name
+            if file_format == "parquet":
+                count = write_parquet(rows, tmp, arrow_schema(fmt, style, prompt))
+            elif file_format == "jsonl.gz":
+                with gzip.open(tmp, "wt", encoding="utf-8") as out:
+                    count = write_jsonl(rows, out)
+            else:
+                with open(tmp, "w", encoding="utf-8") as out:
+                    count = write_jsonl(rows, out)
+            os.replace(tmp, path)
+            if card:
+                card_path = card_path_for(path)
+                tmp_card = tmp_dir / card_path.name
+                tmp_card.write_text(
+                    dataset_card(snapshot, fmt, style, prompt, count), encoding="utf-8"
+                )
+                os.replace(tmp_card, card_path)
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return path
+
+
+def card_path_for(path: Path) -> Path:
+    """Return where the dataset card of a file export goes."""
+    stem = path.name.split(".")[0]
+    return path.with_name(f"{stem}.README.md")
+
+
+def _write_hf(rows: Iterator[dict], folder: Path, schema) -> int:
+    """Write a `datasets` folder via a Parquet file, memory-mapped, never all in RAM."""
+    import datasets
+
+    parquet = folder.parent / "rows.parquet"
+    count = write_parquet(rows, parquet, schema)
+    dataset = datasets.Dataset.from_parquet(
+        str(parquet), cache_dir=str(folder.parent / "cache"), keep_in_memory=False
+    )
+    dataset.save_to_disk(str(folder))
+    return count
+
+
+def _replace_dir(src: Path, dest: Path) -> None:
+    """Move a finished folder into place; an older folder of that name is removed after."""
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.replace(dest, old)
+        os.replace(src, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(src, dest)
+
+
+def dataset_card(snapshot: Snapshot, fmt: str, style: str, prompt: str, count: int) -> str:
+    """Return a Markdown dataset card: filter, rules, counts, agreement, vote merging."""
+    from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES
+
+    stats = snapshot.stats or {}
+    columns = ", ".join(f"`{name}`" for name in arrow_schema(fmt, style, prompt).names)
+    lines = [
+        "---",
+        "license: other",
+        "tags: [preference, rlhf, human-feedback]",
+        "---",
+        f"# {snapshot.project.name} / {snapshot.name}",
+        "",
+        f"Preference data frozen from project `{snapshot.project.name}` on "
+        f"{snapshot.created_at:%Y-%m-%d %H:%M} UTC"
+        + (f" by {snapshot.created_by}" if snapshot.created_by else "")
+        + ".",
+        "",
+        f"- Snapshot SHA-256: `{snapshot.sha256}`",
+        f"- Pairs in the snapshot: {snapshot.row_count}; rows in this file: {count}",
+        f"- Format: `{fmt}`, style `{style}`, prompt `{prompt}`; columns {columns}",
+        f"- Pair rule: `{snapshot.pair_rule}` ({PAIR_RULES.get(snapshot.pair_rule, '')})",
+        f"- Tie rule: `{snapshot.tie_rule}` ({TIE_RULES.get(snapshot.tie_rule, '')})",
+        f"- Deduplication: `{snapshot.dedup_rule}` ({DEDUP_RULES.get(snapshot.dedup_rule, '')})",
+        f"- Margin: `{snapshot.margin_rule}` ({MARGIN_RULES.get(snapshot.margin_rule, '')})",
+        f"- Votes merged: {stats.get('votes_merged', 'n/a')}",
+        f"- Tasks: {stats.get('tasks', 'n/a')}, prompts: {stats.get('prompts', 'n/a')}, "
+        f"orders: {stats.get('orders', 'n/a')}, annotators: {stats.get('annotators', 'n/a')}",
+        f"- Mean task agreement: {stats.get('mean_task_agreement', 'n/a')}",
+        "",
+        "## Filter",
+        "",
+        "```json",
+        json.dumps(snapshot.filter, indent=2, sort_keys=True),
+        "```",
+        "",
+        "Annotator ids are pseudonymous and stable within this snapshot only.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def push_to_hub(folder: Path, repo_id: str, token: str, *, private: bool = True) -> str:
+    """Push an exported `datasets` folder and its card to the Hub; return the repo URL.
+
+    Only called when the user gave a token; nothing in the test suite calls it.
+    """
+    import datasets
+    from huggingface_hub import HfApi
+
+    if not token:
+        raise ValidationError("pushing to the Hub needs a token; pass --hub-token or set HF_TOKEN")
+    datasets.load_from_disk(str(folder)).push_to_hub(repo_id, token=token, private=private)
+    card = folder / "README.md"
+    if card.exists():
+        HfApi(token=token).upload_file(
+            path_or_fileobj=str(card), path_in_repo="README.md", repo_id=repo_id,
+            repo_type="dataset",
+        )
+    return f"https://huggingface.co/datasets/{repo_id}"

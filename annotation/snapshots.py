@@ -1,0 +1,576 @@
+"""Freezing a project's rankings into an immutable, hashed set of preference pairs.
+
+A snapshot is the filter that selected the rankings, the rules that turned them into
+pairs (pair rule, tie rule, deduplication, margin), the pairs themselves, the orders
+they came from, and a SHA-256 of the canonical content, so that building the same
+filter over the same data gives the same hash and a training round names exactly the
+data it learned from.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from itertools import combinations
+from statistics import mean, median
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils.dateparse import parse_date, parse_datetime
+
+from annotation.models import (
+    AnnotatorProfile,
+    Project,
+    Ranking,
+    RankingTask,
+    Response,
+    Snapshot,
+    SnapshotPair,
+    SnapshotRanking,
+    order_to_pairs,
+)
+
+PAIR_RULES = {
+    "all_pairs": "every ordered pair of differing rank (InstructGPT)",
+    "best_vs_rest": "the best response against each worse one",
+    "adjacent": "neighbouring ranks only",
+}
+TIE_RULES = {
+    "drop": "tied responses give no pair",
+    "keep": "tied responses give one pair with margin 0 (lower id first)",
+}
+DEDUP_RULES = {
+    "none": "every annotator's pair is kept",
+    "exact": "identical (prompt, chosen, rejected) texts are kept once",
+    "majority": "pairs over the same two texts are merged by majority vote; even splits drop",
+}
+MARGIN_RULES = {
+    "rank": "rank distance between chosen and rejected",
+    "aspects": "mean aspect rating of chosen minus rejected (rank distance without ratings)",
+}
+FILTER_KEYS = {
+    "rounds": "list of round numbers",
+    "policies": "list of policy names; both responses of a pair must come from them",
+    "since": "ISO date or datetime; rankings made at or after it",
+    "until": "ISO date or datetime; rankings made before it",
+    "min_agreement": "number in [0, 1]; tasks whose agreement is at least this",
+    "min_reliability": "number in [0, 1]; annotators whose gold accuracy is at least this",
+    "gold": "'include', 'exclude' or 'only'",
+    "flagged": "'include' or 'exclude' (unsafe / all-bad rankings, flagged prompts)",
+    "skipped": "'include' or 'exclude' (tasks any annotator skipped)",
+    "votes": "'every' (each annotator's ranking) or 'consensus' (one order per task)",
+    "adjudicated": "true (an adjudicated order replaces the votes) or false",
+    "simulated": "'include', 'exclude' or 'only' (simulated annotators)",
+}
+DEFAULT_FILTER = {
+    "gold": "include",
+    "flagged": "include",
+    "skipped": "include",
+    "votes": "every",
+    "adjudicated": True,
+    "simulated": "include",
+}
+_CHOICES = {
+    "gold": ("include", "exclude", "only"),
+    "flagged": ("include", "exclude"),
+    "skipped": ("include", "exclude"),
+    "votes": ("every", "consensus"),
+    "simulated": ("include", "exclude", "only"),
+}
+
+
+def clean_filter(raw: dict | None) -> dict:
+    """Return the filter with defaults filled in, keys sorted.
+
+    Raise ValidationError naming the bad key or value and what is expected.
+    """
+    raw = dict(raw or {})
+    unknown = sorted(set(raw) - set(FILTER_KEYS))
+    if unknown:
+        raise ValidationError(
+            f"unknown filter keys {unknown}; expected some of {sorted(FILTER_KEYS)}"
+        )
+    cleaned = {**DEFAULT_FILTER, **{k: v for k, v in raw.items() if v is not None}}
+    for key, allowed in _CHOICES.items():
+        if cleaned[key] not in allowed:
+            raise ValidationError(f"filter {key} must be one of {allowed}, got {cleaned[key]!r}")
+    if not isinstance(cleaned["adjudicated"], bool):
+        raise ValidationError(
+            f"filter adjudicated must be true or false, got {cleaned['adjudicated']!r}"
+        )
+    if "rounds" in cleaned:
+        rounds = cleaned["rounds"]
+        if not isinstance(rounds, list) or not all(
+            isinstance(r, int) and not isinstance(r, bool) for r in rounds
+        ):
+            raise ValidationError(f"filter rounds must be a list of round numbers, got {rounds!r}")
+        cleaned["rounds"] = sorted(set(rounds))
+    if "policies" in cleaned:
+        policies = cleaned["policies"]
+        if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
+            raise ValidationError(
+                f"filter policies must be a list of policy names, got {policies!r}"
+            )
+        cleaned["policies"] = sorted(set(policies))
+    for key in ("since", "until"):
+        if key in cleaned:
+            cleaned[key] = _parse_moment(key, cleaned[key]).isoformat()
+    for key in ("min_agreement", "min_reliability"):
+        if key in cleaned:
+            value = cleaned[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValidationError(f"filter {key} must be a number in [0, 1], got {value!r}")
+            cleaned[key] = float(value)
+    return dict(sorted(cleaned.items()))
+
+
+def _parse_moment(key: str, value: object) -> datetime:
+    from datetime import timezone as dt_timezone
+
+    parsed = None
+    if isinstance(value, str):
+        parsed = parse_datetime(value)
+        if parsed is None and parse_date(value) is not None:
+            day = parse_date(value)
+            parsed = datetime(day.year, day.month, day.day)
+    if parsed is None:
+        raise ValidationError(
+            f"filter {key} must be an ISO date or datetime like 2026-01-31, got {value!r}"
+        )
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+    return parsed
+
+
+def check_rule(kind: str, value: str, allowed: dict) -> None:
+    """Raise ValidationError unless `value` is one of the allowed rules."""
+    if value not in allowed:
+        raise ValidationError(f"{kind} must be one of {sorted(allowed)}, got {value!r}")
+
+
+@dataclass
+class _Source:
+    """One order that pairs are drawn from: a vote, a consensus or an adjudication."""
+
+    task: RankingTask
+    ranking: Ranking | None
+    order: list[list[int]]
+    annotator: str  # label key before pseudonymisation
+    created_at: datetime
+
+
+def freeze_snapshot(
+    project: Project,
+    name: str,
+    *,
+    user: AbstractBaseUser | None = None,
+    filter: dict | None = None,
+    pair_rule: str = "all_pairs",
+    tie_rule: str = "drop",
+    dedup_rule: str = "none",
+    margin_rule: str = "rank",
+) -> Snapshot:
+    """Select rankings by `filter`, turn them into pairs by the rules, and store them.
+
+    Writes the Snapshot, its SnapshotRanking orders and SnapshotPair rows in one
+    transaction; row_count, stats and the SHA-256 of the canonical content (prompt
+    messages, texts, margins, pseudonymous annotators, rounds, policies, in a fixed
+    order, plus the filter and rules) are set before it commits. Raise ValidationError
+    for a bad filter or rule, or a name the project already uses.
+    """
+    cleaned = clean_filter(filter)
+    check_rule("pair_rule", pair_rule, PAIR_RULES)
+    check_rule("tie_rule", tie_rule, TIE_RULES)
+    check_rule("dedup_rule", dedup_rule, DEDUP_RULES)
+    check_rule("margin_rule", margin_rule, MARGIN_RULES)
+    if not name or len(name) > 200:
+        raise ValidationError(f"a snapshot name must have 1 to 200 characters, got {name!r}")
+    if Snapshot.objects.filter(project=project, name=name).exists():
+        raise ValidationError(
+            f"project {project.name} already has a snapshot named {name!r}; choose another name"
+        )
+
+    tasks = _select_tasks(project, cleaned)
+    sources = _select_sources(tasks, cleaned)
+    responses = {
+        r.id: r
+        for r in Response.objects.filter(task__in=[t.id for t in tasks]).select_related(
+            "policy"
+        )
+    }
+    allowed_policies = set(cleaned.get("policies", []))
+    labels = _Labels()
+    pair_rows: list[dict] = []
+    order_rows: list[SnapshotRanking] = []
+    for source in sources:
+        order = source.order
+        if allowed_policies:
+            order = [
+                [rid for rid in group if responses[rid].policy.name in allowed_policies]
+                for group in order
+            ]
+            order = [group for group in order if group]
+        if not order:
+            continue
+        label = labels.of(source.annotator)
+        order_rows.append(
+            SnapshotRanking(
+                task=source.task,
+                ranking=source.ranking,
+                order=order,
+                annotator_label=label,
+                rewrite=source.ranking.rewrite if source.ranking else "",
+            )
+        )
+        for chosen, rejected, distance in _pairs(order, pair_rule, tie_rule):
+            pair_rows.append(
+                {
+                    "task": source.task,
+                    "ranking": source.ranking,
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "margin": _margin(source.ranking, chosen, rejected, distance, margin_rule),
+                    "label": label,
+                }
+            )
+    pair_rows = _deduplicate(pair_rows, responses, dedup_rule)
+
+    digest = hashlib.sha256()
+    header = {
+        "filter": cleaned,
+        "pair_rule": pair_rule,
+        "tie_rule": tie_rule,
+        "dedup_rule": dedup_rule,
+        "margin_rule": margin_rule,
+    }
+    digest.update(_canonical(header))
+    for row in pair_rows:
+        chosen, rejected = responses[row["chosen"]], responses[row["rejected"]]
+        task = row["task"]
+        digest.update(
+            _canonical(
+                [
+                    task.prompt.messages,
+                    chosen.text,
+                    rejected.text,
+                    row["margin"],
+                    row["label"],
+                    task.round.number if task.round_id else None,
+                    chosen.policy.name,
+                    rejected.policy.name,
+                ]
+            )
+        )
+
+    with transaction.atomic():
+        snapshot = Snapshot.objects.create(
+            project=project,
+            name=name,
+            filter=cleaned,
+            pair_rule=pair_rule,
+            tie_rule=tie_rule,
+            dedup_rule=dedup_rule,
+            margin_rule=margin_rule,
+            row_count=len(pair_rows),
+            sha256=digest.hexdigest(),
+            created_by=user,
+            stats=_stats(pair_rows, order_rows, responses, cleaned, dedup_rule),
+        )
+        for row in order_rows:
+            row.snapshot = snapshot
+        SnapshotRanking.objects.bulk_create(order_rows, batch_size=2000)
+        SnapshotPair.objects.bulk_create(
+            (
+                SnapshotPair(
+                    snapshot=snapshot,
+                    ranking=row["ranking"],
+                    task=row["task"],
+                    chosen_id=row["chosen"],
+                    rejected_id=row["rejected"],
+                    margin=row["margin"],
+                    annotator_label=row["label"],
+                )
+                for row in pair_rows
+            ),
+            batch_size=2000,
+        )
+    return snapshot
+
+
+def _canonical(value: object) -> bytes:
+    text = json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return text.encode("utf-8") + b"\n"
+
+
+class _Labels:
+    """Pseudonymous annotator ids, numbered by first appearance in the snapshot."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, str] = {}
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def of(self, key: str) -> str:
+        if key not in self.by_key:
+            kind = key.split(":", 1)[0]
+            if kind in ("consensus", "adjudicated", "majority"):
+                self.by_key[key] = kind
+            else:
+                self.counts[kind] += 1
+                self.by_key[key] = f"{kind}-{self.counts[kind]}"
+        return self.by_key[key]
+
+
+def _select_tasks(project: Project, f: dict) -> list[RankingTask]:
+    tasks = RankingTask.objects.filter(project=project).select_related("prompt", "round")
+    if "rounds" in f:
+        tasks = tasks.filter(round__number__in=f["rounds"])
+    if f["gold"] == "exclude":
+        tasks = tasks.filter(is_gold=False)
+    elif f["gold"] == "only":
+        tasks = tasks.filter(is_gold=True)
+    if "min_agreement" in f:
+        tasks = tasks.filter(agreement__gte=f["min_agreement"])
+    if f["skipped"] == "exclude":
+        tasks = tasks.exclude(rankings__is_skip=True)
+    tasks = list(tasks.order_by("id").distinct())
+    if f["flagged"] == "exclude":
+        tasks = [t for t in tasks if not t.prompt.flags]
+    return tasks
+
+
+def _annotator_kind(ranking: Ranking, profiles: dict[int, AnnotatorProfile]) -> str:
+    profile = profiles.get(ranking.annotator_id)
+    if profile is not None and profile.is_simulated:
+        return "simulated"
+    if ranking.annotator.username.startswith("imported:"):
+        return "imported"
+    return "annotator"
+
+
+def _select_sources(tasks: list[RankingTask], f: dict) -> list[_Source]:
+    """Return the orders to draw pairs from, in task then ranking order."""
+    rankings = (
+        Ranking.objects.filter(task__in=[t.id for t in tasks], is_skip=False)
+        .select_related("annotator")
+        .order_by("task_id", "id")
+    )
+    by_task: dict[int, list[Ranking]] = defaultdict(list)
+    for ranking in rankings:
+        by_task[ranking.task_id].append(ranking)
+    annotator_ids = {r.annotator_id for rs in by_task.values() for r in rs}
+    profiles = {
+        p.user_id: p for p in AnnotatorProfile.objects.filter(user_id__in=annotator_ids)
+    }
+    reliability = annotator_reliability(annotator_ids) if "min_reliability" in f else {}
+    since = _parse_moment("since", f["since"]) if "since" in f else None
+    until = _parse_moment("until", f["until"]) if "until" in f else None
+
+    def keep(ranking: Ranking) -> bool:
+        kind = _annotator_kind(ranking, profiles)
+        if f["simulated"] == "exclude" and kind == "simulated":
+            return False
+        if f["simulated"] == "only" and kind != "simulated":
+            return False
+        if f["flagged"] == "exclude" and (ranking.unsafe_response_ids or ranking.all_bad):
+            return False
+        if "min_reliability" in f:
+            score = reliability.get(ranking.annotator_id)
+            if score is None or score < f["min_reliability"]:
+                return False
+        if since is not None and ranking.created_at < since:
+            return False
+        if until is not None and ranking.created_at >= until:
+            return False
+        return True
+
+    sources: list[_Source] = []
+    for task in tasks:
+        votes = [r for r in by_task.get(task.id, []) if keep(r)]
+        if f["adjudicated"] and task.adjudicated_order:
+            if votes or not by_task.get(task.id):
+                sources.append(
+                    _Source(task, None, task.adjudicated_order, "adjudicated", task.created_at)
+                )
+            continue
+        if not votes:
+            continue
+        if f["votes"] == "consensus":
+            order = task.consensus_order or consensus_of([v.order for v in votes])
+            sources.append(_Source(task, None, order, "consensus", task.created_at))
+            continue
+        for vote in votes:
+            kind = _annotator_kind(vote, profiles)
+            sources.append(
+                _Source(task, vote, vote.order, f"{kind}:{vote.annotator_id}", vote.created_at)
+            )
+    return sources
+
+
+def consensus_of(orders: list[list[list[int]]]) -> list[list[int]]:
+    """Return one order from several by mean rank; equal means tie."""
+    ranks: dict[int, list[int]] = defaultdict(list)
+    for order in orders:
+        for rank, group in enumerate(order):
+            for rid in group:
+                ranks[rid].append(rank)
+    means = sorted((mean(r), rid) for rid, r in ranks.items())
+    groups: list[list[int]] = []
+    previous = None
+    for value, rid in means:
+        if value == previous:
+            groups[-1].append(rid)
+        else:
+            groups.append([rid])
+        previous = value
+    return groups
+
+
+def annotator_reliability(user_ids: set[int]) -> dict[int, float]:
+    """Return each annotator's share of gold pairs ordered as the gold order has them."""
+    gold_rankings = Ranking.objects.filter(
+        annotator_id__in=user_ids, is_skip=False, task__is_gold=True
+    ).select_related("task")
+    agree: dict[int, int] = defaultdict(int)
+    total: dict[int, int] = defaultdict(int)
+    for ranking in gold_rankings:
+        if not ranking.task.gold_order:
+            continue
+        rank = ranking.rank_of()
+        for better, worse, _ in order_to_pairs(ranking.task.gold_order):
+            if better in rank and worse in rank:
+                total[ranking.annotator_id] += 1
+                agree[ranking.annotator_id] += int(rank[better] < rank[worse])
+    return {uid: agree[uid] / total[uid] for uid in total if total[uid]}
+
+
+def _pairs(order: list[list[int]], pair_rule: str, tie_rule: str) -> list[tuple[int, int, int]]:
+    """Return (chosen, rejected, rank distance) pairs of one order under the rules."""
+    if pair_rule == "all_pairs":
+        pairs = order_to_pairs(order)
+    elif pair_rule == "best_vs_rest":
+        pairs = [
+            (chosen, rejected, j)
+            for j, group in enumerate(order[1:], start=1)
+            for chosen in order[0]
+            for rejected in group
+        ]
+    else:  # adjacent
+        pairs = [
+            (chosen, rejected, 1)
+            for better, worse in zip(order, order[1:])
+            for chosen in better
+            for rejected in worse
+        ]
+    if tie_rule == "keep":
+        for group in order:
+            pairs.extend((a, b, 0) for a, b in combinations(sorted(group), 2))
+    return pairs
+
+
+def _margin(
+    ranking: Ranking | None, chosen: int, rejected: int, distance: int, margin_rule: str
+) -> float:
+    if margin_rule == "aspects" and ranking is not None and ranking.aspect_ratings:
+        ratings = ranking.aspect_ratings
+        a, b = ratings.get(str(chosen)) or {}, ratings.get(str(rejected)) or {}
+        if a and b:
+            return float(mean(a.values()) - mean(b.values()))
+    return float(distance)
+
+
+def _deduplicate(rows: list[dict], responses: dict[int, Response], rule: str) -> list[dict]:
+    if rule == "none":
+        return rows
+
+    def key(row: dict) -> tuple:
+        return (
+            row["task"].prompt.content_hash,
+            responses[row["chosen"]].text,
+            responses[row["rejected"]].text,
+        )
+
+    if rule == "exact":
+        seen: set[tuple] = set()
+        kept = []
+        for row in rows:
+            k = key(row)
+            if k not in seen:
+                seen.add(k)
+                kept.append(row)
+        return kept
+    # majority: one row per unordered text pair, in the direction most votes gave.
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        prompt, a, b = key(row)
+        groups.setdefault((prompt, *sorted((a, b))), []).append(row)
+    kept = []
+    for members in groups.values():
+        first = members[0]
+        forward = [r for r in members if key(r) == key(first)]
+        backward = [r for r in members if key(r) != key(first)]
+        if len(forward) == len(backward):
+            continue
+        winners = forward if len(forward) > len(backward) else backward
+        kept.append(
+            {
+                **winners[0],
+                "ranking": None,
+                "margin": float(mean(r["margin"] for r in winners)),
+                "label": "majority",
+            }
+        )
+    return kept
+
+
+def _stats(
+    pairs: list[dict],
+    orders: list[SnapshotRanking],
+    responses: dict[int, Response],
+    f: dict,
+    dedup_rule: str,
+) -> dict:
+    """Return the counts, agreement and length figures shown on the snapshot page."""
+    task_ids = {o.task_id for o in orders}
+    agreements = [o.task.agreement for o in orders if o.task.agreement is not None]
+    chosen_len = [len(responses[p["chosen"]].text) for p in pairs]
+    rejected_len = [len(responses[p["rejected"]].text) for p in pairs]
+    prompts = {o.task.prompt_id for o in orders}
+    labels = sorted({o.annotator_label for o in orders})
+    margins: dict[str, int] = defaultdict(int)
+    for p in pairs:
+        margins[f"{p['margin']:g}"] += 1
+    merge = (
+        "one consensus order per task (mean rank; adjudicated orders replace it)"
+        if f["votes"] == "consensus"
+        else "every annotator's ranking kept separately"
+        + ("; adjudicated orders replace the votes" if f["adjudicated"] else "")
+    )
+    if dedup_rule == "majority":
+        merge += "; then pairs merged by majority vote"
+
+    def summary(values: list[int]) -> dict:
+        if not values:
+            return {"mean": None, "median": None, "max": None}
+        return {"mean": round(mean(values), 1), "median": median(values), "max": max(values)}
+
+    return {
+        "pairs": len(pairs),
+        "orders": len(orders),
+        "tasks": len(task_ids),
+        "prompts": len(prompts),
+        "annotators": len(labels),
+        "annotator_labels": labels,
+        "mean_task_agreement": round(mean(agreements), 4) if agreements else None,
+        "chosen_chars": summary(chosen_len),
+        "rejected_chars": summary(rejected_len),
+        "chosen_longer_share": (
+            round(sum(c > r for c, r in zip(chosen_len, rejected_len)) / len(pairs), 4)
+            if pairs
+            else None
+        ),
+        "margins": dict(sorted(margins.items())),
+        "votes_merged": merge,
+    }
