@@ -12,5 +12,6 @@ urlpatterns = [
     path("django-admin/", admin.site.urls),
     path("training/", include("training.urls")),
     path("models/", include("inference.urls")),
+    path("overview/", include("annotation.overview_urls")),
     path("", include("annotation.urls")),
 ]

@@ -1,0 +1,94 @@
+"""The project overview for admins and researchers: rounds, policies, win rates, leaderboard.
+
+Read-only. Lineage is read from the registry rows (`Policy.parent`, snapshot and
+config copied onto each row), so this page needs nothing from the training app.
+"""
+from __future__ import annotations
+
+from django.db.models import Count, Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, render
+
+from annotation.leaderboard import (
+    JUDGE_WIN_RATE_KEY,
+    RM_WIN_RATE_KEY,
+    build_leaderboard,
+    sft_policy,
+)
+from annotation.models import Project, Response, Round
+from annotation.simulated import simulated_agreement
+from config.roles import ADMIN, RESEARCHER, role_required
+from inference.models import Policy
+
+# Policy.metrics keys shown as columns, in order, with their headings.
+METRIC_COLUMNS = (
+    (JUDGE_WIN_RATE_KEY, "Judge win rate vs SFT"),
+    (RM_WIN_RATE_KEY, "RM win rate vs SFT"),
+    ("judge_win_rate_vs_previous", "Judge win rate vs previous"),
+    ("kl", "KL to reference"),
+    ("distinct_2", "distinct-2"),
+)
+
+
+def project_policies(project: Project) -> list[Policy]:
+    """Return the project's policies: those that wrote its responses, the current one,
+    and their ancestors, oldest first."""
+    ids = set(
+        Response.objects.filter(task__project=project)
+        .order_by()
+        .values_list("policy_id", flat=True)
+        .distinct()
+    )
+    if project.current_policy_id:
+        ids.add(project.current_policy_id)
+    by_id = {p.pk: p for p in Policy.objects.filter(pk__in=ids).select_related("parent")}
+    frontier = [p.parent_id for p in by_id.values() if p.parent_id and p.parent_id not in by_id]
+    while frontier:
+        found = {p.pk: p for p in Policy.objects.filter(pk__in=frontier).select_related("parent")}
+        by_id.update(found)
+        frontier = [p.parent_id for p in found.values() if p.parent_id and p.parent_id not in by_id]
+    return sorted(by_id.values(), key=lambda p: (p.created_at, p.pk))
+
+
+@role_required(ADMIN, RESEARCHER)
+def project_overview(request: HttpRequest, name: str) -> HttpResponse:
+    """Show a project's rounds, policies with their win rates, and the leaderboards."""
+    project = get_object_or_404(Project.objects.select_related("current_policy"), name=name)
+    rounds = (
+        Round.objects.filter(project=project)
+        .select_related("policy")
+        .annotate(
+            task_count=Count("tasks", distinct=True),
+            ranking_count=Count("tasks__rankings", filter=Q(tasks__rankings__is_skip=False)),
+        )
+        .order_by("number")
+    )
+    sft = sft_policy(project)
+    policies = [
+        {
+            "policy": p,
+            "is_current": p.pk == project.current_policy_id,
+            "is_sft": sft is not None and p.pk == sft.pk,
+            "metrics": [_metric(p.metrics, key) for key, _ in METRIC_COLUMNS],
+        }
+        for p in project_policies(project)
+    ]
+    human = build_leaderboard(project, source="human", anchor=sft)
+    simulated = build_leaderboard(project, source="simulated", anchor=sft)
+    return render(
+        request,
+        "overview/project.html",
+        {
+            "project": project,
+            "rounds": rounds,
+            "policies": policies,
+            "metric_headings": [heading for _, heading in METRIC_COLUMNS],
+            "boards": [b for b in (human, simulated) if b.ratings or b.source == "human"],
+            "agreement": simulated_agreement(project),
+        },
+    )
+
+
+def _metric(metrics: dict, key: str) -> float | None:
+    value = (metrics or {}).get(key)
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
