@@ -1,0 +1,138 @@
+"""Fixtures for the training tests: a real `manage.py db_worker` process on the test database.
+
+How the worker shares the test database: tests that use `start_worker` run with
+`transactional_db`, so what they write is committed and visible to another
+process. The worker is started with DATABASE_URL pointing at the test database
+pytest-django created (PostgreSQL: `test_<name>`). SQLite's default test database
+is in memory and cannot be shared, so when a collected test uses the worker, the
+hook below gives the SQLite test database a file in a fresh temporary folder
+(`TEST["NAME"]`) before any database is set up; the file is private to this pytest
+run, so parallel runs do not collide. RUN_DIR and MODEL_DIR of the test and of
+the worker point at the test's tmp_path.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+from urllib.parse import quote
+
+import pytest
+from django.db import connections
+
+from inference.models import Policy
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Give SQLite a file test database when a collected test starts a worker."""
+    if not any("start_worker" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    db = connections["default"].settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get("NAME"):
+        folder = tempfile.mkdtemp(prefix="feedback-loop-test-db-")
+        db.setdefault("TEST", {})["NAME"] = os.path.join(folder, "test.sqlite3")
+
+
+def database_url() -> str:
+    """Return a DATABASE_URL for the test database the current connection uses."""
+    db = connections["default"].settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3":
+        name = db["NAME"]
+        if "memory" in str(name):
+            raise RuntimeError("the SQLite test database is in memory; see tests/training/conftest.py")
+        return f"sqlite:///{name}"
+    user = quote(db.get("USER") or "", safe="")
+    password = quote(db.get("PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}{port}/{db['NAME']}"
+
+
+class Worker:
+    """A running `manage.py db_worker` subprocess and its log."""
+
+    def __init__(self, proc: subprocess.Popen, log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    def kill(self) -> None:
+        """Kill the worker at once, as a lost machine would."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """Stop the worker (two SIGTERMs: finish nothing, stop the stage), then kill it."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            time.sleep(0.3)
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def run_root(settings, tmp_path) -> Path:
+    """Point RUN_DIR and MODEL_DIR at the test's own folders."""
+    settings.RUN_DIR = tmp_path / "runs"
+    settings.MODEL_DIR = tmp_path / "models"
+    return tmp_path
+
+
+@pytest.fixture
+def start_worker(transactional_db, run_root) -> Iterator[Callable[[], Worker]]:
+    """Return a function that starts a real db_worker on the test database."""
+    workers: list[Worker] = []
+
+    def start() -> Worker:
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url(),
+            RUN_DIR=str(run_root / "runs"),
+            MODEL_DIR=str(run_root / "models"),
+            DEBUG="0",
+        )
+        log = run_root / f"worker-{len(workers) + 1}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "manage.py", "db_worker", "--queue-name", "default,gpu",
+                 "--interval", "0.2", "--no-startup-delay", "--no-reload"],
+                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = Worker(proc, log)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "") -> object:
+    """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what or predicate}")
+
+
+@pytest.fixture
+def start_policy(db, tmp_path) -> Policy:
+    """A registered policy whose base folder exists (the sleep stage never loads it)."""
+    base = tmp_path / "start-model"
+    base.mkdir()
+    return Policy.objects.create(name="start", base_path=str(base))

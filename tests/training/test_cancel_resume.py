@@ -1,0 +1,209 @@
+"""Rounds run by a real db_worker process: success, cancel, crash and resume, failure, reaping.
+
+These use the test stage "sleep" (training/stage.py): it counts steps, reports
+metrics, checkpoints every few steps and honours STOP, so the worker machinery is
+tested without training a model.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.utils import timezone
+
+from inference.models import Policy
+from tests.training.conftest import wait_for
+from training.models import Status, TrainingJob, TrainingRound
+from training.progress import read_progress
+from training.reaper import reap_stale_jobs
+from training.rounds import cancel_round, launch_round, resume_round
+
+pytestmark = pytest.mark.slow
+
+
+def launch_sleep(project, admin_user, start_policy, method="sleep", **sleep) -> TrainingRound:
+    config = {"steps": 6, "step_seconds": 0.02, "checkpoint_every": 5, **sleep}
+    options = {"policy": start_policy.name, **{stage: dict(config) for stage in method.split(",")}}
+    return launch_round(project, method, user=admin_user, options=options)
+
+
+def round_status(training_round: TrainingRound) -> str:
+    return TrainingRound.objects.get(pk=training_round.pk).status
+
+
+def wait_until_finished(training_round: TrainingRound, timeout: float = 60.0) -> TrainingRound:
+    wait_for(lambda: round_status(training_round) in {"succeeded", "failed", "cancelled"},
+             timeout, f"round {training_round.pk} to finish")
+    return TrainingRound.objects.get(pk=training_round.pk)
+
+
+def first_job(training_round: TrainingRound) -> TrainingJob:
+    return TrainingJob.objects.get(round=training_round, index=0)
+
+
+def test_a_round_runs_in_the_worker_and_registers_its_policy_with_lineage(
+    project, admin_user, start_policy, start_worker
+):
+    start_worker()
+    training_round = launch_sleep(project, admin_user, start_policy, steps=6)
+
+    finished = wait_until_finished(training_round)
+
+    job = first_job(training_round)
+    assert finished.status == Status.SUCCEEDED
+    assert (job.status, job.step, job.total_steps) == ("succeeded", 6, 6)
+    assert [point["step"] for point in job.history] == [1, 2, 3, 4, 5, 6]
+    policy = finished.output_policy
+    assert policy.name == f"demo-round{training_round.pk}-1-sleep"
+    assert policy.parent == start_policy
+    assert policy.base_path == str(Path(job.run_dir) / "output")
+    assert policy.config == job.config
+    assert job.output_policy == policy
+
+
+def test_each_stage_starts_from_the_previous_stage_output(
+    project, admin_user, start_policy, start_worker
+):
+    start_worker()
+    training_round = launch_sleep(project, admin_user, start_policy, method="sleep,sleep", steps=2)
+
+    finished = wait_until_finished(training_round)
+
+    first, second = TrainingJob.objects.filter(round=training_round).order_by("index")
+    assert finished.status == Status.SUCCEEDED
+    assert first.config["base_path"] == start_policy.base_path
+    assert second.config["base_path"] == str(Path(first.run_dir) / "output")
+    assert second.output_policy.parent == first.output_policy
+    assert first.output_policy.parent == start_policy
+    assert finished.output_policy == second.output_policy
+
+
+def test_a_killed_stage_fails_with_its_log_and_resumes_from_its_checkpoint(
+    project, admin_user, start_policy, start_worker
+):
+    start_worker()
+    training_round = launch_sleep(project, admin_user, start_policy, steps=40,
+                                  step_seconds=0.1, checkpoint_every=5)
+    job = wait_for(
+        lambda: TrainingJob.objects.filter(round=training_round, step__gte=12, pid__isnull=False).first(),
+        what="the stage to pass step 12",
+    )
+    os.kill(job.pid, signal.SIGSTOP)  # freeze it, so the checkpoint we read is its last
+    checkpoints = Path(job.run_dir) / "checkpoints"
+    last = max(int(p.name.split("-")[1]) for p in checkpoints.iterdir())
+    os.kill(job.pid, signal.SIGKILL)
+
+    failed = wait_until_finished(training_round)
+    job.refresh_from_db()
+    assert failed.status == Status.FAILED
+    assert failed.error.startswith("stage 1 (sleep) failed:")
+    assert "killed by SIGKILL" in job.error
+    assert Policy.objects.count() == 1  # only the starting policy
+
+    resume_round(failed, user=admin_user)
+    finished = wait_until_finished(training_round)
+
+    job.refresh_from_db()
+    lines, _ = read_progress(job.run_dir)
+    resumed = [line for line in lines if line["resumed_from"] > 0]
+    assert finished.status == Status.SUCCEEDED
+    assert last >= 10
+    assert resumed[0]["resumed_from"] == last
+    assert resumed[0]["step"] == last + 1
+    assert json.loads((Path(job.run_dir) / "result.json").read_text())["resumed_from"] == last
+    assert [point["step"] for point in job.history] == list(range(1, 41))
+
+
+def test_cancel_stops_the_running_stage_at_a_checkpoint_and_registers_nothing(
+    project, admin_user, start_policy, start_worker
+):
+    start_worker()
+    training_round = launch_sleep(project, admin_user, start_policy, method="sleep,sleep",
+                                  steps=400, step_seconds=0.05)
+    job = wait_for(
+        lambda: TrainingJob.objects.filter(round=training_round, step__gte=3).first(),
+        what="the stage to run",
+    )
+
+    cancel_round(training_round, user=admin_user)
+    wait_for(lambda: TrainingJob.objects.get(pk=job.pk).status == "cancelled",
+             what="the stage to stop")
+
+    job.refresh_from_db()
+    second = TrainingJob.objects.get(round=training_round, index=1)
+    assert round_status(training_round) == Status.CANCELLED
+    assert second.status == Status.CANCELLED
+    assert Policy.objects.count() == 1
+    assert (Path(job.run_dir) / f"checkpoints/checkpoint-{job.step}").is_dir()
+    assert "stopped on request (exit status 3)" in (Path(job.run_dir) / "stage.log").read_text()
+
+
+def test_a_stage_that_ignores_stop_is_terminated(project, admin_user, start_policy, start_worker):
+    start_worker()
+    training_round = launch_round(
+        project, "sleep", user=admin_user,
+        options={"policy": start_policy.name, "stop_grace_seconds": "1",
+                 "sleep": {"steps": 400, "step_seconds": 0.05, "ignore_stop": True}},
+    )
+    job = wait_for(lambda: TrainingJob.objects.filter(round=training_round, step__gte=2).first(),
+                   what="the stage to run")
+
+    cancel_round(training_round, user=admin_user)
+    wait_for(lambda: TrainingJob.objects.get(pk=job.pk).status == "cancelled",
+             what="the stage to be terminated")
+
+    log = (Path(job.run_dir) / "stage.log").read_text()
+    assert "stopped on request after SIGTERM (exit status -15)" in log
+
+
+def test_a_failing_stage_records_its_error_text(project, admin_user, start_policy, start_worker):
+    start_worker()
+    training_round = launch_sleep(project, admin_user, start_policy, steps=6, fail_at_step=3)
+
+    failed = wait_until_finished(training_round)
+
+    job = first_job(training_round)
+    assert failed.status == Status.FAILED
+    assert failed.error == (
+        "stage 1 (sleep) failed: RuntimeError: sleep stage failed at step 3 as "
+        "configured (fail_at_step)"
+    )
+    assert "exit status 1" in job.error
+    assert "Traceback" in job.error
+    assert failed.output_policy is None
+    assert Policy.objects.count() == 1
+
+
+def test_a_job_whose_worker_died_is_reaped_and_the_round_resumes(
+    project, admin_user, start_policy, start_worker
+):
+    worker = start_worker()
+    training_round = launch_sleep(project, admin_user, start_policy, steps=30,
+                                  step_seconds=0.1, checkpoint_every=5)
+    job = wait_for(
+        lambda: TrainingJob.objects.filter(round=training_round, step__gte=7, pid__isnull=False).first(),
+        what="the stage to pass step 7",
+    )
+    worker.kill()
+    # The child dies with its worker (PR_SET_PDEATHSIG): no orphan keeps training.
+    wait_for(lambda: not Path(f"/proc/{job.pid}").exists()
+             or "zombie" in Path(f"/proc/{job.pid}/status").read_text(),
+             timeout=10, what="the stage process to die")
+
+    assert reap_stale_jobs(now=timezone.now()) == []
+    assert reap_stale_jobs(now=timezone.now() + timedelta(seconds=61)) == [job.pk]
+    job.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert "no heartbeat" in job.error
+    assert round_status(training_round) == Status.FAILED
+
+    start_worker()
+    resume_round(TrainingRound.objects.get(pk=training_round.pk), user=admin_user)
+    finished = wait_until_finished(training_round)
+    job.refresh_from_db()
+    assert finished.status == Status.SUCCEEDED
+    assert job.last_metrics["resumed_from"] >= 5

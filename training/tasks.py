@@ -1,0 +1,161 @@
+"""Task functions of the training app, run by `manage.py db_worker` through the Tasks API.
+
+`run_training_job` runs one stage: it claims the job, writes the run directory,
+starts the child process (training/supervisor.py), copies progress and the
+heartbeat onto the job row every couple of seconds, turns a cancelled round into
+a STOP request, and records the outcome (training/rounds.py moves the round on).
+`reap_training_jobs` is the periodic check that marks jobs of dead workers failed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.db import OperationalError
+from django.utils import timezone
+from django_tasks import task
+
+from training.models import Status, TrainingJob, TrainingRound
+from training.progress import LOG_FILE, RESULT_FILE
+from training.reaper import reap_stale_jobs
+from training.rounds import (
+    DEFAULT_STOP_GRACE_SECONDS,
+    finish_job,
+    merge_history,
+    prepare_run_dir,
+    start_job,
+)
+from training.supervisor import Outcome, stage_command, supervise, tail
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 2.0
+REAP_EVERY_SECONDS = 30.0
+
+
+class JobWatcher:
+    """The supervisor's `on_tick`: progress and heartbeat onto the row, cancel back."""
+
+    def __init__(self, job: TrainingJob) -> None:
+        self.job_id = job.pk
+        self.round_id = job.round_id
+        self.history = list(job.history)
+        self.metrics = dict(job.last_metrics)
+        self.step = job.step
+        self.total = job.total_steps
+        self.last_reap = time.monotonic()
+
+    def started(self, pid: int) -> None:
+        """Record the child's pid (the round page shows it; tests kill it)."""
+        TrainingJob.objects.filter(pk=self.job_id).update(pid=pid, heartbeat_at=timezone.now())
+
+    def tick(self, lines: list[dict]) -> bool:
+        """Write progress and the heartbeat; return whether the stage must stop."""
+        self.history = merge_history(self.history, lines)
+        for line in lines:
+            self.step, self.total = line.get("step", self.step), line.get("total", self.total)
+            self.metrics.update({k: v for k, v in line.items() if k not in ("step", "total", "time")})
+        try:
+            updated = TrainingJob.objects.filter(pk=self.job_id, status=Status.RUNNING).update(
+                step=max(0, int(self.step)),
+                total_steps=max(0, int(self.total)),
+                last_metrics=self.metrics,
+                history=self.history,
+                heartbeat_at=timezone.now(),
+            )
+            if time.monotonic() - self.last_reap >= REAP_EVERY_SECONDS:
+                self.last_reap = time.monotonic()
+                reap_stale_jobs()
+            cancelled = TrainingRound.objects.filter(
+                pk=self.round_id, status=Status.CANCELLED
+            ).exists()
+        except OperationalError as exc:
+            # A busy database: keep training, try again at the next tick.
+            logger.warning("job %s: could not write progress (%s); retrying", self.job_id, exc)
+            return False
+        # updated == 0: the row left "running" (the reaper gave up on us): stop too.
+        return cancelled or updated == 0
+
+
+def failure_text(outcome: Outcome, run_dir: Path) -> str:
+    """Return the error text of a failed stage: how it ended and the end of its log."""
+    code = outcome.returncode
+    how = f"exit status {code}"
+    if code < 0:
+        how = f"killed by {signal.Signals(-code).name}"
+    elif code == 0:
+        how = "exit status 0 but no result.json"
+    return f"stage process ended with {how}.\n--- end of stage.log ---\n{tail(run_dir / LOG_FILE)}"
+
+
+def child_env() -> dict[str, str]:
+    """Return the environment of the training child: the worker's, unbuffered output."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@task()
+def run_training_job(job_id: int) -> dict[str, Any]:
+    """Run one stage of a training round in a child process and record its outcome."""
+    reap_stale_jobs()
+    job = start_job(job_id)
+    if job is None:
+        return {"job": job_id, "status": "skipped"}
+    try:
+        run_dir = prepare_run_dir(job)
+    except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the job visibly
+        finish_job(job_id, succeeded=False, stopped=False,
+                   error=f"could not prepare the run directory {job.run_dir}: {exc!r}")
+        raise
+    if (run_dir / RESULT_FILE).exists():
+        # The stage finished before its worker died; only the bookkeeping is missing.
+        job = finish_job(job_id, succeeded=True, stopped=False)
+        return {"job": job_id, "status": job.status}
+    options = job.round.config
+    watcher = JobWatcher(job)
+    try:
+        outcome = supervise(
+            stage_command(run_dir, options.get("accelerate") or ""),
+            run_dir,
+            on_tick=watcher.tick,
+            on_start=watcher.started,
+            tick_seconds=HEARTBEAT_SECONDS,
+            stop_grace_seconds=float(options.get("stop_grace_seconds") or DEFAULT_STOP_GRACE_SECONDS),
+            env=child_env(),
+        )
+    except BaseException as exc:
+        finish_job(job_id, succeeded=False, stopped=False,
+                   error=f"the worker stopped while the stage ran ({exc!r}); resume the round "
+                         "to continue from the last checkpoint")
+        raise
+    watcher.tick([])  # the final progress lines are already in; write them
+    error = "" if outcome.succeeded or outcome.stopped else failure_text(outcome, run_dir)
+    job = finish_job(job_id, succeeded=outcome.succeeded, stopped=outcome.stopped, error=error)
+    return {"job": job_id, "status": job.status, "returncode": outcome.returncode,
+            "escalation": outcome.escalation}
+
+
+@task()
+def reap_training_jobs() -> list[int]:
+    """Mark jobs of dead workers failed; run again in a while as long as jobs run."""
+    reaped = reap_stale_jobs()
+    if TrainingJob.objects.filter(status=Status.RUNNING).exists():
+        schedule_reaper()
+    return reaped
+
+
+def schedule_reaper(*, delay: timedelta = timedelta(seconds=REAP_EVERY_SECONDS)) -> None:
+    """Queue the periodic reaper task unless one is already waiting."""
+    from django_tasks_db.models import DBTaskResult
+
+    if DBTaskResult.objects.filter(
+        task_path=reap_training_jobs.module_path, status="READY"
+    ).exists():
+        return
+    reap_training_jobs.using(run_after=timezone.now() + delay).enqueue()
