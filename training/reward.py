@@ -1,0 +1,369 @@
+"""Bradley-Terry reward model training with TRL, and scoring with a trained reward model.
+
+The model is a sequence classifier with one output (the reward): a causal LM with a
+new scalar head (`LlamaForSequenceClassification` reads the last non-pad token), or
+an encoder such as all-MiniLM-L6-v2 (BERT pools its first, `[CLS]`, token).
+
+Choices, documented once:
+- The artifact is always a full, merged sequence-classification model, also when
+  LoRA trained it: PPO, GRPO, RLOO and evaluation then load it as a plain
+  `AutoModelForSequenceClassification`, with no base/adapter bookkeeping.
+- A starting policy with an adapter is merged into its base first.
+- An encoder's tokenizer has no chat template and no end token. It gets a template
+  that renders the turns newest first (`role: content [SEP]` each, after
+  `[CLS]`), so that the response being judged always lies inside the encoder's
+  window and truncation drops the oldest context; `[SEP]` becomes its eos.
+- Held-out pairs are split off by prompt, never by row, so no prompt is seen in
+  both parts; their pairwise accuracy and mean margin are in the returned metrics.
+- The `margin` column of an export is used only when `use_margin` is on (loss
+  -log sigmoid(r_c - r_r - margin), Llama 2 style).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.artifacts import (
+    check_range,
+    config_from_dict,
+    final_metrics,
+    load_tokenizer,
+    lora_config,
+    read_jsonl,
+    resume_checkpoint,
+)
+from training.progress import Reporter, trainer_callback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardConfig:
+    """What a reward-model stage needs; field names follow `trl.RewardConfig` where they are TRL's."""
+
+    base_path: str = field(
+        default="",
+        metadata={"help": "Folder or hub id to start from: a causal LM (policy) or an encoder (e.g. MiniLM)."},
+    )
+    adapter_path: str = field(
+        default="", metadata={"help": "The starting policy's LoRA adapter, merged into the base first."}
+    )
+    use_lora: bool = field(
+        default=False,
+        metadata={"help": "Train LoRA (SEQ_CLS: the score head trains fully) instead of all weights."},
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    use_margin: bool = field(
+        default=False,
+        metadata={"help": "Use the export's margin column: loss -log sigmoid(r_c - r_r - margin)."},
+    )
+    center_rewards_coefficient: float | None = field(
+        default=None,
+        metadata={"help": "Weight of a penalty on mean reward away from zero (0.01 is typical)."},
+    )
+    learning_rate: float = field(
+        default=5e-4,
+        metadata={"help": "AdamW learning rate; for a pre-trained encoder such as MiniLM use ~5e-5."},
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."}
+    )
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
+    )
+    max_length: int = field(
+        default=256, metadata={"help": "Pairs with a side longer than this many tokens are dropped (TRL)."}
+    )
+    eval_fraction: float = field(
+        default=0.1,
+        metadata={"help": "Share of prompts held out to measure pairwise accuracy (0: none)."},
+    )
+    warmup_steps: float = field(
+        default=0.0, metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."}
+    )
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
+    logging_steps: int = field(default=1, metadata={"help": "Report metrics every this many steps."})
+    seed: int = field(default=0, metadata={"help": "Seed for the split, data order and the new head."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."})
+    trl_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Any other trl.RewardConfig field, passed through unchanged."},
+    )
+
+    def __post_init__(self) -> None:
+        check_range("lora_r", self.lora_r, 1, None)
+        check_range("lora_alpha", self.lora_alpha, 1, None)
+        check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
+        if self.center_rewards_coefficient is not None:
+            check_range("center_rewards_coefficient", self.center_rewards_coefficient, 0, None)
+        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
+        check_range("weight_decay", self.weight_decay, 0, None)
+        check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
+        if self.max_steps != -1:
+            check_range("max_steps", self.max_steps, 1, None)
+        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+        check_range("max_length", self.max_length, 8, None)
+        check_range("eval_fraction", self.eval_fraction, 0, 1, high_open=True)
+        check_range("warmup_steps", self.warmup_steps, 0, None)
+        check_range("save_steps", self.save_steps, 1, None)
+        check_range("logging_steps", self.logging_steps, 1, None)
+        ours = {f.name for f in dataclasses.fields(self)}
+        clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
+        if clash:
+            raise ValueError(f"trl_args must not repeat {clash}; set them as fields of RewardConfig")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RewardConfig:
+        """Build a config from a dict, refusing unknown keys."""
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+
+def preference_rows(path: Path, *, with_margin: bool) -> list[dict[str, Any]]:
+    """Return prompt/chosen/rejected (and margin when asked) records from a TRL JSONL export."""
+    rows = read_jsonl(path, required=("prompt", "chosen", "rejected"))
+    keys = ("prompt", "chosen", "rejected", "margin") if with_margin else ("prompt", "chosen", "rejected")
+    if with_margin:
+        missing = [i for i, row in enumerate(rows, start=1) if "margin" not in row]
+        if missing:
+            raise ValueError(
+                f"use_margin is on but record(s) {missing[:5]} of {path} have no margin; "
+                "export with margins or turn use_margin off"
+            )
+    return [{k: row[k] for k in keys} for row in rows]
+
+
+def split_by_prompt(
+    rows: list[dict[str, Any]], eval_fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split rows into (train, held_out) so that no prompt lies in both.
+
+    A prompt goes to the held-out part when a seeded hash of it falls under
+    `eval_fraction`: stable across runs and independent of row order.
+    """
+    if eval_fraction == 0:
+        return rows, []
+    train, held_out = [], []
+    for row in rows:
+        key = f"{seed}:{json.dumps(row['prompt'], sort_keys=True)}".encode()
+        unit = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+        (held_out if unit < eval_fraction else train).append(row)
+    if not train or not held_out:
+        raise ValueError(
+            f"eval_fraction={eval_fraction} leaves {len(train)} training and {len(held_out)} "
+            "held-out pairs; give more distinct prompts or set eval_fraction to 0"
+        )
+    return train, held_out
+
+
+def is_encoder(tokenizer) -> bool:
+    """Return whether the tokenizer is BERT-like (a [CLS]/[SEP] encoder without eos)."""
+    return tokenizer.eos_token is None and tokenizer.sep_token is not None
+
+
+def prepare_encoder_tokenizer(tokenizer) -> None:
+    """Give an encoder tokenizer its newest-first chat template and `[SEP]` as eos."""
+    cls, sep = tokenizer.cls_token, tokenizer.sep_token
+    tokenizer.chat_template = (
+        "{{ '" + cls + "' }}"
+        "{% for message in messages | reverse %}"
+        "{{ message['role'] + ': ' + message['content'] + ' " + sep + " ' }}"
+        "{% endfor %}"
+    )
+    tokenizer.eos_token = sep
+
+
+def load_start_model(base_path: str, adapter_path: str, tokenizer):
+    """Load a one-output sequence classifier from a base (and merged adapter)."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    if not base_path:
+        raise ValueError("base_path is empty; give the folder of a causal LM or an encoder")
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_path, num_labels=1, dtype=torch.float32
+    )
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def load_reward_model(path: str, device: str | None = None):
+    """Return (model, tokenizer) of a saved reward model, in eval mode, tokenizer right-padded."""
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    tokenizer = load_tokenizer(path, padding_side="right")
+    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.eval()
+    if device:
+        model.to(device)
+    return model, tokenizer
+
+
+def reward_input_ids(tokenizer, prompt: Any, response: Any) -> list[int]:
+    """Return the token ids a reward model scores, exactly as TRL's RewardTrainer builds them.
+
+    Conversational records (message lists) go through the chat template; plain
+    strings are joined and end with the eos token.
+    """
+    if isinstance(response, list):
+        messages = (prompt if isinstance(prompt, list) else []) + response
+        return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+    text = (prompt or "") + response
+    if not text.endswith(tokenizer.eos_token):
+        text += tokenizer.eos_token
+    return list(tokenizer(text=text)["input_ids"])
+
+
+def score(model, tokenizer, prompts: list[Any], responses: list[Any], *,
+          batch_size: int = 32, max_length: int = 512) -> list[float]:
+    """Return the reward of each (prompt, response); over-long inputs keep their start."""
+    import torch
+
+    device = next(model.parameters()).device
+    limit = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
+    ids = [reward_input_ids(tokenizer, p, r)[:limit] for p, r in zip(prompts, responses)]
+    pad = tokenizer.pad_token_id
+    rewards: list[float] = []
+    for start in range(0, len(ids), batch_size):
+        chunk = ids[start : start + batch_size]
+        width = max(len(x) for x in chunk)
+        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for i, seq in enumerate(chunk):  # right padding, as in training
+            input_ids[i, : len(seq)] = torch.tensor(seq)
+            mask[i, : len(seq)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+        rewards.extend(float(x) for x in logits[:, 0].float().cpu())  # (batch,)
+    return rewards
+
+
+def evaluate_pairs(model, tokenizer, rows: list[dict[str, Any]], *, batch_size: int = 32,
+                   max_length: int = 512) -> dict[str, float]:
+    """Return {"pairs", "accuracy", "mean_margin"} of a reward model on preference rows.
+
+    Accuracy counts a tie as half right, so a constant model scores exactly 0.5.
+    """
+    if not rows:
+        raise ValueError("no preference pairs to evaluate; pass a non-empty file")
+    prompts = [row.get("prompt") for row in rows]
+    chosen = score(model, tokenizer, prompts, [r["chosen"] for r in rows],
+                   batch_size=batch_size, max_length=max_length)
+    rejected = score(model, tokenizer, prompts, [r["rejected"] for r in rows],
+                     batch_size=batch_size, max_length=max_length)
+    margins = [c - r for c, r in zip(chosen, rejected)]
+    right = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
+    return {
+        "pairs": len(rows),
+        "accuracy": right / len(rows),
+        "mean_margin": sum(margins) / len(margins),
+    }
+
+
+def train(
+    config: RewardConfig,
+    *,
+    data_path: Path | None,
+    output_dir: Path,
+    reporter: Reporter,
+    resume_from: Path | None = None,
+) -> dict[str, Any]:
+    """Train a reward model on `data_path`; save the merged model into `output_dir`.
+
+    Return TRL's last logged metrics plus `eval_pairs`, `eval_accuracy` and
+    `eval_mean_margin` on the held-out prompts, and `stopped`.
+    """
+    from datasets import Dataset
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    if data_path is None:
+        raise ValueError("a reward model needs data_path: a preference JSONL with prompt/chosen/rejected")
+    rows = preference_rows(Path(data_path), with_margin=config.use_margin)
+    train_rows, held_out = split_by_prompt(rows, config.eval_fraction, config.seed)
+
+    tokenizer = load_tokenizer(config.base_path, padding_side="right")
+    if is_encoder(tokenizer):
+        prepare_encoder_tokenizer(tokenizer)
+    import torch
+
+    torch.manual_seed(config.seed)  # the new score head
+    model = load_start_model(config.base_path, config.adapter_path, tokenizer)
+    peft_config = None
+    if config.use_lora:
+        peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, "SEQ_CLS")
+
+    args = TRLRewardConfig(
+        output_dir=str(reporter.checkpoint_dir),
+        report_to="none",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        bf16=config.bf16,
+        gradient_checkpointing=False,
+        learning_rate=config.learning_rate,
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        center_rewards_coefficient=config.center_rewards_coefficient,
+        **config.trl_args,
+    )
+    trainer = RewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[trainer_callback(reporter)],
+    )
+    trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
+    metrics = final_metrics(trainer.state.log_history)
+    metrics["steps"] = float(trainer.state.global_step)
+    if reporter.should_stop():
+        metrics["stopped"] = 1.0
+        return metrics
+
+    model = trainer.model
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    model.eval()
+    if held_out:
+        held = evaluate_pairs(model, tokenizer, held_out, max_length=config.max_length)
+        metrics.update({f"eval_{k}": float(v) for k, v in held.items()})
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(output_dir)
+    tokenizer.padding_side = "right"
+    tokenizer.save_pretrained(output_dir)
+    (output_dir / "training_config.json").write_text(
+        json.dumps(config.to_dict(), indent=2, sort_keys=True)
+    )
+    metrics["stopped"] = 0.0
+    return metrics
