@@ -1,0 +1,599 @@
+"""Bringing existing preference data into a project, whole or not at all.
+
+Reads JSONL, gzip-compressed JSONL or Parquet in one of these formats, detected from
+the first record or forced: `trl` preference pairs (conversational or standard,
+explicit or implicit prompt; UltraFeedback's `score_chosen`/`score_rejected` turn an
+equal score into a tie), `kto` unpaired rows, `hh` (HH-RLHF transcripts),
+`ultrafeedback` (per-completion scores become a ranking with ties), `oasst_flat`
+(OpenAssistant message rows) and `oasst_tree` (OpenAssistant nested trees), where
+ranked sibling replies become a ranking, and `ranking` (this platform's list export).
+Every record becomes a prompt (deduplicated against the project), a task with its
+responses under an `imported:<source>` policy, and a ranking by an
+`imported:<source>` user, each carrying `file:line` as provenance.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from annotation.models import (
+    ImportReport,
+    Project,
+    Prompt,
+    Ranking,
+    RankingTask,
+    Response,
+    messages_hash,
+    normalise_messages,
+)
+from inference.models import Policy
+
+FORMATS = ("trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking")
+MAX_TEXT_CHARS = 100_000
+BATCH = 2000
+
+
+@dataclass
+class Record:
+    """One ranking to import: a prompt, its responses, and an order of their indices."""
+
+    line: int
+    prompt: list[dict]
+    responses: list[str]
+    order: list[list[int]]
+
+
+@dataclass
+class Rejection:
+    line: int
+    reason: str
+
+
+@dataclass
+class Parsed:
+    """What a file holds: the detected format, good records and rejected ones."""
+
+    format: str
+    records: list[Record] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    total: int = 0
+
+
+class BadRecord(Exception):
+    """A record that cannot be imported; the message is the reason shown to the user."""
+
+
+def read_objects(path: Path) -> Iterator[tuple[int, dict | Rejection]]:
+    """Yield (line, object) for each record of a JSONL, gzip JSONL or Parquet file.
+
+    A line that is not a JSON object yields a Rejection instead.
+    """
+    with open(path, "rb") as probe:
+        magic = probe.read(4)
+    if magic == b"PAR1":
+        import pyarrow.parquet as pq
+
+        line = 0
+        for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=BATCH):
+            for row in batch.to_pylist():
+                line += 1
+                yield line, row
+        return
+    opener = gzip.open if magic[:2] == b"\x1f\x8b" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for line, text in enumerate(lines, start=1):
+            if not text.strip():
+                continue
+            try:
+                obj = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield line, Rejection(line, f"bad JSON: {exc.msg} at column {exc.colno}")
+                continue
+            if not isinstance(obj, dict):
+                yield line, Rejection(line, f"expected a JSON object, got {type(obj).__name__}")
+                continue
+            yield line, obj
+
+
+def detect_format(obj: dict) -> str:
+    """Return the format a record's keys imply; raise BadRecord when none fits."""
+    if {"message_id", "role"} <= obj.keys() and "parent_id" in obj:
+        return "oasst_flat"
+    if isinstance(obj.get("prompt"), dict) and "replies" in obj["prompt"]:
+        return "oasst_tree"
+    if "completions" in obj:
+        return "ultrafeedback"
+    if "responses" in obj and "order" in obj:
+        return "ranking"
+    if {"completion", "label"} <= obj.keys():
+        return "kto"
+    if {"chosen", "rejected"} <= obj.keys():
+        if "prompt" not in obj and isinstance(obj["chosen"], str):
+            return "hh"
+        return "trl"
+    raise BadRecord(
+        f"cannot tell the format from the keys {sorted(obj)[:8]}; pass one of {FORMATS}"
+    )
+
+
+def parse_file(path: Path, fmt: str | None = None) -> Parsed:
+    """Read and validate every record; nothing is written."""
+    if fmt is not None and fmt not in FORMATS:
+        raise ValidationError(f"format must be one of {FORMATS}, got {fmt!r}")
+    objects = list(read_objects(path))
+    rejected = [o for _, o in objects if isinstance(o, Rejection)]
+    good = [(line, o) for line, o in objects if not isinstance(o, Rejection)]
+    if fmt is None:
+        if not good:
+            raise ValidationError(f"{path.name} holds no readable records; is it empty?")
+        try:
+            fmt = detect_format(good[0][1])
+        except BadRecord as exc:
+            raise ValidationError(f"{path.name}, line {good[0][0]}: {exc}") from None
+    parsed = Parsed(format=fmt, rejected=rejected, total=len(objects))
+    parser = PARSERS[fmt]
+    for item in parser(good):
+        if isinstance(item, Rejection):
+            parsed.rejected.append(item)
+        else:
+            try:
+                parsed.records.append(_checked(item))
+            except BadRecord as exc:
+                parsed.rejected.append(Rejection(item.line, str(exc)))
+    parsed.rejected.sort(key=lambda r: r.line)
+    return parsed
+
+
+def _checked(record: Record) -> Record:
+    """Return the record if its texts are sane; raise BadRecord naming the problem."""
+    try:
+        record.prompt = normalise_messages(record.prompt)
+    except ValidationError as exc:
+        raise BadRecord(exc.messages[0]) from None
+    for message in record.prompt:
+        if len(message["content"]) > MAX_TEXT_CHARS:
+            raise BadRecord(
+                f"oversized text: a prompt message has {len(message['content']):,} characters;"
+                f" the limit is {MAX_TEXT_CHARS:,}"
+            )
+    for i, text in enumerate(record.responses):
+        if not isinstance(text, str) or not text.strip():
+            raise BadRecord(f"empty text in response {i}")
+        if len(text) > MAX_TEXT_CHARS:
+            raise BadRecord(
+                f"oversized text: response {i} has {len(text):,} characters;"
+                f" the limit is {MAX_TEXT_CHARS:,}"
+            )
+    if len(record.responses) < 2:
+        raise BadRecord("a ranking needs at least two responses")
+    if len(set(record.responses)) < len(record.responses):
+        raise BadRecord("identical chosen and rejected (or repeated response) texts")
+    return record
+
+
+def _need(obj: dict, *keys: str) -> list:
+    missing = [k for k in keys if obj.get(k) is None]
+    if missing:
+        raise BadRecord(f"missing field {missing[0]!r}")
+    return [obj[k] for k in keys]
+
+
+def _assistant_text(value: object, name: str) -> str:
+    """Return a completion's text from a string or a one-assistant-message list."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict):
+        last = value[-1]
+        if last.get("role") != "assistant":
+            raise BadRecord(
+                f"unknown role {last.get('role')!r} for the last message of {name}; "
+                "expected 'assistant'"
+            )
+        return last.get("content") or ""
+    raise BadRecord(f"{name} must be a string or a list of messages, got {type(value).__name__}")
+
+
+def _guarded(parse):
+    """Turn BadRecord raised for one object into a Rejection for its line."""
+
+    def run(objects: list[tuple[int, dict]]) -> Iterator[Record | Rejection]:
+        for line, obj in objects:
+            try:
+                yield from parse(line, obj)
+            except BadRecord as exc:
+                yield Rejection(line, str(exc))
+
+    return run
+
+
+def _scores(obj: dict) -> tuple[float, float] | None:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    for source in (obj, meta):
+        if source.get("score_chosen") is not None and source.get("score_rejected") is not None:
+            return float(source["score_chosen"]), float(source["score_rejected"])
+    return None
+
+
+@_guarded
+def _parse_trl(line: int, obj: dict) -> Iterator[Record]:
+    chosen_raw, rejected_raw = _need(obj, "chosen", "rejected")
+    if "prompt" in obj:
+        (prompt,) = _need(obj, "prompt")
+        chosen = _assistant_text(chosen_raw, "chosen")
+        rejected = _assistant_text(rejected_raw, "rejected")
+    elif isinstance(chosen_raw, list) and isinstance(rejected_raw, list):
+        prompt = chosen_raw[:-1]
+        if prompt != rejected_raw[:-1]:
+            raise BadRecord("chosen and rejected differ before their last message")
+        chosen = _assistant_text(chosen_raw, "chosen")
+        rejected = _assistant_text(rejected_raw, "rejected")
+    else:
+        raise BadRecord("missing field 'prompt' (plain-text implicit prompts need --format hh)")
+    scores = _scores(obj)
+    order = [[0, 1]] if scores is not None and scores[0] == scores[1] else [[0], [1]]
+    yield Record(line, prompt, [chosen, rejected], order)
+
+
+_TURN = re.compile(r"\n\n(Human|Assistant):")
+
+
+def parse_transcript(text: str) -> list[dict]:
+    """Return the messages of an HH-RLHF transcript (`\\n\\nHuman: …\\n\\nAssistant: …`)."""
+    if not isinstance(text, str):
+        raise BadRecord(f"a transcript must be a string, got {type(text).__name__}")
+    parts = _TURN.split(text)
+    if parts[0].strip():
+        raise BadRecord("a transcript must start with '\\n\\nHuman:'")
+    messages = []
+    for speaker, content in zip(parts[1::2], parts[2::2]):
+        if content.startswith(" "):
+            content = content[1:]
+        messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content})
+    if not messages:
+        raise BadRecord("a transcript must have '\\n\\nHuman:' and '\\n\\nAssistant:' turns")
+    return messages
+
+
+_ASSISTANT = "\n\nAssistant:"
+
+
+@_guarded
+def _parse_hh(line: int, obj: dict) -> Iterator[Record]:
+    """Split at the longest common prefix ending in `\n\nAssistant:` (HH's prompt)."""
+    chosen_text, rejected_text = _need(obj, "chosen", "rejected")
+    if not isinstance(chosen_text, str) or not isinstance(rejected_text, str):
+        raise BadRecord("chosen and rejected must be transcript strings")
+    common = 0
+    for a, b in zip(chosen_text, rejected_text):
+        if a != b:
+            break
+        common += 1
+    cut = chosen_text.rfind(_ASSISTANT, 0, common)
+    if cut < 0:
+        raise BadRecord("chosen and rejected share no turns ending in '\\n\\nAssistant:'")
+    prompt = parse_transcript(chosen_text[:cut])
+    if prompt[-1]["role"] != "user":
+        raise BadRecord("the shared prompt must end with a Human turn")
+    start = cut + len(_ASSISTANT)
+    responses = [text[start:] for text in (chosen_text, rejected_text)]
+    responses = [r[1:] if r.startswith(" ") else r for r in responses]
+    yield Record(line, prompt, responses, [[0], [1]])
+
+
+def order_by_scores(scores: list[float]) -> list[list[int]]:
+    """Return indices grouped by score, best first; equal scores tie."""
+    groups: dict[float, list[int]] = defaultdict(list)
+    for i, score in enumerate(scores):
+        groups[score].append(i)
+    return [groups[s] for s in sorted(groups, reverse=True)]
+
+
+@_guarded
+def _parse_ultrafeedback(line: int, obj: dict) -> Iterator[Record]:
+    prompt = obj.get("prompt") if obj.get("prompt") is not None else obj.get("instruction")
+    if prompt is None:
+        raise BadRecord("missing field 'instruction'")
+    (completions,) = _need(obj, "completions")
+    if not isinstance(completions, list):
+        raise BadRecord("completions must be a list")
+    texts, scores = [], []
+    for i, c in enumerate(completions):
+        if not isinstance(c, dict):
+            raise BadRecord(f"completion {i} must be an object")
+        text = c.get("response", c.get("text"))
+        score = c.get("overall_score", c.get("score"))
+        if text is None:
+            raise BadRecord(f"missing field 'response' in completion {i}")
+        if score is None:
+            raise BadRecord(f"missing field 'overall_score' in completion {i}")
+        texts.append(text)
+        scores.append(float(score))
+    yield Record(line, prompt, texts, order_by_scores(scores))
+
+
+@_guarded
+def _parse_ranking(line: int, obj: dict) -> Iterator[Record]:
+    prompt, responses, order = _need(obj, "prompt", "responses", "order")
+    if not isinstance(responses, list):
+        raise BadRecord("responses must be a list")
+    index = {}
+    for i, r in enumerate(responses):
+        if not isinstance(r, dict) or "text" not in r:
+            raise BadRecord(f"missing field 'text' in response {i}")
+        index[r.get("id", i)] = i
+    try:
+        groups = [[index[rid] for rid in group] for group in order]
+    except (KeyError, TypeError):
+        raise BadRecord("order names a response id that is not in responses") from None
+    try:
+        Ranking.validate_order(groups, range(len(responses)))
+    except ValidationError as exc:
+        raise BadRecord(exc.messages[0]) from None
+    yield Record(line, prompt, [r["text"] for r in responses], groups)
+
+
+def _parse_kto(objects: list[tuple[int, dict]]) -> Iterator[Record | Rejection]:
+    """Group unpaired rows by prompt: desirable completions rank above undesirable ones."""
+    groups: dict[str, list[tuple[int, object, str, bool]]] = {}
+    for line, obj in objects:
+        try:
+            prompt, completion, label = _need(obj, "prompt", "completion", "label")
+            text = _assistant_text(completion, "completion")
+            if not isinstance(label, bool):
+                raise BadRecord(f"label must be true or false, got {label!r}")
+            key = json.dumps(prompt, sort_keys=True, ensure_ascii=False)
+        except BadRecord as exc:
+            yield Rejection(line, str(exc))
+            continue
+        groups.setdefault(key, []).append((line, prompt, text, label))
+    for members in groups.values():
+        texts = [m[2] for m in members]
+        good = [i for i, m in enumerate(members) if m[3]]
+        bad = [i for i, m in enumerate(members) if not m[3]]
+        if not good or not bad:
+            for m in members:
+                yield Rejection(
+                    m[0], "no completion of the opposite label for this prompt; nothing to rank"
+                )
+            continue
+        yield Record(members[0][0], members[0][1], texts, [good, bad])
+
+
+_OA_ROLES = {"prompter": "user", "assistant": "assistant"}
+
+
+def _oa_role(role: object) -> str:
+    if role not in _OA_ROLES:
+        raise BadRecord(f"unknown role {role!r}; expected 'prompter' or 'assistant'")
+    return _OA_ROLES[role]
+
+
+def _ranked_children(children: list[dict]) -> list[dict]:
+    return sorted(
+        (c for c in children if c.get("rank") is not None and not c.get("deleted")),
+        key=lambda c: c["rank"],
+    )
+
+
+def _oa_record(line: int, path: list[dict], ranked: list[dict]) -> Record:
+    prompt = [{"role": _oa_role(m.get("role")), "content": m.get("text") or ""} for m in path]
+    for child in ranked:
+        if _oa_role(child.get("role")) != "assistant":
+            raise BadRecord("ranked replies must be assistant messages")
+    order = order_by_scores([-float(c["rank"]) for c in ranked])
+    return Record(line, prompt, [c.get("text") or "" for c in ranked], order)
+
+
+def _parse_oasst_flat(objects: list[tuple[int, dict]]) -> Iterator[Record | Rejection]:
+    """Rebuild trees from `parent_id`; each parent with ≥2 ranked replies is a ranking."""
+    by_id: dict[str, tuple[int, dict]] = {}
+    children: dict[str, list[dict]] = defaultdict(list)
+    for line, obj in objects:
+        if obj.get("message_id") is None:
+            yield Rejection(line, "missing field 'message_id'")
+            continue
+        obj = {**obj, "_line": line}
+        by_id[obj["message_id"]] = (line, obj)
+        if obj.get("parent_id") is not None:
+            children[obj["parent_id"]].append(obj)
+    for parent_id, replies in children.items():
+        ranked = _ranked_children(replies)
+        if len(ranked) < 2:
+            continue
+        line = ranked[0]["_line"]
+        try:
+            path: list[dict] = []
+            cursor = parent_id
+            while cursor is not None:
+                if cursor not in by_id:
+                    raise BadRecord(f"parent message {cursor} is not in the file")
+                path.append(by_id[cursor][1])
+                cursor = by_id[cursor][1].get("parent_id")
+            yield _oa_record(line, path[::-1], ranked)
+        except BadRecord as exc:
+            yield Rejection(line, str(exc))
+
+
+def _parse_oasst_tree(objects: list[tuple[int, dict]]) -> Iterator[Record | Rejection]:
+    """Walk each nested tree; each node with ≥2 ranked replies is a ranking."""
+    for line, obj in objects:
+        root = obj.get("prompt")
+        if not isinstance(root, dict):
+            yield Rejection(line, "missing field 'prompt'")
+            continue
+        stack: list[tuple[dict, list[dict]]] = [(root, [root])]
+        while stack:
+            node, path = stack.pop()
+            replies = node.get("replies") or []
+            ranked = _ranked_children(replies)
+            if len(ranked) >= 2:
+                try:
+                    yield _oa_record(line, path, ranked)
+                except BadRecord as exc:
+                    yield Rejection(line, str(exc))
+            for child in reversed(replies):
+                stack.append((child, path + [child]))
+
+
+PARSERS = {
+    "trl": _parse_trl,
+    "hh": _parse_hh,
+    "ultrafeedback": _parse_ultrafeedback,
+    "ranking": _parse_ranking,
+    "kto": _parse_kto,
+    "oasst_flat": _parse_oasst_flat,
+    "oasst_tree": _parse_oasst_tree,
+}
+
+
+def source_name(path: Path) -> str:
+    """Return a short source name from a file name: `helpful-base.test.jsonl.gz` -> `helpful-base`."""
+    return path.name.split(".")[0] or "file"
+
+
+def import_preferences(
+    project: Project,
+    path: str | Path,
+    *,
+    fmt: str | None = None,
+    source: str | None = None,
+    skip_invalid: bool = False,
+    user: AbstractBaseUser | None = None,
+    display_name: str | None = None,
+) -> ImportReport:
+    """Import a file's rankings into the project and return the report.
+
+    With any rejected record and `skip_invalid` off, nothing is written (the report
+    says why); otherwise every valid record lands in one transaction. Prompts are
+    deduplicated against the project's existing prompts by content hash.
+    """
+    path = Path(path)
+    display_name = display_name or path.name
+    source = source or source_name(Path(display_name))
+    parsed = parse_file(path, fmt)
+    report = ImportReport(
+        project=project,
+        source=display_name,
+        format=parsed.format,
+        skip_invalid=skip_invalid,
+        records=len(parsed.records) + len(parsed.rejected),
+        accepted=len(parsed.records),
+        rejected=[{"line": r.line, "reason": r.reason} for r in parsed.rejected],
+        created_by=user,
+    )
+    if parsed.rejected and not skip_invalid:
+        report.save()
+        return report
+    with transaction.atomic():
+        report.prompts_created = _write(project, parsed.records, source, display_name)
+        report.rankings_created = len(parsed.records)
+        report.is_applied = True
+        report.save()
+    return report
+
+
+def _write(project: Project, records: list[Record], source: str, file_name: str) -> int:
+    """Create prompts, tasks, responses and rankings; return how many prompts were new."""
+    policy, _ = Policy.objects.get_or_create(
+        name=f"imported:{source}"[:200], defaults={"kind": Policy.Kind.IMPORTED}
+    )
+    User = get_user_model()
+    annotator, created = User.objects.get_or_create(username=f"imported:{source}"[:150])
+    if created:
+        annotator.set_unusable_password()
+        annotator.save(update_fields=["password"])
+    hashes = [messages_hash(r.prompt) for r in records]
+    prompts = _prompts(project, records, hashes, file_name)
+    created_prompts = prompts.pop(None)
+    for start in range(0, len(records), BATCH):
+        chunk = list(zip(records[start : start + BATCH], hashes[start : start + BATCH]))
+        tasks = RankingTask.objects.bulk_create(
+            [
+                RankingTask(
+                    project=project,
+                    prompt=prompts[h],
+                    overlap=1,
+                    ranking_count=1,
+                    source=f"{file_name}:{r.line}",
+                )
+                for r, h in chunk
+            ]
+        )
+        responses = Response.objects.bulk_create(
+            [
+                Response(task=task, policy=policy, text=text, position=i)
+                for task, (r, _) in zip(tasks, chunk)
+                for i, text in enumerate(r.responses)
+            ]
+        )
+        rankings, cursor = [], 0
+        for task, (r, _) in zip(tasks, chunk):
+            ids = [resp.id for resp in responses[cursor : cursor + len(r.responses)]]
+            cursor += len(r.responses)
+            rankings.append(
+                Ranking(
+                    task=task,
+                    annotator=annotator,
+                    order=[[ids[i] for i in group] for group in r.order],
+                    source=f"{file_name}:{r.line}",
+                )
+            )
+        Ranking.objects.bulk_create(rankings)
+    return created_prompts
+
+
+def _prompts(
+    project: Project, records: list[Record], hashes: list[str], file_name: str
+) -> dict:
+    """Return {hash: Prompt} for every record, creating the missing ones.
+
+    The count of new prompts is stored under the key None.
+    """
+    wanted = set(hashes)
+    found: dict = {}
+    as_list = list(wanted)
+    for start in range(0, len(as_list), BATCH):
+        for prompt in Prompt.objects.filter(
+            project=project, content_hash__in=as_list[start : start + BATCH]
+        ):
+            found[prompt.content_hash] = prompt
+    new = {}
+    for record, h in zip(records, hashes):
+        if h not in found and h not in new:
+            new[h] = Prompt(
+                project=project,
+                messages=record.prompt,
+                content_hash=h,
+                source=f"{file_name}:{record.line}",
+            )
+    created = Prompt.objects.bulk_create(list(new.values()), batch_size=BATCH)
+    found.update({p.content_hash: p for p in created})
+    found[None] = len(created)
+    return found
+
+
+def iter_lines(report: ImportReport) -> Iterable[str]:
+    """Yield the report as lines of text for a terminal."""
+    yield (
+        f"{report.source}: format {report.format}, {report.records} records, "
+        f"{report.accepted} valid, {len(report.rejected)} rejected"
+    )
+    for item in report.rejected:
+        yield f"  line {item['line']}: {item['reason']}"
+    if report.is_applied:
+        yield (
+            f"imported {report.rankings_created} rankings, "
+            f"{report.prompts_created} new prompts into {report.project.name}"
+        )
+    else:
+        yield "nothing imported: fix the records above or pass --skip-invalid"
