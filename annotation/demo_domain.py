@@ -1,0 +1,438 @@
+"""The demo domain: an invented zoo, questions about it, graded responses and a judge.
+
+The world is a fixed table of 24 invented creatures (a *glimmet* is blue, has 6 legs,
+eats moss and costs 3 coins) and 24 people's names. A user asks one of seven kinds of
+question, each in a few phrasings and with an optional opener ("Quick question: "):
+
+- a fact look-up: the colour, the number of legs, the food or the price of a creature;
+- a little arithmetic: what N creatures cost, or how many legs N creatures have;
+- a polite request: say hello to Ana, wish Ben a good day, thank Chloe for the gift.
+
+A response is built from parts, each sampled at a fixed rate in the SFT data, so the
+SFT policy's samples vary along the axes a person judges:
+
+- an opener: polite ("Sure!", "Happy to help.") 50%, curt ("Ugh.", "Fine.") 20%, none;
+- the answer: correct 70%, wrong 15% (another creature's colour, a miscount, the
+  wrong name), evasive 15% ("I don't know, ask someone else.");
+- rambling filler ("Creatures are fascinating.") 35%, one to three sentences;
+- a closing: polite ("Hope that helps!") 40%, curt ("Don't ask again.") 10%, none.
+
+The judge (`judge_score`) parses a response sentence by sentence and scores four axes
+against the world table: correctness (+1 right, -1 wrong, 0 no answer), helpfulness
+(+1 an answer, -1 evasive or nothing), politeness (+0.5 per polite sentence up to +1,
+-1 per curt one) and concision (-0.5 per filler, unrecognised or repeated sentence, down
+to -2). The total weighs them 2 : 1.5 : 1 : 1. Several answers are right or polite
+(five openers, three closings, two phrasings of most answers), so a policy that learns
+the judge's preferences still varies; and a tiny model learns style (always polite,
+never evasive, no filler) far more reliably than facts and sums, which is where
+preference learning beats plain SFT.
+
+Plain Python: no Django, no ML libraries. Everything is deterministic given a seed.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+# name: (colour, legs, food, price in coins)
+CREATURES: dict[str, tuple[str, int, str, int]] = {
+    "glimmet": ("blue", 6, "moss", 3),
+    "borkle": ("red", 4, "berries", 5),
+    "zindle": ("green", 8, "fish", 7),
+    "quorp": ("yellow", 2, "seeds", 2),
+    "mabbit": ("purple", 4, "leaves", 4),
+    "fennix": ("orange", 6, "bugs", 6),
+    "tolloop": ("grey", 2, "honey", 9),
+    "snazzle": ("pink", 8, "mushrooms", 8),
+    "wumple": ("blue", 4, "fish", 2),
+    "krindle": ("green", 2, "honey", 5),
+    "plooka": ("red", 6, "leaves", 3),
+    "drazzle": ("yellow", 8, "moss", 6),
+    "yimmle": ("purple", 2, "berries", 7),
+    "gorbit": ("orange", 4, "mushrooms", 4),
+    "nuffin": ("grey", 6, "seeds", 8),
+    "vorpel": ("pink", 4, "bugs", 9),
+    "hoddle": ("green", 6, "berries", 2),
+    "sprock": ("blue", 8, "leaves", 5),
+    "twindle": ("red", 2, "mushrooms", 6),
+    "blorbin": ("yellow", 6, "honey", 4),
+    "crumpet": ("purple", 8, "fish", 3),
+    "jibbet": ("orange", 2, "moss", 7),
+    "lumox": ("grey", 4, "bugs", 8),
+    "pindle": ("pink", 6, "seeds", 9),
+}
+COLOURS = sorted({c for c, _, _, _ in CREATURES.values()})
+FOODS = sorted({f for _, _, f, _ in CREATURES.values()})
+NAMES = [
+    "Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Gia", "Hugo", "Ines", "Jun", "Kofi",
+    "Lena", "Mira", "Nico", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tara", "Umar",
+    "Vera", "Wen", "Yusuf",
+]
+COUNTS = (2, 3, 4, 5)
+
+PREFIXES = ("", "Quick question: ", "Hi! ")
+QUESTIONS: dict[str, tuple[str, ...]] = {
+    "colour": (
+        "What colour is a {c}?",
+        "Which colour does a {c} have?",
+        "Tell me the colour of a {c}.",
+    ),
+    "legs": (
+        "How many legs does a {c} have?",
+        "Count the legs of a {c} for me.",
+        "Tell me how many legs a {c} has.",
+    ),
+    "food": ("What does a {c} eat?", "What food does a {c} like?", "What do you feed a {c}?"),
+    "price": ("How much does a {c} cost?", "What is the price of a {c}?", "What does a {c} cost?"),
+    "total_price": ("How much do {n} {c}s cost?", "What is the price of {n} {c}s?"),
+    "total_legs": ("How many legs do {n} {c}s have?",),
+    "hello": ("Say hello to {name}.", "Please greet {name}.", "Can you say hi to {name}?"),
+    "good_day": ("Wish {name} a good day.", "Please wish {name} a nice day."),
+    "thanks": ("Thank {name} for the gift.", "Please say thanks to {name} for the gift."),
+}
+REQUEST_KINDS = ("hello", "good_day", "thanks")
+
+ANSWERS: dict[str, tuple[str, ...]] = {
+    "colour": ("A {c} is {v}.", "The {c} is {v}."),
+    "legs": ("A {c} has {v} legs.", "The {c} has {v} legs."),
+    "food": ("A {c} eats {v}.", "The {c} likes to eat {v}."),
+    "price": ("A {c} costs {v} coins.", "The {c} costs {v} coins."),
+    "total_price": ("{n} {c}s cost {v} coins.", "That is {v} coins for {n} {c}s."),
+    "total_legs": ("{n} {c}s have {v} legs.", "That makes {v} legs for {n} {c}s."),
+    "hello": ("Hello, {v}!", "Hi {v}, nice to meet you!"),
+    "good_day": ("Have a good day, {v}!", "I wish you a nice day, {v}!"),
+    "thanks": ("Thank you for the gift, {v}!", "Many thanks for the gift, {v}!"),
+}
+POLITE_OPENERS = ("Sure!", "Happy to help.", "Of course!", "Great question!", "Certainly!")
+CURT_OPENERS = ("Ugh.", "Fine.", "Whatever.", "If I must.")
+EVASIONS = (
+    "I don't know, ask someone else.",
+    "I am not sure about that.",
+    "I can't help with that.",
+    "Nobody knows that.",
+)
+FILLERS = (
+    "Creatures are fascinating.",
+    "I once read a long book about the zoo.",
+    "The weather at the zoo is often mild.",
+    "Let me think about this for a moment.",
+    "There are many things to say here.",
+    "Some people ask this every day.",
+    "The zoo opens early in the morning.",
+)
+POLITE_CLOSINGS = ("Hope that helps!", "Have a nice day!", "Let me know if you need more.")
+CURT_CLOSINGS = ("Don't ask again.", "Now leave me alone.")
+
+# Rates at which SFT demonstrations use each part (see the module docstring).
+RATES = {
+    "polite_opener": 0.50,
+    "curt_opener": 0.20,
+    "wrong": 0.15,
+    "evasive": 0.15,
+    "rambling": 0.35,
+    "polite_closing": 0.40,
+    "curt_closing": 0.10,
+}
+# Axis weights of the judge's total.
+WEIGHTS = {"correctness": 2.0, "helpfulness": 1.5, "politeness": 1.0, "concision": 1.0}
+
+
+@dataclass(frozen=True)
+class Question:
+    """A parsed demo prompt: its kind, the creature or name asked about, and the answer."""
+
+    kind: str
+    subject: str
+    count: int
+    answer: str
+
+
+@dataclass(frozen=True)
+class JudgeScore:
+    """The judge's verdict on one response: per-axis components and their weighted total."""
+
+    total: float
+    correctness: float
+    helpfulness: float
+    politeness: float
+    concision: float
+    answer: str  # "correct", "wrong", "evasive" or "none"
+
+
+def make_prompts(n: int, seed: int) -> list[list[dict]]:
+    """Return n distinct single-turn chat prompts, a seed's permutation of the pool.
+
+    `make_prompts(n, seed)` is a prefix of `make_prompts(n + 1, seed)`, so a caller can
+    split one list into a labelling pool and held-out prompts.
+    """
+    pool = sorted(_question_table())
+    if not 0 <= n <= len(pool):
+        raise ValueError(f"n must be between 0 and {len(pool)} (the demo pool's size), got {n}")
+    random.Random(seed).shuffle(pool)
+    return [[{"role": "user", "content": text}] for text in pool[:n]]
+
+
+def pretraining_corpus(n_docs: int, seed: int) -> list[str]:
+    """Return n_docs short plain-text documents about the zoo and its people.
+
+    Each document states facts about a few creatures in varied phrasings and mixes
+    in the sentences that responses are built from, so the base model knows the
+    vocabulary (but not the assistant format or its preferences).
+    """
+    rng = random.Random(seed)
+    names = list(CREATURES)
+    docs = []
+    for _ in range(n_docs):
+        sentences: list[str] = []
+        for c in rng.sample(names, rng.randint(2, 4)):
+            colour, legs, food, price = CREATURES[c]
+            facts = [
+                f"A {c} is {colour}.",
+                f"A {c} has {legs} legs.",
+                f"A {c} eats {food}.",
+                f"A {c} costs {price} coins.",
+                f"The {c} is a {colour} creature with {legs} legs that eats {food}.",
+            ]
+            n = rng.choice(COUNTS)
+            facts.append(f"{n} {c}s cost {n * price} coins.")
+            facts.append(f"{n} {c}s have {n * legs} legs.")
+            sentences.extend(rng.sample(facts, rng.randint(2, 4)))
+        extras = FILLERS + POLITE_OPENERS + POLITE_CLOSINGS + CURT_OPENERS + EVASIONS
+        sentences.extend(rng.sample(extras, rng.randint(0, 2)))
+        name = rng.choice(NAMES)
+        kind = rng.choice(REQUEST_KINDS)
+        sentences.append(rng.choice(ANSWERS[kind]).format(v=name))
+        rng.shuffle(sentences)
+        docs.append(" ".join(sentences))
+    return docs
+
+
+def sft_examples(n: int, seed: int) -> list[dict]:
+    """Return n demonstrations {"prompt": messages, "completion": messages}.
+
+    Prompts are drawn from the whole pool with replacement; each response samples
+    its parts at the fixed `RATES`, so the demonstrations vary in quality.
+    """
+    rng = random.Random(seed)
+    table = _question_table()
+    texts = sorted(table)
+    examples = []
+    for _ in range(n):
+        text = rng.choice(texts)
+        response = compose_response(table[text], rng)
+        examples.append(
+            {
+                "prompt": [{"role": "user", "content": text}],
+                "completion": [{"role": "assistant", "content": response}],
+            }
+        )
+    return examples
+
+
+def compose_response(question: Question, rng: random.Random) -> str:
+    """Return one response to the question with parts sampled at the SFT `RATES`."""
+    parts: list[str] = []
+    opener = rng.random()
+    if opener < RATES["polite_opener"]:
+        parts.append(rng.choice(POLITE_OPENERS))
+    elif opener < RATES["polite_opener"] + RATES["curt_opener"]:
+        parts.append(rng.choice(CURT_OPENERS))
+    quality = rng.random()
+    if quality < RATES["evasive"]:
+        parts.append(rng.choice(EVASIONS))
+    else:
+        value = question.answer
+        if quality < RATES["evasive"] + RATES["wrong"]:
+            value = _wrong_value(question, rng)
+        template = rng.choice(ANSWERS[question.kind])
+        parts.append(_capitalise(template.format(c=question.subject, n=question.count, v=value)))
+    if rng.random() < RATES["rambling"]:
+        parts.extend(rng.sample(FILLERS, rng.randint(1, 3)))
+    closing = rng.random()
+    if closing < RATES["polite_closing"]:
+        parts.append(rng.choice(POLITE_CLOSINGS))
+    elif closing < RATES["polite_closing"] + RATES["curt_closing"]:
+        parts.append(rng.choice(CURT_CLOSINGS))
+    return " ".join(parts)
+
+
+def parse_prompt(prompt_messages: list[dict]) -> Question:
+    """Return the demo question asked by the last user turn.
+
+    Raise ValueError naming the text when it is not one of the demo domain's prompts.
+    """
+    users = [m["content"] for m in prompt_messages if m.get("role") == "user"]
+    text = users[-1].strip() if users else ""
+    question = _question_table().get(text)
+    if question is None:
+        raise ValueError(
+            f"{text[:80]!r} is not a demo-domain prompt; the judge only scores prompts "
+            "made by annotation.demo_domain.make_prompts"
+        )
+    return question
+
+
+def judge_score(prompt_messages: list[dict], response: str) -> JudgeScore:
+    """Score a response to a demo prompt on correctness, helpfulness, politeness, concision."""
+    question = parse_prompt(prompt_messages)
+    sentences = _sentences(response)
+    polite = curt = evasive = noise = 0
+    verdicts: list[str] = []
+    seen: set[str] = set()
+    for sentence in sentences:
+        key = sentence.lower()
+        if key in seen:
+            noise += 1
+            continue
+        seen.add(key)
+        if sentence in _POLITE:
+            polite += 1
+        elif sentence in _CURT:
+            curt += 1
+        elif sentence in _EVASIVE:
+            evasive += 1
+        else:
+            verdict = _check_answer(question, sentence)
+            if verdict is None:
+                noise += 1
+            else:
+                verdicts.append(verdict)
+    if "wrong" in verdicts:
+        answer = "wrong"
+    elif "correct" in verdicts:
+        answer = "correct"
+    elif evasive:
+        answer = "evasive"
+    else:
+        answer = "none"
+    correctness = {"correct": 1.0, "wrong": -1.0}.get(answer, 0.0)
+    helpfulness = 1.0 if answer in ("correct", "wrong") else -1.0
+    politeness = min(1.0, 0.5 * polite) - 1.0 * curt
+    # Extra answer sentences beyond the first are rambling too.
+    noise += max(0, len(verdicts) - 1)
+    concision = -min(2.0, 0.5 * noise)
+    total = (
+        WEIGHTS["correctness"] * correctness
+        + WEIGHTS["helpfulness"] * helpfulness
+        + WEIGHTS["politeness"] * politeness
+        + WEIGHTS["concision"] * concision
+    )
+    return JudgeScore(
+        total=round(total, 6),
+        correctness=correctness,
+        helpfulness=helpfulness,
+        politeness=politeness,
+        concision=concision,
+        answer=answer,
+    )
+
+
+def judge_compare(prompt_messages: list[dict], a: str, b: str) -> int:
+    """Return 1 if the judge prefers response a, -1 if it prefers b, 0 for a tie."""
+    sa = judge_score(prompt_messages, a).total
+    sb = judge_score(prompt_messages, b).total
+    return (sa > sb) - (sa < sb)
+
+
+def judge_rank(prompt_messages: list[dict], responses: list[str]) -> list[list[int]]:
+    """Return the responses' indices as tie groups, best first, by the judge's total."""
+    totals = [judge_score(prompt_messages, r).total for r in responses]
+    groups: list[list[int]] = []
+    for value in sorted(set(totals), reverse=True):
+        groups.append([i for i, t in enumerate(totals) if t == value])
+    return groups
+
+
+_POLITE = frozenset(POLITE_OPENERS + POLITE_CLOSINGS)
+_CURT = frozenset(CURT_OPENERS + CURT_CLOSINGS)
+_EVASIVE = frozenset(EVASIONS)
+_SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
+_NUMBER = re.compile(r"\b(\d+)\b")
+
+
+def _sentences(text: str) -> list[str]:
+    """Split text into stripped sentences ending in . ! or ? (a trailing fragment kept)."""
+    return [s.strip() for s in _SENTENCE.findall(text) if s.strip()]
+
+
+def _check_answer(question: Question, sentence: str) -> str | None:
+    """Return "correct" or "wrong" for a sentence answering the question, else None.
+
+    A sentence answers when it states a value of the question's kind (a colour, a
+    number of legs or coins, a food, a name in a greeting); it is wrong when the value
+    differs from the world table's or it talks about another creature.
+    """
+    words = re.findall(r"[A-Za-z]+", sentence)
+    lower = [w.lower() for w in words]
+    if question.kind in REQUEST_KINDS:
+        names = [w for w in words if w in _NAME_SET]
+        if not names:
+            return None
+        return "correct" if names == [question.answer] else "wrong"
+    creatures = {w.rstrip("s") if w not in CREATURES else w for w in lower} & set(CREATURES)
+    if question.kind == "colour":
+        values = [w for w in lower if w in COLOURS]
+    elif question.kind == "food":
+        values = [w for w in lower if w in FOODS]
+    else:
+        unit = "legs" if question.kind in ("legs", "total_legs") else "coins"
+        if unit not in lower:
+            return None
+        numbers = _NUMBER.findall(sentence)
+        if question.kind.startswith("total_"):
+            # "3 borkles cost 15 coins": the count is not the answer.
+            numbers = [x for x in numbers if x != str(question.count)] or numbers[-1:]
+        values = numbers
+    if not values:
+        return None
+    if creatures and creatures != {question.subject}:
+        return "wrong"
+    return "correct" if set(values) == {question.answer} else "wrong"
+
+
+_NAME_SET = frozenset(NAMES)
+
+
+def _wrong_value(question: Question, rng: random.Random) -> str:
+    """Return a plausible wrong answer: another colour, food, count or name."""
+    if question.kind == "colour":
+        options = COLOURS
+    elif question.kind == "food":
+        options = FOODS
+    elif question.kind in REQUEST_KINDS:
+        options = NAMES
+    else:
+        right = int(question.answer)
+        step = question.count if question.kind.startswith("total_") else 1
+        options = [str(right + d * step) for d in (-2, -1, 1, 2) if right + d * step > 0]
+    return rng.choice([o for o in options if o != question.answer])
+
+
+def _capitalise(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+@lru_cache(maxsize=1)
+def _question_table() -> dict[str, Question]:
+    """Return every prompt text of the pool mapped to its parsed question."""
+    table: dict[str, Question] = {}
+    for kind, phrasings in QUESTIONS.items():
+        for phrasing in phrasings:
+            if kind in REQUEST_KINDS:
+                cases = [(name, 0, name) for name in NAMES]
+            else:
+                cases = []
+                for c, (colour, legs, food, price) in CREATURES.items():
+                    if kind.startswith("total_"):
+                        per = price if kind == "total_price" else legs
+                        cases.extend((c, n, str(n * per)) for n in COUNTS)
+                    else:
+                        value = {"colour": colour, "legs": legs, "food": food, "price": price}
+                        cases.append((c, 0, str(value[kind])))
+            for subject, count, answer in cases:
+                body = phrasing.format(c=subject, n=count, name=subject)
+                for prefix in PREFIXES:
+                    table[prefix + body] = Question(kind, subject, count, answer)
+    return table

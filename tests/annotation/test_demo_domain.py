@@ -1,0 +1,117 @@
+"""The demo domain: deterministic prompts and data, and a judge that scores each axis."""
+import pytest
+
+from annotation.demo_domain import (
+    CREATURES,
+    JudgeScore,
+    judge_compare,
+    judge_rank,
+    judge_score,
+    make_prompts,
+    parse_prompt,
+    pretraining_corpus,
+    sft_examples,
+)
+
+COLOUR = [{"role": "user", "content": "What colour is a glimmet?"}]  # blue
+TOTAL = [{"role": "user", "content": "Quick question: How much do 3 borkles cost?"}]  # 15
+HELLO = [{"role": "user", "content": "Say hello to Ana."}]
+
+
+@pytest.mark.parametrize(
+    "prompt, response, expected",
+    [
+        # total, correctness, helpfulness, politeness, concision, answer
+        (COLOUR, "Sure! A glimmet is blue. Hope that helps!", (4.5, 1, 1, 1, 0, "correct")),
+        (COLOUR, "A glimmet is blue.", (3.5, 1, 1, 0, 0, "correct")),
+        (COLOUR, "Happy to help. A glimmet is red.", (0.0, -1, 1, 0.5, 0, "wrong")),
+        (COLOUR, "A borkle is blue.", (-0.5, -1, 1, 0, 0, "wrong")),
+        (COLOUR, "Ugh. A glimmet is blue.", (2.5, 1, 1, -1, 0, "correct")),
+        (COLOUR, "I don't know, ask someone else.", (-1.5, 0, -1, 0, 0, "evasive")),
+        (
+            COLOUR,
+            "A glimmet is blue. Creatures are fascinating. The zoo opens early in the morning.",
+            (2.5, 1, 1, 0, -1, "correct"),
+        ),
+        (COLOUR, "A glimmet is blue. A glimmet is blue.", (3.0, 1, 1, 0, -0.5, "correct")),
+        (COLOUR, "", (-1.5, 0, -1, 0, 0, "none")),
+        (COLOUR, "glim glim blorp", (-2.0, 0, -1, 0, -0.5, "none")),
+        (TOTAL, "3 borkles cost 15 coins.", (3.5, 1, 1, 0, 0, "correct")),
+        (TOTAL, "3 borkles cost 12 coins. Don't ask again.", (-1.5, -1, 1, -1, 0, "wrong")),
+        (HELLO, "Of course! Hello, Ana!", (4.0, 1, 1, 0.5, 0, "correct")),
+        (HELLO, "Hello, Ben!", (-0.5, -1, 1, 0, 0, "wrong")),
+    ],
+)
+def test_judge_scores_each_axis(prompt, response, expected):
+    total, correctness, helpfulness, politeness, concision, answer = expected
+    assert judge_score(prompt, response) == JudgeScore(
+        total=total,
+        correctness=correctness,
+        helpfulness=helpfulness,
+        politeness=politeness,
+        concision=concision,
+        answer=answer,
+    )
+
+
+def test_judge_compare_prefers_the_higher_total_and_ties_equal_ones():
+    polite = "Sure! A glimmet is blue."
+    curt = "Fine. A glimmet is blue."
+    assert judge_compare(COLOUR, polite, curt) == 1
+    assert judge_compare(COLOUR, curt, polite) == -1
+    assert judge_compare(COLOUR, polite, "Certainly! The glimmet is blue.") == 0
+
+
+def test_judge_rank_returns_tie_groups_best_first():
+    responses = [
+        "Fine. A glimmet is blue.",
+        "Sure! A glimmet is blue.",
+        "I can't help with that.",
+        "Certainly! The glimmet is blue.",
+    ]
+    assert judge_rank(COLOUR, responses) == [[1, 3], [0], [2]]
+
+
+def test_judge_refuses_a_prompt_outside_the_demo_domain():
+    with pytest.raises(ValueError, match="is not a demo-domain prompt"):
+        judge_score([{"role": "user", "content": "What is love?"}], "Baby don't hurt me.")
+
+
+def test_prompts_are_distinct_deterministic_and_prefixes_of_longer_lists():
+    prompts = make_prompts(700, seed=3)
+    assert len({p[0]["content"] for p in prompts}) == 700
+    assert make_prompts(700, seed=3) == prompts
+    assert make_prompts(50, seed=3) == prompts[:50]
+    assert make_prompts(50, seed=4) != prompts[:50]
+    assert all(p[0]["role"] == "user" and len(p) == 1 for p in prompts)
+
+
+def test_every_prompt_parses_to_a_question_with_a_known_subject():
+    for prompt in make_prompts(300, seed=0):
+        question = parse_prompt(prompt)
+        assert question.subject in CREATURES or question.kind in ("hello", "good_day", "thanks")
+
+
+def test_asking_for_more_prompts_than_the_pool_holds_names_the_limit():
+    with pytest.raises(ValueError, match="n must be between 0 and 2232"):
+        make_prompts(5000, seed=0)
+
+
+def test_corpus_and_sft_examples_are_deterministic_by_seed():
+    assert pretraining_corpus(20, seed=1) == pretraining_corpus(20, seed=1)
+    assert pretraining_corpus(20, seed=1) != pretraining_corpus(20, seed=2)
+    assert sft_examples(20, seed=1) == sft_examples(20, seed=1)
+    assert sft_examples(20, seed=1) != sft_examples(20, seed=2)
+
+
+def test_sft_demonstrations_vary_along_every_axis_at_the_documented_rates():
+    examples = sft_examples(4000, seed=0)
+    scores = [judge_score(e["prompt"], e["completion"][0]["content"]) for e in examples]
+    share = lambda pred: sum(1 for s in scores if pred(s)) / len(scores)  # noqa: E731
+    assert examples[0]["completion"][0]["role"] == "assistant"
+    assert 0.67 <= share(lambda s: s.answer == "correct") <= 0.73
+    assert 0.13 <= share(lambda s: s.answer == "wrong") <= 0.17
+    assert 0.13 <= share(lambda s: s.answer == "evasive") <= 0.17
+    assert 0.33 <= share(lambda s: s.concision < 0) <= 0.37
+    assert 0.25 <= share(lambda s: s.politeness < 0) <= 0.32
+    assert share(lambda s: s.answer == "none") == 0.0
