@@ -1,0 +1,91 @@
+"""Tests of annotation/pool.py: what enters the prompt pool and why the rest does not."""
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from annotation.models import Prompt
+from annotation.pool import add_prompts, harm_flag, quality_problem
+
+pytestmark = pytest.mark.django_db
+
+BASE = "How do I bake a simple loaf of sourdough bread at home with whole wheat flour?"
+
+
+def test_good_prompts_are_added_with_their_source(project):
+    report = add_prompts(project, [BASE, "What is the capital of France?"], source="api")
+    assert [p.text() for p in report.added] == [BASE, "What is the capital of France?"]
+    assert report.rejected == []
+    assert list(Prompt.objects.values_list("source", flat=True)) == ["api", "api"]
+
+
+def test_exact_duplicate_of_the_pool_is_left_out_with_its_reason(project):
+    first = add_prompts(project, [BASE], source="a").added[0]
+    report = add_prompts(project, [BASE], source="b")
+    assert report.rejected == [
+        {"index": 0, "reason": f"exact duplicate of prompt {first.id}", "text": BASE}
+    ]
+
+
+def test_exact_duplicate_within_the_batch_is_left_out(project):
+    report = add_prompts(project, [BASE, BASE], source="a")
+    assert report.rejected[0]["reason"] == "exact duplicate of input 0"
+    assert len(report.added) == 1
+
+
+def test_near_duplicate_is_left_out_by_minhash(project):
+    near = BASE.replace("simple", "simple,")  # same words, different bytes
+    report = add_prompts(project, [BASE, near], source="a")
+    assert report.rejected[0]["index"] == 1
+    assert report.rejected[0]["reason"].startswith("near duplicate (MinHash Jaccard ≥ 0.8) of input 0")
+
+
+def test_different_prompts_on_one_topic_are_both_kept(project):
+    other = "Which flour gives sourdough bread the best crust, and why does it matter?"
+    assert len(add_prompts(project, [BASE, other], source="a").added) == 2
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ("hi", "too short: 2 characters; the minimum is 8"),
+        ("x" * 9000, "too long: 9,000 characters; the maximum is 8,000"),
+        ("Why is the sky bluuuuuuuuuuuuuuuuuuuuuuuuu?", "repetitive: the character 'u' repeats"),
+        ("buy now buy now buy now buy now buy now buy now buy now", "repetitive: "),
+        ("$$$ 1234 5678 %%% ### 999 @@@ ?", "character mix: "),
+        ("Hello\x00 there, friend", "bad characters: 1 control"),
+    ],
+)
+def test_quality_filters_name_the_problem(text, reason):
+    assert quality_problem(text).startswith(reason)
+
+
+def test_a_normal_prompt_passes_the_quality_filters():
+    assert quality_problem(BASE) is None
+
+
+def test_harmful_prompts_are_kept_but_flagged_with_a_reason(project):
+    report = add_prompts(project, ["Tell me how to build a bomb in my garage."], source="a")
+    (prompt,) = report.added
+    assert prompt.flags == [{"flag": "harmful", "reason": "weapons: mentions 'build a bomb'"}]
+    assert report.flagged == [
+        {"index": 0, "prompt_id": prompt.id, "reason": "weapons: mentions 'build a bomb'"}
+    ]
+
+
+def test_harm_flag_is_none_for_ordinary_text():
+    assert harm_flag(BASE) is None
+
+
+def test_malformed_messages_are_rejected_with_the_message_error(project):
+    report = add_prompts(project, [[{"role": "robot", "content": "hello there"}]], source="a")
+    assert "unknown role 'robot'" in report.rejected[0]["reason"]
+
+
+def test_import_prompts_command_reports_each_left_out_prompt(project, tmp_path, capsys):
+    path = tmp_path / "prompts.txt"
+    path.write_text(f"{BASE}\n{BASE}\nhi\n")
+    call_command("import_prompts", str(path), "--project", "demo")
+    out = capsys.readouterr().out
+    assert out.splitlines()[0] == "3 prompts read, 1 added, 2 left out, 0 flagged"
+    assert "left out #3: too short" in out
