@@ -1,0 +1,181 @@
+"""Supervised fine-tuning of a policy on demonstrations (prompt/completion), with TRL.
+
+The starting policy is `base_path` plus an optional LoRA `adapter_path`. With LoRA
+on, a parent adapter keeps training (the artifact stays one adapter on the same
+base) or a new one is made; with LoRA off, a parent adapter is merged and the
+whole model trains. The loss covers only the completion tokens, never the prompt
+(TRL's `completion_only_loss` for prompt/completion data).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.artifacts import (
+    check_range,
+    config_from_dict,
+    final_metrics,
+    load_policy,
+    load_tokenizer,
+    lora_config,
+    read_jsonl,
+    resume_checkpoint,
+    save_artifact,
+)
+from training.progress import Reporter, trainer_callback
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SFTConfig:
+    """What an SFT stage needs; field names follow `trl.SFTConfig` where they are TRL's."""
+
+    base_path: str = field(
+        default="", metadata={"help": "Folder or hub id of the starting policy's base model."}
+    )
+    adapter_path: str = field(
+        default="", metadata={"help": "The starting policy's LoRA adapter folder, if it has one."}
+    )
+    use_lora: bool = field(
+        default=False, metadata={"help": "Train a LoRA adapter instead of all weights."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank of a new adapter."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator of a new adapter."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    learning_rate: float = field(
+        default=1e-3,
+        metadata={"help": "AdamW learning rate; TRL's 2e-5 is for large models (a 1M model needs ~1e-3)."},
+    )
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
+    max_steps: int = field(
+        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."}
+    )
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "Demonstrations per device per step."}
+    )
+    gradient_accumulation_steps: int = field(
+        default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
+    )
+    max_length: int = field(default=256, metadata={"help": "Truncate each example to this many tokens."})
+    packing: bool = field(
+        default=False, metadata={"help": "Pack several examples into one sequence (faster on GPUs)."}
+    )
+    warmup_steps: float = field(
+        default=0.0, metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."}
+    )
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
+    logging_steps: int = field(default=1, metadata={"help": "Report metrics every this many steps."})
+    seed: int = field(default=0, metadata={"help": "Seed for data order and initialisation."})
+    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."})
+    trl_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Any other trl.SFTConfig field, passed through unchanged."},
+    )
+
+    def __post_init__(self) -> None:
+        check_range("lora_r", self.lora_r, 1, None)
+        check_range("lora_alpha", self.lora_alpha, 1, None)
+        check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
+        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
+        check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
+        if self.max_steps != -1:
+            check_range("max_steps", self.max_steps, 1, None)
+        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
+        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+        check_range("max_length", self.max_length, 8, None)
+        check_range("warmup_steps", self.warmup_steps, 0, None)
+        check_range("save_steps", self.save_steps, 1, None)
+        check_range("logging_steps", self.logging_steps, 1, None)
+        ours = {f.name for f in dataclasses.fields(self)}
+        clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
+        if clash:
+            raise ValueError(f"trl_args must not repeat {clash}; set them as fields of SFTConfig")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SFTConfig:
+        """Build a config from a dict, refusing unknown keys."""
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+
+def demonstration_rows(path: Path) -> list[dict[str, Any]]:
+    """Return prompt/completion records from a JSONL of demonstrations."""
+    rows = read_jsonl(path, required=("prompt", "completion"))
+    return [{"prompt": row["prompt"], "completion": row["completion"]} for row in rows]
+
+
+def train(
+    config: SFTConfig,
+    *,
+    data_path: Path | None,
+    output_dir: Path,
+    reporter: Reporter,
+    resume_from: Path | None = None,
+) -> dict[str, Any]:
+    """Fine-tune the policy on the demonstrations; save the adapter or model into `output_dir`.
+
+    Return TRL's last logged metrics plus `steps` and `stopped`; a stopped run
+    leaves its checkpoint and saves no artifact.
+    """
+    from datasets import Dataset
+    from trl import SFTConfig as TRLSFTConfig
+    from trl import SFTTrainer
+
+    if data_path is None:
+        raise ValueError("SFT needs data_path: a JSONL of prompt/completion demonstrations")
+    dataset = Dataset.from_list(demonstration_rows(Path(data_path)))
+    tokenizer = load_tokenizer(config.base_path, padding_side="right")
+
+    peft_config = None
+    if config.use_lora:
+        model = load_policy(config.base_path, config.adapter_path, trainable=True)
+        if not config.adapter_path:
+            peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
+    else:
+        model = load_policy(config.base_path, config.adapter_path, merge=True)
+
+    args = TRLSFTConfig(
+        output_dir=str(reporter.checkpoint_dir),
+        report_to="none",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        bf16=config.bf16,
+        gradient_checkpointing=False,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        packing=config.packing,
+        **config.trl_args,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[trainer_callback(reporter)],
+    )
+    trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
+    metrics = final_metrics(trainer.state.log_history)
+    metrics["steps"] = float(trainer.state.global_step)
+    if reporter.should_stop():
+        metrics["stopped"] = 1.0
+        return metrics
+    save_artifact(trainer.model, tokenizer, output_dir, config.to_dict())
+    metrics["stopped"] = 0.0
+    return metrics
