@@ -136,3 +136,9 @@ def start_policy(db, tmp_path) -> Policy:
     base = tmp_path / "start-model"
     base.mkdir()
     return Policy.objects.create(name="start", base_path=str(base))
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings) -> None:
+    """Hash the personas' passwords cheaply: PBKDF2 costs seconds per user on 2 cores."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

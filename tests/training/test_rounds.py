@@ -1,0 +1,180 @@
+"""Launching, cancelling and resuming rounds, and the reaper, without a worker."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_tasks_db.models import DBTaskResult
+
+from annotation.models import Snapshot
+from inference.models import Policy
+from tests.annotation.data_factories import annotators, make_policy, make_task, rank
+from training.models import Status, TrainingJob, TrainingRound
+from training.reaper import reap_stale_jobs
+from training.rounds import (
+    cancel_round,
+    launch_round,
+    parse_method,
+    parse_settings,
+    resume_round,
+)
+
+
+@pytest.fixture
+def deployed(project) -> Policy:
+    policy = make_policy("demo-sft")
+    project.current_policy = policy
+    project.save()
+    return policy
+
+
+@pytest.fixture
+def ranked(project, deployed) -> None:
+    """Two tasks ranked by one annotator: 4 responses in 4 ranks give 6 pairs each."""
+    user = annotators(1)[0]
+    for prompt in ("What is 2 + 2?", "What is 3 + 3?"):
+        rank(make_task(project, prompt), user, [[0], [1], [2], [3]])
+
+
+def test_launch_freezes_a_snapshot_and_queues_the_first_stage_with_its_resolved_config(
+    project, admin_user, ranked, deployed
+):
+    training_round = launch_round(
+        project, "dpo", user=admin_user, options={"queue": "gpu", "dpo": {"beta": "0.2"}}
+    )
+
+    job = training_round.jobs.get()
+    task = DBTaskResult.objects.get(task_path="training.tasks.run_training_job")
+    assert training_round.snapshot.row_count == 12
+    assert len(training_round.snapshot.sha256) == 64
+    assert training_round.parent_policy == deployed
+    assert (job.stage, job.status, job.index) == ("dpo", "queued", 0)
+    assert job.config["beta"] == 0.2
+    assert job.config["learning_rate"] == 5e-4
+    assert job.config["base_path"] == "/models/demo-sft"
+    assert (task.queue_name, task.args_kwargs["args"], str(task.id)) == ("gpu", [job.pk], job.task_id)
+
+
+def test_a_pipeline_gets_one_job_per_stage_in_order(project, admin_user, ranked):
+    training_round = launch_round(project, "sft, reward, dpo", user=admin_user)
+
+    assert list(training_round.jobs.values_list("index", "stage")) == [
+        (0, "sft"), (1, "reward"), (2, "dpo")
+    ]
+    assert training_round.method == "sft,reward,dpo"
+
+
+def test_launch_refuses_a_snapshot_without_pairs_and_leaves_nothing_behind(
+    project, admin_user, deployed
+):
+    with pytest.raises(ValueError, match="has no preference pairs; collect rankings"):
+        launch_round(project, "dpo", user=admin_user)
+
+    assert (Snapshot.objects.count(), TrainingRound.objects.count()) == (0, 0)
+    assert DBTaskResult.objects.count() == 0
+
+
+def test_launch_refuses_a_project_without_a_current_policy(project, admin_user):
+    with pytest.raises(ValueError, match="project demo has no current policy"):
+        launch_round(project, "dpo", user=admin_user)
+
+
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("dpo,warp", {}, r"unknown stage\(s\) \['warp'\]"),
+        ("", {}, "method must name at least one stage"),
+        ("ppo", {}, "stage ppo needs a reward model: put a reward stage before it"),
+        ("dpo", {"queue": "fast"}, "queue must be one of \\['default', 'gpu'\\], got 'fast'"),
+        ("dpo", {"accelerate": "warp"}, "accelerate config 'warp' does not exist"),
+        ("dpo", {"dpo": {"beta": "-1"}}, "beta must be > 0, got -1.0"),
+        ("dpo", {"dpo": {"bogus": 1}}, r"unknown DPOConfig option\(s\) \['bogus'\]"),
+        ("dpo", {"dpo": {"base_path": "/x"}}, "are set by the platform"),
+        ("dpo", {"policy": "nope"}, "no registered policy named 'nope'"),
+    ],
+)
+def test_launch_refuses_bad_input_with_a_message_naming_it(
+    project, admin_user, ranked, method, options, message
+):
+    with pytest.raises(ValueError, match=message):
+        launch_round(project, method, user=admin_user, options=options)
+
+    assert TrainingRound.objects.count() == 0
+
+
+def test_settings_go_to_the_round_one_stage_or_every_stage_that_has_them():
+    options = parse_settings(["queue=gpu", "dpo.beta=0.3", "max_steps=5"], ["sft", "dpo"])
+
+    assert options == {
+        "queue": "gpu",
+        "dpo": {"beta": 0.3, "max_steps": 5},
+        "sft": {"max_steps": 5},
+    }
+
+
+def test_a_setting_no_stage_has_is_refused():
+    with pytest.raises(ValueError, match="no stage of \\['dpo'\\] has an option 'warp'"):
+        parse_settings(["warp=1"], ["dpo"])
+
+
+def test_method_accepts_arrows_and_spaces():
+    assert parse_method("sft -> reward -> ppo") == ["sft", "reward", "ppo"]
+
+
+def test_cancelling_a_queued_round_cancels_every_stage(project, admin_user, ranked):
+    training_round = launch_round(project, "sft,dpo", user=admin_user)
+
+    cancel_round(training_round, user=admin_user)
+
+    training_round.refresh_from_db()
+    assert training_round.status == Status.CANCELLED
+    assert list(training_round.jobs.values_list("status", flat=True)) == ["cancelled", "cancelled"]
+    assert training_round.error.startswith("cancelled by admin1 at ")
+
+
+def test_a_finished_round_cannot_be_cancelled(project, admin_user, ranked):
+    training_round = launch_round(project, "dpo", user=admin_user)
+    cancel_round(training_round, user=admin_user)
+
+    with pytest.raises(ValueError, match="is already cancelled; nothing to cancel"):
+        cancel_round(training_round, user=admin_user)
+
+
+def test_resume_requeues_from_the_first_unfinished_stage(project, admin_user, ranked):
+    training_round = launch_round(project, "sft,dpo", user=admin_user)
+    TrainingJob.objects.filter(round=training_round, index=0).update(status=Status.SUCCEEDED)
+    cancel_round(training_round, user=admin_user)
+
+    job = resume_round(training_round, user=admin_user)
+
+    training_round.refresh_from_db()
+    assert (job.index, job.status) == (1, "queued")
+    assert training_round.status == Status.QUEUED
+    assert DBTaskResult.objects.filter(args_kwargs__args=[job.pk]).count() == 1
+
+
+def test_a_queued_round_cannot_be_resumed(project, admin_user, ranked):
+    training_round = launch_round(project, "dpo", user=admin_user)
+
+    with pytest.raises(ValueError, match="is queued; only a failed or cancelled round"):
+        resume_round(training_round, user=admin_user)
+
+
+def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(project, admin_user, ranked):
+    training_round = launch_round(project, "dpo", user=admin_user)
+    now = timezone.now()
+    job = training_round.jobs.get()
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING, started_at=now, heartbeat_at=now
+    )
+
+    assert reap_stale_jobs(now=now + timedelta(seconds=59)) == []
+    assert reap_stale_jobs(now=now + timedelta(seconds=61)) == [job.pk]
+
+    job.refresh_from_db()
+    training_round.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert job.error.startswith("no heartbeat for 61 s")
+    assert training_round.status == Status.FAILED
+    assert training_round.error == "stage 1 (dpo) lost its worker (no heartbeat for 61 s)"
