@@ -1,8 +1,10 @@
 """Pages of the model registry."""
 from django.urls import path
 
-from inference import views  # noqa: F401
+from inference import views
 
 app_name = "inference"
 
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.registry, name="registry"),
+]

@@ -112,3 +112,33 @@ class TrainingJob(models.Model):
         if not self.total_steps:
             return 0.0
         return min(1.0, self.step / self.total_steps)
+
+
+class Deployment(models.Model):
+    """One change of a project's current policy: what was deployed, replacing what, by whom.
+
+    The newest row per project names its current policy; rolling back deploys the
+    policy the newest row replaced.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="deployments")
+    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="deployments")
+    previous = models.ForeignKey(
+        Policy,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The policy that was current before this deployment.",
+    )
+    is_rollback = models.BooleanField(default=False)
+    deployed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.policy} deployed to {self.project}"

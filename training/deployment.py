@@ -1,0 +1,67 @@
+"""Deploying a policy: making it the project's current policy, and rolling that back.
+
+`publish_round` samples from the project's current policy when no policy is named,
+so deploying is what sends a trained policy back into the labelling loop. Every
+change is a `Deployment` row; rolling back deploys the policy the newest one
+replaced.
+"""
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from annotation.models import Project
+from inference.models import Policy
+from training.models import Deployment
+
+
+def check_deployable(policy: Policy) -> None:
+    """Raise ValueError naming the reason a policy cannot serve a project."""
+    if policy.kind != Policy.Kind.POLICY:
+        raise ValueError(
+            f"{policy.name} is a {policy.get_kind_display().lower()}, not a policy; "
+            "deploy a policy that generates responses"
+        )
+    if policy.status != Policy.Status.READY:
+        raise ValueError(f"{policy.name} is {policy.status}; only a ready policy can be deployed")
+    if not policy.has_weights():
+        raise ValueError(f"{policy.name} has no weights to load; register its base_path first")
+
+
+def deploy_policy(
+    project: Project, policy: Policy, *, user: AbstractBaseUser | None, is_rollback: bool = False
+) -> Deployment:
+    """Make `policy` the project's current policy and record the deployment.
+
+    Raise ValueError when the policy is not a ready policy with weights, or is
+    already current.
+    """
+    check_deployable(policy)
+    with transaction.atomic():
+        project = Project.objects.select_for_update().get(pk=project.pk)
+        if project.current_policy_id == policy.pk:
+            raise ValueError(f"{policy.name} is already the current policy of {project.name}")
+        deployment = Deployment.objects.create(
+            project=project,
+            policy=policy,
+            previous=project.current_policy,
+            is_rollback=is_rollback,
+            deployed_by=user,
+        )
+        project.current_policy = policy
+        project.save(update_fields=["current_policy"])
+    return deployment
+
+
+def rollback_policy(project: Project, *, user: AbstractBaseUser | None) -> Deployment:
+    """Deploy again the policy that the newest deployment replaced.
+
+    Raise ValueError when the project has no earlier policy to return to.
+    """
+    newest = Deployment.objects.filter(project=project).order_by("-created_at", "-id").first()
+    if newest is None or newest.previous is None:
+        raise ValueError(
+            f"project {project.name} has no earlier deployed policy to roll back to; "
+            "deploy one from the registry instead"
+        )
+    return deploy_policy(project, newest.previous, user=user, is_rollback=True)

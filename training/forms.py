@@ -1,0 +1,133 @@
+"""Forms of the training pages: the launch form built from the stages' config dataclasses."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from django import forms
+from django.conf import settings
+
+from annotation.models import Project
+from inference.models import Policy
+from training.rounds import INPUT_FIELDS, PIPELINES, STAGES, config_class, parse_method
+from training.supervisor import accelerate_configs
+
+HIDDEN_STAGES = {"sleep"}  # the test stage stays off the page (command line only)
+
+
+def launchable_stages() -> list[str]:
+    """Return the stages shown on the launch page: those whose trainer module exists."""
+    stages = []
+    for name in STAGES:
+        if name in HIDDEN_STAGES:
+            continue
+        try:
+            config_class(name)
+        except ImportError:
+            continue
+        stages.append(name)
+    return stages
+
+
+def _default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return None
+
+
+class LaunchForm(forms.Form):
+    """Launch a training round: pipeline, round options, and any stage option to override."""
+
+    project = forms.ModelChoiceField(queryset=Project.objects.all(), to_field_name="name")
+    method = forms.CharField(
+        initial="dpo",
+        max_length=100,
+        help_text="Stages, comma-separated, run in order; e.g. " + "; ".join(PIPELINES) + ".",
+    )
+    policy = forms.ModelChoiceField(
+        queryset=Policy.objects.filter(kind=Policy.Kind.POLICY, status=Policy.Status.READY),
+        required=False,
+        to_field_name="name",
+        empty_label="the project's current policy",
+        help_text="The policy the first stage starts from.",
+    )
+    reward_model = forms.ModelChoiceField(
+        queryset=Policy.objects.filter(kind=Policy.Kind.REWARD_MODEL, status=Policy.Status.READY),
+        required=False,
+        to_field_name="name",
+        empty_label="none (a reward stage trains one)",
+        help_text="A registered reward model for ppo, grpo or rloo without a reward stage.",
+    )
+    queue = forms.ChoiceField(
+        choices=[],
+        help_text="'default' runs on the CPU worker; 'gpu' on a GPU host's worker.",
+    )
+    accelerate = forms.ChoiceField(
+        choices=[],
+        required=False,
+        help_text="How the stage is launched on its host (configs in platform/accelerate/).",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        queues = settings.TASKS["default"].get("QUEUES", ["default"])
+        self.fields["queue"].choices = [(q, q) for q in queues]
+        self.fields["accelerate"].choices = [("", "none: one plain process")] + [
+            (name, name) for name in accelerate_configs()
+        ]
+        self.stage_fields: dict[str, list[str]] = {}
+        for stage in launchable_stages():
+            names = []
+            for field in dataclasses.fields(config_class(stage)):
+                if field.name in INPUT_FIELDS:
+                    continue
+                default = _default(field)
+                name = f"{stage}__{field.name}"
+                help_text = field.metadata.get("help", "")
+                if isinstance(default, bool):
+                    self.fields[name] = forms.ChoiceField(
+                        choices=[("", f"default ({str(default).lower()})"), ("true", "true"),
+                                 ("false", "false")],
+                        required=False, label=field.name, help_text=help_text,
+                    )
+                else:
+                    self.fields[name] = forms.CharField(
+                        required=False, label=field.name, help_text=help_text,
+                        widget=forms.TextInput(attrs={"placeholder": f"{default}"}),
+                    )
+                names.append(name)
+            self.stage_fields[stage] = names
+
+    def clean_method(self) -> str:
+        """Return the pipeline normalised ('sft, dpo' -> 'sft,dpo'), or a form error."""
+        try:
+            return ",".join(parse_method(self.cleaned_data["method"]))
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def stage_fieldsets(self) -> list[tuple[str, str, list[forms.BoundField]]]:
+        """Return (stage, what it does, its bound fields) for the template."""
+        return [
+            (stage, STAGES[stage].help, [self[name] for name in names])
+            for stage, names in self.stage_fields.items()
+        ]
+
+    def launch_options(self) -> dict[str, Any]:
+        """Return the options for `launch_round` from the cleaned data (blank = default)."""
+        data = self.cleaned_data
+        options: dict[str, Any] = {"queue": data["queue"], "accelerate": data["accelerate"] or ""}
+        if data.get("policy"):
+            options["policy"] = data["policy"].name
+        if data.get("reward_model"):
+            options["reward_model"] = data["reward_model"].name
+        pipeline = data["method"].split(",")
+        for stage, names in self.stage_fields.items():
+            if stage not in pipeline:
+                continue  # fields of stages not in the pipeline do not apply
+            for name in names:
+                value = data.get(name)
+                if value not in (None, ""):
+                    options.setdefault(stage, {})[name.split("__", 1)[1]] = value
+        return options
