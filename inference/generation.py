@@ -1,0 +1,108 @@
+"""Batched candidate generation: K sampled responses per chat prompt, on either backend.
+
+The transformers backend (default) renders each prompt with the tokenizer's chat
+template, left-pads a batch, samples with the KV cache and stops at eos; the vLLM
+backend (`inference.vllm_backend`) is used where vLLM and a GPU exist. Both take the
+same `SamplingConfig`, translated by `inference.sampling.backend_kwargs`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from inference.sampling import SamplingConfig, backend_kwargs
+
+logger = logging.getLogger(__name__)
+
+
+def generate_candidates(
+    model: Any,
+    tokenizer: Any,
+    prompts: list[list[dict]],
+    sampling: SamplingConfig,
+    *,
+    batch_size: int = 32,
+    progress: Callable[[int], None] | None = None,
+) -> list[list[str]]:
+    """Return, for each prompt, its K candidate responses in the mix's group order.
+
+    Prompts are generated `batch_size` at a time, each repeated for its group's count
+    (so a batch holds batch_size x count sequences). Every batch is seeded from
+    (seed, group, batch), so the same seed and batch size give the same candidates;
+    the global torch RNG is left untouched. `progress(n)` is called with the number
+    of prompts finished in each batch of the last group.
+    """
+    import torch
+
+    texts = [
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        for messages in prompts
+    ]
+    results: list[list[str]] = [[] for _ in prompts]
+    groups = sampling.groups()
+    devices = [model.device.index or 0] if model.device.type == "cuda" else []
+    for g, group in enumerate(groups):
+        kwargs = backend_kwargs(group, sampling.max_new_tokens, "transformers")
+        count = group["count"]
+        # Greedy candidates are identical: decode once and repeat (generate refuses n > 1).
+        n_return = count if kwargs["do_sample"] else 1
+        for start in range(0, len(texts), batch_size):
+            chunk = texts[start : start + batch_size]
+            batch = tokenizer(
+                chunk, return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(model.device)
+            with torch.random.fork_rng(devices=devices), torch.inference_mode():
+                torch.manual_seed(_batch_seed(sampling.seed, g, start))
+                output = model.generate(
+                    **batch,
+                    **kwargs,
+                    num_return_sequences=n_return,
+                    use_cache=True,
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            # (len(chunk) * count, prompt_len + new) -> new tokens only
+            new_tokens = output[:, batch["input_ids"].shape[1] :]
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i in range(len(chunk)):
+                texts_i = [t.strip() for t in decoded[i * n_return : (i + 1) * n_return]]
+                results[start + i].extend(texts_i * (count // n_return))
+            if progress is not None and g == len(groups) - 1:
+                progress(len(chunk))
+    return results
+
+
+def generate_for_policy(
+    base_path: str,
+    adapter_path: str,
+    prompts: list[list[dict]],
+    sampling: SamplingConfig,
+    *,
+    backend: str = "auto",
+    progress: Callable[[int], None] | None = None,
+) -> list[list[str]]:
+    """Load a policy and return K candidates per prompt from the chosen backend.
+
+    backend "auto" picks vLLM when it is installed and a GPU is present, else
+    transformers.
+    """
+    from inference import vllm_backend
+
+    if backend == "auto":
+        backend = "vllm" if vllm_backend.is_available() else "transformers"
+    if backend == "vllm":
+        results = vllm_backend.generate(base_path, adapter_path, prompts, sampling)
+        if progress is not None:
+            progress(len(prompts))
+        return results
+    if backend != "transformers":
+        raise ValueError(f"unknown backend {backend!r}; expected auto, transformers or vllm")
+    from inference.loading import load_policy
+
+    model, tokenizer = load_policy(base_path, adapter_path)
+    return generate_candidates(model, tokenizer, prompts, sampling, progress=progress)
+
+
+def _batch_seed(seed: int, group: int, start: int) -> int:
+    """Return a distinct, reproducible seed for one (group, batch) of a run."""
+    return (seed * 1_000_003 + group * 10_007 + start) % (2**63)
