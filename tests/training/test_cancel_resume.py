@@ -207,3 +207,44 @@ def test_a_job_whose_worker_died_is_reaped_and_the_round_resumes(
     job.refresh_from_db()
     assert finished.status == Status.SUCCEEDED
     assert job.last_metrics["resumed_from"] >= 5
+
+
+def test_a_dpo_round_trains_in_the_worker_and_registers_an_adapter_with_lineage(
+    project, admin_user, start_worker, tiny_model_dir
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.annotation.data_factories import annotators, make_task, rank
+
+    parent = Policy.objects.create(name="tiny", base_path=str(tiny_model_dir))
+    project.current_policy = parent
+    project.save()
+    user = annotators(1)[0]
+    for prompt in ("What does the red cat like?", "What does the big fox like?"):
+        rank(make_task(project, prompt, ("It likes fish.", "Seeds.", "Apples, I think.", "No."),
+                       policy=parent), user, [[0], [1], [2], [3]])
+    start_worker()
+    out = StringIO()
+
+    call_command("launch_round", "--project", "demo", "--method", "dpo", "--set", "dpo.max_steps=2",
+                 "--set", "dpo.per_device_train_batch_size=4", "--set", "dpo.save_steps=1",
+                 "--wait", "--poll", "0.5", stdout=out)
+
+    training_round = TrainingRound.objects.get()
+    job = first_job(training_round)
+    policy = training_round.output_policy
+    lines = out.getvalue().splitlines()
+    assert lines[-1] == f"training round {training_round.pk} succeeded: {policy.name}"
+    assert "[##############################] 100%" in out.getvalue()
+    assert (job.step, job.total_steps) == (2, 2)
+    assert (policy.parent, policy.base_path) == (parent, str(tiny_model_dir))
+    assert policy.adapter_path == str(Path(job.run_dir) / "output")
+    assert (Path(policy.adapter_path) / "adapter_config.json").is_file()
+    assert (policy.snapshot_name, policy.snapshot_sha256) == (
+        training_round.snapshot.name, training_round.snapshot.sha256
+    )
+    assert training_round.snapshot.row_count == 12
+    assert policy.config["max_steps"] == 2
+    assert isinstance(job.history[0]["loss"], float)

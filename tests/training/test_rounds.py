@@ -178,3 +178,67 @@ def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(project, a
     assert job.error.startswith("no heartbeat for 61 s")
     assert training_round.status == Status.FAILED
     assert training_round.error == "stage 1 (dpo) lost its worker (no heartbeat for 61 s)"
+
+
+def test_the_launch_command_queues_a_round_with_its_settings(project, admin_user, ranked):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    out = StringIO()
+    call_command("launch_round", "--project", "demo", "--method", "sft,dpo", "--set", "dpo.beta=0.3",
+                 "--set", "max_steps=4", "--user", "admin1", stdout=out)
+
+    training_round = TrainingRound.objects.get()
+    configs = dict(training_round.jobs.values_list("stage", "config"))
+    assert out.getvalue().startswith(f"training round {training_round.pk} queued: sft,dpo from demo-sft")
+    assert (configs["dpo"]["beta"], configs["dpo"]["max_steps"], configs["sft"]["max_steps"]) == (0.3, 4, 4)
+    assert training_round.created_by == admin_user
+
+
+def test_the_launch_command_reports_a_refusal_as_a_command_error(project, deployed):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match="has no preference pairs"):
+        call_command("launch_round", "--project", "demo", "--method", "dpo")
+
+
+def test_the_cancel_and_resume_commands_act_on_the_round(project, admin_user, ranked):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    training_round = launch_round(project, "dpo", user=admin_user)
+    out = StringIO()
+
+    call_command("cancel_round", str(training_round.pk), stdout=out)
+    call_command("resume_round", str(training_round.pk), stdout=out)
+
+    training_round.refresh_from_db()
+    assert out.getvalue().splitlines() == [
+        f"training round {training_round.pk} cancelled",
+        f"training round {training_round.pk} resumes at stage 1 (dpo)",
+    ]
+    assert training_round.status == Status.QUEUED
+    with pytest.raises(CommandError, match="is queued; only a failed or cancelled round"):
+        call_command("resume_round", str(training_round.pk))
+
+
+def test_the_deploy_command_deploys_and_rolls_back(project, deployed, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    newer = Policy.objects.create(name="newer", base_path=str(tmp_path))
+    out = StringIO()
+
+    call_command("deploy_policy", "newer", "--project", "demo", stdout=out)
+    project.refresh_from_db()
+    assert project.current_policy == newer
+    call_command("deploy_policy", "--project", "demo", "--rollback", stdout=out)
+    project.refresh_from_db()
+    assert project.current_policy == deployed
+    assert out.getvalue().splitlines() == [
+        "newer is the current policy of demo",
+        "demo-sft is the current policy of demo",
+    ]
