@@ -50,3 +50,24 @@ def update_task_figures(task) -> None:
     task.consensus_order = borda([order for order, _ in rows])
     task.agreement = pairwise_agreement([order for order, sim in rows if not sim])
     task.save(update_fields=["ranking_count", "consensus_order", "agreement"])
+
+
+def adjudicate(task, order: object, user, *, now=None) -> None:
+    """Record an adjudicated order that overrides the task's consensus, with who and when.
+
+    Raise ValidationError, storing nothing, when the order does not rank every
+    response of the task exactly once.
+    """
+    from django.db import transaction
+    from django.utils import timezone
+
+    from annotation.models import Ranking, RankingTask
+
+    with transaction.atomic():
+        task = RankingTask.objects.select_for_update().get(pk=task.pk)
+        task.adjudicated_order = Ranking.validate_order(
+            order, set(task.responses.values_list("pk", flat=True))
+        )
+        task.adjudicated_by = user
+        task.adjudicated_at = now or timezone.now()
+        task.save(update_fields=["adjudicated_order", "adjudicated_by", "adjudicated_at"])

@@ -1,12 +1,27 @@
-"""Pages of the annotation app: workspace, review, data pages."""
+"""Pages of the annotation app: workspace, review, gold, settings, dashboard."""
 from django.urls import path
 
-from annotation import views  # noqa: F401
+from annotation import views
 
 app_name = "annotation"
 
 urlpatterns: list = [
     # workspace (annotators)
-    # review, dashboard (researchers/admins)
+    path("projects/<slug:name>/annotate/", views.annotate, name="annotate"),
+    path("projects/<slug:name>/annotate/submit/", views.submit, name="submit"),
+    path("projects/<slug:name>/annotate/skip/", views.skip, name="skip"),
+    # review (researchers and admins)
+    path("projects/<slug:name>/review/", views.review, name="review"),
+    path("projects/<slug:name>/review/<int:task_id>/", views.review_task, name="review_task"),
+    # quality and settings (admins)
+    path("projects/<slug:name>/gold/", views.gold, name="gold"),
+    path("projects/<slug:name>/gold/<int:task_id>/unmark/", views.unmark, name="unmark"),
+    path(
+        "projects/<slug:name>/annotators/<int:user_id>/reinstate/",
+        views.reinstate_annotator,
+        name="reinstate",
+    ),
+    path("projects/<slug:name>/settings/", views.project_settings, name="settings"),
+    path("projects/<slug:name>/dashboard/", views.dashboard, name="dashboard"),
     # snapshots, export, import (researchers)
 ]

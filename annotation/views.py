@@ -1,14 +1,366 @@
-"""Annotation pages: thin views that check the role and call one workflow function."""
+"""Annotation pages: thin views that check the role and call one workflow function.
+
+Pages: home; the annotator workspace (GET leases the next task, POST submit or
+skip); the review queue and a task's review page with adjudication (researchers
+and admins); gold management, project settings and the dashboard (admins).
+"""
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from datetime import datetime, time
 
-from annotation.models import Project
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+from django.core.paginator import Paginator
+from django.db.models import Count, F, Q
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from annotation.assignment import (
+    AnnotatorPaused,
+    LateSubmissionRefused,
+    next_task,
+    skip_task,
+    submit_ranking,
+)
+from annotation.consensus import adjudicate
+from annotation.dashboard import dashboard as dashboard_figures
+from annotation.forms import (
+    AdjudicateForm,
+    GoldForm,
+    ProjectSettingsForm,
+    RankingForm,
+    SkipForm,
+)
+from annotation.gold import mark_gold, reinstate, unmark_gold
+from annotation.markdown import render_guidelines
+from annotation.models import AnnotatorProfile, Lease, Project, Ranking, RankingTask
+from config.roles import ADMIN, ANNOTATOR, RESEARCHER, is_annotator, role_required
+
+# Tasks whose agreement is below this go to the review queue.
+REVIEW_BELOW = 0.67
 
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """Show the projects and where each role goes next."""
-    return render(request, "home.html", {"projects": Project.objects.all()})
+    """Show the projects and where each role goes next (annotators: their progress)."""
+    projects = list(Project.objects.all())
+    open_tasks = dict(
+        RankingTask.objects.filter(is_gold=False, ranking_count__lt=F("overlap"))
+        .values("project")
+        .annotate(n=Count("pk"))
+        .values_list("project", "n")
+    )
+    done = {}
+    if is_annotator(request.user):
+        done = dict(
+            Ranking.objects.filter(annotator=request.user, is_skip=False)
+            .values("task__project")
+            .annotate(n=Count("pk"))
+            .values_list("task__project", "n")
+        )
+    for project in projects:
+        project.open_tasks = open_tasks.get(project.pk, 0)
+        project.done_by_me = done.get(project.pk, 0)
+    return render(request, "home.html", {"projects": projects})
+
+
+def _see_other(url: str) -> HttpResponseRedirect:
+    """Answer a POST with 303 See Other, so a reload does not post again."""
+    response = HttpResponseRedirect(url)
+    response.status_code = 303
+    return response
+
+
+def _project(name: str) -> Project:
+    return get_object_or_404(Project, name=name)
+
+
+def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
+    start = timezone.make_aware(datetime.combine(timezone.localdate(now), time.min))
+    return Ranking.objects.filter(task__project=project, annotator=user, is_skip=False).aggregate(
+        today=Count("pk", filter=Q(created_at__gte=start)), total=Count("pk")
+    )
+
+
+def _workspace(
+    request: HttpRequest,
+    project: Project,
+    *,
+    lease: Lease | None = None,
+    form: RankingForm | SkipForm | None = None,
+    notice: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    """Render the workspace for `lease`, or for the annotator's next task."""
+    now = timezone.now()
+    if lease is None:
+        try:
+            lease = next_task(project, request.user, now=now)
+        except AnnotatorPaused as exc:
+            return render(
+                request,
+                "annotation/paused.html",
+                {"project": project, "reason": str(exc)},
+                status=403,
+            )
+    context = {
+        "project": project,
+        "lease": lease,
+        "form": form,
+        "notice": notice,
+        "progress": _progress(project, request.user, now),
+        "guidelines": render_guidelines(project.guidelines),
+    }
+    if lease is not None:
+        task = RankingTask.objects.select_related("prompt").get(pk=lease.task_id)
+        responses = list(task.responses.order_by("position", "id"))
+        for number, response in enumerate(responses, start=1):
+            response.number = number
+        context.update(
+            task=task,
+            responses=responses,
+            messages_in_prompt=task.prompt.messages,
+            elapsed_seconds=int((now - lease.leased_at).total_seconds()),
+            seconds_left=int((lease.expires_at - now).total_seconds()),
+            rank_choices=range(1, len(responses) + 1),
+            rating_choices=range(1, 8),
+        )
+    template = "annotation/_workspace.html" if request.htmx else "annotation/workspace.html"
+    return render(request, template, context, status=status)
+
+
+def _after_answer(request: HttpRequest, project: Project, notice: str, *, ok: bool) -> HttpResponse:
+    """Show the next task: in place for htmx, else by redirect with a message."""
+    if request.htmx:
+        return _workspace(request, project, notice=notice)
+    (messages.success if ok else messages.error)(request, notice)
+    return _see_other(reverse("annotation:annotate", args=[project.name]))
+
+
+def _invalid(request: HttpRequest, project: Project, form: RankingForm | SkipForm) -> HttpResponse:
+    """Show the same task again with the form's errors; nothing was stored."""
+    lease = form.cleaned_data.get("lease") if hasattr(form, "cleaned_data") else None
+    return _workspace(request, project, lease=lease, form=form, status=400)
+
+
+@role_required(ANNOTATOR)
+def annotate(request: HttpRequest, name: str) -> HttpResponse:
+    """Lease the annotator's next task and show the workspace (or that none is left)."""
+    return _workspace(request, _project(name))
+
+
+@require_POST
+@role_required(ANNOTATOR)
+def submit(request: HttpRequest, name: str) -> HttpResponse:
+    """Store the annotator's ranking of their leased task, then show the next task.
+
+    POST fields (form-encoded):
+    - `lease`: id of the annotator's lease, from the workspace page;
+    - `order`: JSON list of tie groups of response ids, best first, e.g.
+      `[[12],[14,13],[11]]` (14 and 13 tie). Without it, one `rank-<response id>`
+      field per response, 1 = best, equal numbers tie (the no-JavaScript form);
+    - `all_bad`: `on` when every response is bad;
+    - `unsafe`: a response id flagged as unsafe (repeat the field for several);
+    - `rationale`: why (required when the project requires rationales);
+    - `rewrite`: a better response written by the annotator;
+    - `aspect-<response id>-<aspect>`: 1 to 7 for the project's aspects (blank:
+      not rated);
+    - `active_seconds`: active time measured by the page.
+
+    Answer 303 to the workspace (htmx: the next task's workspace, 200). A missing,
+    repeated or unknown response id, or any other invalid field, answers 400 with
+    the message, and nothing is stored. A late submission whose task filled up
+    meanwhile is refused with a message and the next task.
+    """
+    project = _project(name)
+    form = RankingForm(request.POST, user=request.user, project=project)
+    if not form.is_valid():
+        return _invalid(request, project, form)
+    data = form.cleaned_data
+    lease = data["lease"]
+    was_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= timezone.now()
+    try:
+        submit_ranking(
+            lease,
+            request.user,
+            data["order"],
+            all_bad=data["all_bad"],
+            unsafe_response_ids=data["unsafe"],
+            rationale=data["rationale"],
+            rewrite=data["rewrite"],
+            aspect_ratings=data["aspect_ratings"],
+            active_seconds=data["active_seconds"],
+        )
+    except LateSubmissionRefused as exc:
+        return _after_answer(request, project, str(exc), ok=False)
+    notice = (
+        "Your lease had expired, but the task still needed rankings: your ranking is saved."
+        if was_late
+        else "Ranking saved."
+    )
+    return _after_answer(request, project, notice, ok=True)
+
+
+@require_POST
+@role_required(ANNOTATOR)
+def skip(request: HttpRequest, name: str) -> HttpResponse:
+    """Skip the leased task with a reason (POST `lease`, `reason`), then show the next."""
+    project = _project(name)
+    form = SkipForm(request.POST, user=request.user, project=project)
+    if not form.is_valid():
+        return _invalid(request, project, form)
+    skip_task(form.cleaned_data["lease"], request.user, form.cleaned_data["reason"])
+    return _after_answer(request, project, "Task skipped.", ok=True)
+
+
+@role_required(RESEARCHER)
+def review(request: HttpRequest, name: str) -> HttpResponse:
+    """List the tasks whose annotators disagree most, unadjudicated first."""
+    project = _project(name)
+    tasks = (
+        RankingTask.objects.filter(
+            project=project, ranking_count__gte=2, agreement__lt=REVIEW_BELOW
+        )
+        .select_related("prompt", "adjudicated_by")
+        .order_by(F("adjudicated_at").asc(nulls_first=True), "agreement", "id")
+    )
+    page = Paginator(tasks, 50).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "annotation/review.html",
+        {"project": project, "page": page, "below": REVIEW_BELOW},
+    )
+
+
+def _numbered(order: list[list[int]] | None, number: dict[int, int]) -> list[list[int]]:
+    return [[number.get(rid, rid) for rid in group] for group in order or []]
+
+
+@role_required(RESEARCHER)
+def review_task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
+    """Show every ranking and rationale of a task; POST adjudicates an order.
+
+    POST takes the order like the workspace (`order` JSON or `rank-<response id>`).
+    """
+    project = _project(name)
+    task = get_object_or_404(
+        RankingTask.objects.select_related("prompt", "adjudicated_by"), pk=task_id, project=project
+    )
+    responses = list(task.responses.order_by("position", "id"))
+    number = {r.pk: i for i, r in enumerate(responses, start=1)}
+    for r in responses:
+        r.number = number[r.pk]
+    form = AdjudicateForm(
+        request.POST if request.method == "POST" else None,
+        task=task,
+        response_ids=list(number),
+    )
+    if request.method == "POST":
+        if form.is_valid():
+            adjudicate(task, form.cleaned_data["order"], request.user)
+            messages.success(request, f"Adjudicated order of task {task.pk} saved.")
+            return _see_other(reverse("annotation:review_task", args=[project.name, task.pk]))
+    rankings = list(task.rankings.select_related("annotator").order_by("id"))
+    for ranking in rankings:
+        ranking.numbered = _numbered(ranking.order, number)
+        ranking.unsafe_numbers = [number.get(r, r) for r in ranking.unsafe_response_ids]
+    return render(
+        request,
+        "annotation/review_task.html",
+        {
+            "project": project,
+            "task": task,
+            "responses": responses,
+            "rankings": rankings,
+            "consensus": _numbered(task.consensus_order, number),
+            "adjudicated": _numbered(task.adjudicated_order, number),
+            "gold": _numbered(task.gold_order, number),
+            "form": form,
+            "rank_choices": range(1, len(responses) + 1),
+        },
+        status=400 if form.is_bound and form.errors else 200,
+    )
+
+
+@role_required(ADMIN)
+def gold(request: HttpRequest, name: str) -> HttpResponse:
+    """List gold tasks and paused annotators; POST marks a task gold."""
+    project = _project(name)
+    form = GoldForm(request.POST if request.method == "POST" else None, project=project)
+    if request.method == "POST" and form.is_valid():
+        try:
+            mark_gold(form.cleaned_data["task"], form.cleaned_data["gold_order"])
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Task {form.cleaned_data['task'].pk} is now gold.")
+            return _see_other(reverse("annotation:gold", args=[project.name]))
+    gold_tasks = (
+        RankingTask.objects.filter(project=project, is_gold=True)
+        .select_related("prompt")
+        .order_by("id")
+    )
+    paused = AnnotatorProfile.objects.filter(is_paused=True).select_related("user").order_by("user__username")
+    return render(
+        request,
+        "annotation/gold.html",
+        {
+            "project": project,
+            "form": form,
+            "page": Paginator(gold_tasks, 50).get_page(request.GET.get("page")),
+            "paused": paused,
+        },
+        status=400 if form.is_bound and form.errors else 200,
+    )
+
+
+@require_POST
+@role_required(ADMIN)
+def unmark(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
+    """Make a gold task an ordinary task again."""
+    project = _project(name)
+    unmark_gold(get_object_or_404(RankingTask, pk=task_id, project=project))
+    messages.success(request, f"Task {task_id} is no longer gold.")
+    return _see_other(reverse("annotation:gold", args=[project.name]))
+
+
+@require_POST
+@role_required(ADMIN)
+def reinstate_annotator(request: HttpRequest, name: str, user_id: int) -> HttpResponse:
+    """Lift a paused annotator's pause."""
+    project = _project(name)
+    annotator = get_object_or_404(User, pk=user_id)
+    reinstate(annotator)
+    messages.success(request, f"{annotator.username} is reinstated.")
+    return _see_other(reverse("annotation:gold", args=[project.name]))
+
+
+@role_required(ADMIN)
+def project_settings(request: HttpRequest, name: str) -> HttpResponse:
+    """Edit a project's guidelines, task shape and quality settings."""
+    project = _project(name)
+    form = ProjectSettingsForm(request.POST if request.method == "POST" else None, instance=project)
+    if request.method == "POST" and form.is_valid():
+        form.save()
+        messages.success(request, "Project settings saved.")
+        return _see_other(reverse("annotation:settings", args=[project.name]))
+    return render(
+        request,
+        "annotation/settings.html",
+        {"project": project, "form": form},
+        status=400 if form.is_bound and form.errors else 200,
+    )
+
+
+@role_required(ADMIN)
+def dashboard(request: HttpRequest, name: str) -> HttpResponse:
+    """Show throughput, agreement, gold accuracy and time per task, as plots and tables."""
+    project = _project(name)
+    return render(
+        request, "annotation/dashboard.html", {"project": project, **dashboard_figures(project)}
+    )

@@ -1,0 +1,270 @@
+"""Forms of the annotation pages: every 4xx of those pages comes from here."""
+from __future__ import annotations
+
+import json
+
+from django import forms
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.http import QueryDict
+
+from annotation.models import Lease, Project, Ranking, RankingTask
+
+ORDER_EXAMPLE = "[[12],[14,13],[11]]"
+
+
+def parse_order(data: QueryDict, response_ids: list[int]) -> list[list[int]]:
+    """Return the order a form posted, as validated tie groups.
+
+    Take `order`, a JSON list of tie groups of response ids, best first; without it,
+    take one `rank-<response id>` field per response (1 is best, equal numbers tie),
+    the form a browser without JavaScript posts. Raise ValidationError naming the
+    problem.
+    """
+    raw = (data.get("order") or "").strip()
+    if raw:
+        try:
+            order = json.loads(raw)
+        except json.JSONDecodeError:
+            raise ValidationError(
+                f"order must be JSON tie groups of response ids like {ORDER_EXAMPLE}, "
+                f"got {raw[:80]!r}"
+            ) from None
+    else:
+        by_rank: dict[int, list[int]] = {}
+        for rid in response_ids:
+            value = (data.get(f"rank-{rid}") or "").strip()
+            if not value:
+                raise ValidationError(
+                    f"response {rid} has no rank; give every response a rank "
+                    f"(1 is best, equal numbers tie)"
+                )
+            try:
+                position = int(value)
+            except ValueError:
+                raise ValidationError(
+                    f"rank of response {rid} must be a whole number, got {value!r}"
+                ) from None
+            by_rank.setdefault(position, []).append(rid)
+        order = [by_rank[r] for r in sorted(by_rank)]
+    return Ranking.validate_order(order, response_ids)
+
+
+def _int_list(values: list[str], what: str) -> list[int]:
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise ValidationError(f"{what} must be response ids, got {values!r}") from None
+
+
+def own_lease(lease_id: int, user: AbstractBaseUser, project: Project) -> Lease:
+    """Return the user's lease with this id in the project, or raise ValidationError."""
+    lease = (
+        Lease.objects.select_related("task")
+        .filter(pk=lease_id, annotator=user, task__project=project)
+        .first()
+    )
+    if lease is None:
+        raise ValidationError(
+            f"lease {lease_id} is not yours in project {project.name}; reload the "
+            "workspace to get your task"
+        )
+    return lease
+
+
+class RankingForm(forms.Form):
+    """A ranking posted from the workspace (fields documented in views.submit)."""
+
+    lease = forms.IntegerField()
+    order = forms.CharField(required=False)
+    all_bad = forms.BooleanField(required=False)
+    rationale = forms.CharField(required=False, max_length=20_000, strip=True)
+    rewrite = forms.CharField(required=False, max_length=50_000, strip=True)
+    active_seconds = forms.FloatField(required=False, min_value=0)
+
+    def __init__(self, data: QueryDict, *, user: AbstractBaseUser, project: Project) -> None:
+        super().__init__(data)
+        self.user = user
+        self.project = project
+        self.response_ids: list[int] = []
+
+    def clean_lease(self) -> Lease:
+        lease = own_lease(self.cleaned_data["lease"], self.user, self.project)
+        self.response_ids = list(
+            lease.task.responses.order_by("position", "id").values_list("pk", flat=True)
+        )
+        return lease
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if "lease" not in cleaned:
+            return cleaned
+        cleaned["order"] = parse_order(self.data, self.response_ids)
+        unsafe = _int_list(self.data.getlist("unsafe"), "unsafe flags")
+        unknown = sorted(set(unsafe) - set(self.response_ids))
+        if unknown:
+            raise ValidationError(f"unsafe flags name unknown response ids {unknown}")
+        cleaned["unsafe"] = unsafe
+        ratings: dict[int, dict[str, int]] = {}
+        for rid in self.response_ids:
+            for aspect in self.project.aspects:
+                value = (self.data.get(f"aspect-{rid}-{aspect}") or "").strip()
+                if not value:
+                    continue
+                if not value.isdigit() or not 1 <= int(value) <= 7:
+                    raise ValidationError(
+                        f"rating of {aspect} for response {rid} must be 1 to 7, got {value!r}"
+                    )
+                ratings.setdefault(rid, {})[aspect] = int(value)
+        cleaned["aspect_ratings"] = ratings
+        if self.project.require_rationale and not cleaned.get("rationale"):
+            raise ValidationError(
+                "this project requires a rationale: say in a sentence why the best "
+                "response is best"
+            )
+        return cleaned
+
+
+class SkipForm(forms.Form):
+    """A skip posted from the workspace: the lease and a reason."""
+
+    lease = forms.IntegerField()
+    reason = forms.CharField(max_length=2_000, strip=True, error_messages={
+        "required": "a skip needs a reason, e.g. 'prompt is not in English'"
+    })
+
+    def __init__(self, data: QueryDict, *, user: AbstractBaseUser, project: Project) -> None:
+        super().__init__(data)
+        self.user = user
+        self.project = project
+
+    def clean_lease(self) -> Lease:
+        return own_lease(self.cleaned_data["lease"], self.user, self.project)
+
+
+class AdjudicateForm(forms.Form):
+    """An adjudicated order for a task, posted from the review page."""
+
+    order = forms.CharField(required=False)
+
+    def __init__(self, data: QueryDict | None, *, task: RankingTask, response_ids: list[int]) -> None:
+        super().__init__(data)
+        self.task = task
+        self.response_ids = response_ids
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        cleaned["order"] = parse_order(self.data, self.response_ids)
+        return cleaned
+
+
+class GoldForm(forms.Form):
+    """Mark a task gold with its known order, or with only its known best response."""
+
+    task = forms.IntegerField(label="Task id")
+    order = forms.CharField(
+        required=False, help_text=f"Known order as JSON tie groups, e.g. {ORDER_EXAMPLE}."
+    )
+    best = forms.IntegerField(required=False, label="Or: id of the known best response")
+
+    def __init__(self, data: QueryDict | None = None, *, project: Project) -> None:
+        super().__init__(data)
+        self.project = project
+
+    def clean_task(self) -> RankingTask:
+        task = RankingTask.objects.filter(pk=self.cleaned_data["task"], project=self.project).first()
+        if task is None:
+            raise ValidationError(
+                f"task {self.cleaned_data['task']} is not in project {self.project.name}"
+            )
+        return task
+
+    def clean(self) -> dict:
+        from annotation.gold import best_only_order
+
+        cleaned = super().clean()
+        task = cleaned.get("task")
+        if task is None:
+            return cleaned
+        ids = list(task.responses.values_list("pk", flat=True))
+        if cleaned.get("best") is not None:
+            if cleaned["best"] not in ids:
+                raise ValidationError(
+                    f"response {cleaned['best']} is not in task {task.pk}; its responses are "
+                    f"{sorted(ids)}"
+                )
+            cleaned["gold_order"] = best_only_order(cleaned["best"], ids)
+        elif cleaned.get("order"):
+            cleaned["gold_order"] = parse_order(self.data, ids)
+        else:
+            raise ValidationError("give the known order or the known best response")
+        return cleaned
+
+
+class ProjectSettingsForm(forms.ModelForm):
+    """The settings an admin edits on a project."""
+
+    aspects = forms.CharField(
+        required=False,
+        help_text="Comma-separated aspect names rated 1-7, e.g. helpfulness, harmlessness.",
+    )
+
+    class Meta:
+        model = Project
+        fields = [
+            "title",
+            "guidelines",
+            "responses_per_task",
+            "overlap",
+            "lease_minutes",
+            "aspects",
+            "require_rationale",
+            "gold_rate",
+            "gold_threshold",
+            "gold_min_tasks",
+        ]
+        widgets = {"guidelines": forms.Textarea(attrs={"rows": 10})}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance and not self.is_bound:
+            self.initial["aspects"] = ", ".join(self.instance.aspects or [])
+
+    def clean_aspects(self) -> list[str]:
+        names = [a.strip() for a in self.cleaned_data["aspects"].split(",") if a.strip()]
+        bad = [a for a in names if not a.replace("_", "").replace("-", "").isalnum()]
+        if bad:
+            raise ValidationError(f"aspect names must be words (letters, digits, - or _), got {bad}")
+        if len(set(names)) != len(names):
+            raise ValidationError(f"aspect names repeat: {names}")
+        return names
+
+    def clean_responses_per_task(self) -> int:
+        k = self.cleaned_data["responses_per_task"]
+        if not 2 <= k <= 9:
+            raise ValidationError(f"responses per task must be 2 to 9, got {k}")
+        return k
+
+    def clean_overlap(self) -> int:
+        n = self.cleaned_data["overlap"]
+        if n < 1:
+            raise ValidationError(f"overlap must be at least 1, got {n}")
+        return n
+
+    def clean_lease_minutes(self) -> int:
+        n = self.cleaned_data["lease_minutes"]
+        if not 1 <= n <= 24 * 60:
+            raise ValidationError(f"lease length must be 1 to 1440 minutes, got {n}")
+        return n
+
+    def _share(self, name: str) -> float:
+        value = self.cleaned_data[name]
+        if not 0 <= value <= 1:
+            raise ValidationError(f"{name.replace('_', ' ')} must be between 0 and 1, got {value}")
+        return value
+
+    def clean_gold_rate(self) -> float:
+        return self._share("gold_rate")
+
+    def clean_gold_threshold(self) -> float:
+        return self._share("gold_threshold")
