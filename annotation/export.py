@@ -28,6 +28,12 @@ STYLES = ("conversational", "standard")
 PROMPT_MODES = ("explicit", "implicit")
 FILE_FORMATS = ("jsonl", "jsonl.gz", "parquet", "hf")
 CHUNK = 5000
+DOWNLOAD_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "jsonl.gz": "application/gzip",
+    "parquet": "application/vnd.apache.parquet",
+    "hf": "application/zip",
+}
 
 _PAIR_FIELDS = (
     "id",
@@ -522,3 +528,36 @@ def push_to_hub(folder: Path, repo_id: str, token: str, *, private: bool = True)
             repo_type="dataset",
         )
     return f"https://huggingface.co/datasets/{repo_id}"
+
+
+def cached_export(
+    snapshot: Snapshot, *, fmt: str, style: str, prompt: str, file_format: str
+) -> Path:
+    """Return a file under EXPORT_DIR holding the export, written once per options.
+
+    Snapshots are immutable, so an export with the same options never changes; an
+    `hf` folder is returned zipped, for download.
+    """
+    from django.conf import settings
+
+    check_options(fmt, style, prompt, file_format)
+    folder = Path(settings.EXPORT_DIR) / "snapshots"
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"{snapshot.pk}-{snapshot.sha256[:12]}-{fmt}-{style}-{prompt}"
+    target = folder / f"{stem}.{download_suffix(file_format)}"
+    if target.exists():
+        return target
+    if file_format != "hf":
+        return export_snapshot(
+            snapshot, target, fmt=fmt, style=style, prompt=prompt, file_format=file_format
+        )
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        export_snapshot(snapshot, Path(tmp) / stem, fmt=fmt, style=style, prompt=prompt)
+        archive = shutil.make_archive(str(Path(tmp) / stem), "zip", tmp, stem)
+        os.replace(archive, target)
+    return target
+
+
+def download_suffix(file_format: str) -> str:
+    """Return the file suffix a download of that file format gets."""
+    return "zip" if file_format == "hf" else file_format

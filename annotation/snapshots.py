@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.dateparse import parse_date, parse_datetime
 
+from annotation.consensus import borda
 from annotation.models import (
     AnnotatorProfile,
     Project,
@@ -398,7 +399,9 @@ def _select_sources(tasks: list[RankingTask], f: dict) -> list[_Source]:
         if not votes:
             continue
         if f["votes"] == "consensus":
-            order = task.consensus_order or consensus_of([v.order for v in votes])
+            # The stored consensus is kept current on submit; Borda again for rows
+            # written without it (imports, fixtures).
+            order = task.consensus_order or borda([v.order for v in votes])
             sources.append(_Source(task, None, order, "consensus", task.created_at))
             continue
         for vote in votes:
@@ -407,25 +410,6 @@ def _select_sources(tasks: list[RankingTask], f: dict) -> list[_Source]:
                 _Source(task, vote, vote.order, f"{kind}:{vote.annotator_id}", vote.created_at)
             )
     return sources
-
-
-def consensus_of(orders: list[list[list[int]]]) -> list[list[int]]:
-    """Return one order from several by mean rank; equal means tie."""
-    ranks: dict[int, list[int]] = defaultdict(list)
-    for order in orders:
-        for rank, group in enumerate(order):
-            for rid in group:
-                ranks[rid].append(rank)
-    means = sorted((mean(r), rid) for rid, r in ranks.items())
-    groups: list[list[int]] = []
-    previous = None
-    for value, rid in means:
-        if value == previous:
-            groups[-1].append(rid)
-        else:
-            groups.append([rid])
-        previous = value
-    return groups
 
 
 def annotator_reliability(user_ids: set[int]) -> dict[int, float]:
@@ -543,7 +527,7 @@ def _stats(
     for p in pairs:
         margins[f"{p['margin']:g}"] += 1
     merge = (
-        "one consensus order per task (mean rank; adjudicated orders replace it)"
+        "one consensus order per task (Borda count; adjudicated orders replace it)"
         if f["votes"] == "consensus"
         else "every annotator's ranking kept separately"
         + ("; adjudicated orders replace the votes" if f["adjudicated"] else "")

@@ -4,12 +4,15 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
 from annotation.views import home
+from config.api import api
 
 urlpatterns = [
     path("", home, name="home"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("django-admin/", admin.site.urls),
+    path("api/", api.urls),
+    path("data/", include("annotation.data_urls")),
     path("training/", include("training.urls")),
     path("models/", include("inference.urls")),
     path("overview/", include("annotation.overview_urls")),

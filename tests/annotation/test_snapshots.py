@@ -5,7 +5,7 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from annotation.models import AnnotatorProfile, SnapshotPair, SnapshotRanking
-from annotation.snapshots import clean_filter, consensus_of, freeze_snapshot
+from annotation.snapshots import clean_filter, freeze_snapshot
 from tests.annotation.data_factories import annotators, ids, make_policy, make_round, make_task, rank
 
 pytestmark = pytest.mark.django_db
@@ -267,10 +267,6 @@ def test_duplicate_snapshot_name_is_rejected(project):
 def test_unknown_pair_rule_is_rejected(project):
     with pytest.raises(ValidationError, match="pair_rule must be one of"):
         freeze_snapshot(project, "s", pair_rule="random")
-
-
-def test_consensus_of_ties_equal_mean_ranks():
-    assert consensus_of([[[1], [2], [3]], [[2], [1], [3]]]) == [[1, 2], [3]]
 
 
 def test_date_range_keeps_rankings_inside_it(project):

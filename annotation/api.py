@@ -1,0 +1,679 @@
+"""The annotation part of the REST API: projects, prompts, rounds, tasks, rankings,
+snapshots with downloads, imports, and the caller's API tokens.
+
+Operations are thin: check the role (DESIGN.md), validate through the schema, call
+one workflow function, return its result. Roles: annotators see and work only on the
+tasks leased to them; researchers read everything, freeze snapshots, export and
+import; admins also manage projects and prompts.
+"""
+
+import tempfile
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db.models import Count, F, Q, QuerySet
+from django.http import FileResponse, Http404, HttpRequest
+from ninja import Field, File, Form, Router, Schema
+from ninja.files import UploadedFile
+from ninja.pagination import LimitOffsetPagination, paginate
+
+from annotation.export import DOWNLOAD_TYPES
+from annotation.models import (
+    ApiToken,
+    ImportReport,
+    Lease,
+    Project,
+    Prompt,
+    Ranking,
+    RankingTask,
+    Round,
+    Snapshot,
+)
+from config.roles import is_admin, is_annotator, is_researcher
+
+router = Router()
+
+
+# ---------------------------------------------------------------- shared pieces
+
+
+class ErrorOut(Schema):
+    detail: Any = Field(..., description="What went wrong and how to fix it.")
+
+
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+
+
+def caller(request: HttpRequest) -> AbstractBaseUser:
+    """Return the authenticated user (by token or session)."""
+    return request.auth
+
+
+def require(request: HttpRequest, allowed: bool, role: str) -> None:
+    """Raise PermissionDenied naming the role an operation needs."""
+    if not allowed:
+        raise PermissionDenied(f"this operation needs the {role} role")
+
+
+def require_any_role(request: HttpRequest) -> None:
+    user = caller(request)
+    require(request, is_annotator(user) or is_researcher(user), "annotator, researcher or admin")
+
+
+def require_researcher(request: HttpRequest) -> None:
+    require(request, is_researcher(caller(request)), "researcher or admin")
+
+
+def require_admin(request: HttpRequest) -> None:
+    require(request, is_admin(caller(request)), "admin")
+
+
+def project_or_404(name: str) -> Project:
+    project = Project.objects.filter(name=name).first()
+    if project is None:
+        raise Http404(f"no project named {name!r}")
+    return project
+
+
+class Message(Schema):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+# ---------------------------------------------------------------- projects
+
+
+class ProjectOut(Schema):
+    id: int
+    name: str
+    title: str
+    guidelines: str
+    responses_per_task: int
+    overlap: int
+    aspects: list[str]
+    current_policy: str | None
+    created_at: datetime
+
+    @staticmethod
+    def resolve_current_policy(obj: Project) -> str | None:
+        return obj.current_policy.name if obj.current_policy_id else None
+
+
+class ProjectIn(Schema):
+    name: str = Field(..., pattern=r"^[-a-zA-Z0-9_]+$", max_length=100)
+    title: str = Field("", max_length=200)
+    guidelines: str = ""
+    responses_per_task: int = Field(4, ge=2, le=9)
+    overlap: int = Field(3, ge=1, le=100)
+    aspects: list[str] = []
+
+
+@router.get("/projects", response={200: list[ProjectOut], **ERRORS}, tags=["projects"])
+@paginate(LimitOffsetPagination)
+def list_projects(request: HttpRequest) -> QuerySet:
+    """List projects (every role)."""
+    require_any_role(request)
+    return Project.objects.select_related("current_policy").order_by("name")
+
+
+@router.post("/projects", response={201: ProjectOut, **ERRORS}, tags=["projects"])
+def create_project(request: HttpRequest, payload: ProjectIn):
+    """Create a project (admins)."""
+    require_admin(request)
+    if Project.objects.filter(name=payload.name).exists():
+        raise ValidationError(f"a project named {payload.name!r} exists; choose another name")
+    return 201, Project.objects.create(**payload.dict())
+
+
+@router.get("/projects/{name}", response={200: ProjectOut, **ERRORS}, tags=["projects"])
+def get_project(request: HttpRequest, name: str):
+    """Return one project (every role)."""
+    require_any_role(request)
+    return project_or_404(name)
+
+
+# ---------------------------------------------------------------- prompts
+
+
+class PromptOut(Schema):
+    id: int
+    messages: list[Message]
+    source: str
+    flags: list[dict]
+    is_held_out: bool
+    created_at: datetime
+
+
+class PromptsIn(Schema):
+    prompts: list[str | list[Message]] = Field(..., max_length=10000)
+    source: str = Field("api", max_length=300)
+    is_held_out: bool = False
+
+
+class Rejected(Schema):
+    index: int
+    reason: str
+    text: str
+
+
+class Flagged(Schema):
+    index: int
+    prompt_id: int
+    reason: str
+
+
+class PoolReportOut(Schema):
+    added: list[int]
+    rejected: list[Rejected]
+    flagged: list[Flagged]
+
+
+@router.get(
+    "/projects/{name}/prompts", response={200: list[PromptOut], **ERRORS}, tags=["prompts"]
+)
+@paginate(LimitOffsetPagination)
+def list_prompts(
+    request: HttpRequest, name: str, flagged: bool | None = None, held_out: bool | None = None
+) -> QuerySet:
+    """List a project's prompt pool (researchers, admins), optionally only flagged ones."""
+    require_researcher(request)
+    prompts = Prompt.objects.filter(project=project_or_404(name)).order_by("id")
+    if flagged is not None:
+        prompts = prompts.exclude(flags=[]) if flagged else prompts.filter(flags=[])
+    if held_out is not None:
+        prompts = prompts.filter(is_held_out=held_out)
+    return prompts
+
+
+@router.post(
+    "/projects/{name}/prompts", response={201: PoolReportOut, **ERRORS}, tags=["prompts"]
+)
+def create_prompts(request: HttpRequest, name: str, payload: PromptsIn):
+    """Add prompts in bulk through pool curation (admins); the report says what was left out."""
+    from annotation.pool import add_prompts
+
+    require_admin(request)
+    prompts = [p if isinstance(p, str) else [m.dict() for m in p] for p in payload.prompts]
+    report = add_prompts(
+        project_or_404(name), prompts, source=payload.source, is_held_out=payload.is_held_out
+    )
+    return 201, report.as_dict()
+
+
+# ---------------------------------------------------------------- rounds and tasks
+
+
+class RoundOut(Schema):
+    id: int
+    number: int
+    policy: str | None
+    sampling: dict
+    strategy: str
+    task_count: int
+    created_at: datetime
+
+    @staticmethod
+    def resolve_policy(obj: Round) -> str | None:
+        return obj.policy.name if obj.policy_id else None
+
+
+class ResponseOut(Schema):
+    id: int
+    text: str
+    position: int
+
+
+class TaskOut(Schema):
+    id: int
+    round: int | None
+    prompt_id: int
+    prompt: list[Message]
+    responses: list[ResponseOut]
+    overlap: int
+    ranking_count: int
+    created_at: datetime
+
+    @staticmethod
+    def resolve_round(obj: RankingTask) -> int | None:
+        return obj.round.number if obj.round_id else None
+
+    @staticmethod
+    def resolve_prompt(obj: RankingTask) -> list:
+        return obj.prompt.messages
+
+    @staticmethod
+    def resolve_responses(obj: RankingTask) -> list:
+        return list(obj.responses.all())
+
+
+@router.get("/projects/{name}/rounds", response={200: list[RoundOut], **ERRORS}, tags=["rounds"])
+@paginate(LimitOffsetPagination)
+def list_rounds(request: HttpRequest, name: str) -> QuerySet:
+    """List a project's labelling rounds (researchers, admins)."""
+    require_researcher(request)
+    return (
+        Round.objects.filter(project=project_or_404(name))
+        .select_related("policy")
+        .annotate(task_count=Count("tasks"))
+        .order_by("number")
+    )
+
+
+def _visible_tasks(request: HttpRequest) -> QuerySet:
+    """Return the tasks the caller may see: all for researchers, leased ones for annotators."""
+    user = caller(request)
+    tasks = RankingTask.objects.select_related("prompt", "round").prefetch_related("responses")
+    if is_researcher(user):
+        return tasks
+    require(request, is_annotator(user), "annotator, researcher or admin")
+    return tasks.filter(leases__annotator=user).distinct()
+
+
+@router.get("/projects/{name}/tasks", response={200: list[TaskOut], **ERRORS}, tags=["tasks"])
+@paginate(LimitOffsetPagination)
+def list_tasks(
+    request: HttpRequest,
+    name: str,
+    round: int | None = None,
+    complete: bool | None = None,
+) -> QuerySet:
+    """List tasks: every task for researchers, only their own for annotators."""
+    tasks = _visible_tasks(request)
+    tasks = tasks.filter(project=project_or_404(name)).order_by("id")
+    if round is not None:
+        tasks = tasks.filter(round__number=round)
+    if complete is not None:
+        complete_q = Q(ranking_count__gte=F("overlap"))
+        tasks = tasks.filter(complete_q) if complete else tasks.exclude(complete_q)
+    return tasks
+
+
+@router.get("/tasks/{task_id}", response={200: TaskOut, **ERRORS}, tags=["tasks"])
+def get_task(request: HttpRequest, task_id: int):
+    """Return one task (annotators: only tasks leased to them)."""
+    task = _visible_tasks(request).filter(pk=task_id).first()
+    if task is None:
+        raise Http404(f"no task {task_id} that you can see")
+    return task
+
+
+class LeaseOut(Schema):
+    id: int
+    task: TaskOut
+    leased_at: datetime
+    expires_at: datetime
+
+
+@router.post(
+    "/projects/{name}/next-task",
+    response={200: LeaseOut, 204: None, **ERRORS},
+    tags=["tasks"],
+)
+def next_task(request: HttpRequest, name: str):
+    """Lease the caller's next task (annotators); 204 when none is left."""
+    from annotation.assignment import AnnotatorPaused
+    from annotation.assignment import next_task as lease_next
+
+    user = caller(request)
+    require(request, is_annotator(user), "annotator")
+    try:
+        lease = lease_next(project_or_404(name), user)
+    except AnnotatorPaused as exc:
+        raise PermissionDenied(str(exc)) from None
+    if lease is None:
+        return 204, None
+    return lease
+
+
+class RankingIn(Schema):
+    order: list[list[int]] = Field(
+        ..., description="Tie groups of response ids, best first: [[3], [1, 4], [2]]."
+    )
+    all_bad: bool = False
+    unsafe_response_ids: list[int] = []
+    rationale: str = ""
+    rewrite: str = ""
+    aspect_ratings: dict[str, dict[str, int]] = {}
+    active_seconds: float | None = Field(None, ge=0)
+
+
+class RankingOut(Schema):
+    id: int
+    task_id: int
+    order: list[list[int]]
+    is_skip: bool
+    skip_reason: str
+    all_bad: bool
+    rationale: str
+    rewrite: str
+    created_at: datetime
+
+
+class SkipIn(Schema):
+    reason: str = Field(..., max_length=2000)
+
+
+def _own_lease(request: HttpRequest, lease_id: int) -> Lease:
+    user = caller(request)
+    require(request, is_annotator(user), "annotator")
+    lease = Lease.objects.filter(pk=lease_id).first()
+    if lease is None:
+        raise Http404(f"no lease {lease_id}")
+    if lease.annotator_id != user.pk:
+        raise PermissionDenied(f"lease {lease_id} belongs to another annotator")
+    return lease
+
+
+@router.post(
+    "/leases/{lease_id}/ranking",
+    response={201: RankingOut, 409: ErrorOut, **ERRORS},
+    tags=["tasks"],
+)
+def submit(request: HttpRequest, lease_id: int, payload: RankingIn):
+    """Submit a ranking for a leased task (the annotator holding the lease)."""
+    from annotation.assignment import LateSubmissionRefused, submit_ranking
+
+    lease = _own_lease(request, lease_id)
+    try:
+        ranking = submit_ranking(
+            lease,
+            caller(request),
+            payload.order,
+            all_bad=payload.all_bad,
+            unsafe_response_ids=payload.unsafe_response_ids,
+            rationale=payload.rationale,
+            rewrite=payload.rewrite,
+            aspect_ratings=payload.aspect_ratings,
+            active_seconds=payload.active_seconds,
+        )
+    except LateSubmissionRefused as exc:
+        return 409, {"detail": str(exc)}
+    return 201, ranking
+
+
+@router.post(
+    "/leases/{lease_id}/skip", response={201: RankingOut, **ERRORS}, tags=["tasks"]
+)
+def skip(request: HttpRequest, lease_id: int, payload: SkipIn):
+    """Skip a leased task with a reason (the annotator holding the lease)."""
+    from annotation.assignment import skip_task
+
+    lease = _own_lease(request, lease_id)
+    return 201, skip_task(lease, caller(request), payload.reason)
+
+
+@router.get("/my/rankings", response={200: list[RankingOut], **ERRORS}, tags=["tasks"])
+@paginate(LimitOffsetPagination)
+def my_rankings(request: HttpRequest) -> QuerySet:
+    """List the caller's own rankings and skips (every role)."""
+    require_any_role(request)
+    return Ranking.objects.filter(annotator=caller(request)).order_by("-id")
+
+
+# ---------------------------------------------------------------- snapshots
+
+
+class SnapshotIn(Schema):
+    name: str = Field(..., min_length=1, max_length=200)
+    filter: dict[str, Any] = Field(
+        {}, description="See annotation.snapshots.FILTER_KEYS: rounds, policies, since, "
+        "until, min_agreement, min_reliability, gold, flagged, skipped, votes, "
+        "adjudicated, simulated."
+    )
+    pair_rule: Literal["all_pairs", "best_vs_rest", "adjacent"] = "all_pairs"
+    tie_rule: Literal["drop", "keep"] = "drop"
+    dedup_rule: Literal["none", "exact", "majority"] = "none"
+    margin_rule: Literal["rank", "aspects"] = "rank"
+
+
+class SnapshotOut(Schema):
+    id: int
+    project: str
+    name: str
+    filter: dict[str, Any]
+    pair_rule: str
+    tie_rule: str
+    dedup_rule: str
+    margin_rule: str
+    row_count: int
+    sha256: str
+    stats: dict[str, Any]
+    created_by: str | None
+    created_at: datetime
+
+    @staticmethod
+    def resolve_project(obj: Snapshot) -> str:
+        return obj.project.name
+
+    @staticmethod
+    def resolve_created_by(obj: Snapshot) -> str | None:
+        return obj.created_by.username if obj.created_by_id else None
+
+
+@router.get(
+    "/projects/{name}/snapshots", response={200: list[SnapshotOut], **ERRORS}, tags=["snapshots"]
+)
+@paginate(LimitOffsetPagination)
+def list_snapshots(request: HttpRequest, name: str, search: str | None = None) -> QuerySet:
+    """List a project's snapshots, newest first (researchers, admins)."""
+    require_researcher(request)
+    snapshots = Snapshot.objects.filter(project=project_or_404(name)).select_related(
+        "project", "created_by"
+    )
+    if search:
+        snapshots = snapshots.filter(name__icontains=search)
+    return snapshots
+
+
+@router.post(
+    "/projects/{name}/snapshots", response={201: SnapshotOut, **ERRORS}, tags=["snapshots"]
+)
+def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
+    """Freeze a snapshot of the project's preference pairs (researchers, admins)."""
+    from annotation.snapshots import freeze_snapshot
+
+    require_researcher(request)
+    snapshot = freeze_snapshot(
+        project_or_404(name),
+        payload.name,
+        user=caller(request),
+        filter=payload.filter,
+        pair_rule=payload.pair_rule,
+        tie_rule=payload.tie_rule,
+        dedup_rule=payload.dedup_rule,
+        margin_rule=payload.margin_rule,
+    )
+    return 201, snapshot
+
+
+def snapshot_or_404(snapshot_id: int) -> Snapshot:
+    snapshot = Snapshot.objects.select_related("project", "created_by").filter(pk=snapshot_id).first()
+    if snapshot is None:
+        raise Http404(f"no snapshot {snapshot_id}")
+    return snapshot
+
+
+@router.get("/snapshots/{snapshot_id}", response={200: SnapshotOut, **ERRORS}, tags=["snapshots"])
+def get_snapshot(request: HttpRequest, snapshot_id: int):
+    """Return one snapshot with its stats (researchers, admins)."""
+    require_researcher(request)
+    return snapshot_or_404(snapshot_id)
+
+
+@router.get(
+    "/snapshots/{snapshot_id}/download",
+    response={200: None, **ERRORS},
+    tags=["snapshots"],
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The export file (a zip of the folder for file_format=hf).",
+                "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                            for t in DOWNLOAD_TYPES.values()},
+            }
+        }
+    },
+)
+def download_snapshot(
+    request: HttpRequest,
+    snapshot_id: int,
+    fmt: Literal["trl", "kto", "ranking", "hh", "sft"] = "trl",
+    style: Literal["conversational", "standard"] = "conversational",
+    prompt: Literal["explicit", "implicit"] = "explicit",
+    file_format: Literal["jsonl", "jsonl.gz", "parquet", "hf"] = "jsonl",
+):
+    """Download the snapshot in a format (researchers, admins)."""
+    from annotation.export import cached_export
+
+    require_researcher(request)
+    snapshot = snapshot_or_404(snapshot_id)
+    path = cached_export(snapshot, fmt=fmt, style=style, prompt=prompt, file_format=file_format)
+    suffix = "zip" if file_format == "hf" else file_format
+    name = f"{snapshot.project.name}-{snapshot.name}-{fmt}.{suffix}".replace("/", "_")
+    return FileResponse(
+        open(path, "rb"), as_attachment=True, filename=name,
+        content_type=DOWNLOAD_TYPES[file_format],
+    )
+
+
+# ---------------------------------------------------------------- imports
+
+
+class RejectedLine(Schema):
+    line: int
+    reason: str
+
+
+class ImportOut(Schema):
+    id: int
+    project: str
+    source: str
+    format: str
+    skip_invalid: bool
+    is_applied: bool
+    records: int
+    accepted: int
+    prompts_created: int
+    rankings_created: int
+    rejected: list[RejectedLine]
+    created_at: datetime
+
+    @staticmethod
+    def resolve_project(obj: ImportReport) -> str:
+        return obj.project.name
+
+
+class ImportRefusedOut(Schema):
+    detail: str
+    report: ImportOut
+
+
+@router.get(
+    "/projects/{name}/imports", response={200: list[ImportOut], **ERRORS}, tags=["imports"]
+)
+@paginate(LimitOffsetPagination)
+def list_imports(request: HttpRequest, name: str) -> QuerySet:
+    """List a project's imports with their reports (researchers, admins)."""
+    require_researcher(request)
+    return ImportReport.objects.filter(project=project_or_404(name)).select_related("project")
+
+
+@router.post(
+    "/projects/{name}/imports",
+    response={201: ImportOut, 400: ImportRefusedOut | ErrorOut, 401: ErrorOut, 403: ErrorOut,
+              404: ErrorOut},
+    tags=["imports"],
+)
+def create_import(
+    request: HttpRequest,
+    name: str,
+    file: UploadedFile = File(..., description="JSONL, gzip JSONL or Parquet."),
+    format: Literal["trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking"]
+    | None = Form(None),
+    skip_invalid: bool = Form(False),
+):
+    """Import preference data, whole or nothing (researchers, admins).
+
+    With invalid records and skip_invalid off, nothing lands and the 400 body holds
+    the report with every rejected line.
+    """
+    from annotation.importing import import_preferences
+
+    require_researcher(request)
+    project = project_or_404(name)
+    uploads = Path(settings.EXPORT_DIR) / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=uploads, delete=True) as tmp:
+        for chunk in file.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        report = import_preferences(
+            project,
+            tmp.name,
+            fmt=format,
+            skip_invalid=skip_invalid,
+            user=caller(request),
+            display_name=Path(file.name or "upload.jsonl").name,
+        )
+    if not report.is_applied:
+        return 400, {
+            "detail": f"{len(report.rejected)} invalid records; nothing imported. Fix them "
+            "or resend with skip_invalid=true.",
+            "report": report,
+        }
+    return 201, report
+
+
+# ---------------------------------------------------------------- tokens
+
+
+class TokenIn(Schema):
+    name: str = Field(..., min_length=1, max_length=100)
+
+
+class TokenOut(Schema):
+    id: int
+    name: str
+    prefix: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+class TokenCreatedOut(TokenOut):
+    token: str = Field(..., description="Shown once; only its hash is stored.")
+
+
+@router.get("/tokens", response={200: list[TokenOut], **ERRORS}, tags=["tokens"])
+@paginate(LimitOffsetPagination)
+def list_tokens(request: HttpRequest) -> QuerySet:
+    """List the caller's own API tokens (every role)."""
+    require_any_role(request)
+    return ApiToken.objects.filter(user=caller(request))
+
+
+@router.post("/tokens", response={201: TokenCreatedOut, **ERRORS}, tags=["tokens"])
+def create_token(request: HttpRequest, payload: TokenIn):
+    """Create an API token for the caller; the response is the only time it is shown."""
+    from annotation.tokens import create_token as make
+
+    require_any_role(request)
+    token, raw = make(caller(request), payload.name)
+    token.token = raw
+    return 201, token
+
+
+@router.delete("/tokens/{token_id}", response={200: TokenOut, **ERRORS}, tags=["tokens"])
+def revoke_token(request: HttpRequest, token_id: int):
+    """Revoke one of the caller's tokens."""
+    from annotation.tokens import revoke_token as revoke
+
+    require_any_role(request)
+    token = ApiToken.objects.filter(pk=token_id, user=caller(request)).first()
+    if token is None:
+        raise Http404(f"you have no token {token_id}")
+    return revoke(token, caller(request))

@@ -1,0 +1,15 @@
+"""Pages for researchers' data work: snapshots, downloads, imports, API tokens."""
+from django.urls import path
+
+from annotation import data_views
+
+app_name = "data"
+
+urlpatterns = [
+    path("projects/<slug:name>/snapshots/", data_views.snapshots, name="snapshots"),
+    path("snapshots/<int:snapshot_id>/", data_views.snapshot, name="snapshot"),
+    path("snapshots/<int:snapshot_id>/download/", data_views.download, name="download"),
+    path("projects/<slug:name>/imports/", data_views.imports, name="imports"),
+    path("tokens/", data_views.tokens, name="tokens"),
+    path("tokens/<int:token_id>/revoke/", data_views.revoke, name="revoke"),
+]

@@ -1,0 +1,246 @@
+"""Researcher pages for preference data: snapshots, downloads, imports, API tokens.
+
+Thin views: a form validates, the role is checked, one workflow function acts
+(`freeze_snapshot`, `cached_export`, `import_preferences`, `create_token`).
+"""
+from __future__ import annotations
+
+import tempfile
+from itertools import islice
+from pathlib import Path
+
+from django import forms
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from annotation.export import (
+    DOWNLOAD_TYPES,
+    FILE_FORMATS,
+    FORMATS,
+    PROMPT_MODES,
+    STYLES,
+    cached_export,
+    download_suffix,
+    iter_rows,
+)
+from annotation.importing import FORMATS as IMPORT_FORMATS
+from annotation.importing import import_preferences
+from annotation.models import ApiToken, ImportReport, Project, Snapshot
+from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES, freeze_snapshot
+from annotation.tokens import create_token, revoke_token
+from config.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required
+
+SAMPLE_ROWS = 10
+
+
+def _choices(options: dict | tuple) -> list[tuple[str, str]]:
+    if isinstance(options, dict):
+        return [(k, f"{k}: {v}") for k, v in options.items()]
+    return [(k, k) for k in options]
+
+
+class SnapshotForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    rounds = forms.CharField(required=False, help_text="Round numbers, comma-separated.")
+    gold = forms.ChoiceField(choices=_choices(("include", "exclude", "only")))
+    simulated = forms.ChoiceField(choices=_choices(("include", "exclude", "only")))
+    flagged = forms.ChoiceField(choices=_choices(("include", "exclude")))
+    skipped = forms.ChoiceField(choices=_choices(("include", "exclude")))
+    votes = forms.ChoiceField(choices=_choices(("every", "consensus")))
+    min_agreement = forms.FloatField(required=False, min_value=0, max_value=1)
+    min_reliability = forms.FloatField(required=False, min_value=0, max_value=1)
+    since = forms.DateField(required=False)
+    until = forms.DateField(required=False)
+    pair_rule = forms.ChoiceField(choices=_choices(PAIR_RULES))
+    tie_rule = forms.ChoiceField(choices=_choices(TIE_RULES))
+    dedup_rule = forms.ChoiceField(choices=_choices(DEDUP_RULES))
+    margin_rule = forms.ChoiceField(choices=_choices(MARGIN_RULES))
+
+    def clean_rounds(self) -> list[int] | None:
+        raw = self.cleaned_data["rounds"].strip()
+        if not raw:
+            return None
+        try:
+            return [int(part) for part in raw.split(",") if part.strip()]
+        except ValueError:
+            raise forms.ValidationError(f"rounds must be numbers separated by commas, got {raw!r}")
+
+    def snapshot_filter(self) -> dict:
+        data = self.cleaned_data
+        keys = ("rounds", "gold", "simulated", "flagged", "skipped", "votes",
+                "min_agreement", "min_reliability")
+        result = {k: data[k] for k in keys if data.get(k) not in (None, "")}
+        for key in ("since", "until"):
+            if data.get(key):
+                result[key] = data[key].isoformat()
+        return result
+
+
+class ImportForm(forms.Form):
+    file = forms.FileField(help_text="JSONL, gzip JSONL or Parquet.")
+    format = forms.ChoiceField(
+        choices=[("", "detect")] + _choices(IMPORT_FORMATS), required=False
+    )
+    skip_invalid = forms.BooleanField(required=False)
+
+
+class TokenForm(forms.Form):
+    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'laptop'.")
+
+
+@role_required(RESEARCHER)
+def snapshots(request: HttpRequest, name: str) -> HttpResponse:
+    """List a project's snapshots and freeze a new one."""
+    project = get_object_or_404(Project, name=name)
+    form = SnapshotForm(request.POST or None, initial={"name": ""})
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        try:
+            snapshot = freeze_snapshot(
+                project,
+                data["name"],
+                user=request.user,
+                filter=form.snapshot_filter(),
+                pair_rule=data["pair_rule"],
+                tie_rule=data["tie_rule"],
+                dedup_rule=data["dedup_rule"],
+                margin_rule=data["margin_rule"],
+            )
+        except ValidationError as exc:
+            form.add_error(None, exc)
+        else:
+            messages.success(request, f"Froze {snapshot.name}: {snapshot.row_count} pairs.")
+            return redirect("data:snapshot", snapshot_id=snapshot.pk)
+    return render(
+        request,
+        "data/snapshots.html",
+        {
+            "project": project,
+            "snapshots": Snapshot.objects.filter(project=project).select_related("created_by"),
+            "form": form,
+        },
+        status=400 if request.method == "POST" else 200,
+    )
+
+
+@role_required(RESEARCHER)
+def snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
+    """Show a snapshot: its filter, rules, counts, agreement, lengths and sample rows."""
+    snap = get_object_or_404(Snapshot.objects.select_related("project", "created_by"), pk=snapshot_id)
+    sample = list(islice(iter_rows(snap, style="standard"), SAMPLE_ROWS))
+    return render(
+        request,
+        "data/snapshot.html",
+        {
+            "snapshot": snap,
+            "sample": sample,
+            "formats": FORMATS,
+            "styles": STYLES,
+            "prompt_modes": PROMPT_MODES,
+            "file_formats": FILE_FORMATS,
+        },
+    )
+
+
+@role_required(RESEARCHER)
+def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
+    """Send the snapshot's export in the format the query string asks for."""
+    snap = get_object_or_404(Snapshot.objects.select_related("project"), pk=snapshot_id)
+    options = {
+        "fmt": request.GET.get("fmt", "trl"),
+        "style": request.GET.get("style", "conversational"),
+        "prompt": request.GET.get("prompt", "explicit"),
+        "file_format": request.GET.get("file_format", "jsonl"),
+    }
+    try:
+        path = cached_export(snap, **options)
+    except ValidationError as exc:
+        return HttpResponse("; ".join(exc.messages), status=400, content_type="text/plain")
+    name = (
+        f"{snap.project.name}-{snap.name}-{options['fmt']}."
+        f"{download_suffix(options['file_format'])}"
+    ).replace("/", "_")
+    return FileResponse(
+        open(path, "rb"), as_attachment=True, filename=name,
+        content_type=DOWNLOAD_TYPES[options["file_format"]],
+    )
+
+
+@role_required(RESEARCHER)
+def imports(request: HttpRequest, name: str) -> HttpResponse:
+    """Upload a preference file; show the report of this and earlier imports."""
+    project = get_object_or_404(Project, name=name)
+    form = ImportForm(request.POST or None, request.FILES or None)
+    report = None
+    status = 200
+    if request.method == "POST":
+        status = 400
+        if form.is_valid():
+            upload = form.cleaned_data["file"]
+            folder = Path(settings.EXPORT_DIR) / "uploads"
+            folder.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=folder) as tmp:
+                for chunk in upload.chunks():
+                    tmp.write(chunk)
+                tmp.flush()
+                try:
+                    report = import_preferences(
+                        project,
+                        tmp.name,
+                        fmt=form.cleaned_data["format"] or None,
+                        skip_invalid=form.cleaned_data["skip_invalid"],
+                        user=request.user,
+                        display_name=Path(upload.name).name,
+                    )
+                except ValidationError as exc:
+                    form.add_error(None, exc)
+            if report is not None and report.is_applied:
+                status = 200
+    return render(
+        request,
+        "data/imports.html",
+        {
+            "project": project,
+            "form": form,
+            "report": report,
+            "reports": ImportReport.objects.filter(project=project)[:20],
+        },
+        status=status,
+    )
+
+
+@role_required(ANNOTATOR, RESEARCHER, ADMIN)
+def tokens(request: HttpRequest) -> HttpResponse:
+    """List the user's API tokens; create one and show it once."""
+    form = TokenForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        token, raw = create_token(request.user, form.cleaned_data["name"])
+        created = {"token": token, "raw": raw}
+        form = TokenForm()
+    response = render(
+        request,
+        "data/tokens.html",
+        {"form": form, "created": created, "tokens": ApiToken.objects.filter(user=request.user)},
+    )
+    # The raw token is on this page only: never cache it.
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@require_POST
+@login_required
+def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of the user's tokens."""
+    token = get_object_or_404(ApiToken, pk=token_id)
+    try:
+        revoke_token(token, request.user)
+    except PermissionDenied:
+        raise
+    messages.success(request, f"Revoked token {token.name} ({token.prefix}…).")
+    return redirect("data:tokens")

@@ -1,0 +1,62 @@
+"""Per-user API tokens: made once, stored as a SHA-256 digest, revocable.
+
+A token is 32 random bytes (URL-safe) behind a recognisable `fl_` prefix. Its entropy
+makes a fast hash safe to store: guessing one is as hard as guessing the key itself,
+so no slow password hash is needed, and lookup is a single indexed query.
+"""
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.utils import timezone
+
+from annotation.models import ApiToken
+
+PREFIX = "fl_"
+
+
+def _digest(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def create_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
+    """Create a token for the user; return the row and the raw token (shown once)."""
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise ValidationError(
+            f"a token needs a name of 1 to 100 characters saying what it is for, got {name!r}"
+        )
+    raw = PREFIX + secrets.token_urlsafe(32)
+    token = ApiToken.objects.create(
+        user=user, name=name, prefix=raw[: len(PREFIX) + 6], digest=_digest(raw)
+    )
+    return token, raw
+
+
+def authenticate_token(raw: str) -> AbstractBaseUser | None:
+    """Return the active user of a live token, or None; note when it was last used."""
+    if not raw or not raw.startswith(PREFIX):
+        return None
+    token = (
+        ApiToken.objects.filter(digest=_digest(raw), revoked_at__isnull=True)
+        .select_related("user")
+        .first()
+    )
+    if token is None or not token.user.is_active:
+        return None
+    now = timezone.now()
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=now)
+    return token.user
+
+
+def revoke_token(token: ApiToken, user: AbstractBaseUser) -> ApiToken:
+    """Revoke one of the user's own tokens; revoking twice changes nothing."""
+    if token.user_id != user.pk:
+        raise PermissionDenied(f"token {token.pk} belongs to another user; revoke your own")
+    if token.revoked_at is None:
+        token.revoked_at = timezone.now()
+        token.save(update_fields=["revoked_at"])
+    return token

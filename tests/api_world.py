@@ -1,0 +1,44 @@
+"""A small world for API tests: a project with a round, a leased task, a snapshot,
+a policy and a training round, plus clients per persona."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.test import Client
+from django.utils import timezone
+
+from annotation.models import Lease
+from annotation.snapshots import freeze_snapshot
+from tests.annotation.data_factories import make_policy, make_round, make_task
+from training.models import TrainingRound
+
+
+def build_world(project, annotator) -> dict:
+    """Return ids the API tests address: task, lease, snapshot, policy, training round."""
+    policy = make_policy("demo-sft")
+    make_round(project, 1, policy)
+    task = make_task(project, "What is 2 + 2?")
+    now = timezone.now()
+    lease = Lease.objects.create(
+        task=task, annotator=annotator, leased_at=now, expires_at=now + timedelta(minutes=30)
+    )
+    snapshot = freeze_snapshot(project, "first")
+    training_round = TrainingRound.objects.create(
+        project=project, method="dpo", snapshot=snapshot, parent_policy=policy
+    )
+    return {
+        "project": project.name,
+        "task": task.pk,
+        "lease": lease.pk,
+        "responses": list(task.responses.order_by("position").values_list("pk", flat=True)),
+        "snapshot": snapshot.pk,
+        "policy": policy.pk,
+        "training_round": training_round.pk,
+    }
+
+
+def client_for(user) -> Client:
+    client = Client()
+    if user is not None:
+        client.force_login(user)
+    return client
