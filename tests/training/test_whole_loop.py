@@ -1,0 +1,87 @@
+"""The whole feedback loop on micro models, in one test, with a real worker process.
+
+build -> publish a round -> three annotators rank over HTTP -> export -> launch a
+DPO round -> the worker trains it -> the new policy is registered with its lineage
+-> deployed -> the next round is generated from it.
+"""
+from __future__ import annotations
+
+import json
+import time
+from io import StringIO
+from pathlib import Path
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from annotation.models import Lease, Ranking, Round
+from inference.models import Policy
+from tests.conftest import login, make_user
+from training.demo import create_demo_project
+from training.deployment import deploy_policy
+from training.models import Status, TrainingRound
+
+pytestmark = pytest.mark.slow
+
+
+def rank_everything_over_http(user, project_name: str) -> int:
+    """Take tasks through the workspace until none is left; rank by display position."""
+    client = login(user)
+    submitted = 0
+    while True:
+        page = client.get(reverse("annotation:annotate", args=[project_name]))
+        assert page.status_code == 200
+        lease = Lease.objects.filter(annotator=user, status=Lease.Status.ACTIVE).first()
+        if lease is None:
+            return submitted
+        order = [[rid] for rid in lease.task.responses.order_by("position").values_list("id", flat=True)]
+        response = client.post(
+            reverse("annotation:submit", args=[project_name]),
+            {"lease": lease.pk, "order": json.dumps(order)},
+        )
+        assert response.status_code == 303, response.content.decode()[:500]
+        submitted += 1
+
+
+def test_the_whole_loop_runs_on_micro_models_with_a_real_worker(run_root, start_worker, admin_user):
+    started = time.monotonic()
+    start_worker()  # boots while the models build
+    call_command("build_demo_models", "--preset", "micro", stdout=StringIO())
+    sft = Policy.objects.get(name="demo-sft")
+    project, _ = create_demo_project(seed=0)
+    project.current_policy = sft
+    project.save()
+
+    call_command("publish_round", "--project", "demo", "--policy", "demo-sft", "--prompts", "3",
+                 "--k", "4", "--max-new-tokens", "12", stdout=StringIO())
+    annotators = [make_user(f"annotator{i}", "annotator") for i in (1, 2, 3)]
+    assert [rank_everything_over_http(user, "demo") for user in annotators] == [3, 3, 3]
+    assert Ranking.objects.count() == 9
+
+    export = run_root / "export.jsonl"
+    call_command("export_preferences", "--project", "demo", "--out", str(export), stdout=StringIO())
+    rows = [json.loads(line) for line in export.read_text().splitlines()]
+    assert len(rows) == 9 * 6  # 4 distinct ranks give 6 ordered pairs per ranking
+    assert rows[0]["chosen"][0]["role"] == "assistant"
+
+    out = StringIO()
+    call_command("launch_round", "--project", "demo", "--method", "dpo", "--set", "dpo.max_steps=2",
+                 "--set", "dpo.max_length=96", "--user", admin_user.username, "--wait",
+                 "--poll", "0.5", stdout=out)
+
+    training_round = TrainingRound.objects.get()
+    policy = training_round.output_policy
+    assert training_round.status == Status.SUCCEEDED
+    assert (policy.parent, policy.base_path) == (sft, sft.base_path)
+    assert (Path(policy.adapter_path) / "adapter_config.json").is_file()
+    assert policy.snapshot_sha256 == training_round.snapshot.sha256
+    assert training_round.snapshot.row_count == 54
+
+    deploy_policy(project, policy, user=admin_user)
+    call_command("publish_round", "--project", "demo", "--prompts", "2", "--k", "4",
+                 "--max-new-tokens", "12", stdout=StringIO())
+    second = Round.objects.get(project=project, number=2)
+    assert second.policy == policy
+    assert set(second.tasks.values_list("responses__policy__name", flat=True)) == {policy.name}
+    print(f"whole loop: {time.monotonic() - started:.1f} s")  # the budget is 90 s on a quiet CPU
