@@ -45,7 +45,7 @@ class ErrorOut(Schema):
     detail: Any = Field(..., description="What went wrong and how to fix it.")
 
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
 
 
 def caller(request: HttpRequest) -> AbstractBaseUser:
@@ -584,8 +584,7 @@ def list_imports(request: HttpRequest, name: str) -> QuerySet:
 
 @router.post(
     "/projects/{name}/imports",
-    response={201: ImportOut, 400: ImportRefusedOut | ErrorOut, 401: ErrorOut, 403: ErrorOut,
-              404: ErrorOut},
+    response={**ERRORS, 201: ImportOut, 400: ImportRefusedOut | ErrorOut},
     tags=["imports"],
 )
 def create_import(

@@ -23,7 +23,7 @@ class ErrorOut(Schema):
     detail: Any = Field(..., description="What went wrong and how to fix it.")
 
 
-ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut}
+ERRORS = {400: ErrorOut, 401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 422: ErrorOut}
 
 
 class PolicyOut(Schema):
