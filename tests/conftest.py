@@ -73,3 +73,16 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def demo_models(tmp_path_factory) -> dict[str, Path]:
+    """The micro demo models (pre-trained base and SFT policy), built once per session.
+
+    Returns {"base": Path, "sft": Path}; not registered (tests register what they need,
+    e.g. with training.demo_models.register_demo_models). Do not write into them.
+    """
+    from training.demo_models import build_demo_models
+
+    out = tmp_path_factory.mktemp("demo-models")
+    return build_demo_models(out, "micro", seed=0, progress=False)

@@ -1,11 +1,22 @@
-"""The tiny demo models: a byte-level BPE tokenizer with a chat template, a Llama config.
+"""The tiny demo models: a BPE tokenizer with a chat template, a Llama, and their build.
 
 Everything here builds locally from text the project generates; nothing is downloaded.
+`build_demo_models` pre-trains `demo-base` by next-token prediction on the demo
+domain's corpus, then fine-tunes `demo-sft` from it with TRL's `SFTTrainer` on the
+domain's demonstrations (see `annotation.demo_domain`). Plain Python, no Django.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable
+import json
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+logger = logging.getLogger(__name__)
 
 BOS = "<|bos|>"
 EOS = "<|end|>"
@@ -91,3 +102,276 @@ def init_model(tokenizer, size: ModelSize, seed: int = 0):
         tie_word_embeddings=True,
     )
     return LlamaForCausalLM(config)
+
+
+BUILD_INFO_FILE = "build_info.json"
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """How much data and how many steps a preset's build uses."""
+
+    corpus_docs: int
+    pretrain_steps: int
+    pretrain_batch: int
+    block_size: int
+    pretrain_lr: float
+    sft_examples: int
+    sft_steps: int
+    sft_batch: int
+    sft_lr: float
+    eval_prompts: int
+
+
+PLANS = {
+    # Tests: well under 30 s on 2 busy cores; the model learns little beyond the format.
+    "micro": BuildPlan(
+        corpus_docs=200, pretrain_steps=20, pretrain_batch=8, block_size=64, pretrain_lr=3e-3,
+        sft_examples=200, sft_steps=20, sft_batch=8, sft_lr=3e-3, eval_prompts=4,
+    ),
+    # The demo: a few CPU minutes; learns the format, the style mix and most facts.
+    "demo": BuildPlan(
+        corpus_docs=3000, pretrain_steps=500, pretrain_batch=16, block_size=64, pretrain_lr=2e-3,
+        sft_examples=6400, sft_steps=400, sft_batch=16, sft_lr=1e-3, eval_prompts=32,
+    ),
+}
+
+
+def build_demo_models(
+    out_dir: Path, preset: str, seed: int, progress: bool, force: bool = False
+) -> dict[str, Path]:
+    """Build `demo-base` and `demo-sft` under out_dir; return {"base": path, "sft": path}.
+
+    A model folder that already exists is complete (folders are renamed into place
+    only when finished) and is kept, unless `force` rebuilds both. Each folder holds
+    the weights, the tokenizer and build_info.json (the plan, seed and metrics).
+    """
+    from annotation.demo_domain import pretraining_corpus, sft_examples
+    from inference.artifacts import atomic_dir
+
+    if preset not in PLANS:
+        raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PLANS)}")
+    plan, size = PLANS[preset], SIZES[preset]
+    out_dir = Path(out_dir)
+    paths = {"base": out_dir / "demo-base", "sft": out_dir / "demo-sft"}
+    if force:
+        for path in paths.values():
+            shutil.rmtree(path, ignore_errors=True)
+    config = {"preset": preset, "seed": seed, "plan": asdict(plan), "size": asdict(size)}
+    if not paths["base"].exists():
+        corpus = pretraining_corpus(plan.corpus_docs, seed)
+        examples = sft_examples(plan.sft_examples, seed + 1)
+        tokenizer = train_tokenizer(corpus + [_chat_text(e) for e in examples], size.vocab_size)
+        model = init_model(tokenizer, size, seed=seed)
+        metrics = pretrain(model, tokenizer, corpus, plan, seed, progress)
+        with atomic_dir(paths["base"]) as tmp:
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            _write_info(tmp, config, metrics)
+    if not paths["sft"].exists():
+        examples = sft_examples(plan.sft_examples, seed + 1)
+        with atomic_dir(paths["sft"]) as tmp:
+            metrics = fine_tune(paths["base"], tmp, examples, plan, seed, progress)
+            metrics["samples"] = sample_judge_stats(tmp, plan.eval_prompts, seed)
+            _write_info(tmp, config, metrics)
+    return paths
+
+
+def read_build_info(path: Path) -> dict[str, Any]:
+    """Return the build_info.json of a built demo model folder."""
+    return json.loads((Path(path) / BUILD_INFO_FILE).read_text())
+
+
+def pretrain(model, tokenizer, corpus: list[str], plan: BuildPlan, seed: int, progress: bool) -> dict:
+    """Train the model by next-token prediction on random blocks of the corpus.
+
+    The documents are joined, each ended by eos, into one token stream; each step
+    takes `pretrain_batch` random windows of `block_size` tokens. AdamW, linear
+    warm-up then cosine decay. Return the final loss (mean of the last 10 steps).
+    """
+    import torch
+    from tqdm import tqdm
+
+    ids: list[int] = []
+    for doc in corpus:
+        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
+        ids.append(tokenizer.eos_token_id)
+    stream = torch.tensor(ids, dtype=torch.long)
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.pretrain_lr, weight_decay=0.01)
+    warmup = max(1, plan.pretrain_steps // 20)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        done = (step - warmup) / max(1, plan.pretrain_steps - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
+    model.train()
+    losses: list[float] = []
+    start = time.monotonic()
+    bar = tqdm(range(plan.pretrain_steps), desc="pre-train demo-base", disable=not progress)
+    for _ in bar:
+        offsets = torch.randint(0, len(stream) - plan.block_size, (plan.pretrain_batch,), generator=generator)
+        batch = torch.stack([stream[o : o + plan.block_size] for o in offsets])  # (batch, block)
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    tail = losses[-10:]
+    return {
+        "pretrain_initial_loss": round(losses[0], 4),
+        "pretrain_loss": round(sum(tail) / len(tail), 4),
+        "pretrain_tokens": len(ids),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "wall_s": round(time.monotonic() - start, 1),
+    }
+
+
+def fine_tune(base_dir: Path, out_dir: Path, examples: list[dict], plan: BuildPlan, seed: int, progress: bool) -> dict:
+    """Fine-tune the base with TRL's SFTTrainer on prompt/completion chat examples.
+
+    The loss covers the completion only (TRL's default for prompt/completion data).
+    bf16 and gradient checkpointing are off and the learning rate suits a tiny model
+    (TRL's defaults are for large ones). Save model and tokenizer to out_dir.
+    """
+    import tempfile
+
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer.padding_side = "right"
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    start = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="demo-sft-run-") as run_dir:
+        args = SFTConfig(
+            output_dir=run_dir,
+            max_steps=plan.sft_steps,
+            per_device_train_batch_size=plan.sft_batch,
+            learning_rate=plan.sft_lr,
+            lr_scheduler_type="cosine",
+            warmup_steps=0.05,
+            weight_decay=0.01,
+            logging_steps=max(1, plan.sft_steps // 10),
+            save_strategy="no",
+            report_to="none",
+            bf16=False,
+            gradient_checkpointing=False,
+            max_length=SIZES_MAX_LENGTH,
+            seed=seed,
+            disable_tqdm=not progress,
+            dataloader_num_workers=0,
+        )
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(examples),
+            processing_class=tokenizer,
+        )
+        result = trainer.train()
+        losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+        trainer.save_model(str(out_dir))
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "sft_loss": round(losses[-1], 4) if losses else None,
+        "sft_train_loss": round(result.training_loss, 4),
+        "sft_steps": plan.sft_steps,
+        "wall_s": round(time.monotonic() - start, 1),
+    }
+
+
+def sample_judge_stats(model_dir: Path, n_prompts: int, seed: int) -> dict[str, Any]:
+    """Return how the judge sees the model's samples (temperature 1, 4 per prompt).
+
+    Reports the mean and spread of the judge's total and the share of each answer
+    kind, politeness sign and rambling, so one can check the samples really vary.
+    """
+    import statistics
+
+    from annotation.demo_domain import judge_score, make_prompts
+    from inference.generation import generate_candidates
+    from inference.loading import load_policy
+    from inference.sampling import SamplingConfig
+
+    model, tokenizer = load_policy(str(model_dir), device="cpu")
+    # Prompts from the end of the seed's permutation: the demo project's held-out end.
+    prompts = make_prompts(n_prompts, seed + 7)
+    sampling = SamplingConfig(temperature=1.0, num_candidates=4, seed=seed, max_new_tokens=64)
+    candidates = generate_candidates(model, tokenizer, prompts, sampling)
+    scores = [judge_score(p, c) for p, cs in zip(prompts, candidates) for c in cs]
+    n = len(scores)
+    totals = [s.total for s in scores]
+
+    def share(pred) -> float:
+        return round(sum(1 for s in scores if pred(s)) / n, 3)
+
+    return {
+        "n": n,
+        "judge_mean": round(statistics.fmean(totals), 3),
+        "judge_std": round(statistics.pstdev(totals), 3),
+        "judge_min": min(totals),
+        "judge_max": max(totals),
+        "correct": share(lambda s: s.answer == "correct"),
+        "wrong": share(lambda s: s.answer == "wrong"),
+        "evasive": share(lambda s: s.answer == "evasive"),
+        "no_answer": share(lambda s: s.answer == "none"),
+        "polite": share(lambda s: s.politeness > 0),
+        "curt": share(lambda s: s.politeness < 0),
+        "rambling": share(lambda s: s.concision < 0),
+        "distinct_responses": round(len({c for cs in candidates for c in cs}) / n, 3),
+    }
+
+
+SIZES_MAX_LENGTH = 256
+
+
+def _chat_text(example: dict) -> str:
+    """Return an SFT example as the chat-formatted text the tokenizer will see."""
+    messages = example["prompt"] + example["completion"]
+    return "".join(f"<|{m['role']}|>{m['content']}{EOS}" for m in messages)
+
+
+def _write_info(folder: Path, config: dict, metrics: dict) -> None:
+    (Path(folder) / BUILD_INFO_FILE).write_text(json.dumps({"config": config, "metrics": metrics}, indent=2))
+
+
+def register_demo_models(paths: dict[str, Path]) -> dict[str, Any]:
+    """Register (or refresh) `demo-base` and `demo-sft` for built folders; return the rows.
+
+    Idempotent: a row that exists is pointed at the folder and its build info, so a
+    rebuild (--force, another --out) never leaves the registry naming stale weights.
+    Django is imported here so that the build itself stays plain Python.
+    """
+    from django.db import transaction
+
+    from inference.models import Policy
+    from inference.registry import register_policy
+
+    rows: dict[str, Any] = {}
+    with transaction.atomic():
+        for key, name, parent_key in (("base", "demo-base", None), ("sft", "demo-sft", "base")):
+            info = read_build_info(paths[key])
+            parent = rows[parent_key] if parent_key else None
+            row = Policy.objects.filter(name=name).first()
+            if row is None:
+                row = register_policy(
+                    name,
+                    base_path=str(paths[key]),
+                    parent=parent,
+                    config=info["config"],
+                    metrics=info["metrics"],
+                )
+            elif (row.base_path, row.config, row.metrics) != (str(paths[key]), info["config"], info["metrics"]):
+                row.base_path, row.config, row.metrics = str(paths[key]), info["config"], info["metrics"]
+                row.parent = parent
+                row.save(update_fields=["base_path", "config", "metrics", "parent"])
+            rows[key] = row
+    return rows
