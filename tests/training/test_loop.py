@@ -1,0 +1,155 @@
+"""The headless loop: figures, table, JSON line, lineage, and the run_loop command."""
+from __future__ import annotations
+
+import json
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from annotation.demo_domain import make_prompts
+from annotation.models import Project, Prompt, Ranking
+from inference.models import Policy
+from training.loop import (
+    LoopConfig,
+    RoundFigures,
+    distinct_n,
+    judge_win_rate,
+    run_loop,
+    table_header,
+    table_row,
+)
+from training.models import TrainingRound
+
+SUMMARY_KEYS = [
+    "round",
+    "win_rate_vs_sft",
+    "win_rate_vs_previous",
+    "kl",
+    "distinct_2",
+    "distinct_2_sft",
+    "wall_s",
+]
+
+
+def test_distinct_2_counts_unique_word_bigrams_over_all_texts():
+    assert distinct_n(["a b c", "a b d"]) == 3 / 4
+    assert distinct_n(["single"]) == 0.0
+
+
+def test_judge_win_rate_counts_a_tie_as_half():
+    prompt = make_prompts(1, seed=0)[0]
+    good = "Sure! I don't know, ask someone else."
+    bad = "Ugh. I don't know, ask someone else."
+    rate = judge_win_rate([prompt], [[good, good, bad]], [[bad, good, good]])
+    assert rate == (1 + 0.5 + 0) / 3
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"rounds": 0}, "rounds must be at least 1, got 0"),
+        ({"method": "sft"}, "method must be one of \\['dpo', 'ppo'\\], got 'sft'"),
+        ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
+        ({"train": {"ppo": {}}}, "train options name stages \\['ppo'\\]"),
+    ],
+)
+def test_bad_loop_settings_are_refused_with_the_value(options, message):
+    with pytest.raises(ValueError, match=message):
+        LoopConfig(**options)
+
+
+def test_table_row_lines_up_with_the_header():
+    figures = RoundFigures(1, "demo-round1-1-dpo", 120, None, 0.61, 0.7, 0.25, 0.4, 0.5, 33.3)
+    assert len(table_row(figures)) == len(table_header())
+    assert figures.summary() == {
+        "round": 1,
+        "win_rate_vs_sft": 0.7,
+        "win_rate_vs_previous": 0.61,
+        "kl": 0.25,
+        "distinct_2": 0.4,
+        "distinct_2_sft": 0.5,
+        "wall_s": 33.3,
+    }
+
+
+@pytest.fixture(scope="module")
+def micro_sft_dir(tmp_path_factory):
+    """The micro preset of the demo models: it writes demo-like sentences the judge tells apart."""
+    from training.demo_models import build_demo_models
+
+    paths = build_demo_models(tmp_path_factory.mktemp("micro-demo"), "micro", 0, progress=False)
+    return paths["sft"]
+
+
+@pytest.fixture
+def micro_project(db, micro_sft_dir, admin_user) -> Project:
+    """A demo-domain project on the micro SFT model: 24 pool prompts, 4 held out."""
+    sft = Policy.objects.create(name="micro-sft", base_path=str(micro_sft_dir))
+    project = Project.objects.create(
+        name="loop", responses_per_task=3, overlap=2, gold_rate=0.0, current_policy=sft
+    )
+    for i, messages in enumerate(make_prompts(28, seed=3)):
+        Prompt.objects.create(project=project, messages=messages, is_held_out=i >= 24)
+    return project
+
+
+MICRO = dict(
+    prompts_per_round=6,
+    max_new_tokens=12,
+    eval_prompts=4,
+    eval_samples=1,
+    train={"dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100}},
+)
+
+
+@pytest.mark.slow
+def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
+    micro_project, admin_user, tmp_path
+):
+    lines: list[str] = []
+    figures = run_loop(
+        micro_project,
+        LoopConfig(rounds=2, **MICRO),
+        user=admin_user,
+        out=lines.append,
+        plot_path=tmp_path / "loop.png",
+    )
+    summary = json.loads(lines[-1])
+    assert list(summary) == SUMMARY_KEYS
+    assert summary["round"] == 2
+    assert lines[0] == table_header()
+    assert (tmp_path / "loop.png").stat().st_size > 1000
+
+    first, second = (Policy.objects.get(name=f.policy) for f in figures)
+    sft = Policy.objects.get(name="micro-sft")
+    assert (first.parent, second.parent) == (sft, first)
+    micro_project.refresh_from_db()
+    assert micro_project.current_policy == second
+    rounds = list(TrainingRound.objects.filter(project=micro_project).order_by("id"))
+    assert [(r.method, r.status, r.output_policy) for r in rounds] == [
+        ("dpo", "succeeded", first),
+        ("dpo", "succeeded", second),
+    ]
+    assert [r.snapshot.name == p.snapshot_name for r, p in zip(rounds, (first, second))] == [
+        True,
+        True,
+    ]
+    assert set(second.metrics) >= {"judge_win_rate_vs_sft", "judge_win_rate_vs_previous", "kl"}
+    # Round 2 mixed candidates of the deployed policy with its predecessor's.
+    policies_in_round2 = set(
+        micro_project.rounds.get(number=2).tasks.values_list("responses__policy__name", flat=True)
+    )
+    assert policies_in_round2 == {first.name, sft.name}
+    # Every ranking came from a simulated annotator, through leases.
+    assert Ranking.objects.filter(task__project=micro_project, lease__isnull=True).count() == 0
+
+
+def test_command_refuses_an_unknown_project(db):
+    with pytest.raises(CommandError, match="no project named 'nope'"):
+        call_command("run_loop", "--project=nope", stdout=StringIO())
+
+
+def test_command_refuses_bad_train_json(micro_project):
+    with pytest.raises(CommandError, match="--train is not valid JSON"):
+        call_command("run_loop", "--project=loop", "--train={dpo", stdout=StringIO())

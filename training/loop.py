@@ -1,0 +1,534 @@
+"""The headless feedback loop: publish, annotate, snapshot, train, evaluate, deploy; repeat.
+
+Each round goes through the same functions the pages call:
+
+1. `publish_round` samples candidates from the deployed policy (and, for cross-policy
+   comparisons, from earlier ones) on fresh prompts of the pool;
+2. simulated annotators (`annotation.simulated`), as many as the project's overlap,
+   take the tasks through `next_task` / `submit_ranking` like people;
+3. `freeze_snapshot` freezes this round's rankings into hashed preference pairs;
+4. `launch_round` creates the training round and its stage jobs; the loop then runs
+   those jobs itself with the worker's own task function (`run_training_job`),
+   which starts each stage as a child process with a run directory, exactly as
+   `db_worker` does. A running `db_worker` may take a stage instead: `start_job`
+   lets exactly one claim it, and the loop waits for it. The platform's code path
+   is the one measured; only the queue wait is skipped;
+5. the new policy is evaluated on held-out prompts (never published): the demo
+   judge's win rate against the previous policy and against the SFT policy, the
+   KL divergence to the SFT policy, and distinct-2 diversity; the figures are
+   stored on the policy (`Policy.metrics`, read by the leaderboard);
+6. `deploy_policy` makes it current, so the next round samples from it.
+
+Win rates compare the i-th sample of one policy with the i-th sample of the other
+on the same prompt, both drawn with the evaluation sampling; a judge tie counts
+half. Plain figures go to `out` as a table per round; the last line is one JSON
+object (see `RoundFigures.summary`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from django.contrib.auth.models import AbstractBaseUser
+
+from annotation.models import Project, Prompt
+from inference.models import Policy
+
+PIPELINES = {"dpo": "dpo", "ppo": "reward,ppo"}
+# Policy.metrics keys the loop writes (the leaderboard reads the first two).
+JUDGE_VS_SFT = "judge_win_rate_vs_sft"
+RM_VS_SFT = "rm_win_rate_vs_sft"
+JUDGE_VS_PREVIOUS = "judge_win_rate_vs_previous"
+
+
+@dataclass
+class LoopConfig:
+    """How the loop runs: round sizes, annotator noise, sampling, evaluation, training."""
+
+    rounds: int = field(default=3, metadata={"help": "Rounds of publish -> train -> deploy."})
+    method: str = field(default="dpo", metadata={"help": "dpo, or ppo (a reward stage, then PPO)."})
+    prompts_per_round: int = field(default=64, metadata={"help": "Fresh prompts published per round."})
+    earlier_policies: int = field(
+        default=1,
+        metadata={"help": "How many earlier policies also write candidates, for cross-policy comparisons."},
+    )
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of candidates."})
+    top_k: int = field(default=0, metadata={"help": "Top-k of candidates (0: off)."})
+    top_p: float = field(default=1.0, metadata={"help": "Top-p of candidates (1: off)."})
+    max_new_tokens: int = field(default=48, metadata={"help": "Longest candidate, in tokens."})
+    flip_rate: float = field(default=0.1, metadata={"help": "Simulated annotators' flip rate."})
+    tie_rate: float = field(default=0.0, metadata={"help": "Simulated annotators' tie rate."})
+    skip_rate: float = field(default=0.0, metadata={"help": "Simulated annotators' skip rate."})
+    votes: str = field(
+        default="consensus",
+        metadata={"help": "Snapshot votes: 'consensus' (one Borda order per task) or 'every'."},
+    )
+    data: str = field(
+        default="round",
+        metadata={"help": "Train on this round's rankings ('round') or on all rounds so far ('all')."},
+    )
+    eval_prompts: int = field(default=100, metadata={"help": "Held-out prompts evaluated on."})
+    eval_samples: int = field(default=2, metadata={"help": "Samples per held-out prompt and policy."})
+    eval_temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of evaluation samples (0: greedy)."}
+    )
+    train: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata={"help": "Per-stage trainer options, e.g. {'dpo': {'learning_rate': 1e-3}}."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of sampling, noise and training."})
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+        if self.method not in PIPELINES:
+            raise ValueError(f"method must be one of {sorted(PIPELINES)}, got {self.method!r}")
+        if self.prompts_per_round < 1:
+            raise ValueError(f"prompts_per_round must be at least 1, got {self.prompts_per_round}")
+        if self.earlier_policies < 0:
+            raise ValueError(f"earlier_policies must be >= 0, got {self.earlier_policies}")
+        for name in ("flip_rate", "tie_rate", "skip_rate"):
+            value = getattr(self, name)
+            if not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.votes not in ("consensus", "every"):
+            raise ValueError(f"votes must be 'consensus' or 'every', got {self.votes!r}")
+        if self.data not in ("round", "all"):
+            raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
+        if self.eval_prompts < 1 or self.eval_samples < 1:
+            raise ValueError(
+                f"eval_prompts and eval_samples must be at least 1, got "
+                f"{self.eval_prompts} and {self.eval_samples}"
+            )
+        unknown = sorted(set(self.train) - set(PIPELINES[self.method].split(",")))
+        if unknown:
+            raise ValueError(
+                f"train options name stages {unknown} that the {self.method} pipeline "
+                f"({PIPELINES[self.method]}) does not run"
+            )
+
+    def sampling(self, num_candidates: int, seed: int):
+        """Return the SamplingConfig of one round's candidates."""
+        from inference.sampling import SamplingConfig
+
+        return SamplingConfig(
+            temperature=self.temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            num_candidates=num_candidates,
+            seed=seed,
+        )
+
+    def eval_sampling(self):
+        """Return the SamplingConfig of evaluation samples (the same seed for every policy)."""
+        from inference.sampling import SamplingConfig
+
+        return SamplingConfig(
+            temperature=self.eval_temperature,
+            top_k=self.top_k,
+            top_p=self.top_p,
+            max_new_tokens=self.max_new_tokens,
+            num_candidates=self.eval_samples,
+            seed=self.seed + 10_000,
+        )
+
+
+@dataclass
+class RoundFigures:
+    """What one round of the loop measured."""
+
+    round: int
+    policy: str
+    pairs: int
+    rm_accuracy: float | None
+    win_rate_vs_previous: float
+    win_rate_vs_sft: float
+    kl: float
+    distinct_2: float
+    distinct_2_sft: float
+    wall_s: float
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        """Return the JSON line's keys: the final round's figures for scripts."""
+        return {
+            "round": self.round,
+            "win_rate_vs_sft": round(self.win_rate_vs_sft, 4),
+            "win_rate_vs_previous": round(self.win_rate_vs_previous, 4),
+            "kl": round(self.kl, 4),
+            "distinct_2": round(self.distinct_2, 4),
+            "distinct_2_sft": round(self.distinct_2_sft, 4),
+            "wall_s": round(self.wall_s, 1),
+        }
+
+
+TABLE_COLUMNS = (
+    ("round", "{:>5}"),
+    ("policy", "{:<28}"),
+    ("pairs", "{:>6}"),
+    ("rm_acc", "{:>6}"),
+    ("win_prev", "{:>8}"),
+    ("win_sft", "{:>7}"),
+    ("kl", "{:>7}"),
+    ("dist2", "{:>6}"),
+    ("dist2_sft", "{:>9}"),
+    ("wall_s", "{:>7}"),
+)
+
+
+def table_header() -> str:
+    """Return the header line of the per-round table."""
+    return "  ".join(fmt.format(name) for name, fmt in TABLE_COLUMNS)
+
+
+def table_row(f: RoundFigures) -> str:
+    """Return one round's line of the table."""
+    values = (
+        f.round,
+        f.policy[:28],
+        f.pairs,
+        "n/a" if f.rm_accuracy is None else f"{f.rm_accuracy:.3f}",
+        f"{f.win_rate_vs_previous:.3f}",
+        f"{f.win_rate_vs_sft:.3f}",
+        f"{f.kl:.3f}",
+        f"{f.distinct_2:.3f}",
+        f"{f.distinct_2_sft:.3f}",
+        f"{f.wall_s:.1f}",
+    )
+    return "  ".join(fmt.format(v) for (_, fmt), v in zip(TABLE_COLUMNS, values))
+
+
+def judge_win_rate(
+    prompts: list[list[dict]], ours: list[list[str]], theirs: list[list[str]]
+) -> float:
+    """Return the share of (prompt, sample) comparisons the demo judge gives to `ours`.
+
+    The i-th sample of each side meet on the same prompt; a tie counts half.
+    """
+    from annotation.demo_domain import judge_compare
+
+    total = score = 0.0
+    for messages, a_samples, b_samples in zip(prompts, ours, theirs, strict=True):
+        for a, b in zip(a_samples, b_samples, strict=True):
+            verdict = judge_compare(messages, a, b)
+            score += 1.0 if verdict > 0 else 0.5 if verdict == 0 else 0.0
+            total += 1
+    if not total:
+        raise ValueError("no samples to compare; evaluate on at least one prompt")
+    return score / total
+
+
+def distinct_n(texts: list[str], n: int = 2) -> float:
+    """Return distinct-n: unique word n-grams over all n-grams of the texts (0 if none)."""
+    grams: list[tuple[str, ...]] = []
+    for text in texts:
+        words = text.split()
+        grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def held_out_prompts(project: Project, n: int) -> list[list[dict]]:
+    """Return the first n held-out prompts of the project (never published for labelling)."""
+    prompts = list(
+        Prompt.objects.filter(project=project, is_held_out=True)
+        .order_by("id")
+        .values_list("messages", flat=True)[:n]
+    )
+    if not prompts:
+        raise ValueError(
+            f"project {project.name} has no held-out prompts; mark some prompts "
+            "is_held_out=True (the demo keeps 100) so the loop can evaluate on unseen prompts"
+        )
+    return prompts
+
+
+def sample(policy: Policy, prompts: list[list[dict]], sampling) -> list[list[str]]:
+    """Return the policy's samples for the prompts (transformers backend, CPU or GPU)."""
+    from inference.generation import generate_for_policy
+
+    return generate_for_policy(
+        policy.base_path, policy.adapter_path, prompts, sampling, backend="transformers"
+    )
+
+
+def sequence_kl(
+    policy: Policy, reference: Policy, prompts: list[list[dict]], samples: list[list[str]]
+) -> float:
+    """Return the Monte-Carlo estimate of KL(policy || reference) per response.
+
+    For samples y drawn from the policy, the mean over samples of
+    sum_t [log p(y_t | x, y_<t) - log q(y_t | x, y_<t)], response tokens only
+    (the end token included), both models scoring the same token ids.
+    """
+    policy_lp = response_logprobs(policy, prompts, samples)
+    reference_lp = response_logprobs(reference, prompts, samples)
+    diffs = [p - q for p, q in zip(policy_lp, reference_lp, strict=True)]
+    return sum(diffs) / len(diffs)
+
+
+def response_logprobs(
+    policy: Policy, prompts: list[list[dict]], samples: list[list[str]], batch_size: int = 32
+) -> list[float]:
+    """Return the summed log-probability of each sample (flattened, prompt-major)."""
+    import torch
+
+    from inference.loading import load_policy
+
+    model, tokenizer = load_policy(policy.base_path, policy.adapter_path, device="cpu")
+    sequences: list[tuple[list[int], int]] = []
+    for messages, texts in zip(prompts, samples, strict=True):
+        prefix = tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        for text in texts:
+            response_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            sequences.append((prefix_ids + response_ids + [tokenizer.eos_token_id], len(prefix_ids)))
+    out: list[float] = []
+    pad = tokenizer.pad_token_id
+    with torch.inference_mode():
+        for start in range(0, len(sequences), batch_size):
+            chunk = sequences[start : start + batch_size]
+            width = max(len(ids) for ids, _ in chunk)
+            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for i, (ids, _) in enumerate(chunk):  # right padding
+                input_ids[i, : len(ids)] = torch.tensor(ids)
+                mask[i, : len(ids)] = 1
+            logits = model(input_ids=input_ids, attention_mask=mask).logits  # (b, seq, vocab)
+            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+            token_lp = logp.gather(-1, input_ids[:, 1:, None])[..., 0]  # (b, seq-1)
+            for i, (ids, prefix_len) in enumerate(chunk):
+                # token t is predicted at position t-1; response tokens start at prefix_len
+                out.append(float(token_lp[i, prefix_len - 1 : len(ids) - 1].sum()))
+    return out
+
+
+def drain_round(training_round, *, poll_seconds: float = 1.0) -> None:
+    """Run the round's stages here with the worker's task function until it finishes.
+
+    A stage a `db_worker` claimed first is waited for instead (`start_job` lets
+    exactly one claim a job).
+    """
+    from training.models import FINISHED, Status
+    from training.tasks import run_training_job
+
+    while True:
+        training_round.refresh_from_db()
+        if training_round.status in FINISHED:
+            return
+        job = training_round.jobs.filter(status=Status.QUEUED).order_by("index").first()
+        if job is not None:
+            run_training_job.call(job.pk)
+        else:
+            time.sleep(poll_seconds)
+
+
+def _annotators(project: Project, config: LoopConfig, round_number: int):
+    """Return (user, annotator) pairs: as many noisy judges as the project's overlap."""
+    from annotation.simulated import JudgeAnnotator, NoisyAnnotator, simulated_user
+
+    pairs = []
+    for i in range(1, max(1, project.overlap) + 1):
+        annotator = NoisyAnnotator(
+            JudgeAnnotator(),
+            flip_rate=config.flip_rate,
+            tie_rate=config.tie_rate,
+            skip_rate=config.skip_rate,
+            seed=config.seed * 1000 + i,
+        )
+        pairs.append((simulated_user(f"sim-judge-{i}", annotator.simulator), annotator))
+    return pairs
+
+
+def _rm_accuracy(training_round) -> float | None:
+    """Return the reward model's held-out pairwise accuracy, or DPO's implicit one."""
+    for job in training_round.jobs.order_by("index"):
+        metrics = job.last_metrics or {}
+        if job.stage == "reward" and "eval_accuracy" in metrics:
+            return float(metrics["eval_accuracy"])
+        if job.stage == "dpo" and "rewards/accuracies" in metrics:
+            return float(metrics["rewards/accuracies"])
+    return None
+
+
+def run_loop(
+    project: Project,
+    config: LoopConfig,
+    *,
+    user: AbstractBaseUser | None = None,
+    reference: Policy | None = None,
+    out: Callable[[str], None] = print,
+    plot_path: Path | None = None,
+) -> list[RoundFigures]:
+    """Run `config.rounds` rounds of the loop on the project; return each round's figures.
+
+    `reference` is the SFT policy the win rate and KL are measured against
+    (default: the oldest ancestor of the current policy with responses in the
+    project, else the current policy). Print a table row per round to `out`, save
+    the curves to `plot_path` (PNG) if given, and print the final JSON line.
+    Raise RuntimeError with the round's error text when a training round fails.
+    """
+    from annotation.leaderboard import sft_policy
+    from annotation.rounds import publish_round
+    from annotation.simulated import annotate
+    from annotation.snapshots import freeze_snapshot
+    from training.deployment import deploy_policy
+    from training.models import Status
+    from training.rounds import launch_round
+
+    if project.current_policy is None:
+        raise ValueError(
+            f"project {project.name} has no current policy; deploy one (e.g. demo-sft) first"
+        )
+    reference = reference or sft_policy(project) or project.current_policy
+    prompts = held_out_prompts(project, config.eval_prompts)
+    eval_sampling = config.eval_sampling()
+    reference_samples = sample(reference, prompts, eval_sampling)
+    distinct_sft = distinct_n([t for ts in reference_samples for t in ts])
+    previous = project.current_policy
+    previous_samples = (
+        reference_samples if previous.pk == reference.pk else sample(previous, prompts, eval_sampling)
+    )
+    history: list[Policy] = [previous]
+    figures: list[RoundFigures] = []
+    out(table_header())
+    for r in range(1, config.rounds + 1):
+        started = time.monotonic()
+        seconds: dict[str, float] = {}
+        project.refresh_from_db()
+        current = project.current_policy
+        # The deployed policy writes the task's other candidates (publish_round adds one
+        # per earlier policy), so people compare policies within a task.
+        earlier = history[:-1][-config.earlier_policies :] if config.earlier_policies else []
+        tick = time.monotonic()
+        labelling_round = publish_round(
+            project,
+            policy=current,
+            n_prompts=config.prompts_per_round,
+            sampling=config.sampling(
+                max(1, project.responses_per_task - len(earlier)), config.seed + r
+            ),
+            strategy="fresh",
+            seed=config.seed + r,
+            earlier_policies=earlier,
+        )
+        seconds["publish"] = time.monotonic() - tick
+
+        tick = time.monotonic()
+        for annotator_user, annotator in _annotators(project, config, r):
+            annotate(project, annotator_user, annotator)
+        seconds["annotate"] = time.monotonic() - tick
+
+        tick = time.monotonic()
+        snapshot_filter: dict[str, Any] = {"votes": config.votes, "simulated": "include"}
+        if config.data == "round":
+            snapshot_filter["rounds"] = [labelling_round.number]
+        snapshot = freeze_snapshot(
+            project,
+            f"loop-{config.method}-round{labelling_round.number}-{int(time.time())}",
+            user=user,
+            filter=snapshot_filter,
+        )
+        options: dict[str, Any] = {"snapshot": snapshot.name, "policy": current.name}
+        options.update({stage: dict(values) for stage, values in config.train.items()})
+        training_round = launch_round(project, PIPELINES[config.method], user=user, options=options)
+        drain_round(training_round)
+        training_round.refresh_from_db()
+        if training_round.status != Status.SUCCEEDED or training_round.output_policy is None:
+            raise RuntimeError(
+                f"round {r}: training round {training_round.pk} ended {training_round.status}: "
+                f"{training_round.error or 'no error text'}"
+            )
+        seconds["train"] = time.monotonic() - tick
+
+        tick = time.monotonic()
+        policy = training_round.output_policy
+        samples = sample(policy, prompts, eval_sampling)
+        texts = [t for ts in samples for t in ts]
+        figure = RoundFigures(
+            round=r,
+            policy=policy.name,
+            pairs=snapshot.row_count,
+            rm_accuracy=_rm_accuracy(training_round),
+            win_rate_vs_previous=judge_win_rate(prompts, samples, previous_samples),
+            win_rate_vs_sft=judge_win_rate(prompts, samples, reference_samples),
+            kl=sequence_kl(policy, reference, prompts, samples),
+            distinct_2=distinct_n(texts),
+            distinct_2_sft=distinct_sft,
+            wall_s=0.0,
+            stage_seconds=seconds,
+        )
+        policy.metrics = {
+            **policy.metrics,
+            JUDGE_VS_SFT: figure.win_rate_vs_sft,
+            JUDGE_VS_PREVIOUS: figure.win_rate_vs_previous,
+            "kl": figure.kl,
+            "distinct_2": figure.distinct_2,
+            "eval_prompts": len(prompts),
+            "eval_samples": config.eval_samples,
+        }
+        policy.save(update_fields=["metrics"])
+        deploy_policy(project, policy, user=user)
+        seconds["evaluate"] = time.monotonic() - tick
+        figure.wall_s = time.monotonic() - started
+        figures.append(figure)
+        out(table_row(figure))
+        out("       seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+        previous, previous_samples = policy, samples
+        history.append(policy)
+    if plot_path is not None:
+        save_plot(figures, plot_path, title=f"{project.name}: {config.method} loop")
+        out(f"plot: {plot_path}")
+    out(json.dumps(figures[-1].summary()))
+    return figures
+
+
+def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Path:
+    """Save the loop's curves (win rates, KL, distinct-2 per round) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rounds = [f.round for f in figures]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
+    left.plot(rounds, [f.win_rate_vs_sft for f in figures], "o-", label="vs SFT")
+    left.plot(rounds, [f.win_rate_vs_previous for f in figures], "s--", label="vs previous")
+    left.axhline(0.5, color="#888", linewidth=0.8)
+    left.set_ylim(0, 1)
+    left.set_title("Judge win rate (held-out prompts)")
+    left.legend()
+    middle.plot(rounds, [f.kl for f in figures], "o-", color="#b3261e")
+    middle.set_title("KL(policy || SFT) per response")
+    right.plot(rounds, [f.distinct_2 for f in figures], "o-", label="policy")
+    right.axhline(figures[0].distinct_2_sft, color="#888", linestyle="--", label="SFT")
+    right.axhline(figures[0].distinct_2_sft / 2, color="#ccc", linestyle=":", label="SFT / 2")
+    right.set_ylim(0, 1)
+    right.set_title("distinct-2")
+    right.legend()
+    for axis in (left, middle, right):
+        axis.set_xlabel("round")
+        axis.set_xticks(rounds)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def config_from_options(options: dict[str, Any]) -> LoopConfig:
+    """Return a LoopConfig from a dict of its fields, refusing unknown names."""
+    names = {f.name for f in dataclasses.fields(LoopConfig)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise ValueError(f"unknown loop options {unknown}; expected some of {sorted(names)}")
+    return LoopConfig(**options)
