@@ -367,3 +367,22 @@ def train(
     )
     metrics["stopped"] = 0.0
     return metrics
+
+
+def reward_function(path: str, *, batch_size: int = 32, max_length: int = 512):
+    """Return `f(prompts, completions, **columns) -> list[float]` scoring with the reward model at `path`.
+
+    This is the form TRL's GRPO and RLOO trainers take; it formats prompt and
+    completion exactly as `train` did, so the online trainers see the rewards the
+    reward model was trained to give (a graded signal, as they need).
+    """
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else None
+    model, tokenizer = load_reward_model(path, device=device)
+
+    def reward_model(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
+        return score(model, tokenizer, prompts, completions, batch_size=batch_size, max_length=max_length)
+
+    reward_model.__name__ = "reward_model"  # TRL logs rewards/<name>/mean
+    return reward_model

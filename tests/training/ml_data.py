@@ -42,16 +42,20 @@ def preference_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
 
 
 def demonstration_records(n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """Return `n` conversational prompt/completion demonstrations (SFT format)."""
+    """Return `n` conversational prompt/completion demonstrations (SFT format).
+
+    The food is drawn at random, so a policy tuned on them has a choice that a
+    reward model preferring fish can push.
+    """
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         colour, animal = rng.choice(COLOURS), rng.choice(ANIMALS)
-        legs = rng.randint(2, 8)
+        food = rng.choice(FOODS)
         rows.append(
             {
                 "prompt": _prompt(colour, animal),
-                "completion": _answer(f"The {colour} {animal} has {legs} legs and likes fish."),
+                "completion": _answer(f"The {colour} {animal} likes {food}."),
             }
         )
     return rows
@@ -66,3 +70,16 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     """Write rows as JSONL and return the path."""
     path.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
     return path
+
+
+def make_reward_model(base_dir: Path, run_dir: Path, pairs: int = 48, steps: int = 6) -> Path:
+    """Train a small reward model (fish is preferred) from `base_dir`; return its folder."""
+    from training import reward
+    from training.progress import Reporter
+
+    data = write_jsonl(run_dir.parent / f"{run_dir.name}-pairs.jsonl", preference_records(pairs))
+    reporter = Reporter(run_dir)
+    config = reward.RewardConfig(base_path=str(base_dir), max_steps=steps, learning_rate=2e-3,
+                                 per_device_train_batch_size=8, eval_fraction=0)
+    reward.train(config, data_path=data, output_dir=reporter.output_dir, reporter=reporter)
+    return reporter.output_dir
