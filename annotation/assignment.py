@@ -47,12 +47,6 @@ class LateSubmissionRefused(Exception):
     """The lease expired and other annotators have filled the task's overlap since."""
 
 
-def profile_of(user: AbstractBaseUser) -> AnnotatorProfile:
-    """Return the user's annotator profile, creating it on first use."""
-    profile, _ = AnnotatorProfile.objects.get_or_create(user=user)
-    return profile
-
-
 def _open_leases(now: datetime) -> Coalesce:
     """Return an expression counting a task's active, unexpired leases."""
     active = (
@@ -68,8 +62,7 @@ def _open_leases(now: datetime) -> Coalesce:
 
 
 def _lock_profile(user: AbstractBaseUser) -> AnnotatorProfile:
-    profile_of(user)
-    return AnnotatorProfile.objects.select_for_update().get(user=user)
+    return AnnotatorProfile.objects.select_for_update().get_or_create(user=user)[0]
 
 
 def is_gold_due(gold_seen: int, seen: int, gold_rate: float) -> bool:
@@ -173,8 +166,14 @@ def next_task(
         )
         if held is not None:
             return held
-        counts = mine.aggregate(seen=Count("pk"), gold=Count("pk", filter=Q(task__is_gold=True)))
-        if is_gold_due(counts["gold"], counts["seen"], project.gold_rate):
+        if project.gold_rate > 0:
+            counts = mine.aggregate(
+                seen=Count("pk"), gold=Count("pk", filter=Q(task__is_gold=True))
+            )
+            is_due = is_gold_due(counts["gold"], counts["seen"], project.gold_rate)
+        else:
+            is_due = False
+        if is_due:
             lease = _lease_one(project, user, now, gold=True)
             if lease is not None:
                 return lease
@@ -285,7 +284,8 @@ def submit_ranking(
         existing = Ranking.objects.filter(task=task, annotator=user).first()
         if existing is not None:
             return existing
-        lease = Lease.objects.get(pk=lease.pk)
+        # Only submit and skip close a lease, and both leave a ranking: with none
+        # stored, the lease is as the caller read it.
         response_ids = set(task.responses.values_list("pk", flat=True))
         groups = Ranking.validate_order(order, response_ids)
         unsafe, ratings = _validate_extras(
@@ -339,7 +339,6 @@ def skip_task(
         existing = Ranking.objects.filter(task=task, annotator=user).first()
         if existing is not None:
             return existing
-        lease = Lease.objects.get(pk=lease.pk)
         ranking = Ranking.objects.create(
             task=task,
             annotator=user,

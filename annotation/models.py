@@ -14,6 +14,7 @@ from itertools import combinations
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
+from django.db.models import F, Q
 
 from inference.models import Policy
 
@@ -233,7 +234,20 @@ class RankingTask(models.Model):
 
     class Meta:
         ordering = ["id"]
-        indexes = [models.Index(fields=["project", "ranking_count"])]
+        indexes = [
+            models.Index(fields=["project", "ranking_count"]),
+            # The assignment queue (annotation/assignment.py): open non-gold tasks in
+            # priority order, so `next_task` reads a few index entries, not the project.
+            models.Index(
+                F("project"),
+                F("overlap") - F("ranking_count"),
+                F("selection_score").desc(),
+                F("created_at"),
+                F("id"),
+                name="task_queue_order",
+                condition=Q(is_gold=False, ranking_count__lt=F("overlap")),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"task {self.pk} ({self.project})"
@@ -288,7 +302,10 @@ class Lease(models.Model):
                 fields=["task", "annotator"], name="one_lease_per_task_and_annotator"
             )
         ]
-        indexes = [models.Index(fields=["task", "status", "expires_at"])]
+        indexes = [
+            models.Index(fields=["task", "status", "expires_at"]),
+            models.Index(fields=["annotator", "status"], name="lease_annotator_status"),
+        ]
 
     def __str__(self) -> str:
         return f"lease of task {self.task_id} to {self.annotator_id}"

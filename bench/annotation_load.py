@@ -1,0 +1,318 @@
+"""Load benchmark of the annotator workspace: gunicorn + PostgreSQL, N concurrent annotators.
+
+Run it by hand (PostgreSQL must be reachable):
+
+    .venv/bin/python bench/annotation_load.py --sessions 8 --seconds 30
+
+It creates (or reuses) a database, migrates it, creates a project with 10,000
+ranking tasks of 4 responses, starts gunicorn with platform/gunicorn.conf.py, and
+drives N annotator sessions over HTTP. Each session loops like the workspace page
+does: it reads its leased task, ranks the responses (random order, some ties) and
+posts the ranking. In `htmx` mode (the page with JavaScript) the POST answers with
+the next task's workspace, so one request per submission; in `plain` mode (no
+JavaScript) the POST answers 303 and the session GETs the next task. It prints
+submissions per second and p50/p95/p99 latency of the requests, then checks the
+invariants in the database: no task ranked more than its overlap, no annotator
+ranking a task twice, every stored count equal to the stored rankings, and every
+submission a session saw accepted stored (nothing lost).
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import re
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LEASE = re.compile(rb'name="lease" value="(\d+)"')
+RESPONSE = re.compile(rb'class="response card" id="response-(\d+)"')
+CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/h2_bench")
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--sessions", type=int, default=8)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
+    parser.add_argument("--mode", choices=["htmx", "plain"], default="htmx")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args()
+
+
+def setup_django(database_url: str) -> None:
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnop")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
+
+
+def create_database(database_url: str) -> None:
+    """Create the benchmark database afresh and migrate it."""
+    import psycopg2
+
+    parts = urllib.parse.urlparse(database_url)
+    name = parts.path.lstrip("/")
+    admin = psycopg2.connect(
+        host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
+        password=parts.password, dbname="postgres",
+    )
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        # A fresh database each run: the figures never depend on an earlier run's rows.
+        cursor.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    admin.close()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def create_project(n_tasks: int, sessions: int) -> tuple[object, list[str]]:
+    """Create a fresh project of n_tasks tasks and one annotator per session."""
+    from django.contrib.auth.models import Group, User
+    from django.db import transaction
+
+    from annotation.models import Project, Prompt, RankingTask, Response, messages_hash
+    from inference.models import Policy
+
+    with transaction.atomic():
+        Project.objects.filter(name="bench").delete()
+        project = Project.objects.create(
+            name="bench", title="Load benchmark", responses_per_task=4, overlap=3, gold_rate=0,
+            guidelines="Rank the **most helpful** response first.",
+        )
+        policy, _ = Policy.objects.get_or_create(name="bench-policy", defaults={"kind": "imported"})
+        prompts = []
+        for i in range(n_tasks):
+            messages = [{"role": "user", "content": f"Benchmark prompt {i}: explain item {i}."}]
+            prompts.append(Prompt(project=project, messages=messages, content_hash=messages_hash(messages)))
+        Prompt.objects.bulk_create(prompts, batch_size=2000)
+        tasks = RankingTask.objects.bulk_create(
+            [RankingTask(project=project, prompt=p, overlap=3) for p in prompts], batch_size=2000
+        )
+        Response.objects.bulk_create(
+            [
+                Response(task=t, policy=policy, position=j, text=f"Answer {j} to task {t.pk}.\nIt has two lines.")
+                for t in tasks
+                for j in range(4)
+            ],
+            batch_size=4000,
+        )
+        group, _ = Group.objects.get_or_create(name="annotator")
+        names = []
+        for s in range(sessions):
+            name = f"bench-annotator-{s}"
+            User.objects.filter(username=name).delete()
+            user = User.objects.create_user(name, password=name + "-pw")
+            user.groups.add(group)
+            names.append(name)
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE")  # planner statistics for the bulk-created rows
+    return project, names
+
+
+def start_gunicorn(args: argparse.Namespace) -> subprocess.Popen:
+    env = {
+        **os.environ,
+        "DATABASE_URL": args.database_url,
+        "DB_CONN_MAX_AGE": "600",
+        "DEBUG": "0",
+        "WEB_BIND": f"127.0.0.1:{args.port}",
+        "WEB_CONCURRENCY": str(args.workers),
+        "WEB_LOG_LEVEL": "warning",
+    }
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gunicorn"), "-c", "platform/gunicorn.conf.py", "config.wsgi"],
+        cwd=ROOT, env=env,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", args.port, timeout=2)
+            conn.request("GET", "/login/")
+            if conn.getresponse().status == 200:
+                return proc
+        except OSError:
+            time.sleep(0.3)
+    proc.terminate()
+    raise SystemExit("gunicorn did not answer on /login/ within 60 s")
+
+
+class Session:
+    """One annotator's browser: cookies, CSRF token, and the current workspace."""
+
+    def __init__(self, port: int, username: str, mode: str, seed: int) -> None:
+        self.port = port
+        self.username = username
+        self.mode = mode
+        self.rng = random.Random(seed)
+        self.cookies: dict[str, str] = {}
+        self.latencies: list[float] = []
+        self.accepted = 0
+        self.errors: list[str] = []
+
+    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        all_headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        all_headers.update(headers or {})
+        data = None
+        if body is not None:
+            data = urllib.parse.urlencode(body, doseq=True)
+            all_headers["Content-Type"] = "application/x-www-form-urlencoded"
+            all_headers["X-CSRFToken"] = self.cookies.get("csrftoken", "")
+            all_headers["Referer"] = f"http://127.0.0.1:{self.port}{path}"
+        start = time.perf_counter()
+        conn.request(method, path, body=data, headers=all_headers)
+        response = conn.getresponse()
+        payload = response.read()
+        self.latencies.append(time.perf_counter() - start)
+        for header, value in response.getheaders():
+            if header.lower() == "set-cookie":
+                name, _, rest = value.partition("=")
+                self.cookies[name] = rest.split(";", 1)[0]
+        conn.close()
+        return response.status, payload, dict(response.getheaders())
+
+    def login(self) -> None:
+        status, page, _ = self.request("GET", "/login/")
+        token = CSRF.search(page).group(1).decode()
+        status, _, _ = self.request(
+            "POST", "/login/",
+            {"username": self.username, "password": self.username + "-pw", "csrfmiddlewaretoken": token},
+        )
+        if status != 302:
+            raise RuntimeError(f"login of {self.username} answered {status}")
+        self.latencies.clear()
+
+    def order(self, ids: list[int]) -> list[list[int]]:
+        self.rng.shuffle(ids)
+        groups: list[list[int]] = []
+        for rid in ids:
+            if groups and self.rng.random() < 0.15:
+                groups[-1].append(rid)
+            else:
+                groups.append([rid])
+        return groups
+
+    def run(self, url: str, stop_at: float) -> None:
+        status, page, _ = self.request("GET", url)
+        while time.monotonic() < stop_at:
+            lease = LEASE.search(page)
+            if lease is None:
+                return  # no task left
+            ids = [int(r) for r in RESPONSE.findall(page)]
+            body = {"lease": lease.group(1), "order": json.dumps(self.order(ids)), "active_seconds": "3"}
+            if self.mode == "htmx":
+                status, page, _ = self.request("POST", url + "submit/", body, {"HX-Request": "true"})
+                ok = status == 200 and b"Ranking saved." in page
+            else:
+                status, _, headers = self.request("POST", url + "submit/", body)
+                ok = status == 303
+                status, page, _ = self.request("GET", url)
+            if ok:
+                self.accepted += 1
+            else:
+                self.errors.append(f"submit answered {status}")
+
+
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def check_invariants(project, accepted: int) -> list[str]:
+    from django.db.models import Count, F
+
+    from annotation.models import Ranking, RankingTask
+
+    problems = []
+    over = RankingTask.objects.filter(project=project, ranking_count__gt=F("overlap")).count()
+    if over:
+        problems.append(f"{over} tasks ranked more than their overlap")
+    dupes = (
+        Ranking.objects.filter(task__project=project)
+        .values("task", "annotator").annotate(n=Count("pk")).filter(n__gt=1).count()
+    )
+    if dupes:
+        problems.append(f"{dupes} (task, annotator) pairs ranked twice")
+    actual = dict(
+        Ranking.objects.filter(task__project=project, is_skip=False)
+        .values("task").annotate(n=Count("pk")).values_list("task", "n")
+    )
+    stored = dict(
+        RankingTask.objects.filter(project=project, ranking_count__gt=0).values_list("pk", "ranking_count")
+    )
+    if actual != stored:
+        problems.append("stored ranking counts differ from the rankings stored")
+    total = Ranking.objects.filter(task__project=project).count()
+    if total != accepted:
+        problems.append(f"sessions saw {accepted} submissions accepted, the database holds {total}")
+    return problems
+
+
+def main() -> None:
+    args = parse_args()
+    setup_django(args.database_url)
+    create_database(args.database_url)
+    t0 = time.perf_counter()
+    project, names = create_project(args.tasks, args.sessions)
+    print(f"created {args.tasks} tasks in {time.perf_counter() - t0:.1f} s")
+    server = start_gunicorn(args)
+    try:
+        sessions = [Session(args.port, name, args.mode, args.seed + i) for i, name in enumerate(names)]
+        for s in sessions:
+            s.login()
+        url = f"/projects/{project.name}/annotate/"
+        # Warm up every worker (imports, connections) before the clock starts.
+        for s in sessions:
+            s.request("GET", "/login/")
+        stop_at = time.monotonic() + args.seconds
+        threads = [threading.Thread(target=s.run, args=(url, stop_at)) for s in sessions]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - start
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    latencies = [x * 1000 for s in sessions for x in s.latencies]
+    accepted = sum(s.accepted for s in sessions)
+    errors = [e for s in sessions for e in s.errors]
+    print(
+        f"mode={args.mode} sessions={args.sessions} workers={args.workers} tasks={args.tasks} "
+        f"cpus={os.cpu_count()} seconds={elapsed:.1f}"
+    )
+    print(f"submissions: {accepted} ({accepted / elapsed:.1f}/s), requests: {len(latencies)}, errors: {len(errors)}")
+    print(
+        "request latency ms: "
+        f"p50={percentile(latencies, 50):.1f} p95={percentile(latencies, 95):.1f} "
+        f"p99={percentile(latencies, 99):.1f} max={max(latencies):.1f}"
+    )
+    from django.db import connection
+
+    connection.close()
+    problems = check_invariants(project, accepted) + sorted(set(errors))[:5]
+    print("invariants: " + ("all hold" if not problems else "; ".join(problems)))
+    sys.exit(1 if problems else 0)
+
+
+if __name__ == "__main__":
+    main()
