@@ -1,0 +1,220 @@
+"""Evaluation of a trained policy: win rate against its parent, KL to a reference, diversity.
+
+Plain functions on plain values; models are loaded only by `evaluate_policy`.
+The diversity measures exist because next-token training tends to collapse onto
+one phrasing, and RLHF should not make that worse unnoticed:
+- distinct-n: distinct n-grams / all n-grams over a set of responses (higher is
+  more diverse);
+- self-BLEU: mean BLEU-4 of each response against all the others as references
+  (higher is more alike; 1.0 when all are identical).
+Words are whitespace tokens, so the figures do not depend on a tokenizer.
+"""
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+Judge = Callable[[Any, str, str], float]
+"""judge(prompt, response_a, response_b) -> probability that A is better (0.5: tie)."""
+
+Scorer = Callable[[list[Any], list[Any]], list[float]]
+"""scorer(prompts, responses) -> one reward per response (a reward model)."""
+
+
+def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    """Return the n-grams of a word list, in order."""
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    """Return distinct n-grams / all n-grams over the texts (0.0 when there are none)."""
+    grams = [g for text in texts for g in ngrams(text.split(), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def bleu(hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4) -> float:
+    """Return sentence BLEU; a zero n-gram match counts as 0.1 (Chen & Cherry 2014, method 1)."""
+    if not hypothesis:
+        return 0.0
+    log_precision = 0.0
+    for n in range(1, max_n + 1):
+        counts = Counter(ngrams(hypothesis, n))
+        best: Counter = Counter()
+        for ref in references:
+            for gram, c in Counter(ngrams(ref, n)).items():
+                best[gram] = max(best[gram], c)
+        clipped = sum(min(c, best[g]) for g, c in counts.items())
+        total = len(hypothesis) - n + 1
+        if total <= 0:  # shorter than n words: no n-grams to match
+            total, clipped = 1, 0
+        log_precision += math.log((clipped or 0.1) / total) / max_n
+    closest = min((abs(len(r) - len(hypothesis)), len(r)) for r in references)[1]
+    brevity = 1.0 if len(hypothesis) > closest else math.exp(1 - closest / len(hypothesis))
+    return brevity * math.exp(log_precision)
+
+
+def self_bleu(texts: Sequence[str], max_n: int = 4) -> float:
+    """Return the mean BLEU of each text against all the others (needs two texts or more)."""
+    if len(texts) < 2:
+        raise ValueError(f"self-BLEU needs at least 2 texts, got {len(texts)}")
+    words = [t.split() for t in texts]
+    return sum(
+        bleu(words[i], words[:i] + words[i + 1 :], max_n) for i in range(len(words))
+    ) / len(words)
+
+
+def mean_length(texts: Sequence[str], tokenizer: Any = None) -> float:
+    """Return the mean response length, in tokens with a tokenizer, else in words."""
+    if not texts:
+        return 0.0
+    if tokenizer is None:
+        return sum(len(t.split()) for t in texts) / len(texts)
+    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
+
+
+def win_rate_from_scores(scores_a: Sequence[float], scores_b: Sequence[float]) -> dict[str, float]:
+    """Return wins, losses, ties of A over B and the win rate (a tie counts half)."""
+    if len(scores_a) != len(scores_b) or not scores_a:
+        raise ValueError(
+            f"need as many scores for A as for B, and some: got {len(scores_a)} and {len(scores_b)}"
+        )
+    wins = sum(a > b for a, b in zip(scores_a, scores_b))
+    losses = sum(a < b for a, b in zip(scores_a, scores_b))
+    ties = len(scores_a) - wins - losses
+    return {"wins": wins, "losses": losses, "ties": ties,
+            "win_rate": (wins + 0.5 * ties) / len(scores_a)}
+
+
+def win_rate_by_judge(prompts: Sequence[Any], responses_a: Sequence[str],
+                      responses_b: Sequence[str], judge: Judge) -> float:
+    """Return A's mean preference probability over B by the judge, asked in both orders.
+
+    Asking (A, B) and (B, A) and averaging cancels a judge's position bias.
+    """
+    if not (len(prompts) == len(responses_a) == len(responses_b)) or not prompts:
+        raise ValueError("prompts, responses_a and responses_b must be equally long and non-empty")
+    total = 0.0
+    for prompt, a, b in zip(prompts, responses_a, responses_b):
+        total += 0.5 * (judge(prompt, a, b) + (1.0 - judge(prompt, b, a)))
+    return total / len(prompts)
+
+
+def sample(model, tokenizer, prompts: Sequence[Any], *, max_new_tokens: int = 64,
+           temperature: float = 1.0, seed: int = 0) -> tuple[list[str], Any, int]:
+    """Sample one response per prompt (pure sampling at `temperature`).
+
+    Return (texts, token ids of prompt + response, prompt width); responses are
+    cut after the first end token and padded.
+    """
+    import torch
+
+    tokenizer.padding_side = "left"
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+             for p in prompts]
+    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    batch = batch.to(next(model.parameters()).device)
+    with torch.random.fork_rng(devices=[]), torch.no_grad():
+        torch.manual_seed(seed)
+        output = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0,
+                                top_p=1.0, max_new_tokens=max_new_tokens,
+                                pad_token_id=tokenizer.pad_token_id,
+                                eos_token_id=tokenizer.eos_token_id)
+    width = batch["input_ids"].shape[1]
+    responses = output[:, width:]
+    is_eos = responses == tokenizer.eos_token_id
+    cut = torch.where(is_eos.any(1), is_eos.int().argmax(1), responses.shape[1] - 1)
+    keep = torch.arange(responses.shape[1], device=responses.device)[None, :] <= cut[:, None]
+    output[:, width:] = responses.masked_fill(~keep, tokenizer.pad_token_id)
+    decoded = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
+    return [t.strip() for t in decoded], output, width
+
+
+def sequence_logprobs(model, input_ids, width: int, pad_token_id: int, eos_token_id: int):
+    """Return log p(response | prompt) per sequence, summed over response tokens: (batch,)."""
+    import torch
+
+    attention = (input_ids != pad_token_id).long()
+    attention[:, width:] = 0
+    response = input_ids[:, width:]
+    # A response token counts up to and including its end token.
+    after_eos = (response == eos_token_id).int().cumsum(1) - (response == eos_token_id).int()
+    response_mask = (response != pad_token_id) & (after_eos == 0)
+    attention[:, width:] = response_mask.long()
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits
+    logps = torch.log_softmax(logits[:, width - 1 : -1].float(), dim=-1)  # (batch, resp, vocab)
+    token = logps.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (batch, resp)
+    return (token * response_mask).sum(1)
+
+
+def kl_to_reference(policy, reference, tokenizer, prompts: Sequence[Any], *,
+                    max_new_tokens: int = 64, seed: int = 0) -> float:
+    """Return a sampled estimate of KL(policy || reference) per response, in nats.
+
+    Responses are drawn from the policy at temperature 1; the estimate is the
+    mean of log pi(y|x) - log ref(y|x) (unbiased; single samples may be negative).
+    """
+    _, ids, width = sample(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    ref_device = next(reference.parameters()).device
+    log_pi = sequence_logprobs(policy, ids, width, pad, eos).cpu()
+    log_ref = sequence_logprobs(reference, ids.to(ref_device), width, pad, eos).cpu()
+    return float((log_pi - log_ref).mean())
+
+
+def evaluate_policy(
+    policy_paths: tuple[str, str],
+    parent_paths: tuple[str, str],
+    prompts: Sequence[Any],
+    *,
+    reward_model_path: str = "",
+    judge: Judge | None = None,
+    max_new_tokens: int = 64,
+    diversity_samples: int = 4,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Return the registry's evaluation of a policy against its parent on held-out prompts.
+
+    `policy_paths` and `parent_paths` are (base_path, adapter_path). Metrics:
+    win_rate (by the reward model) and/or judge_win_rate, kl_to_parent,
+    response_length (tokens), distinct_1, distinct_2 and self_bleu of
+    `diversity_samples` responses per prompt (averaged over prompts), and the
+    parent's diversity figures for comparison (parent_distinct_2, parent_self_bleu).
+    """
+    from training.artifacts import load_policy, load_tokenizer
+
+    if not prompts:
+        raise ValueError("no held-out prompts to evaluate on; pass a non-empty list")
+    tokenizer = load_tokenizer(policy_paths[1] or policy_paths[0], padding_side="left")
+    policy = load_policy(*policy_paths, merge=True).eval()
+    parent = load_policy(*parent_paths, merge=True).eval()
+    ours, _, _ = sample(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    theirs, _, _ = sample(parent, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    metrics: dict[str, float] = {"prompts": float(len(prompts))}
+    if reward_model_path:
+        from training.reward import reward_function
+
+        scorer = reward_function(reward_model_path)
+        as_messages = [[{"role": "assistant", "content": t}] for t in ours + theirs]
+        scores = scorer(list(prompts) * 2, as_messages)
+        result = win_rate_from_scores(scores[: len(ours)], scores[len(ours) :])
+        metrics["win_rate"] = result["win_rate"]
+        metrics["reward_mean"] = sum(scores[: len(ours)]) / len(ours)
+        metrics["parent_reward_mean"] = sum(scores[len(ours) :]) / len(ours)
+    if judge is not None:
+        metrics["judge_win_rate"] = win_rate_by_judge(prompts, ours, theirs, judge)
+    metrics["kl_to_parent"] = kl_to_reference(policy, parent, tokenizer, prompts,
+                                              max_new_tokens=max_new_tokens, seed=seed + 1)
+    metrics["response_length"] = mean_length(ours, tokenizer)
+    for name, model in (("", policy), ("parent_", parent)):
+        groups = [
+            sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed + 2 + k)[0]
+            for k in range(max(2, diversity_samples))
+        ]
+        per_prompt = list(zip(*groups))  # (prompts, samples)
+        metrics[f"{name}distinct_1"] = sum(distinct_n(s, 1) for s in per_prompt) / len(per_prompt)
+        metrics[f"{name}distinct_2"] = sum(distinct_n(s, 2) for s in per_prompt) / len(per_prompt)
+        metrics[f"{name}self_bleu"] = sum(self_bleu(s) for s in per_prompt) / len(per_prompt)
+    return metrics
