@@ -14,6 +14,10 @@ from django.core.management.base import BaseCommand
 from training.demo import DEMO_USERS, setup_demo
 
 
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 class Command(BaseCommand):
     help = (
         "Migrate the database, build the demo models and project if absent, publish round 1, "
@@ -64,6 +68,10 @@ class Command(BaseCommand):
         self.stdout.write("\n".join(lines))
 
     def _serve(self, host: str, port: int, web_workers: int) -> None:
+        # Ctrl-C (SIGINT) and a polite kill (SIGTERM) both stop the children cleanly,
+        # even when the shell started us with SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
         python = sys.executable
         web = subprocess.Popen(
             [
