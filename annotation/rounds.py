@@ -33,8 +33,9 @@ def publish_round(
     """Generate candidates for prompts of the project's pool and publish them as a round.
 
     Prompts come from the pool (never held-out ones), chosen by `strategy`: "fresh"
-    takes prompts never used in a task, "random" any pool prompt, both sampled by
-    `seed`. The policy (default: the project's current one) writes
+    takes prompts never used in a task, "random" any pool prompt (both sampled by
+    `seed`), "disagreement" the prompts whose earlier tasks annotators agreed on
+    least; "uncertainty" is not yet available. The policy (default: the project's current one) writes
     `sampling.num_candidates` candidates per prompt, and each earlier policy one more,
     so K = num_candidates + len(earlier_policies); without `sampling`, K is the
     project's responses_per_task. Each task gets `project.overlap`, and its responses
@@ -100,9 +101,12 @@ def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[P
         candidates = list(pool.filter(tasks__isnull=True).order_by("id"))
     elif strategy == "random":
         candidates = list(pool.order_by("id"))
-    elif strategy in ("uncertainty", "disagreement"):
+    elif strategy == "disagreement":
+        return _most_disputed(pool, n, seed)
+    elif strategy == "uncertainty":
         raise ValueError(
-            f"strategy {strategy!r} is not yet available; use 'fresh' or 'random'"
+            "strategy 'uncertainty' is not yet available (it needs a reward model "
+            "ensemble); use 'fresh', 'random' or 'disagreement'"
         )
     else:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -116,6 +120,28 @@ def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[P
         )
     chosen = random.Random(seed).sample(candidates, min(n, len(candidates)))
     return sorted(chosen, key=lambda p: p.id)
+
+
+def _most_disputed(pool, n: int, seed: int) -> list[Prompt]:
+    """Return up to n prompts whose ranked tasks have the lowest annotator agreement.
+
+    A prompt's score is the lowest agreement among its tasks; ties are broken by seed.
+    """
+    from django.db.models import Min
+
+    scored = list(
+        pool.filter(tasks__agreement__isnull=False)
+        .annotate(score=Min("tasks__agreement"))
+        .order_by("id")
+    )
+    if not scored:
+        raise ValueError(
+            "no prompt has a ranked task with an agreement yet; strategy 'disagreement' "
+            "needs earlier rounds ranked by several annotators"
+        )
+    rng = random.Random(seed)
+    keyed = sorted(scored, key=lambda p: (p.score, rng.random()))
+    return sorted(keyed[:n], key=lambda p: p.id)
 
 
 def _generate(

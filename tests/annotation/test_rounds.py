@@ -110,6 +110,20 @@ def test_the_clock_passed_in_stamps_the_round(project, policy, pool):
     assert set(Response.objects.values_list("created_at", flat=True)) == {now}
 
 
+def test_disagreement_picks_the_prompts_annotators_agreed_on_least(project, policy, pool):
+    first = publish_round(project, policy=policy, n_prompts=6, sampling=FAST)
+    tasks = list(first.tasks.order_by("id"))
+    for task, agreement in zip(tasks, [0.9, 0.1, None, 0.5, 0.2, 1.0]):
+        RankingTask.objects.filter(pk=task.pk).update(agreement=agreement)
+    again = publish_round(project, policy=policy, n_prompts=2, sampling=FAST, strategy="disagreement")
+    assert set(again.tasks.values_list("prompt_id", flat=True)) == {tasks[1].prompt_id, tasks[4].prompt_id}
+
+
+def test_disagreement_without_any_ranked_task_says_what_it_needs(project, policy, pool):
+    with pytest.raises(ValueError, match="no prompt has a ranked task with an agreement yet"):
+        publish_round(project, policy=policy, n_prompts=1, sampling=FAST, strategy="disagreement")
+
+
 @pytest.mark.parametrize(
     "strategy, message",
     [("uncertainty", "is not yet available"), ("vibes", "unknown strategy 'vibes'")],

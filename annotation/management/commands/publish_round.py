@@ -15,7 +15,7 @@ class Command(BaseCommand):
         parser.add_argument("--policy", default="", help="Policy name (default: the project's current).")
         parser.add_argument("--prompts", type=int, default=32, help="How many prompts.")
         parser.add_argument("--k", type=int, default=None, help="Candidates per prompt (default: the project's).")
-        parser.add_argument("--strategy", default="fresh", help="fresh or random.")
+        parser.add_argument("--strategy", default="fresh", help="fresh, random or disagreement.")
         parser.add_argument("--temperature", type=float, default=1.0)
         parser.add_argument("--top-k", type=int, default=0, help="0 turns top-k off.")
         parser.add_argument("--top-p", type=float, default=1.0)
