@@ -166,6 +166,7 @@ class Session:
         self.cookies: dict[str, str] = {}
         self.latencies: list[float] = []
         self.accepted = 0
+        self.baseline_requests = 0
         self.errors: list[str] = []
 
     def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
@@ -210,6 +211,12 @@ class Session:
             else:
                 groups.append([rid])
         return groups
+
+    def baseline(self, stop_at: float) -> None:
+        """Loop the cheapest signed-in page (home), the machine's ceiling for Django."""
+        while time.monotonic() < stop_at:
+            self.request("GET", "/")
+            self.baseline_requests += 1
 
     def run(self, url: str, stop_at: float) -> None:
         status, page, _ = self.request("GET", url)
@@ -282,6 +289,18 @@ def main() -> None:
         # Warm up every worker (imports, connections) before the clock starts.
         for s in sessions:
             s.request("GET", "/login/")
+        # Baseline in the same run: the home page (session, user, roles, two
+        # aggregate queries, a template) under the same concurrency.
+        stop_at = time.monotonic() + min(10.0, args.seconds / 2)
+        threads = [threading.Thread(target=s.baseline, args=(stop_at,)) for s in sessions]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        baseline_rate = sum(s.baseline_requests for s in sessions) / (time.perf_counter() - start)
+        for s in sessions:
+            s.latencies.clear()
         stop_at = time.monotonic() + args.seconds
         threads = [threading.Thread(target=s.run, args=(url, stop_at)) for s in sessions]
         start = time.perf_counter()
@@ -301,6 +320,11 @@ def main() -> None:
         f"cpus={os.cpu_count()} seconds={elapsed:.1f}"
     )
     print(f"submissions: {accepted} ({accepted / elapsed:.1f}/s), requests: {len(latencies)}, errors: {len(errors)}")
+    print(
+        f"baseline (home page GETs, same sessions): {baseline_rate:.1f}/s; "
+        f"submissions/s over baseline requests/s: {accepted / elapsed / baseline_rate:.2f}"
+    )
+    print(f"load average during the run (all processes on the machine): {os.getloadavg()[0]:.1f}")
     print(
         "request latency ms: "
         f"p50={percentile(latencies, 50):.1f} p95={percentile(latencies, 95):.1f} "
