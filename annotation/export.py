@@ -17,11 +17,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO, Iterator
+from itertools import islice
+from typing import IO, Iterable, Iterator
 
 from django.core.exceptions import ValidationError
 
-from annotation.models import Response, Snapshot, SnapshotPair, SnapshotRanking
+from annotation.models import RankingTask, Response, Snapshot, SnapshotPair, SnapshotRanking
 
 FORMATS = ("trl", "kto", "ranking", "hh", "sft")
 STYLES = ("conversational", "standard")
@@ -35,22 +36,6 @@ DOWNLOAD_TYPES = {
     "hf": "application/zip",
 }
 
-_PAIR_FIELDS = (
-    "id",
-    "task__prompt_id",
-    "task__prompt__messages",
-    "task__round__number",
-    "task__round__policy__name",
-    "chosen_id",
-    "chosen__text",
-    "chosen__policy__name",
-    "rejected_id",
-    "rejected__text",
-    "rejected__policy__name",
-    "margin",
-    "annotator_label",
-    "ranking_id",
-)
 
 
 def file_format_for(path: str | Path) -> str:
@@ -95,79 +80,129 @@ def transcript(messages: list[dict]) -> str:
     return "".join(f"\n\n{names[m['role']]}: {m['content']}" for m in messages)
 
 
+def iter_chunks(
+    snapshot: Snapshot, *, fmt: str = "trl", style: str = "conversational", prompt: str = "explicit"
+) -> Iterator[dict[str, list]]:
+    """Yield the snapshot's rows as column chunks ({column: values}) of up to CHUNK rows.
+
+    Values repeated across rows (a prompt, a response's text) are the same Python
+    object within a chunk, so writers can encode each once.
+    """
+    check_options(fmt, style, prompt, "jsonl")
+    if fmt in ("trl", "hh"):
+        yield from _pair_chunks(snapshot, fmt, style, prompt)
+        return
+    if fmt == "kto":
+        rows = _unpaired_rows(snapshot, style)
+    elif fmt == "ranking":
+        rows = _ranking_rows(snapshot, style)
+    else:
+        rows = _sft_rows(snapshot, style)
+    names = arrow_schema(fmt, style, prompt).names
+    for batch in _batched(rows, CHUNK):
+        yield {name: [row[name] for row in batch] for name in names}
+
+
 def iter_rows(
     snapshot: Snapshot, *, fmt: str = "trl", style: str = "conversational", prompt: str = "explicit"
 ) -> Iterator[dict]:
     """Yield the snapshot's rows in the given format, reading the database in chunks."""
-    check_options(fmt, style, prompt, "jsonl")
-    if fmt in ("trl", "hh"):
-        yield from _pair_rows(snapshot, fmt, style, prompt)
-    elif fmt == "kto":
-        yield from _unpaired_rows(snapshot, style)
-    elif fmt == "ranking":
-        yield from _ranking_rows(snapshot, style)
-    else:
-        yield from _sft_rows(snapshot, style)
+    for chunk in iter_chunks(snapshot, fmt=fmt, style=style, prompt=prompt):
+        names = list(chunk)
+        for values in zip(*chunk.values()):
+            yield dict(zip(names, values))
 
 
-def _pair_rows(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Iterator[dict]:
-    rows = (
+def _batched(items: Iterable, size: int) -> Iterator[list]:
+    iterator = iter(items)
+    while batch := list(islice(iterator, size)):
+        yield batch
+
+
+def _pair_chunks(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Iterator[dict]:
+    """Yield pair rows as columns, a chunk of pairs and their tasks and responses at a time.
+
+    The pairs are read as plain ids; each chunk then reads its tasks (prompt, round)
+    and responses (text, policy) once, so a text shared by several pairs is fetched
+    and built once per chunk.
+    """
+    names = arrow_schema(fmt, style, prompt).names
+    pairs = (
         SnapshotPair.objects.filter(snapshot=snapshot)
         .order_by("id")
-        .values_list(*_PAIR_FIELDS)
+        .values_list(
+            "task_id", "chosen_id", "rejected_id", "margin", "annotator_label", "ranking_id"
+        )
         .iterator(chunk_size=CHUNK)
     )
-    last_messages_id, last_text = None, None
-    for (
-        _,
-        prompt_id,
-        messages,
-        round_number,
-        round_policy,
-        chosen_id,
-        chosen_text,
-        chosen_policy,
-        rejected_id,
-        rejected_text,
-        rejected_policy,
-        margin,
-        annotator,
-        ranking_id,
-    ) in rows:
-        if fmt == "hh":
-            head = transcript(messages) + "\n\nAssistant: "
-            row = {"chosen": head + chosen_text, "rejected": head + rejected_text}
-        elif style == "conversational":
-            chosen = [{"role": "assistant", "content": chosen_text}]
-            rejected = [{"role": "assistant", "content": rejected_text}]
-            if prompt == "explicit":
-                row = {"prompt": messages, "chosen": chosen, "rejected": rejected}
-            else:
-                row = {"chosen": messages + chosen, "rejected": messages + rejected}
-        else:
-            if prompt_id != last_messages_id:
-                last_messages_id, last_text = prompt_id, prompt_text(messages)
-            if prompt == "explicit":
-                row = {"prompt": last_text, "chosen": chosen_text, "rejected": rejected_text}
-            else:
-                sep = " " if len(messages) > 1 else "\n"
-                row = {
-                    "chosen": last_text + sep + chosen_text,
-                    "rejected": last_text + sep + rejected_text,
-                }
-        row.update(
-            margin=margin,
-            annotator=annotator,
-            round=round_number,
-            policy=round_policy or chosen_policy,
-            chosen_policy=chosen_policy,
-            rejected_policy=rejected_policy,
-            prompt_id=prompt_id,
-            ranking_id=ranking_id,
-            chosen_id=chosen_id,
-            rejected_id=rejected_id,
+    for rows in _batched(pairs, CHUNK):
+        tasks = {
+            task_id: (prompt_id, messages, number, policy)
+            for task_id, prompt_id, messages, number, policy in RankingTask.objects.filter(
+                id__in={row[0] for row in rows}
+            ).values_list(
+                "id", "prompt_id", "prompt__messages",
+                "round__number", "round__policy__name",
+            )
+        }
+        responses = dict(
+            (rid, (text, policy))
+            for rid, text, policy in Response.objects.filter(
+                id__in={rid for row in rows for rid in row[1:3]}
+            ).values_list("id", "text", "policy__name")
         )
-        yield row
+        heads: dict[int, object] = {}  # task id -> what goes before a completion
+        prompts: dict[int, object] = {}  # task id -> prompt column value
+        completions: dict[int, object] = {}  # response id -> chosen/rejected value
+        for task_id, chosen_id, rejected_id, *_ in rows:
+            if task_id not in heads:
+                messages = tasks[task_id][1]
+                heads[task_id] = _head(messages, fmt, style, prompt)
+                prompts[task_id] = messages if style == "conversational" else prompt_text(messages)
+            for rid in (chosen_id, rejected_id):
+                if rid not in completions:
+                    completions[rid] = _pair_completion(
+                        heads[task_id], responses[rid][0], fmt, style, prompt
+                    )
+        task_of = [tasks[row[0]] for row in rows]
+        chosen_policy = [responses[row[1]][1] for row in rows]
+        columns = {
+            "prompt": [prompts[row[0]] for row in rows],
+            "chosen": [completions[row[1]] for row in rows],
+            "rejected": [completions[row[2]] for row in rows],
+            "margin": [row[3] for row in rows],
+            "annotator": [row[4] for row in rows],
+            "round": [task[2] for task in task_of],
+            "policy": [task[3] or c for task, c in zip(task_of, chosen_policy)],
+            "chosen_policy": chosen_policy,
+            "rejected_policy": [responses[row[2]][1] for row in rows],
+            "prompt_id": [task[0] for task in task_of],
+            "ranking_id": [row[5] for row in rows],
+            "chosen_id": [row[1] for row in rows],
+            "rejected_id": [row[2] for row in rows],
+        }
+        yield {name: columns[name] for name in names}
+
+
+def _head(messages: list[dict], fmt: str, style: str, prompt: str) -> object:
+    """Return what precedes each completion of a prompt in a pair row (None: nothing)."""
+    if fmt == "hh":
+        return transcript(messages) + "\n\nAssistant: "
+    if prompt == "explicit":
+        return None
+    if style == "conversational":
+        return messages
+    return prompt_text(messages) + (" " if len(messages) > 1 else "\n")
+
+
+def _pair_completion(head: object, text: str, fmt: str, style: str, prompt: str) -> object:
+    """Return a response as the chosen/rejected value of a pair row."""
+    if fmt == "hh":
+        return head + text
+    if style == "conversational":
+        message = [{"role": "assistant", "content": text}]
+        return message if head is None else head + message
+    return text if head is None else head + text
 
 
 def _completion(text: str, style: str) -> list[dict] | str:
@@ -349,39 +384,82 @@ def _pair_extra(pa) -> list:
     ]
 
 
-def write_jsonl(rows: Iterator[dict], out: IO[str]) -> int:
-    """Write rows as JSON lines; return how many."""
+def _json_fragments(values: list, dumps, kind: str | None = None) -> list[str]:
+    """Return each value of a column as JSON text, encoding a repeated value once.
+
+    `kind` is the column's type when known ("int", "float", "str"), else found out.
+    """
+    if kind is None:
+        types = {type(v) for v in values} - {type(None)}
+        kind = {frozenset({int}): "int", frozenset({float}): "float"}.get(
+            frozenset(types), "str" if types == {str} else "object"
+        )
+    if kind in ("int", "float"):
+        to_text = str if kind == "int" else float.__repr__
+        if None not in values:
+            return list(map(to_text, values))
+        return ["null" if v is None else to_text(v) for v in values]
+    if kind == "str":
+        by_value: dict[str, str] = {}
+        return [
+            "null" if v is None else by_value.get(v) or by_value.setdefault(v, dumps(v))
+            for v in values
+        ]
+    # Lists, dicts, bools: a value shared by rows is the same object (see iter_chunks).
+    by_id: dict[int, str] = {}
+    return [
+        by_id[key] if (key := id(v)) in by_id else by_id.setdefault(key, dumps(v))
+        for v in values
+    ]
+
+
+def _kinds(schema) -> dict[str, str]:
+    """Return the JSON kind of each column of an arrow schema."""
+    import pyarrow as pa
+
+    kinds = {}
+    for field in schema:
+        if pa.types.is_integer(field.type):
+            kinds[field.name] = "int"
+        elif pa.types.is_floating(field.type):
+            kinds[field.name] = "float"
+        elif pa.types.is_string(field.type):
+            kinds[field.name] = "str"
+        else:
+            kinds[field.name] = "object"
+    return kinds
+
+
+def write_jsonl(chunks: Iterable[dict[str, list]], out: IO[str], schema=None) -> int:
+    """Write column chunks as JSON lines; return how many rows."""
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    kinds = _kinds(schema) if schema is not None else {}
     count = 0
-    buffer: list[str] = []
-    for row in rows:
-        buffer.append(dumps(row))
-        count += 1
-        if len(buffer) >= CHUNK:
-            out.write("\n".join(buffer) + "\n")
-            buffer.clear()
-    if buffer:
-        out.write("\n".join(buffer) + "\n")
+    for chunk in chunks:
+        template = "{" + ",".join(f"{dumps(name)}:%s" for name in chunk) + "}"
+        encoded = [
+            _json_fragments(values, dumps, kinds.get(name)) for name, values in chunk.items()
+        ]
+        lines = [template % row for row in zip(*encoded)]
+        if lines:
+            out.write("\n".join(lines))
+            out.write("\n")
+        count += len(lines)
     return count
 
 
-def write_parquet(rows: Iterator[dict], path: Path, schema) -> int:
-    """Write rows to Parquet in record batches of CHUNK rows; return how many."""
+def write_parquet(chunks: Iterable[dict[str, list]], path: Path, schema) -> int:
+    """Write column chunks to Parquet, one record batch per chunk; return how many rows."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     count = 0
     with pq.ParquetWriter(str(path), schema, compression="zstd") as writer:
-        batch: list[dict] = []
-        for row in rows:
-            batch.append(row)
-            if len(batch) >= CHUNK:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                count += len(batch)
-                batch = []
-        if batch or count == 0:
-            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-            count += len(batch)
+        for chunk in chunks:
+            writer.write_table(pa.Table.from_pydict(chunk, schema=schema))
+            count += len(next(iter(chunk.values()), []))
+        if count == 0:
+            writer.write_table(schema.empty_table())
     return count
 
 
@@ -405,7 +483,7 @@ def export_snapshot(
     file_format = file_format or file_format_for(path)
     check_options(fmt, style, prompt, file_format)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rows = iter_rows(snapshot, fmt=fmt, style=style, prompt=prompt)
+    rows = iter_chunks(snapshot, fmt=fmt, style=style, prompt=prompt)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         if file_format == "hf":
@@ -421,10 +499,10 @@ def export_snapshot(
                 count = write_parquet(rows, tmp, arrow_schema(fmt, style, prompt))
             elif file_format == "jsonl.gz":
                 with gzip.open(tmp, "wt", encoding="utf-8") as out:
-                    count = write_jsonl(rows, out)
+                    count = write_jsonl(rows, out, arrow_schema(fmt, style, prompt))
             else:
                 with open(tmp, "w", encoding="utf-8") as out:
-                    count = write_jsonl(rows, out)
+                    count = write_jsonl(rows, out, arrow_schema(fmt, style, prompt))
             os.replace(tmp, path)
             if card:
                 card_path = card_path_for(path)
@@ -444,7 +522,7 @@ def card_path_for(path: Path) -> Path:
     return path.with_name(f"{stem}.README.md")
 
 
-def _write_hf(rows: Iterator[dict], folder: Path, schema) -> int:
+def _write_hf(rows: Iterable[dict[str, list]], folder: Path, schema) -> int:
     """Write a `datasets` folder via a Parquet file, memory-mapped, never all in RAM."""
     import datasets
 

@@ -135,7 +135,7 @@ def test_interrupted_export_leaves_no_file_under_the_final_name(project, ranked,
 
     original = export.write_jsonl
 
-    def failing(rows, out):
+    def failing(rows, out, schema=None):
         out.write("{partial")
         raise Boom()
 
