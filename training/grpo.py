@@ -7,9 +7,9 @@ group's standard deviation). The reward is the reward model's score through
 equal teaches nothing (`frac_reward_zero_std` in the logs says how often).
 
 The policy and artifact follow PPO's rule (see training/ppo.py): a parent's
-adapter is merged into the base, a new LoRA adapter trains (the reference, used
-when `beta` > 0, is the adapter disabled), and the artifact is the adapter, or
-the full merged model when the parent had one.
+adapter is merged into the base; all weights train (or, with `use_lora`, a new
+adapter whose disabled state is the reference when `beta` > 0); the artifact is
+the full model, or the adapter when LoRA trained on a parent without one.
 """
 from __future__ import annotations
 
@@ -45,7 +45,10 @@ class GRPOConfig:
     reward_model_path: str = field(
         default="", metadata={"help": "Folder of the reward model (a reward stage's output)."}
     )
-    use_lora: bool = field(default=True, metadata={"help": "Train a LoRA adapter instead of all weights."})
+    use_lora: bool = field(
+        default=False,
+        metadata={"help": "Train a LoRA adapter instead of all weights (see training/ppo.py for why not by default)."},
+    )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
     learning_rate: float = field(
@@ -143,6 +146,12 @@ def train(
     dataset = Dataset.from_list([{"prompt": p} for p in prompt_rows(Path(data_path))])
     tokenizer = load_tokenizer(config.base_path, padding_side="left")
     model = load_policy(config.base_path, config.adapter_path, merge=True)
+    if config.adapter_path and not config.use_lora and config.beta > 0:
+        # TRL reloads the reference from the model's own folder: give it the
+        # merged parent there, not the bare base.
+        merged = reporter.run_dir / "merged-parent"
+        model.save_pretrained(merged)
+        model = load_policy(str(merged))
     peft_config = lora_config(config.lora_r, config.lora_alpha, 0.0) if config.use_lora else None
 
     args = TRLGRPOConfig(

@@ -27,7 +27,7 @@ def test_grpo_trains_a_lora_adapter_against_the_reward_model(tiny_model_dir, tmp
     from transformers import AutoModelForCausalLM
 
     reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm")
-    config = grpo.GRPOConfig(base_path=str(tiny_model_dir), reward_model_path=str(reward_dir),
+    config = grpo.GRPOConfig(base_path=str(tiny_model_dir), reward_model_path=str(reward_dir), use_lora=True,
                            max_steps=2, per_device_train_batch_size=8, num_generations=4,
                            max_completion_length=8)
     reporter = Reporter(tmp_path / "run")
