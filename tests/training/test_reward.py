@@ -125,3 +125,37 @@ def test_reward_model_learns_a_toy_preference_to_at_least_90_percent_held_out(ti
 
     assert metrics["eval_accuracy"] >= 0.9, metrics
     assert metrics["eval_mean_margin"] > 0.5, metrics
+
+
+@pytest.mark.django_db
+def test_evaluate_reward_model_command_ends_with_one_json_line(tiny_model_dir, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from inference.models import Policy
+    from tests.training.ml_data import make_reward_model
+
+    reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm", steps=2)
+    Policy.objects.create(name="rm-1", kind=Policy.Kind.REWARD_MODEL, base_path=str(reward_dir))
+    data = write_jsonl(tmp_path / "pairs.jsonl", preference_records(10, seed=5))
+    out = StringIO()
+    call_command("evaluate_reward_model", "rm-1", str(data), stdout=out)
+
+    last = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert sorted(last) == ["accuracy", "mean_margin", "pairs"]
+    assert last["pairs"] == 10
+    model, tokenizer = reward.load_reward_model(str(reward_dir))
+    assert last == reward.evaluate_pairs(model, tokenizer, preference_records(10, seed=5))
+
+
+@pytest.mark.django_db
+def test_evaluate_reward_model_command_refuses_a_policy_that_is_not_a_reward_model(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    from inference.models import Policy
+
+    Policy.objects.create(name="p-1", kind=Policy.Kind.POLICY, base_path="x/y")
+    with pytest.raises(CommandError) as error:
+        call_command("evaluate_reward_model", "p-1", str(tmp_path / "none.jsonl"))
+    assert str(error.value) == "'p-1' is a policy, not a reward_model; pass a reward model's name"
