@@ -15,8 +15,19 @@ from inference.models import Policy
 from training.models import Deployment
 
 
+def is_evaluated(policy: Policy) -> bool:
+    """Return whether the policy carries evaluation results (the evaluate stage's or a win rate)."""
+    metrics = policy.metrics or {}
+    return bool(metrics.get("evaluated")) or any("win_rate" in key for key in metrics)
+
+
 def check_deployable(policy: Policy) -> None:
-    """Raise ValueError naming the reason a policy cannot serve a project."""
+    """Raise ValueError naming the reason a policy cannot serve a project.
+
+    A trained policy (one with a parent) must have been evaluated against its
+    parent; a root policy (a base or SFT model brought in) has nothing to be
+    compared with and is deployable as it is.
+    """
     if policy.kind != Policy.Kind.POLICY:
         raise ValueError(
             f"{policy.name} is a {policy.get_kind_display().lower()}, not a policy; "
@@ -26,6 +37,11 @@ def check_deployable(policy: Policy) -> None:
         raise ValueError(f"{policy.name} is {policy.status}; only a ready policy can be deployed")
     if not policy.has_weights():
         raise ValueError(f"{policy.name} has no weights to load; register its base_path first")
+    if policy.parent_id is not None and not is_evaluated(policy):
+        raise ValueError(
+            f"{policy.name} has not been evaluated against its parent {policy.parent}; "
+            "train it in a round with evaluation on (the default) or store its win rate first"
+        )
 
 
 def deploy_policy(

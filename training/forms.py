@@ -9,7 +9,14 @@ from django.conf import settings
 
 from annotation.models import Project
 from inference.models import Policy
-from training.rounds import INPUT_FIELDS, PIPELINES, STAGES, config_class, parse_method
+from training.rounds import (
+    IMPLICIT_STAGES,
+    INPUT_FIELDS,
+    PIPELINES,
+    STAGES,
+    config_class,
+    parse_method,
+)
 from training.supervisor import accelerate_configs
 
 HIDDEN_STAGES = {"sleep"}  # the test stage stays off the page (command line only)
@@ -70,6 +77,13 @@ class LaunchForm(forms.Form):
         help_text="How the stage is launched on its host (configs in platform/accelerate/).",
     )
 
+    evaluate = forms.BooleanField(
+        required=False,
+        initial=True,
+        help_text="Evaluate the new policy against its parent on held-out prompts "
+        "(a policy must be evaluated before it can be deployed).",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         queues = settings.TASKS["default"].get("QUEUES", ["default"])
@@ -124,10 +138,12 @@ class LaunchForm(forms.Form):
             options["reward_model"] = data["reward_model"].name
         pipeline = data["method"].split(",")
         for stage, names in self.stage_fields.items():
-            if stage not in pipeline:
+            if stage not in pipeline and stage not in IMPLICIT_STAGES:
                 continue  # fields of stages not in the pipeline do not apply
             for name in names:
                 value = data.get(name)
                 if value not in (None, ""):
                     options.setdefault(stage, {})[name.split("__", 1)[1]] = value
+        if not data.get("evaluate"):
+            options["evaluate"] = False
         return options

@@ -54,6 +54,8 @@ STAGES: dict[str, StageSpec] = {
         StageSpec("ppo", Policy.Kind.POLICY, "trl", needs_reward=True, help="PPO against the reward model (prompts of the pairs)."),
         StageSpec("grpo", Policy.Kind.POLICY, "trl", needs_reward=True, help="GRPO with the reward model as reward function."),
         StageSpec("rloo", Policy.Kind.POLICY, "trl", needs_reward=True, help="RLOO with the reward model as reward function."),
+        # Appended to every round that trains a policy (see launch_round).
+        StageSpec("evaluate", "", "prompts", help="Win rate against the parent, KL, length and diversity on held-out prompts."),
         # The test stage: counts steps, checkpoints, honours STOP (training/stage.py).
         StageSpec("sleep", Policy.Kind.POLICY, "", help="Test stage: counts steps, trains nothing."),
     )
@@ -67,10 +69,15 @@ ROUND_OPTIONS = {
     "reward_model": "Registered reward model for ppo/grpo/rloo without a reward stage.",
     "snapshot": "Existing snapshot to train on (default: freeze a new one of all rankings).",
     "stop_grace_seconds": "Seconds a stage gets to stop after STOP before SIGTERM.",
+    "evaluate": "false skips the evaluation stage (the policy then cannot be deployed).",
 }
 DEFAULT_STOP_GRACE_SECONDS = 30.0
 # Config fields the platform fills from the previous stage or the registry.
-INPUT_FIELDS = {"base_path", "adapter_path", "reward_path", "reward_adapter_path"}
+INPUT_FIELDS = {
+    "base_path", "adapter_path", "reward_model_path", "parent_base_path", "parent_adapter_path"
+}
+# Stages that may be configured without being named in the method.
+IMPLICIT_STAGES = {"evaluate"}
 
 
 def parse_method(method: str) -> list[str]:
@@ -154,7 +161,7 @@ def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
         field = field if dot else key
         matched = False
         for target in targets:
-            if target not in stages:
+            if target not in stages and target not in IMPLICIT_STAGES:
                 raise ValueError(f"{key!r} names stage {target!r}, which is not in the pipeline {stages}")
             names = {f.name for f in dataclasses.fields(config_class(target))}
             if field in names:
@@ -187,11 +194,27 @@ def resolve_config(stage: str, overrides: dict[str, Any], inputs: dict[str, str]
 
 
 def _policy_inputs(policy: Policy) -> dict[str, str]:
-    return {"base_path": policy.base_path, "adapter_path": policy.adapter_path}
+    """Return the inputs naming `policy` as the starting policy and as the parent."""
+    return {
+        "base_path": policy.base_path,
+        "adapter_path": policy.adapter_path,
+        "parent_base_path": policy.base_path,
+        "parent_adapter_path": policy.adapter_path,
+    }
 
 
 def _reward_inputs(policy: Policy) -> dict[str, str]:
-    return {"reward_path": policy.base_path, "reward_adapter_path": policy.adapter_path}
+    """Return the inputs naming a registered reward model; it must be one merged folder."""
+    if policy.adapter_path:
+        raise ValueError(
+            f"reward model {policy.name} is an adapter on {policy.base_path}; the online "
+            "stages need a merged reward model folder (a reward stage saves one)"
+        )
+    return {"reward_model_path": policy.base_path}
+
+
+def _is_off(value: Any) -> bool:
+    return value is False or (isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"})
 
 
 def round_dir(training_round: TrainingRound) -> Path:
@@ -252,6 +275,19 @@ def launch_round(
         ).first()
         if reward_model is None:
             raise ValueError(f"no registered reward model named {options['reward_model']!r}")
+    trains_policy = any(STAGES[s].produces == Policy.Kind.POLICY and s != "sleep" for s in stages)
+    if _is_off(options.get("evaluate")):
+        options["evaluate"] = False
+    elif trains_policy and "evaluate" not in stages:
+        if project.prompts.filter(is_held_out=True).exists():
+            stages.append("evaluate")
+            evaluate = dict(options.get("evaluate") or {})
+            if "judge" not in evaluate and _has_judge_annotator(project):
+                evaluate["judge"] = "demo"
+            options["evaluate"] = evaluate
+        else:
+            options["evaluate"] = False
+            options["evaluate_skipped"] = "the project has no held-out prompts"
     for i, stage in enumerate(stages):
         if STAGES[stage].needs_reward and "reward" not in stages[:i] and reward_model is None:
             raise ValueError(
@@ -294,6 +330,17 @@ def launch_round(
     return training_round
 
 
+def _has_judge_annotator(project: Project) -> bool:
+    """Return whether the project's rankings include the demo judge's (a simulated annotator)."""
+    from annotation.models import Ranking
+
+    return Ranking.objects.filter(
+        task__project=project,
+        annotator__annotator_profile__is_simulated=True,
+        annotator__annotator_profile__simulator__icontains="judge",
+    ).exists()
+
+
 def _snapshot_for(project: Project, options: dict, user: AbstractBaseUser | None) -> Snapshot:
     """Return the named snapshot, or freeze a new one; refuse one without pairs."""
     from annotation.snapshots import freeze_snapshot
@@ -333,9 +380,12 @@ def _inputs_for(job: TrainingJob) -> dict[str, str]:
     if reward_name:
         inputs.update(_reward_inputs(Policy.objects.get(name=reward_name)))
     for earlier in training_round.jobs.filter(index__lt=job.index).order_by("index"):
+        produces = STAGES[earlier.stage].produces
+        if not produces:
+            continue
         base, adapter = artifact_paths(earlier)
-        if STAGES[earlier.stage].produces == Policy.Kind.REWARD_MODEL:
-            inputs.update({"reward_path": base, "reward_adapter_path": adapter})
+        if produces == Policy.Kind.REWARD_MODEL:
+            inputs["reward_model_path"] = base
         else:
             inputs.update({"base_path": base, "adapter_path": adapter})
     return inputs
@@ -400,7 +450,14 @@ def prepare_run_dir(job: TrainingJob) -> Path:
         shutil.rmtree(run_dir / OUTPUT_DIR, ignore_errors=True)
     data_path = None
     fmt = STAGES[job.stage].data
-    if fmt:
+    if fmt == "prompts":
+        data_path = run_dir / "held-out-prompts.jsonl"
+        prompts = job.round.project.prompts.filter(is_held_out=True).order_by("id")
+        limit = int(job.config.get("prompts", 16))
+        data_path.write_text(
+            "".join(json.dumps({"prompt": p.messages}) + "\n" for p in prompts[:limit])
+        )
+    elif fmt:
         data_path = round_dir(job.round) / f"data-{fmt}.jsonl"
         if not data_path.exists():
             from annotation.export import export_snapshot
@@ -500,8 +557,20 @@ def _register_outputs(training_round: TrainingRound) -> None:
     snapshot = training_round.snapshot
     parent = training_round.parent_policy
     output = None
-    for job in training_round.jobs.order_by("index"):
+    jobs = list(training_round.jobs.order_by("index"))
+    evaluation = next((j.last_metrics for j in jobs if j.stage == "evaluate"), {})
+    last_policy_job = max(
+        (j.index for j in jobs if STAGES[j.stage].produces == Policy.Kind.POLICY), default=None
+    )
+    for job in jobs:
         spec = STAGES[job.stage]
+        if not spec.produces:
+            continue
+        metrics = {k: v for k, v in job.last_metrics.items() if isinstance(v, (int, float))}
+        if job.index == last_policy_job:
+            metrics.update(
+                {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and k not in ("step", "total")}
+            )
         base, adapter = artifact_paths(job)
         policy = register_policy(
             f"{training_round.project.name}-round{training_round.pk}-{job.index + 1}-{job.stage}",
@@ -510,14 +579,14 @@ def _register_outputs(training_round: TrainingRound) -> None:
             parent=parent,
             kind=spec.produces,
             config=job.config,
-            metrics={k: v for k, v in job.last_metrics.items() if isinstance(v, (int, float))},
+            metrics=metrics,
             snapshot_name=snapshot.name if snapshot else "",
             snapshot_sha256=snapshot.sha256 if snapshot else "",
         )
         TrainingJob.objects.filter(pk=job.pk).update(output_policy=policy)
         if spec.produces == Policy.Kind.POLICY:
             parent = output = policy
-        elif output is None and job.index == training_round.jobs.count() - 1:
+        elif output is None and job.index == len(jobs) - 1:
             output = policy
     training_round.output_policy = output
 

@@ -11,7 +11,9 @@ config...}, "data_path": "/.../preferences.jsonl" or null}.
 Exit status: 0 success (result.json written), 3 stopped on request (STOP file),
 anything else a failure whose traceback is in stage.log.
 
-The stage "sleep" is the platform's test stage, not a trainer: it counts steps,
+The stage "evaluate" (appended to every round that trains a policy) runs
+training/evaluation.py on held-out prompts: win rate against the parent, KL,
+length, diversity. The stage "sleep" is the platform's test stage, not a trainer: it counts steps,
 reports a falling loss, honours STOP, checkpoints every few steps and resumes from
 its newest checkpoint, so the worker machinery (cancel, crash, resume, failure
 reporting) is tested without training a model.
@@ -42,6 +44,15 @@ TRAINERS = {
 }
 
 
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build the dataclass `cls` from a dict, refusing keys it does not know."""
+    known = set(cls.__dataclass_fields__)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; expected {sorted(known)}")
+    return cls(**data)
+
+
 @dataclass
 class SleepConfig:
     """The test stage: steps of a fixed duration, checkpoints, optional failure."""
@@ -69,11 +80,7 @@ class SleepConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SleepConfig:
         """Build a config from a dict, refusing unknown keys."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SleepConfig option(s) {unknown}; expected {sorted(known)}")
-        return cls(**data)
+        return _from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as plain values."""
@@ -111,10 +118,89 @@ def train_sleep(
             "resumed_from": start}
 
 
+@dataclass
+class EvaluateConfig:
+    """The evaluation stage: the round's policy against its parent on held-out prompts."""
+
+    prompts: int = field(default=16, metadata={"help": "Held-out prompts to evaluate on."})
+    max_new_tokens: int = field(default=64, metadata={"help": "Longest sampled response."})
+    diversity_samples: int = field(
+        default=4, metadata={"help": "Samples per prompt for distinct-n and self-BLEU."}
+    )
+    judge: str = field(
+        default="",
+        metadata={"help": "'demo': also judge with the demo domain's rule-based judge."},
+    )
+    seed: int = field(default=0, metadata={"help": "Seed for sampling."})
+    base_path: str = field(default="", metadata={"help": "The policy's base (set by the platform)."})
+    adapter_path: str = field(default="", metadata={"help": "The policy's adapter (set by the platform)."})
+    parent_base_path: str = field(default="", metadata={"help": "The parent's base (set by the platform)."})
+    parent_adapter_path: str = field(
+        default="", metadata={"help": "The parent's adapter (set by the platform)."}
+    )
+    reward_model_path: str = field(
+        default="", metadata={"help": "The round's reward model, if any (set by the platform)."}
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("prompts", "max_new_tokens", "diversity_samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.judge not in ("", "demo"):
+            raise ValueError(f"judge must be '' or 'demo', got {self.judge!r}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EvaluateConfig:
+        """Build a config from a dict, refusing unknown keys."""
+        return _from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain values."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def train_evaluate(
+    config: EvaluateConfig,
+    *,
+    data_path: Path | None,
+    output_dir: Path,
+    reporter: Reporter,
+    resume_from: Path | None = None,
+) -> dict[str, Any]:
+    """Evaluate the policy against its parent (training/evaluation.py); return the metrics."""
+    from training.evaluation import evaluate_policy
+
+    if data_path is None:
+        raise ValueError("evaluation needs data_path: a JSONL of held-out prompts")
+    prompts = [json.loads(line)["prompt"] for line in data_path.read_text().splitlines() if line.strip()]
+    judge = None
+    if config.judge == "demo":
+        from annotation.demo_domain import judge_compare
+
+        def judge(prompt: Any, a: str, b: str) -> float:
+            return (judge_compare(prompt, a, b) + 1) / 2
+
+    reporter.log(0, 1)
+    metrics = evaluate_policy(
+        (config.base_path, config.adapter_path),
+        (config.parent_base_path, config.parent_adapter_path),
+        prompts[: config.prompts],
+        reward_model_path=config.reward_model_path,
+        judge=judge,
+        max_new_tokens=config.max_new_tokens,
+        diversity_samples=config.diversity_samples,
+        seed=config.seed,
+    )
+    reporter.log(1, 1, **metrics)
+    return {**metrics, "evaluated": 1.0}
+
+
 def load_trainer(stage: str) -> tuple[type, Any]:
     """Return the config class and `train` function of a stage."""
     if stage == "sleep":
         return SleepConfig, train_sleep
+    if stage == "evaluate":
+        return EvaluateConfig, train_evaluate
     if stage not in TRAINERS:
         raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(TRAINERS)} or sleep")
     module_name, class_name = TRAINERS[stage]

@@ -242,3 +242,31 @@ def test_the_deploy_command_deploys_and_rolls_back(project, deployed, tmp_path):
         "newer is the current policy of demo",
         "demo-sft is the current policy of demo",
     ]
+
+
+def test_a_round_that_trains_a_policy_ends_with_an_evaluation_on_held_out_prompts(
+    project, admin_user, ranked, deployed
+):
+    from annotation.models import Prompt
+
+    Prompt.objects.create(project=project, messages="Held out?", is_held_out=True)
+
+    training_round = launch_round(project, "reward,grpo", user=admin_user,
+                                  options={"evaluate": {"prompts": 3}})
+
+    stages = list(training_round.jobs.values_list("stage", flat=True))
+    evaluate = training_round.jobs.get(stage="evaluate")
+    assert stages == ["reward", "grpo", "evaluate"]
+    assert (evaluate.config["prompts"], evaluate.config["judge"]) == (3, "")
+    assert evaluate.config["parent_base_path"] == "/models/demo-sft"
+
+
+def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(
+    project, admin_user, ranked
+):
+    off = launch_round(project, "dpo", user=admin_user, options={"evaluate": "false"})
+    skipped = launch_round(project, "dpo", user=admin_user)
+
+    assert list(off.jobs.values_list("stage", flat=True)) == ["dpo"]
+    assert off.config["evaluate"] is False
+    assert skipped.config["evaluate_skipped"] == "the project has no held-out prompts"

@@ -224,7 +224,8 @@ def test_the_registry_shows_lineage_round_and_disk_use(admin_user, project, depl
 
 
 def test_an_admin_deploys_a_policy_and_rolls_back(admin_user, project, deployed, tmp_path):
-    newer = Policy.objects.create(name="demo-round1-dpo", base_path=deployed.base_path, parent=deployed)
+    newer = Policy.objects.create(name="demo-round1-dpo", base_path=deployed.base_path,
+                                  parent=deployed, metrics={"evaluated": 1.0, "win_rate": 0.6})
     client = login(admin_user)
 
     client.post(reverse("training:deploy", args=[newer.pk]), {"project": "demo"})
@@ -263,3 +264,21 @@ def test_rolling_back_without_an_earlier_deployment_is_refused(admin_user, proje
     response = login(admin_user).post(reverse("training:rollback"), {"project": "demo"}, follow=True)
 
     assert "has no earlier deployed policy to roll back to" in response.content.decode()
+
+
+def test_a_trained_policy_that_was_not_evaluated_cannot_be_deployed(admin_user, project, deployed):
+    newer = Policy.objects.create(name="unevaluated", base_path=deployed.base_path, parent=deployed,
+                                  metrics={"loss": 0.3})
+
+    with pytest.raises(ValueError, match="unevaluated has not been evaluated against its parent demo-sft"):
+        deploy_policy(project, newer, user=admin_user)
+
+
+def test_a_policy_with_a_win_rate_counts_as_evaluated(admin_user, project, deployed):
+    newer = Policy.objects.create(name="judged", base_path=deployed.base_path, parent=deployed,
+                                  metrics={"judge_win_rate_vs_sft": 0.7})
+
+    deploy_policy(project, newer, user=admin_user)
+
+    project.refresh_from_db()
+    assert project.current_policy == newer

@@ -1,8 +1,8 @@
 """The whole feedback loop on micro models, in one test, with a real worker process.
 
 build -> publish a round -> three annotators rank over HTTP -> export -> launch a
-DPO round -> the worker trains it -> the new policy is registered with its lineage
--> deployed -> the next round is generated from it.
+DPO round -> the worker trains and evaluates it -> the new policy is registered
+with its lineage -> deployed -> the next round is generated from it.
 """
 from __future__ import annotations
 
@@ -67,7 +67,9 @@ def test_the_whole_loop_runs_on_micro_models_with_a_real_worker(run_root, start_
 
     out = StringIO()
     call_command("launch_round", "--project", "demo", "--method", "dpo", "--set", "dpo.max_steps=2",
-                 "--set", "dpo.max_length=96", "--user", admin_user.username, "--wait",
+                 "--set", "dpo.max_length=96", "--set", "evaluate.prompts=2",
+                 "--set", "evaluate.max_new_tokens=12", "--set", "evaluate.diversity_samples=2",
+                 "--user", admin_user.username, "--wait",
                  "--poll", "0.5", stdout=out)
 
     training_round = TrainingRound.objects.get()
@@ -77,6 +79,10 @@ def test_the_whole_loop_runs_on_micro_models_with_a_real_worker(run_root, start_
     assert (Path(policy.adapter_path) / "adapter_config.json").is_file()
     assert policy.snapshot_sha256 == training_round.snapshot.sha256
     assert training_round.snapshot.row_count == 54
+    assert list(training_round.jobs.values_list("stage", flat=True)) == ["dpo", "evaluate"]
+    assert policy.metrics["evaluated"] == 1.0
+    assert policy.metrics["prompts"] == 2.0
+    assert {"kl_to_parent", "distinct_2", "self_bleu", "parent_distinct_2"} <= set(policy.metrics)
 
     deploy_policy(project, policy, user=admin_user)
     call_command("publish_round", "--project", "demo", "--prompts", "2", "--k", "4",
