@@ -270,3 +270,26 @@ def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(
     assert list(off.jobs.values_list("stage", flat=True)) == ["dpo"]
     assert off.config["evaluate"] is False
     assert skipped.config["evaluate_skipped"] == "the project has no held-out prompts"
+
+
+def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(project, admin_user, ranked, tmp_path):
+    from pathlib import Path
+
+    from training.rounds import start_job
+
+    training_round = launch_round(project, "sft,reward,ppo", user=admin_user)
+    sft, reward, ppo = training_round.jobs.order_by("index")
+    Path(sft.run_dir, "output").mkdir(parents=True)
+    Path(sft.run_dir, "output", "adapter_config.json").write_text("{}")  # a LoRA adapter
+    Path(reward.run_dir, "output").mkdir(parents=True)  # a whole model
+    TrainingJob.objects.filter(pk__in=[sft.pk, reward.pk]).update(status=Status.SUCCEEDED)
+    TrainingJob.objects.filter(pk=ppo.pk).update(status=Status.QUEUED)
+
+    started = start_job(ppo.pk)
+
+    assert started.status == Status.RUNNING
+    assert (started.config["base_path"], started.config["adapter_path"]) == (
+        "/models/demo-sft", str(Path(sft.run_dir) / "output")
+    )
+    assert started.config["reward_model_path"] == str(Path(reward.run_dir) / "output")
+    assert TrainingJob.objects.get(pk=ppo.pk).config == started.config
