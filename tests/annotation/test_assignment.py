@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 
 import pytest
 from django.db import connection, connections
+from django.db.models import F
 from django.utils import timezone
 
 from annotation.assignment import (
@@ -167,14 +169,29 @@ def test_gold_tasks_are_not_capped_by_the_overlap(project):
     assert next_task(project, b, now=NOW).task_id == gold.pk
 
 
+def _has_open_task_unseen_by(project: Project, user) -> bool:
+    return (
+        RankingTask.objects.filter(project=project, ranking_count__lt=F("overlap"))
+        .exclude(leases__annotator=user)
+        .exists()
+    )
+
+
 def _annotate_until_done(project_id: int, user, errors: list, barrier: threading.Barrier):
     try:
         project = Project.objects.get(pk=project_id)
         barrier.wait()
-        while True:
+        waits = 0
+        while waits < 400:
             lease = next_task(project, user)
             if lease is None:
-                break
+                # SKIP LOCKED says "nothing free right now": rows locked by others are
+                # passed over. Stop only once no open task is left for this user.
+                if not _has_open_task_unseen_by(project, user):
+                    break
+                waits += 1
+                time.sleep(0.01)
+                continue
             submit_ranking(lease, user, [[r] for r in response_ids(lease.task)])
     except Exception as exc:  # reported to the main thread, which fails the test
         errors.append(exc)
