@@ -180,6 +180,8 @@ def run_phase(args: argparse.Namespace) -> None:
             result["lines"] = sum(1 for _ in f) if args.file_format == "jsonl" else None
         out.unlink()
     result["peak_rss_mb"] = peak_rss_mb()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    result["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     print(json.dumps(result))
 
 
@@ -209,8 +211,9 @@ def main() -> None:
         built = child(workdir, "--phase", "build", "--pairs", str(args.pairs))
         print(f"built {built['pairs']:,} pairs over {built['tasks']:,} tasks "
               f"in {time.perf_counter() - start:.1f} s")
-        print(f"{'format':8} {'exporter':8} {'pairs':>9} {'seconds':>8} {'pairs/s':>10} "
-              f"{'peak RSS MB':>12} {'MB out':>8}")
+        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+        print(f"{'format':8} {'exporter':8} {'pairs':>9} {'seconds':>8} {'CPU s':>6} "
+              f"{'pairs/s':>10} {'peak RSS MB':>12} {'MB out':>8}")
         results = {}
         for file_format in ("jsonl", "parquet"):
             for phase in ("ours", "naive"):
@@ -223,6 +226,7 @@ def main() -> None:
                     assert r["lines"] == r["pairs"], r
                 results[(file_format, phase)] = r
                 print(f"{file_format:8} {phase:8} {r['pairs']:>9,} {r['seconds']:8.1f} "
+                      f"{r['cpu_seconds']:6.1f} "
                       f"{r['pairs'] / r['seconds']:10,.0f} {r['peak_rss_mb']:12.0f} "
                       f"{r['bytes'] / 1e6:8.0f}")
         for file_format in ("jsonl", "parquet"):

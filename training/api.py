@@ -14,7 +14,13 @@ from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema
 from ninja.pagination import LimitOffsetPagination, paginate
 
-from annotation.api import ERRORS, ErrorOut, caller, project_or_404, require_admin, require_researcher
+from annotation.api import (
+    ERRORS,
+    caller,
+    project_or_404,
+    require_admin,
+    require_researcher,
+)
 from inference.models import Policy
 from training.models import TrainingJob, TrainingRound
 
@@ -225,5 +231,3 @@ def deploy(request: HttpRequest, name: str, payload: DeployIn):
         "previous": deployment.previous.name if deployment.previous_id else None,
     }
 
-
-__all__ = ["router", "ErrorOut"]
