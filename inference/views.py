@@ -44,6 +44,9 @@ def registry(request: HttpRequest) -> HttpResponse:
         "rows": rows,
         "projects": projects,
         "graph": lineage_svg(policies, current_ids),
-        "total_bytes": sum(r["bytes"] for r in rows),
+        # A folder shared by several rows (one base under many full-model rows) counts once.
+        "total_bytes": sum(
+            {(r["policy"].adapter_path or r["policy"].base_path): r["bytes"] for r in rows}.values()
+        ),
     }
     return render(request, "inference/registry.html", context)
