@@ -388,3 +388,13 @@ def test_dashboard_draws_charts_and_the_annotator_table(project, admin_user):
     assert "Rankings per day" in body
     assert "dis0" in body and "dis1" in body
     assert "Krippendorff" in body
+
+
+@pytest.mark.parametrize("model", ["project", "annotatorprofile", "prompt", "rankingtask", "lease", "ranking", "snapshot", "round"])
+def test_django_admin_lists_annotation_rows(project, model):
+    from django.contrib.auth.models import User
+
+    _disagreeing_task(project)
+    superuser = User.objects.create_superuser("root", password="root-pw-123")
+    response = login(superuser).get(f"/django-admin/annotation/{model}/")
+    assert response.status_code == 200

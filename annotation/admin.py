@@ -1,0 +1,94 @@
+"""The Django admin site for annotation rows: browse and fix, never the daily workflow.
+
+Rankings, leases and snapshots are read-only here: they are written by
+`assignment.py` and `snapshots.py`, which keep the task figures consistent.
+"""
+from django.contrib import admin
+
+from annotation.models import (
+    AnnotatorProfile,
+    Lease,
+    Project,
+    Prompt,
+    Ranking,
+    RankingTask,
+    Response,
+    Round,
+    Snapshot,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """An admin that shows rows and changes none."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Project)
+class ProjectAdmin(admin.ModelAdmin):
+    list_display = ("name", "title", "responses_per_task", "overlap", "gold_rate", "current_policy")
+    search_fields = ("name", "title")
+
+
+@admin.register(AnnotatorProfile)
+class AnnotatorProfileAdmin(admin.ModelAdmin):
+    list_display = ("user", "is_simulated", "is_paused", "paused_reason", "reinstated_at")
+    list_filter = ("is_simulated", "is_paused")
+    search_fields = ("user__username",)
+
+
+@admin.register(Prompt)
+class PromptAdmin(admin.ModelAdmin):
+    list_display = ("id", "project", "__str__", "is_held_out", "source")
+    list_filter = ("project", "is_held_out")
+    readonly_fields = ("content_hash",)
+
+
+@admin.register(Round)
+class RoundAdmin(ReadOnlyAdmin):
+    list_display = ("project", "number", "policy", "strategy", "created_at")
+    list_filter = ("project",)
+
+
+class ResponseInline(admin.TabularInline):
+    model = Response
+    fields = ("position", "policy", "text")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+
+@admin.register(RankingTask)
+class RankingTaskAdmin(ReadOnlyAdmin):
+    list_display = ("id", "project", "round", "ranking_count", "overlap", "agreement", "is_gold")
+    list_filter = ("project", "is_gold")
+    list_select_related = ("project", "round")
+    inlines = [ResponseInline]
+
+
+@admin.register(Lease)
+class LeaseAdmin(ReadOnlyAdmin):
+    list_display = ("id", "task", "annotator", "status", "leased_at", "expires_at")
+    list_filter = ("status",)
+    list_select_related = ("task", "annotator")
+
+
+@admin.register(Ranking)
+class RankingAdmin(ReadOnlyAdmin):
+    list_display = ("id", "task", "annotator", "order", "is_skip", "created_at")
+    list_filter = ("is_skip", "task__project")
+    list_select_related = ("task", "annotator")
+    search_fields = ("annotator__username",)
+
+
+@admin.register(Snapshot)
+class SnapshotAdmin(ReadOnlyAdmin):
+    list_display = ("name", "project", "row_count", "sha256", "created_at")
+    list_filter = ("project",)
