@@ -134,7 +134,6 @@ def run_training_job(job_id: int) -> dict[str, Any]:
                    error=f"the worker stopped while the stage ran ({exc!r}); resume the round "
                          "to continue from the last checkpoint")
         raise
-    watcher.tick([])  # the final progress lines are already in; write them
     error = "" if outcome.succeeded or outcome.stopped else failure_text(outcome, run_dir)
     job = finish_job(job_id, succeeded=outcome.succeeded, stopped=outcome.stopped, error=error)
     return {"job": job_id, "status": job.status, "returncode": outcome.returncode,
