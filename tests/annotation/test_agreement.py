@@ -85,3 +85,76 @@ def test_project_agreement_leaves_out_simulated_annotators(project):
     assert figures["pairwise_agreement"] == 1.0
     task.refresh_from_db()
     assert task.agreement == 1.0
+
+
+# Per-annotator quality (annotation/quality.py) is computed from plain answer rows.
+
+def _row(user: int, task: int, order, *, skip=False, gold=None, seconds=10.0, active=None, simulated=None):
+    from datetime import datetime, timezone
+
+    return {
+        "annotator_id": user, "annotator__username": f"u{user}",
+        "annotator__annotator_profile__is_simulated": simulated,
+        "annotator__annotator_profile__is_paused": None,
+        "task_id": task, "task__is_gold": gold is not None, "task__gold_order": gold,
+        "order": [] if skip else order, "is_skip": skip,
+        "server_seconds": seconds, "active_seconds": active,
+        "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+    }
+
+
+def test_annotator_stats_count_rankings_skips_and_median_time():
+    from annotation.quality import annotator_stats
+
+    rows = [
+        _row(1, 10, [[1], [2]], seconds=4.0),
+        _row(1, 11, [[3], [4]], seconds=8.0, active=6.0),
+        _row(1, 12, None, skip=True, seconds=30.0),
+    ]
+    (stats,) = annotator_stats(rows)
+    assert (stats.rankings, stats.skips) == (2, 1)
+    assert stats.skip_rate == pytest.approx(1 / 3)
+    assert stats.median_seconds == 6.0  # active time where the page reported it
+
+
+def test_consensus_agreement_leaves_the_annotator_out():
+    from annotation.quality import annotator_stats
+
+    rows = [
+        _row(1, 10, [[1], [2], [3]]),
+        _row(2, 10, [[1], [2], [3]]),
+        _row(3, 10, [[3], [2], [1]]),
+    ]
+    by_user = {s.user_id: s for s in annotator_stats(rows)}
+    # Others of user 3 agree on 1 > 2 > 3: user 3 reverses all three pairs.
+    assert by_user[3].consensus_agreement == 0.0
+    # Others of user 1: Borda of [1,2,3] and [3,2,1] ties everything: no pair agrees.
+    assert by_user[1].consensus_agreement == 0.0
+
+
+def test_gold_accuracy_and_reliability_of_an_annotator():
+    from annotation.quality import annotator_stats
+
+    rows = [
+        _row(1, 20, [[1], [2]], gold=[[1], [2]]),
+        _row(1, 21, [[4], [3]], gold=[[3], [4]]),
+    ]
+    (stats,) = annotator_stats(rows)
+    assert (stats.gold_tasks, stats.gold_accuracy) == (2, 0.5)
+    assert stats.consensus_agreement is None
+    # One of two gold pairs kept, plus one agreeing and one disagreeing pseudo-pair.
+    assert stats.reliability == pytest.approx((1 + 1) / (2 + 2))
+
+
+def test_annotator_with_no_evidence_has_reliability_one_half():
+    from annotation.quality import annotator_stats
+
+    (stats,) = annotator_stats([_row(1, 10, [[1], [2]])])
+    assert stats.reliability == 0.5
+
+
+def test_simulated_annotators_are_marked_in_the_stats():
+    from annotation.quality import annotator_stats
+
+    (stats,) = annotator_stats([_row(1, 10, [[1], [2]], simulated=True)])
+    assert stats.is_simulated is True
