@@ -132,13 +132,19 @@ def coerce(cls: type, name: str, value: Any) -> Any:
             return float(value)
         except ValueError:
             raise ValueError(f"{name} must be a number, got {value!r}") from None
-    # Lists, dicts, optionals: JSON, or a comma-separated list of words.
+    # Lists, dicts, optionals: JSON, or a comma-separated list ("sigmoid,sft", "1,0.5").
     try:
         return json.loads(value)
     except json.JSONDecodeError:
-        if typing.get_origin(kind) is list or "list" in str(kind):
-            return [item.strip() for item in value.split(",") if item.strip()]
-        raise ValueError(f"{name} must be JSON ({kind}), got {value!r}") from None
+        lists = [k for k in (kind, *typing.get_args(kind)) if typing.get_origin(k) is list]
+        if not lists:
+            raise ValueError(f"{name} must be JSON ({kind}), got {value!r}") from None
+        item_type = (typing.get_args(lists[0]) or (str,))[0]
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        try:
+            return [item_type(item) for item in items] if item_type in (int, float) else items
+        except ValueError:
+            raise ValueError(f"{name} must be a list of {item_type.__name__}, got {value!r}") from None
 
 
 def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:

@@ -293,3 +293,19 @@ def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(project, admin_
     )
     assert started.config["reward_model_path"] == str(Path(reward.run_dir) / "output")
     assert TrainingJob.objects.get(pk=ppo.pk).config == started.config
+
+
+@pytest.mark.parametrize(
+    "field, text, value",
+    [
+        ("beta", "0.5", 0.5),
+        ("max_steps", "12", 12),
+        ("use_lora", "false", False),
+        ("loss_type", "sigmoid,sft", ["sigmoid", "sft"]),
+        ("loss_type", '["ipo"]', ["ipo"]),
+        ("loss_weights", "1,0.5", [1.0, 0.5]),
+        ("trl_args", '{"max_grad_norm": 0.5}', {"max_grad_norm": 0.5}),
+    ],
+)
+def test_text_settings_become_the_config_field_types(field, text, value):
+    assert parse_settings([f"dpo.{field}={text}"], ["dpo"]) == {"dpo": {field: value}}
