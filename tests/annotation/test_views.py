@@ -11,7 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotation.assignment import next_task
-from annotation.models import AnnotatorProfile, Lease, Prompt, Ranking, RankingTask
+from annotation.models import AnnotatorProfile, Lease, Ranking, RankingTask
 from tests.annotation.factories import make_annotators, make_task, make_tasks, response_ids
 from tests.conftest import login
 
