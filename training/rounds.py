@@ -311,7 +311,7 @@ def launch_round(
 
     with transaction.atomic():
         snapshot = None
-        if any(STAGES[s].data for s in stages):
+        if any(STAGES[s].data in ("trl", "sft") for s in stages):
             snapshot = _snapshot_for(project, options, user)
         training_round = TrainingRound.objects.create(
             project=project,
