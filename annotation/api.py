@@ -540,6 +540,40 @@ def download_snapshot(
     )
 
 
+@router.get(
+    "/snapshots/{snapshot_id}/card",
+    response={200: None, **ERRORS},
+    tags=["snapshots"],
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The dataset card (Markdown) that goes with every export.",
+                "content": {"text/markdown": {"schema": {"type": "string"}}},
+            }
+        }
+    },
+)
+def snapshot_card(
+    request: HttpRequest,
+    snapshot_id: int,
+    fmt: Literal["trl", "kto", "ranking", "hh", "sft"] = "trl",
+    style: Literal["conversational", "standard"] = "conversational",
+    prompt: Literal["explicit", "implicit"] = "explicit",
+):
+    """Return the dataset card of an export: filter, rules, counts, agreement."""
+    from django.http import HttpResponse
+
+    from annotation.export import dataset_card
+
+    require_researcher(request)
+    snapshot = snapshot_or_404(snapshot_id)
+    count = snapshot.row_count if fmt in ("trl", "hh") else None
+    return HttpResponse(
+        dataset_card(snapshot, fmt, style, prompt, count),
+        content_type="text/markdown; charset=utf-8",
+    )
+
+
 # ---------------------------------------------------------------- imports
 
 

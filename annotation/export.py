@@ -558,7 +558,9 @@ def _replace_dir(src: Path, dest: Path) -> None:
         os.replace(src, dest)
 
 
-def dataset_card(snapshot: Snapshot, fmt: str, style: str, prompt: str, count: int) -> str:
+def dataset_card(
+    snapshot: Snapshot, fmt: str, style: str, prompt: str, count: int | None
+) -> str:
     """Return a Markdown dataset card: filter, rules, counts, agreement, vote merging."""
     from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES
 
@@ -577,7 +579,8 @@ def dataset_card(snapshot: Snapshot, fmt: str, style: str, prompt: str, count: i
         + ".",
         "",
         f"- Snapshot SHA-256: `{snapshot.sha256}`",
-        f"- Pairs in the snapshot: {snapshot.row_count}; rows in this file: {count}",
+        f"- Pairs in the snapshot: {snapshot.row_count}"
+        + (f"; rows in this file: {count}" if count is not None else ""),
         f"- Format: `{fmt}`, style `{style}`, prompt `{prompt}`; columns {columns}",
         f"- Pair rule: `{snapshot.pair_rule}` ({PAIR_RULES.get(snapshot.pair_rule, '')})",
         f"- Tie rule: `{snapshot.tie_rule}` ({TIE_RULES.get(snapshot.tie_rule, '')})",

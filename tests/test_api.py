@@ -349,3 +349,12 @@ def test_tokens_page_revokes(researcher):
     token.refresh_from_db()
     assert response.status_code == 302
     assert token.revoked_at is not None
+
+
+def test_snapshot_card_names_the_hash_and_rules(researcher, annotator, project):
+    world = build_world(project, annotator)
+    response = client_for(researcher).get(f"/api/snapshots/{world['snapshot']}/card")
+    card = response.content.decode()
+    assert response["Content-Type"] == "text/markdown; charset=utf-8"
+    assert f"Snapshot SHA-256: `{Snapshot.objects.get().sha256}`" in card
+    assert "Pair rule: `all_pairs`" in card

@@ -55,6 +55,7 @@ TABLE = [
         "download snapshot", "get", "/api/snapshots/{snapshot}/download?file_format=parquet",
         None, (401, 403, 403, 200, 200),
     ),
+    ("snapshot card", "get", "/api/snapshots/{snapshot}/card", None, (401, 403, 403, 200, 200)),
     ("list imports", "get", "/api/projects/{project}/imports", None, (401, 403, 403, 200, 200)),
     ("create import", "post", "/api/projects/{project}/imports", "file", (401, 403, 403, 201, 201)),
     ("list policies", "get", "/api/policies", None, (401, 403, 403, 200, 200)),
