@@ -105,6 +105,7 @@ def init_model(tokenizer, size: ModelSize, seed: int = 0):
 
 
 BUILD_INFO_FILE = "build_info.json"
+SFT_MAX_LENGTH = 256  # tokens; no demo prompt + response comes near it
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class BuildPlan:
 
 
 PLANS = {
-    # Tests: well under 30 s on 2 busy cores; the model learns little beyond the format.
+    # Tests: well under 30 s on 2 quiet cores; the model learns little beyond the format.
     "micro": BuildPlan(
         corpus_docs=200, pretrain_steps=20, pretrain_batch=8, block_size=64, pretrain_lr=3e-3,
         sft_examples=200, sft_steps=20, sft_batch=8, sft_lr=3e-3, eval_prompts=4,
@@ -266,7 +267,7 @@ def fine_tune(base_dir: Path, out_dir: Path, examples: list[dict], plan: BuildPl
             bf16=False,  # TRL's default is True: far slower on the CPU
             activation_checkpointing=False,  # TRL turns it on by default: 10x slower here
             dataloader_pin_memory=False,
-            max_length=SIZES_MAX_LENGTH,
+            max_length=SFT_MAX_LENGTH,
             seed=seed,
             disable_tqdm=not progress,
             dataloader_num_workers=0,
@@ -303,7 +304,7 @@ def sample_judge_stats(model_dir: Path, n_prompts: int, seed: int) -> dict[str, 
     from inference.sampling import SamplingConfig
 
     model, tokenizer = load_policy(str(model_dir), device="cpu")
-    # Prompts from the end of the seed's permutation: the demo project's held-out end.
+    # Another permutation of the pool than the demo project's (SFT saw every kind).
     prompts = make_prompts(n_prompts, seed + 7)
     sampling = SamplingConfig(temperature=1.0, num_candidates=4, seed=seed, max_new_tokens=64)
     candidates = generate_candidates(model, tokenizer, prompts, sampling)
@@ -329,9 +330,6 @@ def sample_judge_stats(model_dir: Path, n_prompts: int, seed: int) -> dict[str, 
         "rambling": share(lambda s: s.concision < 0),
         "distinct_responses": round(len({c for cs in candidates for c in cs}) / n, 3),
     }
-
-
-SIZES_MAX_LENGTH = 256
 
 
 def _chat_text(example: dict) -> str:
