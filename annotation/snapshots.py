@@ -283,21 +283,22 @@ def freeze_snapshot(
         for row in order_rows:
             row.snapshot = snapshot
         SnapshotRanking.objects.bulk_create(order_rows, batch_size=2000)
-        SnapshotPair.objects.bulk_create(
-            (
-                SnapshotPair(
-                    snapshot=snapshot,
-                    ranking=row["ranking"],
-                    task=row["task"],
-                    chosen_id=row["chosen"],
-                    rejected_id=row["rejected"],
-                    margin=row["margin"],
-                    annotator_label=row["label"],
-                )
-                for row in pair_rows
-            ),
-            batch_size=2000,
-        )
+        # In slices: bulk_create would first turn a generator into one long list.
+        for start in range(0, len(pair_rows), 2000):
+            SnapshotPair.objects.bulk_create(
+                [
+                    SnapshotPair(
+                        snapshot=snapshot,
+                        ranking=row["ranking"],
+                        task=row["task"],
+                        chosen_id=row["chosen"],
+                        rejected_id=row["rejected"],
+                        margin=row["margin"],
+                        annotator_label=row["label"],
+                    )
+                    for row in pair_rows[start : start + 2000]
+                ]
+            )
     return snapshot
 
 
