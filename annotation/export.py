@@ -396,10 +396,14 @@ def _pair_extra(pa) -> list:
     ]
 
 
-def _json_fragments(values: list, dumps, kind: str | None = None) -> list[str]:
+def _json_fragments(
+    values: list, dumps, kind: str | None = None, by_id: dict[int, str] | None = None
+) -> list[str]:
     """Return each value of a column as JSON text, encoding a repeated value once.
 
-    `kind` is the column's type when known ("int", "float", "str"), else found out.
+    `kind` is the column's type when known ("int", "float", "str"), else found out;
+    `by_id` memoises lists and dicts across the columns of one chunk (a response is
+    often chosen in one row and rejected in another).
     """
     if kind is None:
         types = {type(v) for v in values} - {type(None)}
@@ -418,7 +422,7 @@ def _json_fragments(values: list, dumps, kind: str | None = None) -> list[str]:
             for v in values
         ]
     # Lists, dicts, bools: a value shared by rows is the same object (see iter_chunks).
-    by_id: dict[int, str] = {}
+    by_id = {} if by_id is None else by_id
     return [
         by_id[key] if (key := id(v)) in by_id else by_id.setdefault(key, dumps(v))
         for v in values
@@ -449,8 +453,10 @@ def write_jsonl(chunks: Iterable[dict[str, list]], out: IO[str], schema=None) ->
     count = 0
     for chunk in chunks:
         template = "{" + ",".join(f"{dumps(name)}:%s" for name in chunk) + "}"
+        shared: dict[int, str] = {}
         encoded = [
-            _json_fragments(values, dumps, kinds.get(name)) for name, values in chunk.items()
+            _json_fragments(values, dumps, kinds.get(name), shared)
+            for name, values in chunk.items()
         ]
         lines = [template % row for row in zip(*encoded)]
         if lines:
