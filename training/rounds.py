@@ -281,6 +281,7 @@ def launch_round(
         ).first()
         if reward_model is None:
             raise ValueError(f"no registered reward model named {options['reward_model']!r}")
+    method = ",".join(stages)  # as asked; an implicit evaluation job is not part of it
     trains_policy = any(STAGES[s].produces == Policy.Kind.POLICY and s != "sleep" for s in stages)
     if _is_off(options.get("evaluate")):
         options["evaluate"] = False
@@ -315,7 +316,7 @@ def launch_round(
             snapshot = _snapshot_for(project, options, user)
         training_round = TrainingRound.objects.create(
             project=project,
-            method=",".join(stages),
+            method=method,
             snapshot=snapshot,
             parent_policy=parent,
             config=options,

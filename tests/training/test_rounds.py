@@ -257,6 +257,7 @@ def test_a_round_that_trains_a_policy_ends_with_an_evaluation_on_held_out_prompt
     stages = list(training_round.jobs.values_list("stage", flat=True))
     evaluate = training_round.jobs.get(stage="evaluate")
     assert stages == ["reward", "grpo", "evaluate"]
+    assert training_round.method == "reward,grpo"
     assert (evaluate.config["prompts"], evaluate.config["judge"]) == (3, "")
     assert evaluate.config["parent_base_path"] == "/models/demo-sft"
 
