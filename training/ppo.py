@@ -452,7 +452,7 @@ def run_ppo(
 
         unwrapped = accelerator.unwrap_model(policy)
         unwrapped.eval()
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():
             generated = unwrapped.generate(
                 input_ids=query_ids,
                 attention_mask=query_mask,
@@ -476,7 +476,7 @@ def run_ppo(
         scores = scores - config.missing_eos_penalty * (~has_eos).float()
 
         # ---- 3. old log-probs, reference log-probs, values; per-token rewards
-        with torch.no_grad():
+        with torch.no_grad(), accelerator.autocast():
             old_logps, _ = response_logprobs(policy, input_ids, attention_mask, width, config.temperature)
             if reference is None:
                 with unwrapped.disable_adapter():
@@ -520,10 +520,11 @@ def run_ppo(
             for start in range(0, config.batch_size, config.mini_batch_size):
                 idx = permutation[start : start + config.mini_batch_size]
                 mb_mask = mask[idx]
-                new_logps, entropy = response_logprobs(
-                    policy, input_ids[idx], attention_mask[idx], width, config.temperature
-                )
-                values = value_model(input_ids[idx], attention_mask[idx], width)
+                with accelerator.autocast():
+                    new_logps, entropy = response_logprobs(
+                        policy, input_ids[idx], attention_mask[idx], width, config.temperature
+                    )
+                    values = value_model(input_ids[idx], attention_mask[idx], width)
                 log_ratio = (new_logps - old_logps[idx]) * mb_mask
                 ratio = torch.exp(log_ratio)
                 pg_unclipped = -advantages[idx] * ratio
@@ -569,6 +570,7 @@ def run_ppo(
             "kl": mean_kl,
             "non_score_reward": float((-kl_coef * kl).sum(1).mean()),
             "response_length": float(mask.sum(1).mean()),
+            "tokens": int(attention_mask.sum()),  # prompt + response tokens of the rollout
             "eos_fraction": float(has_eos.float().mean()),
             "kl_coef": kl_coef,
             "learning_rate": scheduler.get_last_lr()[0],

