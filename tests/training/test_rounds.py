@@ -273,7 +273,7 @@ def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(
     assert skipped.config["evaluate_skipped"] == "the project has no held-out prompts"
 
 
-def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(project, admin_user, ranked, tmp_path):
+def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(project, admin_user, ranked, run_root):
     from pathlib import Path
 
     from training.rounds import start_job
