@@ -6,7 +6,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from inference.models import Policy
-from tests.annotation.data_factories import annotators, make_policy, make_task, rank
+from tests.annotation.data_factories import annotators, make_task, rank
 from tests.conftest import login
 from training.deployment import deploy_policy
 from training.models import Deployment, Status, TrainingJob, TrainingRound
