@@ -104,7 +104,7 @@ def _workspace(
         except AnnotatorPaused as exc:
             return render(
                 request,
-                "annotation/paused.html",
+                "annotation/_paused.html" if request.htmx else "annotation/paused.html",
                 {"project": project, "reason": str(exc)},
                 status=403,
             )

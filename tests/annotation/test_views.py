@@ -398,3 +398,37 @@ def test_django_admin_lists_annotation_rows(project, model):
     superuser = User.objects.create_superuser("root", password="root-pw-123")
     response = login(superuser).get(f"/django-admin/annotation/{model}/")
     assert response.status_code == 200
+
+
+def test_double_submit_over_http_stores_one_ranking(project, annotator):
+    make_tasks(project, 2)
+    client = login(annotator)
+    client.get(annotate_url(project))
+    lease = held_lease(annotator)
+    fields = {"lease": lease.pk, "order": json.dumps([[r] for r in response_ids(lease.task)])}
+    assert client.post(submit_url(project), fields).status_code == 303
+    assert client.post(submit_url(project), fields).status_code == 303
+    assert Ranking.objects.filter(annotator=annotator).count() == 1
+    assert RankingTask.objects.get(pk=lease.task_id).ranking_count == 1
+
+
+def test_annotator_paused_by_a_gold_task_sees_the_reason_in_place(project, annotator):
+    from annotation.gold import mark_gold
+
+    project.gold_rate, project.gold_min_tasks, project.gold_threshold = 1.0, 1, 0.5
+    project.save()
+    task = make_task(project, k=2)
+    make_task(project, k=2)
+    a, b = response_ids(task)
+    mark_gold(task, [[a], [b]])
+    client = login(annotator)
+    client.get(annotate_url(project))
+    response = client.post(
+        submit_url(project),
+        {"lease": held_lease(annotator).pk, "order": json.dumps([[b], [a]])},
+        HTTP_HX_REQUEST="true",
+    )
+    body = response.content.decode()
+    assert response.status_code == 403
+    assert body.startswith('<section id="workspace"')
+    assert "gold accuracy 0% over 1 gold tasks" in body
