@@ -25,6 +25,14 @@ def login(user: User) -> Client:
     return client
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hasher(django_test_environment) -> None:
+    """Hash test passwords with MD5: the real hasher is slow by design."""
+    from django.conf import settings
+
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def admin_user(db) -> User:
     return make_user("admin1", "admin")
