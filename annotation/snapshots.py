@@ -58,7 +58,10 @@ FILTER_KEYS = {
     "since": "ISO date or datetime; rankings made at or after it",
     "until": "ISO date or datetime; rankings made before it",
     "min_agreement": "number in [0, 1]; tasks whose agreement is at least this",
-    "min_reliability": "number in [0, 1]; annotators whose gold accuracy is at least this",
+    "min_reliability": (
+        "number in [0, 1]; annotators whose reliability (annotation.quality: agreement "
+        "with gold and with the others' consensus) is at least this"
+    ),
     "gold": "'include', 'exclude' or 'only'",
     "flagged": "'include' or 'exclude' (unsafe / all-bad rankings, flagged prompts)",
     "skipped": "'include' or 'exclude' (tasks any annotator skipped)",
@@ -195,7 +198,7 @@ def freeze_snapshot(
         )
 
     tasks = _select_tasks(project, cleaned)
-    sources = _select_sources(tasks, cleaned)
+    sources = _select_sources(project, tasks, cleaned)
     responses = {
         r.id: r
         for r in Response.objects.filter(task__in=[t.id for t in tasks]).select_related(
@@ -352,7 +355,7 @@ def _annotator_kind(ranking: Ranking, profiles: dict[int, AnnotatorProfile]) -> 
     return "annotator"
 
 
-def _select_sources(tasks: list[RankingTask], f: dict) -> list[_Source]:
+def _select_sources(project: Project, tasks: list[RankingTask], f: dict) -> list[_Source]:
     """Return the orders to draw pairs from, in task then ranking order."""
     rankings = (
         Ranking.objects.filter(task__in=[t.id for t in tasks], is_skip=False)
@@ -366,7 +369,7 @@ def _select_sources(tasks: list[RankingTask], f: dict) -> list[_Source]:
     profiles = {
         p.user_id: p for p in AnnotatorProfile.objects.filter(user_id__in=annotator_ids)
     }
-    reliability = annotator_reliability(annotator_ids) if "min_reliability" in f else {}
+    reliability = annotator_reliability(project) if "min_reliability" in f else {}
     since = _parse_moment("since", f["since"]) if "since" in f else None
     until = _parse_moment("until", f["until"]) if "until" in f else None
 
@@ -413,22 +416,11 @@ def _select_sources(tasks: list[RankingTask], f: dict) -> list[_Source]:
     return sources
 
 
-def annotator_reliability(user_ids: set[int]) -> dict[int, float]:
-    """Return each annotator's share of gold pairs ordered as the gold order has them."""
-    gold_rankings = Ranking.objects.filter(
-        annotator_id__in=user_ids, is_skip=False, task__is_gold=True
-    ).select_related("task")
-    agree: dict[int, int] = defaultdict(int)
-    total: dict[int, int] = defaultdict(int)
-    for ranking in gold_rankings:
-        if not ranking.task.gold_order:
-            continue
-        rank = ranking.rank_of()
-        for better, worse, _ in order_to_pairs(ranking.task.gold_order):
-            if better in rank and worse in rank:
-                total[ranking.annotator_id] += 1
-                agree[ranking.annotator_id] += int(rank[better] < rank[worse])
-    return {uid: agree[uid] / total[uid] for uid in total if total[uid]}
+def annotator_reliability(project: Project) -> dict[int, float]:
+    """Return each annotator's reliability in the project (see annotation.quality)."""
+    from annotation.quality import annotator_stats, ranking_rows
+
+    return {s.user_id: s.reliability for s in annotator_stats(ranking_rows(project))}
 
 
 def _pairs(order: list[list[int]], pair_rule: str, tie_rule: str) -> list[tuple[int, int, int]]:

@@ -166,8 +166,10 @@ def test_min_reliability_drops_annotators_failing_gold(project):
     task = make_task(project, "real?")
     rank(task, good, [[0], [1], [2], [3]])
     rank(task, bad, [[3], [2], [1], [0]])
+    # Reliability (annotation.quality): good (6 + 0 + 1) / (6 + 12 + 2) = 0.35,
+    # bad (0 + 0 + 1) / 20 = 0.05.
     snapshot = freeze_snapshot(
-        project, "s", filter={"min_reliability": 0.9, "gold": "exclude"}
+        project, "s", filter={"min_reliability": 0.3, "gold": "exclude"}
     )
     assert pair_positions(snapshot, task) == [
         (0, 1, 1.0), (0, 2, 2.0), (0, 3, 3.0), (1, 2, 1.0), (1, 3, 2.0), (2, 3, 1.0)
