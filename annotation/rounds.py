@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 from datetime import datetime
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from django.db import transaction
 from django.db.models import Max
@@ -16,6 +17,11 @@ from inference.sampling import SamplingConfig
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("fresh", "random", "uncertainty", "disagreement")
+# "uncertainty" scores OVERSAMPLE times the prompts it publishes (at most
+# MAX_SCORED): more candidates to choose from, at the price of generating for
+# prompts that are then dropped.
+OVERSAMPLE = 3
+MAX_SCORED = 1024
 
 
 def publish_round(
@@ -29,13 +35,21 @@ def publish_round(
     earlier_policies: Iterable[Policy] = (),
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
+    reward_models: Sequence[Policy] | None = None,
 ) -> Round:
     """Generate candidates for prompts of the project's pool and publish them as a round.
 
     Prompts come from the pool (never held-out ones), chosen by `strategy`: "fresh"
     takes prompts never used in a task, "random" any pool prompt (both sampled by
     `seed`), "disagreement" the prompts whose earlier tasks annotators agreed on
-    least; "uncertainty" is not yet available. The policy (default: the project's current one) writes
+    least, "uncertainty" the fresh prompts whose candidates the reward model(s)
+    separate least: it samples (by `seed`) up to OVERSAMPLE * n_prompts fresh
+    prompts, generates every candidate of their tasks once, scores them with
+    `reward_models` (default: `project_reward_model(project)`), keeps the n_prompts
+    with the highest `uncertainty_scores` and stores each as its task's
+    selection_score (assignment serves higher scores first; other strategies store 0).
+
+    The policy (default: the project's current one) writes
     `sampling.num_candidates` candidates per prompt, and each earlier policy one more,
     so K = num_candidates + len(earlier_policies); without `sampling`, K is the
     project's responses_per_task. Each task gets `project.overlap`, and its responses
@@ -68,8 +82,16 @@ def publish_round(
         raise ValueError(f"a task needs 2 to 9 responses, got {k}; change num_candidates")
     if n_prompts < 1:
         raise ValueError(f"n_prompts must be at least 1, got {n_prompts}")
-
-    prompts = choose_prompts(project, n_prompts, strategy, seed)
+    if strategy == "uncertainty":
+        judges = _check_reward_models(project, reward_models)
+        prompts = _uncertainty_pool(project, n_prompts, seed)
+    else:
+        if reward_models:
+            raise ValueError(
+                f"reward_models are used only by strategy 'uncertainty', not {strategy!r}; "
+                "drop them or choose 'uncertainty'"
+            )
+        prompts = choose_prompts(project, n_prompts, strategy, seed)
     messages = [p.messages for p in prompts]
     candidates = _generate(policy, messages, sampling, progress)
     settings = sampling.candidate_settings()
@@ -88,7 +110,10 @@ def publish_round(
         old_settings = one.candidate_settings()[0]
         for i, (text,) in enumerate(_generate(old, messages, one, None)):
             rows[i].append((old, text, old_settings))
-    return _write_round(project, policy, sampling, strategy, prompts, rows, seed, now)
+    scores = [0.0] * len(prompts)
+    if strategy == "uncertainty":
+        prompts, rows, scores = _most_uncertain(judges, prompts, rows, n_prompts)
+    return _write_round(project, policy, sampling, strategy, prompts, rows, scores, seed, now)
 
 
 def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[Prompt]:
@@ -105,8 +130,8 @@ def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[P
         return _most_disputed(pool, n, seed)
     elif strategy == "uncertainty":
         raise ValueError(
-            "strategy 'uncertainty' is not yet available (it needs a reward model "
-            "ensemble); use 'fresh', 'random' or 'disagreement'"
+            "strategy 'uncertainty' chooses prompts by scoring generated candidates; "
+            "call publish_round with it, not choose_prompts"
         )
     else:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
@@ -120,6 +145,155 @@ def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[P
         )
     chosen = random.Random(seed).sample(candidates, min(n, len(candidates)))
     return sorted(chosen, key=lambda p: p.id)
+
+
+def project_reward_model(project: Project) -> Policy:
+    """Return the project's newest ready reward model: one trained on a snapshot of it.
+
+    The link is the registry row's `snapshot_sha256`, which training copies from
+    the snapshot it learned from; a reward model trained elsewhere (or imported)
+    belongs to no project and must be named explicitly. Raise ValueError if none.
+    """
+    hashes = project.snapshots.values("sha256")
+    found = (
+        Policy.objects.filter(
+            kind=Policy.Kind.REWARD_MODEL,
+            status=Policy.Status.READY,
+            snapshot_sha256__in=hashes,
+        )
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if found is None:
+        raise ValueError(
+            f"project {project.name!r} has no reward model trained on one of its snapshots; "
+            "train one (a training round with a reward stage) or name registered reward "
+            "models explicitly (reward_models=, or --reward-model NAME)"
+        )
+    return found
+
+
+def uncertainty_scores(rewards: Sequence[Sequence[Sequence[float]]]) -> list[float]:
+    """Return, per prompt, how little the reward model(s) separate its candidates, in [0, 1].
+
+    `rewards[m][i][j]` is member m's reward of candidate j of prompt i. Rewards are
+    Bradley-Terry logits, so a pair's preference probability is
+    p_m = sigmoid(r_m,a - r_m,b). With one member the score is the mean over
+    candidate pairs of 2 * min(p, 1 - p): 1 when the model cannot tell any two
+    candidates apart, towards 0 as every margin grows. With several members it is
+    the mean over pairs of 2 * std over members of p_m (population std): the
+    members' disagreement, i.e. what labels can teach them, 1 when two members are
+    certain of opposite orders, 0 when all agree (even on 0.5).
+    """
+    if not rewards:
+        raise ValueError("no reward model scores given; pass at least one member's rewards")
+    members = len(rewards)
+    scores: list[float] = []
+    for i in range(len(rewards[0])):
+        k = len(rewards[0][i])
+        if k < 2:
+            raise ValueError(f"prompt {i} has {k} candidate(s); uncertainty needs at least 2")
+        pair_scores = []
+        for a in range(k):
+            for b in range(a + 1, k):
+                probs = [_sigmoid(rewards[m][i][a] - rewards[m][i][b]) for m in range(members)]
+                if members == 1:
+                    pair_scores.append(2 * min(probs[0], 1 - probs[0]))
+                else:
+                    mean = sum(probs) / members
+                    spread = math.sqrt(sum((p - mean) ** 2 for p in probs) / members)
+                    pair_scores.append(2 * spread)
+        scores.append(sum(pair_scores) / len(pair_scores))
+    return scores
+
+
+def _sigmoid(x: float) -> float:
+    """Return 1 / (1 + e^-x) without overflow for large |x|."""
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    z = math.exp(x)
+    return z / (1.0 + z)
+
+
+def _check_reward_models(
+    project: Project, reward_models: Sequence[Policy] | None
+) -> list[Policy]:
+    """Return the reward models that judge uncertainty: the given ones, else the project's."""
+    if not reward_models:
+        return [project_reward_model(project)]
+    judges = list(reward_models)
+    for judge in judges:
+        if judge.kind != Policy.Kind.REWARD_MODEL or not judge.has_weights():
+            raise ValueError(
+                f"policy {judge.name!r} is a {judge.kind} without reward-model weights; "
+                "pass registry rows of kind 'reward_model'"
+            )
+    if len({j.pk for j in judges}) != len(judges):
+        raise ValueError(
+            f"reward models {[j.name for j in judges]} repeat one; an ensemble needs "
+            "distinct members"
+        )
+    return judges
+
+
+def _uncertainty_pool(project: Project, n: int, seed: int) -> list[Prompt]:
+    """Return up to OVERSAMPLE * n fresh pool prompts (at most MAX_SCORED), sampled by seed."""
+    fresh = list(
+        project.prompts.filter(is_held_out=False, tasks__isnull=True).order_by("id")
+    )
+    if not fresh:
+        raise ValueError(
+            f"project {project.name!r} has no prompts for strategy 'uncertainty' (it scores "
+            "fresh prompts only); import more prompts or use strategy 'random'"
+        )
+    if len(fresh) < n:
+        logger.warning(
+            "project %s: only %d fresh prompts for strategy uncertainty (asked for %d); "
+            "publishing all of them",
+            project.name, len(fresh), n,
+        )
+    size = min(len(fresh), max(n, min(OVERSAMPLE * n, MAX_SCORED)))
+    chosen = random.Random(seed).sample(fresh, size)
+    return sorted(chosen, key=lambda p: p.id)
+
+
+def _most_uncertain(
+    judges: list[Policy],
+    prompts: list[Prompt],
+    rows: list[list[tuple[Policy, str, dict]]],
+    n: int,
+) -> tuple[list[Prompt], list[list[tuple[Policy, str, dict]]], list[float]]:
+    """Score every task's candidates and keep the n most uncertain (ties: lowest prompt id).
+
+    Return the kept prompts, their candidate rows and scores, in prompt id order.
+    """
+    rewards = [_reward(judge, prompts, rows) for judge in judges]  # (member, prompt, K)
+    scores = uncertainty_scores(rewards)
+    ranked = sorted(range(len(prompts)), key=lambda i: (-scores[i], prompts[i].id))
+    keep = sorted(ranked[:n], key=lambda i: prompts[i].id)
+    logger.info(
+        "uncertainty: kept %d of %d scored prompts with %s (scores %.3f to %.3f)",
+        len(keep), len(prompts), [j.name for j in judges],
+        min(scores[i] for i in keep), max(scores[i] for i in keep),
+    )
+    return [prompts[i] for i in keep], [rows[i] for i in keep], [scores[i] for i in keep]
+
+
+def _reward(
+    judge: Policy, prompts: list[Prompt], rows: list[list[tuple[Policy, str, dict]]]
+) -> list[list[float]]:
+    """Return the judge's reward of every candidate, shaped (prompt, K) like `rows`."""
+    from annotation.simulated import RewardScorer
+
+    scorer = RewardScorer(judge.base_path, judge.adapter_path)
+    flat_prompts = [p.messages for p, row in zip(prompts, rows) for _ in row]
+    flat_texts = [text for row in rows for _, text, _ in row]
+    flat = scorer.score(flat_prompts, flat_texts)
+    out, start = [], 0
+    for row in rows:
+        out.append(flat[start : start + len(row)])
+        start += len(row)
+    return out
 
 
 def _most_disputed(pool, n: int, seed: int) -> list[Prompt]:
@@ -165,10 +339,11 @@ def _write_round(
     strategy: str,
     prompts: list[Prompt],
     rows: list[list[tuple[Policy, str, dict]]],
+    scores: list[float],
     seed: int,
     now: datetime | None,
 ) -> Round:
-    """Create the round, one task per prompt and its responses, in one transaction."""
+    """Create the round, one task per prompt (with its score) and its responses, atomically."""
     rng = random.Random(seed)
     with transaction.atomic():
         number = (project.rounds.aggregate(n=Max("number"))["n"] or 0) + 1
@@ -181,8 +356,14 @@ def _write_round(
         )
         tasks = RankingTask.objects.bulk_create(
             [
-                RankingTask(project=project, round=round_, prompt=prompt, overlap=project.overlap)
-                for prompt in prompts
+                RankingTask(
+                    project=project,
+                    round=round_,
+                    prompt=prompt,
+                    overlap=project.overlap,
+                    selection_score=score,
+                )
+                for prompt, score in zip(prompts, scores, strict=True)
             ]
         )
         responses = []

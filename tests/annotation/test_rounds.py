@@ -1,12 +1,16 @@
 """Publishing a round: prompt choice, candidates with their policy and sampling, tasks."""
+import math
 from datetime import datetime, timezone
 
 import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from annotation.models import Prompt, RankingTask, Response, Round
-from annotation.rounds import publish_round
+from annotation.models import Project, Prompt, RankingTask, Response, Round, Snapshot
+from annotation.rounds import project_reward_model, publish_round, uncertainty_scores
+from annotation.simulated import RewardScorer
+from inference.generation import generate_for_policy
+from inference.models import Policy
 from inference.registry import register_policy
 from inference.sampling import SamplingConfig
 
@@ -126,7 +130,10 @@ def test_disagreement_without_any_ranked_task_says_what_it_needs(project, policy
 
 @pytest.mark.parametrize(
     "strategy, message",
-    [("uncertainty", "is not yet available"), ("vibes", "unknown strategy 'vibes'")],
+    [
+        ("uncertainty", "project 'demo' has no reward model trained on one of its snapshots"),
+        ("vibes", "unknown strategy 'vibes'"),
+    ],
 )
 def test_unavailable_and_unknown_strategies_are_refused(project, policy, pool, strategy, message):
     with pytest.raises(ValueError, match=message):
@@ -149,3 +156,184 @@ def test_the_command_publishes_a_round_with_the_given_controls(project, policy, 
 def test_the_command_names_an_unknown_policy(project, policy, pool):
     with pytest.raises(CommandError, match="no policy named 'ghost'"):
         call_command("publish_round", "--project", "demo", "--policy", "ghost")
+
+
+# Uncertainty: the reward model(s) that separate a prompt's candidates least.
+
+LN3 = math.log(3)  # sigmoid(ln 3) = 3/4
+
+
+@pytest.fixture(scope="module")
+def reward_model_dirs(tiny_model_dir, tmp_path_factory):
+    """Two randomly initialised one-output Llama classifiers on the tiny model's tokenizer.
+
+    The score head is scaled up so that rewards differ by about one unit between
+    candidates, as a trained reward model's do, instead of by 0.01.
+    """
+    import torch
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = AutoConfig.from_pretrained(tiny_model_dir, num_labels=1)
+    config.pad_token_id = tokenizer.pad_token_id
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = LlamaForSequenceClassification(config)
+        with torch.no_grad():
+            model.score.weight.mul_(100)
+        path = tmp_path_factory.mktemp(f"reward-{seed}")
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def reward_models(db, reward_model_dirs):
+    return [
+        register_policy(f"rm-{i}", base_path=path, kind=Policy.Kind.REWARD_MODEL)
+        for i, path in enumerate(reward_model_dirs)
+    ]
+
+
+def _direct_scores(judges, messages, candidates):
+    """Score candidates with the reward models directly, shaped (member, prompt, K)."""
+    out = []
+    for judge in judges:
+        scorer = RewardScorer(judge.base_path)
+        out.append([scorer.score([m] * len(texts), texts) for m, texts in zip(messages, candidates)])
+    return out
+
+
+@pytest.mark.parametrize(
+    "rewards, expected",
+    [
+        ([[[0.0, 0.0]]], [1.0]),  # the model cannot tell them apart
+        ([[[0.0, LN3]]], [0.5]),  # 2 * min(3/4, 1/4)
+        ([[[0.0, 0.0, LN3]]], [2 / 3]),  # pairs 1, 0.5, 0.5
+        ([[[0.0, LN3]], [[0.0, LN3]]], [0.0]),  # members agree: no disagreement
+        ([[[0.0, LN3]], [[LN3, 0.0]]], [0.5]),  # p = 3/4 and 1/4: std 1/4
+    ],
+)
+def test_uncertainty_scores_are_pairwise_closeness_for_one_model_and_disagreement_for_several(
+    rewards, expected
+):
+    assert uncertainty_scores(rewards) == pytest.approx(expected, abs=1e-12)
+
+
+def test_uncertainty_publishes_the_prompts_the_reward_model_separates_least(
+    project, policy, pool, reward_models
+):
+    prompts, _ = pool
+    judge = reward_models[0]
+    round_ = publish_round(
+        project, policy=policy, n_prompts=2, sampling=FAST, strategy="uncertainty",
+        reward_models=[judge],
+    )
+    # All 6 fresh prompts (3 x 2) were scored; generating them again gives the same candidates.
+    candidates = generate_for_policy(policy.base_path, "", [p.messages for p in prompts], FAST)
+    scores = uncertainty_scores(_direct_scores([judge], [p.messages for p in prompts], candidates))
+    expected = dict(zip([p.id for p in prompts], scores))
+    assert len({round(s, 6) for s in scores}) == 6  # distinct, so the answer is unique
+    top_two = sorted(expected, key=expected.get, reverse=True)[:2]
+    tasks = {t.prompt_id: t for t in round_.tasks.all()}
+    assert (round_.strategy, sorted(tasks)) == ("uncertainty", sorted(top_two))
+    for prompt_id, task in tasks.items():
+        assert task.selection_score == pytest.approx(expected[prompt_id], abs=1e-6)
+        assert sorted(r.text for r in task.responses.all()) == sorted(
+            candidates[[p.id for p in prompts].index(prompt_id)]
+        )
+
+
+def test_uncertainty_considers_fresh_prompts_only(project, policy, pool, reward_models):
+    first = publish_round(project, policy=policy, n_prompts=4, sampling=FAST)
+    again = publish_round(
+        project, policy=policy, n_prompts=1, sampling=FAST, strategy="uncertainty",
+        reward_models=reward_models[:1],
+    )
+    used = set(first.tasks.values_list("prompt_id", flat=True))
+    assert again.tasks.count() == 1
+    assert set(again.tasks.values_list("prompt_id", flat=True)) & used == set()
+
+
+def test_an_ensemble_scores_its_disagreement_over_every_candidate_of_the_task(
+    project, policy, pool, reward_models, tiny_model_dir
+):
+    old = register_policy("tiny-old", base_path=tiny_model_dir)
+    round_ = publish_round(
+        project, policy=policy, n_prompts=3, strategy="uncertainty", earlier_policies=[old],
+        sampling=SamplingConfig(num_candidates=2, max_new_tokens=4), reward_models=reward_models,
+    )
+    tasks = list(round_.tasks.order_by("id"))
+    messages = [t.prompt.messages for t in tasks]
+    texts = [[r.text for r in t.responses.order_by("id")] for t in tasks]
+    assert [len(t) for t in texts] == [3, 3, 3]
+    expected = uncertainty_scores(_direct_scores(reward_models, messages, texts))
+    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-6)
+    assert min(expected) > 0.0
+
+
+def test_the_default_reward_model_is_the_newest_trained_on_one_of_the_projects_snapshots(
+    project, reward_model_dirs
+):
+    Snapshot.objects.create(project=project, name="s1", sha256="a" * 64)
+    other = Project.objects.create(name="other", title="Other")
+    Snapshot.objects.create(project=other, name="s1", sha256="b" * 64)
+    path = reward_model_dirs[0]
+    register_policy("old", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="a" * 64)
+    newest = register_policy("mine", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="a" * 64)
+    register_policy("policy", base_path=path, snapshot_sha256="a" * 64)
+    register_policy("others", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="b" * 64)
+    register_policy("imported", base_path=path, kind=Policy.Kind.REWARD_MODEL)
+    assert project_reward_model(project) == newest
+
+
+def test_uncertainty_without_reward_models_uses_the_projects(project, policy, pool, reward_models):
+    Snapshot.objects.create(project=project, name="s1", sha256="a" * 64)
+    Policy.objects.filter(name="rm-1").update(snapshot_sha256="a" * 64)
+    round_ = publish_round(project, policy=policy, n_prompts=2, sampling=FAST, strategy="uncertainty")
+    tasks = list(round_.tasks.order_by("id"))
+    texts = [[r.text for r in t.responses.order_by("id")] for t in tasks]
+    expected = uncertainty_scores(
+        _direct_scores(reward_models[1:], [t.prompt.messages for t in tasks], texts)
+    )
+    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "strategy, which, message",
+    [
+        ("fresh", "rm-0", "reward_models are used only by strategy 'uncertainty', not 'fresh'"),
+        ("uncertainty", "tiny", "policy 'tiny' is a policy without reward-model weights"),
+    ],
+)
+def test_reward_models_are_refused_where_they_cannot_judge(
+    project, policy, pool, reward_models, strategy, which, message
+):
+    with pytest.raises(ValueError, match=message):
+        publish_round(
+            project, policy=policy, n_prompts=1, sampling=FAST, strategy=strategy,
+            reward_models=[Policy.objects.get(name=which)],
+        )
+    assert Round.objects.count() == 0
+
+
+def test_the_command_takes_reward_models_for_uncertainty(project, policy, pool, reward_models, capsys):
+    call_command(
+        "publish_round", "--project", "demo", "--policy", "tiny", "--prompts", "2", "--k", "2",
+        "--max-new-tokens", "3", "--strategy", "uncertainty",
+        "--reward-model", "rm-0", "--reward-model", "rm-1",
+    )
+    tasks = list(Round.objects.get(strategy="uncertainty").tasks.order_by("id"))
+    texts = [[r.text for r in t.responses.order_by("id")] for t in tasks]
+    expected = uncertainty_scores(
+        _direct_scores(reward_models, [t.prompt.messages for t in tasks], texts)
+    )
+    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-6)
+    assert "published demo round 1: 2 tasks by tiny" in capsys.readouterr().out
+
+
+def test_the_command_names_an_unknown_reward_model(project, policy, pool, reward_models):
+    with pytest.raises(CommandError, match=r"no reward model named 'tiny'; registered reward models: \['rm-0', 'rm-1'\]"):
+        call_command("publish_round", "--project", "demo", "--strategy", "uncertainty", "--reward-model", "tiny")

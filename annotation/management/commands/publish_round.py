@@ -15,7 +15,18 @@ class Command(BaseCommand):
         parser.add_argument("--policy", default="", help="Policy name (default: the project's current).")
         parser.add_argument("--prompts", type=int, default=32, help="How many prompts.")
         parser.add_argument("--k", type=int, default=None, help="Candidates per prompt (default: the project's).")
-        parser.add_argument("--strategy", default="fresh", help="fresh, random or disagreement.")
+        parser.add_argument(
+            "--strategy", default="fresh", help="fresh, random, disagreement or uncertainty."
+        )
+        parser.add_argument(
+            "--reward-model",
+            action="append",
+            default=[],
+            dest="reward_models",
+            metavar="NAME",
+            help="Reward model judging 'uncertainty'; repeat for an ensemble "
+            "(default: the newest trained on one of the project's snapshots).",
+        )
         parser.add_argument("--temperature", type=float, default=1.0)
         parser.add_argument("--top-k", type=int, default=0, help="0 turns top-k off.")
         parser.add_argument("--top-p", type=float, default=1.0)
@@ -39,6 +50,16 @@ class Command(BaseCommand):
                     f"no policy named {opts['policy']!r}; registered: "
                     f"{list(Policy.objects.values_list('name', flat=True))}"
                 )
+        reward_models = []
+        registered = Policy.objects.filter(kind=Policy.Kind.REWARD_MODEL)
+        for name in opts["reward_models"]:
+            found = registered.filter(name=name).first()
+            if found is None:
+                raise CommandError(
+                    f"no reward model named {name!r}; registered reward models: "
+                    f"{list(registered.values_list('name', flat=True))}"
+                )
+            reward_models.append(found)
         try:
             sampling = SamplingConfig(
                 temperature=opts["temperature"],
@@ -48,7 +69,9 @@ class Command(BaseCommand):
                 num_candidates=opts["k"] or project.responses_per_task,
                 seed=opts["seed"],
             )
-            with tqdm(total=opts["prompts"], desc="generating", unit="prompt") as bar:
+            # "uncertainty" generates for more prompts than it publishes.
+            total = None if opts["strategy"] == "uncertainty" else opts["prompts"]
+            with tqdm(total=total, desc="generating", unit="prompt") as bar:
                 round_ = publish_round(
                     project,
                     policy=policy,
@@ -57,6 +80,7 @@ class Command(BaseCommand):
                     strategy=opts["strategy"],
                     seed=opts["seed"],
                     progress=bar.update,
+                    reward_models=reward_models,
                 )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
