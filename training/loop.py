@@ -21,8 +21,10 @@ Each round goes through the same functions the pages call:
 
 Win rates compare the i-th sample of one policy with the i-th sample of the other
 on the same prompt, both drawn with the evaluation sampling; a judge tie counts
-half. Plain figures go to `out` as a table per round; the last line is one JSON
-object (see `RoundFigures.summary`).
+half. Distinct-2 is taken over each prompt's samples and averaged over prompts;
+KL is `training.evaluation.kl_to_reference` on the policy's own samples. Plain
+figures go to `out` as a table per round; the last line is one JSON object (see
+`RoundFigures.summary`).
 """
 from __future__ import annotations
 
@@ -72,7 +74,9 @@ class LoopConfig:
         metadata={"help": "Train on this round's rankings ('round') or on all rounds so far ('all')."},
     )
     eval_prompts: int = field(default=100, metadata={"help": "Held-out prompts evaluated on."})
-    eval_samples: int = field(default=2, metadata={"help": "Samples per held-out prompt and policy."})
+    eval_samples: int = field(
+        default=4, metadata={"help": "Samples per held-out prompt and policy (2 or more)."}
+    )
     eval_temperature: float = field(
         default=1.0, metadata={"help": "Sampling temperature of evaluation samples (0: greedy)."}
     )
@@ -99,10 +103,10 @@ class LoopConfig:
             raise ValueError(f"votes must be 'consensus' or 'every', got {self.votes!r}")
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
-        if self.eval_prompts < 1 or self.eval_samples < 1:
+        if self.eval_prompts < 1 or self.eval_samples < 2:
             raise ValueError(
-                f"eval_prompts and eval_samples must be at least 1, got "
-                f"{self.eval_prompts} and {self.eval_samples}"
+                f"eval_prompts must be at least 1 and eval_samples at least 2 (distinct-2 "
+                f"compares a prompt's samples), got {self.eval_prompts} and {self.eval_samples}"
             )
         unknown = sorted(set(self.train) - set(PIPELINES[self.method].split(",")))
         if unknown:
@@ -211,25 +215,71 @@ def judge_win_rate(
     The i-th sample of each side meet on the same prompt; a tie counts half.
     """
     from annotation.demo_domain import judge_compare
+    from training.evaluation import win_rate_by_judge
 
-    total = score = 0.0
+    flat_prompts, a, b = _paired(prompts, ours, theirs)
+    return win_rate_by_judge(
+        flat_prompts, a, b, lambda p, x, y: (judge_compare(p, x, y) + 1) / 2
+    )
+
+
+def reward_win_rate(
+    reward_model: Policy,
+    prompts: list[list[dict]],
+    ours: list[list[str]],
+    theirs: list[list[str]],
+) -> float:
+    """Return the share of paired samples the reward model scores higher for `ours`
+    (equal scores count half)."""
+    from training.evaluation import win_rate_from_scores
+    from training.reward import reward_function
+
+    scorer = reward_function(reward_model.base_path)
+    flat_prompts, a, b = _paired(prompts, ours, theirs)
+    turns = [[{"role": "assistant", "content": t}] for t in a + b]
+    scores = scorer(flat_prompts * 2, turns)
+    return win_rate_from_scores(scores[: len(a)], scores[len(a) :])["win_rate"]
+
+
+def _paired(
+    prompts: list[list[dict]], ours: list[list[str]], theirs: list[list[str]]
+) -> tuple[list[list[dict]], list[str], list[str]]:
+    """Flatten per-prompt samples into aligned (prompt, ours_i, theirs_i) lists."""
+    flat_prompts, a, b = [], [], []
     for messages, a_samples, b_samples in zip(prompts, ours, theirs, strict=True):
-        for a, b in zip(a_samples, b_samples, strict=True):
-            verdict = judge_compare(messages, a, b)
-            score += 1.0 if verdict > 0 else 0.5 if verdict == 0 else 0.0
-            total += 1
-    if not total:
+        for x, y in zip(a_samples, b_samples, strict=True):
+            flat_prompts.append(messages)
+            a.append(x)
+            b.append(y)
+    if not a:
         raise ValueError("no samples to compare; evaluate on at least one prompt")
-    return score / total
+    return flat_prompts, a, b
 
 
-def distinct_n(texts: list[str], n: int = 2) -> float:
-    """Return distinct-n: unique word n-grams over all n-grams of the texts (0 if none)."""
-    grams: list[tuple[str, ...]] = []
-    for text in texts:
-        words = text.split()
-        grams.extend(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
-    return len(set(grams)) / len(grams) if grams else 0.0
+def distinct_2(samples: list[list[str]]) -> float:
+    """Return distinct-2 of each prompt's samples, averaged over prompts.
+
+    Per prompt, so that it measures whether a policy still says different things
+    to the same question (collapse onto one phrasing lowers it).
+    """
+    from training.evaluation import distinct_n
+
+    return sum(distinct_n(texts, 2) for texts in samples) / len(samples)
+
+
+def kl_to_sft(
+    policy: Policy, reference: Policy, prompts: list[list[dict]], *, max_new_tokens: int, seed: int
+) -> float:
+    """Return the sampled estimate of KL(policy || reference) per response, in nats."""
+    from training.artifacts import load_policy, load_tokenizer
+    from training.evaluation import kl_to_reference
+
+    tokenizer = load_tokenizer(policy.adapter_path or policy.base_path, padding_side="left")
+    model = load_policy(policy.base_path, policy.adapter_path, merge=True).eval()
+    ref = load_policy(reference.base_path, reference.adapter_path, merge=True).eval()
+    return kl_to_reference(
+        model, ref, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed
+    )
 
 
 def held_out_prompts(project: Project, n: int) -> list[list[dict]]:
@@ -256,57 +306,10 @@ def sample(policy: Policy, prompts: list[list[dict]], sampling) -> list[list[str
     )
 
 
-def sequence_kl(
-    policy: Policy, reference: Policy, prompts: list[list[dict]], samples: list[list[str]]
-) -> float:
-    """Return the Monte-Carlo estimate of KL(policy || reference) per response.
-
-    For samples y drawn from the policy, the mean over samples of
-    sum_t [log p(y_t | x, y_<t) - log q(y_t | x, y_<t)], response tokens only
-    (the end token included), both models scoring the same token ids.
-    """
-    policy_lp = response_logprobs(policy, prompts, samples)
-    reference_lp = response_logprobs(reference, prompts, samples)
-    diffs = [p - q for p, q in zip(policy_lp, reference_lp, strict=True)]
-    return sum(diffs) / len(diffs)
-
-
-def response_logprobs(
-    policy: Policy, prompts: list[list[dict]], samples: list[list[str]], batch_size: int = 32
-) -> list[float]:
-    """Return the summed log-probability of each sample (flattened, prompt-major)."""
-    import torch
-
-    from inference.loading import load_policy
-
-    model, tokenizer = load_policy(policy.base_path, policy.adapter_path, device="cpu")
-    sequences: list[tuple[list[int], int]] = []
-    for messages, texts in zip(prompts, samples, strict=True):
-        prefix = tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
-        )
-        prefix_ids = tokenizer(prefix, add_special_tokens=False)["input_ids"]
-        for text in texts:
-            response_ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            sequences.append((prefix_ids + response_ids + [tokenizer.eos_token_id], len(prefix_ids)))
-    out: list[float] = []
-    pad = tokenizer.pad_token_id
-    with torch.inference_mode():
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
-            width = max(len(ids) for ids, _ in chunk)
-            input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for i, (ids, _) in enumerate(chunk):  # right padding
-                input_ids[i, : len(ids)] = torch.tensor(ids)
-                mask[i, : len(ids)] = 1
-            logits = model(input_ids=input_ids, attention_mask=mask).logits  # (b, seq, vocab)
-            logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-            token_lp = logp.gather(-1, input_ids[:, 1:, None])[..., 0]  # (b, seq-1)
-            for i, (ids, prefix_len) in enumerate(chunk):
-                # token t is predicted at position t-1; response tokens start at prefix_len
-                out.append(float(token_lp[i, prefix_len - 1 : len(ids) - 1].sum()))
-    return out
+def _round_reward_model(training_round) -> Policy | None:
+    """Return the reward model a training round registered, if it trained one."""
+    job = training_round.jobs.filter(stage="reward").select_related("output_policy").first()
+    return job.output_policy if job is not None else None
 
 
 def drain_round(training_round, *, poll_seconds: float = 1.0) -> None:
@@ -390,7 +393,7 @@ def run_loop(
     prompts = held_out_prompts(project, config.eval_prompts)
     eval_sampling = config.eval_sampling()
     reference_samples = sample(reference, prompts, eval_sampling)
-    distinct_sft = distinct_n([t for ts in reference_samples for t in ts])
+    distinct_sft = distinct_2(reference_samples)
     previous = project.current_policy
     previous_samples = (
         reference_samples if previous.pk == reference.pk else sample(previous, prompts, eval_sampling)
@@ -450,7 +453,6 @@ def run_loop(
         tick = time.monotonic()
         policy = training_round.output_policy
         samples = sample(policy, prompts, eval_sampling)
-        texts = [t for ts in samples for t in ts]
         figure = RoundFigures(
             round=r,
             policy=policy.name,
@@ -458,14 +460,23 @@ def run_loop(
             rm_accuracy=_rm_accuracy(training_round),
             win_rate_vs_previous=judge_win_rate(prompts, samples, previous_samples),
             win_rate_vs_sft=judge_win_rate(prompts, samples, reference_samples),
-            kl=sequence_kl(policy, reference, prompts, samples),
-            distinct_2=distinct_n(texts),
+            kl=kl_to_sft(
+                policy, reference, prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+            ),
+            distinct_2=distinct_2(samples),
             distinct_2_sft=distinct_sft,
             wall_s=0.0,
             stage_seconds=seconds,
         )
+        reward_model = _round_reward_model(training_round)
+        rm_vs_sft = (
+            reward_win_rate(reward_model, prompts, samples, reference_samples)
+            if reward_model is not None
+            else None
+        )
         policy.metrics = {
             **policy.metrics,
+            **({RM_VS_SFT: rm_vs_sft} if rm_vs_sft is not None else {}),
             JUDGE_VS_SFT: figure.win_rate_vs_sft,
             JUDGE_VS_PREVIOUS: figure.win_rate_vs_previous,
             "kl": figure.kl,

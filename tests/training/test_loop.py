@@ -13,7 +13,7 @@ from inference.models import Policy
 from training.loop import (
     LoopConfig,
     RoundFigures,
-    distinct_n,
+    distinct_2,
     judge_win_rate,
     run_loop,
     table_header,
@@ -32,9 +32,8 @@ SUMMARY_KEYS = [
 ]
 
 
-def test_distinct_2_counts_unique_word_bigrams_over_all_texts():
-    assert distinct_n(["a b c", "a b d"]) == 3 / 4
-    assert distinct_n(["single"]) == 0.0
+def test_distinct_2_is_taken_per_prompt_and_averaged():
+    assert distinct_2([["a b c", "a b d"], ["x y", "x y"]]) == (3 / 4 + 1 / 2) / 2
 
 
 def test_judge_win_rate_counts_a_tie_as_half():
@@ -51,6 +50,7 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"rounds": 0}, "rounds must be at least 1, got 0"),
         ({"method": "sft"}, "method must be one of \\['dpo', 'ppo'\\], got 'sft'"),
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
+        ({"eval_samples": 1}, "eval_samples at least 2"),
         ({"train": {"ppo": {}}}, "train options name stages \\['ppo'\\]"),
     ],
 )
@@ -98,7 +98,7 @@ MICRO = dict(
     prompts_per_round=6,
     max_new_tokens=12,
     eval_prompts=4,
-    eval_samples=1,
+    eval_samples=2,
     train={"dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100}},
 )
 
@@ -150,6 +150,6 @@ def test_command_refuses_an_unknown_project(db):
         call_command("run_loop", "--project=nope", stdout=StringIO())
 
 
-def test_command_refuses_bad_train_json(micro_project):
+def test_command_refuses_bad_train_json(project):
     with pytest.raises(CommandError, match="--train is not valid JSON"):
-        call_command("run_loop", "--project=loop", "--train={dpo", stdout=StringIO())
+        call_command("run_loop", "--project=demo", "--train={dpo", stdout=StringIO())
