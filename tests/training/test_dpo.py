@@ -12,6 +12,17 @@ from training import dpo
 from training.progress import STOP_FILE, Reporter
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Run torch on one thread: tiny matrices gain nothing from more, a shared CPU loses much."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def logprob(model, tokenizer, prompt: list[dict], response: list[dict]) -> float:
     """Return log p(response | prompt) summed over the response tokens."""
     import torch
