@@ -326,6 +326,12 @@ def next_task(request: HttpRequest, name: str):
         raise PermissionDenied(str(exc)) from None
     if lease is None:
         return 204, None
+    # The whole task in two queries, whether the lease was held or just taken.
+    lease.task = (
+        RankingTask.objects.select_related("prompt", "round")
+        .prefetch_related("responses")
+        .get(pk=lease.task_id)
+    )
     return lease
 
 

@@ -20,6 +20,7 @@ On SQLite the IMMEDIATE transactions of the settings serialise every writer.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -135,6 +136,45 @@ def _lease_one(
     return None
 
 
+def _pause_message(reason: str) -> str:
+    return (
+        "You are paused in annotation: "
+        f"{reason or 'no reason recorded'}. "
+        "An admin can reinstate you from the project's gold page."
+    )
+
+
+def _lease_next(
+    project: Project, user: AbstractBaseUser, now: datetime, *, may_hold: bool = True
+) -> Lease | None:
+    """Return the held lease or lease a new task; the caller holds the profile lock.
+
+    `may_hold=False` says the caller has just closed the annotator's active lease in
+    this project, so (one active lease per project) none can be held: skip that read.
+    """
+    mine = Lease.objects.filter(task__project=project, annotator=user)
+    if may_hold:
+        held = (
+            mine.filter(status=Lease.Status.ACTIVE, expires_at__gt=now)
+            .select_related("task")
+            .first()
+        )
+        if held is not None:
+            return held
+    if project.gold_rate > 0:
+        counts = mine.aggregate(
+            seen=Count("pk"), gold=Count("pk", filter=Q(task__is_gold=True))
+        )
+        is_due = is_gold_due(counts["gold"], counts["seen"], project.gold_rate)
+    else:
+        is_due = False
+    if is_due:
+        lease = _lease_one(project, user, now, gold=True)
+        if lease is not None:
+            return lease
+    return _lease_one(project, user, now, gold=False)
+
+
 def next_task(
     project: Project, user: AbstractBaseUser, *, now: datetime | None = None
 ) -> Lease | None:
@@ -153,31 +193,8 @@ def next_task(
     with transaction.atomic():
         profile = _lock_profile(user)
         if profile.is_paused:
-            raise AnnotatorPaused(
-                "You are paused in annotation: "
-                f"{profile.paused_reason or 'no reason recorded'}. "
-                "An admin can reinstate you from the project's gold page."
-            )
-        mine = Lease.objects.filter(task__project=project, annotator=user)
-        held = (
-            mine.filter(status=Lease.Status.ACTIVE, expires_at__gt=now)
-            .select_related("task")
-            .first()
-        )
-        if held is not None:
-            return held
-        if project.gold_rate > 0:
-            counts = mine.aggregate(
-                seen=Count("pk"), gold=Count("pk", filter=Q(task__is_gold=True))
-            )
-            is_due = is_gold_due(counts["gold"], counts["seen"], project.gold_rate)
-        else:
-            is_due = False
-        if is_due:
-            lease = _lease_one(project, user, now, gold=True)
-            if lease is not None:
-                return lease
-        return _lease_one(project, user, now, gold=False)
+            raise AnnotatorPaused(_pause_message(profile.paused_reason))
+        return _lease_next(project, user, now)
 
 
 def _check_lease_owner(lease: Lease, user: AbstractBaseUser) -> None:
@@ -276,47 +293,140 @@ def submit_ranking(
     now = now or timezone.now()
     _check_lease_owner(lease, user)
     with transaction.atomic():
-        task = (
-            RankingTask.objects.select_for_update()
-            .select_related("project")
-            .get(pk=lease.task_id)
-        )
-        existing = Ranking.objects.filter(task=task, annotator=user).first()
-        if existing is not None:
-            return existing
-        # Only submit and skip close a lease, and both leave a ranking: with none
-        # stored, the lease is as the caller read it.
-        response_ids = set(task.responses.values_list("pk", flat=True))
-        groups = Ranking.validate_order(order, response_ids)
-        unsafe, ratings = _validate_extras(
-            task, response_ids, unsafe_response_ids, rationale, aspect_ratings
-        )
-        is_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= now
-        if is_late and _is_overlap_full(task, lease, now):
-            raise LateSubmissionRefused(
-                "Your lease on this task expired and other annotators have since "
-                "given it all the rankings it needs; your ranking was not stored. "
-                "Take the next task."
-            )
-        ranking = Ranking.objects.create(
-            task=task,
-            annotator=user,
-            lease=lease,
-            order=groups,
+        ranking, _, _, _ = _store_ranking(
+            lease,
+            user,
+            order,
             all_bad=all_bad,
-            unsafe_response_ids=unsafe,
-            rationale=rationale.strip(),
-            rewrite=rewrite.strip(),
-            aspect_ratings=ratings,
-            server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
+            unsafe_response_ids=unsafe_response_ids,
+            rationale=rationale,
+            rewrite=rewrite,
+            aspect_ratings=aspect_ratings,
             active_seconds=active_seconds,
+            now=now,
         )
-        _close(lease, Lease.Status.SUBMITTED, now)
-        task.ranking_count += 1  # the row is locked: this count is current
-        consensus.update_task_figures(task)
-        if task.is_gold and task.gold_order:
-            apply_gold_rule(task.project, user)
         return ranking
+
+
+def submit_ranking_and_lease_next(
+    lease: Lease,
+    user: AbstractBaseUser,
+    order: object,
+    *,
+    all_bad: bool = False,
+    unsafe_response_ids: tuple | list = (),
+    rationale: str = "",
+    rewrite: str = "",
+    aspect_ratings: dict | None = None,
+    active_seconds: float | None = None,
+    response_ids: Iterable[int] | None = None,
+    now: datetime | None = None,
+) -> tuple[Ranking, Lease | None]:
+    """Store the ranking as `submit_ranking` does and lease the annotator's next task.
+
+    One transaction, one commit: the workspace's submit answers with the next task.
+    The next lease is what `next_task` would return in the lease's project (None when
+    no task is left). Raise LateSubmissionRefused or ValidationError like
+    `submit_ranking`, storing and leasing nothing. When the annotator is paused
+    (perhaps by this very ranking's gold score) the ranking is stored, no task is
+    leased, and AnnotatorPaused is raised once the ranking is committed.
+    `response_ids`: the task's response ids when the caller has already read them.
+    """
+    now = now or timezone.now()
+    _check_lease_owner(lease, user)
+    with transaction.atomic():
+        # Profile first, then task: the lock order of `next_task`, so the two never
+        # deadlock; it also serialises this annotator's requests.
+        profile = _lock_profile(user)
+        ranking, task, closed_active, paused_now = _store_ranking(
+            lease,
+            user,
+            order,
+            all_bad=all_bad,
+            unsafe_response_ids=unsafe_response_ids,
+            rationale=rationale,
+            rewrite=rewrite,
+            aspect_ratings=aspect_ratings,
+            active_seconds=active_seconds,
+            now=now,
+            response_ids=response_ids,
+        )
+        if not (profile.is_paused or paused_now):
+            following = _lease_next(task.project, user, now, may_hold=not closed_active)
+            return ranking, following
+    profile.refresh_from_db(fields=["paused_reason"])
+    raise AnnotatorPaused(_pause_message(profile.paused_reason))
+
+
+def _store_ranking(
+    lease: Lease,
+    user: AbstractBaseUser,
+    order: object,
+    *,
+    all_bad: bool,
+    unsafe_response_ids: tuple | list,
+    rationale: str,
+    rewrite: str,
+    aspect_ratings: dict | None,
+    active_seconds: float | None,
+    now: datetime,
+    response_ids: Iterable[int] | None = None,
+) -> tuple[Ranking, RankingTask, bool, bool]:
+    """Store the ranking inside the caller's transaction (see `submit_ranking`).
+
+    Return the ranking; its task, locked; whether an active unexpired lease was
+    closed (False when the ranking was already stored or came late); and whether this
+    ranking's gold score paused the annotator. `response_ids`: the task's response
+    ids when the caller has read them (responses never change), else read here.
+    """
+    task = (
+        RankingTask.objects.select_for_update(of=("self",))
+        .select_related("project")
+        .get(pk=lease.task_id)
+    )
+    # Only submit and skip close a lease, and both leave a ranking of the lease's
+    # (task, annotator): a lease found closed under the task lock is a repeat, and one
+    # found open is as the caller read it. Closing it first is that check in one
+    # statement; a refusal below rolls it back.
+    closed = Lease.objects.filter(pk=lease.pk).exclude(
+        status__in=(Lease.Status.SUBMITTED, Lease.Status.SKIPPED)
+    ).update(status=Lease.Status.SUBMITTED, closed_at=now)
+    if not closed:
+        return Ranking.objects.get(task=task, annotator=user), task, False, False
+    if response_ids is None:
+        response_ids = task.responses.values_list("pk", flat=True)
+    response_ids = set(response_ids)
+    groups = Ranking.validate_order(order, response_ids)
+    unsafe, ratings = _validate_extras(
+        task, response_ids, unsafe_response_ids, rationale, aspect_ratings
+    )
+    is_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= now
+    if is_late and _is_overlap_full(task, lease, now):
+        raise LateSubmissionRefused(
+            "Your lease on this task expired and other annotators have since "
+            "given it all the rankings it needs; your ranking was not stored. "
+            "Take the next task."
+        )
+    ranking = Ranking.objects.create(
+        task=task,
+        annotator=user,
+        lease=lease,
+        order=groups,
+        all_bad=all_bad,
+        unsafe_response_ids=unsafe,
+        rationale=rationale.strip(),
+        rewrite=rewrite.strip(),
+        aspect_ratings=ratings,
+        server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
+        active_seconds=active_seconds,
+    )
+    lease.status, lease.closed_at = Lease.Status.SUBMITTED, now
+    task.ranking_count += 1  # the row is locked: this count is current
+    consensus.update_task_figures(task)
+    paused_now = False
+    if task.is_gold and task.gold_order:
+        paused_now = apply_gold_rule(task.project, user)
+    return ranking, task, not is_late, paused_now
 
 
 def skip_task(
@@ -335,7 +445,7 @@ def skip_task(
             "a skip needs a reason, e.g. 'prompt is not in English' or 'cannot judge code'"
         )
     with transaction.atomic():
-        task = RankingTask.objects.select_for_update().get(pk=lease.task_id)
+        task = RankingTask.objects.select_for_update(of=("self",)).get(pk=lease.task_id)
         existing = Ranking.objects.filter(task=task, annotator=user).first()
         if existing is not None:
             return existing

@@ -9,8 +9,9 @@ the consensus is a label; the task's `agreement` figure counts humans only.
 from __future__ import annotations
 
 from collections import defaultdict
+from itertools import combinations
 
-from annotation.agreement import Order, pairwise_agreement
+from annotation.agreement import Order, rank_map
 
 
 def borda(orders: list[Order]) -> Order | None:
@@ -34,6 +35,28 @@ def borda(orders: list[Order]) -> Order | None:
     return [sorted(by_points[p]) for p in sorted(by_points, reverse=True)]
 
 
+def pairwise_agreement_by_counts(orders: list[Order]) -> float | None:
+    """Return `agreement.pairwise_agreement(orders)`, counting instead of comparing.
+
+    For each response pair, count the orders preferring one side, the other, or
+    tying it; the agreeing judgements are the pairs of orders within one count. The
+    cost grows with the number of orders, not with its square, so a gold task that
+    every annotator ranks stays cheap to update.
+    """
+    counts: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for order in orders:
+        ranks = rank_map(order)
+        for x, y in combinations(sorted(ranks), 2):
+            rx, ry = ranks[x], ranks[y]
+            counts[x, y][(rx > ry) - (rx < ry) + 1] += 1
+    agree = total = 0
+    for by_relation in counts.values():
+        n = sum(by_relation)
+        total += n * (n - 1) // 2
+        agree += sum(k * (k - 1) // 2 for k in by_relation)
+    return agree / total if total else None
+
+
 def update_task_figures(task) -> None:
     """Recompute and save a task's consensus order, agreement and ranking count.
 
@@ -48,7 +71,8 @@ def update_task_figures(task) -> None:
         )
     )
     task.consensus_order = borda([order for order, _ in rows])
-    task.agreement = pairwise_agreement([order for order, sim in rows if not sim])
+    humans = [order for order, sim in rows if not sim]
+    task.agreement = pairwise_agreement_by_counts(humans)
     task.save(update_fields=["ranking_count", "consensus_order", "agreement"])
 
 

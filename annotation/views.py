@@ -7,6 +7,7 @@ and admins); gold management, project settings and the dashboard (admins).
 from __future__ import annotations
 
 from datetime import datetime, time
+from functools import lru_cache
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -18,6 +19,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import SafeString
 from django.views.decorators.http import require_POST
 
 from annotation.assignment import (
@@ -25,7 +27,7 @@ from annotation.assignment import (
     LateSubmissionRefused,
     next_task,
     skip_task,
-    submit_ranking,
+    submit_ranking_and_lease_next,
 )
 from annotation.consensus import adjudicate
 from annotation.dashboard import dashboard as dashboard_figures
@@ -87,34 +89,48 @@ def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
     )
 
 
+@lru_cache(maxsize=64)
+def _guidelines_html(text: str) -> SafeString:
+    # Markdown + nh3 cost more than the rest of the page; guidelines rarely change.
+    return render_guidelines(text)
+
+
+def _paused(request: HttpRequest, project: Project, exc: AnnotatorPaused) -> HttpResponse:
+    return render(
+        request,
+        "annotation/_paused.html" if request.htmx else "annotation/paused.html",
+        {"project": project, "reason": str(exc)},
+        status=403,
+    )
+
+
 def _workspace(
     request: HttpRequest,
     project: Project,
     *,
     lease: Lease | None = None,
+    is_leased: bool = False,
     form: RankingForm | SkipForm | None = None,
     notice: str = "",
     status: int = 200,
 ) -> HttpResponse:
-    """Render the workspace for `lease`, or for the annotator's next task."""
+    """Render the workspace for `lease`, or for the annotator's next task.
+
+    `is_leased` says `lease` is already the annotator's next task (None: none left).
+    """
     now = timezone.now()
-    if lease is None:
+    if lease is None and not is_leased:
         try:
             lease = next_task(project, request.user, now=now)
         except AnnotatorPaused as exc:
-            return render(
-                request,
-                "annotation/_paused.html" if request.htmx else "annotation/paused.html",
-                {"project": project, "reason": str(exc)},
-                status=403,
-            )
+            return _paused(request, project, exc)
     context = {
         "project": project,
         "lease": lease,
         "form": form,
         "notice": notice,
         "progress": _progress(project, request.user, now),
-        "guidelines": render_guidelines(project.guidelines),
+        "guidelines": _guidelines_html(project.guidelines),
     }
     if lease is not None:
         task = RankingTask.objects.select_related("prompt").get(pk=lease.task_id)
@@ -185,7 +201,7 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
     lease = data["lease"]
     was_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= timezone.now()
     try:
-        submit_ranking(
+        _, next_lease = submit_ranking_and_lease_next(
             lease,
             request.user,
             data["order"],
@@ -195,15 +211,24 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
             rewrite=data["rewrite"],
             aspect_ratings=data["aspect_ratings"],
             active_seconds=data["active_seconds"],
+            response_ids=form.response_ids,
         )
     except LateSubmissionRefused as exc:
         return _after_answer(request, project, str(exc), ok=False)
+    except AnnotatorPaused as exc:
+        # The ranking is stored; the paused page says why no task follows.
+        if request.htmx:
+            return _paused(request, project, exc)
+        return _see_other(reverse("annotation:annotate", args=[project.name]))
     notice = (
         "Your lease had expired, but the task still needed rankings: your ranking is saved."
         if was_late
         else "Ranking saved."
     )
-    return _after_answer(request, project, notice, ok=True)
+    if request.htmx:
+        return _workspace(request, project, lease=next_lease, is_leased=True, notice=notice)
+    messages.success(request, notice)
+    return _see_other(reverse("annotation:annotate", args=[project.name]))
 
 
 @require_POST

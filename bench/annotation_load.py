@@ -49,12 +49,19 @@ CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/h2_bench")
+    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/h6_bench")
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers")
-    parser.add_argument("--mode", choices=["htmx", "plain"], default="htmx")
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="threads per worker (WEB_THREADS; >1: gthread)"
+    )
+    parser.add_argument(
+        "--mode", choices=["htmx", "plain", "api", "all"], default="htmx",
+        help="what a session drives: the page with htmx, the page without JavaScript, "
+        "the JSON API with a token, or each of them in turn on a fresh project",
+    )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
@@ -91,12 +98,13 @@ def create_database(database_url: str) -> None:
     call_command("migrate", verbosity=0)
 
 
-def create_project(n_tasks: int, sessions: int) -> tuple[object, list[str]]:
-    """Create a fresh project of n_tasks tasks and one annotator per session."""
+def create_project(n_tasks: int, sessions: int) -> tuple[object, list[tuple[str, str]]]:
+    """Create a fresh project of n_tasks tasks and one annotator (and API token) per session."""
     from django.contrib.auth.models import Group, User
     from django.db import transaction
 
     from annotation.models import Project, Prompt, RankingTask, Response, messages_hash
+    from annotation.tokens import create_token
     from inference.models import Policy
 
     with transaction.atomic():
@@ -129,7 +137,7 @@ def create_project(n_tasks: int, sessions: int) -> tuple[object, list[str]]:
             User.objects.filter(username=name).delete()
             user = User.objects.create_user(name, password=name + "-pw")
             user.groups.add(group)
-            names.append(name)
+            names.append((name, create_token(user, "load benchmark")[1]))
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -145,6 +153,7 @@ def start_gunicorn(args: argparse.Namespace) -> subprocess.Popen:
         "DEBUG": "0",
         "WEB_BIND": f"127.0.0.1:{args.port}",
         "WEB_CONCURRENCY": str(args.workers),
+        "WEB_THREADS": str(args.threads),
         "WEB_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
@@ -165,11 +174,12 @@ def start_gunicorn(args: argparse.Namespace) -> subprocess.Popen:
 
 
 class Session:
-    """One annotator's browser: cookies, CSRF token, and the current workspace."""
+    """One annotator's browser (cookies, CSRF token, workspace) or API client (token)."""
 
-    def __init__(self, port: int, username: str, mode: str, seed: int) -> None:
+    def __init__(self, port: int, username: str, token: str, mode: str, seed: int) -> None:
         self.port = port
         self.username = username
+        self.token = token
         self.mode = mode
         self.rng = random.Random(seed)
         self.cookies: dict[str, str] = {}
@@ -177,27 +187,46 @@ class Session:
         self.accepted = 0
         self.baseline_requests = 0
         self.errors: list[str] = []
+        self.conn: http.client.HTTPConnection | None = None
 
-    def request(self, method: str, path: str, body: dict | None = None, headers: dict | None = None):
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+    def request(
+        self, method: str, path: str, body: dict | str | None = None, headers: dict | None = None
+    ):
+        """Send one request on a kept-alive connection (reopened when the server closes it)."""
         all_headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
         all_headers.update(headers or {})
         data = None
-        if body is not None:
+        if isinstance(body, dict):
             data = urllib.parse.urlencode(body, doseq=True)
             all_headers["Content-Type"] = "application/x-www-form-urlencoded"
             all_headers["X-CSRFToken"] = self.cookies.get("csrftoken", "")
             all_headers["Referer"] = f"http://127.0.0.1:{self.port}{path}"
+        elif body is not None:
+            data = body
+            all_headers["Content-Type"] = "application/json"
         start = time.perf_counter()
-        conn.request(method, path, body=data, headers=all_headers)
-        response = conn.getresponse()
-        payload = response.read()
+        for attempt in (1, 2):
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            try:
+                self.conn.request(method, path, body=data, headers=all_headers)
+                response = self.conn.getresponse()
+                payload = response.read()
+                break
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                # A kept-alive connection the server closed meanwhile: reopen once.
+                self.conn.close()
+                self.conn = None
+                if attempt == 2:
+                    raise
         self.latencies.append(time.perf_counter() - start)
         for header, value in response.getheaders():
             if header.lower() == "set-cookie":
                 name, _, rest = value.partition("=")
                 self.cookies[name] = rest.split(";", 1)[0]
-        conn.close()
+        if response.will_close:
+            self.conn.close()
+            self.conn = None
         return response.status, payload, dict(response.getheaders())
 
     def login(self) -> None:
@@ -227,7 +256,11 @@ class Session:
             self.request("GET", "/")
             self.baseline_requests += 1
 
-    def run(self, url: str, stop_at: float) -> None:
+    def run(self, project: str, stop_at: float) -> None:
+        if self.mode == "api":
+            self.run_api(project, stop_at)
+            return
+        url = f"/projects/{project}/annotate/"
         status, page, _ = self.request("GET", url)
         while time.monotonic() < stop_at:
             lease = LEASE.search(page)
@@ -243,6 +276,26 @@ class Session:
                 ok = status == 303
                 status, page, _ = self.request("GET", url)
             if ok:
+                self.accepted += 1
+            else:
+                self.errors.append(f"submit answered {status}")
+
+    def run_api(self, project: str, stop_at: float) -> None:
+        """Loop next-task then submit over the JSON API, as a labelling script would."""
+        auth = {"Authorization": f"Bearer {self.token}"}
+        self.cookies = {}  # a script sends its token, not a browser's session
+        while time.monotonic() < stop_at:
+            status, payload, _ = self.request("POST", f"/api/projects/{project}/next-task", None, auth)
+            if status == 204:
+                return  # no task left
+            if status != 200:
+                self.errors.append(f"next-task answered {status}")
+                return
+            lease = json.loads(payload)
+            ids = [r["id"] for r in lease["task"]["responses"]]
+            body = json.dumps({"order": self.order(ids), "active_seconds": 3})
+            status, _, _ = self.request("POST", f"/api/leases/{lease['id']}/ranking", body, auth)
+            if status == 201:
                 self.accepted += 1
             else:
                 self.errors.append(f"submit answered {status}")
@@ -282,19 +335,22 @@ def check_invariants(project, accepted: int) -> list[str]:
     return problems
 
 
-def main() -> None:
-    args = parse_args()
-    setup_django(args.database_url)
-    create_database(args.database_url)
+def run_mode(args: argparse.Namespace, mode: str) -> bool:
+    """Benchmark one mode on a fresh project; print its figures; return whether invariants hold."""
     t0 = time.perf_counter()
     project, names = create_project(args.tasks, args.sessions)
     print(f"created {args.tasks} tasks in {time.perf_counter() - t0:.1f} s")
+    from django.db import connection
+
+    connection.close()  # the server's workers must not share the parent's connection
     server = start_gunicorn(args)
     try:
-        sessions = [Session(args.port, name, args.mode, args.seed + i) for i, name in enumerate(names)]
+        sessions = [
+            Session(args.port, name, token, mode, args.seed + i)
+            for i, (name, token) in enumerate(names)
+        ]
         for s in sessions:
             s.login()
-        url = f"/projects/{project.name}/annotate/"
         # Warm up every worker (imports, connections) before the clock starts.
         for s in sessions:
             s.request("GET", "/login/")
@@ -310,41 +366,59 @@ def main() -> None:
         baseline_rate = sum(s.baseline_requests for s in sessions) / (time.perf_counter() - start)
         for s in sessions:
             s.latencies.clear()
+        load_before = os.getloadavg()[0]
+        cpu_before = os.times()
         stop_at = time.monotonic() + args.seconds
-        threads = [threading.Thread(target=s.run, args=(url, stop_at)) for s in sessions]
+        threads = [threading.Thread(target=s.run, args=(project.name, stop_at)) for s in sessions]
         start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - start
+        cpu_after = os.times()
     finally:
         server.terminate()
         server.wait(timeout=30)
     latencies = [x * 1000 for s in sessions for x in s.latencies]
     accepted = sum(s.accepted for s in sessions)
     errors = [e for s in sessions for e in s.errors]
+    client_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
     print(
-        f"mode={args.mode} sessions={args.sessions} workers={args.workers} tasks={args.tasks} "
-        f"cpus={os.cpu_count()} seconds={elapsed:.1f}"
+        f"mode={mode} sessions={args.sessions} workers={args.workers} threads={args.threads} "
+        f"tasks={args.tasks} cpus={os.cpu_count()} seconds={elapsed:.1f}"
     )
-    print(f"submissions: {accepted} ({accepted / elapsed:.1f}/s), requests: {len(latencies)}, errors: {len(errors)}")
+    print(
+        f"submissions: {accepted} ({accepted / elapsed:.1f}/s), requests: {len(latencies)} "
+        f"({len(latencies) / elapsed:.1f}/s), errors: {len(errors)}"
+    )
     print(
         f"baseline (home page GETs, same sessions): {baseline_rate:.1f}/s; "
         f"submissions/s over baseline requests/s: {accepted / elapsed / baseline_rate:.2f}"
     )
-    print(f"load average during the run (all processes on the machine): {os.getloadavg()[0]:.1f}")
+    print(
+        f"load average before/after the run (all processes on the machine): "
+        f"{load_before:.1f}/{os.getloadavg()[0]:.1f}; the bench client itself used "
+        f"{client_cpu / elapsed:.2f} CPU"
+    )
     print(
         "request latency ms: "
         f"p50={percentile(latencies, 50):.1f} p95={percentile(latencies, 95):.1f} "
         f"p99={percentile(latencies, 99):.1f} max={max(latencies):.1f}"
     )
-    from django.db import connection
-
     connection.close()
     problems = check_invariants(project, accepted) + sorted(set(errors))[:5]
-    print("invariants: " + ("all hold" if not problems else "; ".join(problems)))
-    sys.exit(1 if problems else 0)
+    print("invariants: " + ("all hold" if not problems else "; ".join(problems)), flush=True)
+    return not problems
+
+
+def main() -> None:
+    args = parse_args()
+    setup_django(args.database_url)
+    create_database(args.database_url)
+    modes = ["htmx", "plain", "api"] if args.mode == "all" else [args.mode]
+    results = [run_mode(args, mode) for mode in modes]
+    sys.exit(0 if all(results) else 1)
 
 
 if __name__ == "__main__":
