@@ -150,6 +150,20 @@ def test_agreement_by_counts_table(orders, expected):
     assert pairwise_agreement_by_counts(orders) == expected
 
 
+def test_token_last_use_is_written_at_most_once_a_minute(annotator):
+    from annotation.models import ApiToken
+    from annotation.tokens import authenticate_token
+
+    token, raw = create_token(annotator, "script")
+    authenticate_token(raw)
+    first = ApiToken.objects.get(pk=token.pk).last_used_at
+    authenticate_token(raw)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at == first
+    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - timedelta(minutes=2))
+    authenticate_token(raw)
+    assert ApiToken.objects.get(pk=token.pk).last_used_at > first
+
+
 # ---------------------------------------------------------------- queries per request
 
 
@@ -213,12 +227,13 @@ def _api_submit(client, project, annotator):
         # candidates, re-read their counts, insert lease, release; progress, task and
         # prompt, responses.
         ("page submit", 20),
-        # token, its last use, roles, project; savepoint, profile lock, held lease,
-        # candidates, re-read, insert lease, release; task with prompt, responses.
-        ("api next-task", 13),
-        # token, its last use, roles, lease; savepoint, task lock, close lease,
-        # response ids, insert ranking, task's rankings, task figures, release.
-        ("api submit", 12),
+        # token (its last use is written once a minute), roles, project; savepoint,
+        # profile lock, held lease, candidates, re-read, insert lease, release; task
+        # with prompt, responses.
+        ("api next-task", 12),
+        # token, roles, lease; savepoint, task lock, close lease, response ids,
+        # insert ranking, task's rankings, task figures, release.
+        ("api submit", 11),
     ],
 )
 def test_queries_per_request_stay_constant_as_tasks_and_rankings_grow(
