@@ -12,9 +12,9 @@ and test_rankings.py):
 
 Concurrency: every function runs in one transaction. On PostgreSQL the candidate
 tasks are taken with `SELECT ... FOR UPDATE SKIP LOCKED`, so annotators asking at once
-never lock the same slot, and the lease count is re-read once the row is locked
-(a row that was unlocked between the scan and the lock would otherwise pass with a
-stale count). Requests of one annotator are serialised by locking their profile row.
+never lock the same slot, and the lease count is re-read, by the statement that
+inserts the lease, once the row is locked (a row that was unlocked between the scan
+and the lock would otherwise pass with a stale count). Requests of one annotator are serialised by locking their profile row.
 On SQLite the IMMEDIATE transactions of the settings serialise every writer.
 """
 from __future__ import annotations
@@ -25,9 +25,8 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import transaction
-from django.db.models import Count, Exists, F, IntegerField, OuterRef, Q, Subquery
-from django.db.models.functions import Coalesce
+from django.db import connection, transaction
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from annotation import consensus
@@ -48,20 +47,6 @@ class LateSubmissionRefused(Exception):
     """The lease expired and other annotators have filled the task's overlap since."""
 
 
-def _open_leases(now: datetime) -> Coalesce:
-    """Return an expression counting a task's active, unexpired leases."""
-    active = (
-        Lease.objects.filter(
-            task=OuterRef("pk"), status=Lease.Status.ACTIVE, expires_at__gt=now
-        )
-        .order_by()
-        .values("task")
-        .annotate(n=Count("pk"))
-        .values("n")
-    )
-    return Coalesce(Subquery(active, output_field=IntegerField()), 0)
-
-
 def _lock_profile(user: AbstractBaseUser) -> AnnotatorProfile:
     return AnnotatorProfile.objects.select_for_update().get_or_create(user=user)[0]
 
@@ -76,22 +61,16 @@ def is_gold_due(gold_seen: int, seen: int, gold_rate: float) -> bool:
     return gold_seen < math.floor(gold_rate * (seen + 1) + 1e-9)
 
 
-def _candidates(project: Project, user: AbstractBaseUser, now: datetime, *, gold: bool):
+def _gold_candidates(project: Project, user: AbstractBaseUser) -> QuerySet:
+    """Return the gold tasks the annotator has never leased, oldest first.
+
+    Gold tasks score every annotator: the overlap does not cap them.
+    """
     mine = Lease.objects.filter(task=OuterRef("pk"), annotator=user)
-    tasks = RankingTask.objects.filter(project=project, is_gold=gold).exclude(Exists(mine))
-    if gold:
-        # Gold tasks score every annotator: the overlap does not cap them.
-        return tasks.order_by("created_at", "id")
     return (
-        tasks.filter(ranking_count__lt=F("overlap"))
-        .annotate(open_leases=_open_leases(now))
-        .filter(ranking_count__lt=F("overlap") - F("open_leases"))
-        .order_by(
-            (F("overlap") - F("ranking_count")).asc(),
-            F("selection_score").desc(),
-            "created_at",
-            "id",
-        )
+        RankingTask.objects.filter(project=project, is_gold=True)
+        .exclude(Exists(mine))
+        .order_by("created_at", "id")
     )
 
 
@@ -99,40 +78,92 @@ def _lease_one(
     project: Project, user: AbstractBaseUser, now: datetime, *, gold: bool
 ) -> Lease | None:
     """Lock a free candidate task, re-check its slots, and lease it; None if none."""
-    for _ in range(MAX_SCANS):
-        ids = list(
-            _candidates(project, user, now, gold=gold)
-            .select_for_update(skip_locked=True, of=("self",))
-            .values_list("pk", flat=True)[:CANDIDATE_BATCH]
-        )
-        if not ids:
-            return None
-        if gold:
-            task_id = ids[0]
-        else:
-            # Re-read the counts now that the rows are locked (a fresh statement sees
-            # every lease committed by the transactions that held these locks).
-            fresh = {
-                row["pk"]: row
-                for row in RankingTask.objects.filter(pk__in=ids)
-                .annotate(open_leases=_open_leases(now))
-                .values("pk", "ranking_count", "overlap", "open_leases")
-            }
-            free = [
-                pk
-                for pk in ids
-                if fresh[pk]["ranking_count"] + fresh[pk]["open_leases"]
-                < fresh[pk]["overlap"]
-            ]
-            if not free:
-                continue
-            task_id = free[0]
-        return Lease.objects.create(
-            task_id=task_id,
-            annotator=user,
-            leased_at=now,
-            expires_at=now + timedelta(minutes=project.lease_minutes),
-        )
+    if not gold:
+        return _lease_open_task(project, user, now)
+    task_id = (
+        _gold_candidates(project, user)
+        .select_for_update(skip_locked=True, of=("self",))
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if task_id is None:
+        return None
+    return Lease.objects.create(
+        task_id=task_id,
+        annotator=user,
+        leased_at=now,
+        expires_at=now + timedelta(minutes=project.lease_minutes),
+    )
+
+
+def _lease_open_task(project: Project, user: AbstractBaseUser, now: datetime) -> Lease | None:
+    """Lease the highest-priority open non-gold task; None if none is free.
+
+    Candidates: tasks the annotator never leased whose rankings plus active unexpired
+    leases are below their overlap; fewest rankings missing first, then highest
+    selection score, then oldest. Two statements per try: lock up to CANDIDATE_BATCH candidates (SKIP LOCKED on
+    PostgreSQL), then insert the lease for the first of them whose slots, re-counted
+    by this fresh statement, are still free: a row unlocked between the scan's
+    snapshot and its lock may have gained a lease the scan did not see. Raw SQL, as
+    these run on every submission and building them with the ORM cost more CPU than
+    the database spends on them (bench/annotation_load.py).
+    """
+    tasks, leases = RankingTask._meta.db_table, Lease._meta.db_table
+    lock = " FOR UPDATE OF t SKIP LOCKED" if connection.features.has_select_for_update else ""
+    at = connection.ops.adapt_datetimefield_value(now)
+    expires = now + timedelta(minutes=project.lease_minutes)
+    open_leases = (
+        f"(SELECT COUNT(*) FROM {leases} l WHERE l.task_id = t.id AND l.status = %s "
+        "AND l.expires_at > %s)"
+    )
+    # The ORDER BY matches the partial index `task_queue_order` on PostgreSQL.
+    priority = "(t.overlap - t.ranking_count), t.selection_score DESC, t.created_at, t.id"
+    scan = (
+        f"SELECT t.id FROM {tasks} t WHERE t.project_id = %s AND NOT t.is_gold "
+        "AND t.ranking_count < t.overlap "
+        f"AND NOT EXISTS (SELECT 1 FROM {leases} m WHERE m.task_id = t.id "
+        "AND m.annotator_id = %s) "
+        f"AND t.ranking_count < t.overlap - {open_leases} "
+        f"ORDER BY {priority} LIMIT %s{lock}"
+    )
+    with connection.cursor() as cursor:
+        for _ in range(MAX_SCANS):
+            cursor.execute(
+                scan, [project.pk, user.pk, Lease.Status.ACTIVE, at, CANDIDATE_BATCH]
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+            if not ids:
+                return None
+            cursor.execute(
+                f"INSERT INTO {leases} (task_id, annotator_id, status, leased_at, "
+                "expires_at, closed_at) "
+                f"SELECT t.id, %s, %s, %s, %s, NULL FROM {tasks} t "
+                f"WHERE t.id IN ({', '.join(['%s'] * len(ids))}) "
+                f"AND t.ranking_count < t.overlap - {open_leases} "
+                f"ORDER BY {priority} LIMIT 1 RETURNING id, task_id",
+                [
+                    user.pk,
+                    Lease.Status.ACTIVE,
+                    at,
+                    connection.ops.adapt_datetimefield_value(expires),
+                    *ids,
+                    Lease.Status.ACTIVE,
+                    at,
+                ],
+            )
+            row = cursor.fetchone()
+            if row is not None:
+                lease = Lease(
+                    pk=row[0],
+                    task_id=row[1],
+                    annotator=user,
+                    status=Lease.Status.ACTIVE,
+                    leased_at=now,
+                    expires_at=expires,
+                )
+                lease._state.adding = False
+                lease._state.db = connection.alias
+                return lease
     return None
 
 

@@ -224,13 +224,13 @@ def _api_submit(client, project, annotator):
     [
         # session, user, roles, project, form: lease, response ids; savepoint, profile
         # lock, task lock, close lease, insert ranking, task's rankings, task figures,
-        # candidates, re-read their counts, insert lease, release; progress, task and
-        # prompt, responses.
-        ("page submit", 20),
+        # candidates, insert lease (re-counting their slots), release; progress, task
+        # and prompt, responses.
+        ("page submit", 19),
         # token (its last use is written once a minute), roles, project; savepoint,
-        # profile lock, held lease, candidates, re-read, insert lease, release; task
-        # with prompt, responses.
-        ("api next-task", 12),
+        # profile lock, held lease, candidates, insert lease, release; task with
+        # prompt, responses.
+        ("api next-task", 11),
         # token, roles, lease; savepoint, task lock, close lease, response ids,
         # insert ranking, task's rankings, task figures, release.
         ("api submit", 11),
