@@ -82,7 +82,10 @@ class LoopConfig:
     )
     train: dict[str, dict[str, Any]] = field(
         default_factory=dict,
-        metadata={"help": "Per-stage trainer options, e.g. {'dpo': {'learning_rate': 1e-3}}."},
+        metadata={
+            "help": "Per-stage options, e.g. {'dpo': {'learning_rate': 1e-3}}; 'evaluate' "
+            "configures the round's own evaluation stage."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed of sampling, noise and training."})
 
@@ -108,11 +111,12 @@ class LoopConfig:
                 f"eval_prompts must be at least 1 and eval_samples at least 2 (distinct-2 "
                 f"compares a prompt's samples), got {self.eval_prompts} and {self.eval_samples}"
             )
-        unknown = sorted(set(self.train) - set(PIPELINES[self.method].split(",")))
+        stages = PIPELINES[self.method].split(",") + ["evaluate"]
+        unknown = sorted(set(self.train) - set(stages))
         if unknown:
             raise ValueError(
                 f"train options name stages {unknown} that the {self.method} pipeline "
-                f"({PIPELINES[self.method]}) does not run"
+                f"({', '.join(stages)}) does not run"
             )
 
     def sampling(self, num_candidates: int, seed: int):
@@ -350,14 +354,15 @@ def _annotators(project: Project, config: LoopConfig, round_number: int):
 
 
 def _rm_accuracy(training_round) -> float | None:
-    """Return the reward model's held-out pairwise accuracy, or DPO's implicit one."""
-    for job in training_round.jobs.order_by("index"):
-        metrics = job.last_metrics or {}
-        if job.stage == "reward" and "eval_accuracy" in metrics:
-            return float(metrics["eval_accuracy"])
-        if job.stage == "dpo" and "rewards/accuracies" in metrics:
-            return float(metrics["rewards/accuracies"])
-    return None
+    """Return the round's reward model's pairwise accuracy on its held-out prompts.
+
+    None for DPO: it has no reward model, and its implicit-reward accuracy is only
+    logged on training batches, which says nothing about held-out pairs.
+    """
+    job = training_round.jobs.filter(stage="reward").first()
+    if job is None or "eval_accuracy" not in (job.last_metrics or {}):
+        return None
+    return float(job.last_metrics["eval_accuracy"])
 
 
 def run_loop(

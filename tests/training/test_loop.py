@@ -99,7 +99,10 @@ MICRO = dict(
     max_new_tokens=12,
     eval_prompts=4,
     eval_samples=2,
-    train={"dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100}},
+    train={
+        "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100},
+        "evaluate": {"prompts": 2, "diversity_samples": 2, "max_new_tokens": 8},
+    },
 )
 
 
