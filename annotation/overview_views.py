@@ -84,7 +84,8 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
             "policies": policies,
             "metric_headings": [heading for _, heading in METRIC_COLUMNS],
             "boards": [b for b in (human, simulated) if b.ratings or b.source == "human"],
-            "agreement": simulated_agreement(project),
+            # Only simulators that ranked tasks people also ranked have a figure.
+            "agreement": [row for row in simulated_agreement(project) if row.tasks],
         },
     )
 

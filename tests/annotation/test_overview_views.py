@@ -86,3 +86,15 @@ def test_policy_names_are_shown_as_text(project, admin_user):
     html = login(admin_user).get(URL).content.decode()
     assert "<script>x()" not in html
     assert "&lt;script&gt;x()&lt;/script&gt;" in html
+
+
+def test_a_simulator_with_no_task_in_common_with_people_is_not_listed(compared, admin_user):
+    bot = simulated_user("sim-judge-1", "judge")
+    prompt = Prompt.objects.create(project=compared, messages="only the bot saw this")
+    task = RankingTask.objects.create(project=compared, prompt=prompt)
+    sft, dpo = Policy.objects.order_by("id")
+    a = Response.objects.create(task=task, policy=sft, text="a", position=0)
+    b = Response.objects.create(task=task, policy=dpo, text="b", position=1)
+    Ranking.objects.create(task=task, annotator=bot, order=[[b.pk], [a.pk]])
+    html = login(admin_user).get(URL).content.decode()
+    assert "Simulated annotators against people" not in html
