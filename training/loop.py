@@ -394,6 +394,7 @@ def run_loop(
         raise ValueError(
             f"project {project.name} has no current policy; deploy one (e.g. demo-sft) first"
         )
+    loop_started = time.monotonic()
     reference = reference or sft_policy(project) or project.current_policy
     prompts = held_out_prompts(project, config.eval_prompts)
     eval_sampling = config.eval_sampling()
@@ -501,6 +502,7 @@ def run_loop(
     if plot_path is not None:
         save_plot(figures, plot_path, title=f"{project.name}: {config.method} loop")
         out(f"plot: {plot_path}")
+    out(f"total wall time: {time.monotonic() - loop_started:.0f} s")
     out(json.dumps(figures[-1].summary()))
     return figures
 
