@@ -301,6 +301,43 @@ class Session:
                 self.errors.append(f"submit answered {status}")
 
 
+def process_cpu(match) -> float:
+    """Return the CPU seconds used so far by the processes whose (pid, ppid, cmdline) match."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        # fields[1] is the ppid; fields[11], fields[12] are utime and stime.
+        if match(int(entry), int(fields[1]), cmdline):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def server_cpu(server_pid: int, database: str) -> tuple[float, float]:
+    """Return CPU seconds so far of the gunicorn workers and of this database's backends."""
+    web = process_cpu(lambda pid, ppid, cmd: pid == server_pid or ppid == server_pid)
+    db = process_cpu(lambda pid, ppid, cmd: cmd.startswith(f"postgres: ") and f" {database} " in cmd)
+    return web, db
+
+
+def cpu_probe() -> float:
+    """Return the CPU seconds one core takes for 5M Python additions (about 0.25 s on
+    an idle modern core): how much a contended machine slows every CPU second."""
+    start = time.process_time()
+    total = 0
+    for i in range(5_000_000):
+        total += i
+    return time.process_time() - start
+
+
 def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
 
@@ -368,6 +405,8 @@ def run_mode(args: argparse.Namespace, mode: str) -> bool:
             s.latencies.clear()
         load_before = os.getloadavg()[0]
         cpu_before = os.times()
+        database = urllib.parse.urlparse(args.database_url).path.lstrip("/")
+        web_before, db_before = server_cpu(server.pid, database)
         stop_at = time.monotonic() + args.seconds
         threads = [threading.Thread(target=s.run, args=(project.name, stop_at)) for s in sessions]
         start = time.perf_counter()
@@ -377,6 +416,7 @@ def run_mode(args: argparse.Namespace, mode: str) -> bool:
             t.join()
         elapsed = time.perf_counter() - start
         cpu_after = os.times()
+        web_after, db_after = server_cpu(server.pid, database)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -401,6 +441,13 @@ def run_mode(args: argparse.Namespace, mode: str) -> bool:
         f"{load_before:.1f}/{os.getloadavg()[0]:.1f}; the bench client itself used "
         f"{client_cpu / elapsed:.2f} CPU"
     )
+    per = 1000 / max(accepted, 1)
+    print(
+        f"CPU per submission: web {(web_after - web_before) * per:.1f} ms, PostgreSQL "
+        f"{(db_after - db_before) * per:.1f} ms (a quiet 2-core machine could serve about "
+        f"{2 / max((web_after - web_before + db_after - db_before) / max(accepted, 1), 1e-9):.0f}"
+        " submissions/s)"
+    )
     print(
         "request latency ms: "
         f"p50={percentile(latencies, 50):.1f} p95={percentile(latencies, 95):.1f} "
@@ -417,7 +464,9 @@ def main() -> None:
     setup_django(args.database_url)
     create_database(args.database_url)
     modes = ["htmx", "plain", "api"] if args.mode == "all" else [args.mode]
+    print(f"CPU probe before: {cpu_probe():.2f} s", flush=True)
     results = [run_mode(args, mode) for mode in modes]
+    print(f"CPU probe after: {cpu_probe():.2f} s")
     sys.exit(0 if all(results) else 1)
 
 
