@@ -33,6 +33,15 @@ def _fast_password_hasher(django_test_environment) -> None:
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+@pytest.fixture(autouse=True)
+def _private_artifact_folders(settings, tmp_path_factory) -> None:
+    """Give each test its own run, model and export folders: runs never share files."""
+    base = tmp_path_factory.mktemp("var")
+    settings.RUN_DIR = base / "runs"
+    settings.MODEL_DIR = base / "models"
+    settings.EXPORT_DIR = base / "exports"
+
+
 @pytest.fixture
 def admin_user(db) -> User:
     return make_user("admin1", "admin")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import shutil
 import typing
 from dataclasses import dataclass
@@ -224,8 +225,13 @@ def _is_off(value: Any) -> bool:
 
 
 def round_dir(training_round: TrainingRound) -> Path:
-    """Return the folder holding the round's data files and its stages' run directories."""
-    return Path(settings.RUN_DIR) / f"round-{training_round.pk}"
+    """Return the folder holding the round's data files and its stages' run directories.
+
+    The creation time is part of the name: ids restart with a new database (a test
+    run, a reset), and a stage must never resume from another round's checkpoint.
+    """
+    stamp = training_round.created_at.strftime("%Y%m%dT%H%M%S%f")
+    return Path(settings.RUN_DIR) / f"round-{training_round.pk}-{stamp}"
 
 
 def launch_round(
@@ -547,10 +553,26 @@ def finish_job(job_id: int, *, succeeded: bool, stopped: bool, error: str = "") 
     return job
 
 
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b.*")
+
+
+def error_gist(error: str) -> str:
+    """Return the one line that says why a stage failed.
+
+    The last exception line of the log if there is one; else the supervisor's first
+    line ("stage process ended with killed by SIGKILL."): the log's last line is
+    often a progress bar.
+    """
+    lines = [line.strip() for line in error.replace("\r", "\n").splitlines() if line.strip()]
+    for line in reversed(lines):
+        if _EXCEPTION_LINE.match(line):
+            return line
+    return lines[0] if lines else "no error text"
+
+
 def _fail_round(training_round: TrainingRound, job: TrainingJob, error: str, now) -> None:
     """Mark the round failed because of `job`, with the gist of the error."""
-    lines = [line for line in error.strip().splitlines() if line.strip()]
-    gist = lines[-1] if lines else "no error text"
+    gist = error_gist(error)
     training_round.status = Status.FAILED
     training_round.error = f"stage {job.index + 1} ({job.stage}) failed: {gist}"
     training_round.finished_at = now

@@ -310,3 +310,42 @@ def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(project, admin_
 )
 def test_text_settings_become_the_config_field_types(field, text, value):
     assert parse_settings([f"dpo.{field}={text}"], ["dpo"]) == {"dpo": {field: value}}
+
+
+def test_round_folders_differ_for_rounds_that_share_an_id(db, tmp_path, settings):
+    """A reset database reuses ids; a stage must never find another round's checkpoints."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from django.utils import timezone
+
+    from training.rounds import round_dir
+
+    settings.RUN_DIR = tmp_path
+    now = timezone.now()
+    first = SimpleNamespace(pk=7, created_at=now)
+    second = SimpleNamespace(pk=7, created_at=now + timedelta(seconds=1))
+    assert round_dir(first) != round_dir(second)
+    assert round_dir(first).parent == tmp_path
+
+
+@pytest.mark.parametrize(
+    "error, gist",
+    [
+        (
+            "stage process ended with exit status 1.\n--- end of stage.log ---\nTraceback:\n"
+            '  File "x.py"\nValueError: max_length 8 leaves no room\nTokenizing: 100%|##| 7/7\r',
+            "ValueError: max_length 8 leaves no room",
+        ),
+        (
+            "stage process ended with killed by SIGKILL.\n--- end of stage.log ---\n"
+            "Dropping fully truncated examples: 100%|##| 7/7",
+            "stage process ended with killed by SIGKILL.",
+        ),
+        ("", "no error text"),
+    ],
+)
+def test_the_error_gist_names_the_exception_not_the_last_progress_bar(error, gist):
+    from training.rounds import error_gist
+
+    assert error_gist(error) == gist
