@@ -51,7 +51,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
-            raise CommandError(f"no project named {options['project']!r}; see manage.py setup_demo")
+            raise CommandError(f"no project named {options['project']!r}; create it on the pages or with manage.py run_demo --setup-only (the demo)")
         user = None
         if options["user"]:
             user = User.objects.filter(username=options["user"]).first()
