@@ -40,7 +40,14 @@ from annotation.forms import (
 )
 from annotation.gold import mark_gold, reinstate, unmark_gold
 from annotation.markdown import render_guidelines
-from annotation.models import AnnotatorProfile, Lease, Project, Ranking, RankingTask
+from annotation.models import (
+    AnnotatorProfile,
+    Lease,
+    Project,
+    Ranking,
+    RankingTask,
+    Response,
+)
 from config.roles import ADMIN, ANNOTATOR, RESEARCHER, is_annotator, role_required
 
 # Tasks whose agreement is below this go to the review queue.
@@ -133,18 +140,29 @@ def _workspace(
         "guidelines": _guidelines_html(project.guidelines),
     }
     if lease is not None:
-        task = RankingTask.objects.select_related("prompt").get(pk=lease.task_id)
-        responses = list(task.responses.order_by("position", "id"))
-        for number, response in enumerate(responses, start=1):
-            response.number = number
+        # Only the columns the page shows, and numbers as strings: the template then
+        # neither builds model instances nor localises each number it prints.
+        messages_in_prompt = (
+            RankingTask.objects.filter(pk=lease.task_id)
+            .values_list("prompt__messages", flat=True)
+            .get()
+        )
+        responses = [
+            {"pk": str(pk), "text": text, "number": str(number)}
+            for number, (pk, text) in enumerate(
+                Response.objects.filter(task_id=lease.task_id)
+                .order_by("position", "id")
+                .values_list("pk", "text"),
+                start=1,
+            )
+        ]
         context.update(
-            task=task,
             responses=responses,
-            messages_in_prompt=task.prompt.messages,
+            messages_in_prompt=messages_in_prompt,
             elapsed_seconds=int((now - lease.leased_at).total_seconds()),
             seconds_left=int((lease.expires_at - now).total_seconds()),
-            rank_choices=range(1, len(responses) + 1),
-            rating_choices=range(1, 8),
+            rank_choices=[str(i) for i in range(1, len(responses) + 1)],
+            rating_choices=[str(i) for i in range(1, 8)],
         )
     template = "annotation/_workspace.html" if request.htmx else "annotation/workspace.html"
     return render(request, template, context, status=status)
