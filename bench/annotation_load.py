@@ -53,9 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (WEB_CONCURRENCY)")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
     parser.add_argument(
-        "--threads", type=int, default=1, help="threads per worker (WEB_THREADS; >1: gthread)"
+        "--threads", type=int, default=4, help="threads per worker (WEB_THREADS; >1: gthread)"
     )
     parser.add_argument(
         "--mode", choices=["htmx", "plain", "api", "all"], default="htmx",
