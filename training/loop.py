@@ -41,6 +41,22 @@ from annotation.models import Project, Prompt
 from inference.models import Policy
 
 PIPELINES = {"dpo": "dpo", "ppo": "reward,ppo"}
+# What each method's rounds use unless the loop's options say otherwise: snapshot
+# votes, and stage options merged key by key under `LoopConfig.train`. PPO needs
+# every annotator's vote (about three times the pairs of one consensus order per
+# task) for a reward model worth optimising, and a short, KL-bound PPO stage: with
+# the stage defaults a round's policy exploits the reward model (KL 9.8 to SFT, its
+# diversity a third of SFT's) instead of beating SFT. Measured in docs/loop.md.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "dpo": {"votes": "consensus", "train": {}},
+    "ppo": {
+        "votes": "every",
+        "train": {
+            "reward": {"num_train_epochs": 1},
+            "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 15},
+        },
+    },
+}
 # Policy.metrics keys the loop writes (the leaderboard reads the first two).
 JUDGE_VS_SFT = "judge_win_rate_vs_sft"
 RM_VS_SFT = "rm_win_rate_vs_sft"
@@ -66,8 +82,11 @@ class LoopConfig:
     tie_rate: float = field(default=0.0, metadata={"help": "Simulated annotators' tie rate."})
     skip_rate: float = field(default=0.0, metadata={"help": "Simulated annotators' skip rate."})
     votes: str = field(
-        default="consensus",
-        metadata={"help": "Snapshot votes: 'consensus' (one Borda order per task) or 'every'."},
+        default="",
+        metadata={
+            "help": "Snapshot votes: 'consensus' (one Borda order per task) or 'every'; "
+            "'' takes the method's default (METHOD_DEFAULTS: consensus for dpo, every for ppo)."
+        },
     )
     data: str = field(
         default="round",
@@ -102,6 +121,8 @@ class LoopConfig:
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if not self.votes and self.method in METHOD_DEFAULTS:
+            self.votes = METHOD_DEFAULTS[self.method]["votes"]
         if self.votes not in ("consensus", "every"):
             raise ValueError(f"votes must be 'consensus' or 'every', got {self.votes!r}")
         if self.data not in ("round", "all"):
@@ -445,7 +466,7 @@ def run_loop(
             filter=snapshot_filter,
         )
         options: dict[str, Any] = {"snapshot": snapshot.name, "policy": current.name}
-        options.update({stage: dict(values) for stage, values in config.train.items()})
+        options.update(stage_options(config))
         training_round = launch_round(project, PIPELINES[config.method], user=user, options=options)
         drain_round(training_round)
         training_round.refresh_from_db()
@@ -541,6 +562,14 @@ def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Pa
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def stage_options(config: LoopConfig) -> dict[str, dict[str, Any]]:
+    """Return each stage's trainer options: the method's defaults, overridden key by key by `config.train`."""
+    options = {stage: dict(values) for stage, values in METHOD_DEFAULTS[config.method]["train"].items()}
+    for stage, values in config.train.items():
+        options.setdefault(stage, {}).update(values)
+    return options
 
 
 def config_from_options(options: dict[str, Any]) -> LoopConfig:
