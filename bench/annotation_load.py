@@ -2,28 +2,63 @@
 
 Run it by hand (PostgreSQL must be reachable):
 
-    .venv/bin/python bench/annotation_load.py --sessions 8 --seconds 30
+    .venv/bin/python bench/annotation_load.py --tasks 10000 --seconds 20 --mode all
 
-It creates (or reuses) a database, migrates it, creates a project with 10,000
-ranking tasks of 4 responses, starts gunicorn with platform/gunicorn.conf.py, and
-drives N annotator sessions over HTTP. Each session loops like the workspace page
-does: it reads its leased task, ranks the responses (random order, some ties) and
-posts the ranking. In `htmx` mode (the page with JavaScript) the POST answers with
-the next task's workspace, so one request per submission; in `plain` mode (no
-JavaScript) the POST answers 303 and the session GETs the next task. It prints
-submissions per second and p50/p95/p99 latency of the requests, then checks the
-invariants in the database: no task ranked more than its overlap, no annotator
-ranking a task twice, every stored count equal to the stored rankings, and every
-submission a session saw accepted stored (nothing lost).
+It creates a fresh database, migrates it, creates a project with 10,000 ranking
+tasks of 4 responses (overlap 3), starts gunicorn with platform/gunicorn.conf.py
+(--workers/--threads set WEB_CONCURRENCY/WEB_THREADS), and drives N annotator
+sessions over kept-alive HTTP connections. Each session ranks its task (random
+order, some ties) and asks for the next, in one of three modes:
 
-Measured 2026-11-28 on the 2-core development machine while other jobs kept its load
-average at 12-14 (so the web tier had a fraction of a core): 8 sessions, 4 sync
-workers, 10,000 tasks. htmx mode: 6.1 submissions/s, p50 1230 ms, p99 1512 ms;
-plain mode: 5.3/s, p50 715 ms, p99 1209 ms per request. The home-page baseline of
-the same run managed 23.5 and 29.6 requests/s, so one submission (store + lease the
-next task + render it) costs about four home-page requests (ratio 0.26). Invariants
-held in both runs. The 150/s, p99 < 100 ms target was not met on that machine;
-rerun on a quiet one before quoting figures.
+- `htmx`, the page with JavaScript: the POST stores the ranking and leases the next
+  task in one transaction and answers with the next task's workspace (one request
+  per submission);
+- `plain`, the page without JavaScript: the POST answers 303 and the session GETs
+  the next task (two requests);
+- `api`, a labelling script with a Bearer token: POST next-task, then POST the
+  ranking (two requests).
+
+`--mode all` runs the three in turn, each on a fresh project. Per mode it prints
+submissions per second, p50/p95/p99 latency of the requests, the home page's rate
+under the same sessions just before (the same-run baseline), the load average, and
+the CPU seconds per submission of the gunicorn workers and of this database's
+PostgreSQL backends (read from /proc: a cost that does not depend on what else the
+machine runs). A CPU probe (5M Python additions, about 0.25 s on an idle modern
+core) shows how fast a CPU second was. Then it checks the invariants in the
+database: no task ranked more than its overlap, no annotator ranking a task twice,
+every stored count equal to the stored rankings, and every submission a session saw
+accepted stored (nothing lost).
+
+Measured 2026-11-28 11:06-11:17 UTC on the 2-core development machine. It was not
+quiet: other engineers' training runs and test suites kept the load average at
+8.5-11 through the whole window (CPU probe 0.34 s), so the web tier had a fraction
+of the two cores and the absolute rates below are that fraction's. 8 sessions,
+10,000 tasks, 2 gthread workers x 4 threads, 20 s per mode, invariants held in
+every run:
+
+    mode   subm/s  p50 ms  p95 ms  p99 ms  CPU/subm web+PostgreSQL  home page/s
+    htmx     18.3     413     625     721   30.5 +  8.9 ms              50.6
+    plain     8.7     424     687     832   47.5 + 13.5 ms              30.2
+    api      11.6     348     459     517   34.5 + 11.9 ms              32.0
+
+The code before this work (commit fe58469, the same bench and worker settings, run
+right after on the same machine): htmx 8.0 submissions/s, p50 891 ms, p99 1641 ms,
+CPU per submission 52.3 + 12.4 ms, home page 35.0/s; api 6.8 submissions/s, p50
+554 ms, p99 1145 ms, 46.7 + 13.1 ms, home page 25.4/s. So a page submission costs
+39% less CPU (64.7 -> 39.4 ms) and an API one 22% less (59.8 -> 46.4 ms); relative
+to the same run's home page the rates went from 0.23 to 0.36 (htmx) and from 0.27
+to 0.36 (api); per submission the page path runs 17 SQL
+statements in 1 transaction instead of 22 in 2 (tests/annotation/test_hot_path.py
+counts them and checks they stay constant as tasks and rankings grow).
+
+The target, 150 submissions/s with p99 under 100 ms, is NOT met, and this machine
+cannot show it: 2 cores / 39.4 ms of CPU per page submission is about 50/s even
+with both cores free, and the lightest signed-in page (home) already costs 11-12 ms
+of Python CPU in-process here. 150/s needs under 13 ms of CPU per submission all
+in. What is left is mostly Django itself: building the remaining ORM queries
+(about half of the web CPU), sessions and auth (3 queries per request; signed-cookie
+or cached sessions would drop one), and template rendering. Rerun on a quiet
+machine before quoting absolute figures.
 """
 from __future__ import annotations
 
