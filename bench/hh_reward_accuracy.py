@@ -29,10 +29,12 @@ run 22 minutes wall (train 17, held-out scoring ~3). Baselines on the same held-
 (--lexical-baseline) 0.520 (0.501 on answers cut to 150 characters), per
 subset 0.56 harmless-base, 0.52 helpful-base, 0.46 helpful-online, 0.51
 helpful-rejection-sampled. So shallow wording explains almost none of these
-preferences, and the target (>= 0.60) was not reached: what limits it is
-compute, not the trainer. One epoch of 3,373 pairs at 128 tokens is ~210 steps,
-about 70 minutes at this load (~15 on a quiet machine, seconds on a GPU); the
-run to try there is `--max-chars 600 --max-length 192 --epochs 2
+preferences, and the target (>= 0.60) was not reached. The likely limit is
+compute: 56 steps barely moved the rewards (batch margins ~0.001), so this run
+says nothing yet about what the trainer reaches; whether more steps get past
+0.60 is untested. One epoch of 3,373 pairs at 128 tokens is ~210 steps, about
+70 minutes at this load (estimated, not measured: a few times faster on a quiet
+machine, minutes on a GPU); the run to try there is `--max-chars 600 --max-length 192 --epochs 2
 --learning-rate 3e-5 --batch-size 16` (and `--subsets helpful-base,...` to test
 whether harmless data pull against helpful, Bai et al. 2022). Larger open
 reward models reach ~0.69 on HH-RLHF.
