@@ -69,7 +69,10 @@ class LoopConfig:
 
     rounds: int = field(default=3, metadata={"help": "Rounds of publish -> train -> deploy."})
     method: str = field(default="dpo", metadata={"help": "dpo, or ppo (a reward stage, then PPO)."})
-    prompts_per_round: int = field(default=64, metadata={"help": "Fresh prompts published per round."})
+    prompts_per_round: int = field(
+        default=128,
+        metadata={"help": "Fresh prompts published per round (both methods measured at 128: docs/loop.md)."},
+    )
     earlier_policies: int = field(
         default=1,
         metadata={"help": "How many earlier policies also write candidates, for cross-policy comparisons."},
