@@ -170,3 +170,11 @@ def test_ppo_rounds_take_every_vote_and_the_short_kl_bound_stage_unless_told_oth
     assert LoopConfig(method="dpo").votes == "consensus"
     assert LoopConfig(method="ppo", votes="consensus").votes == "consensus"
     assert stage_options(LoopConfig(method="dpo")) == {}
+
+
+def test_command_leaves_votes_to_the_method_unless_given():
+    from training.management.commands.run_loop import Command
+
+    parser = Command().create_parser("manage.py", "run_loop")
+    assert parser.parse_args(["--project", "demo", "--method", "ppo"]).votes == ""
+    assert parser.parse_args(["--project", "demo", "--votes", "consensus"]).votes == "consensus"

@@ -41,7 +41,8 @@ class Command(BaseCommand):
         parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
         parser.add_argument("--noise", default=f"{defaults.flip_rate},{defaults.tie_rate},{defaults.skip_rate}",
                             help="FLIP[,TIE[,SKIP]] rates of the simulated annotators.")
-        parser.add_argument("--votes", choices=["consensus", "every"], default=defaults.votes)
+        parser.add_argument("--votes", choices=["consensus", "every"], default="",
+                            help="Snapshot votes (default: the method's, see training.loop.METHOD_DEFAULTS).")
         parser.add_argument("--data", choices=["round", "all"], default=defaults.data)
         parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
         parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
