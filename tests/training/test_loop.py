@@ -159,16 +159,16 @@ def test_command_refuses_bad_train_json(project):
         call_command("run_loop", "--project=demo", "--train={dpo", stdout=StringIO())
 
 
-def test_ppo_rounds_take_every_vote_and_the_short_kl_bound_stage_unless_told_otherwise():
+def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
     config = LoopConfig(method="ppo", train={"ppo": {"max_steps": 5}, "evaluate": {"prompts": 2}})
-    assert config.votes == "every"
+    assert config.votes == "consensus"
     assert stage_options(config) == {
         "reward": {"num_train_epochs": 1},
         "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 5},
         "evaluate": {"prompts": 2},
     }
     assert LoopConfig(method="dpo").votes == "consensus"
-    assert LoopConfig(method="ppo", votes="consensus").votes == "consensus"
+    assert LoopConfig(method="ppo", votes="every").votes == "every"
     assert stage_options(LoopConfig(method="dpo")) == {}
 
 
