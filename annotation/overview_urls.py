@@ -7,4 +7,5 @@ app_name = "overview"
 
 urlpatterns = [
     path("<slug:name>/", overview_views.project_overview, name="project"),
+    path("<slug:name>/publish/", overview_views.publish, name="publish"),
 ]

@@ -5,9 +5,12 @@ config copied onto each row), so this page needs nothing from the training app.
 """
 from __future__ import annotations
 
+from django import forms
+from django.contrib import messages
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
 
 from annotation.leaderboard import (
     JUDGE_WIN_RATE_KEY,
@@ -80,6 +83,7 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
         "overview/project.html",
         {
             "project": project,
+            "publish_form": PublishForm(),
             "rounds": rounds,
             "policies": policies,
             "metric_headings": [heading for _, heading in METRIC_COLUMNS],
@@ -93,3 +97,46 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
 def _metric(metrics: dict, key: str) -> float | None:
     value = (metrics or {}).get(key)
     return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class PublishForm(forms.Form):
+    """What an admin chooses when publishing the next round from the overview page."""
+
+    prompts = forms.IntegerField(min_value=1, max_value=2000, initial=32)
+    strategy = forms.ChoiceField(
+        choices=[(s, s) for s in ("fresh", "random", "uncertainty", "disagreement")],
+        initial="fresh",
+    )
+    temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=1.0)
+    seed = forms.IntegerField(min_value=0, initial=0)
+    earlier = forms.BooleanField(
+        required=False, initial=True,
+        help_text="One candidate per task from the deployed policy's parent.",
+    )
+
+
+@require_POST
+@role_required(ADMIN)
+def publish(request: HttpRequest, name: str) -> HttpResponse:
+    """Queue the next round's generation for the worker (POST prompts, strategy, ...)."""
+    from annotation.tasks import publish_round_task
+
+    project = get_object_or_404(Project, name=name)
+    form = PublishForm(request.POST)
+    if project.current_policy_id is None:
+        messages.error(request, "Deploy a policy to this project before publishing a round.")
+        return redirect("overview:project", name=name)
+    if not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        return HttpResponse(f"Invalid round settings: {errors}", status=400)
+    data = form.cleaned_data
+    publish_round_task.enqueue(
+        project.pk, data["prompts"], data["strategy"], data["temperature"], data["seed"],
+        data["earlier"],
+    )
+    messages.success(
+        request,
+        f"Round queued: the worker generates {data['prompts']} tasks with "
+        f"{project.current_policy}; it appears under Rounds when done.",
+    )
+    return redirect("overview:project", name=name)

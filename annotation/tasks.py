@@ -1,0 +1,33 @@
+"""Background jobs of the annotation app: publishing a round (generation needs torch)."""
+from __future__ import annotations
+
+from django_tasks import task
+
+
+@task()
+def publish_round_task(
+    project_id: int, n_prompts: int, strategy: str, temperature: float, seed: int,
+    earlier: bool,
+) -> int:
+    """Generate candidates with the deployed policy and publish a round; return its number.
+
+    With `earlier`, one candidate per task comes from the deployed policy's parent, so
+    human comparisons between policies accumulate.
+    """
+    from annotation.models import Project
+    from annotation.rounds import publish_round
+    from inference.sampling import SamplingConfig
+
+    project = Project.objects.select_related("current_policy").get(pk=project_id)
+    parent = project.current_policy.parent if project.current_policy else None
+    earlier_policies = [parent] if earlier and parent is not None else []
+    sampling = SamplingConfig(
+        temperature=temperature,
+        num_candidates=project.responses_per_task - len(earlier_policies),
+        seed=seed,
+    )
+    round_ = publish_round(
+        project, n_prompts=n_prompts, sampling=sampling, strategy=strategy, seed=seed,
+        earlier_policies=earlier_policies,
+    )
+    return round_.number
