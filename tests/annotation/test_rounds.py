@@ -240,7 +240,7 @@ def test_uncertainty_publishes_the_prompts_the_reward_model_separates_least(
     tasks = {t.prompt_id: t for t in round_.tasks.all()}
     assert (round_.strategy, sorted(tasks)) == ("uncertainty", sorted(top_two))
     for prompt_id, task in tasks.items():
-        assert task.selection_score == pytest.approx(expected[prompt_id], abs=1e-6)
+        assert task.selection_score == pytest.approx(expected[prompt_id], abs=1e-5)
         assert sorted(r.text for r in task.responses.all()) == sorted(
             candidates[[p.id for p in prompts].index(prompt_id)]
         )
@@ -270,7 +270,7 @@ def test_an_ensemble_scores_its_disagreement_over_every_candidate_of_the_task(
     texts = [[r.text for r in t.responses.order_by("id")] for t in tasks]
     assert [len(t) for t in texts] == [3, 3, 3]
     expected = uncertainty_scores(_direct_scores(reward_models, messages, texts))
-    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-6)
+    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-5)
     assert min(expected) > 0.0
 
 
@@ -298,7 +298,7 @@ def test_uncertainty_without_reward_models_uses_the_projects(project, policy, po
     expected = uncertainty_scores(
         _direct_scores(reward_models[1:], [t.prompt.messages for t in tasks], texts)
     )
-    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-6)
+    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-5)
 
 
 @pytest.mark.parametrize(
@@ -320,6 +320,7 @@ def test_reward_models_are_refused_where_they_cannot_judge(
 
 
 def test_the_command_takes_reward_models_for_uncertainty(project, policy, pool, reward_models, capsys):
+    # Scored in padded batches against one by one here: fp32 sums differ by ~1e-6.
     call_command(
         "publish_round", "--project", "demo", "--policy", "tiny", "--prompts", "2", "--k", "2",
         "--max-new-tokens", "3", "--strategy", "uncertainty",
@@ -330,7 +331,7 @@ def test_the_command_takes_reward_models_for_uncertainty(project, policy, pool, 
     expected = uncertainty_scores(
         _direct_scores(reward_models, [t.prompt.messages for t in tasks], texts)
     )
-    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-6)
+    assert [t.selection_score for t in tasks] == pytest.approx(expected, abs=1e-5)
     assert "published demo round 1: 2 tasks by tiny" in capsys.readouterr().out
 
 
