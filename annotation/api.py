@@ -366,7 +366,7 @@ class SkipIn(Schema):
 def _own_lease(request: HttpRequest, lease_id: int) -> Lease:
     user = caller(request)
     require(request, is_annotator(user), "annotator")
-    lease = Lease.objects.filter(pk=lease_id).first()
+    lease = Lease.objects.select_related("task__project").filter(pk=lease_id).first()
     if lease is None:
         raise Http404(f"no lease {lease_id}")
     if lease.annotator_id != user.pk:
@@ -395,6 +395,7 @@ def submit(request: HttpRequest, lease_id: int, payload: RankingIn):
             rewrite=payload.rewrite,
             aspect_ratings=payload.aspect_ratings,
             active_seconds=payload.active_seconds,
+            project=lease.task.project,
         )
     except LateSubmissionRefused as exc:
         return 409, {"detail": str(exc)}

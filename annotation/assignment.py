@@ -19,19 +19,29 @@ On SQLite the IMMEDIATE transactions of the settings serialise every writer.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from datetime import timezone as dt_timezone
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection, transaction
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from annotation import consensus
 from annotation.gold import apply_gold_rule
-from annotation.models import AnnotatorProfile, Lease, Project, Ranking, RankingTask
+from annotation.models import (
+    AnnotatorProfile,
+    Lease,
+    Project,
+    Ranking,
+    RankingTask,
+    Response,
+)
 
 # How many locked candidates one scan takes before re-checking their lease counts.
 CANDIDATE_BATCH = 8
@@ -48,7 +58,78 @@ class LateSubmissionRefused(Exception):
 
 
 def _lock_profile(user: AbstractBaseUser) -> AnnotatorProfile:
-    return AnnotatorProfile.objects.select_for_update().get_or_create(user=user)[0]
+    """Lock the annotator's profile row (creating it on first use) and return it.
+
+    One raw statement when the profile exists (every request but the first): this
+    runs on every submission, where building the ORM query cost more CPU than the
+    database spends on it.
+    """
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, is_paused, paused_reason FROM {AnnotatorProfile._meta.db_table} "
+            f"WHERE user_id = %s{lock}",
+            [user.pk],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return AnnotatorProfile.objects.select_for_update().get_or_create(user=user)[0]
+    return _loaded(
+        AnnotatorProfile(pk=row[0], user_id=user.pk, is_paused=bool(row[1]), paused_reason=row[2])
+    )
+
+
+def _loaded(instance):
+    """Mark a model instance built from a raw row as one read from the database."""
+    instance._state.adding = False
+    instance._state.db = connection.alias
+    return instance
+
+
+def _datetime(value: datetime | str) -> datetime:
+    """Return an aware datetime from a raw datetime column (SQLite gives UTC text)."""
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    return value if timezone.is_aware(value) else timezone.make_aware(value, dt_timezone.utc)
+
+
+def leased_task(
+    lease_id: int, user: AbstractBaseUser, project: Project
+) -> tuple[Lease, list[int]] | None:
+    """Return the user's lease with this id in the project and its task's response ids
+    (display order), or None when the user holds no such lease. One statement.
+    """
+    leases, tasks, responses = (
+        Lease._meta.db_table, RankingTask._meta.db_table, Response._meta.db_table
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT l.task_id, l.status, l.leased_at, l.expires_at, r.id "
+            f"FROM {leases} l JOIN {tasks} t ON t.id = l.task_id "
+            f"LEFT JOIN {responses} r ON r.task_id = l.task_id "
+            "WHERE l.id = %s AND l.annotator_id = %s AND t.project_id = %s "
+            "ORDER BY r.position, r.id",
+            [lease_id, user.pk, project.pk],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    task_id, status, leased_at, expires_at, _ = rows[0]
+    lease = Lease(
+        pk=lease_id,
+        task_id=task_id,
+        annotator=user,
+        status=status,
+        leased_at=_datetime(leased_at),
+        expires_at=_datetime(expires_at),
+    )
+    return _loaded(lease), [row[4] for row in rows if row[4] is not None]
+
+
+def _json(value: object) -> object:
+    """Decode a JSON column read by raw SQL (text on SQLite and, as Django sets it
+    up, on PostgreSQL too)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def is_gold_due(gold_seen: int, seen: int, gold_rate: float) -> bool:
@@ -307,6 +388,7 @@ def submit_ranking(
     rewrite: str = "",
     aspect_ratings: dict | None = None,
     active_seconds: float | None = None,
+    project: Project | None = None,
     now: datetime | None = None,
 ) -> Ranking:
     """Store the annotator's ranking of the leased task and update the task's figures.
@@ -319,7 +401,7 @@ def submit_ranking(
     raise LateSubmissionRefused. In the same transaction: close the lease, count the
     ranking on the task, recompute the task's consensus and agreement, and score a
     gold task (pausing the annotator when their gold accuracy falls below the
-    project's threshold).
+    project's threshold). `project`: the lease's project when the caller has it.
     """
     now = now or timezone.now()
     _check_lease_owner(lease, user)
@@ -335,6 +417,7 @@ def submit_ranking(
             aspect_ratings=aspect_ratings,
             active_seconds=active_seconds,
             now=now,
+            project=project,
         )
         return ranking
 
@@ -351,6 +434,7 @@ def submit_ranking_and_lease_next(
     aspect_ratings: dict | None = None,
     active_seconds: float | None = None,
     response_ids: Iterable[int] | None = None,
+    project: Project | None = None,
     now: datetime | None = None,
 ) -> tuple[Ranking, Lease | None]:
     """Store the ranking as `submit_ranking` does and lease the annotator's next task.
@@ -361,7 +445,8 @@ def submit_ranking_and_lease_next(
     `submit_ranking`, storing and leasing nothing. When the annotator is paused
     (perhaps by this very ranking's gold score) the ranking is stored, no task is
     leased, and AnnotatorPaused is raised once the ranking is committed.
-    `response_ids`: the task's response ids when the caller has already read them.
+    `response_ids`, `project`: the task's response ids and project when the caller
+    has already read them.
     """
     now = now or timezone.now()
     _check_lease_owner(lease, user)
@@ -381,6 +466,7 @@ def submit_ranking_and_lease_next(
             active_seconds=active_seconds,
             now=now,
             response_ids=response_ids,
+            project=project,
         )
         if not (profile.is_paused or paused_now):
             following = _lease_next(task.project, user, now, may_hold=not closed_active)
@@ -402,6 +488,7 @@ def _store_ranking(
     active_seconds: float | None,
     now: datetime,
     response_ids: Iterable[int] | None = None,
+    project: Project | None = None,
 ) -> tuple[Ranking, RankingTask, bool, bool]:
     """Store the ranking inside the caller's transaction (see `submit_ranking`).
 
@@ -410,18 +497,24 @@ def _store_ranking(
     ranking's gold score paused the annotator. `response_ids`: the task's response
     ids when the caller has read them (responses never change), else read here.
     """
-    task = (
-        RankingTask.objects.select_for_update(of=("self",))
-        .select_related("project")
-        .get(pk=lease.task_id)
-    )
+    task = _lock_task(lease.task_id, project)
     # Only submit and skip close a lease, and both leave a ranking of the lease's
     # (task, annotator): a lease found closed under the task lock is a repeat, and one
     # found open is as the caller read it. Closing it first is that check in one
     # statement; a refusal below rolls it back.
-    closed = Lease.objects.filter(pk=lease.pk).exclude(
-        status__in=(Lease.Status.SUBMITTED, Lease.Status.SKIPPED)
-    ).update(status=Lease.Status.SUBMITTED, closed_at=now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Lease._meta.db_table} SET status = %s, closed_at = %s "
+            "WHERE id = %s AND status NOT IN (%s, %s)",
+            [
+                Lease.Status.SUBMITTED,
+                connection.ops.adapt_datetimefield_value(now),
+                lease.pk,
+                Lease.Status.SUBMITTED,
+                Lease.Status.SKIPPED,
+            ],
+        )
+        closed = cursor.rowcount
     if not closed:
         return Ranking.objects.get(task=task, annotator=user), task, False, False
     if response_ids is None:
@@ -438,18 +531,21 @@ def _store_ranking(
             "given it all the rankings it needs; your ranking was not stored. "
             "Take the next task."
         )
-    ranking = Ranking.objects.create(
-        task=task,
-        annotator=user,
-        lease=lease,
-        order=groups,
-        all_bad=all_bad,
-        unsafe_response_ids=unsafe,
-        rationale=rationale.strip(),
-        rewrite=rewrite.strip(),
-        aspect_ratings=ratings,
-        server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
-        active_seconds=active_seconds,
+    ranking = _insert_ranking(
+        Ranking(
+            task=task,
+            annotator=user,
+            lease=lease,
+            order=groups,
+            all_bad=all_bad,
+            unsafe_response_ids=unsafe,
+            rationale=rationale.strip(),
+            rewrite=rewrite.strip(),
+            aspect_ratings=ratings,
+            server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
+            active_seconds=active_seconds,
+            created_at=now,
+        )
     )
     lease.status, lease.closed_at = Lease.Status.SUBMITTED, now
     task.ranking_count += 1  # the row is locked: this count is current
@@ -458,6 +554,60 @@ def _store_ranking(
     if task.is_gold and task.gold_order:
         paused_now = apply_gold_rule(task.project, user)
     return ranking, task, not is_late, paused_now
+
+
+def _lock_task(task_id: int, project: Project | None) -> RankingTask:
+    """Lock the task's row and return the task with the fields a submission needs.
+
+    `project`: the task's project when the caller has it (read here otherwise).
+    """
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT project_id, overlap, ranking_count, is_gold, gold_order "
+            f"FROM {RankingTask._meta.db_table} WHERE id = %s{lock}",
+            [task_id],
+        )
+        project_id, overlap, count, is_gold, gold_order = cursor.fetchone()
+    if project is None or project.pk != project_id:
+        project = Project.objects.get(pk=project_id)
+    return _loaded(
+        RankingTask(
+            pk=task_id,
+            project=project,
+            overlap=overlap,
+            ranking_count=count,
+            is_gold=bool(is_gold),
+            gold_order=_json(gold_order),
+        )
+    )
+
+
+# The columns a stored ranking writes, in the order `_insert_ranking` binds them.
+_RANKING_COLUMNS = (
+    "task_id", "annotator_id", "lease_id", "order", "is_skip", "skip_reason", "all_bad",
+    "unsafe_response_ids", "rationale", "rewrite", "aspect_ratings", "server_seconds",
+    "active_seconds", "source", "created_at",
+)
+
+
+def _insert_ranking(ranking: Ranking) -> Ranking:
+    """Insert the ranking with one statement and return it with its id set."""
+    values = []
+    for column in _RANKING_COLUMNS:
+        field = Ranking._meta.get_field(column.removesuffix("_id"))
+        values.append(field.get_db_prep_save(getattr(ranking, field.attname), connection))
+    table = Ranking._meta.db_table
+    names = ", ".join(connection.ops.quote_name(c) for c in _RANKING_COLUMNS)
+    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(values))})"
+    with connection.cursor() as cursor:
+        if connection.features.can_return_columns_from_insert:
+            cursor.execute(sql + " RETURNING id", values)
+            ranking.pk = cursor.fetchone()[0]
+        else:
+            cursor.execute(sql, values)
+            ranking.pk = cursor.lastrowid
+    return _loaded(ranking)
 
 
 def skip_task(

@@ -61,19 +61,41 @@ def update_task_figures(task) -> None:
     """Recompute and save a task's consensus order, agreement and ranking count.
 
     Call it inside the transaction that changed the task's rankings, with the task
-    row locked, so the stored figures always describe the stored rankings.
+    row locked, so the stored figures always describe the stored rankings. Two raw
+    statements: this runs on every submission (bench/annotation_load.py).
     """
-    from annotation.models import Ranking
+    import json
 
-    rows = list(
-        Ranking.objects.filter(task=task, is_skip=False).values_list(
-            "order", "annotator__annotator_profile__is_simulated"
+    from django.db import connection
+
+    from annotation.models import AnnotatorProfile, Ranking, RankingTask
+
+    quote = connection.ops.quote_name
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT r.{quote('order')}, p.is_simulated FROM {Ranking._meta.db_table} r "
+            f"LEFT JOIN {AnnotatorProfile._meta.db_table} p ON p.user_id = r.annotator_id "
+            "WHERE r.task_id = %s AND r.is_skip = %s",
+            [task.pk, False],
         )
-    )
-    task.consensus_order = borda([order for order, _ in rows])
-    humans = [order for order, sim in rows if not sim]
-    task.agreement = pairwise_agreement_by_counts(humans)
-    task.save(update_fields=["ranking_count", "consensus_order", "agreement"])
+        rows = [
+            (json.loads(order) if isinstance(order, str) else order, bool(sim))
+            for order, sim in cursor.fetchall()
+        ]
+        task.consensus_order = borda([order for order, _ in rows])
+        humans = [order for order, sim in rows if not sim]
+        task.agreement = pairwise_agreement_by_counts(humans)
+        field = RankingTask._meta.get_field("consensus_order")
+        cursor.execute(
+            f"UPDATE {RankingTask._meta.db_table} SET ranking_count = %s, "
+            "consensus_order = %s, agreement = %s WHERE id = %s",
+            [
+                task.ranking_count,
+                field.get_db_prep_save(task.consensus_order, connection),
+                task.agreement,
+                task.pk,
+            ],
+        )
 
 
 def adjudicate(task, order: object, user, *, now=None) -> None:

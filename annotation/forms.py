@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
+from annotation.assignment import leased_task
 from annotation.models import Lease, Project, Ranking, RankingTask
 
 ORDER_EXAMPLE = "[[12],[14,13],[11]]"
@@ -57,19 +58,16 @@ def _int_list(values: list[str], what: str) -> list[int]:
         raise ValidationError(f"{what} must be response ids, got {values!r}") from None
 
 
-def own_lease(lease_id: int, user: AbstractBaseUser, project: Project) -> Lease:
-    """Return the user's lease with this id in the project, or raise ValidationError."""
-    lease = (
-        Lease.objects.select_related("task")
-        .filter(pk=lease_id, annotator=user, task__project=project)
-        .first()
-    )
-    if lease is None:
+def own_lease(lease_id: int, user: AbstractBaseUser, project: Project) -> tuple[Lease, list[int]]:
+    """Return the user's lease with this id in the project and its task's response
+    ids, or raise ValidationError."""
+    found = leased_task(lease_id, user, project)
+    if found is None:
         raise ValidationError(
             f"lease {lease_id} is not yours in project {project.name}; reload the "
             "workspace to get your task"
         )
-    return lease
+    return found
 
 
 class RankingForm(forms.Form):
@@ -89,10 +87,7 @@ class RankingForm(forms.Form):
         self.response_ids: list[int] = []
 
     def clean_lease(self) -> Lease:
-        lease = own_lease(self.cleaned_data["lease"], self.user, self.project)
-        self.response_ids = list(
-            lease.task.responses.order_by("position", "id").values_list("pk", flat=True)
-        )
+        lease, self.response_ids = own_lease(self.cleaned_data["lease"], self.user, self.project)
         return lease
 
     def clean(self) -> dict:
@@ -139,7 +134,7 @@ class SkipForm(forms.Form):
         self.project = project
 
     def clean_lease(self) -> Lease:
-        return own_lease(self.cleaned_data["lease"], self.user, self.project)
+        return own_lease(self.cleaned_data["lease"], self.user, self.project)[0]
 
 
 class AdjudicateForm(forms.Form):

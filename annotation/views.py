@@ -6,6 +6,7 @@ and admins); gold management, project settings and the dashboard (admins).
 """
 from __future__ import annotations
 
+import json
 from datetime import datetime, time
 from functools import lru_cache
 
@@ -14,6 +15,7 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
+from django.db import connection
 from django.db.models import Count, F, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -44,6 +46,7 @@ from annotation.models import (
     AnnotatorProfile,
     Lease,
     Project,
+    Prompt,
     Ranking,
     RankingTask,
     Response,
@@ -90,10 +93,43 @@ def _project(name: str) -> Project:
 
 
 def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
+    """Return the annotator's rankings in the project: today (UTC day) and in all.
+
+    Raw SQL, with `_task_text`: the workspace renders on every submission.
+    """
     start = timezone.make_aware(datetime.combine(timezone.localdate(now), time.min))
-    return Ranking.objects.filter(task__project=project, annotator=user, is_skip=False).aggregate(
-        today=Count("pk", filter=Q(created_at__gte=start)), total=Count("pk")
-    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN r.created_at >= %s THEN 1 ELSE 0 END), 0) "
+            f"FROM {Ranking._meta.db_table} r JOIN {RankingTask._meta.db_table} t "
+            "ON t.id = r.task_id "
+            "WHERE r.annotator_id = %s AND t.project_id = %s AND r.is_skip = %s",
+            [connection.ops.adapt_datetimefield_value(start), user.pk, project.pk, False],
+        )
+        total, today = cursor.fetchone()
+    return {"today": today, "total": total}
+
+
+def _task_text(task_id: int) -> tuple[list[dict], list[dict[str, str]]]:
+    """Return a task's prompt messages and its responses (id, text, number as strings,
+    in display order) in one statement."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT p.messages, r.id, r.text FROM {RankingTask._meta.db_table} t "
+            f"JOIN {Prompt._meta.db_table} p ON p.id = t.prompt_id "
+            f"LEFT JOIN {Response._meta.db_table} r ON r.task_id = t.id "
+            "WHERE t.id = %s ORDER BY r.position, r.id",
+            [task_id],
+        )
+        rows = cursor.fetchall()
+    messages_in_prompt = rows[0][0]
+    if isinstance(messages_in_prompt, str):
+        messages_in_prompt = json.loads(messages_in_prompt)
+    responses = [
+        {"pk": str(pk), "text": text, "number": str(number)}
+        for number, (_, pk, text) in enumerate((r for r in rows if r[1] is not None), start=1)
+    ]
+    return messages_in_prompt, responses
 
 
 @lru_cache(maxsize=64)
@@ -142,20 +178,7 @@ def _workspace(
     if lease is not None:
         # Only the columns the page shows, and numbers as strings: the template then
         # neither builds model instances nor localises each number it prints.
-        messages_in_prompt = (
-            RankingTask.objects.filter(pk=lease.task_id)
-            .values_list("prompt__messages", flat=True)
-            .get()
-        )
-        responses = [
-            {"pk": str(pk), "text": text, "number": str(number)}
-            for number, (pk, text) in enumerate(
-                Response.objects.filter(task_id=lease.task_id)
-                .order_by("position", "id")
-                .values_list("pk", "text"),
-                start=1,
-            )
-        ]
+        messages_in_prompt, responses = _task_text(lease.task_id)
         context.update(
             responses=responses,
             messages_in_prompt=messages_in_prompt,
@@ -230,6 +253,7 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
             aspect_ratings=data["aspect_ratings"],
             active_seconds=data["active_seconds"],
             response_ids=form.response_ids,
+            project=project,
         )
     except LateSubmissionRefused as exc:
         return _after_answer(request, project, str(exc), ok=False)

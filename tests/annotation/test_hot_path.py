@@ -222,11 +222,11 @@ def _api_submit(client, project, annotator):
 @pytest.mark.parametrize(
     ("which", "limit"),
     [
-        # session, user, roles, project, form: lease, response ids; savepoint, profile
-        # lock, task lock, close lease, insert ranking, task's rankings, task figures,
-        # candidates, insert lease (re-counting their slots), release; progress, task
-        # and prompt, responses.
-        ("page submit", 19),
+        # session, user, roles, project, form: lease with its response ids; savepoint,
+        # profile lock, task lock, close lease, insert ranking, task's rankings, task
+        # figures, candidates, insert lease (re-counting their slots), release;
+        # progress, prompt with responses.
+        ("page submit", 17),
         # token (its last use is written once a minute), roles, project; savepoint,
         # profile lock, held lease, candidates, insert lease, release; task with
         # prompt, responses.
