@@ -327,12 +327,7 @@ def next_task(request: HttpRequest, name: str):
     if lease is None:
         return 204, None
     # The whole task in two queries, whether the lease was held or just taken.
-    lease.task = (
-        RankingTask.objects.select_related("prompt", "round")
-        .prefetch_related("responses")
-        .get(pk=lease.task_id)
-    )
-    return lease
+    return _with_task(lease)
 
 
 class RankingIn(Schema):
@@ -400,6 +395,63 @@ def submit(request: HttpRequest, lease_id: int, payload: RankingIn):
     except LateSubmissionRefused as exc:
         return 409, {"detail": str(exc)}
     return 201, ranking
+
+
+class RankingAndNextOut(Schema):
+    ranking: RankingOut
+    next: LeaseOut | None = Field(
+        None, description="The caller's next lease; null when no task is left."
+    )
+
+
+def _with_task(lease: Lease) -> Lease:
+    """Attach the lease's task, prompt, round and responses (two queries)."""
+    lease.task = (
+        RankingTask.objects.select_related("prompt", "round")
+        .prefetch_related("responses")
+        .get(pk=lease.task_id)
+    )
+    return lease
+
+
+@router.post(
+    "/leases/{lease_id}/ranking-and-next-task",
+    response={201: RankingAndNextOut, 409: ErrorOut, **ERRORS},
+    tags=["tasks"],
+)
+def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
+    """Submit a ranking and lease the caller's next task in one round trip.
+
+    What the workspace page does on submit: one transaction stores the ranking (as
+    `POST /leases/{id}/ranking`) and takes the next task (as `POST
+    /projects/{name}/next-task`); `next` is null when none is left. 403 when the
+    annotator is paused (the ranking is then stored).
+    """
+    from annotation.assignment import (
+        AnnotatorPaused,
+        LateSubmissionRefused,
+        submit_ranking_and_lease_next,
+    )
+
+    lease = _own_lease(request, lease_id)
+    try:
+        ranking, following = submit_ranking_and_lease_next(
+            lease,
+            caller(request),
+            payload.order,
+            all_bad=payload.all_bad,
+            unsafe_response_ids=payload.unsafe_response_ids,
+            rationale=payload.rationale,
+            rewrite=payload.rewrite,
+            aspect_ratings=payload.aspect_ratings,
+            active_seconds=payload.active_seconds,
+            project=lease.task.project,
+        )
+    except LateSubmissionRefused as exc:
+        return 409, {"detail": str(exc)}
+    except AnnotatorPaused as exc:
+        raise PermissionDenied(str(exc)) from None
+    return 201, {"ranking": ranking, "next": _with_task(following) if following else None}
 
 
 @router.post(

@@ -21,7 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.safestring import SafeString
+from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
 
 from annotation.assignment import (
@@ -132,6 +132,12 @@ def _task_text(task_id: int) -> tuple[list[dict], list[dict[str, str]]]:
     return messages_in_prompt, responses
 
 
+@lru_cache(maxsize=16)
+def _options(n: int) -> SafeString:
+    """Return the <option>s 1..n of a rank or rating select (numbers only: no escaping)."""
+    return mark_safe("".join(f'<option value="{i}">{i}</option>' for i in range(1, n + 1)))
+
+
 @lru_cache(maxsize=64)
 def _guidelines_html(text: str) -> SafeString:
     # Markdown + nh3 cost more than the rest of the page; guidelines rarely change.
@@ -184,8 +190,9 @@ def _workspace(
             messages_in_prompt=messages_in_prompt,
             elapsed_seconds=int((now - lease.leased_at).total_seconds()),
             seconds_left=int((lease.expires_at - now).total_seconds()),
-            rank_choices=[str(i) for i in range(1, len(responses) + 1)],
-            rating_choices=[str(i) for i in range(1, 8)],
+            # The same options under every response: built once, not per response.
+            rank_options=_options(len(responses)),
+            rating_options=_options(7),
         )
     template = "annotation/_workspace.html" if request.htmx else "annotation/workspace.html"
     return render(request, template, context, status=status)

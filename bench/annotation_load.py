@@ -88,14 +88,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (WEB_CONCURRENCY)")
     parser.add_argument(
-        "--threads", type=int, default=4, help="threads per worker (WEB_THREADS; >1: gthread)"
+        "--workers", type=int, default=2 * (os.cpu_count() or 1),
+        help="gunicorn workers (WEB_CONCURRENCY; default as platform/gunicorn.conf.py)",
     )
     parser.add_argument(
-        "--mode", choices=["htmx", "plain", "api", "all"], default="htmx",
+        "--threads", type=int, default=2, help="threads per worker (WEB_THREADS; >1: gthread)"
+    )
+    parser.add_argument(
+        "--mode", choices=["htmx", "plain", "api", "api-next", "all"], default="htmx",
         help="what a session drives: the page with htmx, the page without JavaScript, "
-        "the JSON API with a token, or each of them in turn on a fresh project",
+        "the JSON API with a token (next-task then ranking, or ranking-and-next-task), "
+        "or each of them in turn on a fresh project",
     )
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--seed", type=int, default=0)
@@ -292,7 +296,7 @@ class Session:
             self.baseline_requests += 1
 
     def run(self, project: str, stop_at: float) -> None:
-        if self.mode == "api":
+        if self.mode in ("api", "api-next"):
             self.run_api(project, stop_at)
             return
         url = f"/projects/{project}/annotate/"
@@ -316,24 +320,36 @@ class Session:
                 self.errors.append(f"submit answered {status}")
 
     def run_api(self, project: str, stop_at: float) -> None:
-        """Loop next-task then submit over the JSON API, as a labelling script would."""
+        """Loop next-task then submit over the JSON API, as a labelling script would
+        (`api-next`: one request that submits and returns the next lease)."""
         auth = {"Authorization": f"Bearer {self.token}"}
         self.cookies = {}  # a script sends its token, not a browser's session
+        lease = None
         while time.monotonic() < stop_at:
-            status, payload, _ = self.request("POST", f"/api/projects/{project}/next-task", None, auth)
-            if status == 204:
-                return  # no task left
-            if status != 200:
-                self.errors.append(f"next-task answered {status}")
-                return
-            lease = json.loads(payload)
+            if lease is None:
+                status, payload, _ = self.request(
+                    "POST", f"/api/projects/{project}/next-task", None, auth
+                )
+                if status == 204:
+                    return  # no task left
+                if status != 200:
+                    self.errors.append(f"next-task answered {status}")
+                    return
+                lease = json.loads(payload)
             ids = [r["id"] for r in lease["task"]["responses"]]
             body = json.dumps({"order": self.order(ids), "active_seconds": 3})
-            status, _, _ = self.request("POST", f"/api/leases/{lease['id']}/ranking", body, auth)
+            if self.mode == "api-next":
+                path = f"/api/leases/{lease['id']}/ranking-and-next-task"
+            else:
+                path = f"/api/leases/{lease['id']}/ranking"
+            status, payload, _ = self.request("POST", path, body, auth)
             if status == 201:
                 self.accepted += 1
             else:
                 self.errors.append(f"submit answered {status}")
+            lease = json.loads(payload)["next"] if self.mode == "api-next" else None
+            if self.mode == "api-next" and lease is None:
+                return  # no task left
 
 
 def process_cpu(match) -> float:
@@ -498,7 +514,7 @@ def main() -> None:
     args = parse_args()
     setup_django(args.database_url)
     create_database(args.database_url)
-    modes = ["htmx", "plain", "api"] if args.mode == "all" else [args.mode]
+    modes = ["htmx", "plain", "api", "api-next"] if args.mode == "all" else [args.mode]
     print(f"CPU probe before: {cpu_probe():.2f} s", flush=True)
     results = [run_mode(args, mode) for mode in modes]
     print(f"CPU probe after: {cpu_probe():.2f} s")

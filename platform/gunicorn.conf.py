@@ -1,13 +1,14 @@
 """Gunicorn settings for the web tier (`gunicorn -c platform/gunicorn.conf.py config.wsgi`).
 
 Every value comes from the environment, with defaults sized for a small machine. A
-request of the annotator workspace spends about a fifth of its time waiting on
+request of the annotator workspace spends about a third of its time waiting on
 PostgreSQL round trips, so threaded workers (gthread) keep a core busy while one
-request waits: one worker per core with WEB_THREADS=4 served more submissions per
-second, at a lower median latency, than two synchronous workers per core in
-bench/annotation_load.py (see its docstring). WEB_THREADS=1 gives synchronous
-workers. Set DB_CONN_MAX_AGE (settings) so each thread keeps its database
-connection instead of opening one per request.
+request waits. Two workers per core with two threads each served the most
+submissions per second at the lowest p99 in bench/annotation_load.py on 2 cores
+(214/s, p99 72 ms; one worker per core x 4 threads: 167/s, p99 90 ms, the threads
+of a process queueing on its GIL; 8 synchronous workers: 173/s, and no keep-alive).
+WEB_THREADS=1 gives synchronous workers. Set DB_CONN_MAX_AGE (settings) so each
+thread keeps its database connection instead of opening one per request.
 """
 from __future__ import annotations
 
@@ -15,8 +16,8 @@ import multiprocessing
 import os
 
 bind = os.environ.get("WEB_BIND", "127.0.0.1:8000")
-workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count()))
-threads = int(os.environ.get("WEB_THREADS", "4"))
+workers = int(os.environ.get("WEB_CONCURRENCY", 2 * multiprocessing.cpu_count()))
+threads = int(os.environ.get("WEB_THREADS", "2"))
 worker_class = "gthread" if threads > 1 else "sync"
 # Import Django once in the master: workers fork ready and share the code pages.
 preload_app = True

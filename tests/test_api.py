@@ -119,6 +119,41 @@ def test_annotator_flow_next_task_then_submit(annotator, project):
     assert Ranking.objects.get().order == [[ids[2]], [ids[0], ids[1]], [ids[3]]]
 
 
+def test_submit_and_next_stores_the_ranking_and_leases_the_next_task(annotator, project):
+    first, second = make_task(project), make_task(project, "Second question?")
+    client = client_for(annotator)
+    lease = client.post(f"/api/projects/{project.name}/next-task").json()
+    ids = [r["id"] for r in lease["task"]["responses"]]
+    body = {"order": [[i] for i in ids]}
+    url = f"/api/leases/{lease['id']}/ranking-and-next-task"
+    response = client.post(url, body, content_type="application/json")
+    assert response.status_code == 201
+    answer = response.json()
+    assert answer["ranking"]["task_id"] == first.pk
+    assert answer["next"]["task"]["id"] == second.pk
+    assert len(answer["next"]["task"]["responses"]) == 4
+    # The last task: the ranking is stored and no lease follows.
+    last = answer["next"]
+    body = {"order": [[r["id"]] for r in last["task"]["responses"]]}
+    response = client.post(
+        f"/api/leases/{last['id']}/ranking-and-next-task", body, content_type="application/json"
+    )
+    assert (response.status_code, response.json()["next"]) == (201, None)
+    assert Ranking.objects.filter(annotator=annotator).count() == 2
+
+
+def test_submit_and_next_sent_twice_stores_one_ranking(annotator, project):
+    make_task(project)
+    client = client_for(annotator)
+    lease = client.post(f"/api/projects/{project.name}/next-task").json()
+    body = {"order": [[r["id"]] for r in lease["task"]["responses"]]}
+    url = f"/api/leases/{lease['id']}/ranking-and-next-task"
+    first = client.post(url, body, content_type="application/json").json()
+    again = client.post(url, body, content_type="application/json").json()
+    assert first["ranking"]["id"] == again["ranking"]["id"]
+    assert Ranking.objects.count() == 1
+
+
 def test_bad_order_gets_400_naming_the_problem_and_stores_nothing(annotator, project):
     make_task(project)
     client = client_for(annotator)

@@ -41,6 +41,10 @@ TABLE = [
         (401, 403, 201, 403, 403),
     ),
     (
+        "submit ranking and take the next task", "post",
+        "/api/leases/{lease}/ranking-and-next-task", "order", (401, 403, 201, 403, 403),
+    ),
+    (
         "skip task", "post", "/api/leases/{lease}/skip", {"reason": "cannot judge"},
         (401, 403, 201, 403, 403),
     ),

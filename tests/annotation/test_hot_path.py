@@ -219,6 +219,20 @@ def _api_submit(client, project, annotator):
     return request
 
 
+def _api_submit_and_next(client, project, annotator):
+    lease = client.post(f"/api/projects/{project.name}/next-task").json()
+    body = json.dumps({"order": [[r["id"]] for r in lease["task"]["responses"]]})
+
+    def request():
+        response = client.post(
+            f"/api/leases/{lease['id']}/ranking-and-next-task", body,
+            content_type="application/json",
+        )
+        assert response.status_code == 201 and response.json()["next"] is not None
+
+    return request
+
+
 @pytest.mark.parametrize(
     ("which", "limit"),
     [
@@ -234,6 +248,10 @@ def _api_submit(client, project, annotator):
         # token, roles, lease; savepoint, task lock, close lease, response ids,
         # insert ranking, task's rankings, task figures, release.
         ("api submit", 11),
+        # token, roles, lease with task and project; savepoint, profile lock, task
+        # lock, close lease, response ids, insert ranking, task's rankings, task
+        # figures, candidates, insert lease, release; task with prompt, responses.
+        ("api submit and next", 16),
     ],
 )
 def test_queries_per_request_stay_constant_as_tasks_and_rankings_grow(
@@ -248,7 +266,11 @@ def test_queries_per_request_stay_constant_as_tasks_and_rankings_grow(
 
         raw = create_token(annotator, "script")[1]
         client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
-        prepare = _api_next_task if which == "api next-task" else _api_submit
+        prepare = {
+            "api next-task": _api_next_task,
+            "api submit": _api_submit,
+            "api submit and next": _api_submit_and_next,
+        }[which]
     _grow(project, 30)
     _count(prepare(client, project, annotator))  # warm up: creates the profile
     small = _count(prepare(client, project, annotator))
