@@ -16,49 +16,50 @@ order, some ties) and asks for the next, in one of three modes:
 - `plain`, the page without JavaScript: the POST answers 303 and the session GETs
   the next task (two requests);
 - `api`, a labelling script with a Bearer token: POST next-task, then POST the
-  ranking (two requests).
+  ranking (two requests);
+- `api-next`, the same script using POST ranking-and-next-task, which stores the
+  ranking and returns the next lease (one request per submission, like `htmx`).
 
-`--mode all` runs the three in turn, each on a fresh project. Per mode it prints
+`--mode all` runs the four in turn, each on a fresh project. Per mode it prints
 submissions per second, p50/p95/p99 latency of the requests, the home page's rate
 under the same sessions just before (the same-run baseline), the load average, and
 the CPU seconds per submission of the gunicorn workers and of this database's
 PostgreSQL backends (read from /proc: a cost that does not depend on what else the
-machine runs). A CPU probe (5M Python additions, about 0.25 s on an idle modern
-core) shows how fast a CPU second was. Then it checks the invariants in the
+machine runs). A CPU probe (5M Python additions, about 0.12 s on this machine when
+quiet) shows how fast a CPU second was. Then it checks the invariants in the
 database: no task ranked more than its overlap, no annotator ranking a task twice,
 every stored count equal to the stored rankings, and every submission a session saw
 accepted stored (nothing lost).
 
-Measured 2026-11-28 11:06-11:17 UTC on the 2-core development machine. It was not
-quiet: other engineers' training runs and test suites kept the load average at
-8.5-11 through the whole window (CPU probe 0.34 s), so the web tier had a fraction
-of the two cores and the absolute rates below are that fraction's. 8 sessions,
-10,000 tasks, 2 gthread workers x 4 threads, 20 s per mode, invariants held in
-every run:
+Measured 2026-11-28 13:00 UTC on the 2-core development machine, quiet (CPU probe
+0.13 s), 8 sessions, 10,000 tasks, gunicorn's defaults of platform/gunicorn.conf.py
+(4 gthread workers x 2 threads), 20 s per mode, invariants held in every run:
 
-    mode   subm/s  p50 ms  p95 ms  p99 ms  CPU/subm web+PostgreSQL  home page/s
-    htmx     18.3     413     625     721   30.5 +  8.9 ms              50.6
-    plain     8.7     424     687     832   47.5 + 13.5 ms              30.2
-    api      11.6     348     459     517   34.5 + 11.9 ms              32.0
+    mode      subm/s  p50 ms  p95 ms  p99 ms  CPU/subm web + PostgreSQL  home page/s
+    htmx       195.6    39.7    53.3    62.1    6.0 + 3.4 ms               297.2
+    plain      112.0    35.3    56.5    65.7   11.3 + 5.7 ms               298.1
+    api        103.5    48.6    63.9    69.8   11.2 + 5.8 ms               282.8
+    api-next   161.1    48.9    62.9    69.5    7.2 + 4.3 ms               283.2
 
-The code before this work (commit fe58469, the same bench and worker settings, run
-right after on the same machine): htmx 8.0 submissions/s, p50 891 ms, p99 1641 ms,
-CPU per submission 52.3 + 12.4 ms, home page 35.0/s; api 6.8 submissions/s, p50
-554 ms, p99 1145 ms, 46.7 + 13.1 ms, home page 25.4/s. So a page submission costs
-39% less CPU (64.7 -> 39.4 ms) and an API one 22% less (59.8 -> 46.4 ms); relative
-to the same run's home page the rates went from 0.23 to 0.36 (htmx) and from 0.27
-to 0.36 (api); per submission the page path runs 17 SQL
-statements in 1 transaction instead of 22 in 2 (tests/annotation/test_hot_path.py
-counts them and checks they stay constant as tasks and rankings grow).
+The annotator's page (htmx) and a script's one-round-trip API both meet the target
+(150 submissions/s, p99 under 100 ms); `plain` (the page without JavaScript: submit,
+303, GET) and `api` (two requests per item) serve two requests per submission, at
+about 220 requests/s with p99 under 70 ms.
 
-The target, 150 submissions/s with p99 under 100 ms, is NOT met, and this machine
-cannot show it: 2 cores / 39.4 ms of CPU per page submission is about 50/s even
-with both cores free, and the lightest signed-in page (home) already costs 11-12 ms
-of Python CPU in-process here. 150/s needs under 13 ms of CPU per submission all
-in. What is left is mostly Django itself: building the remaining ORM queries
-(about half of the web CPU), sessions and auth (3 queries per request; signed-cookie
-or cached sessions would drop one), and template rendering. Rerun on a quiet
-machine before quoting absolute figures.
+The code before this work (commit fde8e58, the same machine, quiet, minutes
+earlier; its defaults, 2 workers x 4 threads): htmx 80.6 submissions/s, p50 97 ms,
+p99 140 ms, CPU 11.7 + 3.9 ms per submission; api 108.2/s (p99 65 ms). With 4 x 2
+workers that code reached 130/s, p99 128 ms. What changed: the 12 ORM queries of a
+submission became raw SQL (leasing, the profile and task locks, closing the lease,
+inserting the ranking, the consensus update, the page's progress and task text),
+which halved the web CPU: building ORM queries cost more than PostgreSQL spent
+running them; the lease check and the response ids became one statement (17
+statements per page submission, constant as data grows: tests/annotation/
+test_hot_path.py counts them); the rank options are built once; and two workers per
+core with two threads each replaced one worker per core with four threads (the
+threads of one process queued on its GIL). What is left per submission is mostly
+Django's request cycle (session, user and roles: 3 queries) and PostgreSQL planning
+the leasing statements (about 0.8 ms each, unprepared).
 """
 from __future__ import annotations
 
