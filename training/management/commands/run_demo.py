@@ -85,7 +85,7 @@ class Command(BaseCommand):
             cwd=settings.BASE_DIR,
         )
         worker = subprocess.Popen(
-            [python, "manage.py", "db_worker", "--queue-name", "*", "--no-reload"],
+            [python, "manage.py", "db_worker", "--queue-name", "*", "--no-reload", "--interval", "0.2"],
             cwd=settings.BASE_DIR,
         )
         children = [web, worker]
