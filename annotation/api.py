@@ -341,6 +341,10 @@ class RankingIn(Schema):
     aspect_ratings: dict[str, dict[str, int]] = {}
     active_seconds: float | None = Field(None, ge=0)
 
+    def extras(self) -> dict[str, Any]:
+        """Return everything but the order, as keyword arguments of `submit_ranking`."""
+        return self.model_dump(exclude={"order"})
+
 
 class RankingOut(Schema):
     id: int
@@ -384,13 +388,8 @@ def submit(request: HttpRequest, lease_id: int, payload: RankingIn):
             lease,
             caller(request),
             payload.order,
-            all_bad=payload.all_bad,
-            unsafe_response_ids=payload.unsafe_response_ids,
-            rationale=payload.rationale,
-            rewrite=payload.rewrite,
-            aspect_ratings=payload.aspect_ratings,
-            active_seconds=payload.active_seconds,
             project=lease.task.project,
+            **payload.extras(),
         )
     except LateSubmissionRefused as exc:
         return 409, {"detail": str(exc)}
@@ -439,13 +438,8 @@ def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
             lease,
             caller(request),
             payload.order,
-            all_bad=payload.all_bad,
-            unsafe_response_ids=payload.unsafe_response_ids,
-            rationale=payload.rationale,
-            rewrite=payload.rewrite,
-            aspect_ratings=payload.aspect_ratings,
-            active_seconds=payload.active_seconds,
             project=lease.task.project,
+            **payload.extras(),
         )
     except LateSubmissionRefused as exc:
         return 409, {"detail": str(exc)}

@@ -234,17 +234,16 @@ def _lease_open_task(project: Project, user: AbstractBaseUser, now: datetime) ->
             )
             row = cursor.fetchone()
             if row is not None:
-                lease = Lease(
-                    pk=row[0],
-                    task_id=row[1],
-                    annotator=user,
-                    status=Lease.Status.ACTIVE,
-                    leased_at=now,
-                    expires_at=expires,
+                return _loaded(
+                    Lease(
+                        pk=row[0],
+                        task_id=row[1],
+                        annotator=user,
+                        status=Lease.Status.ACTIVE,
+                        leased_at=now,
+                        expires_at=expires,
+                    )
                 )
-                lease._state.adding = False
-                lease._state.db = connection.alias
-                return lease
     return None
 
 
