@@ -173,57 +173,26 @@ def order_by_scores(scores: list[float], tie_margin: float = 0.0) -> Order:
 class RewardScorer:
     """Score (prompt, response) pairs with a reward model folder (plus LoRA adapter).
 
-    The text scored is the chat template applied to the prompt and the response as an
-    assistant turn, as in the preference data the reward model was trained on; the
-    score is `logits[:, 0]`. ML libraries are imported here, never by the web process.
+    A reward model scores a prompt and a response exactly as it was trained to
+    (training/reward.py: the chat template with the response as an assistant turn;
+    the score is `logits[:, 0]`). ML libraries are imported here, never by the web
+    process.
     """
 
     def __init__(self, base_path: str, adapter_path: str = "", batch_size: int = 32) -> None:
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from training.reward import load_reward_model
 
-        if not base_path:
-            raise ValueError("reward model has no base_path; register its folder first")
-        tokenizer_path = adapter_path or base_path
-        self.tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
-        self.tokenizer.padding_side = "right"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base_path, num_labels=1, dtype=torch.float32
-        )
-        if adapter_path:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-        if model.config.pad_token_id is None:
-            model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.model = model.eval()
+        self.model, self.tokenizer = load_reward_model(base_path, adapter_path=adapter_path)
         self.batch_size = batch_size
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
         """Return one scalar reward per (prompt, response)."""
-        import torch
+        from training.reward import score
 
-        texts = [
-            self.tokenizer.apply_chat_template(
-                prompt + [{"role": "assistant", "content": response}], tokenize=False
-            )
-            for prompt, response in zip(prompts, responses, strict=True)
-        ]
-        scores: list[float] = []
-        with torch.inference_mode():
-            for start in range(0, len(texts), self.batch_size):
-                batch = self.tokenizer(
-                    texts[start : start + self.batch_size],
-                    return_tensors="pt",
-                    padding=True,
-                    truncation=True,
-                    add_special_tokens=False,
-                )
-                logits = self.model(**batch).logits  # (batch, 1)
-                scores.extend(float(v) for v in logits[:, 0])
-        return scores
+        if len(prompts) != len(responses):
+            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; pass one each")
+        answers = [[{"role": "assistant", "content": response}] for response in responses]
+        return score(self.model, self.tokenizer, prompts, answers, batch_size=self.batch_size)
 
 
 def simulated_user(username: str, simulator: str) -> User:

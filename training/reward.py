@@ -205,13 +205,23 @@ def load_start_model(base_path: str, adapter_path: str, tokenizer):
     return model
 
 
-def load_reward_model(path: str, device: str | None = None):
-    """Return (model, tokenizer) of a saved reward model, in eval mode, tokenizer right-padded."""
+def load_reward_model(path: str, device: str | None = None, *, adapter_path: str = ""):
+    """Return (model, tokenizer) of a saved reward model, in eval mode, tokenizer right-padded.
+
+    `adapter_path`: a LoRA adapter trained on the model at `path`, folded into its
+    weights (its folder holds the tokenizer).
+    """
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    tokenizer = load_tokenizer(path, padding_side="right")
-    model = AutoModelForSequenceClassification.from_pretrained(path, dtype=torch.float32)
+    if not path:
+        raise ValueError("reward model has no base path; give the folder or hub id of the model")
+    tokenizer = load_tokenizer(adapter_path or path, padding_side="right")
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
     model.config.pad_token_id = tokenizer.pad_token_id
     model.eval()
     if device:
