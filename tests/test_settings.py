@@ -32,3 +32,28 @@ def test_malformed_boolean_names_the_variable_and_the_value():
 def test_secret_from_environment_starts_with_debug_off():
     result = _check({"DEBUG": "0", "SECRET_KEY": "x" * 50})
     assert result.returncode == 0, result.stderr
+
+
+def _openmp_env(env: dict) -> str:
+    """Return OMP_WAIT_POLICY and GOMP_SPINCOUNT as a process started by manage.py sees them."""
+    clean = {
+        k: v for k, v in os.environ.items() if k not in {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"}
+    }
+    clean.update(env, SECRET_KEY="x" * 50)
+    code = "import os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]  # shell may print auto-imports first
+
+
+def test_manage_py_gives_openmp_a_short_spin_that_workers_and_stages_inherit():
+    # Passive waiting halved training speed on a quiet CPU; the default long spin made
+    # it many times slower on a busy one (bench/train_overhead.py, manage.py).
+    assert _openmp_env({}) == "None 10000"
+
+
+def test_a_users_own_openmp_wait_policy_wins():
+    assert _openmp_env({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE None"
