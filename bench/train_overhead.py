@@ -16,7 +16,8 @@ Prints one line per run and, per method, the median wall-time ratio platform/bar
 Measured 2026-11-28 on the quiet 2-core machine (load 1.4), 100 steps, batch 8,
 3 alternating runs each: reward model median ratio 1.046 (bare 7.4-7.7 s, platform
 7.7-8.2 s), DPO 0.985 (bare 10.1-10.8 s, platform 10.0-10.6 s); queue waits 0.0-0.2 s,
-registration after the stage under 0.05 s. Two fixes got there from 1.29 (reward)
+registration after the stage under 0.05 s. A rerun 45 minutes later: 1.030 (reward),
+1.026 (DPO). Two fixes got there from 1.29 (reward)
 and 1.39 (DPO): manage.py had set OMP_WAIT_POLICY=PASSIVE for every process it
 starts, which halved the speed of the training child's OpenMP threads on a quiet
 machine (train_runtime 2.2 s against 0.9 s for 40 reward steps); a short spin
