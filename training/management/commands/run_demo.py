@@ -76,10 +76,10 @@ class Command(BaseCommand):
         web = subprocess.Popen(
             [
                 os.path.join(os.path.dirname(python), "gunicorn"),
+                "-c", os.path.join("platform", "gunicorn.conf.py"),  # the production settings
                 "config.wsgi",
                 "--bind", f"{host}:{port}",
                 "--workers", str(web_workers),
-                "--threads", "4",
                 "--access-logfile", "-",
             ],
             cwd=settings.BASE_DIR,
