@@ -14,12 +14,12 @@ Concurrency: every function runs in one transaction. On PostgreSQL the candidate
 tasks are taken with `SELECT ... FOR UPDATE SKIP LOCKED`, so annotators asking at once
 never lock the same slot, and the lease count is re-read, by the statement that
 inserts the lease, once the row is locked (a row that was unlocked between the scan
-and the lock would otherwise pass with a stale count). Requests of one annotator are serialised by locking their profile row.
+and the lock would otherwise pass with a stale count). Requests of one annotator are
+serialised by locking their profile row.
 On SQLite the IMMEDIATE transactions of the settings serialise every writer.
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable
 from datetime import datetime, timedelta
@@ -74,8 +74,14 @@ def _lock_profile(user: AbstractBaseUser) -> AnnotatorProfile:
         row = cursor.fetchone()
     if row is None:
         return AnnotatorProfile.objects.select_for_update().get_or_create(user=user)[0]
+    profile_id, is_paused, paused_reason = row
     return _loaded(
-        AnnotatorProfile(pk=row[0], user_id=user.pk, is_paused=bool(row[1]), paused_reason=row[2])
+        AnnotatorProfile(
+            pk=profile_id,
+            user_id=user.pk,
+            is_paused=bool(is_paused),
+            paused_reason=paused_reason,
+        )
     )
 
 
@@ -90,7 +96,9 @@ def _datetime(value: datetime | str) -> datetime:
     """Return an aware datetime from a raw datetime column (SQLite gives UTC text)."""
     if isinstance(value, str):
         value = parse_datetime(value)
-    return value if timezone.is_aware(value) else timezone.make_aware(value, dt_timezone.utc)
+    if timezone.is_aware(value):
+        return value
+    return timezone.make_aware(value, dt_timezone.utc)
 
 
 def leased_task(
@@ -124,12 +132,6 @@ def leased_task(
         expires_at=_datetime(expires_at),
     )
     return _loaded(lease), [row[4] for row in rows if row[4] is not None]
-
-
-def _json(value: object) -> object:
-    """Decode a JSON column read by raw SQL (text on SQLite and, as Django sets it
-    up, on PostgreSQL too)."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
 
 
 def is_gold_due(gold_seen: int, seen: int, gold_rate: float) -> bool:
@@ -177,20 +179,24 @@ def _lease_one(
     )
 
 
-def _lease_open_task(project: Project, user: AbstractBaseUser, now: datetime) -> Lease | None:
+def _lease_open_task(
+    project: Project, user: AbstractBaseUser, now: datetime
+) -> Lease | None:
     """Lease the highest-priority open non-gold task; None if none is free.
 
     Candidates: tasks the annotator never leased whose rankings plus active unexpired
     leases are below their overlap; fewest rankings missing first, then highest
-    selection score, then oldest. Two statements per try: lock up to CANDIDATE_BATCH candidates (SKIP LOCKED on
-    PostgreSQL), then insert the lease for the first of them whose slots, re-counted
-    by this fresh statement, are still free: a row unlocked between the scan's
-    snapshot and its lock may have gained a lease the scan did not see. Raw SQL, as
-    these run on every submission and building them with the ORM cost more CPU than
-    the database spends on them (bench/annotation_load.py).
+    selection score, then oldest. Two statements per try: lock up to
+    CANDIDATE_BATCH candidates (SKIP LOCKED on PostgreSQL), then insert the lease for
+    the first of them whose slots, re-counted by this fresh statement, are still
+    free: a row unlocked between the scan's snapshot and its lock may have gained a
+    lease the scan did not see. Raw SQL, as these run on every submission and
+    building them with the ORM cost more CPU than the database spends on them
+    (bench/annotation_load.py).
     """
     tasks, leases = RankingTask._meta.db_table, Lease._meta.db_table
-    lock = " FOR UPDATE OF t SKIP LOCKED" if connection.features.has_select_for_update else ""
+    has_lock = connection.features.has_select_for_update
+    lock = " FOR UPDATE OF t SKIP LOCKED" if has_lock else ""
     at = connection.ops.adapt_datetimefield_value(now)
     expires = now + timedelta(minutes=project.lease_minutes)
     open_leases = (
@@ -577,28 +583,24 @@ def _lock_task(task_id: int, project: Project | None) -> RankingTask:
             overlap=overlap,
             ranking_count=count,
             is_gold=bool(is_gold),
-            gold_order=_json(gold_order),
+            gold_order=RankingTask._meta.get_field("gold_order").from_db_value(
+                gold_order, None, connection
+            ),
         )
     )
 
 
-# The columns a stored ranking writes, in the order `_insert_ranking` binds them.
-_RANKING_COLUMNS = (
-    "task_id", "annotator_id", "lease_id", "order", "is_skip", "skip_reason", "all_bad",
-    "unsafe_response_ids", "rationale", "rewrite", "aspect_ratings", "server_seconds",
-    "active_seconds", "source", "created_at",
-)
-
-
 def _insert_ranking(ranking: Ranking) -> Ranking:
     """Insert the ranking with one statement and return it with its id set."""
-    values = []
-    for column in _RANKING_COLUMNS:
-        field = Ranking._meta.get_field(column.removesuffix("_id"))
-        values.append(field.get_db_prep_save(getattr(ranking, field.attname), connection))
-    table = Ranking._meta.db_table
-    names = ", ".join(connection.ops.quote_name(c) for c in _RANKING_COLUMNS)
-    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(values))})"
+    fields = [f for f in Ranking._meta.concrete_fields if not f.primary_key]
+    values = [
+        f.get_db_prep_save(getattr(ranking, f.attname), connection) for f in fields
+    ]
+    names = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    sql = (
+        f"INSERT INTO {Ranking._meta.db_table} ({names}) "
+        f"VALUES ({', '.join(['%s'] * len(values))})"
+    )
     with connection.cursor() as cursor:
         if connection.features.can_return_columns_from_insert:
             cursor.execute(sql + " RETURNING id", values)

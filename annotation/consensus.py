@@ -64,22 +64,21 @@ def update_task_figures(task) -> None:
     row locked, so the stored figures always describe the stored rankings. Two raw
     statements: this runs on every submission (bench/annotation_load.py).
     """
-    import json
-
     from django.db import connection
 
     from annotation.models import AnnotatorProfile, Ranking, RankingTask
 
-    quote = connection.ops.quote_name
+    order_field = Ranking._meta.get_field("order")
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT r.{quote('order')}, p.is_simulated FROM {Ranking._meta.db_table} r "
-            f"LEFT JOIN {AnnotatorProfile._meta.db_table} p ON p.user_id = r.annotator_id "
+            f"SELECT r.{connection.ops.quote_name('order')}, p.is_simulated "
+            f"FROM {Ranking._meta.db_table} r LEFT JOIN "
+            f"{AnnotatorProfile._meta.db_table} p ON p.user_id = r.annotator_id "
             "WHERE r.task_id = %s AND r.is_skip = %s",
             [task.pk, False],
         )
         rows = [
-            (json.loads(order) if isinstance(order, str) else order, bool(sim))
+            (order_field.from_db_value(order, None, connection), bool(sim))
             for order, sim in cursor.fetchall()
         ]
         task.consensus_order = borda([order for order, _ in rows])

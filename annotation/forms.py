@@ -58,7 +58,9 @@ def _int_list(values: list[str], what: str) -> list[int]:
         raise ValidationError(f"{what} must be response ids, got {values!r}") from None
 
 
-def own_lease(lease_id: int, user: AbstractBaseUser, project: Project) -> tuple[Lease, list[int]]:
+def own_lease(
+    lease_id: int, user: AbstractBaseUser, project: Project
+) -> tuple[Lease, list[int]]:
     """Return the user's lease with this id in the project and its task's response
     ids, or raise ValidationError."""
     found = leased_task(lease_id, user, project)
@@ -87,7 +89,9 @@ class RankingForm(forms.Form):
         self.response_ids: list[int] = []
 
     def clean_lease(self) -> Lease:
-        lease, self.response_ids = own_lease(self.cleaned_data["lease"], self.user, self.project)
+        lease, self.response_ids = own_lease(
+            self.cleaned_data["lease"], self.user, self.project
+        )
         return lease
 
     def clean(self) -> dict:

@@ -6,7 +6,6 @@ and admins); gold management, project settings and the dashboard (admins).
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, time
 from functools import lru_cache
 
@@ -16,7 +15,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import Count, F, Q
+from django.db.models import Count, F
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -100,7 +99,8 @@ def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
     start = timezone.make_aware(datetime.combine(timezone.localdate(now), time.min))
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN r.created_at >= %s THEN 1 ELSE 0 END), 0) "
+            "SELECT COUNT(*), "
+            "COALESCE(SUM(CASE WHEN r.created_at >= %s THEN 1 ELSE 0 END), 0) "
             f"FROM {Ranking._meta.db_table} r JOIN {RankingTask._meta.db_table} t "
             "ON t.id = r.task_id "
             "WHERE r.annotator_id = %s AND t.project_id = %s AND r.is_skip = %s",
@@ -122,12 +122,12 @@ def _task_text(task_id: int) -> tuple[list[dict], list[dict[str, str]]]:
             [task_id],
         )
         rows = cursor.fetchall()
-    messages_in_prompt = rows[0][0]
-    if isinstance(messages_in_prompt, str):
-        messages_in_prompt = json.loads(messages_in_prompt)
+    messages_field = Prompt._meta.get_field("messages")
+    messages_in_prompt = messages_field.from_db_value(rows[0][0], None, connection)
+    numbered = enumerate((row for row in rows if row[1] is not None), start=1)
     responses = [
         {"pk": str(pk), "text": text, "number": str(number)}
-        for number, (_, pk, text) in enumerate((r for r in rows if r[1] is not None), start=1)
+        for number, (_, pk, text) in numbered
     ]
     return messages_in_prompt, responses
 

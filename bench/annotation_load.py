@@ -376,7 +376,7 @@ def process_cpu(match) -> float:
 def server_cpu(server_pid: int, database: str) -> tuple[float, float]:
     """Return CPU seconds so far of the gunicorn workers and of this database's backends."""
     web = process_cpu(lambda pid, ppid, cmd: pid == server_pid or ppid == server_pid)
-    db = process_cpu(lambda pid, ppid, cmd: cmd.startswith(f"postgres: ") and f" {database} " in cmd)
+    db = process_cpu(lambda pid, ppid, cmd: cmd.startswith("postgres: ") and f" {database} " in cmd)
     return web, db
 
 
