@@ -30,6 +30,18 @@ from inference.models import Policy
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run torch on one thread: tiny matrices gain nothing from more, a shared CPU
+    loses much. The trainer test modules use it for every test (`pytestmark`)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Give SQLite a file test database when a collected test starts a worker."""
     if not any("start_worker" in getattr(item, "fixturenames", ()) for item in items):

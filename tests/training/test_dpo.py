@@ -11,16 +11,7 @@ from tests.training.ml_data import preference_records, write_jsonl
 from training import dpo
 from training.progress import STOP_FILE, Reporter
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny matrices gain nothing from more, a shared CPU loses much."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def logprob(model, tokenizer, prompt: list[dict], response: list[dict]) -> float:

@@ -8,16 +8,7 @@ import pytest
 from tests.training.ml_data import make_reward_model, prompt_records
 from training import evaluation
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny matrices gain nothing from more, a shared CPU loses much."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_distinct_n_counts_unique_ngrams_over_all_ngrams():

@@ -16,20 +16,11 @@ from tests.training.ml_data import (
 from training import ppo
 from training.progress import STOP_FILE, Reporter
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 LOGGED = {"score", "reward", "kl", "non_score_reward", "response_length", "eos_fraction",
           "kl_coef", "learning_rate", "policy_loss", "value_loss", "entropy", "clipfrac",
           "approx_kl"}
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny matrices gain nothing from more, a shared CPU loses much."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -10,16 +10,7 @@ from tests.training.ml_data import make_reward_model, prompt_records, write_json
 from training import rloo
 from training.progress import Reporter
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny matrices gain nothing from more, a shared CPU loses much."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_rloo_trains_a_lora_adapter_against_the_reward_model(tiny_model_dir, tmp_path):

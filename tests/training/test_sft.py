@@ -11,16 +11,7 @@ from tests.training.ml_data import demonstration_records, write_jsonl
 from training import sft
 from training.progress import Reporter
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Run torch on one thread: tiny matrices gain nothing from more, a shared CPU loses much."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(tmp_path: Path, name: str, config: sft.SFTConfig, rows: list[dict]) -> dict:
