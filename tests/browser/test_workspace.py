@@ -5,6 +5,7 @@ from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from playwright.sync_api import expect
 from django.utils import timezone
 
 from annotation.assignment import next_task, submit_ranking
@@ -65,8 +66,9 @@ def test_tie_key_joins_the_last_response_to_the_one_above(project_in_browser, pa
         page.keyboard.press(key)
     assert page.input_value("#order-input") == f"[[{b},{a}],[{d},{c}]]"
     assert page.locator(f"#badge-{a}").inner_text() == "1st (tie)"
+    lease = Lease.objects.get(annotator=user, task=task)  # before submitting: see drag
     page.keyboard.press("Enter")
-    wait_for_next_task(page, Lease.objects.get(annotator=user, task=task).pk)
+    wait_for_next_task(page, lease.pk)
     assert Ranking.objects.get(annotator=user).order == [[b, a], [d, c]]
 
 
@@ -83,24 +85,31 @@ def test_rank_by_drag(project_in_browser, page):
     project, task, user = project_in_browser
     a, b, c, d = ids(task)
     ranked = page.locator("#ranked")
-    for rid in (d, b, a, c):
+    for done, rid in enumerate((d, b, a, c), start=1):
         # Drop just above the list's bottom edge: below every card already ranked.
         box = ranked.bounding_box()
         page.locator(f'#pool .chip[data-rid="{rid}"]').drag_to(
             ranked, target_position={"x": box["width"] / 2, "y": box["height"] - 3}
         )
+        # SortableJS settles the drop after the mouse is released: measure the list
+        # only once it holds this card, or the next drop aims at a stale box.
+        expect(ranked.locator(".chip")).to_have_count(done)
     assert page.input_value("#order-input") == f"[[{d}],[{b}],[{a}],[{c}]]"
+    # Read before submitting: the in-memory test database locks a table the live
+    # server is writing, so a read during the submission fails.
+    lease = Lease.objects.get(annotator=user, task=task)
     page.click("#submit-button")
-    wait_for_next_task(page, Lease.objects.get(annotator=user, task=task).pk)
+    wait_for_next_task(page, lease.pk)
     assert Ranking.objects.get(annotator=user).order == [[d], [b], [a], [c]]
 
 
 def test_skip_with_a_reason(project_in_browser, page):
     project, task, user = project_in_browser
+    lease = Lease.objects.get(annotator=user, task=task)  # before submitting: see drag
     page.keyboard.press("s")
     page.keyboard.type("prompt is not in English")
     page.keyboard.press("Enter")
-    wait_for_next_task(page, Lease.objects.get(annotator=user, task=task).pk)
+    wait_for_next_task(page, lease.pk)
     ranking = Ranking.objects.get(annotator=user)
     assert (ranking.is_skip, ranking.skip_reason) == (True, "prompt is not in English")
     assert page.locator("#ws-notice").inner_text() == "Task skipped."
@@ -112,9 +121,10 @@ def test_rewrite_and_flags_are_submitted(project_in_browser, page):
     page.click("text=Write a better response (optional)")
     page.fill("#rewrite", "A better answer, written by hand.")
     page.locator("#rewrite").press("Escape")
+    lease = Lease.objects.get(annotator=user, task=task)  # before submitting: see drag
     for key in ["f", "2", "b", "1", "2", "3", "4", "Enter"]:
         page.keyboard.press(key)
-    wait_for_next_task(page, Lease.objects.get(annotator=user, task=task).pk)
+    wait_for_next_task(page, lease.pk)
     ranking = Ranking.objects.get(annotator=user)
     assert ranking.rewrite == "A better answer, written by hand."
     assert (ranking.unsafe_response_ids, ranking.all_bad) == ([b], True)
