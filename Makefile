@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 TEST_STAMP := $(VENV)/.test-installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test install install-test migrations lint bench clean
+.PHONY: run test install install-test lint format bench clean
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed (looked for $(PYTHON)); install python3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -32,10 +32,14 @@ run: $(STAMP)
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# Nothing has shipped yet: each app keeps one initial migration, regenerated here.
-migrations: $(STAMP)
-	rm -f inference/migrations/0*.py annotation/migrations/0*.py training/migrations/0*.py
-	DEBUG=1 $(PY) manage.py makemigrations inference annotation training
+# ruff: pycodestyle, pyflakes, isort, bugbear, pyupgrade and Django rules, and its formatter.
+lint: $(TEST_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(TEST_STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: $(TEST_STAMP)
 	@echo "See bench/README.md: each benchmark is run by hand, e.g. $(PY) bench/export.py"

@@ -1,7 +1,10 @@
 """Pytest plugin loaded first (-p testenv): a throwaway secret so settings load with DEBUG off."""
+
 import os
 
-os.environ.setdefault("SECRET_KEY", "test-only-secret-key-not-for-production-0123456789")
+os.environ.setdefault(
+    "SECRET_KEY", "test-only-secret-key-not-for-production-0123456789"
+)
 os.environ.setdefault("VAR_DIR", os.path.join(os.path.dirname(__file__), "var", "test"))
 # See manage.py: long-spinning OpenMP threads make tiny models crawl on a busy machine.
 if "OMP_WAIT_POLICY" not in os.environ:

@@ -3,6 +3,7 @@
 Rankings, leases and snapshots are read-only here: they are written by
 `assignment.py` and `snapshots.py`, which keep the task figures consistent.
 """
+
 from django.contrib import admin
 
 from annotation.models import (
@@ -33,13 +34,26 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
-    list_display = ("name", "title", "responses_per_task", "overlap", "gold_rate", "current_policy")
+    list_display = (
+        "name",
+        "title",
+        "responses_per_task",
+        "overlap",
+        "gold_rate",
+        "current_policy",
+    )
     search_fields = ("name", "title")
 
 
 @admin.register(AnnotatorProfile)
 class AnnotatorProfileAdmin(admin.ModelAdmin):
-    list_display = ("user", "is_simulated", "is_paused", "paused_reason", "reinstated_at")
+    list_display = (
+        "user",
+        "is_simulated",
+        "is_paused",
+        "paused_reason",
+        "reinstated_at",
+    )
     list_filter = ("is_simulated", "is_paused")
     search_fields = ("user__username",)
 
@@ -67,7 +81,15 @@ class ResponseInline(admin.TabularInline):
 
 @admin.register(RankingTask)
 class RankingTaskAdmin(ReadOnlyAdmin):
-    list_display = ("id", "project", "round", "ranking_count", "overlap", "agreement", "is_gold")
+    list_display = (
+        "id",
+        "project",
+        "round",
+        "ranking_count",
+        "overlap",
+        "agreement",
+        "is_gold",
+    )
     list_filter = ("project", "is_gold")
     list_select_related = ("project", "round")
     inlines = [ResponseInline]

@@ -5,11 +5,12 @@ so it can be tested without a database. Callers pass human rankings only: rankin
 of users whose profile is simulated are left out of human agreement figures
 (`human_orders_by_task` does that for a project).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from itertools import combinations
-from typing import Iterable
 
 Order = list[list[int]]
 
@@ -71,7 +72,9 @@ def kendall_tau_b(a: Order, b: Order) -> float | None:
 
 def mean_kendall_tau(orders: list[Order]) -> float | None:
     """Return the mean tau-b over every pair of orders where it is defined."""
-    taus = [t for a, b in combinations(orders, 2) if (t := kendall_tau_b(a, b)) is not None]
+    taus = [
+        t for a, b in combinations(orders, 2) if (t := kendall_tau_b(a, b)) is not None
+    ]
     return sum(taus) / len(taus) if taus else None
 
 
@@ -82,10 +85,12 @@ def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | N
     and its rank (0 best, ties sharing one) is the value an annotator gave it. None
     when alpha is undefined: no unit with two values, or a single value in all data.
     """
-    import numpy as np
     import krippendorff
+    import numpy as np
 
-    annotators = sorted({a for by_annotator in orders_by_task.values() for a in by_annotator})
+    annotators = sorted(
+        {a for by_annotator in orders_by_task.values() for a in by_annotator}
+    )
     row = {a: i for i, a in enumerate(annotators)}
     columns: list[list[float]] = []
     for task_id in sorted(orders_by_task):
@@ -104,10 +109,14 @@ def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | N
     data = np.array(columns, dtype=float).T  # (annotators, units)
     if len(np.unique(data[~np.isnan(data)])) < 2:
         return None
-    return float(krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal"))
+    return float(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="ordinal")
+    )
 
 
-def summarise(orders_by_task: dict[int, dict[int, Order]]) -> dict[str, float | int | None]:
+def summarise(
+    orders_by_task: dict[int, dict[int, Order]],
+) -> dict[str, float | int | None]:
     """Return a project's agreement figures over tasks with at least two rankings."""
     multi = {t: by for t, by in orders_by_task.items() if len(by) >= 2}
     agree = total = 0

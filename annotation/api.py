@@ -61,7 +61,11 @@ def require(request: HttpRequest, allowed: bool, role: str) -> None:
 
 def require_any_role(request: HttpRequest) -> None:
     user = caller(request)
-    require(request, is_annotator(user) or is_researcher(user), "annotator, researcher or admin")
+    require(
+        request,
+        is_annotator(user) or is_researcher(user),
+        "annotator, researcher or admin",
+    )
 
 
 def require_researcher(request: HttpRequest) -> None:
@@ -125,7 +129,9 @@ def create_project(request: HttpRequest, payload: ProjectIn):
     """Create a project (admins)."""
     require_admin(request)
     if Project.objects.filter(name=payload.name).exists():
-        raise ValidationError(f"a project named {payload.name!r} exists; choose another name")
+        raise ValidationError(
+            f"a project named {payload.name!r} exists; choose another name"
+        )
     return 201, Project.objects.create(**payload.dict())
 
 
@@ -173,11 +179,16 @@ class PoolReportOut(Schema):
 
 
 @router.get(
-    "/projects/{name}/prompts", response={200: list[PromptOut], **ERRORS}, tags=["prompts"]
+    "/projects/{name}/prompts",
+    response={200: list[PromptOut], **ERRORS},
+    tags=["prompts"],
 )
 @paginate(LimitOffsetPagination)
 def list_prompts(
-    request: HttpRequest, name: str, flagged: bool | None = None, held_out: bool | None = None
+    request: HttpRequest,
+    name: str,
+    flagged: bool | None = None,
+    held_out: bool | None = None,
 ) -> QuerySet:
     """List a project's prompt pool (researchers, admins), optionally only flagged ones."""
     require_researcher(request)
@@ -190,16 +201,23 @@ def list_prompts(
 
 
 @router.post(
-    "/projects/{name}/prompts", response={201: PoolReportOut, **ERRORS}, tags=["prompts"]
+    "/projects/{name}/prompts",
+    response={201: PoolReportOut, **ERRORS},
+    tags=["prompts"],
 )
 def create_prompts(request: HttpRequest, name: str, payload: PromptsIn):
     """Add prompts in bulk through pool curation (admins); the report says what was left out."""
     from annotation.pool import add_prompts
 
     require_admin(request)
-    prompts = [p if isinstance(p, str) else [m.dict() for m in p] for p in payload.prompts]
+    prompts = [
+        p if isinstance(p, str) else [m.dict() for m in p] for p in payload.prompts
+    ]
     report = add_prompts(
-        project_or_404(name), prompts, source=payload.source, is_held_out=payload.is_held_out
+        project_or_404(name),
+        prompts,
+        source=payload.source,
+        is_held_out=payload.is_held_out,
     )
     return 201, report.as_dict()
 
@@ -250,7 +268,9 @@ class TaskOut(Schema):
         return list(obj.responses.all())
 
 
-@router.get("/projects/{name}/rounds", response={200: list[RoundOut], **ERRORS}, tags=["rounds"])
+@router.get(
+    "/projects/{name}/rounds", response={200: list[RoundOut], **ERRORS}, tags=["rounds"]
+)
 @paginate(LimitOffsetPagination)
 def list_rounds(request: HttpRequest, name: str) -> QuerySet:
     """List a project's labelling rounds (researchers, admins)."""
@@ -266,14 +286,18 @@ def list_rounds(request: HttpRequest, name: str) -> QuerySet:
 def _visible_tasks(request: HttpRequest) -> QuerySet:
     """Return the tasks the caller may see: all for researchers, leased ones for annotators."""
     user = caller(request)
-    tasks = RankingTask.objects.select_related("prompt", "round").prefetch_related("responses")
+    tasks = RankingTask.objects.select_related("prompt", "round").prefetch_related(
+        "responses"
+    )
     if is_researcher(user):
         return tasks
     require(request, is_annotator(user), "annotator, researcher or admin")
     return tasks.filter(leases__annotator=user).distinct()
 
 
-@router.get("/projects/{name}/tasks", response={200: list[TaskOut], **ERRORS}, tags=["tasks"])
+@router.get(
+    "/projects/{name}/tasks", response={200: list[TaskOut], **ERRORS}, tags=["tasks"]
+)
 @paginate(LimitOffsetPagination)
 def list_tasks(
     request: HttpRequest,
@@ -445,7 +469,10 @@ def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
         return 409, {"detail": str(exc)}
     except AnnotatorPaused as exc:
         raise PermissionDenied(str(exc)) from None
-    return 201, {"ranking": ranking, "next": _with_task(following) if following else None}
+    return 201, {
+        "ranking": ranking,
+        "next": _with_task(following) if following else None,
+    }
 
 
 @router.post(
@@ -473,9 +500,10 @@ def my_rankings(request: HttpRequest) -> QuerySet:
 class SnapshotIn(Schema):
     name: str = Field(..., min_length=1, max_length=200)
     filter: dict[str, Any] = Field(
-        {}, description="See annotation.snapshots.FILTER_KEYS: rounds, policies, since, "
+        {},
+        description="See annotation.snapshots.FILTER_KEYS: rounds, policies, since, "
         "until, min_agreement, min_reliability, gold, flagged, skipped, votes, "
-        "adjudicated, simulated."
+        "adjudicated, simulated.",
     )
     pair_rule: Literal["all_pairs", "best_vs_rest", "adjacent"] = "all_pairs"
     tie_rule: Literal["drop", "keep"] = "drop"
@@ -508,10 +536,14 @@ class SnapshotOut(Schema):
 
 
 @router.get(
-    "/projects/{name}/snapshots", response={200: list[SnapshotOut], **ERRORS}, tags=["snapshots"]
+    "/projects/{name}/snapshots",
+    response={200: list[SnapshotOut], **ERRORS},
+    tags=["snapshots"],
 )
 @paginate(LimitOffsetPagination)
-def list_snapshots(request: HttpRequest, name: str, search: str | None = None) -> QuerySet:
+def list_snapshots(
+    request: HttpRequest, name: str, search: str | None = None
+) -> QuerySet:
     """List a project's snapshots, newest first (researchers, admins)."""
     require_researcher(request)
     snapshots = Snapshot.objects.filter(project=project_or_404(name)).select_related(
@@ -523,7 +555,9 @@ def list_snapshots(request: HttpRequest, name: str, search: str | None = None) -
 
 
 @router.post(
-    "/projects/{name}/snapshots", response={201: SnapshotOut, **ERRORS}, tags=["snapshots"]
+    "/projects/{name}/snapshots",
+    response={201: SnapshotOut, **ERRORS},
+    tags=["snapshots"],
 )
 def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
     """Freeze a snapshot of the project's preference pairs (researchers, admins)."""
@@ -544,13 +578,21 @@ def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
 
 
 def snapshot_or_404(snapshot_id: int) -> Snapshot:
-    snapshot = Snapshot.objects.select_related("project", "created_by").filter(pk=snapshot_id).first()
+    snapshot = (
+        Snapshot.objects.select_related("project", "created_by")
+        .filter(pk=snapshot_id)
+        .first()
+    )
     if snapshot is None:
         raise Http404(f"no snapshot {snapshot_id}")
     return snapshot
 
 
-@router.get("/snapshots/{snapshot_id}", response={200: SnapshotOut, **ERRORS}, tags=["snapshots"])
+@router.get(
+    "/snapshots/{snapshot_id}",
+    response={200: SnapshotOut, **ERRORS},
+    tags=["snapshots"],
+)
 def get_snapshot(request: HttpRequest, snapshot_id: int):
     """Return one snapshot with its stats (researchers, admins)."""
     require_researcher(request)
@@ -565,8 +607,10 @@ def get_snapshot(request: HttpRequest, snapshot_id: int):
         "responses": {
             200: {
                 "description": "The export file (a zip of the folder for file_format=hf).",
-                "content": {t: {"schema": {"type": "string", "format": "binary"}}
-                            for t in DOWNLOAD_TYPES.values()},
+                "content": {
+                    t: {"schema": {"type": "string", "format": "binary"}}
+                    for t in DOWNLOAD_TYPES.values()
+                },
             }
         }
     },
@@ -584,11 +628,15 @@ def download_snapshot(
 
     require_researcher(request)
     snapshot = snapshot_or_404(snapshot_id)
-    path = cached_export(snapshot, fmt=fmt, style=style, prompt=prompt, file_format=file_format)
+    path = cached_export(
+        snapshot, fmt=fmt, style=style, prompt=prompt, file_format=file_format
+    )
     suffix = "zip" if file_format == "hf" else file_format
     name = f"{snapshot.project.name}-{snapshot.name}-{fmt}.{suffix}".replace("/", "_")
     return FileResponse(
-        open(path, "rb"), as_attachment=True, filename=name,
+        open(path, "rb"),
+        as_attachment=True,
+        filename=name,
         content_type=DOWNLOAD_TYPES[file_format],
     )
 
@@ -660,13 +708,17 @@ class ImportRefusedOut(Schema):
 
 
 @router.get(
-    "/projects/{name}/imports", response={200: list[ImportOut], **ERRORS}, tags=["imports"]
+    "/projects/{name}/imports",
+    response={200: list[ImportOut], **ERRORS},
+    tags=["imports"],
 )
 @paginate(LimitOffsetPagination)
 def list_imports(request: HttpRequest, name: str) -> QuerySet:
     """List a project's imports with their reports (researchers, admins)."""
     require_researcher(request)
-    return ImportReport.objects.filter(project=project_or_404(name)).select_related("project")
+    return ImportReport.objects.filter(project=project_or_404(name)).select_related(
+        "project"
+    )
 
 
 @router.post(
@@ -678,7 +730,9 @@ def create_import(
     request: HttpRequest,
     name: str,
     file: UploadedFile = File(..., description="JSONL, gzip JSONL or Parquet."),
-    format: Literal["trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking"]
+    format: Literal[
+        "trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking"
+    ]
     | None = Form(None),
     skip_invalid: bool = Form(False),
 ):
@@ -753,7 +807,9 @@ def create_token(request: HttpRequest, payload: TokenIn):
     return 201, token
 
 
-@router.delete("/tokens/{token_id}", response={200: TokenOut, **ERRORS}, tags=["tokens"])
+@router.delete(
+    "/tokens/{token_id}", response={200: TokenOut, **ERRORS}, tags=["tokens"]
+)
 def revoke_token(request: HttpRequest, token_id: int):
     """Revoke one of the caller's tokens."""
     from annotation.tokens import revoke_token as revoke

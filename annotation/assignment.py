@@ -18,12 +18,12 @@ and the lock would otherwise pass with a stale count). Requests of one annotator
 serialised by locking their profile row.
 On SQLite the IMMEDIATE transactions of the settings serialise every writer.
 """
+
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime, timedelta
-from datetime import timezone as dt_timezone
+from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -98,7 +98,7 @@ def _datetime(value: datetime | str) -> datetime:
         value = parse_datetime(value)
     if timezone.is_aware(value):
         return value
-    return timezone.make_aware(value, dt_timezone.utc)
+    return timezone.make_aware(value, UTC)
 
 
 def leased_task(
@@ -108,7 +108,9 @@ def leased_task(
     (display order), or None when the user holds no such lease. One statement.
     """
     leases, tasks, responses = (
-        Lease._meta.db_table, RankingTask._meta.db_table, Response._meta.db_table
+        Lease._meta.db_table,
+        RankingTask._meta.db_table,
+        Response._meta.db_table,
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -204,7 +206,9 @@ def _lease_open_task(
         "AND l.expires_at > %s)"
     )
     # The ORDER BY matches the partial index `task_queue_order` on PostgreSQL.
-    priority = "(t.overlap - t.ranking_count), t.selection_score DESC, t.created_at, t.id"
+    priority = (
+        "(t.overlap - t.ranking_count), t.selection_score DESC, t.created_at, t.id"
+    )
     scan = (
         f"SELECT t.id FROM {tasks} t WHERE t.project_id = %s AND NOT t.is_gold "
         "AND t.ranking_count < t.overlap "
@@ -366,7 +370,11 @@ def _validate_extras(
                 raise ValidationError(
                     f"unknown aspect {aspect!r}; this project rates {project.aspects}"
                 )
-            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 7:
+            if (
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 1 <= value <= 7
+            ):
                 raise ValidationError(
                     f"rating of {aspect} for response {rid} must be an integer from 1 "
                     f"to 7, got {value!r}"

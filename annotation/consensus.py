@@ -6,6 +6,7 @@ summed over the rankings, and responses with equal totals form one tie group of 
 consensus, best first. Every ranking counts, simulated annotators' included, since
 the consensus is a label; the task's `agreement` figure counts humans only.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -115,4 +116,6 @@ def adjudicate(task, order: object, user, *, now=None) -> None:
         )
         task.adjudicated_by = user
         task.adjudicated_at = now or timezone.now()
-        task.save(update_fields=["adjudicated_order", "adjudicated_by", "adjudicated_at"])
+        task.save(
+            update_fields=["adjudicated_order", "adjudicated_by", "adjudicated_at"]
+        )

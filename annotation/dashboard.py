@@ -1,4 +1,5 @@
 """The admin dashboard's figures and the geometry of its server-drawn SVG bar charts."""
+
 from __future__ import annotations
 
 from collections import Counter
@@ -34,25 +35,41 @@ class BarChart:
     width: int = CHART_WIDTH
 
 
-def bar_chart(title: str, items: list[tuple[str, float]], fmt: str = "{:g}") -> BarChart:
+def bar_chart(
+    title: str, items: list[tuple[str, float]], fmt: str = "{:g}"
+) -> BarChart:
     """Return a chart with one bar per (label, value), scaled to the largest value."""
     top = max((v for _, v in items), default=0) or 1
     span = CHART_WIDTH - LABEL_WIDTH - 60
     bars = [
-        Bar(label=label, text=fmt.format(value), y=i * (BAR_HEIGHT + GAP), width=span * value / top)
+        Bar(
+            label=label,
+            text=fmt.format(value),
+            y=i * (BAR_HEIGHT + GAP),
+            width=span * value / top,
+        )
         for i, (label, value) in enumerate(items)
     ]
-    return BarChart(title=title, bars=bars, height=max(1, len(bars)) * (BAR_HEIGHT + GAP))
+    return BarChart(
+        title=title, bars=bars, height=max(1, len(bars)) * (BAR_HEIGHT + GAP)
+    )
 
 
 def dashboard(project) -> dict:
     """Return the dashboard's tables and charts for a project, from one query of answers."""
     rows = ranking_rows(project)
     stats = annotator_stats(rows)
-    per_day = Counter(r["created_at"].date().isoformat() for r in rows if not r["is_skip"])
+    per_day = Counter(
+        r["created_at"].date().isoformat() for r in rows if not r["is_skip"]
+    )
     agreement = summarise(
         human_orders_by_task(
-            (r["task_id"], r["annotator_id"], r["order"], r["annotator__annotator_profile__is_simulated"])
+            (
+                r["task_id"],
+                r["annotator_id"],
+                r["order"],
+                r["annotator__annotator_profile__is_simulated"],
+            )
             for r in rows
             if not r["is_skip"]
         )
@@ -65,7 +82,9 @@ def dashboard(project) -> dict:
         "answers": len(rows),
         "charts": [
             bar_chart("Rankings per day", sorted(per_day.items())),
-            bar_chart("Rankings per annotator", [(s.username, s.rankings) for s in stats]),
+            bar_chart(
+                "Rankings per annotator", [(s.username, s.rankings) for s in stats]
+            ),
             bar_chart(
                 "Gold accuracy per annotator",
                 [(s.username, s.gold_accuracy) for s in gold],

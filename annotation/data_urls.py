@@ -1,4 +1,5 @@
 """Pages for researchers' data work: snapshots, downloads, imports, API tokens."""
+
 from django.urls import path
 
 from annotation import data_views

@@ -3,6 +3,7 @@
 Thin views: a form validates, the role is checked, one workflow function acts
 (`freeze_snapshot`, `cached_export`, `import_preferences`, `create_token`).
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -31,7 +32,13 @@ from annotation.export import (
 from annotation.importing import FORMATS as IMPORT_FORMATS
 from annotation.importing import import_preferences
 from annotation.models import ApiToken, ImportReport, Project, Snapshot
-from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES, freeze_snapshot
+from annotation.snapshots import (
+    DEDUP_RULES,
+    MARGIN_RULES,
+    PAIR_RULES,
+    TIE_RULES,
+    freeze_snapshot,
+)
 from annotation.tokens import create_token, revoke_token
 from config.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required
 
@@ -46,7 +53,9 @@ def _choices(options: dict | tuple) -> list[tuple[str, str]]:
 
 class SnapshotForm(forms.Form):
     name = forms.CharField(max_length=200)
-    rounds = forms.CharField(required=False, help_text="Round numbers, comma-separated.")
+    rounds = forms.CharField(
+        required=False, help_text="Round numbers, comma-separated."
+    )
     gold = forms.ChoiceField(choices=_choices(("include", "exclude", "only")))
     simulated = forms.ChoiceField(choices=_choices(("include", "exclude", "only")))
     flagged = forms.ChoiceField(choices=_choices(("include", "exclude")))
@@ -68,12 +77,22 @@ class SnapshotForm(forms.Form):
         try:
             return [int(part) for part in raw.split(",") if part.strip()]
         except ValueError:
-            raise forms.ValidationError(f"rounds must be numbers separated by commas, got {raw!r}")
+            raise forms.ValidationError(
+                f"rounds must be numbers separated by commas, got {raw!r}"
+            ) from None
 
     def snapshot_filter(self) -> dict:
         data = self.cleaned_data
-        keys = ("rounds", "gold", "simulated", "flagged", "skipped", "votes",
-                "min_agreement", "min_reliability")
+        keys = (
+            "rounds",
+            "gold",
+            "simulated",
+            "flagged",
+            "skipped",
+            "votes",
+            "min_agreement",
+            "min_reliability",
+        )
         result = {k: data[k] for k in keys if data.get(k) not in (None, "")}
         for key in ("since", "until"):
             if data.get(key):
@@ -90,7 +109,9 @@ class ImportForm(forms.Form):
 
 
 class TokenForm(forms.Form):
-    name = forms.CharField(max_length=100, help_text="What the token is for, e.g. 'laptop'.")
+    name = forms.CharField(
+        max_length=100, help_text="What the token is for, e.g. 'laptop'."
+    )
 
 
 @role_required(RESEARCHER)
@@ -114,14 +135,18 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            messages.success(request, f"Froze {snapshot.name}: {snapshot.row_count} pairs.")
+            messages.success(
+                request, f"Froze {snapshot.name}: {snapshot.row_count} pairs."
+            )
             return redirect("data:snapshot", snapshot_id=snapshot.pk)
     return render(
         request,
         "data/snapshots.html",
         {
             "project": project,
-            "snapshots": Snapshot.objects.filter(project=project).select_related("created_by"),
+            "snapshots": Snapshot.objects.filter(project=project).select_related(
+                "created_by"
+            ),
             "form": form,
         },
         status=400 if request.method == "POST" else 200,
@@ -131,7 +156,9 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
 @role_required(RESEARCHER)
 def snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     """Show a snapshot: its filter, rules, counts, agreement, lengths and sample rows."""
-    snap = get_object_or_404(Snapshot.objects.select_related("project", "created_by"), pk=snapshot_id)
+    snap = get_object_or_404(
+        Snapshot.objects.select_related("project", "created_by"), pk=snapshot_id
+    )
     sample = list(islice(iter_rows(snap, style="standard"), SAMPLE_ROWS))
     return render(
         request,
@@ -160,13 +187,17 @@ def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     try:
         path = cached_export(snap, **options)
     except ValidationError as exc:
-        return HttpResponse("; ".join(exc.messages), status=400, content_type="text/plain")
+        return HttpResponse(
+            "; ".join(exc.messages), status=400, content_type="text/plain"
+        )
     name = (
         f"{snap.project.name}-{snap.name}-{options['fmt']}."
         f"{download_suffix(options['file_format'])}"
     ).replace("/", "_")
     return FileResponse(
-        open(path, "rb"), as_attachment=True, filename=name,
+        open(path, "rb"),
+        as_attachment=True,
+        filename=name,
         content_type=DOWNLOAD_TYPES[options["file_format"]],
     )
 
@@ -226,7 +257,11 @@ def tokens(request: HttpRequest) -> HttpResponse:
     response = render(
         request,
         "data/tokens.html",
-        {"form": form, "created": created, "tokens": ApiToken.objects.filter(user=request.user)},
+        {
+            "form": form,
+            "created": created,
+            "tokens": ApiToken.objects.filter(user=request.user),
+        },
     )
     # The raw token is on this page only: never cache it.
     response["Cache-Control"] = "no-store"

@@ -29,6 +29,7 @@ preference learning beats plain SFT.
 
 Plain Python: no Django, no ML libraries. Everything is deterministic given a seed.
 """
+
 from __future__ import annotations
 
 import random
@@ -66,9 +67,30 @@ CREATURES: dict[str, tuple[str, int, str, int]] = {
 COLOURS = sorted({c for c, _, _, _ in CREATURES.values()})
 FOODS = sorted({f for _, _, f, _ in CREATURES.values()})
 NAMES = [
-    "Ana", "Ben", "Chloe", "Dev", "Emma", "Farid", "Gia", "Hugo", "Ines", "Jun", "Kofi",
-    "Lena", "Mira", "Nico", "Omar", "Priya", "Quinn", "Rosa", "Sami", "Tara", "Umar",
-    "Vera", "Wen", "Yusuf",
+    "Ana",
+    "Ben",
+    "Chloe",
+    "Dev",
+    "Emma",
+    "Farid",
+    "Gia",
+    "Hugo",
+    "Ines",
+    "Jun",
+    "Kofi",
+    "Lena",
+    "Mira",
+    "Nico",
+    "Omar",
+    "Priya",
+    "Quinn",
+    "Rosa",
+    "Sami",
+    "Tara",
+    "Umar",
+    "Vera",
+    "Wen",
+    "Yusuf",
 ]
 COUNTS = (2, 3, 4, 5)
 
@@ -84,13 +106,28 @@ QUESTIONS: dict[str, tuple[str, ...]] = {
         "Count the legs of a {c} for me.",
         "Tell me how many legs a {c} has.",
     ),
-    "food": ("What does a {c} eat?", "What food does a {c} like?", "What do you feed a {c}?"),
-    "price": ("How much does a {c} cost?", "What is the price of a {c}?", "What does a {c} cost?"),
+    "food": (
+        "What does a {c} eat?",
+        "What food does a {c} like?",
+        "What do you feed a {c}?",
+    ),
+    "price": (
+        "How much does a {c} cost?",
+        "What is the price of a {c}?",
+        "What does a {c} cost?",
+    ),
     "total_price": ("How much do {n} {c}s cost?", "What is the price of {n} {c}s?"),
     "total_legs": ("How many legs do {n} {c}s have?",),
-    "hello": ("Say hello to {name}.", "Please greet {name}.", "Can you say hi to {name}?"),
+    "hello": (
+        "Say hello to {name}.",
+        "Please greet {name}.",
+        "Can you say hi to {name}?",
+    ),
     "good_day": ("Wish {name} a good day.", "Please wish {name} a nice day."),
-    "thanks": ("Thank {name} for the gift.", "Please say thanks to {name} for the gift."),
+    "thanks": (
+        "Thank {name} for the gift.",
+        "Please say thanks to {name} for the gift.",
+    ),
 }
 REQUEST_KINDS = ("hello", "good_day", "thanks")
 
@@ -105,7 +142,13 @@ ANSWERS: dict[str, tuple[str, ...]] = {
     "good_day": ("Have a good day, {v}!", "I wish you a nice day, {v}!"),
     "thanks": ("Thank you for the gift, {v}!", "Many thanks for the gift, {v}!"),
 }
-POLITE_OPENERS = ("Sure!", "Happy to help.", "Of course!", "Great question!", "Certainly!")
+POLITE_OPENERS = (
+    "Sure!",
+    "Happy to help.",
+    "Of course!",
+    "Great question!",
+    "Certainly!",
+)
 CURT_OPENERS = ("Ugh.", "Fine.", "Whatever.", "If I must.")
 EVASIONS = (
     "I don't know, ask someone else.",
@@ -122,7 +165,11 @@ FILLERS = (
     "Some people ask this every day.",
     "The zoo opens early in the morning.",
 )
-POLITE_CLOSINGS = ("Hope that helps!", "Have a nice day!", "Let me know if you need more.")
+POLITE_CLOSINGS = (
+    "Hope that helps!",
+    "Have a nice day!",
+    "Let me know if you need more.",
+)
 CURT_CLOSINGS = ("Don't ask again.", "Now leave me alone.")
 
 # Rates at which SFT demonstrations use each part (see the module docstring).
@@ -169,7 +216,9 @@ def make_prompts(n: int, seed: int) -> list[list[dict]]:
     """
     pool = sorted(_question_table())
     if not 0 <= n <= len(pool):
-        raise ValueError(f"n must be between 0 and {len(pool)} (the demo pool's size), got {n}")
+        raise ValueError(
+            f"n must be between 0 and {len(pool)} (the demo pool's size), got {n}"
+        )
     random.Random(seed).shuffle(pool)
     return [[{"role": "user", "content": text}] for text in pool[:n]]
 
@@ -247,7 +296,9 @@ def compose_response(question: Question, rng: random.Random) -> str:
         if quality < RATES["evasive"] + RATES["wrong"]:
             value = _wrong_value(question, rng)
         template = rng.choice(ANSWERS[question.kind])
-        parts.append(_capitalise(template.format(c=question.subject, n=question.count, v=value)))
+        parts.append(
+            _capitalise(template.format(c=question.subject, n=question.count, v=value))
+        )
     if rng.random() < RATES["rambling"]:
         parts.extend(rng.sample(FILLERS, rng.randint(1, 3)))
     closing = rng.random()
@@ -371,7 +422,9 @@ def _check_answer(question: Question, sentence: str) -> str | None:
         if not names:
             return None
         return "correct" if names == [question.answer] else "wrong"
-    creatures = {w.rstrip("s") if w not in CREATURES else w for w in lower} & set(CREATURES)
+    creatures = {w.rstrip("s") if w not in CREATURES else w for w in lower} & set(
+        CREATURES
+    )
     if question.kind == "colour":
         values = [w for w in lower if w in COLOURS]
     elif question.kind == "food":
@@ -406,7 +459,9 @@ def _wrong_value(question: Question, rng: random.Random) -> str:
     else:
         right = int(question.answer)
         step = question.count if question.kind.startswith("total_") else 1
-        options = [str(right + d * step) for d in (-2, -1, 1, 2) if right + d * step > 0]
+        options = [
+            str(right + d * step) for d in (-2, -1, 1, 2) if right + d * step > 0
+        ]
     return rng.choice([o for o in options if o != question.answer])
 
 
@@ -429,7 +484,12 @@ def _question_table() -> dict[str, Question]:
                         per = price if kind == "total_price" else legs
                         cases.extend((c, n, str(n * per)) for n in COUNTS)
                     else:
-                        value = {"colour": colour, "legs": legs, "food": food, "price": price}
+                        value = {
+                            "colour": colour,
+                            "legs": legs,
+                            "food": food,
+                            "price": price,
+                        }
                         cases.append((c, 0, str(value[kind])))
             for subject, count, answer in cases:
                 body = phrasing.format(c=subject, n=count, name=subject)

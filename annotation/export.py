@@ -9,6 +9,7 @@ Face `datasets` folder that `load_from_disk` opens, with a dataset card beside i
 Rows are read from the database in chunks and written as they come, so memory stays
 flat as the snapshot grows; the file appears under its final name by `os.replace`.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -16,13 +17,20 @@ import json
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from itertools import islice
-from typing import IO, Iterable, Iterator
+from pathlib import Path
+from typing import IO
 
 from django.core.exceptions import ValidationError
 
-from annotation.models import RankingTask, Response, Snapshot, SnapshotPair, SnapshotRanking
+from annotation.models import (
+    RankingTask,
+    Response,
+    Snapshot,
+    SnapshotPair,
+    SnapshotRanking,
+)
 
 FORMATS = ("trl", "kto", "ranking", "hh", "sft")
 STYLES = ("conversational", "standard")
@@ -35,7 +43,6 @@ DOWNLOAD_TYPES = {
     "parquet": "application/vnd.apache.parquet",
     "hf": "application/zip",
 }
-
 
 
 def file_format_for(path: str | Path) -> str:
@@ -81,7 +88,11 @@ def transcript(messages: list[dict]) -> str:
 
 
 def iter_chunks(
-    snapshot: Snapshot, *, fmt: str = "trl", style: str = "conversational", prompt: str = "explicit"
+    snapshot: Snapshot,
+    *,
+    fmt: str = "trl",
+    style: str = "conversational",
+    prompt: str = "explicit",
 ) -> Iterator[dict[str, list]]:
     """Yield the snapshot's rows as column chunks ({column: values}) of up to CHUNK rows.
 
@@ -104,13 +115,17 @@ def iter_chunks(
 
 
 def iter_rows(
-    snapshot: Snapshot, *, fmt: str = "trl", style: str = "conversational", prompt: str = "explicit"
+    snapshot: Snapshot,
+    *,
+    fmt: str = "trl",
+    style: str = "conversational",
+    prompt: str = "explicit",
 ) -> Iterator[dict]:
     """Yield the snapshot's rows in the given format, reading the database in chunks."""
     for chunk in iter_chunks(snapshot, fmt=fmt, style=style, prompt=prompt):
         names = list(chunk)
-        for values in zip(*chunk.values()):
-            yield dict(zip(names, values))
+        for values in zip(*chunk.values(), strict=False):
+            yield dict(zip(names, values, strict=False))
 
 
 def _batched(items: Iterable, size: int) -> Iterator[list]:
@@ -119,7 +134,9 @@ def _batched(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
-def _pair_chunks(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Iterator[dict]:
+def _pair_chunks(
+    snapshot: Snapshot, fmt: str, style: str, prompt: str
+) -> Iterator[dict]:
     """Yield pair rows as columns, a chunk of pairs and their tasks and responses at a time.
 
     The pairs are read as plain ids; each chunk then reads its tasks (prompt, round)
@@ -131,7 +148,12 @@ def _pair_chunks(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Itera
         SnapshotPair.objects.filter(snapshot=snapshot)
         .order_by("id")
         .values_list(
-            "task_id", "chosen_id", "rejected_id", "margin", "annotator_label", "ranking_id"
+            "task_id",
+            "chosen_id",
+            "rejected_id",
+            "margin",
+            "annotator_label",
+            "ranking_id",
         )
         .iterator(chunk_size=CHUNK)
     )
@@ -141,8 +163,11 @@ def _pair_chunks(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Itera
             for task_id, prompt_id, messages, number, policy in _by_ids(
                 RankingTask.objects, {row[0] for row in rows}
             ).values_list(
-                "id", "prompt_id", "prompt__messages",
-                "round__number", "round__policy__name",
+                "id",
+                "prompt_id",
+                "prompt__messages",
+                "round__number",
+                "round__policy__name",
             )
         }
         responses = dict(
@@ -158,7 +183,9 @@ def _pair_chunks(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Itera
             if task_id not in heads:
                 messages = tasks[task_id][1]
                 heads[task_id] = _head(messages, fmt, style, prompt)
-                prompts[task_id] = messages if style == "conversational" else prompt_text(messages)
+                prompts[task_id] = (
+                    messages if style == "conversational" else prompt_text(messages)
+                )
             for rid in (chosen_id, rejected_id):
                 if rid not in completions:
                     completions[rid] = _pair_completion(
@@ -173,7 +200,9 @@ def _pair_chunks(snapshot: Snapshot, fmt: str, style: str, prompt: str) -> Itera
             "margin": [row[3] for row in rows],
             "annotator": [row[4] for row in rows],
             "round": [task[2] for task in task_of],
-            "policy": [task[3] or c for task, c in zip(task_of, chosen_policy)],
+            "policy": [
+                task[3] or c for task, c in zip(task_of, chosen_policy, strict=False)
+            ],
             "chosen_policy": chosen_policy,
             "rejected_policy": [responses[row[2]][1] for row in rows],
             "prompt_id": [task[0] for task in task_of],
@@ -207,7 +236,9 @@ def _head(messages: list[dict], fmt: str, style: str, prompt: str) -> object:
     return prompt_text(messages) + (" " if len(messages) > 1 else "\n")
 
 
-def _pair_completion(head: object, text: str, fmt: str, style: str, prompt: str) -> object:
+def _pair_completion(
+    head: object, text: str, fmt: str, style: str, prompt: str
+) -> object:
     """Return a response as the chosen/rejected value of a pair row."""
     if fmt == "hh":
         return head + text
@@ -218,7 +249,9 @@ def _pair_completion(head: object, text: str, fmt: str, style: str, prompt: str)
 
 
 def _completion(text: str, style: str) -> list[dict] | str:
-    return [{"role": "assistant", "content": text}] if style == "conversational" else text
+    return (
+        [{"role": "assistant", "content": text}] if style == "conversational" else text
+    )
 
 
 def _prompt(messages: list[dict], style: str) -> list[dict] | str:
@@ -245,7 +278,11 @@ def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
             Response.objects.filter(id__in=batch)
             .order_by("id")
             .values_list(
-                "id", "text", "task__prompt_id", "task__prompt__messages", "policy__name",
+                "id",
+                "text",
+                "task__prompt_id",
+                "task__prompt__messages",
+                "policy__name",
                 "task__round__number",
             )
         ):
@@ -260,7 +297,9 @@ def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
             }
 
 
-def _orders(snapshot: Snapshot) -> Iterator[tuple[SnapshotRanking, dict[int, tuple[str, str]]]]:
+def _orders(
+    snapshot: Snapshot,
+) -> Iterator[tuple[SnapshotRanking, dict[int, tuple[str, str]]]]:
     """Yield each frozen order with its responses' (text, policy), chunk by chunk."""
     query = (
         SnapshotRanking.objects.filter(snapshot=snapshot)
@@ -273,9 +312,9 @@ def _orders(snapshot: Snapshot) -> Iterator[tuple[SnapshotRanking, dict[int, tup
         task_ids = {o.task_id for o in batch}
         texts = {
             rid: (text, policy)
-            for rid, text, policy in Response.objects.filter(task_id__in=task_ids).values_list(
-                "id", "text", "policy__name"
-            )
+            for rid, text, policy in Response.objects.filter(
+                task_id__in=task_ids
+            ).values_list("id", "text", "policy__name")
         }
         for order in batch:
             yield order, texts
@@ -295,7 +334,8 @@ def _ranking_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
         yield {
             "prompt": _prompt(order.task.prompt.messages, style),
             "responses": [
-                {"id": rid, "text": texts[rid][0], "policy": texts[rid][1]} for rid in ids
+                {"id": rid, "text": texts[rid][0], "policy": texts[rid][1]}
+                for rid in ids
             ],
             "order": order.order,
             "annotator": order.annotator_label,
@@ -338,10 +378,14 @@ def arrow_schema(fmt: str, style: str, prompt: str):
     message = pa.struct([("role", pa.string()), ("content", pa.string())])
     text = pa.list_(message) if style == "conversational" else pa.string()
     if fmt == "hh":
-        return pa.schema([("chosen", pa.string()), ("rejected", pa.string())] + _pair_extra(pa))
+        return pa.schema(
+            [("chosen", pa.string()), ("rejected", pa.string())] + _pair_extra(pa)
+        )
     if fmt == "trl":
         head = [("prompt", text)] if prompt == "explicit" else []
-        return pa.schema(head + [("chosen", text), ("rejected", text)] + _pair_extra(pa))
+        return pa.schema(
+            head + [("chosen", text), ("rejected", text)] + _pair_extra(pa)
+        )
     if fmt == "kto":
         return pa.schema(
             [
@@ -355,7 +399,9 @@ def arrow_schema(fmt: str, style: str, prompt: str):
             ]
         )
     if fmt == "ranking":
-        response = pa.struct([("id", pa.int64()), ("text", pa.string()), ("policy", pa.string())])
+        response = pa.struct(
+            [("id", pa.int64()), ("text", pa.string()), ("policy", pa.string())]
+        )
         return pa.schema(
             [
                 ("prompt", text),
@@ -458,7 +504,7 @@ def write_jsonl(chunks: Iterable[dict[str, list]], out: IO[str], schema=None) ->
             _json_fragments(values, dumps, kinds.get(name), shared)
             for name, values in chunk.items()
         ]
-        lines = [template % row for row in zip(*encoded)]
+        lines = [template % row for row in zip(*encoded, strict=False)]
         if lines:
             out.write("\n".join(lines))
             out.write("\n")
@@ -618,12 +664,18 @@ def push_to_hub(folder: Path, repo_id: str, token: str, *, private: bool = True)
     from huggingface_hub import HfApi
 
     if not token:
-        raise ValidationError("pushing to the Hub needs a token; pass --hub-token or set HF_TOKEN")
-    datasets.load_from_disk(str(folder)).push_to_hub(repo_id, token=token, private=private)
+        raise ValidationError(
+            "pushing to the Hub needs a token; pass --hub-token or set HF_TOKEN"
+        )
+    datasets.load_from_disk(str(folder)).push_to_hub(
+        repo_id, token=token, private=private
+    )
     card = folder / "README.md"
     if card.exists():
         HfApi(token=token).upload_file(
-            path_or_fileobj=str(card), path_in_repo="README.md", repo_id=repo_id,
+            path_or_fileobj=str(card),
+            path_in_repo="README.md",
+            repo_id=repo_id,
             repo_type="dataset",
         )
     return f"https://huggingface.co/datasets/{repo_id}"
@@ -648,7 +700,12 @@ def cached_export(
         return target
     if file_format != "hf":
         return export_snapshot(
-            snapshot, target, fmt=fmt, style=style, prompt=prompt, file_format=file_format
+            snapshot,
+            target,
+            fmt=fmt,
+            style=style,
+            prompt=prompt,
+            file_format=file_format,
         )
     with tempfile.TemporaryDirectory(dir=folder) as tmp:
         export_snapshot(snapshot, Path(tmp) / stem, fmt=fmt, style=style, prompt=prompt)

@@ -1,4 +1,5 @@
 """Forms of the annotation pages: every 4xx of those pages comes from here."""
+
 from __future__ import annotations
 
 import json
@@ -82,7 +83,9 @@ class RankingForm(forms.Form):
     rewrite = forms.CharField(required=False, max_length=50_000, strip=True)
     active_seconds = forms.FloatField(required=False, min_value=0)
 
-    def __init__(self, data: QueryDict, *, user: AbstractBaseUser, project: Project) -> None:
+    def __init__(
+        self, data: QueryDict, *, user: AbstractBaseUser, project: Project
+    ) -> None:
         super().__init__(data)
         self.user = user
         self.project = project
@@ -128,11 +131,17 @@ class SkipForm(forms.Form):
     """A skip posted from the workspace: the lease and a reason."""
 
     lease = forms.IntegerField()
-    reason = forms.CharField(max_length=2_000, strip=True, error_messages={
-        "required": "a skip needs a reason, e.g. 'prompt is not in English'"
-    })
+    reason = forms.CharField(
+        max_length=2_000,
+        strip=True,
+        error_messages={
+            "required": "a skip needs a reason, e.g. 'prompt is not in English'"
+        },
+    )
 
-    def __init__(self, data: QueryDict, *, user: AbstractBaseUser, project: Project) -> None:
+    def __init__(
+        self, data: QueryDict, *, user: AbstractBaseUser, project: Project
+    ) -> None:
         super().__init__(data)
         self.user = user
         self.project = project
@@ -146,7 +155,9 @@ class AdjudicateForm(forms.Form):
 
     order = forms.CharField(required=False)
 
-    def __init__(self, data: QueryDict | None, *, task: RankingTask, response_ids: list[int]) -> None:
+    def __init__(
+        self, data: QueryDict | None, *, task: RankingTask, response_ids: list[int]
+    ) -> None:
         super().__init__(data)
         self.task = task
         self.response_ids = response_ids
@@ -162,7 +173,8 @@ class GoldForm(forms.Form):
 
     task = forms.IntegerField(label="Task id")
     order = forms.CharField(
-        required=False, help_text=f"Known order as JSON tie groups, e.g. {ORDER_EXAMPLE}."
+        required=False,
+        help_text=f"Known order as JSON tie groups, e.g. {ORDER_EXAMPLE}.",
     )
     best = forms.IntegerField(required=False, label="Or: id of the known best response")
 
@@ -171,7 +183,9 @@ class GoldForm(forms.Form):
         self.project = project
 
     def clean_task(self) -> RankingTask:
-        task = RankingTask.objects.filter(pk=self.cleaned_data["task"], project=self.project).first()
+        task = RankingTask.objects.filter(
+            pk=self.cleaned_data["task"], project=self.project
+        ).first()
         if task is None:
             raise ValidationError(
                 f"task {self.cleaned_data['task']} is not in project {self.project.name}"
@@ -230,10 +244,14 @@ class ProjectSettingsForm(forms.ModelForm):
             self.initial["aspects"] = ", ".join(self.instance.aspects or [])
 
     def clean_aspects(self) -> list[str]:
-        names = [a.strip() for a in self.cleaned_data["aspects"].split(",") if a.strip()]
+        names = [
+            a.strip() for a in self.cleaned_data["aspects"].split(",") if a.strip()
+        ]
         bad = [a for a in names if not a.replace("_", "").replace("-", "").isalnum()]
         if bad:
-            raise ValidationError(f"aspect names must be words (letters, digits, - or _), got {bad}")
+            raise ValidationError(
+                f"aspect names must be words (letters, digits, - or _), got {bad}"
+            )
         if len(set(names)) != len(names):
             raise ValidationError(f"aspect names repeat: {names}")
         return names
@@ -259,7 +277,9 @@ class ProjectSettingsForm(forms.ModelForm):
     def _share(self, name: str) -> float:
         value = self.cleaned_data[name]
         if not 0 <= value <= 1:
-            raise ValidationError(f"{name.replace('_', ' ')} must be between 0 and 1, got {value}")
+            raise ValidationError(
+                f"{name.replace('_', ' ')} must be between 0 and 1, got {value}"
+            )
         return value
 
     def clean_gold_rate(self) -> float:

@@ -7,6 +7,7 @@ a point. An annotator is paused when, after at least `project.gold_min_tasks` go
 tasks answered since their last reinstatement, their mean score is below
 `project.gold_threshold`; an admin reinstates them.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -56,7 +57,9 @@ def mark_gold(task, order: object) -> None:
 
     with transaction.atomic():
         task = RankingTask.objects.select_for_update().get(pk=task.pk)
-        groups = Ranking.validate_order(order, set(task.responses.values_list("pk", flat=True)))
+        groups = Ranking.validate_order(
+            order, set(task.responses.values_list("pk", flat=True))
+        )
         if len(groups) < 2:
             raise ValidationError(
                 f"a gold order must prefer at least one response, got {groups}; put the "
@@ -105,7 +108,11 @@ def apply_gold_rule(project, user: AbstractBaseUser) -> bool:
     from annotation.models import AnnotatorProfile
 
     n, accuracy = gold_record(project, user)
-    if n < project.gold_min_tasks or accuracy is None or accuracy >= project.gold_threshold:
+    if (
+        n < project.gold_min_tasks
+        or accuracy is None
+        or accuracy >= project.gold_threshold
+    ):
         return False
     AnnotatorProfile.objects.filter(user=user).update(
         is_paused=True,

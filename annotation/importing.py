@@ -11,15 +11,16 @@ Every record becomes a prompt (deduplicated against the project), a task with it
 responses under an `imported:<source>` policy, and a ranking by an
 `imported:<source>` user, each carrying `file:line` as provenance.
 """
+
 from __future__ import annotations
 
 import gzip
 import json
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
@@ -97,10 +98,18 @@ def read_objects(path: Path) -> Iterator[tuple[int, dict | Rejection]]:
             try:
                 obj = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield line, Rejection(line, f"bad JSON: {exc.msg} at column {exc.colno}")
+                yield (
+                    line,
+                    Rejection(line, f"bad JSON: {exc.msg} at column {exc.colno}"),
+                )
                 continue
             if not isinstance(obj, dict):
-                yield line, Rejection(line, f"expected a JSON object, got {type(obj).__name__}")
+                yield (
+                    line,
+                    Rejection(
+                        line, f"expected a JSON object, got {type(obj).__name__}"
+                    ),
+                )
                 continue
             yield line, obj
 
@@ -135,7 +144,9 @@ def parse_file(path: Path, fmt: str | None = None) -> Parsed:
     good = [(line, o) for line, o in objects if not isinstance(o, Rejection)]
     if fmt is None:
         if not good:
-            raise ValidationError(f"{path.name} holds no readable records; is it empty?")
+            raise ValidationError(
+                f"{path.name} holds no readable records; is it empty?"
+            )
         try:
             fmt = detect_format(good[0][1])
         except BadRecord as exc:
@@ -200,7 +211,9 @@ def _assistant_text(value: object, name: str) -> str:
                 "expected 'assistant'"
             )
         return last.get("content") or ""
-    raise BadRecord(f"{name} must be a string or a list of messages, got {type(value).__name__}")
+    raise BadRecord(
+        f"{name} must be a string or a list of messages, got {type(value).__name__}"
+    )
 
 
 def _guarded(parse):
@@ -219,7 +232,10 @@ def _guarded(parse):
 def _scores(obj: dict) -> tuple[float, float] | None:
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
     for source in (obj, meta):
-        if source.get("score_chosen") is not None and source.get("score_rejected") is not None:
+        if (
+            source.get("score_chosen") is not None
+            and source.get("score_rejected") is not None
+        ):
             return float(source["score_chosen"]), float(source["score_rejected"])
     return None
 
@@ -238,7 +254,9 @@ def _parse_trl(line: int, obj: dict) -> Iterator[Record]:
         chosen = _assistant_text(chosen_raw, "chosen")
         rejected = _assistant_text(rejected_raw, "rejected")
     else:
-        raise BadRecord("missing field 'prompt' (plain-text implicit prompts need --format hh)")
+        raise BadRecord(
+            "missing field 'prompt' (plain-text implicit prompts need --format hh)"
+        )
     scores = _scores(obj)
     order = [[0, 1]] if scores is not None and scores[0] == scores[1] else [[0], [1]]
     yield Record(line, prompt, [chosen, rejected], order)
@@ -255,12 +273,16 @@ def parse_transcript(text: str) -> list[dict]:
     if parts[0].strip():
         raise BadRecord("a transcript must start with '\\n\\nHuman:'")
     messages = []
-    for speaker, content in zip(parts[1::2], parts[2::2]):
+    for speaker, content in zip(parts[1::2], parts[2::2], strict=False):
         if content.startswith(" "):
             content = content[1:]
-        messages.append({"role": "user" if speaker == "Human" else "assistant", "content": content})
+        messages.append(
+            {"role": "user" if speaker == "Human" else "assistant", "content": content}
+        )
     if not messages:
-        raise BadRecord("a transcript must have '\\n\\nHuman:' and '\\n\\nAssistant:' turns")
+        raise BadRecord(
+            "a transcript must have '\\n\\nHuman:' and '\\n\\nAssistant:' turns"
+        )
     return messages
 
 
@@ -274,13 +296,15 @@ def _parse_hh(line: int, obj: dict) -> Iterator[Record]:
     if not isinstance(chosen_text, str) or not isinstance(rejected_text, str):
         raise BadRecord("chosen and rejected must be transcript strings")
     common = 0
-    for a, b in zip(chosen_text, rejected_text):
+    for a, b in zip(chosen_text, rejected_text, strict=False):
         if a != b:
             break
         common += 1
     cut = chosen_text.rfind(_ASSISTANT, 0, common)
     if cut < 0:
-        raise BadRecord("chosen and rejected share no turns ending in '\\n\\nAssistant:'")
+        raise BadRecord(
+            "chosen and rejected share no turns ending in '\\n\\nAssistant:'"
+        )
     prompt = parse_transcript(chosen_text[:cut])
     if prompt[-1]["role"] != "user":
         raise BadRecord("the shared prompt must end with a Human turn")
@@ -300,7 +324,9 @@ def order_by_scores(scores: list[float]) -> list[list[int]]:
 
 @_guarded
 def _parse_ultrafeedback(line: int, obj: dict) -> Iterator[Record]:
-    prompt = obj.get("prompt") if obj.get("prompt") is not None else obj.get("instruction")
+    prompt = (
+        obj.get("prompt") if obj.get("prompt") is not None else obj.get("instruction")
+    )
     if prompt is None:
         raise BadRecord("missing field 'instruction'")
     (completions,) = _need(obj, "completions")
@@ -363,7 +389,8 @@ def _parse_kto(objects: list[tuple[int, dict]]) -> Iterator[Record | Rejection]:
         if not good or not bad:
             for m in members:
                 yield Rejection(
-                    m[0], "no completion of the opposite label for this prompt; nothing to rank"
+                    m[0],
+                    "no completion of the opposite label for this prompt; nothing to rank",
                 )
             continue
         yield Record(members[0][0], members[0][1], texts, [good, bad])
@@ -386,7 +413,9 @@ def _ranked_children(children: list[dict]) -> list[dict]:
 
 
 def _oa_record(line: int, path: list[dict], ranked: list[dict]) -> Record:
-    prompt = [{"role": _oa_role(m.get("role")), "content": m.get("text") or ""} for m in path]
+    prompt = [
+        {"role": _oa_role(m.get("role")), "content": m.get("text") or ""} for m in path
+    ]
     for child in ranked:
         if _oa_role(child.get("role")) != "assistant":
             raise BadRecord("ranked replies must be assistant messages")
@@ -516,7 +545,13 @@ def _write(project: Project, records: list[Record], source: str, file_name: str)
     prompts = _prompts(project, records, hashes, file_name)
     created_prompts = prompts.pop(None)
     for start in range(0, len(records), BATCH):
-        chunk = list(zip(records[start : start + BATCH], hashes[start : start + BATCH]))
+        chunk = list(
+            zip(
+                records[start : start + BATCH],
+                hashes[start : start + BATCH],
+                strict=False,
+            )
+        )
         tasks = RankingTask.objects.bulk_create(
             [
                 RankingTask(
@@ -532,12 +567,12 @@ def _write(project: Project, records: list[Record], source: str, file_name: str)
         responses = Response.objects.bulk_create(
             [
                 Response(task=task, policy=policy, text=text, position=i)
-                for task, (r, _) in zip(tasks, chunk)
+                for task, (r, _) in zip(tasks, chunk, strict=False)
                 for i, text in enumerate(r.responses)
             ]
         )
         rankings, cursor = [], 0
-        for task, (r, _) in zip(tasks, chunk):
+        for task, (r, _) in zip(tasks, chunk, strict=False):
             ids = [resp.id for resp in responses[cursor : cursor + len(r.responses)]]
             cursor += len(r.responses)
             rankings.append(
@@ -568,7 +603,7 @@ def _prompts(
         ):
             found[prompt.content_hash] = prompt
     new = {}
-    for record, h in zip(records, hashes):
+    for record, h in zip(records, hashes, strict=False):
         if h not in found and h not in new:
             new[h] = Prompt(
                 project=project,

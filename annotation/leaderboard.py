@@ -9,6 +9,7 @@ rating), shown on the Elo scale (400 points = 10:1 odds) with the SFT policy at
 1000. Confidence intervals come from a seeded bootstrap that resamples whole
 rankings, not single pairs: the pairs of one ranking are not independent.
 """
+
 from __future__ import annotations
 
 import math
@@ -146,7 +147,9 @@ def sft_policy(project: Project) -> Policy | None:
     responses in this project; without a current policy, the oldest policy that did.
     """
     with_responses = set(
-        Response.objects.filter(task__project=project).values_list("policy_id", flat=True)
+        Response.objects.filter(task__project=project).values_list(
+            "policy_id", flat=True
+        )
     )
     found = None
     policy = project.current_policy
@@ -157,7 +160,11 @@ def sft_policy(project: Project) -> Policy | None:
             found = policy
         policy = policy.parent
     if found is None and with_responses:
-        found = Policy.objects.filter(pk__in=with_responses).order_by("created_at", "id").first()
+        found = (
+            Policy.objects.filter(pk__in=with_responses)
+            .order_by("created_at", "id")
+            .first()
+        )
     return found
 
 
@@ -184,7 +191,7 @@ def build_leaderboard(
     comparisons = policy_comparisons(project, source=source)
     if anchor is None:
         anchor = sft_policy(project)
-    ids = sorted({p for _, w, l in comparisons for p in (w, l)})
+    ids = sorted({p for _, win, loss in comparisons for p in (win, loss)})
     ranking_ids = sorted({r for r, _, _ in comparisons})
     if not ids:
         return Leaderboard(source, None, 0, 0, bootstrap, confidence, [])
@@ -331,7 +338,8 @@ def _short(name: str, limit: int = 24) -> str:
 
 
 def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
-
-
+    return (
+        float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else None
+    )

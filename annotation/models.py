@@ -5,6 +5,7 @@ against its task's responses and turns itself into ordered pairs (ties give none
 Changes spanning several models live in their concept modules (`assignment.py`,
 `rounds.py`, `snapshots.py`, ...), inside one transaction.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -34,7 +35,11 @@ def normalise_messages(value: str | list) -> list[dict]:
         )
     messages = []
     for i, message in enumerate(value):
-        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+        if (
+            not isinstance(message, dict)
+            or "role" not in message
+            or "content" not in message
+        ):
             raise ValidationError(
                 f"message {i} must be an object with 'role' and 'content', got {message!r:.80}"
             )
@@ -51,7 +56,9 @@ def normalise_messages(value: str | list) -> list[dict]:
 
 def messages_hash(messages: list[dict]) -> str:
     """Return the SHA-256 of a prompt's canonical JSON, for deduplication."""
-    canonical = json.dumps(messages, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    canonical = json.dumps(
+        messages, ensure_ascii=False, sort_keys=True, separators=(",", ":")
+    )
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
@@ -68,7 +75,8 @@ class Project(models.Model):
         default=3, help_text="How many different annotators rank each task."
     )
     lease_minutes = models.PositiveIntegerField(
-        default=30, help_text="How long a task stays leased to the annotator who took it."
+        default=30,
+        help_text="How long a task stays leased to the annotator who took it.",
     )
     aspects = models.JSONField(
         default=list,
@@ -114,10 +122,13 @@ class AnnotatorProfile(models.Model):
     """Per-user annotation state: simulated flag, pause for failing gold."""
 
     user = models.OneToOneField(
-        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="annotator_profile"
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="annotator_profile",
     )
     is_simulated = models.BooleanField(
-        default=False, help_text="A programmatic annotator; excluded from human agreement."
+        default=False,
+        help_text="A programmatic annotator; excluded from human agreement.",
     )
     simulator = models.CharField(
         max_length=200, blank=True, help_text="Which simulated annotator, e.g. judge."
@@ -137,12 +148,16 @@ class AnnotatorProfile(models.Model):
 class Prompt(models.Model):
     """A prompt in a project's pool: one user message or a multi-turn conversation."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="prompts")
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="prompts"
+    )
     messages = models.JSONField(help_text="List of {role, content} messages.")
     content_hash = models.CharField(max_length=64, help_text="SHA-256 of the messages.")
     source = models.CharField(max_length=300, blank=True, help_text="Provenance.")
     flags = models.JSONField(
-        default=list, blank=True, help_text="Curation flags with reasons (harmful, ...)."
+        default=list,
+        blank=True,
+        help_text="Curation flags with reasons (harmful, ...).",
     )
     is_held_out = models.BooleanField(
         default=False, help_text="Kept for evaluation; never published for labelling."
@@ -174,7 +189,9 @@ class Prompt(models.Model):
 class Round(models.Model):
     """A labelling round: the candidates one policy generated for a set of prompts."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="rounds")
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="rounds"
+    )
     number = models.PositiveIntegerField()
     policy = models.ForeignKey(
         Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="rounds"
@@ -186,7 +203,9 @@ class Round(models.Model):
     class Meta:
         ordering = ["project", "number"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "number"], name="unique_round_number")
+            models.UniqueConstraint(
+                fields=["project", "number"], name="unique_round_number"
+            )
         ]
 
     def __str__(self) -> str:
@@ -205,7 +224,8 @@ class RankingTask(models.Model):
         default=3, help_text="Rankings wanted; copied from the project at creation."
     )
     ranking_count = models.PositiveIntegerField(
-        default=0, help_text="Submitted (non-skip) rankings; updated with each submission."
+        default=0,
+        help_text="Submitted (non-skip) rankings; updated with each submission.",
     )
     is_gold = models.BooleanField(default=False)
     gold_order = models.JSONField(
@@ -229,7 +249,9 @@ class RankingTask(models.Model):
     selection_score = models.FloatField(
         default=0.0, help_text="Priority from the round's selection strategy."
     )
-    source = models.CharField(max_length=300, blank=True, help_text="Import provenance.")
+    source = models.CharField(
+        max_length=300, blank=True, help_text="Import provenance."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -264,8 +286,12 @@ class RankingTask(models.Model):
 class Response(models.Model):
     """A candidate response shown in a task, with the policy and sampling that wrote it."""
 
-    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="responses")
-    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="responses")
+    task = models.ForeignKey(
+        RankingTask, on_delete=models.CASCADE, related_name="responses"
+    )
+    policy = models.ForeignKey(
+        Policy, on_delete=models.PROTECT, related_name="responses"
+    )
     text = models.TextField()
     sampling = models.JSONField(default=dict, blank=True)
     position = models.PositiveSmallIntegerField(default=0, help_text="Display order.")
@@ -287,11 +313,15 @@ class Lease(models.Model):
         SKIPPED = "skipped", "Skipped"
         EXPIRED = "expired", "Expired"
 
-    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="leases")
+    task = models.ForeignKey(
+        RankingTask, on_delete=models.CASCADE, related_name="leases"
+    )
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="leases"
     )
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.ACTIVE)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.ACTIVE
+    )
     leased_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -318,7 +348,9 @@ class Ranking(models.Model):
     means 3 is best, 1 and 4 tie, 2 is worst.
     """
 
-    task = models.ForeignKey(RankingTask, on_delete=models.CASCADE, related_name="rankings")
+    task = models.ForeignKey(
+        RankingTask, on_delete=models.CASCADE, related_name="rankings"
+    )
     annotator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="rankings"
     )
@@ -339,7 +371,9 @@ class Ranking(models.Model):
     )
     server_seconds = models.FloatField(null=True, blank=True)
     active_seconds = models.FloatField(null=True, blank=True)
-    source = models.CharField(max_length=300, blank=True, help_text="Import provenance.")
+    source = models.CharField(
+        max_length=300, blank=True, help_text="Import provenance."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -354,7 +388,9 @@ class Ranking(models.Model):
         return f"ranking {self.pk} of task {self.task_id}"
 
     @staticmethod
-    def validate_order(order: object, response_ids: set[int] | list[int]) -> list[list[int]]:
+    def validate_order(
+        order: object, response_ids: set[int] | list[int]
+    ) -> list[list[int]]:
         """Return `order` as tie groups if it ranks each response exactly once.
 
         Raise ValidationError naming the problem: not a list of groups, an empty group,
@@ -362,14 +398,18 @@ class Ranking(models.Model):
         """
         expected = set(response_ids)
         if not isinstance(order, list) or not order:
-            raise ValidationError(f"order must be a non-empty list of tie groups, got {order!r}")
+            raise ValidationError(
+                f"order must be a non-empty list of tie groups, got {order!r}"
+            )
         groups: list[list[int]] = []
         seen: list[int] = []
         for group in order:
             if isinstance(group, int) and not isinstance(group, bool):
                 group = [group]
             if not isinstance(group, list) or not group:
-                raise ValidationError(f"each tie group must be a non-empty list, got {group!r}")
+                raise ValidationError(
+                    f"each tie group must be a non-empty list, got {group!r}"
+                )
             for rid in group:
                 if not isinstance(rid, int) or isinstance(rid, bool):
                     raise ValidationError(f"response ids must be integers, got {rid!r}")
@@ -415,7 +455,9 @@ def order_to_pairs(order: list[list[int]]) -> list[tuple[int, int, int]]:
 class Snapshot(models.Model):
     """An immutable, named selection of preference pairs with the rules that made it."""
 
-    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="snapshots")
+    project = models.ForeignKey(
+        Project, on_delete=models.PROTECT, related_name="snapshots"
+    )
     name = models.CharField(max_length=200)
     filter = models.JSONField(default=dict, blank=True)
     pair_rule = models.CharField(max_length=30, default="all_pairs")
@@ -425,7 +467,9 @@ class Snapshot(models.Model):
         max_length=30, default="rank", help_text="How a pair's margin is computed."
     )
     stats = models.JSONField(
-        default=dict, blank=True, help_text="Counts, agreement and lengths at freeze time."
+        default=dict,
+        blank=True,
+        help_text="Counts, agreement and lengths at freeze time.",
     )
     row_count = models.PositiveIntegerField(default=0)
     sha256 = models.CharField(max_length=64)
@@ -437,7 +481,9 @@ class Snapshot(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
-            models.UniqueConstraint(fields=["project", "name"], name="unique_snapshot_name")
+            models.UniqueConstraint(
+                fields=["project", "name"], name="unique_snapshot_name"
+            )
         ]
 
     def __str__(self) -> str:
@@ -447,7 +493,9 @@ class Snapshot(models.Model):
 class SnapshotPair(models.Model):
     """One frozen preference pair of a snapshot; texts live in immutable responses."""
 
-    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="pairs")
+    snapshot = models.ForeignKey(
+        Snapshot, on_delete=models.CASCADE, related_name="pairs"
+    )
     ranking = models.ForeignKey(
         Ranking, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
@@ -456,11 +504,16 @@ class SnapshotPair(models.Model):
     rejected = models.ForeignKey(Response, on_delete=models.PROTECT, related_name="+")
     margin = models.FloatField(default=1.0)
     annotator_label = models.CharField(
-        max_length=50, blank=True, help_text="Pseudonymous annotator id, stable per snapshot."
+        max_length=50,
+        blank=True,
+        help_text="Pseudonymous annotator id, stable per snapshot.",
     )
 
     class Meta:
         ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.snapshot_id}: {self.chosen_id} > {self.rejected_id}"
 
 
 class SnapshotRanking(models.Model):
@@ -469,7 +522,9 @@ class SnapshotRanking(models.Model):
     Kept so that list-form and SFT exports read exactly the orders that were frozen.
     """
 
-    snapshot = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="rankings")
+    snapshot = models.ForeignKey(
+        Snapshot, on_delete=models.CASCADE, related_name="rankings"
+    )
     task = models.ForeignKey(RankingTask, on_delete=models.PROTECT, related_name="+")
     ranking = models.ForeignKey(
         Ranking, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
@@ -481,6 +536,9 @@ class SnapshotRanking(models.Model):
     class Meta:
         ordering = ["id"]
 
+    def __str__(self) -> str:
+        return f"{self.snapshot_id}: task {self.task_id}"
+
 
 class ApiToken(models.Model):
     """A per-user API token; only its SHA-256 is stored, the token is shown once."""
@@ -489,7 +547,9 @@ class ApiToken(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
     )
     name = models.CharField(max_length=100, help_text="What the token is for.")
-    prefix = models.CharField(max_length=12, help_text="First characters, to recognise it.")
+    prefix = models.CharField(
+        max_length=12, help_text="First characters, to recognise it."
+    )
     digest = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
@@ -509,8 +569,12 @@ class ApiToken(models.Model):
 class ImportReport(models.Model):
     """The outcome of one preference import: counts and every rejected record."""
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="imports")
-    source = models.CharField(max_length=300, help_text="File name the records came from.")
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="imports"
+    )
+    source = models.CharField(
+        max_length=300, help_text="File name the records came from."
+    )
     format = models.CharField(max_length=30)
     skip_invalid = models.BooleanField(default=False)
     is_applied = models.BooleanField(

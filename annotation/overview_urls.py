@@ -1,4 +1,5 @@
 """URLs of the project overview (mounted at /overview/)."""
+
 from django.urls import path
 
 from annotation import overview_views

@@ -3,6 +3,7 @@
 Read-only. Lineage is read from the registry rows (`Policy.parent`, snapshot and
 config copied onto each row), so this page needs nothing from the training app.
 """
+
 from __future__ import annotations
 
 from django import forms
@@ -44,25 +45,40 @@ def project_policies(project: Project) -> list[Policy]:
     )
     if project.current_policy_id:
         ids.add(project.current_policy_id)
-    by_id = {p.pk: p for p in Policy.objects.filter(pk__in=ids).select_related("parent")}
-    frontier = [p.parent_id for p in by_id.values() if p.parent_id and p.parent_id not in by_id]
+    by_id = {
+        p.pk: p for p in Policy.objects.filter(pk__in=ids).select_related("parent")
+    }
+    frontier = [
+        p.parent_id for p in by_id.values() if p.parent_id and p.parent_id not in by_id
+    ]
     while frontier:
-        found = {p.pk: p for p in Policy.objects.filter(pk__in=frontier).select_related("parent")}
+        found = {
+            p.pk: p
+            for p in Policy.objects.filter(pk__in=frontier).select_related("parent")
+        }
         by_id.update(found)
-        frontier = [p.parent_id for p in found.values() if p.parent_id and p.parent_id not in by_id]
+        frontier = [
+            p.parent_id
+            for p in found.values()
+            if p.parent_id and p.parent_id not in by_id
+        ]
     return sorted(by_id.values(), key=lambda p: (p.created_at, p.pk))
 
 
 @role_required(ADMIN, RESEARCHER)
 def project_overview(request: HttpRequest, name: str) -> HttpResponse:
     """Show a project's rounds, policies with their win rates, and the leaderboards."""
-    project = get_object_or_404(Project.objects.select_related("current_policy"), name=name)
+    project = get_object_or_404(
+        Project.objects.select_related("current_policy"), name=name
+    )
     rounds = (
         Round.objects.filter(project=project)
         .select_related("policy")
         .annotate(
             task_count=Count("tasks", distinct=True),
-            ranking_count=Count("tasks__rankings", filter=Q(tasks__rankings__is_skip=False)),
+            ranking_count=Count(
+                "tasks__rankings", filter=Q(tasks__rankings__is_skip=False)
+            ),
         )
         .order_by("number")
     )
@@ -87,7 +103,9 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
             "rounds": rounds,
             "policies": policies,
             "metric_headings": [heading for _, heading in METRIC_COLUMNS],
-            "boards": [b for b in (human, simulated) if b.ratings or b.source == "human"],
+            "boards": [
+                b for b in (human, simulated) if b.ratings or b.source == "human"
+            ],
             # Only simulators that ranked tasks people also ranked have a figure.
             "agreement": [row for row in simulated_agreement(project) if row.tasks],
         },
@@ -96,7 +114,11 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
 
 def _metric(metrics: dict, key: str) -> float | None:
     value = (metrics or {}).get(key)
-    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return (
+        value
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
+        else None
+    )
 
 
 class PublishForm(forms.Form):
@@ -110,7 +132,8 @@ class PublishForm(forms.Form):
     temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=1.0)
     seed = forms.IntegerField(min_value=0, initial=0)
     earlier = forms.BooleanField(
-        required=False, initial=True,
+        required=False,
+        initial=True,
         help_text="One candidate per task from the deployed policy's parent.",
     )
 
@@ -124,14 +147,20 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
     project = get_object_or_404(Project, name=name)
     form = PublishForm(request.POST)
     if project.current_policy_id is None:
-        messages.error(request, "Deploy a policy to this project before publishing a round.")
+        messages.error(
+            request, "Deploy a policy to this project before publishing a round."
+        )
         return redirect("overview:project", name=name)
     if not form.is_valid():
         errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
         return HttpResponse(f"Invalid round settings: {errors}", status=400)
     data = form.cleaned_data
     publish_round_task.enqueue(
-        project.pk, data["prompts"], data["strategy"], data["temperature"], data["seed"],
+        project.pk,
+        data["prompts"],
+        data["strategy"],
+        data["temperature"],
+        data["seed"],
         data["earlier"],
     )
     messages.success(

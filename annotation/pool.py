@@ -8,6 +8,7 @@ project's pool and the rest of the batch. Prompts that pass may still carry a
 harmful-content flag, with the matching term as its reason; publishing can leave
 flagged prompts out, researchers see them.
 """
+
 from __future__ import annotations
 
 import re
@@ -28,8 +29,15 @@ NEAR_DUPLICATE_JACCARD = 0.8
 NUM_PERM = 128
 # A deliberately small, conservative lexicon: it flags for review, it never rejects.
 HARM_TERMS = {
-    "weapons": ("make a bomb", "build a bomb", "pipe bomb", "nerve agent", "bioweapon",
-                "untraceable gun", "ghost gun"),
+    "weapons": (
+        "make a bomb",
+        "build a bomb",
+        "pipe bomb",
+        "nerve agent",
+        "bioweapon",
+        "untraceable gun",
+        "ghost gun",
+    ),
     "self-harm": ("kill myself", "suicide method", "end my life", "hurt myself"),
     "violence": ("kill someone", "murder someone", "poison someone", "hurt someone"),
     "crime": ("launder money", "steal a car", "credit card numbers", "hack into"),
@@ -62,11 +70,11 @@ def quality_problem(text: str) -> str | None:
         return f"too short: {len(stripped)} characters; the minimum is {MIN_CHARS}"
     if len(stripped) > MAX_CHARS:
         return f"too long: {len(stripped):,} characters; the maximum is {MAX_CHARS:,}"
-    run = re.search(r"(.)\1{%d,}" % (MAX_CHAR_RUN - 1), stripped)
+    run = re.search(rf"(.)\1{{{MAX_CHAR_RUN - 1},}}", stripped)
     if run:
         return f"repetitive: the character {run.group(1)!r} repeats {len(run.group(0))} times"
     words = [w.lower() for w in _WORD.findall(stripped)]
-    shingles = list(zip(words, words[1:], words[2:]))
+    shingles = list(zip(words, words[1:], words[2:], strict=False))
     if len(shingles) >= 6:
         repeated = 1 - len(set(shingles)) / len(shingles)
         if repeated > MAX_REPEATED_SHINGLES:
@@ -75,7 +83,9 @@ def quality_problem(text: str) -> str | None:
                 f"the maximum is {MAX_REPEATED_SHINGLES:.0%}"
             )
     visible = [c for c in stripped if not c.isspace()]
-    controls = [c for c in visible if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cn")]
+    controls = [
+        c for c in visible if unicodedata.category(c) in ("Cc", "Cf", "Co", "Cn")
+    ]
     if controls:
         return f"bad characters: {len(controls)} control or unassigned characters"
     letters = sum(c.isalpha() for c in visible)
@@ -139,7 +149,9 @@ def add_prompts(
         try:
             messages = normalise_messages(raw)
         except ValidationError as exc:
-            report.rejected.append({"index": index, "reason": exc.messages[0], "text": preview[:200]})
+            report.rejected.append(
+                {"index": index, "reason": exc.messages[0], "text": preview[:200]}
+            )
             continue
         text = _full_text(messages)
         problem = quality_problem(text)
@@ -155,7 +167,9 @@ def add_prompts(
             if near:
                 problem = f"near duplicate (MinHash Jaccard ≥ {NEAR_DUPLICATE_JACCARD}) of {near[0]}"
         if problem is not None:
-            report.rejected.append({"index": index, "reason": problem, "text": text[:200]})
+            report.rejected.append(
+                {"index": index, "reason": problem, "text": text[:200]}
+            )
             continue
         batch_hashes[content_hash] = index
         lsh.insert(f"input {index}", signature)
@@ -170,11 +184,13 @@ def add_prompts(
         )
         accepted.append((index, prompt, flag))
     with transaction.atomic():
-        created = Prompt.objects.bulk_create([p for _, p, _ in accepted], batch_size=1000)
+        created = Prompt.objects.bulk_create(
+            [p for _, p, _ in accepted], batch_size=1000
+        )
     report.added = created
     report.flagged = [
         {"index": index, "prompt_id": prompt.id, "reason": flag}
-        for (index, _, flag), prompt in zip(accepted, created)
+        for (index, _, flag), prompt in zip(accepted, created, strict=False)
         if flag
     ]
     return report

@@ -12,6 +12,7 @@ Definitions (the README repeats them):
   leave-one-out consensus) that match, with one agreeing and one disagreeing
   pseudo-judgement added, so an annotator with little evidence sits near 0.5.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -79,7 +80,8 @@ def annotator_stats(rows: list[dict]) -> list[AnnotatorStats]:
         gold_scores = [
             s
             for r in ranked
-            if r["task__is_gold"] and r["task__gold_order"]
+            if r["task__is_gold"]
+            and r["task__gold_order"]
             and (s := gold_score(r["order"], r["task__gold_order"])) is not None
         ]
         gold_pairs = gold_agree = 0.0
@@ -90,13 +92,19 @@ def annotator_stats(rows: list[dict]) -> list[AnnotatorStats]:
                 gold_pairs += n
         cons_agree = cons_pairs = 0
         for r in ranked:
-            others = [o["order"] for o in by_task[r["task_id"]] if o["annotator_id"] != user_id]
+            others = [
+                o["order"]
+                for o in by_task[r["task_id"]]
+                if o["annotator_id"] != user_id
+            ]
             if others:
                 agree, n = pair_agreement(r["order"], borda(others))
                 cons_agree += agree
                 cons_pairs += n
         seconds = [
-            r["active_seconds"] if r["active_seconds"] is not None else r["server_seconds"]
+            r["active_seconds"]
+            if r["active_seconds"] is not None
+            else r["server_seconds"]
             for r in answers
         ]
         seconds = [s for s in seconds if s is not None]
@@ -111,10 +119,13 @@ def annotator_stats(rows: list[dict]) -> list[AnnotatorStats]:
                 skips=len(answers) - len(ranked),
                 skip_rate=(len(answers) - len(ranked)) / len(answers),
                 gold_tasks=len(gold_scores),
-                gold_accuracy=sum(gold_scores) / len(gold_scores) if gold_scores else None,
+                gold_accuracy=sum(gold_scores) / len(gold_scores)
+                if gold_scores
+                else None,
                 consensus_agreement=cons_agree / cons_pairs if cons_pairs else None,
                 median_seconds=median(seconds) if seconds else None,
-                reliability=(gold_agree + cons_agree + 1) / (gold_pairs + cons_pairs + 2),
+                reliability=(gold_agree + cons_agree + 1)
+                / (gold_pairs + cons_pairs + 2),
             )
         )
     return sorted(stats, key=lambda s: s.username)

@@ -1,11 +1,12 @@
 """Publishing a labelling round: choose prompts, generate candidates, create ranking tasks."""
+
 from __future__ import annotations
 
 import logging
 import math
 import random
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
-from typing import Callable, Iterable, Sequence
 
 from django.db import transaction
 from django.db.models import Max
@@ -68,7 +69,9 @@ def publish_round(
     earlier = list(earlier_policies)
     for p in [policy, *earlier]:
         if not p.has_weights():
-            raise ValueError(f"policy {p.name!r} has no loadable weights (kind {p.kind!r})")
+            raise ValueError(
+                f"policy {p.name!r} has no loadable weights (kind {p.kind!r})"
+            )
     if sampling is None:
         own = project.responses_per_task - len(earlier)
         if own < 1:
@@ -79,7 +82,9 @@ def publish_round(
         sampling = SamplingConfig(num_candidates=own, seed=seed)
     k = sampling.num_candidates + len(earlier)
     if not 2 <= k <= 9:
-        raise ValueError(f"a task needs 2 to 9 responses, got {k}; change num_candidates")
+        raise ValueError(
+            f"a task needs 2 to 9 responses, got {k}; change num_candidates"
+        )
     if n_prompts < 1:
         raise ValueError(f"n_prompts must be at least 1, got {n_prompts}")
     if strategy == "uncertainty":
@@ -96,7 +101,8 @@ def publish_round(
     candidates = _generate(policy, messages, sampling, progress)
     settings = sampling.candidate_settings()
     rows: list[list[tuple[Policy, str, dict]]] = [
-        [(policy, text, settings[j]) for j, text in enumerate(texts)] for texts in candidates
+        [(policy, text, settings[j]) for j, text in enumerate(texts)]
+        for texts in candidates
     ]
     for old in earlier:
         one = SamplingConfig(
@@ -113,7 +119,9 @@ def publish_round(
     scores = [0.0] * len(prompts)
     if strategy == "uncertainty":
         prompts, rows, scores = _most_uncertain(judges, prompts, rows, n_prompts)
-    return _write_round(project, policy, sampling, strategy, prompts, rows, scores, seed, now)
+    return _write_round(
+        project, policy, sampling, strategy, prompts, rows, scores, seed, now
+    )
 
 
 def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[Prompt]:
@@ -136,12 +144,21 @@ def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[P
     else:
         raise ValueError(f"unknown strategy {strategy!r}; expected one of {STRATEGIES}")
     if not candidates:
-        hint = "import more prompts or use strategy 'random'" if strategy == "fresh" else "import prompts"
-        raise ValueError(f"project {project.name!r} has no prompts for strategy {strategy!r}; {hint}")
+        hint = (
+            "import more prompts or use strategy 'random'"
+            if strategy == "fresh"
+            else "import prompts"
+        )
+        raise ValueError(
+            f"project {project.name!r} has no prompts for strategy {strategy!r}; {hint}"
+        )
     if len(candidates) < n:
         logger.warning(
             "project %s: only %d prompts for strategy %s (asked for %d)",
-            project.name, len(candidates), strategy, n,
+            project.name,
+            len(candidates),
+            strategy,
+            n,
         )
     chosen = random.Random(seed).sample(candidates, min(n, len(candidates)))
     return sorted(chosen, key=lambda p: p.id)
@@ -186,17 +203,24 @@ def uncertainty_scores(rewards: Sequence[Sequence[Sequence[float]]]) -> list[flo
     certain of opposite orders, 0 when all agree (even on 0.5).
     """
     if not rewards:
-        raise ValueError("no reward model scores given; pass at least one member's rewards")
+        raise ValueError(
+            "no reward model scores given; pass at least one member's rewards"
+        )
     members = len(rewards)
     scores: list[float] = []
     for i in range(len(rewards[0])):
         k = len(rewards[0][i])
         if k < 2:
-            raise ValueError(f"prompt {i} has {k} candidate(s); uncertainty needs at least 2")
+            raise ValueError(
+                f"prompt {i} has {k} candidate(s); uncertainty needs at least 2"
+            )
         pair_scores = []
         for a in range(k):
             for b in range(a + 1, k):
-                probs = [_sigmoid(rewards[m][i][a] - rewards[m][i][b]) for m in range(members)]
+                probs = [
+                    _sigmoid(rewards[m][i][a] - rewards[m][i][b])
+                    for m in range(members)
+                ]
                 if members == 1:
                     pair_scores.append(2 * min(probs[0], 1 - probs[0]))
                 else:
@@ -250,7 +274,9 @@ def _uncertainty_pool(project: Project, n: int, seed: int) -> list[Prompt]:
         logger.warning(
             "project %s: only %d fresh prompts for strategy uncertainty (asked for %d); "
             "publishing all of them",
-            project.name, len(fresh), n,
+            project.name,
+            len(fresh),
+            n,
         )
     size = min(len(fresh), max(n, min(OVERSAMPLE * n, MAX_SCORED)))
     chosen = random.Random(seed).sample(fresh, size)
@@ -273,10 +299,17 @@ def _most_uncertain(
     keep = sorted(ranked[:n], key=lambda i: prompts[i].id)
     logger.info(
         "uncertainty: kept %d of %d scored prompts with %s (scores %.3f to %.3f)",
-        len(keep), len(prompts), [j.name for j in judges],
-        min(scores[i] for i in keep), max(scores[i] for i in keep),
+        len(keep),
+        len(prompts),
+        [j.name for j in judges],
+        min(scores[i] for i in keep),
+        max(scores[i] for i in keep),
     )
-    return [prompts[i] for i in keep], [rows[i] for i in keep], [scores[i] for i in keep]
+    return (
+        [prompts[i] for i in keep],
+        [rows[i] for i in keep],
+        [scores[i] for i in keep],
+    )
 
 
 def _reward(
@@ -286,7 +319,9 @@ def _reward(
     from annotation.simulated import RewardScorer
 
     scorer = RewardScorer(judge.base_path, judge.adapter_path)
-    flat_prompts = [p.messages for p, row in zip(prompts, rows) for _ in row]
+    flat_prompts = [
+        p.messages for p, row in zip(prompts, rows, strict=False) for _ in row
+    ]
     flat_texts = [text for row in rows for _, text, _ in row]
     flat = scorer.score(flat_prompts, flat_texts)
     out, start = [], 0
@@ -367,13 +402,19 @@ def _write_round(
             ]
         )
         responses = []
-        for task, candidates in zip(tasks, rows):
+        for task, candidates in zip(tasks, rows, strict=False):
             positions = list(range(len(candidates)))
             rng.shuffle(positions)
-            for position, (author, text, settings) in zip(positions, candidates):
+            for position, (author, text, settings) in zip(
+                positions, candidates, strict=False
+            ):
                 responses.append(
                     Response(
-                        task=task, policy=author, text=text, sampling=settings, position=position
+                        task=task,
+                        policy=author,
+                        text=text,
+                        sampling=settings,
+                        position=position,
                     )
                 )
         Response.objects.bulk_create(responses)
@@ -383,6 +424,10 @@ def _write_round(
             Response.objects.filter(task__round=round_).update(created_at=now)
             round_.refresh_from_db()
     logger.info(
-        "published %s round %d: %d tasks from %s", project.name, number, len(tasks), policy.name
+        "published %s round %d: %d tasks from %s",
+        project.name,
+        number,
+        len(tasks),
+        policy.name,
     )
     return round_

@@ -14,6 +14,7 @@ Three annotators: `JudgeAnnotator` (the demo domain's rule-based judge),
 `RewardModelAnnotator` (a registered reward model's scores) and `NoisyAnnotator`
 (wraps either with seeded flips, ties and skips).
 """
+
 from __future__ import annotations
 
 import random
@@ -179,10 +180,14 @@ class RewardScorer:
     process.
     """
 
-    def __init__(self, base_path: str, adapter_path: str = "", batch_size: int = 32) -> None:
+    def __init__(
+        self, base_path: str, adapter_path: str = "", batch_size: int = 32
+    ) -> None:
         from training.reward import load_reward_model
 
-        self.model, self.tokenizer = load_reward_model(base_path, adapter_path=adapter_path)
+        self.model, self.tokenizer = load_reward_model(
+            base_path, adapter_path=adapter_path
+        )
         self.batch_size = batch_size
 
     def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
@@ -190,9 +195,15 @@ class RewardScorer:
         from training.reward import score
 
         if len(prompts) != len(responses):
-            raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses; pass one each")
-        answers = [[{"role": "assistant", "content": response}] for response in responses]
-        return score(self.model, self.tokenizer, prompts, answers, batch_size=self.batch_size)
+            raise ValueError(
+                f"{len(prompts)} prompts but {len(responses)} responses; pass one each"
+            )
+        answers = [
+            [{"role": "assistant", "content": response}] for response in responses
+        ]
+        return score(
+            self.model, self.tokenizer, prompts, answers, batch_size=self.batch_size
+        )
 
 
 def simulated_user(username: str, simulator: str) -> User:

@@ -6,13 +6,14 @@ they came from, and a SHA-256 of the canonical content, so that building the sam
 filter over the same data gives the same hash and a training round names exactly the
 data it learned from.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from itertools import combinations
 from statistics import mean, median
 
@@ -100,7 +101,9 @@ def clean_filter(raw: dict | None) -> dict:
     cleaned = {**DEFAULT_FILTER, **{k: v for k, v in raw.items() if v is not None}}
     for key, allowed in _CHOICES.items():
         if cleaned[key] not in allowed:
-            raise ValidationError(f"filter {key} must be one of {allowed}, got {cleaned[key]!r}")
+            raise ValidationError(
+                f"filter {key} must be one of {allowed}, got {cleaned[key]!r}"
+            )
     if not isinstance(cleaned["adjudicated"], bool):
         raise ValidationError(
             f"filter adjudicated must be true or false, got {cleaned['adjudicated']!r}"
@@ -110,11 +113,15 @@ def clean_filter(raw: dict | None) -> dict:
         if not isinstance(rounds, list) or not all(
             isinstance(r, int) and not isinstance(r, bool) for r in rounds
         ):
-            raise ValidationError(f"filter rounds must be a list of round numbers, got {rounds!r}")
+            raise ValidationError(
+                f"filter rounds must be a list of round numbers, got {rounds!r}"
+            )
         cleaned["rounds"] = sorted(set(rounds))
     if "policies" in cleaned:
         policies = cleaned["policies"]
-        if not isinstance(policies, list) or not all(isinstance(p, str) for p in policies):
+        if not isinstance(policies, list) or not all(
+            isinstance(p, str) for p in policies
+        ):
             raise ValidationError(
                 f"filter policies must be a list of policy names, got {policies!r}"
             )
@@ -125,14 +132,19 @@ def clean_filter(raw: dict | None) -> dict:
     for key in ("min_agreement", "min_reliability"):
         if key in cleaned:
             value = cleaned[key]
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                raise ValidationError(f"filter {key} must be a number in [0, 1], got {value!r}")
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+            ):
+                raise ValidationError(
+                    f"filter {key} must be a number in [0, 1], got {value!r}"
+                )
             cleaned[key] = float(value)
     return dict(sorted(cleaned.items()))
 
 
 def _parse_moment(key: str, value: object) -> datetime:
-    from datetime import timezone as dt_timezone
 
     parsed = None
     if isinstance(value, str):
@@ -145,7 +157,7 @@ def _parse_moment(key: str, value: object) -> datetime:
             f"filter {key} must be an ISO date or datetime like 2026-01-31, got {value!r}"
         )
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt_timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
     return parsed
 
 
@@ -191,7 +203,9 @@ def freeze_snapshot(
     check_rule("dedup_rule", dedup_rule, DEDUP_RULES)
     check_rule("margin_rule", margin_rule, MARGIN_RULES)
     if not name or len(name) > 200:
-        raise ValidationError(f"a snapshot name must have 1 to 200 characters, got {name!r}")
+        raise ValidationError(
+            f"a snapshot name must have 1 to 200 characters, got {name!r}"
+        )
     if Snapshot.objects.filter(project=project, name=name).exists():
         raise ValidationError(
             f"project {project.name} already has a snapshot named {name!r}; choose another name"
@@ -236,7 +250,9 @@ def freeze_snapshot(
                     "ranking": source.ranking,
                     "chosen": chosen,
                     "rejected": rejected,
-                    "margin": _margin(source.ranking, chosen, rejected, distance, margin_rule),
+                    "margin": _margin(
+                        source.ranking, chosen, rejected, distance, margin_rule
+                    ),
                     "label": label,
                 }
             )
@@ -329,7 +345,9 @@ class _Labels:
 
 
 def _select_tasks(project: Project, f: dict) -> list[RankingTask]:
-    tasks = RankingTask.objects.filter(project=project).select_related("prompt", "round")
+    tasks = RankingTask.objects.filter(project=project).select_related(
+        "prompt", "round"
+    )
     if "rounds" in f:
         tasks = tasks.filter(round__number__in=f["rounds"])
     if f["gold"] == "exclude":
@@ -355,7 +373,9 @@ def _annotator_kind(ranking: Ranking, profiles: dict[int, AnnotatorProfile]) -> 
     return "annotator"
 
 
-def _select_sources(project: Project, tasks: list[RankingTask], f: dict) -> list[_Source]:
+def _select_sources(
+    project: Project, tasks: list[RankingTask], f: dict
+) -> list[_Source]:
     """Return the orders to draw pairs from, in task then ranking order."""
     rankings = (
         Ranking.objects.filter(task__in=[t.id for t in tasks], is_skip=False)
@@ -379,7 +399,9 @@ def _select_sources(project: Project, tasks: list[RankingTask], f: dict) -> list
             return False
         if f["simulated"] == "only" and kind != "simulated":
             return False
-        if f["flagged"] == "exclude" and (ranking.unsafe_response_ids or ranking.all_bad):
+        if f["flagged"] == "exclude" and (
+            ranking.unsafe_response_ids or ranking.all_bad
+        ):
             return False
         if "min_reliability" in f:
             score = reliability.get(ranking.annotator_id)
@@ -397,7 +419,13 @@ def _select_sources(project: Project, tasks: list[RankingTask], f: dict) -> list
         if f["adjudicated"] and task.adjudicated_order:
             if votes or not by_task.get(task.id):
                 sources.append(
-                    _Source(task, None, task.adjudicated_order, "adjudicated", task.created_at)
+                    _Source(
+                        task,
+                        None,
+                        task.adjudicated_order,
+                        "adjudicated",
+                        task.created_at,
+                    )
                 )
             continue
         if not votes:
@@ -411,7 +439,13 @@ def _select_sources(project: Project, tasks: list[RankingTask], f: dict) -> list
         for vote in votes:
             kind = _annotator_kind(vote, profiles)
             sources.append(
-                _Source(task, vote, vote.order, f"{kind}:{vote.annotator_id}", vote.created_at)
+                _Source(
+                    task,
+                    vote,
+                    vote.order,
+                    f"{kind}:{vote.annotator_id}",
+                    vote.created_at,
+                )
             )
     return sources
 
@@ -423,7 +457,9 @@ def annotator_reliability(project: Project) -> dict[int, float]:
     return {s.user_id: s.reliability for s in annotator_stats(ranking_rows(project))}
 
 
-def _pairs(order: list[list[int]], pair_rule: str, tie_rule: str) -> list[tuple[int, int, int]]:
+def _pairs(
+    order: list[list[int]], pair_rule: str, tie_rule: str
+) -> list[tuple[int, int, int]]:
     """Return (chosen, rejected, rank distance) pairs of one order under the rules."""
     if pair_rule == "all_pairs":
         pairs = order_to_pairs(order)
@@ -437,7 +473,7 @@ def _pairs(order: list[list[int]], pair_rule: str, tie_rule: str) -> list[tuple[
     else:  # adjacent
         pairs = [
             (chosen, rejected, 1)
-            for better, worse in zip(order, order[1:])
+            for better, worse in zip(order, order[1:], strict=False)
             for chosen in better
             for rejected in worse
         ]
@@ -458,7 +494,9 @@ def _margin(
     return float(distance)
 
 
-def _deduplicate(rows: list[dict], responses: dict[int, Response], rule: str) -> list[dict]:
+def _deduplicate(
+    rows: list[dict], responses: dict[int, Response], rule: str
+) -> list[dict]:
     if rule == "none":
         return rows
 
@@ -531,7 +569,11 @@ def _stats(
     def summary(values: list[int]) -> dict:
         if not values:
             return {"mean": None, "median": None, "max": None}
-        return {"mean": round(mean(values), 1), "median": median(values), "max": max(values)}
+        return {
+            "mean": round(mean(values), 1),
+            "median": median(values),
+            "max": max(values),
+        }
 
     return {
         "pairs": len(pairs),
@@ -544,7 +586,11 @@ def _stats(
         "chosen_chars": summary(chosen_len),
         "rejected_chars": summary(rejected_len),
         "chosen_longer_share": (
-            round(sum(c > r for c, r in zip(chosen_len, rejected_len)) / len(pairs), 4)
+            round(
+                sum(c > r for c, r in zip(chosen_len, rejected_len, strict=False))
+                / len(pairs),
+                4,
+            )
             if pairs
             else None
         ),

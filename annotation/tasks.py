@@ -1,4 +1,5 @@
 """Background jobs of the annotation app: publishing a round (generation needs torch)."""
+
 from __future__ import annotations
 
 from django_tasks import task
@@ -6,7 +7,11 @@ from django_tasks import task
 
 @task()
 def publish_round_task(
-    project_id: int, n_prompts: int, strategy: str, temperature: float, seed: int,
+    project_id: int,
+    n_prompts: int,
+    strategy: str,
+    temperature: float,
+    seed: int,
     earlier: bool,
 ) -> int:
     """Generate candidates with the deployed policy and publish a round; return its number.
@@ -27,7 +32,11 @@ def publish_round_task(
         seed=seed,
     )
     round_ = publish_round(
-        project, n_prompts=n_prompts, sampling=sampling, strategy=strategy, seed=seed,
+        project,
+        n_prompts=n_prompts,
+        sampling=sampling,
+        strategy=strategy,
+        seed=seed,
         earlier_policies=earlier_policies,
     )
     return round_.number

@@ -4,6 +4,7 @@ A token is 32 random bytes (URL-safe) behind a recognisable `fl_` prefix. Its en
 makes a fast hash safe to store: guessing one is as hard as guessing the key itself,
 so no slow password hash is needed, and lookup is a single indexed query.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -64,7 +65,9 @@ def authenticate_token(raw: str) -> AbstractBaseUser | None:
 def revoke_token(token: ApiToken, user: AbstractBaseUser) -> ApiToken:
     """Revoke one of the user's own tokens; revoking twice changes nothing."""
     if token.user_id != user.pk:
-        raise PermissionDenied(f"token {token.pk} belongs to another user; revoke your own")
+        raise PermissionDenied(
+            f"token {token.pk} belongs to another user; revoke your own"
+        )
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])

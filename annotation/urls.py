@@ -1,4 +1,5 @@
 """Pages of the annotation app: workspace, review, gold, settings, dashboard."""
+
 from django.urls import path
 
 from annotation import views
@@ -12,10 +13,16 @@ urlpatterns: list = [
     path("projects/<slug:name>/annotate/skip/", views.skip, name="skip"),
     # review (researchers and admins)
     path("projects/<slug:name>/review/", views.review, name="review"),
-    path("projects/<slug:name>/review/<int:task_id>/", views.review_task, name="review_task"),
+    path(
+        "projects/<slug:name>/review/<int:task_id>/",
+        views.review_task,
+        name="review_task",
+    ),
     # quality and settings (admins)
     path("projects/<slug:name>/gold/", views.gold, name="gold"),
-    path("projects/<slug:name>/gold/<int:task_id>/unmark/", views.unmark, name="unmark"),
+    path(
+        "projects/<slug:name>/gold/<int:task_id>/unmark/", views.unmark, name="unmark"
+    ),
     path(
         "projects/<slug:name>/annotators/<int:user_id>/reinstate/",
         views.reinstate_annotator,

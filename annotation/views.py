@@ -4,6 +4,7 @@ Pages: home; the annotator workspace (GET leases the next task, POST submit or
 skip); the review queue and a task's review page with adjudication (researchers
 and admins); gold management, project settings and the dashboard (admins).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, time
@@ -104,7 +105,12 @@ def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
             f"FROM {Ranking._meta.db_table} r JOIN {RankingTask._meta.db_table} t "
             "ON t.id = r.task_id "
             "WHERE r.annotator_id = %s AND t.project_id = %s AND r.is_skip = %s",
-            [connection.ops.adapt_datetimefield_value(start), user.pk, project.pk, False],
+            [
+                connection.ops.adapt_datetimefield_value(start),
+                user.pk,
+                project.pk,
+                False,
+            ],
         )
         total, today = cursor.fetchone()
     return {"today": today, "total": total}
@@ -135,7 +141,9 @@ def _task_text(task_id: int) -> tuple[list[dict], list[dict[str, str]]]:
 @lru_cache(maxsize=16)
 def _options(n: int) -> SafeString:
     """Return the <option>s 1..n of a rank or rating select (numbers only: no escaping)."""
-    return mark_safe("".join(f'<option value="{i}">{i}</option>' for i in range(1, n + 1)))
+    return mark_safe(
+        "".join(f'<option value="{i}">{i}</option>' for i in range(1, n + 1))
+    )
 
 
 @lru_cache(maxsize=64)
@@ -144,7 +152,9 @@ def _guidelines_html(text: str) -> SafeString:
     return render_guidelines(text)
 
 
-def _paused(request: HttpRequest, project: Project, exc: AnnotatorPaused) -> HttpResponse:
+def _paused(
+    request: HttpRequest, project: Project, exc: AnnotatorPaused
+) -> HttpResponse:
     return render(
         request,
         "annotation/_paused.html" if request.htmx else "annotation/paused.html",
@@ -194,11 +204,15 @@ def _workspace(
             rank_options=_options(len(responses)),
             rating_options=_options(7),
         )
-    template = "annotation/_workspace.html" if request.htmx else "annotation/workspace.html"
+    template = (
+        "annotation/_workspace.html" if request.htmx else "annotation/workspace.html"
+    )
     return render(request, template, context, status=status)
 
 
-def _after_answer(request: HttpRequest, project: Project, notice: str, *, ok: bool) -> HttpResponse:
+def _after_answer(
+    request: HttpRequest, project: Project, notice: str, *, ok: bool
+) -> HttpResponse:
     """Show the next task: in place for htmx, else by redirect with a message."""
     if request.htmx:
         return _workspace(request, project, notice=notice)
@@ -206,7 +220,9 @@ def _after_answer(request: HttpRequest, project: Project, notice: str, *, ok: bo
     return _see_other(reverse("annotation:annotate", args=[project.name]))
 
 
-def _invalid(request: HttpRequest, project: Project, form: RankingForm | SkipForm) -> HttpResponse:
+def _invalid(
+    request: HttpRequest, project: Project, form: RankingForm | SkipForm
+) -> HttpResponse:
     """Show the same task again with the form's errors; nothing was stored."""
     lease = form.cleaned_data.get("lease") if hasattr(form, "cleaned_data") else None
     return _workspace(request, project, lease=lease, form=form, status=400)
@@ -275,7 +291,9 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
         else "Ranking saved."
     )
     if request.htmx:
-        return _workspace(request, project, lease=next_lease, is_leased=True, notice=notice)
+        return _workspace(
+            request, project, lease=next_lease, is_leased=True, notice=notice
+        )
     messages.success(request, notice)
     return _see_other(reverse("annotation:annotate", args=[project.name]))
 
@@ -323,7 +341,9 @@ def review_task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
     """
     project = _project(name)
     task = get_object_or_404(
-        RankingTask.objects.select_related("prompt", "adjudicated_by"), pk=task_id, project=project
+        RankingTask.objects.select_related("prompt", "adjudicated_by"),
+        pk=task_id,
+        project=project,
     )
     responses = list(task.responses.order_by("position", "id"))
     number = {r.pk: i for i, r in enumerate(responses, start=1)}
@@ -338,7 +358,9 @@ def review_task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
         if form.is_valid():
             adjudicate(task, form.cleaned_data["order"], request.user)
             messages.success(request, f"Adjudicated order of task {task.pk} saved.")
-            return _see_other(reverse("annotation:review_task", args=[project.name, task.pk]))
+            return _see_other(
+                reverse("annotation:review_task", args=[project.name, task.pk])
+            )
     rankings = list(task.rankings.select_related("annotator").order_by("id"))
     for ranking in rankings:
         ranking.numbered = _numbered(ranking.order, number)
@@ -372,14 +394,20 @@ def gold(request: HttpRequest, name: str) -> HttpResponse:
         except ValidationError as exc:
             form.add_error(None, exc)
         else:
-            messages.success(request, f"Task {form.cleaned_data['task'].pk} is now gold.")
+            messages.success(
+                request, f"Task {form.cleaned_data['task'].pk} is now gold."
+            )
             return _see_other(reverse("annotation:gold", args=[project.name]))
     gold_tasks = (
         RankingTask.objects.filter(project=project, is_gold=True)
         .select_related("prompt")
         .order_by("id")
     )
-    paused = AnnotatorProfile.objects.filter(is_paused=True).select_related("user").order_by("user__username")
+    paused = (
+        AnnotatorProfile.objects.filter(is_paused=True)
+        .select_related("user")
+        .order_by("user__username")
+    )
     return render(
         request,
         "annotation/gold.html",
@@ -418,7 +446,9 @@ def reinstate_annotator(request: HttpRequest, name: str, user_id: int) -> HttpRe
 def project_settings(request: HttpRequest, name: str) -> HttpResponse:
     """Edit a project's guidelines, task shape and quality settings."""
     project = _project(name)
-    form = ProjectSettingsForm(request.POST if request.method == "POST" else None, instance=project)
+    form = ProjectSettingsForm(
+        request.POST if request.method == "POST" else None, instance=project
+    )
     if request.method == "POST" and form.is_valid():
         form.save()
         messages.success(request, "Project settings saved.")
@@ -436,5 +466,7 @@ def dashboard(request: HttpRequest, name: str) -> HttpResponse:
     """Show throughput, agreement, gold accuracy and time per task, as plots and tables."""
     project = _project(name)
     return render(
-        request, "annotation/dashboard.html", {"project": project, **dashboard_figures(project)}
+        request,
+        "annotation/dashboard.html",
+        {"project": project, **dashboard_figures(project)},
     )

@@ -61,6 +61,7 @@ threads of one process queued on its GIL). What is left per submission is mostly
 Django's request cycle (session, user and roles: 3 queries) and PostgreSQL planning
 the leasing statements (about 0.8 ms each, unprepared).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,19 +86,28 @@ CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--database-url", default="postgres://postgres@127.0.0.1:5432/h6_bench")
+    parser.add_argument(
+        "--database-url", default="postgres://postgres@127.0.0.1:5432/h6_bench"
+    )
     parser.add_argument("--tasks", type=int, default=10_000)
     parser.add_argument("--sessions", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument(
-        "--workers", type=int, default=2 * (os.cpu_count() or 1),
+        "--workers",
+        type=int,
+        default=2 * (os.cpu_count() or 1),
         help="gunicorn workers (WEB_CONCURRENCY; default as platform/gunicorn.conf.py)",
     )
     parser.add_argument(
-        "--threads", type=int, default=2, help="threads per worker (WEB_THREADS; >1: gthread)"
+        "--threads",
+        type=int,
+        default=2,
+        help="threads per worker (WEB_THREADS; >1: gthread)",
     )
     parser.add_argument(
-        "--mode", choices=["htmx", "plain", "api", "api-next", "all"], default="htmx",
+        "--mode",
+        choices=["htmx", "plain", "api", "api-next", "all"],
+        default="htmx",
         help="what a session drives: the page with htmx, the page without JavaScript, "
         "the JSON API with a token (next-task then ranking, or ranking-and-next-task), "
         "or each of them in turn on a fresh project",
@@ -109,7 +119,9 @@ def parse_args() -> argparse.Namespace:
 
 def setup_django(database_url: str) -> None:
     os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnop")
+    os.environ.setdefault(
+        "SECRET_KEY", "bench-only-secret-key-0123456789-abcdefghijklmnop"
+    )
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     sys.path.insert(0, str(ROOT))
     import django
@@ -124,8 +136,11 @@ def create_database(database_url: str) -> None:
     parts = urllib.parse.urlparse(database_url)
     name = parts.path.lstrip("/")
     admin = psycopg2.connect(
-        host=parts.hostname, port=parts.port or 5432, user=parts.username or "postgres",
-        password=parts.password, dbname="postgres",
+        host=parts.hostname,
+        port=parts.port or 5432,
+        user=parts.username or "postgres",
+        password=parts.password,
+        dbname="postgres",
     )
     admin.autocommit = True
     with admin.cursor() as cursor:
@@ -150,21 +165,41 @@ def create_project(n_tasks: int, sessions: int) -> tuple[object, list[tuple[str,
     with transaction.atomic():
         Project.objects.filter(name="bench").delete()
         project = Project.objects.create(
-            name="bench", title="Load benchmark", responses_per_task=4, overlap=3, gold_rate=0,
+            name="bench",
+            title="Load benchmark",
+            responses_per_task=4,
+            overlap=3,
+            gold_rate=0,
             guidelines="Rank the **most helpful** response first.",
         )
-        policy, _ = Policy.objects.get_or_create(name="bench-policy", defaults={"kind": "imported"})
+        policy, _ = Policy.objects.get_or_create(
+            name="bench-policy", defaults={"kind": "imported"}
+        )
         prompts = []
         for i in range(n_tasks):
-            messages = [{"role": "user", "content": f"Benchmark prompt {i}: explain item {i}."}]
-            prompts.append(Prompt(project=project, messages=messages, content_hash=messages_hash(messages)))
+            messages = [
+                {"role": "user", "content": f"Benchmark prompt {i}: explain item {i}."}
+            ]
+            prompts.append(
+                Prompt(
+                    project=project,
+                    messages=messages,
+                    content_hash=messages_hash(messages),
+                )
+            )
         Prompt.objects.bulk_create(prompts, batch_size=2000)
         tasks = RankingTask.objects.bulk_create(
-            [RankingTask(project=project, prompt=p, overlap=3) for p in prompts], batch_size=2000
+            [RankingTask(project=project, prompt=p, overlap=3) for p in prompts],
+            batch_size=2000,
         )
         Response.objects.bulk_create(
             [
-                Response(task=t, policy=policy, position=j, text=f"Answer {j} to task {t.pk}.\nIt has two lines.")
+                Response(
+                    task=t,
+                    policy=policy,
+                    position=j,
+                    text=f"Answer {j} to task {t.pk}.\nIt has two lines.",
+                )
                 for t in tasks
                 for j in range(4)
             ],
@@ -197,8 +232,14 @@ def start_gunicorn(args: argparse.Namespace) -> subprocess.Popen:
         "WEB_LOG_LEVEL": "warning",
     }
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gunicorn"), "-c", "platform/gunicorn.conf.py", "config.wsgi"],
-        cwd=ROOT, env=env,
+        [
+            str(Path(sys.executable).parent / "gunicorn"),
+            "-c",
+            "platform/gunicorn.conf.py",
+            "config.wsgi",
+        ],
+        cwd=ROOT,
+        env=env,
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -216,7 +257,9 @@ def start_gunicorn(args: argparse.Namespace) -> subprocess.Popen:
 class Session:
     """One annotator's browser (cookies, CSRF token, workspace) or API client (token)."""
 
-    def __init__(self, port: int, username: str, token: str, mode: str, seed: int) -> None:
+    def __init__(
+        self, port: int, username: str, token: str, mode: str, seed: int
+    ) -> None:
         self.port = port
         self.username = username
         self.token = token
@@ -230,7 +273,11 @@ class Session:
         self.conn: http.client.HTTPConnection | None = None
 
     def request(
-        self, method: str, path: str, body: dict | str | None = None, headers: dict | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict | str | None = None,
+        headers: dict | None = None,
     ):
         """Send one request on a kept-alive connection (reopened when the server closes it)."""
         all_headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
@@ -247,13 +294,19 @@ class Session:
         start = time.perf_counter()
         for attempt in (1, 2):
             if self.conn is None:
-                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+                self.conn = http.client.HTTPConnection(
+                    "127.0.0.1", self.port, timeout=30
+                )
             try:
                 self.conn.request(method, path, body=data, headers=all_headers)
                 response = self.conn.getresponse()
                 payload = response.read()
                 break
-            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+            except (
+                http.client.RemoteDisconnected,
+                ConnectionResetError,
+                BrokenPipeError,
+            ):
                 # A kept-alive connection the server closed meanwhile: reopen once.
                 self.conn.close()
                 self.conn = None
@@ -273,8 +326,13 @@ class Session:
         status, page, _ = self.request("GET", "/login/")
         token = CSRF.search(page).group(1).decode()
         status, _, _ = self.request(
-            "POST", "/login/",
-            {"username": self.username, "password": self.username + "-pw", "csrfmiddlewaretoken": token},
+            "POST",
+            "/login/",
+            {
+                "username": self.username,
+                "password": self.username + "-pw",
+                "csrfmiddlewaretoken": token,
+            },
         )
         if status != 302:
             raise RuntimeError(f"login of {self.username} answered {status}")
@@ -307,9 +365,15 @@ class Session:
             if lease is None:
                 return  # no task left
             ids = [int(r) for r in RESPONSE.findall(page)]
-            body = {"lease": lease.group(1), "order": json.dumps(self.order(ids)), "active_seconds": "3"}
+            body = {
+                "lease": lease.group(1),
+                "order": json.dumps(self.order(ids)),
+                "active_seconds": "3",
+            }
             if self.mode == "htmx":
-                status, page, _ = self.request("POST", url + "submit/", body, {"HX-Request": "true"})
+                status, page, _ = self.request(
+                    "POST", url + "submit/", body, {"HX-Request": "true"}
+                )
                 ok = status == 200 and b"Ranking saved." in page
             else:
                 status, _, headers = self.request("POST", url + "submit/", body)
@@ -376,7 +440,9 @@ def process_cpu(match) -> float:
 def server_cpu(server_pid: int, database: str) -> tuple[float, float]:
     """Return CPU seconds so far of the gunicorn workers and of this database's backends."""
     web = process_cpu(lambda pid, ppid, cmd: pid == server_pid or ppid == server_pid)
-    db = process_cpu(lambda pid, ppid, cmd: cmd.startswith("postgres: ") and f" {database} " in cmd)
+    db = process_cpu(
+        lambda pid, ppid, cmd: cmd.startswith("postgres: ") and f" {database} " in cmd
+    )
     return web, db
 
 
@@ -391,7 +457,11 @@ def cpu_probe() -> float:
 
 
 def percentile(values: list[float], q: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+    return (
+        statistics.quantiles(values, n=100, method="inclusive")[q - 1]
+        if len(values) > 1
+        else values[0]
+    )
 
 
 def check_invariants(project, accepted: int) -> list[str]:
@@ -400,27 +470,38 @@ def check_invariants(project, accepted: int) -> list[str]:
     from annotation.models import Ranking, RankingTask
 
     problems = []
-    over = RankingTask.objects.filter(project=project, ranking_count__gt=F("overlap")).count()
+    over = RankingTask.objects.filter(
+        project=project, ranking_count__gt=F("overlap")
+    ).count()
     if over:
         problems.append(f"{over} tasks ranked more than their overlap")
     dupes = (
         Ranking.objects.filter(task__project=project)
-        .values("task", "annotator").annotate(n=Count("pk")).filter(n__gt=1).count()
+        .values("task", "annotator")
+        .annotate(n=Count("pk"))
+        .filter(n__gt=1)
+        .count()
     )
     if dupes:
         problems.append(f"{dupes} (task, annotator) pairs ranked twice")
     actual = dict(
         Ranking.objects.filter(task__project=project, is_skip=False)
-        .values("task").annotate(n=Count("pk")).values_list("task", "n")
+        .values("task")
+        .annotate(n=Count("pk"))
+        .values_list("task", "n")
     )
     stored = dict(
-        RankingTask.objects.filter(project=project, ranking_count__gt=0).values_list("pk", "ranking_count")
+        RankingTask.objects.filter(project=project, ranking_count__gt=0).values_list(
+            "pk", "ranking_count"
+        )
     )
     if actual != stored:
         problems.append("stored ranking counts differ from the rankings stored")
     total = Ranking.objects.filter(task__project=project).count()
     if total != accepted:
-        problems.append(f"sessions saw {accepted} submissions accepted, the database holds {total}")
+        problems.append(
+            f"sessions saw {accepted} submissions accepted, the database holds {total}"
+        )
     return problems
 
 
@@ -446,13 +527,17 @@ def run_mode(args: argparse.Namespace, mode: str) -> bool:
         # Baseline in the same run: the home page (session, user, roles, two
         # aggregate queries, a template) under the same concurrency.
         stop_at = time.monotonic() + min(10.0, args.seconds / 2)
-        threads = [threading.Thread(target=s.baseline, args=(stop_at,)) for s in sessions]
+        threads = [
+            threading.Thread(target=s.baseline, args=(stop_at,)) for s in sessions
+        ]
         start = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
-        baseline_rate = sum(s.baseline_requests for s in sessions) / (time.perf_counter() - start)
+        baseline_rate = sum(s.baseline_requests for s in sessions) / (
+            time.perf_counter() - start
+        )
         for s in sessions:
             s.latencies.clear()
         load_before = os.getloadavg()[0]
@@ -460,7 +545,10 @@ def run_mode(args: argparse.Namespace, mode: str) -> bool:
         database = urllib.parse.urlparse(args.database_url).path.lstrip("/")
         web_before, db_before = server_cpu(server.pid, database)
         stop_at = time.monotonic() + args.seconds
-        threads = [threading.Thread(target=s.run, args=(project.name, stop_at)) for s in sessions]
+        threads = [
+            threading.Thread(target=s.run, args=(project.name, stop_at))
+            for s in sessions
+        ]
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -475,7 +563,9 @@ def run_mode(args: argparse.Namespace, mode: str) -> bool:
     latencies = [x * 1000 for s in sessions for x in s.latencies]
     accepted = sum(s.accepted for s in sessions)
     errors = [e for s in sessions for e in s.errors]
-    client_cpu = (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system)
+    client_cpu = (cpu_after.user - cpu_before.user) + (
+        cpu_after.system - cpu_before.system
+    )
     print(
         f"mode={mode} sessions={args.sessions} workers={args.workers} threads={args.threads} "
         f"tasks={args.tasks} cpus={os.cpu_count()} seconds={elapsed:.1f}"
@@ -507,7 +597,10 @@ def run_mode(args: argparse.Namespace, mode: str) -> bool:
     )
     connection.close()
     problems = check_invariants(project, accepted) + sorted(set(errors))[:5]
-    print("invariants: " + ("all hold" if not problems else "; ".join(problems)), flush=True)
+    print(
+        "invariants: " + ("all hold" if not problems else "; ".join(problems)),
+        flush=True,
+    )
     return not problems
 
 

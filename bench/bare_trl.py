@@ -6,6 +6,7 @@ defaults (training/dpo.py, training/reward.py) so both runs do the same work.
 
     python bench/bare_trl.py dpo MODEL_DIR DATA.jsonl OUT_DIR --steps 30
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,10 +43,18 @@ def main() -> None:
     tokenizer.padding_side = "right"
     dataset = Dataset.from_list(rows(Path(args.data)))
     common = dict(
-        output_dir=str(Path(args.out) / "checkpoints"), report_to="none", save_strategy="steps",
-        save_steps=50, save_total_limit=2, logging_steps=1, bf16=False,
-        gradient_checkpointing=False, max_steps=args.steps,
-        per_device_train_batch_size=args.batch, seed=args.seed, data_seed=args.seed,
+        output_dir=str(Path(args.out) / "checkpoints"),
+        report_to="none",
+        save_strategy="steps",
+        save_steps=50,
+        save_total_limit=2,
+        logging_steps=1,
+        bf16=False,
+        gradient_checkpointing=False,
+        max_steps=args.steps,
+        per_device_train_batch_size=args.batch,
+        seed=args.seed,
+        data_seed=args.seed,
         max_length=256,
     )
     if args.method == "dpo":
@@ -55,14 +64,23 @@ def main() -> None:
         model = AutoModelForCausalLM.from_pretrained(args.model, dtype="float32")
         trainer = DPOTrainer(
             model=model,
-            args=DPOConfig(learning_rate=5e-4, loss_type=["sigmoid", "sft"], beta=0.1, **common),
+            args=DPOConfig(
+                learning_rate=5e-4, loss_type=["sigmoid", "sft"], beta=0.1, **common
+            ),
             train_dataset=dataset,
             processing_class=tokenizer,
-            peft_config=LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0,
-                                   target_modules="all-linear", task_type="CAUSAL_LM"),
+            peft_config=LoraConfig(
+                r=16,
+                lora_alpha=32,
+                lora_dropout=0.0,
+                target_modules="all-linear",
+                task_type="CAUSAL_LM",
+            ),
         )
         trainer.train()
-        trainer.model.save_pretrained(Path(args.out) / "output", selected_adapters=["default"])
+        trainer.model.save_pretrained(
+            Path(args.out) / "output", selected_adapters=["default"]
+        )
     else:
         from transformers import AutoModelForSequenceClassification
         from trl import RewardConfig, RewardTrainer
@@ -81,7 +99,9 @@ def main() -> None:
         trainer.train()
         trainer.model.save_pretrained(Path(args.out) / "output")
     tokenizer.save_pretrained(Path(args.out) / "output")
-    runtime = [e["train_runtime"] for e in trainer.state.log_history if "train_runtime" in e]
+    runtime = [
+        e["train_runtime"] for e in trainer.state.log_history if "train_runtime" in e
+    ]
     print(json.dumps({"train_runtime": runtime[-1] if runtime else None}))
 
 

@@ -11,6 +11,7 @@ ratios compare like with like.
 
 The database is a throwaway SQLite file under a temporary folder (or --workdir).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,7 +57,7 @@ def build(workdir: Path, pairs: int) -> dict:
     tasks = -(-pairs // PAIRS_PER_TASK)
     project = Project.objects.create(name="bench")
     policy = Policy.objects.create(name="bench-policy", base_path="/nowhere")
-    users = [User.objects.create(username=f"ann{i}") for i in range(3)]
+    [User.objects.create(username=f"ann{i}") for i in range(3)]
     snapshot = Snapshot.objects.create(
         project=project, name="bench", row_count=pairs, sha256="0" * 64
     )
@@ -69,7 +70,10 @@ def build(workdir: Path, pairs: int) -> dict:
         )
         round_id = cur.lastrowid
         prompts = [
-            Prompt(project=project, messages=[{"role": "user", "content": f"Question {i}: why?"}])
+            Prompt(
+                project=project,
+                messages=[{"role": "user", "content": f"Question {i}: why?"}],
+            )
             for i in range(tasks)
         ]
         for p in prompts:
@@ -77,22 +81,36 @@ def build(workdir: Path, pairs: int) -> dict:
 
             p.content_hash = messages_hash(p.messages)
         Prompt.objects.bulk_create(prompts, batch_size=5000)
-        prompt_ids = list(Prompt.objects.filter(project=project).values_list("id", flat=True))
+        prompt_ids = list(
+            Prompt.objects.filter(project=project).values_list("id", flat=True)
+        )
         cur.executemany(
             "INSERT INTO annotation_rankingtask (project_id, round_id, prompt_id, overlap,"
             " ranking_count, is_gold, selection_score, source, created_at) VALUES"
             " (%s, %s, %s, 3, 3, 0, 0, '', datetime('now'))",
             [(project.pk, round_id, pid) for pid in prompt_ids],
         )
-        task_ids = [r[0] for r in cur.execute(
-            "SELECT id FROM annotation_rankingtask ORDER BY id").fetchall()]
+        task_ids = [
+            r[0]
+            for r in cur.execute(
+                "SELECT id FROM annotation_rankingtask ORDER BY id"
+            ).fetchall()
+        ]
         cur.executemany(
             "INSERT INTO annotation_response (task_id, policy_id, text, sampling, position,"
             " created_at) VALUES (%s, %s, %s, '{}', %s, datetime('now'))",
-            [(t, policy.pk, f"Response {k} to task {t}. {body}", k) for t in task_ids for k in range(4)],
+            [
+                (t, policy.pk, f"Response {k} to task {t}. {body}", k)
+                for t in task_ids
+                for k in range(4)
+            ],
         )
-        response_ids = [r[0] for r in cur.execute(
-            "SELECT id FROM annotation_response ORDER BY task_id, position").fetchall()]
+        response_ids = [
+            r[0]
+            for r in cur.execute(
+                "SELECT id FROM annotation_response ORDER BY task_id, position"
+            ).fetchall()
+        ]
         rows = []
         for n, task_id in enumerate(task_ids):
             r = response_ids[4 * n : 4 * n + 4]
@@ -101,8 +119,16 @@ def build(workdir: Path, pairs: int) -> dict:
                 for i in range(4):
                     for j in range(i + 1, 4):
                         if len(rows) < pairs:
-                            rows.append((snapshot.pk, task_id, order[i], order[j], float(j - i),
-                                         f"annotator-{a + 1}"))
+                            rows.append(
+                                (
+                                    snapshot.pk,
+                                    task_id,
+                                    order[i],
+                                    order[j],
+                                    float(j - i),
+                                    f"annotator-{a + 1}",
+                                )
+                            )
         cur.executemany(
             "INSERT INTO annotation_snapshotpair (snapshot_id, task_id, chosen_id, rejected_id,"
             " margin, annotator_label) VALUES (%s, %s, %s, %s, %s, %s)",
@@ -132,7 +158,9 @@ def export_naive(snapshot_id: int, out: Path, file_format: str, limit: int) -> d
     start = time.perf_counter()
     pairs = list(
         SnapshotPair.objects.filter(snapshot_id=snapshot_id)
-        .select_related("task__prompt", "task__round__policy", "chosen__policy", "rejected__policy")
+        .select_related(
+            "task__prompt", "task__round__policy", "chosen__policy", "rejected__policy"
+        )
         .order_by("id")[:limit]
     )
     rows = [
@@ -174,7 +202,9 @@ def run_phase(args: argparse.Namespace) -> None:
         result = build(Path(args.workdir), args.pairs)
     else:
         out = Path(args.workdir) / f"{args.phase}.{args.file_format}"
-        result = PHASES[args.phase](args.snapshot, out, args.file_format, args.naive_pairs)
+        result = PHASES[args.phase](
+            args.snapshot, out, args.file_format, args.naive_pairs
+        )
         result["bytes"] = out.stat().st_size
         with open(out, "rb") as f:
             result["lines"] = sum(1 for _ in f) if args.file_format == "jsonl" else None
@@ -198,8 +228,12 @@ def main() -> None:
     parser.add_argument("--phase", choices=["build", *PHASES])
     parser.add_argument("--snapshot", type=int)
     parser.add_argument("--file-format", default="jsonl")
-    parser.add_argument("--naive-pairs", type=int, default=100_000,
-                        help="How many pairs the naive baseline exports (its memory grows).")
+    parser.add_argument(
+        "--naive-pairs",
+        type=int,
+        default=100_000,
+        help="How many pairs the naive baseline exports (its memory grows).",
+    )
     parser.add_argument("--skip-naive", action="store_true")
     args = parser.parse_args()
     if args.phase:
@@ -209,36 +243,65 @@ def main() -> None:
         workdir = Path(tmp)
         start = time.perf_counter()
         built = child(workdir, "--phase", "build", "--pairs", str(args.pairs))
-        print(f"built {built['pairs']:,} pairs over {built['tasks']:,} tasks "
-              f"in {time.perf_counter() - start:.1f} s")
-        print(f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-        print(f"{'format':8} {'exporter':8} {'pairs':>9} {'seconds':>8} {'CPU s':>6} "
-              f"{'pairs/s':>10} {'peak RSS MB':>12} {'MB out':>8}")
+        print(
+            f"built {built['pairs']:,} pairs over {built['tasks']:,} tasks "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
+        print(
+            f"load average at start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        )
+        print(
+            f"{'format':8} {'exporter':8} {'pairs':>9} {'seconds':>8} {'CPU s':>6} "
+            f"{'pairs/s':>10} {'peak RSS MB':>12} {'MB out':>8}"
+        )
         results = {}
         for file_format in ("jsonl", "parquet"):
             for phase in ("ours", "naive"):
                 if phase == "naive" and args.skip_naive:
                     continue
-                r = child(workdir, "--phase", phase, "--snapshot", str(built["snapshot"]),
-                          "--file-format", file_format, "--naive-pairs", str(args.naive_pairs))
-                r["pairs"] = built["pairs"] if phase == "ours" else min(args.naive_pairs, built["pairs"])
+                r = child(
+                    workdir,
+                    "--phase",
+                    phase,
+                    "--snapshot",
+                    str(built["snapshot"]),
+                    "--file-format",
+                    file_format,
+                    "--naive-pairs",
+                    str(args.naive_pairs),
+                )
+                r["pairs"] = (
+                    built["pairs"]
+                    if phase == "ours"
+                    else min(args.naive_pairs, built["pairs"])
+                )
                 if r["lines"] is not None:
                     assert r["lines"] == r["pairs"], r
                 results[(file_format, phase)] = r
-                print(f"{file_format:8} {phase:8} {r['pairs']:>9,} {r['seconds']:8.1f} "
-                      f"{r['cpu_seconds']:6.1f} "
-                      f"{r['pairs'] / r['seconds']:10,.0f} {r['peak_rss_mb']:12.0f} "
-                      f"{r['bytes'] / 1e6:8.0f}")
+                print(
+                    f"{file_format:8} {phase:8} {r['pairs']:>9,} {r['seconds']:8.1f} "
+                    f"{r['cpu_seconds']:6.1f} "
+                    f"{r['pairs'] / r['seconds']:10,.0f} {r['peak_rss_mb']:12.0f} "
+                    f"{r['bytes'] / 1e6:8.0f}"
+                )
         for file_format in ("jsonl", "parquet"):
             ours = results[(file_format, "ours")]
-            verdict = "meets" if ours["seconds"] < 20 and ours["peak_rss_mb"] < 500 else "MISSES"
+            verdict = (
+                "meets"
+                if ours["seconds"] < 20 and ours["peak_rss_mb"] < 500
+                else "MISSES"
+            )
             line = f"{file_format}: ours {ours['seconds']:.1f} s, {ours['peak_rss_mb']:.0f} MB"
             naive = results.get((file_format, "naive"))
             if naive:
-                speed = (ours["pairs"] / ours["seconds"]) / (naive["pairs"] / naive["seconds"])
-                line += (f"; {speed:.1f}x the naive pairs/s with"
-                         f" {naive['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x less peak memory"
-                         f" (naive on {naive['pairs']:,} pairs)")
+                speed = (ours["pairs"] / ours["seconds"]) / (
+                    naive["pairs"] / naive["seconds"]
+                )
+                line += (
+                    f"; {speed:.1f}x the naive pairs/s with"
+                    f" {naive['peak_rss_mb'] / ours['peak_rss_mb']:.1f}x less peak memory"
+                    f" (naive on {naive['pairs']:,} pairs)"
+                )
             print(f"{line} -> {verdict} the target (< 20 s, < 500 MB)")
 
 

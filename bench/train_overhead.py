@@ -26,6 +26,7 @@ passive when busy. And the worker polled its queue every second (now 0.2 s as
 deployed), and this bench polled the round's status 20 times a second from the
 same two cores (now twice a second, timing from the round's finish stamp).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,14 +63,22 @@ def setup_django(root: Path) -> None:
 
 def build_world(root: Path, n_prompts: int) -> tuple:
     """Return (project, policy) with a demo-size model and every task ranked once."""
-    from annotation.models import Project, Prompt, RankingTask, Ranking, Response, Round
     from django.contrib.auth.models import User
+
+    from annotation.models import Project, Prompt, Ranking, RankingTask, Response, Round
     from inference.models import Policy
     from training.demo_models import SIZES, init_model, train_tokenizer
 
-    questions = [f"What is {a} plus {b}?" for a in range(10) for b in range(10)][:n_prompts]
+    questions = [f"What is {a} plus {b}?" for a in range(10) for b in range(10)][
+        :n_prompts
+    ]
     answers = [
-        ("The answer is {s}.", "I think it is {w}.", "Ask someone else.", "{w}? Maybe. Or not, who knows really."),
+        (
+            "The answer is {s}.",
+            "I think it is {w}.",
+            "Ask someone else.",
+            "{w}? Maybe. Or not, who knows really.",
+        ),
     ]
     texts = []
     for q in questions:
@@ -88,7 +97,9 @@ def build_world(root: Path, n_prompts: int) -> tuple:
     user = User.objects.create(username="bench-annotator")
     for question, responses in texts:
         prompt = Prompt.objects.create(project=project, messages=question)
-        task = RankingTask.objects.create(project=project, round=labelling, prompt=prompt, overlap=1)
+        task = RankingTask.objects.create(
+            project=project, round=labelling, prompt=prompt, overlap=1
+        )
         ids = [
             Response.objects.create(task=task, policy=policy, text=text, position=i).pk
             for i, text in enumerate(responses)
@@ -99,19 +110,37 @@ def build_world(root: Path, n_prompts: int) -> tuple:
     return project, policy
 
 
-def run_bare(method: str, model_dir: str, data: Path, out: Path, steps: int, batch: int) -> tuple[float, float]:
+def run_bare(
+    method: str, model_dir: str, data: Path, out: Path, steps: int, batch: int
+) -> tuple[float, float]:
     """Return the wall time of bench/bare_trl.py as a fresh process, and TRL's train_runtime."""
     start = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "bare_trl.py"), method, model_dir, str(data), str(out),
-         "--steps", str(steps), "--batch", str(batch)],
-        check=True, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            str(REPO / "bench" / "bare_trl.py"),
+            method,
+            model_dir,
+            str(data),
+            str(out),
+            "--steps",
+            str(steps),
+            "--batch",
+            str(batch),
+        ],
+        check=True,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     runtime = json.loads(done.stdout.strip().splitlines()[-1])["train_runtime"]
     return time.perf_counter() - start, runtime
 
 
-def run_platform(project, method: str, steps: int, batch: int, snapshot: str) -> tuple[float, dict]:
+def run_platform(
+    project, method: str, steps: int, batch: int, snapshot: str
+) -> tuple[float, dict]:
     """Return the wall time from launch_round to the round's success, via the worker,
     and its parts: queue (launch to the job's start), stage (start to finish) and
     TRL's own train_runtime inside the stage."""
@@ -123,7 +152,9 @@ def run_platform(project, method: str, steps: int, batch: int, snapshot: str) ->
         method: {"max_steps": steps, "per_device_train_batch_size": batch},
     }
     if method == "reward":
-        options[method]["eval_fraction"] = 0.0  # the bare script evaluates nothing either
+        options[method]["eval_fraction"] = (
+            0.0  # the bare script evaluates nothing either
+        )
     from django.utils import timezone
 
     launched = timezone.now()
@@ -131,7 +162,9 @@ def run_platform(project, method: str, steps: int, batch: int, snapshot: str) ->
     while True:
         # Polled slowly so this process takes no CPU from the stage; the time comes
         # from the round's own finish stamp, not from when this loop noticed it.
-        status = TrainingRound.objects.values_list("status", flat=True).get(pk=training_round.pk)
+        status = TrainingRound.objects.values_list("status", flat=True).get(
+            pk=training_round.pk
+        )
         if status in FINISHED:
             break
         time.sleep(0.5)
@@ -166,13 +199,24 @@ def main() -> None:
     project, policy = build_world(root, args.prompts)
     snapshot = freeze_snapshot(project, "bench")
     data = export_snapshot(snapshot, root / "data.jsonl")
-    print(f"{snapshot.row_count} pairs, {args.steps} steps, batch {args.batch}; folder {root}")
+    print(
+        f"{snapshot.row_count} pairs, {args.steps} steps, batch {args.batch}; folder {root}"
+    )
 
     worker = subprocess.Popen(
         # As platform/compose.yaml and `make run` start it (poll every 0.2 s).
-        [sys.executable, "manage.py", "db_worker", "--no-reload", "--no-startup-delay",
-         "--interval", "0.2"],
-        cwd=REPO, env=dict(os.environ), stdout=open(root / "worker.log", "wb"),
+        [
+            sys.executable,
+            "manage.py",
+            "db_worker",
+            "--no-reload",
+            "--no-startup-delay",
+            "--interval",
+            "0.2",
+        ],
+        cwd=REPO,
+        env=dict(os.environ),
+        stdout=open(root / "worker.log", "wb"),
         stderr=subprocess.STDOUT,
     )
     try:
@@ -180,24 +224,37 @@ def main() -> None:
         results: dict[str, dict[str, list[float]]] = {}
         for method in args.methods.split(","):
             for i in range(args.repeat):
-                bare, bare_runtime = run_bare(method, policy.base_path, data,
-                                              root / f"bare-{method}-{i}", args.steps, args.batch)
-                platform, parts = run_platform(project, method, args.steps, args.batch, snapshot.name)
+                bare, bare_runtime = run_bare(
+                    method,
+                    policy.base_path,
+                    data,
+                    root / f"bare-{method}-{i}",
+                    args.steps,
+                    args.batch,
+                )
+                platform, parts = run_platform(
+                    project, method, args.steps, args.batch, snapshot.name
+                )
                 results.setdefault(method, {"bare": [], "platform": []})
                 results[method]["bare"].append(bare)
                 results[method]["platform"].append(platform)
-                print(f"{method} run {i + 1}: bare TRL {bare:6.1f} s (train_runtime "
-                      f"{bare_runtime:.1f})   platform {platform:6.1f} s (queue {parts['queue']:.1f}, "
-                      f"stage {parts['stage']:.1f}, train_runtime {parts['train_runtime']:.1f}, "
-                      f"after {parts['after']:.1f})   "
-                      f"ratio {platform / bare:.3f}", flush=True)
+                print(
+                    f"{method} run {i + 1}: bare TRL {bare:6.1f} s (train_runtime "
+                    f"{bare_runtime:.1f})   platform {platform:6.1f} s (queue {parts['queue']:.1f}, "
+                    f"stage {parts['stage']:.1f}, train_runtime {parts['train_runtime']:.1f}, "
+                    f"after {parts['after']:.1f})   "
+                    f"ratio {platform / bare:.3f}",
+                    flush=True,
+                )
     finally:
         worker.terminate()
         worker.wait(timeout=30)
     for method, times in results.items():
-        ratios = [p / b for p, b in zip(times["platform"], times["bare"])]
-        print(f"{method}: median ratio platform/bare = {statistics.median(ratios):.3f} "
-              f"(target <= 1.05; {len(ratios)} run(s), load average {os.getloadavg()[0]:.1f})")
+        ratios = [p / b for p, b in zip(times["platform"], times["bare"], strict=False)]
+        print(
+            f"{method}: median ratio platform/bare = {statistics.median(ratios):.3f} "
+            f"(target <= 1.05; {len(ratios)} run(s), load average {os.getloadavg()[0]:.1f})"
+        )
 
 
 if __name__ == "__main__":

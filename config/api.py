@@ -6,6 +6,7 @@ session (with CSRF on unsafe methods), then checks the caller's role on the serv
 Errors always have the body `{"detail": ...}`: 400 bad input, 401 no credentials,
 403 a missing right, 404 nothing there, 409 a conflict with the current state.
 """
+
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -43,13 +44,17 @@ def on_validation_error(request: HttpRequest, exc: ValidationError) -> HttpRespo
 @api.exception_handler(PermissionDenied)
 def on_permission_denied(request: HttpRequest, exc: PermissionDenied) -> HttpResponse:
     return api.create_response(
-        request, {"detail": str(exc) or "You do not have the role this needs."}, status=403
+        request,
+        {"detail": str(exc) or "You do not have the role this needs."},
+        status=403,
     )
 
 
 @api.exception_handler(Http404)
 def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
-    return api.create_response(request, {"detail": str(exc) or "Not found."}, status=404)
+    return api.create_response(
+        request, {"detail": str(exc) or "Not found."}, status=404
+    )
 
 
 from annotation.api import router as annotation_router  # noqa: E402

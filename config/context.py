@@ -1,4 +1,5 @@
 """Template context: the roles of the signed-in user, for navigation."""
+
 from django.http import HttpRequest
 
 from config.roles import is_admin, is_annotator, is_researcher

@@ -1,4 +1,5 @@
 """The one access layer for settings read from environment variables."""
+
 from __future__ import annotations
 
 import os

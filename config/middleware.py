@@ -1,8 +1,10 @@
 """Refuse API input the database cannot store: NUL characters and lone surrogates."""
+
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
@@ -20,7 +22,10 @@ def unstorable_text(value: Any, where: str = "$") -> Iterator[tuple[str, str]]:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError:
-                yield where, "contains a lone surrogate, which is not valid Unicode text"
+                yield (
+                    where,
+                    "contains a lone surrogate, which is not valid Unicode text",
+                )
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from unstorable_text(key, f"{where} key")
@@ -39,7 +44,11 @@ class RejectUnstorableText:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         if request.path.startswith("/api/"):
             problems = list(unstorable_text(dict(request.GET.lists()), "query"))
-            if not problems and request.content_type == "application/json" and request.body:
+            if (
+                not problems
+                and request.content_type == "application/json"
+                and request.body
+            ):
                 try:
                     body = json.loads(request.body)
                 except ValueError:
@@ -48,7 +57,9 @@ class RejectUnstorableText:
             if problems:
                 where, problem = problems[0]
                 return JsonResponse(
-                    {"detail": f"text at {where} {problem}; remove it and send the request again"},
+                    {
+                        "detail": f"text at {where} {problem}; remove it and send the request again"
+                    },
                     status=400,
                 )
         return self.get_response(request)

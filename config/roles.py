@@ -5,10 +5,11 @@ snapshots, exports and imports; cannot launch training. Admin: everything, inclu
 managing projects and launching, cancelling and deploying training rounds. A superuser
 counts as an admin.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import wraps
-from typing import Callable
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.contrib.auth.views import redirect_to_login
@@ -55,7 +56,9 @@ def is_annotator(user: AbstractBaseUser | AnonymousUser) -> bool:
     return ANNOTATOR in roles_of(user)
 
 
-def has_any_role(user: AbstractBaseUser | AnonymousUser, roles: tuple[str, ...]) -> bool:
+def has_any_role(
+    user: AbstractBaseUser | AnonymousUser, roles: tuple[str, ...]
+) -> bool:
     """Return whether the user holds one of the roles (admin implies researcher)."""
     held = roles_of(user)
     if ADMIN in held:

@@ -1,4 +1,5 @@
 """Root URLs: pages of each app, login/logout, the admin site."""
+
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path

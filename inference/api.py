@@ -67,7 +67,9 @@ def list_policies(
     return policies
 
 
-@router.get("/policies/{policy_id}", response={200: PolicyOut, **ERRORS}, tags=["policies"])
+@router.get(
+    "/policies/{policy_id}", response={200: PolicyOut, **ERRORS}, tags=["policies"]
+)
 def get_policy(request: HttpRequest, policy_id: int):
     """Return one registered model with its lineage fields (researchers, admins)."""
     _require_researcher(request)

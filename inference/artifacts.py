@@ -1,12 +1,13 @@
 """Atomic artifact folders: a model is written beside its final place and renamed into it."""
+
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 @contextmanager
@@ -19,7 +20,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """
     final = Path(final)
     if final.exists():
-        raise FileExistsError(f"{final} already exists; remove it or choose another folder")
+        raise FileExistsError(
+            f"{final} already exists; remove it or choose another folder"
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     try:

@@ -5,10 +5,12 @@ template, left-pads a batch, samples with the KV cache and stops at eos; the vLL
 backend (`inference.vllm_backend`) is used where vLLM and a GPU exist. Both take the
 same `SamplingConfig`, translated by `inference.sampling.backend_kwargs`.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from inference.sampling import SamplingConfig, backend_kwargs
 
@@ -35,7 +37,9 @@ def generate_candidates(
     import torch
 
     texts = [
-        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
         for messages in prompts
     ]
     results: list[list[str]] = [[] for _ in prompts]
@@ -65,7 +69,9 @@ def generate_candidates(
             new_tokens = output[:, batch["input_ids"].shape[1] :]
             decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for i in range(len(chunk)):
-                texts_i = [t.strip() for t in decoded[i * n_return : (i + 1) * n_return]]
+                texts_i = [
+                    t.strip() for t in decoded[i * n_return : (i + 1) * n_return]
+                ]
                 results[start + i].extend(texts_i * (count // n_return))
             if progress is not None and g == len(groups) - 1:
                 progress(len(chunk))
@@ -96,7 +102,9 @@ def generate_for_policy(
             progress(len(prompts))
         return results
     if backend != "transformers":
-        raise ValueError(f"unknown backend {backend!r}; expected auto, transformers or vllm")
+        raise ValueError(
+            f"unknown backend {backend!r}; expected auto, transformers or vllm"
+        )
     from inference.loading import load_policy
 
     model, tokenizer = load_policy(base_path, adapter_path)

@@ -3,6 +3,7 @@
 Laid out as columns by generation (a root policy is generation 0) and drawn as SVG
 text on the server; every label is escaped.
 """
+
 from __future__ import annotations
 
 from html import escape
@@ -47,7 +48,10 @@ def lineage_svg(policies: list[Policy], current_ids: set[int]) -> SafeString:
         column = depth[policy.pk]
         row = rows.get(column, 0)
         rows[column] = row + 1
-        position[policy.pk] = (PAD + column * (NODE_W + GAP_X), PAD + row * (NODE_H + GAP_Y))
+        position[policy.pk] = (
+            PAD + column * (NODE_W + GAP_X),
+            PAD + row * (NODE_H + GAP_Y),
+        )
     width = PAD * 2 + (max(depth.values()) + 1) * (NODE_W + GAP_X) - GAP_X
     height = PAD * 2 + max(rows.values()) * (NODE_H + GAP_Y) - GAP_Y
     parts = [

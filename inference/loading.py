@@ -1,4 +1,5 @@
 """Load a policy for generation: any Hugging Face causal-LM folder or hub id, plus a LoRA adapter."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,9 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_policy(base_path: str, adapter_path: str = "", device: str | None = None) -> tuple[Any, Any]:
+def load_policy(
+    base_path: str, adapter_path: str = "", device: str | None = None
+) -> tuple[Any, Any]:
     """Return (model, tokenizer) ready for batched generation, in eval mode.
 
     The adapter, if given, is a PEFT folder applied on top of the base; its own
@@ -25,11 +28,15 @@ def load_policy(base_path: str, adapter_path: str = "", device: str | None = Non
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if not base_path:
-        raise ValueError("base_path is empty; give a model folder or a Hugging Face hub id")
+        raise ValueError(
+            "base_path is empty; give a model folder or a Hugging Face hub id"
+        )
     device = device or default_device()
     dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
     # A trained adapter folder usually carries its tokenizer (chat template included).
-    has_own = bool(adapter_path) and (Path(adapter_path) / "tokenizer_config.json").exists()
+    has_own = (
+        bool(adapter_path) and (Path(adapter_path) / "tokenizer_config.json").exists()
+    )
     tokenizer = AutoTokenizer.from_pretrained(adapter_path if has_own else base_path)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

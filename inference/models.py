@@ -1,4 +1,5 @@
 """The model registry: every policy and reward model the platform can load."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,7 +39,9 @@ class Policy(models.Model):
     )
     snapshot_name = models.CharField(max_length=200, blank=True)
     snapshot_sha256 = models.CharField(
-        max_length=64, blank=True, help_text="SHA-256 of the data snapshot it learned from."
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 of the data snapshot it learned from.",
     )
     config = models.JSONField(
         default=dict, blank=True, help_text="The resolved config that produced it."
@@ -46,7 +49,9 @@ class Policy(models.Model):
     metrics = models.JSONField(
         default=dict, blank=True, help_text="Evaluation results (win rate, KL, ...)."
     )
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.READY)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.READY
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

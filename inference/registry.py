@@ -1,4 +1,5 @@
 """The model registry's write path: register a trained or built policy with its lineage."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +32,14 @@ def register_policy(
             "(names are unique so that lineage stays unambiguous)"
         )
     if kind not in Policy.Kind.values:
-        raise ValueError(f"unknown policy kind {kind!r}; expected one of {Policy.Kind.values}")
+        raise ValueError(
+            f"unknown policy kind {kind!r}; expected one of {Policy.Kind.values}"
+        )
     base, adapter = str(base_path), str(adapter_path) if adapter_path else ""
     if not base:
-        raise ValueError(f"policy {name!r} needs a base_path (a model folder or hub id)")
+        raise ValueError(
+            f"policy {name!r} needs a base_path (a model folder or hub id)"
+        )
     if not Path(base).exists() and not _looks_like_hub_id(base):
         raise ValueError(
             f"base_path {base!r} of policy {name!r} does not exist; build or copy the "

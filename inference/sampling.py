@@ -5,6 +5,7 @@ seed and an optional mix of temperatures; `backend_kwargs` is the only function 
 turns it into a backend's arguments, so transformers and vLLM mean the same thing.
 In particular transformers fills an unset `top_k` with 50: we always pass it.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
@@ -40,19 +41,27 @@ class SamplingConfig:
     def __post_init__(self) -> None:
         _check_controls(self.temperature, self.top_k, self.top_p, where="")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+            raise ValueError(
+                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}"
+            )
         if not isinstance(self.num_candidates, int) or self.num_candidates < 1:
-            raise ValueError(f"num_candidates must be a positive integer, got {self.num_candidates!r}")
+            raise ValueError(
+                f"num_candidates must be a positive integer, got {self.num_candidates!r}"
+            )
         if not isinstance(self.seed, int):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         self.mix = [dict(group) for group in self.mix]
         for i, group in enumerate(self.mix):
             unknown = sorted(set(group) - set(MIX_KEYS))
             if unknown:
-                raise ValueError(f"mix group {i} has unknown keys {unknown}; allowed: {list(MIX_KEYS)}")
+                raise ValueError(
+                    f"mix group {i} has unknown keys {unknown}; allowed: {list(MIX_KEYS)}"
+                )
             count = group.get("count")
             if not isinstance(count, int) or count < 1:
-                raise ValueError(f"mix group {i} needs a positive integer 'count', got {count!r}")
+                raise ValueError(
+                    f"mix group {i} needs a positive integer 'count', got {count!r}"
+                )
             _check_controls(
                 group.get("temperature", self.temperature),
                 group.get("top_k", self.top_k),
@@ -71,7 +80,11 @@ class SamplingConfig:
 
         Without a mix there is one group of num_candidates.
         """
-        base = {"temperature": self.temperature, "top_k": self.top_k, "top_p": self.top_p}
+        base = {
+            "temperature": self.temperature,
+            "top_k": self.top_k,
+            "top_p": self.top_p,
+        }
         if not self.mix:
             return [{"count": self.num_candidates, **base}]
         return [{**base, **group} for group in self.mix]
@@ -95,11 +108,15 @@ class SamplingConfig:
         names = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
-            raise ValueError(f"unknown sampling keys {unknown}; allowed: {sorted(names)}")
+            raise ValueError(
+                f"unknown sampling keys {unknown}; allowed: {sorted(names)}"
+            )
         return cls(**data)
 
 
-def backend_kwargs(group: dict[str, Any], max_new_tokens: int, backend: str) -> dict[str, Any]:
+def backend_kwargs(
+    group: dict[str, Any], max_new_tokens: int, backend: str
+) -> dict[str, Any]:
     """Return one candidate group's controls as keyword arguments for a backend.
 
     transformers: arguments of `model.generate` (greedy when temperature is 0, and
@@ -125,14 +142,28 @@ def backend_kwargs(group: dict[str, Any], max_new_tokens: int, backend: str) -> 
             "top_p": float(top_p),
             "max_tokens": max_new_tokens,
         }
-    raise ValueError(f"unknown generation backend {backend!r}; expected one of {BACKENDS}")
+    raise ValueError(
+        f"unknown generation backend {backend!r}; expected one of {BACKENDS}"
+    )
 
 
 def _check_controls(temperature: Any, top_k: Any, top_p: Any, *, where: str) -> None:
     """Raise ValueError naming the first control out of range."""
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or temperature < 0:
-        raise ValueError(f"{where}temperature must be a number >= 0 (0 is greedy), got {temperature!r}")
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or temperature < 0
+    ):
+        raise ValueError(
+            f"{where}temperature must be a number >= 0 (0 is greedy), got {temperature!r}"
+        )
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
-        raise ValueError(f"{where}top_k must be an integer >= 0 (0 turns it off), got {top_k!r}")
-    if isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
+        raise ValueError(
+            f"{where}top_k must be an integer >= 0 (0 turns it off), got {top_k!r}"
+        )
+    if (
+        isinstance(top_p, bool)
+        or not isinstance(top_p, (int, float))
+        or not 0 < top_p <= 1
+    ):
         raise ValueError(f"{where}top_p must be in (0, 1], got {top_p!r}")

@@ -1,4 +1,5 @@
 """Pages of the model registry."""
+
 from django.urls import path
 
 from inference import views

@@ -1,4 +1,5 @@
 """Model registry pages: lineage, metrics, deploy and roll back, disk use."""
+
 from __future__ import annotations
 
 from django.db.models import Prefetch
@@ -35,7 +36,9 @@ def registry(request: HttpRequest) -> HttpResponse:
                 "bytes": size,
                 "job": jobs[0] if jobs else None,
                 "metrics": sorted(
-                    (k, v) for k, v in policy.metrics.items() if isinstance(v, (int, float))
+                    (k, v)
+                    for k, v in policy.metrics.items()
+                    if isinstance(v, (int, float))
                 ),
                 "current_for": [p.name for p in policy.current_for_projects.all()],
             }
@@ -46,7 +49,10 @@ def registry(request: HttpRequest) -> HttpResponse:
         "graph": lineage_svg(policies, current_ids),
         # A folder shared by several rows (one base under many full-model rows) counts once.
         "total_bytes": sum(
-            {(r["policy"].adapter_path or r["policy"].base_path): r["bytes"] for r in rows}.values()
+            {
+                (r["policy"].adapter_path or r["policy"].base_path): r["bytes"]
+                for r in rows
+            }.values()
         ),
     }
     return render(request, "inference/registry.html", context)

@@ -10,6 +10,7 @@ of a process queueing on its GIL; 8 synchronous workers: 173/s, and no keep-aliv
 WEB_THREADS=1 gives synchronous workers. Set DB_CONN_MAX_AGE (settings) so each
 thread keeps its database connection instead of opening one per request.
 """
+
 from __future__ import annotations
 
 import multiprocessing

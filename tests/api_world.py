@@ -1,5 +1,6 @@
 """A small world for API tests: a project with a round, a leased task, a snapshot,
 a policy and a training round, plus clients per persona."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -20,7 +21,10 @@ def build_world(project, annotator) -> dict:
     task = make_task(project, "What is 2 + 2?")
     now = timezone.now()
     lease = Lease.objects.create(
-        task=task, annotator=annotator, leased_at=now, expires_at=now + timedelta(minutes=30)
+        task=task,
+        annotator=annotator,
+        leased_at=now,
+        expires_at=now + timedelta(minutes=30),
     )
     snapshot = freeze_snapshot(project, "first")
     training_round = TrainingRound.objects.create(
@@ -30,7 +34,9 @@ def build_world(project, annotator) -> dict:
         "project": project.name,
         "task": task.pk,
         "lease": lease.pk,
-        "responses": list(task.responses.order_by("position").values_list("pk", flat=True)),
+        "responses": list(
+            task.responses.order_by("position").values_list("pk", flat=True)
+        ),
         "snapshot": snapshot.pk,
         "policy": policy.pk,
         "training_round": training_round.pk,

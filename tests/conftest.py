@@ -1,4 +1,5 @@
 """Shared personas, factories and tiny models for the whole suite."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -65,7 +66,9 @@ def outsider(db) -> User:
 
 @pytest.fixture
 def project(db) -> Project:
-    return Project.objects.create(name="demo", title="Demo", responses_per_task=4, overlap=3)
+    return Project.objects.create(
+        name="demo", title="Demo", responses_per_task=4, overlap=3
+    )
 
 
 @pytest.fixture(scope="session")

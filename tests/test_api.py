@@ -1,5 +1,6 @@
 """Tests of the REST API's behaviour: auth by token and session with CSRF, the
 workflow operations, pagination, filtering, error bodies, downloads and imports."""
+
 from __future__ import annotations
 
 import io
@@ -79,7 +80,9 @@ def test_wrong_token_gets_401_with_a_detail(db):
 def test_session_post_without_csrf_token_is_refused(admin_user, project):
     client = Client(enforce_csrf_checks=True)
     client.force_login(admin_user)
-    response = client.post("/api/projects", {"name": "x"}, content_type="application/json")
+    response = client.post(
+        "/api/projects", {"name": "x"}, content_type="application/json"
+    )
     assert response.status_code == 403
     assert "CSRF" in response.json()["detail"]
 
@@ -90,7 +93,10 @@ def test_session_post_with_csrf_token_is_accepted(admin_user, project):
     client.get("/data/tokens/")  # sets the csrftoken cookie
     csrf = client.cookies["csrftoken"].value
     response = client.post(
-        "/api/projects", {"name": "x"}, content_type="application/json", HTTP_X_CSRFTOKEN=csrf
+        "/api/projects",
+        {"name": "x"},
+        content_type="application/json",
+        HTTP_X_CSRFTOKEN=csrf,
     )
     assert response.status_code == 201
 
@@ -119,7 +125,9 @@ def test_annotator_flow_next_task_then_submit(annotator, project):
     assert Ranking.objects.get().order == [[ids[2]], [ids[0], ids[1]], [ids[3]]]
 
 
-def test_submit_and_next_stores_the_ranking_and_leases_the_next_task(annotator, project):
+def test_submit_and_next_stores_the_ranking_and_leases_the_next_task(
+    annotator, project
+):
     first, second = make_task(project), make_task(project, "Second question?")
     client = client_for(annotator)
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
@@ -136,7 +144,9 @@ def test_submit_and_next_stores_the_ranking_and_leases_the_next_task(annotator, 
     last = answer["next"]
     body = {"order": [[r["id"]] for r in last["task"]["responses"]]}
     response = client.post(
-        f"/api/leases/{last['id']}/ranking-and-next-task", body, content_type="application/json"
+        f"/api/leases/{last['id']}/ranking-and-next-task",
+        body,
+        content_type="application/json",
     )
     assert (response.status_code, response.json()["next"]) == (201, None)
     assert Ranking.objects.filter(annotator=annotator).count() == 2
@@ -160,7 +170,8 @@ def test_bad_order_gets_400_naming_the_problem_and_stores_nothing(annotator, pro
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
     ids = [r["id"] for r in lease["task"]["responses"]]
     response = client.post(
-        f"/api/leases/{lease['id']}/ranking", {"order": [[ids[0]], [ids[1]]]},
+        f"/api/leases/{lease['id']}/ranking",
+        {"order": [[ids[0]], [ids[1]]]},
         content_type="application/json",
     )
     assert response.status_code == 400
@@ -169,13 +180,20 @@ def test_bad_order_gets_400_naming_the_problem_and_stores_nothing(annotator, pro
 
 
 def test_next_task_is_204_when_nothing_is_left(annotator, project):
-    assert client_for(annotator).post(f"/api/projects/{project.name}/next-task").status_code == 204
+    assert (
+        client_for(annotator)
+        .post(f"/api/projects/{project.name}/next-task")
+        .status_code
+        == 204
+    )
 
 
 def test_annotator_sees_only_tasks_leased_to_them(annotator, project):
     world = build_world(project, annotator)
     make_task(project, "Another question?")
-    items = client_for(annotator).get(f"/api/projects/{project.name}/tasks").json()["items"]
+    items = (
+        client_for(annotator).get(f"/api/projects/{project.name}/tasks").json()["items"]
+    )
     assert [t["id"] for t in items] == [world["task"]]
 
 
@@ -189,16 +207,26 @@ def test_another_annotators_lease_is_refused(annotator, project):
     world = build_world(project, annotator)
     (other,) = annotators(1)
     response = client_for(other).post(
-        f"/api/leases/{world['lease']}/skip", {"reason": "x"}, content_type="application/json"
+        f"/api/leases/{world['lease']}/skip",
+        {"reason": "x"},
+        content_type="application/json",
     )
     assert response.status_code == 403
-    assert response.json() == {"detail": f"lease {world['lease']} belongs to another annotator"}
+    assert response.json() == {
+        "detail": f"lease {world['lease']} belongs to another annotator"
+    }
 
 
 def test_prompts_bulk_create_reports_what_curation_left_out(admin_user, project):
     response = client_for(admin_user).post(
         f"/api/projects/{project.name}/prompts",
-        {"prompts": ["How do tides work on Earth?", "How do tides work on Earth?", "hi"]},
+        {
+            "prompts": [
+                "How do tides work on Earth?",
+                "How do tides work on Earth?",
+                "hi",
+            ]
+        },
         content_type="application/json",
     )
     body = response.json()
@@ -213,21 +241,30 @@ def test_prompts_bulk_create_reports_what_curation_left_out(admin_user, project)
 def test_list_is_paginated_with_limit_and_offset(researcher, project):
     for i in range(5):
         Prompt.objects.create(project=project, messages=f"Question number {i}?")
-    body = client_for(researcher).get(
-        f"/api/projects/{project.name}/prompts?limit=2&offset=2"
-    ).json()
+    body = (
+        client_for(researcher)
+        .get(f"/api/projects/{project.name}/prompts?limit=2&offset=2")
+        .json()
+    )
     assert body["count"] == 5
     assert [p["messages"][0]["content"] for p in body["items"]] == [
-        "Question number 2?", "Question number 3?"
+        "Question number 2?",
+        "Question number 3?",
     ]
 
 
 def test_prompts_can_be_filtered_by_flag(researcher, project):
     Prompt.objects.create(project=project, messages="Plain question?")
     Prompt.objects.create(
-        project=project, messages="Flagged question?", flags=[{"flag": "harmful", "reason": "x"}]
+        project=project,
+        messages="Flagged question?",
+        flags=[{"flag": "harmful", "reason": "x"}],
     )
-    body = client_for(researcher).get(f"/api/projects/{project.name}/prompts?flagged=true").json()
+    body = (
+        client_for(researcher)
+        .get(f"/api/projects/{project.name}/prompts?flagged=true")
+        .json()
+    )
     assert [p["messages"][0]["content"] for p in body["items"]] == ["Flagged question?"]
 
 
@@ -250,24 +287,40 @@ def test_snapshot_created_through_the_api_records_its_author(researcher, project
     task = make_task(project)
     (a,) = annotators(1)
     rank(task, a, [[0], [1], [2], [3]])
-    body = client_for(researcher).post(
-        f"/api/projects/{project.name}/snapshots",
-        {"name": "s", "pair_rule": "adjacent"},
-        content_type="application/json",
-    ).json()
-    assert (body["row_count"], body["created_by"], body["pair_rule"]) == (3, "researcher1", "adjacent")
+    body = (
+        client_for(researcher)
+        .post(
+            f"/api/projects/{project.name}/snapshots",
+            {"name": "s", "pair_rule": "adjacent"},
+            content_type="application/json",
+        )
+        .json()
+    )
+    assert (body["row_count"], body["created_by"], body["pair_rule"]) == (
+        3,
+        "researcher1",
+        "adjacent",
+    )
     assert body["sha256"] == Snapshot.objects.get().sha256
 
 
 @pytest.mark.parametrize("file_format", ["jsonl", "jsonl.gz", "parquet", "hf"])
-def test_snapshot_downloads_in_each_file_format(researcher, project, file_format, settings, tmp_path):
+def test_snapshot_downloads_in_each_file_format(
+    researcher, project, file_format, settings, tmp_path
+):
     settings.EXPORT_DIR = tmp_path
     task = make_task(project)
     (a,) = annotators(1)
     rank(task, a, [[0], [1], [2], [3]])
-    snapshot = Snapshot.objects.get(pk=client_for(researcher).post(
-        f"/api/projects/{project.name}/snapshots", {"name": "s"}, content_type="application/json"
-    ).json()["id"])
+    snapshot = Snapshot.objects.get(
+        pk=client_for(researcher)
+        .post(
+            f"/api/projects/{project.name}/snapshots",
+            {"name": "s"},
+            content_type="application/json",
+        )
+        .json()["id"]
+    )
     response = client_for(researcher).get(
         f"/api/snapshots/{snapshot.pk}/download?file_format={file_format}"
     )
@@ -290,11 +343,16 @@ def test_import_with_invalid_records_is_400_with_the_report(researcher, project)
         "prefs.jsonl",
         b'{"prompt": "p?", "chosen": "a", "rejected": "b"}\n{"prompt": "q?", "chosen": "s", "rejected": "s"}\n',
     )
-    response = client_for(researcher).post(f"/api/projects/{project.name}/imports", {"file": upload})
+    response = client_for(researcher).post(
+        f"/api/projects/{project.name}/imports", {"file": upload}
+    )
     body = response.json()
     assert response.status_code == 400
     assert body["report"]["rejected"] == [
-        {"line": 2, "reason": "identical chosen and rejected (or repeated response) texts"}
+        {
+            "line": 2,
+            "reason": "identical chosen and rejected (or repeated response) texts",
+        }
     ]
     assert Ranking.objects.count() == 0
 
@@ -305,15 +363,25 @@ def test_import_with_skip_invalid_lands_the_valid_records(researcher, project):
         b'{"prompt": "p?", "chosen": "a", "rejected": "b"}\n{"prompt": "q?", "chosen": "s", "rejected": "s"}\n',
     )
     response = client_for(researcher).post(
-        f"/api/projects/{project.name}/imports", {"file": upload, "skip_invalid": "true"}
+        f"/api/projects/{project.name}/imports",
+        {"file": upload, "skip_invalid": "true"},
     )
     assert response.status_code == 201
-    assert (response.json()["rankings_created"], response.json()["source"]) == (1, "prefs.jsonl")
+    assert (response.json()["rankings_created"], response.json()["source"]) == (
+        1,
+        "prefs.jsonl",
+    )
 
 
-def test_training_round_shows_its_snapshot_hash_and_jobs(researcher, annotator, project):
+def test_training_round_shows_its_snapshot_hash_and_jobs(
+    researcher, annotator, project
+):
     world = build_world(project, annotator)
-    body = client_for(researcher).get(f"/api/training-rounds/{world['training_round']}").json()
+    body = (
+        client_for(researcher)
+        .get(f"/api/training-rounds/{world['training_round']}")
+        .json()
+    )
     assert body["snapshot"] == "first"
     assert body["snapshot_sha256"] == Snapshot.objects.get(name="first").sha256
     assert body["jobs"] == []
@@ -324,7 +392,9 @@ def test_policies_can_be_filtered_by_kind(researcher, annotator, project):
     from inference.models import Policy
 
     Policy.objects.create(name="rm-1", kind=Policy.Kind.REWARD_MODEL)
-    items = client_for(researcher).get("/api/policies?kind=reward_model").json()["items"]
+    items = (
+        client_for(researcher).get("/api/policies?kind=reward_model").json()["items"]
+    )
     assert [p["name"] for p in items] == ["rm-1"]
 
 
@@ -343,9 +413,18 @@ def test_snapshot_page_freezes_from_the_form(researcher, project):
     rank(task, a, [[0], [1], [2], [3]])
     response = client_for(researcher).post(
         f"/data/projects/{project.name}/snapshots/",
-        {"name": "web", "gold": "include", "simulated": "include", "flagged": "include",
-         "skipped": "include", "votes": "every", "pair_rule": "all_pairs", "tie_rule": "drop",
-         "dedup_rule": "none", "margin_rule": "rank"},
+        {
+            "name": "web",
+            "gold": "include",
+            "simulated": "include",
+            "flagged": "include",
+            "skipped": "include",
+            "votes": "every",
+            "pair_rule": "all_pairs",
+            "tie_rule": "drop",
+            "dedup_rule": "none",
+            "margin_rule": "rank",
+        },
     )
     snapshot = Snapshot.objects.get(name="web")
     assert response.status_code == 302
@@ -360,13 +439,20 @@ def test_snapshot_page_sample_escapes_model_text(researcher, project):
     from annotation.snapshots import freeze_snapshot
 
     snapshot = freeze_snapshot(project, "y")
-    page = client_for(researcher).get(f"/data/snapshots/{snapshot.pk}/").content.decode()
+    page = (
+        client_for(researcher).get(f"/data/snapshots/{snapshot.pk}/").content.decode()
+    )
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 def test_annotator_cannot_open_the_snapshot_pages(annotator, project):
-    assert client_for(annotator).get(f"/data/projects/{project.name}/snapshots/").status_code == 403
+    assert (
+        client_for(annotator)
+        .get(f"/data/projects/{project.name}/snapshots/")
+        .status_code
+        == 403
+    )
 
 
 def test_tokens_page_shows_a_new_token_once(researcher):

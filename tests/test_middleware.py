@@ -1,4 +1,5 @@
 """API input the database cannot store is refused with 400, before any view runs."""
+
 import json
 
 import pytest
@@ -32,7 +33,9 @@ def test_ordinary_unicode_passes(admin_user):
     client = login(admin_user)
     response = client.post(
         "/api/projects",
-        data=json.dumps({"name": "emoji-ok", "guidelines": "Rank 🙂 carefully, naïve café"}),
+        data=json.dumps(
+            {"name": "emoji-ok", "guidelines": "Rank 🙂 carefully, naïve café"}
+        ),
         content_type="application/json",
     )
     assert response.status_code == 201, response.content

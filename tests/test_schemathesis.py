@@ -4,6 +4,7 @@ Every operation is called with generated inputs as a user holding every role (by
 token): no response may be a 5xx, and every response must have a documented status,
 content type and a body matching its schema.
 """
+
 from __future__ import annotations
 
 import pytest

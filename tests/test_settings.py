@@ -1,4 +1,5 @@
 """Settings come only from the environment; a missing secret stops a production start."""
+
 import os
 import subprocess
 import sys
@@ -12,7 +13,11 @@ def _check(env: dict) -> subprocess.CompletedProcess:
     clean.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", "check"],
-        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -37,13 +42,19 @@ def test_secret_from_environment_starts_with_debug_off():
 def _openmp_env(env: dict) -> str:
     """Return OMP_WAIT_POLICY and GOMP_SPINCOUNT as a process started by manage.py sees them."""
     clean = {
-        k: v for k, v in os.environ.items() if k not in {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"}
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"}
     }
     clean.update(env, SECRET_KEY="x" * 50)
     code = "import os; print(os.environ.get('OMP_WAIT_POLICY'), os.environ.get('GOMP_SPINCOUNT'))"
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
-        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     return result.stdout.strip().splitlines()[-1]  # shell may print auto-imports first

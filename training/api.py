@@ -93,9 +93,12 @@ class TrainingRoundOut(Schema):
 
 
 class LaunchIn(Schema):
-    method: str = Field(..., max_length=100, description="Stages, e.g. 'dpo' or 'sft,reward,ppo'.")
+    method: str = Field(
+        ..., max_length=100, description="Stages, e.g. 'dpo' or 'sft,reward,ppo'."
+    )
     options: dict[str, Any] = Field(
-        {}, description="Launch options: policy, snapshot, reward_model, queue, and per-stage configs."
+        {},
+        description="Launch options: policy, snapshot, reward_model, queue, and per-stage configs.",
     )
 
 
@@ -118,7 +121,9 @@ def _round_or_404(round_id: int) -> TrainingRound:
     tags=["training"],
 )
 @paginate(LimitOffsetPagination)
-def list_training_rounds(request: HttpRequest, name: str, status: str | None = None) -> QuerySet:
+def list_training_rounds(
+    request: HttpRequest, name: str, status: str | None = None
+) -> QuerySet:
     """List a project's training rounds, newest first (researchers, admins)."""
     require_researcher(request)
     rounds = _rounds().filter(project=project_or_404(name))
@@ -148,7 +153,9 @@ def launch(request: HttpRequest, name: str, payload: LaunchIn):
 
 
 @router.get(
-    "/training-rounds/{round_id}", response={200: TrainingRoundOut, **ERRORS}, tags=["training"]
+    "/training-rounds/{round_id}",
+    response={200: TrainingRoundOut, **ERRORS},
+    tags=["training"],
 )
 def get_training_round(request: HttpRequest, round_id: int):
     """Return one training round with its jobs (researchers, admins)."""
@@ -157,7 +164,9 @@ def get_training_round(request: HttpRequest, round_id: int):
 
 
 @router.get(
-    "/training-rounds/{round_id}/jobs", response={200: list[JobOut], **ERRORS}, tags=["training"]
+    "/training-rounds/{round_id}/jobs",
+    response={200: list[JobOut], **ERRORS},
+    tags=["training"],
 )
 def list_jobs(request: HttpRequest, round_id: int):
     """List a training round's stage jobs with progress (researchers, admins)."""
@@ -230,4 +239,3 @@ def deploy(request: HttpRequest, name: str, payload: DeployIn):
         "policy": policy.name,
         "previous": deployment.previous.name if deployment.previous_id else None,
     }
-

@@ -7,6 +7,7 @@ An artifact folder holds the weights (a full model, or a LoRA adapter whose
 `adapter_config.json` names its base), the tokenizer, and `training_config.json`:
 the resolved config that made it. Weights never travel without their settings.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,8 +35,15 @@ def config_from_dict(cls: type[C], data: dict[str, Any]) -> C:
     return cls(**data)
 
 
-def check_range(name: str, value: float, low: float | None, high: float | None,
-                *, low_open: bool = False, high_open: bool = False) -> None:
+def check_range(
+    name: str,
+    value: float,
+    low: float | None,
+    high: float | None,
+    *,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> None:
     """Raise ValueError naming `name` and `value` when it lies outside the range."""
     ok = True
     if low is not None:
@@ -58,7 +66,9 @@ def read_jsonl(path: Path | str, required: tuple[str, ...] = ()) -> list[dict]:
     """Return the records of a JSONL file, checking that each has the `required` keys."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"data file {path} does not exist; pass an exported JSONL file")
+        raise FileNotFoundError(
+            f"data file {path} does not exist; pass an exported JSONL file"
+        )
     rows = []
     with open(path, encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
@@ -73,7 +83,9 @@ def read_jsonl(path: Path | str, required: tuple[str, ...] = ()) -> list[dict]:
                 )
             rows.append(row)
     if not rows:
-        raise ValueError(f"data file {path} has no records; export a non-empty snapshot")
+        raise ValueError(
+            f"data file {path} has no records; export a non-empty snapshot"
+        )
     return rows
 
 
@@ -88,8 +100,13 @@ def load_tokenizer(path: str, padding_side: str = "right"):
     return tokenizer
 
 
-def load_policy(base_path: str, adapter_path: str = "", *, trainable: bool = True,
-                merge: bool = False):
+def load_policy(
+    base_path: str,
+    adapter_path: str = "",
+    *,
+    trainable: bool = True,
+    merge: bool = False,
+):
     """Load a causal LM from `base_path`, with the LoRA adapter at `adapter_path` if any.
 
     With `merge`, fold the adapter into the base weights and return a plain model;
@@ -98,13 +115,17 @@ def load_policy(base_path: str, adapter_path: str = "", *, trainable: bool = Tru
     from transformers import AutoModelForCausalLM
 
     if not base_path:
-        raise ValueError("base_path is empty; give the folder or hub id of the base model")
+        raise ValueError(
+            "base_path is empty; give the folder or hub id of the base model"
+        )
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
     if not adapter_path:
         return model
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(model, adapter_path, is_trainable=trainable and not merge)
+    model = PeftModel.from_pretrained(
+        model, adapter_path, is_trainable=trainable and not merge
+    )
     if merge:
         model = model.merge_and_unload()
     return model
@@ -137,7 +158,9 @@ def save_artifact(model, tokenizer, output_dir: Path, config: dict[str, Any]) ->
         model.save_pretrained(output_dir)
     tokenizer.padding_side = "right"
     tokenizer.save_pretrained(output_dir)
-    (output_dir / TRAINING_CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    (output_dir / TRAINING_CONFIG_FILE).write_text(
+        json.dumps(config, indent=2, sort_keys=True)
+    )
     return output_dir
 
 

@@ -3,6 +3,7 @@
 Drawn as plain SVG text (no JavaScript, no matplotlib in the web process), so the
 round page can re-render them on every poll. Every label is escaped.
 """
+
 from __future__ import annotations
 
 import math
@@ -15,15 +16,28 @@ COLOURS = ("#0b57d0", "#b3261e", "#146c2e", "#8a4b08", "#6a1b9a", "#00838f")
 # Which metrics go on which chart: a metric joins the first group whose test it passes.
 GROUPS = (
     ("Loss", lambda key: key.endswith("loss") and "value" not in key),
-    ("Reward", lambda key: "reward" in key or key.endswith("margins") or key == "score"),
-    ("KL", lambda key: key == "kl" or key.endswith("/kl") or key.endswith("_kl") or key.startswith("kl")),
+    (
+        "Reward",
+        lambda key: "reward" in key or key.endswith("margins") or key == "score",
+    ),
+    (
+        "KL",
+        lambda key: (
+            key == "kl"
+            or key.endswith("/kl")
+            or key.endswith("_kl")
+            or key.startswith("kl")
+        ),
+    ),
     ("Accuracy", lambda key: "accurac" in key),
 )
 SKIP = {"step", "total", "time", "epoch", "learning_rate", "grad_norm", "resumed_from"}
 MAX_SERIES = 6
 
 
-def chart_groups(history: list[dict]) -> list[tuple[str, dict[str, list[tuple[float, float]]]]]:
+def chart_groups(
+    history: list[dict],
+) -> list[tuple[str, dict[str, list[tuple[float, float]]]]]:
     """Return (title, {metric: [(step, value), ...]}) for each group with data."""
     groups: dict[str, dict[str, list[tuple[float, float]]]] = {}
     for point in history:
@@ -31,7 +45,11 @@ def chart_groups(history: list[dict]) -> list[tuple[str, dict[str, list[tuple[fl
         if not isinstance(step, (int, float)):
             continue
         for key, value in point.items():
-            if key in SKIP or not isinstance(value, (int, float)) or isinstance(value, bool):
+            if (
+                key in SKIP
+                or not isinstance(value, (int, float))
+                or isinstance(value, bool)
+            ):
                 continue
             if not math.isfinite(value):
                 continue
@@ -96,7 +114,9 @@ def line_chart(
     ]
     for tick in _ticks(y0, y1):
         y = sy(tick)
-        parts.append(f'<line x1="{left - 3}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>')
+        parts.append(
+            f'<line x1="{left - 3}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+        )
         parts.append(
             f'<text x="{left - 5}" y="{y + 4:.1f}" font-size="10" text-anchor="end">{_label(tick)}</text>'
         )
@@ -111,14 +131,18 @@ def line_chart(
         coords = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in values)
         if len(values) == 1:
             x, y = values[0]
-            parts.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>')
+            parts.append(
+                f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="2.5" fill="{colour}"/>'
+            )
         else:
             parts.append(
                 f'<polyline points="{coords}" fill="none" stroke="{colour}" stroke-width="1.5"/>'
             )
         lx = left + (i % 2) * (plot_w // 2)
         ly = top + plot_h + 26 + 14 * (i // 2)
-        parts.append(f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>')
+        parts.append(
+            f'<rect x="{lx}" y="{ly - 8}" width="10" height="3" fill="{colour}"/>'
+        )
         last = values[-1][1]
         parts.append(
             f'<text x="{lx + 14}" y="{ly}" font-size="10">{escape(name)} ({_label(last)})</text>'

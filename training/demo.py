@@ -3,6 +3,7 @@
 Idempotent: a second call finds everything in place and changes nothing, so a second
 `make run` serves within seconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -53,7 +54,9 @@ class DemoReport:
 
 def password_for(username: str) -> str:
     """Return the password from DEMO_<USERNAME>_PASSWORD, or a fresh random one."""
-    return os.environ.get(f"DEMO_{username.upper()}_PASSWORD") or secrets.token_urlsafe(9)
+    return os.environ.get(f"DEMO_{username.upper()}_PASSWORD") or secrets.token_urlsafe(
+        9
+    )
 
 
 def create_demo_users() -> dict[str, str]:
@@ -112,7 +115,9 @@ def _prompt(project: Project, messages: list[dict], *, is_held_out: bool) -> Pro
     )
 
 
-def setup_demo(*, preset: str = "demo", prompts_per_round: int = 32, seed: int = 0) -> DemoReport:
+def setup_demo(
+    *, preset: str = "demo", prompts_per_round: int = 32, seed: int = 0
+) -> DemoReport:
     """Build demo models if absent, create users and project, publish round 1 once."""
     report = DemoReport()
     if not Policy.objects.filter(name__in=["demo-base", "demo-sft"]).count() == 2:

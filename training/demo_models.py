@@ -5,6 +5,7 @@ Everything here builds locally from text the project generates; nothing is downl
 domain's corpus, then fine-tunes `demo-sft` from it with TRL's `SFTTrainer` on the
 domain's demonstrations (see `annotation.demo_domain`). Plain Python, no Django.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,10 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +50,17 @@ class ModelSize:
 
 SIZES = {
     # Unit tests: builds and trains in a second or two.
-    "micro": ModelSize(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=400),
+    "micro": ModelSize(
+        hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, vocab_size=400
+    ),
     # The demo: ~1M parameters, learns the demo domain in a few CPU minutes.
-    "demo": ModelSize(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=256, vocab_size=1000),
+    "demo": ModelSize(
+        hidden_size=128,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=256,
+        vocab_size=1000,
+    ),
 }
 
 
@@ -127,13 +137,29 @@ class BuildPlan:
 PLANS = {
     # Tests: well under 30 s on 2 quiet cores; the model learns little beyond the format.
     "micro": BuildPlan(
-        corpus_docs=200, pretrain_steps=20, pretrain_batch=8, block_size=64, pretrain_lr=3e-3,
-        sft_examples=200, sft_steps=20, sft_batch=8, sft_lr=3e-3, eval_prompts=4,
+        corpus_docs=200,
+        pretrain_steps=20,
+        pretrain_batch=8,
+        block_size=64,
+        pretrain_lr=3e-3,
+        sft_examples=200,
+        sft_steps=20,
+        sft_batch=8,
+        sft_lr=3e-3,
+        eval_prompts=4,
     ),
     # The demo: a few CPU minutes; learns the format, the style mix and most facts.
     "demo": BuildPlan(
-        corpus_docs=3000, pretrain_steps=500, pretrain_batch=16, block_size=64, pretrain_lr=2e-3,
-        sft_examples=6400, sft_steps=400, sft_batch=16, sft_lr=1e-3, eval_prompts=32,
+        corpus_docs=3000,
+        pretrain_steps=500,
+        pretrain_batch=16,
+        block_size=64,
+        pretrain_lr=2e-3,
+        sft_examples=6400,
+        sft_steps=400,
+        sft_batch=16,
+        sft_lr=1e-3,
+        eval_prompts=32,
     ),
 }
 
@@ -158,11 +184,18 @@ def build_demo_models(
     if force:
         for path in paths.values():
             shutil.rmtree(path, ignore_errors=True)
-    config = {"preset": preset, "seed": seed, "plan": asdict(plan), "size": asdict(size)}
+    config = {
+        "preset": preset,
+        "seed": seed,
+        "plan": asdict(plan),
+        "size": asdict(size),
+    }
     if not paths["base"].exists():
         corpus = pretraining_corpus(plan.corpus_docs, seed)
         examples = sft_examples(plan.sft_examples, seed + 1)
-        tokenizer = train_tokenizer(corpus + [_chat_text(e) for e in examples], size.vocab_size)
+        tokenizer = train_tokenizer(
+            corpus + [_chat_text(e) for e in examples], size.vocab_size
+        )
         model = init_model(tokenizer, size, seed=seed)
         metrics = pretrain(model, tokenizer, corpus, plan, seed, progress)
         with atomic_dir(paths["base"]) as tmp:
@@ -183,7 +216,9 @@ def read_build_info(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / BUILD_INFO_FILE).read_text())
 
 
-def pretrain(model, tokenizer, corpus: list[str], plan: BuildPlan, seed: int, progress: bool) -> dict:
+def pretrain(
+    model, tokenizer, corpus: list[str], plan: BuildPlan, seed: int, progress: bool
+) -> dict:
     """Train the model by next-token prediction on random blocks of the corpus.
 
     The documents are joined, each ended by eos, into one token stream; each step
@@ -199,7 +234,9 @@ def pretrain(model, tokenizer, corpus: list[str], plan: BuildPlan, seed: int, pr
         ids.append(tokenizer.eos_token_id)
     stream = torch.tensor(ids, dtype=torch.long)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=plan.pretrain_lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=plan.pretrain_lr, weight_decay=0.01
+    )
     warmup = max(1, plan.pretrain_steps // 20)
 
     def lr_at(step: int) -> float:
@@ -212,10 +249,19 @@ def pretrain(model, tokenizer, corpus: list[str], plan: BuildPlan, seed: int, pr
     model.train()
     losses: list[float] = []
     start = time.monotonic()
-    bar = tqdm(range(plan.pretrain_steps), desc="pre-train demo-base", disable=not progress)
+    bar = tqdm(
+        range(plan.pretrain_steps), desc="pre-train demo-base", disable=not progress
+    )
     for _ in bar:
-        offsets = torch.randint(0, len(stream) - plan.block_size, (plan.pretrain_batch,), generator=generator)
-        batch = torch.stack([stream[o : o + plan.block_size] for o in offsets])  # (batch, block)
+        offsets = torch.randint(
+            0,
+            len(stream) - plan.block_size,
+            (plan.pretrain_batch,),
+            generator=generator,
+        )
+        batch = torch.stack(
+            [stream[o : o + plan.block_size] for o in offsets]
+        )  # (batch, block)
         loss = model(input_ids=batch, labels=batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -235,7 +281,14 @@ def pretrain(model, tokenizer, corpus: list[str], plan: BuildPlan, seed: int, pr
     }
 
 
-def fine_tune(base_dir: Path, out_dir: Path, examples: list[dict], plan: BuildPlan, seed: int, progress: bool) -> dict:
+def fine_tune(
+    base_dir: Path,
+    out_dir: Path,
+    examples: list[dict],
+    plan: BuildPlan,
+    seed: int,
+    progress: bool,
+) -> dict:
     """Fine-tune the base with TRL's SFTTrainer on prompt/completion chat examples.
 
     The loss covers the completion only (TRL's default for prompt/completion data).
@@ -306,9 +359,15 @@ def sample_judge_stats(model_dir: Path, n_prompts: int, seed: int) -> dict[str, 
     model, tokenizer = load_policy(str(model_dir), device="cpu")
     # Another permutation of the pool than the demo project's (SFT saw every kind).
     prompts = make_prompts(n_prompts, seed + 7)
-    sampling = SamplingConfig(temperature=1.0, num_candidates=4, seed=seed, max_new_tokens=64)
+    sampling = SamplingConfig(
+        temperature=1.0, num_candidates=4, seed=seed, max_new_tokens=64
+    )
     candidates = generate_candidates(model, tokenizer, prompts, sampling)
-    scores = [judge_score(p, c) for p, cs in zip(prompts, candidates) for c in cs]
+    scores = [
+        judge_score(p, c)
+        for p, cs in zip(prompts, candidates, strict=False)
+        for c in cs
+    ]
     n = len(scores)
     totals = [s.total for s in scores]
 
@@ -339,7 +398,9 @@ def _chat_text(example: dict) -> str:
 
 
 def _write_info(folder: Path, config: dict, metrics: dict) -> None:
-    (Path(folder) / BUILD_INFO_FILE).write_text(json.dumps({"config": config, "metrics": metrics}, indent=2))
+    (Path(folder) / BUILD_INFO_FILE).write_text(
+        json.dumps({"config": config, "metrics": metrics}, indent=2)
+    )
 
 
 def register_demo_models(paths: dict[str, Path]) -> dict[str, Any]:
@@ -356,7 +417,10 @@ def register_demo_models(paths: dict[str, Path]) -> dict[str, Any]:
 
     rows: dict[str, Any] = {}
     with transaction.atomic():
-        for key, name, parent_key in (("base", "demo-base", None), ("sft", "demo-sft", "base")):
+        for key, name, parent_key in (
+            ("base", "demo-base", None),
+            ("sft", "demo-sft", "base"),
+        ):
             info = read_build_info(paths[key])
             parent = rows[parent_key] if parent_key else None
             row = Policy.objects.filter(name=name).first()
@@ -368,8 +432,16 @@ def register_demo_models(paths: dict[str, Path]) -> dict[str, Any]:
                     config=info["config"],
                     metrics=info["metrics"],
                 )
-            elif (row.base_path, row.config, row.metrics) != (str(paths[key]), info["config"], info["metrics"]):
-                row.base_path, row.config, row.metrics = str(paths[key]), info["config"], info["metrics"]
+            elif (row.base_path, row.config, row.metrics) != (
+                str(paths[key]),
+                info["config"],
+                info["metrics"],
+            ):
+                row.base_path, row.config, row.metrics = (
+                    str(paths[key]),
+                    info["config"],
+                    info["metrics"],
+                )
                 row.parent = parent
                 row.save(update_fields=["base_path", "config", "metrics", "parent"])
             rows[key] = row

@@ -5,6 +5,7 @@ so deploying is what sends a trained policy back into the labelling loop. Every
 change is a `Deployment` row; rolling back deploys the policy the newest one
 replaced.
 """
+
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -34,9 +35,13 @@ def check_deployable(policy: Policy) -> None:
             "deploy a policy that generates responses"
         )
     if policy.status != Policy.Status.READY:
-        raise ValueError(f"{policy.name} is {policy.status}; only a ready policy can be deployed")
+        raise ValueError(
+            f"{policy.name} is {policy.status}; only a ready policy can be deployed"
+        )
     if not policy.has_weights():
-        raise ValueError(f"{policy.name} has no weights to load; register its base_path first")
+        raise ValueError(
+            f"{policy.name} has no weights to load; register its base_path first"
+        )
     if policy.parent_id is not None and not is_evaluated(policy):
         raise ValueError(
             f"{policy.name} has not been evaluated against its parent {policy.parent}; "
@@ -45,7 +50,11 @@ def check_deployable(policy: Policy) -> None:
 
 
 def deploy_policy(
-    project: Project, policy: Policy, *, user: AbstractBaseUser | None, is_rollback: bool = False
+    project: Project,
+    policy: Policy,
+    *,
+    user: AbstractBaseUser | None,
+    is_rollback: bool = False,
 ) -> Deployment:
     """Make `policy` the project's current policy and record the deployment.
 
@@ -56,7 +65,9 @@ def deploy_policy(
     with transaction.atomic():
         project = Project.objects.select_for_update().get(pk=project.pk)
         if project.current_policy_id == policy.pk:
-            raise ValueError(f"{policy.name} is already the current policy of {project.name}")
+            raise ValueError(
+                f"{policy.name} is already the current policy of {project.name}"
+            )
         deployment = Deployment.objects.create(
             project=project,
             policy=policy,
@@ -74,7 +85,11 @@ def rollback_policy(project: Project, *, user: AbstractBaseUser | None) -> Deplo
 
     Raise ValueError when the project has no earlier policy to return to.
     """
-    newest = Deployment.objects.filter(project=project).order_by("-created_at", "-id").first()
+    newest = (
+        Deployment.objects.filter(project=project)
+        .order_by("-created_at", "-id")
+        .first()
+    )
     if newest is None or newest.previous is None:
         raise ValueError(
             f"project {project.name} has no earlier deployed policy to roll back to; "

@@ -15,6 +15,7 @@ For small models the default loss is DPO's sigmoid plus an SFT term on the chose
 response (`["sigmoid", "sft"]`): measured on the demo, plain sigmoid DPO from a
 weak policy is unstable, the SFT term lifts it (see ML-NOTES).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -39,8 +40,21 @@ from training.progress import Reporter, trainer_callback
 logger = logging.getLogger(__name__)
 
 LOSS_TYPES = (
-    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
-    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
 )
 
 
@@ -49,55 +63,90 @@ class DPOConfig:
     """What a DPO stage needs; field names follow `trl.DPOConfig` where they are TRL's."""
 
     base_path: str = field(
-        default="", metadata={"help": "Folder or hub id of the starting policy's base model."}
+        default="",
+        metadata={"help": "Folder or hub id of the starting policy's base model."},
     )
     adapter_path: str = field(
-        default="", metadata={"help": "The starting policy's LoRA adapter folder, if it has one."}
+        default="",
+        metadata={"help": "The starting policy's LoRA adapter folder, if it has one."},
     )
     use_lora: bool = field(
-        default=True, metadata={"help": "Train a LoRA adapter (reference = adapter disabled)."}
+        default=True,
+        metadata={"help": "Train a LoRA adapter (reference = adapter disabled)."},
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank of a new adapter."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator of a new adapter."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator of a new adapter."}
+    )
+    lora_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the LoRA branch."}
+    )
     loss_type: list[str] = field(
         default_factory=lambda: ["sigmoid", "sft"],
-        metadata={"help": f"DPO loss terms, summed with loss_weights; any of {', '.join(LOSS_TYPES)}."},
+        metadata={
+            "help": f"DPO loss terms, summed with loss_weights; any of {', '.join(LOSS_TYPES)}."
+        },
     )
     loss_weights: list[float] | None = field(
         default=None, metadata={"help": "One weight per loss term; default all 1."}
     )
     beta: float = field(
         default=0.1,
-        metadata={"help": "Strength of the implicit KL to the reference (IPO: its regulariser)."},
+        metadata={
+            "help": "Strength of the implicit KL to the reference (IPO: its regulariser)."
+        },
     )
     label_smoothing: float = field(
         default=0.0,
-        metadata={"help": "Assumed share of flipped labels, for the robust and cDPO losses."},
+        metadata={
+            "help": "Assumed share of flipped labels, for the robust and cDPO losses."
+        },
     )
     learning_rate: float = field(
         default=5e-4,
-        metadata={"help": "AdamW learning rate; TRL's 1e-6 is for large models and moves a tiny one not at all."},
+        metadata={
+            "help": "AdamW learning rate; TRL's 1e-6 is for large models and moves a tiny one not at all."
+        },
     )
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over the data."}
+    )
     max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."}
+        default=-1,
+        metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."},
     )
-    per_device_train_batch_size: int = field(default=8, metadata={"help": "Pairs per device per step."})
+    per_device_train_batch_size: int = field(
+        default=8, metadata={"help": "Pairs per device per step."}
+    )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
     )
-    max_length: int = field(default=256, metadata={"help": "Truncate prompt + response to this many tokens."})
-    warmup_steps: float = field(
-        default=0.0, metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."}
+    max_length: int = field(
+        default=256,
+        metadata={"help": "Truncate prompt + response to this many tokens."},
     )
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
-    logging_steps: int = field(default=1, metadata={"help": "Report metrics every this many steps."})
-    seed: int = field(default=0, metadata={"help": "Seed for data order and initialisation."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."})
+    warmup_steps: float = field(
+        default=0.0,
+        metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."},
+    )
+    save_steps: int = field(
+        default=50, metadata={"help": "Checkpoint every this many steps."}
+    )
+    logging_steps: int = field(
+        default=1, metadata={"help": "Report metrics every this many steps."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed for data order and initialisation."}
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+    )
     precompute_ref_log_probs: bool = field(
         default=False,
-        metadata={"help": "Compute reference log-probs once before training (saves a forward pass per step)."},
+        metadata={
+            "help": "Compute reference log-probs once before training (saves a forward pass per step)."
+        },
     )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
@@ -109,8 +158,12 @@ class DPOConfig:
             self.loss_type = [self.loss_type]
         bad = [t for t in self.loss_type if t not in LOSS_TYPES]
         if bad or not self.loss_type:
-            raise ValueError(f"loss_type must be some of {list(LOSS_TYPES)}, got {self.loss_type}")
-        if self.loss_weights is not None and len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(
+                f"loss_type must be some of {list(LOSS_TYPES)}, got {self.loss_type}"
+            )
+        if self.loss_weights is not None and len(self.loss_weights) != len(
+            self.loss_type
+        ):
             raise ValueError(
                 f"loss_weights must have one weight per loss_type ({len(self.loss_type)}), "
                 f"got {self.loss_weights}"
@@ -124,8 +177,12 @@ class DPOConfig:
         check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
         if self.max_steps != -1:
             check_range("max_steps", self.max_steps, 1, None)
-        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
-        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+        check_range(
+            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
+        )
+        check_range(
+            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
+        )
         check_range("max_length", self.max_length, 8, None)
         check_range("warmup_steps", self.warmup_steps, 0, None)
         check_range("save_steps", self.save_steps, 1, None)
@@ -133,7 +190,9 @@ class DPOConfig:
         ours = {f.name for f in dataclasses.fields(self)}
         clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
         if clash:
-            raise ValueError(f"trl_args must not repeat {clash}; set them as fields of DPOConfig")
+            raise ValueError(
+                f"trl_args must not repeat {clash}; set them as fields of DPOConfig"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DPOConfig:
@@ -170,7 +229,9 @@ def train(
     from trl import DPOTrainer
 
     if data_path is None:
-        raise ValueError("DPO needs data_path: a preference JSONL with prompt/chosen/rejected")
+        raise ValueError(
+            "DPO needs data_path: a preference JSONL with prompt/chosen/rejected"
+        )
     dataset = Dataset.from_list(preference_rows(Path(data_path)))
     tokenizer = load_tokenizer(config.base_path, padding_side="right")
 
@@ -178,12 +239,16 @@ def train(
         model = load_policy(config.base_path, config.adapter_path, trainable=True)
         peft_config = None
         if not config.adapter_path:
-            peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
+            peft_config = lora_config(
+                config.lora_r, config.lora_alpha, config.lora_dropout
+            )
         else:
             logger.warning(
                 "continuing the parent's adapter %s: its rank and alpha apply, "
                 "lora_r=%s and lora_alpha=%s are ignored",
-                config.adapter_path, config.lora_r, config.lora_alpha,
+                config.adapter_path,
+                config.lora_r,
+                config.lora_alpha,
             )
         ref_model = None
     else:

@@ -9,11 +9,13 @@ one phrasing, and RLHF should not make that worse unnoticed:
   (higher is more alike; 1.0 when all are identical).
 Words are whitespace tokens, so the figures do not depend on a tokenizer.
 """
+
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 Judge = Callable[[Any, str, str], float]
 """judge(prompt, response_a, response_b) -> probability that A is better (0.5: tie)."""
@@ -33,7 +35,9 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def bleu(hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4) -> float:
+def bleu(
+    hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4
+) -> float:
     """Return sentence BLEU; a zero n-gram match counts as 0.1 (Chen & Cherry 2014, method 1)."""
     if not hypothesis:
         return 0.0
@@ -50,7 +54,9 @@ def bleu(hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_n: 
             total, clipped = 1, 0
         log_precision += math.log((clipped or 0.1) / total) / max_n
     closest = min((abs(len(r) - len(hypothesis)), len(r)) for r in references)[1]
-    brevity = 1.0 if len(hypothesis) > closest else math.exp(1 - closest / len(hypothesis))
+    brevity = (
+        1.0 if len(hypothesis) > closest else math.exp(1 - closest / len(hypothesis))
+    )
     return brevity * math.exp(log_precision)
 
 
@@ -70,38 +76,59 @@ def mean_length(texts: Sequence[str], tokenizer: Any = None) -> float:
         return 0.0
     if tokenizer is None:
         return sum(len(t.split()) for t in texts) / len(texts)
-    return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts) / len(texts)
+    return sum(
+        len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts
+    ) / len(texts)
 
 
-def win_rate_from_scores(scores_a: Sequence[float], scores_b: Sequence[float]) -> dict[str, float]:
+def win_rate_from_scores(
+    scores_a: Sequence[float], scores_b: Sequence[float]
+) -> dict[str, float]:
     """Return wins, losses, ties of A over B and the win rate (a tie counts half)."""
     if len(scores_a) != len(scores_b) or not scores_a:
         raise ValueError(
             f"need as many scores for A as for B, and some: got {len(scores_a)} and {len(scores_b)}"
         )
-    wins = sum(a > b for a, b in zip(scores_a, scores_b))
-    losses = sum(a < b for a, b in zip(scores_a, scores_b))
+    wins = sum(a > b for a, b in zip(scores_a, scores_b, strict=False))
+    losses = sum(a < b for a, b in zip(scores_a, scores_b, strict=False))
     ties = len(scores_a) - wins - losses
-    return {"wins": wins, "losses": losses, "ties": ties,
-            "win_rate": (wins + 0.5 * ties) / len(scores_a)}
+    return {
+        "wins": wins,
+        "losses": losses,
+        "ties": ties,
+        "win_rate": (wins + 0.5 * ties) / len(scores_a),
+    }
 
 
-def win_rate_by_judge(prompts: Sequence[Any], responses_a: Sequence[str],
-                      responses_b: Sequence[str], judge: Judge) -> float:
+def win_rate_by_judge(
+    prompts: Sequence[Any],
+    responses_a: Sequence[str],
+    responses_b: Sequence[str],
+    judge: Judge,
+) -> float:
     """Return A's mean preference probability over B by the judge, asked in both orders.
 
     Asking (A, B) and (B, A) and averaging cancels a judge's position bias.
     """
     if not (len(prompts) == len(responses_a) == len(responses_b)) or not prompts:
-        raise ValueError("prompts, responses_a and responses_b must be equally long and non-empty")
+        raise ValueError(
+            "prompts, responses_a and responses_b must be equally long and non-empty"
+        )
     total = 0.0
-    for prompt, a, b in zip(prompts, responses_a, responses_b):
+    for prompt, a, b in zip(prompts, responses_a, responses_b, strict=False):
         total += 0.5 * (judge(prompt, a, b) + (1.0 - judge(prompt, b, a)))
     return total / len(prompts)
 
 
-def sample(model, tokenizer, prompts: Sequence[Any], *, max_new_tokens: int = 64,
-           temperature: float = 1.0, seed: int = 0) -> tuple[list[str], Any, int]:
+def sample(
+    model,
+    tokenizer,
+    prompts: Sequence[Any],
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> tuple[list[str], Any, int]:
     """Sample one response per prompt (pure sampling at `temperature`).
 
     Return (texts, token ids of prompt + response, prompt width); responses are
@@ -110,27 +137,42 @@ def sample(model, tokenizer, prompts: Sequence[Any], *, max_new_tokens: int = 64
     import torch
 
     tokenizer.padding_side = "left"
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-             for p in prompts]
-    batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+    batch = tokenizer(
+        texts, return_tensors="pt", padding=True, add_special_tokens=False
+    )
     batch = batch.to(next(model.parameters()).device)
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         torch.manual_seed(seed)
-        output = model.generate(**batch, do_sample=True, temperature=temperature, top_k=0,
-                                top_p=1.0, max_new_tokens=max_new_tokens,
-                                pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=tokenizer.eos_token_id)
+        output = model.generate(
+            **batch,
+            do_sample=True,
+            temperature=temperature,
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
     width = batch["input_ids"].shape[1]
     responses = output[:, width:]
     is_eos = responses == tokenizer.eos_token_id
     cut = torch.where(is_eos.any(1), is_eos.int().argmax(1), responses.shape[1] - 1)
-    keep = torch.arange(responses.shape[1], device=responses.device)[None, :] <= cut[:, None]
+    keep = (
+        torch.arange(responses.shape[1], device=responses.device)[None, :]
+        <= cut[:, None]
+    )
     output[:, width:] = responses.masked_fill(~keep, tokenizer.pad_token_id)
     decoded = tokenizer.batch_decode(output[:, width:], skip_special_tokens=True)
     return [t.strip() for t in decoded], output, width
 
 
-def sequence_logprobs(model, input_ids, width: int, pad_token_id: int, eos_token_id: int):
+def sequence_logprobs(
+    model, input_ids, width: int, pad_token_id: int, eos_token_id: int
+):
     """Return log p(response | prompt) per sequence, summed over response tokens: (batch,)."""
     import torch
 
@@ -138,25 +180,40 @@ def sequence_logprobs(model, input_ids, width: int, pad_token_id: int, eos_token
     attention[:, width:] = 0
     response = input_ids[:, width:]
     # A response token counts up to and including its end token.
-    after_eos = (response == eos_token_id).int().cumsum(1) - (response == eos_token_id).int()
+    after_eos = (response == eos_token_id).int().cumsum(1) - (
+        response == eos_token_id
+    ).int()
     response_mask = (response != pad_token_id) & (after_eos == 0)
     attention[:, width:] = response_mask.long()
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     with torch.no_grad():
-        logits = model(input_ids=input_ids, attention_mask=attention, position_ids=positions).logits
-    logps = torch.log_softmax(logits[:, width - 1 : -1].float(), dim=-1)  # (batch, resp, vocab)
+        logits = model(
+            input_ids=input_ids, attention_mask=attention, position_ids=positions
+        ).logits
+    logps = torch.log_softmax(
+        logits[:, width - 1 : -1].float(), dim=-1
+    )  # (batch, resp, vocab)
     token = logps.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (batch, resp)
     return (token * response_mask).sum(1)
 
 
-def kl_to_reference(policy, reference, tokenizer, prompts: Sequence[Any], *,
-                    max_new_tokens: int = 64, seed: int = 0) -> float:
+def kl_to_reference(
+    policy,
+    reference,
+    tokenizer,
+    prompts: Sequence[Any],
+    *,
+    max_new_tokens: int = 64,
+    seed: int = 0,
+) -> float:
     """Return a sampled estimate of KL(policy || reference) per response, in nats.
 
     Responses are drawn from the policy at temperature 1; the estimate is the
     mean of log pi(y|x) - log ref(y|x) (unbiased; single samples may be negative).
     """
-    _, ids, width = sample(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    _, ids, width = sample(
+        policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed
+    )
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     ref_device = next(reference.parameters()).device
     log_pi = sequence_logprobs(policy, ids, width, pad, eos).cpu()
@@ -190,8 +247,12 @@ def evaluate_policy(
     tokenizer = load_tokenizer(policy_paths[1] or policy_paths[0], padding_side="left")
     policy = load_policy(*policy_paths, merge=True).eval()
     parent = load_policy(*parent_paths, merge=True).eval()
-    ours, _, _ = sample(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
-    theirs, _, _ = sample(parent, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    ours, _, _ = sample(
+        policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed
+    )
+    theirs, _, _ = sample(
+        parent, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed
+    )
     metrics: dict[str, float] = {"prompts": float(len(prompts))}
     if reward_model_path:
         from training.reward import reward_function
@@ -205,16 +266,29 @@ def evaluate_policy(
         metrics["parent_reward_mean"] = sum(scores[len(ours) :]) / len(ours)
     if judge is not None:
         metrics["judge_win_rate"] = win_rate_by_judge(prompts, ours, theirs, judge)
-    metrics["kl_to_parent"] = kl_to_reference(policy, parent, tokenizer, prompts,
-                                              max_new_tokens=max_new_tokens, seed=seed + 1)
+    metrics["kl_to_parent"] = kl_to_reference(
+        policy, parent, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed + 1
+    )
     metrics["response_length"] = mean_length(ours, tokenizer)
     for name, model in (("", policy), ("parent_", parent)):
         groups = [
-            sample(model, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed + 2 + k)[0]
+            sample(
+                model,
+                tokenizer,
+                prompts,
+                max_new_tokens=max_new_tokens,
+                seed=seed + 2 + k,
+            )[0]
             for k in range(max(2, diversity_samples))
         ]
-        per_prompt = list(zip(*groups))  # (prompts, samples)
-        metrics[f"{name}distinct_1"] = sum(distinct_n(s, 1) for s in per_prompt) / len(per_prompt)
-        metrics[f"{name}distinct_2"] = sum(distinct_n(s, 2) for s in per_prompt) / len(per_prompt)
-        metrics[f"{name}self_bleu"] = sum(self_bleu(s) for s in per_prompt) / len(per_prompt)
+        per_prompt = list(zip(*groups, strict=False))  # (prompts, samples)
+        metrics[f"{name}distinct_1"] = sum(distinct_n(s, 1) for s in per_prompt) / len(
+            per_prompt
+        )
+        metrics[f"{name}distinct_2"] = sum(distinct_n(s, 2) for s in per_prompt) / len(
+            per_prompt
+        )
+        metrics[f"{name}self_bleu"] = sum(self_bleu(s) for s in per_prompt) / len(
+            per_prompt
+        )
     return metrics

@@ -1,4 +1,5 @@
 """Forms of the training pages: the launch form built from the stages' config dataclasses."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -47,21 +48,29 @@ def _default(field: dataclasses.Field) -> Any:
 class LaunchForm(forms.Form):
     """Launch a training round: pipeline, round options, and any stage option to override."""
 
-    project = forms.ModelChoiceField(queryset=Project.objects.all(), to_field_name="name")
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.all(), to_field_name="name"
+    )
     method = forms.CharField(
         initial="dpo",
         max_length=100,
-        help_text="Stages, comma-separated, run in order; e.g. " + "; ".join(PIPELINES) + ".",
+        help_text="Stages, comma-separated, run in order; e.g. "
+        + "; ".join(PIPELINES)
+        + ".",
     )
     policy = forms.ModelChoiceField(
-        queryset=Policy.objects.filter(kind=Policy.Kind.POLICY, status=Policy.Status.READY),
+        queryset=Policy.objects.filter(
+            kind=Policy.Kind.POLICY, status=Policy.Status.READY
+        ),
         required=False,
         to_field_name="name",
         empty_label="the project's current policy",
         help_text="The policy the first stage starts from.",
     )
     reward_model = forms.ModelChoiceField(
-        queryset=Policy.objects.filter(kind=Policy.Kind.REWARD_MODEL, status=Policy.Status.READY),
+        queryset=Policy.objects.filter(
+            kind=Policy.Kind.REWARD_MODEL, status=Policy.Status.READY
+        ),
         required=False,
         to_field_name="name",
         empty_label="none (a reward stage trains one)",
@@ -102,13 +111,20 @@ class LaunchForm(forms.Form):
                 help_text = field.metadata.get("help", "")
                 if isinstance(default, bool):
                     self.fields[name] = forms.ChoiceField(
-                        choices=[("", f"default ({str(default).lower()})"), ("true", "true"),
-                                 ("false", "false")],
-                        required=False, label=field.name, help_text=help_text,
+                        choices=[
+                            ("", f"default ({str(default).lower()})"),
+                            ("true", "true"),
+                            ("false", "false"),
+                        ],
+                        required=False,
+                        label=field.name,
+                        help_text=help_text,
                     )
                 else:
                     self.fields[name] = forms.CharField(
-                        required=False, label=field.name, help_text=help_text,
+                        required=False,
+                        label=field.name,
+                        help_text=help_text,
                         widget=forms.TextInput(attrs={"placeholder": f"{default}"}),
                     )
                 names.append(name)
@@ -131,7 +147,10 @@ class LaunchForm(forms.Form):
     def launch_options(self) -> dict[str, Any]:
         """Return the options for `launch_round` from the cleaned data (blank = default)."""
         data = self.cleaned_data
-        options: dict[str, Any] = {"queue": data["queue"], "accelerate": data["accelerate"] or ""}
+        options: dict[str, Any] = {
+            "queue": data["queue"],
+            "accelerate": data["accelerate"] or "",
+        }
         if data.get("policy"):
             options["policy"] = data["policy"].name
         if data.get("reward_model"):

@@ -26,14 +26,16 @@ KL is `training.evaluation.kl_to_reference` on the policy's own samples. Plain
 figures go to `out` as a table per round; the last line is one JSON object (see
 `RoundFigures.summary`).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
@@ -67,23 +69,43 @@ JUDGE_VS_PREVIOUS = "judge_win_rate_vs_previous"
 class LoopConfig:
     """How the loop runs: round sizes, annotator noise, sampling, evaluation, training."""
 
-    rounds: int = field(default=3, metadata={"help": "Rounds of publish -> train -> deploy."})
-    method: str = field(default="dpo", metadata={"help": "dpo, or ppo (a reward stage, then PPO)."})
+    rounds: int = field(
+        default=3, metadata={"help": "Rounds of publish -> train -> deploy."}
+    )
+    method: str = field(
+        default="dpo", metadata={"help": "dpo, or ppo (a reward stage, then PPO)."}
+    )
     prompts_per_round: int = field(
         default=128,
-        metadata={"help": "Fresh prompts published per round (both methods measured at 128: docs/loop.md)."},
+        metadata={
+            "help": "Fresh prompts published per round (both methods measured at 128: docs/loop.md)."
+        },
     )
     earlier_policies: int = field(
         default=1,
-        metadata={"help": "How many earlier policies also write candidates, for cross-policy comparisons."},
+        metadata={
+            "help": "How many earlier policies also write candidates, for cross-policy comparisons."
+        },
     )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of candidates."})
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of candidates."}
+    )
     top_k: int = field(default=0, metadata={"help": "Top-k of candidates (0: off)."})
-    top_p: float = field(default=1.0, metadata={"help": "Top-p of candidates (1: off)."})
-    max_new_tokens: int = field(default=48, metadata={"help": "Longest candidate, in tokens."})
-    flip_rate: float = field(default=0.1, metadata={"help": "Simulated annotators' flip rate."})
-    tie_rate: float = field(default=0.0, metadata={"help": "Simulated annotators' tie rate."})
-    skip_rate: float = field(default=0.0, metadata={"help": "Simulated annotators' skip rate."})
+    top_p: float = field(
+        default=1.0, metadata={"help": "Top-p of candidates (1: off)."}
+    )
+    max_new_tokens: int = field(
+        default=48, metadata={"help": "Longest candidate, in tokens."}
+    )
+    flip_rate: float = field(
+        default=0.1, metadata={"help": "Simulated annotators' flip rate."}
+    )
+    tie_rate: float = field(
+        default=0.0, metadata={"help": "Simulated annotators' tie rate."}
+    )
+    skip_rate: float = field(
+        default=0.0, metadata={"help": "Simulated annotators' skip rate."}
+    )
     votes: str = field(
         default="",
         metadata={
@@ -93,14 +115,20 @@ class LoopConfig:
     )
     data: str = field(
         default="round",
-        metadata={"help": "Train on this round's rankings ('round') or on all rounds so far ('all')."},
+        metadata={
+            "help": "Train on this round's rankings ('round') or on all rounds so far ('all')."
+        },
     )
-    eval_prompts: int = field(default=100, metadata={"help": "Held-out prompts evaluated on."})
+    eval_prompts: int = field(
+        default=100, metadata={"help": "Held-out prompts evaluated on."}
+    )
     eval_samples: int = field(
-        default=4, metadata={"help": "Samples per held-out prompt and policy (2 or more)."}
+        default=4,
+        metadata={"help": "Samples per held-out prompt and policy (2 or more)."},
     )
     eval_temperature: float = field(
-        default=1.0, metadata={"help": "Sampling temperature of evaluation samples (0: greedy)."}
+        default=1.0,
+        metadata={"help": "Sampling temperature of evaluation samples (0: greedy)."},
     )
     train: dict[str, dict[str, Any]] = field(
         default_factory=dict,
@@ -109,17 +137,25 @@ class LoopConfig:
             "configures the round's own evaluation stage."
         },
     )
-    seed: int = field(default=0, metadata={"help": "Seed of sampling, noise and training."})
+    seed: int = field(
+        default=0, metadata={"help": "Seed of sampling, noise and training."}
+    )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
         if self.method not in PIPELINES:
-            raise ValueError(f"method must be one of {sorted(PIPELINES)}, got {self.method!r}")
+            raise ValueError(
+                f"method must be one of {sorted(PIPELINES)}, got {self.method!r}"
+            )
         if self.prompts_per_round < 1:
-            raise ValueError(f"prompts_per_round must be at least 1, got {self.prompts_per_round}")
+            raise ValueError(
+                f"prompts_per_round must be at least 1, got {self.prompts_per_round}"
+            )
         if self.earlier_policies < 0:
-            raise ValueError(f"earlier_policies must be >= 0, got {self.earlier_policies}")
+            raise ValueError(
+                f"earlier_policies must be >= 0, got {self.earlier_policies}"
+            )
         for name in ("flip_rate", "tie_rate", "skip_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
@@ -127,7 +163,9 @@ class LoopConfig:
         if not self.votes and self.method in METHOD_DEFAULTS:
             self.votes = METHOD_DEFAULTS[self.method]["votes"]
         if self.votes not in ("consensus", "every"):
-            raise ValueError(f"votes must be 'consensus' or 'every', got {self.votes!r}")
+            raise ValueError(
+                f"votes must be 'consensus' or 'every', got {self.votes!r}"
+            )
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
         if self.eval_prompts < 1 or self.eval_samples < 2:
@@ -232,7 +270,9 @@ def table_row(f: RoundFigures) -> str:
         f"{f.distinct_2_sft:.3f}",
         f"{f.wall_s:.1f}",
     )
-    return "  ".join(fmt.format(v) for (_, fmt), v in zip(TABLE_COLUMNS, values))
+    return "  ".join(
+        fmt.format(v) for (_, fmt), v in zip(TABLE_COLUMNS, values, strict=False)
+    )
 
 
 def judge_win_rate(
@@ -296,13 +336,20 @@ def distinct_2(samples: list[list[str]]) -> float:
 
 
 def kl_to_sft(
-    policy: Policy, reference: Policy, prompts: list[list[dict]], *, max_new_tokens: int, seed: int
+    policy: Policy,
+    reference: Policy,
+    prompts: list[list[dict]],
+    *,
+    max_new_tokens: int,
+    seed: int,
 ) -> float:
     """Return the sampled estimate of KL(policy || reference) per response, in nats."""
     from training.artifacts import load_policy, load_tokenizer
     from training.evaluation import kl_to_reference
 
-    tokenizer = load_tokenizer(policy.adapter_path or policy.base_path, padding_side="left")
+    tokenizer = load_tokenizer(
+        policy.adapter_path or policy.base_path, padding_side="left"
+    )
     model = load_policy(policy.base_path, policy.adapter_path, merge=True).eval()
     ref = load_policy(reference.base_path, reference.adapter_path, merge=True).eval()
     return kl_to_reference(
@@ -336,7 +383,11 @@ def sample(policy: Policy, prompts: list[list[dict]], sampling) -> list[list[str
 
 def _round_reward_model(training_round) -> Policy | None:
     """Return the reward model a training round registered, if it trained one."""
-    job = training_round.jobs.filter(stage="reward").select_related("output_policy").first()
+    job = (
+        training_round.jobs.filter(stage="reward")
+        .select_related("output_policy")
+        .first()
+    )
     return job.output_policy if job is not None else None
 
 
@@ -426,7 +477,9 @@ def run_loop(
     distinct_sft = distinct_2(reference_samples)
     previous = project.current_policy
     previous_samples = (
-        reference_samples if previous.pk == reference.pk else sample(previous, prompts, eval_sampling)
+        reference_samples
+        if previous.pk == reference.pk
+        else sample(previous, prompts, eval_sampling)
     )
     history: list[Policy] = [previous]
     figures: list[RoundFigures] = []
@@ -438,7 +491,9 @@ def run_loop(
         current = project.current_policy
         # The deployed policy writes the task's other candidates (publish_round adds one
         # per earlier policy), so people compare policies within a task.
-        earlier = history[:-1][-config.earlier_policies :] if config.earlier_policies else []
+        earlier = (
+            history[:-1][-config.earlier_policies :] if config.earlier_policies else []
+        )
         tick = time.monotonic()
         labelling_round = publish_round(
             project,
@@ -459,7 +514,10 @@ def run_loop(
         seconds["annotate"] = time.monotonic() - tick
 
         tick = time.monotonic()
-        snapshot_filter: dict[str, Any] = {"votes": config.votes, "simulated": "include"}
+        snapshot_filter: dict[str, Any] = {
+            "votes": config.votes,
+            "simulated": "include",
+        }
         if config.data == "round":
             snapshot_filter["rounds"] = [labelling_round.number]
         snapshot = freeze_snapshot(
@@ -470,10 +528,15 @@ def run_loop(
         )
         options: dict[str, Any] = {"snapshot": snapshot.name, "policy": current.name}
         options.update(stage_options(config))
-        training_round = launch_round(project, PIPELINES[config.method], user=user, options=options)
+        training_round = launch_round(
+            project, PIPELINES[config.method], user=user, options=options
+        )
         drain_round(training_round)
         training_round.refresh_from_db()
-        if training_round.status != Status.SUCCEEDED or training_round.output_policy is None:
+        if (
+            training_round.status != Status.SUCCEEDED
+            or training_round.output_policy is None
+        ):
             raise RuntimeError(
                 f"round {r}: training round {training_round.pk} ended {training_round.status}: "
                 f"{training_round.error or 'no error text'}"
@@ -491,7 +554,11 @@ def run_loop(
             win_rate_vs_previous=judge_win_rate(prompts, samples, previous_samples),
             win_rate_vs_sft=judge_win_rate(prompts, samples, reference_samples),
             kl=kl_to_sft(
-                policy, reference, prompts, max_new_tokens=config.max_new_tokens, seed=config.seed
+                policy,
+                reference,
+                prompts,
+                max_new_tokens=config.max_new_tokens,
+                seed=config.seed,
             ),
             distinct_2=distinct_2(samples),
             distinct_2_sft=distinct_sft,
@@ -541,7 +608,9 @@ def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Pa
     rounds = [f.round for f in figures]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
     left.plot(rounds, [f.win_rate_vs_sft for f in figures], "o-", label="vs SFT")
-    left.plot(rounds, [f.win_rate_vs_previous for f in figures], "s--", label="vs previous")
+    left.plot(
+        rounds, [f.win_rate_vs_previous for f in figures], "s--", label="vs previous"
+    )
     left.axhline(0.5, color="#888", linewidth=0.8)
     left.set_ylim(0, 1)
     left.set_title("Judge win rate (held-out prompts)")
@@ -550,7 +619,9 @@ def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Pa
     middle.set_title("KL(policy || SFT) per response")
     right.plot(rounds, [f.distinct_2 for f in figures], "o-", label="policy")
     right.axhline(figures[0].distinct_2_sft, color="#888", linestyle="--", label="SFT")
-    right.axhline(figures[0].distinct_2_sft / 2, color="#ccc", linestyle=":", label="SFT / 2")
+    right.axhline(
+        figures[0].distinct_2_sft / 2, color="#ccc", linestyle=":", label="SFT / 2"
+    )
     right.set_ylim(0, 1)
     right.set_title("distinct-2")
     right.legend()
@@ -569,7 +640,10 @@ def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Pa
 
 def stage_options(config: LoopConfig) -> dict[str, dict[str, Any]]:
     """Return each stage's trainer options: the method's defaults, overridden key by key by `config.train`."""
-    options = {stage: dict(values) for stage, values in METHOD_DEFAULTS[config.method]["train"].items()}
+    options = {
+        stage: dict(values)
+        for stage, values in METHOD_DEFAULTS[config.method]["train"].items()
+    }
     for stage, values in config.train.items():
         options.setdefault(stage, {}).update(values)
     return options
@@ -580,5 +654,7 @@ def config_from_options(options: dict[str, Any]) -> LoopConfig:
     names = {f.name for f in dataclasses.fields(LoopConfig)}
     unknown = sorted(set(options) - names)
     if unknown:
-        raise ValueError(f"unknown loop options {unknown}; expected some of {sorted(names)}")
+        raise ValueError(
+            f"unknown loop options {unknown}; expected some of {sorted(names)}"
+        )
     return LoopConfig(**options)

@@ -3,6 +3,7 @@
 Lineage runs through a round: snapshot -> round -> stages -> output policy. A job's
 status, progress, heartbeat and error text live here because the Tasks API has none.
 """
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -47,7 +48,9 @@ class TrainingRound(models.Model):
         related_name="produced_by_rounds",
     )
     config = models.JSONField(default=dict, blank=True, help_text="Launch options.")
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED
+    )
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
@@ -72,17 +75,25 @@ class TrainingRound(models.Model):
 class TrainingJob(models.Model):
     """One stage of a round, run by a worker as a child process with a run directory."""
 
-    round = models.ForeignKey(TrainingRound, on_delete=models.CASCADE, related_name="jobs")
+    round = models.ForeignKey(
+        TrainingRound, on_delete=models.CASCADE, related_name="jobs"
+    )
     stage = models.CharField(max_length=30)
     index = models.PositiveSmallIntegerField()
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED
+    )
     config = models.JSONField(default=dict, blank=True, help_text="Resolved config.")
     run_dir = models.CharField(max_length=500, blank=True)
-    task_id = models.CharField(max_length=100, blank=True, help_text="Tasks API result id.")
+    task_id = models.CharField(
+        max_length=100, blank=True, help_text="Tasks API result id."
+    )
     step = models.PositiveIntegerField(default=0)
     total_steps = models.PositiveIntegerField(default=0)
     last_metrics = models.JSONField(default=dict, blank=True)
-    history = models.JSONField(default=list, blank=True, help_text="Metrics per logged step.")
+    history = models.JSONField(
+        default=list, blank=True, help_text="Metrics per logged step."
+    )
     output_path = models.CharField(max_length=500, blank=True)
     output_policy = models.ForeignKey(
         Policy,
@@ -101,7 +112,9 @@ class TrainingJob(models.Model):
     class Meta:
         ordering = ["round", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["round", "index"], name="unique_stage_index")
+            models.UniqueConstraint(
+                fields=["round", "index"], name="unique_stage_index"
+            )
         ]
 
     def __str__(self) -> str:
@@ -121,8 +134,12 @@ class Deployment(models.Model):
     policy the newest row replaced.
     """
 
-    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="deployments")
-    policy = models.ForeignKey(Policy, on_delete=models.PROTECT, related_name="deployments")
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="deployments"
+    )
+    policy = models.ForeignKey(
+        Policy, on_delete=models.PROTECT, related_name="deployments"
+    )
     previous = models.ForeignKey(
         Policy,
         null=True,

@@ -50,6 +50,7 @@ The artifact is the LoRA adapter (parent without adapter) or the full merged
 model (LoRA off, or a parent that had an adapter: the new adapter sits on the
 merged parent, which exists nowhere else), plus tokenizer and training_config.json.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -57,9 +58,10 @@ import json
 import logging
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from training.artifacts import (
     check_range,
@@ -83,54 +85,94 @@ class PPOConfig:
     """What a PPO stage needs: policy, reward model, rollout, and the PPO update."""
 
     base_path: str = field(
-        default="", metadata={"help": "Folder or hub id of the starting policy's base model."}
+        default="",
+        metadata={"help": "Folder or hub id of the starting policy's base model."},
     )
     adapter_path: str = field(
-        default="", metadata={"help": "The starting policy's LoRA adapter; merged into the base first."}
+        default="",
+        metadata={
+            "help": "The starting policy's LoRA adapter; merged into the base first."
+        },
     )
     reward_model_path: str = field(
-        default="", metadata={"help": "Folder of the reward model (a reward stage's output)."}
+        default="",
+        metadata={"help": "Folder of the reward model (a reward stage's output)."},
     )
     use_lora: bool = field(
         default=False,
-        metadata={"help": "Train a LoRA adapter (reference = adapter disabled) instead of all weights."},
+        metadata={
+            "help": "Train a LoRA adapter (reference = adapter disabled) instead of all weights."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
     max_steps: int = field(
-        default=50, metadata={"help": "PPO updates, each one rollout batch and its optimisation."}
+        default=50,
+        metadata={"help": "PPO updates, each one rollout batch and its optimisation."},
     )
-    batch_size: int = field(default=16, metadata={"help": "Prompts (one response each) per rollout."})
-    mini_batch_size: int = field(default=8, metadata={"help": "Responses per optimiser step."})
-    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    batch_size: int = field(
+        default=16, metadata={"help": "Prompts (one response each) per rollout."}
+    )
+    mini_batch_size: int = field(
+        default=8, metadata={"help": "Responses per optimiser step."}
+    )
+    ppo_epochs: int = field(
+        default=4, metadata={"help": "Passes over each rollout batch."}
+    )
     learning_rate: float = field(
-        default=1e-3, metadata={"help": "Adam learning rate of policy and value model (1e-3 fits ~1M params)."}
+        default=1e-3,
+        metadata={
+            "help": "Adam learning rate of policy and value model (1e-3 fits ~1M params)."
+        },
     )
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Clip the gradient norm to this."})
+    max_grad_norm: float = field(
+        default=1.0, metadata={"help": "Clip the gradient norm to this."}
+    )
     max_prompt_length: int = field(
         default=128, metadata={"help": "Keep only the last this-many prompt tokens."}
     )
-    max_new_tokens: int = field(default=32, metadata={"help": "Longest response sampled."})
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of rollouts."})
+    max_new_tokens: int = field(
+        default=32, metadata={"help": "Longest response sampled."}
+    )
+    temperature: float = field(
+        default=1.0, metadata={"help": "Sampling temperature of rollouts."}
+    )
     kl_coef: float = field(
-        default=0.05, metadata={"help": "Initial weight of the per-token KL penalty to the reference."}
+        default=0.05,
+        metadata={
+            "help": "Initial weight of the per-token KL penalty to the reference."
+        },
     )
     target_kl: float | None = field(
         default=None,
-        metadata={"help": "Adapt kl_coef towards this KL per response (None: fixed kl_coef)."},
+        metadata={
+            "help": "Adapt kl_coef towards this KL per response (None: fixed kl_coef)."
+        },
     )
-    kl_horizon: int = field(default=10000, metadata={"help": "Horizon of the adaptive KL controller."})
+    kl_horizon: int = field(
+        default=10000, metadata={"help": "Horizon of the adaptive KL controller."}
+    )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount."})
     lam: float = field(default=0.95, metadata={"help": "GAE lambda."})
     cliprange: float = field(default=0.2, metadata={"help": "Policy ratio clip."})
-    cliprange_value: float = field(default=0.2, metadata={"help": "Value prediction clip."})
+    cliprange_value: float = field(
+        default=0.2, metadata={"help": "Value prediction clip."}
+    )
     vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss."})
     missing_eos_penalty: float = field(
-        default=1.0, metadata={"help": "Subtracted from the score of a response with no end token."}
+        default=1.0,
+        metadata={"help": "Subtracted from the score of a response with no end token."},
     )
-    save_steps: int = field(default=10, metadata={"help": "Checkpoint every this many updates."})
-    seed: int = field(default=0, metadata={"help": "Seed of prompt order, sampling and new heads."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."})
+    save_steps: int = field(
+        default=10, metadata={"help": "Checkpoint every this many updates."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed of prompt order, sampling and new heads."}
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+    )
 
     def __post_init__(self) -> None:
         check_range("lora_r", self.lora_r, 1, None)
@@ -215,16 +257,22 @@ def position_ids_for(attention_mask):
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
-def response_logprobs(model, input_ids, attention_mask, context_length: int, temperature: float):
+def response_logprobs(
+    model, input_ids, attention_mask, context_length: int, temperature: float
+):
     """Return log-probabilities of the response tokens and the entropy at each: (batch, resp) each."""
     import torch
 
-    logits = model(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids_for(attention_mask),
-        use_cache=False,
-    ).logits[:, context_length - 1 : -1].float()  # (batch, resp, vocab)
+    logits = (
+        model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids_for(attention_mask),
+            use_cache=False,
+        )
+        .logits[:, context_length - 1 : -1]
+        .float()
+    )  # (batch, resp, vocab)
     logits = logits / temperature
     logps = torch.log_softmax(logits, dim=-1)
     tokens = input_ids[:, context_length:]
@@ -269,7 +317,9 @@ def build_policy(config: PPOConfig):
     merged_parent = bool(config.adapter_path)
     model = load_policy(config.base_path, config.adapter_path, merge=True)
     if config.use_lora:
-        policy = get_peft_model(model, lora_config(config.lora_r, config.lora_alpha, 0.0))
+        policy = get_peft_model(
+            model, lora_config(config.lora_r, config.lora_alpha, 0.0)
+        )
         reference = None  # the same network with the adapter disabled
     else:
         reference = copy.deepcopy(model).eval().requires_grad_(False)
@@ -277,7 +327,9 @@ def build_policy(config: PPOConfig):
     return policy, reference, merged_parent
 
 
-def build_value_model(config: PPOConfig, policy_tokenizer, reward_tokenizer) -> ValueModel:
+def build_value_model(
+    config: PPOConfig, policy_tokenizer, reward_tokenizer
+) -> ValueModel:
     """Return the value model: from the reward model when it shares the policy's vocabulary."""
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -288,7 +340,9 @@ def build_value_model(config: PPOConfig, policy_tokenizer, reward_tokenizer) -> 
     if same_vocab and not is_encoder(reward_tokenizer):
         source = config.reward_model_path
     else:
-        logger.info("value model starts from the policy base: the reward model cannot serve")
+        logger.info(
+            "value model starts from the policy base: the reward model cannot serve"
+        )
         source = config.base_path
     torch.manual_seed(config.seed)
     classifier = AutoModelForSequenceClassification.from_pretrained(
@@ -329,23 +383,39 @@ def train(
     from training import reward as reward_module
 
     if data_path is None:
-        raise ValueError("PPO needs data_path: a JSONL whose prompt column gives the prompts")
+        raise ValueError(
+            "PPO needs data_path: a JSONL whose prompt column gives the prompts"
+        )
     if not config.reward_model_path:
-        raise ValueError("reward_model_path is empty; give the output folder of a reward stage")
+        raise ValueError(
+            "reward_model_path is empty; give the output folder of a reward stage"
+        )
     prompts = prompt_rows(Path(data_path))
     tokenizer = load_tokenizer(config.base_path, padding_side="left")
-    reward_model, reward_tokenizer = reward_module.load_reward_model(config.reward_model_path)
+    reward_model, reward_tokenizer = reward_module.load_reward_model(
+        config.reward_model_path
+    )
 
     def score_fn(batch_prompts: list[Any], texts: list[str]) -> list[float]:
         responses = [[{"role": "assistant", "content": t}] for t in texts]
-        return reward_module.score(reward_model, reward_tokenizer, batch_prompts, responses)
+        return reward_module.score(
+            reward_model, reward_tokenizer, batch_prompts, responses
+        )
 
     torch.manual_seed(config.seed)
     policy, reference, merged_parent = build_policy(config)
     value_model = build_value_model(config, tokenizer, reward_tokenizer)
     metrics = run_ppo(
-        config, prompts, tokenizer, policy, reference, value_model, score_fn,
-        reporter=reporter, resume_from=resume_from, reward_model=reward_model,
+        config,
+        prompts,
+        tokenizer,
+        policy,
+        reference,
+        value_model,
+        score_fn,
+        reporter=reporter,
+        resume_from=resume_from,
+        reward_model=reward_model,
     )
     if metrics["stopped"]:
         return metrics
@@ -386,7 +456,9 @@ def run_ppo(
     params = [p for p in policy.parameters() if p.requires_grad]
     value_params = list(value_model.classifier.parameters())
     optimizer = torch.optim.Adam(
-        [{"params": params}, {"params": value_params}], lr=config.learning_rate, eps=1e-5
+        [{"params": params}, {"params": value_params}],
+        lr=config.learning_rate,
+        eps=1e-5,
     )
     minibatches = config.batch_size // config.mini_batch_size
     total_updates = config.max_steps * config.ppo_epochs * minibatches
@@ -412,7 +484,11 @@ def run_ppo(
         accelerator.unwrap_model(value_model.classifier).load_state_dict(state["value"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        kl_coef, start_step, first_score = state["kl_coef"], state["step"], state["first_score"]
+        kl_coef, start_step, first_score = (
+            state["kl_coef"],
+            state["step"],
+            state["first_score"],
+        )
         rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
 
@@ -443,7 +519,9 @@ def run_ppo(
             batch_index.append(order.pop())
         queries = [encoded[i] for i in batch_index]
         width = max(len(q) for q in queries)
-        query_ids = torch.full((len(queries), width), tokenizer.pad_token_id, dtype=torch.long)
+        query_ids = torch.full(
+            (len(queries), width), tokenizer.pad_token_id, dtype=torch.long
+        )
         query_mask = torch.zeros_like(query_ids)
         for i, q in enumerate(queries):  # left padding
             query_ids[i, width - len(q) :] = torch.tensor(q)
@@ -463,7 +541,9 @@ def run_ppo(
         # ---- 2. truncate after the first end token; score the decoded text
         is_eos = responses == tokenizer.eos_token_id
         has_eos = is_eos.any(dim=1)
-        first_eos = torch.where(has_eos, is_eos.int().argmax(dim=1), responses.shape[1] - 1)
+        first_eos = torch.where(
+            has_eos, is_eos.int().argmax(dim=1), responses.shape[1] - 1
+        )
         positions = torch.arange(responses.shape[1], device=device)
         response_mask = positions[None, :] <= first_eos[:, None]  # (batch, resp)
         responses = responses.masked_fill(~response_mask, tokenizer.pad_token_id)
@@ -471,13 +551,17 @@ def run_ppo(
         attention_mask = torch.cat([query_mask, response_mask.long()], dim=1)
         texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
         scores = torch.tensor(
-            score_fn([prompts[i] for i in batch_index], texts), dtype=torch.float, device=device
+            score_fn([prompts[i] for i in batch_index], texts),
+            dtype=torch.float,
+            device=device,
         )
         scores = scores - config.missing_eos_penalty * (~has_eos).float()
 
         # ---- 3. old log-probs, reference log-probs, values; per-token rewards
         with torch.no_grad(), accelerator.autocast():
-            old_logps, _ = response_logprobs(policy, input_ids, attention_mask, width, config.temperature)
+            old_logps, _ = response_logprobs(
+                policy, input_ids, attention_mask, width, config.temperature
+            )
             if reference is None:
                 with unwrapped.disable_adapter():
                     ref_logps, _ = response_logprobs(
@@ -513,8 +597,10 @@ def run_ppo(
         # ---- 5. several epochs of clipped policy and value updates on minibatches
         policy.train()
         value_model.classifier.train()
-        stats: dict[str, list[float]] = {k: [] for k in
-                                         ("policy_loss", "value_loss", "entropy", "clipfrac", "approx_kl")}
+        stats: dict[str, list[float]] = {
+            k: []
+            for k in ("policy_loss", "value_loss", "entropy", "clipfrac", "approx_kl")
+        }
         for _ in range(config.ppo_epochs):
             permutation = torch.randperm(config.batch_size, device=device)
             for start in range(0, config.batch_size, config.mini_batch_size):
@@ -522,7 +608,11 @@ def run_ppo(
                 mb_mask = mask[idx]
                 with accelerator.autocast():
                     new_logps, entropy = response_logprobs(
-                        policy, input_ids[idx], attention_mask[idx], width, config.temperature
+                        policy,
+                        input_ids[idx],
+                        attention_mask[idx],
+                        width,
+                        config.temperature,
                     )
                     values = value_model(input_ids[idx], attention_mask[idx], width)
                 log_ratio = (new_logps - old_logps[idx]) * mb_mask
@@ -533,10 +623,15 @@ def run_ppo(
                 )
                 policy_loss = masked_mean(torch.max(pg_unclipped, pg_clipped), mb_mask)
                 values_clipped = old_values[idx] + torch.clamp(
-                    values - old_values[idx], -config.cliprange_value, config.cliprange_value
+                    values - old_values[idx],
+                    -config.cliprange_value,
+                    config.cliprange_value,
                 )
                 value_loss = 0.5 * masked_mean(
-                    torch.max((values - returns[idx]) ** 2, (values_clipped - returns[idx]) ** 2),
+                    torch.max(
+                        (values - returns[idx]) ** 2,
+                        (values_clipped - returns[idx]) ** 2,
+                    ),
                     mb_mask,
                 )
                 loss = policy_loss + config.vf_coef * value_loss
@@ -552,8 +647,12 @@ def run_ppo(
                     stats["policy_loss"].append(float(policy_loss))
                     stats["value_loss"].append(float(value_loss))
                     stats["entropy"].append(float(masked_mean(entropy, mb_mask)))
-                    stats["clipfrac"].append(float(masked_mean((pg_clipped > pg_unclipped).float(), mb_mask)))
-                    stats["approx_kl"].append(float(masked_mean(0.5 * log_ratio**2, mb_mask)))
+                    stats["clipfrac"].append(
+                        float(masked_mean((pg_clipped > pg_unclipped).float(), mb_mask))
+                    )
+                    stats["approx_kl"].append(
+                        float(masked_mean(0.5 * log_ratio**2, mb_mask))
+                    )
 
         # ---- 6. adaptive KL coefficient (Ziegler et al. 2019)
         mean_kl = float(kl.sum(1).mean())
@@ -570,7 +669,9 @@ def run_ppo(
             "kl": mean_kl,
             "non_score_reward": float((-kl_coef * kl).sum(1).mean()),
             "response_length": float(mask.sum(1).mean()),
-            "tokens": int(attention_mask.sum()),  # prompt + response tokens of the rollout
+            "tokens": int(
+                attention_mask.sum()
+            ),  # prompt + response tokens of the rollout
             "eos_fraction": float(has_eos.float().mean()),
             "kl_coef": kl_coef,
             "learning_rate": scheduler.get_last_lr()[0],
@@ -589,7 +690,9 @@ def run_ppo(
             torch.save(
                 {
                     "policy": _trainable_state(accelerator.unwrap_model(policy)),
-                    "value": accelerator.unwrap_model(value_model.classifier).state_dict(),
+                    "value": accelerator.unwrap_model(
+                        value_model.classifier
+                    ).state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
                     "kl_coef": kl_coef,
@@ -601,12 +704,22 @@ def run_ppo(
                 folder / STATE_FILE,
             )
         if stopping:
-            return {**metrics, "steps": step, "stopped": 1.0,
-                    "score_start": first_score, "score_end": mean_score}
+            return {
+                **metrics,
+                "steps": step,
+                "stopped": 1.0,
+                "score_start": first_score,
+                "score_end": mean_score,
+            }
 
     policy.eval()
-    return {**metrics, "steps": config.max_steps, "stopped": 0.0,
-            "score_start": first_score, "score_end": metrics.get("score", first_score)}
+    return {
+        **metrics,
+        "steps": config.max_steps,
+        "stopped": 0.0,
+        "score_start": first_score,
+        "score_end": metrics.get("score", first_score),
+    }
 
 
 def _trainable_state(model) -> dict[str, Any]:
@@ -616,7 +729,9 @@ def _trainable_state(model) -> dict[str, Any]:
 
 def _load_trainable(model, state: dict[str, Any]) -> None:
     """Load parameters saved by `_trainable_state`, failing if any is missing."""
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and n not in state]
+    missing = [
+        n for n, p in model.named_parameters() if p.requires_grad and n not in state
+    ]
     if missing:
         raise ValueError(
             f"checkpoint lacks trained parameters {missing[:3]}...; it was made with other "

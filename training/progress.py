@@ -12,6 +12,7 @@ A stage's run directory holds:
 The trainers (plain Python, no Django) receive a `Reporter` and never touch the
 database; the worker tails progress.jsonl and copies it onto the job row.
 """
+
 from __future__ import annotations
 
 import json

@@ -7,6 +7,7 @@ round with it (or cancelled, if the round was being cancelled). It runs from the
 worker (every stage start, every half minute while a stage runs, and a periodic
 task), from the round page, and from `manage.py resume_round`.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta
@@ -37,7 +38,9 @@ def reap_stale_jobs(
     for job_id in stale_jobs(now, max_silence).values_list("pk", flat=True):
         with transaction.atomic():
             job = TrainingJob.objects.select_for_update().get(pk=job_id)
-            training_round = TrainingRound.objects.select_for_update().get(pk=job.round_id)
+            training_round = TrainingRound.objects.select_for_update().get(
+                pk=job.round_id
+            )
             if not stale_jobs(now, max_silence).filter(pk=job_id).exists():
                 continue  # a heartbeat arrived meanwhile
             last = job.heartbeat_at or job.started_at

@@ -18,6 +18,7 @@ Choices, documented once:
 - The `margin` column of an export is used only when `use_margin` is on (loss
   -log sigmoid(r_c - r_r - margin), Llama 2 style).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,56 +49,93 @@ class RewardConfig:
 
     base_path: str = field(
         default="",
-        metadata={"help": "Folder or hub id to start from: a causal LM (policy) or an encoder (e.g. MiniLM)."},
+        metadata={
+            "help": "Folder or hub id to start from: a causal LM (policy) or an encoder (e.g. MiniLM)."
+        },
     )
     adapter_path: str = field(
-        default="", metadata={"help": "The starting policy's LoRA adapter, merged into the base first."}
+        default="",
+        metadata={
+            "help": "The starting policy's LoRA adapter, merged into the base first."
+        },
     )
     use_lora: bool = field(
         default=False,
-        metadata={"help": "Train LoRA (SEQ_CLS: the score head trains fully) instead of all weights."},
+        metadata={
+            "help": "Train LoRA (SEQ_CLS: the score head trains fully) instead of all weights."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    lora_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the LoRA branch."}
+    )
     use_margin: bool = field(
         default=False,
-        metadata={"help": "Use the export's margin column: loss -log sigmoid(r_c - r_r - margin)."},
+        metadata={
+            "help": "Use the export's margin column: loss -log sigmoid(r_c - r_r - margin)."
+        },
     )
     center_rewards_coefficient: float | None = field(
         default=None,
-        metadata={"help": "Weight of a penalty on mean reward away from zero (0.01 is typical)."},
+        metadata={
+            "help": "Weight of a penalty on mean reward away from zero (0.01 is typical)."
+        },
     )
     learning_rate: float = field(
         default=5e-4,
-        metadata={"help": "AdamW learning rate; for a pre-trained encoder such as MiniLM use ~5e-5."},
+        metadata={
+            "help": "AdamW learning rate; for a pre-trained encoder such as MiniLM use ~5e-5."
+        },
     )
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay."})
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
-    max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."}
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over the data."}
     )
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device per step."})
+    max_steps: int = field(
+        default=-1,
+        metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."},
+    )
+    per_device_train_batch_size: int = field(
+        default=16, metadata={"help": "Pairs per device per step."}
+    )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
     )
     max_length: int = field(
-        default=256, metadata={"help": "Pairs with a side longer than this many tokens are dropped (TRL)."}
+        default=256,
+        metadata={
+            "help": "Pairs with a side longer than this many tokens are dropped (TRL)."
+        },
     )
     eval_fraction: float = field(
         default=0.1,
-        metadata={"help": "Share of prompts held out to measure pairwise accuracy (0: none)."},
+        metadata={
+            "help": "Share of prompts held out to measure pairwise accuracy (0: none)."
+        },
     )
     warmup_steps: float = field(
-        default=0.0, metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."}
+        default=0.0,
+        metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."},
     )
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
-    logging_steps: int = field(default=1, metadata={"help": "Report metrics every this many steps."})
-    seed: int = field(default=0, metadata={"help": "Seed for the split, data order and the new head."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."})
+    save_steps: int = field(
+        default=50, metadata={"help": "Checkpoint every this many steps."}
+    )
+    logging_steps: int = field(
+        default=1, metadata={"help": "Report metrics every this many steps."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed for the split, data order and the new head."}
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+    )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Any other trl.RewardConfig field, passed through unchanged."},
+        metadata={
+            "help": "Any other trl.RewardConfig field, passed through unchanged."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -105,14 +143,20 @@ class RewardConfig:
         check_range("lora_alpha", self.lora_alpha, 1, None)
         check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
         if self.center_rewards_coefficient is not None:
-            check_range("center_rewards_coefficient", self.center_rewards_coefficient, 0, None)
+            check_range(
+                "center_rewards_coefficient", self.center_rewards_coefficient, 0, None
+            )
         check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
         check_range("weight_decay", self.weight_decay, 0, None)
         check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
         if self.max_steps != -1:
             check_range("max_steps", self.max_steps, 1, None)
-        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
-        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+        check_range(
+            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
+        )
+        check_range(
+            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
+        )
         check_range("max_length", self.max_length, 8, None)
         check_range("eval_fraction", self.eval_fraction, 0, 1, high_open=True)
         check_range("warmup_steps", self.warmup_steps, 0, None)
@@ -121,7 +165,9 @@ class RewardConfig:
         ours = {f.name for f in dataclasses.fields(self)}
         clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
         if clash:
-            raise ValueError(f"trl_args must not repeat {clash}; set them as fields of RewardConfig")
+            raise ValueError(
+                f"trl_args must not repeat {clash}; set them as fields of RewardConfig"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RewardConfig:
@@ -136,7 +182,11 @@ class RewardConfig:
 def preference_rows(path: Path, *, with_margin: bool) -> list[dict[str, Any]]:
     """Return prompt/chosen/rejected (and margin when asked) records from a TRL JSONL export."""
     rows = read_jsonl(path, required=("prompt", "chosen", "rejected"))
-    keys = ("prompt", "chosen", "rejected", "margin") if with_margin else ("prompt", "chosen", "rejected")
+    keys = (
+        ("prompt", "chosen", "rejected", "margin")
+        if with_margin
+        else ("prompt", "chosen", "rejected")
+    )
     if with_margin:
         missing = [i for i, row in enumerate(rows, start=1) if "margin" not in row]
         if missing:
@@ -193,7 +243,9 @@ def load_start_model(base_path: str, adapter_path: str, tokenizer):
     from transformers import AutoModelForSequenceClassification
 
     if not base_path:
-        raise ValueError("base_path is empty; give the folder of a causal LM or an encoder")
+        raise ValueError(
+            "base_path is empty; give the folder of a causal LM or an encoder"
+        )
     model = AutoModelForSequenceClassification.from_pretrained(
         base_path, num_labels=1, dtype=torch.float32
     )
@@ -215,9 +267,13 @@ def load_reward_model(path: str, device: str | None = None, *, adapter_path: str
     from transformers import AutoModelForSequenceClassification
 
     if not path:
-        raise ValueError("reward model has no base path; give the folder or hub id of the model")
+        raise ValueError(
+            "reward model has no base path; give the folder or hub id of the model"
+        )
     tokenizer = load_tokenizer(adapter_path or path, padding_side="right")
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        path, num_labels=1, dtype=torch.float32
+    )
     if adapter_path:
         from peft import PeftModel
 
@@ -237,21 +293,37 @@ def reward_input_ids(tokenizer, prompt: Any, response: Any) -> list[int]:
     """
     if isinstance(response, list):
         messages = (prompt if isinstance(prompt, list) else []) + response
-        return list(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+        return list(
+            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)[
+                "input_ids"
+            ]
+        )
     text = (prompt or "") + response
     if not text.endswith(tokenizer.eos_token):
         text += tokenizer.eos_token
     return list(tokenizer(text=text)["input_ids"])
 
 
-def score(model, tokenizer, prompts: list[Any], responses: list[Any], *,
-          batch_size: int = 32, max_length: int = 512) -> list[float]:
+def score(
+    model,
+    tokenizer,
+    prompts: list[Any],
+    responses: list[Any],
+    *,
+    batch_size: int = 32,
+    max_length: int = 512,
+) -> list[float]:
     """Return the reward of each (prompt, response); over-long inputs keep their start."""
     import torch
 
     device = next(model.parameters()).device
-    limit = min(max_length, getattr(model.config, "max_position_embeddings", max_length))
-    ids = [reward_input_ids(tokenizer, p, r)[:limit] for p, r in zip(prompts, responses)]
+    limit = min(
+        max_length, getattr(model.config, "max_position_embeddings", max_length)
+    )
+    ids = [
+        reward_input_ids(tokenizer, p, r)[:limit]
+        for p, r in zip(prompts, responses, strict=False)
+    ]
     pad = tokenizer.pad_token_id
     rewards: list[float] = []
     for start in range(0, len(ids), batch_size):
@@ -263,13 +335,21 @@ def score(model, tokenizer, prompts: list[Any], responses: list[Any], *,
             input_ids[i, : len(seq)] = torch.tensor(seq)
             mask[i, : len(seq)] = 1
         with torch.no_grad():
-            logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
+            logits = model(
+                input_ids=input_ids.to(device), attention_mask=mask.to(device)
+            ).logits
         rewards.extend(float(x) for x in logits[:, 0].float().cpu())  # (batch,)
     return rewards
 
 
-def evaluate_pairs(model, tokenizer, rows: list[dict[str, Any]], *, batch_size: int = 32,
-                   max_length: int = 512) -> dict[str, float]:
+def evaluate_pairs(
+    model,
+    tokenizer,
+    rows: list[dict[str, Any]],
+    *,
+    batch_size: int = 32,
+    max_length: int = 512,
+) -> dict[str, float]:
     """Return {"pairs", "accuracy", "mean_margin"} of a reward model on preference rows.
 
     Accuracy counts a tie as half right, so a constant model scores exactly 0.5.
@@ -277,11 +357,23 @@ def evaluate_pairs(model, tokenizer, rows: list[dict[str, Any]], *, batch_size: 
     if not rows:
         raise ValueError("no preference pairs to evaluate; pass a non-empty file")
     prompts = [row.get("prompt") for row in rows]
-    chosen = score(model, tokenizer, prompts, [r["chosen"] for r in rows],
-                   batch_size=batch_size, max_length=max_length)
-    rejected = score(model, tokenizer, prompts, [r["rejected"] for r in rows],
-                     batch_size=batch_size, max_length=max_length)
-    margins = [c - r for c, r in zip(chosen, rejected)]
+    chosen = score(
+        model,
+        tokenizer,
+        prompts,
+        [r["chosen"] for r in rows],
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+    rejected = score(
+        model,
+        tokenizer,
+        prompts,
+        [r["rejected"] for r in rows],
+        batch_size=batch_size,
+        max_length=max_length,
+    )
+    margins = [c - r for c, r in zip(chosen, rejected, strict=False)]
     right = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
     return {
         "pairs": len(rows),
@@ -308,7 +400,9 @@ def train(
     from trl import RewardTrainer
 
     if data_path is None:
-        raise ValueError("a reward model needs data_path: a preference JSONL with prompt/chosen/rejected")
+        raise ValueError(
+            "a reward model needs data_path: a preference JSONL with prompt/chosen/rejected"
+        )
     rows = preference_rows(Path(data_path), with_margin=config.use_margin)
     train_rows, held_out = split_by_prompt(rows, config.eval_fraction, config.seed)
 
@@ -321,7 +415,9 @@ def train(
     model = load_start_model(config.base_path, config.adapter_path, tokenizer)
     peft_config = None
     if config.use_lora:
-        peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout, "SEQ_CLS")
+        peft_config = lora_config(
+            config.lora_r, config.lora_alpha, config.lora_dropout, "SEQ_CLS"
+        )
 
     args = TRLRewardConfig(
         output_dir=str(reporter.checkpoint_dir),
@@ -391,8 +487,17 @@ def reward_function(path: str, *, batch_size: int = 32, max_length: int = 512):
     device = "cuda" if torch.cuda.is_available() else None
     model, tokenizer = load_reward_model(path, device=device)
 
-    def reward_model(prompts: list[Any], completions: list[Any], **columns: Any) -> list[float]:
-        return score(model, tokenizer, prompts, completions, batch_size=batch_size, max_length=max_length)
+    def reward_model(
+        prompts: list[Any], completions: list[Any], **columns: Any
+    ) -> list[float]:
+        return score(
+            model,
+            tokenizer,
+            prompts,
+            completions,
+            batch_size=batch_size,
+            max_length=max_length,
+        )
 
     reward_model.__name__ = "reward_model"  # TRL logs rewards/<name>/mean
     return reward_model

@@ -12,6 +12,7 @@ adapter is merged into the base; all weights train (or, with `use_lora`, a new
 adapter whose disabled state is the reference when `beta` > 0); the artifact is
 the full model, or the adapter when LoRA trained on a parent without one.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,45 +39,74 @@ class RLOOConfig:
     """What an RLOO stage needs; field names follow `trl.RLOOConfig` where they are TRL's."""
 
     base_path: str = field(
-        default="", metadata={"help": "Folder or hub id of the starting policy's base model."}
+        default="",
+        metadata={"help": "Folder or hub id of the starting policy's base model."},
     )
     adapter_path: str = field(
-        default="", metadata={"help": "The starting policy's LoRA adapter; merged into the base first."}
+        default="",
+        metadata={
+            "help": "The starting policy's LoRA adapter; merged into the base first."
+        },
     )
     reward_model_path: str = field(
-        default="", metadata={"help": "Folder of the reward model (a reward stage's output)."}
+        default="",
+        metadata={"help": "Folder of the reward model (a reward stage's output)."},
     )
     use_lora: bool = field(
         default=False,
-        metadata={"help": "Train a LoRA adapter instead of all weights (see training/ppo.py for why not by default)."},
+        metadata={
+            "help": "Train a LoRA adapter instead of all weights (see training/ppo.py for why not by default)."
+        },
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
     learning_rate: float = field(
         default=1e-3,
-        metadata={"help": "AdamW learning rate; TRL's 1e-6 is for large models and moves a tiny one not at all."},
+        metadata={
+            "help": "AdamW learning rate; TRL's 1e-6 is for large models and moves a tiny one not at all."
+        },
     )
-    num_generations: int = field(default=4, metadata={"help": "Completions per prompt (the group)."})
+    num_generations: int = field(
+        default=4, metadata={"help": "Completions per prompt (the group)."}
+    )
     per_device_train_batch_size: int = field(
-        default=16, metadata={"help": "Completions per device per step; a multiple of num_generations."}
+        default=16,
+        metadata={
+            "help": "Completions per device per step; a multiple of num_generations."
+        },
     )
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
     )
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the prompts."})
-    max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."}
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over the prompts."}
     )
-    max_completion_length: int = field(default=32, metadata={"help": "Longest completion sampled."})
+    max_steps: int = field(
+        default=-1,
+        metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."},
+    )
+    max_completion_length: int = field(
+        default=32, metadata={"help": "Longest completion sampled."}
+    )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     beta: float = field(
-        default=0.05, metadata={"help": "KL coefficient to the reference, inside the reward (0: none)."}
+        default=0.05,
+        metadata={
+            "help": "KL coefficient to the reference, inside the reward (0: none)."
+        },
     )
     epsilon: float = field(default=0.2, metadata={"help": "Policy ratio clip."})
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
-    logging_steps: int = field(default=1, metadata={"help": "Report metrics every this many steps."})
+    save_steps: int = field(
+        default=50, metadata={"help": "Checkpoint every this many steps."}
+    )
+    logging_steps: int = field(
+        default=1, metadata={"help": "Report metrics every this many steps."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed for data order and sampling."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."})
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+    )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Any other trl.RLOOConfig field, passed through unchanged."},
@@ -87,13 +117,17 @@ class RLOOConfig:
         check_range("lora_alpha", self.lora_alpha, 1, None)
         check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
         check_range("num_generations", self.num_generations, 2, None)
-        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
+        check_range(
+            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
+        )
         if self.per_device_train_batch_size % self.num_generations:
             raise ValueError(
                 f"per_device_train_batch_size must be a multiple of num_generations, got "
                 f"{self.per_device_train_batch_size} and {self.num_generations}"
             )
-        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+        check_range(
+            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
+        )
         check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
         if self.max_steps != -1:
             check_range("max_steps", self.max_steps, 1, None)
@@ -106,7 +140,9 @@ class RLOOConfig:
         ours = {f.name for f in dataclasses.fields(self)}
         clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
         if clash:
-            raise ValueError(f"trl_args must not repeat {clash}; set them as fields of RLOOConfig")
+            raise ValueError(
+                f"trl_args must not repeat {clash}; set them as fields of RLOOConfig"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RLOOConfig:
@@ -138,9 +174,13 @@ def train(
     from training.reward import reward_function
 
     if data_path is None:
-        raise ValueError("RLOO needs data_path: a JSONL whose prompt column gives the prompts")
+        raise ValueError(
+            "RLOO needs data_path: a JSONL whose prompt column gives the prompts"
+        )
     if not config.reward_model_path:
-        raise ValueError("reward_model_path is empty; give the output folder of a reward stage")
+        raise ValueError(
+            "reward_model_path is empty; give the output folder of a reward stage"
+        )
     dataset = Dataset.from_list([{"prompt": p} for p in prompt_rows(Path(data_path))])
     tokenizer = load_tokenizer(config.base_path, padding_side="left")
     model = load_policy(config.base_path, config.adapter_path, merge=True)
@@ -150,7 +190,9 @@ def train(
         merged = reporter.run_dir / "merged-parent"
         model.save_pretrained(merged)
         model = load_policy(str(merged))
-    peft_config = lora_config(config.lora_r, config.lora_alpha, 0.0) if config.use_lora else None
+    peft_config = (
+        lora_config(config.lora_r, config.lora_alpha, 0.0) if config.use_lora else None
+    )
 
     args = TRLRLOOConfig(
         output_dir=str(reporter.checkpoint_dir),

@@ -12,6 +12,7 @@ Invariants kept by the functions here: a round is `running` while one of its job
 runs; at most one job of a round is queued or running at a time; a job's `config`
 is the resolved config its child process received.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -49,19 +50,71 @@ class StageSpec:
 STAGES: dict[str, StageSpec] = {
     spec.name: spec
     for spec in (
-        StageSpec("sft", Policy.Kind.POLICY, "sft", help="Supervised fine-tuning on rewrites and top-ranked responses."),
-        StageSpec("reward", Policy.Kind.REWARD_MODEL, "trl", help="Bradley-Terry reward model on the pairs."),
-        StageSpec("dpo", Policy.Kind.POLICY, "trl", help="Direct preference optimisation on the pairs."),
-        StageSpec("ppo", Policy.Kind.POLICY, "trl", needs_reward=True, help="PPO against the reward model (prompts of the pairs)."),
-        StageSpec("grpo", Policy.Kind.POLICY, "trl", needs_reward=True, help="GRPO with the reward model as reward function."),
-        StageSpec("rloo", Policy.Kind.POLICY, "trl", needs_reward=True, help="RLOO with the reward model as reward function."),
+        StageSpec(
+            "sft",
+            Policy.Kind.POLICY,
+            "sft",
+            help="Supervised fine-tuning on rewrites and top-ranked responses.",
+        ),
+        StageSpec(
+            "reward",
+            Policy.Kind.REWARD_MODEL,
+            "trl",
+            help="Bradley-Terry reward model on the pairs.",
+        ),
+        StageSpec(
+            "dpo",
+            Policy.Kind.POLICY,
+            "trl",
+            help="Direct preference optimisation on the pairs.",
+        ),
+        StageSpec(
+            "ppo",
+            Policy.Kind.POLICY,
+            "trl",
+            needs_reward=True,
+            help="PPO against the reward model (prompts of the pairs).",
+        ),
+        StageSpec(
+            "grpo",
+            Policy.Kind.POLICY,
+            "trl",
+            needs_reward=True,
+            help="GRPO with the reward model as reward function.",
+        ),
+        StageSpec(
+            "rloo",
+            Policy.Kind.POLICY,
+            "trl",
+            needs_reward=True,
+            help="RLOO with the reward model as reward function.",
+        ),
         # Appended to every round that trains a policy (see launch_round).
-        StageSpec("evaluate", "", "prompts", help="Win rate against the parent, KL, length and diversity on held-out prompts."),
+        StageSpec(
+            "evaluate",
+            "",
+            "prompts",
+            help="Win rate against the parent, KL, length and diversity on held-out prompts.",
+        ),
         # The test stage: counts steps, checkpoints, honours STOP (training/stage.py).
-        StageSpec("sleep", Policy.Kind.POLICY, "", help="Test stage: counts steps, trains nothing."),
+        StageSpec(
+            "sleep",
+            Policy.Kind.POLICY,
+            "",
+            help="Test stage: counts steps, trains nothing.",
+        ),
     )
 }
-PIPELINES = ("dpo", "sft,dpo", "reward,ppo", "sft,reward,ppo", "reward,grpo", "reward,rloo", "sft", "reward")
+PIPELINES = (
+    "dpo",
+    "sft,dpo",
+    "reward,ppo",
+    "sft,reward,ppo",
+    "reward,grpo",
+    "reward,rloo",
+    "sft",
+    "reward",
+)
 # Options of the round itself; everything else configures stages.
 ROUND_OPTIONS = {
     "queue": "Tasks API queue: 'default' (CPU worker) or 'gpu' (a GPU host's worker).",
@@ -75,7 +128,11 @@ ROUND_OPTIONS = {
 DEFAULT_STOP_GRACE_SECONDS = 30.0
 # Config fields the platform fills from the previous stage or the registry.
 INPUT_FIELDS = {
-    "base_path", "adapter_path", "reward_model_path", "parent_base_path", "parent_adapter_path"
+    "base_path",
+    "adapter_path",
+    "reward_model_path",
+    "parent_base_path",
+    "parent_adapter_path",
 }
 # Stages that may be configured without being named in the method.
 IMPLICIT_STAGES = {"evaluate"}
@@ -87,9 +144,13 @@ def parse_method(method: str) -> list[str]:
     Raise ValueError for an unknown stage or an online stage without a reward
     stage before it (unless a reward_model option names one: see `launch_round`).
     """
-    stages = [s.strip().lower() for s in method.replace("->", ",").split(",") if s.strip()]
+    stages = [
+        s.strip().lower() for s in method.replace("->", ",").split(",") if s.strip()
+    ]
     if not stages:
-        raise ValueError(f"method must name at least one stage, e.g. 'dpo'; got {method!r}")
+        raise ValueError(
+            f"method must name at least one stage, e.g. 'dpo'; got {method!r}"
+        )
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(
@@ -137,15 +198,23 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError:
-        lists = [k for k in (kind, *typing.get_args(kind)) if typing.get_origin(k) is list]
+        lists = [
+            k for k in (kind, *typing.get_args(kind)) if typing.get_origin(k) is list
+        ]
         if not lists:
             raise ValueError(f"{name} must be JSON ({kind}), got {value!r}") from None
         item_type = (typing.get_args(lists[0]) or (str,))[0]
         items = [item.strip() for item in value.split(",") if item.strip()]
         try:
-            return [item_type(item) for item in items] if item_type in (int, float) else items
+            return (
+                [item_type(item) for item in items]
+                if item_type in (int, float)
+                else items
+            )
         except ValueError:
-            raise ValueError(f"{name} must be a list of {item_type.__name__}, got {value!r}") from None
+            raise ValueError(
+                f"{name} must be a list of {item_type.__name__}, got {value!r}"
+            ) from None
 
 
 def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
@@ -169,10 +238,14 @@ def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
         matched = False
         for target in targets:
             if target not in stages and target not in IMPLICIT_STAGES:
-                raise ValueError(f"{key!r} names stage {target!r}, which is not in the pipeline {stages}")
+                raise ValueError(
+                    f"{key!r} names stage {target!r}, which is not in the pipeline {stages}"
+                )
             names = {f.name for f in dataclasses.fields(config_class(target))}
             if field in names:
-                options.setdefault(target, {})[field] = coerce(config_class(target), field, value)
+                options.setdefault(target, {})[field] = coerce(
+                    config_class(target), field, value
+                )
                 matched = True
         if not matched:
             raise ValueError(
@@ -182,7 +255,9 @@ def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
     return options
 
 
-def resolve_config(stage: str, overrides: dict[str, Any], inputs: dict[str, str]) -> dict[str, Any]:
+def resolve_config(
+    stage: str, overrides: dict[str, Any], inputs: dict[str, str]
+) -> dict[str, Any]:
     """Return the stage's full config: defaults, then overrides, then the platform's inputs.
 
     Raise ValueError (from the config's own checks) naming a bad value.
@@ -221,7 +296,9 @@ def _reward_inputs(policy: Policy) -> dict[str, str]:
 
 
 def _is_off(value: Any) -> bool:
-    return value is False or (isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"})
+    return value is False or (
+        isinstance(value, str) and value.strip().lower() in {"0", "false", "no", "off"}
+    )
 
 
 def round_dir(training_round: TrainingRound) -> Path:
@@ -270,9 +347,13 @@ def launch_round(
     options["stop_grace_seconds"] = grace
 
     if options.get("policy"):
-        parent = Policy.objects.filter(name=options["policy"], kind=Policy.Kind.POLICY).first()
+        parent = Policy.objects.filter(
+            name=options["policy"], kind=Policy.Kind.POLICY
+        ).first()
         if parent is None:
-            raise ValueError(f"no registered policy named {options['policy']!r}; see the registry page")
+            raise ValueError(
+                f"no registered policy named {options['policy']!r}; see the registry page"
+            )
     else:
         parent = project.current_policy
         if parent is None:
@@ -286,9 +367,13 @@ def launch_round(
             name=options["reward_model"], kind=Policy.Kind.REWARD_MODEL
         ).first()
         if reward_model is None:
-            raise ValueError(f"no registered reward model named {options['reward_model']!r}")
+            raise ValueError(
+                f"no registered reward model named {options['reward_model']!r}"
+            )
     method = ",".join(stages)  # as asked; an implicit evaluation job is not part of it
-    trains_policy = any(STAGES[s].produces == Policy.Kind.POLICY and s != "sleep" for s in stages)
+    trains_policy = any(
+        STAGES[s].produces == Policy.Kind.POLICY and s != "sleep" for s in stages
+    )
     if _is_off(options.get("evaluate")):
         options["evaluate"] = False
     elif trains_policy and "evaluate" not in stages:
@@ -302,7 +387,11 @@ def launch_round(
             options["evaluate"] = False
             options["evaluate_skipped"] = "the project has no held-out prompts"
     for i, stage in enumerate(stages):
-        if STAGES[stage].needs_reward and "reward" not in stages[:i] and reward_model is None:
+        if (
+            STAGES[stage].needs_reward
+            and "reward" not in stages[:i]
+            and reward_model is None
+        ):
             raise ValueError(
                 f"stage {stage} needs a reward model: put a reward stage before it "
                 f"(e.g. 'reward,{stage}') or pass reward_model=NAME"
@@ -328,7 +417,7 @@ def launch_round(
             config=options,
             created_by=user,
         )
-        for index, (stage, config) in enumerate(zip(stages, configs)):
+        for index, (stage, config) in enumerate(zip(stages, configs, strict=False)):
             TrainingJob.objects.create(
                 round=training_round,
                 stage=stage,
@@ -354,14 +443,20 @@ def _has_judge_annotator(project: Project) -> bool:
     ).exists()
 
 
-def _snapshot_for(project: Project, options: dict, user: AbstractBaseUser | None) -> Snapshot:
+def _snapshot_for(
+    project: Project, options: dict, user: AbstractBaseUser | None
+) -> Snapshot:
     """Return the named snapshot, or freeze a new one; refuse one without pairs."""
     from annotation.snapshots import freeze_snapshot
 
     if options.get("snapshot"):
-        snapshot = Snapshot.objects.filter(project=project, name=options["snapshot"]).first()
+        snapshot = Snapshot.objects.filter(
+            project=project, name=options["snapshot"]
+        ).first()
         if snapshot is None:
-            raise ValueError(f"project {project.name} has no snapshot named {options['snapshot']!r}")
+            raise ValueError(
+                f"project {project.name} has no snapshot named {options['snapshot']!r}"
+            )
     else:
         name = f"training-{timezone.now():%Y%m%d-%H%M%S-%f}"
         try:
@@ -425,7 +520,11 @@ def start_job(job_id: int) -> TrainingJob | None:
     """
     now = timezone.now()
     with transaction.atomic():
-        job = TrainingJob.objects.select_for_update().select_related("round").get(pk=job_id)
+        job = (
+            TrainingJob.objects.select_for_update()
+            .select_related("round")
+            .get(pk=job_id)
+        )
         training_round = TrainingRound.objects.select_for_update().get(pk=job.round_id)
         if job.status != Status.QUEUED:
             return None
@@ -475,7 +574,9 @@ def prepare_run_dir(job: TrainingJob) -> Path:
         if not data_path.exists():
             from annotation.export import export_snapshot
 
-            export_snapshot(job.round.snapshot, data_path, fmt=fmt, style="conversational")
+            export_snapshot(
+                job.round.snapshot, data_path, fmt=fmt, style="conversational"
+            )
     envelope = {
         "stage": job.stage,
         "job": job.pk,
@@ -509,7 +610,9 @@ def merge_history(history: list[dict], lines: list[dict], cap: int = 600) -> lis
     return history
 
 
-def finish_job(job_id: int, *, succeeded: bool, stopped: bool, error: str = "") -> TrainingJob:
+def finish_job(
+    job_id: int, *, succeeded: bool, stopped: bool, error: str = ""
+) -> TrainingJob:
     """Record how a job ended and move its round on.
 
     Success: store the result and either enqueue the next stage or, after the last
@@ -543,7 +646,10 @@ def finish_job(job_id: int, *, succeeded: bool, stopped: bool, error: str = "") 
             job.status = Status.CANCELLED
             job.save()
             if training_round.status not in FINISHED:
-                training_round.status, training_round.finished_at = Status.CANCELLED, now
+                training_round.status, training_round.finished_at = (
+                    Status.CANCELLED,
+                    now,
+                )
                 training_round.save()
         else:
             job.status = Status.FAILED
@@ -563,14 +669,18 @@ def error_gist(error: str) -> str:
     line ("stage process ended with killed by SIGKILL."): the log's last line is
     often a progress bar.
     """
-    lines = [line.strip() for line in error.replace("\r", "\n").splitlines() if line.strip()]
+    lines = [
+        line.strip() for line in error.replace("\r", "\n").splitlines() if line.strip()
+    ]
     for line in reversed(lines):
         if _EXCEPTION_LINE.match(line):
             return line
     return lines[0] if lines else "no error text"
 
 
-def _fail_round(training_round: TrainingRound, job: TrainingJob, error: str, now) -> None:
+def _fail_round(
+    training_round: TrainingRound, job: TrainingJob, error: str, now
+) -> None:
     """Mark the round failed because of `job`, with the gist of the error."""
     gist = error_gist(error)
     training_round.status = Status.FAILED
@@ -589,16 +699,23 @@ def _register_outputs(training_round: TrainingRound) -> None:
     jobs = list(training_round.jobs.order_by("index"))
     evaluation = next((j.last_metrics for j in jobs if j.stage == "evaluate"), {})
     last_policy_job = max(
-        (j.index for j in jobs if STAGES[j.stage].produces == Policy.Kind.POLICY), default=None
+        (j.index for j in jobs if STAGES[j.stage].produces == Policy.Kind.POLICY),
+        default=None,
     )
     for job in jobs:
         spec = STAGES[job.stage]
         if not spec.produces:
             continue
-        metrics = {k: v for k, v in job.last_metrics.items() if isinstance(v, (int, float))}
+        metrics = {
+            k: v for k, v in job.last_metrics.items() if isinstance(v, (int, float))
+        }
         if job.index == last_policy_job:
             metrics.update(
-                {k: v for k, v in evaluation.items() if isinstance(v, (int, float)) and k not in ("step", "total")}
+                {
+                    k: v
+                    for k, v in evaluation.items()
+                    if isinstance(v, (int, float)) and k not in ("step", "total")
+                }
             )
         base, adapter = artifact_paths(job)
         policy = register_policy(
@@ -620,7 +737,9 @@ def _register_outputs(training_round: TrainingRound) -> None:
     training_round.output_policy = output
 
 
-def cancel_round(training_round: TrainingRound, *, user: AbstractBaseUser | None = None) -> TrainingRound:
+def cancel_round(
+    training_round: TrainingRound, *, user: AbstractBaseUser | None = None
+) -> TrainingRound:
     """Cancel a round: queued stages never start, a running stage is asked to stop.
 
     The worker sees the cancelled round at its next heartbeat, writes STOP (the
@@ -629,7 +748,9 @@ def cancel_round(training_round: TrainingRound, *, user: AbstractBaseUser | None
     """
     now = timezone.now()
     with transaction.atomic():
-        training_round = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
+        training_round = TrainingRound.objects.select_for_update().get(
+            pk=training_round.pk
+        )
         if training_round.status in FINISHED:
             raise ValueError(
                 f"round {training_round.pk} is already {training_round.status}; nothing to cancel"
@@ -645,7 +766,9 @@ def cancel_round(training_round: TrainingRound, *, user: AbstractBaseUser | None
     return training_round
 
 
-def resume_round(training_round: TrainingRound, *, user: AbstractBaseUser | None = None) -> TrainingJob:
+def resume_round(
+    training_round: TrainingRound, *, user: AbstractBaseUser | None = None
+) -> TrainingJob:
     """Re-queue a failed or cancelled round from its first unfinished stage.
 
     The stage's run directory is kept, so it restarts from its last checkpoint
@@ -654,7 +777,9 @@ def resume_round(training_round: TrainingRound, *, user: AbstractBaseUser | None
     stopping.
     """
     with transaction.atomic():
-        training_round = TrainingRound.objects.select_for_update().get(pk=training_round.pk)
+        training_round = TrainingRound.objects.select_for_update().get(
+            pk=training_round.pk
+        )
         if training_round.status not in (Status.FAILED, Status.CANCELLED):
             raise ValueError(
                 f"round {training_round.pk} is {training_round.status}; only a failed or "
@@ -665,9 +790,13 @@ def resume_round(training_round: TrainingRound, *, user: AbstractBaseUser | None
                 f"a stage of round {training_round.pk} is still stopping; resume it once "
                 "the round page shows no running stage"
             )
-        pending = list(training_round.jobs.exclude(status=Status.SUCCEEDED).order_by("index"))
+        pending = list(
+            training_round.jobs.exclude(status=Status.SUCCEEDED).order_by("index")
+        )
         if not pending:
-            raise ValueError(f"round {training_round.pk} has no unfinished stage to resume")
+            raise ValueError(
+                f"round {training_round.pk} has no unfinished stage to resume"
+            )
         for job in pending:
             job.status, job.error, job.finished_at = Status.QUEUED, "", None
             job.save(update_fields=["status", "error", "finished_at"])

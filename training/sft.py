@@ -6,6 +6,7 @@ base) or a new one is made; with LoRA off, a parent adapter is merged and the
 whole model trains. The loss covers only the completion tokens, never the prompt
 (TRL's `completion_only_loss` for prompt/completion data).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -35,24 +36,35 @@ class SFTConfig:
     """What an SFT stage needs; field names follow `trl.SFTConfig` where they are TRL's."""
 
     base_path: str = field(
-        default="", metadata={"help": "Folder or hub id of the starting policy's base model."}
+        default="",
+        metadata={"help": "Folder or hub id of the starting policy's base model."},
     )
     adapter_path: str = field(
-        default="", metadata={"help": "The starting policy's LoRA adapter folder, if it has one."}
+        default="",
+        metadata={"help": "The starting policy's LoRA adapter folder, if it has one."},
     )
     use_lora: bool = field(
         default=False, metadata={"help": "Train a LoRA adapter instead of all weights."}
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank of a new adapter."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator of a new adapter."})
-    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator of a new adapter."}
+    )
+    lora_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the LoRA branch."}
+    )
     learning_rate: float = field(
         default=1e-3,
-        metadata={"help": "AdamW learning rate; TRL's 2e-5 is for large models (a 1M model needs ~1e-3)."},
+        metadata={
+            "help": "AdamW learning rate; TRL's 2e-5 is for large models (a 1M model needs ~1e-3)."
+        },
     )
-    num_train_epochs: float = field(default=1.0, metadata={"help": "Passes over the data."})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over the data."}
+    )
     max_steps: int = field(
-        default=-1, metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."}
+        default=-1,
+        metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."},
     )
     per_device_train_batch_size: int = field(
         default=16, metadata={"help": "Demonstrations per device per step."}
@@ -60,17 +72,30 @@ class SFTConfig:
     gradient_accumulation_steps: int = field(
         default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
     )
-    max_length: int = field(default=256, metadata={"help": "Truncate each example to this many tokens."})
+    max_length: int = field(
+        default=256, metadata={"help": "Truncate each example to this many tokens."}
+    )
     packing: bool = field(
-        default=False, metadata={"help": "Pack several examples into one sequence (faster on GPUs)."}
+        default=False,
+        metadata={"help": "Pack several examples into one sequence (faster on GPUs)."},
     )
     warmup_steps: float = field(
-        default=0.0, metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."}
+        default=0.0,
+        metadata={"help": "Linear warm-up: steps if >= 1, else a share of all steps."},
     )
-    save_steps: int = field(default=50, metadata={"help": "Checkpoint every this many steps."})
-    logging_steps: int = field(default=1, metadata={"help": "Report metrics every this many steps."})
-    seed: int = field(default=0, metadata={"help": "Seed for data order and initialisation."})
-    bf16: bool = field(default=False, metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."})
+    save_steps: int = field(
+        default=50, metadata={"help": "Checkpoint every this many steps."}
+    )
+    logging_steps: int = field(
+        default=1, metadata={"help": "Report metrics every this many steps."}
+    )
+    seed: int = field(
+        default=0, metadata={"help": "Seed for data order and initialisation."}
+    )
+    bf16: bool = field(
+        default=False,
+        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+    )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Any other trl.SFTConfig field, passed through unchanged."},
@@ -84,8 +109,12 @@ class SFTConfig:
         check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
         if self.max_steps != -1:
             check_range("max_steps", self.max_steps, 1, None)
-        check_range("per_device_train_batch_size", self.per_device_train_batch_size, 1, None)
-        check_range("gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None)
+        check_range(
+            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
+        )
+        check_range(
+            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
+        )
         check_range("max_length", self.max_length, 8, None)
         check_range("warmup_steps", self.warmup_steps, 0, None)
         check_range("save_steps", self.save_steps, 1, None)
@@ -93,7 +122,9 @@ class SFTConfig:
         ours = {f.name for f in dataclasses.fields(self)}
         clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
         if clash:
-            raise ValueError(f"trl_args must not repeat {clash}; set them as fields of SFTConfig")
+            raise ValueError(
+                f"trl_args must not repeat {clash}; set them as fields of SFTConfig"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SFTConfig:
@@ -129,7 +160,9 @@ def train(
     from trl import SFTTrainer
 
     if data_path is None:
-        raise ValueError("SFT needs data_path: a JSONL of prompt/completion demonstrations")
+        raise ValueError(
+            "SFT needs data_path: a JSONL of prompt/completion demonstrations"
+        )
     dataset = Dataset.from_list(demonstration_rows(Path(data_path)))
     tokenizer = load_tokenizer(config.base_path, padding_side="right")
 
@@ -137,7 +170,9 @@ def train(
     if config.use_lora:
         model = load_policy(config.base_path, config.adapter_path, trainable=True)
         if not config.adapter_path:
-            peft_config = lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
+            peft_config = lora_config(
+                config.lora_r, config.lora_alpha, config.lora_dropout
+            )
     else:
         model = load_policy(config.base_path, config.adapter_path, merge=True)
 

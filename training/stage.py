@@ -18,6 +18,7 @@ reports a falling loss, honours STOP, checkpoints every few steps and resumes fr
 its newest checkpoint, so the worker machinery (cancel, crash, resume, failure
 reporting) is tested without training a model.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -49,7 +50,9 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
     known = set(cls.__dataclass_fields__)
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"unknown {cls.__name__} option(s) {unknown}; expected {sorted(known)}")
+        raise ValueError(
+            f"unknown {cls.__name__} option(s) {unknown}; expected {sorted(known)}"
+        )
     return cls(**data)
 
 
@@ -59,7 +62,9 @@ class SleepConfig:
 
     steps: int = field(default=20, metadata={"help": "Steps to count."})
     step_seconds: float = field(default=0.05, metadata={"help": "Seconds per step."})
-    checkpoint_every: int = field(default=5, metadata={"help": "Checkpoint every N steps."})
+    checkpoint_every: int = field(
+        default=5, metadata={"help": "Checkpoint every N steps."}
+    )
     fail_at_step: int = field(
         default=0, metadata={"help": "Raise an error at this step (0: never)."}
     )
@@ -67,7 +72,9 @@ class SleepConfig:
         default=False, metadata={"help": "Ignore STOP, to test escalation to SIGTERM."}
     )
     base_path: str = field(default="", metadata={"help": "Starting policy (unused)."})
-    adapter_path: str = field(default="", metadata={"help": "Starting adapter (unused)."})
+    adapter_path: str = field(
+        default="", metadata={"help": "Starting adapter (unused)."}
+    )
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -75,7 +82,9 @@ class SleepConfig:
         if self.step_seconds < 0:
             raise ValueError(f"step_seconds must be >= 0, got {self.step_seconds}")
         if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+            raise ValueError(
+                f"checkpoint_every must be >= 1, got {self.checkpoint_every}"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SleepConfig:
@@ -102,9 +111,17 @@ def train_sleep(
     for step in range(start + 1, config.steps + 1):
         time.sleep(config.step_seconds)
         if config.fail_at_step and step == config.fail_at_step:
-            raise RuntimeError(f"sleep stage failed at step {step} as configured (fail_at_step)")
-        reporter.log(step, config.steps, loss=1.0 / step, reward=step / config.steps,
-                     kl=0.01 * step, resumed_from=start)
+            raise RuntimeError(
+                f"sleep stage failed at step {step} as configured (fail_at_step)"
+            )
+        reporter.log(
+            step,
+            config.steps,
+            loss=1.0 / step,
+            reward=step / config.steps,
+            kl=0.01 * step,
+            resumed_from=start,
+        )
         stopping = reporter.should_stop() and not config.ignore_stop
         if step % config.checkpoint_every == 0 or stopping:
             folder = reporter.checkpoint_dir / f"checkpoint-{step}"
@@ -114,32 +131,49 @@ def train_sleep(
             return {"steps": step, "stopped": 1, "resumed_from": start}
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "training_config.json").write_text(json.dumps(config.to_dict()))
-    return {"steps": config.steps, "loss": 1.0 / config.steps, "stopped": 0,
-            "resumed_from": start}
+    return {
+        "steps": config.steps,
+        "loss": 1.0 / config.steps,
+        "stopped": 0,
+        "resumed_from": start,
+    }
 
 
 @dataclass
 class EvaluateConfig:
     """The evaluation stage: the round's policy against its parent on held-out prompts."""
 
-    prompts: int = field(default=16, metadata={"help": "Held-out prompts to evaluate on."})
-    max_new_tokens: int = field(default=64, metadata={"help": "Longest sampled response."})
+    prompts: int = field(
+        default=16, metadata={"help": "Held-out prompts to evaluate on."}
+    )
+    max_new_tokens: int = field(
+        default=64, metadata={"help": "Longest sampled response."}
+    )
     diversity_samples: int = field(
         default=4, metadata={"help": "Samples per prompt for distinct-n and self-BLEU."}
     )
     judge: str = field(
         default="",
-        metadata={"help": "'demo': also judge with the demo domain's rule-based judge."},
+        metadata={
+            "help": "'demo': also judge with the demo domain's rule-based judge."
+        },
     )
     seed: int = field(default=0, metadata={"help": "Seed for sampling."})
-    base_path: str = field(default="", metadata={"help": "The policy's base (set by the platform)."})
-    adapter_path: str = field(default="", metadata={"help": "The policy's adapter (set by the platform)."})
-    parent_base_path: str = field(default="", metadata={"help": "The parent's base (set by the platform)."})
+    base_path: str = field(
+        default="", metadata={"help": "The policy's base (set by the platform)."}
+    )
+    adapter_path: str = field(
+        default="", metadata={"help": "The policy's adapter (set by the platform)."}
+    )
+    parent_base_path: str = field(
+        default="", metadata={"help": "The parent's base (set by the platform)."}
+    )
     parent_adapter_path: str = field(
         default="", metadata={"help": "The parent's adapter (set by the platform)."}
     )
     reward_model_path: str = field(
-        default="", metadata={"help": "The round's reward model, if any (set by the platform)."}
+        default="",
+        metadata={"help": "The round's reward model, if any (set by the platform)."},
     )
 
     def __post_init__(self) -> None:
@@ -172,7 +206,11 @@ def train_evaluate(
 
     if data_path is None:
         raise ValueError("evaluation needs data_path: a JSONL of held-out prompts")
-    prompts = [json.loads(line)["prompt"] for line in data_path.read_text().splitlines() if line.strip()]
+    prompts = [
+        json.loads(line)["prompt"]
+        for line in data_path.read_text().splitlines()
+        if line.strip()
+    ]
     judge = None
     if config.judge == "demo":
         from annotation.demo_domain import judge_compare
@@ -202,7 +240,9 @@ def load_trainer(stage: str) -> tuple[type, Any]:
     if stage == "evaluate":
         return EvaluateConfig, train_evaluate
     if stage not in TRAINERS:
-        raise ValueError(f"unknown stage {stage!r}; expected one of {sorted(TRAINERS)} or sleep")
+        raise ValueError(
+            f"unknown stage {stage!r}; expected one of {sorted(TRAINERS)} or sleep"
+        )
     module_name, class_name = TRAINERS[stage]
     module = importlib.import_module(module_name)
     return getattr(module, class_name), module.train
@@ -218,8 +258,13 @@ def run(run_dir: Path) -> int:
     if resume_from is not None:
         print(f"resuming from {resume_from}", flush=True)
     data_path = Path(envelope["data_path"]) if envelope.get("data_path") else None
-    metrics = train(config, data_path=data_path, output_dir=reporter.output_dir,
-                    reporter=reporter, resume_from=resume_from)
+    metrics = train(
+        config,
+        data_path=data_path,
+        output_dir=reporter.output_dir,
+        reporter=reporter,
+        resume_from=resume_from,
+    )
     if metrics.get("stopped") or reporter.should_stop():
         print("stopped on request; checkpoint kept, no result written", flush=True)
         return EXIT_STOPPED

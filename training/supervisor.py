@@ -9,6 +9,7 @@ The child runs in its own session (process group), so escalation also reaches th
 processes `accelerate launch` starts, and on Linux it is killed when the worker
 dies (PR_SET_PDEATHSIG), so a dead worker leaves no orphan training behind.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -17,9 +18,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from training.progress import LOG_FILE, RESULT_FILE, STOP_FILE, read_progress
 from training.stage import EXIT_STOPPED
@@ -74,8 +75,14 @@ def stage_command(run_dir: Path, accelerate_config: str = "") -> list[str]:
             f"accelerate config {accelerate_config!r} does not exist; "
             f"expected one of {accelerate_configs()} (files in {ACCELERATE_DIR})"
         )
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(path),
-            *stage]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(path),
+        *stage,
+    ]
 
 
 def _die_with_parent() -> None:
@@ -158,10 +165,18 @@ def supervise(
                 next_tick = now + tick_seconds
             if returncode is not None:
                 break
-            if stop_at is not None and term_at is None and now - stop_at >= stop_grace_seconds:
+            if (
+                stop_at is not None
+                and term_at is None
+                and now - stop_at >= stop_grace_seconds
+            ):
                 _signal_group(proc.pid, signal.SIGTERM)
                 term_at, escalation = now, "SIGTERM"
-            if term_at is not None and escalation != "SIGKILL" and now - term_at >= term_grace_seconds:
+            if (
+                term_at is not None
+                and escalation != "SIGKILL"
+                and now - term_at >= term_grace_seconds
+            ):
                 _signal_group(proc.pid, signal.SIGKILL)
                 escalation = "SIGKILL"
             time.sleep(poll_seconds)

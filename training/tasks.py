@@ -6,6 +6,7 @@ heartbeat onto the job row every couple of seconds, turns a cancelled round into
 a STOP request, and records the outcome (training/rounds.py moves the round on).
 `reap_training_jobs` is the periodic check that marks jobs of dead workers failed.
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,16 +53,25 @@ class JobWatcher:
 
     def started(self, pid: int) -> None:
         """Record the child's pid (the round page shows it; tests kill it)."""
-        TrainingJob.objects.filter(pk=self.job_id).update(pid=pid, heartbeat_at=timezone.now())
+        TrainingJob.objects.filter(pk=self.job_id).update(
+            pid=pid, heartbeat_at=timezone.now()
+        )
 
     def tick(self, lines: list[dict]) -> bool:
         """Write progress and the heartbeat; return whether the stage must stop."""
         self.history = merge_history(self.history, lines)
         for line in lines:
-            self.step, self.total = line.get("step", self.step), line.get("total", self.total)
-            self.metrics.update({k: v for k, v in line.items() if k not in ("step", "total", "time")})
+            self.step, self.total = (
+                line.get("step", self.step),
+                line.get("total", self.total),
+            )
+            self.metrics.update(
+                {k: v for k, v in line.items() if k not in ("step", "total", "time")}
+            )
         try:
-            updated = TrainingJob.objects.filter(pk=self.job_id, status=Status.RUNNING).update(
+            updated = TrainingJob.objects.filter(
+                pk=self.job_id, status=Status.RUNNING
+            ).update(
                 step=max(0, int(self.step)),
                 total_steps=max(0, int(self.total)),
                 last_metrics=self.metrics,
@@ -76,7 +86,9 @@ class JobWatcher:
             ).exists()
         except OperationalError as exc:
             # A busy database: keep training, try again at the next tick.
-            logger.warning("job %s: could not write progress (%s); retrying", self.job_id, exc)
+            logger.warning(
+                "job %s: could not write progress (%s); retrying", self.job_id, exc
+            )
             return False
         # updated == 0: the row left "running" (the reaper gave up on us): stop too.
         return cancelled or updated == 0
@@ -110,8 +122,12 @@ def run_training_job(job_id: int) -> dict[str, Any]:
     try:
         run_dir = prepare_run_dir(job)
     except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the job visibly
-        finish_job(job_id, succeeded=False, stopped=False,
-                   error=f"could not prepare the run directory {job.run_dir}: {exc!r}")
+        finish_job(
+            job_id,
+            succeeded=False,
+            stopped=False,
+            error=f"could not prepare the run directory {job.run_dir}: {exc!r}",
+        )
         raise
     if (run_dir / RESULT_FILE).exists():
         # The stage finished before its worker died; only the bookkeeping is missing.
@@ -126,18 +142,32 @@ def run_training_job(job_id: int) -> dict[str, Any]:
             on_tick=watcher.tick,
             on_start=watcher.started,
             tick_seconds=HEARTBEAT_SECONDS,
-            stop_grace_seconds=float(options.get("stop_grace_seconds") or DEFAULT_STOP_GRACE_SECONDS),
+            stop_grace_seconds=float(
+                options.get("stop_grace_seconds") or DEFAULT_STOP_GRACE_SECONDS
+            ),
             env=child_env(),
         )
     except BaseException as exc:
-        finish_job(job_id, succeeded=False, stopped=False,
-                   error=f"the worker stopped while the stage ran ({exc!r}); resume the round "
-                         "to continue from the last checkpoint")
+        finish_job(
+            job_id,
+            succeeded=False,
+            stopped=False,
+            error=f"the worker stopped while the stage ran ({exc!r}); resume the round "
+            "to continue from the last checkpoint",
+        )
         raise
-    error = "" if outcome.succeeded or outcome.stopped else failure_text(outcome, run_dir)
-    job = finish_job(job_id, succeeded=outcome.succeeded, stopped=outcome.stopped, error=error)
-    return {"job": job_id, "status": job.status, "returncode": outcome.returncode,
-            "escalation": outcome.escalation}
+    error = (
+        "" if outcome.succeeded or outcome.stopped else failure_text(outcome, run_dir)
+    )
+    job = finish_job(
+        job_id, succeeded=outcome.succeeded, stopped=outcome.stopped, error=error
+    )
+    return {
+        "job": job_id,
+        "status": job.status,
+        "returncode": outcome.returncode,
+        "escalation": outcome.escalation,
+    }
 
 
 @task()
@@ -149,7 +179,9 @@ def reap_training_jobs() -> list[int]:
     return reaped
 
 
-def schedule_reaper(*, delay: timedelta = timedelta(seconds=REAP_EVERY_SECONDS)) -> None:
+def schedule_reaper(
+    *, delay: timedelta = timedelta(seconds=REAP_EVERY_SECONDS)
+) -> None:
     """Queue the periodic reaper task unless one is already waiting."""
     from django_tasks_db.models import DBTaskResult
 

@@ -1,4 +1,5 @@
 """Pages of the training app: launch, round monitor, cancel, resume, deploy."""
+
 from django.urls import path
 
 from training import views

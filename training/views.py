@@ -4,6 +4,7 @@ Views are thin: a form validates, the role is checked, one workflow function in
 training/rounds.py or training/deployment.py acts. Researchers read rounds; only
 admins launch, cancel, resume, deploy and roll back.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,7 +34,9 @@ LOG_TAIL_CHARS = 3000
 class ProjectForm(forms.Form):
     """The project a deployment or roll-back applies to."""
 
-    project = forms.ModelChoiceField(queryset=Project.objects.all(), to_field_name="name")
+    project = forms.ModelChoiceField(
+        queryset=Project.objects.all(), to_field_name="name"
+    )
 
 
 @role_required(ADMIN)
@@ -52,17 +55,26 @@ def launch(request: HttpRequest) -> HttpResponse:
             except ValueError as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Training round {training_round.pk} is queued.")
+                messages.success(
+                    request, f"Training round {training_round.pk} is queued."
+                )
                 return redirect(training_round)
         return render(request, "training/launch.html", {"form": form}, status=400)
-    initial = {"project": request.GET.get("project") or Project.objects.values_list("name", flat=True).first()}
-    return render(request, "training/launch.html", {"form": LaunchForm(initial=initial)})
+    initial = {
+        "project": request.GET.get("project")
+        or Project.objects.values_list("name", flat=True).first()
+    }
+    return render(
+        request, "training/launch.html", {"form": LaunchForm(initial=initial)}
+    )
 
 
 @role_required(RESEARCHER, ADMIN)
 def round_list(request: HttpRequest) -> HttpResponse:
     """List the newest training rounds with their status."""
-    rounds = TrainingRound.objects.select_related("project", "parent_policy", "output_policy")[:100]
+    rounds = TrainingRound.objects.select_related(
+        "project", "parent_policy", "output_policy"
+    )[:100]
     return render(request, "training/rounds.html", {"rounds": rounds})
 
 
@@ -71,7 +83,9 @@ def _job_view(job: TrainingJob) -> dict:
         "job": job,
         "percent": round(100 * job.progress_fraction()),
         "charts": job_charts(job.history),
-        "log": tail(Path(job.run_dir) / LOG_FILE, LOG_TAIL_CHARS) if job.run_dir else "",
+        "log": tail(Path(job.run_dir) / LOG_FILE, LOG_TAIL_CHARS)
+        if job.run_dir
+        else "",
         "metrics": sorted(
             (k, v) for k, v in job.last_metrics.items() if isinstance(v, (int, float))
         ),
@@ -83,7 +97,9 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
     """Show a round's stages, progress, curves, logs and errors; htmx polls the status part."""
     reap_stale_jobs()
     training_round = get_object_or_404(
-        TrainingRound.objects.select_related("project", "snapshot", "parent_policy", "output_policy"),
+        TrainingRound.objects.select_related(
+            "project", "snapshot", "parent_policy", "output_policy"
+        ),
         pk=pk,
     )
     jobs = list(training_round.jobs.select_related("output_policy").order_by("index"))
@@ -95,7 +111,8 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "jobs": [_job_view(job) for job in jobs],
         "polling": training_round.status not in FINISHED or stopping,
         "stopping": stopping,
-        "can_resume": training_round.status in (Status.FAILED, Status.CANCELLED) and not stopping,
+        "can_resume": training_round.status in (Status.FAILED, Status.CANCELLED)
+        and not stopping,
     }
     template = "training/_round_status.html" if request.htmx else "training/round.html"
     return render(request, template, context)
@@ -119,7 +136,9 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Round {pk} is cancelled; a running stage stops at its next step.")
+        messages.success(
+            request, f"Round {pk} is cancelled; a running stage stops at its next step."
+        )
     return redirect(training_round)
 
 
@@ -133,7 +152,9 @@ def resume(request: HttpRequest, pk: int) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Round {pk} resumes at stage {job.index + 1} ({job.stage}).")
+        messages.success(
+            request, f"Round {pk} resumes at stage {job.index + 1} ({job.stage})."
+        )
     return redirect(training_round)
 
 
@@ -151,7 +172,8 @@ def deploy(request: HttpRequest, pk: int) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(
-            request, f"{policy.name} is now the current policy of {form.cleaned_data['project']}."
+            request,
+            f"{policy.name} is now the current policy of {form.cleaned_data['project']}.",
         )
     return redirect(reverse("inference:registry"))
 
@@ -168,5 +190,7 @@ def rollback(request: HttpRequest) -> HttpResponse:
     except ValueError as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"Rolled back: {deployment.policy.name} is current again.")
+        messages.success(
+            request, f"Rolled back: {deployment.policy.name} is current again."
+        )
     return redirect(reverse("inference:registry"))

@@ -1,4 +1,5 @@
 """Factories for preference data built with the ORM: policies, rounds, tasks, rankings."""
+
 from __future__ import annotations
 
 from django.contrib.auth.models import User
@@ -10,11 +11,17 @@ from tests.conftest import make_user
 
 def make_policy(name: str = "demo-sft") -> Policy:
     """Return the policy of that name, creating it if needed."""
-    return Policy.objects.get_or_create(name=name, defaults={"base_path": "/models/" + name})[0]
+    return Policy.objects.get_or_create(
+        name=name, defaults={"base_path": "/models/" + name}
+    )[0]
 
 
-def make_round(project: Project, number: int = 1, policy: Policy | None = None) -> Round:
-    return Round.objects.create(project=project, number=number, policy=policy or make_policy())
+def make_round(
+    project: Project, number: int = 1, policy: Policy | None = None
+) -> Round:
+    return Round.objects.create(
+        project=project, number=number, policy=policy or make_policy()
+    )
 
 
 def make_task(
@@ -27,7 +34,9 @@ def make_task(
     is_gold: bool = False,
 ) -> RankingTask:
     """Return a task with one response per text, in display order."""
-    round = round or Round.objects.filter(project=project).first() or make_round(project)
+    round = (
+        round or Round.objects.filter(project=project).first() or make_round(project)
+    )
     prompt_row = Prompt.objects.filter(
         project=project, content_hash=_hash(prompt)
     ).first() or Prompt.objects.create(project=project, messages=prompt)

@@ -1,11 +1,12 @@
 """Factories for annotation rows: policies, tasks with responses, annotators."""
+
 from __future__ import annotations
 
 from itertools import count
 
 from django.contrib.auth.models import User
 
-from annotation.models import Prompt, Project, RankingTask, Response
+from annotation.models import Project, Prompt, RankingTask, Response
 from inference.models import Policy
 from tests.conftest import make_user
 
@@ -14,7 +15,9 @@ _serial = count(1)
 
 def make_policy(name: str = "test-policy") -> Policy:
     """Return the policy named `name`, creating it without weights."""
-    return Policy.objects.get_or_create(name=name, defaults={"kind": Policy.Kind.IMPORTED})[0]
+    return Policy.objects.get_or_create(
+        name=name, defaults={"kind": Policy.Kind.IMPORTED}
+    )[0]
 
 
 def make_task(
@@ -28,8 +31,12 @@ def make_task(
 ) -> RankingTask:
     """Create a task with a fresh prompt and K responses (texts default to 'response i')."""
     n = next(_serial)
-    texts = texts or [f"response {i} of task {n}" for i in range(k or project.responses_per_task)]
-    prompt = Prompt.objects.create(project=project, messages=messages or f"prompt number {n}")
+    texts = texts or [
+        f"response {i} of task {n}" for i in range(k or project.responses_per_task)
+    ]
+    prompt = Prompt.objects.create(
+        project=project, messages=messages or f"prompt number {n}"
+    )
     task = RankingTask.objects.create(
         project=project,
         prompt=prompt,
@@ -38,7 +45,8 @@ def make_task(
     )
     policy = make_policy()
     Response.objects.bulk_create(
-        Response(task=task, policy=policy, text=text, position=i) for i, text in enumerate(texts)
+        Response(task=task, policy=policy, text=text, position=i)
+        for i, text in enumerate(texts)
     )
     return task
 

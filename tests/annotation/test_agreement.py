@@ -1,5 +1,8 @@
 """Tests of annotation/agreement.py."""
+
 from __future__ import annotations
+
+from datetime import UTC
 
 import pytest
 
@@ -29,7 +32,9 @@ from tests.annotation.factories import make_annotators, make_task, response_ids
     ],
 )
 def test_pairwise_agreement_counts_matching_judgements(orders, expected):
-    assert pairwise_agreement(orders) == (pytest.approx(expected) if expected is not None else None)
+    assert pairwise_agreement(orders) == (
+        pytest.approx(expected) if expected is not None else None
+    )
 
 
 @pytest.mark.parametrize(
@@ -53,7 +58,10 @@ def test_mean_kendall_tau_averages_every_pair():
 
 
 def test_krippendorff_alpha_is_one_for_identical_rankings():
-    by_task = {1: {10: [[1], [2], [3]], 11: [[1], [2], [3]]}, 2: {10: [[5], [4]], 11: [[5], [4]]}}
+    by_task = {
+        1: {10: [[1], [2], [3]], 11: [[1], [2], [3]]},
+        2: {10: [[5], [4]], 11: [[5], [4]]},
+    }
     assert krippendorff_alpha(by_task) == pytest.approx(1.0)
 
 
@@ -79,7 +87,11 @@ def test_project_agreement_leaves_out_simulated_annotators(project):
     a, b, c = response_ids(task)
     human1, human2, robot = make_annotators(3)
     AnnotatorProfile.objects.create(user=robot, is_simulated=True, simulator="judge")
-    for user, order in ((human1, [[a], [b], [c]]), (human2, [[a], [b], [c]]), (robot, [[c], [b], [a]])):
+    for user, order in (
+        (human1, [[a], [b], [c]]),
+        (human2, [[a], [b], [c]]),
+        (robot, [[c], [b], [a]]),
+    ):
         submit_ranking(next_task(project, user), user, order)
     figures = project_agreement(project)
     assert figures["pairwise_agreement"] == 1.0
@@ -89,17 +101,33 @@ def test_project_agreement_leaves_out_simulated_annotators(project):
 
 # Per-annotator quality (annotation/quality.py) is computed from plain answer rows.
 
-def _row(user: int, task: int, order, *, skip=False, gold=None, seconds=10.0, active=None, simulated=None):
-    from datetime import datetime, timezone
+
+def _row(
+    user: int,
+    task: int,
+    order,
+    *,
+    skip=False,
+    gold=None,
+    seconds=10.0,
+    active=None,
+    simulated=None,
+):
+    from datetime import datetime
 
     return {
-        "annotator_id": user, "annotator__username": f"u{user}",
+        "annotator_id": user,
+        "annotator__username": f"u{user}",
         "annotator__annotator_profile__is_simulated": simulated,
         "annotator__annotator_profile__is_paused": None,
-        "task_id": task, "task__is_gold": gold is not None, "task__gold_order": gold,
-        "order": [] if skip else order, "is_skip": skip,
-        "server_seconds": seconds, "active_seconds": active,
-        "created_at": datetime(2026, 1, 1, tzinfo=timezone.utc),
+        "task_id": task,
+        "task__is_gold": gold is not None,
+        "task__gold_order": gold,
+        "order": [] if skip else order,
+        "is_skip": skip,
+        "server_seconds": seconds,
+        "active_seconds": active,
+        "created_at": datetime(2026, 1, 1, tzinfo=UTC),
     }
 
 

@@ -1,4 +1,5 @@
 """Tests of annotation/assignment.py: who gets which task, and when."""
+
 from __future__ import annotations
 
 import threading
@@ -19,7 +20,12 @@ from annotation.assignment import (
 )
 from annotation.gold import mark_gold
 from annotation.models import AnnotatorProfile, Lease, Project, Ranking, RankingTask
-from tests.annotation.factories import make_annotators, make_task, make_tasks, response_ids
+from tests.annotation.factories import (
+    make_annotators,
+    make_task,
+    make_tasks,
+    response_ids,
+)
 
 NOW = timezone.now()
 
@@ -34,7 +40,10 @@ def test_task_closest_to_completing_comes_first(project):
     a, b, c, me = make_annotators(4)
     for user, task in ((a, nearly), (b, nearly), (c, half)):
         lease = Lease.objects.create(
-            task=task, annotator=user, leased_at=NOW, expires_at=NOW + timedelta(minutes=30)
+            task=task,
+            annotator=user,
+            leased_at=NOW,
+            expires_at=NOW + timedelta(minutes=30),
         )
         rank(lease, user)
     assert next_task(project, me, now=NOW).task_id == nearly.pk
@@ -110,7 +119,9 @@ def test_lease_lasts_the_project_lease_length(project):
 def test_paused_annotator_gets_no_task_and_a_reason(project):
     make_task(project)
     (a,) = make_annotators(1)
-    AnnotatorProfile.objects.create(user=a, is_paused=True, paused_reason="gold below 50%")
+    AnnotatorProfile.objects.create(
+        user=a, is_paused=True, paused_reason="gold below 50%"
+    )
     with pytest.raises(AnnotatorPaused, match="gold below 50%"):
         next_task(project, a, now=NOW)
     assert Lease.objects.count() == 0
@@ -177,7 +188,9 @@ def _has_open_task_unseen_by(project: Project, user) -> bool:
     )
 
 
-def _annotate_until_done(project_id: int, user, errors: list, barrier: threading.Barrier):
+def _annotate_until_done(
+    project_id: int, user, errors: list, barrier: threading.Barrier
+):
     try:
         project = Project.objects.get(pk=project_id)
         barrier.wait()
@@ -204,13 +217,17 @@ def _annotate_until_done(project_id: int, user, errors: list, barrier: threading
 def test_fifty_concurrent_annotators_never_exceed_overlap_nor_repeat_nor_lose():
     if connections["default"].vendor != "postgresql":
         pytest.skip("needs PostgreSQL (set DATABASE_URL): SQLite serialises writers")
-    project = Project.objects.create(name="race", responses_per_task=2, overlap=3, gold_rate=0)
+    project = Project.objects.create(
+        name="race", responses_per_task=2, overlap=3, gold_rate=0
+    )
     tasks = make_tasks(project, 40)
     users = make_annotators(50, prefix="racer")
     errors: list = []
     barrier = threading.Barrier(len(users))
     threads = [
-        threading.Thread(target=_annotate_until_done, args=(project.pk, u, errors, barrier))
+        threading.Thread(
+            target=_annotate_until_done, args=(project.pk, u, errors, barrier)
+        )
         for u in users
     ]
     for t in threads:

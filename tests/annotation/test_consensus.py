@@ -1,4 +1,5 @@
 """Tests of annotation/consensus.py (Borda count with ties)."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The demo domain: deterministic prompts and data, and a judge that scores each axis."""
+
 import pytest
 
 from annotation.demo_domain import (
@@ -14,7 +15,9 @@ from annotation.demo_domain import (
 )
 
 COLOUR = [{"role": "user", "content": "What colour is a glimmet?"}]  # blue
-TOTAL = [{"role": "user", "content": "Quick question: How much do 3 borkles cost?"}]  # 15
+TOTAL = [
+    {"role": "user", "content": "Quick question: How much do 3 borkles cost?"}
+]  # 15
 HELLO = [{"role": "user", "content": "Say hello to Ana."}]
 
 
@@ -22,7 +25,11 @@ HELLO = [{"role": "user", "content": "Say hello to Ana."}]
     "prompt, response, expected",
     [
         # total, correctness, helpfulness, politeness, concision, answer
-        (COLOUR, "Sure! A glimmet is blue. Hope that helps!", (4.5, 1, 1, 1, 0, "correct")),
+        (
+            COLOUR,
+            "Sure! A glimmet is blue. Hope that helps!",
+            (4.5, 1, 1, 1, 0, "correct"),
+        ),
         (COLOUR, "A glimmet is blue.", (3.5, 1, 1, 0, 0, "correct")),
         (COLOUR, "Happy to help. A glimmet is red.", (0.0, -1, 1, 0.5, 0, "wrong")),
         (COLOUR, "A borkle is blue.", (-0.5, -1, 1, 0, 0, "wrong")),
@@ -33,11 +40,19 @@ HELLO = [{"role": "user", "content": "Say hello to Ana."}]
             "A glimmet is blue. Creatures are fascinating. The zoo opens early in the morning.",
             (2.5, 1, 1, 0, -1, "correct"),
         ),
-        (COLOUR, "A glimmet is blue. A glimmet is blue.", (3.0, 1, 1, 0, -0.5, "correct")),
+        (
+            COLOUR,
+            "A glimmet is blue. A glimmet is blue.",
+            (3.0, 1, 1, 0, -0.5, "correct"),
+        ),
         (COLOUR, "", (-1.5, 0, -1, 0, 0, "none")),
         (COLOUR, "glim glim blorp", (-2.0, 0, -1, 0, -0.5, "none")),
         (TOTAL, "3 borkles cost 15 coins.", (3.5, 1, 1, 0, 0, "correct")),
-        (TOTAL, "3 borkles cost 12 coins. Don't ask again.", (-1.5, -1, 1, -1, 0, "wrong")),
+        (
+            TOTAL,
+            "3 borkles cost 12 coins. Don't ask again.",
+            (-1.5, -1, 1, -1, 0, "wrong"),
+        ),
         (HELLO, "Of course! Hello, Ana!", (4.0, 1, 1, 0.5, 0, "correct")),
         (HELLO, "Hello, Ben!", (-0.5, -1, 1, 0, 0, "wrong")),
     ],
@@ -74,7 +89,9 @@ def test_judge_rank_returns_tie_groups_best_first():
 
 def test_judge_refuses_a_prompt_outside_the_demo_domain():
     with pytest.raises(ValueError, match="is not a demo-domain prompt"):
-        judge_score([{"role": "user", "content": "What is love?"}], "Baby don't hurt me.")
+        judge_score(
+            [{"role": "user", "content": "What is love?"}], "Baby don't hurt me."
+        )
 
 
 def test_prompts_are_distinct_deterministic_and_prefixes_of_longer_lists():
@@ -89,7 +106,11 @@ def test_prompts_are_distinct_deterministic_and_prefixes_of_longer_lists():
 def test_every_prompt_parses_to_a_question_with_a_known_subject():
     for prompt in make_prompts(300, seed=0):
         question = parse_prompt(prompt)
-        assert question.subject in CREATURES or question.kind in ("hello", "good_day", "thanks")
+        assert question.subject in CREATURES or question.kind in (
+            "hello",
+            "good_day",
+            "thanks",
+        )
 
 
 def test_asking_for_more_prompts_than_the_pool_holds_names_the_limit():

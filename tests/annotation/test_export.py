@@ -1,4 +1,5 @@
 """Tests of annotation/export.py: every format and file format, atomic writes, TRL training."""
+
 from __future__ import annotations
 
 import gzip
@@ -49,17 +50,26 @@ def test_trl_conversational_rows_carry_messages_and_provenance(project, ranked):
         "rejected_id": rids[1],
     }
     assert [(r["chosen"][0]["content"], r["rejected"][0]["content"]) for r in rows] == [
-        ("Four.", "4"), ("Four.", "It is 5."), ("Four.", "No idea."),
-        ("4", "No idea."), ("It is 5.", "No idea."),
+        ("Four.", "4"),
+        ("Four.", "It is 5."),
+        ("Four.", "No idea."),
+        ("4", "No idea."),
+        ("It is 5.", "No idea."),
     ]
 
 
 def test_standard_explicit_rows_are_plain_strings(project, ranked):
     row = next(iter_rows(freeze_snapshot(project, "s"), style="standard"))
-    assert (row["prompt"], row["chosen"], row["rejected"]) == ("What is 2 + 2?", "Four.", "4")
+    assert (row["prompt"], row["chosen"], row["rejected"]) == (
+        "What is 2 + 2?",
+        "Four.",
+        "4",
+    )
 
 
-def test_implicit_prompt_rows_put_the_prompt_inside_chosen_and_rejected(project, ranked):
+def test_implicit_prompt_rows_put_the_prompt_inside_chosen_and_rejected(
+    project, ranked
+):
     row = next(iter_rows(freeze_snapshot(project, "s"), prompt="implicit"))
     assert "prompt" not in row
     assert row["chosen"] == [
@@ -77,25 +87,36 @@ def test_hh_rows_are_human_assistant_transcripts(project, ranked):
 def test_kto_rows_label_winners_desirable_and_drop_even_responses(project, ranked):
     rows = list(iter_rows(freeze_snapshot(project, "s"), fmt="kto", style="standard"))
     # Four. wins 3; 4 and "It is 5." win 1 and lose 1 (even, left out); No idea. loses 3.
-    assert [(r["completion"], r["label"]) for r in rows] == [("Four.", True), ("No idea.", False)]
+    assert [(r["completion"], r["label"]) for r in rows] == [
+        ("Four.", True),
+        ("No idea.", False),
+    ]
 
 
 def test_ranking_rows_keep_tie_groups(project, ranked):
     (row,) = iter_rows(freeze_snapshot(project, "s"), fmt="ranking")
     rids = ids(ranked)
     assert row["order"] == [[rids[0]], [rids[1], rids[2]], [rids[3]]]
-    assert [r["text"] for r in row["responses"]] == ["Four.", "4", "It is 5.", "No idea."]
+    assert [r["text"] for r in row["responses"]] == [
+        "Four.",
+        "4",
+        "It is 5.",
+        "No idea.",
+    ]
 
 
 def test_sft_rows_hold_rewrites_and_top_ranked_responses(project, ranked):
     rows = list(iter_rows(freeze_snapshot(project, "s"), fmt="sft", style="standard"))
     assert [(r["completion"], r["origin"]) for r in rows] == [
-        ("2 + 2 = 4.", "rewrite"), ("Four.", "top_ranked")
+        ("2 + 2 = 4.", "rewrite"),
+        ("Four.", "top_ranked"),
     ]
 
 
 @pytest.mark.parametrize("fmt", ["trl", "kto", "ranking", "hh", "sft"])
-@pytest.mark.parametrize("suffix", ["out.jsonl", "out.jsonl.gz", "out.parquet", "outdir"])
+@pytest.mark.parametrize(
+    "suffix", ["out.jsonl", "out.jsonl.gz", "out.parquet", "outdir"]
+)
 def test_every_format_loads_back_with_datasets(project, ranked, tmp_path, fmt, suffix):
     import datasets
 
@@ -125,7 +146,9 @@ def test_folder_export_puts_the_card_inside(project, ranked, tmp_path):
     assert (tmp_path / "ds" / "README.md").read_text().startswith("---\nlicense: other")
 
 
-def test_interrupted_export_leaves_no_file_under_the_final_name(project, ranked, tmp_path):
+def test_interrupted_export_leaves_no_file_under_the_final_name(
+    project, ranked, tmp_path
+):
     snapshot = freeze_snapshot(project, "s")
 
     class Boom(Exception):
@@ -167,8 +190,14 @@ def _prefs_file(project, tmp_path: Path) -> Path:
     a, b, c = annotators(3)
     for i in range(6):
         task = make_task(
-            project, f"How many legs has the cat {i}?",
-            (f"A cat has {4 + i % 2} legs.", "Cats have legs.", "I don't know.", "Fish."),
+            project,
+            f"How many legs has the cat {i}?",
+            (
+                f"A cat has {4 + i % 2} legs.",
+                "Cats have legs.",
+                "I don't know.",
+                "Fish.",
+            ),
         )
         rank(task, a, [[0], [1], [2], [3]])
         rank(task, b, [[0], [2], [1], [3]])
@@ -185,42 +214,72 @@ def test_dpo_trainer_trains_on_the_export_unchanged(project, tmp_path, tiny_mode
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    dataset = datasets.load_dataset("json", data_files=str(_prefs_file(project, tmp_path)), split="train")
+    dataset = datasets.load_dataset(
+        "json", data_files=str(_prefs_file(project, tmp_path)), split="train"
+    )
     assert dataset.num_rows == 6 * (6 + 6 + 5)
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
     before = [p.detach().clone() for p in model.parameters()]
     args = DPOConfig(
-        output_dir=str(tmp_path / "dpo"), max_steps=3, per_device_train_batch_size=4,
-        learning_rate=1e-3, bf16=False, gradient_checkpointing=False, use_cpu=True,
-        report_to=[], logging_steps=1, save_strategy="no",
+        output_dir=str(tmp_path / "dpo"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
     )
-    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = DPOTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=False)
+    )
 
 
 @pytest.mark.slow
-def test_reward_trainer_trains_on_the_export_unchanged(project, tmp_path, tiny_model_dir):
+def test_reward_trainer_trains_on_the_export_unchanged(
+    project, tmp_path, tiny_model_dir
+):
     import datasets
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from trl import RewardConfig, RewardTrainer
 
-    dataset = datasets.load_dataset("json", data_files=str(_prefs_file(project, tmp_path)), split="train")
+    dataset = datasets.load_dataset(
+        "json", data_files=str(_prefs_file(project, tmp_path)), split="train"
+    )
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1
+    )
     model.config.pad_token_id = tokenizer.pad_token_id
     before = [p.detach().clone() for p in model.parameters()]
     args = RewardConfig(
-        output_dir=str(tmp_path / "rm"), max_steps=3, per_device_train_batch_size=4,
-        learning_rate=1e-3, bf16=False, gradient_checkpointing=False, use_cpu=True,
-        report_to=[], logging_steps=1, save_strategy="no",
+        output_dir=str(tmp_path / "rm"),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        bf16=False,
+        gradient_checkpointing=False,
+        use_cpu=True,
+        report_to=[],
+        logging_steps=1,
+        save_strategy="no",
     )
-    trainer = RewardTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    trainer = RewardTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
     trainer.train()
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
-    assert any(not torch.equal(b, p) for b, p in zip(before, model.parameters()))
+    assert any(
+        not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=False)
+    )

@@ -1,4 +1,5 @@
 """Tests of annotation/gold.py: scoring gold tasks and pausing annotators."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,5 +1,6 @@
 """Tests of the annotator's hot path: submit-and-lease-next in one transaction, and
 queries per request that stay constant as tasks and rankings grow."""
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,12 @@ from annotation.consensus import pairwise_agreement_by_counts
 from annotation.gold import mark_gold
 from annotation.models import AnnotatorProfile, Lease, Ranking, RankingTask
 from annotation.tokens import create_token
-from tests.annotation.factories import make_annotators, make_task, make_tasks, response_ids
+from tests.annotation.factories import (
+    make_annotators,
+    make_task,
+    make_tasks,
+    response_ids,
+)
 from tests.conftest import login
 
 NOW = timezone.now()
@@ -34,10 +40,14 @@ def in_order(lease: Lease) -> list[list[int]]:
     return [[r] for r in response_ids(lease.task)]
 
 
-def test_submit_and_lease_next_stores_the_ranking_and_leases_another_task(project, annotator):
+def test_submit_and_lease_next_stores_the_ranking_and_leases_another_task(
+    project, annotator
+):
     first_task, second_task = make_tasks(project, 2)
     lease = next_task(project, annotator, now=NOW)
-    ranking, following = submit_ranking_and_lease_next(lease, annotator, in_order(lease), now=NOW)
+    ranking, following = submit_ranking_and_lease_next(
+        lease, annotator, in_order(lease), now=NOW
+    )
     assert Ranking.objects.get().pk == ranking.pk
     assert Lease.objects.get(pk=lease.pk).status == Lease.Status.SUBMITTED
     assert RankingTask.objects.get(pk=first_task.pk).ranking_count == 1
@@ -48,7 +58,9 @@ def test_submit_and_lease_next_stores_the_ranking_and_leases_another_task(projec
 def test_submit_and_lease_next_gives_none_when_no_task_is_left(project, annotator):
     make_task(project)
     lease = next_task(project, annotator, now=NOW)
-    _, following = submit_ranking_and_lease_next(lease, annotator, in_order(lease), now=NOW)
+    _, following = submit_ranking_and_lease_next(
+        lease, annotator, in_order(lease), now=NOW
+    )
     assert following is None
 
 
@@ -57,7 +69,9 @@ def test_repeated_submission_stores_one_ranking_and_returns_the_same_next_lease(
 ):
     make_tasks(project, 3)
     lease = next_task(project, annotator, now=NOW)
-    first, following = submit_ranking_and_lease_next(lease, annotator, in_order(lease), now=NOW)
+    first, following = submit_ranking_and_lease_next(
+        lease, annotator, in_order(lease), now=NOW
+    )
     again, following_again = submit_ranking_and_lease_next(
         lease, annotator, in_order(lease), now=NOW
     )
@@ -74,7 +88,9 @@ def test_refused_late_submission_stores_nothing_and_leases_nothing(project):
     lease = next_task(project, late, now=NOW)
     later = NOW + timedelta(hours=2)
     assert next_task(project, other, now=later).task_id == task.pk
-    submit_ranking(Lease.objects.get(annotator=other), other, in_order(lease), now=later)
+    submit_ranking(
+        Lease.objects.get(annotator=other), other, in_order(lease), now=later
+    )
     with pytest.raises(LateSubmissionRefused):
         submit_ranking_and_lease_next(lease, late, in_order(lease), now=later)
     assert Ranking.objects.filter(annotator=late).count() == 0
@@ -82,16 +98,22 @@ def test_refused_late_submission_stores_nothing_and_leases_nothing(project):
     assert Lease.objects.filter(annotator=late).count() == 1
 
 
-def test_late_submission_finds_the_lease_the_annotator_holds_meanwhile(project, annotator):
+def test_late_submission_finds_the_lease_the_annotator_holds_meanwhile(
+    project, annotator
+):
     make_tasks(project, 3)
     old = next_task(project, annotator, now=NOW)
     later = NOW + timedelta(hours=2)
     held = next_task(project, annotator, now=later)
-    _, following = submit_ranking_and_lease_next(old, annotator, in_order(old), now=later)
+    _, following = submit_ranking_and_lease_next(
+        old, annotator, in_order(old), now=later
+    )
     assert following.pk == held.pk
 
 
-def test_ranking_that_pauses_the_annotator_is_stored_and_no_task_follows(project, annotator):
+def test_ranking_that_pauses_the_annotator_is_stored_and_no_task_follows(
+    project, annotator
+):
     project.gold_rate, project.gold_min_tasks, project.gold_threshold = 1.0, 1, 0.5
     project.save()
     gold = make_task(project, k=2)
@@ -103,7 +125,10 @@ def test_ranking_that_pauses_the_annotator_is_stored_and_no_task_follows(project
         submit_ranking_and_lease_next(lease, annotator, [[b], [a]], now=NOW)
     assert Ranking.objects.filter(annotator=annotator).count() == 1
     assert AnnotatorProfile.objects.get(user=annotator).is_paused is True
-    assert Lease.objects.filter(annotator=annotator, status=Lease.Status.ACTIVE).count() == 0
+    assert (
+        Lease.objects.filter(annotator=annotator, status=Lease.Status.ACTIVE).count()
+        == 0
+    )
 
 
 def test_submit_and_lease_next_commits_once(project, annotator):
@@ -132,7 +157,9 @@ def _random_orders(rng: random.Random) -> list[list[list[int]]]:
 @pytest.mark.parametrize("seed", range(20))
 def test_agreement_by_counts_equals_agreement_by_comparing_every_pair_of_orders(seed):
     orders = _random_orders(random.Random(seed))
-    assert pairwise_agreement_by_counts(orders) == pytest.approx(pairwise_agreement(orders))
+    assert pairwise_agreement_by_counts(orders) == pytest.approx(
+        pairwise_agreement(orders)
+    )
 
 
 @pytest.mark.parametrize(
@@ -159,7 +186,9 @@ def test_token_last_use_is_written_at_most_once_a_minute(annotator):
     first = ApiToken.objects.get(pk=token.pk).last_used_at
     authenticate_token(raw)
     assert ApiToken.objects.get(pk=token.pk).last_used_at == first
-    ApiToken.objects.filter(pk=token.pk).update(last_used_at=first - timedelta(minutes=2))
+    ApiToken.objects.filter(pk=token.pk).update(
+        last_used_at=first - timedelta(minutes=2)
+    )
     authenticate_token(raw)
     assert ApiToken.objects.get(pk=token.pk).last_used_at > first
 
@@ -225,7 +254,8 @@ def _api_submit_and_next(client, project, annotator):
 
     def request():
         response = client.post(
-            f"/api/leases/{lease['id']}/ranking-and-next-task", body,
+            f"/api/leases/{lease['id']}/ranking-and-next-task",
+            body,
             content_type="application/json",
         )
         assert response.status_code == 201 and response.json()["next"] is not None

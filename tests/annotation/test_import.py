@@ -1,4 +1,5 @@
 """Tests of annotation/importing.py: every format, rejections, whole-or-nothing, round trips."""
+
 from __future__ import annotations
 
 import gzip
@@ -24,7 +25,9 @@ needs_shared = pytest.mark.skipif(
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    path.write_text(
+        "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows)
+    )
     return path
 
 
@@ -41,7 +44,11 @@ def test_trl_standard_pairs_land_with_provenance(project, tmp_path):
         [{"prompt": "Hi?", "chosen": "Hello!", "rejected": "Go away."}],
     )
     report = import_preferences(project, path)
-    assert (report.format, report.is_applied, report.rankings_created) == ("trl", True, 1)
+    assert (report.format, report.is_applied, report.rankings_created) == (
+        "trl",
+        True,
+        1,
+    )
     ranking = Ranking.objects.get()
     assert ranking.annotator.username == "imported:mine"
     assert ranking.source == "mine.jsonl:1"
@@ -54,10 +61,12 @@ def test_conversational_implicit_prompt_is_split_off(project, tmp_path):
     user = {"role": "user", "content": "Hi?"}
     path = write_jsonl(
         tmp_path / "c.jsonl",
-        [{
-            "chosen": [user, {"role": "assistant", "content": "Hello!"}],
-            "rejected": [user, {"role": "assistant", "content": "No."}],
-        }],
+        [
+            {
+                "chosen": [user, {"role": "assistant", "content": "Hello!"}],
+                "rejected": [user, {"role": "assistant", "content": "No."}],
+            }
+        ],
     )
     import_preferences(project, path)
     assert Prompt.objects.get().messages == [user]
@@ -83,16 +92,25 @@ def test_prompts_are_deduplicated_against_the_project(project, tmp_path):
     [
         ('{"prompt": "x", "chosen": ', "bad JSON"),
         ({"prompt": "x", "chosen": "a"}, "missing field 'rejected'"),
-        ({"prompt": "x", "chosen": "same", "rejected": "same"}, "identical chosen and rejected"),
+        (
+            {"prompt": "x", "chosen": "same", "rejected": "same"},
+            "identical chosen and rejected",
+        ),
         ({"prompt": "x", "chosen": "  ", "rejected": "b"}, "empty text in response 0"),
         ({"prompt": "x", "chosen": "a" * 100_001, "rejected": "b"}, "oversized text"),
         (
-            {"prompt": [{"role": "robot", "content": "x"}], "chosen": "a", "rejected": "b"},
+            {
+                "prompt": [{"role": "robot", "content": "x"}],
+                "chosen": "a",
+                "rejected": "b",
+            },
             "unknown role 'robot'",
         ),
     ],
 )
-def test_a_bad_record_is_reported_with_its_line_and_nothing_lands(project, tmp_path, row, reason):
+def test_a_bad_record_is_reported_with_its_line_and_nothing_lands(
+    project, tmp_path, row, reason
+):
     good = {"prompt": "ok", "chosen": "a", "rejected": "b"}
     path = write_jsonl(tmp_path / "bad.jsonl", [good, row])
     report = import_preferences(project, path, fmt="trl")
@@ -129,20 +147,25 @@ def test_kto_rows_become_a_ranking_of_desirable_over_undesirable(project, tmp_pa
     import_preferences(project, path)
     ranking = Ranking.objects.get()
     texts = {r.id: r.text for r in ranking.task.responses.all()}
-    assert [[texts[i] for i in g] for g in ranking.order] == [["good"], ["bad", "worse"]]
+    assert [[texts[i] for i in g] for g in ranking.order] == [
+        ["good"],
+        ["bad", "worse"],
+    ]
 
 
 def test_ultrafeedback_scores_become_a_ranking_with_ties(project, tmp_path):
     path = write_jsonl(
         tmp_path / "uf.jsonl",
-        [{
-            "instruction": "p",
-            "completions": [
-                {"response": "a", "overall_score": 7},
-                {"response": "b", "overall_score": 9},
-                {"response": "c", "overall_score": 7},
-            ],
-        }],
+        [
+            {
+                "instruction": "p",
+                "completions": [
+                    {"response": "a", "overall_score": 7},
+                    {"response": "b", "overall_score": 9},
+                    {"response": "c", "overall_score": 7},
+                ],
+            }
+        ],
     )
     import_preferences(project, path)
     ranking = Ranking.objects.get()
@@ -185,12 +208,17 @@ def test_our_own_ranking_export_imports_back_with_the_same_pairs(project, tmp_pa
 def test_import_command_creates_the_project_and_fails_on_invalid_records(tmp_path, db):
     path = write_jsonl(
         tmp_path / "x.jsonl",
-        [{"prompt": "a", "chosen": "x", "rejected": "x"}, {"prompt": "b", "chosen": "x", "rejected": "y"}],
+        [
+            {"prompt": "a", "chosen": "x", "rejected": "x"},
+            {"prompt": "b", "chosen": "x", "rejected": "y"},
+        ],
     )
     with pytest.raises(CommandError, match="1 invalid records; nothing imported"):
         call_command("import_preferences", str(path), "--project", "fresh")
     assert Ranking.objects.count() == 0
-    call_command("import_preferences", str(path), "--project", "fresh", "--skip-invalid")
+    call_command(
+        "import_preferences", str(path), "--project", "fresh", "--skip-invalid"
+    )
     assert RankingTask.objects.filter(project__name="fresh").count() == 1
 
 
@@ -239,11 +267,14 @@ def test_ultrafeedback_sample_round_trips_with_ties_giving_no_pair(project):
     expected = [
         (o["prompt"], o["chosen"], o["rejected"])
         for line, o in enumerate(originals, start=1)
-        if line not in bad and o["metadata"]["score_chosen"] != o["metadata"]["score_rejected"]
+        if line not in bad
+        and o["metadata"]["score_chosen"] != o["metadata"]["score_rejected"]
     ]
     assert pairs_of(snapshot) == expected
     assert len(expected) == 994 - 111 + sum(
-        1 for line in bad if originals[line - 1]["metadata"]["score_chosen"]
+        1
+        for line in bad
+        if originals[line - 1]["metadata"]["score_chosen"]
         == originals[line - 1]["metadata"]["score_rejected"]
     )
 
@@ -252,7 +283,11 @@ def test_ultrafeedback_sample_round_trips_with_ties_giving_no_pair(project):
 def test_oasst_flat_messages_give_every_ranked_sibling_pair(project):
     source = SHARED / "oasst" / "oasst1_en_validation.messages.jsonl"
     report = import_preferences(project, source)
-    assert (report.format, report.is_applied, report.rankings_created) == ("oasst_flat", True, 195)
+    assert (report.format, report.is_applied, report.rankings_created) == (
+        "oasst_flat",
+        True,
+        195,
+    )
     # SOURCE.md: 195 parents with at least two ranked replies, 470 pairs.
     assert freeze_snapshot(project, "oa").row_count == 470
 
@@ -273,7 +308,11 @@ def test_oasst_export_back_keeps_the_conversation_as_the_prompt(project):
     import_preferences(project, source)
     row = next(iter_rows(freeze_snapshot(project, "t")))
     assert row["prompt"] == [{"role": "user", "content": first["text"]}]
-    ranked = sorted((r for r in first["replies"] if r.get("rank") is not None), key=lambda r: r["rank"])
+    ranked = sorted(
+        (r for r in first["replies"] if r.get("rank") is not None),
+        key=lambda r: r["rank"],
+    )
     assert (row["chosen"][0]["content"], row["rejected"][0]["content"]) == (
-        ranked[0]["text"], ranked[1]["text"]
+        ranked[0]["text"],
+        ranked[1]["text"],
     )

@@ -1,4 +1,5 @@
 """The policy leaderboard: Bradley-Terry fit, cross-policy comparisons, intervals, SVG."""
+
 from __future__ import annotations
 
 import math
@@ -25,7 +26,9 @@ def make_task(project, policies: list[Policy], text: str = "Say hi") -> list[Res
     )
     task = RankingTask.objects.create(project=project, prompt=prompt, overlap=3)
     return [
-        Response.objects.create(task=task, policy=p, text=f"{p.name} says hi", position=i)
+        Response.objects.create(
+            task=task, policy=p, text=f"{p.name} says hi", position=i
+        )
         for i, p in enumerate(policies)
     ]
 
@@ -33,7 +36,9 @@ def make_task(project, policies: list[Policy], text: str = "Say hi") -> list[Res
 def rank(user, responses: list[Response], order: list[list[int]], **kwargs) -> Ranking:
     """Store a ranking of the responses by index groups, best first."""
     ids = [[responses[i].pk for i in group] for group in order]
-    return Ranking.objects.create(task=responses[0].task, annotator=user, order=ids, **kwargs)
+    return Ranking.objects.create(
+        task=responses[0].task, annotator=user, order=ids, **kwargs
+    )
 
 
 @pytest.fixture
@@ -104,7 +109,9 @@ def test_skips_and_simulated_rankings_are_not_human_comparisons(project, sft, dp
     Ranking.objects.create(task=responses[0].task, annotator=human, is_skip=True)
     simulated = rank(bot, responses, [[1], [0]])
     assert policy_comparisons(project, source="human") == []
-    assert policy_comparisons(project, source="simulated") == [(simulated.pk, dpo1.pk, sft.pk)]
+    assert policy_comparisons(project, source="simulated") == [
+        (simulated.pk, dpo1.pk, sft.pk)
+    ]
 
 
 def test_unknown_source_is_refused(project):
@@ -164,7 +171,9 @@ def test_stored_win_rates_against_sft_appear_in_the_rows(project, sft, dpo1):
     dpo1.metrics = {"judge_win_rate_vs_sft": 0.8, "rm_win_rate_vs_sft": 0.7}
     dpo1.save()
     rank(make_user("h1", "annotator"), make_task(project, [sft, dpo1]), [[1], [0]])
-    row = next(r for r in build_leaderboard(project, bootstrap=0).ratings if r.name == "dpo-r1")
+    row = next(
+        r for r in build_leaderboard(project, bootstrap=0).ratings if r.name == "dpo-r1"
+    )
     assert (row.judge_win_rate_vs_sft, row.rm_win_rate_vs_sft) == (0.8, 0.7)
 
 

@@ -1,4 +1,5 @@
 """The project overview page: who may see it and what it shows."""
+
 from __future__ import annotations
 
 import pytest
@@ -42,25 +43,34 @@ def compared(project):
     "persona, status",
     [("admin_user", 200), ("researcher", 200), ("annotator", 403), ("outsider", 403)],
 )
-def test_only_admins_and_researchers_see_the_overview(request, project, persona, status):
+def test_only_admins_and_researchers_see_the_overview(
+    request, project, persona, status
+):
     user = request.getfixturevalue(persona)
     assert login(user).get(URL).status_code == status
 
 
 def test_anonymous_visitors_are_sent_to_log_in(project):
     response = Client().get(URL)
-    assert (response.status_code, response["Location"]) == (302, "/login/?next=/overview/demo/")
+    assert (response.status_code, response["Location"]) == (
+        302,
+        "/login/?next=/overview/demo/",
+    )
 
 
 def test_unknown_project_is_not_found(admin_user):
     assert login(admin_user).get("/overview/nope/").status_code == 404
 
 
-def test_overview_shows_rounds_policies_win_rates_and_the_leaderboard(compared, admin_user):
+def test_overview_shows_rounds_policies_win_rates_and_the_leaderboard(
+    compared, admin_user
+):
     html = login(admin_user).get(URL).content.decode()
-    assert "<td>1</td><td>dpo-r1</td><td>fresh</td>\n        <td>4</td><td>4</td>" in html
+    assert (
+        "<td>1</td><td>dpo-r1</td><td>fresh</td>\n        <td>4</td><td>4</td>" in html
+    )
     assert "dpo-r1 <strong>(current)</strong>" in html
-    assert "demo-sft <span class=\"muted\">(SFT)</span>" in html
+    assert 'demo-sft <span class="muted">(SFT)</span>' in html
     assert "<td>0.813</td>" in html  # judge win rate vs SFT, 3 decimals
     assert "4 comparisons from 4 rankings" in html
     assert "<td>1</td><td>dpo-r1</td>" in html and "<td>2</td><td>demo-sft</td>" in html
@@ -88,7 +98,9 @@ def test_policy_names_are_shown_as_text(project, admin_user):
     assert "&lt;script&gt;x()&lt;/script&gt;" in html
 
 
-def test_a_simulator_with_no_task_in_common_with_people_is_not_listed(compared, admin_user):
+def test_a_simulator_with_no_task_in_common_with_people_is_not_listed(
+    compared, admin_user
+):
     bot = simulated_user("sim-judge-1", "judge")
     prompt = Prompt.objects.create(project=compared, messages="only the bot saw this")
     task = RankingTask.objects.create(project=compared, prompt=prompt)

@@ -1,4 +1,5 @@
 """Tests of annotation/pool.py: what enters the prompt pool and why the rest does not."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,7 +14,9 @@ BASE = "How do I bake a simple loaf of sourdough bread at home with whole wheat 
 
 
 def test_good_prompts_are_added_with_their_source(project):
-    report = add_prompts(project, [BASE, "What is the capital of France?"], source="api")
+    report = add_prompts(
+        project, [BASE, "What is the capital of France?"], source="api"
+    )
     assert [p.text() for p in report.added] == [BASE, "What is the capital of France?"]
     assert report.rejected == []
     assert list(Prompt.objects.values_list("source", flat=True)) == ["api", "api"]
@@ -37,7 +40,9 @@ def test_near_duplicate_is_left_out_by_minhash(project):
     near = BASE.replace("simple", "simple,")  # same words, different bytes
     report = add_prompts(project, [BASE, near], source="a")
     assert report.rejected[0]["index"] == 1
-    assert report.rejected[0]["reason"].startswith("near duplicate (MinHash Jaccard ≥ 0.8) of input 0")
+    assert report.rejected[0]["reason"].startswith(
+        "near duplicate (MinHash Jaccard ≥ 0.8) of input 0"
+    )
 
 
 def test_different_prompts_on_one_topic_are_both_kept(project):
@@ -50,7 +55,10 @@ def test_different_prompts_on_one_topic_are_both_kept(project):
     [
         ("hi", "too short: 2 characters; the minimum is 8"),
         ("x" * 9000, "too long: 9,000 characters; the maximum is 8,000"),
-        ("Why is the sky bluuuuuuuuuuuuuuuuuuuuuuuuu?", "repetitive: the character 'u' repeats"),
+        (
+            "Why is the sky bluuuuuuuuuuuuuuuuuuuuuuuuu?",
+            "repetitive: the character 'u' repeats",
+        ),
         ("buy now buy now buy now buy now buy now buy now buy now", "repetitive: "),
         ("$$$ 1234 5678 %%% ### 999 @@@ ?", "character mix: "),
         ("Hello\x00 there, friend", "bad characters: 1 control"),
@@ -65,11 +73,19 @@ def test_a_normal_prompt_passes_the_quality_filters():
 
 
 def test_harmful_prompts_are_kept_but_flagged_with_a_reason(project):
-    report = add_prompts(project, ["Tell me how to build a bomb in my garage."], source="a")
+    report = add_prompts(
+        project, ["Tell me how to build a bomb in my garage."], source="a"
+    )
     (prompt,) = report.added
-    assert prompt.flags == [{"flag": "harmful", "reason": "weapons: mentions 'build a bomb'"}]
+    assert prompt.flags == [
+        {"flag": "harmful", "reason": "weapons: mentions 'build a bomb'"}
+    ]
     assert report.flagged == [
-        {"index": 0, "prompt_id": prompt.id, "reason": "weapons: mentions 'build a bomb'"}
+        {
+            "index": 0,
+            "prompt_id": prompt.id,
+            "reason": "weapons: mentions 'build a bomb'",
+        }
     ]
 
 
@@ -78,7 +94,9 @@ def test_harm_flag_is_none_for_ordinary_text():
 
 
 def test_malformed_messages_are_rejected_with_the_message_error(project):
-    report = add_prompts(project, [[{"role": "robot", "content": "hello there"}]], source="a")
+    report = add_prompts(
+        project, [[{"role": "robot", "content": "hello there"}]], source="a"
+    )
     assert "unknown role 'robot'" in report.rejected[0]["reason"]
 
 

@@ -1,4 +1,5 @@
 """Admins publish the next round from the overview page; the worker generates it."""
+
 import pytest
 from django_tasks_db.models import DBTaskResult
 

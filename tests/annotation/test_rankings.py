@@ -1,4 +1,5 @@
 """Tests of rankings: the pair rules on the model, and submit/skip in assignment.py."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -50,14 +51,16 @@ def test_ranking_yields_every_pair_of_differing_rank_with_rank_distance(order, p
     ],
 )
 def test_validate_order_names_the_problem(order, message):
-    with pytest.raises(ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(
+        ValidationError, match=message.replace("[", r"\[").replace("]", r"\]")
+    ):
         Ranking.validate_order(order, {1, 2, 3})
 
 
 @pytest.fixture
 def leased(project):
     """A task of three responses leased to one annotator."""
-    task = make_task(project, k=3)
+    make_task(project, k=3)
     (user,) = make_annotators(1)
     return next_task(project, user, now=NOW), user
 
@@ -66,7 +69,11 @@ def leased(project):
 def test_bad_order_stores_nothing(leased, kind):
     lease, user = leased
     a, b, c = response_ids(lease.task)
-    order = {"missing": [[a], [b]], "repeated": [[a], [b], [b, c]], "unknown": [[a], [b], [c], [c + 99]]}[kind]
+    order = {
+        "missing": [[a], [b]],
+        "repeated": [[a], [b], [b, c]],
+        "unknown": [[a], [b], [c], [c + 99]],
+    }[kind]
     with pytest.raises(ValidationError):
         submit_ranking(lease, user, order, now=NOW)
     assert Ranking.objects.count() == 0
@@ -117,7 +124,7 @@ def test_submission_updates_count_consensus_and_agreement(project):
     task = make_task(project, k=3)
     a, b, c = response_ids(task)
     users = make_annotators(2)
-    for user, order in zip(users, ([[a], [b], [c]], [[a], [c], [b]])):
+    for user, order in zip(users, ([[a], [b], [c]], [[a], [c], [b]]), strict=False):
         submit_ranking(next_task(project, user, now=NOW), user, order, now=NOW)
     task.refresh_from_db()
     assert task.ranking_count == 2
@@ -141,7 +148,9 @@ def test_ranking_and_figures_commit_together_or_not_at_all(leased, monkeypatch):
 def test_late_submission_is_accepted_while_overlap_is_not_full(leased):
     lease, user = leased
     late = NOW + timedelta(hours=2)
-    ranking = submit_ranking(lease, user, [[r] for r in response_ids(lease.task)], now=late)
+    ranking = submit_ranking(
+        lease, user, [[r] for r in response_ids(lease.task)], now=late
+    )
     assert ranking.pk is not None
     assert RankingTask.objects.get(pk=lease.task_id).ranking_count == 1
 
@@ -151,7 +160,12 @@ def test_late_submission_is_refused_once_others_filled_the_overlap(project):
     slow, fast = make_annotators(2)
     lease = next_task(project, slow, now=NOW)
     later = NOW + timedelta(hours=1)
-    submit_ranking(next_task(project, fast, now=later), fast, [[r] for r in response_ids(task)], now=later)
+    submit_ranking(
+        next_task(project, fast, now=later),
+        fast,
+        [[r] for r in response_ids(task)],
+        now=later,
+    )
     with pytest.raises(LateSubmissionRefused, match="expired"):
         submit_ranking(lease, slow, [[r] for r in response_ids(task)], now=later)
     assert Ranking.objects.filter(annotator=slow).count() == 0
@@ -177,7 +191,12 @@ def test_someone_elses_lease_cannot_be_submitted(leased):
 def test_unsafe_flag_on_unknown_response_is_rejected(leased):
     lease, user = leased
     with pytest.raises(ValidationError, match="unknown response ids"):
-        submit_ranking(lease, user, [[r] for r in response_ids(lease.task)], unsafe_response_ids=[0])
+        submit_ranking(
+            lease,
+            user,
+            [[r] for r in response_ids(lease.task)],
+            unsafe_response_ids=[0],
+        )
 
 
 @pytest.mark.parametrize("value", [0, 8, "5", True])
@@ -188,7 +207,9 @@ def test_aspect_rating_outside_one_to_seven_is_rejected(leased, project, value):
     rid = response_ids(lease.task)[0]
     with pytest.raises(ValidationError, match="integer from 1 to 7"):
         submit_ranking(
-            lease, user, [[r] for r in response_ids(lease.task)],
+            lease,
+            user,
+            [[r] for r in response_ids(lease.task)],
             aspect_ratings={rid: {"honesty": value}},
         )
 
@@ -197,7 +218,12 @@ def test_rating_an_aspect_the_project_lacks_is_rejected(leased):
     lease, user = leased
     rid = response_ids(lease.task)[0]
     with pytest.raises(ValidationError, match="unknown aspect 'wit'"):
-        submit_ranking(lease, user, [[r] for r in response_ids(lease.task)], aspect_ratings={rid: {"wit": 4}})
+        submit_ranking(
+            lease,
+            user,
+            [[r] for r in response_ids(lease.task)],
+            aspect_ratings={rid: {"wit": 4}},
+        )
 
 
 def test_rationale_is_required_when_the_project_says_so(leased, project):
@@ -205,7 +231,9 @@ def test_rationale_is_required_when_the_project_says_so(leased, project):
     project.save()
     lease, user = leased
     with pytest.raises(ValidationError, match="requires a rationale"):
-        submit_ranking(lease, user, [[r] for r in response_ids(lease.task)], rationale="  ")
+        submit_ranking(
+            lease, user, [[r] for r in response_ids(lease.task)], rationale="  "
+        )
     assert Ranking.objects.count() == 0
 
 
@@ -219,5 +247,9 @@ def test_skip_needs_a_reason(leased):
 def test_skip_is_stored_with_its_reason(leased):
     lease, user = leased
     ranking = skip_task(lease, user, "not English", now=NOW)
-    assert (ranking.is_skip, ranking.skip_reason, ranking.order) == (True, "not English", [])
+    assert (ranking.is_skip, ranking.skip_reason, ranking.order) == (
+        True,
+        "not English",
+        [],
+    )
     assert Lease.objects.get(pk=lease.pk).status == Lease.Status.SKIPPED

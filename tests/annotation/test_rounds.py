@@ -1,6 +1,7 @@
 """Publishing a round: prompt choice, candidates with their policy and sampling, tasks."""
+
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
@@ -24,13 +25,20 @@ def policy(db, tiny_model_dir):
 
 @pytest.fixture
 def pool(project):
-    texts = [f"Tell me about the {c} cat." for c in ("red", "blue", "green", "small", "big", "old")]
+    texts = [
+        f"Tell me about the {c} cat."
+        for c in ("red", "blue", "green", "small", "big", "old")
+    ]
     prompts = [Prompt.objects.create(project=project, messages=t) for t in texts]
-    held_out = Prompt.objects.create(project=project, messages="Tell me about the held-out fox.", is_held_out=True)
+    held_out = Prompt.objects.create(
+        project=project, messages="Tell me about the held-out fox.", is_held_out=True
+    )
     return prompts, held_out
 
 
-def test_a_round_has_one_task_per_prompt_with_k_responses_by_the_policy(project, policy, pool):
+def test_a_round_has_one_task_per_prompt_with_k_responses_by_the_policy(
+    project, policy, pool
+):
     round_ = publish_round(project, policy=policy, n_prompts=3, sampling=FAST)
     assert (round_.number, round_.policy, round_.strategy) == (1, policy, "fresh")
     assert round_.sampling == FAST.to_dict()
@@ -43,18 +51,26 @@ def test_a_round_has_one_task_per_prompt_with_k_responses_by_the_policy(project,
         assert sorted(r.position for r in responses) == [0, 1, 2, 3]
         assert {r.policy_id for r in responses} == {policy.id}
         assert responses[0].sampling == {
-            "temperature": 1.0, "top_k": 0, "top_p": 1.0, "max_new_tokens": 4, "seed": 0,
+            "temperature": 1.0,
+            "top_k": 0,
+            "top_p": 1.0,
+            "max_new_tokens": 4,
+            "seed": 0,
         }
 
 
 def test_held_out_prompts_are_never_published(project, policy, pool):
     _, held_out = pool
-    publish_round(project, policy=policy, n_prompts=10, sampling=FAST, strategy="random")
+    publish_round(
+        project, policy=policy, n_prompts=10, sampling=FAST, strategy="random"
+    )
     assert RankingTask.objects.filter(prompt=held_out).exists() is False
     assert RankingTask.objects.count() == 6
 
 
-def test_fresh_prompts_exclude_those_already_in_a_task_and_rounds_number_up(project, policy, pool):
+def test_fresh_prompts_exclude_those_already_in_a_task_and_rounds_number_up(
+    project, policy, pool
+):
     first = publish_round(project, policy=policy, n_prompts=4, sampling=FAST)
     second = publish_round(project, policy=policy, n_prompts=4, sampling=FAST)
     first_prompts = set(first.tasks.values_list("prompt_id", flat=True))
@@ -66,11 +82,16 @@ def test_fresh_prompts_exclude_those_already_in_a_task_and_rounds_number_up(proj
 
 def test_no_fresh_prompt_left_is_an_error_that_suggests_random(project, policy, pool):
     publish_round(project, policy=policy, n_prompts=6, sampling=FAST)
-    with pytest.raises(ValueError, match="no prompts for strategy 'fresh'; import more prompts or use strategy 'random'"):
+    with pytest.raises(
+        ValueError,
+        match="no prompts for strategy 'fresh'; import more prompts or use strategy 'random'",
+    ):
         publish_round(project, policy=policy, n_prompts=1, sampling=FAST)
 
 
-def test_the_current_policy_is_the_default_and_its_absence_is_an_error(project, policy, pool):
+def test_the_current_policy_is_the_default_and_its_absence_is_an_error(
+    project, policy, pool
+):
     with pytest.raises(ValueError, match="project 'demo' has no current policy"):
         publish_round(project, n_prompts=1, sampling=FAST)
     project.current_policy = policy
@@ -89,7 +110,11 @@ def test_without_sampling_k_is_the_projects_responses_per_task(project, policy, 
 def test_earlier_policies_add_one_candidate_each(project, policy, pool, tiny_model_dir):
     old = register_policy("tiny-old", base_path=tiny_model_dir)
     round_ = publish_round(
-        project, policy=policy, n_prompts=2, strategy="random", earlier_policies=[old],
+        project,
+        policy=policy,
+        n_prompts=2,
+        strategy="random",
+        earlier_policies=[old],
         sampling=SamplingConfig(num_candidates=3, max_new_tokens=4),
     )
     for task in round_.tasks.all():
@@ -99,8 +124,18 @@ def test_earlier_policies_add_one_candidate_each(project, policy, pool, tiny_mod
 
 def test_positions_are_shuffled_by_seed_and_reproducible(project, policy, pool):
     def authorship(seed):
-        round_ = publish_round(project, policy=policy, n_prompts=6, sampling=FAST, strategy="random", seed=seed)
-        return [[r.position for r in t.responses.order_by("id")] for t in round_.tasks.order_by("id")]
+        round_ = publish_round(
+            project,
+            policy=policy,
+            n_prompts=6,
+            sampling=FAST,
+            strategy="random",
+            seed=seed,
+        )
+        return [
+            [r.position for r in t.responses.order_by("id")]
+            for t in round_.tasks.order_by("id")
+        ]
 
     first, again = authorship(3), authorship(3)
     assert first == again
@@ -108,43 +143,78 @@ def test_positions_are_shuffled_by_seed_and_reproducible(project, policy, pool):
 
 
 def test_the_clock_passed_in_stamps_the_round(project, policy, pool):
-    now = datetime(2030, 1, 2, 3, 4, tzinfo=timezone.utc)
+    now = datetime(2030, 1, 2, 3, 4, tzinfo=UTC)
     round_ = publish_round(project, policy=policy, n_prompts=1, sampling=FAST, now=now)
     assert round_.created_at == now
     assert set(Response.objects.values_list("created_at", flat=True)) == {now}
 
 
-def test_disagreement_picks_the_prompts_annotators_agreed_on_least(project, policy, pool):
+def test_disagreement_picks_the_prompts_annotators_agreed_on_least(
+    project, policy, pool
+):
     first = publish_round(project, policy=policy, n_prompts=6, sampling=FAST)
     tasks = list(first.tasks.order_by("id"))
-    for task, agreement in zip(tasks, [0.9, 0.1, None, 0.5, 0.2, 1.0]):
+    for task, agreement in zip(tasks, [0.9, 0.1, None, 0.5, 0.2, 1.0], strict=False):
         RankingTask.objects.filter(pk=task.pk).update(agreement=agreement)
-    again = publish_round(project, policy=policy, n_prompts=2, sampling=FAST, strategy="disagreement")
-    assert set(again.tasks.values_list("prompt_id", flat=True)) == {tasks[1].prompt_id, tasks[4].prompt_id}
+    again = publish_round(
+        project, policy=policy, n_prompts=2, sampling=FAST, strategy="disagreement"
+    )
+    assert set(again.tasks.values_list("prompt_id", flat=True)) == {
+        tasks[1].prompt_id,
+        tasks[4].prompt_id,
+    }
 
 
 def test_disagreement_without_any_ranked_task_says_what_it_needs(project, policy, pool):
-    with pytest.raises(ValueError, match="no prompt has a ranked task with an agreement yet"):
-        publish_round(project, policy=policy, n_prompts=1, sampling=FAST, strategy="disagreement")
+    with pytest.raises(
+        ValueError, match="no prompt has a ranked task with an agreement yet"
+    ):
+        publish_round(
+            project, policy=policy, n_prompts=1, sampling=FAST, strategy="disagreement"
+        )
 
 
 @pytest.mark.parametrize(
     "strategy, message",
     [
-        ("uncertainty", "project 'demo' has no reward model trained on one of its snapshots"),
+        (
+            "uncertainty",
+            "project 'demo' has no reward model trained on one of its snapshots",
+        ),
         ("vibes", "unknown strategy 'vibes'"),
     ],
 )
-def test_unavailable_and_unknown_strategies_are_refused(project, policy, pool, strategy, message):
+def test_unavailable_and_unknown_strategies_are_refused(
+    project, policy, pool, strategy, message
+):
     with pytest.raises(ValueError, match=message):
-        publish_round(project, policy=policy, n_prompts=1, sampling=FAST, strategy=strategy)
+        publish_round(
+            project, policy=policy, n_prompts=1, sampling=FAST, strategy=strategy
+        )
     assert Round.objects.count() == 0
 
 
-def test_the_command_publishes_a_round_with_the_given_controls(project, policy, pool, capsys):
+def test_the_command_publishes_a_round_with_the_given_controls(
+    project, policy, pool, capsys
+):
     call_command(
-        "publish_round", "--project", "demo", "--policy", "tiny", "--prompts", "2", "--k", "2",
-        "--temperature", "0.7", "--top-k", "5", "--max-new-tokens", "3", "--seed", "1",
+        "publish_round",
+        "--project",
+        "demo",
+        "--policy",
+        "tiny",
+        "--prompts",
+        "2",
+        "--k",
+        "2",
+        "--temperature",
+        "0.7",
+        "--top-k",
+        "5",
+        "--max-new-tokens",
+        "3",
+        "--seed",
+        "1",
     )
     round_ = Round.objects.get()
     assert round_.sampling["temperature"] == 0.7
@@ -202,7 +272,12 @@ def _direct_scores(judges, messages, candidates):
     out = []
     for judge in judges:
         scorer = RewardScorer(judge.base_path)
-        out.append([scorer.score([m] * len(texts), texts) for m, texts in zip(messages, candidates)])
+        out.append(
+            [
+                scorer.score([m] * len(texts), texts)
+                for m, texts in zip(messages, candidates, strict=False)
+            ]
+        )
     return out
 
 
@@ -228,13 +303,21 @@ def test_uncertainty_publishes_the_prompts_the_reward_model_separates_least(
     prompts, _ = pool
     judge = reward_models[0]
     round_ = publish_round(
-        project, policy=policy, n_prompts=2, sampling=FAST, strategy="uncertainty",
+        project,
+        policy=policy,
+        n_prompts=2,
+        sampling=FAST,
+        strategy="uncertainty",
         reward_models=[judge],
     )
     # All 6 fresh prompts (3 x 2) were scored; generating them again gives the same candidates.
-    candidates = generate_for_policy(policy.base_path, "", [p.messages for p in prompts], FAST)
-    scores = uncertainty_scores(_direct_scores([judge], [p.messages for p in prompts], candidates))
-    expected = dict(zip([p.id for p in prompts], scores))
+    candidates = generate_for_policy(
+        policy.base_path, "", [p.messages for p in prompts], FAST
+    )
+    scores = uncertainty_scores(
+        _direct_scores([judge], [p.messages for p in prompts], candidates)
+    )
+    expected = dict(zip([p.id for p in prompts], scores, strict=False))
     assert len({round(s, 6) for s in scores}) == 6  # distinct, so the answer is unique
     top_two = sorted(expected, key=expected.get, reverse=True)[:2]
     tasks = {t.prompt_id: t for t in round_.tasks.all()}
@@ -249,7 +332,11 @@ def test_uncertainty_publishes_the_prompts_the_reward_model_separates_least(
 def test_uncertainty_considers_fresh_prompts_only(project, policy, pool, reward_models):
     first = publish_round(project, policy=policy, n_prompts=4, sampling=FAST)
     again = publish_round(
-        project, policy=policy, n_prompts=1, sampling=FAST, strategy="uncertainty",
+        project,
+        policy=policy,
+        n_prompts=1,
+        sampling=FAST,
+        strategy="uncertainty",
         reward_models=reward_models[:1],
     )
     used = set(first.tasks.values_list("prompt_id", flat=True))
@@ -262,8 +349,13 @@ def test_an_ensemble_scores_its_disagreement_over_every_candidate_of_the_task(
 ):
     old = register_policy("tiny-old", base_path=tiny_model_dir)
     round_ = publish_round(
-        project, policy=policy, n_prompts=3, strategy="uncertainty", earlier_policies=[old],
-        sampling=SamplingConfig(num_candidates=2, max_new_tokens=4), reward_models=reward_models,
+        project,
+        policy=policy,
+        n_prompts=3,
+        strategy="uncertainty",
+        earlier_policies=[old],
+        sampling=SamplingConfig(num_candidates=2, max_new_tokens=4),
+        reward_models=reward_models,
     )
     tasks = list(round_.tasks.order_by("id"))
     messages = [t.prompt.messages for t in tasks]
@@ -281,18 +373,31 @@ def test_the_default_reward_model_is_the_newest_trained_on_one_of_the_projects_s
     other = Project.objects.create(name="other", title="Other")
     Snapshot.objects.create(project=other, name="s1", sha256="b" * 64)
     path = reward_model_dirs[0]
-    register_policy("old", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="a" * 64)
-    newest = register_policy("mine", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="a" * 64)
+    register_policy(
+        "old", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="a" * 64
+    )
+    newest = register_policy(
+        "mine", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="a" * 64
+    )
     register_policy("policy", base_path=path, snapshot_sha256="a" * 64)
-    register_policy("others", base_path=path, kind=Policy.Kind.REWARD_MODEL, snapshot_sha256="b" * 64)
+    register_policy(
+        "others",
+        base_path=path,
+        kind=Policy.Kind.REWARD_MODEL,
+        snapshot_sha256="b" * 64,
+    )
     register_policy("imported", base_path=path, kind=Policy.Kind.REWARD_MODEL)
     assert project_reward_model(project) == newest
 
 
-def test_uncertainty_without_reward_models_uses_the_projects(project, policy, pool, reward_models):
+def test_uncertainty_without_reward_models_uses_the_projects(
+    project, policy, pool, reward_models
+):
     Snapshot.objects.create(project=project, name="s1", sha256="a" * 64)
     Policy.objects.filter(name="rm-1").update(snapshot_sha256="a" * 64)
-    round_ = publish_round(project, policy=policy, n_prompts=2, sampling=FAST, strategy="uncertainty")
+    round_ = publish_round(
+        project, policy=policy, n_prompts=2, sampling=FAST, strategy="uncertainty"
+    )
     tasks = list(round_.tasks.order_by("id"))
     texts = [[r.text for r in t.responses.order_by("id")] for t in tasks]
     expected = uncertainty_scores(
@@ -304,8 +409,16 @@ def test_uncertainty_without_reward_models_uses_the_projects(project, policy, po
 @pytest.mark.parametrize(
     "strategy, which, message",
     [
-        ("fresh", "rm-0", "reward_models are used only by strategy 'uncertainty', not 'fresh'"),
-        ("uncertainty", "tiny", "policy 'tiny' is a policy without reward-model weights"),
+        (
+            "fresh",
+            "rm-0",
+            "reward_models are used only by strategy 'uncertainty', not 'fresh'",
+        ),
+        (
+            "uncertainty",
+            "tiny",
+            "policy 'tiny' is a policy without reward-model weights",
+        ),
     ],
 )
 def test_reward_models_are_refused_where_they_cannot_judge(
@@ -313,18 +426,38 @@ def test_reward_models_are_refused_where_they_cannot_judge(
 ):
     with pytest.raises(ValueError, match=message):
         publish_round(
-            project, policy=policy, n_prompts=1, sampling=FAST, strategy=strategy,
+            project,
+            policy=policy,
+            n_prompts=1,
+            sampling=FAST,
+            strategy=strategy,
             reward_models=[Policy.objects.get(name=which)],
         )
     assert Round.objects.count() == 0
 
 
-def test_the_command_takes_reward_models_for_uncertainty(project, policy, pool, reward_models, capsys):
+def test_the_command_takes_reward_models_for_uncertainty(
+    project, policy, pool, reward_models, capsys
+):
     # Scored in padded batches against one by one here: fp32 sums differ by ~1e-6.
     call_command(
-        "publish_round", "--project", "demo", "--policy", "tiny", "--prompts", "2", "--k", "2",
-        "--max-new-tokens", "3", "--strategy", "uncertainty",
-        "--reward-model", "rm-0", "--reward-model", "rm-1",
+        "publish_round",
+        "--project",
+        "demo",
+        "--policy",
+        "tiny",
+        "--prompts",
+        "2",
+        "--k",
+        "2",
+        "--max-new-tokens",
+        "3",
+        "--strategy",
+        "uncertainty",
+        "--reward-model",
+        "rm-0",
+        "--reward-model",
+        "rm-1",
     )
     tasks = list(Round.objects.get(strategy="uncertainty").tasks.order_by("id"))
     texts = [[r.text for r in t.responses.order_by("id")] for t in tasks]
@@ -335,6 +468,19 @@ def test_the_command_takes_reward_models_for_uncertainty(project, policy, pool, 
     assert "published demo round 1: 2 tasks by tiny" in capsys.readouterr().out
 
 
-def test_the_command_names_an_unknown_reward_model(project, policy, pool, reward_models):
-    with pytest.raises(CommandError, match=r"no reward model named 'tiny'; registered reward models: \['rm-0', 'rm-1'\]"):
-        call_command("publish_round", "--project", "demo", "--strategy", "uncertainty", "--reward-model", "tiny")
+def test_the_command_names_an_unknown_reward_model(
+    project, policy, pool, reward_models
+):
+    with pytest.raises(
+        CommandError,
+        match=r"no reward model named 'tiny'; registered reward models: \['rm-0', 'rm-1'\]",
+    ):
+        call_command(
+            "publish_round",
+            "--project",
+            "demo",
+            "--strategy",
+            "uncertainty",
+            "--reward-model",
+            "tiny",
+        )

@@ -1,4 +1,5 @@
 """Simulated annotators: judge, reward model, noise, and the path they share with people."""
+
 from __future__ import annotations
 
 from io import StringIO
@@ -8,7 +9,14 @@ from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
 from annotation.demo_domain import ANSWERS, make_prompts, parse_prompt
-from annotation.models import AnnotatorProfile, Lease, Prompt, Ranking, RankingTask, Response
+from annotation.models import (
+    AnnotatorProfile,
+    Lease,
+    Prompt,
+    Ranking,
+    RankingTask,
+    Response,
+)
 from annotation.simulated import (
     JudgeAnnotator,
     NoisyAnnotator,
@@ -76,7 +84,9 @@ def test_flip_rate_is_the_share_of_reversed_pairs_and_is_seeded():
     flipped = sum(d == [[1], [0]] for d in decisions) / len(decisions)
     assert abs(flipped - 0.2) < 0.03
     again = NoisyAnnotator(Fixed([[0], [1]]), flip_rate=0.2, seed=5)
-    assert [again.decide(PROMPT, ["a", "b"], key=f"task-{i}") for i in range(2000)] == decisions
+    assert [
+        again.decide(PROMPT, ["a", "b"], key=f"task-{i}") for i in range(2000)
+    ] == decisions
 
 
 def test_noise_rates_outside_zero_to_one_are_refused():
@@ -99,9 +109,13 @@ def publish(project, policy: Policy, n: int, *, overlap: int = 1) -> list[Rankin
     tasks = []
     for messages in make_prompts(n, seed=1):
         prompt = Prompt.objects.create(project=project, messages=messages)
-        task = RankingTask.objects.create(project=project, prompt=prompt, overlap=overlap)
+        task = RankingTask.objects.create(
+            project=project, prompt=prompt, overlap=overlap
+        )
         for position, text in enumerate(reversed(good_and_bad(messages))):
-            Response.objects.create(task=task, policy=policy, text=text, position=position)
+            Response.objects.create(
+                task=task, policy=policy, text=text, position=position
+            )
         tasks.append(task)
     return tasks
 
@@ -127,15 +141,20 @@ def test_judge_ranks_every_task_through_leases_and_submissions(project, sft):
     user = simulated_user("sim-judge-1", "judge")
     report = annotate(project, user, JudgeAnnotator())
     assert (report.ranked, report.skipped, report.paused) == (3, 0, False)
-    assert list(Lease.objects.filter(annotator=user).values_list("status", flat=True)) == [
-        "submitted"
-    ] * 3
+    assert (
+        list(Lease.objects.filter(annotator=user).values_list("status", flat=True))
+        == ["submitted"] * 3
+    )
     for task in tasks:
         task.refresh_from_db()
         best, plain, worst = good_and_bad(task.prompt.messages)
         by_text = {r.text: r.pk for r in task.responses.all()}
         assert task.ranking_count == 1
-        assert task.consensus_order == [[by_text[best]], [by_text[plain]], [by_text[worst]]]
+        assert task.consensus_order == [
+            [by_text[best]],
+            [by_text[plain]],
+            [by_text[worst]],
+        ]
 
 
 def test_the_overlap_holds_for_simulated_annotators(project, sft):
@@ -152,11 +171,16 @@ def test_skips_go_through_skip_task_and_max_tasks_stops_early(project, sft):
     project.save()
     publish(project, sft, 3)
     user = simulated_user("sim-noisy-1", "noisy")
-    report = annotate(project, user, NoisyAnnotator(JudgeAnnotator(), skip_rate=1.0), max_tasks=2)
+    report = annotate(
+        project, user, NoisyAnnotator(JudgeAnnotator(), skip_rate=1.0), max_tasks=2
+    )
     assert (report.ranked, report.skipped) == (0, 2)
-    assert list(Ranking.objects.filter(annotator=user).values_list("is_skip", "skip_reason")) == [
-        (True, "simulated skip (noise)")
-    ] * 2
+    assert (
+        list(
+            Ranking.objects.filter(annotator=user).values_list("is_skip", "skip_reason")
+        )
+        == [(True, "simulated skip (noise)")] * 2
+    )
 
 
 def test_a_person_cannot_be_driven_by_annotate(project, annotator):
@@ -170,7 +194,9 @@ def test_simulated_rankings_stay_out_of_the_task_agreement(project, sft):
     (task,) = publish(project, sft, 1, overlap=3)
     ids = list(task.responses.values_list("pk", flat=True))
     human = make_user("h1", "annotator")
-    Ranking.objects.create(task=task, annotator=human, order=[[ids[0]], [ids[1]], [ids[2]]])
+    Ranking.objects.create(
+        task=task, annotator=human, order=[[ids[0]], [ids[1]], [ids[2]]]
+    )
     annotate(project, simulated_user("sim-judge-1", "judge"), JudgeAnnotator())
     annotate(
         project,
@@ -187,12 +213,21 @@ def test_agreement_with_people_is_reported_against_their_own_agreement(project, 
     best, plain, worst = (by_text[t] for t in good_and_bad(task.prompt.messages))
     # Two people: one agrees with the judge on all 3 pairs, one on 2 of 3 (swaps the
     # top two); with each other they agree on 2 of 3.
-    Ranking.objects.create(task=task, annotator=make_user("h1"), order=[[best], [plain], [worst]])
-    Ranking.objects.create(task=task, annotator=make_user("h2"), order=[[plain], [best], [worst]])
+    Ranking.objects.create(
+        task=task, annotator=make_user("h1"), order=[[best], [plain], [worst]]
+    )
+    Ranking.objects.create(
+        task=task, annotator=make_user("h2"), order=[[plain], [best], [worst]]
+    )
     bot = simulated_user("sim-judge-1", "judge")
     Ranking.objects.create(task=task, annotator=bot, order=[[best], [plain], [worst]])
     (row,) = simulated_agreement(project)
-    assert (row.username, row.simulator, row.tasks, row.pairs) == ("sim-judge-1", "judge", 1, 6)
+    assert (row.username, row.simulator, row.tasks, row.pairs) == (
+        "sim-judge-1",
+        "judge",
+        1,
+        6,
+    )
     assert row.agreement == 5 / 6
     assert row.human_agreement == 2 / 3
     assert row.kendall_tau_b == pytest.approx((1.0 + 1 / 3) / 2)
@@ -203,7 +238,9 @@ def reward_model_dir(tiny_model_dir, tmp_path_factory):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = tmp_path_factory.mktemp("tiny-rm")
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1
+    )
     model.save_pretrained(path)
     AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(path)
     return path

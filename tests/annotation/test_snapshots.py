@@ -1,12 +1,22 @@
 """Tests of annotation/snapshots.py: filters, pair/tie/dedup rules, hashing."""
+
 from __future__ import annotations
+
+from datetime import UTC
 
 import pytest
 from django.core.exceptions import ValidationError
 
 from annotation.models import AnnotatorProfile, SnapshotPair, SnapshotRanking
 from annotation.snapshots import clean_filter, freeze_snapshot
-from tests.annotation.data_factories import annotators, ids, make_policy, make_round, make_task, rank
+from tests.annotation.data_factories import (
+    annotators,
+    ids,
+    make_policy,
+    make_round,
+    make_task,
+    rank,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -25,7 +35,11 @@ def test_every_ordered_pair_of_differing_rank_is_frozen_and_ties_give_none(proje
     rank(task, a, [[0], [1, 2], [3]])
     snapshot = freeze_snapshot(project, "s1")
     assert pair_positions(snapshot, task) == [
-        (0, 1, 1.0), (0, 2, 1.0), (0, 3, 2.0), (1, 3, 1.0), (2, 3, 1.0)
+        (0, 1, 1.0),
+        (0, 2, 1.0),
+        (0, 3, 2.0),
+        (1, 3, 1.0),
+        (2, 3, 1.0),
     ]
     assert snapshot.row_count == 5
 
@@ -52,7 +66,12 @@ def test_keep_tie_rule_adds_tied_pairs_with_margin_zero(project):
     rank(task, a, [[0, 1], [2, 3]])
     snapshot = freeze_snapshot(project, "s1", pair_rule="adjacent", tie_rule="keep")
     assert pair_positions(snapshot, task) == [
-        (0, 2, 1.0), (0, 3, 1.0), (1, 2, 1.0), (1, 3, 1.0), (0, 1, 0.0), (2, 3, 0.0)
+        (0, 2, 1.0),
+        (0, 3, 1.0),
+        (1, 2, 1.0),
+        (1, 3, 1.0),
+        (0, 1, 0.0),
+        (2, 3, 0.0),
     ]
 
 
@@ -141,7 +160,10 @@ def test_skipped_tasks_can_be_excluded_and_skips_never_give_pairs(project):
 
     Ranking.objects.create(task=task, annotator=b, is_skip=True, skip_reason="unclear")
     assert freeze_snapshot(project, "with").row_count == 6
-    assert freeze_snapshot(project, "without", filter={"skipped": "exclude"}).row_count == 0
+    assert (
+        freeze_snapshot(project, "without", filter={"skipped": "exclude"}).row_count
+        == 0
+    )
 
 
 def test_min_agreement_keeps_tasks_at_or_above_it(project):
@@ -172,7 +194,12 @@ def test_min_reliability_drops_annotators_failing_gold(project):
         project, "s", filter={"min_reliability": 0.3, "gold": "exclude"}
     )
     assert pair_positions(snapshot, task) == [
-        (0, 1, 1.0), (0, 2, 2.0), (0, 3, 3.0), (1, 2, 1.0), (1, 3, 2.0), (2, 3, 1.0)
+        (0, 1, 1.0),
+        (0, 2, 2.0),
+        (0, 3, 3.0),
+        (1, 2, 1.0),
+        (1, 3, 2.0),
+        (2, 3, 1.0),
     ]
 
 
@@ -183,7 +210,9 @@ def test_consensus_votes_give_one_order_per_task(project):
     rank(task, b, [[0], [2], [1], [3]])
     rank(task, c, [[0], [1], [2], [3]])
     snapshot = freeze_snapshot(project, "s", filter={"votes": "consensus"})
-    assert SnapshotRanking.objects.get(snapshot=snapshot).order == [[i] for i in ids(task)]
+    assert SnapshotRanking.objects.get(snapshot=snapshot).order == [
+        [i] for i in ids(task)
+    ]
     assert snapshot.row_count == 6
 
 
@@ -224,8 +253,13 @@ def test_aspect_margin_uses_rating_difference(project):
     (a,) = annotators(1)
     rids = ids(task)
     rank(
-        task, a, [[0], [1]],
-        aspect_ratings={str(rids[0]): {"helpful": 7, "safe": 5}, str(rids[1]): {"helpful": 2, "safe": 4}},
+        task,
+        a,
+        [[0], [1]],
+        aspect_ratings={
+            str(rids[0]): {"helpful": 7, "safe": 5},
+            str(rids[1]): {"helpful": 2, "safe": 4},
+        },
     )
     snapshot = freeze_snapshot(project, "s", margin_rule="aspects")
     assert pair_positions(snapshot, task) == [(0, 1, 3.0)]
@@ -249,7 +283,10 @@ def test_policies_filter_keeps_pairs_between_those_policies(project):
     [
         ({"colour": "red"}, "unknown filter keys ['colour']"),
         ({"gold": "maybe"}, "filter gold must be one of"),
-        ({"min_agreement": 1.5}, "filter min_agreement must be a number in [0, 1], got 1.5"),
+        (
+            {"min_agreement": 1.5},
+            "filter min_agreement must be a number in [0, 1], got 1.5",
+        ),
         ({"since": "yesterday"}, "filter since must be an ISO date"),
         ({"rounds": "1"}, "filter rounds must be a list of round numbers"),
     ],
@@ -272,7 +309,7 @@ def test_unknown_pair_rule_is_rejected(project):
 
 
 def test_date_range_keeps_rankings_inside_it(project):
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from annotation.models import Ranking
 
@@ -280,7 +317,9 @@ def test_date_range_keeps_rankings_inside_it(project):
     a, b = annotators(2)
     old = rank(task, a, [[0], [1], [2], [3]])
     rank(task, b, [[0], [1], [2], [3]])
-    Ranking.objects.filter(pk=old.pk).update(created_at=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    Ranking.objects.filter(pk=old.pk).update(
+        created_at=datetime(2020, 1, 1, tzinfo=UTC)
+    )
     snapshot = freeze_snapshot(project, "s", filter={"since": "2021-01-01"})
     assert snapshot.row_count == 6
     assert snapshot.filter["since"] == "2021-01-01T00:00:00+00:00"

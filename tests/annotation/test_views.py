@@ -1,4 +1,5 @@
 """Tests of the annotation pages through Django's test client."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,12 @@ from django.utils import timezone
 
 from annotation.assignment import next_task
 from annotation.models import AnnotatorProfile, Lease, Ranking, RankingTask
-from tests.annotation.factories import make_annotators, make_task, make_tasks, response_ids
+from tests.annotation.factories import (
+    make_annotators,
+    make_task,
+    make_tasks,
+    response_ids,
+)
 from tests.conftest import login
 
 
@@ -34,7 +40,9 @@ def held_lease(user) -> Lease:
 
 
 def test_workspace_shows_prompt_and_every_response(project, annotator):
-    task = make_task(project, texts=["alpha answer", "beta answer", "gamma answer", "delta answer"])
+    task = make_task(
+        project, texts=["alpha answer", "beta answer", "gamma answer", "delta answer"]
+    )
     page = login(annotator).get(annotate_url(project))
     assert page.status_code == 200
     body = page.content.decode()
@@ -44,7 +52,15 @@ def test_workspace_shows_prompt_and_every_response(project, annotator):
 
 
 def test_model_text_is_escaped_never_html(project, annotator):
-    make_task(project, texts=["<script>alert(1)</script>", '<img src=x onerror="alert(2)">', "**bold**\n`code`", "ok"])
+    make_task(
+        project,
+        texts=[
+            "<script>alert(1)</script>",
+            '<img src=x onerror="alert(2)">',
+            "**bold**\n`code`",
+            "ok",
+        ],
+    )
     body = login(annotator).get(annotate_url(project)).content.decode()
     assert "<script>alert(1)</script>" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
@@ -54,14 +70,19 @@ def test_model_text_is_escaped_never_html(project, annotator):
 
 
 def test_multi_turn_prompt_is_shown_as_a_transcript(project, annotator):
-    make_task(project, messages=[
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Name a colour."},
-        {"role": "assistant", "content": "Blue."},
-        {"role": "user", "content": "Another one?"},
-    ])
+    make_task(
+        project,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Name a colour."},
+            {"role": "assistant", "content": "Blue."},
+            {"role": "user", "content": "Another one?"},
+        ],
+    )
     body = login(annotator).get(annotate_url(project)).content.decode()
-    positions = [body.index(f'turn-{role}"') for role in ("system", "user", "assistant")]
+    positions = [
+        body.index(f'turn-{role}"') for role in ("system", "user", "assistant")
+    ]
     assert positions == sorted(positions)
     assert body.count('class="turn turn-user"') == 2
 
@@ -77,14 +98,19 @@ def test_guidelines_are_rendered_markdown_without_scripts(project, annotator):
     assert "onerror" not in body
 
 
-def test_submitting_json_order_stores_it_and_redirects_to_the_next_task(project, annotator):
+def test_submitting_json_order_stores_it_and_redirects_to_the_next_task(
+    project, annotator
+):
     make_tasks(project, 2)
     client = login(annotator)
     client.get(annotate_url(project))
     lease = held_lease(annotator)
     a, b, c, d = response_ids(lease.task)
     order = [[c], [a, d], [b]]
-    response = client.post(submit_url(project), {"lease": lease.pk, "order": json.dumps(order), "active_seconds": "7"})
+    response = client.post(
+        submit_url(project),
+        {"lease": lease.pk, "order": json.dumps(order), "active_seconds": "7"},
+    )
     assert response.status_code == 303
     assert response.url == annotate_url(project)
     ranking = Ranking.objects.get(annotator=annotator)
@@ -100,7 +126,13 @@ def test_rank_fields_without_javascript_give_the_same_order(project, annotator):
     client.get(annotate_url(project))
     lease = held_lease(annotator)
     a, b, c, d = response_ids(lease.task)
-    fields = {"lease": lease.pk, f"rank-{a}": "2", f"rank-{b}": "3", f"rank-{c}": "1", f"rank-{d}": "2"}
+    fields = {
+        "lease": lease.pk,
+        f"rank-{a}": "2",
+        f"rank-{b}": "3",
+        f"rank-{c}": "1",
+        f"rank-{d}": "2",
+    }
     assert client.post(submit_url(project), fields).status_code == 303
     assert Ranking.objects.get(annotator=annotator).order == [[c], [a, d], [b]]
 
@@ -114,7 +146,9 @@ def test_rank_fields_without_javascript_give_the_same_order(project, annotator):
         ("not json", "must be JSON tie groups"),
     ],
 )
-def test_bad_order_is_rejected_with_a_message_and_nothing_stored(project, annotator, kind, message):
+def test_bad_order_is_rejected_with_a_message_and_nothing_stored(
+    project, annotator, kind, message
+):
     make_task(project)
     client = login(annotator)
     client.get(annotate_url(project))
@@ -140,7 +174,9 @@ def test_htmx_submit_answers_with_the_next_task_in_place(project, annotator):
     client.get(annotate_url(project))
     lease = held_lease(annotator)
     order = json.dumps([[r] for r in response_ids(lease.task)])
-    response = client.post(submit_url(project), {"lease": lease.pk, "order": order}, HTTP_HX_REQUEST="true")
+    response = client.post(
+        submit_url(project), {"lease": lease.pk, "order": order}, HTTP_HX_REQUEST="true"
+    )
     body = response.content.decode()
     assert response.status_code == 200
     assert body.startswith('<section id="workspace"')
@@ -153,7 +189,9 @@ def test_someone_elses_lease_is_rejected(project, annotator):
     (other,) = make_annotators(1, prefix="other")
     lease = next_task(project, other)
     order = json.dumps([[r] for r in response_ids(lease.task)])
-    response = login(annotator).post(submit_url(project), {"lease": lease.pk, "order": order})
+    response = login(annotator).post(
+        submit_url(project), {"lease": lease.pk, "order": order}
+    )
     assert response.status_code == 400
     assert f"lease {lease.pk} is not yours" in response.content.decode()
     assert Ranking.objects.count() == 0
@@ -166,7 +204,10 @@ def test_skip_without_a_reason_is_rejected_and_with_one_is_stored(project, annot
     lease = held_lease(annotator)
     url = reverse("annotation:skip", args=[project.name])
     assert client.post(url, {"lease": lease.pk, "reason": " "}).status_code == 400
-    assert client.post(url, {"lease": lease.pk, "reason": "not English"}).status_code == 303
+    assert (
+        client.post(url, {"lease": lease.pk, "reason": "not English"}).status_code
+        == 303
+    )
     ranking = Ranking.objects.get(annotator=annotator)
     assert (ranking.is_skip, ranking.skip_reason) == (True, "not English")
 
@@ -192,11 +233,18 @@ def test_flags_rewrite_and_aspect_ratings_are_stored(project, annotator):
     client.get(annotate_url(project))
     lease = held_lease(annotator)
     a, b, c, d = response_ids(lease.task)
-    client.post(submit_url(project), {
-        "lease": lease.pk, "order": json.dumps([[a], [b], [c], [d]]), "all_bad": "on",
-        "unsafe": [str(b), str(d)], "rewrite": "Better.", f"aspect-{a}-honesty": "6",
-        f"aspect-{b}-helpfulness": "",
-    })
+    client.post(
+        submit_url(project),
+        {
+            "lease": lease.pk,
+            "order": json.dumps([[a], [b], [c], [d]]),
+            "all_bad": "on",
+            "unsafe": [str(b), str(d)],
+            "rewrite": "Better.",
+            f"aspect-{a}-honesty": "6",
+            f"aspect-{b}-helpfulness": "",
+        },
+    )
     ranking = Ranking.objects.get(annotator=annotator)
     assert ranking.all_bad is True
     assert ranking.unsafe_response_ids == [b, d]
@@ -204,27 +252,41 @@ def test_flags_rewrite_and_aspect_ratings_are_stored(project, annotator):
     assert ranking.aspect_ratings == {str(a): {"honesty": 6}}
 
 
-def test_late_submission_refused_when_overlap_filled_shows_a_message(project, annotator):
+def test_late_submission_refused_when_overlap_filled_shows_a_message(
+    project, annotator
+):
     make_task(project, overlap=1)
     client = login(annotator)
     client.get(annotate_url(project))
     lease = held_lease(annotator)
-    Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
+    Lease.objects.filter(pk=lease.pk).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     (fast,) = make_annotators(1, prefix="fast")
-    login(fast).post(submit_url(project), {
-        "lease": next_task(project, fast).pk,
-        "order": json.dumps([[r] for r in response_ids(lease.task)]),
-    })
-    response = client.post(submit_url(project), {
-        "lease": lease.pk, "order": json.dumps([[r] for r in response_ids(lease.task)]),
-    }, follow=True)
+    login(fast).post(
+        submit_url(project),
+        {
+            "lease": next_task(project, fast).pk,
+            "order": json.dumps([[r] for r in response_ids(lease.task)]),
+        },
+    )
+    response = client.post(
+        submit_url(project),
+        {
+            "lease": lease.pk,
+            "order": json.dumps([[r] for r in response_ids(lease.task)]),
+        },
+        follow=True,
+    )
     assert "your ranking was not stored" in response.content.decode()
     assert Ranking.objects.filter(annotator=annotator).count() == 0
 
 
 def test_paused_annotator_sees_the_reason_and_gets_no_task(project, annotator):
     make_task(project)
-    AnnotatorProfile.objects.create(user=annotator, is_paused=True, paused_reason="gold accuracy 20%")
+    AnnotatorProfile.objects.create(
+        user=annotator, is_paused=True, paused_reason="gold accuracy 20%"
+    )
     response = login(annotator).get(annotate_url(project))
     assert response.status_code == 403
     assert "gold accuracy 20%" in response.content.decode()
@@ -241,7 +303,13 @@ def test_workspace_shows_progress_today_and_in_project(project, annotator):
     for _ in range(2):
         client.get(annotate_url(project))
         lease = held_lease(annotator)
-        client.post(submit_url(project), {"lease": lease.pk, "order": json.dumps([[r] for r in response_ids(lease.task)])})
+        client.post(
+            submit_url(project),
+            {
+                "lease": lease.pk,
+                "order": json.dumps([[r] for r in response_ids(lease.task)]),
+            },
+        )
     body = client.get(annotate_url(project)).content.decode()
     assert 'Done today: <strong id="done-today">2</strong>' in body
     assert 'In this project: <strong id="done-total">2</strong>' in body
@@ -305,8 +373,12 @@ def _disagreeing_task(project):
     users = make_annotators(2, prefix="dis")
     from annotation.assignment import submit_ranking
 
-    submit_ranking(next_task(project, users[0]), users[0], [[a], [b], [c]], rationale="a is right")
-    submit_ranking(next_task(project, users[1]), users[1], [[c], [b], [a]], rationale="c is kinder")
+    submit_ranking(
+        next_task(project, users[0]), users[0], [[a], [b], [c]], rationale="a is right"
+    )
+    submit_ranking(
+        next_task(project, users[1]), users[1], [[c], [b], [a]], rationale="c is kinder"
+    )
     return task
 
 
@@ -314,14 +386,22 @@ def test_review_queue_lists_low_agreement_tasks(project, researcher):
     task = _disagreeing_task(project)
     agreed = make_task(project, k=2)
     RankingTask.objects.filter(pk=agreed.pk).update(ranking_count=2, agreement=1.0)
-    body = login(researcher).get(reverse("annotation:review", args=[project.name])).content.decode()
+    body = (
+        login(researcher)
+        .get(reverse("annotation:review", args=[project.name]))
+        .content.decode()
+    )
     assert f"#{task.pk}</a>" in body
     assert f"#{agreed.pk}</a>" not in body
 
 
 def test_review_page_shows_every_ranking_and_rationale(project, researcher):
     task = _disagreeing_task(project)
-    body = login(researcher).get(reverse("annotation:review_task", args=[project.name, task.pk])).content.decode()
+    body = (
+        login(researcher)
+        .get(reverse("annotation:review_task", args=[project.name, task.pk]))
+        .content.decode()
+    )
     assert "a is right" in body and "c is kinder" in body
     assert "1 &gt; 2 &gt; 3" in body and "3 &gt; 2 &gt; 1" in body
 
@@ -330,7 +410,9 @@ def test_adjudication_records_the_order_who_and_when(project, researcher):
     task = _disagreeing_task(project)
     a, b, c = response_ids(task)
     url = reverse("annotation:review_task", args=[project.name, task.pk])
-    response = login(researcher).post(url, {f"rank-{a}": "2", f"rank-{b}": "1", f"rank-{c}": "2"})
+    response = login(researcher).post(
+        url, {f"rank-{a}": "2", f"rank-{b}": "1", f"rank-{c}": "2"}
+    )
     assert response.status_code == 303
     task.refresh_from_db()
     assert task.adjudicated_order == [[b], [a, c]]
@@ -351,13 +433,17 @@ def test_admin_marks_a_task_gold_by_its_best_response(project, admin_user):
 def test_gold_form_rejects_a_response_of_another_task(project, admin_user):
     task, other = make_task(project, k=2), make_task(project, k=2)
     url = reverse("annotation:gold", args=[project.name])
-    response = login(admin_user).post(url, {"task": task.pk, "best": response_ids(other)[0]})
+    response = login(admin_user).post(
+        url, {"task": task.pk, "best": response_ids(other)[0]}
+    )
     assert response.status_code == 400
     assert RankingTask.objects.get(pk=task.pk).is_gold is False
 
 
 def test_admin_reinstates_a_paused_annotator(project, admin_user, annotator):
-    AnnotatorProfile.objects.create(user=annotator, is_paused=True, paused_reason="gold")
+    AnnotatorProfile.objects.create(
+        user=annotator, is_paused=True, paused_reason="gold"
+    )
     url = reverse("annotation:reinstate", args=[project.name, annotator.pk])
     assert login(admin_user).post(url).status_code == 303
     assert AnnotatorProfile.objects.get(user=annotator).is_paused is False
@@ -367,13 +453,24 @@ def test_settings_save_and_reject_out_of_range_values(project, admin_user):
     url = reverse("annotation:settings", args=[project.name])
     client = login(admin_user)
     fields = {
-        "title": "Demo", "guidelines": "Be kind.", "responses_per_task": 3, "overlap": 2,
-        "lease_minutes": 20, "aspects": "helpfulness, honesty", "require_rationale": "on",
-        "gold_rate": 0.2, "gold_threshold": 0.6, "gold_min_tasks": 4,
+        "title": "Demo",
+        "guidelines": "Be kind.",
+        "responses_per_task": 3,
+        "overlap": 2,
+        "lease_minutes": 20,
+        "aspects": "helpfulness, honesty",
+        "require_rationale": "on",
+        "gold_rate": 0.2,
+        "gold_threshold": 0.6,
+        "gold_min_tasks": 4,
     }
     assert client.post(url, fields).status_code == 303
     project.refresh_from_db()
-    assert (project.overlap, project.aspects, project.require_rationale) == (2, ["helpfulness", "honesty"], True)
+    assert (project.overlap, project.aspects, project.require_rationale) == (
+        2,
+        ["helpfulness", "honesty"],
+        True,
+    )
     bad = client.post(url, {**fields, "responses_per_task": 12, "gold_rate": 1.5})
     assert bad.status_code == 400
     assert "responses per task must be 2 to 9, got 12" in bad.content.decode()
@@ -382,7 +479,11 @@ def test_settings_save_and_reject_out_of_range_values(project, admin_user):
 
 def test_dashboard_draws_charts_and_the_annotator_table(project, admin_user):
     _disagreeing_task(project)
-    body = login(admin_user).get(reverse("annotation:dashboard", args=[project.name])).content.decode()
+    body = (
+        login(admin_user)
+        .get(reverse("annotation:dashboard", args=[project.name]))
+        .content.decode()
+    )
     assert body.count("<svg") == 3  # no gold task yet: that chart says so
     assert "No data yet." in body
     assert "Rankings per day" in body
@@ -390,7 +491,19 @@ def test_dashboard_draws_charts_and_the_annotator_table(project, admin_user):
     assert "Krippendorff" in body
 
 
-@pytest.mark.parametrize("model", ["project", "annotatorprofile", "prompt", "rankingtask", "lease", "ranking", "snapshot", "round"])
+@pytest.mark.parametrize(
+    "model",
+    [
+        "project",
+        "annotatorprofile",
+        "prompt",
+        "rankingtask",
+        "lease",
+        "ranking",
+        "snapshot",
+        "round",
+    ],
+)
 def test_django_admin_lists_annotation_rows(project, model):
     from django.contrib.auth.models import User
 
@@ -405,7 +518,10 @@ def test_double_submit_over_http_stores_one_ranking(project, annotator):
     client = login(annotator)
     client.get(annotate_url(project))
     lease = held_lease(annotator)
-    fields = {"lease": lease.pk, "order": json.dumps([[r] for r in response_ids(lease.task)])}
+    fields = {
+        "lease": lease.pk,
+        "order": json.dumps([[r] for r in response_ids(lease.task)]),
+    }
     assert client.post(submit_url(project), fields).status_code == 303
     assert client.post(submit_url(project), fields).status_code == 303
     assert Ranking.objects.filter(annotator=annotator).count() == 1

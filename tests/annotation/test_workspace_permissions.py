@@ -1,4 +1,5 @@
 """Every annotation page checks the role on the server: one table, five personas."""
+
 from __future__ import annotations
 
 import pytest
@@ -47,7 +48,12 @@ def test_page_admits_exactly_its_roles(
 ):
     method, roles = ALLOWED[page_name]
     task = make_task(project)
-    users = {"outsider": outsider, "annotator": annotator, "researcher": researcher, "admin": admin_user}
+    users = {
+        "outsider": outsider,
+        "annotator": annotator,
+        "researcher": researcher,
+        "admin": admin_user,
+    }
     client = login(users[persona]) if persona in users else None
     if client is None:
         from django.test import Client

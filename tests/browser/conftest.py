@@ -1,4 +1,5 @@
 """Browser fixtures: Debian's Chromium driven by Playwright, signed-in pages."""
+
 from __future__ import annotations
 
 import os
@@ -50,7 +51,13 @@ def sign_in(live_server, context):
         client = Client()
         client.force_login(user)
         context.add_cookies(
-            [{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}]
+            [
+                {
+                    "name": "sessionid",
+                    "value": client.cookies["sessionid"].value,
+                    "url": live_server.url,
+                }
+            ]
         )
 
     return sign_in

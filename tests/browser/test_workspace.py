@@ -1,12 +1,13 @@
 """The annotator workspace in Chromium: keyboard, drag, ties, skip, rewrite, safety."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
 from django.urls import reverse
-from playwright.sync_api import expect
 from django.utils import timezone
+from playwright.sync_api import expect
 
 from annotation.assignment import next_task, submit_ranking
 from annotation.models import Lease, Project, Ranking
@@ -24,8 +25,13 @@ def fast_password_hashing(settings) -> None:
 @pytest.fixture
 def project_in_browser(live_server, page, sign_in):
     """A project with two tasks, and the workspace open for a signed-in annotator."""
-    project = Project.objects.create(name="web", title="Web", responses_per_task=4, overlap=3, gold_rate=0)
-    first = make_task(project, texts=["first answer", "second answer", "third answer", "fourth answer"])
+    project = Project.objects.create(
+        name="web", title="Web", responses_per_task=4, overlap=3, gold_rate=0
+    )
+    first = make_task(
+        project,
+        texts=["first answer", "second answer", "third answer", "fourth answer"],
+    )
     make_task(project)
     user = make_user("webannotator", "annotator")
     sign_in(user)
@@ -140,22 +146,35 @@ def test_question_mark_shows_the_keys(project_in_browser, page):
 
 def test_script_and_img_onerror_in_model_text_stay_inert(live_server, page, sign_in):
     project = Project.objects.create(name="xss", responses_per_task=2, gold_rate=0)
-    task = make_task(project, texts=[
-        "<script>window.__pwned = 1</script>",
-        '<img src="x" onerror="window.__pwned = 2">',
-    ], messages="<script>window.__pwned = 3</script>")
+    task = make_task(
+        project,
+        texts=[
+            "<script>window.__pwned = 1</script>",
+            '<img src="x" onerror="window.__pwned = 2">',
+        ],
+        messages="<script>window.__pwned = 3</script>",
+    )
     sign_in(make_user("xssannotator", "annotator"))
     page.goto(live_server.url + reverse("annotation:annotate", args=[project.name]))
     page.wait_for_selector("#workspace[data-ready]")
     a, b = ids(task)
     assert page.evaluate("window.__pwned") is None
-    assert page.locator(f"#text-{a}").inner_text() == "<script>window.__pwned = 1</script>"
-    assert page.locator(f"#text-{b}").inner_text() == '<img src="x" onerror="window.__pwned = 2">'
+    assert (
+        page.locator(f"#text-{a}").inner_text() == "<script>window.__pwned = 1</script>"
+    )
+    assert (
+        page.locator(f"#text-{b}").inner_text()
+        == '<img src="x" onerror="window.__pwned = 2">'
+    )
     assert page.locator("#workspace img").count() == 0
 
 
-def test_expired_lease_is_announced_and_a_late_ranking_still_counts(live_server, page, sign_in):
-    project = Project.objects.create(name="late", responses_per_task=2, lease_minutes=0, gold_rate=0)
+def test_expired_lease_is_announced_and_a_late_ranking_still_counts(
+    live_server, page, sign_in
+):
+    project = Project.objects.create(
+        name="late", responses_per_task=2, lease_minutes=0, gold_rate=0
+    )
     task = make_task(project)
     user = make_user("lateannotator", "annotator")
     sign_in(user)
@@ -169,14 +188,20 @@ def test_expired_lease_is_announced_and_a_late_ranking_still_counts(live_server,
     assert Ranking.objects.filter(annotator=user, task=task).count() == 1
 
 
-def test_expired_lease_whose_task_filled_up_is_refused_with_a_message(live_server, page, sign_in):
-    project = Project.objects.create(name="full", responses_per_task=2, overlap=1, gold_rate=0)
+def test_expired_lease_whose_task_filled_up_is_refused_with_a_message(
+    live_server, page, sign_in
+):
+    project = Project.objects.create(
+        name="full", responses_per_task=2, overlap=1, gold_rate=0
+    )
     task = make_task(project)
     user = make_user("slowannotator", "annotator")
     sign_in(user)
     page.goto(live_server.url + reverse("annotation:annotate", args=[project.name]))
     page.wait_for_selector("#workspace[data-ready]")
-    Lease.objects.filter(annotator=user).update(expires_at=timezone.now() - timedelta(seconds=1))
+    Lease.objects.filter(annotator=user).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
     (fast,) = make_annotators(1, prefix="fast")
     submit_ranking(next_task(project, fast), fast, [[r] for r in ids(task)])
     for key in ["1", "2", "Enter"]:

@@ -1,4 +1,5 @@
 """An artifact folder appears complete or not at all."""
+
 import pytest
 
 from inference.artifacts import atomic_dir

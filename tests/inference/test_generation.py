@@ -1,4 +1,5 @@
 """Batched, seeded candidate generation and policy loading on a tiny local model."""
+
 import pytest
 
 from inference.generation import generate_candidates, generate_for_policy
@@ -7,7 +8,12 @@ from inference.sampling import SamplingConfig
 
 PROMPTS = [
     [{"role": "user", "content": "The red cat has"}],
-    [{"role": "user", "content": "A blue bird likes seeds and has many legs, how many?"}],
+    [
+        {
+            "role": "user",
+            "content": "A blue bird likes seeds and has many legs, how many?",
+        }
+    ],
     [{"role": "user", "content": "hi"}],
 ]
 
@@ -33,9 +39,15 @@ def test_each_prompt_gets_k_candidates(policy):
 
 def test_the_same_seed_gives_the_same_candidates_and_another_seed_differs(policy):
     model, tokenizer = policy
-    first = generate_candidates(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, seed=5))
-    again = generate_candidates(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, seed=5))
-    other = generate_candidates(model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, seed=6))
+    first = generate_candidates(
+        model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, seed=5)
+    )
+    again = generate_candidates(
+        model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, seed=5)
+    )
+    other = generate_candidates(
+        model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=8, seed=6)
+    )
     assert first == again
     assert first != other
 
@@ -47,7 +59,12 @@ def test_generation_leaves_the_global_random_state_alone(policy):
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    generate_candidates(model, tokenizer, PROMPTS[:1], SamplingConfig(max_new_tokens=4, num_candidates=1))
+    generate_candidates(
+        model,
+        tokenizer,
+        PROMPTS[:1],
+        SamplingConfig(max_new_tokens=4, num_candidates=1),
+    )
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -67,8 +84,12 @@ def test_progress_is_reported_per_prompt(policy):
     model, tokenizer = policy
     seen = []
     generate_candidates(
-        model, tokenizer, PROMPTS, SamplingConfig(max_new_tokens=2, num_candidates=1),
-        batch_size=2, progress=seen.append,
+        model,
+        tokenizer,
+        PROMPTS,
+        SamplingConfig(max_new_tokens=2, num_candidates=1),
+        batch_size=2,
+        progress=seen.append,
     )
     assert seen == [2, 1]
 
@@ -78,14 +99,21 @@ def test_a_lora_adapter_loads_on_top_of_its_base(tiny_model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-    peft_model = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"]))
+    peft_model = get_peft_model(
+        base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
     peft_model.save_pretrained(tmp_path / "adapter")
-    model, tokenizer = load_policy(str(tiny_model_dir), str(tmp_path / "adapter"), device="cpu")
+    model, tokenizer = load_policy(
+        str(tiny_model_dir), str(tmp_path / "adapter"), device="cpu"
+    )
     assert isinstance(model, PeftModel)
     assert tokenizer.padding_side == "left"
     out = generate_for_policy(
-        str(tiny_model_dir), str(tmp_path / "adapter"), PROMPTS[:1],
-        SamplingConfig(max_new_tokens=3, num_candidates=2), backend="transformers",
+        str(tiny_model_dir),
+        str(tmp_path / "adapter"),
+        PROMPTS[:1],
+        SamplingConfig(max_new_tokens=3, num_candidates=2),
+        backend="transformers",
     )
     assert len(out[0]) == 2
 

@@ -1,4 +1,5 @@
 """Registering a policy records its lineage and refuses duplicates and missing paths."""
+
 import pytest
 
 from inference.models import Policy
@@ -25,7 +26,11 @@ def test_a_registered_policy_records_parent_config_and_snapshot(db, tmp_path):
         {"lr": 1e-3},
         {"win_rate": 0.6},
     )
-    assert (child.snapshot_name, child.kind, child.status) == ("snap-1", "policy", "ready")
+    assert (child.snapshot_name, child.kind, child.status) == (
+        "snap-1",
+        "policy",
+        "ready",
+    )
 
 
 def test_a_taken_name_is_refused(db, tmp_path):

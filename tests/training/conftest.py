@@ -10,6 +10,7 @@ hook below gives the SQLite test database a file in a fresh temporary folder
 run, so parallel runs do not collide. RUN_DIR and MODEL_DIR of the test and of
 the worker point at the test's tmp_path.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,8 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 from urllib.parse import quote
 
 import pytest
@@ -42,12 +43,16 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
     """Give SQLite a file test database when a collected test starts a worker."""
     if not any("start_worker" in getattr(item, "fixturenames", ()) for item in items):
         return
     db = connections["default"].settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get("NAME"):
+    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get(
+        "NAME"
+    ):
         folder = tempfile.mkdtemp(prefix="feedback-loop-test-db-")
         db.setdefault("TEST", {})["NAME"] = os.path.join(folder, "test.sqlite3")
 
@@ -58,7 +63,9 @@ def database_url() -> str:
     if db["ENGINE"] == "django.db.backends.sqlite3":
         name = db["NAME"]
         if "memory" in str(name):
-            raise RuntimeError("the SQLite test database is in memory; see tests/training/conftest.py")
+            raise RuntimeError(
+                "the SQLite test database is in memory; see tests/training/conftest.py"
+            )
         return f"sqlite:///{name}"
     user = quote(db.get("USER") or "", safe="")
     password = quote(db.get("PASSWORD") or "", safe="")
@@ -117,9 +124,21 @@ def start_worker(transactional_db, run_root) -> Iterator[Callable[[], Worker]]:
         log = run_root / f"worker-{len(workers) + 1}.log"
         with open(log, "wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "manage.py", "db_worker", "--queue-name", "default,gpu",
-                 "--interval", "0.2", "--no-startup-delay", "--no-reload"],
-                cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "manage.py",
+                    "db_worker",
+                    "--queue-name",
+                    "default,gpu",
+                    "--interval",
+                    "0.2",
+                    "--no-startup-delay",
+                    "--no-reload",
+                ],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         worker = Worker(proc, log)
@@ -131,7 +150,9 @@ def start_worker(transactional_db, run_root) -> Iterator[Callable[[], Worker]]:
         worker.stop()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 60.0, what: str = "") -> object:
+def wait_for(
+    predicate: Callable[[], object], timeout: float = 60.0, what: str = ""
+) -> object:
     """Poll `predicate` until it returns something truthy; fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

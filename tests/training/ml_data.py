@@ -1,4 +1,5 @@
 """Small in-memory training data for the trainer tests, in the exporter's formats."""
+
 from __future__ import annotations
 
 import json
@@ -72,14 +73,25 @@ def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     return path
 
 
-def make_reward_model(base_dir: Path, run_dir: Path, pairs: int = 48, steps: int = 6) -> Path:
+def make_reward_model(
+    base_dir: Path, run_dir: Path, pairs: int = 48, steps: int = 6
+) -> Path:
     """Train a small reward model (fish is preferred) from `base_dir`; return its folder."""
     from training import reward
     from training.progress import Reporter
 
-    data = write_jsonl(run_dir.parent / f"{run_dir.name}-pairs.jsonl", preference_records(pairs))
+    data = write_jsonl(
+        run_dir.parent / f"{run_dir.name}-pairs.jsonl", preference_records(pairs)
+    )
     reporter = Reporter(run_dir)
-    config = reward.RewardConfig(base_path=str(base_dir), max_steps=steps, learning_rate=2e-3,
-                                 per_device_train_batch_size=8, eval_fraction=0)
-    reward.train(config, data_path=data, output_dir=reporter.output_dir, reporter=reporter)
+    config = reward.RewardConfig(
+        base_path=str(base_dir),
+        max_steps=steps,
+        learning_rate=2e-3,
+        per_device_train_batch_size=8,
+        eval_fraction=0,
+    )
+    reward.train(
+        config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
+    )
     return reporter.output_dir

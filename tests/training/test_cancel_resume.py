@@ -4,6 +4,7 @@ These use the test stage "sleep" (training/stage.py): it counts steps, reports
 metrics, checkpoints every few steps and honours STOP, so the worker machinery is
 tested without training a model.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,14 @@ from training.rounds import cancel_round, launch_round, resume_round
 pytestmark = pytest.mark.slow
 
 
-def launch_sleep(project, admin_user, start_policy, method="sleep", **sleep) -> TrainingRound:
+def launch_sleep(
+    project, admin_user, start_policy, method="sleep", **sleep
+) -> TrainingRound:
     config = {"steps": 6, "step_seconds": 0.02, "checkpoint_every": 5, **sleep}
-    options = {"policy": start_policy.name, **{stage: dict(config) for stage in method.split(",")}}
+    options = {
+        "policy": start_policy.name,
+        **{stage: dict(config) for stage in method.split(",")},
+    }
     return launch_round(project, method, user=admin_user, options=options)
 
 
@@ -35,9 +41,14 @@ def round_status(training_round: TrainingRound) -> str:
     return TrainingRound.objects.get(pk=training_round.pk).status
 
 
-def wait_until_finished(training_round: TrainingRound, timeout: float = 60.0) -> TrainingRound:
-    wait_for(lambda: round_status(training_round) in {"succeeded", "failed", "cancelled"},
-             timeout, f"round {training_round.pk} to finish")
+def wait_until_finished(
+    training_round: TrainingRound, timeout: float = 60.0
+) -> TrainingRound:
+    wait_for(
+        lambda: round_status(training_round) in {"succeeded", "failed", "cancelled"},
+        timeout,
+        f"round {training_round.pk} to finish",
+    )
     return TrainingRound.objects.get(pk=training_round.pk)
 
 
@@ -69,7 +80,9 @@ def test_each_stage_starts_from_the_previous_stage_output(
     project, admin_user, start_policy, start_worker
 ):
     start_worker()
-    training_round = launch_sleep(project, admin_user, start_policy, method="sleep,sleep", steps=2)
+    training_round = launch_sleep(
+        project, admin_user, start_policy, method="sleep,sleep", steps=2
+    )
 
     finished = wait_until_finished(training_round)
 
@@ -86,10 +99,18 @@ def test_a_killed_stage_fails_with_its_log_and_resumes_from_its_checkpoint(
     project, admin_user, start_policy, start_worker
 ):
     start_worker()
-    training_round = launch_sleep(project, admin_user, start_policy, steps=40,
-                                  step_seconds=0.1, checkpoint_every=5)
+    training_round = launch_sleep(
+        project,
+        admin_user,
+        start_policy,
+        steps=40,
+        step_seconds=0.1,
+        checkpoint_every=5,
+    )
     job = wait_for(
-        lambda: TrainingJob.objects.filter(round=training_round, step__gte=12, pid__isnull=False).first(),
+        lambda: TrainingJob.objects.filter(
+            round=training_round, step__gte=12, pid__isnull=False
+        ).first(),
         what="the stage to pass step 12",
     )
     os.kill(job.pid, signal.SIGSTOP)  # freeze it, so the checkpoint we read is its last
@@ -114,7 +135,10 @@ def test_a_killed_stage_fails_with_its_log_and_resumes_from_its_checkpoint(
     assert last >= 10
     assert resumed[0]["resumed_from"] == last
     assert resumed[0]["step"] == last + 1
-    assert json.loads((Path(job.run_dir) / "result.json").read_text())["resumed_from"] == last
+    assert (
+        json.loads((Path(job.run_dir) / "result.json").read_text())["resumed_from"]
+        == last
+    )
     assert [point["step"] for point in job.history] == list(range(1, 41))
 
 
@@ -122,16 +146,24 @@ def test_cancel_stops_the_running_stage_at_a_checkpoint_and_registers_nothing(
     project, admin_user, start_policy, start_worker
 ):
     start_worker()
-    training_round = launch_sleep(project, admin_user, start_policy, method="sleep,sleep",
-                                  steps=400, step_seconds=0.05)
+    training_round = launch_sleep(
+        project,
+        admin_user,
+        start_policy,
+        method="sleep,sleep",
+        steps=400,
+        step_seconds=0.05,
+    )
     job = wait_for(
         lambda: TrainingJob.objects.filter(round=training_round, step__gte=3).first(),
         what="the stage to run",
     )
 
     cancel_round(training_round, user=admin_user)
-    wait_for(lambda: TrainingJob.objects.get(pk=job.pk).status == "cancelled",
-             what="the stage to stop")
+    wait_for(
+        lambda: TrainingJob.objects.get(pk=job.pk).status == "cancelled",
+        what="the stage to stop",
+    )
 
     job.refresh_from_db()
     second = TrainingJob.objects.get(round=training_round, index=1)
@@ -139,30 +171,48 @@ def test_cancel_stops_the_running_stage_at_a_checkpoint_and_registers_nothing(
     assert second.status == Status.CANCELLED
     assert Policy.objects.count() == 1
     assert (Path(job.run_dir) / f"checkpoints/checkpoint-{job.step}").is_dir()
-    assert "stopped on request (exit status 3)" in (Path(job.run_dir) / "stage.log").read_text()
+    assert (
+        "stopped on request (exit status 3)"
+        in (Path(job.run_dir) / "stage.log").read_text()
+    )
 
 
-def test_a_stage_that_ignores_stop_is_terminated(project, admin_user, start_policy, start_worker):
+def test_a_stage_that_ignores_stop_is_terminated(
+    project, admin_user, start_policy, start_worker
+):
     start_worker()
     training_round = launch_round(
-        project, "sleep", user=admin_user,
-        options={"policy": start_policy.name, "stop_grace_seconds": "1",
-                 "sleep": {"steps": 400, "step_seconds": 0.05, "ignore_stop": True}},
+        project,
+        "sleep",
+        user=admin_user,
+        options={
+            "policy": start_policy.name,
+            "stop_grace_seconds": "1",
+            "sleep": {"steps": 400, "step_seconds": 0.05, "ignore_stop": True},
+        },
     )
-    job = wait_for(lambda: TrainingJob.objects.filter(round=training_round, step__gte=2).first(),
-                   what="the stage to run")
+    job = wait_for(
+        lambda: TrainingJob.objects.filter(round=training_round, step__gte=2).first(),
+        what="the stage to run",
+    )
 
     cancel_round(training_round, user=admin_user)
-    wait_for(lambda: TrainingJob.objects.get(pk=job.pk).status == "cancelled",
-             what="the stage to be terminated")
+    wait_for(
+        lambda: TrainingJob.objects.get(pk=job.pk).status == "cancelled",
+        what="the stage to be terminated",
+    )
 
     log = (Path(job.run_dir) / "stage.log").read_text()
     assert "stopped on request after SIGTERM (exit status -15)" in log
 
 
-def test_a_failing_stage_records_its_error_text(project, admin_user, start_policy, start_worker):
+def test_a_failing_stage_records_its_error_text(
+    project, admin_user, start_policy, start_worker
+):
     start_worker()
-    training_round = launch_sleep(project, admin_user, start_policy, steps=6, fail_at_step=3)
+    training_round = launch_sleep(
+        project, admin_user, start_policy, steps=6, fail_at_step=3
+    )
 
     failed = wait_until_finished(training_round)
 
@@ -182,17 +232,30 @@ def test_a_job_whose_worker_died_is_reaped_and_the_round_resumes(
     project, admin_user, start_policy, start_worker
 ):
     worker = start_worker()
-    training_round = launch_sleep(project, admin_user, start_policy, steps=30,
-                                  step_seconds=0.1, checkpoint_every=5)
+    training_round = launch_sleep(
+        project,
+        admin_user,
+        start_policy,
+        steps=30,
+        step_seconds=0.1,
+        checkpoint_every=5,
+    )
     job = wait_for(
-        lambda: TrainingJob.objects.filter(round=training_round, step__gte=7, pid__isnull=False).first(),
+        lambda: TrainingJob.objects.filter(
+            round=training_round, step__gte=7, pid__isnull=False
+        ).first(),
         what="the stage to pass step 7",
     )
     worker.kill()
     # The child dies with its worker (PR_SET_PDEATHSIG): no orphan keeps training.
-    wait_for(lambda: not Path(f"/proc/{job.pid}").exists()
-             or "zombie" in Path(f"/proc/{job.pid}/status").read_text(),
-             timeout=10, what="the stage process to die")
+    wait_for(
+        lambda: (
+            not Path(f"/proc/{job.pid}").exists()
+            or "zombie" in Path(f"/proc/{job.pid}/status").read_text()
+        ),
+        timeout=10,
+        what="the stage process to die",
+    )
 
     assert reap_stale_jobs(now=timezone.now()) == []
     assert reap_stale_jobs(now=timezone.now() + timedelta(seconds=61)) == [job.pk]
@@ -223,14 +286,36 @@ def test_a_dpo_round_trains_in_the_worker_and_registers_an_adapter_with_lineage(
     project.save()
     user = annotators(1)[0]
     for prompt in ("What does the red cat like?", "What does the big fox like?"):
-        rank(make_task(project, prompt, ("It likes fish.", "Seeds.", "Apples, I think.", "No."),
-                       policy=parent), user, [[0], [1], [2], [3]])
+        rank(
+            make_task(
+                project,
+                prompt,
+                ("It likes fish.", "Seeds.", "Apples, I think.", "No."),
+                policy=parent,
+            ),
+            user,
+            [[0], [1], [2], [3]],
+        )
     start_worker()
     out = StringIO()
 
-    call_command("launch_round", "--project", "demo", "--method", "dpo", "--set", "dpo.max_steps=2",
-                 "--set", "dpo.per_device_train_batch_size=4", "--set", "dpo.save_steps=1",
-                 "--wait", "--poll", "0.5", stdout=out)
+    call_command(
+        "launch_round",
+        "--project",
+        "demo",
+        "--method",
+        "dpo",
+        "--set",
+        "dpo.max_steps=2",
+        "--set",
+        "dpo.per_device_train_batch_size=4",
+        "--set",
+        "dpo.save_steps=1",
+        "--wait",
+        "--poll",
+        "0.5",
+        stdout=out,
+    )
 
     training_round = TrainingRound.objects.get()
     job = first_job(training_round)
@@ -243,7 +328,8 @@ def test_a_dpo_round_trains_in_the_worker_and_registers_an_adapter_with_lineage(
     assert policy.adapter_path == str(Path(job.run_dir) / "output")
     assert (Path(policy.adapter_path) / "adapter_config.json").is_file()
     assert (policy.snapshot_name, policy.snapshot_sha256) == (
-        training_round.snapshot.name, training_round.snapshot.sha256
+        training_round.snapshot.name,
+        training_round.snapshot.sha256,
     )
     assert training_round.snapshot.row_count == 12
     assert policy.config["max_steps"] == 2

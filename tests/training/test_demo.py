@@ -1,4 +1,5 @@
 """The demo set-up behind `make run`: users, project, round 1, and nothing twice."""
+
 import pytest
 from django.contrib.auth.models import User
 
@@ -13,7 +14,9 @@ def registered_demo_models(db, demo_models):
     register_demo_models(demo_models)
 
 
-def test_setup_demo_creates_users_project_and_round_one(registered_demo_models, monkeypatch):
+def test_setup_demo_creates_users_project_and_round_one(
+    registered_demo_models, monkeypatch
+):
     monkeypatch.setenv("DEMO_ADMIN_PASSWORD", "chosen-by-env")
     report = setup_demo(prompts_per_round=4)
     assert set(report.new_passwords) == set(DEMO_USERS)

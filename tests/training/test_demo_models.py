@@ -1,4 +1,5 @@
 """The tiny demo models: folders that load back, a build that trains, registers and skips."""
+
 import math
 import shutil
 
@@ -6,7 +7,11 @@ from django.core.management import call_command
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from inference.models import Policy
-from training.demo_models import build_demo_models, read_build_info, register_demo_models
+from training.demo_models import (
+    build_demo_models,
+    read_build_info,
+    register_demo_models,
+)
 
 
 def test_tiny_model_folder_loads_and_formats_chat(tiny_model_dir):
@@ -29,26 +34,40 @@ def test_pretraining_lowers_the_loss_and_records_it(demo_models):
     assert read_build_info(demo_models["base"])["config"]["preset"] == "micro"
 
 
-def test_the_sft_model_is_fine_tuned_from_the_base_and_keeps_the_chat_template(demo_models):
+def test_the_sft_model_is_fine_tuned_from_the_base_and_keeps_the_chat_template(
+    demo_models,
+):
     import torch
 
     base = AutoModelForCausalLM.from_pretrained(demo_models["base"])
     sft = AutoModelForCausalLM.from_pretrained(demo_models["sft"])
     changed = [
-        not torch.equal(a, b) for a, b in zip(base.state_dict().values(), sft.state_dict().values())
+        not torch.equal(a, b)
+        for a, b in zip(
+            base.state_dict().values(), sft.state_dict().values(), strict=False
+        )
     ]
     assert all(changed)
     tokenizer = AutoTokenizer.from_pretrained(demo_models["sft"])
-    assert tokenizer.chat_template == AutoTokenizer.from_pretrained(demo_models["base"]).chat_template
+    assert (
+        tokenizer.chat_template
+        == AutoTokenizer.from_pretrained(demo_models["base"]).chat_template
+    )
     samples = read_build_info(demo_models["sft"])["metrics"]["samples"]
     assert samples["n"] == 16
 
 
 def test_a_second_build_keeps_the_finished_folders(demo_models):
-    before = {k: (p / "model.safetensors").stat().st_mtime_ns for k, p in demo_models.items()}
-    again = build_demo_models(demo_models["base"].parent, "micro", seed=0, progress=False)
+    before = {
+        k: (p / "model.safetensors").stat().st_mtime_ns for k, p in demo_models.items()
+    }
+    again = build_demo_models(
+        demo_models["base"].parent, "micro", seed=0, progress=False
+    )
     assert again == demo_models
-    assert {k: (p / "model.safetensors").stat().st_mtime_ns for k, p in again.items()} == before
+    assert {
+        k: (p / "model.safetensors").stat().st_mtime_ns for k, p in again.items()
+    } == before
 
 
 def test_registering_records_lineage_and_is_idempotent(db, demo_models):
@@ -61,8 +80,10 @@ def test_registering_records_lineage_and_is_idempotent(db, demo_models):
     assert Policy.objects.count() == 2
 
 
-def test_the_command_registers_models_already_built_without_rebuilding(db, demo_models, tmp_path, capsys):
-    for key, path in demo_models.items():
+def test_the_command_registers_models_already_built_without_rebuilding(
+    db, demo_models, tmp_path, capsys
+):
+    for _key, path in demo_models.items():
         shutil.copytree(path, tmp_path / path.name)
     call_command("build_demo_models", "--preset", "micro", "--out", str(tmp_path))
     assert Policy.objects.get(name="demo-sft").base_path == str(tmp_path / "demo-sft")

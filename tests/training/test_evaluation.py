@@ -1,4 +1,5 @@
 """Tests for training/evaluation.py: diversity, win rate, KL and the whole policy evaluation."""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,9 @@ def test_distinct_n_counts_unique_ngrams_over_all_ngrams():
 
 def test_self_bleu_is_one_for_identical_texts_and_lower_for_different_ones():
     same = evaluation.self_bleu(["the cat likes fish"] * 3)
-    different = evaluation.self_bleu(["the cat likes fish", "a dog eats seeds", "birds fly high"])
+    different = evaluation.self_bleu(
+        ["the cat likes fish", "a dog eats seeds", "birds fly high"]
+    )
     assert same == pytest.approx(1.0)
     assert different < 0.05
 
@@ -40,7 +43,9 @@ def test_win_rate_by_judge_cancels_a_judge_that_always_prefers_the_first_answer(
     def first_is_better(prompt, a, b):
         return 1.0
 
-    rate = evaluation.win_rate_by_judge(["p", "q"], ["a1", "a2"], ["b1", "b2"], first_is_better)
+    rate = evaluation.win_rate_by_judge(
+        ["p", "q"], ["a1", "a2"], ["b1", "b2"], first_is_better
+    )
     assert rate == 0.5
 
 
@@ -56,19 +61,37 @@ def test_kl_of_a_model_to_itself_is_zero(tiny_model_dir):
     assert kl == 0.0
 
 
-def test_evaluate_policy_reports_win_rate_kl_length_and_diversity(tiny_model_dir, tmp_path):
+def test_evaluate_policy_reports_win_rate_kl_length_and_diversity(
+    tiny_model_dir, tmp_path
+):
     reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm", steps=2)
     prompts = [row["prompt"] for row in prompt_records(4)]
     metrics = evaluation.evaluate_policy(
-        (str(tiny_model_dir), ""), (str(tiny_model_dir), ""), prompts,
-        reward_model_path=str(reward_dir), judge=lambda p, a, b: 0.5,
-        max_new_tokens=8, diversity_samples=2,
+        (str(tiny_model_dir), ""),
+        (str(tiny_model_dir), ""),
+        prompts,
+        reward_model_path=str(reward_dir),
+        judge=lambda p, a, b: 0.5,
+        max_new_tokens=8,
+        diversity_samples=2,
     )
-    assert sorted(metrics) == sorted([
-        "prompts", "win_rate", "reward_mean", "parent_reward_mean", "judge_win_rate",
-        "kl_to_parent", "response_length", "distinct_1", "distinct_2", "self_bleu",
-        "parent_distinct_1", "parent_distinct_2", "parent_self_bleu",
-    ])
+    assert sorted(metrics) == sorted(
+        [
+            "prompts",
+            "win_rate",
+            "reward_mean",
+            "parent_reward_mean",
+            "judge_win_rate",
+            "kl_to_parent",
+            "response_length",
+            "distinct_1",
+            "distinct_2",
+            "self_bleu",
+            "parent_distinct_1",
+            "parent_distinct_2",
+            "parent_self_bleu",
+        ]
+    )
     # The same model with the same seed writes the same responses: all ties.
     assert metrics["win_rate"] == 0.5
     assert metrics["kl_to_parent"] == 0.0

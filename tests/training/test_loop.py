@@ -1,4 +1,5 @@
 """The headless loop: figures, table, JSON line, lineage, and the run_loop command."""
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,9 @@ def test_bad_loop_settings_are_refused_with_the_value(options, message):
 
 
 def test_table_row_lines_up_with_the_header():
-    figures = RoundFigures(1, "demo-round1-1-dpo", 120, None, 0.61, 0.7, 0.25, 0.4, 0.5, 33.3)
+    figures = RoundFigures(
+        1, "demo-round1-1-dpo", 120, None, 0.61, 0.7, 0.25, 0.4, 0.5, 33.3
+    )
     assert len(table_row(figures)) == len(table_header())
     assert figures.summary() == {
         "round": 1,
@@ -79,7 +82,9 @@ def micro_sft_dir(tmp_path_factory):
     """The micro preset of the demo models: it writes demo-like sentences the judge tells apart."""
     from training.demo_models import build_demo_models
 
-    paths = build_demo_models(tmp_path_factory.mktemp("micro-demo"), "micro", 0, progress=False)
+    paths = build_demo_models(
+        tmp_path_factory.mktemp("micro-demo"), "micro", 0, progress=False
+    )
     return paths["sft"]
 
 
@@ -135,18 +140,30 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
         ("dpo", "succeeded", first),
         ("dpo", "succeeded", second),
     ]
-    assert [r.snapshot.name == p.snapshot_name for r, p in zip(rounds, (first, second))] == [
+    assert [
+        r.snapshot.name == p.snapshot_name
+        for r, p in zip(rounds, (first, second), strict=False)
+    ] == [
         True,
         True,
     ]
-    assert set(second.metrics) >= {"judge_win_rate_vs_sft", "judge_win_rate_vs_previous", "kl"}
+    assert set(second.metrics) >= {
+        "judge_win_rate_vs_sft",
+        "judge_win_rate_vs_previous",
+        "kl",
+    }
     # Round 2 mixed candidates of the deployed policy with its predecessor's.
     policies_in_round2 = set(
-        micro_project.rounds.get(number=2).tasks.values_list("responses__policy__name", flat=True)
+        micro_project.rounds.get(number=2).tasks.values_list(
+            "responses__policy__name", flat=True
+        )
     )
     assert policies_in_round2 == {first.name, sft.name}
     # Every ranking came from a simulated annotator, through leases.
-    assert Ranking.objects.filter(task__project=micro_project, lease__isnull=True).count() == 0
+    assert (
+        Ranking.objects.filter(task__project=micro_project, lease__isnull=True).count()
+        == 0
+    )
 
 
 def test_command_refuses_an_unknown_project(db):
@@ -160,7 +177,9 @@ def test_command_refuses_bad_train_json(project):
 
 
 def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
-    config = LoopConfig(method="ppo", train={"ppo": {"max_steps": 5}, "evaluate": {"prompts": 2}})
+    config = LoopConfig(
+        method="ppo", train={"ppo": {"max_steps": 5}, "evaluate": {"prompts": 2}}
+    )
     assert config.votes == "consensus"
     assert stage_options(config) == {
         "reward": {"num_train_epochs": 1},
@@ -177,4 +196,7 @@ def test_command_leaves_votes_to_the_method_unless_given():
 
     parser = Command().create_parser("manage.py", "run_loop")
     assert parser.parse_args(["--project", "demo", "--method", "ppo"]).votes == ""
-    assert parser.parse_args(["--project", "demo", "--votes", "consensus"]).votes == "consensus"
+    assert (
+        parser.parse_args(["--project", "demo", "--votes", "consensus"]).votes
+        == "consensus"
+    )

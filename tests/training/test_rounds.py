@@ -1,4 +1,5 @@
 """Launching, cancelling and resuming rounds, and the reaper, without a worker."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -41,7 +42,10 @@ def test_launch_freezes_a_snapshot_and_queues_the_first_stage_with_its_resolved_
     project, admin_user, ranked, deployed
 ):
     training_round = launch_round(
-        project, "dpo", user=admin_user, options={"queue": "gpu", "dpo": {"beta": "0.2"}}
+        project,
+        "dpo",
+        user=admin_user,
+        options={"queue": "gpu", "dpo": {"beta": "0.2"}},
     )
 
     job = training_round.jobs.get()
@@ -53,14 +57,20 @@ def test_launch_freezes_a_snapshot_and_queues_the_first_stage_with_its_resolved_
     assert job.config["beta"] == 0.2
     assert job.config["learning_rate"] == 5e-4
     assert job.config["base_path"] == "/models/demo-sft"
-    assert (task.queue_name, task.args_kwargs["args"], str(task.id)) == ("gpu", [job.pk], job.task_id)
+    assert (task.queue_name, task.args_kwargs["args"], str(task.id)) == (
+        "gpu",
+        [job.pk],
+        job.task_id,
+    )
 
 
 def test_a_pipeline_gets_one_job_per_stage_in_order(project, admin_user, ranked):
     training_round = launch_round(project, "sft, reward, dpo", user=admin_user)
 
     assert list(training_round.jobs.values_list("index", "stage")) == [
-        (0, "sft"), (1, "reward"), (2, "dpo")
+        (0, "sft"),
+        (1, "reward"),
+        (2, "dpo"),
     ]
     assert training_round.method == "sft,reward,dpo"
 
@@ -86,7 +96,11 @@ def test_launch_refuses_a_project_without_a_current_policy(project, admin_user):
         ("dpo,warp", {}, r"unknown stage\(s\) \['warp'\]"),
         ("", {}, "method must name at least one stage"),
         ("ppo", {}, "stage ppo needs a reward model: put a reward stage before it"),
-        ("dpo", {"queue": "fast"}, "queue must be one of \\['default', 'gpu'\\], got 'fast'"),
+        (
+            "dpo",
+            {"queue": "fast"},
+            "queue must be one of \\['default', 'gpu'\\], got 'fast'",
+        ),
         ("dpo", {"accelerate": "warp"}, "accelerate config 'warp' does not exist"),
         ("dpo", {"dpo": {"beta": "-1"}}, "beta must be > 0, got -1.0"),
         ("dpo", {"dpo": {"bogus": 1}}, r"unknown DPOConfig option\(s\) \['bogus'\]"),
@@ -104,7 +118,9 @@ def test_launch_refuses_bad_input_with_a_message_naming_it(
 
 
 def test_settings_go_to_the_round_one_stage_or_every_stage_that_has_them():
-    options = parse_settings(["queue=gpu", "dpo.beta=0.3", "max_steps=5"], ["sft", "dpo"])
+    options = parse_settings(
+        ["queue=gpu", "dpo.beta=0.3", "max_steps=5"], ["sft", "dpo"]
+    )
 
     assert options == {
         "queue": "gpu",
@@ -114,7 +130,9 @@ def test_settings_go_to_the_round_one_stage_or_every_stage_that_has_them():
 
 
 def test_a_setting_no_stage_has_is_refused():
-    with pytest.raises(ValueError, match="no stage of \\['dpo'\\] has an option 'warp'"):
+    with pytest.raises(
+        ValueError, match="no stage of \\['dpo'\\] has an option 'warp'"
+    ):
         parse_settings(["warp=1"], ["dpo"])
 
 
@@ -129,7 +147,10 @@ def test_cancelling_a_queued_round_cancels_every_stage(project, admin_user, rank
 
     training_round.refresh_from_db()
     assert training_round.status == Status.CANCELLED
-    assert list(training_round.jobs.values_list("status", flat=True)) == ["cancelled", "cancelled"]
+    assert list(training_round.jobs.values_list("status", flat=True)) == [
+        "cancelled",
+        "cancelled",
+    ]
     assert training_round.error.startswith("cancelled by admin1 at ")
 
 
@@ -143,7 +164,9 @@ def test_a_finished_round_cannot_be_cancelled(project, admin_user, ranked):
 
 def test_resume_requeues_from_the_first_unfinished_stage(project, admin_user, ranked):
     training_round = launch_round(project, "sft,dpo", user=admin_user)
-    TrainingJob.objects.filter(round=training_round, index=0).update(status=Status.SUCCEEDED)
+    TrainingJob.objects.filter(round=training_round, index=0).update(
+        status=Status.SUCCEEDED
+    )
     cancel_round(training_round, user=admin_user)
 
     job = resume_round(training_round, user=admin_user)
@@ -161,7 +184,9 @@ def test_a_queued_round_cannot_be_resumed(project, admin_user, ranked):
         resume_round(training_round, user=admin_user)
 
 
-def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(project, admin_user, ranked):
+def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(
+    project, admin_user, ranked
+):
     training_round = launch_round(project, "dpo", user=admin_user)
     now = timezone.now()
     job = training_round.jobs.get()
@@ -177,22 +202,44 @@ def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(project, a
     assert job.status == Status.FAILED
     assert job.error.startswith("no heartbeat for 61 s")
     assert training_round.status == Status.FAILED
-    assert training_round.error == "stage 1 (dpo) lost its worker (no heartbeat for 61 s)"
+    assert (
+        training_round.error == "stage 1 (dpo) lost its worker (no heartbeat for 61 s)"
+    )
 
 
-def test_the_launch_command_queues_a_round_with_its_settings(project, admin_user, ranked):
+def test_the_launch_command_queues_a_round_with_its_settings(
+    project, admin_user, ranked
+):
     from io import StringIO
 
     from django.core.management import call_command
 
     out = StringIO()
-    call_command("launch_round", "--project", "demo", "--method", "sft,dpo", "--set", "dpo.beta=0.3",
-                 "--set", "max_steps=4", "--user", "admin1", stdout=out)
+    call_command(
+        "launch_round",
+        "--project",
+        "demo",
+        "--method",
+        "sft,dpo",
+        "--set",
+        "dpo.beta=0.3",
+        "--set",
+        "max_steps=4",
+        "--user",
+        "admin1",
+        stdout=out,
+    )
 
     training_round = TrainingRound.objects.get()
     configs = dict(training_round.jobs.values_list("stage", "config"))
-    assert out.getvalue().startswith(f"training round {training_round.pk} queued: sft,dpo from demo-sft")
-    assert (configs["dpo"]["beta"], configs["dpo"]["max_steps"], configs["sft"]["max_steps"]) == (0.3, 4, 4)
+    assert out.getvalue().startswith(
+        f"training round {training_round.pk} queued: sft,dpo from demo-sft"
+    )
+    assert (
+        configs["dpo"]["beta"],
+        configs["dpo"]["max_steps"],
+        configs["sft"]["max_steps"],
+    ) == (0.3, 4, 4)
     assert training_round.created_by == admin_user
 
 
@@ -220,7 +267,9 @@ def test_the_cancel_and_resume_commands_act_on_the_round(project, admin_user, ra
         f"training round {training_round.pk} resumes at stage 1 (dpo)",
     ]
     assert training_round.status == Status.QUEUED
-    with pytest.raises(CommandError, match="is queued; only a failed or cancelled round"):
+    with pytest.raises(
+        CommandError, match="is queued; only a failed or cancelled round"
+    ):
         call_command("resume_round", str(training_round.pk))
 
 
@@ -251,8 +300,9 @@ def test_a_round_that_trains_a_policy_ends_with_an_evaluation_on_held_out_prompt
 
     Prompt.objects.create(project=project, messages="Held out?", is_held_out=True)
 
-    training_round = launch_round(project, "reward,grpo", user=admin_user,
-                                  options={"evaluate": {"prompts": 3}})
+    training_round = launch_round(
+        project, "reward,grpo", user=admin_user, options={"evaluate": {"prompts": 3}}
+    )
 
     stages = list(training_round.jobs.values_list("stage", flat=True))
     evaluate = training_round.jobs.get(stage="evaluate")
@@ -273,7 +323,9 @@ def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(
     assert skipped.config["evaluate_skipped"] == "the project has no held-out prompts"
 
 
-def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(project, admin_user, ranked, run_root):
+def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(
+    project, admin_user, ranked, run_root
+):
     from pathlib import Path
 
     from training.rounds import start_job
@@ -281,16 +333,21 @@ def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(project, admin_
     training_round = launch_round(project, "sft,reward,ppo", user=admin_user)
     sft, reward, ppo = training_round.jobs.order_by("index")
     Path(sft.run_dir, "output").mkdir(parents=True)
-    Path(sft.run_dir, "output", "adapter_config.json").write_text("{}")  # a LoRA adapter
+    Path(sft.run_dir, "output", "adapter_config.json").write_text(
+        "{}"
+    )  # a LoRA adapter
     Path(reward.run_dir, "output").mkdir(parents=True)  # a whole model
-    TrainingJob.objects.filter(pk__in=[sft.pk, reward.pk]).update(status=Status.SUCCEEDED)
+    TrainingJob.objects.filter(pk__in=[sft.pk, reward.pk]).update(
+        status=Status.SUCCEEDED
+    )
     TrainingJob.objects.filter(pk=ppo.pk).update(status=Status.QUEUED)
 
     started = start_job(ppo.pk)
 
     assert started.status == Status.RUNNING
     assert (started.config["base_path"], started.config["adapter_path"]) == (
-        "/models/demo-sft", str(Path(sft.run_dir) / "output")
+        "/models/demo-sft",
+        str(Path(sft.run_dir) / "output"),
     )
     assert started.config["reward_model_path"] == str(Path(reward.run_dir) / "output")
     assert TrainingJob.objects.get(pk=ppo.pk).config == started.config

@@ -1,4 +1,5 @@
 """The training and registry pages: roles, launch, round monitor, cancel, deploy, roll back."""
+
 from __future__ import annotations
 
 import pytest
@@ -25,23 +26,36 @@ def deployed(project, tmp_path) -> Policy:
 @pytest.fixture
 def ranked(project, deployed) -> None:
     user = annotators(1)[0]
-    rank(make_task(project, "What is 2 + 2?", policy=deployed), user, [[0], [1], [2], [3]])
+    rank(
+        make_task(project, "What is 2 + 2?", policy=deployed),
+        user,
+        [[0], [1], [2], [3]],
+    )
 
 
 @pytest.fixture
 def failed_round(project, deployed, admin_user) -> TrainingRound:
     training_round = TrainingRound.objects.create(
-        project=project, method="dpo", parent_policy=deployed, status=Status.FAILED,
-        error="stage 1 (dpo) failed: ValueError: boom <script>", created_by=admin_user,
+        project=project,
+        method="dpo",
+        parent_policy=deployed,
+        status=Status.FAILED,
+        error="stage 1 (dpo) failed: ValueError: boom <script>",
+        created_by=admin_user,
     )
     TrainingJob.objects.create(
-        round=training_round, stage="dpo", index=0, status=Status.FAILED, step=3, total_steps=4,
+        round=training_round,
+        stage="dpo",
+        index=0,
+        status=Status.FAILED,
+        step=3,
+        total_steps=4,
         error="Traceback ...\nValueError: boom <script>",
-        history=[{"step": s, "loss": 1.0 / s, "rewards/margins": 0.1 * s} for s in (1, 2, 3)],
+        history=[
+            {"step": s, "loss": 1.0 / s, "rewards/margins": 0.1 * s} for s in (1, 2, 3)
+        ],
     )
     return training_round
-
-
 
 
 @pytest.mark.parametrize(
@@ -69,7 +83,9 @@ def test_pages_answer_each_role(request, project, url_name, persona, status):
     assert response.status_code == status
 
 
-@pytest.mark.parametrize("url_name", ["training:rounds", "training:launch", "inference:registry"])
+@pytest.mark.parametrize(
+    "url_name", ["training:rounds", "training:launch", "inference:registry"]
+)
 def test_anonymous_visitors_are_sent_to_login(client, db, url_name):
     response = client.get(reverse(url_name))
 
@@ -78,7 +94,8 @@ def test_anonymous_visitors_are_sent_to_login(client, db, url_name):
 
 
 @pytest.mark.parametrize(
-    "persona, status", [("admin_user", 200), ("researcher", 200), ("annotator", 403), ("outsider", 403)]
+    "persona, status",
+    [("admin_user", 200), ("researcher", 200), ("annotator", 403), ("outsider", 403)],
 )
 def test_the_round_page_answers_each_role(request, failed_round, persona, status):
     user = request.getfixturevalue(persona)
@@ -118,11 +135,20 @@ def test_the_launch_page_shows_stage_options_with_their_help(admin_user, project
     assert '<option value="zero3">zero3</option>' in html
 
 
-def test_launching_from_the_page_queues_the_round_with_the_options(admin_user, project, ranked):
+def test_launching_from_the_page_queues_the_round_with_the_options(
+    admin_user, project, ranked
+):
     response = login(admin_user).post(
         reverse("training:launch"),
-        {"project": "demo", "method": "dpo", "queue": "default", "accelerate": "",
-         "dpo__beta": "0.25", "dpo__use_lora": "false", "sft__max_steps": "7"},
+        {
+            "project": "demo",
+            "method": "dpo",
+            "queue": "default",
+            "accelerate": "",
+            "dpo__beta": "0.25",
+            "dpo__use_lora": "false",
+            "sft__max_steps": "7",
+        },
     )
 
     training_round = TrainingRound.objects.get()
@@ -136,7 +162,8 @@ def test_launching_from_the_page_queues_the_round_with_the_options(admin_user, p
 
 def test_a_refused_launch_shows_the_reason_with_400(admin_user, project, deployed):
     response = login(admin_user).post(
-        reverse("training:launch"), {"project": "demo", "method": "dpo", "queue": "default"}
+        reverse("training:launch"),
+        {"project": "demo", "method": "dpo", "queue": "default"},
     )
 
     assert response.status_code == 400
@@ -144,7 +171,9 @@ def test_a_refused_launch_shows_the_reason_with_400(admin_user, project, deploye
     assert TrainingRound.objects.count() == 0
 
 
-def test_a_bad_stage_value_is_refused_with_the_config_message(admin_user, project, ranked):
+def test_a_bad_stage_value_is_refused_with_the_config_message(
+    admin_user, project, ranked
+):
     response = login(admin_user).post(
         reverse("training:launch"),
         {"project": "demo", "method": "dpo", "queue": "default", "dpo__beta": "-2"},
@@ -156,14 +185,17 @@ def test_a_bad_stage_value_is_refused_with_the_config_message(admin_user, projec
 
 def test_an_unknown_stage_is_a_form_error(admin_user, project, ranked):
     response = login(admin_user).post(
-        reverse("training:launch"), {"project": "demo", "method": "dpo,warp", "queue": "default"}
+        reverse("training:launch"),
+        {"project": "demo", "method": "dpo,warp", "queue": "default"},
     )
 
     assert response.status_code == 400
     assert "unknown stage(s) [&#x27;warp&#x27;]" in response.content.decode()
 
 
-def test_the_round_page_shows_progress_curves_and_escaped_error_text(admin_user, failed_round):
+def test_the_round_page_shows_progress_curves_and_escaped_error_text(
+    admin_user, failed_round
+):
     response = login(admin_user).get(failed_round.get_absolute_url())
 
     html = response.content.decode()
@@ -176,7 +208,9 @@ def test_the_round_page_shows_progress_curves_and_escaped_error_text(admin_user,
     assert 'hx-trigger="every 2s"' not in html  # a finished round is not polled
 
 
-def test_a_running_round_is_polled_and_htmx_gets_only_the_status(admin_user, failed_round):
+def test_a_running_round_is_polled_and_htmx_gets_only_the_status(
+    admin_user, failed_round
+):
     TrainingRound.objects.filter(pk=failed_round.pk).update(status=Status.RUNNING)
     TrainingJob.objects.filter(round=failed_round).update(
         status=Status.RUNNING, heartbeat_at=timezone.now()
@@ -184,7 +218,9 @@ def test_a_running_round_is_polled_and_htmx_gets_only_the_status(admin_user, fai
     client = login(admin_user)
 
     page = client.get(failed_round.get_absolute_url()).content.decode()
-    part = client.get(failed_round.get_absolute_url(), HTTP_HX_REQUEST="true").content.decode()
+    part = client.get(
+        failed_round.get_absolute_url(), HTTP_HX_REQUEST="true"
+    ).content.decode()
 
     assert 'hx-trigger="every 2s"' in page
     assert part.lstrip().startswith('<section id="round-status"')
@@ -194,20 +230,28 @@ def test_a_running_round_is_polled_and_htmx_gets_only_the_status(admin_user, fai
 def test_an_admin_cancels_a_running_round_from_its_page(admin_user, failed_round):
     TrainingRound.objects.filter(pk=failed_round.pk).update(status=Status.RUNNING)
 
-    response = login(admin_user).post(reverse("training:cancel", args=[failed_round.pk]))
+    response = login(admin_user).post(
+        reverse("training:cancel", args=[failed_round.pk])
+    )
 
     failed_round.refresh_from_db()
     assert response.status_code == 302
     assert failed_round.status == Status.CANCELLED
 
 
-def test_the_registry_shows_lineage_round_and_disk_use(admin_user, project, deployed, failed_round, tmp_path):
+def test_the_registry_shows_lineage_round_and_disk_use(
+    admin_user, project, deployed, failed_round, tmp_path
+):
     child_dir = tmp_path / "child"
     child_dir.mkdir()
     (child_dir / "adapter_model.safetensors").write_bytes(b"x" * 2048)
     child = Policy.objects.create(
-        name="demo-round1-dpo", base_path=deployed.base_path, adapter_path=str(child_dir),
-        parent=deployed, snapshot_name="snap-1", snapshot_sha256="ab" * 32,
+        name="demo-round1-dpo",
+        base_path=deployed.base_path,
+        adapter_path=str(child_dir),
+        parent=deployed,
+        snapshot_name="snap-1",
+        snapshot_sha256="ab" * 32,
         metrics={"win_rate": 0.625},
     )
     TrainingJob.objects.filter(round=failed_round).update(output_policy=child)
@@ -223,9 +267,15 @@ def test_the_registry_shows_lineage_round_and_disk_use(admin_user, project, depl
     assert "0.625" in html
 
 
-def test_an_admin_deploys_a_policy_and_rolls_back(admin_user, project, deployed, tmp_path):
-    newer = Policy.objects.create(name="demo-round1-dpo", base_path=deployed.base_path,
-                                  parent=deployed, metrics={"evaluated": 1.0, "win_rate": 0.6})
+def test_an_admin_deploys_a_policy_and_rolls_back(
+    admin_user, project, deployed, tmp_path
+):
+    newer = Policy.objects.create(
+        name="demo-round1-dpo",
+        base_path=deployed.base_path,
+        parent=deployed,
+        metrics={"evaluated": 1.0, "win_rate": 0.6},
+    )
     client = login(admin_user)
 
     client.post(reverse("training:deploy", args=[newer.pk]), {"project": "demo"})
@@ -236,7 +286,8 @@ def test_an_admin_deploys_a_policy_and_rolls_back(admin_user, project, deployed,
     project.refresh_from_db()
     assert project.current_policy == deployed
     assert list(Deployment.objects.values_list("policy__name", "is_rollback")) == [
-        ("demo-sft", True), ("demo-round1-dpo", False)
+        ("demo-sft", True),
+        ("demo-round1-dpo", False),
     ]
 
 
@@ -254,29 +305,48 @@ def test_only_admins_deploy(request, project, deployed, persona):
 
 
 def test_a_reward_model_cannot_be_deployed(admin_user, project, deployed):
-    reward = Policy.objects.create(name="rm", base_path=deployed.base_path, kind="reward_model")
+    reward = Policy.objects.create(
+        name="rm", base_path=deployed.base_path, kind="reward_model"
+    )
 
     with pytest.raises(ValueError, match="rm is a reward model, not a policy"):
         deploy_policy(project, reward, user=admin_user)
 
 
-def test_rolling_back_without_an_earlier_deployment_is_refused(admin_user, project, deployed):
-    response = login(admin_user).post(reverse("training:rollback"), {"project": "demo"}, follow=True)
+def test_rolling_back_without_an_earlier_deployment_is_refused(
+    admin_user, project, deployed
+):
+    response = login(admin_user).post(
+        reverse("training:rollback"), {"project": "demo"}, follow=True
+    )
 
     assert "has no earlier deployed policy to roll back to" in response.content.decode()
 
 
-def test_a_trained_policy_that_was_not_evaluated_cannot_be_deployed(admin_user, project, deployed):
-    newer = Policy.objects.create(name="unevaluated", base_path=deployed.base_path, parent=deployed,
-                                  metrics={"loss": 0.3})
+def test_a_trained_policy_that_was_not_evaluated_cannot_be_deployed(
+    admin_user, project, deployed
+):
+    newer = Policy.objects.create(
+        name="unevaluated",
+        base_path=deployed.base_path,
+        parent=deployed,
+        metrics={"loss": 0.3},
+    )
 
-    with pytest.raises(ValueError, match="unevaluated has not been evaluated against its parent demo-sft"):
+    with pytest.raises(
+        ValueError,
+        match="unevaluated has not been evaluated against its parent demo-sft",
+    ):
         deploy_policy(project, newer, user=admin_user)
 
 
 def test_a_policy_with_a_win_rate_counts_as_evaluated(admin_user, project, deployed):
-    newer = Policy.objects.create(name="judged", base_path=deployed.base_path, parent=deployed,
-                                  metrics={"judge_win_rate_vs_sft": 0.7})
+    newer = Policy.objects.create(
+        name="judged",
+        base_path=deployed.base_path,
+        parent=deployed,
+        metrics={"judge_win_rate_vs_sft": 0.7},
+    )
 
     deploy_policy(project, newer, user=admin_user)
 

@@ -1,4 +1,5 @@
 """`manage.py export_preferences`: freeze a snapshot (or reuse one) and export it."""
+
 from __future__ import annotations
 
 import json
@@ -8,31 +9,57 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
-from annotation.export import FILE_FORMATS, FORMATS, PROMPT_MODES, STYLES, export_snapshot
+from annotation.export import (
+    FILE_FORMATS,
+    FORMATS,
+    PROMPT_MODES,
+    STYLES,
+    export_snapshot,
+)
 from annotation.models import Project, Snapshot
-from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES, freeze_snapshot
+from annotation.snapshots import (
+    DEDUP_RULES,
+    MARGIN_RULES,
+    PAIR_RULES,
+    TIE_RULES,
+    freeze_snapshot,
+)
 
 
 class Command(BaseCommand):
-    help = "Freeze a preference snapshot of a project and write it in a trainer's format."
+    help = (
+        "Freeze a preference snapshot of a project and write it in a trainer's format."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project name.")
         parser.add_argument("--out", required=True, help="Output file or folder.")
-        parser.add_argument("--snapshot", help="Export this existing snapshot instead of freezing.")
-        parser.add_argument("--name", help="Name of the new snapshot (default: a timestamp).")
+        parser.add_argument(
+            "--snapshot", help="Export this existing snapshot instead of freezing."
+        )
+        parser.add_argument(
+            "--name", help="Name of the new snapshot (default: a timestamp)."
+        )
         parser.add_argument("--filter", default="{}", help="Snapshot filter as JSON.")
-        parser.add_argument("--pair-rule", default="all_pairs", choices=sorted(PAIR_RULES))
+        parser.add_argument(
+            "--pair-rule", default="all_pairs", choices=sorted(PAIR_RULES)
+        )
         parser.add_argument("--tie-rule", default="drop", choices=sorted(TIE_RULES))
         parser.add_argument("--dedup-rule", default="none", choices=sorted(DEDUP_RULES))
-        parser.add_argument("--margin-rule", default="rank", choices=sorted(MARGIN_RULES))
+        parser.add_argument(
+            "--margin-rule", default="rank", choices=sorted(MARGIN_RULES)
+        )
         parser.add_argument("--format", default="trl", choices=FORMATS)
         parser.add_argument("--style", default="conversational", choices=STYLES)
         parser.add_argument("--prompt", default="explicit", choices=PROMPT_MODES)
         parser.add_argument(
-            "--file-format", choices=FILE_FORMATS, help="Default: from the --out suffix."
+            "--file-format",
+            choices=FILE_FORMATS,
+            help="Default: from the --out suffix.",
         )
-        parser.add_argument("--push-to-hub", metavar="REPO_ID", help="Also push (hf folders).")
+        parser.add_argument(
+            "--push-to-hub", metavar="REPO_ID", help="Also push (hf folders)."
+        )
         parser.add_argument("--hub-token", help="Hub token (default: $HF_TOKEN).")
 
     def handle(self, *args, **options) -> None:
@@ -44,7 +71,9 @@ class Command(BaseCommand):
             )
         try:
             if options["snapshot"]:
-                snapshot = Snapshot.objects.filter(project=project, name=options["snapshot"]).first()
+                snapshot = Snapshot.objects.filter(
+                    project=project, name=options["snapshot"]
+                ).first()
                 if snapshot is None:
                     raise CommandError(
                         f"project {project.name} has no snapshot {options['snapshot']!r}"
@@ -53,7 +82,9 @@ class Command(BaseCommand):
                 try:
                     filter = json.loads(options["filter"])
                 except json.JSONDecodeError as exc:
-                    raise CommandError(f"--filter is not valid JSON ({exc}): {options['filter']!r}")
+                    raise CommandError(
+                        f"--filter is not valid JSON ({exc}): {options['filter']!r}"
+                    ) from None
                 snapshot = freeze_snapshot(
                     project,
                     options["name"] or f"export-{timezone.now():%Y%m%d-%H%M%S-%f}",
@@ -72,7 +103,7 @@ class Command(BaseCommand):
                 file_format=options["file_format"],
             )
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages))
+            raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(
             f"snapshot {snapshot.name}: {snapshot.row_count} pairs, sha256 {snapshot.sha256}\n"
             f"wrote {path}"
@@ -84,5 +115,9 @@ class Command(BaseCommand):
             if not token:
                 raise CommandError("--push-to-hub needs --hub-token or HF_TOKEN")
             if path.is_file():
-                raise CommandError("--push-to-hub needs a folder export (--file-format hf)")
-            self.stdout.write(f"pushed to {push_to_hub(path, options['push_to_hub'], token)}")
+                raise CommandError(
+                    "--push-to-hub needs a folder export (--file-format hf)"
+                )
+            self.stdout.write(
+                f"pushed to {push_to_hub(path, options['push_to_hub'], token)}"
+            )

@@ -1,4 +1,5 @@
 """`manage.py freeze_snapshot`: freeze a named preference snapshot of a project."""
+
 from __future__ import annotations
 
 import json
@@ -7,7 +8,13 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
-from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES, freeze_snapshot
+from annotation.snapshots import (
+    DEDUP_RULES,
+    MARGIN_RULES,
+    PAIR_RULES,
+    TIE_RULES,
+    freeze_snapshot,
+)
 
 
 class Command(BaseCommand):
@@ -17,10 +24,14 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Snapshot name, unique within the project.")
         parser.add_argument("--project", required=True)
         parser.add_argument("--filter", default="{}", help="Filter as JSON.")
-        parser.add_argument("--pair-rule", default="all_pairs", choices=sorted(PAIR_RULES))
+        parser.add_argument(
+            "--pair-rule", default="all_pairs", choices=sorted(PAIR_RULES)
+        )
         parser.add_argument("--tie-rule", default="drop", choices=sorted(TIE_RULES))
         parser.add_argument("--dedup-rule", default="none", choices=sorted(DEDUP_RULES))
-        parser.add_argument("--margin-rule", default="rank", choices=sorted(MARGIN_RULES))
+        parser.add_argument(
+            "--margin-rule", default="rank", choices=sorted(MARGIN_RULES)
+        )
 
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -37,7 +48,9 @@ class Command(BaseCommand):
                 margin_rule=options["margin_rule"],
             )
         except json.JSONDecodeError as exc:
-            raise CommandError(f"--filter is not valid JSON ({exc})")
+            raise CommandError(f"--filter is not valid JSON ({exc})") from None
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages))
-        self.stdout.write(f"{snapshot.name}: {snapshot.row_count} pairs, sha256 {snapshot.sha256}")
+            raise CommandError("; ".join(exc.messages)) from None
+        self.stdout.write(
+            f"{snapshot.name}: {snapshot.row_count} pairs, sha256 {snapshot.sha256}"
+        )

@@ -1,4 +1,5 @@
 """`manage.py import_preferences FILE --project NAME`: import rankings, whole or nothing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,9 +21,13 @@ class Command(BaseCommand):
         parser.add_argument("file")
         parser.add_argument("--project", required=True, help="Created if absent.")
         parser.add_argument("--format", choices=FORMATS, help="Default: detected.")
-        parser.add_argument("--source", help="Name for imported:<source> (default: file name).")
         parser.add_argument(
-            "--skip-invalid", action="store_true", help="Import valid records, report the rest."
+            "--source", help="Name for imported:<source> (default: file name)."
+        )
+        parser.add_argument(
+            "--skip-invalid",
+            action="store_true",
+            help="Import valid records, report the rest.",
         )
 
     def handle(self, *args, **options) -> None:
@@ -41,8 +46,10 @@ class Command(BaseCommand):
                 skip_invalid=options["skip_invalid"],
             )
         except ValidationError as exc:
-            raise CommandError("; ".join(exc.messages))
+            raise CommandError("; ".join(exc.messages)) from None
         for line in iter_lines(report):
             self.stdout.write(line)
         if not report.is_applied:
-            raise CommandError(f"{len(report.rejected)} invalid records; nothing imported")
+            raise CommandError(
+                f"{len(report.rejected)} invalid records; nothing imported"
+            )

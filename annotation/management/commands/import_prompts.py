@@ -1,4 +1,5 @@
 """`manage.py import_prompts FILE --project NAME`: curate a prompt file into the pool."""
+
 from __future__ import annotations
 
 import gzip
@@ -43,7 +44,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file")
         parser.add_argument("--project", required=True)
-        parser.add_argument("--held-out", action="store_true", help="Keep them for evaluation.")
+        parser.add_argument(
+            "--held-out", action="store_true", help="Keep them for evaluation."
+        )
 
     def handle(self, *args, **options) -> None:
         path = Path(options["file"])
@@ -55,9 +58,12 @@ class Command(BaseCommand):
         try:
             prompts = read_prompts(path)
         except json.JSONDecodeError as exc:
-            raise CommandError(f"{path.name} is not valid JSON: {exc}")
+            raise CommandError(f"{path.name} is not valid JSON: {exc}") from None
         report = add_prompts(
-            project, prompts, source=f"file:{path.name}", is_held_out=options["held_out"]
+            project,
+            prompts,
+            source=f"file:{path.name}",
+            is_held_out=options["held_out"],
         )
         self.stdout.write(
             f"{len(prompts)} prompts read, {len(report.added)} added, "

@@ -1,4 +1,5 @@
 """manage.py publish_round: generate candidates with a policy and publish a labelling round."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -12,11 +13,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project name (slug).")
-        parser.add_argument("--policy", default="", help="Policy name (default: the project's current).")
-        parser.add_argument("--prompts", type=int, default=32, help="How many prompts.")
-        parser.add_argument("--k", type=int, default=None, help="Candidates per prompt (default: the project's).")
         parser.add_argument(
-            "--strategy", default="fresh", help="fresh, random, disagreement or uncertainty."
+            "--policy", default="", help="Policy name (default: the project's current)."
+        )
+        parser.add_argument("--prompts", type=int, default=32, help="How many prompts.")
+        parser.add_argument(
+            "--k",
+            type=int,
+            default=None,
+            help="Candidates per prompt (default: the project's).",
+        )
+        parser.add_argument(
+            "--strategy",
+            default="fresh",
+            help="fresh, random, disagreement or uncertainty.",
         )
         parser.add_argument(
             "--reward-model",

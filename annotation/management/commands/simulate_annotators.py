@@ -1,4 +1,5 @@
 """`manage.py simulate_annotators`: rank a project's open tasks with simulated annotators."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -20,11 +21,15 @@ def parse_noise(text: str) -> tuple[float, float, float]:
     try:
         values = [float(v) for v in text.split(",")]
     except ValueError:
-        raise CommandError(f"--noise takes FLIP[,TIE[,SKIP]] rates such as 0.1,0.05,0.02; got {text!r}")
+        raise CommandError(
+            f"--noise takes FLIP[,TIE[,SKIP]] rates such as 0.1,0.05,0.02; got {text!r}"
+        ) from None
     if not 1 <= len(values) <= 3:
-        raise CommandError(f"--noise takes one to three comma-separated rates, got {text!r}")
+        raise CommandError(
+            f"--noise takes one to three comma-separated rates, got {text!r}"
+        )
     values += [0.0] * (3 - len(values))
-    for name, value in zip(("flip", "tie", "skip"), values):
+    for name, value in zip(("flip", "tie", "skip"), values, strict=False):
         if not 0 <= value <= 1:
             raise CommandError(f"--noise {name} rate must be in [0, 1], got {value}")
     return values[0], values[1], values[2]
@@ -45,7 +50,9 @@ class Command(BaseCommand):
             help="judge: the demo domain's rule-based judge; reward-model: --reward-model.",
         )
         parser.add_argument(
-            "--reward-model", default="", help="Registry name of the reward model to rank with."
+            "--reward-model",
+            default="",
+            help="Registry name of the reward model to rank with.",
         )
         parser.add_argument(
             "--noise",
@@ -60,13 +67,18 @@ class Command(BaseCommand):
         )
         parser.add_argument("--seed", type=int, default=0, help="Seed of the noise.")
         parser.add_argument(
-            "--max-tasks", type=int, default=None, help="At most this many tasks per annotator."
+            "--max-tasks",
+            type=int,
+            default=None,
+            help="At most this many tasks per annotator.",
         )
 
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
-            raise CommandError(f"no project named {options['project']!r}; create it first")
+            raise CommandError(
+                f"no project named {options['project']!r}; create it first"
+            )
         if options["count"] < 1:
             raise CommandError(f"--count must be at least 1, got {options['count']}")
         if options["annotator"] == "reward-model":
@@ -81,7 +93,9 @@ class Command(BaseCommand):
             base = RewardModelAnnotator(rm)
         else:
             base = JudgeAnnotator()
-        flip, tie, skip = parse_noise(options["noise"]) if options["noise"] else (0, 0, 0)
+        flip, tie, skip = (
+            parse_noise(options["noise"]) if options["noise"] else (0, 0, 0)
+        )
         for i in range(1, options["count"] + 1):
             annotator = base
             if options["noise"]:
@@ -92,7 +106,9 @@ class Command(BaseCommand):
                     skip_rate=skip,
                     seed=options["seed"] + i - 1,
                 )
-            user = simulated_user(f"sim-{options['annotator']}-{i}", annotator.simulator)
+            user = simulated_user(
+                f"sim-{options['annotator']}-{i}", annotator.simulator
+            )
             report = annotate(project, user, annotator, max_tasks=options["max_tasks"])
             paused = " (paused by the gold rule)" if report.paused else ""
             self.stdout.write(
@@ -101,7 +117,11 @@ class Command(BaseCommand):
             )
         for row in simulated_agreement(project):
             if row.agreement is not None:
-                people = f"{row.human_agreement:.3f}" if row.human_agreement is not None else "n/a"
+                people = (
+                    f"{row.human_agreement:.3f}"
+                    if row.human_agreement is not None
+                    else "n/a"
+                )
                 self.stdout.write(
                     f"{row.username} agrees with people on {row.agreement:.3f} of "
                     f"{row.pairs} pair judgements over {row.tasks} tasks "

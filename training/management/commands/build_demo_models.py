@@ -1,4 +1,5 @@
 """manage.py build_demo_models: pre-train demo-base, fine-tune demo-sft, register both."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,20 +15,36 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--preset", default="demo", help="demo (a few CPU minutes) or micro (tests).")
-        parser.add_argument("--out", default="", help="Folder for the models (default: MODEL_DIR).")
+        parser.add_argument(
+            "--preset",
+            default="demo",
+            help="demo (a few CPU minutes) or micro (tests).",
+        )
+        parser.add_argument(
+            "--out", default="", help="Folder for the models (default: MODEL_DIR)."
+        )
         parser.add_argument("--seed", type=int, default=0)
-        parser.add_argument("--force", action="store_true", help="Rebuild even if present.")
+        parser.add_argument(
+            "--force", action="store_true", help="Rebuild even if present."
+        )
 
-    def handle(self, *args, preset: str, out: str, seed: int, force: bool, **options) -> None:
+    def handle(
+        self, *args, preset: str, out: str, seed: int, force: bool, **options
+    ) -> None:
         from training.demo_models import PLANS, build_demo_models, register_demo_models
 
         if preset not in PLANS:
-            raise CommandError(f"unknown --preset {preset!r}; expected one of {sorted(PLANS)}")
+            raise CommandError(
+                f"unknown --preset {preset!r}; expected one of {sorted(PLANS)}"
+            )
         out_dir = Path(out) if out else Path(settings.MODEL_DIR)
         paths = build_demo_models(out_dir, preset, seed, progress=True, force=force)
         rows = register_demo_models(paths)
-        for key, row in rows.items():
+        for _key, row in rows.items():
             samples = row.metrics.get("samples")
-            extra = f" judge mean {samples['judge_mean']} ± {samples['judge_std']}" if samples else ""
+            extra = (
+                f" judge mean {samples['judge_mean']} ± {samples['judge_std']}"
+                if samples
+                else ""
+            )
             self.stdout.write(f"{row.name}: {row.base_path}{extra}")

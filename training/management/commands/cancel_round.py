@@ -1,4 +1,5 @@
 """`manage.py cancel_round ID`: cancel a training round; a running stage stops at a checkpoint."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser

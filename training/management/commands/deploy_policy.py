@@ -1,4 +1,5 @@
 """`manage.py deploy_policy`: make a policy the project's current policy, or roll back."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -9,13 +10,20 @@ from training.deployment import deploy_policy, rollback_policy
 
 
 class Command(BaseCommand):
-    help = "Deploy a registered policy to a project (publish_round then samples from it)."
+    help = (
+        "Deploy a registered policy to a project (publish_round then samples from it)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("policy", nargs="?", default="", help="Registered policy name.")
+        parser.add_argument(
+            "policy", nargs="?", default="", help="Registered policy name."
+        )
         parser.add_argument("--project", required=True)
-        parser.add_argument("--rollback", action="store_true",
-                            help="Deploy again the policy the newest deployment replaced.")
+        parser.add_argument(
+            "--rollback",
+            action="store_true",
+            help="Deploy again the policy the newest deployment replaced.",
+        )
 
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -29,8 +37,12 @@ class Command(BaseCommand):
             else:
                 policy = Policy.objects.filter(name=options["policy"]).first()
                 if policy is None:
-                    raise CommandError(f"no registered policy named {options['policy']!r}")
+                    raise CommandError(
+                        f"no registered policy named {options['policy']!r}"
+                    )
                 deployment = deploy_policy(project, policy, user=None)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(f"{deployment.policy.name} is the current policy of {project.name}")
+        self.stdout.write(
+            f"{deployment.policy.name} is the current policy of {project.name}"
+        )

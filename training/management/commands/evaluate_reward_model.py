@@ -1,4 +1,5 @@
 """`manage.py evaluate_reward_model MODEL_NAME FILE`: pairwise accuracy of a registered reward model."""
+
 from __future__ import annotations
 
 import json
@@ -24,8 +25,12 @@ def preference_pairs(path: Path, fmt: str | None = None) -> tuple[list[dict], in
             rows.append(
                 {
                     "prompt": record.prompt,
-                    "chosen": [{"role": "assistant", "content": record.responses[chosen]}],
-                    "rejected": [{"role": "assistant", "content": record.responses[rejected]}],
+                    "chosen": [
+                        {"role": "assistant", "content": record.responses[chosen]}
+                    ],
+                    "rejected": [
+                        {"role": "assistant", "content": record.responses[rejected]}
+                    ],
                 }
             )
     return rows, len(parsed.rejected)
@@ -38,11 +43,21 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("model_name", help="Name of a registered Policy of kind reward_model.")
-        parser.add_argument("file", help="A preference file in any format the importer reads.")
-        parser.add_argument("--format", default=None, help="Force the file format (default: detect).")
-        parser.add_argument("--batch-size", type=int, default=32, help="Pairs scored per batch.")
-        parser.add_argument("--max-length", type=int, default=512, help="Tokens kept per input.")
+        parser.add_argument(
+            "model_name", help="Name of a registered Policy of kind reward_model."
+        )
+        parser.add_argument(
+            "file", help="A preference file in any format the importer reads."
+        )
+        parser.add_argument(
+            "--format", default=None, help="Force the file format (default: detect)."
+        )
+        parser.add_argument(
+            "--batch-size", type=int, default=32, help="Pairs scored per batch."
+        )
+        parser.add_argument(
+            "--max-length", type=int, default=512, help="Tokens kept per input."
+        )
 
     def handle(self, *args, **options) -> None:
         from training.reward import evaluate_pairs, load_reward_model
@@ -51,7 +66,9 @@ class Command(BaseCommand):
         try:
             policy = Policy.objects.get(name=name)
         except Policy.DoesNotExist:
-            raise CommandError(f"no registered model named {name!r}; see the registry page") from None
+            raise CommandError(
+                f"no registered model named {name!r}; see the registry page"
+            ) from None
         if policy.kind != Policy.Kind.REWARD_MODEL:
             raise CommandError(
                 f"{name!r} is a {policy.kind}, not a reward_model; pass a reward model's name"
@@ -70,7 +87,14 @@ class Command(BaseCommand):
         if not rows:
             raise CommandError(f"{path} holds no pair of differing rank to score")
         model, tokenizer = load_reward_model(policy.base_path)
-        result = evaluate_pairs(model, tokenizer, rows, batch_size=options["batch_size"],
-                                max_length=options["max_length"])
-        self.stdout.write(f"{name}: {result['pairs']} pairs from {path.name} ({skipped} records skipped)")
+        result = evaluate_pairs(
+            model,
+            tokenizer,
+            rows,
+            batch_size=options["batch_size"],
+            max_length=options["max_length"],
+        )
+        self.stdout.write(
+            f"{name}: {result['pairs']} pairs from {path.name} ({skipped} records skipped)"
+        )
         self.stdout.write(json.dumps(result))

@@ -1,4 +1,5 @@
 """`manage.py launch_round`: launch a training round, optionally waiting with a progress bar."""
+
 from __future__ import annotations
 
 import time
@@ -19,11 +20,18 @@ def progress_line(training_round: TrainingRound) -> str:
     jobs = list(training_round.jobs.order_by("index"))
     done = sum(1 for j in jobs if j.status == Status.SUCCEEDED)
     current = next((j for j in jobs if j.status != Status.SUCCEEDED), jobs[-1])
-    share = (done + (current.progress_fraction() if current.status != Status.SUCCEEDED else 0)) / len(jobs)
+    share = (
+        done
+        + (current.progress_fraction() if current.status != Status.SUCCEEDED else 0)
+    ) / len(jobs)
     filled = round(share * BAR_WIDTH)
     bar = "#" * filled + "-" * (BAR_WIDTH - filled)
-    parts = [f"[{bar}] {share:4.0%}", f"stage {current.index + 1}/{len(jobs)} {current.stage}",
-             current.status, f"step {current.step}/{current.total_steps or '?'}"]
+    parts = [
+        f"[{bar}] {share:4.0%}",
+        f"stage {current.index + 1}/{len(jobs)} {current.stage}",
+        current.status,
+        f"step {current.step}/{current.total_steps or '?'}",
+    ]
     if isinstance(current.last_metrics.get("loss"), (int, float)):
         parts.append(f"loss {current.last_metrics['loss']:.4f}")
     return "  ".join(parts)
@@ -37,21 +45,35 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--project", required=True, help="Project name, e.g. demo.")
-        parser.add_argument("--method", default="dpo",
-                            help="Stages in order: dpo, sft,dpo, reward,ppo, reward,grpo, ...")
         parser.add_argument(
-            "--set", action="append", default=[], metavar="KEY=VALUE",
-            help="queue=gpu, accelerate=ddp, policy=NAME, reward_model=NAME, snapshot=NAME, "
-                 "STAGE.FIELD=VALUE (e.g. dpo.beta=0.2), or FIELD=VALUE for every stage that has it.",
+            "--method",
+            default="dpo",
+            help="Stages in order: dpo, sft,dpo, reward,ppo, reward,grpo, ...",
         )
-        parser.add_argument("--user", default="", help="Username recorded as the launcher.")
-        parser.add_argument("--wait", action="store_true", help="Print progress until the round ends.")
-        parser.add_argument("--poll", type=float, default=2.0, help="Seconds between progress lines.")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="queue=gpu, accelerate=ddp, policy=NAME, reward_model=NAME, snapshot=NAME, "
+            "STAGE.FIELD=VALUE (e.g. dpo.beta=0.2), or FIELD=VALUE for every stage that has it.",
+        )
+        parser.add_argument(
+            "--user", default="", help="Username recorded as the launcher."
+        )
+        parser.add_argument(
+            "--wait", action="store_true", help="Print progress until the round ends."
+        )
+        parser.add_argument(
+            "--poll", type=float, default=2.0, help="Seconds between progress lines."
+        )
 
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
-            raise CommandError(f"no project named {options['project']!r}; create it on the pages or with manage.py run_demo --setup-only (the demo)")
+            raise CommandError(
+                f"no project named {options['project']!r}; create it on the pages or with manage.py run_demo --setup-only (the demo)"
+            )
         user = None
         if options["user"]:
             user = User.objects.filter(username=options["user"]).first()
@@ -60,15 +82,20 @@ class Command(BaseCommand):
         try:
             stages = parse_method(options["method"])
             launch_options = parse_settings(options["set"], stages)
-            training_round = launch_round(project, ",".join(stages), user=user, options=launch_options)
+            training_round = launch_round(
+                project, ",".join(stages), user=user, options=launch_options
+            )
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         snapshot = training_round.snapshot
         self.stdout.write(
             f"training round {training_round.pk} queued: {training_round.method} from "
             f"{training_round.parent_policy.name}"
-            + (f" on snapshot {snapshot.name} ({snapshot.row_count} pairs, sha256 {snapshot.sha256})"
-               if snapshot else "")
+            + (
+                f" on snapshot {snapshot.name} ({snapshot.row_count} pairs, sha256 {snapshot.sha256})"
+                if snapshot
+                else ""
+            )
         )
         if options["wait"]:
             self.wait(training_round, options["poll"])
@@ -83,13 +110,16 @@ class Command(BaseCommand):
             if line != last:
                 self.stdout.write(line)
                 last = line
-            if training_round.status in FINISHED and not training_round.jobs.filter(
-                status=Status.RUNNING
-            ).exists():
+            if (
+                training_round.status in FINISHED
+                and not training_round.jobs.filter(status=Status.RUNNING).exists()
+            ):
                 break
             time.sleep(poll)
         if training_round.status != Status.SUCCEEDED:
             raise CommandError(
                 f"training round {training_round.pk} {training_round.status}: {training_round.error}"
             )
-        self.stdout.write(f"training round {training_round.pk} succeeded: {training_round.output_policy}")
+        self.stdout.write(
+            f"training round {training_round.pk} succeeded: {training_round.output_policy}"
+        )

@@ -1,4 +1,5 @@
 """`manage.py resume_round ID`: re-queue a failed or cancelled round from its last checkpoint."""
+
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -20,7 +21,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         reaped = reap_stale_jobs()
         if reaped:
-            self.stdout.write(f"marked jobs {reaped} failed: their worker stopped heartbeating")
+            self.stdout.write(
+                f"marked jobs {reaped} failed: their worker stopped heartbeating"
+            )
         training_round = TrainingRound.objects.filter(pk=options["round"]).first()
         if training_round is None:
             raise CommandError(f"no training round {options['round']}")

@@ -1,4 +1,5 @@
 """`make run`: migrate, set up the demo, then serve the web app and a worker until Ctrl-C."""
+
 from __future__ import annotations
 
 import os
@@ -26,15 +27,27 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument(
+            "--port", type=int, default=int(os.environ.get("PORT", "8000"))
+        )
         parser.add_argument("--web-workers", type=int, default=2)
-        parser.add_argument("--preset", default="demo", help="demo models size: demo or micro")
+        parser.add_argument(
+            "--preset", default="demo", help="demo models size: demo or micro"
+        )
         parser.add_argument(
             "--setup-only", action="store_true", help="set everything up, then exit"
         )
 
-    def handle(self, *args, host: str, port: int, web_workers: int, preset: str,
-               setup_only: bool, **options) -> None:
+    def handle(
+        self,
+        *args,
+        host: str,
+        port: int,
+        web_workers: int,
+        preset: str,
+        setup_only: bool,
+        **options,
+    ) -> None:
         started = time.monotonic()
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
@@ -45,14 +58,17 @@ class Command(BaseCommand):
             return
         self._serve(host, port, web_workers)
 
-    def _print_welcome(self, host: str, port: int, passwords: dict[str, str],
-                       published: int | None) -> None:
+    def _print_welcome(
+        self, host: str, port: int, passwords: dict[str, str], published: int | None
+    ) -> None:
         url = f"http://{host}:{port}/"
         lines = ["", f"The platform is at {url}", ""]
         if published:
             lines.append(f"Published round {published} of project 'demo'.")
         if passwords:
-            lines.append("Demo users (passwords are shown only now; set DEMO_<USER>_PASSWORD to choose them):")
+            lines.append(
+                "Demo users (passwords are shown only now; set DEMO_<USER>_PASSWORD to choose them):"
+            )
             for username, password in passwords.items():
                 lines.append(f"  {username:<12} {DEMO_USERS[username]:<11} {password}")
         else:
@@ -76,16 +92,29 @@ class Command(BaseCommand):
         web = subprocess.Popen(
             [
                 os.path.join(os.path.dirname(python), "gunicorn"),
-                "-c", os.path.join("platform", "gunicorn.conf.py"),  # the production settings
+                "-c",
+                os.path.join("platform", "gunicorn.conf.py"),  # the production settings
                 "config.wsgi",
-                "--bind", f"{host}:{port}",
-                "--workers", str(web_workers),
-                "--access-logfile", "-",
+                "--bind",
+                f"{host}:{port}",
+                "--workers",
+                str(web_workers),
+                "--access-logfile",
+                "-",
             ],
             cwd=settings.BASE_DIR,
         )
         worker = subprocess.Popen(
-            [python, "manage.py", "db_worker", "--queue-name", "*", "--no-reload", "--interval", "0.2"],
+            [
+                python,
+                "manage.py",
+                "db_worker",
+                "--queue-name",
+                "*",
+                "--no-reload",
+                "--interval",
+                "0.2",
+            ],
             cwd=settings.BASE_DIR,
         )
         children = [web, worker]
@@ -93,7 +122,9 @@ class Command(BaseCommand):
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
             failed = [c for c in children if c.poll() is not None]
-            self.stderr.write(f"a child process exited early (code {failed[0].returncode}); stopping")
+            self.stderr.write(
+                f"a child process exited early (code {failed[0].returncode}); stopping"
+            )
         except KeyboardInterrupt:
             self.stdout.write("\nStopping the web server and the worker ...")
         finally:

@@ -1,4 +1,5 @@
 """`manage.py run_loop`: run the feedback loop headless, round after round."""
+
 from __future__ import annotations
 
 import json
@@ -26,49 +27,85 @@ class Command(BaseCommand):
         defaults = LoopConfig()
         parser.add_argument("--project", required=True)
         parser.add_argument("--rounds", type=int, default=defaults.rounds)
-        parser.add_argument("--method", choices=sorted(PIPELINES), default=defaults.method)
+        parser.add_argument(
+            "--method", choices=sorted(PIPELINES), default=defaults.method
+        )
         parser.add_argument(
             "--annotators",
             choices=["simulated"],
             default="simulated",
             help="Who ranks: simulated (noisy copies of the demo judge, one per overlap slot).",
         )
-        parser.add_argument("--prompts", type=int, default=defaults.prompts_per_round,
-                            help="Fresh prompts published per round.")
-        parser.add_argument("--earlier-policies", type=int, default=defaults.earlier_policies,
-                            help="Earlier policies that also write candidates each round.")
+        parser.add_argument(
+            "--prompts",
+            type=int,
+            default=defaults.prompts_per_round,
+            help="Fresh prompts published per round.",
+        )
+        parser.add_argument(
+            "--earlier-policies",
+            type=int,
+            default=defaults.earlier_policies,
+            help="Earlier policies that also write candidates each round.",
+        )
         parser.add_argument("--temperature", type=float, default=defaults.temperature)
-        parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
-        parser.add_argument("--noise", default=f"{defaults.flip_rate},{defaults.tie_rate},{defaults.skip_rate}",
-                            help="FLIP[,TIE[,SKIP]] rates of the simulated annotators.")
-        parser.add_argument("--votes", choices=["consensus", "every"], default="",
-                            help="Snapshot votes (default: the method's, see training.loop.METHOD_DEFAULTS).")
+        parser.add_argument(
+            "--max-new-tokens", type=int, default=defaults.max_new_tokens
+        )
+        parser.add_argument(
+            "--noise",
+            default=f"{defaults.flip_rate},{defaults.tie_rate},{defaults.skip_rate}",
+            help="FLIP[,TIE[,SKIP]] rates of the simulated annotators.",
+        )
+        parser.add_argument(
+            "--votes",
+            choices=["consensus", "every"],
+            default="",
+            help="Snapshot votes (default: the method's, see training.loop.METHOD_DEFAULTS).",
+        )
         parser.add_argument("--data", choices=["round", "all"], default=defaults.data)
         parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
         parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
-        parser.add_argument("--eval-temperature", type=float, default=defaults.eval_temperature)
         parser.add_argument(
-            "--train", default="{}",
+            "--eval-temperature", type=float, default=defaults.eval_temperature
+        )
+        parser.add_argument(
+            "--train",
+            default="{}",
             help='Per-stage trainer options as JSON, e.g. \'{"dpo": {"learning_rate": 1e-3}}\'.',
         )
-        parser.add_argument("--reference", default="",
-                            help="Policy the win rate and KL are measured against (default: SFT).")
-        parser.add_argument("--user", default="", help="Admin who launches and deploys (default: the first admin).")
+        parser.add_argument(
+            "--reference",
+            default="",
+            help="Policy the win rate and KL are measured against (default: SFT).",
+        )
+        parser.add_argument(
+            "--user",
+            default="",
+            help="Admin who launches and deploys (default: the first admin).",
+        )
         parser.add_argument("--seed", type=int, default=defaults.seed)
-        parser.add_argument("--plot", default="",
-                            help="PNG path of the curves (default: var/loop/<project>-<method>-<time>.png).")
+        parser.add_argument(
+            "--plot",
+            default="",
+            help="PNG path of the curves (default: var/loop/<project>-<method>-<time>.png).",
+        )
 
     def handle(self, *args, **options) -> None:
         from annotation.management.commands.simulate_annotators import parse_noise
 
         project = Project.objects.filter(name=options["project"]).first()
         if project is None:
-            raise CommandError(f"no project named {options['project']!r}; run `make run` or create it")
+            raise CommandError(
+                f"no project named {options['project']!r}; run `make run` or create it"
+            )
         flip, tie, skip = parse_noise(options["noise"])
         try:
             train = json.loads(options["train"])
         except json.JSONDecodeError as exc:
-            raise CommandError(f"--train is not valid JSON ({exc}); e.g. '{{\"dpo\": {{\"beta\": 0.1}}}}'")
+            raise CommandError(
+                f'--train is not valid JSON ({exc}); e.g. \'{{"dpo": {{"beta": 0.1}}}}\''
+            ) from None
         try:
             config = LoopConfig(
                 rounds=options["rounds"],
@@ -89,21 +126,35 @@ class Command(BaseCommand):
                 seed=options["seed"],
             )
         except (TypeError, ValueError) as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from None
         reference = None
         if options["reference"]:
             reference = Policy.objects.filter(name=options["reference"]).first()
             if reference is None:
-                raise CommandError(f"no policy named {options['reference']!r} to use as --reference")
+                raise CommandError(
+                    f"no policy named {options['reference']!r} to use as --reference"
+                )
         user = self._user(options["user"])
-        plot = Path(options["plot"]) if options["plot"] else (
-            Path(settings.VAR_DIR) / "loop" / f"{project.name}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}.png"
+        plot = (
+            Path(options["plot"])
+            if options["plot"]
+            else (
+                Path(settings.VAR_DIR)
+                / "loop"
+                / f"{project.name}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}.png"
+            )
         )
         try:
-            run_loop(project, config, user=user, reference=reference,
-                     out=self.stdout.write, plot_path=plot)
+            run_loop(
+                project,
+                config,
+                user=user,
+                reference=reference,
+                out=self.stdout.write,
+                plot_path=plot,
+            )
         except (RuntimeError, ValueError) as exc:
-            raise CommandError(str(exc))
+            raise CommandError(str(exc)) from None
 
     def _user(self, username: str) -> User | None:
         if username:
