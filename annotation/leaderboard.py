@@ -13,6 +13,7 @@ rankings, not single pairs: the pairs of one ranking are not independent.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from html import escape
 
@@ -213,16 +214,9 @@ def build_leaderboard(
     point = ratings_from(per_ranking.sum(axis=0))
     low, high = point.copy(), point.copy()
     if bootstrap:
-        rng = np.random.default_rng(seed)
-        samples = np.empty((bootstrap, len(ids)))
-        for b in range(bootstrap):
-            counts = np.bincount(
-                rng.integers(0, len(ranking_ids), len(ranking_ids)),
-                minlength=len(ranking_ids),
-            )
-            samples[b] = ratings_from(np.tensordot(counts, per_ranking, axes=1))
-        tail = (1 - confidence) / 2 * 100
-        low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
+        low, high = _bootstrap_interval(
+            per_ranking, ratings_from, bootstrap, confidence, seed
+        )
 
     totals = per_ranking.sum(axis=0)
     policies = {p.pk: p for p in Policy.objects.filter(pk__in=ids)}
@@ -252,6 +246,28 @@ def build_leaderboard(
         confidence=confidence,
         ratings=rows,
     )
+
+
+def _bootstrap_interval(
+    per_ranking: np.ndarray,
+    ratings_from: Callable[[np.ndarray], np.ndarray],
+    bootstrap: int,
+    confidence: float,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Return percentile bounds of the ratings over resamples of whole rankings.
+
+    `per_ranking` is (ranking, winner, loser); a resample is a weighted sum of it.
+    """
+    rankings, policies = per_ranking.shape[0], per_ranking.shape[1]
+    rng = np.random.default_rng(seed)
+    samples = np.empty((bootstrap, policies))
+    for b in range(bootstrap):
+        counts = np.bincount(rng.integers(0, rankings, rankings), minlength=rankings)
+        samples[b] = ratings_from(np.tensordot(counts, per_ranking, axes=1))
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
+    return low, high
 
 
 def leaderboard_svg(board: Leaderboard, width: int = 640) -> str:

@@ -219,6 +219,68 @@ def freeze_snapshot(
             "policy"
         )
     }
+    order_rows, pair_rows = _derive_rows(
+        sources, responses, cleaned, pair_rule, tie_rule, margin_rule
+    )
+    pair_rows = _deduplicate(pair_rows, responses, dedup_rule)
+    header = {
+        "filter": cleaned,
+        "pair_rule": pair_rule,
+        "tie_rule": tie_rule,
+        "dedup_rule": dedup_rule,
+        "margin_rule": margin_rule,
+    }
+    sha256 = _content_digest(header, pair_rows, responses)
+
+    with transaction.atomic():
+        snapshot = Snapshot.objects.create(
+            project=project,
+            name=name,
+            filter=cleaned,
+            pair_rule=pair_rule,
+            tie_rule=tie_rule,
+            dedup_rule=dedup_rule,
+            margin_rule=margin_rule,
+            row_count=len(pair_rows),
+            sha256=sha256,
+            created_by=user,
+            stats=_stats(pair_rows, order_rows, responses, cleaned, dedup_rule),
+        )
+        for row in order_rows:
+            row.snapshot = snapshot
+        SnapshotRanking.objects.bulk_create(order_rows, batch_size=2000)
+        # In slices: bulk_create would first turn a generator into one long list.
+        for start in range(0, len(pair_rows), 2000):
+            SnapshotPair.objects.bulk_create(
+                [
+                    SnapshotPair(
+                        snapshot=snapshot,
+                        ranking=row["ranking"],
+                        task=row["task"],
+                        chosen_id=row["chosen"],
+                        rejected_id=row["rejected"],
+                        margin=row["margin"],
+                        annotator_label=row["label"],
+                    )
+                    for row in pair_rows[start : start + 2000]
+                ]
+            )
+    return snapshot
+
+
+def _derive_rows(
+    sources: list,
+    responses: dict[int, Response],
+    cleaned: dict,
+    pair_rule: str,
+    tie_rule: str,
+    margin_rule: str,
+) -> tuple[list[SnapshotRanking], list[dict]]:
+    """Return the unsaved orders and the pair rows the rules derive from `sources`.
+
+    Responses of policies outside the filter's `policies` are dropped from each
+    order first; an order left empty yields nothing.
+    """
     allowed_policies = set(cleaned.get("policies", []))
     labels = _Labels()
     pair_rows: list[dict] = []
@@ -256,16 +318,14 @@ def freeze_snapshot(
                     "label": label,
                 }
             )
-    pair_rows = _deduplicate(pair_rows, responses, dedup_rule)
+    return order_rows, pair_rows
 
+
+def _content_digest(
+    header: dict, pair_rows: list[dict], responses: dict[int, Response]
+) -> str:
+    """Return the hex SHA-256 of the canonical content: the rules, then every pair."""
     digest = hashlib.sha256()
-    header = {
-        "filter": cleaned,
-        "pair_rule": pair_rule,
-        "tie_rule": tie_rule,
-        "dedup_rule": dedup_rule,
-        "margin_rule": margin_rule,
-    }
     digest.update(_canonical(header))
     for row in pair_rows:
         chosen, rejected = responses[row["chosen"]], responses[row["rejected"]]
@@ -284,41 +344,7 @@ def freeze_snapshot(
                 ]
             )
         )
-
-    with transaction.atomic():
-        snapshot = Snapshot.objects.create(
-            project=project,
-            name=name,
-            filter=cleaned,
-            pair_rule=pair_rule,
-            tie_rule=tie_rule,
-            dedup_rule=dedup_rule,
-            margin_rule=margin_rule,
-            row_count=len(pair_rows),
-            sha256=digest.hexdigest(),
-            created_by=user,
-            stats=_stats(pair_rows, order_rows, responses, cleaned, dedup_rule),
-        )
-        for row in order_rows:
-            row.snapshot = snapshot
-        SnapshotRanking.objects.bulk_create(order_rows, batch_size=2000)
-        # In slices: bulk_create would first turn a generator into one long list.
-        for start in range(0, len(pair_rows), 2000):
-            SnapshotPair.objects.bulk_create(
-                [
-                    SnapshotPair(
-                        snapshot=snapshot,
-                        ranking=row["ranking"],
-                        task=row["task"],
-                        chosen_id=row["chosen"],
-                        rejected_id=row["rejected"],
-                        margin=row["margin"],
-                        annotator_label=row["label"],
-                    )
-                    for row in pair_rows[start : start + 2000]
-                ]
-            )
-    return snapshot
+    return digest.hexdigest()
 
 
 def _canonical(value: object) -> bytes:
