@@ -198,18 +198,7 @@ def freeze_snapshot(
     for a bad filter or rule, or a name the project already uses.
     """
     cleaned = clean_filter(filter)
-    check_rule("pair_rule", pair_rule, PAIR_RULES)
-    check_rule("tie_rule", tie_rule, TIE_RULES)
-    check_rule("dedup_rule", dedup_rule, DEDUP_RULES)
-    check_rule("margin_rule", margin_rule, MARGIN_RULES)
-    if not name or len(name) > 200:
-        raise ValidationError(
-            f"a snapshot name must have 1 to 200 characters, got {name!r}"
-        )
-    if Snapshot.objects.filter(project=project, name=name).exists():
-        raise ValidationError(
-            f"project {project.name} already has a snapshot named {name!r}; choose another name"
-        )
+    _check_new_snapshot(project, name, pair_rule, tie_rule, dedup_rule, margin_rule)
 
     tasks = _select_tasks(project, cleaned)
     sources = _select_sources(project, tasks, cleaned)
@@ -266,6 +255,29 @@ def freeze_snapshot(
                 ]
             )
     return snapshot
+
+
+def _check_new_snapshot(
+    project: Project,
+    name: str,
+    pair_rule: str,
+    tie_rule: str,
+    dedup_rule: str,
+    margin_rule: str,
+) -> None:
+    """Raise ValidationError for an unknown rule or a bad or taken snapshot name."""
+    check_rule("pair_rule", pair_rule, PAIR_RULES)
+    check_rule("tie_rule", tie_rule, TIE_RULES)
+    check_rule("dedup_rule", dedup_rule, DEDUP_RULES)
+    check_rule("margin_rule", margin_rule, MARGIN_RULES)
+    if not name or len(name) > 200:
+        raise ValidationError(
+            f"a snapshot name must have 1 to 200 characters, got {name!r}"
+        )
+    if Snapshot.objects.filter(project=project, name=name).exists():
+        raise ValidationError(
+            f"project {project.name} already has a snapshot named {name!r}; choose another name"
+        )
 
 
 def _derive_rows(
