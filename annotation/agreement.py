@@ -20,6 +20,21 @@ def rank_map(order: Order) -> dict[int, int]:
     return {rid: rank for rank, group in enumerate(order) for rid in group}
 
 
+def fractional_ranks(order: Order) -> dict[int, float]:
+    """Return each response id's average rank (0 is best; a tie shares the mean place).
+
+    A tie of two at the top gives both 0.5 and the next response 2, so a tie does
+    not shift everything below it as dense ranks would.
+    """
+    ranks: dict[int, float] = {}
+    place = 0
+    for group in order:
+        mean = place + (len(group) - 1) / 2
+        ranks.update({rid: mean for rid in group})
+        place += len(group)
+    return ranks
+
+
 def _relation(ranks: dict[int, int], x: int, y: int) -> int:
     """Return -1 when x is preferred to y, 1 when y is preferred, 0 for a tie."""
     return (ranks[x] > ranks[y]) - (ranks[x] < ranks[y])
@@ -82,7 +97,8 @@ def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | N
     """Return Krippendorff's alpha (ordinal, the `krippendorff` package) of rankings.
 
     `orders_by_task` maps task id -> {annotator id: order}. Each response is a unit
-    and its rank (0 best, ties sharing one) is the value an annotator gave it. None
+    and its fractional rank (0 best, a tie sharing the mean of its places) is the
+    value an annotator gave it. None
     when alpha is undefined: no unit with two values, or a single value in all data.
     """
     import krippendorff
@@ -97,7 +113,7 @@ def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | N
         by_annotator = orders_by_task[task_id]
         if len(by_annotator) < 2:
             continue
-        ranks = {a: rank_map(order) for a, order in by_annotator.items()}
+        ranks = {a: fractional_ranks(order) for a, order in by_annotator.items()}
         for rid in sorted({r for rm in ranks.values() for r in rm}):
             column = [float("nan")] * len(annotators)
             for a, rm in ranks.items():

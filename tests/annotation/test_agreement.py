@@ -186,3 +186,18 @@ def test_simulated_annotators_are_marked_in_the_stats():
 
     (stats,) = annotator_stats([_row(1, 10, [[1], [2]], simulated=True)])
     assert stats.is_simulated is True
+
+
+def test_krippendorff_alpha_gives_tied_responses_their_average_rank():
+    # A tie takes the mean of the places it spans (1.5 here), so the response
+    # below it keeps rank 3; dense ranks would move it up to 2.
+    import krippendorff
+    import numpy as np
+
+    tied = [[1], [2, 3], [4]]
+    strict = [[1], [2], [3], [4]]
+    expected = krippendorff.alpha(
+        reliability_data=np.array([[0, 1.5, 1.5, 3], [0, 1, 2, 3]], dtype=float),
+        level_of_measurement="ordinal",
+    )
+    assert krippendorff_alpha({1: {10: tied, 11: strict}}) == pytest.approx(expected)
