@@ -183,7 +183,7 @@ def build_leaderboard(
 
     `anchor` (default: `sft_policy(project)`) sits at 1000; without it in the
     comparisons, the mean rating does. Intervals are bootstrap percentiles over
-    `bootstrap` resamples of whole rankings drawn with `seed`.
+    `bootstrap` resamples of whole tasks (all their rankings) drawn with `seed`.
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
@@ -199,11 +199,17 @@ def build_leaderboard(
     index = {pid: i for i, pid in enumerate(ids)}
     anchor_index = index.get(anchor.pk) if anchor is not None else None
 
-    # One win matrix per ranking, so a bootstrap resample is a weighted sum of them.
-    per_ranking = np.zeros((len(ranking_ids), len(ids), len(ids)))
-    row = {rid: i for i, rid in enumerate(ranking_ids)}
+    # One win matrix per task, so a bootstrap resample is a weighted sum of them.
+    # The unit is the task, not the ranking: the annotators of a task rank the
+    # same responses, so their rankings are not independent draws.
+    task_of = dict(
+        Ranking.objects.filter(pk__in=ranking_ids).values_list("id", "task_id")
+    )
+    task_ids = sorted(set(task_of.values()))
+    row = {tid: i for i, tid in enumerate(task_ids)}
+    per_task = np.zeros((len(task_ids), len(ids), len(ids)))
     for rid, winner, loser in comparisons:
-        per_ranking[row[rid], index[winner], index[loser]] += 1
+        per_task[row[task_of[rid]], index[winner], index[loser]] += 1
 
     def ratings_from(wins: np.ndarray) -> np.ndarray:
         theta = fit_bradley_terry(wins, prior=prior)
@@ -211,14 +217,14 @@ def build_leaderboard(
             theta = theta - theta[anchor_index]
         return ELO_ANCHOR + ELO_SCALE * theta
 
-    point = ratings_from(per_ranking.sum(axis=0))
+    point = ratings_from(per_task.sum(axis=0))
     low, high = point.copy(), point.copy()
     if bootstrap:
         low, high = _bootstrap_interval(
-            per_ranking, ratings_from, bootstrap, confidence, seed
+            per_task, ratings_from, bootstrap, confidence, seed
         )
 
-    totals = per_ranking.sum(axis=0)
+    totals = per_task.sum(axis=0)
     policies = {p.pk: p for p in Policy.objects.filter(pk__in=ids)}
     rows = []
     for pid, i in index.items():
@@ -249,22 +255,22 @@ def build_leaderboard(
 
 
 def _bootstrap_interval(
-    per_ranking: np.ndarray,
+    per_task: np.ndarray,
     ratings_from: Callable[[np.ndarray], np.ndarray],
     bootstrap: int,
     confidence: float,
     seed: int,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Return percentile bounds of the ratings over resamples of whole rankings.
+    """Return percentile bounds of the ratings over resamples of whole tasks.
 
-    `per_ranking` is (ranking, winner, loser); a resample is a weighted sum of it.
+    `per_task` is (task, winner, loser); a resample is a weighted sum of it.
     """
-    rankings, policies = per_ranking.shape[0], per_ranking.shape[1]
+    tasks, policies = per_task.shape[0], per_task.shape[1]
     rng = np.random.default_rng(seed)
     samples = np.empty((bootstrap, policies))
     for b in range(bootstrap):
-        counts = np.bincount(rng.integers(0, rankings, rankings), minlength=rankings)
-        samples[b] = ratings_from(np.tensordot(counts, per_ranking, axes=1))
+        counts = np.bincount(rng.integers(0, tasks, tasks), minlength=tasks)
+        samples[b] = ratings_from(np.tensordot(counts, per_task, axes=1))
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(samples, [tail, 100 - tail], axis=0)
     return low, high

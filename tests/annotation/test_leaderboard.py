@@ -191,3 +191,16 @@ def test_svg_is_well_formed_and_escapes_policy_names(project, sft):
     root = ET.fromstring(svg)
     circles = root.findall("{http://www.w3.org/2000/svg}circle")
     assert len(circles) == 2
+
+
+def test_bootstrap_resamples_tasks_not_the_rankings_of_one_task(project, sft, dpo1):
+    # Five people rank the same two responses and disagree (3 to 2). Their rankings
+    # are not independent draws: with one task, every resample of tasks is the
+    # same data, so the interval collapses onto the point estimate.
+    responses = make_task(project, [sft, dpo1])
+    for i, order in enumerate([[[1], [0]]] * 3 + [[[0], [1]]] * 2):
+        rank(make_user(f"h{i}", "annotator"), responses, order)
+    board = build_leaderboard(project, anchor=sft, bootstrap=50, seed=1)
+    dpo_row = next(r for r in board.ratings if r.name == "dpo-r1")
+    assert board.rankings == 5
+    assert dpo_row.ci_low == dpo_row.rating == dpo_row.ci_high
