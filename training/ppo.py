@@ -281,6 +281,53 @@ def response_logprobs(
     return token_logps, entropy
 
 
+def sample_responses(
+    model,
+    query_ids,
+    query_mask,
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    pad_token_id: int,
+    eos_token_id: int,
+    output_scores: bool = False,
+):
+    """Sample continuations of left-padded queries at `temperature`, nothing else.
+
+    Return generate's output (sequences and, with `output_scores`, the processed
+    scores of each step). PPO recomputes the log-probabilities of these samples
+    with `response_logprobs` (logits over `temperature`), so the sampling must be
+    pure temperature sampling: no top-k, top-p, repetition penalty or other
+    processor that a model's own generation_config.json may ship.
+    """
+    from transformers import GenerationConfig
+
+    generation_config = GenerationConfig(
+        do_sample=True,
+        temperature=temperature,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=max_new_tokens,
+        pad_token_id=pad_token_id,
+        eos_token_id=eos_token_id,
+        return_dict_in_generate=True,
+        output_scores=output_scores,
+    )
+    # generate() fills every field left unset from the model's own
+    # generation_config, then from the library's neutral defaults. Hide the
+    # model's for this call so that only the neutral defaults fill the gaps.
+    shipped = model.generation_config
+    model.generation_config = GenerationConfig()
+    try:
+        return model.generate(
+            input_ids=query_ids,
+            attention_mask=query_mask,
+            generation_config=generation_config,
+        )
+    finally:
+        model.generation_config = shipped
+
+
 class ValueModel:
     """A backbone and a scalar head that predict a value at every position."""
 
@@ -441,7 +488,6 @@ def run_ppo(
     """Run the PPO updates in place on `policy` and `value_model`; return the final metrics."""
     import torch
     from accelerate import Accelerator
-    from transformers import GenerationConfig
 
     accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no")
     device = accelerator.device
@@ -492,15 +538,6 @@ def run_ppo(
         rng.setstate(state["python_rng"])
         torch.set_rng_state(state["torch_rng"])
 
-    generation_config = GenerationConfig(
-        do_sample=True,
-        temperature=config.temperature,
-        top_k=0,
-        top_p=1.0,
-        max_new_tokens=config.max_new_tokens,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
     encoded = [
         tokenizer.apply_chat_template(p, add_generation_prompt=True, return_dict=False)[
             -config.max_prompt_length :
@@ -531,11 +568,15 @@ def run_ppo(
         unwrapped = accelerator.unwrap_model(policy)
         unwrapped.eval()
         with torch.no_grad(), accelerator.autocast():
-            generated = unwrapped.generate(
-                input_ids=query_ids,
-                attention_mask=query_mask,
-                generation_config=generation_config,
-            )
+            generated = sample_responses(
+                unwrapped,
+                query_ids,
+                query_mask,
+                temperature=config.temperature,
+                max_new_tokens=config.max_new_tokens,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            ).sequences
         responses = generated[:, width:]  # (batch, resp)
 
         # ---- 2. truncate after the first end token; score the decoded text

@@ -233,3 +233,43 @@ def test_ppo_raises_the_reward_model_score_by_at_least_one_point(
     start, end = scores[0], sum(scores[-3:]) / 3
     # Measured: -0.34 -> about +1.4 on this seed (fish in 41% -> 97-100% of responses).
     assert end - start >= 1.0, scores
+
+
+def test_rollout_samples_match_the_recomputed_log_probabilities(tiny_model_dir):
+    # A real model ships sampling defaults in generation_config.json; a rollout that
+    # let them in would sample from another distribution than the one PPO's
+    # log-probabilities are recomputed from.
+    import torch
+    from transformers import GenerationConfig
+
+    from inference.loading import load_policy
+
+    model, tokenizer = load_policy(str(tiny_model_dir), device="cpu")
+    model.generation_config = GenerationConfig(
+        do_sample=True, temperature=0.3, top_k=5, top_p=0.5, repetition_penalty=3.0
+    )
+    torch.manual_seed(0)
+    query = torch.tensor([tokenizer("The red cat has")["input_ids"]] * 2)
+    mask = torch.ones_like(query)
+    out = ppo.sample_responses(
+        model,
+        query,
+        mask,
+        temperature=0.7,
+        max_new_tokens=6,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=-1,  # never stop early: every step is compared
+        output_scores=True,
+    )
+    responses = out.sequences[:, query.shape[1] :]  # (batch, resp)
+    sampled = (
+        torch.stack(
+            [torch.log_softmax(step.float(), dim=-1) for step in out.scores], dim=1
+        )
+        .gather(-1, responses.unsqueeze(-1))
+        .squeeze(-1)
+    )
+    recomputed, _ = ppo.response_logprobs(
+        model, out.sequences, torch.ones_like(out.sequences), query.shape[1], 0.7
+    )
+    assert torch.allclose(sampled, recomputed, atol=1e-4)
