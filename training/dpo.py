@@ -36,6 +36,7 @@ from training.artifacts import (
     save_artifact,
 )
 from training.progress import Reporter, trainer_callback
+from training.trl_args import check_trl_args
 
 logger = logging.getLogger(__name__)
 
@@ -150,7 +151,9 @@ class DPOConfig:
     )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Any other trl.DPOConfig field, passed through unchanged."},
+        metadata={
+            "help": "Other trl.DPOConfig fields that shape the optimisation or the loss (see training/trl_args.py)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -187,12 +190,7 @@ class DPOConfig:
         check_range("warmup_steps", self.warmup_steps, 0, None)
         check_range("save_steps", self.save_steps, 1, None)
         check_range("logging_steps", self.logging_steps, 1, None)
-        ours = {f.name for f in dataclasses.fields(self)}
-        clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
-        if clash:
-            raise ValueError(
-                f"trl_args must not repeat {clash}; set them as fields of DPOConfig"
-            )
+        check_trl_args("dpo", self.trl_args, {f.name for f in dataclasses.fields(self)})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DPOConfig:

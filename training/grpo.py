@@ -31,6 +31,7 @@ from training.artifacts import (
 )
 from training.ppo import prompt_rows
 from training.progress import Reporter, trainer_callback
+from training.trl_args import check_trl_args
 
 
 @dataclass
@@ -110,7 +111,9 @@ class GRPOConfig:
     )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "Any other trl.GRPOConfig field, passed through unchanged."},
+        metadata={
+            "help": "Other trl.GRPOConfig fields that shape the optimisation or the loss (see training/trl_args.py)."
+        },
     )
 
     def __post_init__(self) -> None:
@@ -138,12 +141,9 @@ class GRPOConfig:
         check_range("epsilon", self.epsilon, 0, None, low_open=True)
         check_range("save_steps", self.save_steps, 1, None)
         check_range("logging_steps", self.logging_steps, 1, None)
-        ours = {f.name for f in dataclasses.fields(self)}
-        clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
-        if clash:
-            raise ValueError(
-                f"trl_args must not repeat {clash}; set them as fields of GRPOConfig"
-            )
+        check_trl_args(
+            "grpo", self.trl_args, {f.name for f in dataclasses.fields(self)}
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GRPOConfig:

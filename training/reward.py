@@ -39,6 +39,7 @@ from training.artifacts import (
     resume_checkpoint,
 )
 from training.progress import Reporter, trainer_callback
+from training.trl_args import check_trl_args
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ class RewardConfig:
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={
-            "help": "Any other trl.RewardConfig field, passed through unchanged."
+            "help": "Other trl.RewardConfig fields that shape the optimisation or the loss (see training/trl_args.py)."
         },
     )
 
@@ -162,12 +163,9 @@ class RewardConfig:
         check_range("warmup_steps", self.warmup_steps, 0, None)
         check_range("save_steps", self.save_steps, 1, None)
         check_range("logging_steps", self.logging_steps, 1, None)
-        ours = {f.name for f in dataclasses.fields(self)}
-        clash = sorted(set(self.trl_args) & (ours | {"output_dir", "report_to"}))
-        if clash:
-            raise ValueError(
-                f"trl_args must not repeat {clash}; set them as fields of RewardConfig"
-            )
+        check_trl_args(
+            "reward", self.trl_args, {f.name for f in dataclasses.fields(self)}
+        )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RewardConfig:
