@@ -328,6 +328,17 @@ def sample_responses(
         model.generation_config = shipped
 
 
+def load_state(checkpoint: Path) -> dict[str, Any]:
+    """Return a checkpoint's training state: tensors, numbers and RNG states only.
+
+    Read with torch's weights-only unpickler, so a file planted in RUN_DIR cannot
+    run code when a stage resumes from it.
+    """
+    import torch
+
+    return torch.load(checkpoint / STATE_FILE, weights_only=True)
+
+
 class ValueModel:
     """A backbone and a scalar head that predict a value at every position."""
 
@@ -525,7 +536,7 @@ def run_ppo(
     first_score: float | None = None
     checkpoint = resume_checkpoint(resume_from)
     if checkpoint is not None:
-        state = torch.load(Path(checkpoint) / STATE_FILE, weights_only=False)
+        state = load_state(Path(checkpoint))
         _load_trainable(accelerator.unwrap_model(policy), state["policy"])
         accelerator.unwrap_model(value_model.classifier).load_state_dict(state["value"])
         optimizer.load_state_dict(state["optimizer"])

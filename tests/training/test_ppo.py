@@ -273,3 +273,33 @@ def test_rollout_samples_match_the_recomputed_log_probabilities(tiny_model_dir):
         model, out.sequences, torch.ones_like(out.sequences), query.shape[1], 0.7
     )
     assert torch.allclose(sampled, recomputed, atol=1e-4)
+
+
+class _Planted:
+    """A pickled object that writes a file when it is unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "ran"))
+
+
+def test_a_checkpoint_cannot_run_code_when_a_stage_resumes(tmp_path):
+    import pickle
+
+    import torch
+
+    marker = tmp_path / "ran.txt"
+    (tmp_path / ppo.STATE_FILE).write_bytes(pickle.dumps({"step": _Planted(marker)}))
+    with pytest.raises(pickle.UnpicklingError):
+        ppo.load_state(tmp_path)
+    assert marker.exists() is False
+    # A state of tensors, numbers and RNG states still loads.
+    import random
+
+    torch.save(
+        {"step": 3, "python_rng": random.Random(0).getstate(), "t": torch.ones(2)},
+        tmp_path / ppo.STATE_FILE,
+    )
+    assert ppo.load_state(tmp_path)["step"] == 3
