@@ -105,9 +105,39 @@ def failure_text(outcome: Outcome, run_dir: Path) -> str:
     return f"stage process ended with {how}.\n--- end of stage.log ---\n{tail(run_dir / LOG_FILE)}"
 
 
+# What a training child may inherit from the worker: the system's basics and the
+# ML stack's own knobs. Never the platform's secrets (SECRET_KEY, DATABASE_URL,
+# tokens): a stage reads its config file, not the database.
+CHILD_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV"}
+)
+CHILD_ENV_PREFIXES = (
+    "LC_",
+    "HF_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "TORCH",
+    "OMP_",
+    "GOMP_",
+    "KMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "ACCELERATE_",
+    "PYTORCH_",
+    "XDG_CACHE_HOME",
+)
+
+
 def child_env() -> dict[str, str]:
-    """Return the environment of the training child: the worker's, unbuffered output."""
-    env = dict(os.environ)
+    """Return the environment of a training child: only what a stage needs, unbuffered."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
