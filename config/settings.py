@@ -121,6 +121,8 @@ TASKS = {
         "QUEUES": ["default", "gpu"],
     }
 }
+# Modules imported at start-up that register more training stages (training/stages.py).
+TRAINING_STAGE_MODULES = env_list("TRAINING_STAGE_MODULES", [])
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},

@@ -23,6 +23,7 @@ from annotation.api import (
 )
 from inference.models import Policy
 from training.models import TrainingJob, TrainingRound
+from training.stages import PIPELINES
 
 router = Router()
 
@@ -94,7 +95,11 @@ class TrainingRoundOut(Schema):
 
 class LaunchIn(Schema):
     method: str = Field(
-        ..., max_length=100, description="Stages, e.g. 'dpo' or 'sft,reward,ppo'."
+        ...,
+        max_length=100,
+        description="Stages, comma-separated, run in order (training/stages.py); e.g. "
+        + "; ".join(PIPELINES.values())
+        + ".",
     )
     options: dict[str, Any] = Field(
         {},

@@ -10,25 +10,15 @@ from django.conf import settings
 
 from annotation.models import Project
 from inference.models import Policy
-from training.rounds import (
-    IMPLICIT_STAGES,
-    INPUT_FIELDS,
-    PIPELINES,
-    STAGES,
-    config_class,
-    parse_method,
-)
+from training.rounds import INPUT_FIELDS, config_class, parse_method
+from training.stages import PIPELINES, STAGES, implicit_stages, launch_page_stages
 from training.supervisor import accelerate_configs
-
-HIDDEN_STAGES = {"sleep"}  # the test stage stays off the page (command line only)
 
 
 def launchable_stages() -> list[str]:
-    """Return the stages shown on the launch page: those whose trainer module exists."""
+    """Return the stages shown on the launch page: not hidden, their trainer module exists."""
     stages = []
-    for name in STAGES:
-        if name in HIDDEN_STAGES:
-            continue
+    for name in launch_page_stages():
         try:
             config_class(name)
         except ImportError:
@@ -55,7 +45,7 @@ class LaunchForm(forms.Form):
         initial="dpo",
         max_length=100,
         help_text="Stages, comma-separated, run in order; e.g. "
-        + "; ".join(PIPELINES)
+        + "; ".join(PIPELINES.values())
         + ".",
     )
     policy = forms.ModelChoiceField(
@@ -157,7 +147,7 @@ class LaunchForm(forms.Form):
             options["reward_model"] = data["reward_model"].name
         pipeline = data["method"].split(",")
         for stage, names in self.stage_fields.items():
-            if stage not in pipeline and stage not in IMPLICIT_STAGES:
+            if stage not in pipeline and stage not in implicit_stages():
                 continue  # fields of stages not in the pipeline do not apply
             for name in names:
                 value = data.get(name)

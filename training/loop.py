@@ -41,10 +41,11 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from annotation.models import Project, Prompt
 from inference.models import Policy
+from training.stages import PIPELINES, implicit_stages
 
-PIPELINES = {"dpo": "dpo", "ppo": "reward,ppo"}
-# What each method's rounds use unless the loop's options say otherwise: snapshot
-# votes, and stage options merged key by key under `LoopConfig.train`. PPO needs a
+# The methods the loop runs (named pipelines of training/stages.py) and what each
+# method's rounds use unless the loop's options say otherwise: snapshot votes, and
+# stage options merged key by key under `LoopConfig.train`. PPO needs a
 # short, KL-bound PPO stage: with the stage defaults a round's policy exploits the
 # reward model (KL 9.8 to SFT, its diversity a third of SFT's) instead of beating
 # SFT. Consensus votes beat every vote here (0.755 vs 0.701 against SFT, in half
@@ -144,9 +145,9 @@ class LoopConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
-        if self.method not in PIPELINES:
+        if self.method not in METHOD_DEFAULTS:
             raise ValueError(
-                f"method must be one of {sorted(PIPELINES)}, got {self.method!r}"
+                f"method must be one of {sorted(METHOD_DEFAULTS)}, got {self.method!r}"
             )
         if self.prompts_per_round < 1:
             raise ValueError(
@@ -173,7 +174,7 @@ class LoopConfig:
                 f"eval_prompts must be at least 1 and eval_samples at least 2 (distinct-2 "
                 f"compares a prompt's samples), got {self.eval_prompts} and {self.eval_samples}"
             )
-        stages = PIPELINES[self.method].split(",") + ["evaluate"]
+        stages = PIPELINES[self.method].split(",") + sorted(implicit_stages())
         unknown = sorted(set(self.train) - set(stages))
         if unknown:
             raise ValueError(

@@ -20,7 +20,6 @@ import json
 import re
 import shutil
 import typing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,87 +33,8 @@ from annotation.models import Project, Snapshot
 from inference.models import Policy
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
 from training.progress import CONFIG_FILE, OUTPUT_DIR, RESULT_FILE, STOP_FILE
+from training.stages import STAGES, get_stage, implicit_stages
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    """What a stage needs and makes."""
-
-    name: str
-    produces: str  # Policy.Kind of its artifact
-    data: str  # export format it trains on: "trl", "sft", or "" for none
-    needs_reward: bool = False
-    help: str = ""
-
-
-STAGES: dict[str, StageSpec] = {
-    spec.name: spec
-    for spec in (
-        StageSpec(
-            "sft",
-            Policy.Kind.POLICY,
-            "sft",
-            help="Supervised fine-tuning on rewrites and top-ranked responses.",
-        ),
-        StageSpec(
-            "reward",
-            Policy.Kind.REWARD_MODEL,
-            "trl",
-            help="Bradley-Terry reward model on the pairs.",
-        ),
-        StageSpec(
-            "dpo",
-            Policy.Kind.POLICY,
-            "trl",
-            help="Direct preference optimisation on the pairs.",
-        ),
-        StageSpec(
-            "ppo",
-            Policy.Kind.POLICY,
-            "trl",
-            needs_reward=True,
-            help="PPO against the reward model (prompts of the pairs).",
-        ),
-        StageSpec(
-            "grpo",
-            Policy.Kind.POLICY,
-            "trl",
-            needs_reward=True,
-            help="GRPO with the reward model as reward function.",
-        ),
-        StageSpec(
-            "rloo",
-            Policy.Kind.POLICY,
-            "trl",
-            needs_reward=True,
-            help="RLOO with the reward model as reward function.",
-        ),
-        # Appended to every round that trains a policy (see launch_round).
-        StageSpec(
-            "evaluate",
-            "",
-            "prompts",
-            help="Win rate against the parent, KL, length and diversity on held-out prompts.",
-        ),
-        # The test stage: counts steps, checkpoints, honours STOP (training/stage.py).
-        StageSpec(
-            "sleep",
-            Policy.Kind.POLICY,
-            "",
-            help="Test stage: counts steps, trains nothing.",
-        ),
-    )
-}
-PIPELINES = (
-    "dpo",
-    "sft,dpo",
-    "reward,ppo",
-    "sft,reward,ppo",
-    "reward,grpo",
-    "reward,rloo",
-    "sft",
-    "reward",
-)
 # Options of the round itself; everything else configures stages.
 ROUND_OPTIONS = {
     "queue": "Tasks API queue: 'default' (CPU worker) or 'gpu' (a GPU host's worker).",
@@ -134,8 +54,6 @@ INPUT_FIELDS = {
     "parent_base_path",
     "parent_adapter_path",
 }
-# Stages that may be configured without being named in the method.
-IMPLICIT_STAGES = {"evaluate"}
 
 
 def parse_method(method: str) -> list[str]:
@@ -162,9 +80,7 @@ def parse_method(method: str) -> list[str]:
 
 def config_class(stage: str) -> type:
     """Return the config dataclass of a stage (imports its trainer module, not torch)."""
-    from training.stage import load_trainer
-
-    return load_trainer(stage)[0]
+    return get_stage(stage).config_class()
 
 
 def coerce(cls: type, name: str, value: Any) -> Any:
@@ -237,7 +153,7 @@ def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
         field = field if dot else key
         matched = False
         for target in targets:
-            if target not in stages and target not in IMPLICIT_STAGES:
+            if target not in stages and target not in implicit_stages():
                 raise ValueError(
                     f"{key!r} names stage {target!r}, which is not in the pipeline {stages}"
                 )
@@ -372,7 +288,7 @@ def launch_round(
             )
     method = ",".join(stages)  # as asked; an implicit evaluation job is not part of it
     trains_policy = any(
-        STAGES[s].produces == Policy.Kind.POLICY and s != "sleep" for s in stages
+        STAGES[s].produces == Policy.Kind.POLICY and STAGES[s].evaluated for s in stages
     )
     if _is_off(options.get("evaluate")):
         options["evaluate"] = False
@@ -577,8 +493,11 @@ def prepare_run_dir(job: TrainingJob) -> Path:
             export_snapshot(
                 job.round.snapshot, data_path, fmt=fmt, style="conversational"
             )
+    spec = get_stage(job.stage)
     envelope = {
         "stage": job.stage,
+        "config_class": spec.config,
+        "trainer": spec.trainer,
         "job": job.pk,
         "round": job.round_id,
         "config": job.config,

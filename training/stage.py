@@ -5,44 +5,31 @@ stage's trainer with a `Reporter` on that directory, and writes `result.json` on
 when the stage finished and was not asked to stop. No Django: the child never
 touches the database; the worker tails `progress.jsonl` onto the job row.
 
-config.json is an envelope: {"stage": "dpo", "config": {...resolved trainer
-config...}, "data_path": "/.../preferences.jsonl" or null}.
+config.json is an envelope: {"stage": "dpo", "config_class": "training.dpo.DPOConfig",
+"trainer": "training.dpo.train", "config": {...resolved trainer config...},
+"data_path": "/.../preferences.jsonl" or null}.
 
 Exit status: 0 success (result.json written), 3 stopped on request (STOP file),
 anything else a failure whose traceback is in stage.log.
 
 The stage "evaluate" (appended to every round that trains a policy) runs
 training/evaluation.py on held-out prompts: win rate against the parent, KL,
-length, diversity. The stage "sleep" is the platform's test stage, not a trainer: it counts steps,
-reports a falling loss, honours STOP, checkpoints every few steps and resumes from
-its newest checkpoint, so the worker machinery (cancel, crash, resume, failure
-reporting) is tested without training a model.
+length, diversity.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from training.progress import CONFIG_FILE, Reporter
+from training.stages import get_stage, import_object
 
 EXIT_STOPPED = 3
-
-# Trainer modules and their config classes, by stage name.
-TRAINERS = {
-    "sft": ("training.sft", "SFTConfig"),
-    "reward": ("training.reward", "RewardConfig"),
-    "dpo": ("training.dpo", "DPOConfig"),
-    "ppo": ("training.ppo", "PPOConfig"),
-    "grpo": ("training.grpo", "GRPOConfig"),
-    "rloo": ("training.rloo", "RLOOConfig"),
-}
 
 
 def _from_dict(cls: type, data: dict[str, Any]) -> Any:
@@ -54,89 +41,6 @@ def _from_dict(cls: type, data: dict[str, Any]) -> Any:
             f"unknown {cls.__name__} option(s) {unknown}; expected {sorted(known)}"
         )
     return cls(**data)
-
-
-@dataclass
-class SleepConfig:
-    """The test stage: steps of a fixed duration, checkpoints, optional failure."""
-
-    steps: int = field(default=20, metadata={"help": "Steps to count."})
-    step_seconds: float = field(default=0.05, metadata={"help": "Seconds per step."})
-    checkpoint_every: int = field(
-        default=5, metadata={"help": "Checkpoint every N steps."}
-    )
-    fail_at_step: int = field(
-        default=0, metadata={"help": "Raise an error at this step (0: never)."}
-    )
-    ignore_stop: bool = field(
-        default=False, metadata={"help": "Ignore STOP, to test escalation to SIGTERM."}
-    )
-    base_path: str = field(default="", metadata={"help": "Starting policy (unused)."})
-    adapter_path: str = field(
-        default="", metadata={"help": "Starting adapter (unused)."}
-    )
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.step_seconds < 0:
-            raise ValueError(f"step_seconds must be >= 0, got {self.step_seconds}")
-        if self.checkpoint_every < 1:
-            raise ValueError(
-                f"checkpoint_every must be >= 1, got {self.checkpoint_every}"
-            )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SleepConfig:
-        """Build a config from a dict, refusing unknown keys."""
-        return _from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as plain values."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
-
-
-def train_sleep(
-    config: SleepConfig,
-    *,
-    data_path: Path | None,
-    output_dir: Path,
-    reporter: Reporter,
-    resume_from: Path | None = None,
-) -> dict[str, Any]:
-    """Count steps from the checkpoint (or zero), reporting and checkpointing as a trainer does."""
-    start = 0
-    if resume_from is not None:
-        start = json.loads((resume_from / "state.json").read_text())["step"]
-    for step in range(start + 1, config.steps + 1):
-        time.sleep(config.step_seconds)
-        if config.fail_at_step and step == config.fail_at_step:
-            raise RuntimeError(
-                f"sleep stage failed at step {step} as configured (fail_at_step)"
-            )
-        reporter.log(
-            step,
-            config.steps,
-            loss=1.0 / step,
-            reward=step / config.steps,
-            kl=0.01 * step,
-            resumed_from=start,
-        )
-        stopping = reporter.should_stop() and not config.ignore_stop
-        if step % config.checkpoint_every == 0 or stopping:
-            folder = reporter.checkpoint_dir / f"checkpoint-{step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "state.json").write_text(json.dumps({"step": step}))
-        if stopping:
-            return {"steps": step, "stopped": 1, "resumed_from": start}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "training_config.json").write_text(json.dumps(config.to_dict()))
-    return {
-        "steps": config.steps,
-        "loss": 1.0 / config.steps,
-        "stopped": 0,
-        "resumed_from": start,
-    }
 
 
 @dataclass
@@ -233,25 +137,25 @@ def train_evaluate(
     return {**metrics, "evaluated": 1.0}
 
 
-def load_trainer(stage: str) -> tuple[type, Any]:
-    """Return the config class and `train` function of a stage."""
-    if stage == "sleep":
-        return SleepConfig, train_sleep
-    if stage == "evaluate":
-        return EvaluateConfig, train_evaluate
-    if stage not in TRAINERS:
-        raise ValueError(
-            f"unknown stage {stage!r}; expected one of {sorted(TRAINERS)} or sleep"
+def load_trainer(envelope: dict[str, Any]) -> tuple[type, Any]:
+    """Return the config class and `train` function the envelope names.
+
+    The worker writes their dotted paths into the envelope, so a stage registered
+    outside the product (the tests' stage) runs too; an envelope with only a stage
+    name is looked up in the registry (training/stages.py).
+    """
+    if envelope.get("config_class") and envelope.get("trainer"):
+        return import_object(envelope["config_class"]), import_object(
+            envelope["trainer"]
         )
-    module_name, class_name = TRAINERS[stage]
-    module = importlib.import_module(module_name)
-    return getattr(module, class_name), module.train
+    spec = get_stage(envelope["stage"])
+    return spec.config_class(), spec.train_function()
 
 
 def run(run_dir: Path) -> int:
     """Run the stage described by `run_dir/config.json`; return the exit status."""
     envelope = json.loads((run_dir / CONFIG_FILE).read_text())
-    config_class, train = load_trainer(envelope["stage"])
+    config_class, train = load_trainer(envelope)
     config = config_class.from_dict(envelope["config"])
     reporter = Reporter(run_dir)
     resume_from = reporter.last_checkpoint()

@@ -27,6 +27,12 @@ import pytest
 from django.db import connections
 
 from inference.models import Policy
+from tests.training import sleep_stage
+
+# The test stage "sleep" is registered by importing it; the workers below are told
+# to import it too (TRAINING_STAGE_MODULES), and the child reads its trainer's path
+# from the envelope.
+SLEEP_STAGE_MODULE = sleep_stage.__name__
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,6 +126,7 @@ def start_worker(transactional_db, run_root) -> Iterator[Callable[[], Worker]]:
             RUN_DIR=str(run_root / "runs"),
             MODEL_DIR=str(run_root / "models"),
             DEBUG="0",
+            TRAINING_STAGE_MODULES=SLEEP_STAGE_MODULE,
         )
         log = run_root / f"worker-{len(workers) + 1}.log"
         with open(log, "wb") as out:
@@ -165,7 +172,7 @@ def wait_for(
 
 @pytest.fixture
 def start_policy(db, tmp_path) -> Policy:
-    """A registered policy whose base folder exists (the sleep stage never loads it)."""
+    """A registered policy whose base folder exists (the test stage "sleep" never loads it)."""
     base = tmp_path / "start-model"
     base.mkdir()
     return Policy.objects.create(name="start", base_path=str(base))

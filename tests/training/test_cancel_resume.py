@@ -1,6 +1,6 @@
 """Rounds run by a real db_worker process: success, cancel, crash and resume, failure, reaping.
 
-These use the test stage "sleep" (training/stage.py): it counts steps, reports
+These use the test stage "sleep" (tests/training/sleep_stage.py): it counts steps, reports
 metrics, checkpoints every few steps and honours STOP, so the worker machinery is
 tested without training a model.
 """

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.training.sleep_stage import SLEEP
 from training.progress import Reporter
 from training.rounds import merge_history
 from training.stage import EXIT_STOPPED
@@ -17,6 +18,8 @@ from training.supervisor import stage_command, supervise, tail
 def sleep_run_dir(path: Path, **config) -> Path:
     envelope = {
         "stage": "sleep",
+        "config_class": SLEEP.config,
+        "trainer": SLEEP.trainer,
         "config": {"step_seconds": 0.0, **config},
         "data_path": None,
     }

@@ -14,7 +14,7 @@ from django.db.models import Q
 from annotation.models import Project
 from config.roles import ADMIN
 from inference.models import Policy
-from training.loop import PIPELINES, LoopConfig, run_loop
+from training.loop import METHOD_DEFAULTS, LoopConfig, run_loop
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         parser.add_argument("--project", required=True)
         parser.add_argument("--rounds", type=int, default=defaults.rounds)
         parser.add_argument(
-            "--method", choices=sorted(PIPELINES), default=defaults.method
+            "--method", choices=sorted(METHOD_DEFAULTS), default=defaults.method
         )
         parser.add_argument(
             "--annotators",
