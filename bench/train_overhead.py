@@ -3,7 +3,7 @@
 Same model (a randomly initialised demo-size Llama, ~1M parameters), same data (a
 snapshot of synthetic rankings, exported once), same steps, batch and seed. The
 baseline is bench/bare_trl.py run as a process; the platform run is
-`launch_round` with a running `manage.py db_worker` (polling every 0.2 s, as
+`training.tasks.launch` with a running `manage.py db_worker` (polling every 0.2 s, as
 deployed), timed from the launch call to the round's recorded finish, so it includes
 the queue wait, the export, the child process, progress reporting and the
 registration. Runs alternate (bare, platform, bare, ...) so load drifts hit both.
@@ -141,11 +141,11 @@ def run_bare(
 def run_platform(
     project, method: str, steps: int, batch: int, snapshot: str
 ) -> tuple[float, dict]:
-    """Return the wall time from launch_round to the round's success, via the worker,
+    """Return the wall time from launch to the round's success, via the worker,
     and its parts: queue (launch to the job's start), stage (start to finish) and
     TRL's own train_runtime inside the stage."""
     from training.models import FINISHED, TrainingRound
-    from training.rounds import launch_round
+    from training.tasks import launch
 
     options = {
         "snapshot": snapshot,
@@ -158,7 +158,7 @@ def run_platform(
     from django.utils import timezone
 
     launched = timezone.now()
-    training_round = launch_round(project, method, user=None, options=options)
+    training_round = launch(project, method, user=None, options=options)
     while True:
         # Polled slowly so this process takes no CPU from the stage; the time comes
         # from the round's own finish stamp, not from when this loop noticed it.

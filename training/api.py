@@ -144,12 +144,12 @@ def list_training_rounds(
 )
 def launch(request: HttpRequest, name: str, payload: LaunchIn):
     """Launch a training round (admins): freeze a snapshot, queue the stages."""
-    from training.rounds import launch_round
+    from training import tasks
 
     require_admin(request)
     project = project_or_404(name)
     try:
-        training_round = launch_round(
+        training_round = tasks.launch(
             project, payload.method, user=caller(request), options=payload.options
         )
     except ValueError as exc:
@@ -203,11 +203,11 @@ def cancel(request: HttpRequest, round_id: int):
 )
 def resume(request: HttpRequest, round_id: int):
     """Resume a failed or cancelled round from its last checkpoint (admins)."""
-    from training.rounds import resume_round
+    from training import tasks
 
     require_admin(request)
     try:
-        resume_round(_round_or_404(round_id), user=caller(request))
+        tasks.resume(_round_or_404(round_id), user=caller(request))
     except ValueError as exc:
         return 400, {"detail": str(exc)}
     return _round_or_404(round_id)

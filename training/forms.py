@@ -10,8 +10,15 @@ from django.conf import settings
 
 from annotation.models import Project
 from inference.models import Policy
-from training.rounds import INPUT_FIELDS, config_class, parse_method
-from training.stages import PIPELINES, STAGES, implicit_stages, launch_page_stages
+from training.stages import (
+    INPUT_FIELDS,
+    PIPELINES,
+    STAGES,
+    config_class,
+    implicit_stages,
+    launch_page_stages,
+    parse_method,
+)
 from training.supervisor import accelerate_configs
 
 

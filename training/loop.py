@@ -7,7 +7,7 @@ Each round goes through the same functions the pages call:
 2. simulated annotators (`annotation.simulated`), as many as the project's overlap,
    take the tasks through `next_task` / `submit_ranking` like people;
 3. `freeze_snapshot` freezes this round's rankings into hashed preference pairs;
-4. `launch_round` creates the training round and its stage jobs; the loop then runs
+4. `launch` creates the training round and its stage jobs; the loop then runs
    those jobs itself with the worker's own task function (`run_training_job`),
    which starts each stage as a child process with a run directory, exactly as
    `db_worker` does. A running `db_worker` may take a stage instead: `start_job`
@@ -464,7 +464,7 @@ def run_loop(
     from annotation.snapshots import freeze_snapshot
     from training.deployment import deploy_policy
     from training.models import Status
-    from training.rounds import launch_round
+    from training.tasks import launch
 
     if project.current_policy is None:
         raise ValueError(
@@ -529,7 +529,7 @@ def run_loop(
         )
         options: dict[str, Any] = {"snapshot": snapshot.name, "policy": current.name}
         options.update(stage_options(config))
-        training_round = launch_round(
+        training_round = launch(
             project, PIPELINES[config.method], user=user, options=options
         )
         drain_round(training_round)

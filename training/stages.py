@@ -1,18 +1,22 @@
-"""The stage registry: every training stage by name, what it consumes and produces, and the pipelines.
+"""The stage registry: every training stage by name, its config, what it consumes and produces.
 
 A stage names its config dataclass and its trainer function by dotted path, so
 this module imports neither (nor Django, nor torch): the child process
 (`python -m training.stage`) imports the trainer from the path the worker wrote
 into its envelope, and the launch form, the API, the loop and the worker read
-the specs here. Another module (a plugin, the tests' stage) adds a stage with
-`register`; a Django process imports the modules named in the setting
-`TRAINING_STAGE_MODULES` at start-up (training/apps.py), so a worker knows them
-too.
+the specs here, with the named pipelines and the parsing of a pipeline and of
+stage options into a resolved config. Another module (a plugin, the tests'
+stage) adds a stage with `register`; a Django process imports the modules named
+in the setting `TRAINING_STAGE_MODULES` at start-up (training/apps.py), so a
+worker knows them too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,6 +107,113 @@ def implicit_stages() -> set[str]:
 def launch_page_stages() -> list[str]:
     """Return the registered stages that are not hidden from the launch page."""
     return [name for name, spec in STAGES.items() if not spec.hidden]
+
+
+# Config fields the platform fills from the previous stage or the registry.
+INPUT_FIELDS = {
+    "base_path",
+    "adapter_path",
+    "reward_model_path",
+    "parent_base_path",
+    "parent_adapter_path",
+}
+
+
+def parse_method(method: str) -> list[str]:
+    """Return the stage names of a pipeline such as 'sft,reward,ppo'.
+
+    Raise ValueError for an unknown stage or an online stage without a reward
+    stage before it (unless a reward_model option names one: see `launch_round`).
+    """
+    stages = [
+        s.strip().lower() for s in method.replace("->", ",").split(",") if s.strip()
+    ]
+    if not stages:
+        raise ValueError(
+            f"method must name at least one stage, e.g. 'dpo'; got {method!r}"
+        )
+    unknown = [s for s in stages if s not in STAGES]
+    if unknown:
+        raise ValueError(
+            f"unknown stage(s) {unknown} in method {method!r}; expected a comma-separated "
+            f"pipeline of {sorted(STAGES)}, e.g. 'dpo' or 'sft,reward,ppo'"
+        )
+    return stages
+
+
+def config_class(stage: str) -> type:
+    """Return the config dataclass of a stage (imports its trainer module, not torch)."""
+    return get_stage(stage).config_class()
+
+
+def coerce(cls: type, name: str, value: Any) -> Any:
+    """Return `value` converted to the type of field `name` of `cls` (text from forms/CLI)."""
+    if not isinstance(value, str):
+        return value
+    hints = typing.get_type_hints(cls)
+    if name not in hints:
+        return value
+    kind = hints[name]
+    if kind is str:
+        return value
+    if kind is bool:
+        lowered = value.strip().lower()
+        if lowered in {"1", "true", "yes", "on"}:
+            return True
+        if lowered in {"0", "false", "no", "off"}:
+            return False
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if kind is int:
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {value!r}") from None
+    if kind is float:
+        try:
+            return float(value)
+        except ValueError:
+            raise ValueError(f"{name} must be a number, got {value!r}") from None
+    # Lists, dicts, optionals: JSON, or a comma-separated list ("sigmoid,sft", "1,0.5").
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError:
+        lists = [
+            k for k in (kind, *typing.get_args(kind)) if typing.get_origin(k) is list
+        ]
+        if not lists:
+            raise ValueError(f"{name} must be JSON ({kind}), got {value!r}") from None
+        item_type = (typing.get_args(lists[0]) or (str,))[0]
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        try:
+            return (
+                [item_type(item) for item in items]
+                if item_type in (int, float)
+                else items
+            )
+        except ValueError:
+            raise ValueError(
+                f"{name} must be a list of {item_type.__name__}, got {value!r}"
+            ) from None
+
+
+def resolve_config(
+    stage: str, overrides: dict[str, Any], inputs: dict[str, str]
+) -> dict[str, Any]:
+    """Return the stage's full config: defaults, then overrides, then the platform's inputs.
+
+    Raise ValueError (from the config's own checks) naming a bad value.
+    """
+    cls = config_class(stage)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: coerce(cls, k, v) for k, v in overrides.items()}
+    set_inputs = sorted(INPUT_FIELDS & set(values))
+    if set_inputs:
+        raise ValueError(
+            f"{stage} options {set_inputs} are set by the platform (from the starting policy "
+            "and the previous stages); choose the policy with the 'policy' option instead"
+        )
+    values.update({k: v for k, v in inputs.items() if k in names})
+    return cls.from_dict(values).to_dict()
 
 
 for _spec in (

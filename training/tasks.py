@@ -3,8 +3,11 @@
 `run_training_job` runs one stage: it claims the job, writes the run directory,
 starts the child process (training/supervisor.py), copies progress and the
 heartbeat onto the job row every couple of seconds, turns a cancelled round into
-a STOP request, and records the outcome (training/rounds.py moves the round on).
-`reap_training_jobs` is the periodic check that marks jobs of dead workers failed.
+a STOP request, records the outcome (training/jobs.py moves the round on) and
+queues the round's next stage. `reap_training_jobs` is the periodic check that
+marks jobs of dead workers failed. `launch` and `resume` are the round workflow
+(training/rounds.py) with the queueing: the pages, the API, the commands and the
+loop call them.
 """
 
 from __future__ import annotations
@@ -17,20 +20,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from django.db import OperationalError
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import OperationalError, transaction
 from django.utils import timezone
 from django_tasks import task
 
+from annotation.models import Project
+from training.jobs import finish_job, merge_history, prepare_run_dir, start_job
 from training.models import Status, TrainingJob, TrainingRound
 from training.progress import LOG_FILE, RESULT_FILE
 from training.reaper import reap_stale_jobs
-from training.rounds import (
-    DEFAULT_STOP_GRACE_SECONDS,
-    finish_job,
-    merge_history,
-    prepare_run_dir,
-    start_job,
-)
+from training.rounds import DEFAULT_STOP_GRACE_SECONDS, launch_round, resume_round
 from training.supervisor import Outcome, stage_command, supervise, tail
 
 logger = logging.getLogger(__name__)
@@ -142,6 +142,63 @@ def child_env() -> dict[str, str]:
     return env
 
 
+def enqueue_job(job: TrainingJob) -> None:
+    """Queue the job's task on the round's queue and remember the task id."""
+    queue = job.round.config.get("queue") or "default"
+    result = run_training_job.using(queue_name=queue).enqueue(job.pk)
+    TrainingJob.objects.filter(pk=job.pk).update(task_id=str(result.id))
+
+
+def launch(
+    project: Project,
+    method: str,
+    *,
+    user: AbstractBaseUser | None,
+    options: dict[str, Any] | None = None,
+) -> TrainingRound:
+    """Launch a round (`training.rounds.launch_round`) and queue its first stage.
+
+    The round, its jobs and the task are written in one transaction, so a refused
+    launch leaves none of them behind. Raise ValueError as `launch_round` does.
+    """
+    with transaction.atomic():
+        training_round = launch_round(project, method, user=user, options=options)
+        enqueue_job(training_round.jobs.get(index=0))
+    schedule_reaper()
+    return training_round
+
+
+def resume(
+    training_round: TrainingRound, *, user: AbstractBaseUser | None = None
+) -> TrainingJob:
+    """Resume a round (`training.rounds.resume_round`) and queue the stage it restarts at.
+
+    Return that job. Raise ValueError as `resume_round` does.
+    """
+    with transaction.atomic():
+        job = resume_round(training_round, user=user)
+        enqueue_job(job)
+    schedule_reaper()
+    return job
+
+
+def _finish(
+    job_id: int, *, succeeded: bool, stopped: bool, error: str = ""
+) -> TrainingJob:
+    """Record how the job ended (`training.jobs.finish_job`) and queue the next stage.
+
+    Both in one transaction, so a round never has a next stage that is marked
+    queued but has no task.
+    """
+    with transaction.atomic():
+        job, following = finish_job(
+            job_id, succeeded=succeeded, stopped=stopped, error=error
+        )
+        if following is not None:
+            enqueue_job(following)
+    return job
+
+
 @task()
 def run_training_job(job_id: int) -> dict[str, Any]:
     """Run one stage of a training round in a child process and record its outcome."""
@@ -152,7 +209,7 @@ def run_training_job(job_id: int) -> dict[str, Any]:
     try:
         run_dir = prepare_run_dir(job)
     except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the job visibly
-        finish_job(
+        _finish(
             job_id,
             succeeded=False,
             stopped=False,
@@ -161,7 +218,7 @@ def run_training_job(job_id: int) -> dict[str, Any]:
         raise
     if (run_dir / RESULT_FILE).exists():
         # The stage finished before its worker died; only the bookkeeping is missing.
-        job = finish_job(job_id, succeeded=True, stopped=False)
+        job = _finish(job_id, succeeded=True, stopped=False)
         return {"job": job_id, "status": job.status}
     options = job.round.config
     watcher = JobWatcher(job)
@@ -178,7 +235,7 @@ def run_training_job(job_id: int) -> dict[str, Any]:
             env=child_env(),
         )
     except BaseException as exc:
-        finish_job(
+        _finish(
             job_id,
             succeeded=False,
             stopped=False,
@@ -189,7 +246,7 @@ def run_training_job(job_id: int) -> dict[str, Any]:
     error = (
         "" if outcome.succeeded or outcome.stopped else failure_text(outcome, run_dir)
     )
-    job = finish_job(
+    job = _finish(
         job_id, succeeded=outcome.succeeded, stopped=outcome.stopped, error=error
     )
     return {

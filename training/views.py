@@ -1,7 +1,7 @@
 """Training pages: launch a round, watch its stages, cancel and resume it, deploy a policy.
 
 Views are thin: a form validates, the role is checked, one workflow function in
-training/rounds.py or training/deployment.py acts. Researchers read rounds; only
+training/rounds.py, training/tasks.py or training/deployment.py acts. Researchers read rounds; only
 admins launch, cancel, resume, deploy and roll back.
 """
 
@@ -19,13 +19,14 @@ from django.views.decorators.http import require_POST
 from annotation.models import Project
 from config.roles import ADMIN, RESEARCHER, role_required
 from inference.models import Policy
+from training import tasks
 from training.charts import job_charts
 from training.deployment import deploy_policy, rollback_policy
 from training.forms import LaunchForm
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
 from training.progress import LOG_FILE
 from training.reaper import reap_stale_jobs
-from training.rounds import cancel_round, launch_round, resume_round
+from training.rounds import cancel_round
 from training.supervisor import tail
 
 LOG_TAIL_CHARS = 3000
@@ -46,7 +47,7 @@ def launch(request: HttpRequest) -> HttpResponse:
         form = LaunchForm(request.POST)
         if form.is_valid():
             try:
-                training_round = launch_round(
+                training_round = tasks.launch(
                     form.cleaned_data["project"],
                     form.cleaned_data["method"],
                     user=request.user,
@@ -148,7 +149,7 @@ def resume(request: HttpRequest, pk: int) -> HttpResponse:
     """Re-queue a failed or cancelled round from its last checkpoint."""
     training_round = get_object_or_404(TrainingRound, pk=pk)
     try:
-        job = resume_round(training_round, user=request.user)
+        job = tasks.resume(training_round, user=request.user)
     except ValueError as exc:
         messages.error(request, str(exc))
     else:

@@ -21,7 +21,8 @@ from tests.training.conftest import wait_for
 from training.models import Status, TrainingJob, TrainingRound
 from training.progress import read_progress
 from training.reaper import reap_stale_jobs
-from training.rounds import cancel_round, launch_round, resume_round
+from training.rounds import cancel_round
+from training.tasks import launch, resume
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def launch_sleep(
         "policy": start_policy.name,
         **{stage: dict(config) for stage in method.split(",")},
     }
-    return launch_round(project, method, user=admin_user, options=options)
+    return launch(project, method, user=admin_user, options=options)
 
 
 def round_status(training_round: TrainingRound) -> str:
@@ -125,7 +126,7 @@ def test_a_killed_stage_fails_with_its_log_and_resumes_from_its_checkpoint(
     assert "killed by SIGKILL" in job.error
     assert Policy.objects.count() == 1  # only the starting policy
 
-    resume_round(failed, user=admin_user)
+    resume(failed, user=admin_user)
     finished = wait_until_finished(training_round)
 
     job.refresh_from_db()
@@ -181,7 +182,7 @@ def test_a_stage_that_ignores_stop_is_terminated(
     project, admin_user, start_policy, start_worker
 ):
     start_worker()
-    training_round = launch_round(
+    training_round = launch(
         project,
         "sleep",
         user=admin_user,
@@ -265,7 +266,7 @@ def test_a_job_whose_worker_died_is_reaped_and_the_round_resumes(
     assert round_status(training_round) == Status.FAILED
 
     start_worker()
-    resume_round(TrainingRound.objects.get(pk=training_round.pk), user=admin_user)
+    resume(TrainingRound.objects.get(pk=training_round.pk), user=admin_user)
     finished = wait_until_finished(training_round)
     job.refresh_from_db()
     assert finished.status == Status.SUCCEEDED

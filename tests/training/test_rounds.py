@@ -13,13 +13,9 @@ from inference.models import Policy
 from tests.annotation.data_factories import annotators, make_policy, make_task, rank
 from training.models import Status, TrainingJob, TrainingRound
 from training.reaper import reap_stale_jobs
-from training.rounds import (
-    cancel_round,
-    launch_round,
-    parse_method,
-    parse_settings,
-    resume_round,
-)
+from training.rounds import cancel_round, parse_settings
+from training.stages import parse_method
+from training.tasks import launch, resume
 
 
 @pytest.fixture
@@ -41,7 +37,7 @@ def ranked(project, deployed) -> None:
 def test_launch_freezes_a_snapshot_and_queues_the_first_stage_with_its_resolved_config(
     project, admin_user, ranked, deployed
 ):
-    training_round = launch_round(
+    training_round = launch(
         project,
         "dpo",
         user=admin_user,
@@ -65,7 +61,7 @@ def test_launch_freezes_a_snapshot_and_queues_the_first_stage_with_its_resolved_
 
 
 def test_a_pipeline_gets_one_job_per_stage_in_order(project, admin_user, ranked):
-    training_round = launch_round(project, "sft, reward, dpo", user=admin_user)
+    training_round = launch(project, "sft, reward, dpo", user=admin_user)
 
     assert list(training_round.jobs.values_list("index", "stage")) == [
         (0, "sft"),
@@ -79,7 +75,7 @@ def test_launch_refuses_a_snapshot_without_pairs_and_leaves_nothing_behind(
     project, admin_user, deployed
 ):
     with pytest.raises(ValueError, match="has no preference pairs; collect rankings"):
-        launch_round(project, "dpo", user=admin_user)
+        launch(project, "dpo", user=admin_user)
 
     assert (Snapshot.objects.count(), TrainingRound.objects.count()) == (0, 0)
     assert DBTaskResult.objects.count() == 0
@@ -87,7 +83,7 @@ def test_launch_refuses_a_snapshot_without_pairs_and_leaves_nothing_behind(
 
 def test_launch_refuses_a_project_without_a_current_policy(project, admin_user):
     with pytest.raises(ValueError, match="project demo has no current policy"):
-        launch_round(project, "dpo", user=admin_user)
+        launch(project, "dpo", user=admin_user)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +108,7 @@ def test_launch_refuses_bad_input_with_a_message_naming_it(
     project, admin_user, ranked, method, options, message
 ):
     with pytest.raises(ValueError, match=message):
-        launch_round(project, method, user=admin_user, options=options)
+        launch(project, method, user=admin_user, options=options)
 
     assert TrainingRound.objects.count() == 0
 
@@ -141,7 +137,7 @@ def test_method_accepts_arrows_and_spaces():
 
 
 def test_cancelling_a_queued_round_cancels_every_stage(project, admin_user, ranked):
-    training_round = launch_round(project, "sft,dpo", user=admin_user)
+    training_round = launch(project, "sft,dpo", user=admin_user)
 
     cancel_round(training_round, user=admin_user)
 
@@ -155,7 +151,7 @@ def test_cancelling_a_queued_round_cancels_every_stage(project, admin_user, rank
 
 
 def test_a_finished_round_cannot_be_cancelled(project, admin_user, ranked):
-    training_round = launch_round(project, "dpo", user=admin_user)
+    training_round = launch(project, "dpo", user=admin_user)
     cancel_round(training_round, user=admin_user)
 
     with pytest.raises(ValueError, match="is already cancelled; nothing to cancel"):
@@ -163,13 +159,13 @@ def test_a_finished_round_cannot_be_cancelled(project, admin_user, ranked):
 
 
 def test_resume_requeues_from_the_first_unfinished_stage(project, admin_user, ranked):
-    training_round = launch_round(project, "sft,dpo", user=admin_user)
+    training_round = launch(project, "sft,dpo", user=admin_user)
     TrainingJob.objects.filter(round=training_round, index=0).update(
         status=Status.SUCCEEDED
     )
     cancel_round(training_round, user=admin_user)
 
-    job = resume_round(training_round, user=admin_user)
+    job = resume(training_round, user=admin_user)
 
     training_round.refresh_from_db()
     assert (job.index, job.status) == (1, "queued")
@@ -178,16 +174,16 @@ def test_resume_requeues_from_the_first_unfinished_stage(project, admin_user, ra
 
 
 def test_a_queued_round_cannot_be_resumed(project, admin_user, ranked):
-    training_round = launch_round(project, "dpo", user=admin_user)
+    training_round = launch(project, "dpo", user=admin_user)
 
     with pytest.raises(ValueError, match="is queued; only a failed or cancelled round"):
-        resume_round(training_round, user=admin_user)
+        resume(training_round, user=admin_user)
 
 
 def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(
     project, admin_user, ranked
 ):
-    training_round = launch_round(project, "dpo", user=admin_user)
+    training_round = launch(project, "dpo", user=admin_user)
     now = timezone.now()
     job = training_round.jobs.get()
     TrainingJob.objects.filter(pk=job.pk).update(
@@ -255,7 +251,7 @@ def test_the_cancel_and_resume_commands_act_on_the_round(project, admin_user, ra
 
     from django.core.management import CommandError, call_command
 
-    training_round = launch_round(project, "dpo", user=admin_user)
+    training_round = launch(project, "dpo", user=admin_user)
     out = StringIO()
 
     call_command("cancel_round", str(training_round.pk), stdout=out)
@@ -300,7 +296,7 @@ def test_a_round_that_trains_a_policy_ends_with_an_evaluation_on_held_out_prompt
 
     Prompt.objects.create(project=project, messages="Held out?", is_held_out=True)
 
-    training_round = launch_round(
+    training_round = launch(
         project, "reward,grpo", user=admin_user, options={"evaluate": {"prompts": 3}}
     )
 
@@ -315,8 +311,8 @@ def test_a_round_that_trains_a_policy_ends_with_an_evaluation_on_held_out_prompt
 def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(
     project, admin_user, ranked
 ):
-    off = launch_round(project, "dpo", user=admin_user, options={"evaluate": "false"})
-    skipped = launch_round(project, "dpo", user=admin_user)
+    off = launch(project, "dpo", user=admin_user, options={"evaluate": "false"})
+    skipped = launch(project, "dpo", user=admin_user)
 
     assert list(off.jobs.values_list("stage", flat=True)) == ["dpo"]
     assert off.config["evaluate"] is False
@@ -328,9 +324,9 @@ def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(
 ):
     from pathlib import Path
 
-    from training.rounds import start_job
+    from training.jobs import start_job
 
-    training_round = launch_round(project, "sft,reward,ppo", user=admin_user)
+    training_round = launch(project, "sft,reward,ppo", user=admin_user)
     sft, reward, ppo = training_round.jobs.order_by("index")
     Path(sft.run_dir, "output").mkdir(parents=True)
     Path(sft.run_dir, "output", "adapter_config.json").write_text(
@@ -376,7 +372,7 @@ def test_round_folders_differ_for_rounds_that_share_an_id(db, tmp_path, settings
 
     from django.utils import timezone
 
-    from training.rounds import round_dir
+    from training.jobs import round_dir
 
     settings.RUN_DIR = tmp_path
     now = timezone.now()
@@ -403,6 +399,61 @@ def test_round_folders_differ_for_rounds_that_share_an_id(db, tmp_path, settings
     ],
 )
 def test_the_error_gist_names_the_exception_not_the_last_progress_bar(error, gist):
-    from training.rounds import error_gist
+    from training.jobs import error_gist
 
     assert error_gist(error) == gist
+
+
+def test_the_round_workflow_writes_the_database_and_the_caller_queues(
+    project, admin_user, ranked
+):
+    from training import rounds
+
+    training_round = rounds.launch_round(project, "sft,dpo", user=admin_user)
+
+    assert training_round.jobs.get(index=0).status == Status.QUEUED
+    assert DBTaskResult.objects.count() == 0  # training.tasks.launch queues it
+
+
+def test_a_finished_stage_hands_back_the_next_one_and_the_worker_queues_it(
+    project, admin_user, ranked
+):
+    from pathlib import Path
+
+    from training.jobs import finish_job, start_job
+    from training.tasks import _finish
+
+    training_round = launch(project, "sft,dpo,sft", user=admin_user)
+    first, second, third = training_round.jobs.order_by("index")
+    for job in (first, second):
+        start_job(job.pk)
+        Path(job.run_dir).mkdir(parents=True)
+        Path(job.run_dir, "result.json").write_text('{"loss": 0.5}')
+
+    ended, following = finish_job(first.pk, succeeded=True, stopped=False)
+    assert (ended.status, following) == (Status.SUCCEEDED, second)
+    assert not DBTaskResult.objects.filter(args_kwargs__args=[second.pk]).exists()
+
+    assert _finish(second.pk, succeeded=True, stopped=False).status == "succeeded"
+    third.refresh_from_db()
+    assert (
+        str(DBTaskResult.objects.get(args_kwargs__args=[third.pk]).id) == third.task_id
+    )
+
+
+def test_the_round_workflow_and_the_job_lifecycle_do_not_import_the_task_queue():
+    import ast
+
+    from tests.training.conftest import REPO_ROOT
+
+    for module in ("rounds", "jobs", "stages"):
+        tree = ast.parse((REPO_ROOT / "training" / f"{module}.py").read_text())
+        imported = {
+            node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        } | {
+            alias.name
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Import)
+            for alias in node.names
+        }
+        assert "training.tasks" not in imported, module

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from tests.training.sleep_stage import SLEEP
+from training.jobs import merge_history
 from training.progress import Reporter
-from training.rounds import merge_history
 from training.stage import EXIT_STOPPED
 from training.supervisor import stage_command, supervise, tail
 

@@ -10,7 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from annotation.models import Project
 from training.models import FINISHED, Status, TrainingRound
 from training.reaper import reap_stale_jobs
-from training.rounds import launch_round, parse_method, parse_settings
+from training.rounds import parse_settings
+from training.stages import parse_method
+from training.tasks import launch
 
 BAR_WIDTH = 30
 
@@ -82,7 +84,7 @@ class Command(BaseCommand):
         try:
             stages = parse_method(options["method"])
             launch_options = parse_settings(options["set"], stages)
-            training_round = launch_round(
+            training_round = launch(
                 project, ",".join(stages), user=user, options=launch_options
             )
         except ValueError as exc:

@@ -6,7 +6,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from training.models import TrainingRound
 from training.reaper import reap_stale_jobs
-from training.rounds import resume_round
+from training.tasks import resume
 
 
 class Command(BaseCommand):
@@ -28,7 +28,7 @@ class Command(BaseCommand):
         if training_round is None:
             raise CommandError(f"no training round {options['round']}")
         try:
-            job = resume_round(training_round)
+            job = resume(training_round)
         except ValueError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(
