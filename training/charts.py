@@ -1,15 +1,23 @@
-"""Server-side SVG line charts of a job's metric history: loss, reward, KL curves.
+"""Charts and tables of training metrics: a job's curves on the round page, the loop's figures.
 
-Drawn as plain SVG text (no JavaScript, no matplotlib in the web process), so the
-round page can re-render them on every poll. Every label is escaped.
+A job's metric history (loss, reward, KL) is drawn as plain SVG text (no
+JavaScript, no matplotlib in the web process), so the round page can re-render
+it on every poll; every label is escaped. The headless loop's figures per round
+(training/loop.py `RoundFigures`) become a text table and a PNG of the curves
+(matplotlib, imported only when a plot is saved).
 """
 
 from __future__ import annotations
 
 import math
 from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.utils.safestring import SafeString, mark_safe
+
+if TYPE_CHECKING:
+    from training.loop import RoundFigures
 
 COLOURS = ("#0b57d0", "#b3261e", "#146c2e", "#8a4b08", "#6a1b9a", "#00838f")
 
@@ -154,3 +162,82 @@ def line_chart(
 def job_charts(history: list[dict]) -> list[SafeString]:
     """Return the SVG charts of a job's history, one per metric group."""
     return [line_chart(title, series) for title, series in chart_groups(history)]
+
+
+# The loop's per-round table: column name and format.
+TABLE_COLUMNS = (
+    ("round", "{:>5}"),
+    ("policy", "{:<28}"),
+    ("pairs", "{:>6}"),
+    ("rm_acc", "{:>6}"),
+    ("win_prev", "{:>8}"),
+    ("win_sft", "{:>7}"),
+    ("kl", "{:>7}"),
+    ("dist2", "{:>6}"),
+    ("dist2_sft", "{:>9}"),
+    ("wall_s", "{:>7}"),
+)
+
+
+def table_header() -> str:
+    """Return the header line of the per-round table."""
+    return "  ".join(fmt.format(name) for name, fmt in TABLE_COLUMNS)
+
+
+def table_row(f: RoundFigures) -> str:
+    """Return one round's line of the table."""
+    values = (
+        f.round,
+        f.policy[:28],
+        f.pairs,
+        "n/a" if f.rm_accuracy is None else f"{f.rm_accuracy:.3f}",
+        f"{f.win_rate_vs_previous:.3f}",
+        f"{f.win_rate_vs_sft:.3f}",
+        f"{f.kl:.3f}",
+        f"{f.distinct_2:.3f}",
+        f"{f.distinct_2_sft:.3f}",
+        f"{f.wall_s:.1f}",
+    )
+    return "  ".join(
+        fmt.format(v) for (_, fmt), v in zip(TABLE_COLUMNS, values, strict=False)
+    )
+
+
+def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Path:
+    """Save the loop's curves (win rates, KL, distinct-2 per round) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    rounds = [f.round for f in figures]
+    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
+    left.plot(rounds, [f.win_rate_vs_sft for f in figures], "o-", label="vs SFT")
+    left.plot(
+        rounds, [f.win_rate_vs_previous for f in figures], "s--", label="vs previous"
+    )
+    left.axhline(0.5, color="#888", linewidth=0.8)
+    left.set_ylim(0, 1)
+    left.set_title("Judge win rate (held-out prompts)")
+    left.legend()
+    middle.plot(rounds, [f.kl for f in figures], "o-", color="#b3261e")
+    middle.set_title("KL(policy || SFT) per response")
+    right.plot(rounds, [f.distinct_2 for f in figures], "o-", label="policy")
+    right.axhline(figures[0].distinct_2_sft, color="#888", linestyle="--", label="SFT")
+    right.axhline(
+        figures[0].distinct_2_sft / 2, color="#ccc", linestyle=":", label="SFT / 2"
+    )
+    right.set_ylim(0, 1)
+    right.set_title("distinct-2")
+    right.legend()
+    for axis in (left, middle, right):
+        axis.set_xlabel("round")
+        axis.set_xticks(rounds)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

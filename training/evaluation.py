@@ -35,6 +35,17 @@ def distinct_n(texts: Sequence[str], n: int) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
+def mean_distinct_n(groups: Sequence[Sequence[str]], n: int) -> float:
+    """Return distinct-n of each group's texts (one prompt's samples), averaged over groups.
+
+    Per prompt, so that it measures whether a policy still says different things
+    to the same question (collapse onto one phrasing lowers it).
+    """
+    if not groups:
+        raise ValueError("mean_distinct_n needs at least one group of texts, got none")
+    return sum(distinct_n(texts, n) for texts in groups) / len(groups)
+
+
 def bleu(
     hypothesis: Sequence[str], references: Sequence[Sequence[str]], max_n: int = 4
 ) -> float:
@@ -97,6 +108,29 @@ def win_rate_from_scores(
         "losses": losses,
         "ties": ties,
         "win_rate": (wins + 0.5 * ties) / len(scores_a),
+    }
+
+
+def reward_win_rate(
+    scorer: Scorer,
+    prompts: Sequence[Any],
+    responses_a: Sequence[str],
+    responses_b: Sequence[str],
+) -> dict[str, float]:
+    """Return A's win rate over B by the reward model's scores, and both mean rewards.
+
+    The i-th responses of A and B answer the i-th prompt; equal scores count half.
+    Keys: win_rate, reward_mean (A), parent_reward_mean (B).
+    """
+    as_messages = [
+        [{"role": "assistant", "content": t}] for t in [*responses_a, *responses_b]
+    ]
+    scores = scorer(list(prompts) * 2, as_messages)
+    ours, theirs = scores[: len(responses_a)], scores[len(responses_a) :]
+    return {
+        "win_rate": win_rate_from_scores(ours, theirs)["win_rate"],
+        "reward_mean": sum(ours) / len(ours),
+        "parent_reward_mean": sum(theirs) / len(theirs),
     }
 
 
@@ -221,6 +255,22 @@ def kl_to_reference(
     return float((log_pi - log_ref).mean())
 
 
+def load_models(
+    policy_paths: tuple[str, str], reference_paths: tuple[str, str]
+) -> tuple[Any, Any, Any]:
+    """Return (tokenizer, policy, reference) for evaluation: merged, in eval mode.
+
+    Each of `policy_paths` and `reference_paths` is (base_path, adapter_path); the
+    tokenizer is the policy's (left padding, for generation).
+    """
+    from training.artifacts import load_policy, load_tokenizer
+
+    tokenizer = load_tokenizer(policy_paths[1] or policy_paths[0], padding_side="left")
+    policy = load_policy(*policy_paths, merge=True).eval()
+    reference = load_policy(*reference_paths, merge=True).eval()
+    return tokenizer, policy, reference
+
+
 def evaluate_policy(
     policy_paths: tuple[str, str],
     parent_paths: tuple[str, str],
@@ -240,13 +290,9 @@ def evaluate_policy(
     `diversity_samples` responses per prompt (averaged over prompts), and the
     parent's diversity figures for comparison (parent_distinct_2, parent_self_bleu).
     """
-    from training.artifacts import load_policy, load_tokenizer
-
     if not prompts:
         raise ValueError("no held-out prompts to evaluate on; pass a non-empty list")
-    tokenizer = load_tokenizer(policy_paths[1] or policy_paths[0], padding_side="left")
-    policy = load_policy(*policy_paths, merge=True).eval()
-    parent = load_policy(*parent_paths, merge=True).eval()
+    tokenizer, policy, parent = load_models(policy_paths, parent_paths)
     ours, _, _ = sample(
         policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed
     )
@@ -258,12 +304,7 @@ def evaluate_policy(
         from training.reward import reward_function
 
         scorer = reward_function(reward_model_path)
-        as_messages = [[{"role": "assistant", "content": t}] for t in ours + theirs]
-        scores = scorer(list(prompts) * 2, as_messages)
-        result = win_rate_from_scores(scores[: len(ours)], scores[len(ours) :])
-        metrics["win_rate"] = result["win_rate"]
-        metrics["reward_mean"] = sum(scores[: len(ours)]) / len(ours)
-        metrics["parent_reward_mean"] = sum(scores[len(ours) :]) / len(ours)
+        metrics.update(reward_win_rate(scorer, prompts, ours, theirs))
     if judge is not None:
         metrics["judge_win_rate"] = win_rate_by_judge(prompts, ours, theirs, judge)
     metrics["kl_to_parent"] = kl_to_reference(
@@ -282,12 +323,8 @@ def evaluate_policy(
             for k in range(max(2, diversity_samples))
         ]
         per_prompt = list(zip(*groups, strict=False))  # (prompts, samples)
-        metrics[f"{name}distinct_1"] = sum(distinct_n(s, 1) for s in per_prompt) / len(
-            per_prompt
-        )
-        metrics[f"{name}distinct_2"] = sum(distinct_n(s, 2) for s in per_prompt) / len(
-            per_prompt
-        )
+        metrics[f"{name}distinct_1"] = mean_distinct_n(per_prompt, 1)
+        metrics[f"{name}distinct_2"] = mean_distinct_n(per_prompt, 2)
         metrics[f"{name}self_bleu"] = sum(self_bleu(s) for s in per_prompt) / len(
             per_prompt
         )

@@ -29,7 +29,6 @@ figures go to `out` as a table per round; the last line is one JSON object (see
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -39,8 +38,11 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from annotation.models import Project, Prompt
+from annotation.models import Project, Prompt, Snapshot
 from inference.models import Policy
+from training.charts import save_plot, table_header, table_row
+from training.evaluation import mean_distinct_n
+from training.models import TrainingRound
 from training.stages import PIPELINES, implicit_stages
 
 # The methods the loop runs (named pipelines of training/stages.py) and what each
@@ -238,44 +240,6 @@ class RoundFigures:
         }
 
 
-TABLE_COLUMNS = (
-    ("round", "{:>5}"),
-    ("policy", "{:<28}"),
-    ("pairs", "{:>6}"),
-    ("rm_acc", "{:>6}"),
-    ("win_prev", "{:>8}"),
-    ("win_sft", "{:>7}"),
-    ("kl", "{:>7}"),
-    ("dist2", "{:>6}"),
-    ("dist2_sft", "{:>9}"),
-    ("wall_s", "{:>7}"),
-)
-
-
-def table_header() -> str:
-    """Return the header line of the per-round table."""
-    return "  ".join(fmt.format(name) for name, fmt in TABLE_COLUMNS)
-
-
-def table_row(f: RoundFigures) -> str:
-    """Return one round's line of the table."""
-    values = (
-        f.round,
-        f.policy[:28],
-        f.pairs,
-        "n/a" if f.rm_accuracy is None else f"{f.rm_accuracy:.3f}",
-        f"{f.win_rate_vs_previous:.3f}",
-        f"{f.win_rate_vs_sft:.3f}",
-        f"{f.kl:.3f}",
-        f"{f.distinct_2:.3f}",
-        f"{f.distinct_2_sft:.3f}",
-        f"{f.wall_s:.1f}",
-    )
-    return "  ".join(
-        fmt.format(v) for (_, fmt), v in zip(TABLE_COLUMNS, values, strict=False)
-    )
-
-
 def judge_win_rate(
     prompts: list[list[dict]], ours: list[list[str]], theirs: list[list[str]]
 ) -> float:
@@ -292,7 +256,7 @@ def judge_win_rate(
     )
 
 
-def reward_win_rate(
+def reward_model_win_rate(
     reward_model: Policy,
     prompts: list[list[dict]],
     ours: list[list[str]],
@@ -300,14 +264,12 @@ def reward_win_rate(
 ) -> float:
     """Return the share of paired samples the reward model scores higher for `ours`
     (equal scores count half)."""
-    from training.evaluation import win_rate_from_scores
+    from training import evaluation
     from training.reward import reward_function
 
     scorer = reward_function(reward_model.base_path)
     flat_prompts, a, b = _paired(prompts, ours, theirs)
-    turns = [[{"role": "assistant", "content": t}] for t in a + b]
-    scores = scorer(flat_prompts * 2, turns)
-    return win_rate_from_scores(scores[: len(a)], scores[len(a) :])["win_rate"]
+    return evaluation.reward_win_rate(scorer, flat_prompts, a, b)["win_rate"]
 
 
 def _paired(
@@ -325,17 +287,6 @@ def _paired(
     return flat_prompts, a, b
 
 
-def distinct_2(samples: list[list[str]]) -> float:
-    """Return distinct-2 of each prompt's samples, averaged over prompts.
-
-    Per prompt, so that it measures whether a policy still says different things
-    to the same question (collapse onto one phrasing lowers it).
-    """
-    from training.evaluation import distinct_n
-
-    return sum(distinct_n(texts, 2) for texts in samples) / len(samples)
-
-
 def kl_to_sft(
     policy: Policy,
     reference: Policy,
@@ -345,14 +296,12 @@ def kl_to_sft(
     seed: int,
 ) -> float:
     """Return the sampled estimate of KL(policy || reference) per response, in nats."""
-    from training.artifacts import load_policy, load_tokenizer
-    from training.evaluation import kl_to_reference
+    from training.evaluation import kl_to_reference, load_models
 
-    tokenizer = load_tokenizer(
-        policy.adapter_path or policy.base_path, padding_side="left"
+    tokenizer, model, ref = load_models(
+        (policy.base_path, policy.adapter_path),
+        (reference.base_path, reference.adapter_path),
     )
-    model = load_policy(policy.base_path, policy.adapter_path, merge=True).eval()
-    ref = load_policy(reference.base_path, reference.adapter_path, merge=True).eval()
     return kl_to_reference(
         model, ref, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed
     )
@@ -441,6 +390,80 @@ def _rm_accuracy(training_round) -> float | None:
     return float(job.last_metrics["eval_accuracy"])
 
 
+def _publish_annotate_train(
+    project: Project,
+    config: LoopConfig,
+    r: int,
+    current: Policy,
+    earlier: list[Policy],
+    *,
+    user: AbstractBaseUser | None,
+    seconds: dict[str, float],
+) -> tuple[TrainingRound, Snapshot]:
+    """Run steps 1-4 of round `r`; return the succeeded training round and its snapshot.
+
+    Publish candidates of `current` (and of the `earlier` policies), let the
+    simulated annotators rank them, freeze the snapshot, and train on it through
+    the worker's task function. Record each step's wall time in `seconds`. Raise
+    RuntimeError with the round's error text when the training round fails.
+    """
+    from annotation.rounds import publish_round
+    from annotation.simulated import annotate
+    from annotation.snapshots import freeze_snapshot
+    from training.models import Status
+    from training.tasks import launch
+
+    tick = time.monotonic()
+    labelling_round = publish_round(
+        project,
+        policy=current,
+        n_prompts=config.prompts_per_round,
+        sampling=config.sampling(
+            max(1, project.responses_per_task - len(earlier)), config.seed + r
+        ),
+        strategy="fresh",
+        seed=config.seed + r,
+        earlier_policies=earlier,
+    )
+    seconds["publish"] = time.monotonic() - tick
+
+    tick = time.monotonic()
+    for annotator_user, annotator in _annotators(project, config, r):
+        annotate(project, annotator_user, annotator)
+    seconds["annotate"] = time.monotonic() - tick
+
+    tick = time.monotonic()
+    snapshot_filter: dict[str, Any] = {
+        "votes": config.votes,
+        "simulated": "include",
+    }
+    if config.data == "round":
+        snapshot_filter["rounds"] = [labelling_round.number]
+    snapshot = freeze_snapshot(
+        project,
+        f"loop-{config.method}-round{labelling_round.number}-{int(time.time())}",
+        user=user,
+        filter=snapshot_filter,
+    )
+    options: dict[str, Any] = {"snapshot": snapshot.name, "policy": current.name}
+    options.update(stage_options(config))
+    training_round = launch(
+        project, PIPELINES[config.method], user=user, options=options
+    )
+    drain_round(training_round)
+    training_round.refresh_from_db()
+    if (
+        training_round.status != Status.SUCCEEDED
+        or training_round.output_policy is None
+    ):
+        raise RuntimeError(
+            f"round {r}: training round {training_round.pk} ended {training_round.status}: "
+            f"{training_round.error or 'no error text'}"
+        )
+    seconds["train"] = time.monotonic() - tick
+    return training_round, snapshot
+
+
 def run_loop(
     project: Project,
     config: LoopConfig,
@@ -459,12 +482,7 @@ def run_loop(
     Raise RuntimeError with the round's error text when a training round fails.
     """
     from annotation.leaderboard import sft_policy
-    from annotation.rounds import publish_round
-    from annotation.simulated import annotate
-    from annotation.snapshots import freeze_snapshot
     from training.deployment import deploy_policy
-    from training.models import Status
-    from training.tasks import launch
 
     if project.current_policy is None:
         raise ValueError(
@@ -475,7 +493,7 @@ def run_loop(
     prompts = held_out_prompts(project, config.eval_prompts)
     eval_sampling = config.eval_sampling()
     reference_samples = sample(reference, prompts, eval_sampling)
-    distinct_sft = distinct_2(reference_samples)
+    distinct_sft = mean_distinct_n(reference_samples, 2)
     previous = project.current_policy
     previous_samples = (
         reference_samples
@@ -495,54 +513,9 @@ def run_loop(
         earlier = (
             history[:-1][-config.earlier_policies :] if config.earlier_policies else []
         )
-        tick = time.monotonic()
-        labelling_round = publish_round(
-            project,
-            policy=current,
-            n_prompts=config.prompts_per_round,
-            sampling=config.sampling(
-                max(1, project.responses_per_task - len(earlier)), config.seed + r
-            ),
-            strategy="fresh",
-            seed=config.seed + r,
-            earlier_policies=earlier,
+        training_round, snapshot = _publish_annotate_train(
+            project, config, r, current, earlier, user=user, seconds=seconds
         )
-        seconds["publish"] = time.monotonic() - tick
-
-        tick = time.monotonic()
-        for annotator_user, annotator in _annotators(project, config, r):
-            annotate(project, annotator_user, annotator)
-        seconds["annotate"] = time.monotonic() - tick
-
-        tick = time.monotonic()
-        snapshot_filter: dict[str, Any] = {
-            "votes": config.votes,
-            "simulated": "include",
-        }
-        if config.data == "round":
-            snapshot_filter["rounds"] = [labelling_round.number]
-        snapshot = freeze_snapshot(
-            project,
-            f"loop-{config.method}-round{labelling_round.number}-{int(time.time())}",
-            user=user,
-            filter=snapshot_filter,
-        )
-        options: dict[str, Any] = {"snapshot": snapshot.name, "policy": current.name}
-        options.update(stage_options(config))
-        training_round = launch(
-            project, PIPELINES[config.method], user=user, options=options
-        )
-        drain_round(training_round)
-        training_round.refresh_from_db()
-        if (
-            training_round.status != Status.SUCCEEDED
-            or training_round.output_policy is None
-        ):
-            raise RuntimeError(
-                f"round {r}: training round {training_round.pk} ended {training_round.status}: "
-                f"{training_round.error or 'no error text'}"
-            )
-        seconds["train"] = time.monotonic() - tick
 
         tick = time.monotonic()
         policy = training_round.output_policy
@@ -561,14 +534,14 @@ def run_loop(
                 max_new_tokens=config.max_new_tokens,
                 seed=config.seed,
             ),
-            distinct_2=distinct_2(samples),
+            distinct_2=mean_distinct_n(samples, 2),
             distinct_2_sft=distinct_sft,
             wall_s=0.0,
             stage_seconds=seconds,
         )
         reward_model = _round_reward_model(training_round)
         rm_vs_sft = (
-            reward_win_rate(reward_model, prompts, samples, reference_samples)
+            reward_model_win_rate(reward_model, prompts, samples, reference_samples)
             if reward_model is not None
             else None
         )
@@ -599,46 +572,6 @@ def run_loop(
     return figures
 
 
-def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Path:
-    """Save the loop's curves (win rates, KL, distinct-2 per round) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    rounds = [f.round for f in figures]
-    fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
-    left.plot(rounds, [f.win_rate_vs_sft for f in figures], "o-", label="vs SFT")
-    left.plot(
-        rounds, [f.win_rate_vs_previous for f in figures], "s--", label="vs previous"
-    )
-    left.axhline(0.5, color="#888", linewidth=0.8)
-    left.set_ylim(0, 1)
-    left.set_title("Judge win rate (held-out prompts)")
-    left.legend()
-    middle.plot(rounds, [f.kl for f in figures], "o-", color="#b3261e")
-    middle.set_title("KL(policy || SFT) per response")
-    right.plot(rounds, [f.distinct_2 for f in figures], "o-", label="policy")
-    right.axhline(figures[0].distinct_2_sft, color="#888", linestyle="--", label="SFT")
-    right.axhline(
-        figures[0].distinct_2_sft / 2, color="#ccc", linestyle=":", label="SFT / 2"
-    )
-    right.set_ylim(0, 1)
-    right.set_title("distinct-2")
-    right.legend()
-    for axis in (left, middle, right):
-        axis.set_xlabel("round")
-        axis.set_xticks(rounds)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 def stage_options(config: LoopConfig) -> dict[str, dict[str, Any]]:
     """Return each stage's trainer options: the method's defaults, overridden key by key by `config.train`."""
     options = {
@@ -648,14 +581,3 @@ def stage_options(config: LoopConfig) -> dict[str, dict[str, Any]]:
     for stage, values in config.train.items():
         options.setdefault(stage, {}).update(values)
     return options
-
-
-def config_from_options(options: dict[str, Any]) -> LoopConfig:
-    """Return a LoopConfig from a dict of its fields, refusing unknown names."""
-    names = {f.name for f in dataclasses.fields(LoopConfig)}
-    unknown = sorted(set(options) - names)
-    if unknown:
-        raise ValueError(
-            f"unknown loop options {unknown}; expected some of {sorted(names)}"
-        )
-    return LoopConfig(**options)

@@ -10,7 +10,6 @@ whole model trains. The loss covers only the completion tokens, never the prompt
 from __future__ import annotations
 
 import dataclasses
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,8 +27,6 @@ from training.artifacts import (
 )
 from training.progress import Reporter, trainer_callback
 from training.trl_args import check_trl_args
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass

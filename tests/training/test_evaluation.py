@@ -39,6 +39,31 @@ def test_win_rate_from_scores_counts_a_tie_as_half():
     assert result == {"wins": 2, "losses": 1, "ties": 1, "win_rate": 0.625}
 
 
+def test_distinct_n_is_taken_per_prompt_and_averaged():
+    groups = [["a b c", "a b d"], ["x y", "x y"]]
+    assert evaluation.mean_distinct_n(groups, 2) == (3 / 4 + 1 / 2) / 2
+    with pytest.raises(ValueError, match="at least one group"):
+        evaluation.mean_distinct_n([], 2)
+
+
+def test_reward_win_rate_scores_both_sides_on_the_same_prompts():
+    seen = []
+
+    def length_scorer(prompts, responses):
+        seen.append(prompts)
+        return [float(len(r[0]["content"])) for r in responses]
+
+    result = evaluation.reward_win_rate(
+        length_scorer, ["p", "q"], ["long answer", "ab"], ["short", "ab"]
+    )
+    assert result == {
+        "win_rate": 0.75,
+        "reward_mean": (11 + 2) / 2,
+        "parent_reward_mean": (5 + 2) / 2,
+    }
+    assert seen == [["p", "q", "p", "q"]]
+
+
 def test_win_rate_by_judge_cancels_a_judge_that_always_prefers_the_first_answer():
     def first_is_better(prompt, a, b):
         return 1.0

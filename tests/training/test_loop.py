@@ -11,15 +11,13 @@ from django.core.management import CommandError, call_command
 from annotation.demo_domain import make_prompts
 from annotation.models import Project, Prompt, Ranking
 from inference.models import Policy
+from training.charts import table_header, table_row
 from training.loop import (
     LoopConfig,
     RoundFigures,
-    distinct_2,
     judge_win_rate,
     run_loop,
     stage_options,
-    table_header,
-    table_row,
 )
 from training.models import TrainingRound
 
@@ -32,10 +30,6 @@ SUMMARY_KEYS = [
     "distinct_2_sft",
     "wall_s",
 ]
-
-
-def test_distinct_2_is_taken_per_prompt_and_averaged():
-    assert distinct_2([["a b c", "a b d"], ["x y", "x y"]]) == (3 / 4 + 1 / 2) / 2
 
 
 def test_judge_win_rate_counts_a_tie_as_half():
