@@ -221,6 +221,10 @@ def train(
     Return the final metrics (TRL's last logged values plus `stopped`). When the
     worker asked to stop, checkpoint, save nothing into `output_dir` and return
     with `stopped` = 1.
+
+    Long on purpose: it reads top to bottom as the steps of one run (load the
+    data, the tokenizer and the model, configure TRL, train, save), each a few
+    lines that share the same locals.
     """
     from datasets import Dataset
     from trl import DPOConfig as TRLDPOConfig

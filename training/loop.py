@@ -480,6 +480,10 @@ def run_loop(
     project, else the current policy). Print a table row per round to `out`, save
     the curves to `plot_path` (PNG) if given, and print the final JSON line.
     Raise RuntimeError with the round's error text when a training round fails.
+
+    Long on purpose: after `_publish_annotate_train` it reads top to bottom as
+    steps 5 and 6 of the module docstring, and each round's samples and policy
+    carry over to the next round's comparisons in its locals.
     """
     from annotation.leaderboard import sft_policy
     from training.deployment import deploy_policy

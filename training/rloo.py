@@ -166,6 +166,10 @@ def train(
 
     Return TRL's last logged metrics (reward, reward_std, kl, entropy, ...)
     plus `steps` and `stopped`.
+
+    Long on purpose: it reads top to bottom as the steps of one run (load the
+    data, the tokenizer and the model, configure TRL, train, save), each a few
+    lines that share the same locals.
     """
     from datasets import Dataset
     from trl import RLOOConfig as TRLRLOOConfig

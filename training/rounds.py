@@ -95,25 +95,14 @@ def _is_off(value: Any) -> bool:
     )
 
 
-def launch_round(
-    project: Project,
-    method: str,
-    *,
-    user: AbstractBaseUser | None,
-    options: dict[str, Any] | None = None,
-) -> TrainingRound:
-    """Freeze a snapshot, create the round and one job per stage, the first one queued.
+def _round_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of the launch options with the round's own options checked and filled.
 
-    Raise ValueError with a message for the user when the method, an option or a
-    config value is bad, no starting policy is known, or the snapshot has no pairs.
-    Everything is written in one transaction, so a refused launch leaves no
-    snapshot or round behind. The caller queues the first job's task
-    (`training.tasks.launch` does both in one transaction).
+    Raise ValueError naming a queue, accelerate config or grace period that is bad.
     """
     from training.supervisor import accelerate_configs
 
-    options = dict(options or {})
-    stages = parse_method(method)
+    options = dict(options)
     queue = options.get("queue") or "default"
     queues = settings.TASKS["default"].get("QUEUES", ["default"])
     if queue not in queues:
@@ -130,7 +119,17 @@ def launch_round(
     if grace <= 0:
         raise ValueError(f"stop_grace_seconds must be > 0, got {grace}")
     options["stop_grace_seconds"] = grace
+    return options
 
+
+def _starting_models(
+    project: Project, options: dict[str, Any]
+) -> tuple[Policy, Policy | None]:
+    """Return the policy the round starts from and the registered reward model, if named.
+
+    Raise ValueError when a named one is not registered, or no policy is named and
+    the project has no current one.
+    """
     if options.get("policy"):
         parent = Policy.objects.filter(
             name=options["policy"], kind=Policy.Kind.POLICY
@@ -155,6 +154,40 @@ def launch_round(
             raise ValueError(
                 f"no registered reward model named {options['reward_model']!r}"
             )
+    return parent, reward_model
+
+
+def _check_reward_stages(stages: list[str]) -> None:
+    """Refuse a stage that needs a reward model when no stage before it trains one."""
+    for i, stage in enumerate(stages):
+        trained = any(
+            STAGES[s].produces == Policy.Kind.REWARD_MODEL for s in stages[:i]
+        )
+        if STAGES[stage].needs_reward and not trained:
+            raise ValueError(
+                f"stage {stage} needs a reward model: put a reward stage before it "
+                f"(e.g. 'reward,{stage}') or pass reward_model=NAME"
+            )
+
+
+def launch_round(
+    project: Project,
+    method: str,
+    *,
+    user: AbstractBaseUser | None,
+    options: dict[str, Any] | None = None,
+) -> TrainingRound:
+    """Freeze a snapshot, create the round and one job per stage, the first one queued.
+
+    Raise ValueError with a message for the user when the method, an option or a
+    config value is bad, no starting policy is known, or the snapshot has no pairs.
+    Everything is written in one transaction, so a refused launch leaves no
+    snapshot or round behind. The caller queues the first job's task
+    (`training.tasks.launch` does both in one transaction).
+    """
+    stages = parse_method(method)
+    options = _round_options(options or {})
+    parent, reward_model = _starting_models(project, options)
     method = ",".join(stages)  # as asked; an implicit evaluation job is not part of it
     trains_policy = any(
         STAGES[s].produces == Policy.Kind.POLICY and STAGES[s].evaluated for s in stages
@@ -171,16 +204,8 @@ def launch_round(
         else:
             options["evaluate"] = False
             options["evaluate_skipped"] = "the project has no held-out prompts"
-    for i, stage in enumerate(stages):
-        if (
-            STAGES[stage].needs_reward
-            and "reward" not in stages[:i]
-            and reward_model is None
-        ):
-            raise ValueError(
-                f"stage {stage} needs a reward model: put a reward stage before it "
-                f"(e.g. 'reward,{stage}') or pass reward_model=NAME"
-            )
+    if reward_model is None:
+        _check_reward_stages(stages)
 
     # Validate every stage's config now, so a typo fails the launch, not stage 3.
     configs = []

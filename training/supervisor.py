@@ -132,6 +132,9 @@ def supervise(
     SIGKILL it `term_grace_seconds` later. If the worker itself is interrupted
     (an exception here, e.g. SystemExit on a second Ctrl-C), terminate the child
     the same way before re-raising.
+
+    Long on purpose: one polling loop whose escalation state (STOP, SIGTERM,
+    SIGKILL) lives in its locals, so the whole stop sequence reads in one place.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
