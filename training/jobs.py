@@ -24,7 +24,7 @@ from django.utils import timezone
 from inference.models import Policy
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
 from training.progress import CONFIG_FILE, OUTPUT_DIR, RESULT_FILE, STOP_FILE
-from training.stages import INPUT_FIELDS, STAGES, get_stage, resolve_config
+from training.stages import INPUT_FIELDS, get_stage, resolve_config
 
 
 def policy_inputs(policy: Policy) -> dict[str, str]:
@@ -65,7 +65,7 @@ def _inputs_for(job: TrainingJob) -> dict[str, str]:
     if reward_name:
         inputs.update(reward_inputs(Policy.objects.get(name=reward_name)))
     for earlier in training_round.jobs.filter(index__lt=job.index).order_by("index"):
-        produces = STAGES[earlier.stage].produces
+        produces = get_stage(earlier.stage).produces
         if not produces:
             continue
         base, adapter = artifact_paths(earlier)
@@ -138,7 +138,8 @@ def prepare_run_dir(job: TrainingJob) -> Path:
     if not (run_dir / RESULT_FILE).exists():
         shutil.rmtree(run_dir / OUTPUT_DIR, ignore_errors=True)
     data_path = None
-    fmt = STAGES[job.stage].data
+    spec = get_stage(job.stage)
+    fmt = spec.data
     if fmt == "prompts":
         data_path = run_dir / "held-out-prompts.jsonl"
         prompts = job.round.project.prompts.filter(is_held_out=True).order_by("id")
@@ -154,7 +155,6 @@ def prepare_run_dir(job: TrainingJob) -> Path:
             export_snapshot(
                 job.round.snapshot, data_path, fmt=fmt, style="conversational"
             )
-    spec = get_stage(job.stage)
     envelope = {
         "stage": job.stage,
         "config_class": spec.config,
@@ -286,11 +286,11 @@ def _register_outputs(training_round: TrainingRound) -> None:
     jobs = list(training_round.jobs.order_by("index"))
     evaluation = next((j.last_metrics for j in jobs if j.stage == "evaluate"), {})
     last_policy_job = max(
-        (j.index for j in jobs if STAGES[j.stage].produces == Policy.Kind.POLICY),
+        (j.index for j in jobs if get_stage(j.stage).produces == Policy.Kind.POLICY),
         default=None,
     )
     for job in jobs:
-        spec = STAGES[job.stage]
+        spec = get_stage(job.stage)
         if not spec.produces:
             continue
         metrics = {
