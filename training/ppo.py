@@ -496,7 +496,12 @@ def run_ppo(
     resume_from: Path | None = None,
     reward_model=None,
 ) -> dict[str, Any]:
-    """Run the PPO updates in place on `policy` and `value_model`; return the final metrics."""
+    """Run the PPO updates in place on `policy` and `value_model`; return the final metrics.
+
+    Long on purpose: it reads top to bottom as the numbered steps of one PPO
+    iteration (rollout, scoring, log-probs and values, advantages, updates,
+    logging and checkpoints), as the classic implementations lay it out.
+    """
     import torch
     from accelerate import Accelerator
 
