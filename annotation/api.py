@@ -599,6 +599,62 @@ def get_snapshot(request: HttpRequest, snapshot_id: int):
     return snapshot_or_404(snapshot_id)
 
 
+class BreakdownOut(Schema):
+    key: int | str | None = Field(..., description="Round number, policy or label.")
+    added: int
+    removed: int
+
+
+class SpecRowOut(Schema):
+    key: str
+    a: Any
+    b: Any
+    differs: bool
+
+
+class DiffPairOut(Schema):
+    task: int
+    round: int | None
+    chosen: int
+    rejected: int
+    margin: float
+    annotator: str
+    chosen_policy: str
+    rejected_policy: str
+
+
+class SnapshotDiffOut(Schema):
+    a: SnapshotOut
+    b: SnapshotOut
+    added: int
+    removed: int
+    unchanged: int
+    margin_changed: int
+    by_round: list[BreakdownOut]
+    by_policy: list[BreakdownOut]
+    by_annotator: list[BreakdownOut]
+    filters: list[SpecRowOut]
+    rules: list[SpecRowOut]
+    added_sample: list[DiffPairOut]
+    removed_sample: list[DiffPairOut]
+
+
+@router.get(
+    "/snapshots/{snapshot_id}/diff",
+    response={200: SnapshotDiffOut, **ERRORS},
+    tags=["snapshots"],
+)
+def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
+    """Compare a snapshot (a) with another of its project (b): pairs added and
+    removed by round, policy and annotator, the filters and rules side by side
+    (researchers, admins). See annotation.snapshots.SnapshotDiff for what a pair is.
+    """
+    from annotation.snapshots import diff_snapshots
+
+    require_researcher(request)
+    return diff_snapshots(snapshot_or_404(snapshot_id), snapshot_or_404(against))
+
+
 @router.get(
     "/snapshots/{snapshot_id}/download",
     response={200: None, **ERRORS},

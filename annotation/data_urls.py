@@ -9,6 +9,11 @@ app_name = "data"
 urlpatterns = [
     path("projects/<slug:name>/snapshots/", data_views.snapshots, name="snapshots"),
     path("snapshots/<int:snapshot_id>/", data_views.snapshot, name="snapshot"),
+    path(
+        "snapshots/<int:snapshot_id>/diff/",
+        data_views.snapshot_diff,
+        name="snapshot_diff",
+    ),
     path("snapshots/<int:snapshot_id>/download/", data_views.download, name="download"),
     path("projects/<slug:name>/imports/", data_views.imports, name="imports"),
     path("tokens/", data_views.tokens, name="tokens"),

@@ -37,6 +37,7 @@ from annotation.snapshots import (
     MARGIN_RULES,
     PAIR_RULES,
     TIE_RULES,
+    diff_snapshots,
     freeze_snapshot,
 )
 from annotation.tokens import create_token, revoke_token
@@ -170,7 +171,27 @@ def snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
             "styles": STYLES,
             "prompt_modes": PROMPT_MODES,
             "file_formats": FILE_FORMATS,
+            "others": Snapshot.objects.filter(project=snap.project_id).exclude(
+                pk=snap.pk
+            ),
         },
+    )
+
+
+@role_required(RESEARCHER)
+def snapshot_diff(request: HttpRequest, snapshot_id: int) -> HttpResponse:
+    """Compare a snapshot with the one `?against=` names: pairs added and removed."""
+    snap = get_object_or_404(Snapshot.objects.select_related("project"), pk=snapshot_id)
+    others = Snapshot.objects.filter(project=snap.project_id).exclude(pk=snap.pk)
+    against = request.GET.get("against", "")
+    diff = None
+    if against.isdigit():
+        other = get_object_or_404(Snapshot, pk=int(against), project=snap.project_id)
+        diff = diff_snapshots(snap, other)
+    return render(
+        request,
+        "data/snapshot_diff.html",
+        {"snapshot": snap, "others": others, "diff": diff},
     )
 
 

@@ -635,3 +635,164 @@ def _stats(
         "margins": dict(sorted(margins.items())),
         "votes_merged": merge,
     }
+
+
+# ---------------------------------------------------------------- comparing snapshots
+
+DIFF_SAMPLE_ROWS = 20
+_RULE_FIELDS = ("pair_rule", "tie_rule", "dedup_rule", "margin_rule")
+
+
+@dataclass
+class SnapshotDiff:
+    """What changed between snapshot `a` (older, say) and snapshot `b`.
+
+    A pair is identified by (task, chosen response, rejected response, annotator):
+    the annotator is the user behind the pair's ranking (labels are pseudonymous per
+    snapshot, so the same person may be `annotator-1` in one and `annotator-3` in the
+    other), or the label itself for rows with no single ranking (`consensus`,
+    `adjudicated`, `majority`). A pair present in both with another margin is counted
+    in `margin_changed`, not as added or removed. A revised ranking (same annotator,
+    same task) that gives the same pairs is therefore no change.
+    """
+
+    a: Snapshot
+    b: Snapshot
+    added: int
+    removed: int
+    unchanged: int
+    margin_changed: int
+    by_round: list[dict]
+    by_policy: list[dict]
+    by_annotator: list[dict]
+    filters: list[dict]
+    rules: list[dict]
+    added_sample: list[dict]
+    removed_sample: list[dict]
+
+
+def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
+    """Return the pairs `b` adds to and removes from `a`, broken down, and both specs.
+
+    Breakdowns count each added or removed pair once by its task's round, once by
+    annotator, and once under each policy that wrote one of its two responses (a pair
+    of two policies counts under both). Raise ValidationError when the snapshots
+    belong to different projects.
+    """
+    if a.project_id != b.project_id:
+        raise ValidationError(
+            f"snapshots {a.pk} and {b.pk} belong to different projects "
+            f"({a.project_id} and {b.project_id}); compare two snapshots of one project"
+        )
+    rows_a, rows_b = _diff_rows(a), _diff_rows(b)
+    added = [rows_b[k] for k in rows_b.keys() - rows_a.keys()]
+    removed = [rows_a[k] for k in rows_a.keys() - rows_b.keys()]
+    common = rows_a.keys() & rows_b.keys()
+    margin_changed = sum(rows_a[k]["margin"] != rows_b[k]["margin"] for k in common)
+    labels = _annotator_labels(rows_a, rows_b)
+    added.sort(key=_row_order)
+    removed.sort(key=_row_order)
+    return SnapshotDiff(
+        a=a,
+        b=b,
+        added=len(added),
+        removed=len(removed),
+        unchanged=len(common),
+        margin_changed=margin_changed,
+        by_round=_breakdown(added, removed, lambda r: [r["round"]]),
+        by_policy=_breakdown(
+            added, removed, lambda r: sorted({r["chosen_policy"], r["rejected_policy"]})
+        ),
+        by_annotator=_breakdown(added, removed, lambda r: [labels[r["annotator"]]]),
+        filters=_side_by_side(a.filter, b.filter),
+        rules=_side_by_side(
+            {f: getattr(a, f) for f in _RULE_FIELDS},
+            {f: getattr(b, f) for f in _RULE_FIELDS},
+        ),
+        added_sample=[_public(r, labels) for r in added[:DIFF_SAMPLE_ROWS]],
+        removed_sample=[_public(r, labels) for r in removed[:DIFF_SAMPLE_ROWS]],
+    )
+
+
+def _diff_rows(snapshot: Snapshot) -> dict[tuple, dict]:
+    """Return the snapshot's pairs keyed by (task, chosen, rejected, annotator)."""
+    rows = SnapshotPair.objects.filter(snapshot=snapshot).values_list(
+        "task_id",
+        "chosen_id",
+        "rejected_id",
+        "ranking__annotator_id",
+        "annotator_label",
+        "margin",
+        "task__round__number",
+        "chosen__policy__name",
+        "rejected__policy__name",
+    )
+    keyed: dict[tuple, dict] = {}
+    for task, chosen, rejected, user, label, margin, number, cpol, rpol in rows:
+        annotator = f"user:{user}" if user is not None else label
+        keyed[(task, chosen, rejected, annotator)] = {
+            "task": task,
+            "chosen": chosen,
+            "rejected": rejected,
+            "annotator": annotator,
+            "label": label,
+            "snapshot": snapshot.pk,
+            "margin": margin,
+            "round": number,
+            "chosen_policy": cpol,
+            "rejected_policy": rpol,
+        }
+    return keyed
+
+
+def _annotator_labels(rows_a: dict, rows_b: dict) -> dict[str, str]:
+    """Return each annotator key's display: its label in a and in b, never a name."""
+    in_a = {r["annotator"]: r["label"] for r in rows_a.values()}
+    in_b = {r["annotator"]: r["label"] for r in rows_b.values()}
+    shown = {}
+    for key in in_a.keys() | in_b.keys():
+        la, lb = in_a.get(key), in_b.get(key)
+        if la == lb or lb is None:
+            shown[key] = la
+        elif la is None:
+            shown[key] = lb
+        else:
+            shown[key] = f"{la} (a) = {lb} (b)"
+    return shown
+
+
+def _row_order(row: dict) -> tuple:
+    return (row["task"], row["chosen"], row["rejected"], row["annotator"])
+
+
+def _breakdown(added: list[dict], removed: list[dict], keys_of) -> list[dict]:
+    """Return [{key, added, removed}] sorted by key (None, e.g. no round, first)."""
+    counts: dict = defaultdict(lambda: {"added": 0, "removed": 0})
+    for kind, rows in (("added", added), ("removed", removed)):
+        for row in rows:
+            for key in keys_of(row):
+                counts[key][kind] += 1
+    ordered = sorted(counts, key=lambda k: (k is not None, k))
+    return [{"key": k, **counts[k]} for k in ordered]
+
+
+def _side_by_side(a: dict, b: dict) -> list[dict]:
+    """Return [{key, a, b, differs}] over the keys of either spec, sorted."""
+    return [
+        {"key": k, "a": a.get(k), "b": b.get(k), "differs": a.get(k) != b.get(k)}
+        for k in sorted(a.keys() | b.keys())
+    ]
+
+
+def _public(row: dict, labels: dict[str, str]) -> dict:
+    """Return a sample row without the annotator's user id."""
+    return {
+        "task": row["task"],
+        "round": row["round"],
+        "chosen": row["chosen"],
+        "rejected": row["rejected"],
+        "margin": row["margin"],
+        "annotator": labels[row["annotator"]],
+        "chosen_policy": row["chosen_policy"],
+        "rejected_policy": row["rejected_policy"],
+    }

@@ -1,0 +1,143 @@
+"""Tests of annotation.snapshots.diff_snapshots, its page and its API operation."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.urls import reverse
+
+from annotation.models import Project
+from annotation.snapshots import diff_snapshots, freeze_snapshot
+from tests.annotation.data_factories import (
+    annotators,
+    ids,
+    make_policy,
+    make_round,
+    make_task,
+    rank,
+)
+from tests.conftest import login
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def two_rounds(project):
+    """Round 1 ranked by ann1; round 2 (another policy) ranked by ann2, then ann1."""
+    r1 = make_round(project, 1, make_policy("p1"))
+    r2 = make_round(project, 2, make_policy("p2"))
+    t1 = make_task(project, "one", ("a", "b"), round=r1)
+    t2 = make_task(project, "two", ("c", "d", "e"), round=r2)
+    a, b = annotators(2)
+    first, second = ids(t1)
+    ratings = {str(first): {"help": 7}, str(second): {"help": 2}}
+    rank(t1, a, [[0], [1]], aspect_ratings=ratings)
+    rank(t2, b, [[2], [1, 0]])
+    rank(t2, a, [[0], [1], [2]])
+    return t1, t2, a, b
+
+
+def test_a_wider_snapshot_adds_the_other_rounds_pairs(project, two_rounds):
+    t1, t2, a, b = two_rounds
+    old = freeze_snapshot(project, "round-1", filter={"rounds": [1]})
+    new = freeze_snapshot(project, "all")
+    diff = diff_snapshots(old, new)
+    # t2: ann1 gives 3 pairs, ann2 gives 2 (its tie gives none).
+    assert (diff.added, diff.removed, diff.unchanged) == (5, 0, 1)
+    assert diff.by_round == [{"key": 2, "added": 5, "removed": 0}]
+    assert diff.by_policy == [{"key": "p2", "added": 5, "removed": 0}]
+    assert [(r["added"], r["removed"]) for r in diff.by_annotator] == [(3, 0), (2, 0)]
+    reverse_diff = diff_snapshots(new, old)
+    assert (reverse_diff.added, reverse_diff.removed) == (0, 5)
+
+
+def test_annotators_are_matched_by_person_not_by_their_per_snapshot_label(
+    project, two_rounds
+):
+    t1, t2, a, b = two_rounds
+    # ann2 ranked t2 first: annotator-1 in "two", annotator-2 in "all".
+    only_two = freeze_snapshot(project, "two", filter={"rounds": [2]})
+    everything = freeze_snapshot(project, "all")
+    diff = diff_snapshots(only_two, everything)
+    assert (diff.added, diff.removed, diff.unchanged) == (1, 0, 5)
+    (row,) = diff.added_sample
+    assert (row["task"], row["chosen"], row["rejected"]) == (t1.pk, *ids(t1))
+    assert row["annotator"] == "annotator-2 (a) = annotator-1 (b)"
+
+
+def test_a_changed_order_removes_old_pairs_and_adds_new_ones(project, two_rounds):
+    t1, t2, a, b = two_rounds
+    before = freeze_snapshot(project, "before")
+    ranking = t1.rankings.get(annotator=a)
+    ranking.order = list(reversed(ranking.order))
+    ranking.save()
+    after = freeze_snapshot(project, "after")
+    diff = diff_snapshots(before, after)
+    assert (diff.added, diff.removed) == (1, 1)
+    assert diff.by_round == [{"key": 1, "added": 1, "removed": 1}]
+
+
+def test_margin_change_is_counted_apart_from_added_and_removed(project, two_rounds):
+    by_rank = freeze_snapshot(project, "rank")
+    by_aspects = freeze_snapshot(project, "aspects", margin_rule="aspects")
+    diff = diff_snapshots(by_rank, by_aspects)
+    assert (diff.added, diff.removed, diff.margin_changed) == (0, 0, 1)
+    assert {r["key"]: r["differs"] for r in diff.rules}["margin_rule"] is True
+    adjacent = freeze_snapshot(project, "adjacent", pair_rule="adjacent")
+    # ann1's t2 pair (first, last) goes under the adjacent rule.
+    assert diff_snapshots(by_rank, adjacent).removed == 1
+
+
+def test_filter_specs_are_side_by_side_with_differences_marked(project, two_rounds):
+    old = freeze_snapshot(project, "old", filter={"rounds": [1], "gold": "exclude"})
+    new = freeze_snapshot(project, "new", filter={"gold": "exclude"})
+    rows = {r["key"]: r for r in diff_snapshots(old, new).filters}
+    assert rows["rounds"] == {"key": "rounds", "a": [1], "b": None, "differs": True}
+    assert rows["gold"]["differs"] is False
+
+
+def test_snapshots_of_different_projects_are_refused(project, two_rounds):
+    other = Project.objects.create(name="other")
+    make_task(other, "x", ("p", "q"))
+    with pytest.raises(ValidationError, match="different projects"):
+        diff_snapshots(freeze_snapshot(project, "s"), freeze_snapshot(other, "s"))
+
+
+def test_diff_page_shows_counts_and_is_linked_from_the_snapshot(
+    project, two_rounds, researcher
+):
+    old = freeze_snapshot(project, "round-1", filter={"rounds": [1]})
+    new = freeze_snapshot(project, "all")
+    client = login(researcher)
+    page = client.get(reverse("data:snapshot", args=[new.pk])).content.decode()
+    assert reverse("data:snapshot_diff", args=[new.pk]) in page
+    response = client.get(
+        reverse("data:snapshot_diff", args=[old.pk]), {"against": new.pk}
+    )
+    assert response.status_code == 200
+    assert response.context["diff"].added == 5
+    assert b"round-1" in response.content and b"Added" in response.content
+
+
+def test_diff_page_is_for_researchers(project, two_rounds, annotator):
+    snap = freeze_snapshot(project, "s")
+    response = login(annotator).get(
+        reverse("data:snapshot_diff", args=[snap.pk]), {"against": snap.pk}
+    )
+    assert response.status_code == 403
+
+
+def test_diff_api_returns_counts_and_breakdowns(project, two_rounds, researcher):
+    old = freeze_snapshot(project, "round-1", filter={"rounds": [1]})
+    new = freeze_snapshot(project, "all")
+    client = login(researcher)
+    body = client.get(f"/api/snapshots/{old.pk}/diff", {"against": new.pk}).json()
+    assert (body["added"], body["removed"], body["unchanged"]) == (5, 0, 1)
+    assert body["by_round"] == [{"key": 2, "added": 5, "removed": 0}]
+    assert body["a"]["name"] == "round-1" and body["b"]["name"] == "all"
+    other = Project.objects.create(name="other")
+    make_task(other, "x", ("p", "q"))
+    foreign = freeze_snapshot(other, "f")
+    response = client.get(f"/api/snapshots/{old.pk}/diff", {"against": foreign.pk})
+    assert response.status_code == 400
+    assert "different projects" in response.json()["detail"]
