@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from annotation import data_views
+from annotation import data_views, manager_views
 
 app_name = "data"
 
@@ -15,6 +15,17 @@ urlpatterns = [
         name="snapshot_diff",
     ),
     path("snapshots/<int:snapshot_id>/download/", data_views.download, name="download"),
+    path("projects/<slug:name>/tasks/", manager_views.tasks, name="manager"),
+    path(
+        "projects/<slug:name>/tasks/<int:task_id>/",
+        manager_views.task,
+        name="manager_task",
+    ),
+    path(
+        "projects/<slug:name>/tasks/snapshot/",
+        manager_views.freeze,
+        name="manager_freeze",
+    ),
     path("projects/<slug:name>/imports/", data_views.imports, name="imports"),
     path("tokens/", data_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", data_views.revoke, name="revoke"),

@@ -128,7 +128,7 @@ def clean_filter(raw: dict | None) -> dict:
         cleaned["policies"] = sorted(set(policies))
     for key in ("since", "until"):
         if key in cleaned:
-            cleaned[key] = _parse_moment(key, cleaned[key]).isoformat()
+            cleaned[key] = parse_moment(key, cleaned[key]).isoformat()
     for key in ("min_agreement", "min_reliability"):
         if key in cleaned:
             value = cleaned[key]
@@ -144,7 +144,11 @@ def clean_filter(raw: dict | None) -> dict:
     return dict(sorted(cleaned.items()))
 
 
-def _parse_moment(key: str, value: object) -> datetime:
+def parse_moment(key: str, value: object) -> datetime:
+    """Return an ISO date or datetime as an aware datetime (UTC when naive).
+
+    Raise ValidationError naming `key` and the value when it is neither.
+    """
 
     parsed = None
     if isinstance(value, str):
@@ -428,8 +432,8 @@ def _select_sources(
         p.user_id: p for p in AnnotatorProfile.objects.filter(user_id__in=annotator_ids)
     }
     reliability = annotator_reliability(project) if "min_reliability" in f else {}
-    since = _parse_moment("since", f["since"]) if "since" in f else None
-    until = _parse_moment("until", f["until"]) if "until" in f else None
+    since = parse_moment("since", f["since"]) if "since" in f else None
+    until = parse_moment("until", f["until"]) if "until" in f else None
 
     def keep(ranking: Ranking) -> bool:
         kind = _annotator_kind(ranking, profiles)

@@ -1,0 +1,126 @@
+"""Pages of the data manager: browse a project's tasks, open one, snapshot a filter.
+
+Thin views over annotation.data_manager (the query, the snapshot mapping, the task
+history) and annotation.snapshots.freeze_snapshot; researchers and admins only.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from annotation.data_manager import (
+    FILTER_NAMES,
+    TaskFilter,
+    parse_filter,
+    snapshot_spec,
+    task_history,
+    task_page,
+)
+from annotation.models import Project, RankingTask, Round
+from annotation.snapshots import freeze_snapshot
+from config.roles import RESEARCHER, role_required
+from inference.models import Policy
+
+
+@role_required(RESEARCHER)
+def tasks(request: HttpRequest, name: str) -> HttpResponse:
+    """List the project's tasks passing the query string's filter, newest first."""
+    project = get_object_or_404(Project, name=name)
+    error = None
+    try:
+        f = parse_filter(request.GET)
+    except ValidationError as exc:
+        f, error = TaskFilter(), "; ".join(exc.messages)
+    after = request.GET.get("after", "")
+    page = task_page(project, f, after=int(after) if after.isdigit() else None)
+    spec, lost = snapshot_spec(f)
+    return render(
+        request,
+        "data/manager.html",
+        {
+            "project": project,
+            "filter": f,
+            "error": error,
+            "page": page,
+            "next_query": urlencode({**f.fields, "after": page.next_after}),
+            "first_query": urlencode(f.fields),
+            "spec": spec,
+            "lost": lost,
+            "rounds": Round.objects.filter(project=project).values_list(
+                "number", flat=True
+            ),
+            "policies": Policy.objects.filter(responses__task__project=project)
+            .values_list("name", flat=True)
+            .distinct()
+            .order_by("name")[:100],
+            "default_name": f"manager-{timezone.now():%Y%m%d-%H%M%S}",
+        },
+        status=400 if error else 200,
+    )
+
+
+@role_required(RESEARCHER)
+def task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
+    """Show one task: prompt, responses, every ranking, consensus and its history."""
+    project = get_object_or_404(Project, name=name)
+    row = get_object_or_404(
+        RankingTask.objects.select_related("prompt", "round", "adjudicated_by"),
+        pk=task_id,
+        project=project,
+    )
+    responses = list(row.responses.select_related("policy").order_by("position", "id"))
+    number = {r.pk: i for i, r in enumerate(responses, start=1)}
+    rankings = list(row.rankings.select_related("annotator").order_by("id"))
+    return render(
+        request,
+        "data/manager_task.html",
+        {
+            "project": project,
+            "task": row,
+            "responses": responses,
+            "rankings": [(r, _numbered(r.order, number)) for r in rankings],
+            "consensus": _numbered(row.consensus_order, number),
+            "adjudicated": _numbered(row.adjudicated_order, number),
+            "history": [
+                (e, _numbered(e.order, number), _numbered(e.consensus, number))
+                for e in task_history(row)
+            ],
+        },
+    )
+
+
+def _numbered(order: list | None, number: dict[int, int]) -> list[list[int]]:
+    """Return an order of response ids as display numbers (1 is the first shown)."""
+    return [[number.get(rid, rid) for rid in group] for group in order or []]
+
+
+@require_POST
+@role_required(RESEARCHER)
+def freeze(request: HttpRequest, name: str) -> HttpResponse:
+    """Freeze the posted filter into a snapshot; say what the snapshot left out."""
+    project = get_object_or_404(Project, name=name)
+    fields = {k: request.POST[k] for k in FILTER_NAMES if request.POST.get(k)}
+    back = f"{reverse('data:manager', args=[name])}?{urlencode(fields)}"
+    try:
+        spec, lost = snapshot_spec(parse_filter(request.POST))
+        snapshot = freeze_snapshot(
+            project,
+            request.POST.get("name", "").strip(),
+            user=request.user,
+            filter=spec,
+        )
+    except ValidationError as exc:
+        messages.error(request, "; ".join(exc.messages))
+        return redirect(back)
+    messages.success(request, f"Froze {snapshot.name}: {snapshot.row_count} pairs.")
+    if lost:
+        messages.warning(request, "Not in the snapshot's filter: " + "; ".join(lost))
+    return redirect("data:snapshot", snapshot_id=snapshot.pk)
