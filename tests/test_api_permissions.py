@@ -145,6 +145,13 @@ TABLE = [
     ("list policies", "get", "/api/policies", None, (401, 403, 403, 200, 200)),
     ("get policy", "get", "/api/policies/{policy}", None, (401, 403, 403, 200, 200)),
     (
+        "register a model",
+        "post",
+        "/api/policies",
+        {"name": "new-model", "source": "/no/such/model"},
+        (401, 403, 403, 403, 400),
+    ),
+    (
         "list training rounds",
         "get",
         "/api/projects/{project}/training-rounds",

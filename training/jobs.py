@@ -315,6 +315,7 @@ def _register_outputs(training_round: TrainingRound) -> None:
             metrics=metrics,
             snapshot_name=snapshot.name if snapshot else "",
             snapshot_sha256=snapshot.sha256 if snapshot else "",
+            method=job.stage,
         )
         TrainingJob.objects.filter(pk=job.pk).update(output_policy=policy)
         if spec.produces == Policy.Kind.POLICY:

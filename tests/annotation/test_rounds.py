@@ -484,3 +484,15 @@ def test_the_command_names_an_unknown_reward_model(
             "--reward-model",
             "tiny",
         )
+
+
+def test_a_policy_without_a_chat_template_is_refused_with_the_fix(
+    project, policy, pool
+):
+    policy.has_chat_template = False
+    policy.save()
+    with pytest.raises(ValueError) as error:
+        publish_round(project, policy=policy, n_prompts=1, sampling=FAST)
+    assert "policy 'tiny' has no chat template" in str(error.value)
+    assert "--chat-template FILE" in str(error.value)
+    assert Round.objects.count() == 0

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
+from inference.cards import read_card_metadata
 from inference.models import Policy
 from tests.training.conftest import wait_for
 from training.models import Status, TrainingJob, TrainingRound
@@ -75,6 +76,8 @@ def test_a_round_runs_in_the_worker_and_registers_its_policy_with_lineage(
     assert policy.base_path == str(Path(job.run_dir) / "output")
     assert policy.config == job.config
     assert job.output_policy == policy
+    card = read_card_metadata(Path(policy.base_path))["feedback_loop"]
+    assert (card["parent"], card["method"]) == (start_policy.name, "sleep")
 
 
 def test_each_stage_starts_from_the_previous_stage_output(
