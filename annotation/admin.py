@@ -104,10 +104,23 @@ class LeaseAdmin(ReadOnlyAdmin):
 
 @admin.register(Ranking)
 class RankingAdmin(ReadOnlyAdmin):
-    list_display = ("id", "task", "annotator", "order", "is_skip", "created_at")
-    list_filter = ("is_skip", "task__project")
+    list_display = (
+        "id",
+        "task",
+        "annotator",
+        "order",
+        "is_skip",
+        "is_current",
+        "supersedes",
+        "created_at",
+    )
+    list_filter = ("is_skip", "is_current", "task__project")
     list_select_related = ("task", "annotator")
     search_fields = ("annotator__username",)
+
+    def get_queryset(self, request):
+        """Every version, superseded ones included: the admin is for audit."""
+        return Ranking.versions.select_related("task", "annotator")
 
 
 @admin.register(Snapshot)

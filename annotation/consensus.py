@@ -75,8 +75,8 @@ def update_task_figures(task) -> None:
             f"SELECT r.{connection.ops.quote_name('order')}, p.is_simulated "
             f"FROM {Ranking._meta.db_table} r LEFT JOIN "
             f"{AnnotatorProfile._meta.db_table} p ON p.user_id = r.annotator_id "
-            "WHERE r.task_id = %s AND r.is_skip = %s",
-            [task.pk, False],
+            "WHERE r.task_id = %s AND r.is_skip = %s AND r.is_current = %s",
+            [task.pk, False, True],
         )
         rows = [
             (order_field.from_db_value(order, None, connection), bool(sim))

@@ -271,21 +271,22 @@ class Event:
 def task_history(task: RankingTask) -> list[Event]:
     """Return what happened to a task, oldest first, with the consensus after each vote.
 
-    Events: its creation, each ranking or skip, its adjudication, each snapshot
-    that froze it. The consensus after a ranking is the Borda count of the rankings
-    up to it, as the task's stored consensus was at that moment.
+    Events: its creation, each ranking, revision or skip, its adjudication, each
+    snapshot that froze it. The consensus after a ranking is the Borda count of the
+    versions current at that moment, as the task's stored consensus was then.
     """
     events = [Event(task.created_at, "created")]
-    counted: list[list] = []
-    for ranking in task.rankings.select_related("annotator").order_by("id"):
+    current: dict[int, list] = {}
+    versions = Ranking.versions.filter(task=task).select_related("annotator")
+    for ranking in versions.order_by("id"):
         who = ranking.annotator.username
         if ranking.is_skip:
             events.append(Event(ranking.created_at, "skipped", who))
             continue
-        counted.append(ranking.order)
-        events.append(
-            Event(ranking.created_at, "ranked", who, ranking.order, borda(counted))
-        )
+        current[ranking.annotator_id] = ranking.order
+        what = "revised" if ranking.supersedes_id else "ranked"
+        consensus = borda(list(current.values()))
+        events.append(Event(ranking.created_at, what, who, ranking.order, consensus))
     if task.adjudicated_at:
         events.append(
             Event(

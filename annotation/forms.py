@@ -235,6 +235,7 @@ class ProjectSettingsForm(forms.ModelForm):
             "gold_rate",
             "gold_threshold",
             "gold_min_tasks",
+            "revision_minutes",
         ]
         widgets = {"guidelines": forms.Textarea(attrs={"rows": 10})}
 

@@ -24,7 +24,7 @@ from annotation.data_manager import (
     task_history,
     task_page,
 )
-from annotation.models import Project, RankingTask, Round
+from annotation.models import Project, Ranking, RankingTask, Round
 from annotation.snapshots import freeze_snapshot
 from config.roles import RESEARCHER, role_required
 from inference.models import Policy
@@ -78,7 +78,9 @@ def task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
     )
     responses = list(row.responses.select_related("policy").order_by("position", "id"))
     number = {r.pk: i for i, r in enumerate(responses, start=1)}
-    rankings = list(row.rankings.select_related("annotator").order_by("id"))
+    rankings = list(  # every version: superseded ones stay for audit
+        Ranking.versions.filter(task=row).select_related("annotator").order_by("id")
+    )
     return render(
         request,
         "data/manager_task.html",

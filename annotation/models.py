@@ -93,6 +93,10 @@ class Project(models.Model):
     gold_min_tasks = models.PositiveIntegerField(
         default=5, help_text="Gold tasks answered before the threshold applies."
     )
+    revision_minutes = models.PositiveIntegerField(
+        default=10,
+        help_text="How long after ranking a task an annotator may revise it (0: never).",
+    )
     current_policy = models.ForeignKey(
         Policy,
         null=True,
@@ -341,11 +345,24 @@ class Lease(models.Model):
         return f"lease of task {self.task_id} to {self.annotator_id}"
 
 
+class CurrentRankings(models.Manager):
+    """Rankings that count: the current version of each (annotation.revisions)."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(is_current=True)
+
+
 class Ranking(models.Model):
     """What one annotator said about one task: an order with ties, or a skip.
 
     `order` is a list of tie groups of response ids, best first: [[3], [1, 4], [2]]
     means 3 is best, 1 and 4 tie, 2 is worst.
+
+    A revision (annotation.revisions) stores a new version that `supersedes` the old
+    one, which stays for audit with `is_current` false. `Ranking.objects` (the
+    default manager, so also `task.rankings`) returns current versions only;
+    `Ranking.versions` returns every version. Joins through `rankings__` and raw SQL
+    must filter `is_current` themselves.
     """
 
     task = models.ForeignKey(
@@ -374,13 +391,31 @@ class Ranking(models.Model):
     source = models.CharField(
         max_length=300, blank=True, help_text="Import provenance."
     )
+    is_current = models.BooleanField(
+        default=True, help_text="False once a revision superseded this version."
+    )
+    supersedes = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="superseded_by",
+        help_text="The earlier version this revision replaced.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
+
+    versions = models.Manager()
+    objects = CurrentRankings()  # the default (Meta.default_manager_name)
 
     class Meta:
         ordering = ["id"]
+        default_manager_name = "objects"
+        base_manager_name = "versions"
         constraints = [
             models.UniqueConstraint(
-                fields=["task", "annotator"], name="one_ranking_per_task_and_annotator"
+                fields=["task", "annotator"],
+                condition=Q(is_current=True),
+                name="one_current_ranking_per_task_and_annotator",
             )
         ]
 

@@ -77,7 +77,10 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
         .annotate(
             task_count=Count("tasks", distinct=True),
             ranking_count=Count(
-                "tasks__rankings", filter=Q(tasks__rankings__is_skip=False)
+                "tasks__rankings",
+                filter=Q(
+                    tasks__rankings__is_skip=False, tasks__rankings__is_current=True
+                ),
             ),
         )
         .order_by("number")

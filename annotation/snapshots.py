@@ -20,6 +20,7 @@ from statistics import mean, median
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils.dateparse import parse_date, parse_datetime
 
 from annotation.consensus import borda
@@ -399,7 +400,8 @@ def _select_tasks(project: Project, f: dict) -> list[RankingTask]:
     if "min_agreement" in f:
         tasks = tasks.filter(agreement__gte=f["min_agreement"])
     if f["skipped"] == "exclude":
-        tasks = tasks.exclude(rankings__is_skip=True)
+        skips = Ranking.objects.filter(task=OuterRef("pk"), is_skip=True)
+        tasks = tasks.exclude(Exists(skips))
     tasks = list(tasks.order_by("id").distinct())
     if f["flagged"] == "exclude":
         tasks = [t for t in tasks if not t.prompt.flags]

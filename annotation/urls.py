@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from annotation import views
+from annotation import history_views, views
 
 app_name = "annotation"
 
@@ -11,6 +11,12 @@ urlpatterns: list = [
     path("projects/<slug:name>/annotate/", views.annotate, name="annotate"),
     path("projects/<slug:name>/annotate/submit/", views.submit, name="submit"),
     path("projects/<slug:name>/annotate/skip/", views.skip, name="skip"),
+    path("projects/<slug:name>/history/", history_views.history, name="history"),
+    path(
+        "projects/<slug:name>/history/<int:ranking_id>/",
+        history_views.revise,
+        name="revise",
+    ),
     # review (researchers and admins)
     path("projects/<slug:name>/review/", views.review, name="review"),
     path(

@@ -104,12 +104,14 @@ def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
             "COALESCE(SUM(CASE WHEN r.created_at >= %s THEN 1 ELSE 0 END), 0) "
             f"FROM {Ranking._meta.db_table} r JOIN {RankingTask._meta.db_table} t "
             "ON t.id = r.task_id "
-            "WHERE r.annotator_id = %s AND t.project_id = %s AND r.is_skip = %s",
+            "WHERE r.annotator_id = %s AND t.project_id = %s AND r.is_skip = %s "
+            "AND r.is_current = %s",
             [
                 connection.ops.adapt_datetimefield_value(start),
                 user.pk,
                 project.pk,
                 False,
+                True,
             ],
         )
         total, today = cursor.fetchone()

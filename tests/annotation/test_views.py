@@ -463,9 +463,11 @@ def test_settings_save_and_reject_out_of_range_values(project, admin_user):
         "gold_rate": 0.2,
         "gold_threshold": 0.6,
         "gold_min_tasks": 4,
+        "revision_minutes": 15,
     }
     assert client.post(url, fields).status_code == 303
     project.refresh_from_db()
+    assert project.revision_minutes == 15
     assert (project.overlap, project.aspects, project.require_rationale) == (
         2,
         ["helpfulness", "honesty"],
