@@ -13,13 +13,20 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DEBUG", False)
+# The secret: SECRET_KEY, else the file `make run` writes (VAR_DIR/secret_key), so every
+# manage.py command works as typed after `make run` with no extra environment.
+SECRET_KEY_FILE = VAR_DIR / "secret_key"
 SECRET_KEY = env_str("SECRET_KEY")
+if not SECRET_KEY and SECRET_KEY_FILE.is_file():
+    SECRET_KEY = SECRET_KEY_FILE.read_text().strip()
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set and DEBUG is off. Set SECRET_KEY to a long random "
-            "string (python -c 'import secrets; print(secrets.token_urlsafe(50))'), "
-            "or set DEBUG=1 for local development."
+            f"SECRET_KEY is not set and DEBUG is off, and {SECRET_KEY_FILE} is absent or "
+            "empty. Either run `make run` once (it writes that file), or set SECRET_KEY "
+            "to a long random string (python -c 'import secrets; "
+            "print(secrets.token_urlsafe(50))'); DEBUG=1 uses an insecure key for "
+            "local development."
         )
     SECRET_KEY = "insecure-development-key-do-not-use-in-production"
 
@@ -46,6 +53,8 @@ INSTALLED_APPS = [
     "django_htmx",
     "django_tasks",
     "django_tasks_db",
+    # Its templates and static files: /api/docs serves Swagger UI locally, not from a CDN.
+    "ninja",
     "inference",
     "annotation",
     "training",

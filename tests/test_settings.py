@@ -8,8 +8,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _check(env: dict) -> subprocess.CompletedProcess:
+def _check(env: dict, var_dir: Path | None = None) -> subprocess.CompletedProcess:
     clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    if var_dir is not None:
+        clean["VAR_DIR"] = str(var_dir)
     clean.update(env)
     return subprocess.run(
         [sys.executable, "manage.py", "check"],
@@ -21,10 +23,48 @@ def _check(env: dict) -> subprocess.CompletedProcess:
     )
 
 
-def test_missing_secret_with_debug_off_stops_start_up_with_a_clear_message():
-    result = _check({"DEBUG": "0"})
+def test_missing_secret_with_debug_off_stops_start_up_with_a_clear_message(tmp_path):
+    result = _check({"DEBUG": "0"}, var_dir=tmp_path)
     assert result.returncode != 0
     assert "SECRET_KEY is not set and DEBUG is off" in result.stderr
+    # It names both fixes: the file `make run` writes, and the variable.
+    assert str(tmp_path / "secret_key") in result.stderr
+    assert "make run" in result.stderr
+    assert "set SECRET_KEY" in result.stderr
+
+
+def _secret(env: dict, var_dir: Path) -> str:
+    """Return settings.SECRET_KEY as manage.py sees it with this environment."""
+    clean = {k: v for k, v in os.environ.items() if k not in {"SECRET_KEY", "DEBUG"}}
+    clean.update(env, VAR_DIR=str(var_dir))
+    code = "from django.conf import settings; print(settings.SECRET_KEY)"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=ROOT,
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip().splitlines()[-1]  # shell may print auto-imports first
+
+
+def test_secret_read_from_var_dir_file_when_the_variable_is_unset(tmp_path):
+    (tmp_path / "secret_key").write_text("k" * 50 + "\n")
+    assert _secret({}, tmp_path) == "k" * 50
+
+
+def test_secret_variable_wins_over_the_file(tmp_path):
+    (tmp_path / "secret_key").write_text("k" * 50)
+    assert _secret({"SECRET_KEY": "x" * 50}, tmp_path) == "x" * 50
+
+
+def test_an_empty_secret_file_is_no_secret(tmp_path):
+    (tmp_path / "secret_key").write_text("\n")
+    result = _check({"DEBUG": "0"}, var_dir=tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
 
 
 def test_malformed_boolean_names_the_variable_and_the_value():
