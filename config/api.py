@@ -58,9 +58,11 @@ def on_not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
 
 
 from annotation.api import router as annotation_router  # noqa: E402
+from annotation.playground import router as playground_router  # noqa: E402
 from inference.api import router as inference_router  # noqa: E402
 from training.api import router as training_router  # noqa: E402
 
 api.add_router("/", annotation_router)
+api.add_router("/", playground_router)
 api.add_router("/", inference_router)
 api.add_router("/", training_router)

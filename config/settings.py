@@ -41,6 +41,10 @@ MODEL_DIR = Path(env_str("MODEL_DIR", str(VAR_DIR / "models")))
 RUN_DIR = Path(env_str("RUN_DIR", str(VAR_DIR / "runs")))
 # Where exports and snapshots are written.
 EXPORT_DIR = Path(env_str("EXPORT_DIR", str(VAR_DIR / "exports")))
+# The inference process (manage.py serve_inference) that streams playground replies:
+# its unix socket, and how many policies it keeps loaded.
+INFERENCE_SOCKET = Path(env_str("INFERENCE_SOCKET", str(VAR_DIR / "inference.sock")))
+INFERENCE_CACHE_SIZE = env_int("INFERENCE_CACHE_SIZE", 2)
 
 INSTALLED_APPS = [
     "django.contrib.admin",

@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from annotation import playground
 from annotation.views import home
 from config.api import api
 
@@ -17,5 +18,6 @@ urlpatterns = [
     path("training/", include("training.urls")),
     path("models/", include("inference.urls")),
     path("overview/", include("annotation.overview_urls")),
+    path("playground/", playground.page, name="playground"),
     path("", include("annotation.urls")),
 ]

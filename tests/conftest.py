@@ -144,3 +144,19 @@ def smollm2(django_db_setup, django_db_blocker, tmp_path_factory) -> dict:
     folder = models / "smollm2"
     card = read_card_metadata(folder)
     return {"gguf": gguf, "folder": folder, "row": row, "card": card}
+
+
+@pytest.fixture
+def inference_server(settings, tmp_path):
+    """An inference process (inference.server) in a thread of this one, at a private socket."""
+    import threading
+
+    from inference.server import InferenceServer, PolicyCache
+
+    settings.INFERENCE_SOCKET = tmp_path / "inference.sock"
+    server = InferenceServer(settings.INFERENCE_SOCKET, PolicyCache(2))
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
