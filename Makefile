@@ -36,9 +36,12 @@ install: $(STAMP)
 
 install-test: $(TEST_STAMP)
 
+# The secret lives in $(VAR_DIR)/secret_key, where settings read it when SECRET_KEY is
+# unset: every manage.py command then works as typed, with no extra environment.
+VAR_DIR ?= var
 run: $(STAMP) $(if $(REAL),install-real)
-	@mkdir -p var && { [ -s var/secret_key ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > var/secret_key; }
-	SECRET_KEY="$${SECRET_KEY:-$$(cat var/secret_key)}" $(PY) manage.py run_demo
+	@mkdir -p "$(VAR_DIR)" && { [ -s "$(VAR_DIR)/secret_key" ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > "$(VAR_DIR)/secret_key"; }
+	$(PY) manage.py run_demo
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

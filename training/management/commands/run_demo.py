@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from config.process_tree import become_subreaper, stop_tree
 from training.demo import DEMO_USERS, setup_demo
 
 
@@ -78,7 +79,7 @@ class Command(BaseCommand):
             )
         lines += [
             "Annotators: log in and press 'Start annotating'. Admins: 'Launch training round'.",
-            "Press Ctrl-C to stop the web server and the worker.",
+            "Press Ctrl-C to stop the web server, the worker and the inference process.",
             "",
         ]
         self.stdout.write("\n".join(lines))
@@ -88,37 +89,11 @@ class Command(BaseCommand):
         # even when the shell started us with SIGINT ignored.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
-        python = sys.executable
-        web = subprocess.Popen(
-            [
-                os.path.join(os.path.dirname(python), "gunicorn"),
-                "-c",
-                os.path.join("platform", "gunicorn.conf.py"),  # the production settings
-                "config.wsgi",
-                "--bind",
-                f"{host}:{port}",
-                "--workers",
-                str(web_workers),
-                "--access-logfile",
-                "-",
-            ],
-            cwd=settings.BASE_DIR,
-        )
-        worker = subprocess.Popen(
-            [
-                python,
-                "manage.py",
-                "db_worker",
-                "--queue-name",
-                "*",
-                "--no-reload",
-                "--interval",
-                "0.2",
-            ],
-            cwd=settings.BASE_DIR,
-        )
-        children = [web, worker]
+        become_subreaper()
+        children: list[subprocess.Popen] = []
         try:
+            for command in self._commands(host, port, web_workers):
+                children.append(subprocess.Popen(command, cwd=settings.BASE_DIR))
             while all(child.poll() is None for child in children):
                 time.sleep(0.5)
             failed = [c for c in children if c.poll() is not None]
@@ -126,14 +101,42 @@ class Command(BaseCommand):
                 f"a child process exited early (code {failed[0].returncode}); stopping"
             )
         except KeyboardInterrupt:
-            self.stdout.write("\nStopping the web server and the worker ...")
+            self.stdout.write(
+                "\nStopping the web server, the worker and the inference process ..."
+            )
         finally:
-            for child in children:
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            deadline = time.monotonic() + 15
-            for child in children:
-                try:
-                    child.wait(timeout=max(0.1, deadline - time.monotonic()))
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # cut the clean-up short
+            # The whole tree goes (gunicorn's workers, training stages), within seconds.
+            killed = stop_tree(children)
+            if killed:
+                self.stderr.write(f"killed {len(killed)} process(es) that did not stop")
+
+    def _commands(self, host: str, port: int, web_workers: int) -> list[list[str]]:
+        """Return the command lines of the web server, the task worker and the inference
+        process (playground replies: the web tier relays them and never loads a model)."""
+        python = sys.executable
+        web = [
+            os.path.join(os.path.dirname(python), "gunicorn"),
+            "-c",
+            os.path.join("platform", "gunicorn.conf.py"),  # the production settings
+            "config.wsgi",
+            "--bind",
+            f"{host}:{port}",
+            "--workers",
+            str(web_workers),
+            "--access-logfile",
+            "-",
+        ]
+        worker = [
+            python,
+            "manage.py",
+            "db_worker",
+            "--queue-name",
+            "*",
+            "--no-reload",
+            "--interval",
+            "0.2",
+        ]
+        inference = [python, "manage.py", "serve_inference"]
+        return [web, worker, inference]
