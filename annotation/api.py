@@ -7,12 +7,9 @@ tasks leased to them; researchers read everything, freeze snapshots, export and
 import; admins also manage projects and prompts.
 """
 
-import tempfile
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
-from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, F, Q, QuerySet
@@ -21,7 +18,15 @@ from ninja import Field, File, Form, Router, Schema
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
-from annotation.export import DOWNLOAD_TYPES
+from annotation.export import (
+    DOWNLOAD_TYPES,
+    FILE_FORMATS,
+    FORMATS,
+    PROMPT_MODES,
+    STYLES,
+    download_suffix,
+)
+from annotation.importing import FORMATS as IMPORT_FORMATS
 from annotation.models import (
     ApiToken,
     ImportReport,
@@ -33,6 +38,7 @@ from annotation.models import (
     Round,
     Snapshot,
 )
+from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES
 from config.roles import is_admin, is_annotator, is_researcher
 
 router = Router()
@@ -505,10 +511,10 @@ class SnapshotIn(Schema):
         "until, min_agreement, min_reliability, gold, flagged, skipped, votes, "
         "adjudicated, simulated.",
     )
-    pair_rule: Literal["all_pairs", "best_vs_rest", "adjacent"] = "all_pairs"
-    tie_rule: Literal["drop", "keep"] = "drop"
-    dedup_rule: Literal["none", "exact", "majority"] = "none"
-    margin_rule: Literal["rank", "aspects"] = "rank"
+    pair_rule: Literal[tuple(PAIR_RULES)] = "all_pairs"
+    tie_rule: Literal[tuple(TIE_RULES)] = "drop"
+    dedup_rule: Literal[tuple(DEDUP_RULES)] = "none"
+    margin_rule: Literal[tuple(MARGIN_RULES)] = "rank"
 
 
 class SnapshotOut(Schema):
@@ -674,10 +680,10 @@ def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
 def download_snapshot(
     request: HttpRequest,
     snapshot_id: int,
-    fmt: Literal["trl", "kto", "ranking", "hh", "sft"] = "trl",
-    style: Literal["conversational", "standard"] = "conversational",
-    prompt: Literal["explicit", "implicit"] = "explicit",
-    file_format: Literal["jsonl", "jsonl.gz", "parquet", "hf"] = "jsonl",
+    fmt: Literal[FORMATS] = "trl",
+    style: Literal[STYLES] = "conversational",
+    prompt: Literal[PROMPT_MODES] = "explicit",
+    file_format: Literal[FILE_FORMATS] = "jsonl",
 ):
     """Download the snapshot in a format (researchers, admins)."""
     from annotation.export import cached_export
@@ -687,7 +693,7 @@ def download_snapshot(
     path = cached_export(
         snapshot, fmt=fmt, style=style, prompt=prompt, file_format=file_format
     )
-    suffix = "zip" if file_format == "hf" else file_format
+    suffix = download_suffix(file_format)
     name = f"{snapshot.project.name}-{snapshot.name}-{fmt}.{suffix}".replace("/", "_")
     return FileResponse(
         open(path, "rb"),
@@ -713,9 +719,9 @@ def download_snapshot(
 def snapshot_card(
     request: HttpRequest,
     snapshot_id: int,
-    fmt: Literal["trl", "kto", "ranking", "hh", "sft"] = "trl",
-    style: Literal["conversational", "standard"] = "conversational",
-    prompt: Literal["explicit", "implicit"] = "explicit",
+    fmt: Literal[FORMATS] = "trl",
+    style: Literal[STYLES] = "conversational",
+    prompt: Literal[PROMPT_MODES] = "explicit",
 ):
     """Return the dataset card of an export: filter, rules, counts, agreement."""
     from django.http import HttpResponse
@@ -786,10 +792,7 @@ def create_import(
     request: HttpRequest,
     name: str,
     file: UploadedFile = File(..., description="JSONL, gzip JSONL or Parquet."),
-    format: Literal[
-        "trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking"
-    ]
-    | None = Form(None),
+    format: Literal[IMPORT_FORMATS] | None = Form(None),
     skip_invalid: bool = Form(False),
 ):
     """Import preference data, whole or nothing (researchers, admins).
@@ -797,24 +800,16 @@ def create_import(
     With invalid records and skip_invalid off, nothing lands and the 400 body holds
     the report with every rejected line.
     """
-    from annotation.importing import import_preferences
+    from annotation.importing import import_upload
 
     require_researcher(request)
-    project = project_or_404(name)
-    uploads = Path(settings.EXPORT_DIR) / "uploads"
-    uploads.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=uploads, delete=True) as tmp:
-        for chunk in file.chunks():
-            tmp.write(chunk)
-        tmp.flush()
-        report = import_preferences(
-            project,
-            tmp.name,
-            fmt=format,
-            skip_invalid=skip_invalid,
-            user=caller(request),
-            display_name=Path(file.name or "upload.jsonl").name,
-        )
+    report = import_upload(
+        project_or_404(name),
+        file,
+        fmt=format,
+        skip_invalid=skip_invalid,
+        user=caller(request),
+    )
     if not report.is_applied:
         return 400, {
             "detail": f"{len(report.rejected)} invalid records; nothing imported. Fix them "

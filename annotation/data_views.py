@@ -1,17 +1,14 @@
 """Researcher pages for preference data: snapshots, downloads, imports, API tokens.
 
 Thin views: a form validates, the role is checked, one workflow function acts
-(`freeze_snapshot`, `cached_export`, `import_preferences`, `create_token`).
+(`freeze_snapshot`, `cached_export`, `import_upload`, `create_token`).
 """
 
 from __future__ import annotations
 
-import tempfile
 from itertools import islice
-from pathlib import Path
 
 from django import forms
-from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -30,7 +27,7 @@ from annotation.export import (
     iter_rows,
 )
 from annotation.importing import FORMATS as IMPORT_FORMATS
-from annotation.importing import import_preferences
+from annotation.importing import import_upload
 from annotation.models import ApiToken, ImportReport, Project, Snapshot
 from annotation.snapshots import (
     DEDUP_RULES,
@@ -233,24 +230,16 @@ def imports(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST":
         status = 400
         if form.is_valid():
-            upload = form.cleaned_data["file"]
-            folder = Path(settings.EXPORT_DIR) / "uploads"
-            folder.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=folder) as tmp:
-                for chunk in upload.chunks():
-                    tmp.write(chunk)
-                tmp.flush()
-                try:
-                    report = import_preferences(
-                        project,
-                        tmp.name,
-                        fmt=form.cleaned_data["format"] or None,
-                        skip_invalid=form.cleaned_data["skip_invalid"],
-                        user=request.user,
-                        display_name=Path(upload.name).name,
-                    )
-                except ValidationError as exc:
-                    form.add_error(None, exc)
+            try:
+                report = import_upload(
+                    project,
+                    form.cleaned_data["file"],
+                    fmt=form.cleaned_data["format"] or None,
+                    skip_invalid=form.cleaned_data["skip_invalid"],
+                    user=request.user,
+                )
+            except ValidationError as exc:
+                form.add_error(None, exc)
             if report is not None and report.is_applied:
                 status = 200
     return render(

@@ -17,14 +17,17 @@ from __future__ import annotations
 import gzip
 import json
 import re
+import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from annotation.models import (
@@ -529,6 +532,32 @@ def import_preferences(
         report.is_applied = True
         report.save()
     return report
+
+
+def import_upload(
+    project: Project,
+    upload: UploadedFile,
+    *,
+    fmt: str | None = None,
+    skip_invalid: bool = False,
+    user: AbstractBaseUser | None = None,
+) -> ImportReport:
+    """Stage an uploaded file under EXPORT_DIR/uploads and import it (see
+    `import_preferences`); the staged copy is deleted afterwards."""
+    folder = Path(settings.EXPORT_DIR) / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder) as tmp:
+        for chunk in upload.chunks():
+            tmp.write(chunk)
+        tmp.flush()
+        return import_preferences(
+            project,
+            tmp.name,
+            fmt=fmt,
+            skip_invalid=skip_invalid,
+            user=user,
+            display_name=Path(upload.name or "upload.jsonl").name,
+        )
 
 
 def _write(project: Project, records: list[Record], source: str, file_name: str) -> int:
