@@ -18,6 +18,7 @@ from ninja import Field, File, Form, Router, Schema
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
+from annotation.assignment import RankingSubmission
 from annotation.export import (
     DOWNLOAD_TYPES,
     FILE_FORMATS,
@@ -371,9 +372,9 @@ class RankingIn(Schema):
     aspect_ratings: dict[str, dict[str, int]] = {}
     active_seconds: float | None = Field(None, ge=0)
 
-    def extras(self) -> dict[str, Any]:
-        """Return everything but the order, as keyword arguments of `submit_ranking`."""
-        return self.model_dump(exclude={"order"})
+    def submission(self) -> RankingSubmission:
+        """Return the ranking as the value `submit_ranking` stores."""
+        return RankingSubmission(**self.model_dump())
 
 
 class RankingOut(Schema):
@@ -415,11 +416,7 @@ def submit(request: HttpRequest, lease_id: int, payload: RankingIn):
     lease = _own_lease(request, lease_id)
     try:
         ranking = submit_ranking(
-            lease,
-            caller(request),
-            payload.order,
-            project=lease.task.project,
-            **payload.extras(),
+            lease, caller(request), payload.submission(), project=lease.task.project
         )
     except LateSubmissionRefused as exc:
         return 409, {"detail": str(exc)}
@@ -465,11 +462,7 @@ def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
     lease = _own_lease(request, lease_id)
     try:
         ranking, following = submit_ranking_and_lease_next(
-            lease,
-            caller(request),
-            payload.order,
-            project=lease.task.project,
-            **payload.extras(),
+            lease, caller(request), payload.submission(), project=lease.task.project
         )
     except LateSubmissionRefused as exc:
         return 409, {"detail": str(exc)}

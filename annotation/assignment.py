@@ -22,7 +22,8 @@ On SQLite the IMMEDIATE transactions of the settings serialise every writer.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -47,6 +48,24 @@ from annotation.models import (
 CANDIDATE_BATCH = 8
 # How many scans before giving up when every candidate turned out full (contention).
 MAX_SCANS = 5
+
+
+@dataclass(frozen=True)
+class RankingSubmission:
+    """What an annotator submits for a leased task: the order and what goes with it.
+
+    `order`: tie groups of response ids, best first, as posted (validated when
+    stored); `unsafe_response_ids`: responses flagged unsafe; `aspect_ratings`:
+    {response id: {aspect: 1..7}}; `active_seconds`: active time the page measured.
+    """
+
+    order: object
+    all_bad: bool = False
+    unsafe_response_ids: tuple[int, ...] | list[int] = ()
+    rationale: str = ""
+    rewrite: str = ""
+    aspect_ratings: Mapping = field(default_factory=dict)
+    active_seconds: float | None = None
 
 
 class AnnotatorPaused(Exception):
@@ -339,27 +358,23 @@ def _is_overlap_full(task: RankingTask, lease: Lease, now: datetime) -> bool:
 
 
 def _validate_extras(
-    task: RankingTask,
-    response_ids: set[int],
-    unsafe_response_ids: tuple | list,
-    rationale: str,
-    aspect_ratings: dict | None,
+    task: RankingTask, response_ids: set[int], submission: RankingSubmission
 ) -> tuple[list[int], dict]:
     project = task.project
-    unsafe = sorted({int(r) for r in unsafe_response_ids})
+    unsafe = sorted({int(r) for r in submission.unsafe_response_ids})
     unknown = sorted(set(unsafe) - response_ids)
     if unknown:
         raise ValidationError(
             f"unsafe flags name unknown response ids {unknown}; this task's responses "
             f"are {sorted(response_ids)}"
         )
-    if project.require_rationale and not rationale.strip():
+    if project.require_rationale and not submission.rationale.strip():
         raise ValidationError(
             "this project requires a rationale: say in a sentence why the best response "
             "is best"
         )
     ratings: dict = {}
-    for rid, by_aspect in (aspect_ratings or {}).items():
+    for rid, by_aspect in (submission.aspect_ratings or {}).items():
         if int(rid) not in response_ids:
             raise ValidationError(
                 f"aspect ratings name unknown response id {rid}; this task's responses "
@@ -393,14 +408,8 @@ def _close(lease: Lease, status: str, now: datetime) -> None:
 def submit_ranking(
     lease: Lease,
     user: AbstractBaseUser,
-    order: object,
+    submission: RankingSubmission,
     *,
-    all_bad: bool = False,
-    unsafe_response_ids: tuple | list = (),
-    rationale: str = "",
-    rewrite: str = "",
-    aspect_ratings: dict | None = None,
-    active_seconds: float | None = None,
     project: Project | None = None,
     now: datetime | None = None,
 ) -> Ranking:
@@ -420,17 +429,7 @@ def submit_ranking(
     _check_lease_owner(lease, user)
     with transaction.atomic():
         ranking, _, _, _ = _store_ranking(
-            lease,
-            user,
-            order,
-            all_bad=all_bad,
-            unsafe_response_ids=unsafe_response_ids,
-            rationale=rationale,
-            rewrite=rewrite,
-            aspect_ratings=aspect_ratings,
-            active_seconds=active_seconds,
-            now=now,
-            project=project,
+            lease, user, submission, now=now, project=project
         )
         return ranking
 
@@ -438,14 +437,8 @@ def submit_ranking(
 def submit_ranking_and_lease_next(
     lease: Lease,
     user: AbstractBaseUser,
-    order: object,
+    submission: RankingSubmission,
     *,
-    all_bad: bool = False,
-    unsafe_response_ids: tuple | list = (),
-    rationale: str = "",
-    rewrite: str = "",
-    aspect_ratings: dict | None = None,
-    active_seconds: float | None = None,
     response_ids: Iterable[int] | None = None,
     project: Project | None = None,
     now: datetime | None = None,
@@ -470,13 +463,7 @@ def submit_ranking_and_lease_next(
         ranking, task, closed_active, paused_now = _store_ranking(
             lease,
             user,
-            order,
-            all_bad=all_bad,
-            unsafe_response_ids=unsafe_response_ids,
-            rationale=rationale,
-            rewrite=rewrite,
-            aspect_ratings=aspect_ratings,
-            active_seconds=active_seconds,
+            submission,
             now=now,
             response_ids=response_ids,
             project=project,
@@ -491,14 +478,8 @@ def submit_ranking_and_lease_next(
 def _store_ranking(
     lease: Lease,
     user: AbstractBaseUser,
-    order: object,
+    submission: RankingSubmission,
     *,
-    all_bad: bool,
-    unsafe_response_ids: tuple | list,
-    rationale: str,
-    rewrite: str,
-    aspect_ratings: dict | None,
-    active_seconds: float | None,
     now: datetime,
     response_ids: Iterable[int] | None = None,
     project: Project | None = None,
@@ -533,10 +514,8 @@ def _store_ranking(
     if response_ids is None:
         response_ids = task.responses.values_list("pk", flat=True)
     response_ids = set(response_ids)
-    groups = Ranking.validate_order(order, response_ids)
-    unsafe, ratings = _validate_extras(
-        task, response_ids, unsafe_response_ids, rationale, aspect_ratings
-    )
+    groups = Ranking.validate_order(submission.order, response_ids)
+    unsafe, ratings = _validate_extras(task, response_ids, submission)
     is_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= now
     if is_late and _is_overlap_full(task, lease, now):
         raise LateSubmissionRefused(
@@ -550,13 +529,13 @@ def _store_ranking(
             annotator=user,
             lease=lease,
             order=groups,
-            all_bad=all_bad,
+            all_bad=submission.all_bad,
             unsafe_response_ids=unsafe,
-            rationale=rationale.strip(),
-            rewrite=rewrite.strip(),
+            rationale=submission.rationale.strip(),
+            rewrite=submission.rewrite.strip(),
             aspect_ratings=ratings,
             server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
-            active_seconds=active_seconds,
+            active_seconds=submission.active_seconds,
             created_at=now,
         )
     )

@@ -9,7 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
-from annotation.assignment import leased_task
+from annotation.assignment import RankingSubmission, leased_task
 from annotation.models import Lease, Project, Ranking, RankingTask
 
 ORDER_EXAMPLE = "[[12],[14,13],[11]]"
@@ -125,6 +125,19 @@ class RankingForm(forms.Form):
                 "response is best"
             )
         return cleaned
+
+    def submission(self) -> RankingSubmission:
+        """Return the valid form's ranking as the value `submit_ranking` stores."""
+        data = self.cleaned_data
+        return RankingSubmission(
+            data["order"],
+            all_bad=data["all_bad"],
+            unsafe_response_ids=data["unsafe"],
+            rationale=data["rationale"],
+            rewrite=data["rewrite"],
+            aspect_ratings=data["aspect_ratings"],
+            active_seconds=data["active_seconds"],
+        )
 
 
 class SkipForm(forms.Form):

@@ -27,7 +27,13 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 from annotation.agreement import kendall_tau_b, pair_agreement
-from annotation.assignment import AnnotatorPaused, next_task, skip_task, submit_ranking
+from annotation.assignment import (
+    AnnotatorPaused,
+    RankingSubmission,
+    next_task,
+    skip_task,
+    submit_ranking,
+)
 from annotation.models import AnnotatorProfile, Project, Ranking
 from config.roles import ANNOTATOR
 from inference.models import Policy
@@ -281,7 +287,7 @@ def annotate(
             skipped += 1
             continue
         order = [[responses[i].pk for i in group] for group in decided]
-        submit_ranking(lease, user, order, now=now)
+        submit_ranking(lease, user, RankingSubmission(order), now=now)
         ranked += 1
     return AnnotationReport(user.username, ranked, skipped, paused)
 

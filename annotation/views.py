@@ -263,20 +263,13 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
     form = RankingForm(request.POST, user=request.user, project=project)
     if not form.is_valid():
         return _invalid(request, project, form)
-    data = form.cleaned_data
-    lease = data["lease"]
+    lease = form.cleaned_data["lease"]
     was_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= timezone.now()
     try:
         _, next_lease = submit_ranking_and_lease_next(
             lease,
             request.user,
-            data["order"],
-            all_bad=data["all_bad"],
-            unsafe_response_ids=data["unsafe"],
-            rationale=data["rationale"],
-            rewrite=data["rewrite"],
-            aspect_ratings=data["aspect_ratings"],
-            active_seconds=data["active_seconds"],
+            form.submission(),
             response_ids=form.response_ids,
             project=project,
         )

@@ -14,7 +14,7 @@ from annotation.agreement import (
     project_agreement,
     summarise,
 )
-from annotation.assignment import next_task, submit_ranking
+from annotation.assignment import RankingSubmission, next_task, submit_ranking
 from annotation.models import AnnotatorProfile
 from tests.annotation.factories import make_annotators, make_task, response_ids
 
@@ -92,7 +92,7 @@ def test_project_agreement_leaves_out_simulated_annotators(project):
         (human2, [[a], [b], [c]]),
         (robot, [[c], [b], [a]]),
     ):
-        submit_ranking(next_task(project, user), user, order)
+        submit_ranking(next_task(project, user), user, RankingSubmission(order))
     figures = project_agreement(project)
     assert figures["pairwise_agreement"] == 1.0
     task.refresh_from_db()

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from annotation.assignment import (
     AnnotatorPaused,
+    RankingSubmission,
     is_gold_due,
     next_task,
     skip_task,
@@ -32,7 +33,9 @@ NOW = timezone.now()
 
 def rank(lease: Lease, user, now=NOW) -> Ranking:
     """Submit the task's responses in display order."""
-    return submit_ranking(lease, user, [[r] for r in response_ids(lease.task)], now=now)
+    return submit_ranking(
+        lease, user, RankingSubmission([[r] for r in response_ids(lease.task)]), now=now
+    )
 
 
 def test_task_closest_to_completing_comes_first(project):
@@ -205,7 +208,9 @@ def _annotate_until_done(
                 waits += 1
                 time.sleep(0.01)
                 continue
-            submit_ranking(lease, user, [[r] for r in response_ids(lease.task)])
+            submit_ranking(
+                lease, user, RankingSubmission([[r] for r in response_ids(lease.task)])
+            )
     except Exception as exc:  # reported to the main thread, which fails the test
         errors.append(exc)
     finally:

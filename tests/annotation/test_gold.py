@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 from django.core.exceptions import ValidationError
 
-from annotation.assignment import AnnotatorPaused, next_task, submit_ranking
+from annotation.assignment import (
+    AnnotatorPaused,
+    RankingSubmission,
+    next_task,
+    submit_ranking,
+)
 from annotation.gold import best_only_order, gold_score, mark_gold, reinstate
 from annotation.models import AnnotatorProfile, RankingTask
 from tests.annotation.factories import make_annotators, make_task, response_ids
@@ -60,7 +65,9 @@ def gold_project(project):
 def _answer(project, user, *, right: bool) -> None:
     lease = next_task(project, user)
     ids = response_ids(lease.task)
-    submit_ranking(lease, user, [[r] for r in (ids if right else ids[::-1])])
+    submit_ranking(
+        lease, user, RankingSubmission([[r] for r in (ids if right else ids[::-1])])
+    )
 
 
 def test_annotator_is_not_paused_before_the_minimum_gold_tasks(gold_project):

@@ -17,6 +17,7 @@ from annotation.agreement import pairwise_agreement
 from annotation.assignment import (
     AnnotatorPaused,
     LateSubmissionRefused,
+    RankingSubmission,
     next_task,
     submit_ranking,
     submit_ranking_and_lease_next,
@@ -46,7 +47,7 @@ def test_submit_and_lease_next_stores_the_ranking_and_leases_another_task(
     first_task, second_task = make_tasks(project, 2)
     lease = next_task(project, annotator, now=NOW)
     ranking, following = submit_ranking_and_lease_next(
-        lease, annotator, in_order(lease), now=NOW
+        lease, annotator, RankingSubmission(in_order(lease)), now=NOW
     )
     assert Ranking.objects.get().pk == ranking.pk
     assert Lease.objects.get(pk=lease.pk).status == Lease.Status.SUBMITTED
@@ -59,7 +60,7 @@ def test_submit_and_lease_next_gives_none_when_no_task_is_left(project, annotato
     make_task(project)
     lease = next_task(project, annotator, now=NOW)
     _, following = submit_ranking_and_lease_next(
-        lease, annotator, in_order(lease), now=NOW
+        lease, annotator, RankingSubmission(in_order(lease)), now=NOW
     )
     assert following is None
 
@@ -70,10 +71,10 @@ def test_repeated_submission_stores_one_ranking_and_returns_the_same_next_lease(
     make_tasks(project, 3)
     lease = next_task(project, annotator, now=NOW)
     first, following = submit_ranking_and_lease_next(
-        lease, annotator, in_order(lease), now=NOW
+        lease, annotator, RankingSubmission(in_order(lease)), now=NOW
     )
     again, following_again = submit_ranking_and_lease_next(
-        lease, annotator, in_order(lease), now=NOW
+        lease, annotator, RankingSubmission(in_order(lease)), now=NOW
     )
     assert again.pk == first.pk
     assert following_again.pk == following.pk
@@ -89,10 +90,15 @@ def test_refused_late_submission_stores_nothing_and_leases_nothing(project):
     later = NOW + timedelta(hours=2)
     assert next_task(project, other, now=later).task_id == task.pk
     submit_ranking(
-        Lease.objects.get(annotator=other), other, in_order(lease), now=later
+        Lease.objects.get(annotator=other),
+        other,
+        RankingSubmission(in_order(lease)),
+        now=later,
     )
     with pytest.raises(LateSubmissionRefused):
-        submit_ranking_and_lease_next(lease, late, in_order(lease), now=later)
+        submit_ranking_and_lease_next(
+            lease, late, RankingSubmission(in_order(lease)), now=later
+        )
     assert Ranking.objects.filter(annotator=late).count() == 0
     assert Lease.objects.get(pk=lease.pk).status == Lease.Status.ACTIVE
     assert Lease.objects.filter(annotator=late).count() == 1
@@ -106,7 +112,7 @@ def test_late_submission_finds_the_lease_the_annotator_holds_meanwhile(
     later = NOW + timedelta(hours=2)
     held = next_task(project, annotator, now=later)
     _, following = submit_ranking_and_lease_next(
-        old, annotator, in_order(old), now=later
+        old, annotator, RankingSubmission(in_order(old)), now=later
     )
     assert following.pk == held.pk
 
@@ -122,7 +128,9 @@ def test_ranking_that_pauses_the_annotator_is_stored_and_no_task_follows(
     mark_gold(gold, [[a], [b]])
     lease = next_task(project, annotator, now=NOW)
     with pytest.raises(AnnotatorPaused, match="gold accuracy 0% over 1 gold tasks"):
-        submit_ranking_and_lease_next(lease, annotator, [[b], [a]], now=NOW)
+        submit_ranking_and_lease_next(
+            lease, annotator, RankingSubmission([[b], [a]]), now=NOW
+        )
     assert Ranking.objects.filter(annotator=annotator).count() == 1
     assert AnnotatorProfile.objects.get(user=annotator).is_paused is True
     assert (
@@ -135,7 +143,9 @@ def test_submit_and_lease_next_commits_once(project, annotator):
     make_tasks(project, 2)
     lease = next_task(project, annotator, now=NOW)
     with CaptureQueriesContext(connection) as ctx:
-        submit_ranking_and_lease_next(lease, annotator, in_order(lease), now=NOW)
+        submit_ranking_and_lease_next(
+            lease, annotator, RankingSubmission(in_order(lease)), now=NOW
+        )
     sql = [q["sql"] for q in ctx.captured_queries]
     # Inside the test's transaction the block is one savepoint, released once.
     assert sum(s.startswith("RELEASE SAVEPOINT") for s in sql) == 1
@@ -202,7 +212,7 @@ def _grow(project, n_tasks: int) -> None:
     for user in make_annotators(3, prefix=f"busy{RankingTask.objects.count()}-"):
         for _ in range(8):
             lease = next_task(project, user)
-            submit_ranking(lease, user, in_order(lease))
+            submit_ranking(lease, user, RankingSubmission(in_order(lease)))
 
 
 def _count(request) -> int:

@@ -11,6 +11,7 @@ from django.utils import timezone
 from annotation import consensus
 from annotation.assignment import (
     LateSubmissionRefused,
+    RankingSubmission,
     next_task,
     skip_task,
     submit_ranking,
@@ -75,7 +76,7 @@ def test_bad_order_stores_nothing(leased, kind):
         "unknown": [[a], [b], [c], [c + 99]],
     }[kind]
     with pytest.raises(ValidationError):
-        submit_ranking(lease, user, order, now=NOW)
+        submit_ranking(lease, user, RankingSubmission(order), now=NOW)
     assert Ranking.objects.count() == 0
     assert Lease.objects.get(pk=lease.pk).status == Lease.Status.ACTIVE
     assert RankingTask.objects.get(pk=lease.task_id).ranking_count == 0
@@ -89,13 +90,15 @@ def test_submission_stores_everything_the_annotator_said(leased, project):
     ranking = submit_ranking(
         lease,
         user,
-        [[b], [a, c]],
-        all_bad=True,
-        unsafe_response_ids=[c],
-        rationale=" b answers ",
-        rewrite="a better answer",
-        aspect_ratings={a: {"helpfulness": 3}},
-        active_seconds=12.5,
+        RankingSubmission(
+            [[b], [a, c]],
+            all_bad=True,
+            unsafe_response_ids=[c],
+            rationale=" b answers ",
+            rewrite="a better answer",
+            aspect_ratings={a: {"helpfulness": 3}},
+            active_seconds=12.5,
+        ),
         now=NOW + timedelta(seconds=40),
     )
     stored = Ranking.objects.get(pk=ranking.pk)
@@ -113,8 +116,8 @@ def test_submission_stores_everything_the_annotator_said(leased, project):
 def test_same_submission_twice_stores_one_ranking(leased):
     lease, user = leased
     order = [[r] for r in response_ids(lease.task)]
-    first = submit_ranking(lease, user, order, now=NOW)
-    second = submit_ranking(lease, user, order, now=NOW)
+    first = submit_ranking(lease, user, RankingSubmission(order), now=NOW)
+    second = submit_ranking(lease, user, RankingSubmission(order), now=NOW)
     assert second.pk == first.pk
     assert Ranking.objects.count() == 1
     assert RankingTask.objects.get(pk=lease.task_id).ranking_count == 1
@@ -125,7 +128,9 @@ def test_submission_updates_count_consensus_and_agreement(project):
     a, b, c = response_ids(task)
     users = make_annotators(2)
     for user, order in zip(users, ([[a], [b], [c]], [[a], [c], [b]]), strict=False):
-        submit_ranking(next_task(project, user, now=NOW), user, order, now=NOW)
+        submit_ranking(
+            next_task(project, user, now=NOW), user, RankingSubmission(order), now=NOW
+        )
     task.refresh_from_db()
     assert task.ranking_count == 2
     assert task.consensus_order == [[a], [b, c]]
@@ -140,7 +145,12 @@ def test_ranking_and_figures_commit_together_or_not_at_all(leased, monkeypatch):
 
     monkeypatch.setattr(consensus, "update_task_figures", broken)
     with pytest.raises(RuntimeError):
-        submit_ranking(lease, user, [[r] for r in response_ids(lease.task)], now=NOW)
+        submit_ranking(
+            lease,
+            user,
+            RankingSubmission([[r] for r in response_ids(lease.task)]),
+            now=NOW,
+        )
     assert Ranking.objects.count() == 0
     assert Lease.objects.get(pk=lease.pk).status == Lease.Status.ACTIVE
 
@@ -149,7 +159,10 @@ def test_late_submission_is_accepted_while_overlap_is_not_full(leased):
     lease, user = leased
     late = NOW + timedelta(hours=2)
     ranking = submit_ranking(
-        lease, user, [[r] for r in response_ids(lease.task)], now=late
+        lease,
+        user,
+        RankingSubmission([[r] for r in response_ids(lease.task)]),
+        now=late,
     )
     assert ranking.pk is not None
     assert RankingTask.objects.get(pk=lease.task_id).ranking_count == 1
@@ -163,11 +176,13 @@ def test_late_submission_is_refused_once_others_filled_the_overlap(project):
     submit_ranking(
         next_task(project, fast, now=later),
         fast,
-        [[r] for r in response_ids(task)],
+        RankingSubmission([[r] for r in response_ids(task)]),
         now=later,
     )
     with pytest.raises(LateSubmissionRefused, match="expired"):
-        submit_ranking(lease, slow, [[r] for r in response_ids(task)], now=later)
+        submit_ranking(
+            lease, slow, RankingSubmission([[r] for r in response_ids(task)]), now=later
+        )
     assert Ranking.objects.filter(annotator=slow).count() == 0
 
 
@@ -178,14 +193,21 @@ def test_late_submission_is_refused_while_others_hold_the_remaining_slots(projec
     later = NOW + timedelta(hours=1)
     next_task(project, fast, now=later)
     with pytest.raises(LateSubmissionRefused):
-        submit_ranking(lease, slow, [[r] for r in response_ids(task)], now=later)
+        submit_ranking(
+            lease, slow, RankingSubmission([[r] for r in response_ids(task)]), now=later
+        )
 
 
 def test_someone_elses_lease_cannot_be_submitted(leased):
     lease, _ = leased
     (other,) = make_annotators(1, prefix="other")
     with pytest.raises(PermissionDenied):
-        submit_ranking(lease, other, [[r] for r in response_ids(lease.task)], now=NOW)
+        submit_ranking(
+            lease,
+            other,
+            RankingSubmission([[r] for r in response_ids(lease.task)]),
+            now=NOW,
+        )
 
 
 def test_unsafe_flag_on_unknown_response_is_rejected(leased):
@@ -194,8 +216,9 @@ def test_unsafe_flag_on_unknown_response_is_rejected(leased):
         submit_ranking(
             lease,
             user,
-            [[r] for r in response_ids(lease.task)],
-            unsafe_response_ids=[0],
+            RankingSubmission(
+                [[r] for r in response_ids(lease.task)], unsafe_response_ids=[0]
+            ),
         )
 
 
@@ -209,8 +232,10 @@ def test_aspect_rating_outside_one_to_seven_is_rejected(leased, project, value):
         submit_ranking(
             lease,
             user,
-            [[r] for r in response_ids(lease.task)],
-            aspect_ratings={rid: {"honesty": value}},
+            RankingSubmission(
+                [[r] for r in response_ids(lease.task)],
+                aspect_ratings={rid: {"honesty": value}},
+            ),
         )
 
 
@@ -221,8 +246,10 @@ def test_rating_an_aspect_the_project_lacks_is_rejected(leased):
         submit_ranking(
             lease,
             user,
-            [[r] for r in response_ids(lease.task)],
-            aspect_ratings={rid: {"wit": 4}},
+            RankingSubmission(
+                [[r] for r in response_ids(lease.task)],
+                aspect_ratings={rid: {"wit": 4}},
+            ),
         )
 
 
@@ -232,7 +259,9 @@ def test_rationale_is_required_when_the_project_says_so(leased, project):
     lease, user = leased
     with pytest.raises(ValidationError, match="requires a rationale"):
         submit_ranking(
-            lease, user, [[r] for r in response_ids(lease.task)], rationale="  "
+            lease,
+            user,
+            RankingSubmission([[r] for r in response_ids(lease.task)], rationale="  "),
         )
     assert Ranking.objects.count() == 0
 

@@ -9,9 +9,14 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
-from annotation.agreement import project_agreement
-from annotation.assignment import next_task, skip_task, submit_ranking
+from annotation.assignment import (
+    RankingSubmission,
+    next_task,
+    skip_task,
+    submit_ranking,
+)
 from annotation.consensus import adjudicate
+from annotation.dashboard import dashboard
 from annotation.data_manager import task_history
 from annotation.gold import gold_record, mark_gold
 from annotation.leaderboard import policy_comparisons
@@ -37,7 +42,7 @@ def setup(db):
     rankings = []
     for user in users:
         lease = next_task(project, user)
-        rankings.append(submit_ranking(lease, user, [[a], [b]]))
+        rankings.append(submit_ranking(lease, user, RankingSubmission([[a], [b]])))
     task.refresh_from_db()
     return project, task, users, rankings, (a, b)
 
@@ -69,7 +74,7 @@ def test_every_reader_counts_only_current_versions(setup):
     project, task, users, (first, second), (a, b) = setup
     revise_ranking(first, users[0], [[b], [a]])
     assert [r["order"] for r in ranking_rows(project)] == [[[a], [b]], [[b], [a]]]
-    assert project_agreement(project)["tasks"] == 1
+    assert dashboard(project)["agreement"]["tasks"] == 1
     assert len(policy_comparisons(project)) == 0  # one policy: no comparisons
     snapshot = freeze_snapshot(project, "s")
     pairs = SnapshotPair.objects.filter(snapshot=snapshot)
@@ -165,7 +170,9 @@ def test_history_page_lists_own_rankings_newest_first_with_pages(setup, monkeypa
     more = [make_task(project) for _ in range(2)]
     for _ in more:
         lease = next_task(project, users[0])
-        submit_ranking(lease, users[0], [[r] for r in response_ids(lease.task)])
+        submit_ranking(
+            lease, users[0], RankingSubmission([[r] for r in response_ids(lease.task)])
+        )
     monkeypatch.setattr("annotation.history_views.PAGE_SIZE", 2)
     client = login(users[0])
     url = reverse("annotation:history", args=[project.name])

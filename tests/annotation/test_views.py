@@ -319,7 +319,7 @@ def test_workspace_shows_progress_today_and_in_project(project, annotator):
 def test_queries_per_request_do_not_grow_with_the_data(
     project, annotator, which, django_assert_max_num_queries
 ):
-    from annotation.assignment import submit_ranking
+    from annotation.assignment import RankingSubmission, submit_ranking
 
     make_tasks(project, 40)
     client = login(annotator)
@@ -342,7 +342,9 @@ def test_queries_per_request_do_not_grow_with_the_data(
     for user in make_annotators(3, prefix="busy"):
         for _ in range(10):
             lease = next_task(project, user)
-            submit_ranking(lease, user, [[r] for r in response_ids(lease.task)])
+            submit_ranking(
+                lease, user, RankingSubmission([[r] for r in response_ids(lease.task)])
+            )
     make_tasks(project, 40)
     large = count()
     assert large == small
@@ -371,13 +373,17 @@ def _disagreeing_task(project):
     task = make_task(project, k=3)
     a, b, c = response_ids(task)
     users = make_annotators(2, prefix="dis")
-    from annotation.assignment import submit_ranking
+    from annotation.assignment import RankingSubmission, submit_ranking
 
     submit_ranking(
-        next_task(project, users[0]), users[0], [[a], [b], [c]], rationale="a is right"
+        next_task(project, users[0]),
+        users[0],
+        RankingSubmission([[a], [b], [c]], rationale="a is right"),
     )
     submit_ranking(
-        next_task(project, users[1]), users[1], [[c], [b], [a]], rationale="c is kinder"
+        next_task(project, users[1]),
+        users[1],
+        RankingSubmission([[c], [b], [a]], rationale="c is kinder"),
     )
     return task
 

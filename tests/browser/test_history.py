@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from annotation.assignment import next_task, submit_ranking
+from annotation.assignment import RankingSubmission, next_task, submit_ranking
 from annotation.models import Project, Ranking
 from tests.annotation.factories import make_task, response_ids
 from tests.conftest import make_user
@@ -26,7 +26,9 @@ def ranked(live_server, sign_in):
     task = make_task(project, texts=["first answer", "second answer", "third answer"])
     user = make_user("histannotator", "annotator")
     a, b, c = response_ids(task)
-    ranking = submit_ranking(next_task(project, user), user, [[a], [b], [c]])
+    ranking = submit_ranking(
+        next_task(project, user), user, RankingSubmission([[a], [b], [c]])
+    )
     sign_in(user)
     return project, task, user, ranking
 

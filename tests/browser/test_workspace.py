@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 from playwright.sync_api import expect
 
-from annotation.assignment import next_task, submit_ranking
+from annotation.assignment import RankingSubmission, next_task, submit_ranking
 from annotation.models import Lease, Project, Ranking
 from tests.annotation.factories import make_annotators, make_task, response_ids
 from tests.conftest import make_user
@@ -203,7 +203,9 @@ def test_expired_lease_whose_task_filled_up_is_refused_with_a_message(
         expires_at=timezone.now() - timedelta(seconds=1)
     )
     (fast,) = make_annotators(1, prefix="fast")
-    submit_ranking(next_task(project, fast), fast, [[r] for r in ids(task)])
+    submit_ranking(
+        next_task(project, fast), fast, RankingSubmission([[r] for r in ids(task)])
+    )
     for key in ["1", "2", "Enter"]:
         page.keyboard.press(key)
     page.wait_for_selector("#ws-notice")
