@@ -85,14 +85,6 @@ def kendall_tau_b(a: Order, b: Order) -> float | None:
     return float(kendalltau(x, y, variant="b").statistic)
 
 
-def mean_kendall_tau(orders: list[Order]) -> float | None:
-    """Return the mean tau-b over every pair of orders where it is defined."""
-    taus = [
-        t for a, b in combinations(orders, 2) if (t := kendall_tau_b(a, b)) is not None
-    ]
-    return sum(taus) / len(taus) if taus else None
-
-
 def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | None:
     """Return Krippendorff's alpha (ordinal, the `krippendorff` package) of rankings.
 
@@ -159,13 +151,3 @@ def human_orders_by_task(rows: Iterable[tuple[int, int, Order, bool | None]]) ->
         if not is_simulated:
             grouped[task_id][annotator_id] = order
     return dict(grouped)
-
-
-def project_agreement(project) -> dict[str, float | int | None]:
-    """Return the project's human agreement figures (pairwise, tau-b, alpha)."""
-    from annotation.models import Ranking
-
-    rows = Ranking.objects.filter(task__project=project, is_skip=False).values_list(
-        "task_id", "annotator_id", "order", "annotator__annotator_profile__is_simulated"
-    )
-    return summarise(human_orders_by_task(rows))

@@ -278,14 +278,6 @@ class RankingTask(models.Model):
     def __str__(self) -> str:
         return f"task {self.pk} ({self.project})"
 
-    def is_complete(self) -> bool:
-        """Return whether the task has all the rankings its overlap asks for."""
-        return self.ranking_count >= self.overlap
-
-    def final_order(self) -> list[list[int]] | None:
-        """Return the adjudicated order if any, else the consensus."""
-        return self.adjudicated_order or self.consensus_order
-
 
 class Response(models.Model):
     """A candidate response shown in a task, with the policy and sampling that wrote it."""

@@ -8,13 +8,10 @@ same `SamplingConfig`, translated by `inference.sampling.backend_kwargs`.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from inference.sampling import SamplingConfig, backend_kwargs
-
-logger = logging.getLogger(__name__)
 
 
 def generate_candidates(

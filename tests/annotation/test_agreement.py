@@ -9,12 +9,11 @@ import pytest
 from annotation.agreement import (
     kendall_tau_b,
     krippendorff_alpha,
-    mean_kendall_tau,
     pairwise_agreement,
-    project_agreement,
     summarise,
 )
 from annotation.assignment import RankingSubmission, next_task, submit_ranking
+from annotation.dashboard import dashboard
 from annotation.models import AnnotatorProfile
 from tests.annotation.factories import make_annotators, make_task, response_ids
 
@@ -52,11 +51,6 @@ def test_kendall_tau_b_handles_ties(a, b, expected):
     assert result == (pytest.approx(expected) if expected is not None else None)
 
 
-def test_mean_kendall_tau_averages_every_pair():
-    orders = [[[1], [2], [3]], [[1], [2], [3]], [[3], [2], [1]]]
-    assert mean_kendall_tau(orders) == pytest.approx((1 - 1 - 1) / 3)
-
-
 def test_krippendorff_alpha_is_one_for_identical_rankings():
     by_task = {
         1: {10: [[1], [2], [3]], 11: [[1], [2], [3]]},
@@ -82,7 +76,7 @@ def test_summary_counts_only_tasks_with_two_rankings():
     assert summary["kendall_tau_b"] == pytest.approx(1.0)
 
 
-def test_project_agreement_leaves_out_simulated_annotators(project):
+def test_dashboard_agreement_leaves_out_simulated_annotators(project):
     task = make_task(project, k=3)
     a, b, c = response_ids(task)
     human1, human2, robot = make_annotators(3)
@@ -93,7 +87,7 @@ def test_project_agreement_leaves_out_simulated_annotators(project):
         (robot, [[c], [b], [a]]),
     ):
         submit_ranking(next_task(project, user), user, RankingSubmission(order))
-    figures = project_agreement(project)
+    figures = dashboard(project)["agreement"]
     assert figures["pairwise_agreement"] == 1.0
     task.refresh_from_db()
     assert task.agreement == 1.0

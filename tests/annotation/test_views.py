@@ -424,7 +424,6 @@ def test_adjudication_records_the_order_who_and_when(project, researcher):
     assert task.adjudicated_order == [[b], [a, c]]
     assert task.adjudicated_by == researcher
     assert task.adjudicated_at is not None
-    assert task.final_order() == [[b], [a, c]]
 
 
 def test_admin_marks_a_task_gold_by_its_best_response(project, admin_user):
