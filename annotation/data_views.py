@@ -11,7 +11,7 @@ from itertools import islice
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -38,6 +38,7 @@ from annotation.snapshots import (
     freeze_snapshot,
 )
 from annotation.tokens import create_token, revoke_token
+from config.forms import act
 from config.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required
 
 SAMPLE_ROWS = 10
@@ -119,20 +120,19 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
     form = SnapshotForm(request.POST or None, initial={"name": ""})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        try:
-            snapshot = freeze_snapshot(
-                project,
-                data["name"],
-                user=request.user,
-                filter=form.snapshot_filter(),
-                pair_rule=data["pair_rule"],
-                tie_rule=data["tie_rule"],
-                dedup_rule=data["dedup_rule"],
-                margin_rule=data["margin_rule"],
-            )
-        except ValidationError as exc:
-            form.add_error(None, exc)
-        else:
+        snapshot = act(
+            form,
+            freeze_snapshot,
+            project,
+            data["name"],
+            user=request.user,
+            filter=form.snapshot_filter(),
+            pair_rule=data["pair_rule"],
+            tie_rule=data["tie_rule"],
+            dedup_rule=data["dedup_rule"],
+            margin_rule=data["margin_rule"],
+        )
+        if snapshot is not None:
             messages.success(
                 request, f"Froze {snapshot.name}: {snapshot.row_count} pairs."
             )
@@ -230,16 +230,15 @@ def imports(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST":
         status = 400
         if form.is_valid():
-            try:
-                report = import_upload(
-                    project,
-                    form.cleaned_data["file"],
-                    fmt=form.cleaned_data["format"] or None,
-                    skip_invalid=form.cleaned_data["skip_invalid"],
-                    user=request.user,
-                )
-            except ValidationError as exc:
-                form.add_error(None, exc)
+            report = act(
+                form,
+                import_upload,
+                project,
+                form.cleaned_data["file"],
+                fmt=form.cleaned_data["format"] or None,
+                skip_invalid=form.cleaned_data["skip_invalid"],
+                user=request.user,
+            )
             if report is not None and report.is_applied:
                 status = 200
     return render(
@@ -283,9 +282,6 @@ def tokens(request: HttpRequest) -> HttpResponse:
 def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     """Revoke one of the user's tokens."""
     token = get_object_or_404(ApiToken, pk=token_id)
-    try:
-        revoke_token(token, request.user)
-    except PermissionDenied:
-        raise
+    revoke_token(token, request.user)
     messages.success(request, f"Revoked token {token.name} ({token.prefix}…).")
     return redirect("data:tokens")

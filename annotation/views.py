@@ -13,7 +13,6 @@ from functools import lru_cache
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Count, F
@@ -51,6 +50,7 @@ from annotation.models import (
     RankingTask,
     Response,
 )
+from config.forms import act
 from config.roles import ADMIN, ANNOTATOR, RESEARCHER, is_annotator, role_required
 
 # Tasks whose agreement is below this go to the review queue.
@@ -384,11 +384,8 @@ def gold(request: HttpRequest, name: str) -> HttpResponse:
     project = _project(name)
     form = GoldForm(request.POST if request.method == "POST" else None, project=project)
     if request.method == "POST" and form.is_valid():
-        try:
-            mark_gold(form.cleaned_data["task"], form.cleaned_data["gold_order"])
-        except ValidationError as exc:
-            form.add_error(None, exc)
-        else:
+        act(form, mark_gold, form.cleaned_data["task"], form.cleaned_data["gold_order"])
+        if not form.errors:
             messages.success(
                 request, f"Task {form.cleaned_data['task'].pk} is now gold."
             )

@@ -90,18 +90,15 @@ def register(request: HttpRequest, payload: RegisterModelIn):
 
     if not is_admin(request.auth):
         raise PermissionDenied("registering a model needs the admin role")
-    try:
-        policy = register_model(
-            payload.name,
-            payload.source,
-            kind=payload.kind,
-            parent=payload.parent,
-            base=payload.base,
-            allow_pickle=payload.allow_pickle,
-            chat_template=payload.chat_template,
-        )
-    except ValueError as exc:
-        return 400, {"detail": str(exc)}
+    policy = register_model(
+        payload.name,
+        payload.source,
+        kind=payload.kind,
+        parent=payload.parent,
+        base=payload.base,
+        allow_pickle=payload.allow_pickle,
+        chat_template=payload.chat_template,
+    )
     return 201, policy
 
 

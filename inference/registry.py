@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.utils import timezone
 
@@ -47,26 +48,26 @@ def register_policy(
     stage, or how it was brought in) beside the lineage.
     """
     if Policy.objects.filter(name=name).exists():
-        raise ValueError(
+        raise ValidationError(
             f"a policy named {name!r} is already registered; choose another name "
             "(names are unique so that lineage stays unambiguous)"
         )
     if kind not in Policy.Kind.values:
-        raise ValueError(
+        raise ValidationError(
             f"unknown policy kind {kind!r}; expected one of {Policy.Kind.values}"
         )
     base, adapter = str(base_path), str(adapter_path) if adapter_path else ""
     if not base:
-        raise ValueError(
+        raise ValidationError(
             f"policy {name!r} needs a base_path (a model folder or hub id)"
         )
     if not Path(base).exists() and not _looks_like_hub_id(base):
-        raise ValueError(
+        raise ValidationError(
             f"base_path {base!r} of policy {name!r} does not exist; build or copy the "
             "model there first (or give a hub id such as org/name)"
         )
     if adapter and not Path(adapter).exists():
-        raise ValueError(
+        raise ValidationError(
             f"adapter_path {adapter!r} of policy {name!r} does not exist; save the "
             "adapter before registering it"
         )
@@ -112,27 +113,27 @@ def register_model(
     whose name, folder or source is the adapter's base_model_name_or_path) or a hub
     id. `kind` is "policy" or "reward"; `parent` names a registered policy. The
     folder appears whole or not at all (`atomic_dir`), and is removed again if the
-    row cannot be written. Raise ValueError (SourceError for the source) naming the
+    row cannot be written. Raise ValidationError (SourceError for the source) naming the
     bad value and the fix; every check that needs no conversion runs first.
     """
     if not NAME.match(name):
-        raise ValueError(
+        raise ValidationError(
             f"model name {name!r} must be 1-200 letters, digits, '.', '_' or '-' and "
             "start with a letter or digit (it names the model's folder)"
         )
     if Policy.objects.filter(name=name).exists():
-        raise ValueError(
+        raise ValidationError(
             f"a policy named {name!r} is already registered; choose another name"
         )
     if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
+        raise ValidationError(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}")
     parent_row = _registered(parent, "--parent") if parent else None
     base_row = _registered(base, "--base") if base else None
     source_kind = sources.source_kind(source)
     if source_kind == "adapter" and base_row is None:
         base_row = _adapter_base(source)
     elif source_kind != "adapter" and base_row is not None:
-        raise ValueError(
+        raise ValidationError(
             f"--base {base!r} applies only to an adapter folder, and {source!r} is a "
             f"{source_kind} source; drop --base"
         )
@@ -162,10 +163,10 @@ def register_model(
 
 
 def _registered(name: str, option: str) -> Policy:
-    """Return the registered policy `name`; raise ValueError naming the option otherwise."""
+    """Return the registered policy `name`; raise ValidationError naming the option otherwise."""
     row = Policy.objects.filter(name=name).first()
     if row is None:
-        raise ValueError(
+        raise ValidationError(
             f"{option} {name!r} is not a registered model; register it first "
             "(manage.py register_model NAME SOURCE) or give one of the registered names"
         )
@@ -185,7 +186,7 @@ def _adapter_base(source: str) -> Policy:
         else None
     )
     if row is None:
-        raise ValueError(
+        raise ValidationError(
             f"the adapter {source!r} was trained on {wanted or 'an unnamed base'!r} "
             "(base_model_name_or_path in adapter_config.json), which is not registered; "
             "register that base first or pass --base NAME of a registered model"

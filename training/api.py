@@ -2,8 +2,8 @@
 resume and deploy.
 
 Researchers read rounds and jobs; only admins launch, cancel, resume and deploy
-(DESIGN.md). The workflow functions raise ValueError with a message for the user,
-which becomes a 400.
+(DESIGN.md). The workflow functions raise ValidationError with a message for the
+user, which config/api.py turns into a 400.
 """
 
 from datetime import datetime
@@ -148,12 +148,9 @@ def launch(request: HttpRequest, name: str, payload: LaunchIn):
 
     require_admin(request)
     project = project_or_404(name)
-    try:
-        training_round = tasks.launch(
-            project, payload.method, user=caller(request), options=payload.options
-        )
-    except ValueError as exc:
-        return 400, {"detail": str(exc)}
+    training_round = tasks.launch(
+        project, payload.method, user=caller(request), options=payload.options
+    )
     return 201, _round_or_404(training_round.pk)
 
 
@@ -189,10 +186,7 @@ def cancel(request: HttpRequest, round_id: int):
     from training.rounds import cancel_round
 
     require_admin(request)
-    try:
-        cancel_round(_round_or_404(round_id), user=caller(request))
-    except ValueError as exc:
-        return 400, {"detail": str(exc)}
+    cancel_round(_round_or_404(round_id), user=caller(request))
     return _round_or_404(round_id)
 
 
@@ -206,10 +200,7 @@ def resume(request: HttpRequest, round_id: int):
     from training import tasks
 
     require_admin(request)
-    try:
-        tasks.resume(_round_or_404(round_id), user=caller(request))
-    except ValueError as exc:
-        return 400, {"detail": str(exc)}
+    tasks.resume(_round_or_404(round_id), user=caller(request))
     return _round_or_404(round_id)
 
 
@@ -235,10 +226,7 @@ def deploy(request: HttpRequest, name: str, payload: DeployIn):
     policy = Policy.objects.filter(name=payload.policy).first()
     if policy is None:
         raise Http404(f"no registered policy named {payload.policy!r}")
-    try:
-        deployment = deploy_policy(project, policy, user=caller(request))
-    except ValueError as exc:
-        return 400, {"detail": str(exc)}
+    deployment = deploy_policy(project, policy, user=caller(request))
     return {
         "project": project.name,
         "policy": policy.name,

@@ -9,6 +9,7 @@ replaced.
 from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from annotation.models import Project
@@ -23,27 +24,27 @@ def is_evaluated(policy: Policy) -> bool:
 
 
 def check_deployable(policy: Policy) -> None:
-    """Raise ValueError naming the reason a policy cannot serve a project.
+    """Raise ValidationError naming the reason a policy cannot serve a project.
 
     A trained policy (one with a parent) must have been evaluated against its
     parent; a root policy (a base or SFT model brought in) has nothing to be
     compared with and is deployable as it is.
     """
     if policy.kind != Policy.Kind.POLICY:
-        raise ValueError(
+        raise ValidationError(
             f"{policy.name} is a {policy.get_kind_display().lower()}, not a policy; "
             "deploy a policy that generates responses"
         )
     if policy.status != Policy.Status.READY:
-        raise ValueError(
+        raise ValidationError(
             f"{policy.name} is {policy.status}; only a ready policy can be deployed"
         )
     if not policy.has_weights():
-        raise ValueError(
+        raise ValidationError(
             f"{policy.name} has no weights to load; register its base_path first"
         )
     if policy.parent_id is not None and not is_evaluated(policy):
-        raise ValueError(
+        raise ValidationError(
             f"{policy.name} has not been evaluated against its parent {policy.parent}; "
             "train it in a round with evaluation on (the default) or store its win rate first"
         )
@@ -58,14 +59,14 @@ def deploy_policy(
 ) -> Deployment:
     """Make `policy` the project's current policy and record the deployment.
 
-    Raise ValueError when the policy is not a ready policy with weights, or is
+    Raise ValidationError when the policy is not a ready policy with weights, or is
     already current.
     """
     check_deployable(policy)
     with transaction.atomic():
         project = Project.objects.select_for_update().get(pk=project.pk)
         if project.current_policy_id == policy.pk:
-            raise ValueError(
+            raise ValidationError(
                 f"{policy.name} is already the current policy of {project.name}"
             )
         deployment = Deployment.objects.create(
@@ -83,7 +84,7 @@ def deploy_policy(
 def rollback_policy(project: Project, *, user: AbstractBaseUser | None) -> Deployment:
     """Deploy again the policy that the newest deployment replaced.
 
-    Raise ValueError when the project has no earlier policy to return to.
+    Raise ValidationError when the project has no earlier policy to return to.
     """
     newest = (
         Deployment.objects.filter(project=project)
@@ -91,7 +92,7 @@ def rollback_policy(project: Project, *, user: AbstractBaseUser | None) -> Deplo
         .first()
     )
     if newest is None or newest.previous is None:
-        raise ValueError(
+        raise ValidationError(
             f"project {project.name} has no earlier deployed policy to roll back to; "
             "deploy one from the registry instead"
         )

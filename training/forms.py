@@ -129,10 +129,7 @@ class LaunchForm(forms.Form):
 
     def clean_method(self) -> str:
         """Return the pipeline normalised ('sft, dpo' -> 'sft,dpo'), or a form error."""
-        try:
-            return ",".join(parse_method(self.cleaned_data["method"]))
-        except ValueError as exc:
-            raise forms.ValidationError(str(exc)) from None
+        return ",".join(parse_method(self.cleaned_data["method"]))
 
     def stage_fieldsets(self) -> list[tuple[str, str, list[forms.BoundField]]]:
         """Return (stage, what it does, its bound fields) for the template."""

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -40,7 +41,7 @@ def policy_inputs(policy: Policy) -> dict[str, str]:
 def reward_inputs(policy: Policy) -> dict[str, str]:
     """Return the inputs naming a registered reward model; it must be one merged folder."""
     if policy.adapter_path:
-        raise ValueError(
+        raise ValidationError(
             f"reward model {policy.name} is an adapter on {policy.base_path}; the online "
             "stages need a merged reward model folder (a reward stage saves one)"
         )

@@ -62,7 +62,7 @@ def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
         key, sep, value = pair.partition("=")
         key = key.strip()
         if not sep or not key:
-            raise ValueError(f"settings are key=value, got {pair!r}")
+            raise ValidationError(f"settings are key=value, got {pair!r}")
         if key in ROUND_OPTIONS:
             options[key] = value
             continue
@@ -72,7 +72,7 @@ def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
         matched = False
         for target in targets:
             if target not in stages and target not in implicit_stages():
-                raise ValueError(
+                raise ValidationError(
                     f"{key!r} names stage {target!r}, which is not in the pipeline {stages}"
                 )
             names = {f.name for f in dataclasses.fields(config_class(target))}
@@ -82,7 +82,7 @@ def parse_settings(pairs: list[str], stages: list[str]) -> dict[str, Any]:
                 )
                 matched = True
         if not matched:
-            raise ValueError(
+            raise ValidationError(
                 f"no stage of {stages} has an option {field!r}; round options are "
                 f"{sorted(ROUND_OPTIONS)}, stage options e.g. dpo.beta (see the launch page)"
             )
@@ -98,7 +98,7 @@ def _is_off(value: Any) -> bool:
 def _round_options(options: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of the launch options with the round's own options checked and filled.
 
-    Raise ValueError naming a queue, accelerate config or grace period that is bad.
+    Raise ValidationError naming a queue, accelerate config or grace period that is bad.
     """
     from training.supervisor import accelerate_configs
 
@@ -106,18 +106,18 @@ def _round_options(options: dict[str, Any]) -> dict[str, Any]:
     queue = options.get("queue") or "default"
     queues = settings.TASKS["default"].get("QUEUES", ["default"])
     if queue not in queues:
-        raise ValueError(f"queue must be one of {queues}, got {queue!r}")
+        raise ValidationError(f"queue must be one of {queues}, got {queue!r}")
     options["queue"] = queue
     accelerate = options.get("accelerate") or ""
     if accelerate and accelerate not in accelerate_configs():
-        raise ValueError(
+        raise ValidationError(
             f"accelerate config {accelerate!r} does not exist; expected one of "
             f"{accelerate_configs()} or '' for a single plain process"
         )
     options["accelerate"] = accelerate
     grace = float(options.get("stop_grace_seconds") or DEFAULT_STOP_GRACE_SECONDS)
     if grace <= 0:
-        raise ValueError(f"stop_grace_seconds must be > 0, got {grace}")
+        raise ValidationError(f"stop_grace_seconds must be > 0, got {grace}")
     options["stop_grace_seconds"] = grace
     return options
 
@@ -127,7 +127,7 @@ def _starting_models(
 ) -> tuple[Policy, Policy | None]:
     """Return the policy the round starts from and the registered reward model, if named.
 
-    Raise ValueError when a named one is not registered, or no policy is named and
+    Raise ValidationError when a named one is not registered, or no policy is named and
     the project has no current one.
     """
     if options.get("policy"):
@@ -135,13 +135,13 @@ def _starting_models(
             name=options["policy"], kind=Policy.Kind.POLICY
         ).first()
         if parent is None:
-            raise ValueError(
+            raise ValidationError(
                 f"no registered policy named {options['policy']!r}; see the registry page"
             )
     else:
         parent = project.current_policy
         if parent is None:
-            raise ValueError(
+            raise ValidationError(
                 f"project {project.name} has no current policy; deploy one on the "
                 "registry page or pass policy=NAME"
             )
@@ -151,7 +151,7 @@ def _starting_models(
             name=options["reward_model"], kind=Policy.Kind.REWARD_MODEL
         ).first()
         if reward_model is None:
-            raise ValueError(
+            raise ValidationError(
                 f"no registered reward model named {options['reward_model']!r}"
             )
     return parent, reward_model
@@ -164,7 +164,7 @@ def _check_reward_stages(stages: list[str]) -> None:
             STAGES[s].produces == Policy.Kind.REWARD_MODEL for s in stages[:i]
         )
         if STAGES[stage].needs_reward and not trained:
-            raise ValueError(
+            raise ValidationError(
                 f"stage {stage} needs a reward model: put a reward stage before it "
                 f"(e.g. 'reward,{stage}') or pass reward_model=NAME"
             )
@@ -179,7 +179,7 @@ def launch_round(
 ) -> TrainingRound:
     """Freeze a snapshot, create the round and one job per stage, the first one queued.
 
-    Raise ValueError with a message for the user when the method, an option or a
+    Raise ValidationError with a message for the user when the method, an option or a
     config value is bad, no starting policy is known, or the snapshot has no pairs.
     Everything is written in one transaction, so a refused launch leaves no
     snapshot or round behind. The caller queues the first job's task
@@ -260,17 +260,14 @@ def _snapshot_for(
             project=project, name=options["snapshot"]
         ).first()
         if snapshot is None:
-            raise ValueError(
+            raise ValidationError(
                 f"project {project.name} has no snapshot named {options['snapshot']!r}"
             )
     else:
         name = f"training-{timezone.now():%Y%m%d-%H%M%S-%f}"
-        try:
-            snapshot = freeze_snapshot(project, name, user=user)
-        except ValidationError as exc:
-            raise ValueError("; ".join(exc.messages)) from None
+        snapshot = freeze_snapshot(project, name, user=user)
     if snapshot.row_count == 0:
-        raise ValueError(
+        raise ValidationError(
             f"snapshot {snapshot.name} of project {project.name} has no preference pairs; "
             "collect rankings (with at least two differing ranks) before training"
         )
@@ -284,7 +281,7 @@ def cancel_round(
 
     The worker sees the cancelled round at its next heartbeat, writes STOP (the
     trainer checkpoints and exits), and escalates to SIGTERM and SIGKILL if the
-    stage does not stop in time. Raise ValueError for a round already finished.
+    stage does not stop in time. Raise ValidationError for a round already finished.
     """
     now = timezone.now()
     with transaction.atomic():
@@ -292,7 +289,7 @@ def cancel_round(
             pk=training_round.pk
         )
         if training_round.status in FINISHED:
-            raise ValueError(
+            raise ValidationError(
                 f"round {training_round.pk} is already {training_round.status}; nothing to cancel"
             )
         training_round.status = Status.CANCELLED
@@ -313,7 +310,7 @@ def resume_round(
 
     The stage's run directory is kept, so it restarts from its last checkpoint
     (`Reporter.last_checkpoint`), not from step zero. Return the job to queue (the
-    caller queues its task: `training.tasks.resume`). Raise ValueError when the
+    caller queues its task: `training.tasks.resume`). Raise ValidationError when the
     round is not failed or cancelled, or a stage is still stopping.
     """
     with transaction.atomic():
@@ -321,12 +318,12 @@ def resume_round(
             pk=training_round.pk
         )
         if training_round.status not in (Status.FAILED, Status.CANCELLED):
-            raise ValueError(
+            raise ValidationError(
                 f"round {training_round.pk} is {training_round.status}; only a failed or "
                 "cancelled round can be resumed"
             )
         if training_round.jobs.filter(status=Status.RUNNING).exists():
-            raise ValueError(
+            raise ValidationError(
                 f"a stage of round {training_round.pk} is still stopping; resume it once "
                 "the round page shows no running stage"
             )
@@ -334,7 +331,7 @@ def resume_round(
             training_round.jobs.exclude(status=Status.SUCCEEDED).order_by("index")
         )
         if not pending:
-            raise ValueError(
+            raise ValidationError(
                 f"round {training_round.pk} has no unfinished stage to resume"
             )
         for job in pending:

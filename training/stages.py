@@ -20,6 +20,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
 # What a stage produces: the values of inference.models.Policy.Kind ("" for nothing).
 POLICY = "policy"
 REWARD_MODEL = "reward_model"
@@ -122,19 +124,19 @@ INPUT_FIELDS = {
 def parse_method(method: str) -> list[str]:
     """Return the stage names of a pipeline such as 'sft,reward,ppo'.
 
-    Raise ValueError for an unknown stage or an online stage without a reward
+    Raise ValidationError for an unknown stage or an online stage without a reward
     stage before it (unless a reward_model option names one: see `launch_round`).
     """
     stages = [
         s.strip().lower() for s in method.replace("->", ",").split(",") if s.strip()
     ]
     if not stages:
-        raise ValueError(
+        raise ValidationError(
             f"method must name at least one stage, e.g. 'dpo'; got {method!r}"
         )
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
-        raise ValueError(
+        raise ValidationError(
             f"unknown stage(s) {unknown} in method {method!r}; expected a comma-separated "
             f"pipeline of {sorted(STAGES)}, e.g. 'dpo' or 'sft,reward,ppo'"
         )
@@ -162,17 +164,17 @@ def coerce(cls: type, name: str, value: Any) -> Any:
             return True
         if lowered in {"0", "false", "no", "off"}:
             return False
-        raise ValueError(f"{name} must be true or false, got {value!r}")
+        raise ValidationError(f"{name} must be true or false, got {value!r}")
     if kind is int:
         try:
             return int(value)
         except ValueError:
-            raise ValueError(f"{name} must be an integer, got {value!r}") from None
+            raise ValidationError(f"{name} must be an integer, got {value!r}") from None
     if kind is float:
         try:
             return float(value)
         except ValueError:
-            raise ValueError(f"{name} must be a number, got {value!r}") from None
+            raise ValidationError(f"{name} must be a number, got {value!r}") from None
     # Lists, dicts, optionals: JSON, or a comma-separated list ("sigmoid,sft", "1,0.5").
     try:
         return json.loads(value)
@@ -181,7 +183,9 @@ def coerce(cls: type, name: str, value: Any) -> Any:
             k for k in (kind, *typing.get_args(kind)) if typing.get_origin(k) is list
         ]
         if not lists:
-            raise ValueError(f"{name} must be JSON ({kind}), got {value!r}") from None
+            raise ValidationError(
+                f"{name} must be JSON ({kind}), got {value!r}"
+            ) from None
         item_type = (typing.get_args(lists[0]) or (str,))[0]
         items = [item.strip() for item in value.split(",") if item.strip()]
         try:
@@ -191,7 +195,7 @@ def coerce(cls: type, name: str, value: Any) -> Any:
                 else items
             )
         except ValueError:
-            raise ValueError(
+            raise ValidationError(
                 f"{name} must be a list of {item_type.__name__}, got {value!r}"
             ) from None
 
@@ -201,19 +205,24 @@ def resolve_config(
 ) -> dict[str, Any]:
     """Return the stage's full config: defaults, then overrides, then the platform's inputs.
 
-    Raise ValueError (from the config's own checks) naming a bad value.
+    Raise ValidationError (also for the config's own checks) naming a bad value.
     """
     cls = config_class(stage)
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: coerce(cls, k, v) for k, v in overrides.items()}
     set_inputs = sorted(INPUT_FIELDS & set(values))
     if set_inputs:
-        raise ValueError(
+        raise ValidationError(
             f"{stage} options {set_inputs} are set by the platform (from the starting policy "
             "and the previous stages); choose the policy with the 'policy' option instead"
         )
     values.update({k: v for k, v in inputs.items() if k in names})
-    return cls.from_dict(values).to_dict()
+    try:
+        return cls.from_dict(values).to_dict()
+    except ValueError as exc:
+        # The configs are plain dataclasses (the trainers read them outside Django):
+        # their checks raise ValueError, which is the user's input here.
+        raise ValidationError(str(exc)) from None
 
 
 for _spec in (

@@ -159,7 +159,7 @@ def launch(
     """Launch a round (`training.rounds.launch_round`) and queue its first stage.
 
     The round, its jobs and the task are written in one transaction, so a refused
-    launch leaves none of them behind. Raise ValueError as `launch_round` does.
+    launch leaves none of them behind. Raise ValidationError as `launch_round` does.
     """
     with transaction.atomic():
         training_round = launch_round(project, method, user=user, options=options)
@@ -173,7 +173,7 @@ def resume(
 ) -> TrainingJob:
     """Resume a round (`training.rounds.resume_round`) and queue the stage it restarts at.
 
-    Return that job. Raise ValueError as `resume_round` does.
+    Return that job. Raise ValidationError as `resume_round` does.
     """
     with transaction.atomic():
         job = resume_round(training_round, user=user)

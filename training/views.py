@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from annotation.models import Project
+from config.forms import act
 from config.roles import ADMIN, RESEARCHER, role_required
 from inference.models import Policy
 from training import tasks
@@ -46,16 +47,15 @@ def launch(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = LaunchForm(request.POST)
         if form.is_valid():
-            try:
-                training_round = tasks.launch(
-                    form.cleaned_data["project"],
-                    form.cleaned_data["method"],
-                    user=request.user,
-                    options=form.launch_options(),
-                )
-            except ValueError as exc:
-                form.add_error(None, str(exc))
-            else:
+            training_round = act(
+                form,
+                tasks.launch,
+                form.cleaned_data["project"],
+                form.cleaned_data["method"],
+                user=request.user,
+                options=form.launch_options(),
+            )
+            if training_round is not None:
                 messages.success(
                     request, f"Training round {training_round.pk} is queued."
                 )
@@ -132,11 +132,7 @@ def job_log(request: HttpRequest, pk: int) -> HttpResponse:
 def cancel(request: HttpRequest, pk: int) -> HttpResponse:
     """Cancel the round: queued stages never start, a running stage is asked to stop."""
     training_round = get_object_or_404(TrainingRound, pk=pk)
-    try:
-        cancel_round(training_round, user=request.user)
-    except ValueError as exc:
-        messages.error(request, str(exc))
-    else:
+    if act(request, cancel_round, training_round, user=request.user):
         messages.success(
             request, f"Round {pk} is cancelled; a running stage stops at its next step."
         )
@@ -148,11 +144,8 @@ def cancel(request: HttpRequest, pk: int) -> HttpResponse:
 def resume(request: HttpRequest, pk: int) -> HttpResponse:
     """Re-queue a failed or cancelled round from its last checkpoint."""
     training_round = get_object_or_404(TrainingRound, pk=pk)
-    try:
-        job = tasks.resume(training_round, user=request.user)
-    except ValueError as exc:
-        messages.error(request, str(exc))
-    else:
+    job = act(request, tasks.resume, training_round, user=request.user)
+    if job is not None:
         messages.success(
             request, f"Round {pk} resumes at stage {job.index + 1} ({job.stage})."
         )
@@ -167,11 +160,9 @@ def deploy(request: HttpRequest, pk: int) -> HttpResponse:
     form = ProjectForm(request.POST)
     if not form.is_valid():
         return HttpResponse(f"bad project: {form.errors.as_text()}", status=400)
-    try:
-        deploy_policy(form.cleaned_data["project"], policy, user=request.user)
-    except ValueError as exc:
-        messages.error(request, str(exc))
-    else:
+    if act(
+        request, deploy_policy, form.cleaned_data["project"], policy, user=request.user
+    ):
         messages.success(
             request,
             f"{policy.name} is now the current policy of {form.cleaned_data['project']}.",
@@ -186,11 +177,10 @@ def rollback(request: HttpRequest) -> HttpResponse:
     form = ProjectForm(request.POST)
     if not form.is_valid():
         return HttpResponse(f"bad project: {form.errors.as_text()}", status=400)
-    try:
-        deployment = rollback_policy(form.cleaned_data["project"], user=request.user)
-    except ValueError as exc:
-        messages.error(request, str(exc))
-    else:
+    deployment = act(
+        request, rollback_policy, form.cleaned_data["project"], user=request.user
+    )
+    if deployment is not None:
         messages.success(
             request, f"Rolled back: {deployment.policy.name} is current again."
         )

@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ValidationError
 
 from inference.cards import read_card_metadata
 from inference.models import Policy
@@ -42,18 +43,20 @@ def test_a_registered_policy_records_parent_config_and_snapshot(db, tmp_path):
 
 def test_a_taken_name_is_refused(db, tmp_path):
     register_policy("p", base_path=tmp_path)
-    with pytest.raises(ValueError, match="a policy named 'p' is already registered"):
+    with pytest.raises(
+        ValidationError, match="a policy named 'p' is already registered"
+    ):
         register_policy("p", base_path=tmp_path)
 
 
 def test_a_missing_base_folder_is_refused(db, tmp_path):
-    with pytest.raises(ValueError, match="does not exist"):
+    with pytest.raises(ValidationError, match="does not exist"):
         register_policy("p", base_path=tmp_path / "nope")
     assert Policy.objects.count() == 0
 
 
 def test_a_missing_adapter_folder_is_refused(db, tmp_path):
-    with pytest.raises(ValueError, match="adapter_path .* does not exist"):
+    with pytest.raises(ValidationError, match="adapter_path .* does not exist"):
         register_policy("p", base_path=tmp_path, adapter_path=tmp_path / "nope")
 
 
@@ -173,7 +176,7 @@ def test_a_pickle_only_folder_is_refused_with_the_reason(
     db, settings, tmp_path, tiny_model_dir
 ):
     folder = _pickle_folder(tiny_model_dir, tmp_path / "pickled")
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValidationError) as error:
         register_model("pickled", str(folder))
     message = str(error.value)
     assert "pytorch_model.bin" in message
@@ -218,11 +221,13 @@ def test_an_adapter_of_an_unregistered_base_names_the_base_and_the_fix(
     db, settings, tmp_path, tiny_model_dir
 ):
     adapter = _adapter(tiny_model_dir, tmp_path / "lora", "some-org/unregistered")
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValidationError) as error:
         register_model("tiny-lora", str(adapter))
     assert "'some-org/unregistered'" in str(error.value)
     assert "--base NAME" in str(error.value)
-    with pytest.raises(ValueError, match="--base 'nope' is not a registered model"):
+    with pytest.raises(
+        ValidationError, match="--base 'nope' is not a registered model"
+    ):
         register_model("tiny-lora", str(adapter), base="nope")
     assert not (Path(settings.MODEL_DIR) / "tiny-lora").exists()
 
@@ -284,13 +289,13 @@ def test_a_chat_template_file_gives_a_model_its_template(db, tmp_path, tiny_mode
 
 @pytest.mark.parametrize("name", ["", "../up", ".hidden", "a/b", "sp ace"])
 def test_a_name_that_cannot_be_a_folder_is_refused(db, tiny_model_dir, name):
-    with pytest.raises(ValueError, match="model name .* must be"):
+    with pytest.raises(ValidationError, match="model name .* must be"):
         register_model(name, str(tiny_model_dir))
 
 
 def test_a_taken_name_is_refused_before_anything_is_copied(db, settings, tmp_path):
     register_policy("taken", base_path=tmp_path)
-    with pytest.raises(ValueError, match="'taken' is already registered"):
+    with pytest.raises(ValidationError, match="'taken' is already registered"):
         register_model("taken", str(tmp_path / "does-not-matter"))
     assert not (Path(settings.MODEL_DIR) / "taken").exists()
 

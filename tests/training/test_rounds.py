@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
@@ -74,7 +75,9 @@ def test_a_pipeline_gets_one_job_per_stage_in_order(project, admin_user, ranked)
 def test_launch_refuses_a_snapshot_without_pairs_and_leaves_nothing_behind(
     project, admin_user, deployed
 ):
-    with pytest.raises(ValueError, match="has no preference pairs; collect rankings"):
+    with pytest.raises(
+        ValidationError, match="has no preference pairs; collect rankings"
+    ):
         launch(project, "dpo", user=admin_user)
 
     assert (Snapshot.objects.count(), TrainingRound.objects.count()) == (0, 0)
@@ -82,7 +85,7 @@ def test_launch_refuses_a_snapshot_without_pairs_and_leaves_nothing_behind(
 
 
 def test_launch_refuses_a_project_without_a_current_policy(project, admin_user):
-    with pytest.raises(ValueError, match="project demo has no current policy"):
+    with pytest.raises(ValidationError, match="project demo has no current policy"):
         launch(project, "dpo", user=admin_user)
 
 
@@ -107,7 +110,7 @@ def test_launch_refuses_a_project_without_a_current_policy(project, admin_user):
 def test_launch_refuses_bad_input_with_a_message_naming_it(
     project, admin_user, ranked, method, options, message
 ):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValidationError, match=message):
         launch(project, method, user=admin_user, options=options)
 
     assert TrainingRound.objects.count() == 0
@@ -127,7 +130,7 @@ def test_settings_go_to_the_round_one_stage_or_every_stage_that_has_them():
 
 def test_a_setting_no_stage_has_is_refused():
     with pytest.raises(
-        ValueError, match="no stage of \\['dpo'\\] has an option 'warp'"
+        ValidationError, match="no stage of \\['dpo'\\] has an option 'warp'"
     ):
         parse_settings(["warp=1"], ["dpo"])
 
@@ -154,7 +157,9 @@ def test_a_finished_round_cannot_be_cancelled(project, admin_user, ranked):
     training_round = launch(project, "dpo", user=admin_user)
     cancel_round(training_round, user=admin_user)
 
-    with pytest.raises(ValueError, match="is already cancelled; nothing to cancel"):
+    with pytest.raises(
+        ValidationError, match="is already cancelled; nothing to cancel"
+    ):
         cancel_round(training_round, user=admin_user)
 
 
@@ -176,7 +181,9 @@ def test_resume_requeues_from_the_first_unfinished_stage(project, admin_user, ra
 def test_a_queued_round_cannot_be_resumed(project, admin_user, ranked):
     training_round = launch(project, "dpo", user=admin_user)
 
-    with pytest.raises(ValueError, match="is queued; only a failed or cancelled round"):
+    with pytest.raises(
+        ValidationError, match="is queued; only a failed or cancelled round"
+    ):
         resume(training_round, user=admin_user)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils import timezone
 
@@ -309,7 +310,7 @@ def test_a_reward_model_cannot_be_deployed(admin_user, project, deployed):
         name="rm", base_path=deployed.base_path, kind="reward_model"
     )
 
-    with pytest.raises(ValueError, match="rm is a reward model, not a policy"):
+    with pytest.raises(ValidationError, match="rm is a reward model, not a policy"):
         deploy_policy(project, reward, user=admin_user)
 
 
@@ -334,7 +335,7 @@ def test_a_trained_policy_that_was_not_evaluated_cannot_be_deployed(
     )
 
     with pytest.raises(
-        ValueError,
+        ValidationError,
         match="unevaluated has not been evaluated against its parent demo-sft",
     ):
         deploy_policy(project, newer, user=admin_user)

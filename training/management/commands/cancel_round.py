@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from training.models import TrainingRound
@@ -20,6 +21,6 @@ class Command(BaseCommand):
             raise CommandError(f"no training round {options['round']}")
         try:
             cancel_round(training_round)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(f"training round {training_round.pk} cancelled")

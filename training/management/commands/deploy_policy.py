@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
@@ -41,8 +42,8 @@ class Command(BaseCommand):
                         f"no registered policy named {options['policy']!r}"
                     )
                 deployment = deploy_policy(project, policy, user=None)
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
         self.stdout.write(
             f"{deployment.policy.name} is the current policy of {project.name}"
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
@@ -87,8 +88,8 @@ class Command(BaseCommand):
             training_round = launch(
                 project, ",".join(stages), user=user, options=launch_options
             )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
         snapshot = training_round.snapshot
         self.stdout.write(
             f"training round {training_round.pk} queued: {training_round.method} from "

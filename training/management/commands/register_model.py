@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
@@ -77,14 +78,15 @@ class Command(BaseCommand):
                 allow_pickle=options["allow_pickle"],
                 chat_template=options["chat_template"],
             )
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        except ValidationError as exc:
+            raise CommandError("; ".join(exc.messages)) from None
         if project is not None:
             try:
                 deploy_policy(project, policy, user=None)
-            except ValueError as exc:
+            except ValidationError as exc:
                 raise CommandError(
-                    f"registered {policy.name} but did not deploy it: {exc}"
+                    f"registered {policy.name} but did not deploy it: "
+                    + "; ".join(exc.messages)
                 ) from None
         self.stdout.write(
             f"registered {policy.name}: {policy.architecture or 'unknown architecture'}, "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
@@ -153,6 +154,8 @@ class Command(BaseCommand):
                 out=self.stdout.write,
                 plot_path=plot,
             )
+        except ValidationError as exc:  # a refused launch or deployment
+            raise CommandError("; ".join(exc.messages)) from None
         except (RuntimeError, ValueError) as exc:
             raise CommandError(str(exc)) from None
 
