@@ -6,6 +6,8 @@ os.environ.setdefault(
     "SECRET_KEY", "test-only-secret-key-not-for-production-0123456789"
 )
 os.environ.setdefault("VAR_DIR", os.path.join(os.path.dirname(__file__), "var", "test"))
+# WhiteNoise warns on every request when STATIC_ROOT is missing (tests never collect).
+os.makedirs(os.path.join(os.environ["VAR_DIR"], "staticfiles"), exist_ok=True)
 # See manage.py: long-spinning OpenMP threads make tiny models crawl on a busy machine.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")

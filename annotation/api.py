@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Count, F, Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest
-from ninja import Field, File, Form, Router, Schema
+from ninja import Field, File, Form, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
@@ -139,7 +139,7 @@ def create_project(request: HttpRequest, payload: ProjectIn):
         raise ValidationError(
             f"a project named {payload.name!r} exists; choose another name"
         )
-    return 201, Project.objects.create(**payload.dict())
+    return Status(201, Project.objects.create(**payload.dict()))
 
 
 @router.get("/projects/{name}", response={200: ProjectOut, **ERRORS}, tags=["projects"])
@@ -226,7 +226,7 @@ def create_prompts(request: HttpRequest, name: str, payload: PromptsIn):
         source=payload.source,
         is_held_out=payload.is_held_out,
     )
-    return 201, report.as_dict()
+    return Status(201, report.as_dict())
 
 
 # ---------------------------------------------------------------- rounds and tasks
@@ -356,7 +356,7 @@ def next_task(request: HttpRequest, name: str):
     except AnnotatorPaused as exc:
         raise PermissionDenied(str(exc)) from None
     if lease is None:
-        return 204, None
+        return Status(204, None)
     # The whole task in two queries, whether the lease was held or just taken.
     return _with_task(lease)
 
@@ -419,8 +419,8 @@ def submit(request: HttpRequest, lease_id: int, payload: RankingIn):
             lease, caller(request), payload.submission(), project=lease.task.project
         )
     except LateSubmissionRefused as exc:
-        return 409, {"detail": str(exc)}
-    return 201, ranking
+        return Status(409, {"detail": str(exc)})
+    return Status(201, ranking)
 
 
 class RankingAndNextOut(Schema):
@@ -465,13 +465,13 @@ def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
             lease, caller(request), payload.submission(), project=lease.task.project
         )
     except LateSubmissionRefused as exc:
-        return 409, {"detail": str(exc)}
+        return Status(409, {"detail": str(exc)})
     except AnnotatorPaused as exc:
         raise PermissionDenied(str(exc)) from None
-    return 201, {
-        "ranking": ranking,
-        "next": _with_task(following) if following else None,
-    }
+    return Status(
+        201,
+        {"ranking": ranking, "next": _with_task(following) if following else None},
+    )
 
 
 @router.post(
@@ -482,7 +482,7 @@ def skip(request: HttpRequest, lease_id: int, payload: SkipIn):
     from annotation.assignment import skip_task
 
     lease = _own_lease(request, lease_id)
-    return 201, skip_task(lease, caller(request), payload.reason)
+    return Status(201, skip_task(lease, caller(request), payload.reason))
 
 
 @router.get("/my/rankings", response={200: list[RankingOut], **ERRORS}, tags=["tasks"])
@@ -573,7 +573,7 @@ def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
         dedup_rule=payload.dedup_rule,
         margin_rule=payload.margin_rule,
     )
-    return 201, snapshot
+    return Status(201, snapshot)
 
 
 def snapshot_or_404(snapshot_id: int) -> Snapshot:
@@ -804,12 +804,15 @@ def create_import(
         user=caller(request),
     )
     if not report.is_applied:
-        return 400, {
-            "detail": f"{len(report.rejected)} invalid records; nothing imported. Fix them "
-            "or resend with skip_invalid=true.",
-            "report": report,
-        }
-    return 201, report
+        return Status(
+            400,
+            {
+                "detail": f"{len(report.rejected)} invalid records; nothing imported. "
+                "Fix them or resend with skip_invalid=true.",
+                "report": report,
+            },
+        )
+    return Status(201, report)
 
 
 # ---------------------------------------------------------------- tokens
@@ -848,7 +851,7 @@ def create_token(request: HttpRequest, payload: TokenIn):
     require_any_role(request)
     token, raw = make(caller(request), payload.name)
     token.token = raw
-    return 201, token
+    return Status(201, token)
 
 
 @router.delete(

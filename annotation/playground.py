@@ -16,7 +16,7 @@ from typing import Any, Literal
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 
 from annotation.api import ERRORS, ErrorOut, require_admin, require_researcher
 from annotation.models import Project
@@ -136,7 +136,7 @@ def add_to_pool(request: HttpRequest, payload: PlaygroundPoolIn) -> tuple[int, d
     if not messages:
         raise ValidationError("the conversation has no user message to add")
     report = add_prompts(project, [messages], source="playground")
-    return 201, report.as_dict()
+    return Status(201, report.as_dict())
 
 
 @role_required(RESEARCHER, ADMIN)

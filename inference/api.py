@@ -10,7 +10,7 @@ from typing import Any, Literal
 from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from config.roles import is_admin, is_researcher
@@ -99,7 +99,7 @@ def register(request: HttpRequest, payload: RegisterModelIn):
         allow_pickle=payload.allow_pickle,
         chat_template=payload.chat_template,
     )
-    return 201, policy
+    return Status(201, policy)
 
 
 @router.get("/policies", response={200: list[PolicyOut], **ERRORS}, tags=["policies"])

@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
-from ninja import Field, Router, Schema
+from ninja import Field, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from annotation.api import (
@@ -151,7 +151,7 @@ def launch(request: HttpRequest, name: str, payload: LaunchIn):
     training_round = tasks.launch(
         project, payload.method, user=caller(request), options=payload.options
     )
-    return 201, _round_or_404(training_round.pk)
+    return Status(201, _round_or_404(training_round.pk))
 
 
 @router.get(

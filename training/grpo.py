@@ -207,7 +207,7 @@ def train(
         save_total_limit=2,
         logging_steps=config.logging_steps,
         bf16=config.bf16,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         learning_rate=config.learning_rate,
         num_generations=config.num_generations,
         per_device_train_batch_size=config.per_device_train_batch_size,

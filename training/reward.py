@@ -425,7 +425,7 @@ def train(
         save_total_limit=2,
         logging_steps=config.logging_steps,
         bf16=config.bf16,
-        gradient_checkpointing=False,
+        activation_checkpointing=False,
         learning_rate=config.learning_rate,
         weight_decay=config.weight_decay,
         num_train_epochs=config.num_train_epochs,
