@@ -28,6 +28,7 @@ from annotation.export import (
     download_suffix,
 )
 from annotation.importing import FORMATS as IMPORT_FORMATS
+from annotation.membership import get_project_for
 from annotation.models import (
     ApiToken,
     ImportReport,
@@ -83,11 +84,9 @@ def require_admin(request: HttpRequest) -> None:
     require(request, is_admin(caller(request)), "admin")
 
 
-def project_or_404(name: str) -> Project:
-    project = Project.objects.filter(name=name).first()
-    if project is None:
-        raise Http404(f"no project named {name!r}")
-    return project
+def project_or_404(request: HttpRequest, name: str) -> Project:
+    """Return the named project if the caller is a member (admins: any); else 404."""
+    return get_project_for(caller(request), name)
 
 
 class Message(Schema):
@@ -126,9 +125,13 @@ class ProjectIn(Schema):
 @router.get("/projects", response={200: list[ProjectOut], **ERRORS}, tags=["projects"])
 @paginate(LimitOffsetPagination)
 def list_projects(request: HttpRequest) -> QuerySet:
-    """List projects (every role)."""
+    """List the caller's projects (every role; admins see all)."""
     require_any_role(request)
-    return Project.objects.select_related("current_policy").order_by("name")
+    return (
+        Project.objects.visible_to(caller(request))
+        .select_related("current_policy")
+        .order_by("name")
+    )
 
 
 @router.post("/projects", response={201: ProjectOut, **ERRORS}, tags=["projects"])
@@ -144,9 +147,9 @@ def create_project(request: HttpRequest, payload: ProjectIn):
 
 @router.get("/projects/{name}", response={200: ProjectOut, **ERRORS}, tags=["projects"])
 def get_project(request: HttpRequest, name: str):
-    """Return one project (every role)."""
+    """Return one of the caller's projects (every role)."""
     require_any_role(request)
-    return project_or_404(name)
+    return project_or_404(request, name)
 
 
 # ---------------------------------------------------------------- prompts
@@ -199,7 +202,9 @@ def list_prompts(
 ) -> QuerySet:
     """List a project's prompt pool (researchers, admins), optionally only flagged ones."""
     require_researcher(request)
-    prompts = Prompt.objects.filter(project=project_or_404(name)).order_by("id")
+    prompts = Prompt.objects.filter(project=project_or_404(request, name)).order_by(
+        "id"
+    )
     if flagged is not None:
         prompts = prompts.exclude(flags=[]) if flagged else prompts.filter(flags=[])
     if held_out is not None:
@@ -221,7 +226,7 @@ def create_prompts(request: HttpRequest, name: str, payload: PromptsIn):
         p if isinstance(p, str) else [m.dict() for m in p] for p in payload.prompts
     ]
     report = add_prompts(
-        project_or_404(name),
+        project_or_404(request, name),
         prompts,
         source=payload.source,
         is_held_out=payload.is_held_out,
@@ -283,7 +288,7 @@ def list_rounds(request: HttpRequest, name: str) -> QuerySet:
     """List a project's labelling rounds (researchers, admins)."""
     require_researcher(request)
     return (
-        Round.objects.filter(project=project_or_404(name))
+        Round.objects.filter(project=project_or_404(request, name))
         .select_related("policy")
         .annotate(task_count=Count("tasks"))
         .order_by("number")
@@ -291,10 +296,13 @@ def list_rounds(request: HttpRequest, name: str) -> QuerySet:
 
 
 def _visible_tasks(request: HttpRequest) -> QuerySet:
-    """Return the tasks the caller may see: all for researchers, leased ones for annotators."""
+    """Return the tasks the caller may see, in their projects: all for researchers,
+    leased ones for annotators."""
     user = caller(request)
-    tasks = RankingTask.objects.select_related("prompt", "round").prefetch_related(
-        "responses"
+    tasks = (
+        RankingTask.objects.filter(project__in=Project.objects.visible_to(user))
+        .select_related("prompt", "round")
+        .prefetch_related("responses")
     )
     if is_researcher(user):
         return tasks
@@ -314,7 +322,7 @@ def list_tasks(
 ) -> QuerySet:
     """List tasks: every task for researchers, only their own for annotators."""
     tasks = _visible_tasks(request)
-    tasks = tasks.filter(project=project_or_404(name)).order_by("id")
+    tasks = tasks.filter(project=project_or_404(request, name)).order_by("id")
     if round is not None:
         tasks = tasks.filter(round__number=round)
     if complete is not None:
@@ -352,7 +360,7 @@ def next_task(request: HttpRequest, name: str):
     user = caller(request)
     require(request, is_annotator(user), "annotator")
     try:
-        lease = lease_next(project_or_404(name), user)
+        lease = lease_next(project_or_404(request, name), user)
     except AnnotatorPaused as exc:
         raise PermissionDenied(str(exc)) from None
     if lease is None:
@@ -396,9 +404,13 @@ class SkipIn(Schema):
 def _own_lease(request: HttpRequest, lease_id: int) -> Lease:
     user = caller(request)
     require(request, is_annotator(user), "annotator")
-    lease = Lease.objects.select_related("task__project").filter(pk=lease_id).first()
+    lease = (
+        Lease.objects.select_related("task__project")
+        .filter(pk=lease_id, task__project__in=Project.objects.visible_to(user))
+        .first()
+    )
     if lease is None:
-        raise Http404(f"no lease {lease_id}")
+        raise Http404(f"no lease {lease_id} in your projects")
     if lease.annotator_id != user.pk:
         raise PermissionDenied(f"lease {lease_id} belongs to another annotator")
     return lease
@@ -545,9 +557,9 @@ def list_snapshots(
 ) -> QuerySet:
     """List a project's snapshots, newest first (researchers, admins)."""
     require_researcher(request)
-    snapshots = Snapshot.objects.filter(project=project_or_404(name)).select_related(
-        "project", "created_by"
-    )
+    snapshots = Snapshot.objects.filter(
+        project=project_or_404(request, name)
+    ).select_related("project", "created_by")
     if search:
         snapshots = snapshots.filter(name__icontains=search)
     return snapshots
@@ -564,7 +576,7 @@ def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
 
     require_researcher(request)
     snapshot = freeze_snapshot(
-        project_or_404(name),
+        project_or_404(request, name),
         payload.name,
         user=caller(request),
         filter=payload.filter,
@@ -576,14 +588,18 @@ def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
     return Status(201, snapshot)
 
 
-def snapshot_or_404(snapshot_id: int) -> Snapshot:
+def snapshot_or_404(request: HttpRequest, snapshot_id: int) -> Snapshot:
+    """Return the snapshot if it belongs to one of the caller's projects; else 404."""
     snapshot = (
         Snapshot.objects.select_related("project", "created_by")
-        .filter(pk=snapshot_id)
+        .filter(
+            pk=snapshot_id,
+            project__in=Project.objects.visible_to(caller(request)),
+        )
         .first()
     )
     if snapshot is None:
-        raise Http404(f"no snapshot {snapshot_id}")
+        raise Http404(f"no snapshot {snapshot_id} in your projects")
     return snapshot
 
 
@@ -595,7 +611,7 @@ def snapshot_or_404(snapshot_id: int) -> Snapshot:
 def get_snapshot(request: HttpRequest, snapshot_id: int):
     """Return one snapshot with its stats (researchers, admins)."""
     require_researcher(request)
-    return snapshot_or_404(snapshot_id)
+    return snapshot_or_404(request, snapshot_id)
 
 
 class BreakdownOut(Schema):
@@ -682,7 +698,7 @@ def download_snapshot(
     from annotation.export import cached_export
 
     require_researcher(request)
-    snapshot = snapshot_or_404(snapshot_id)
+    snapshot = snapshot_or_404(request, snapshot_id)
     path = cached_export(
         snapshot, fmt=fmt, style=style, prompt=prompt, file_format=file_format
     )
@@ -722,7 +738,7 @@ def snapshot_card(
     from annotation.export import dataset_card
 
     require_researcher(request)
-    snapshot = snapshot_or_404(snapshot_id)
+    snapshot = snapshot_or_404(request, snapshot_id)
     count = snapshot.row_count if fmt in ("trl", "hh") else None
     return HttpResponse(
         dataset_card(snapshot, fmt, style, prompt, count),
@@ -771,9 +787,9 @@ class ImportRefusedOut(Schema):
 def list_imports(request: HttpRequest, name: str) -> QuerySet:
     """List a project's imports with their reports (researchers, admins)."""
     require_researcher(request)
-    return ImportReport.objects.filter(project=project_or_404(name)).select_related(
-        "project"
-    )
+    return ImportReport.objects.filter(
+        project=project_or_404(request, name)
+    ).select_related("project")
 
 
 @router.post(
@@ -797,7 +813,7 @@ def create_import(
 
     require_researcher(request)
     report = import_upload(
-        project_or_404(name),
+        project_or_404(request, name),
         file,
         fmt=format,
         skip_invalid=skip_invalid,

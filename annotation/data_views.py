@@ -28,6 +28,7 @@ from annotation.export import (
 )
 from annotation.importing import FORMATS as IMPORT_FORMATS
 from annotation.importing import import_upload
+from annotation.membership import get_project_for
 from annotation.models import ApiToken, ImportReport, Project, Snapshot
 from annotation.snapshots import (
     DEDUP_RULES,
@@ -116,7 +117,7 @@ class TokenForm(forms.Form):
 @role_required(RESEARCHER)
 def snapshots(request: HttpRequest, name: str) -> HttpResponse:
     """List a project's snapshots and freeze a new one."""
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     form = SnapshotForm(request.POST or None, initial={"name": ""})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
@@ -155,7 +156,9 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
 def snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     """Show a snapshot: its filter, rules, counts, agreement, lengths and sample rows."""
     snap = get_object_or_404(
-        Snapshot.objects.select_related("project", "created_by"), pk=snapshot_id
+        Snapshot.objects.select_related("project", "created_by"),
+        pk=snapshot_id,
+        project__in=Project.objects.visible_to(request.user),
     )
     sample = list(islice(iter_rows(snap, style="standard"), SAMPLE_ROWS))
     return render(
@@ -195,7 +198,11 @@ def snapshot_diff(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 @role_required(RESEARCHER)
 def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     """Send the snapshot's export in the format the query string asks for."""
-    snap = get_object_or_404(Snapshot.objects.select_related("project"), pk=snapshot_id)
+    snap = get_object_or_404(
+        Snapshot.objects.select_related("project"),
+        pk=snapshot_id,
+        project__in=Project.objects.visible_to(request.user),
+    )
     options = {
         "fmt": request.GET.get("fmt", "trl"),
         "style": request.GET.get("style", "conversational"),
@@ -223,7 +230,7 @@ def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 @role_required(RESEARCHER)
 def imports(request: HttpRequest, name: str) -> HttpResponse:
     """Upload a preference file; show the report of this and earlier imports."""
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     form = ImportForm(request.POST or None, request.FILES or None)
     report = None
     status = 200

@@ -62,6 +62,24 @@ def messages_hash(messages: list[dict]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+class ProjectQuerySet(models.QuerySet):
+    """Projects, narrowed to those a person may work in or read."""
+
+    def visible_to(self, user) -> ProjectQuerySet:
+        """Return the projects `user` is a member of (every project for admins).
+
+        Anonymous and inactive users see none. The one home of the membership rule:
+        pages and API operations reach projects through this (or `get_project_for`).
+        """
+        from config.roles import is_admin
+
+        if not user.is_authenticated or not user.is_active:
+            return self.none()
+        if is_admin(user):
+            return self
+        return self.filter(memberships__user=user)
+
+
 class Project(models.Model):
     """A labelling project: its guidelines, task shape and quality settings."""
 
@@ -106,6 +124,15 @@ class Project(models.Model):
         help_text="The deployed policy; publishing a round uses it by default.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        through="Membership",
+        related_name="member_projects",
+        blank=True,
+        help_text="Who may work in or read the project (admins: every project).",
+    )
+
+    objects = ProjectQuerySet.as_manager()
 
     class Meta:
         ordering = ["name"]
@@ -120,6 +147,31 @@ class Project(models.Model):
             )
         if self.overlap < 1:
             raise ValidationError(f"overlap must be at least 1, got {self.overlap}")
+
+
+class Membership(models.Model):
+    """A person's membership of a project: where their global role applies."""
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="memberships",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["project", "user"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "user"], name="unique_membership"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.project}"
 
 
 class AnnotatorProfile(models.Model):

@@ -10,7 +10,7 @@ from django import forms
 from django.contrib import messages
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.leaderboard import (
@@ -19,6 +19,7 @@ from annotation.leaderboard import (
     build_leaderboard,
     sft_policy,
 )
+from annotation.membership import get_project_for
 from annotation.models import Project, Response, Round
 from annotation.simulated import simulated_agreement
 from config.roles import ADMIN, RESEARCHER, role_required
@@ -68,8 +69,8 @@ def project_policies(project: Project) -> list[Policy]:
 @role_required(ADMIN, RESEARCHER)
 def project_overview(request: HttpRequest, name: str) -> HttpResponse:
     """Show a project's rounds, policies with their win rates, and the leaderboards."""
-    project = get_object_or_404(
-        Project.objects.select_related("current_policy"), name=name
+    project = get_project_for(
+        request.user, name, Project.objects.select_related("current_policy")
     )
     rounds = (
         Round.objects.filter(project=project)
@@ -147,7 +148,7 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
     """Queue the next round's generation for the worker (POST prompts, strategy, ...)."""
     from annotation.tasks import publish_round_task
 
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     form = PublishForm(request.POST)
     if project.current_policy_id is None:
         messages.error(

@@ -41,6 +41,7 @@ from annotation.forms import (
 )
 from annotation.gold import mark_gold, reinstate, unmark_gold
 from annotation.markdown import render_guidelines
+from annotation.membership import get_project_for
 from annotation.models import (
     AnnotatorProfile,
     Lease,
@@ -59,8 +60,8 @@ REVIEW_BELOW = 0.67
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
-    """Show the projects and where each role goes next (annotators: their progress)."""
-    projects = list(Project.objects.all())
+    """Show the user's projects and where each role goes next (annotators: their progress)."""
+    projects = list(Project.objects.visible_to(request.user))
     open_tasks = dict(
         RankingTask.objects.filter(is_gold=False, ranking_count__lt=F("overlap"))
         .values("project")
@@ -88,8 +89,9 @@ def _see_other(url: str) -> HttpResponseRedirect:
     return response
 
 
-def _project(name: str) -> Project:
-    return get_object_or_404(Project, name=name)
+def _project(request: HttpRequest, name: str) -> Project:
+    """Return the named project if the user is a member (admins: any); else 404."""
+    return get_project_for(request.user, name)
 
 
 def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
@@ -233,7 +235,7 @@ def _invalid(
 @role_required(ANNOTATOR)
 def annotate(request: HttpRequest, name: str) -> HttpResponse:
     """Lease the annotator's next task and show the workspace (or that none is left)."""
-    return _workspace(request, _project(name))
+    return _workspace(request, _project(request, name))
 
 
 @require_POST
@@ -259,7 +261,7 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
     the message, and nothing is stored. A late submission whose task filled up
     meanwhile is refused with a message and the next task.
     """
-    project = _project(name)
+    project = _project(request, name)
     form = RankingForm(request.POST, user=request.user, project=project)
     if not form.is_valid():
         return _invalid(request, project, form)
@@ -297,7 +299,7 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
 @role_required(ANNOTATOR)
 def skip(request: HttpRequest, name: str) -> HttpResponse:
     """Skip the leased task with a reason (POST `lease`, `reason`), then show the next."""
-    project = _project(name)
+    project = _project(request, name)
     form = SkipForm(request.POST, user=request.user, project=project)
     if not form.is_valid():
         return _invalid(request, project, form)
@@ -308,7 +310,7 @@ def skip(request: HttpRequest, name: str) -> HttpResponse:
 @role_required(RESEARCHER)
 def review(request: HttpRequest, name: str) -> HttpResponse:
     """List the tasks whose annotators disagree most, unadjudicated first."""
-    project = _project(name)
+    project = _project(request, name)
     tasks = (
         RankingTask.objects.filter(
             project=project, ranking_count__gte=2, agreement__lt=REVIEW_BELOW
@@ -334,7 +336,7 @@ def review_task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
 
     POST takes the order like the workspace (`order` JSON or `rank-<response id>`).
     """
-    project = _project(name)
+    project = _project(request, name)
     task = get_object_or_404(
         RankingTask.objects.select_related("prompt", "adjudicated_by"),
         pk=task_id,
@@ -381,7 +383,7 @@ def review_task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
 @role_required(ADMIN)
 def gold(request: HttpRequest, name: str) -> HttpResponse:
     """List gold tasks and paused annotators; POST marks a task gold."""
-    project = _project(name)
+    project = _project(request, name)
     form = GoldForm(request.POST if request.method == "POST" else None, project=project)
     if request.method == "POST" and form.is_valid():
         act(form, mark_gold, form.cleaned_data["task"], form.cleaned_data["gold_order"])
@@ -417,7 +419,7 @@ def gold(request: HttpRequest, name: str) -> HttpResponse:
 @role_required(ADMIN)
 def unmark(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
     """Make a gold task an ordinary task again."""
-    project = _project(name)
+    project = _project(request, name)
     unmark_gold(get_object_or_404(RankingTask, pk=task_id, project=project))
     messages.success(request, f"Task {task_id} is no longer gold.")
     return _see_other(reverse("annotation:gold", args=[project.name]))
@@ -427,7 +429,7 @@ def unmark(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
 @role_required(ADMIN)
 def reinstate_annotator(request: HttpRequest, name: str, user_id: int) -> HttpResponse:
     """Lift a paused annotator's pause."""
-    project = _project(name)
+    project = _project(request, name)
     annotator = get_object_or_404(User, pk=user_id)
     reinstate(annotator)
     messages.success(request, f"{annotator.username} is reinstated.")
@@ -437,7 +439,7 @@ def reinstate_annotator(request: HttpRequest, name: str, user_id: int) -> HttpRe
 @role_required(ADMIN)
 def project_settings(request: HttpRequest, name: str) -> HttpResponse:
     """Edit a project's guidelines, task shape and quality settings."""
-    project = _project(name)
+    project = _project(request, name)
     form = ProjectSettingsForm(
         request.POST if request.method == "POST" else None, instance=project
     )
@@ -456,7 +458,7 @@ def project_settings(request: HttpRequest, name: str) -> HttpResponse:
 @role_required(ADMIN)
 def dashboard(request: HttpRequest, name: str) -> HttpResponse:
     """Show throughput, agreement, gold accuracy and time per task, as plots and tables."""
-    project = _project(name)
+    project = _project(request, name)
     return render(
         request,
         "annotation/dashboard.html",

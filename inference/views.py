@@ -24,7 +24,9 @@ def registry(request: HttpRequest) -> HttpResponse:
             Prefetch("produced_by_jobs"), "current_for_projects"
         )
     )
-    projects = list(Project.objects.select_related("current_policy"))
+    projects = list(
+        Project.objects.visible_to(request.user).select_related("current_policy")
+    )
     current_ids = {p.current_policy_id for p in projects if p.current_policy_id}
     rows = []
     for policy in policies:

@@ -15,7 +15,10 @@ from training.models import TrainingRound
 
 
 def build_world(project, annotator) -> dict:
-    """Return ids the API tests address: task, lease, snapshot, policy, training round."""
+    """Return ids the API tests address: task, lease, snapshot, policy, training round.
+
+    Each id is under its own name and under the name of the OpenAPI path parameter.
+    """
     policy = make_policy("demo-sft")
     make_round(project, 1, policy)
     task = make_task(project, "What is 2 + 2?")
@@ -32,14 +35,20 @@ def build_world(project, annotator) -> dict:
     )
     return {
         "project": project.name,
+        "name": project.name,
         "task": task.pk,
+        "task_id": task.pk,
         "lease": lease.pk,
+        "lease_id": lease.pk,
         "responses": list(
             task.responses.order_by("position").values_list("pk", flat=True)
         ),
         "snapshot": snapshot.pk,
+        "snapshot_id": snapshot.pk,
         "policy": policy.pk,
+        "policy_id": policy.pk,
         "training_round": training_round.pk,
+        "round_id": training_round.pk,
     }
 
 

@@ -43,19 +43,30 @@ def _private_artifact_folders(settings, tmp_path_factory) -> None:
     settings.EXPORT_DIR = base / "exports"
 
 
+def join_demo_project(user: User) -> User:
+    """Make the user a member of the `project` fixture's project if it exists already."""
+    from annotation.models import Membership
+
+    for project in Project.objects.filter(name="demo"):
+        Membership.objects.get_or_create(project=project, user=user)
+    return user
+
+
 @pytest.fixture
 def admin_user(db) -> User:
-    return make_user("admin1", "admin")
+    return join_demo_project(make_user("admin1", "admin"))
 
 
 @pytest.fixture
 def researcher(db) -> User:
-    return make_user("researcher1", "researcher")
+    """A researcher who is a member of the `project` fixture's project."""
+    return join_demo_project(make_user("researcher1", "researcher"))
 
 
 @pytest.fixture
 def annotator(db) -> User:
-    return make_user("annotator1", "annotator")
+    """An annotator who is a member of the `project` fixture's project."""
+    return join_demo_project(make_user("annotator1", "annotator"))
 
 
 @pytest.fixture
@@ -66,9 +77,17 @@ def outsider(db) -> User:
 
 @pytest.fixture
 def project(db) -> Project:
-    return Project.objects.create(
+    """The project "demo"; the persona fixtures (admin_user, researcher, annotator)
+    are its members whichever of them is created first."""
+    from annotation.models import Membership
+
+    project = Project.objects.create(
         name="demo", title="Demo", responses_per_task=4, overlap=3
     )
+    for username in ("admin1", "researcher1", "annotator1"):
+        for user in User.objects.filter(username=username):
+            Membership.objects.create(project=project, user=user)
+    return project
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
+from annotation.membership import add_member
 from annotation.models import ApiToken, Prompt, Ranking, Snapshot
 from annotation.tokens import create_token
 from tests.annotation.data_factories import annotators, make_task, rank
@@ -206,6 +207,7 @@ def test_annotator_cannot_read_a_task_not_leased_to_them(annotator, project):
 def test_another_annotators_lease_is_refused(annotator, project):
     world = build_world(project, annotator)
     (other,) = annotators(1)
+    add_member(other, project)
     response = client_for(other).post(
         f"/api/leases/{world['lease']}/skip",
         {"reason": "x"},
@@ -270,7 +272,7 @@ def test_prompts_can_be_filtered_by_flag(researcher, project):
 
 def test_unknown_project_is_404_with_its_name(researcher, db):
     response = client_for(researcher).get("/api/projects/nope/snapshots")
-    assert response.json() == {"detail": "no project named 'nope'"}
+    assert response.json() == {"detail": "no project named 'nope' among your projects"}
 
 
 def test_snapshot_create_with_bad_filter_is_400_naming_it(researcher, project):

@@ -21,6 +21,7 @@ from annotation.api import (
     require_admin,
     require_researcher,
 )
+from annotation.models import Project
 from inference.models import Policy
 from training.models import TrainingJob, TrainingRound
 from training.stages import PIPELINES
@@ -113,10 +114,15 @@ def _rounds() -> QuerySet:
     ).prefetch_related("jobs")
 
 
-def _round_or_404(round_id: int) -> TrainingRound:
-    training_round = _rounds().filter(pk=round_id).first()
+def _round_or_404(request: HttpRequest, round_id: int) -> TrainingRound:
+    """Return the training round if it is in one of the caller's projects; else 404."""
+    training_round = (
+        _rounds()
+        .filter(pk=round_id, project__in=Project.objects.visible_to(caller(request)))
+        .first()
+    )
     if training_round is None:
-        raise Http404(f"no training round {round_id}")
+        raise Http404(f"no training round {round_id} in your projects")
     return training_round
 
 
@@ -131,7 +137,7 @@ def list_training_rounds(
 ) -> QuerySet:
     """List a project's training rounds, newest first (researchers, admins)."""
     require_researcher(request)
-    rounds = _rounds().filter(project=project_or_404(name))
+    rounds = _rounds().filter(project=project_or_404(request, name))
     if status:
         rounds = rounds.filter(status=status)
     return rounds
@@ -147,11 +153,11 @@ def launch(request: HttpRequest, name: str, payload: LaunchIn):
     from training import tasks
 
     require_admin(request)
-    project = project_or_404(name)
+    project = project_or_404(request, name)
     training_round = tasks.launch(
         project, payload.method, user=caller(request), options=payload.options
     )
-    return Status(201, _round_or_404(training_round.pk))
+    return Status(201, _round_or_404(request, training_round.pk))
 
 
 @router.get(
@@ -162,7 +168,7 @@ def launch(request: HttpRequest, name: str, payload: LaunchIn):
 def get_training_round(request: HttpRequest, round_id: int):
     """Return one training round with its jobs (researchers, admins)."""
     require_researcher(request)
-    return _round_or_404(round_id)
+    return _round_or_404(request, round_id)
 
 
 @router.get(
@@ -173,7 +179,7 @@ def get_training_round(request: HttpRequest, round_id: int):
 def list_jobs(request: HttpRequest, round_id: int):
     """List a training round's stage jobs with progress (researchers, admins)."""
     require_researcher(request)
-    return list(_round_or_404(round_id).jobs.all())
+    return list(_round_or_404(request, round_id).jobs.all())
 
 
 @router.post(
@@ -186,8 +192,8 @@ def cancel(request: HttpRequest, round_id: int):
     from training.rounds import cancel_round
 
     require_admin(request)
-    cancel_round(_round_or_404(round_id), user=caller(request))
-    return _round_or_404(round_id)
+    cancel_round(_round_or_404(request, round_id), user=caller(request))
+    return _round_or_404(request, round_id)
 
 
 @router.post(
@@ -200,8 +206,8 @@ def resume(request: HttpRequest, round_id: int):
     from training import tasks
 
     require_admin(request)
-    tasks.resume(_round_or_404(round_id), user=caller(request))
-    return _round_or_404(round_id)
+    tasks.resume(_round_or_404(request, round_id), user=caller(request))
+    return _round_or_404(request, round_id)
 
 
 class DeployIn(Schema):
@@ -222,7 +228,7 @@ def deploy(request: HttpRequest, name: str, payload: DeployIn):
     from training.deployment import deploy_policy
 
     require_admin(request)
-    project = project_or_404(name)
+    project = project_or_404(request, name)
     policy = Policy.objects.filter(name=payload.policy).first()
     if policy is None:
         raise Http404(f"no registered policy named {payload.policy!r}")

@@ -102,6 +102,14 @@ def create_demo_project(seed: int = 0) -> tuple[Project, bool]:
     return project, True
 
 
+def add_demo_members(project: Project) -> None:
+    """Make every demo user a member of the demo project (idempotent)."""
+    from annotation.membership import add_member
+
+    for user in User.objects.filter(username__in=DEMO_USERS):
+        add_member(user, project)
+
+
 def _prompt(project: Project, messages: list[dict], *, is_held_out: bool) -> Prompt:
     from annotation.models import messages_hash, normalise_messages
 
@@ -124,6 +132,7 @@ def setup_demo(
         call_command("build_demo_models", preset=preset, seed=seed)
     report.new_passwords = create_demo_users()
     project, report.created_project = create_demo_project(seed=seed)
+    add_demo_members(project)
     if project.current_policy is None:
         project.current_policy = Policy.objects.get(name="demo-sft")
         project.save(update_fields=["current_policy"])

@@ -72,10 +72,10 @@ def launch(request: HttpRequest) -> HttpResponse:
 
 @role_required(RESEARCHER, ADMIN)
 def round_list(request: HttpRequest) -> HttpResponse:
-    """List the newest training rounds with their status."""
-    rounds = TrainingRound.objects.select_related(
-        "project", "parent_policy", "output_policy"
-    )[:100]
+    """List the newest training rounds of the user's projects with their status."""
+    rounds = TrainingRound.objects.filter(
+        project__in=Project.objects.visible_to(request.user)
+    ).select_related("project", "parent_policy", "output_policy")[:100]
     return render(request, "training/rounds.html", {"rounds": rounds})
 
 
@@ -102,6 +102,7 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "project", "snapshot", "parent_policy", "output_policy"
         ),
         pk=pk,
+        project__in=Project.objects.visible_to(request.user),
     )
     jobs = list(training_round.jobs.select_related("output_policy").order_by("index"))
     stopping = training_round.status == Status.CANCELLED and any(
@@ -122,7 +123,11 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @role_required(RESEARCHER, ADMIN)
 def job_log(request: HttpRequest, pk: int) -> HttpResponse:
     """Return the end of a stage's log as plain text."""
-    job = get_object_or_404(TrainingJob, pk=pk)
+    job = get_object_or_404(
+        TrainingJob,
+        pk=pk,
+        round__project__in=Project.objects.visible_to(request.user),
+    )
     text = tail(Path(job.run_dir) / LOG_FILE, 200_000) if job.run_dir else ""
     return HttpResponse(text, content_type="text/plain; charset=utf-8")
 
