@@ -19,5 +19,6 @@ urlpatterns = [
     path("models/", include("inference.urls")),
     path("overview/", include("annotation.overview_urls")),
     path("playground/", playground.page, name="playground"),
+    path("people/", include("annotation.people_urls")),
     path("", include("annotation.urls")),
 ]

@@ -11,11 +11,16 @@ from django.test import Client
 from annotation.models import Project
 
 
-def make_user(username: str, *roles: str) -> User:
-    """Create a user holding the given role groups (password = username + '-pw-123')."""
+def make_user(username: str, *roles: str, projects: tuple = ()) -> User:
+    """Create a user holding the given role groups (password = username + '-pw-123'),
+    a member of `projects`."""
+    from annotation.models import Membership
+
     user = User.objects.create_user(username=username, password=username + "-pw-123")
     for role in roles:
         user.groups.add(Group.objects.get_or_create(name=role)[0])
+    for project in projects:
+        Membership.objects.create(project=project, user=user)
     return user
 
 

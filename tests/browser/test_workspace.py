@@ -33,7 +33,7 @@ def project_in_browser(live_server, page, sign_in):
         texts=["first answer", "second answer", "third answer", "fourth answer"],
     )
     make_task(project)
-    user = make_user("webannotator", "annotator")
+    user = make_user("webannotator", "annotator", projects=[project])
     sign_in(user)
     page.goto(live_server.url + reverse("annotation:annotate", args=[project.name]))
     page.wait_for_selector("#workspace[data-ready]")
@@ -154,7 +154,7 @@ def test_script_and_img_onerror_in_model_text_stay_inert(live_server, page, sign
         ],
         messages="<script>window.__pwned = 3</script>",
     )
-    sign_in(make_user("xssannotator", "annotator"))
+    sign_in(make_user("xssannotator", "annotator", projects=[project]))
     page.goto(live_server.url + reverse("annotation:annotate", args=[project.name]))
     page.wait_for_selector("#workspace[data-ready]")
     a, b = ids(task)
@@ -176,7 +176,7 @@ def test_expired_lease_is_announced_and_a_late_ranking_still_counts(
         name="late", responses_per_task=2, lease_minutes=0, gold_rate=0
     )
     task = make_task(project)
-    user = make_user("lateannotator", "annotator")
+    user = make_user("lateannotator", "annotator", projects=[project])
     sign_in(user)
     page.goto(live_server.url + reverse("annotation:annotate", args=[project.name]))
     page.wait_for_selector("#ws-expiry.expired")
@@ -195,7 +195,7 @@ def test_expired_lease_whose_task_filled_up_is_refused_with_a_message(
         name="full", responses_per_task=2, overlap=1, gold_rate=0
     )
     task = make_task(project)
-    user = make_user("slowannotator", "annotator")
+    user = make_user("slowannotator", "annotator", projects=[project])
     sign_in(user)
     page.goto(live_server.url + reverse("annotation:annotate", args=[project.name]))
     page.wait_for_selector("#workspace[data-ready]")

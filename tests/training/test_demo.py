@@ -25,6 +25,7 @@ def test_setup_demo_creates_users_project_and_round_one(
     for username, role in DEMO_USERS.items():
         assert role in roles_of(User.objects.get(username=username))
     project = Project.objects.get(name="demo")
+    assert set(project.members.values_list("username", flat=True)) == set(DEMO_USERS)
     assert project.current_policy.name == "demo-sft"
     assert report.published_round == 1
     assert RankingTask.objects.filter(project=project).count() == 4
