@@ -68,7 +68,7 @@ class ProjectQuerySet(models.QuerySet):
     def visible_to(self, user) -> ProjectQuerySet:
         """Return the projects `user` is a member of (every project for admins).
 
-        Anonymous and inactive users see none. The one home of the membership rule:
+        Anonymous and inactive users see none; archived projects only admins see. The one home of the membership rule:
         pages and API operations reach projects through this (or `get_project_for`).
         """
         from config.roles import is_admin
@@ -77,7 +77,7 @@ class ProjectQuerySet(models.QuerySet):
             return self.none()
         if is_admin(user):
             return self
-        return self.filter(memberships__user=user)
+        return self.filter(memberships__user=user, archived_at__isnull=True)
 
 
 class Project(models.Model):
@@ -124,6 +124,11 @@ class Project(models.Model):
         help_text="The deployed policy; publishing a round uses it by default.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When an admin archived the project; only admins see it then.",
+    )
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         through="Membership",
@@ -217,6 +222,11 @@ class Prompt(models.Model):
     )
     is_held_out = models.BooleanField(
         default=False, help_text="Kept for evaluation; never published for labelling."
+    )
+    held_for_review = models.BooleanField(
+        default=False,
+        help_text="Flagged as harmful on arrival: never published until an admin "
+        "releases it.",
     )
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -5,8 +5,8 @@ order: shape (a string or a list of role/content messages), length, repetition a
 character mix, exact duplicates (content hash) and near duplicates (MinHash over word
 3-gram shingles, Jaccard estimate at or above `NEAR_DUPLICATE_JACCARD`) against the
 project's pool and the rest of the batch. Prompts that pass may still carry a
-harmful-content flag, with the matching term as its reason; publishing can leave
-flagged prompts out, researchers see them.
+harmful-content flag, with the matching term as its reason; a flagged prompt is held
+for an admin's review (`held_for_review`) and no round publishes it until released.
 """
 
 from __future__ import annotations
@@ -129,7 +129,8 @@ def add_prompts(
     """Curate `prompts` (strings or message lists) and add the ones that pass.
 
     Writes all accepted prompts in one transaction; rejected ones are reported with
-    their index and reason, flagged ones are stored with the flag in `Prompt.flags`.
+    their index and reason, flagged ones are stored with the flag in `Prompt.flags`
+    and held for review.
     """
     from datasketch import MinHashLSH
 
@@ -181,6 +182,7 @@ def add_prompts(
             source=source,
             is_held_out=is_held_out,
             flags=[{"flag": "harmful", "reason": flag}] if flag else [],
+            held_for_review=bool(flag),
         )
         accepted.append((index, prompt, flag))
     with transaction.atomic():
@@ -194,3 +196,19 @@ def add_prompts(
         if flag
     ]
     return report
+
+
+def held_prompts(project: Project):
+    """Return the project's prompts held for review, oldest first."""
+    return project.prompts.filter(held_for_review=True).order_by("id")
+
+
+def release_prompts(project: Project, prompt_ids: list[int]) -> int:
+    """Release held prompts for publishing (their flags stay); return how many."""
+    return held_prompts(project).filter(pk__in=prompt_ids).update(held_for_review=False)
+
+
+def remove_prompts(project: Project, prompt_ids: list[int]) -> int:
+    """Delete held prompts from the pool; return how many."""
+    removed, _ = held_prompts(project).filter(pk__in=prompt_ids).delete()
+    return removed

@@ -132,11 +132,12 @@ def publish_round(
 
 
 def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[Prompt]:
-    """Return up to n pool prompts (held-out ones excluded) chosen by the strategy.
+    """Return up to n pool prompts chosen by the strategy; held-out prompts and those
+    held for review are never chosen.
 
     Raise ValueError when the strategy is unknown or finds no prompt.
     """
-    pool = project.prompts.filter(is_held_out=False)
+    pool = project.prompts.filter(is_held_out=False, held_for_review=False)
     if strategy == "fresh":
         candidates = list(pool.filter(tasks__isnull=True).order_by("id"))
     elif strategy == "random":
@@ -270,7 +271,9 @@ def _check_reward_models(
 def _uncertainty_pool(project: Project, n: int, seed: int) -> list[Prompt]:
     """Return up to OVERSAMPLE * n fresh pool prompts (at most MAX_SCORED), sampled by seed."""
     fresh = list(
-        project.prompts.filter(is_held_out=False, tasks__isnull=True).order_by("id")
+        project.prompts.filter(
+            is_held_out=False, held_for_review=False, tasks__isnull=True
+        ).order_by("id")
     )
     if not fresh:
         raise ValueError(

@@ -61,7 +61,9 @@ REVIEW_BELOW = 0.67
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     """Show the user's projects and where each role goes next (annotators: their progress)."""
-    projects = list(Project.objects.visible_to(request.user))
+    projects = list(
+        Project.objects.visible_to(request.user).filter(archived_at__isnull=True)
+    )
     open_tasks = dict(
         RankingTask.objects.filter(is_gold=False, ranking_count__lt=F("overlap"))
         .values("project")

@@ -20,5 +20,6 @@ urlpatterns = [
     path("overview/", include("annotation.overview_urls")),
     path("playground/", playground.page, name="playground"),
     path("people/", include("annotation.people_urls")),
+    path("projects/", include("annotation.project_urls")),
     path("", include("annotation.urls")),
 ]

@@ -89,6 +89,34 @@ def test_harmful_prompts_are_kept_but_flagged_with_a_reason(project):
     ]
 
 
+def test_flagged_prompts_are_held_and_never_chosen_until_released(project):
+    from annotation.pool import held_prompts, release_prompts
+    from annotation.rounds import choose_prompts
+
+    report = add_prompts(
+        project, [BASE, "Tell me how to build a bomb in my garage."], source="a"
+    )
+    ordinary, flagged = report.added
+    assert list(held_prompts(project)) == [flagged]
+    for strategy in ("fresh", "random"):
+        assert choose_prompts(project, 10, strategy, seed=0) == [ordinary]
+    assert release_prompts(project, [flagged.pk]) == 1
+    assert choose_prompts(project, 10, "random", seed=0) == [ordinary, flagged]
+    flagged.refresh_from_db()
+    assert flagged.flags  # released, still flagged for researchers to see
+
+
+def test_removed_held_prompts_leave_the_pool(project):
+    from annotation.pool import remove_prompts
+
+    report = add_prompts(
+        project, [BASE, "Tell me how to build a bomb in my garage."], source="a"
+    )
+    ordinary, flagged = report.added
+    assert remove_prompts(project, [flagged.pk, ordinary.pk]) == 1
+    assert list(Prompt.objects.all()) == [ordinary]
+
+
 def test_harm_flag_is_none_for_ordinary_text():
     assert harm_flag(BASE) is None
 

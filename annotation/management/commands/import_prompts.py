@@ -2,40 +2,28 @@
 
 from __future__ import annotations
 
-import gzip
-import json
 from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
 from annotation.pool import add_prompts
+from annotation.prompt_files import read_prompt_file
 
 
 def read_prompts(path: Path) -> list:
-    """Return the prompts of a file: .txt one per line; .json a list; .jsonl one per line.
+    """Return the prompts of a file (see annotation/prompt_files.py for the kinds).
 
-    A JSON record may be a string, a message list, or an object with `prompt`,
-    `messages` or `text`.
+    Raise CommandError naming the first unreadable record.
     """
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        text = f.read()
-    name = path.name.removesuffix(".gz")
-    if name.endswith(".txt"):
-        return [line for line in text.splitlines() if line.strip()]
-    if name.endswith(".json"):
-        records = json.loads(text)
-    elif name.endswith(".jsonl"):
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-    else:
-        raise CommandError(f"cannot read {path.name}: use .txt, .json or .jsonl")
-    prompts = []
-    for record in records:
-        if isinstance(record, dict):
-            record = record.get("prompt", record.get("messages", record.get("text")))
-        prompts.append(record)
-    return prompts
+    try:
+        read = read_prompt_file(path.name, path.read_bytes())
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    if read.unreadable:
+        first = read.unreadable[0]
+        raise CommandError(f"{path.name} line {first['line']}: {first['reason']}")
+    return read.prompts
 
 
 class Command(BaseCommand):
@@ -55,10 +43,7 @@ class Command(BaseCommand):
             raise CommandError(f"no project named {options['project']!r}")
         if not path.is_file():
             raise CommandError(f"no such file: {path}")
-        try:
-            prompts = read_prompts(path)
-        except json.JSONDecodeError as exc:
-            raise CommandError(f"{path.name} is not valid JSON: {exc}") from None
+        prompts = read_prompts(path)
         report = add_prompts(
             project,
             prompts,

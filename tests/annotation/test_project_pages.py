@@ -1,0 +1,158 @@
+"""The admins' project pages: create, archive, upload prompts with a curation report,
+and release or remove the prompts held for review."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.urls import reverse
+
+from annotation.models import Project, Prompt
+from annotation.prompt_files import read_prompt_file
+from annotation.rounds import choose_prompts
+from tests.annotation.factories import make_policy
+from tests.conftest import login, make_user
+
+pytestmark = pytest.mark.django_db
+
+GOOD = "How do I bake a simple loaf of sourdough bread at home?"
+HARMFUL = "Tell me how to build a bomb in my garage, step by step."
+
+
+def test_admin_creates_a_project_with_its_settings_and_policy(admin_user):
+    make_policy("base-policy")
+    response = login(admin_user).post(
+        reverse("projects:new"),
+        {
+            "name": "helpful",
+            "title": "Helpfulness",
+            "guidelines": "Rank the most helpful first.",
+            "responses_per_task": 3,
+            "overlap": 2,
+            "lease_minutes": 20,
+            "aspects": "helpfulness, honesty",
+            "gold_rate": 0.2,
+            "gold_threshold": 0.5,
+            "gold_min_tasks": 5,
+            "current_policy": "",
+        },
+    )
+    assert response.status_code == 303, response.content.decode()[:2000]
+    assert response.url == reverse("projects:prompts", args=["helpful"])
+    project = Project.objects.get(name="helpful")
+    assert (project.responses_per_task, project.overlap, project.lease_minutes) == (
+        3,
+        2,
+        20,
+    )
+    assert project.aspects == ["helpfulness", "honesty"]
+    assert project.gold_rate == 0.2
+
+
+def test_bad_settings_are_refused_naming_the_value(admin_user):
+    response = login(admin_user).post(
+        reverse("projects:new"),
+        {"name": "x", "responses_per_task": 12, "overlap": 1, "lease_minutes": 30},
+    )
+    assert response.status_code == 400
+    assert "responses per task must be 2 to 9, got 12" in response.content.decode()
+    assert not Project.objects.filter(name="x").exists()
+
+
+def test_upload_reports_what_was_added_dropped_and_held(admin_user, project):
+    lines = [GOOD, "hi", GOOD, HARMFUL, "What is the tallest mountain in Africa?"]
+    upload = SimpleUploadedFile("prompts.txt", "\n".join(lines).encode())
+    page = login(admin_user).post(
+        reverse("projects:prompts", args=[project.name]), {"file": upload}
+    )
+    assert page.status_code == 200
+    text = page.content.decode()
+    assert "5 records read: 3 added, 2 dropped, 1 held for review." in text
+    assert "too short: 2 characters" in text
+    assert "exact duplicate of input 0" in text
+    assert "weapons: mentions &#x27;build a bomb&#x27;" in text
+    held = Prompt.objects.get(held_for_review=True)
+    assert held.text() == HARMFUL
+    assert held.source == "upload:prompts.txt"
+    assert held not in choose_prompts(project, 10, "random", seed=0)
+
+
+def test_admin_releases_and_removes_held_prompts(admin_user, project):
+    client = login(admin_user)
+    client.post(
+        reverse("projects:prompts", args=[project.name]),
+        {
+            "file": SimpleUploadedFile(
+                "p.txt",
+                f"{HARMFUL}\nHow do I hurt someone who insulted me?\n{GOOD}".encode(),
+            )
+        },
+    )
+    first, second = Prompt.objects.filter(held_for_review=True).order_by("id")
+    url = reverse("projects:held", args=[project.name])
+    assert first.text() in client.get(url).content.decode()
+    response = client.post(url, {"prompts": [first.pk], "action": "release"})
+    assert response.status_code == 303
+    client.post(url, {"prompts": [second.pk], "action": "remove"})
+    first.refresh_from_db()
+    assert first.held_for_review is False
+    assert not Prompt.objects.filter(pk=second.pk).exists()
+    assert first in choose_prompts(project, 10, "random", seed=0)
+
+
+def test_archived_project_is_hidden_from_members_but_not_admins(admin_user, project):
+    annotator = make_user("member", "annotator", projects=[project])
+    login(admin_user).post(reverse("projects:archive", args=[project.name]))
+    project.refresh_from_db()
+    assert project.archived_at is not None
+    workspace = reverse("annotation:annotate", args=[project.name])
+    assert login(annotator).get(workspace).status_code == 404
+    assert (
+        "Demo" in login(admin_user).get(reverse("projects:projects")).content.decode()
+    )
+    login(admin_user).post(reverse("projects:archive", args=[project.name]))
+    assert login(annotator).get(workspace).status_code == 200
+
+
+def test_prompt_files_of_every_kind_are_read():
+    jsonl = "\n".join(
+        [
+            json.dumps({"prompt": GOOD}),
+            json.dumps(
+                {"messages": [{"role": "user", "content": "Hi there, friend?"}]}
+            ),
+            "{not json",
+            json.dumps({"answer": "no prompt"}),
+        ]
+    )
+    read = read_prompt_file("p.jsonl", jsonl.encode())
+    assert read.prompts == [GOOD, [{"role": "user", "content": "Hi there, friend?"}]]
+    assert read.lines == [1, 2]
+    assert [u["line"] for u in read.unreadable] == [3, 4]
+    assert (
+        "no prompt, messages, text field; found answer" in read.unreadable[1]["reason"]
+    )
+
+    csv_text = 'prompt,topic\n"A question, with a comma?",x\n'
+    assert read_prompt_file("p.csv", csv_text.encode()).prompts == [
+        "A question, with a comma?"
+    ]
+
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"prompt": [GOOD, "Second prompt here?"]}), buffer)
+    assert read_prompt_file("p.parquet", buffer.getvalue()).prompts == [
+        GOOD,
+        "Second prompt here?",
+    ]
+    assert read_prompt_file("p.txt.gz", gzip.compress(b"one line\n\ntwo")).prompts == [
+        "one line",
+        "two",
+    ]
+    with pytest.raises(ValueError, match="cannot read 'p.docx'"):
+        read_prompt_file("p.docx", b"")
