@@ -9,6 +9,7 @@ from django.contrib import admin
 from annotation.models import (
     AnnotatorProfile,
     Lease,
+    Membership,
     Project,
     Prompt,
     Ranking,
@@ -32,8 +33,15 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    autocomplete_fields = ("user",)
+
+
 @admin.register(Project)
 class ProjectAdmin(admin.ModelAdmin):
+    inlines = (MembershipInline,)
     list_display = (
         "name",
         "title",
@@ -41,6 +49,7 @@ class ProjectAdmin(admin.ModelAdmin):
         "overlap",
         "gold_rate",
         "current_policy",
+        "archived_at",
     )
     search_fields = ("name", "title")
 
