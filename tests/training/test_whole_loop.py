@@ -75,7 +75,9 @@ def test_the_whole_loop_runs_on_micro_models_with_a_real_worker(
         "12",
         stdout=StringIO(),
     )
-    annotators = [make_user(f"annotator{i}", "annotator") for i in (1, 2, 3)]
+    annotators = [
+        make_user(f"annotator{i}", "annotator", projects=[project]) for i in (1, 2, 3)
+    ]
     assert [rank_everything_over_http(user, "demo") for user in annotators] == [3, 3, 3]
     assert Ranking.objects.count() == 9
 
