@@ -667,7 +667,9 @@ def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
     from annotation.snapshots import diff_snapshots
 
     require_researcher(request)
-    return diff_snapshots(snapshot_or_404(snapshot_id), snapshot_or_404(against))
+    return diff_snapshots(
+        snapshot_or_404(request, snapshot_id), snapshot_or_404(request, against)
+    )
 
 
 @router.get(

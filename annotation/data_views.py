@@ -181,7 +181,11 @@ def snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 @role_required(RESEARCHER)
 def snapshot_diff(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     """Compare a snapshot with the one `?against=` names: pairs added and removed."""
-    snap = get_object_or_404(Snapshot.objects.select_related("project"), pk=snapshot_id)
+    snap = get_object_or_404(
+        Snapshot.objects.select_related("project"),
+        pk=snapshot_id,
+        project__in=Project.objects.visible_to(request.user),
+    )
     others = Snapshot.objects.filter(project=snap.project_id).exclude(pk=snap.pk)
     against = request.GET.get("against", "")
     diff = None

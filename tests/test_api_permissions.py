@@ -102,6 +102,13 @@ TABLE = [
         RESEARCHERS_READ,
     ),
     ("get", "/api/snapshots/{snapshot_id}/card", "", None, RESEARCHERS_READ),
+    (
+        "get",
+        "/api/snapshots/{snapshot_id}/diff",
+        "?against={snapshot_id}",
+        None,
+        RESEARCHERS_READ,
+    ),
     ("get", "/api/projects/{name}/imports", "", None, RESEARCHERS_READ),
     (
         "post",
@@ -198,7 +205,7 @@ def test_persona_may_or_may_not_perform_operation(
     else:
         world["token_id"] = create_token(annotator, "old")[0].pk
     client = client_for(user)
-    url = path.format(**world) + query
+    url = (path + query).format(**world)
     if body == "order":
         response = client.post(
             url,

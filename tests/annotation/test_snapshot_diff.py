@@ -6,6 +6,7 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
+from annotation.membership import add_member
 from annotation.models import Project
 from annotation.snapshots import diff_snapshots, freeze_snapshot
 from tests.annotation.data_factories import (
@@ -138,6 +139,9 @@ def test_diff_api_returns_counts_and_breakdowns(project, two_rounds, researcher)
     other = Project.objects.create(name="other")
     make_task(other, "x", ("p", "q"))
     foreign = freeze_snapshot(other, "f")
+    outside = client.get(f"/api/snapshots/{old.pk}/diff", {"against": foreign.pk})
+    assert outside.status_code == 404  # not one of the researcher's projects
+    add_member(researcher, other)
     response = client.get(f"/api/snapshots/{old.pk}/diff", {"against": foreign.pk})
     assert response.status_code == 400
     assert "different projects" in response.json()["detail"]
