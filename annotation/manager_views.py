@@ -24,7 +24,8 @@ from annotation.data_manager import (
     task_history,
     task_page,
 )
-from annotation.models import Project, Ranking, RankingTask, Round
+from annotation.membership import get_project_for
+from annotation.models import Ranking, RankingTask, Round
 from annotation.snapshots import freeze_snapshot
 from config.roles import RESEARCHER, role_required
 from inference.models import Policy
@@ -33,7 +34,7 @@ from inference.models import Policy
 @role_required(RESEARCHER)
 def tasks(request: HttpRequest, name: str) -> HttpResponse:
     """List the project's tasks passing the query string's filter, newest first."""
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     error = None
     try:
         f = parse_filter(request.GET)
@@ -70,7 +71,7 @@ def tasks(request: HttpRequest, name: str) -> HttpResponse:
 @role_required(RESEARCHER)
 def task(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
     """Show one task: prompt, responses, every ranking, consensus and its history."""
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     row = get_object_or_404(
         RankingTask.objects.select_related("prompt", "round", "adjudicated_by"),
         pk=task_id,
@@ -108,7 +109,7 @@ def _numbered(order: list | None, number: dict[int, int]) -> list[list[int]]:
 @role_required(RESEARCHER)
 def freeze(request: HttpRequest, name: str) -> HttpResponse:
     """Freeze the posted filter into a snapshot; say what the snapshot left out."""
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     fields = {k: request.POST[k] for k in FILTER_NAMES if request.POST.get(k)}
     back = f"{reverse('data:manager', args=[name])}?{urlencode(fields)}"
     try:

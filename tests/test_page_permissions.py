@@ -76,6 +76,9 @@ PAGES = {
     "data:snapshot_diff": ("get", READERS, True),
     "data:download": ("get", READERS, True),
     "data:imports": ("get", READERS, True),
+    "data:manager": ("get", READERS, True),
+    "data:manager_task": ("get", READERS, True),
+    "data:manager_freeze": ("post", READERS, True),
     "data:tokens": ("get", ANY_ROLE, False),
     "data:revoke": ("post", SIGNED_IN, False),
     "training:rounds": ("get", READERS, False),
@@ -155,6 +158,7 @@ def _url(name: str, world: dict, user: User | None) -> str:
     args = {
         "annotation:review_task": [world["project"], world["task"]],
         "annotation:unmark": [world["project"], world["task"]],
+        "data:manager_task": [world["project"], world["task"]],
         "annotation:reinstate": [world["project"], world["annotator"]],
         "data:snapshot": [world["snapshot"]],
         "data:download": [world["snapshot"]],
