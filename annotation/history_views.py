@@ -11,7 +11,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 
-from annotation.models import Project, Ranking, Response
+from annotation.membership import get_project_for
+from annotation.models import Ranking, Response
 from annotation.revisions import RevisionRefused, revisability, revise_ranking
 from config.roles import ANNOTATOR, role_required
 
@@ -24,7 +25,7 @@ def history(request: HttpRequest, name: str) -> HttpResponse:
 
     Keyset-paged by id: `?before=<id>` shows the rankings older than that one.
     """
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     rankings = Ranking.objects.filter(
         annotator=request.user, task__project=project
     ).select_related("task__prompt", "task__project")
@@ -71,7 +72,7 @@ def revise(request: HttpRequest, name: str, ranking_id: int) -> HttpResponse:
     tie), optional `rationale`. Outside the window, or on a settled task, the page
     says why and offers no form; a POST then answers 409.
     """
-    project = get_object_or_404(Project, name=name)
+    project = get_project_for(request.user, name)
     ranking = get_object_or_404(
         Ranking.versions.select_related("task__prompt", "task__project"),
         pk=ranking_id,

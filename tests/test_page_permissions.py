@@ -23,6 +23,7 @@ from django.urls import (
 from annotation.membership import add_member
 from annotation.models import Project
 from annotation.tokens import create_token
+from tests.annotation.data_factories import rank
 from tests.annotation.factories import make_task
 from tests.api_world import build_world, client_for
 from tests.conftest import make_user
@@ -71,6 +72,8 @@ PAGES = {
     "annotation:reinstate": ("post", ADMIN, True),
     "annotation:settings": ("get", ADMIN, True),
     "annotation:dashboard": ("get", ADMIN, True),
+    "annotation:history": ("get", {"annotator"}, True),
+    "annotation:revise": ("get", {"annotator"}, True),
     "data:snapshots": ("get", READERS, True),
     "data:snapshot": ("get", READERS, True),
     "data:snapshot_diff": ("get", READERS, True),
@@ -159,6 +162,7 @@ def _url(name: str, world: dict, user: User | None) -> str:
         "annotation:review_task": [world["project"], world["task"]],
         "annotation:unmark": [world["project"], world["task"]],
         "data:manager_task": [world["project"], world["task"]],
+        "annotation:revise": [world["project"], world["ranking"]],
         "annotation:reinstate": [world["project"], world["annotator"]],
         "data:snapshot": [world["snapshot"]],
         "data:download": [world["snapshot"]],
@@ -190,6 +194,10 @@ def test_page_admits_exactly_its_roles_in_their_projects(
     world["annotator"] = annotator.pk
     user = persona_user(persona, project)
     world["token"] = create_token(user or annotator, "old")[0].pk
+    # The ranking a persona may revise is their own (the task is in the project).
+    world["ranking"] = rank(
+        make_task(project), user or annotator, [[0], [1], [2], [3]]
+    ).pk
     client = client_for(user) if user else Client()
     if page_name in PUBLIC:
         method, status = PUBLIC[page_name]
