@@ -40,6 +40,7 @@ def test_admin_creates_a_project_with_its_settings_and_policy(admin_user):
             "gold_rate": 0.2,
             "gold_threshold": 0.5,
             "gold_min_tasks": 5,
+            "revision_minutes": 10,
             "current_policy": "",
         },
     )

@@ -20,6 +20,7 @@ from annotation.dashboard import dashboard
 from annotation.data_manager import task_history
 from annotation.gold import gold_record, mark_gold
 from annotation.leaderboard import policy_comparisons
+from annotation.membership import add_member
 from annotation.models import Project, Ranking, RankingTask, SnapshotPair
 from annotation.quality import ranking_rows
 from annotation.revisions import RevisionRefused, revisability, revise_ranking
@@ -38,6 +39,8 @@ def setup(db):
     )
     task = make_task(project)
     users = make_annotators(2)
+    for user in users:
+        add_member(user, project)
     a, b = response_ids(task)
     rankings = []
     for user in users:
