@@ -24,7 +24,7 @@ def ranked(live_server, sign_in):
         name="hist", title="History", responses_per_task=3, overlap=3, gold_rate=0
     )
     task = make_task(project, texts=["first answer", "second answer", "third answer"])
-    user = make_user("histannotator", "annotator")
+    user = make_user("histannotator", "annotator", projects=[project])
     a, b, c = response_ids(task)
     ranking = submit_ranking(
         next_task(project, user), user, RankingSubmission([[a], [b], [c]])
