@@ -18,7 +18,14 @@ from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from ninja import Field, Router, Schema, Status
 
-from annotation.api import ERRORS, ErrorOut, require_admin, require_researcher
+from annotation.api import (
+    ERRORS,
+    ErrorOut,
+    caller,
+    require_admin,
+    require_researcher,
+)
+from annotation.membership import get_project_for
 from annotation.models import Project
 from annotation.pool import add_prompts
 from config.roles import ADMIN, RESEARCHER, role_required
@@ -129,7 +136,7 @@ def chat(request: HttpRequest, payload: ChatIn) -> HttpResponse:
 def add_to_pool(request: HttpRequest, payload: PlaygroundPoolIn) -> tuple[int, dict]:
     """Admins: curate the conversation up to its last user message into the pool."""
     require_admin(request)
-    project = get_object_or_404(Project, name=payload.project)
+    project = get_project_for(caller(request), payload.project)
     messages = [m.dict() for m in payload.messages]
     while messages and messages[-1]["role"] != "user":
         messages.pop()  # a prompt ends with what the user asked
@@ -144,7 +151,9 @@ def page(request: HttpRequest) -> HttpResponse:
     """Show the playground: pick one or two policies, chat, add the conversation."""
     context = {
         "policies": list(chat_policies().values_list("name", flat=True)),
-        "projects": list(Project.objects.values_list("name", flat=True)),
+        "projects": list(
+            Project.objects.visible_to(request.user).values_list("name", flat=True)
+        ),
         "defaults": ChatSampling().dict(),
         "max_new_tokens": MAX_NEW_TOKENS,
     }

@@ -137,6 +137,24 @@ TABLE = [
         {"name": "new-model", "source": "/no/such/model"},
         (*ADMIN_ONLY, 400),
     ),
+    # The playground talks to any registered policy; this one does not exist.
+    (
+        "post",
+        "/api/playground/chat",
+        "",
+        {"policy": "no-such-policy", "messages": [{"role": "user", "content": "Hi?"}]},
+        (401, 403, 403, 403, 404, 404, 404),
+    ),
+    (
+        "post",
+        "/api/playground/pool",
+        "",
+        {
+            "project": "demo",
+            "messages": [{"role": "user", "content": "Which planet is the largest?"}],
+        },
+        (*ADMIN_ONLY, 201),
+    ),
     ("get", "/api/projects/{name}/training-rounds", "", None, RESEARCHERS_READ),
     # No policy deployed: the admin gets the workflow's 400.
     (

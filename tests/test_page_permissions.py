@@ -93,6 +93,7 @@ PAGES = {
     "training:deploy": ("post", ADMIN, False),
     "training:rollback": ("post", ADMIN, False),
     "inference:registry": ("get", READERS, False),
+    "playground": ("get", READERS, False),
     "overview:project": ("get", READERS, True),
     "overview:publish": ("post", ADMIN, True),
     "projects:projects": ("get", ADMIN, False),
