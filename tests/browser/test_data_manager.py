@@ -1,0 +1,49 @@
+"""The data manager in Chromium: filters narrow the tasks, a click freezes the filter."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+from playwright.sync_api import expect
+
+from annotation.membership import add_member
+from annotation.models import Project, Snapshot
+from tests.annotation.data_factories import annotators, make_task, rank
+from tests.conftest import make_user
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+
+def test_filters_narrow_the_list_and_one_click_freezes_them(live_server, page, sign_in):
+    project = Project.objects.create(name="dm", title="DM")
+    plain = make_task(project, "Name a colour", ("Red.", "Blue."))
+    gold = make_task(project, "Capital of France?", ("Paris.", "Rome."), is_gold=True)
+    other_gold = make_task(
+        project, "Capital of Italy?", ("Rome.", "Oslo."), is_gold=True
+    )
+    (a,) = annotators(1)
+    for task in (plain, gold, other_gold):
+        rank(task, a, [[0], [1]])
+    researcher = make_user("dmresearcher", "researcher")
+    add_member(researcher, project)
+    sign_in(researcher)
+    page.goto(live_server.url + reverse("data:manager", args=[project.name]))
+    rows = page.locator("#manager-tasks tbody tr[data-task]")
+    expect(rows).to_have_count(3)
+
+    page.select_option("select[name=gold]", "only")
+    page.click("#manager-filter button[type=submit]")
+    expect(rows).to_have_count(2)
+    page.fill("input[name=search]", "paris")
+    page.click("#manager-filter button[type=submit]")
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_have_attribute("data-task", str(gold.pk))
+    expect(page.locator("#lost-filters")).to_contain_text("text search")
+
+    page.fill("#freeze-filter input[name=name]", "gold-paris")
+    page.click("#freeze-filter button[type=submit]")
+    page.wait_for_url("**/data/snapshots/*/")
+    expect(page.locator(".messages")).to_contain_text("Not in the snapshot's filter")
+    snapshot = Snapshot.objects.get(name="gold-paris")
+    assert snapshot.filter["gold"] == "only"
+    assert snapshot.stats["tasks"] == 2  # the text search is not in a snapshot spec
