@@ -8,6 +8,7 @@ from django.contrib import admin
 
 from annotation.models import (
     AnnotatorProfile,
+    AuditEntry,
     Lease,
     Membership,
     Project,
@@ -136,3 +137,16 @@ class RankingAdmin(ReadOnlyAdmin):
 class SnapshotAdmin(ReadOnlyAdmin):
     list_display = ("name", "project", "row_count", "sha256", "created_at")
     list_filter = ("project",)
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    """The audit log: read-only here as everywhere."""
+
+    list_display = ("created_at", "actor_name", "action", "project", "object_type")
+    list_filter = ("action",)
+    search_fields = ("actor_name", "action", "object_id")
+
+    def get_actions(self, request):
+        # No bulk "delete selected": the log is never edited.
+        return {}

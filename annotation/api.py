@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from ninja import Field, File, Form, Router, Schema, Status
@@ -19,6 +20,7 @@ from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from annotation.assignment import RankingSubmission
+from annotation.audit import record
 from annotation.export import (
     DOWNLOAD_TYPES,
     FILE_FORMATS,
@@ -142,7 +144,10 @@ def create_project(request: HttpRequest, payload: ProjectIn):
         raise ValidationError(
             f"a project named {payload.name!r} exists; choose another name"
         )
-    return Status(201, Project.objects.create(**payload.dict()))
+    with transaction.atomic():
+        project = Project.objects.create(**payload.dict())
+        record(caller(request), "project.create", obj=project, after=payload.dict())
+    return Status(201, project)
 
 
 @router.get("/projects/{name}", response={200: ProjectOut, **ERRORS}, tags=["projects"])
@@ -230,6 +235,7 @@ def create_prompts(request: HttpRequest, name: str, payload: PromptsIn):
         prompts,
         source=payload.source,
         is_held_out=payload.is_held_out,
+        actor=caller(request),
     )
     return Status(201, report.as_dict())
 

@@ -107,10 +107,12 @@ def adjudicate(task, order: object, user, *, now=None) -> None:
     from django.db import transaction
     from django.utils import timezone
 
+    from annotation.audit import record
     from annotation.models import Ranking, RankingTask
 
     with transaction.atomic():
         task = RankingTask.objects.select_for_update().get(pk=task.pk)
+        before = task.adjudicated_order
         task.adjudicated_order = Ranking.validate_order(
             order, set(task.responses.values_list("pk", flat=True))
         )
@@ -118,4 +120,11 @@ def adjudicate(task, order: object, user, *, now=None) -> None:
         task.adjudicated_at = now or timezone.now()
         task.save(
             update_fields=["adjudicated_order", "adjudicated_by", "adjudicated_at"]
+        )
+        record(
+            user,
+            "task.adjudicate",
+            obj=task,
+            before=before,
+            after=task.adjudicated_order,
         )

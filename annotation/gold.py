@@ -47,16 +47,18 @@ def best_only_order(best_id: int, response_ids: list[int] | set[int]) -> Order:
     return [[best_id], rest] if rest else [[best_id]]
 
 
-def mark_gold(task, order: object) -> None:
+def mark_gold(task, order: object, *, actor: AbstractBaseUser | None = None) -> None:
     """Make the task a gold task with the given known order (validated like a ranking).
 
     Raise ValidationError naming the problem when the order does not rank every
     response of the task exactly once.
     """
+    from annotation.audit import record
     from annotation.models import Ranking, RankingTask
 
     with transaction.atomic():
         task = RankingTask.objects.select_for_update().get(pk=task.pk)
+        before = task.gold_order if task.is_gold else None
         groups = Ranking.validate_order(
             order, set(task.responses.values_list("pk", flat=True))
         )
@@ -68,10 +70,15 @@ def mark_gold(task, order: object) -> None:
         task.is_gold = True
         task.gold_order = groups
         task.save(update_fields=["is_gold", "gold_order"])
+        record(actor, "gold.mark", obj=task, before=before, after=groups)
 
 
-def unmark_gold(task) -> None:
+@transaction.atomic
+def unmark_gold(task, *, actor: AbstractBaseUser | None = None) -> None:
     """Make a gold task an ordinary task again."""
+    from annotation.audit import record
+
+    record(actor, "gold.unmark", obj=task, before=task.gold_order)
     task.is_gold = False
     task.gold_order = None
     task.save(update_fields=["is_gold", "gold_order"])
@@ -124,11 +131,19 @@ def apply_gold_rule(project, user: AbstractBaseUser) -> bool:
     return True
 
 
-def reinstate(user: AbstractBaseUser, *, now: datetime | None = None) -> None:
+@transaction.atomic
+def reinstate(
+    user: AbstractBaseUser,
+    *,
+    now: datetime | None = None,
+    actor: AbstractBaseUser | None = None,
+) -> None:
     """Lift the annotator's pause; gold tasks answered before now no longer count."""
+    from annotation.audit import record
     from annotation.models import AnnotatorProfile
 
     now = now or timezone.now()
+    record(actor, "annotator.reinstate", obj=user, after={"user": user.get_username()})
     AnnotatorProfile.objects.update_or_create(
         user=user,
         defaults={"is_paused": False, "paused_reason": "", "reinstated_at": now},

@@ -30,6 +30,7 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
+from annotation.audit import record as audit_record
 from annotation.models import (
     ImportReport,
     Project,
@@ -531,6 +532,16 @@ def import_preferences(
         report.rankings_created = len(parsed.records)
         report.is_applied = True
         report.save()
+        audit_record(
+            user,
+            "import.apply",
+            obj=report,
+            after={
+                "source": display_name,
+                "rankings": report.rankings_created,
+                "prompts": report.prompts_created,
+            },
+        )
     return report
 
 

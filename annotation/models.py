@@ -684,3 +684,45 @@ class ImportReport(models.Model):
 
     def __str__(self) -> str:
         return f"import of {self.source} into {self.project}"
+
+
+class AuditEntry(models.Model):
+    """One change by an admin or researcher: who, when, what, before and after.
+
+    Written only by `annotation.audit.record`, inside the transaction of the change;
+    never edited or deleted (no page, API operation or admin action does).
+    """
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_entries",
+        help_text="Who changed it; empty for a command run without a user.",
+    )
+    actor_name = models.CharField(
+        max_length=150, blank=True, help_text="The actor's username, kept if they go."
+    )
+    action = models.SlugField(max_length=60, db_index=True)
+    project = models.ForeignKey(
+        Project,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="audit_entries",
+    )
+    object_type = models.CharField(max_length=60, blank=True)
+    object_id = models.CharField(max_length=60, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-id",)
+        verbose_name_plural = "audit entries"
+
+    def __str__(self) -> str:
+        return (
+            f"{self.created_at:%Y-%m-%d %H:%M} {self.actor_name or '-'} {self.action}"
+        )

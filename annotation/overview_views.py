@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
+from django.db import transaction
 from django.db.models import Count, Q
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
+from annotation.audit import record
 from annotation.leaderboard import (
     JUDGE_WIN_RATE_KEY,
     RM_WIN_RATE_KEY,
@@ -159,14 +161,16 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
         errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
         return HttpResponse(f"Invalid round settings: {errors}", status=400)
     data = form.cleaned_data
-    publish_round_task.enqueue(
-        project.pk,
-        data["prompts"],
-        data["strategy"],
-        data["temperature"],
-        data["seed"],
-        data["earlier"],
-    )
+    with transaction.atomic():
+        publish_round_task.enqueue(
+            project.pk,
+            data["prompts"],
+            data["strategy"],
+            data["temperature"],
+            data["seed"],
+            data["earlier"],
+        )
+        record(request.user, "round.publish", project=project, after=data)
     messages.success(
         request,
         f"Round queued: the worker generates {data['prompts']} tasks with "

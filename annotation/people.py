@@ -18,6 +18,7 @@ from django.utils.crypto import constant_time_compare
 from django.utils.encoding import force_bytes
 from django.utils.http import base36_to_int, urlsafe_base64_encode
 
+from annotation.audit import record
 from annotation.membership import set_memberships
 from annotation.models import AnnotatorProfile, Project
 from config.roles import ANNOTATOR, ROLES, ensure_groups
@@ -84,7 +85,13 @@ def set_role(user: User, role: str) -> None:
 
 
 @transaction.atomic
-def add_person(username: str, role: str, projects: list[Project]) -> User:
+def add_person(
+    username: str,
+    role: str,
+    projects: list[Project],
+    *,
+    actor: User | None = None,
+) -> User:
     """Create a user without a usable password, with a role and projects.
 
     They set their password through `password_link(user)`.
@@ -98,6 +105,7 @@ def add_person(username: str, role: str, projects: list[Project]) -> User:
     user.save()
     set_role(user, role)
     set_memberships(user, projects)
+    record(actor, "person.add", obj=user, after=_person_state(user))
     return user
 
 
@@ -115,8 +123,20 @@ def update_person(
             "you cannot remove your own admin role or deactivate yourself; "
             "ask another admin"
         )
+    before = _person_state(user)
     set_role(user, role)
     set_memberships(user, projects)
     if user.is_active != is_active:
         user.is_active = is_active
         user.save(update_fields=["is_active"])
+    record(by, "person.update", obj=user, before=before, after=_person_state(user))
+
+
+def _person_state(user: User) -> dict:
+    """Return what the audit log keeps of a person: username, role, projects, active."""
+    return {
+        "username": user.username,
+        "role": role_of(user),
+        "projects": sorted(user.member_projects.values_list("name", flat=True)),
+        "is_active": user.is_active,
+    }

@@ -67,7 +67,12 @@ def people(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
-            user = add_person(data["username"], data["role"], list(data["projects"]))
+            user = add_person(
+                data["username"],
+                data["role"],
+                list(data["projects"]),
+                actor=request.user,
+            )
         except ValidationError as exc:
             form.add_error("username", exc)
         else:

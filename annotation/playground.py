@@ -142,7 +142,9 @@ def add_to_pool(request: HttpRequest, payload: PlaygroundPoolIn) -> tuple[int, d
         messages.pop()  # a prompt ends with what the user asked
     if not messages:
         raise ValidationError("the conversation has no user message to add")
-    report = add_prompts(project, [messages], source="playground")
+    report = add_prompts(
+        project, [messages], source="playground", actor=caller(request)
+    )
     return Status(201, report.as_dict())
 
 

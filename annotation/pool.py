@@ -15,9 +15,11 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from annotation.audit import record
 from annotation.models import Project, Prompt, messages_hash, normalise_messages
 
 MIN_CHARS = 8
@@ -124,7 +126,12 @@ def _full_text(messages: list[dict]) -> str:
 
 
 def add_prompts(
-    project: Project, prompts: list, *, source: str, is_held_out: bool = False
+    project: Project,
+    prompts: list,
+    *,
+    source: str,
+    is_held_out: bool = False,
+    actor: AbstractBaseUser | None = None,
 ) -> PoolReport:
     """Curate `prompts` (strings or message lists) and add the ones that pass.
 
@@ -189,6 +196,12 @@ def add_prompts(
         created = Prompt.objects.bulk_create(
             [p for _, p, _ in accepted], batch_size=1000
         )
+        record(
+            actor,
+            "prompts.add",
+            project=project,
+            after={"source": source, "added": len(created), "held_out": is_held_out},
+        )
     report.added = created
     report.flagged = [
         {"index": index, "prompt_id": prompt.id, "reason": flag}
@@ -203,12 +216,32 @@ def held_prompts(project: Project):
     return project.prompts.filter(held_for_review=True).order_by("id")
 
 
-def release_prompts(project: Project, prompt_ids: list[int]) -> int:
+@transaction.atomic
+def release_prompts(
+    project: Project, prompt_ids: list[int], *, actor: AbstractBaseUser | None = None
+) -> int:
     """Release held prompts for publishing (their flags stay); return how many."""
-    return held_prompts(project).filter(pk__in=prompt_ids).update(held_for_review=False)
+    ids = sorted(
+        held_prompts(project).filter(pk__in=prompt_ids).values_list("pk", flat=True)
+    )
+    record(
+        actor,
+        "prompts.release",
+        project=project,
+        before={"held": ids},
+        after={"released": ids},
+    )
+    return held_prompts(project).filter(pk__in=ids).update(held_for_review=False)
 
 
-def remove_prompts(project: Project, prompt_ids: list[int]) -> int:
+@transaction.atomic
+def remove_prompts(
+    project: Project, prompt_ids: list[int], *, actor: AbstractBaseUser | None = None
+) -> int:
     """Delete held prompts from the pool; return how many."""
-    removed, _ = held_prompts(project).filter(pk__in=prompt_ids).delete()
+    ids = sorted(
+        held_prompts(project).filter(pk__in=prompt_ids).values_list("pk", flat=True)
+    )
+    record(actor, "prompts.remove", project=project, before={"held": ids}, after=None)
+    removed, _ = held_prompts(project).filter(pk__in=ids).delete()
     return removed

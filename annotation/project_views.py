@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
+from django.contrib.auth.models import User
+from django.db import transaction
 from django.db.models import Count, F, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
@@ -16,6 +18,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from annotation.audit import record
 from annotation.forms import ProjectSettingsForm
 from annotation.membership import add_member, get_project_for
 from annotation.models import Project
@@ -90,8 +93,10 @@ def new_project(request: HttpRequest) -> HttpResponse:
     """Create a project; the admin who creates it goes to its prompt upload."""
     form = NewProjectForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        project = form.save()
-        add_member(request.user, project)
+        with transaction.atomic():
+            project = form.save()
+            add_member(request.user, project)
+            record(request.user, "project.create", obj=project, after=form.cleaned_data)
         messages.success(request, f"Project {project.name} created: add its prompts.")
         return _see_other(reverse("projects:prompts", args=[project.name]))
     return render(
@@ -107,8 +112,18 @@ def new_project(request: HttpRequest) -> HttpResponse:
 def archive(request: HttpRequest, name: str) -> HttpResponse:
     """Archive the project (only admins see it then), or restore an archived one."""
     project = get_project_for(request.user, name)
+    before = {"archived_at": project.archived_at}
     project.archived_at = None if project.archived_at else timezone.now()
-    project.save(update_fields=["archived_at"])
+    with transaction.atomic():
+        project.save(update_fields=["archived_at"])
+        action = "project.archive" if project.archived_at else "project.restore"
+        record(
+            request.user,
+            action,
+            obj=project,
+            before=before,
+            after={"archived_at": project.archived_at},
+        )
     state = "archived" if project.archived_at else "restored"
     messages.success(request, f"Project {project.name} is {state}.")
     return _see_other(reverse("projects:projects"))
@@ -133,7 +148,7 @@ def prompts(request: HttpRequest, name: str) -> HttpResponse:
             except ValueError as exc:
                 form.add_error("file", str(exc))
             else:
-                report = _curate(project, read, upload.name, form)
+                report = _curate(project, read, upload.name, form, request.user)
     return render(
         request,
         "projects/prompts.html",
@@ -149,13 +164,16 @@ def prompts(request: HttpRequest, name: str) -> HttpResponse:
     )
 
 
-def _curate(project: Project, read, file_name: str, form: PromptUploadForm) -> dict:
+def _curate(
+    project: Project, read, file_name: str, form: PromptUploadForm, actor: User
+) -> dict:
     """Add the file's prompts to the pool; return the report by file line."""
     pool = add_prompts(
         project,
         read.prompts,
         source=f"upload:{file_name}",
         is_held_out=form.cleaned_data["is_held_out"],
+        actor=actor,
     )
     dropped = [
         {"line": read.lines[r["index"]], "reason": r["reason"], "text": r["text"]}
@@ -182,10 +200,10 @@ def held(request: HttpRequest, name: str) -> HttpResponse:
     if request.method == "POST" and form.is_valid():
         ids = form.cleaned_data["prompts"]
         if form.cleaned_data["action"] == "release":
-            count = release_prompts(project, ids)
+            count = release_prompts(project, ids, actor=request.user)
             messages.success(request, f"Released {count} prompt(s) for publishing.")
         else:
-            count = remove_prompts(project, ids)
+            count = remove_prompts(project, ids, actor=request.user)
             messages.success(request, f"Removed {count} prompt(s) from the pool.")
         return _see_other(reverse("projects:held", args=[project.name]))
     return render(

@@ -23,6 +23,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef
 from django.utils.dateparse import parse_date, parse_datetime
 
+from annotation.audit import record
 from annotation.consensus import borda
 from annotation.models import (
     AnnotatorProfile,
@@ -259,6 +260,7 @@ def freeze_snapshot(
                     for row in pair_rows[start : start + 2000]
                 ]
             )
+        record(user, "snapshot.freeze", obj=snapshot, after={"name": name, **header})
     return snapshot
 
 

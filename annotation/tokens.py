@@ -13,8 +13,10 @@ from datetime import timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.utils import timezone
 
+from annotation.audit import record
 from annotation.models import ApiToken
 
 PREFIX = "fl_"
@@ -26,6 +28,7 @@ def _digest(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
 
+@transaction.atomic
 def create_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
     """Create a token for the user; return the row and the raw token (shown once)."""
     name = (name or "").strip()
@@ -36,6 +39,9 @@ def create_token(user: AbstractBaseUser, name: str) -> tuple[ApiToken, str]:
     raw = PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
         user=user, name=name, prefix=raw[: len(PREFIX) + 6], digest=_digest(raw)
+    )
+    record(
+        user, "token.create", obj=token, after={"name": name, "prefix": token.prefix}
     )
     return token, raw
 
@@ -62,6 +68,7 @@ def authenticate_token(raw: str) -> AbstractBaseUser | None:
     return token.user
 
 
+@transaction.atomic
 def revoke_token(token: ApiToken, user: AbstractBaseUser) -> ApiToken:
     """Revoke one of the user's own tokens; revoking twice changes nothing."""
     if token.user_id != user.pk:
@@ -71,4 +78,5 @@ def revoke_token(token: ApiToken, user: AbstractBaseUser) -> ApiToken:
     if token.revoked_at is None:
         token.revoked_at = timezone.now()
         token.save(update_fields=["revoked_at"])
+        record(user, "token.revoke", obj=token, after={"revoked_at": token.revoked_at})
     return token

@@ -14,7 +14,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.paginator import Paginator
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, F
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
@@ -30,6 +30,7 @@ from annotation.assignment import (
     skip_task,
     submit_ranking_and_lease_next,
 )
+from annotation.audit import record
 from annotation.consensus import adjudicate
 from annotation.dashboard import dashboard as dashboard_figures
 from annotation.forms import (
@@ -388,7 +389,13 @@ def gold(request: HttpRequest, name: str) -> HttpResponse:
     project = _project(request, name)
     form = GoldForm(request.POST if request.method == "POST" else None, project=project)
     if request.method == "POST" and form.is_valid():
-        act(form, mark_gold, form.cleaned_data["task"], form.cleaned_data["gold_order"])
+        act(
+            form,
+            mark_gold,
+            form.cleaned_data["task"],
+            form.cleaned_data["gold_order"],
+            actor=request.user,
+        )
         if not form.errors:
             messages.success(
                 request, f"Task {form.cleaned_data['task'].pk} is now gold."
@@ -422,7 +429,8 @@ def gold(request: HttpRequest, name: str) -> HttpResponse:
 def unmark(request: HttpRequest, name: str, task_id: int) -> HttpResponse:
     """Make a gold task an ordinary task again."""
     project = _project(request, name)
-    unmark_gold(get_object_or_404(RankingTask, pk=task_id, project=project))
+    task = get_object_or_404(RankingTask, pk=task_id, project=project)
+    unmark_gold(task, actor=request.user)
     messages.success(request, f"Task {task_id} is no longer gold.")
     return _see_other(reverse("annotation:gold", args=[project.name]))
 
@@ -433,7 +441,7 @@ def reinstate_annotator(request: HttpRequest, name: str, user_id: int) -> HttpRe
     """Lift a paused annotator's pause."""
     project = _project(request, name)
     annotator = get_object_or_404(User, pk=user_id)
-    reinstate(annotator)
+    reinstate(annotator, actor=request.user)
     messages.success(request, f"{annotator.username} is reinstated.")
     return _see_other(reverse("annotation:gold", args=[project.name]))
 
@@ -446,7 +454,18 @@ def project_settings(request: HttpRequest, name: str) -> HttpResponse:
         request.POST if request.method == "POST" else None, instance=project
     )
     if request.method == "POST" and form.is_valid():
-        form.save()
+        with transaction.atomic():
+            form.save()
+            changed = form.changed_data
+            before = {key: form.initial.get(key) for key in changed}
+            after = {key: form.cleaned_data.get(key) for key in changed}
+            record(
+                request.user,
+                "project.settings",
+                obj=project,
+                before=before,
+                after=after,
+            )
         messages.success(request, "Project settings saved.")
         return _see_other(reverse("annotation:settings", args=[project.name]))
     return render(

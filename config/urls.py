@@ -20,6 +20,7 @@ urlpatterns = [
     path("overview/", include("annotation.overview_urls")),
     path("playground/", playground.page, name="playground"),
     path("people/", include("annotation.people_urls")),
+    path("audit/", include("annotation.audit_urls")),
     path("projects/", include("annotation.project_urls")),
     path("", include("annotation.urls")),
 ]

@@ -101,6 +101,8 @@ PAGES = {
     "projects:archive": ("post", ADMIN, True),
     "projects:prompts": ("get", ADMIN, True),
     "projects:held": ("get", ADMIN, True),
+    "audit:log": ("get", READERS, False),
+    "audit:export": ("get", READERS, False),
     "people:people": ("get", ADMIN, False),
     "people:person": ("get", ADMIN, False),
     "people:reset_link": ("post", ADMIN, False),

@@ -12,6 +12,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from annotation.audit import record
 from annotation.models import Project
 from inference.models import Policy
 from training.models import Deployment
@@ -78,6 +79,14 @@ def deploy_policy(
         )
         project.current_policy = policy
         project.save(update_fields=["current_policy"])
+        action = "deployment.rollback" if is_rollback else "deployment.deploy"
+        record(
+            user,
+            action,
+            obj=deployment,
+            before={"policy": deployment.previous and deployment.previous.name},
+            after={"policy": policy.name},
+        )
     return deployment
 
 

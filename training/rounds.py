@@ -25,6 +25,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from annotation.audit import record
 from annotation.models import Project, Snapshot
 from inference.models import Policy
 from training.jobs import policy_inputs, reward_inputs, round_dir
@@ -235,6 +236,12 @@ def launch_round(
                 config=config,
                 run_dir=str(round_dir(training_round) / f"{index + 1:02d}-{stage}"),
             )
+        record(
+            user,
+            "round.launch",
+            obj=training_round,
+            after={"method": method, "stages": stages, "config": options},
+        )
     return training_round
 
 
@@ -292,6 +299,7 @@ def cancel_round(
             raise ValidationError(
                 f"round {training_round.pk} is already {training_round.status}; nothing to cancel"
             )
+        before = {"status": training_round.status}
         training_round.status = Status.CANCELLED
         training_round.finished_at = now
         who = f" by {user}" if user is not None else ""
@@ -299,6 +307,13 @@ def cancel_round(
         training_round.save()
         training_round.jobs.filter(status=Status.QUEUED).update(
             status=Status.CANCELLED, finished_at=now
+        )
+        record(
+            user,
+            "round.cancel",
+            obj=training_round,
+            before=before,
+            after={"status": Status.CANCELLED},
         )
     return training_round
 
@@ -337,8 +352,16 @@ def resume_round(
         for job in pending:
             job.status, job.error, job.finished_at = Status.QUEUED, "", None
             job.save(update_fields=["status", "error", "finished_at"])
+        before = {"status": training_round.status}
         training_round.status = Status.QUEUED
         training_round.error = ""
         training_round.finished_at = None
         training_round.save()
+        record(
+            user,
+            "round.resume",
+            obj=training_round,
+            before=before,
+            after={"status": Status.QUEUED, "from_stage": pending[0].stage},
+        )
     return pending[0]

@@ -1,0 +1,69 @@
+"""The audit log pages: read and filter the entries, download them; nothing edits them."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.shortcuts import render
+from django.utils.http import urlencode
+from django.views.decorators.http import require_GET
+
+from annotation.audit import (
+    FILTERS,
+    export_lines,
+    filter_entries,
+    page_of,
+    readable_entries,
+)
+from annotation.membership import visible_projects
+from annotation.models import AuditEntry
+from config.roles import ADMIN, RESEARCHER, role_required
+
+
+@require_GET
+@role_required(RESEARCHER, ADMIN)
+def log(request: HttpRequest) -> HttpResponse:
+    """List entries newest first, filtered by actor, action, project and dates."""
+    params = {key: request.GET.get(key, "").strip() for key in FILTERS}
+    error, rows, following = "", [], None
+    try:
+        entries = filter_entries(readable_entries(request.user), params)
+        rows, following = page_of(entries, request.GET.get("before"))
+    except ValidationError as exc:
+        error = "; ".join(exc.messages)
+    query = urlencode({k: v for k, v in params.items() if v})
+    return render(
+        request,
+        "annotation/audit.html",
+        {
+            "params": params,
+            "rows": rows,
+            "following": following,
+            "query": query,
+            "error": error,
+            "projects": visible_projects(request.user).order_by("name"),
+            "actions": AuditEntry.objects.order_by("action")
+            .values_list("action", flat=True)
+            .distinct(),
+        },
+        status=400 if error else 200,
+    )
+
+
+@require_GET
+@role_required(RESEARCHER, ADMIN)
+def export(request: HttpRequest) -> HttpResponse:
+    """Download the filtered entries as JSON lines (`?format=jsonl`) or CSV."""
+    params = {key: request.GET.get(key, "").strip() for key in FILTERS}
+    fmt = request.GET.get("format", "jsonl")
+    try:
+        entries = filter_entries(readable_entries(request.user), params)
+        lines = export_lines(entries, fmt)
+    except ValidationError as exc:
+        return HttpResponse("; ".join(exc.messages), status=400)
+    response = StreamingHttpResponse(
+        lines,
+        content_type="text/csv" if fmt == "csv" else "application/x-ndjson",
+    )
+    response["Content-Disposition"] = f'attachment; filename="audit.{fmt}"'
+    return response

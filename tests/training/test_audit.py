@@ -1,0 +1,63 @@
+"""Rounds launched, cancelled and resumed, and deployments and rollbacks, are audited."""
+
+from __future__ import annotations
+
+import pytest
+
+from annotation.models import AuditEntry
+from tests.annotation.data_factories import annotators, make_policy, make_task, rank
+from training.deployment import deploy_policy, rollback_policy
+from training.models import Status
+from training.rounds import cancel_round, resume_round
+from training.tasks import launch
+
+pytestmark = pytest.mark.django_db
+
+
+def only(action: str) -> AuditEntry:
+    entries = list(AuditEntry.objects.filter(action=action))
+    assert len(entries) == 1, [e.action for e in AuditEntry.objects.all()]
+    return entries[0]
+
+
+@pytest.fixture
+def deployed(project):
+    policy = make_policy("demo-sft")
+    project.current_policy = policy
+    project.save()
+    return policy
+
+
+def test_a_round_launched_cancelled_and_resumed_is_recorded(
+    project, admin_user, deployed
+):
+    rank(make_task(project), annotators(1)[0], [[0], [1], [2], [3]])
+    training_round = launch(project, "dpo", user=admin_user, options={})
+    launched = only("round.launch")
+    assert (launched.actor, launched.project, launched.object_type) == (
+        admin_user,
+        project,
+        "traininground",
+    )
+    assert launched.after["method"] == "dpo" and launched.after["stages"][0] == "dpo"
+    # The round's own snapshot is recorded too, in the same transaction.
+    assert only("snapshot.freeze").actor == admin_user
+    cancel_round(training_round, user=admin_user)
+    cancelled = only("round.cancel")
+    assert cancelled.before == {"status": Status.QUEUED}
+    assert cancelled.after == {"status": Status.CANCELLED}
+    resume_round(training_round, user=admin_user)
+    assert only("round.resume").before == {"status": Status.CANCELLED}
+
+
+def test_deployments_and_rollbacks_record_the_policy_before_and_after(
+    project, admin_user, deployed, tmp_path
+):
+    newer = make_policy("newer")
+    deploy_policy(project, newer, user=admin_user)
+    entry = only("deployment.deploy")
+    assert (entry.actor, entry.project) == (admin_user, project)
+    assert (entry.before, entry.after) == ({"policy": "demo-sft"}, {"policy": "newer"})
+    rollback_policy(project, user=admin_user)
+    back = only("deployment.rollback")
+    assert (back.before, back.after) == ({"policy": "newer"}, {"policy": "demo-sft"})
