@@ -7,8 +7,8 @@ request waits. Two workers per core with two threads each served the most
 submissions per second at the lowest p99 in bench/annotation_load.py on 2 cores
 (214/s, p99 72 ms; one worker per core x 4 threads: 167/s, p99 90 ms, the threads
 of a process queueing on its GIL; 8 synchronous workers: 173/s, and no keep-alive).
-WEB_THREADS=1 gives synchronous workers. Set DB_CONN_MAX_AGE (settings) so each
-thread keeps its database connection instead of opening one per request.
+WEB_THREADS=1 gives synchronous workers. Each thread keeps its database connection
+(DB_CONN_MAX_AGE, 600 s by default in settings) instead of opening one per request.
 """
 
 from __future__ import annotations

@@ -108,3 +108,22 @@ def test_manage_py_gives_openmp_a_short_spin_that_workers_and_stages_inherit():
 
 def test_a_users_own_openmp_wait_policy_wins():
     assert _openmp_env({"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE None"
+
+
+def test_database_connections_persist_with_health_checks_by_default(monkeypatch):
+    # One connection per request halved PostgreSQL submissions/s (issue 12, item 10).
+    from config.settings import _database
+
+    monkeypatch.delenv("DB_CONN_MAX_AGE", raising=False)
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db:5432/feedback")
+    db = _database()
+    assert db["CONN_MAX_AGE"] == 600
+    assert db["CONN_HEALTH_CHECKS"] is True
+
+
+def test_db_conn_max_age_zero_still_closes_connections_after_each_request(monkeypatch):
+    from config.settings import _database
+
+    monkeypatch.setenv("DB_CONN_MAX_AGE", "0")
+    monkeypatch.setenv("DATABASE_URL", "postgres://u:p@db:5432/feedback")
+    assert _database()["CONN_MAX_AGE"] == 0
