@@ -41,7 +41,7 @@ install-test: $(TEST_STAMP)
 VAR_DIR ?= var
 run: $(STAMP) $(if $(REAL),install-real)
 	@mkdir -p "$(VAR_DIR)" && { [ -s "$(VAR_DIR)/secret_key" ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > "$(VAR_DIR)/secret_key"; }
-	$(PY) manage.py run_demo
+	INSECURE_HTTP=1 $(PY) manage.py run_demo
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

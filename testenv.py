@@ -5,6 +5,8 @@ import os
 os.environ.setdefault(
     "SECRET_KEY", "test-only-secret-key-not-for-production-0123456789"
 )
+# The test client and the browser tests' live server speak plain HTTP.
+os.environ.setdefault("INSECURE_HTTP", "1")
 os.environ.setdefault("VAR_DIR", os.path.join(os.path.dirname(__file__), "var", "test"))
 # WhiteNoise warns on every request when STATIC_ROOT is missing (tests never collect).
 os.makedirs(os.path.join(os.environ["VAR_DIR"], "staticfiles"), exist_ok=True)

@@ -226,6 +226,7 @@ def start_gunicorn(args: argparse.Namespace) -> subprocess.Popen:
         "DATABASE_URL": args.database_url,
         "DB_CONN_MAX_AGE": "600",
         "DEBUG": "0",
+        "INSECURE_HTTP": "1",  # plain HTTP to 127.0.0.1, no TLS proxy
         "WEB_BIND": f"127.0.0.1:{args.port}",
         "WEB_CONCURRENCY": str(args.workers),
         "WEB_THREADS": str(args.threads),

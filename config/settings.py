@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -35,6 +36,19 @@ ALLOWED_HOSTS = env_list(
 )
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
+# HTTPS only when DEBUG is off: behind a TLS proxy (platform/Caddyfile) that sets
+# X-Forwarded-Proto. INSECURE_HTTP=1 is the one switch for plain HTTP on a local
+# machine (`make run`, the tests' live server); it turns all of this off.
+INSECURE_HTTP = env_bool("INSECURE_HTTP", False)
+_HTTPS = not DEBUG and not INSECURE_HTTP
+SESSION_COOKIE_SECURE = _HTTPS
+CSRF_COOKIE_SECURE = _HTTPS
+SECURE_SSL_REDIRECT = _HTTPS
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if _HTTPS else None
+# 30 days; 0 turns HSTS off (e.g. when the compose stack is tried on localhost, whose
+# browsers would otherwise refuse plain HTTP to it for that long).
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 30 * 24 * 3600) if _HTTPS else 0
+
 # Where model artifacts live: demo models, trained policies, reward models.
 MODEL_DIR = Path(env_str("MODEL_DIR", str(VAR_DIR / "models")))
 # Where training stages keep their run directories (config, progress, checkpoints).
@@ -59,6 +73,7 @@ INSTALLED_APPS = [
     "django_tasks_db",
     # Its templates and static files: /api/docs serves Swagger UI locally, not from a CDN.
     "ninja",
+    "axes",
     "inference",
     "annotation",
     "training",
@@ -75,6 +90,8 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "config.middleware.RejectUnstorableText",
+    # Last, as django-axes asks: it answers a locked-out login attempt.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -143,9 +160,29 @@ TASKS = {
 # Modules imported at start-up that register more training stages (training/stages.py).
 TRAINING_STAGE_MODULES = env_list("TRAINING_STAGE_MODULES", [])
 
+_VALIDATION = "django.contrib.auth.password_validation"
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": f"{_VALIDATION}.UserAttributeSimilarityValidator"},
+    {"NAME": f"{_VALIDATION}.MinimumLengthValidator"},
+    {"NAME": f"{_VALIDATION}.CommonPasswordValidator"},
+    {"NAME": f"{_VALIDATION}.NumericPasswordValidator"},
 ]
+# Login throttling (django-axes): five failed logins for one user from one address
+# lock that pair out for 15 minutes (429); a success resets the count. Keyed on the
+# pair so that nobody can lock a user out from everywhere. Behind the compose proxy
+# FORWARDED_CLIENT_IP=1 takes the address from its X-Forwarded-For (config/proxy.py).
+# API tokens do not log in and are not throttled here.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False
+FORWARDED_CLIENT_IP = env_bool("FORWARDED_CLIENT_IP", False)
+AXES_CLIENT_IP_CALLABLE = "config.proxy.client_ip"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -162,9 +199,6 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
-
-SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
-CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
 
 LOGGING = {
     "version": 1,

@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 from django.contrib.auth.models import User
+from django.http import HttpRequest  # django-axes throttles logins by request
 from django.test import Client
 from django.urls import reverse
 
@@ -51,7 +52,9 @@ def test_admin_adds_a_person_who_sets_their_password_through_the_link(
     assert done.status_code == 302 and done.url == reverse("home")
     home = client.get(reverse("home")).content.decode()
     assert "<h2>Demo</h2>" in home and "elsewhere" not in home
-    assert Client().login(username="newbie", password="a-long-new-password-9")
+    assert Client().login(
+        request=HttpRequest(), username="newbie", password="a-long-new-password-9"
+    )
 
     # Spent: the same link no longer works.
     again = Client().get(link, follow=True).content.decode()
@@ -89,7 +92,9 @@ def test_admin_changes_role_projects_and_deactivates(admin_user, project):
     assert roles_of(person) == {"researcher"}
     assert list(person.member_projects.all()) == [other]
     assert person.is_active is False
-    assert not Client().login(username="someone", password="someone-pw-123")
+    assert not Client().login(
+        request=HttpRequest(), username="someone", password="someone-pw-123"
+    )
 
 
 def test_admin_cannot_demote_or_deactivate_themselves(admin_user):
@@ -106,8 +111,12 @@ def test_reset_link_sets_a_new_password(admin_user, annotator):
     page = login(admin_user).post(reverse("people:reset_link", args=[annotator.pk]))
     assert page["Cache-Control"] == "no-store"
     _set_password(Client(), _link(page.content.decode()), "another-long-pass-7")
-    assert not Client().login(username="annotator1", password="annotator1-pw-123")
-    assert Client().login(username="annotator1", password="another-long-pass-7")
+    assert not Client().login(
+        request=HttpRequest(), username="annotator1", password="annotator1-pw-123"
+    )
+    assert Client().login(
+        request=HttpRequest(), username="annotator1", password="another-long-pass-7"
+    )
 
 
 def test_everyone_changes_their_own_password(annotator):
@@ -122,7 +131,9 @@ def test_everyone_changes_their_own_password(annotator):
     )
     assert response.status_code == 302
     assert response.url == reverse("people:password_changed")
-    assert Client().login(username="annotator1", password="my-own-choice-42")
+    assert Client().login(
+        request=HttpRequest(), username="annotator1", password="my-own-choice-42"
+    )
 
 
 def test_people_page_lists_roles_and_projects(admin_user, project):
