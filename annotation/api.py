@@ -7,7 +7,7 @@ tasks leased to them; researchers read everything, freeze snapshots, export and
 import; admins also manage projects and prompts.
 """
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -44,6 +44,7 @@ from annotation.models import (
 )
 from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES
 from config.roles import is_admin, is_annotator, is_researcher
+from config.scopes import ADMIN, ANNOTATE, DATA, READ, SESSION_ONLY, scoped
 
 router = Router()
 
@@ -124,7 +125,12 @@ class ProjectIn(Schema):
     aspects: list[str] = []
 
 
-@router.get("/projects", response={200: list[ProjectOut], **ERRORS}, tags=["projects"])
+@router.get(
+    "/projects",
+    auth=scoped(READ),
+    response={200: list[ProjectOut], **ERRORS},
+    tags=["projects"],
+)
 @paginate(LimitOffsetPagination)
 def list_projects(request: HttpRequest) -> QuerySet:
     """List the caller's projects (every role; admins see all)."""
@@ -136,7 +142,12 @@ def list_projects(request: HttpRequest) -> QuerySet:
     )
 
 
-@router.post("/projects", response={201: ProjectOut, **ERRORS}, tags=["projects"])
+@router.post(
+    "/projects",
+    auth=scoped(ADMIN),
+    response={201: ProjectOut, **ERRORS},
+    tags=["projects"],
+)
 def create_project(request: HttpRequest, payload: ProjectIn):
     """Create a project (admins)."""
     require_admin(request)
@@ -150,7 +161,12 @@ def create_project(request: HttpRequest, payload: ProjectIn):
     return Status(201, project)
 
 
-@router.get("/projects/{name}", response={200: ProjectOut, **ERRORS}, tags=["projects"])
+@router.get(
+    "/projects/{name}",
+    auth=scoped(READ),
+    response={200: ProjectOut, **ERRORS},
+    tags=["projects"],
+)
 def get_project(request: HttpRequest, name: str):
     """Return one of the caller's projects (every role)."""
     require_any_role(request)
@@ -195,6 +211,7 @@ class PoolReportOut(Schema):
 
 @router.get(
     "/projects/{name}/prompts",
+    auth=scoped(READ),
     response={200: list[PromptOut], **ERRORS},
     tags=["prompts"],
 )
@@ -219,6 +236,7 @@ def list_prompts(
 
 @router.post(
     "/projects/{name}/prompts",
+    auth=scoped(DATA),
     response={201: PoolReportOut, **ERRORS},
     tags=["prompts"],
 )
@@ -287,7 +305,10 @@ class TaskOut(Schema):
 
 
 @router.get(
-    "/projects/{name}/rounds", response={200: list[RoundOut], **ERRORS}, tags=["rounds"]
+    "/projects/{name}/rounds",
+    auth=scoped(READ),
+    response={200: list[RoundOut], **ERRORS},
+    tags=["rounds"],
 )
 @paginate(LimitOffsetPagination)
 def list_rounds(request: HttpRequest, name: str) -> QuerySet:
@@ -317,7 +338,10 @@ def _visible_tasks(request: HttpRequest) -> QuerySet:
 
 
 @router.get(
-    "/projects/{name}/tasks", response={200: list[TaskOut], **ERRORS}, tags=["tasks"]
+    "/projects/{name}/tasks",
+    auth=scoped(READ),
+    response={200: list[TaskOut], **ERRORS},
+    tags=["tasks"],
 )
 @paginate(LimitOffsetPagination)
 def list_tasks(
@@ -337,7 +361,12 @@ def list_tasks(
     return tasks
 
 
-@router.get("/tasks/{task_id}", response={200: TaskOut, **ERRORS}, tags=["tasks"])
+@router.get(
+    "/tasks/{task_id}",
+    auth=scoped(READ),
+    response={200: TaskOut, **ERRORS},
+    tags=["tasks"],
+)
 def get_task(request: HttpRequest, task_id: int):
     """Return one task (annotators: only tasks leased to them)."""
     task = _visible_tasks(request).filter(pk=task_id).first()
@@ -355,6 +384,7 @@ class LeaseOut(Schema):
 
 @router.post(
     "/projects/{name}/next-task",
+    auth=scoped(ANNOTATE),
     response={200: LeaseOut, 204: None, **ERRORS},
     tags=["tasks"],
 )
@@ -424,6 +454,7 @@ def _own_lease(request: HttpRequest, lease_id: int) -> Lease:
 
 @router.post(
     "/leases/{lease_id}/ranking",
+    auth=scoped(ANNOTATE),
     response={201: RankingOut, 409: ErrorOut, **ERRORS},
     tags=["tasks"],
 )
@@ -460,6 +491,7 @@ def _with_task(lease: Lease) -> Lease:
 
 @router.post(
     "/leases/{lease_id}/ranking-and-next-task",
+    auth=scoped(ANNOTATE),
     response={201: RankingAndNextOut, 409: ErrorOut, **ERRORS},
     tags=["tasks"],
 )
@@ -493,7 +525,10 @@ def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
 
 
 @router.post(
-    "/leases/{lease_id}/skip", response={201: RankingOut, **ERRORS}, tags=["tasks"]
+    "/leases/{lease_id}/skip",
+    auth=scoped(ANNOTATE),
+    response={201: RankingOut, **ERRORS},
+    tags=["tasks"],
 )
 def skip(request: HttpRequest, lease_id: int, payload: SkipIn):
     """Skip a leased task with a reason (the annotator holding the lease)."""
@@ -503,7 +538,12 @@ def skip(request: HttpRequest, lease_id: int, payload: SkipIn):
     return Status(201, skip_task(lease, caller(request), payload.reason))
 
 
-@router.get("/my/rankings", response={200: list[RankingOut], **ERRORS}, tags=["tasks"])
+@router.get(
+    "/my/rankings",
+    auth=scoped(READ),
+    response={200: list[RankingOut], **ERRORS},
+    tags=["tasks"],
+)
 @paginate(LimitOffsetPagination)
 def my_rankings(request: HttpRequest) -> QuerySet:
     """List the caller's own rankings and skips (every role)."""
@@ -554,6 +594,7 @@ class SnapshotOut(Schema):
 
 @router.get(
     "/projects/{name}/snapshots",
+    auth=scoped(READ),
     response={200: list[SnapshotOut], **ERRORS},
     tags=["snapshots"],
 )
@@ -573,6 +614,7 @@ def list_snapshots(
 
 @router.post(
     "/projects/{name}/snapshots",
+    auth=scoped(DATA),
     response={201: SnapshotOut, **ERRORS},
     tags=["snapshots"],
 )
@@ -611,6 +653,7 @@ def snapshot_or_404(request: HttpRequest, snapshot_id: int) -> Snapshot:
 
 @router.get(
     "/snapshots/{snapshot_id}",
+    auth=scoped(READ),
     response={200: SnapshotOut, **ERRORS},
     tags=["snapshots"],
 )
@@ -680,6 +723,7 @@ def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
 
 @router.get(
     "/snapshots/{snapshot_id}/download",
+    auth=scoped(DATA),
     response={200: None, **ERRORS},
     tags=["snapshots"],
     openapi_extra={
@@ -722,6 +766,7 @@ def download_snapshot(
 
 @router.get(
     "/snapshots/{snapshot_id}/card",
+    auth=scoped(READ),
     response={200: None, **ERRORS},
     tags=["snapshots"],
     openapi_extra={
@@ -788,6 +833,7 @@ class ImportRefusedOut(Schema):
 
 @router.get(
     "/projects/{name}/imports",
+    auth=scoped(READ),
     response={200: list[ImportOut], **ERRORS},
     tags=["imports"],
 )
@@ -802,6 +848,7 @@ def list_imports(request: HttpRequest, name: str) -> QuerySet:
 
 @router.post(
     "/projects/{name}/imports",
+    auth=scoped(DATA),
     response={**ERRORS, 201: ImportOut, 400: ImportRefusedOut | ErrorOut},
     tags=["imports"],
 )
@@ -844,13 +891,24 @@ def create_import(
 
 class TokenIn(Schema):
     name: str = Field(..., min_length=1, max_length=100)
+    scopes: list[Literal["read", "annotate", "data", "admin"]] = Field(
+        ...,
+        min_length=1,
+        max_length=4,
+        description="What the token may do: read, annotate, data, admin.",
+    )
+    expires_in_days: int | None = Field(
+        None, ge=1, le=3650, description="Days until it expires; null never expires."
+    )
 
 
 class TokenOut(Schema):
     id: int
     name: str
     prefix: str
+    scopes: list[str]
     created_at: datetime
+    expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
 
@@ -859,7 +917,12 @@ class TokenCreatedOut(TokenOut):
     token: str = Field(..., description="Shown once; only its hash is stored.")
 
 
-@router.get("/tokens", response={200: list[TokenOut], **ERRORS}, tags=["tokens"])
+@router.get(
+    "/tokens",
+    auth=scoped(READ),
+    response={200: list[TokenOut], **ERRORS},
+    tags=["tokens"],
+)
 @paginate(LimitOffsetPagination)
 def list_tokens(request: HttpRequest) -> QuerySet:
     """List the caller's own API tokens (every role)."""
@@ -867,19 +930,37 @@ def list_tokens(request: HttpRequest) -> QuerySet:
     return ApiToken.objects.filter(user=caller(request))
 
 
-@router.post("/tokens", response={201: TokenCreatedOut, **ERRORS}, tags=["tokens"])
+@router.post(
+    "/tokens",
+    auth=SESSION_ONLY,
+    response={201: TokenCreatedOut, **ERRORS},
+    tags=["tokens"],
+)
 def create_token(request: HttpRequest, payload: TokenIn):
-    """Create an API token for the caller; the response is the only time it is shown."""
+    """Create an API token for the caller; the response is the only time it is shown.
+
+    Only a signed-in session may: a token cannot mint tokens, so a leaked one dies with
+    its revocation.
+    """
     from annotation.tokens import create_token as make
 
     require_any_role(request)
-    token, raw = make(caller(request), payload.name)
+    days = payload.expires_in_days
+    token, raw = make(
+        caller(request),
+        payload.name,
+        payload.scopes,
+        None if days is None else timedelta(days=days),
+    )
     token.token = raw
     return Status(201, token)
 
 
 @router.delete(
-    "/tokens/{token_id}", response={200: TokenOut, **ERRORS}, tags=["tokens"]
+    "/tokens/{token_id}",
+    auth=scoped(ADMIN),
+    response={200: TokenOut, **ERRORS},
+    tags=["tokens"],
 )
 def revoke_token(request: HttpRequest, token_id: int):
     """Revoke one of the caller's tokens."""

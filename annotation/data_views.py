@@ -6,6 +6,7 @@ Thin views: a form validates, the role is checked, one workflow function acts
 
 from __future__ import annotations
 
+from datetime import timedelta
 from itertools import islice
 
 from django import forms
@@ -39,6 +40,7 @@ from annotation.snapshots import (
     freeze_snapshot,
 )
 from annotation.tokens import create_token, revoke_token
+from config import scopes
 from config.forms import act
 from config.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required
 
@@ -111,6 +113,26 @@ class ImportForm(forms.Form):
 class TokenForm(forms.Form):
     name = forms.CharField(
         max_length=100, help_text="What the token is for, e.g. 'laptop'."
+    )
+    scopes = forms.MultipleChoiceField(
+        choices=[
+            (scopes.READ, "read: list and get"),
+            (scopes.ANNOTATE, "annotate: take tasks, rank, skip"),
+            (scopes.DATA, "data: prompts, snapshots, downloads, imports"),
+            (scopes.ADMIN, "admin: projects, training rounds, revoking tokens"),
+        ],
+        initial=[scopes.READ],
+        widget=forms.CheckboxSelectMultiple,
+        help_text="What it may do; your role still limits it.",
+    )
+    expires_in_days = forms.TypedChoiceField(
+        label="Expires",
+        choices=[("7", "in 7 days"), ("30", "in 30 days"), ("90", "in 90 days")]
+        + [("365", "in a year"), ("", "never")],
+        coerce=int,
+        empty_value=None,
+        initial="90",
+        required=False,
     )
 
 
@@ -271,7 +293,13 @@ def tokens(request: HttpRequest) -> HttpResponse:
     form = TokenForm(request.POST or None)
     created = None
     if request.method == "POST" and form.is_valid():
-        token, raw = create_token(request.user, form.cleaned_data["name"])
+        days = form.cleaned_data["expires_in_days"]
+        token, raw = create_token(
+            request.user,
+            form.cleaned_data["name"],
+            form.cleaned_data["scopes"],
+            None if days is None else timedelta(days=days),
+        )
         created = {"token": token, "raw": raw}
         form = TokenForm()
     response = render(

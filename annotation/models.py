@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from django.utils import timezone
 
 from inference.models import Policy
 
@@ -643,6 +644,12 @@ class ApiToken(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    scopes = models.JSONField(
+        default=list, help_text="What it may do: read, annotate, data, admin."
+    )
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="Empty: never expires."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -652,7 +659,9 @@ class ApiToken(models.Model):
 
     def is_active(self) -> bool:
         """Return whether the token still authenticates."""
-        return self.revoked_at is None
+        if self.revoked_at is not None:
+            return False
+        return self.expires_at is None or self.expires_at > timezone.now()
 
 
 class ImportReport(models.Model):

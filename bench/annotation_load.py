@@ -212,7 +212,9 @@ def create_project(n_tasks: int, sessions: int) -> tuple[object, list[tuple[str,
             User.objects.filter(username=name).delete()
             user = User.objects.create_user(name, password=name + "-pw")
             user.groups.add(group)
-            names.append((name, create_token(user, "load benchmark")[1]))
+            names.append(
+                (name, create_token(user, "load benchmark", ["read", "annotate"])[1])
+            )
     from django.db import connection
 
     with connection.cursor() as cursor:

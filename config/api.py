@@ -1,8 +1,9 @@
 """The REST API: one NinjaAPI at /api/ with session or token auth and plain 4xx bodies.
 
 OpenAPI 3.1 at /api/openapi.json, browsable docs at /api/docs. Every operation
-authenticates by a per-user token (`Authorization: Bearer fl_...`) or by the Django
-session (with CSRF on unsafe methods), then checks the caller's role on the server.
+authenticates by a per-user token (`Authorization: Bearer fl_...`) holding the scope
+the operation declares (config/scopes.py) or by the Django session (with CSRF on unsafe
+methods), then checks the caller's role on the server.
 Errors always have the body `{"detail": ...}`: 400 bad input, 401 no credentials,
 403 a missing right, 404 nothing there, 409 a conflict with the current state.
 """
@@ -12,17 +13,8 @@ from __future__ import annotations
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.security import HttpBearer, SessionAuth
 
-
-class TokenAuth(HttpBearer):
-    """`Authorization: Bearer <token>` with a token made on the tokens page."""
-
-    def authenticate(self, request: HttpRequest, token: str):
-        from annotation.tokens import authenticate_token
-
-        return authenticate_token(token)
-
+from config.scopes import UNDECLARED
 
 api = NinjaAPI(
     title="Feedback loop API",
@@ -31,7 +23,7 @@ api = NinjaAPI(
         "Projects, prompts, rounds, ranking tasks, snapshots, exports, imports, policies "
         "and training rounds of the human-feedback platform."
     ),
-    auth=[TokenAuth(), SessionAuth()],
+    auth=UNDECLARED,
     urls_namespace="api",
 )
 

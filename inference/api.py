@@ -14,6 +14,7 @@ from ninja import Field, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from config.roles import is_admin, is_researcher
+from config.scopes import ADMIN, READ, scoped
 from inference.models import Policy
 
 router = Router()
@@ -79,7 +80,12 @@ class RegisterModelIn(Schema):
     )
 
 
-@router.post("/policies", response={201: PolicyOut, **ERRORS}, tags=["policies"])
+@router.post(
+    "/policies",
+    auth=scoped(ADMIN),
+    response={201: PolicyOut, **ERRORS},
+    tags=["policies"],
+)
 def register(request: HttpRequest, payload: RegisterModelIn):
     """Register a model from a server path or hub id (admins); converts GGUF files.
 
@@ -102,7 +108,12 @@ def register(request: HttpRequest, payload: RegisterModelIn):
     return Status(201, policy)
 
 
-@router.get("/policies", response={200: list[PolicyOut], **ERRORS}, tags=["policies"])
+@router.get(
+    "/policies",
+    auth=scoped(READ),
+    response={200: list[PolicyOut], **ERRORS},
+    tags=["policies"],
+)
 @paginate(LimitOffsetPagination)
 def list_policies(
     request: HttpRequest,
@@ -120,7 +131,10 @@ def list_policies(
 
 
 @router.get(
-    "/policies/{policy_id}", response={200: PolicyOut, **ERRORS}, tags=["policies"]
+    "/policies/{policy_id}",
+    auth=scoped(READ),
+    response={200: PolicyOut, **ERRORS},
+    tags=["policies"],
 )
 def get_policy(request: HttpRequest, policy_id: int):
     """Return one registered model with its lineage fields (researchers, admins)."""

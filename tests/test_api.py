@@ -41,7 +41,7 @@ def test_docs_page_is_served(db):
 
 
 def test_token_authenticates_and_records_last_use(researcher, project):
-    token, raw = create_token(researcher, "laptop")
+    token, raw = create_token(researcher, "laptop", ["read"])
     response = Client().get("/api/projects", **bearer(raw))
     assert response.status_code == 200
     assert [p["name"] for p in response.json()["items"]] == ["demo"]
@@ -51,7 +51,9 @@ def test_token_authenticates_and_records_last_use(researcher, project):
 
 def test_token_is_stored_hashed_and_shown_once(researcher):
     response = client_for(researcher).post(
-        "/api/tokens", {"name": "ci"}, content_type="application/json"
+        "/api/tokens",
+        {"name": "ci", "scopes": ["read"]},
+        content_type="application/json",
     )
     raw = response.json()["token"]
     stored = ApiToken.objects.get()
@@ -62,14 +64,14 @@ def test_token_is_stored_hashed_and_shown_once(researcher):
 
 
 def test_revoked_token_no_longer_authenticates(researcher, project):
-    token, raw = create_token(researcher, "laptop")
+    token, raw = create_token(researcher, "laptop", ["read"])
     client = client_for(researcher)
     assert client.delete(f"/api/tokens/{token.pk}").json()["revoked_at"] is not None
     assert Client().get("/api/projects", **bearer(raw)).status_code == 401
 
 
 def test_a_user_cannot_revoke_someone_elses_token(researcher, admin_user):
-    token, _ = create_token(admin_user, "theirs")
+    token, _ = create_token(admin_user, "theirs", ["read"])
     assert client_for(researcher).delete(f"/api/tokens/{token.pk}").status_code == 404
 
 
@@ -103,7 +105,7 @@ def test_session_post_with_csrf_token_is_accepted(admin_user, project):
 
 
 def test_token_post_needs_no_csrf_token(admin_user, project):
-    _, raw = create_token(admin_user, "script")
+    _, raw = create_token(admin_user, "script", ["admin"])
     client = Client(enforce_csrf_checks=True)
     response = client.post(
         "/api/projects", {"name": "y"}, content_type="application/json", **bearer(raw)
@@ -459,7 +461,9 @@ def test_annotator_cannot_open_the_snapshot_pages(annotator, project):
 
 def test_tokens_page_shows_a_new_token_once(researcher):
     client = client_for(researcher)
-    page = client.post("/data/tokens/", {"name": "notebook"}).content.decode()
+    page = client.post(
+        "/data/tokens/", {"name": "notebook", "scopes": ["read"]}
+    ).content.decode()
     token = ApiToken.objects.get()
     assert token.prefix in page and "Copy it now" in page
     again = client.get("/data/tokens/").content.decode()
@@ -467,7 +471,7 @@ def test_tokens_page_shows_a_new_token_once(researcher):
 
 
 def test_tokens_page_revokes(researcher):
-    token, _ = create_token(researcher, "old")
+    token, _ = create_token(researcher, "old", ["read"])
     response = client_for(researcher).post(f"/data/tokens/{token.pk}/revoke/")
     token.refresh_from_db()
     assert response.status_code == 302

@@ -122,7 +122,7 @@ TABLE = [
         "post",
         "/api/tokens",
         "",
-        {"name": "laptop"},
+        {"name": "laptop", "scopes": ["read"]},
         (401, 403, 201, 201, 201, 201, 201),
     ),
     ("delete", "/api/tokens/{token_id}", "", None, EVERY_ROLE_READS),
@@ -219,9 +219,9 @@ def test_persona_may_or_may_not_perform_operation(
     world = build_world(project, annotator)
     user = persona_user(persona, project, annotator)
     if user is not None:
-        world["token_id"] = create_token(user, "old")[0].pk
+        world["token_id"] = create_token(user, "old", ["read"])[0].pk
     else:
-        world["token_id"] = create_token(annotator, "old")[0].pk
+        world["token_id"] = create_token(annotator, "old", ["read"])[0].pk
     client = client_for(user)
     url = (path + query).format(**world)
     if body == "order":

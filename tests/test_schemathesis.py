@@ -22,6 +22,7 @@ from schemathesis.specs.openapi.checks import (
 
 from annotation.models import RankingTask
 from annotation.tokens import create_token
+from config.scopes import SCOPES
 from config.wsgi import application
 from tests.annotation.data_factories import annotators, rank
 from tests.api_world import build_world
@@ -44,7 +45,7 @@ def headers(db, settings, tmp_path, project) -> dict[str, str]:
     world = build_world(project, user)
     (other,) = annotators(1)
     rank(RankingTask.objects.get(pk=world["task"]), other, [[0], [1], [2], [3]])
-    _, raw = create_token(user, "schemathesis")
+    _, raw = create_token(user, "schemathesis", list(SCOPES))
     # Requests run in this thread, inside the test's transaction: Django must not
     # close the connection at the end of each request, as its test client ensures.
     request_started.disconnect(close_old_connections)

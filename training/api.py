@@ -22,6 +22,7 @@ from annotation.api import (
     require_researcher,
 )
 from annotation.models import Project
+from config.scopes import ADMIN, READ, scoped
 from inference.models import Policy
 from training.models import TrainingJob, TrainingRound
 from training.stages import PIPELINES
@@ -128,6 +129,7 @@ def _round_or_404(request: HttpRequest, round_id: int) -> TrainingRound:
 
 @router.get(
     "/projects/{name}/training-rounds",
+    auth=scoped(READ),
     response={200: list[TrainingRoundOut], **ERRORS},
     tags=["training"],
 )
@@ -145,6 +147,7 @@ def list_training_rounds(
 
 @router.post(
     "/projects/{name}/training-rounds",
+    auth=scoped(ADMIN),
     response={201: TrainingRoundOut, **ERRORS},
     tags=["training"],
 )
@@ -162,6 +165,7 @@ def launch(request: HttpRequest, name: str, payload: LaunchIn):
 
 @router.get(
     "/training-rounds/{round_id}",
+    auth=scoped(READ),
     response={200: TrainingRoundOut, **ERRORS},
     tags=["training"],
 )
@@ -173,6 +177,7 @@ def get_training_round(request: HttpRequest, round_id: int):
 
 @router.get(
     "/training-rounds/{round_id}/jobs",
+    auth=scoped(READ),
     response={200: list[JobOut], **ERRORS},
     tags=["training"],
 )
@@ -184,6 +189,7 @@ def list_jobs(request: HttpRequest, round_id: int):
 
 @router.post(
     "/training-rounds/{round_id}/cancel",
+    auth=scoped(ADMIN),
     response={200: TrainingRoundOut, **ERRORS},
     tags=["training"],
 )
@@ -198,6 +204,7 @@ def cancel(request: HttpRequest, round_id: int):
 
 @router.post(
     "/training-rounds/{round_id}/resume",
+    auth=scoped(ADMIN),
     response={200: TrainingRoundOut, **ERRORS},
     tags=["training"],
 )
@@ -221,7 +228,10 @@ class DeployOut(Schema):
 
 
 @router.post(
-    "/projects/{name}/deploy", response={200: DeployOut, **ERRORS}, tags=["training"]
+    "/projects/{name}/deploy",
+    auth=scoped(ADMIN),
+    response={200: DeployOut, **ERRORS},
+    tags=["training"],
 )
 def deploy(request: HttpRequest, name: str, payload: DeployIn):
     """Make a registered policy the project's current policy (admins)."""

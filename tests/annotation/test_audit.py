@@ -90,11 +90,15 @@ def test_a_refused_gold_mark_records_nothing(project, admin_user):
 
 
 def test_tokens_created_and_revoked_are_recorded(researcher):
-    token, _ = create_token(researcher, "ci")
+    token, _ = create_token(researcher, "ci", ["read", "data"])
     revoke_token(token, researcher)
     revoke_token(token, researcher)  # twice changes nothing, records nothing
     created = only("token.create")
-    assert created.after == {"name": "ci", "prefix": token.prefix}
+    assert created.after == {
+        "name": "ci",
+        "prefix": token.prefix,
+        "scopes": ["read", "data"],
+    }
     assert only("token.revoke").actor == researcher
 
 

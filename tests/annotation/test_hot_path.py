@@ -191,7 +191,7 @@ def test_token_last_use_is_written_at_most_once_a_minute(annotator):
     from annotation.models import ApiToken
     from annotation.tokens import authenticate_token
 
-    token, raw = create_token(annotator, "script")
+    token, raw = create_token(annotator, "script", ["annotate"])
     authenticate_token(raw)
     first = ApiToken.objects.get(pk=token.pk).last_used_at
     authenticate_token(raw)
@@ -304,7 +304,7 @@ def test_queries_per_request_stay_constant_as_tasks_and_rankings_grow(
     else:
         from django.test import Client
 
-        raw = create_token(annotator, "script")[1]
+        raw = create_token(annotator, "script", ["annotate"])[1]
         client = Client(HTTP_AUTHORIZATION=f"Bearer {raw}")
         prepare = {
             "api next-task": _api_next_task,
