@@ -15,6 +15,7 @@ responses under an `imported:<source>` policy, and a ranking by an
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import re
 import tempfile
@@ -22,6 +23,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -78,44 +80,127 @@ class BadRecord(Exception):
     """A record that cannot be imported; the message is the reason shown to the user."""
 
 
+class _CappedStream(io.RawIOBase):
+    """A decompressed byte stream that stops past a byte cap or a decompression ratio.
+
+    Counting as the bytes come out of the decompressor refuses a gzip bomb after at
+    most RATIO_FLOOR bytes, whatever it would inflate to.
+    """
+
+    RATIO_FLOOR = 16 << 20  # small files may compress very well
+
+    def __init__(self, raw: BinaryIO, name: str, compressed_size: int | None) -> None:
+        self._raw = raw
+        self._name = name
+        self._compressed = compressed_size
+        self._max_bytes = settings.IMPORT_MAX_BYTES
+        self._max_ratio = settings.IMPORT_MAX_RATIO
+        self.total = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:
+        n = self._raw.readinto(buffer)
+        self.total += n
+        if self.total > self._max_bytes:
+            raise ValidationError(
+                f"{self._name} holds more than {self._max_bytes} bytes "
+                f"(IMPORT_MAX_BYTES); split it into smaller files"
+            )
+        if (
+            self._compressed
+            and self.total > self.RATIO_FLOOR
+            and self.total > self._max_ratio * self._compressed
+        ):
+            raise ValidationError(
+                f"{self._name} would decompress to more than {self._max_ratio} times "
+                f"its {self._compressed} bytes (IMPORT_MAX_RATIO); it looks like a "
+                "compression bomb, not preference data"
+            )
+        return n
+
+
+def _too_many_records(name: str) -> ValidationError:
+    return ValidationError(
+        f"{name} holds more than {settings.IMPORT_MAX_RECORDS} records "
+        "(IMPORT_MAX_RECORDS); split it into smaller files"
+    )
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, dict]]:
+    """Yield the rows of a Parquet file in batches, after checking its footer's sizes."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(str(path))
+    meta = parquet.metadata
+    if meta.num_rows > settings.IMPORT_MAX_RECORDS:
+        raise _too_many_records(path.name)
+    inflated = sum(
+        meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
+    )
+    if inflated > settings.IMPORT_MAX_BYTES:
+        raise ValidationError(
+            f"{path.name} holds more than {settings.IMPORT_MAX_BYTES} bytes "
+            f"uncompressed ({inflated}; IMPORT_MAX_BYTES); split it into smaller files"
+        )
+    line = 0
+    for batch in parquet.iter_batches(batch_size=BATCH):
+        for row in batch.to_pylist():
+            line += 1
+            yield line, row
+
+
+def _read_jsonl(path: Path, compressed: bool) -> Iterator[tuple[int, dict | Rejection]]:
+    """Yield the objects of a (gzip) JSONL file, line by bounded line."""
+    max_line = settings.IMPORT_MAX_LINE_BYTES
+    records = 0
+    with open(path, "rb") as raw:
+        inner: BinaryIO = gzip.GzipFile(fileobj=raw) if compressed else raw
+        size = path.stat().st_size if compressed else None
+        stream = io.BufferedReader(_CappedStream(inner, path.name, size), 1 << 16)
+        line = 0
+        while chunk := stream.readline(max_line + 1):
+            line += 1
+            if len(chunk) > max_line:
+                raise ValidationError(
+                    f"{path.name}: line {line} is longer than {max_line} bytes "
+                    "(IMPORT_MAX_LINE_BYTES); is it JSONL, one record per line?"
+                )
+            if not chunk.strip():
+                continue
+            records += 1
+            if records > settings.IMPORT_MAX_RECORDS:
+                raise _too_many_records(path.name)
+            yield line, _json_object(line, chunk)
+
+
+def _json_object(line: int, chunk: bytes) -> dict | Rejection:
+    """Return the line's JSON object, or a Rejection saying why it is not one."""
+    try:
+        obj = json.loads(chunk.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return Rejection(line, f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+    except json.JSONDecodeError as exc:
+        return Rejection(line, f"bad JSON: {exc.msg} at column {exc.colno}")
+    if not isinstance(obj, dict):
+        return Rejection(line, f"expected a JSON object, got {type(obj).__name__}")
+    return obj
+
+
 def read_objects(path: Path) -> Iterator[tuple[int, dict | Rejection]]:
     """Yield (line, object) for each record of a JSONL, gzip JSONL or Parquet file.
 
-    A line that is not a JSON object yields a Rejection instead.
+    A line that is not a JSON object yields a Rejection instead. Past the import caps
+    (records, bytes, decompression ratio, line length: settings IMPORT_MAX_*) reading
+    stops with a ValidationError naming the cap.
     """
     with open(path, "rb") as probe:
         magic = probe.read(4)
     if magic == b"PAR1":
-        import pyarrow.parquet as pq
-
-        line = 0
-        for batch in pq.ParquetFile(str(path)).iter_batches(batch_size=BATCH):
-            for row in batch.to_pylist():
-                line += 1
-                yield line, row
-        return
-    opener = gzip.open if magic[:2] == b"\x1f\x8b" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for line, text in enumerate(lines, start=1):
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield (
-                    line,
-                    Rejection(line, f"bad JSON: {exc.msg} at column {exc.colno}"),
-                )
-                continue
-            if not isinstance(obj, dict):
-                yield (
-                    line,
-                    Rejection(
-                        line, f"expected a JSON object, got {type(obj).__name__}"
-                    ),
-                )
-                continue
-            yield line, obj
+        yield from _read_parquet(path)
+    else:
+        yield from _read_jsonl(path, compressed=magic[:2] == b"\x1f\x8b")
 
 
 def detect_format(obj: dict) -> str:

@@ -80,6 +80,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.body_limit.RejectLargeBodies",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -199,6 +200,20 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+
+# Request bodies: larger ones get 413 before any view (config/body_limit.py); the
+# compose proxy caps them too (MAX_REQUEST_BODY in platform/Caddyfile). Django keeps
+# at most DATA_UPLOAD_MAX_MEMORY_SIZE of form or JSON data and spools file uploads
+# past FILE_UPLOAD_MAX_MEMORY_SIZE to disk.
+MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 200 << 20)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 5 << 20
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 << 20
+# Imports (annotation/importing.py): records, bytes after decompression, how many
+# times its size a compressed file may inflate to, and the longest JSONL line.
+IMPORT_MAX_RECORDS = env_int("IMPORT_MAX_RECORDS", 1_000_000)
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 1 << 30)
+IMPORT_MAX_RATIO = env_int("IMPORT_MAX_RATIO", 50)
+IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 8 << 20)
 
 LOGGING = {
     "version": 1,
