@@ -55,7 +55,8 @@ def publish_round(
     so K = num_candidates + len(earlier_policies); without `sampling`, K is the
     project's responses_per_task. Each task gets `project.overlap`, and its responses
     their policy, their own sampling settings and positions shuffled by `seed` (so the
-    best is not always first).
+    best is not always first), inserted in position order (so ids say nothing of the
+    policy either).
 
     Generation runs before the transaction (it takes seconds to minutes); the round,
     its tasks and responses are then written in one transaction.
@@ -413,11 +414,12 @@ def _write_round(
         )
         responses = []
         for task, candidates in zip(tasks, rows, strict=False):
-            positions = list(range(len(candidates)))
-            rng.shuffle(positions)
-            for position, (author, text, settings) in zip(
-                positions, candidates, strict=False
-            ):
+            # Shuffle before insert, so that ids follow the shuffled positions: the
+            # earlier policies' candidates come last in `rows`, and insertion in that
+            # order made a task's highest response id always an older policy's.
+            shuffled = list(candidates)
+            rng.shuffle(shuffled)
+            for position, (author, text, settings) in enumerate(shuffled):
                 responses.append(
                     Response(
                         task=task,

@@ -123,23 +123,50 @@ def test_earlier_policies_add_one_candidate_each(project, policy, pool, tiny_mod
 
 
 def test_positions_are_shuffled_by_seed_and_reproducible(project, policy, pool):
-    def authorship(seed):
+    mixed = SamplingConfig(
+        num_candidates=4,
+        max_new_tokens=4,
+        seed=0,
+        mix=[{"count": 2, "temperature": 0.5}, {"count": 2, "temperature": 1.0}],
+    )
+
+    def candidates_by_position(seed):
         round_ = publish_round(
             project,
             policy=policy,
             n_prompts=6,
-            sampling=FAST,
+            sampling=mixed,
             strategy="random",
             seed=seed,
         )
         return [
-            [r.position for r in t.responses.order_by("id")]
+            [r.sampling["temperature"] for r in t.responses.order_by("position")]
             for t in round_.tasks.order_by("id")
         ]
 
-    first, again = authorship(3), authorship(3)
+    first, again = candidates_by_position(3), candidates_by_position(3)
     assert first == again
-    assert any(p != [0, 1, 2, 3] for p in first)
+    assert any(c != sorted(c) for c in first)
+
+
+def test_insert_order_carries_no_policy_signal(project, policy, pool, tiny_model_dir):
+    # The earlier policy's candidate was inserted last: the highest response id of a
+    # task was always the older policy's (issue 12, item 2).
+    old = register_policy("tiny-old", base_path=tiny_model_dir)
+    round_ = publish_round(
+        project,
+        policy=policy,
+        n_prompts=6,
+        strategy="random",
+        earlier_policies=[old],
+        sampling=SamplingConfig(num_candidates=3, max_new_tokens=4),
+    )
+    where_old = []
+    for task in round_.tasks.all():
+        by_id = list(task.responses.order_by("id"))
+        assert [r.position for r in by_id] == sorted(r.position for r in by_id)
+        where_old.append([r.policy.name for r in by_id].index("tiny-old"))
+    assert len(set(where_old)) > 1, where_old
 
 
 def test_the_clock_passed_in_stamps_the_round(project, policy, pool):
