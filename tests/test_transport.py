@@ -26,7 +26,9 @@ def _manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     clean = {
         k: v
         for k, v in os.environ.items()
-        if k not in {"DEBUG", "INSECURE_HTTP", "SECRET_KEY"}
+        # The browser tests' conftest allows async-unsafe calls for this process.
+        if k
+        not in {"DEBUG", "INSECURE_HTTP", "SECRET_KEY", "DJANGO_ALLOW_ASYNC_UNSAFE"}
     }
     clean.update(env, SECRET_KEY=SECRET)
     return subprocess.run(
