@@ -705,6 +705,7 @@ class SnapshotDiffOut(Schema):
 
 @router.get(
     "/snapshots/{snapshot_id}/diff",
+    auth=scoped(READ),
     response={200: SnapshotDiffOut, **ERRORS},
     tags=["snapshots"],
 )
