@@ -206,8 +206,8 @@ STORAGES = {
 # at most DATA_UPLOAD_MAX_MEMORY_SIZE of form or JSON data and spools file uploads
 # past FILE_UPLOAD_MAX_MEMORY_SIZE to disk.
 MAX_REQUEST_BYTES = env_int("MAX_REQUEST_BYTES", 200 << 20)
-DATA_UPLOAD_MAX_MEMORY_SIZE = 5 << 20
-FILE_UPLOAD_MAX_MEMORY_SIZE = 5 << 20
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440  # 2.5 MiB, Django's default, made explicit
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 # Imports (annotation/importing.py): records, bytes after decompression, how many
 # times its size a compressed file may inflate to, and the longest JSONL line.
 IMPORT_MAX_RECORDS = env_int("IMPORT_MAX_RECORDS", 1_000_000)
