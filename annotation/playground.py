@@ -29,6 +29,7 @@ from annotation.membership import get_project_for
 from annotation.models import Project
 from annotation.pool import add_prompts
 from config.roles import ADMIN, RESEARCHER, role_required
+from config.scopes import DATA, READ, scoped
 from inference import client
 from inference.models import Policy
 
@@ -96,6 +97,7 @@ def relay(events: Iterator[dict]) -> Iterator[bytes]:
 
 @router.post(
     "/playground/chat",
+    auth=scoped(READ),
     response={200: Any, 503: ErrorOut, **ERRORS},
     summary="Stream a policy's reply to a conversation (text/event-stream)",
     openapi_extra={
@@ -130,6 +132,7 @@ def chat(request: HttpRequest, payload: ChatIn) -> HttpResponse:
 
 @router.post(
     "/playground/pool",
+    auth=scoped(DATA),
     response={201: PlaygroundPoolOut, **ERRORS},
     summary="Add a conversation to a project's prompt pool",
 )
