@@ -20,7 +20,7 @@ def stack_env(var_dir: Path, **extra: str) -> dict[str, str]:
         k: v
         for k, v in os.environ.items()
         if k not in {"SECRET_KEY", "DATABASE_URL", "DEBUG", "MODEL_DIR", "RUN_DIR"}
-        and k not in {"EXPORT_DIR", "PORT", "HOST"}
+        and k not in {"EXPORT_DIR", "PORT", "HOST", "INSECURE_HTTP"}
         and not k.startswith("PYTEST")
         and not k.startswith("DJANGO_")
     }
@@ -63,7 +63,7 @@ def make_token(env: dict[str, str], username: str = "researcher") -> str:
     code = (
         "from django.contrib.auth.models import User; "
         "from annotation.tokens import create_token; "
-        f"print(create_token(User.objects.get(username={username!r}), 'test')[1])"
+        f"print(create_token(User.objects.get(username={username!r}), 'test', ['read'])[1])"
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],
