@@ -39,9 +39,12 @@ install-test: $(TEST_STAMP)
 # The secret lives in $(VAR_DIR)/secret_key, where settings read it when SECRET_KEY is
 # unset: every manage.py command then works as typed, with no extra environment.
 VAR_DIR ?= var
+# Plain HTTP on this machine (settings: INSECURE_HTTP). Exported, not a prefix of the
+# command: make then execs run_demo itself, with no shell between it and Ctrl-C.
+run: export INSECURE_HTTP=1
 run: $(STAMP) $(if $(REAL),install-real)
 	@mkdir -p "$(VAR_DIR)" && { [ -s "$(VAR_DIR)/secret_key" ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > "$(VAR_DIR)/secret_key"; }
-	INSECURE_HTTP=1 $(PY) manage.py run_demo
+	$(PY) manage.py run_demo
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
