@@ -8,8 +8,7 @@ import json
 
 import pytest
 
-from inference.generation import generate_candidates
-from inference.loading import load_policy
+from inference.generation import generate_for_policy
 from inference.registry import register_policy
 from inference.sampling import SamplingConfig
 
@@ -59,8 +58,14 @@ def test_registered_smollm2_loads_and_answers_the_capital_of_france(db, smollm2)
     policy = register_policy(
         "smollm2", base_path=smollm2["folder"], source=str(smollm2["gguf"])
     )
-    model, tokenizer = load_policy(policy.base_path, device="cpu")
     greedy = SamplingConfig(temperature=0, max_new_tokens=20, num_candidates=1)
     question = [{"role": "user", "content": "What is the capital of France?"}]
-    ((answer,),) = generate_candidates(model, tokenizer, [question], greedy)
+    # The publishing path: inference.loading loads it, generation renders the chat.
+    ((answer,),) = generate_for_policy(
+        policy.base_path,
+        policy.adapter_path,
+        [question],
+        greedy,
+        backend="transformers",
+    )
     assert "Paris" in answer
