@@ -8,18 +8,24 @@ import; admins also manage projects and prompts.
 """
 
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, F, Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest
-from ninja import Field, File, Form, Router, Schema, Status
+from ninja import Field, File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
-from annotation.assignment import RankingSubmission
+from annotation.assignment import (
+    MAX_ASPECTS,
+    MAX_RESPONSES,
+    RATIONALE_MAX_CHARS,
+    REWRITE_MAX_CHARS,
+    RankingSubmission,
+)
 from annotation.audit import record
 from annotation.export import (
     DOWNLOAD_TYPES,
@@ -92,9 +98,20 @@ def project_or_404(request: HttpRequest, name: str) -> Project:
     return get_project_for(caller(request), name)
 
 
+MAX_TEXT_CHARS = 100_000  # a prompt message, as annotation.importing allows
+MAX_MESSAGES = 100
+
+
 class Message(Schema):
     role: Literal["system", "user", "assistant"]
     content: str
+
+
+class MessageIn(Message):
+    content: str = Field(..., max_length=MAX_TEXT_CHARS)
+
+
+Conversation = Annotated[list[MessageIn], Field(max_length=MAX_MESSAGES)]
 
 
 # ---------------------------------------------------------------- projects
@@ -119,10 +136,12 @@ class ProjectOut(Schema):
 class ProjectIn(Schema):
     name: str = Field(..., pattern=r"^[-a-zA-Z0-9_]+$", max_length=100)
     title: str = Field("", max_length=200)
-    guidelines: str = ""
+    guidelines: str = Field("", max_length=MAX_TEXT_CHARS)
     responses_per_task: int = Field(4, ge=2, le=9)
     overlap: int = Field(3, ge=1, le=100)
-    aspects: list[str] = []
+    aspects: list[Annotated[str, Field(max_length=100)]] = Field(
+        [], max_length=MAX_ASPECTS
+    )
 
 
 @router.get(
@@ -186,7 +205,9 @@ class PromptOut(Schema):
 
 
 class PromptsIn(Schema):
-    prompts: list[str | list[Message]] = Field(..., max_length=10000)
+    prompts: list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)] | Conversation] = (
+        Field(..., max_length=10000)
+    )
     source: str = Field("api", max_length=300)
     is_held_out: bool = False
 
@@ -287,9 +308,23 @@ class TaskOut(Schema):
     prompt_id: int
     prompt: list[Message]
     responses: list[ResponseOut]
-    overlap: int
-    ranking_count: int
+    overlap: int | None = Field(
+        None, description="Rankings wanted; null for annotators (see ranking_count)."
+    )
+    ranking_count: int | None = Field(
+        None,
+        description="Rankings stored; null for annotators, to whom counts would tell "
+        "gold tasks (leased past their overlap) from the rest.",
+    )
     created_at: datetime
+
+    @staticmethod
+    def resolve_overlap(obj: RankingTask, context: dict) -> int | None:
+        return obj.overlap if is_researcher(context["request"].auth) else None
+
+    @staticmethod
+    def resolve_ranking_count(obj: RankingTask, context: dict) -> int | None:
+        return obj.ranking_count if is_researcher(context["request"].auth) else None
 
     @staticmethod
     def resolve_round(obj: RankingTask) -> int | None:
@@ -389,32 +424,38 @@ class LeaseOut(Schema):
     tags=["tasks"],
 )
 def next_task(request: HttpRequest, name: str):
-    """Lease the caller's next task (annotators); 204 when none is left."""
-    from annotation.assignment import AnnotatorPaused
+    """Lease the caller's next task (annotators); 204 when none is left, 403 when the
+    annotator is paused."""
     from annotation.assignment import next_task as lease_next
 
     user = caller(request)
     require(request, is_annotator(user), "annotator")
-    try:
-        lease = lease_next(project_or_404(request, name), user)
-    except AnnotatorPaused as exc:
-        raise PermissionDenied(str(exc)) from None
+    lease = lease_next(project_or_404(request, name), user)
     if lease is None:
         return Status(204, None)
     # The whole task in two queries, whether the lease was held or just taken.
     return _with_task(lease)
 
 
+Responses = Annotated[list[int], Field(max_length=MAX_RESPONSES)]
+AspectName = Annotated[str, Field(max_length=100)]
+
+
 class RankingIn(Schema):
-    order: list[list[int]] = Field(
-        ..., description="Tie groups of response ids, best first: [[3], [1, 4], [2]]."
+    order: list[Responses] = Field(
+        ...,
+        max_length=MAX_RESPONSES,
+        description="Tie groups of response ids, best first: [[3], [1, 4], [2]].",
     )
     all_bad: bool = False
-    unsafe_response_ids: list[int] = []
-    rationale: str = ""
-    rewrite: str = ""
-    aspect_ratings: dict[str, dict[str, int]] = {}
-    active_seconds: float | None = Field(None, ge=0)
+    unsafe_response_ids: Responses = []
+    rationale: str = Field("", max_length=RATIONALE_MAX_CHARS)
+    rewrite: str = Field("", max_length=REWRITE_MAX_CHARS)
+    aspect_ratings: dict[
+        Annotated[str, Field(max_length=20)],
+        Annotated[dict[AspectName, int], Field(max_length=MAX_ASPECTS)],
+    ] = Field({}, max_length=MAX_RESPONSES)
+    active_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
 
     def submission(self) -> RankingSubmission:
         """Return the ranking as the value `submit_ranking` stores."""
@@ -459,7 +500,8 @@ def _own_lease(request: HttpRequest, lease_id: int) -> Lease:
     tags=["tasks"],
 )
 def submit(request: HttpRequest, lease_id: int, payload: RankingIn):
-    """Submit a ranking for a leased task (the annotator holding the lease)."""
+    """Submit a ranking for a leased task (the annotator holding the lease); 403 when
+    the annotator is paused."""
     from annotation.assignment import LateSubmissionRefused, submit_ranking
 
     lease = _own_lease(request, lease_id)
@@ -501,10 +543,10 @@ def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
     What the workspace page does on submit: one transaction stores the ranking (as
     `POST /leases/{id}/ranking`) and takes the next task (as `POST
     /projects/{name}/next-task`); `next` is null when none is left. 403 when the
-    annotator is paused (the ranking is then stored).
+    annotator is paused (nothing stored), or when this very ranking paused them
+    (the ranking is then stored).
     """
     from annotation.assignment import (
-        AnnotatorPaused,
         LateSubmissionRefused,
         submit_ranking_and_lease_next,
     )
@@ -516,8 +558,6 @@ def submit_and_next(request: HttpRequest, lease_id: int, payload: RankingIn):
         )
     except LateSubmissionRefused as exc:
         return Status(409, {"detail": str(exc)})
-    except AnnotatorPaused as exc:
-        raise PermissionDenied(str(exc)) from None
     return Status(
         201,
         {"ranking": ranking, "next": _with_task(following) if following else None},
@@ -556,8 +596,9 @@ def my_rankings(request: HttpRequest) -> QuerySet:
 
 class SnapshotIn(Schema):
     name: str = Field(..., min_length=1, max_length=200)
-    filter: dict[str, Any] = Field(
+    filter: dict[Annotated[str, Field(max_length=100)], Any] = Field(
         {},
+        max_length=50,
         description="See annotation.snapshots.FILTER_KEYS: rounds, policies, since, "
         "until, min_agreement, min_reliability, gold, flagged, skipped, votes, "
         "adjudicated, simulated.",
@@ -600,7 +641,7 @@ class SnapshotOut(Schema):
 )
 @paginate(LimitOffsetPagination)
 def list_snapshots(
-    request: HttpRequest, name: str, search: str | None = None
+    request: HttpRequest, name: str, search: str | None = Query(None, max_length=200)
 ) -> QuerySet:
     """List a project's snapshots, newest first (researchers, admins)."""
     require_researcher(request)

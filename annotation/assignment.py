@@ -44,6 +44,12 @@ from annotation.models import (
     Response,
 )
 
+# Limits of what one submission may hold (the API schema and the forms say the same).
+MAX_RESPONSES = 100
+MAX_ASPECTS = 20
+RATIONALE_MAX_CHARS = 20_000
+REWRITE_MAX_CHARS = 50_000
+
 # How many locked candidates one scan takes before re-checking their lease counts.
 CANDIDATE_BATCH = 8
 # How many scans before giving up when every candidate turned out full (contention).
@@ -67,9 +73,42 @@ class RankingSubmission:
     aspect_ratings: Mapping = field(default_factory=dict)
     active_seconds: float | None = None
 
+    def __post_init__(self) -> None:
+        """Refuse sizes no task needs and non-finite times, before any database work."""
+        for name, limit in (
+            ("rationale", RATIONALE_MAX_CHARS),
+            ("rewrite", REWRITE_MAX_CHARS),
+        ):
+            text = getattr(self, name)
+            if not isinstance(text, str):
+                raise ValidationError(f"{name} must be text, got {type(text).__name__}")
+            if len(text) > limit:
+                raise ValidationError(
+                    f"{name} has {len(text):,} characters; the limit is {limit:,}"
+                )
+        for name in ("unsafe_response_ids", "aspect_ratings"):
+            if len(getattr(self, name)) > MAX_RESPONSES:
+                raise ValidationError(
+                    f"{name} names {len(getattr(self, name)):,} responses; a task has "
+                    f"at most {MAX_RESPONSES}"
+                )
+        seconds = self.active_seconds
+        if seconds is not None and (
+            isinstance(seconds, bool)
+            or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds)
+            or seconds < 0
+        ):
+            raise ValidationError(
+                f"active_seconds must be a finite number of seconds >= 0, got {seconds!r}"
+            )
 
-class AnnotatorPaused(Exception):
-    """The annotator is paused (failed gold tasks) until an admin reinstates them."""
+
+class AnnotatorPaused(PermissionDenied):
+    """The annotator is paused (failed gold tasks) until an admin reinstates them.
+
+    A PermissionDenied, so the API answers 403 with the reason (config/api.py).
+    """
 
 
 class LateSubmissionRefused(Exception):
@@ -276,6 +315,12 @@ def _lease_open_task(
     return None
 
 
+def _refuse_if_paused(profile: AnnotatorProfile) -> None:
+    """Raise AnnotatorPaused, with the reason, when the annotator is paused."""
+    if profile.is_paused:
+        raise AnnotatorPaused(_pause_message(profile.paused_reason))
+
+
 def _pause_message(reason: str) -> str:
     return (
         "You are paused in annotation: "
@@ -331,10 +376,34 @@ def next_task(
     """
     now = now or timezone.now()
     with transaction.atomic():
-        profile = _lock_profile(user)
-        if profile.is_paused:
-            raise AnnotatorPaused(_pause_message(profile.paused_reason))
+        _refuse_if_paused(_lock_profile(user))
         return _lease_next(project, user, now)
+
+
+def held_lease(
+    project: Project, user: AbstractBaseUser, *, now: datetime | None = None
+) -> Lease | None:
+    """Return the annotator's active unexpired lease in the project, or None.
+
+    Read only: what a GET may show (leases are taken by POST, see `next_task`).
+    """
+    now = now or timezone.now()
+    return (
+        Lease.objects.filter(
+            task__project=project,
+            annotator=user,
+            status=Lease.Status.ACTIVE,
+            expires_at__gt=now,
+        )
+        .order_by("-leased_at")
+        .first()
+    )
+
+
+def pause_reason(user: AbstractBaseUser) -> str | None:
+    """Return why the annotator is paused (as `AnnotatorPaused` says it), or None."""
+    profile = AnnotatorProfile.objects.filter(user=user, is_paused=True).first()
+    return None if profile is None else _pause_message(profile.paused_reason)
 
 
 def _check_lease_owner(lease: Lease, user: AbstractBaseUser) -> None:
@@ -357,11 +426,44 @@ def _is_overlap_full(task: RankingTask, lease: Lease, now: datetime) -> bool:
     return task.ranking_count + others >= task.overlap
 
 
+@dataclass(frozen=True)
+class _Checked:
+    """A submission validated against its task: what `_store_ranking` inserts."""
+
+    project: Project
+    groups: list[list[int]]
+    unsafe: list[int]
+    ratings: dict
+
+
+def _check(
+    lease: Lease,
+    submission: RankingSubmission,
+    response_ids: Iterable[int] | None,
+    project: Project | None,
+) -> _Checked:
+    """Validate the submission against the lease's task before any transaction opens
+    (a task's responses and its project's rules do not change under a submission).
+
+    Raise ValidationError naming the first problem. `response_ids`, `project`: the
+    task's, when the caller has read them (else read here).
+    """
+    if project is None:
+        project = Project.objects.get(tasks=lease.task_id)
+    if response_ids is None:
+        response_ids = Response.objects.filter(task_id=lease.task_id).values_list(
+            "pk", flat=True
+        )
+    response_ids = set(response_ids)
+    groups = Ranking.validate_order(submission.order, response_ids)
+    unsafe, ratings = _validate_extras(project, response_ids, submission)
+    return _Checked(project, groups, unsafe, ratings)
+
+
 def _validate_extras(
-    task: RankingTask, response_ids: set[int], submission: RankingSubmission
+    project: Project, response_ids: set[int], submission: RankingSubmission
 ) -> tuple[list[int], dict]:
-    project = task.project
-    unsafe = sorted({int(r) for r in submission.unsafe_response_ids})
+    unsafe = sorted({_unsafe_id(r) for r in submission.unsafe_response_ids})
     unknown = sorted(set(unsafe) - response_ids)
     if unknown:
         raise ValidationError(
@@ -374,11 +476,17 @@ def _validate_extras(
             "is best"
         )
     ratings: dict = {}
-    for rid, by_aspect in (submission.aspect_ratings or {}).items():
-        if int(rid) not in response_ids:
+    for key, by_aspect in (submission.aspect_ratings or {}).items():
+        rid = _response_id(key)
+        if rid not in response_ids:
             raise ValidationError(
                 f"aspect ratings name unknown response id {rid}; this task's responses "
                 f"are {sorted(response_ids)}"
+            )
+        if not isinstance(by_aspect, Mapping):
+            raise ValidationError(
+                f"aspect ratings of response {rid} must map aspect names to ratings, "
+                f"got {by_aspect!r}"[:300]
             )
         for aspect, value in by_aspect.items():
             if aspect not in project.aspects:
@@ -395,8 +503,25 @@ def _validate_extras(
                     f"to 7, got {value!r}"
                 )
         if by_aspect:
-            ratings[str(int(rid))] = dict(by_aspect)
+            ratings[str(rid)] = dict(by_aspect)
     return unsafe, ratings
+
+
+def _unsafe_id(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ValidationError(f"unsafe flags must be response ids, got {value!r}"[:300])
+
+
+def _response_id(key: object) -> int:
+    """Return a response id given as an int or a string of digits (a JSON object key)."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return key
+    if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 20:
+        return int(key)
+    raise ValidationError(
+        f"aspect ratings must be keyed by response id, got {key!r}"[:300]
+    )
 
 
 def _close(lease: Lease, status: str, now: datetime) -> None:
@@ -418,7 +543,9 @@ def submit_ranking(
     Idempotent: a lease already answered returns its ranking unchanged. Validate the
     order (every response exactly once, in tie groups), the unsafe flags, the aspect
     ratings (1 to 7, the project's aspects) and the rationale when the project
-    requires one; raise ValidationError and store nothing otherwise. A lease that
+    requires one, before any transaction opens; raise ValidationError and store
+    nothing otherwise. Raise AnnotatorPaused, storing nothing, when the annotator is
+    paused. A lease that
     has expired is still accepted while the task's overlap is not full; otherwise
     raise LateSubmissionRefused. In the same transaction: close the lease, count the
     ranking on the task, recompute the task's consensus and agreement, and score a
@@ -427,10 +554,10 @@ def submit_ranking(
     """
     now = now or timezone.now()
     _check_lease_owner(lease, user)
+    checked = _check(lease, submission, None, project)
     with transaction.atomic():
-        ranking, _, _, _ = _store_ranking(
-            lease, user, submission, now=now, project=project
-        )
+        _refuse_if_paused(_lock_profile(user))
+        ranking, _, _, _ = _store_ranking(lease, user, submission, checked, now=now)
         return ranking
 
 
@@ -448,27 +575,25 @@ def submit_ranking_and_lease_next(
     One transaction, one commit: the workspace's submit answers with the next task.
     The next lease is what `next_task` would return in the lease's project (None when
     no task is left). Raise LateSubmissionRefused or ValidationError like
-    `submit_ranking`, storing and leasing nothing. When the annotator is paused
-    (perhaps by this very ranking's gold score) the ranking is stored, no task is
-    leased, and AnnotatorPaused is raised once the ranking is committed.
+    `submit_ranking`, storing and leasing nothing, and AnnotatorPaused, storing
+    nothing, when the annotator is already paused. When this very ranking's gold
+    score pauses the annotator the ranking is stored, no task is leased, and
+    AnnotatorPaused is raised once the ranking is committed.
     `response_ids`, `project`: the task's response ids and project when the caller
     has already read them.
     """
     now = now or timezone.now()
     _check_lease_owner(lease, user)
+    checked = _check(lease, submission, response_ids, project)
     with transaction.atomic():
         # Profile first, then task: the lock order of `next_task`, so the two never
         # deadlock; it also serialises this annotator's requests.
         profile = _lock_profile(user)
+        _refuse_if_paused(profile)
         ranking, task, closed_active, paused_now = _store_ranking(
-            lease,
-            user,
-            submission,
-            now=now,
-            response_ids=response_ids,
-            project=project,
+            lease, user, submission, checked, now=now
         )
-        if not (profile.is_paused or paused_now):
+        if not paused_now:
             following = _lease_next(task.project, user, now, may_hold=not closed_active)
             return ranking, following
     profile.refresh_from_db(fields=["paused_reason"])
@@ -479,19 +604,17 @@ def _store_ranking(
     lease: Lease,
     user: AbstractBaseUser,
     submission: RankingSubmission,
+    checked: _Checked,
     *,
     now: datetime,
-    response_ids: Iterable[int] | None = None,
-    project: Project | None = None,
 ) -> tuple[Ranking, RankingTask, bool, bool]:
-    """Store the ranking inside the caller's transaction (see `submit_ranking`).
+    """Store the checked ranking inside the caller's transaction (see `submit_ranking`).
 
     Return the ranking; its task, locked; whether an active unexpired lease was
     closed (False when the ranking was already stored or came late); and whether this
-    ranking's gold score paused the annotator. `response_ids`: the task's response
-    ids when the caller has read them (responses never change), else read here.
+    ranking's gold score paused the annotator.
     """
-    task = _lock_task(lease.task_id, project)
+    task = _lock_task(lease.task_id, checked.project)
     # Only submit and skip close a lease, and both leave a ranking of the lease's
     # (task, annotator): a lease found closed under the task lock is a repeat, and one
     # found open is as the caller read it. Closing it first is that check in one
@@ -511,11 +634,6 @@ def _store_ranking(
         closed = cursor.rowcount
     if not closed:
         return Ranking.objects.get(task=task, annotator=user), task, False, False
-    if response_ids is None:
-        response_ids = task.responses.values_list("pk", flat=True)
-    response_ids = set(response_ids)
-    groups = Ranking.validate_order(submission.order, response_ids)
-    unsafe, ratings = _validate_extras(task, response_ids, submission)
     is_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= now
     if is_late and _is_overlap_full(task, lease, now):
         raise LateSubmissionRefused(
@@ -528,12 +646,12 @@ def _store_ranking(
             task=task,
             annotator=user,
             lease=lease,
-            order=groups,
+            order=checked.groups,
             all_bad=submission.all_bad,
-            unsafe_response_ids=unsafe,
+            unsafe_response_ids=checked.unsafe,
             rationale=submission.rationale.strip(),
             rewrite=submission.rewrite.strip(),
-            aspect_ratings=ratings,
+            aspect_ratings=checked.ratings,
             server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
             active_seconds=submission.active_seconds,
             created_at=now,
@@ -604,8 +722,10 @@ def skip_task(
     """Record that the annotator skipped the leased task, with their reason.
 
     The slot returns to the pool (a skip does not count towards the overlap) and the
-    annotator is not offered the task again. Idempotent like `submit_ranking`. Raise
-    ValidationError when the reason is blank.
+    annotator is not offered the task again. A skipped gold task scores 0 (see
+    `gold.gold_record`), so skipping cannot dodge gold tasks. Idempotent like
+    `submit_ranking`. Raise ValidationError when the reason is blank and
+    AnnotatorPaused when the annotator is paused.
     """
     now = now or timezone.now()
     _check_lease_owner(lease, user)
@@ -614,7 +734,12 @@ def skip_task(
             "a skip needs a reason, e.g. 'prompt is not in English' or 'cannot judge code'"
         )
     with transaction.atomic():
-        task = RankingTask.objects.select_for_update(of=("self",)).get(pk=lease.task_id)
+        _refuse_if_paused(_lock_profile(user))
+        task = (
+            RankingTask.objects.select_for_update(of=("self",))
+            .select_related("project")
+            .get(pk=lease.task_id)
+        )
         existing = Ranking.objects.filter(task=task, annotator=user).first()
         if existing is not None:
             return existing
@@ -628,4 +753,6 @@ def skip_task(
             server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
         )
         _close(lease, Lease.Status.SKIPPED, now)
+        if task.is_gold and task.gold_order:
+            apply_gold_rule(task.project, user)  # a skipped gold task scores 0
         return ranking

@@ -56,7 +56,7 @@ def _choices(options: dict | tuple) -> list[tuple[str, str]]:
 class SnapshotForm(forms.Form):
     name = forms.CharField(max_length=200)
     rounds = forms.CharField(
-        required=False, help_text="Round numbers, comma-separated."
+        required=False, max_length=1_000, help_text="Round numbers, comma-separated."
     )
     gold = forms.ChoiceField(choices=_choices(("include", "exclude", "only")))
     simulated = forms.ChoiceField(choices=_choices(("include", "exclude", "only")))

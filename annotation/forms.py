@@ -9,10 +9,21 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.http import QueryDict
 
-from annotation.assignment import RankingSubmission, leased_task
+from annotation.assignment import (
+    MAX_ASPECTS,
+    MAX_RESPONSES,
+    RATIONALE_MAX_CHARS,
+    REWRITE_MAX_CHARS,
+    RankingSubmission,
+    leased_task,
+)
 from annotation.models import Lease, Project, Ranking, RankingTask
 
 ORDER_EXAMPLE = "[[12],[14,13],[11]]"
+# The largest id a database row can have (a signed 64-bit integer).
+MAX_ID = 2**63 - 1
+# An order of MAX_RESPONSES ids as JSON fits in this many characters.
+ORDER_MAX_CHARS = 4_000
 
 
 def parse_order(data: QueryDict, response_ids: list[int]) -> list[list[int]]:
@@ -24,10 +35,15 @@ def parse_order(data: QueryDict, response_ids: list[int]) -> list[list[int]]:
     problem.
     """
     raw = (data.get("order") or "").strip()
+    if len(raw) > ORDER_MAX_CHARS:
+        raise ValidationError(
+            f"order has {len(raw):,} characters; an order of a task's responses fits "
+            f"in {ORDER_MAX_CHARS:,}"
+        )
     if raw:
         try:
             order = json.loads(raw)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise ValidationError(
                 f"order must be JSON tie groups of response ids like {ORDER_EXAMPLE}, "
                 f"got {raw[:80]!r}"
@@ -53,6 +69,10 @@ def parse_order(data: QueryDict, response_ids: list[int]) -> list[list[int]]:
 
 
 def _int_list(values: list[str], what: str) -> list[int]:
+    if len(values) > MAX_RESPONSES:
+        raise ValidationError(
+            f"{what} name {len(values):,} responses; a task has at most {MAX_RESPONSES}"
+        )
     try:
         return [int(v) for v in values]
     except ValueError:
@@ -76,11 +96,13 @@ def own_lease(
 class RankingForm(forms.Form):
     """A ranking posted from the workspace (fields documented in views.submit)."""
 
-    lease = forms.IntegerField()
-    order = forms.CharField(required=False)
+    lease = forms.IntegerField(min_value=1, max_value=MAX_ID)
+    order = forms.CharField(required=False, max_length=ORDER_MAX_CHARS)
     all_bad = forms.BooleanField(required=False)
-    rationale = forms.CharField(required=False, max_length=20_000, strip=True)
-    rewrite = forms.CharField(required=False, max_length=50_000, strip=True)
+    rationale = forms.CharField(
+        required=False, max_length=RATIONALE_MAX_CHARS, strip=True
+    )
+    rewrite = forms.CharField(required=False, max_length=REWRITE_MAX_CHARS, strip=True)
     active_seconds = forms.FloatField(required=False, min_value=0)
 
     def __init__(
@@ -124,26 +146,26 @@ class RankingForm(forms.Form):
                 "this project requires a rationale: say in a sentence why the best "
                 "response is best"
             )
+        cleaned["submission"] = RankingSubmission(
+            cleaned["order"],
+            all_bad=cleaned.get("all_bad", False),
+            unsafe_response_ids=unsafe,
+            rationale=cleaned.get("rationale", ""),
+            rewrite=cleaned.get("rewrite", ""),
+            aspect_ratings=ratings,
+            active_seconds=cleaned.get("active_seconds"),
+        )
         return cleaned
 
     def submission(self) -> RankingSubmission:
         """Return the valid form's ranking as the value `submit_ranking` stores."""
-        data = self.cleaned_data
-        return RankingSubmission(
-            data["order"],
-            all_bad=data["all_bad"],
-            unsafe_response_ids=data["unsafe"],
-            rationale=data["rationale"],
-            rewrite=data["rewrite"],
-            aspect_ratings=data["aspect_ratings"],
-            active_seconds=data["active_seconds"],
-        )
+        return self.cleaned_data["submission"]
 
 
 class SkipForm(forms.Form):
     """A skip posted from the workspace: the lease and a reason."""
 
-    lease = forms.IntegerField()
+    lease = forms.IntegerField(min_value=1, max_value=MAX_ID)
     reason = forms.CharField(
         max_length=2_000,
         strip=True,
@@ -166,7 +188,7 @@ class SkipForm(forms.Form):
 class AdjudicateForm(forms.Form):
     """An adjudicated order for a task, posted from the review page."""
 
-    order = forms.CharField(required=False)
+    order = forms.CharField(required=False, max_length=ORDER_MAX_CHARS)
 
     def __init__(
         self, data: QueryDict | None, *, task: RankingTask, response_ids: list[int]
@@ -184,12 +206,18 @@ class AdjudicateForm(forms.Form):
 class GoldForm(forms.Form):
     """Mark a task gold with its known order, or with only its known best response."""
 
-    task = forms.IntegerField(label="Task id")
+    task = forms.IntegerField(label="Task id", min_value=1, max_value=MAX_ID)
     order = forms.CharField(
         required=False,
+        max_length=ORDER_MAX_CHARS,
         help_text=f"Known order as JSON tie groups, e.g. {ORDER_EXAMPLE}.",
     )
-    best = forms.IntegerField(required=False, label="Or: id of the known best response")
+    best = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_ID,
+        label="Or: id of the known best response",
+    )
 
     def __init__(self, data: QueryDict | None = None, *, project: Project) -> None:
         super().__init__(data)
@@ -232,7 +260,13 @@ class ProjectSettingsForm(forms.ModelForm):
 
     aspects = forms.CharField(
         required=False,
+        max_length=2_000,
         help_text="Comma-separated aspect names rated 1-7, e.g. helpfulness, harmlessness.",
+    )
+    guidelines = forms.CharField(
+        required=False,
+        max_length=100_000,
+        widget=forms.Textarea(attrs={"rows": 10}),
     )
 
     class Meta:
@@ -268,6 +302,11 @@ class ProjectSettingsForm(forms.ModelForm):
             )
         if len(set(names)) != len(names):
             raise ValidationError(f"aspect names repeat: {names}")
+        if len(names) > MAX_ASPECTS or any(len(a) > 100 for a in names):
+            raise ValidationError(
+                f"a project rates at most {MAX_ASPECTS} aspects of at most 100 "
+                f"characters each, got {len(names)}"
+            )
         return names
 
     def clean_responses_per_task(self) -> int:

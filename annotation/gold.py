@@ -85,11 +85,15 @@ def unmark_gold(task, *, actor: AbstractBaseUser | None = None) -> None:
 
 
 def gold_record(project, user: AbstractBaseUser) -> tuple[int, float | None]:
-    """Return (gold tasks scored, mean score) since the annotator's last reinstatement."""
+    """Return (gold tasks scored, mean score) since the annotator's last reinstatement.
+
+    A skipped gold task scores 0: otherwise skipping the tasks one finds hard (or
+    suspects are gold) would raise one's accuracy.
+    """
     from annotation.models import AnnotatorProfile, Ranking
 
     rankings = Ranking.objects.filter(
-        task__project=project, annotator=user, task__is_gold=True, is_skip=False
+        task__project=project, annotator=user, task__is_gold=True
     )
     reinstated_at = (
         AnnotatorProfile.objects.filter(user=user)
@@ -100,8 +104,10 @@ def gold_record(project, user: AbstractBaseUser) -> tuple[int, float | None]:
         rankings = rankings.filter(created_at__gt=reinstated_at)
     scores = [
         s
-        for order, gold in rankings.values_list("order", "task__gold_order")
-        if gold and (s := gold_score(order, gold)) is not None
+        for order, gold, is_skip in rankings.values_list(
+            "order", "task__gold_order", "is_skip"
+        )
+        if gold and (s := 0.0 if is_skip else gold_score(order, gold)) is not None
     ]
     return len(scores), (sum(scores) / len(scores) if scores else None)
 

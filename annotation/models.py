@@ -489,31 +489,45 @@ class Ranking(models.Model):
         expected = set(response_ids)
         if not isinstance(order, list) or not order:
             raise ValidationError(
-                f"order must be a non-empty list of tie groups, got {order!r}"
+                f"order must be a non-empty list of tie groups, got {order!r}"[:300]
             )
+        # The count first, stopping at one past the task's responses: the work an
+        # order costs is bounded by the task, however long the list sent.
+        count = 0
+        for group in order:
+            count += len(group) if isinstance(group, list) else 1
+            if count > len(expected):
+                raise ValidationError(
+                    f"order ranks more response ids than this task's {len(expected)} "
+                    f"responses; rank each of {sorted(expected)} exactly once"
+                )
         groups: list[list[int]] = []
-        seen: list[int] = []
+        seen: set[int] = set()
+        repeated: set[int] = set()
         for group in order:
             if isinstance(group, int) and not isinstance(group, bool):
                 group = [group]
             if not isinstance(group, list) or not group:
                 raise ValidationError(
-                    f"each tie group must be a non-empty list, got {group!r}"
+                    f"each tie group must be a non-empty list, got {group!r}"[:300]
                 )
             for rid in group:
                 if not isinstance(rid, int) or isinstance(rid, bool):
-                    raise ValidationError(f"response ids must be integers, got {rid!r}")
+                    raise ValidationError(
+                        f"response ids must be integers, got {rid!r}"[:300]
+                    )
+                (repeated if rid in seen else seen).add(rid)
             groups.append(list(group))
-            seen.extend(group)
-        repeated = sorted({r for r in seen if seen.count(r) > 1})
         if repeated:
-            raise ValidationError(f"response ids ranked more than once: {repeated}")
-        unknown = sorted(set(seen) - expected)
+            raise ValidationError(
+                f"response ids ranked more than once: {sorted(repeated)}"
+            )
+        unknown = sorted(seen - expected)
         if unknown:
             raise ValidationError(
                 f"unknown response ids {unknown}; this task's responses are {sorted(expected)}"
             )
-        missing = sorted(expected - set(seen))
+        missing = sorted(expected - seen)
         if missing:
             raise ValidationError(
                 f"response ids missing from the order: {missing}; rank every response"

@@ -136,7 +136,7 @@ class PublishForm(forms.Form):
         initial="fresh",
     )
     temperature = forms.FloatField(min_value=0.0, max_value=2.0, initial=1.0)
-    seed = forms.IntegerField(min_value=0, initial=0)
+    seed = forms.IntegerField(min_value=0, max_value=2**32 - 1, initial=0)
     earlier = forms.BooleanField(
         required=False,
         initial=True,

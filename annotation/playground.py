@@ -55,13 +55,13 @@ class ChatSampling(Schema):
 
 
 class ChatIn(Schema):
-    policy: str = Field(..., description="A registered policy's name.")
+    policy: str = Field(..., max_length=200, description="A registered policy's name.")
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_TURNS)
     sampling: ChatSampling = Field(default_factory=ChatSampling)
 
 
 class PlaygroundPoolIn(Schema):
-    project: str
+    project: str = Field(..., max_length=100)
     messages: list[ChatMessage] = Field(..., min_length=1, max_length=MAX_TURNS)
 
 

@@ -77,12 +77,18 @@ def annotator_stats(rows: list[dict]) -> list[AnnotatorStats]:
     stats = []
     for user_id, answers in by_user.items():
         ranked = [r for r in answers if not r["is_skip"]]
+        # A skipped gold task scores 0, as in `gold.gold_record`.
         gold_scores = [
             s
-            for r in ranked
+            for r in answers
             if r["task__is_gold"]
             and r["task__gold_order"]
-            and (s := gold_score(r["order"], r["task__gold_order"])) is not None
+            and (
+                s := 0.0
+                if r["is_skip"]
+                else gold_score(r["order"], r["task__gold_order"])
+            )
+            is not None
         ]
         gold_pairs = gold_agree = 0.0
         for r in ranked:

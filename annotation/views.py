@@ -1,7 +1,7 @@
 """Annotation pages: thin views that check the role and call one workflow function.
 
-Pages: home; the annotator workspace (GET leases the next task, POST submit or
-skip); the review queue and a task's review page with adjudication (researchers
+Pages: home; the annotator workspace (GET shows the held task, POST leases the
+next one; submit and skip); the review queue and a task's review page with adjudication (researchers
 and admins); gold management, project settings and the dashboard (admins).
 """
 
@@ -26,7 +26,9 @@ from django.views.decorators.http import require_POST
 from annotation.assignment import (
     AnnotatorPaused,
     LateSubmissionRefused,
+    held_lease,
     next_task,
+    pause_reason,
     skip_task,
     submit_ranking_and_lease_next,
 )
@@ -160,7 +162,7 @@ def _guidelines_html(text: str) -> SafeString:
 
 
 def _paused(
-    request: HttpRequest, project: Project, exc: AnnotatorPaused
+    request: HttpRequest, project: Project, exc: AnnotatorPaused | str
 ) -> HttpResponse:
     return render(
         request,
@@ -179,10 +181,12 @@ def _workspace(
     form: RankingForm | SkipForm | None = None,
     notice: str = "",
     status: int = 200,
+    offer_next: bool = False,
 ) -> HttpResponse:
     """Render the workspace for `lease`, or for the annotator's next task.
 
     `is_leased` says `lease` is already the annotator's next task (None: none left).
+    `offer_next`: no lease is held; the page asks for one by POST (htmx on load).
     """
     now = timezone.now()
     if lease is None and not is_leased:
@@ -197,6 +201,7 @@ def _workspace(
         "notice": notice,
         "progress": _progress(project, request.user, now),
         "guidelines": _guidelines_html(project.guidelines),
+        "offer_next": offer_next,
     }
     if lease is not None:
         # Only the columns the page shows, and numbers as strings: the template then
@@ -220,10 +225,14 @@ def _workspace(
 def _after_answer(
     request: HttpRequest, project: Project, notice: str, *, ok: bool
 ) -> HttpResponse:
-    """Show the next task: in place for htmx, else by redirect with a message."""
+    """Show the next task: in place for htmx, else lease it and redirect with a message."""
     if request.htmx:
         return _workspace(request, project, notice=notice)
     (messages.success if ok else messages.error)(request, notice)
+    try:
+        next_task(project, request.user)
+    except AnnotatorPaused:
+        pass  # the workspace page says so
     return _see_other(reverse("annotation:annotate", args=[project.name]))
 
 
@@ -237,8 +246,31 @@ def _invalid(
 
 @role_required(ANNOTATOR)
 def annotate(request: HttpRequest, name: str) -> HttpResponse:
-    """Lease the annotator's next task and show the workspace (or that none is left)."""
-    return _workspace(request, _project(request, name))
+    """Show the workspace: GET the annotator's held task, POST lease the next one.
+
+    A GET never leases (a cross-site image or link must not take tasks in someone's
+    name): without a held task the page asks for one by POST, by itself with htmx
+    or by a button without JavaScript. POST answers the workspace in place (htmx)
+    or 303 to this page.
+    """
+    project = _project(request, name)
+    if request.method == "POST":
+        if request.htmx:
+            return _workspace(request, project)
+        try:
+            lease = next_task(project, request.user)
+        except AnnotatorPaused as exc:
+            return _paused(request, project, exc)
+        if lease is None:  # say so here: the GET would offer the next task again
+            return _workspace(request, project, is_leased=True)
+        return _see_other(reverse("annotation:annotate", args=[project.name]))
+    reason = pause_reason(request.user)
+    if reason is not None:
+        return _paused(request, project, reason)
+    lease = held_lease(project, request.user)
+    return _workspace(
+        request, project, lease=lease, is_leased=True, offer_next=lease is None
+    )
 
 
 @require_POST
@@ -281,7 +313,8 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
     except LateSubmissionRefused as exc:
         return _after_answer(request, project, str(exc), ok=False)
     except AnnotatorPaused as exc:
-        # The ranking is stored; the paused page says why no task follows.
+        # Paused before this ranking (nothing stored) or by it (stored): the paused
+        # page says why no task follows.
         if request.htmx:
             return _paused(request, project, exc)
         return _see_other(reverse("annotation:annotate", args=[project.name]))
@@ -306,7 +339,10 @@ def skip(request: HttpRequest, name: str) -> HttpResponse:
     form = SkipForm(request.POST, user=request.user, project=project)
     if not form.is_valid():
         return _invalid(request, project, form)
-    skip_task(form.cleaned_data["lease"], request.user, form.cleaned_data["reason"])
+    try:
+        skip_task(form.cleaned_data["lease"], request.user, form.cleaned_data["reason"])
+    except AnnotatorPaused as exc:
+        return _paused(request, project, exc)
     return _after_answer(request, project, "Task skipped.", ok=True)
 
 

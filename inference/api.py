@@ -61,22 +61,31 @@ def _require_researcher(request: HttpRequest) -> None:
 
 
 class RegisterModelIn(Schema):
-    name: str = Field(..., description="Unique name; also the model's folder name.")
+    name: str = Field(
+        ..., max_length=200, description="Unique name; also the model's folder name."
+    )
     source: str = Field(
         ...,
+        max_length=1_000,
         description="A path on the server (Hugging Face folder, .gguf file, PEFT "
         "adapter folder) or a hub id.",
     )
     kind: Literal["policy", "reward"] = "policy"
-    parent: str = Field("", description="A registered model it was derived from.")
+    parent: str = Field(
+        "", max_length=200, description="A registered model it was derived from."
+    )
     base: str = Field(
-        "", description="For an adapter: the registered model it sits on."
+        "",
+        max_length=200,
+        description="For an adapter: the registered model it sits on.",
     )
     allow_pickle: bool = Field(
         False, description="Accept pickle-only (.bin) weights from a trusted source."
     )
     chat_template: str = Field(
-        "", description="A Jinja chat-template file on the server, if it has none."
+        "",
+        max_length=1_000,
+        description="A Jinja chat-template file on the server, if it has none.",
     )
 
 

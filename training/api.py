@@ -11,7 +11,7 @@ from typing import Any
 
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest
-from ninja import Field, Router, Schema, Status
+from ninja import Field, Query, Router, Schema, Status
 from ninja.pagination import LimitOffsetPagination, paginate
 
 from annotation.api import (
@@ -105,6 +105,7 @@ class LaunchIn(Schema):
     )
     options: dict[str, Any] = Field(
         {},
+        max_length=50,
         description="Launch options: policy, snapshot, reward_model, queue, and per-stage configs.",
     )
 
@@ -135,7 +136,7 @@ def _round_or_404(request: HttpRequest, round_id: int) -> TrainingRound:
 )
 @paginate(LimitOffsetPagination)
 def list_training_rounds(
-    request: HttpRequest, name: str, status: str | None = None
+    request: HttpRequest, name: str, status: str | None = Query(None, max_length=20)
 ) -> QuerySet:
     """List a project's training rounds, newest first (researchers, admins)."""
     require_researcher(request)

@@ -120,6 +120,7 @@ class LaunchForm(forms.Form):
                 else:
                     self.fields[name] = forms.CharField(
                         required=False,
+                        max_length=10_000,
                         label=field.name,
                         help_text=help_text,
                         widget=forms.TextInput(attrs={"placeholder": f"{default}"}),

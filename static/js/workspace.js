@@ -136,7 +136,8 @@
 
   function init(root) {
     var ws = root && root.id === "workspace" ? root : root && root.querySelector && root.querySelector("#workspace");
-    if (!ws || ws.dataset.ready) return;
+    // A pending workspace is replaced by the leased task (htmx POST on load).
+    if (!ws || ws.dataset.ready || ws.hasAttribute("data-pending")) return;
     ws.dataset.ready = "1";
     ws.t0 = Date.now();
     ws.active = 0;

@@ -223,7 +223,7 @@ def _count(request) -> int:
 
 def _page_submit(client, project, annotator):
     url = reverse("annotation:annotate", args=[project.name])
-    client.get(url)
+    client.post(url)
     lease = Lease.objects.get(annotator=annotator, status=Lease.Status.ACTIVE)
     fields = {"lease": lease.pk, "order": json.dumps(in_order(lease))}
 
@@ -285,11 +285,12 @@ def _api_submit_and_next(client, project, annotator):
         # profile lock, held lease, candidates, insert lease, release; task with
         # prompt, responses.
         ("api next-task", 11),
-        # token, roles, lease; savepoint, task lock, close lease, response ids,
-        # insert ranking, task's rankings, task figures, release.
-        ("api submit", 11),
-        # token, roles, lease with task and project; savepoint, profile lock, task
-        # lock, close lease, response ids, insert ranking, task's rankings, task
+        # token, roles, lease; response ids (checked before the transaction);
+        # savepoint, profile lock (is the annotator paused?), task lock, close
+        # lease, insert ranking, task's rankings, task figures, release.
+        ("api submit", 12),
+        # token, roles, lease with task and project; response ids; savepoint,
+        # profile lock, task lock, close lease, insert ranking, task's rankings, task
         # figures, candidates, insert lease, release; task with prompt, responses.
         ("api submit and next", 16),
     ],

@@ -43,8 +43,13 @@ def test_ranking_yields_every_pair_of_differing_rank_with_rank_distance(order, p
     ("order", "message"),
     [
         ([[1], [2]], "missing from the order: [3]"),
-        ([[1], [2], [2, 3]], "ranked more than once: [2]"),
-        ([[1], [2], [3], [9]], "unknown response ids [9]"),
+        ([[1], [2], [2]], "ranked more than once: [2]"),
+        ([[1], [2], [9]], "unknown response ids [9]"),
+        (
+            [[1], [2], [3], [9]],
+            "order ranks more response ids than this task's 3 responses",
+        ),
+        ([[1, 2, 3]] + [[1]] * 2_000, "more response ids than this task's 3"),
         ([], "non-empty list of tie groups"),
         ([[1], [], [2, 3]], "non-empty list"),
         ([["1"], [2], [3]], "must be integers"),

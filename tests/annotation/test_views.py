@@ -43,7 +43,7 @@ def test_workspace_shows_prompt_and_every_response(project, annotator):
     task = make_task(
         project, texts=["alpha answer", "beta answer", "gamma answer", "delta answer"]
     )
-    page = login(annotator).get(annotate_url(project))
+    page = login(annotator).post(annotate_url(project), follow=True)
     assert page.status_code == 200
     body = page.content.decode()
     assert task.prompt.text() in body
@@ -61,7 +61,7 @@ def test_model_text_is_escaped_never_html(project, annotator):
             "ok",
         ],
     )
-    body = login(annotator).get(annotate_url(project)).content.decode()
+    body = login(annotator).post(annotate_url(project), follow=True).content.decode()
     assert "<script>alert(1)</script>" not in body
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in body
     assert "<img src=x" not in body
@@ -79,7 +79,7 @@ def test_multi_turn_prompt_is_shown_as_a_transcript(project, annotator):
             {"role": "user", "content": "Another one?"},
         ],
     )
-    body = login(annotator).get(annotate_url(project)).content.decode()
+    body = login(annotator).post(annotate_url(project), follow=True).content.decode()
     positions = [
         body.index(f'turn-{role}"') for role in ("system", "user", "assistant")
     ]
@@ -91,7 +91,7 @@ def test_guidelines_are_rendered_markdown_without_scripts(project, annotator):
     project.guidelines = "# Rules\n\nPrefer **correct** answers.<script>alert(3)</script><img src=x onerror=alert(4)>"
     project.save()
     make_task(project)
-    body = login(annotator).get(annotate_url(project)).content.decode()
+    body = login(annotator).post(annotate_url(project), follow=True).content.decode()
     assert "<h1>Rules</h1>" in body
     assert "<strong>correct</strong>" in body
     assert "alert(3)" not in body
@@ -103,7 +103,7 @@ def test_submitting_json_order_stores_it_and_redirects_to_the_next_task(
 ):
     make_tasks(project, 2)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     a, b, c, d = response_ids(lease.task)
     order = [[c], [a, d], [b]]
@@ -123,7 +123,7 @@ def test_submitting_json_order_stores_it_and_redirects_to_the_next_task(
 def test_rank_fields_without_javascript_give_the_same_order(project, annotator):
     make_task(project)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     a, b, c, d = response_ids(lease.task)
     fields = {
@@ -151,13 +151,13 @@ def test_bad_order_is_rejected_with_a_message_and_nothing_stored(
 ):
     make_task(project)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     a, b, c, d = response_ids(lease.task)
     order = {
         "missing": json.dumps([[a], [b], [c]]),
-        "repeated": json.dumps([[a], [b], [c], [d, a]]),
-        "unknown": json.dumps([[a], [b], [c], [d], [d + 1000]]),
+        "repeated": json.dumps([[a], [b], [c, a]]),
+        "unknown": json.dumps([[a], [b], [c], [d + 1000]]),
         "not json": "[[1],",
     }[kind]
     response = client.post(submit_url(project), {"lease": lease.pk, "order": order})
@@ -171,7 +171,7 @@ def test_bad_order_is_rejected_with_a_message_and_nothing_stored(
 def test_htmx_submit_answers_with_the_next_task_in_place(project, annotator):
     make_tasks(project, 2)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     order = json.dumps([[r] for r in response_ids(lease.task)])
     response = client.post(
@@ -200,7 +200,7 @@ def test_someone_elses_lease_is_rejected(project, annotator):
 def test_skip_without_a_reason_is_rejected_and_with_one_is_stored(project, annotator):
     make_task(project)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     url = reverse("annotation:skip", args=[project.name])
     assert client.post(url, {"lease": lease.pk, "reason": " "}).status_code == 400
@@ -217,7 +217,7 @@ def test_required_rationale_is_enforced_by_the_page(project, annotator):
     project.save()
     make_task(project)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     order = json.dumps([[r] for r in response_ids(lease.task)])
     response = client.post(submit_url(project), {"lease": lease.pk, "order": order})
@@ -230,7 +230,7 @@ def test_flags_rewrite_and_aspect_ratings_are_stored(project, annotator):
     project.save()
     make_task(project)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     a, b, c, d = response_ids(lease.task)
     client.post(
@@ -257,7 +257,7 @@ def test_late_submission_refused_when_overlap_filled_shows_a_message(
 ):
     make_task(project, overlap=1)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     Lease.objects.filter(pk=lease.pk).update(
         expires_at=timezone.now() - timedelta(seconds=1)
@@ -293,7 +293,7 @@ def test_paused_annotator_sees_the_reason_and_gets_no_task(project, annotator):
 
 
 def test_no_task_left_says_so(project, annotator):
-    body = login(annotator).get(annotate_url(project)).content.decode()
+    body = login(annotator).post(annotate_url(project), follow=True).content.decode()
     assert "No task for you right now" in body
 
 
@@ -301,7 +301,7 @@ def test_workspace_shows_progress_today_and_in_project(project, annotator):
     make_tasks(project, 3)
     client = login(annotator)
     for _ in range(2):
-        client.get(annotate_url(project))
+        client.post(annotate_url(project))
         lease = held_lease(annotator)
         client.post(
             submit_url(project),
@@ -326,11 +326,11 @@ def test_queries_per_request_do_not_grow_with_the_data(
 
     def count() -> int:
         if which == "submit":
-            client.get(annotate_url(project))
+            client.post(annotate_url(project))
         with CaptureQueriesContext(connection) as ctx:
             if which == "annotate":
                 Lease.objects.filter(annotator=annotator).delete()
-                client.get(annotate_url(project))
+                client.post(annotate_url(project), HTTP_HX_REQUEST="true")
             else:
                 lease = held_lease(annotator)
                 order = json.dumps([[r] for r in response_ids(lease.task)])
@@ -352,9 +352,9 @@ def test_queries_per_request_do_not_grow_with_the_data(
     if which == "annotate":
         Lease.objects.filter(annotator=annotator).delete()
         with django_assert_max_num_queries(20):
-            client.get(annotate_url(project))
+            client.post(annotate_url(project), HTTP_HX_REQUEST="true")
     else:
-        client.get(annotate_url(project))
+        client.post(annotate_url(project))
         lease = held_lease(annotator)
         order = json.dumps([[r] for r in response_ids(lease.task)])
         with django_assert_max_num_queries(20):
@@ -523,7 +523,7 @@ def test_django_admin_lists_annotation_rows(project, model):
 def test_double_submit_over_http_stores_one_ranking(project, annotator):
     make_tasks(project, 2)
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     lease = held_lease(annotator)
     fields = {
         "lease": lease.pk,
@@ -545,7 +545,7 @@ def test_annotator_paused_by_a_gold_task_sees_the_reason_in_place(project, annot
     a, b = response_ids(task)
     mark_gold(task, [[a], [b]])
     client = login(annotator)
-    client.get(annotate_url(project))
+    client.post(annotate_url(project))
     response = client.post(
         submit_url(project),
         {"lease": held_lease(annotator).pk, "order": json.dumps([[b], [a]])},

@@ -31,7 +31,9 @@ def rank_everything_over_http(user, project_name: str) -> int:
     client = login(user)
     submitted = 0
     while True:
-        page = client.get(reverse("annotation:annotate", args=[project_name]))
+        page = client.post(
+            reverse("annotation:annotate", args=[project_name]), follow=True
+        )
         assert page.status_code == 200
         lease = Lease.objects.filter(annotator=user, status=Lease.Status.ACTIVE).first()
         if lease is None:

@@ -6,9 +6,18 @@ from pathlib import Path
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
 
 from annotation.importing import FORMATS, import_preferences, iter_lines
 from annotation.models import Project
+
+
+class _Refused(Exception):
+    """Roll back a project created for an import that was refused."""
+
+    def __init__(self, report) -> None:
+        super().__init__()
+        self.report = report
 
 
 class Command(BaseCommand):
@@ -34,19 +43,28 @@ class Command(BaseCommand):
         path = Path(options["file"])
         if not path.is_file():
             raise CommandError(f"no such file: {path}")
-        project, created = Project.objects.get_or_create(name=options["project"])
-        if created:
-            self.stdout.write(f"created project {project.name}")
         try:
-            report = import_preferences(
-                project,
-                path,
-                fmt=options["format"],
-                source=options["source"],
-                skip_invalid=options["skip_invalid"],
-            )
+            # One transaction: a refused import into a project it created leaves
+            # no project behind.
+            with transaction.atomic():
+                project, created = Project.objects.get_or_create(
+                    name=options["project"]
+                )
+                report = import_preferences(
+                    project,
+                    path,
+                    fmt=options["format"],
+                    source=options["source"],
+                    skip_invalid=options["skip_invalid"],
+                )
+                if created and not report.is_applied:
+                    raise _Refused(report)
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
+        except _Refused as refused:
+            report = refused.report
+        if created and report.is_applied:
+            self.stdout.write(f"created project {project.name}")
         for line in iter_lines(report):
             self.stdout.write(line)
         if not report.is_applied:
