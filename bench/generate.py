@@ -32,12 +32,12 @@ def main() -> None:
 
     from annotation.demo_domain import make_prompts, pretraining_corpus
     from inference.generation import generate_candidates
-    from inference.loading import load_policy
+    from inference.loading import load_for_generation
     from inference.sampling import SamplingConfig
     from training.demo_models import SIZES, init_model, train_tokenizer
 
     if args.model:
-        model, tokenizer = load_policy(args.model, device="cpu")
+        model, tokenizer = load_for_generation(args.model, device="cpu")
     else:
         tokenizer = train_tokenizer(
             pretraining_corpus(500, 0), SIZES["demo"].vocab_size

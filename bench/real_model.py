@@ -81,7 +81,7 @@ def main() -> None:
     import torch
 
     from inference.generation import generate_candidates
-    from inference.loading import load_policy
+    from inference.loading import load_for_generation
     from inference.sampling import SamplingConfig
     from inference.sources import SMOLLM2, convert_gguf, packaged_file
 
@@ -100,7 +100,7 @@ def main() -> None:
                 f"{time.perf_counter() - start:.1f} s",
                 flush=True,
             )
-        model, tokenizer = load_policy(str(folder), device="cpu")
+        model, tokenizer = load_for_generation(str(folder), device="cpu")
     prompts = [
         [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
         for i in range(args.prompts)

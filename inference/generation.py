@@ -102,9 +102,9 @@ def generate_for_policy(
         raise ValueError(
             f"unknown backend {backend!r}; expected auto, transformers or vllm"
         )
-    from inference.loading import load_policy
+    from inference.loading import load_for_generation
 
-    model, tokenizer = load_policy(base_path, adapter_path)
+    model, tokenizer = load_for_generation(base_path, adapter_path)
     return generate_candidates(model, tokenizer, prompts, sampling, progress=progress)
 
 

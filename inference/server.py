@@ -39,9 +39,9 @@ SAMPLING_KEYS = ("temperature", "top_k", "top_p", "max_new_tokens", "seed")
 
 def _load(base_path: str, adapter_path: str) -> tuple[Any, Any]:
     """Return (model, tokenizer) ready to generate on the default device."""
-    from inference.loading import load_policy
+    from inference.loading import load_for_generation
 
-    return load_policy(base_path, adapter_path)
+    return load_for_generation(base_path, adapter_path)
 
 
 class PolicyCache:

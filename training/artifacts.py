@@ -1,4 +1,4 @@
-"""Loading a starting policy and saving a trained artifact, shared by every trainer.
+"""Saving a trained artifact and reading a trainer's inputs, shared by every trainer.
 
 Plain Python, no Django. Torch, transformers and PEFT are imported inside the
 functions so that the web process can import the trainers' config classes.
@@ -87,48 +87,6 @@ def read_jsonl(path: Path | str, required: tuple[str, ...] = ()) -> list[dict]:
             f"data file {path} has no records; export a non-empty snapshot"
         )
     return rows
-
-
-def load_tokenizer(path: str, padding_side: str = "right"):
-    """Load a tokenizer and set its padding side (it is saved with the tokenizer)."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    tokenizer.padding_side = padding_side
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def load_policy(
-    base_path: str,
-    adapter_path: str = "",
-    *,
-    trainable: bool = True,
-    merge: bool = False,
-):
-    """Load a causal LM from `base_path`, with the LoRA adapter at `adapter_path` if any.
-
-    With `merge`, fold the adapter into the base weights and return a plain model;
-    otherwise return a `PeftModel` whose adapter trains when `trainable`.
-    """
-    from transformers import AutoModelForCausalLM
-
-    if not base_path:
-        raise ValueError(
-            "base_path is empty; give the folder or hub id of the base model"
-        )
-    model = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32")
-    if not adapter_path:
-        return model
-    from peft import PeftModel
-
-    model = PeftModel.from_pretrained(
-        model, adapter_path, is_trainable=trainable and not merge
-    )
-    if merge:
-        model = model.merge_and_unload()
-    return model
 
 
 def lora_config(r: int, alpha: int, dropout: float, task_type: str = "CAUSAL_LM"):

@@ -353,10 +353,10 @@ def sample_judge_stats(model_dir: Path, n_prompts: int, seed: int) -> dict[str, 
 
     from annotation.demo_domain import judge_score, make_prompts
     from inference.generation import generate_candidates
-    from inference.loading import load_policy
+    from inference.loading import load_for_generation
     from inference.sampling import SamplingConfig
 
-    model, tokenizer = load_policy(str(model_dir), device="cpu")
+    model, tokenizer = load_for_generation(str(model_dir), device="cpu")
     # Another permutation of the pool than the demo project's (SFT saw every kind).
     prompts = make_prompts(n_prompts, seed + 7)
     sampling = SamplingConfig(

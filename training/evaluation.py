@@ -263,7 +263,7 @@ def load_models(
     Each of `policy_paths` and `reference_paths` is (base_path, adapter_path); the
     tokenizer is the policy's (left padding, for generation).
     """
-    from training.artifacts import load_policy, load_tokenizer
+    from inference.loading import load_policy, load_tokenizer
 
     tokenizer = load_tokenizer(policy_paths[1] or policy_paths[0], padding_side="left")
     policy = load_policy(*policy_paths, merge=True).eval()

@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.loading import load_tokenizer
 from training.artifacts import (
     check_range,
     config_from_dict,
     final_metrics,
-    load_tokenizer,
     lora_config,
     read_jsonl,
     resume_checkpoint,

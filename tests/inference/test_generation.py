@@ -3,7 +3,7 @@
 import pytest
 
 from inference.generation import generate_candidates, generate_for_policy
-from inference.loading import load_policy
+from inference.loading import load_for_generation, load_policy
 from inference.sampling import SamplingConfig
 
 PROMPTS = [
@@ -20,7 +20,7 @@ PROMPTS = [
 
 @pytest.fixture(scope="module")
 def policy(tiny_model_dir):
-    return load_policy(str(tiny_model_dir), device="cpu")
+    return load_for_generation(str(tiny_model_dir), device="cpu")
 
 
 def test_loaded_tokenizer_pads_on_the_left_and_the_model_is_in_eval_mode(policy):
@@ -103,7 +103,7 @@ def test_a_lora_adapter_loads_on_top_of_its_base(tiny_model_dir, tmp_path):
         base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
     )
     peft_model.save_pretrained(tmp_path / "adapter")
-    model, tokenizer = load_policy(
+    model, tokenizer = load_for_generation(
         str(tiny_model_dir), str(tmp_path / "adapter"), device="cpu"
     )
     assert isinstance(model, PeftModel)
@@ -121,3 +121,40 @@ def test_a_lora_adapter_loads_on_top_of_its_base(tiny_model_dir, tmp_path):
 def test_an_empty_base_path_is_refused():
     with pytest.raises(ValueError, match="base_path is empty"):
         load_policy("")
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tiny_model_dir, tmp_path_factory):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    peft_model = get_peft_model(
+        base, LoraConfig(r=2, target_modules=["q_proj", "v_proj"])
+    )
+    path = tmp_path_factory.mktemp("adapter")
+    peft_model.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("trainable", "adapter_trains"), [(True, True), (False, False)]
+)
+def test_the_adapter_trains_only_when_asked(
+    tiny_model_dir, adapter_dir, trainable, adapter_trains
+):
+    model = load_policy(str(tiny_model_dir), str(adapter_dir), trainable=trainable)
+    lora = [p for name, p in model.named_parameters() if "lora_" in name]
+    assert lora
+    assert all(p.requires_grad is adapter_trains for p in lora)
+
+
+def test_merge_folds_the_adapter_into_a_plain_float32_model(
+    tiny_model_dir, adapter_dir
+):
+    import torch
+    from peft import PeftModel
+
+    model = load_policy(str(tiny_model_dir), str(adapter_dir), merge=True)
+    assert not isinstance(model, PeftModel)
+    assert next(model.parameters()).dtype == torch.float32

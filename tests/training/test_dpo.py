@@ -197,7 +197,7 @@ def test_dpo_raises_the_preferred_log_prob_margin_by_at_least_one_and_a_half_nat
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from training.artifacts import load_tokenizer
+    from inference.loading import load_tokenizer
 
     rows = preference_records(64)
     held_out = preference_records(16, seed=99)

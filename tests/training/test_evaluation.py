@@ -77,7 +77,7 @@ def test_win_rate_by_judge_cancels_a_judge_that_always_prefers_the_first_answer(
 def test_kl_of_a_model_to_itself_is_zero(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from training.artifacts import load_tokenizer
+    from inference.loading import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     tokenizer = load_tokenizer(str(tiny_model_dir), padding_side="left")

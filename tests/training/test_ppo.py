@@ -242,9 +242,9 @@ def test_rollout_samples_match_the_recomputed_log_probabilities(tiny_model_dir):
     import torch
     from transformers import GenerationConfig
 
-    from inference.loading import load_policy
+    from inference.loading import load_for_generation
 
-    model, tokenizer = load_policy(str(tiny_model_dir), device="cpu")
+    model, tokenizer = load_for_generation(str(tiny_model_dir), device="cpu")
     model.generation_config = GenerationConfig(
         do_sample=True, temperature=0.3, top_k=5, top_p=0.5, repetition_penalty=3.0
     )

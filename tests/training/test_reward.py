@@ -114,7 +114,7 @@ def test_evaluate_pairs_counts_a_tie_as_half_right(tiny_model_dir):
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from training.artifacts import load_tokenizer
+    from inference.loading import load_tokenizer
 
     tokenizer = load_tokenizer(str(tiny_model_dir))
     model = AutoModelForSequenceClassification.from_pretrained(
