@@ -327,7 +327,7 @@ def _reward(
     judge: Policy, prompts: list[Prompt], rows: list[list[tuple[Policy, str, dict]]]
 ) -> list[list[float]]:
     """Return the judge's reward of every candidate, shaped (prompt, K) like `rows`."""
-    from annotation.simulated import RewardScorer
+    from inference.scoring import RewardScorer
 
     scorer = RewardScorer(judge.base_path, judge.adapter_path)
     flat_prompts = [

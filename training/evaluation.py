@@ -301,7 +301,7 @@ def evaluate_policy(
     )
     metrics: dict[str, float] = {"prompts": float(len(prompts))}
     if reward_model_path:
-        from training.reward import reward_function
+        from inference.scoring import reward_function
 
         scorer = reward_function(reward_model_path)
         metrics.update(reward_win_rate(scorer, prompts, ours, theirs))

@@ -3,7 +3,7 @@
 A critic-free online method: each prompt gets `num_generations` completions, and
 each completion's advantage is its reward minus the group mean (divided by the
 group's standard deviation). The reward is the reward model's score through
-`training.reward.reward_function`, a graded signal: a group whose rewards are all
+`inference.scoring.reward_function`, a graded signal: a group whose rewards are all
 equal teaches nothing (`frac_reward_zero_std` in the logs says how often).
 
 The policy and artifact follow PPO's rule (see training/ppo.py): a parent's
@@ -175,7 +175,7 @@ def train(
     from trl import GRPOConfig as TRLGRPOConfig
     from trl import GRPOTrainer
 
-    from training.reward import reward_function
+    from inference.scoring import reward_function
 
     if data_path is None:
         raise ValueError(

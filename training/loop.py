@@ -264,8 +264,8 @@ def reward_model_win_rate(
 ) -> float:
     """Return the share of paired samples the reward model scores higher for `ours`
     (equal scores count half)."""
+    from inference.scoring import reward_function
     from training import evaluation
-    from training.reward import reward_function
 
     scorer = reward_function(reward_model.base_path)
     flat_prompts, a, b = _paired(prompts, ours, theirs)

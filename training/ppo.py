@@ -391,7 +391,7 @@ def build_value_model(
     import torch
     from transformers import AutoModelForSequenceClassification
 
-    from training.reward import is_encoder
+    from inference.scoring import is_encoder
 
     same_vocab = policy_tokenizer.get_vocab() == reward_tokenizer.get_vocab()
     if same_vocab and not is_encoder(reward_tokenizer):
@@ -437,7 +437,7 @@ def train(
     """
     import torch
 
-    from training import reward as reward_module
+    from inference import scoring
 
     if data_path is None:
         raise ValueError(
@@ -449,15 +449,11 @@ def train(
         )
     prompts = prompt_rows(Path(data_path))
     tokenizer = load_tokenizer(config.base_path, padding_side="left")
-    reward_model, reward_tokenizer = reward_module.load_reward_model(
-        config.reward_model_path
-    )
+    reward_model, reward_tokenizer = scoring.load_reward_model(config.reward_model_path)
 
     def score_fn(batch_prompts: list[Any], texts: list[str]) -> list[float]:
         responses = [[{"role": "assistant", "content": t}] for t in texts]
-        return reward_module.score(
-            reward_model, reward_tokenizer, batch_prompts, responses
-        )
+        return scoring.score(reward_model, reward_tokenizer, batch_prompts, responses)
 
     torch.manual_seed(config.seed)
     policy, reference, merged_parent = build_policy(config)

@@ -1,4 +1,4 @@
-"""Bradley-Terry reward model training with TRL, and scoring with a trained reward model.
+"""Bradley-Terry reward model training with TRL (scoring with one: `inference/scoring.py`).
 
 The model is a sequence classifier with one output (the reward): a causal LM with a
 new scalar head (`LlamaForSequenceClassification` reads the last non-pad token), or
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from inference.loading import load_tokenizer
+from inference.scoring import is_encoder, score
 from training.artifacts import (
     check_range,
     config_from_dict,
@@ -218,11 +219,6 @@ def split_by_prompt(
     return train, held_out
 
 
-def is_encoder(tokenizer) -> bool:
-    """Return whether the tokenizer is BERT-like (a [CLS]/[SEP] encoder without eos)."""
-    return tokenizer.eos_token is None and tokenizer.sep_token is not None
-
-
 def prepare_encoder_tokenizer(tokenizer) -> None:
     """Give an encoder tokenizer its newest-first chat template and `[SEP]` as eos."""
     cls, sep = tokenizer.cls_token, tokenizer.sep_token
@@ -253,91 +249,6 @@ def load_start_model(base_path: str, adapter_path: str, tokenizer):
         model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
-
-
-def load_reward_model(path: str, device: str | None = None, *, adapter_path: str = ""):
-    """Return (model, tokenizer) of a saved reward model, in eval mode, tokenizer right-padded.
-
-    `adapter_path`: a LoRA adapter trained on the model at `path`, folded into its
-    weights (its folder holds the tokenizer).
-    """
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    if not path:
-        raise ValueError(
-            "reward model has no base path; give the folder or hub id of the model"
-        )
-    tokenizer = load_tokenizer(adapter_path or path, padding_side="right")
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, dtype=torch.float32
-    )
-    if adapter_path:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
-    model.config.pad_token_id = tokenizer.pad_token_id
-    model.eval()
-    if device:
-        model.to(device)
-    return model, tokenizer
-
-
-def reward_input_ids(tokenizer, prompt: Any, response: Any) -> list[int]:
-    """Return the token ids a reward model scores, exactly as TRL's RewardTrainer builds them.
-
-    Conversational records (message lists) go through the chat template; plain
-    strings are joined and end with the eos token.
-    """
-    if isinstance(response, list):
-        messages = (prompt if isinstance(prompt, list) else []) + response
-        return list(
-            tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)[
-                "input_ids"
-            ]
-        )
-    text = (prompt or "") + response
-    if not text.endswith(tokenizer.eos_token):
-        text += tokenizer.eos_token
-    return list(tokenizer(text=text)["input_ids"])
-
-
-def score(
-    model,
-    tokenizer,
-    prompts: list[Any],
-    responses: list[Any],
-    *,
-    batch_size: int = 32,
-    max_length: int = 512,
-) -> list[float]:
-    """Return the reward of each (prompt, response); over-long inputs keep their start."""
-    import torch
-
-    device = next(model.parameters()).device
-    limit = min(
-        max_length, getattr(model.config, "max_position_embeddings", max_length)
-    )
-    ids = [
-        reward_input_ids(tokenizer, p, r)[:limit]
-        for p, r in zip(prompts, responses, strict=False)
-    ]
-    pad = tokenizer.pad_token_id
-    rewards: list[float] = []
-    for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        width = max(len(x) for x in chunk)
-        input_ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for i, seq in enumerate(chunk):  # right padding, as in training
-            input_ids[i, : len(seq)] = torch.tensor(seq)
-            mask[i, : len(seq)] = 1
-        with torch.no_grad():
-            logits = model(
-                input_ids=input_ids.to(device), attention_mask=mask.to(device)
-            ).logits
-        rewards.extend(float(x) for x in logits[:, 0].float().cpu())  # (batch,)
-    return rewards
 
 
 def evaluate_pairs(
@@ -471,31 +382,3 @@ def train(
     )
     metrics["stopped"] = 0.0
     return metrics
-
-
-def reward_function(path: str, *, batch_size: int = 32, max_length: int = 512):
-    """Return `f(prompts, completions, **columns) -> list[float]` scoring with the reward model at `path`.
-
-    This is the form TRL's GRPO and RLOO trainers take; it formats prompt and
-    completion exactly as `train` did, so the online trainers see the rewards the
-    reward model was trained to give (a graded signal, as they need).
-    """
-    import torch
-
-    device = "cuda" if torch.cuda.is_available() else None
-    model, tokenizer = load_reward_model(path, device=device)
-
-    def reward_model(
-        prompts: list[Any], completions: list[Any], **columns: Any
-    ) -> list[float]:
-        return score(
-            model,
-            tokenizer,
-            prompts,
-            completions,
-            batch_size=batch_size,
-            max_length=max_length,
-        )
-
-    reward_model.__name__ = "reward_model"  # TRL logs rewards/<name>/mean
-    return reward_model

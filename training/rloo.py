@@ -4,7 +4,7 @@ A critic-free online method (Ahmadian et al. 2024): each prompt gets
 `num_generations` completions, and each completion's baseline is the mean reward
 of the other completions of its prompt. TRL's RLOO puts the KL to the reference
 (`beta`) into the sequence reward, as PPO does. The reward is the reward model's
-score through `training.reward.reward_function`, a graded signal: a group whose
+score through `inference.scoring.reward_function`, a graded signal: a group whose
 rewards are all equal teaches nothing.
 
 The policy and artifact follow PPO's rule (see training/ppo.py): a parent's
@@ -174,7 +174,7 @@ def train(
     from trl import RLOOConfig as TRLRLOOConfig
     from trl import RLOOTrainer
 
-    from training.reward import reward_function
+    from inference.scoring import reward_function
 
     if data_path is None:
         raise ValueError(

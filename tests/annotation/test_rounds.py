@@ -9,11 +9,11 @@ from django.core.management.base import CommandError
 
 from annotation.models import Project, Prompt, RankingTask, Response, Round, Snapshot
 from annotation.rounds import project_reward_model, publish_round, uncertainty_scores
-from annotation.simulated import RewardScorer
 from inference.generation import generate_for_policy
 from inference.models import Policy
 from inference.registry import register_policy
 from inference.sampling import SamplingConfig
+from inference.scoring import RewardScorer
 
 FAST = SamplingConfig(num_candidates=4, max_new_tokens=4, seed=0)
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from inference import scoring
 from tests.training.ml_data import preference_records, write_jsonl
 from training import reward
 from training.progress import Reporter
@@ -39,7 +40,7 @@ def test_reward_model_from_a_causal_lm_trains_and_loads_as_a_scalar_classifier(
     assert math.isfinite(metrics["loss"]) is True
     assert metrics["steps"] == 3.0
     assert metrics["eval_pairs"] + 0 > 0
-    model, tokenizer = reward.load_reward_model(str(tmp_path / "rm" / "output"))
+    model, tokenizer = scoring.load_reward_model(str(tmp_path / "rm" / "output"))
     assert model.config.num_labels == 1
     assert type(model).__name__ == "LlamaForSequenceClassification"
     saved = json.loads(
@@ -88,9 +89,9 @@ def test_reward_model_from_minilm_encoder_trains_with_sep_as_end_token(tmp_path)
     metrics = run(tmp_path, "enc", config, preference_records(8))
 
     assert math.isfinite(metrics["loss"]) is True
-    model, tokenizer = reward.load_reward_model(str(tmp_path / "enc" / "output"))
+    model, tokenizer = scoring.load_reward_model(str(tmp_path / "enc" / "output"))
     assert tokenizer.eos_token == "[SEP]"
-    ids = reward.reward_input_ids(
+    ids = scoring.reward_input_ids(
         tokenizer,
         [{"role": "user", "content": "hi"}],
         [{"role": "assistant", "content": "hello"}],
@@ -189,7 +190,7 @@ def test_evaluate_reward_model_command_ends_with_one_json_line(
     last = json.loads(out.getvalue().strip().splitlines()[-1])
     assert sorted(last) == ["accuracy", "mean_margin", "pairs"]
     assert last["pairs"] == 10
-    model, tokenizer = reward.load_reward_model(str(reward_dir))
+    model, tokenizer = scoring.load_reward_model(str(reward_dir))
     assert last == reward.evaluate_pairs(
         model, tokenizer, preference_records(10, seed=5)
     )

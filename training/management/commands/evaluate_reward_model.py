@@ -60,7 +60,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        from training.reward import evaluate_pairs, load_reward_model
+        from inference.scoring import load_reward_model
+        from training.reward import evaluate_pairs
 
         name = options["model_name"]
         try:
