@@ -3,6 +3,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
+from django.views.generic import RedirectView
 
 from annotation import playground
 from annotation.views import home
@@ -16,7 +17,12 @@ urlpatterns = [
     path("api/", api.urls),
     path("data/", include("annotation.data_urls")),
     path("training/", include("training.urls")),
-    path("models/", include("inference.urls")),
+    # The model registry moved under /training/; old links still land on it.
+    path(
+        "models/",
+        RedirectView.as_view(pattern_name="training:registry"),
+        name="old_registry",
+    ),
     path("overview/", include("annotation.overview_urls")),
     path("playground/", playground.page, name="playground"),
     path("people/", include("annotation.people_urls")),

@@ -58,6 +58,8 @@ PUBLIC = {
     "logout": ("post", 302),
     # A mistyped invitation link: the page says so.
     "people:set_password": ("get", 200),
+    # The registry's old address redirects; the registry page checks the role.
+    "old_registry": ("get", 302),
 }
 # page: (method, roles that may use it, whether it is inside one project)
 PAGES = {
@@ -92,7 +94,7 @@ PAGES = {
     "training:job_log": ("get", READERS, True),
     "training:deploy": ("post", ADMIN, False),
     "training:rollback": ("post", ADMIN, False),
-    "inference:registry": ("get", READERS, False),
+    "training:registry": ("get", READERS, False),
     "playground": ("get", READERS, False),
     "overview:project": ("get", READERS, True),
     "overview:publish": ("post", ADMIN, True),

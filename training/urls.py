@@ -1,4 +1,4 @@
-"""Pages of the training app: launch, round monitor, cancel, resume, deploy."""
+"""Pages of the training app: launch, round monitor, cancel, resume, model registry, deploy."""
 
 from django.urls import path
 
@@ -13,6 +13,7 @@ urlpatterns = [
     path("rounds/<int:pk>/cancel/", views.cancel, name="cancel"),
     path("rounds/<int:pk>/resume/", views.resume, name="resume"),
     path("jobs/<int:pk>/log/", views.job_log, name="job_log"),
+    path("models/", views.registry, name="registry"),
     path("policies/<int:pk>/deploy/", views.deploy, name="deploy"),
     path("rollback/", views.rollback, name="rollback"),
 ]

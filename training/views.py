@@ -1,4 +1,4 @@
-"""Training pages: launch a round, watch its stages, cancel and resume it, deploy a policy.
+"""Training pages: launch a round, watch its stages, cancel and resume it, the model registry, deploy.
 
 Views are thin: a form validates, the role is checked, one workflow function in
 training/rounds.py, training/tasks.py or training/deployment.py acts. Researchers read rounds; only
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from django import forms
 from django.contrib import messages
+from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -19,6 +20,7 @@ from django.views.decorators.http import require_POST
 from annotation.models import Project
 from config.forms import act
 from config.roles import ADMIN, RESEARCHER, role_required
+from inference.lineage import lineage_svg
 from inference.models import Policy
 from training import tasks
 from training.charts import job_charts
@@ -157,6 +159,54 @@ def resume(request: HttpRequest, pk: int) -> HttpResponse:
     return redirect(training_round)
 
 
+@role_required(RESEARCHER, ADMIN)
+def registry(request: HttpRequest) -> HttpResponse:
+    """Show every registered model with its lineage, metrics and disk use.
+
+    The round that produced a policy comes through the reverse relation
+    `produced_by_jobs` of the registry row.
+    """
+    policies = list(
+        Policy.objects.select_related("parent").prefetch_related(
+            Prefetch("produced_by_jobs"), "current_for_projects"
+        )
+    )
+    projects = list(
+        Project.objects.visible_to(request.user).select_related("current_policy")
+    )
+    current_ids = {p.current_policy_id for p in projects if p.current_policy_id}
+    rows = []
+    for policy in policies:
+        size = policy.disk_bytes()
+        jobs = list(policy.produced_by_jobs.all())
+        rows.append(
+            {
+                "policy": policy,
+                "bytes": size,
+                "job": jobs[0] if jobs else None,
+                "metrics": sorted(
+                    (k, v)
+                    for k, v in policy.metrics.items()
+                    if isinstance(v, (int, float))
+                ),
+                "current_for": [p.name for p in policy.current_for_projects.all()],
+            }
+        )
+    context = {
+        "rows": rows,
+        "projects": projects,
+        "graph": lineage_svg(policies, current_ids),
+        # A folder shared by several rows (one base under many full-model rows) counts once.
+        "total_bytes": sum(
+            {
+                (r["policy"].adapter_path or r["policy"].base_path): r["bytes"]
+                for r in rows
+            }.values()
+        ),
+    }
+    return render(request, "training/registry.html", context)
+
+
 @require_POST
 @role_required(ADMIN)
 def deploy(request: HttpRequest, pk: int) -> HttpResponse:
@@ -172,7 +222,7 @@ def deploy(request: HttpRequest, pk: int) -> HttpResponse:
             request,
             f"{policy.name} is now the current policy of {form.cleaned_data['project']}.",
         )
-    return redirect(reverse("inference:registry"))
+    return redirect(reverse("training:registry"))
 
 
 @require_POST
@@ -189,4 +239,4 @@ def rollback(request: HttpRequest) -> HttpResponse:
         messages.success(
             request, f"Rolled back: {deployment.policy.name} is current again."
         )
-    return redirect(reverse("inference:registry"))
+    return redirect(reverse("training:registry"))

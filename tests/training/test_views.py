@@ -70,10 +70,10 @@ def failed_round(project, deployed, admin_user) -> TrainingRound:
         ("training:launch", "researcher", 403),
         ("training:launch", "annotator", 403),
         ("training:launch", "outsider", 403),
-        ("inference:registry", "admin_user", 200),
-        ("inference:registry", "researcher", 200),
-        ("inference:registry", "annotator", 403),
-        ("inference:registry", "outsider", 403),
+        ("training:registry", "admin_user", 200),
+        ("training:registry", "researcher", 200),
+        ("training:registry", "annotator", 403),
+        ("training:registry", "outsider", 403),
     ],
 )
 def test_pages_answer_each_role(request, project, url_name, persona, status):
@@ -85,13 +85,20 @@ def test_pages_answer_each_role(request, project, url_name, persona, status):
 
 
 @pytest.mark.parametrize(
-    "url_name", ["training:rounds", "training:launch", "inference:registry"]
+    "url_name", ["training:rounds", "training:launch", "training:registry"]
 )
 def test_anonymous_visitors_are_sent_to_login(client, db, url_name):
     response = client.get(reverse(url_name))
 
     assert response.status_code == 302
     assert response["Location"].startswith("/login/")
+
+
+def test_the_old_registry_address_redirects_to_the_registry_page(researcher):
+    response = login(researcher).get("/models/")
+
+    assert response.status_code == 302
+    assert response["Location"] == reverse("training:registry") == "/training/models/"
 
 
 @pytest.mark.parametrize(
@@ -257,7 +264,7 @@ def test_the_registry_shows_lineage_round_and_disk_use(
     )
     TrainingJob.objects.filter(round=failed_round).update(output_policy=child)
 
-    html = login(admin_user).get(reverse("inference:registry")).content.decode()
+    html = login(admin_user).get(reverse("training:registry")).content.decode()
 
     assert 'aria-label="Lineage graph of 2 models"' in html
     assert "marker-end" in html  # one parent -> child edge
