@@ -10,7 +10,7 @@ the consensus like anyone's; they are left out of human agreement figures
 (`annotation.agreement`), of the human leaderboard (`annotation.leaderboard`), and
 snapshots label them `simulated-N` (`annotation.snapshots`).
 
-Three annotators: `JudgeAnnotator` (the demo domain's rule-based judge),
+Three annotators: `JudgeAnnotator` (a registered judge, such as the demo's rule-based one),
 `RewardModelAnnotator` (a registered reward model's scores) and `NoisyAnnotator`
 (wraps either with seeded flips, ties and skips).
 """
@@ -36,6 +36,7 @@ from annotation.assignment import (
 )
 from annotation.models import AnnotatorProfile, Project, Ranking
 from config.roles import ANNOTATOR
+from inference.judges import Judge
 from inference.models import Policy
 from inference.scoring import RewardScorer
 
@@ -65,16 +66,17 @@ class SimulatedAnnotator(Protocol):
 
 
 class JudgeAnnotator:
-    """Rank by the demo domain's rule-based judge; equal scores tie."""
+    """Rank with a registered judge (`inference.judges`); responses it rates equal tie."""
 
     simulator = "judge"
+
+    def __init__(self, judge: Judge) -> None:
+        self.judge = judge
 
     def decide(
         self, prompt_messages: list[dict], responses: list[str], *, key: str
     ) -> Order | Skip:
-        from annotation.demo_domain import judge_rank
-
-        return judge_rank(prompt_messages, responses)
+        return self.judge.rank(prompt_messages, responses)
 
 
 class RewardModelAnnotator:

@@ -30,11 +30,11 @@ def main() -> None:
 
     import torch
 
-    from annotation.demo_domain import make_prompts, pretraining_corpus
+    from demo.policies import SIZES, init_model, train_tokenizer
+    from demo.world import make_prompts, pretraining_corpus
     from inference.generation import generate_candidates
     from inference.loading import load_for_generation
     from inference.sampling import SamplingConfig
-    from training.demo_models import SIZES, init_model, train_tokenizer
 
     if args.model:
         model, tokenizer = load_for_generation(args.model, device="cpu")

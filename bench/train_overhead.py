@@ -66,8 +66,8 @@ def build_world(root: Path, n_prompts: int) -> tuple:
     from django.contrib.auth.models import User
 
     from annotation.models import Project, Prompt, Ranking, RankingTask, Response, Round
+    from demo.policies import SIZES, init_model, train_tokenizer
     from inference.models import Policy
-    from training.demo_models import SIZES, init_model, train_tokenizer
 
     questions = [f"What is {a} plus {b}?" for a in range(10) for b in range(10)][
         :n_prompts

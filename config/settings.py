@@ -77,6 +77,8 @@ INSTALLED_APPS = [
     "inference",
     "annotation",
     "training",
+    # The demo is a guest on top of the product apps; product code never imports it.
+    "demo",
 ]
 
 MIDDLEWARE = [

@@ -102,7 +102,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     Saved once per session as a normal Hugging Face folder; tests that train must copy
     it or write their outputs elsewhere.
     """
-    from training.demo_models import SIZES, init_model, train_tokenizer
+    from demo.policies import SIZES, init_model, train_tokenizer
 
     path = tmp_path_factory.mktemp("tiny-model")
     texts = [
@@ -124,9 +124,9 @@ def demo_models(tmp_path_factory) -> dict[str, Path]:
     """The micro demo models (pre-trained base and SFT policy), built once per session.
 
     Returns {"base": Path, "sft": Path}; not registered (tests register what they need,
-    e.g. with training.demo_models.register_demo_models). Do not write into them.
+    e.g. with demo.policies.register_demo_models). Do not write into them.
     """
-    from training.demo_models import build_demo_models
+    from demo.policies import build_demo_models
 
     out = tmp_path_factory.mktemp("demo-models")
     return build_demo_models(out, "micro", seed=0, progress=False)

@@ -15,13 +15,14 @@ import json
 import re
 import shutil
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from inference.judges import judge_path
 from inference.models import Policy
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
 from training.progress import CONFIG_FILE, OUTPUT_DIR, RESULT_FILE, STOP_FILE
@@ -48,6 +49,14 @@ def reward_inputs(policy: Policy) -> dict[str, str]:
     return {"reward_model_path": policy.base_path}
 
 
+def judge_inputs(config: dict[str, Any]) -> dict[str, str]:
+    """Return the path of the judge a stage's config names, looked up here: the
+    stage's child process has no app registry to find it by name."""
+    if not config.get("judge"):
+        return {}
+    return {"judge_path": judge_path(config["judge"])}
+
+
 def round_dir(training_round: TrainingRound) -> Path:
     """Return the folder holding the round's data files and its stages' run directories.
 
@@ -59,12 +68,14 @@ def round_dir(training_round: TrainingRound) -> Path:
 
 
 def _inputs_for(job: TrainingJob) -> dict[str, str]:
-    """Return the artifact paths this job starts from: the previous stages' outputs."""
+    """Return the artifact paths this job starts from (the previous stages' outputs)
+    and the path of the judge it names."""
     training_round = job.round
     inputs = policy_inputs(training_round.parent_policy)
     reward_name = training_round.config.get("reward_model")
     if reward_name:
         inputs.update(reward_inputs(Policy.objects.get(name=reward_name)))
+    inputs.update(judge_inputs(job.config))
     for earlier in training_round.jobs.filter(index__lt=job.index).order_by("index"):
         produces = get_stage(earlier.stage).produces
         if not produces:

@@ -13,8 +13,9 @@ Each round goes through the same functions the pages call:
    `db_worker` does. A running `db_worker` may take a stage instead: `start_job`
    lets exactly one claim it, and the loop waits for it. The platform's code path
    is the one measured; only the queue wait is skipped;
-5. the new policy is evaluated on held-out prompts (never published): the demo
-   judge's win rate against the previous policy and against the SFT policy, the
+5. the new policy is evaluated on held-out prompts (never published): the
+   judge's win rate (a registered judge, `inference.judges`: the demo's when the
+   demo is installed) against the previous policy and against the SFT policy, the
    KL divergence to the SFT policy, and distinct-2 diversity; the figures are
    stored on the policy (`Policy.metrics`, read by the leaderboard);
 6. `deploy_policy` makes it current, so the next round samples from it.
@@ -39,6 +40,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser
 
 from annotation.models import Project, Prompt, Snapshot
+from inference.judges import Judge, get_judge
 from inference.models import Policy
 from training.charts import save_plot, table_header, table_row
 from training.evaluation import mean_distinct_n
@@ -108,6 +110,13 @@ class LoopConfig:
     )
     skip_rate: float = field(
         default=0.0, metadata={"help": "Simulated annotators' skip rate."}
+    )
+    judge: str = field(
+        default="",
+        metadata={
+            "help": "Registered judge the simulated annotators rank with and the win "
+            "rates are measured by ('': the only registered one, e.g. the demo's)."
+        },
     )
     votes: str = field(
         default="",
@@ -241,19 +250,20 @@ class RoundFigures:
 
 
 def judge_win_rate(
-    prompts: list[list[dict]], ours: list[list[str]], theirs: list[list[str]]
+    prompts: list[list[dict]],
+    ours: list[list[str]],
+    theirs: list[list[str]],
+    judge: Judge,
 ) -> float:
-    """Return the share of (prompt, sample) comparisons the demo judge gives to `ours`.
+    """Return the share of (prompt, sample) comparisons the judge gives to `ours`.
 
     The i-th sample of each side meet on the same prompt; a tie counts half.
     """
-    from annotation.demo_domain import judge_compare
+    from inference.judges import win_probability
     from training.evaluation import win_rate_by_judge
 
     flat_prompts, a, b = _paired(prompts, ours, theirs)
-    return win_rate_by_judge(
-        flat_prompts, a, b, lambda p, x, y: (judge_compare(p, x, y) + 1) / 2
-    )
+    return win_rate_by_judge(flat_prompts, a, b, win_probability(judge))
 
 
 def reward_model_win_rate(
@@ -361,14 +371,14 @@ def drain_round(training_round, *, poll_seconds: float = 1.0) -> None:
             time.sleep(poll_seconds)
 
 
-def _annotators(project: Project, config: LoopConfig, round_number: int):
+def _annotators(project: Project, config: LoopConfig, judge: Judge):
     """Return (user, annotator) pairs: as many noisy judges as the project's overlap."""
     from annotation.simulated import JudgeAnnotator, NoisyAnnotator, simulated_user
 
     pairs = []
     for i in range(1, max(1, project.overlap) + 1):
         annotator = NoisyAnnotator(
-            JudgeAnnotator(),
+            JudgeAnnotator(judge),
             flip_rate=config.flip_rate,
             tie_rate=config.tie_rate,
             skip_rate=config.skip_rate,
@@ -397,13 +407,14 @@ def _publish_annotate_train(
     current: Policy,
     earlier: list[Policy],
     *,
+    judge: Judge,
     user: AbstractBaseUser | None,
     seconds: dict[str, float],
 ) -> tuple[TrainingRound, Snapshot]:
     """Run steps 1-4 of round `r`; return the succeeded training round and its snapshot.
 
     Publish candidates of `current` (and of the `earlier` policies), let the
-    simulated annotators rank them, freeze the snapshot, and train on it through
+    simulated annotators (noisy copies of `judge`) rank them, freeze the snapshot, and train on it through
     the worker's task function. Record each step's wall time in `seconds`. Raise
     RuntimeError with the round's error text when the training round fails.
     """
@@ -428,7 +439,7 @@ def _publish_annotate_train(
     seconds["publish"] = time.monotonic() - tick
 
     tick = time.monotonic()
-    for annotator_user, annotator in _annotators(project, config, r):
+    for annotator_user, annotator in _annotators(project, config, judge):
         annotate(project, annotator_user, annotator)
     seconds["annotate"] = time.monotonic() - tick
 
@@ -492,6 +503,7 @@ def run_loop(
         raise ValueError(
             f"project {project.name} has no current policy; deploy one (e.g. demo-sft) first"
         )
+    judge = get_judge(config.judge)
     loop_started = time.monotonic()
     reference = reference or sft_policy(project) or project.current_policy
     prompts = held_out_prompts(project, config.eval_prompts)
@@ -518,7 +530,14 @@ def run_loop(
             history[:-1][-config.earlier_policies :] if config.earlier_policies else []
         )
         training_round, snapshot = _publish_annotate_train(
-            project, config, r, current, earlier, user=user, seconds=seconds
+            project,
+            config,
+            r,
+            current,
+            earlier,
+            judge=judge,
+            user=user,
+            seconds=seconds,
         )
 
         tick = time.monotonic()
@@ -529,8 +548,10 @@ def run_loop(
             policy=policy.name,
             pairs=snapshot.row_count,
             rm_accuracy=_rm_accuracy(training_round),
-            win_rate_vs_previous=judge_win_rate(prompts, samples, previous_samples),
-            win_rate_vs_sft=judge_win_rate(prompts, samples, reference_samples),
+            win_rate_vs_previous=judge_win_rate(
+                prompts, samples, previous_samples, judge
+            ),
+            win_rate_vs_sft=judge_win_rate(prompts, samples, reference_samples, judge),
             kl=kl_to_sft(
                 policy,
                 reference,

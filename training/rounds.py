@@ -27,8 +27,9 @@ from django.utils import timezone
 
 from annotation.audit import record
 from annotation.models import Project, Snapshot
+from inference.judges import default_judge_name
 from inference.models import Policy
-from training.jobs import policy_inputs, reward_inputs, round_dir
+from training.jobs import judge_inputs, policy_inputs, reward_inputs, round_dir
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
 from training.stages import (
     STAGES,
@@ -199,8 +200,8 @@ def launch_round(
         if project.prompts.filter(is_held_out=True).exists():
             stages.append("evaluate")
             evaluate = dict(options.get("evaluate") or {})
-            if "judge" not in evaluate and _has_judge_annotator(project):
-                evaluate["judge"] = "demo"
+            if "judge" not in evaluate and (judge := _annotators_judge(project)):
+                evaluate["judge"] = judge
             options["evaluate"] = evaluate
         else:
             options["evaluate"] = False
@@ -214,6 +215,7 @@ def launch_round(
         inputs = policy_inputs(parent)
         if reward_model is not None:
             inputs.update(reward_inputs(reward_model))
+        inputs.update(judge_inputs(options.get(stage) or {}))
         configs.append(resolve_config(stage, options.get(stage) or {}, inputs))
 
     with transaction.atomic():
@@ -245,15 +247,25 @@ def launch_round(
     return training_round
 
 
-def _has_judge_annotator(project: Project) -> bool:
-    """Return whether the project's rankings include the demo judge's (a simulated annotator)."""
-    from annotation.models import Ranking
+def _annotators_judge(project: Project) -> str | None:
+    """Return the judge to evaluate with when simulated judge annotators ranked here.
 
-    return Ranking.objects.filter(
+    A judge annotator's profile says only "judge", so this is the only registered
+    judge (`inference.judges`); None when no judge annotator ranked in the project
+    or when none or several judges are registered.
+    """
+    from annotation.models import Ranking
+    from annotation.simulated import JudgeAnnotator
+
+    judge = default_judge_name()
+    if judge is None:
+        return None
+    ranked = Ranking.objects.filter(
         task__project=project,
         annotator__annotator_profile__is_simulated=True,
-        annotator__annotator_profile__simulator__icontains="judge",
+        annotator__annotator_profile__simulator__icontains=JudgeAnnotator.simulator,
     ).exists()
+    return judge if ranked else None
 
 
 def _snapshot_for(

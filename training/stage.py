@@ -59,8 +59,13 @@ class EvaluateConfig:
     judge: str = field(
         default="",
         metadata={
-            "help": "'demo': also judge with the demo domain's rule-based judge."
+            "help": "A registered judge that also compares the samples, e.g. 'demo' "
+            "(inference.judges); '' for none."
         },
+    )
+    judge_path: str = field(
+        default="",
+        metadata={"help": "The judge's 'module:attribute' (set by the platform)."},
     )
     seed: int = field(default=0, metadata={"help": "Seed for sampling."})
     base_path: str = field(
@@ -84,8 +89,11 @@ class EvaluateConfig:
         for name in ("prompts", "max_new_tokens", "diversity_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.judge not in ("", "demo"):
-            raise ValueError(f"judge must be '' or 'demo', got {self.judge!r}")
+        if self.judge and not self.judge_path:
+            raise ValueError(
+                f"judge {self.judge!r} has no judge_path; launch the round through the "
+                "platform, which looks the judge up in its registry"
+            )
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluateConfig:
@@ -116,12 +124,10 @@ def train_evaluate(
         if line.strip()
     ]
     judge = None
-    if config.judge == "demo":
-        from annotation.demo_domain import judge_compare
+    if config.judge_path:
+        from inference.judges import load_judge, win_probability
 
-        def judge(prompt: Any, a: str, b: str) -> float:
-            return (judge_compare(prompt, a, b) + 1) / 2
-
+        judge = win_probability(load_judge(config.judge_path))
     reporter.log(0, 1)
     metrics = evaluate_policy(
         (config.base_path, config.adapter_path),

@@ -118,6 +118,7 @@ INPUT_FIELDS = {
     "reward_model_path",
     "parent_base_path",
     "parent_adapter_path",
+    "judge_path",
 }
 
 

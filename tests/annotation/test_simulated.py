@@ -8,7 +8,6 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 
-from annotation.demo_domain import ANSWERS, make_prompts, parse_prompt
 from annotation.models import (
     AnnotatorProfile,
     Lease,
@@ -27,6 +26,7 @@ from annotation.simulated import (
     simulated_agreement,
     simulated_user,
 )
+from demo.world import ANSWERS, JUDGE, make_prompts, parse_prompt
 from inference.models import Policy
 from tests.conftest import make_user
 
@@ -59,7 +59,7 @@ class Fixed:
 
 def test_judge_ranks_polite_correct_above_plain_above_curt_evasive():
     best, plain, worst = good_and_bad(PROMPT)
-    order = JudgeAnnotator().decide(PROMPT, [worst, best, plain], key="t")
+    order = JudgeAnnotator(JUDGE).decide(PROMPT, [worst, best, plain], key="t")
     assert order == [[1], [2], [0]]
 
 
@@ -91,7 +91,7 @@ def test_flip_rate_is_the_share_of_reversed_pairs_and_is_seeded():
 
 def test_noise_rates_outside_zero_to_one_are_refused():
     with pytest.raises(ValueError, match=r"flip_rate must be in \[0, 1\], got 1.5"):
-        NoisyAnnotator(JudgeAnnotator(), flip_rate=1.5)
+        NoisyAnnotator(JudgeAnnotator(JUDGE), flip_rate=1.5)
 
 
 def test_scores_within_the_tie_margin_tie():
@@ -139,7 +139,7 @@ def test_judge_ranks_every_task_through_leases_and_submissions(project, sft):
     project.save()
     tasks = publish(project, sft, 3)
     user = simulated_user("sim-judge-1", "judge")
-    report = annotate(project, user, JudgeAnnotator())
+    report = annotate(project, user, JudgeAnnotator(JUDGE))
     assert (report.ranked, report.skipped, report.paused) == (3, 0, False)
     assert (
         list(Lease.objects.filter(annotator=user).values_list("status", flat=True))
@@ -161,8 +161,12 @@ def test_the_overlap_holds_for_simulated_annotators(project, sft):
     project.gold_rate = 0.0
     project.save()
     publish(project, sft, 2, overlap=1)
-    first = annotate(project, simulated_user("sim-judge-1", "judge"), JudgeAnnotator())
-    second = annotate(project, simulated_user("sim-judge-2", "judge"), JudgeAnnotator())
+    first = annotate(
+        project, simulated_user("sim-judge-1", "judge"), JudgeAnnotator(JUDGE)
+    )
+    second = annotate(
+        project, simulated_user("sim-judge-2", "judge"), JudgeAnnotator(JUDGE)
+    )
     assert (first.ranked, second.ranked) == (2, 0)
 
 
@@ -172,7 +176,7 @@ def test_skips_go_through_skip_task_and_max_tasks_stops_early(project, sft):
     publish(project, sft, 3)
     user = simulated_user("sim-noisy-1", "noisy")
     report = annotate(
-        project, user, NoisyAnnotator(JudgeAnnotator(), skip_rate=1.0), max_tasks=2
+        project, user, NoisyAnnotator(JudgeAnnotator(JUDGE), skip_rate=1.0), max_tasks=2
     )
     assert (report.ranked, report.skipped) == (0, 2)
     assert (
@@ -185,7 +189,7 @@ def test_skips_go_through_skip_task_and_max_tasks_stops_early(project, sft):
 
 def test_a_person_cannot_be_driven_by_annotate(project, annotator):
     with pytest.raises(ValueError, match="is not a simulated annotator"):
-        annotate(project, annotator, JudgeAnnotator())
+        annotate(project, annotator, JudgeAnnotator(JUDGE))
 
 
 def test_simulated_rankings_stay_out_of_the_task_agreement(project, sft):
@@ -197,11 +201,11 @@ def test_simulated_rankings_stay_out_of_the_task_agreement(project, sft):
     Ranking.objects.create(
         task=task, annotator=human, order=[[ids[0]], [ids[1]], [ids[2]]]
     )
-    annotate(project, simulated_user("sim-judge-1", "judge"), JudgeAnnotator())
+    annotate(project, simulated_user("sim-judge-1", "judge"), JudgeAnnotator(JUDGE))
     annotate(
         project,
         simulated_user("sim-noisy-1", "noisy"),
-        NoisyAnnotator(JudgeAnnotator(), flip_rate=1.0),
+        NoisyAnnotator(JudgeAnnotator(JUDGE), flip_rate=1.0),
     )
     task.refresh_from_db()
     assert task.agreement is None  # one person: no human pair to agree
@@ -287,3 +291,8 @@ def test_command_ranks_with_noisy_judges_and_reports_each(project, sft):
 def test_command_refuses_a_bad_noise_spec(project):
     with pytest.raises(CommandError, match="--noise flip rate must be in"):
         call_command("simulate_annotators", "--project=demo", "--noise=2")
+
+
+def test_command_refuses_a_judge_nobody_registered(project):
+    with pytest.raises(CommandError, match="no judge named 'ifeval'; registered"):
+        call_command("simulate_annotators", "--project=demo", "--judge=ifeval")

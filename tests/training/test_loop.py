@@ -8,8 +8,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from annotation.demo_domain import make_prompts
 from annotation.models import Project, Prompt, Ranking
+from demo.world import JUDGE, make_prompts
 from inference.models import Policy
 from training.charts import table_header, table_row
 from training.loop import (
@@ -36,7 +36,7 @@ def test_judge_win_rate_counts_a_tie_as_half():
     prompt = make_prompts(1, seed=0)[0]
     good = "Sure! I don't know, ask someone else."
     bad = "Ugh. I don't know, ask someone else."
-    rate = judge_win_rate([prompt], [[good, good, bad]], [[bad, good, good]])
+    rate = judge_win_rate([prompt], [[good, good, bad]], [[bad, good, good]], JUDGE)
     assert rate == (1 + 0.5 + 0) / 3
 
 
@@ -74,7 +74,7 @@ def test_table_row_lines_up_with_the_header():
 @pytest.fixture(scope="module")
 def micro_sft_dir(tmp_path_factory):
     """The micro preset of the demo models: it writes demo-like sentences the judge tells apart."""
-    from training.demo_models import build_demo_models
+    from demo.policies import build_demo_models
 
     paths = build_demo_models(
         tmp_path_factory.mktemp("micro-demo"), "micro", 0, progress=False

@@ -315,6 +315,39 @@ def test_a_round_that_trains_a_policy_ends_with_an_evaluation_on_held_out_prompt
     assert evaluate.config["parent_base_path"] == "/models/demo-sft"
 
 
+def test_rankings_by_a_judge_annotator_make_the_evaluation_ask_that_judge(
+    project, admin_user, ranked
+):
+    from annotation.models import Prompt
+    from annotation.simulated import simulated_user
+
+    Prompt.objects.create(project=project, messages="Held out?", is_held_out=True)
+    judge = simulated_user(
+        "sim-judge-1", "noisy(judge, flip=0.1, tie=0, skip=0, seed=1)"
+    )
+    rank(make_task(project, "What is 4 + 4?"), judge, [[0], [1], [2], [3]])
+
+    training_round = launch(project, "dpo", user=admin_user)
+
+    evaluate = training_round.jobs.get(stage="evaluate")
+    assert (evaluate.config["judge"], evaluate.config["judge_path"]) == (
+        "demo",
+        "demo.world:JUDGE",
+    )
+
+
+def test_an_evaluation_naming_an_unknown_judge_is_refused(project, admin_user, ranked):
+    from annotation.models import Prompt
+
+    Prompt.objects.create(project=project, messages="Held out?", is_held_out=True)
+
+    with pytest.raises(ValueError) as error:
+        launch(
+            project, "dpo", user=admin_user, options={"evaluate": {"judge": "ifeval"}}
+        )
+    assert "no judge named 'ifeval'; registered judges: ['demo']" in str(error.value)
+
+
 def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(
     project, admin_user, ranked
 ):

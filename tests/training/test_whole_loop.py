@@ -17,9 +17,9 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from annotation.models import Lease, Ranking, Round
+from demo.project import create_demo_project
 from inference.models import Policy
 from tests.conftest import login, make_user
-from training.demo import create_demo_project
 from training.deployment import deploy_policy
 from training.models import Status, TrainingRound
 

@@ -13,6 +13,7 @@ from annotation.simulated import (
     simulated_agreement,
     simulated_user,
 )
+from inference.judges import get_judge
 from inference.models import Policy
 
 
@@ -47,7 +48,13 @@ class Command(BaseCommand):
             "--annotator",
             choices=["judge", "reward-model"],
             default="judge",
-            help="judge: the demo domain's rule-based judge; reward-model: --reward-model.",
+            help="judge: a registered judge (--judge); reward-model: --reward-model.",
+        )
+        parser.add_argument(
+            "--judge",
+            default="",
+            help="Registered name of the judge to rank with (default: the only "
+            "registered one, the demo's when the demo is installed).",
         )
         parser.add_argument(
             "--reward-model",
@@ -92,7 +99,10 @@ class Command(BaseCommand):
                 )
             base = RewardModelAnnotator(rm)
         else:
-            base = JudgeAnnotator()
+            try:
+                base = JudgeAnnotator(get_judge(options["judge"]))
+            except ValueError as exc:
+                raise CommandError(str(exc)) from None
         flip, tie, skip = (
             parse_noise(options["noise"]) if options["noise"] else (0, 0, 0)
         )

@@ -35,7 +35,13 @@ class Command(BaseCommand):
             "--annotators",
             choices=["simulated"],
             default="simulated",
-            help="Who ranks: simulated (noisy copies of the demo judge, one per overlap slot).",
+            help="Who ranks: simulated (noisy copies of the judge, one per overlap slot).",
+        )
+        parser.add_argument(
+            "--judge",
+            default=defaults.judge,
+            help="Registered name of the judge (default: the only registered one, "
+            "the demo's when the demo is installed).",
         )
         parser.add_argument(
             "--prompts",
@@ -118,6 +124,7 @@ class Command(BaseCommand):
                 flip_rate=flip,
                 tie_rate=tie,
                 skip_rate=skip,
+                judge=options["judge"],
                 votes=options["votes"],
                 data=options["data"],
                 eval_prompts=options["eval_prompts"],

@@ -3,7 +3,7 @@
 Everything here builds locally from text the project generates; nothing is downloaded.
 `build_demo_models` pre-trains `demo-base` by next-token prediction on the demo
 domain's corpus, then fine-tunes `demo-sft` from it with TRL's `SFTTrainer` on the
-domain's demonstrations (see `annotation.demo_domain`). Plain Python, no Django.
+domain's demonstrations (see `demo.world`). Plain Python, no Django.
 """
 
 from __future__ import annotations
@@ -173,7 +173,7 @@ def build_demo_models(
     only when finished) and is kept, unless `force` rebuilds both. Each folder holds
     the weights, the tokenizer and build_info.json (the plan, seed and metrics).
     """
-    from annotation.demo_domain import pretraining_corpus, sft_examples
+    from demo.world import pretraining_corpus, sft_examples
     from inference.artifacts import atomic_dir
 
     if preset not in PLANS:
@@ -351,7 +351,7 @@ def sample_judge_stats(model_dir: Path, n_prompts: int, seed: int) -> dict[str, 
     """
     import statistics
 
-    from annotation.demo_domain import judge_score, make_prompts
+    from demo.world import judge_score, make_prompts
     from inference.generation import generate_candidates
     from inference.loading import load_for_generation
     from inference.sampling import SamplingConfig

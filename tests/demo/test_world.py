@@ -1,9 +1,10 @@
-"""The demo domain: deterministic prompts and data, and a judge that scores each axis."""
+"""The demo world: deterministic prompts and data, and a judge that scores each axis."""
 
 import pytest
 
-from annotation.demo_domain import (
+from demo.world import (
     CREATURES,
+    JUDGE,
     JudgeScore,
     judge_compare,
     judge_rank,
@@ -136,3 +137,19 @@ def test_sft_demonstrations_vary_along_every_axis_at_the_documented_rates():
     assert 0.33 <= share(lambda s: s.concision < 0) <= 0.37
     assert 0.25 <= share(lambda s: s.politeness < 0) <= 0.32
     assert share(lambda s: s.answer == "none") == 0.0
+
+
+def test_the_demo_app_registers_its_judge_as_demo():
+    from inference.judges import get_judge, judge_path
+
+    assert judge_path("demo") == "demo.world:JUDGE"
+    assert get_judge("demo") is JUDGE
+
+
+def test_the_registered_judge_compares_and_ranks_as_the_world_does():
+    responses = ["Fine. A glimmet is blue.", "Sure! A glimmet is blue.", "Ugh."]
+
+    assert JUDGE.compare(COLOUR, responses[1], responses[0]) == 1.0
+    assert JUDGE.compare(COLOUR, responses[0], responses[1]) == -1.0
+    assert JUDGE.compare(COLOUR, responses[0], responses[0]) == 0.0
+    assert JUDGE.rank(COLOUR, responses) == judge_rank(COLOUR, responses)

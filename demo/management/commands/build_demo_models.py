@@ -31,7 +31,7 @@ class Command(BaseCommand):
     def handle(
         self, *args, preset: str, out: str, seed: int, force: bool, **options
     ) -> None:
-        from training.demo_models import PLANS, build_demo_models, register_demo_models
+        from demo.policies import PLANS, build_demo_models, register_demo_models
 
         if preset not in PLANS:
             raise CommandError(

@@ -6,12 +6,12 @@ import shutil
 from django.core.management import call_command
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from inference.models import Policy
-from training.demo_models import (
+from demo.policies import (
     build_demo_models,
     read_build_info,
     register_demo_models,
 )
+from inference.models import Policy
 
 
 def test_tiny_model_folder_loads_and_formats_chat(tiny_model_dir):

@@ -1,4 +1,4 @@
-"""The demo domain: an invented zoo, questions about it, graded responses and a judge.
+"""The demo world: an invented zoo, questions about it, graded responses and a judge.
 
 The world is a fixed table of 24 invented creatures (a *glimmet* is blue, has 6 legs,
 eats moss and costs 3 coins) and 24 people's names. A user asks one of seven kinds of
@@ -320,7 +320,7 @@ def parse_prompt(prompt_messages: list[dict]) -> Question:
     if question is None:
         raise ValueError(
             f"{text[:80]!r} is not a demo-domain prompt; the judge only scores prompts "
-            "made by annotation.demo_domain.make_prompts"
+            "made by demo.world.make_prompts"
         )
     return question
 
@@ -395,6 +395,22 @@ def judge_rank(prompt_messages: list[dict], responses: list[str]) -> list[list[i
         groups.append([i for i, t in enumerate(totals) if t == value])
     return groups
 
+
+class WorldJudge:
+    """The rule-based judge in the form the platform's judge registry takes (inference.judges)."""
+
+    def compare(self, prompt_messages: list[dict], a: str, b: str) -> float:
+        """Return 1.0 if the judge prefers response a, -1.0 if it prefers b, 0.0 for a tie."""
+        return float(judge_compare(prompt_messages, a, b))
+
+    def rank(
+        self, prompt_messages: list[dict], responses: list[str]
+    ) -> list[list[int]]:
+        """Return the responses' indices as tie groups, best first, by the judge's total."""
+        return judge_rank(prompt_messages, responses)
+
+
+JUDGE = WorldJudge()  # registered as "demo" by demo.apps.DemoConfig.ready
 
 _POLITE = frozenset(POLITE_OPENERS + POLITE_CLOSINGS)
 _CURT = frozenset(CURT_OPENERS + CURT_CLOSINGS)

@@ -77,7 +77,7 @@ def create_demo_users() -> dict[str, str]:
 
 def create_demo_project(seed: int = 0) -> tuple[Project, bool]:
     """Create the demo project with its prompt pool and demo-sft deployed, if absent."""
-    from annotation.demo_domain import make_prompts
+    from demo.world import make_prompts
 
     existing = Project.objects.filter(name=DEMO_PROJECT).first()
     if existing is not None:

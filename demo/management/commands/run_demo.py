@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from config.process_tree import become_subreaper, stop_tree
-from training.demo import DEMO_USERS, setup_demo
+from demo.project import DEMO_USERS, setup_demo
 
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:

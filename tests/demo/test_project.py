@@ -5,8 +5,8 @@ from django.contrib.auth.models import User
 
 from annotation.models import Project, RankingTask
 from config.roles import roles_of
-from training.demo import DEMO_USERS, setup_demo
-from training.demo_models import register_demo_models
+from demo.policies import register_demo_models
+from demo.project import DEMO_USERS, setup_demo
 
 
 @pytest.fixture

@@ -1,0 +1,134 @@
+"""The judges the platform can ask to compare and rank responses, registered by name.
+
+A judge is any importable object with two methods:
+
+- `compare(prompt_messages, a, b) -> float` in [-1, 1]: 1 when response `a` is
+  better, -1 when `b` is, 0 for a tie;
+- `rank(prompt_messages, responses) -> list[list[int]]`: the responses' indices
+  as tie groups, best first.
+
+An app registers its judge under a name in its `AppConfig.ready`, as a dotted
+path "module:attribute" (`register_judge("demo", "demo.world:JUDGE")`). Product
+code asks for a judge by name; a training child process has no Django app
+registry, so the platform resolves the name to its path on the Django side
+(`judge_path`) and the child loads the object from the path (`load_judge`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Protocol
+
+_JUDGES: dict[str, str] = {}
+
+
+class Judge(Protocol):
+    """What the platform needs from a judge."""
+
+    def compare(self, prompt_messages: list[dict], a: str, b: str) -> float:
+        """Return 1 if `a` is the better response, -1 if `b` is, 0 for a tie (or between)."""
+
+    def rank(
+        self, prompt_messages: list[dict], responses: list[str]
+    ) -> list[list[int]]:
+        """Return the indices of `responses` as tie groups, best first."""
+
+
+def register_judge(name: str, path: str) -> None:
+    """Register the judge at `path` ("module:attribute") under `name`.
+
+    Registering the same name and path again changes nothing (an app's `ready`
+    may run more than once); another path under a taken name is refused.
+    """
+    if not name:
+        raise ValueError("a judge needs a name, got ''; pass e.g. 'demo'")
+    module, _, attribute = path.partition(":")
+    if not module or not attribute:
+        raise ValueError(
+            f"judge path must be 'module:attribute', got {path!r}; "
+            "e.g. 'demo.world:JUDGE'"
+        )
+    taken = _JUDGES.get(name)
+    if taken is not None and taken != path:
+        raise ValueError(
+            f"judge {name!r} is already registered as {taken!r}, not {path!r}; "
+            "register this one under another name"
+        )
+    _JUDGES[name] = path
+
+
+def registered_judges() -> dict[str, str]:
+    """Return {name: path} of every registered judge."""
+    return dict(_JUDGES)
+
+
+def judge_path(name: str) -> str:
+    """Return the path of the judge registered as `name`.
+
+    Raise ValueError naming the registered judges when there is none by that name.
+    """
+    path = _JUDGES.get(name)
+    if path is None:
+        raise ValueError(
+            f"no judge named {name!r}; registered judges: {sorted(_JUDGES) or 'none'} "
+            "(an installed app registers one with inference.judges.register_judge)"
+        )
+    return path
+
+
+def default_judge_name() -> str | None:
+    """Return the name of the only registered judge; None when there are none or several."""
+    return next(iter(_JUDGES)) if len(_JUDGES) == 1 else None
+
+
+def load_judge(path: str) -> Judge:
+    """Import and return the judge object at `path` ("module:attribute")."""
+    module_name, _, attribute = path.partition(":")
+    if not module_name or not attribute:
+        raise ValueError(
+            f"judge path must be 'module:attribute', got {path!r}; "
+            "e.g. 'demo.world:JUDGE'"
+        )
+    module = importlib.import_module(module_name)
+    judge = getattr(module, attribute, None)
+    if judge is None:
+        raise ValueError(
+            f"module {module_name} has no attribute {attribute!r}; fix the judge path "
+            f"{path!r}"
+        )
+    missing = [m for m in ("compare", "rank") if not callable(getattr(judge, m, None))]
+    if missing:
+        raise ValueError(
+            f"{path} is not a judge: it lacks {missing}; give it "
+            "compare(prompt_messages, a, b) and rank(prompt_messages, responses)"
+        )
+    return judge
+
+
+def get_judge(name: str = "") -> Judge:
+    """Return the judge registered as `name`; '' means the only registered judge.
+
+    Raise ValueError naming the registered judges when `name` is unknown, or is ''
+    while none or several are registered.
+    """
+    if not name:
+        name = default_judge_name() or ""
+        if not name:
+            raise ValueError(
+                f"name a judge: {len(_JUDGES)} are registered "
+                f"({sorted(_JUDGES) or 'none'}), so there is no default one"
+            )
+    return load_judge(judge_path(name))
+
+
+def win_probability(judge: Judge) -> Callable[[list[dict], str, str], float]:
+    """Return `f(prompt_messages, a, b)`: the probability that `a` is better (0.5: a tie).
+
+    This is the form `training.evaluation.win_rate_by_judge` takes.
+    """
+
+    def probability(prompt_messages: list[dict], a: str, b: str) -> float:
+        return (judge.compare(prompt_messages, a, b) + 1) / 2
+
+    return probability
