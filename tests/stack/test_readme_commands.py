@@ -103,6 +103,16 @@ def test_parser_reads_blocks_continuations_console_prompts_and_skip_marks():
     assert blocks[2][0].text == "echo hi"
 
 
+def test_a_skipped_command_is_skipped_whole_continuation_lines_included():
+    (block,) = readme_blocks(
+        "```sh\nfalse \\\n    --more   # skip-test: not here\ntrue\n```\n"
+    )
+    assert block[0].skipped == "not here"
+    script = _script(block, port=8000)
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, script + result.stderr
+
+
 def _script(commands: list[Command], port: int) -> str:
     lines = [
         "set -eE -o pipefail",
@@ -110,9 +120,13 @@ def _script(commands: list[Command], port: int) -> str:
     ]
     for command in commands:
         if command.skipped:
-            lines.append(f"# skipped ({command.skipped}): {command.text}")
-        else:
-            lines.append(command.text.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+            text = command.text.replace("\n", "\n# ")  # every line of it
+            lines.append(f"# skipped ({command.skipped}): {text}")
+            continue
+        label = shlex.quote(command.text.splitlines()[0][:90])
+        lines.append("__started=$SECONDS")
+        lines.append(command.text.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
+        lines.append(f'echo "[readme] $((SECONDS - __started)) s: "{label} >&2')
     return "\n".join(lines) + "\n"
 
 
@@ -161,6 +175,9 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
                 timeout=3600,
             )
             timings.append(f"block {number}: {time.monotonic() - started:.0f} s")
+            timings += [
+                ln for ln in result.stderr.splitlines() if ln.startswith("[readme]")
+            ]
             assert result.returncode == 0, (
                 f"README block {number} failed:\n{result.stderr[-4000:]}\n"
                 f"{result.stdout[-2000:]}"
@@ -171,4 +188,4 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
         for path in set(ROOT.iterdir()) - before:  # prefs.jsonl, r1.parquet, ...
             if path.is_file():
                 path.unlink()
-        print("README command blocks:", ", ".join(timings))
+        print("README command timings:", *timings, sep="\n  ")
