@@ -58,12 +58,14 @@ def micro_demo_var_dir(tmp_path_factory) -> Path:
     return var_dir
 
 
-def make_token(env: dict[str, str], username: str = "researcher") -> str:
-    """Return a fresh API token of a demo user, made as the tokens page makes one."""
+def make_token(
+    env: dict[str, str], username: str = "researcher", scopes: tuple = ("read",)
+) -> str:
+    """Return a fresh API token of a demo user with these scopes, as the tokens page does."""
     code = (
         "from django.contrib.auth.models import User; "
         "from annotation.tokens import create_token; "
-        f"print(create_token(User.objects.get(username={username!r}), 'test', ['read'])[1])"
+        f"print(create_token(User.objects.get(username={username!r}), 'test', {list(scopes)!r})[1])"
     )
     result = subprocess.run(
         [sys.executable, "manage.py", "shell", "-c", code],

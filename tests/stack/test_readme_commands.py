@@ -20,18 +20,19 @@ minutes of CPU to build, the micro one seconds, and every command runs the same 
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from tests.stack.conftest import ROOT, free_port, make_token, set_up_demo, stack_env
+from tests.stack.test_make_run import start_make_run, wait_until_serving
 
 pytestmark = pytest.mark.slow
 
@@ -130,23 +131,11 @@ def _script(commands: list[Command], port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _serve(env: dict[str, str], port: int) -> subprocess.Popen:
-    server = subprocess.Popen(
-        [sys.executable, "manage.py", "run_demo", "--preset", "micro"],
-        cwd=ROOT,
-        env=env | {"PORT": str(port)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/login/", timeout=2)
-            return server
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.5)
-    server.terminate()
-    raise AssertionError(f"the platform did not serve on port {port}")
+def _serve(var_dir: Path, port: int, log) -> subprocess.Popen:
+    """Serve as the reader does, with `make run` (its install step skipped)."""
+    server = start_make_run(var_dir, port, log)
+    wait_until_serving(port, server, timeout_s=180)
+    return server
 
 
 def test_every_readme_command_exits_zero(tmp_path_factory):
@@ -156,10 +145,11 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
     skipped = [c for b in blocks for c in b if c.skipped and c.skipped != "set-up"]
     assert len(skipped) <= 3, f"keep the skipped set tiny: {skipped}"
     env = stack_env(var_dir)
-    env["TOKEN"] = make_token(env)
+    env["TOKEN"] = make_token(env, scopes=("read", "data"))  # as the README asks
     port = free_port()
     before = set(ROOT.iterdir())
-    server = _serve(env, port)
+    log = (var_dir / "make-run.log").open("w")
+    server = _serve(var_dir, port, log)
     timings: list[str] = []
     try:
         for number, block in enumerate(blocks, 1):
@@ -183,8 +173,9 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
                 f"{result.stdout[-2000:]}"
             )
     finally:
-        server.terminate()
+        os.killpg(server.pid, signal.SIGINT)  # Ctrl-C
         server.wait(timeout=30)
+        log.close()
         for path in set(ROOT.iterdir()) - before:  # prefs.jsonl, r1.parquet, ...
             if path.is_file():
                 path.unlink()
