@@ -215,6 +215,8 @@ def create_project(n_tasks: int, sessions: int) -> tuple[object, list[tuple[str,
             names.append(
                 (name, create_token(user, "load benchmark", ["read", "annotate"])[1])
             )
+            if hasattr(project, "members"):  # membership, where the schema has it
+                project.members.add(user)
     from django.db import connection
 
     with connection.cursor() as cursor:
@@ -273,6 +275,7 @@ class Session:
         self.accepted = 0
         self.baseline_requests = 0
         self.errors: list[str] = []
+        self.reconnects = 0  # requests sent again on a connection the server closed
         self.conn: http.client.HTTPConnection | None = None
 
     def request(
@@ -293,7 +296,7 @@ class Session:
             all_headers["Referer"] = f"http://127.0.0.1:{self.port}{path}"
         elif body is not None:
             data = body
-            all_headers["Content-Type"] = "application/json"
+            all_headers.setdefault("Content-Type", "application/json")
         start = time.perf_counter()
         for attempt in (1, 2):
             if self.conn is None:
@@ -313,6 +316,7 @@ class Session:
                 # A kept-alive connection the server closed meanwhile: reopen once.
                 self.conn.close()
                 self.conn = None
+                self.reconnects += 1
                 if attempt == 2:
                     raise
         self.latencies.append(time.perf_counter() - start)
@@ -393,7 +397,7 @@ class Session:
         auth = {"Authorization": f"Bearer {self.token}"}
         self.cookies = {}  # a script sends its token, not a browser's session
         lease = None
-        while time.monotonic() < stop_at:
+        while self.running(stop_at):
             if lease is None:
                 status, payload, _ = self.request(
                     "POST", f"/api/projects/{project}/next-task", None, auth
@@ -405,19 +409,31 @@ class Session:
                     return
                 lease = json.loads(payload)
             ids = [r["id"] for r in lease["task"]["responses"]]
-            body = json.dumps({"order": self.order(ids), "active_seconds": 3})
+            order = self.order(ids)
+            body = json.dumps({"order": order, "active_seconds": 3})
             if self.mode == "api-next":
                 path = f"/api/leases/{lease['id']}/ranking-and-next-task"
             else:
                 path = f"/api/leases/{lease['id']}/ranking"
             status, payload, _ = self.request("POST", path, body, auth)
-            if status == 201:
-                self.accepted += 1
-            else:
+            self.submitted(lease["id"], order, status, payload)
+            if status != 201:
                 self.errors.append(f"submit answered {status}")
+                lease = None  # next-task returns the lease again if it is still held
+                continue
+            self.accepted += 1
             lease = json.loads(payload)["next"] if self.mode == "api-next" else None
             if self.mode == "api-next" and lease is None:
                 return  # no task left
+
+    def running(self, stop_at: float) -> bool:
+        """Return whether the session goes on submitting (until `stop_at`, monotonic)."""
+        return time.monotonic() < stop_at
+
+    def submitted(
+        self, lease_id: int, order: list[list[int]], status: int, payload: bytes
+    ) -> None:
+        """Called after every API submission with what the server answered (a hook)."""
 
 
 def process_cpu(match) -> float:
@@ -468,6 +484,21 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def check_invariants(project, accepted: int) -> list[str]:
+    """Return the broken invariants: structure_problems and every accepted one stored."""
+    from annotation.models import Ranking
+
+    problems = structure_problems(project)
+    total = Ranking.objects.filter(task__project=project).count()
+    if total != accepted:
+        problems.append(
+            f"sessions saw {accepted} submissions accepted, the database holds {total}"
+        )
+    return problems
+
+
+def structure_problems(project) -> list[str]:
+    """Return what is wrong with the project's stored rankings: a task over its
+    overlap, an annotator ranking a task twice, a stored count unlike the rows."""
     from django.db.models import Count, F
 
     from annotation.models import Ranking, RankingTask
@@ -500,11 +531,6 @@ def check_invariants(project, accepted: int) -> list[str]:
     )
     if actual != stored:
         problems.append("stored ranking counts differ from the rankings stored")
-    total = Ranking.objects.filter(task__project=project).count()
-    if total != accepted:
-        problems.append(
-            f"sessions saw {accepted} submissions accepted, the database holds {total}"
-        )
     return problems
 
 
