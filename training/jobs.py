@@ -26,6 +26,7 @@ from inference.judges import judge_path
 from inference.models import Policy
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
 from training.progress import CONFIG_FILE, OUTPUT_DIR, RESULT_FILE, STOP_FILE
+from training.reaper import current_worker
 from training.stages import INPUT_FIELDS, get_stage, resolve_config
 
 
@@ -103,7 +104,8 @@ def artifact_paths(job: TrainingJob) -> tuple[str, str]:
 def start_job(job_id: int) -> TrainingJob | None:
     """Claim a queued job for this worker: mark it and its round running.
 
-    Fill the job's inputs from the stages before it (the config on the row is then
+    Record this process as the job's worker (the reaper fails the job as soon as
+    that process is gone). Fill the job's inputs from the stages before it (the config on the row is then
     exactly what the child receives). Return None, and start nothing, when the job
     is not queued any more or its round was cancelled (its job is then cancelled).
     """
@@ -132,6 +134,7 @@ def start_job(job_id: int) -> TrainingJob | None:
         job.finished_at = None
         job.error = ""
         job.pid = None
+        job.worker = current_worker()
         job.save()
         training_round.status = Status.RUNNING
         training_round.save(update_fields=["status"])

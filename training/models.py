@@ -105,6 +105,12 @@ class TrainingJob(models.Model):
     )
     error = models.TextField(blank=True)
     pid = models.IntegerField(null=True, blank=True)
+    worker = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="host:pid:start time of the process running the stage "
+        "(training.reaper.current_worker): the reaper fails the job at once when it is gone.",
+    )
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -1,15 +1,20 @@
-"""The reaper: a running job whose heartbeat stopped is marked failed, so it can be resumed.
+"""The reaper: a running job whose worker died is marked failed, so it can be resumed.
 
-A worker's supervisor writes the job's heartbeat every couple of seconds. When the
-worker dies (killed, machine lost) the row would say "running" forever; the reaper
-marks such a job failed once its heartbeat is older than `MAX_SILENCE`, and its
-round with it (or cancelled, if the round was being cancelled). It runs from the
-worker (every stage start, every half minute while a stage runs, and a periodic
-task), from the round page, and from `manage.py resume_round`.
+A worker's supervisor writes the job's heartbeat every couple of seconds, and the
+job records which process runs it (host, pid and the process's start time). When
+the worker dies (killed, machine lost) the row would say "running" forever; the
+reaper marks such a job failed at once when its process is gone from this host,
+else once its heartbeat is older than `MAX_SILENCE` (a worker on another host),
+and its round with it (or cancelled, if the round was being cancelled). It runs
+from the worker (every stage start, every half minute while a stage runs, and a
+periodic task on the round's queue, which a restarted worker runs first), from
+the round page, and from `manage.py resume_round`.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime, timedelta
 
 from django.db import transaction
@@ -29,41 +34,104 @@ def stale_jobs(now: datetime, max_silence: timedelta = MAX_SILENCE):
     )
 
 
+def _start_time(pid: int) -> str:
+    """Return when the process started (clock ticks since boot, from /proc), or ''
+    where /proc is missing or the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return ""
+    return "" if fields[0] == b"Z" else fields[19].decode()
+
+
+def current_worker() -> str:
+    """Return this process's identity as a job records it: 'host:pid:start time'."""
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+
+
+def worker_is_gone(worker: str) -> bool:
+    """Return whether the process a job recorded (`current_worker`) no longer runs.
+
+    False when no process is recorded or it ran on another host: only the heartbeat
+    can tell then. A pid that now belongs to a process started at another time (a
+    restarted container's pid 1, say) is gone too.
+    """
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    pid, started = int(parts[1]), parts[2]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        pass  # it exists, as another user's process
+    return bool(started) and _start_time(pid) != started
+
+
+def dead_worker_jobs() -> list[int]:
+    """Return the ids of running jobs whose recorded process on this host is gone."""
+    rows = (
+        TrainingJob.objects.filter(status=Status.RUNNING)
+        .exclude(worker="")
+        .values_list("pk", "worker")
+    )
+    return [pk for pk, worker in rows if worker_is_gone(worker)]
+
+
 def reap_stale_jobs(
     *, now: datetime | None = None, max_silence: timedelta = MAX_SILENCE
 ) -> list[int]:
-    """Mark every stale running job failed (cancelled in a cancelled round); return their ids."""
+    """Mark every running job whose worker is gone or silent failed (cancelled in a
+    cancelled round); return their ids."""
     now = now or timezone.now()
+    candidates = set(stale_jobs(now, max_silence).values_list("pk", flat=True))
+    candidates.update(dead_worker_jobs())
     reaped = []
-    for job_id in stale_jobs(now, max_silence).values_list("pk", flat=True):
+    for job_id in sorted(candidates):
         with transaction.atomic():
             job = TrainingJob.objects.select_for_update().get(pk=job_id)
             training_round = TrainingRound.objects.select_for_update().get(
                 pk=job.round_id
             )
-            if not stale_jobs(now, max_silence).filter(pk=job_id).exists():
-                continue  # a heartbeat arrived meanwhile
-            last = job.heartbeat_at or job.started_at
+            gone = job.status == Status.RUNNING and worker_is_gone(job.worker)
+            if not gone and not stale_jobs(now, max_silence).filter(pk=job_id).exists():
+                continue  # a heartbeat arrived meanwhile, or another worker took it
             job.finished_at = now
             job.pid = None
             if training_round.status == Status.CANCELLED:
                 job.status = Status.CANCELLED
                 job.save()
             else:
-                silence = int((now - last).total_seconds())
                 job.status = Status.FAILED
-                job.error = (
-                    f"no heartbeat for {silence} s (last at {last:%Y-%m-%d %H:%M:%S} UTC): "
-                    "the worker running this stage died or was killed. Resume the round "
-                    "to continue from the stage's last checkpoint."
-                )
+                job.error, why = _lost_worker_text(job, now, gone)
                 job.save()
                 training_round.status = Status.FAILED
                 training_round.error = (
-                    f"stage {job.index + 1} ({job.stage}) lost its worker (no heartbeat "
-                    f"for {silence} s)"
+                    f"stage {job.index + 1} ({job.stage}) lost its worker ({why})"
                 )
                 training_round.finished_at = now
                 training_round.save()
             reaped.append(job_id)
     return reaped
+
+
+def _lost_worker_text(job: TrainingJob, now: datetime, gone: bool) -> tuple[str, str]:
+    """Return the job's error text and the round's short reason for a lost worker."""
+    resume = "Resume the round to continue from the stage's last checkpoint."
+    if gone:
+        host, pid, _ = job.worker.rsplit(":", 2)
+        return (
+            f"the worker process running this stage (pid {pid} on {host}) is gone: "
+            f"it died or was killed. {resume}",
+            "its process is gone",
+        )
+    last = job.heartbeat_at or job.started_at
+    silence = int((now - last).total_seconds())
+    return (
+        f"no heartbeat for {silence} s (last at {last:%Y-%m-%d %H:%M:%S} UTC): the "
+        f"worker running this stage died or was killed. {resume}",
+        f"no heartbeat for {silence} s",
+    )

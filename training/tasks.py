@@ -164,7 +164,7 @@ def launch(
     with transaction.atomic():
         training_round = launch_round(project, method, user=user, options=options)
         enqueue_job(training_round.jobs.get(index=0))
-    schedule_reaper()
+    schedule_reaper(queue=training_round.config.get("queue") or "default")
     return training_round
 
 
@@ -178,7 +178,7 @@ def resume(
     with transaction.atomic():
         job = resume_round(training_round, user=user)
         enqueue_job(job)
-    schedule_reaper()
+    schedule_reaper(queue=job.round.config.get("queue") or "default")
     return job
 
 
@@ -258,22 +258,31 @@ def run_training_job(job_id: int) -> dict[str, Any]:
 
 
 @task()
-def reap_training_jobs() -> list[int]:
+def reap_training_jobs(queue: str = "default") -> list[int]:
     """Mark jobs of dead workers failed; run again in a while as long as jobs run."""
     reaped = reap_stale_jobs()
     if TrainingJob.objects.filter(status=Status.RUNNING).exists():
-        schedule_reaper()
+        schedule_reaper(queue=queue)
     return reaped
 
 
 def schedule_reaper(
-    *, delay: timedelta = timedelta(seconds=REAP_EVERY_SECONDS)
+    *,
+    queue: str = "default",
+    delay: timedelta = timedelta(seconds=REAP_EVERY_SECONDS),
 ) -> None:
-    """Queue the periodic reaper task unless one is already waiting."""
+    """Queue the periodic reaper task on `queue` unless one is already waiting there.
+
+    On the round's own queue: while a worker runs a stage the task waits, and a
+    worker restarted after a crash runs it first, failing at once the job its dead
+    predecessor left running (see training/reaper.py).
+    """
     from django_tasks_db.models import DBTaskResult
 
     if DBTaskResult.objects.filter(
-        task_path=reap_training_jobs.module_path, status="READY"
+        task_path=reap_training_jobs.module_path, queue_name=queue, status="READY"
     ).exists():
         return
-    reap_training_jobs.using(run_after=timezone.now() + delay).enqueue()
+    reap_training_jobs.using(
+        queue_name=queue, run_after=timezone.now() + delay
+    ).enqueue(queue)

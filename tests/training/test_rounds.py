@@ -13,7 +13,7 @@ from annotation.models import Snapshot
 from inference.models import Policy
 from tests.annotation.data_factories import annotators, make_policy, make_task, rank
 from training.models import Status, TrainingJob, TrainingRound
-from training.reaper import reap_stale_jobs
+from training.reaper import current_worker, reap_stale_jobs
 from training.rounds import cancel_round, parse_settings
 from training.stages import parse_method
 from training.tasks import launch, resume
@@ -208,6 +208,85 @@ def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(
     assert (
         training_round.error == "stage 1 (dpo) lost its worker (no heartbeat for 61 s)"
     )
+
+
+def dead_process_identity() -> str:
+    """Return the worker identity of a process of this host that has exited."""
+    import socket
+    import subprocess
+    import sys
+
+    pid = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    return f"{socket.gethostname()}:{pid}:12345"
+
+
+def test_the_reaper_fails_at_once_a_running_job_whose_worker_process_is_gone(
+    project, admin_user, ranked
+):
+    training_round = launch(project, "dpo", user=admin_user)
+    now = timezone.now()
+    job = training_round.jobs.get()
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker=dead_process_identity(),
+    )
+
+    assert reap_stale_jobs(now=now + timedelta(seconds=1)) == [job.pk]
+
+    job.refresh_from_db()
+    training_round.refresh_from_db()
+    assert job.status == Status.FAILED
+    assert "is gone" in job.error
+    assert training_round.status == Status.FAILED
+    assert training_round.error == "stage 1 (dpo) lost its worker (its process is gone)"
+
+
+def test_the_reaper_leaves_a_job_whose_worker_lives_or_runs_on_another_host(
+    project, admin_user, ranked
+):
+    training_round = launch(project, "sft,dpo", user=admin_user)
+    now = timezone.now()
+    here, elsewhere = training_round.jobs.order_by("index")
+    TrainingJob.objects.filter(pk=here.pk).update(
+        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=current_worker()
+    )
+    TrainingJob.objects.filter(pk=elsewhere.pk).update(
+        status=Status.RUNNING,
+        started_at=now,
+        heartbeat_at=now,
+        worker="another-host:" + dead_process_identity().split(":", 1)[1],
+    )
+
+    assert reap_stale_jobs(now=now + timedelta(seconds=1)) == []
+    # A process id reused by another process is not the worker that ran the job.
+    host, pid, _ = current_worker().split(":")
+    TrainingJob.objects.filter(pk=here.pk).update(worker=f"{host}:{pid}:1")
+    assert reap_stale_jobs(now=now + timedelta(seconds=1)) == [here.pk]
+
+
+def test_a_claimed_job_records_the_process_that_runs_it(project, admin_user, ranked):
+    from training.jobs import start_job
+
+    job = launch(project, "dpo", user=admin_user).jobs.get()
+
+    assert start_job(job.pk).worker == current_worker()
+    job.refresh_from_db()
+    assert job.worker == current_worker()
+
+
+def test_the_reaper_is_queued_on_the_queue_of_the_round(project, admin_user, ranked):
+    launch(project, "dpo", user=admin_user, options={"queue": "gpu"})
+
+    assert DBTaskResult.objects.filter(
+        task_path="training.tasks.reap_training_jobs", queue_name="gpu", status="READY"
+    ).exists()
 
 
 def test_the_launch_command_queues_a_round_with_its_settings(
