@@ -639,16 +639,23 @@ def import_upload(
     user: AbstractBaseUser | None = None,
 ) -> ImportReport:
     """Stage an uploaded file under EXPORT_DIR/uploads and import it (see
-    `import_preferences`); the staged copy is deleted afterwards."""
+    `import_preferences`); the staged copy is deleted afterwards.
+
+    The copy has no name in the folder (an anonymous temporary file, read through
+    /proc/self/fd), so a process killed while importing (kill -9, out of memory)
+    leaves no file behind; where /proc is missing, a named file removed on exit.
+    """
     folder = Path(settings.EXPORT_DIR) / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=folder) as tmp:
+    anonymous = Path("/proc/self/fd").is_dir()
+    opener = tempfile.TemporaryFile if anonymous else tempfile.NamedTemporaryFile
+    with opener(dir=folder) as tmp:
         for chunk in upload.chunks():
             tmp.write(chunk)
         tmp.flush()
         return import_preferences(
             project,
-            tmp.name,
+            f"/proc/self/fd/{tmp.fileno()}" if anonymous else tmp.name,
             fmt=fmt,
             skip_invalid=skip_invalid,
             user=user,
