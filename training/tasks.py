@@ -22,6 +22,7 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import OperationalError, transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 
@@ -206,6 +207,11 @@ def run_training_job(job_id: int) -> dict[str, Any]:
     job = start_job(job_id)
     if job is None:
         return {"job": job_id, "status": "skipped"}
+    # Due now, it waits while this worker runs the stage; a worker restarted after
+    # this one died runs it first and fails the job at once (training/reaper.py).
+    schedule_reaper(
+        queue=job.round.config.get("queue") or "default", delay=timedelta(0)
+    )
     try:
         run_dir = prepare_run_dir(job)
     except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the job visibly
@@ -271,7 +277,8 @@ def schedule_reaper(
     queue: str = "default",
     delay: timedelta = timedelta(seconds=REAP_EVERY_SECONDS),
 ) -> None:
-    """Queue the periodic reaper task on `queue` unless one is already waiting there.
+    """Queue the reaper task on `queue` to run after `delay`, unless one waiting
+    there is due by then.
 
     On the round's own queue: while a worker runs a stage the task waits, and a
     worker restarted after a crash runs it first, failing at once the job its dead
@@ -279,10 +286,13 @@ def schedule_reaper(
     """
     from django_tasks_db.models import DBTaskResult
 
-    if DBTaskResult.objects.filter(
-        task_path=reap_training_jobs.module_path, queue_name=queue, status="READY"
-    ).exists():
+    due = timezone.now() + delay
+    if (
+        DBTaskResult.objects.filter(
+            task_path=reap_training_jobs.module_path, queue_name=queue, status="READY"
+        )
+        .filter(Q(run_after__isnull=True) | Q(run_after__lte=due))
+        .exists()
+    ):
         return
-    reap_training_jobs.using(
-        queue_name=queue, run_after=timezone.now() + delay
-    ).enqueue(queue)
+    reap_training_jobs.using(queue_name=queue, run_after=due).enqueue(queue)
