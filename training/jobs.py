@@ -105,9 +105,10 @@ def start_job(job_id: int) -> TrainingJob | None:
     """Claim a queued job for this worker: mark it and its round running.
 
     Record this process as the job's worker (the reaper fails the job as soon as
-    that process is gone). Fill the job's inputs from the stages before it (the config on the row is then
-    exactly what the child receives). Return None, and start nothing, when the job
-    is not queued any more or its round was cancelled (its job is then cancelled).
+    that process is gone). Fill the job's inputs from the stages before it (the
+    config on the row is then exactly what the child receives). Return None, and
+    start nothing, when the job is not queued any more or its round was cancelled
+    (its job is then cancelled).
     """
     now = timezone.now()
     with transaction.atomic():

@@ -45,21 +45,32 @@ def _start_time(pid: int) -> str:
     return "" if fields[0] == b"Z" else fields[19].decode()
 
 
+def _machine() -> str:
+    """Return where a pid means one process: the host name and, where /proc has it,
+    the pid namespace (containers that share a host name do not share pids)."""
+    try:
+        namespace = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}" if namespace else socket.gethostname()
+
+
 def current_worker() -> str:
-    """Return this process's identity as a job records it: 'host:pid:start time'."""
+    """Return this process's identity as a job records it: 'machine:pid:start time'."""
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{_start_time(pid)}"
+    return f"{_machine()}:{pid}:{_start_time(pid)}"
 
 
 def worker_is_gone(worker: str) -> bool:
     """Return whether the process a job recorded (`current_worker`) no longer runs.
 
-    False when no process is recorded or it ran on another host: only the heartbeat
-    can tell then. A pid that now belongs to a process started at another time (a
-    restarted container's pid 1, say) is gone too.
+    False when no process is recorded or it ran on another host or in another
+    container (pid namespace): only the heartbeat can tell then. A pid that now
+    belongs to a process started at another time (a restarted container's pid 1,
+    say) is gone too.
     """
     parts = worker.rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != _machine() or not parts[1].isdigit():
         return False
     pid, started = int(parts[1]), parts[2]
     try:

@@ -212,7 +212,6 @@ def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(
 
 def dead_process_identity() -> str:
     """Return the worker identity of a process of this host that has exited."""
-    import socket
     import subprocess
     import sys
 
@@ -222,7 +221,7 @@ def dead_process_identity() -> str:
         text=True,
         check=True,
     ).stdout.strip()
-    return f"{socket.gethostname()}:{pid}:12345"
+    return current_worker().rsplit(":", 2)[0] + f":{pid}:12345"
 
 
 def test_the_reaper_fails_at_once_a_running_job_whose_worker_process_is_gone(
@@ -265,9 +264,17 @@ def test_the_reaper_leaves_a_job_whose_worker_lives_or_runs_on_another_host(
     )
 
     assert reap_stale_jobs(now=now + timedelta(seconds=1)) == []
+    # Another container of this host (another pid namespace): its pids are not ours.
+    import socket
+
+    pid = dead_process_identity().rsplit(":", 2)[1]
+    TrainingJob.objects.filter(pk=elsewhere.pk).update(
+        worker=f"{socket.gethostname()}/1:{pid}:12345"
+    )
+    assert reap_stale_jobs(now=now + timedelta(seconds=1)) == []
     # A process id reused by another process is not the worker that ran the job.
-    host, pid, _ = current_worker().split(":")
-    TrainingJob.objects.filter(pk=here.pk).update(worker=f"{host}:{pid}:1")
+    machine, pid, _ = current_worker().rsplit(":", 2)
+    TrainingJob.objects.filter(pk=here.pk).update(worker=f"{machine}:{pid}:1")
     assert reap_stale_jobs(now=now + timedelta(seconds=1)) == [here.pk]
 
 
