@@ -35,28 +35,30 @@ seconds from the fault until every annotator had a submission accepted again (we
 postgres, import), the killed job was marked failed (worker-train), or the export
 succeeded again (disk).
 
-Measured 2026-12-01 05:32-05:48 UTC on the 2-core development machine, heavily
-loaded (load average 12.5-18 from other engineers' test suites; CPU probe 0.18 s
-before, 0.21 s after, against 0.12 s quiet), 6,000 tasks, gunicorn 4 workers x 2
-threads, DB_CONN_MAX_AGE 600 with health checks:
+Measured 2026-12-01 05:45-05:55 UTC on the 2-core development machine, heavily
+loaded (load average 15-21 from other engineers' test suites and this branch's;
+CPU probe 0.20 s before and after, against 0.12 s quiet), 6,000 tasks, gunicorn 4
+workers x 2 threads, DB_CONN_MAX_AGE 600 with health checks:
 
     fault          accepted  stored  lost  dup recovered s  load avg
-    web                 199     199     0    0        10.2  13.3/14.9
-    postgres            139     139     0    0         6.6  14.9/15.2
-    worker-train        824     824     0    0        22.3  15.2/12.5
-    import              560     560     0    0         1.5  12.5/15.2
-    disk                583     583     0    0         6.2  15.2/18.2
+    web                 165     165     0    0        12.0  16.4/17.7
+    postgres            157     157     0    0         4.3  17.7/17.9
+    worker-train        850     850     0    0        21.4  17.9/15.2
+    import              563     563     0    0         1.1  15.2/18.1
+    disk                598     598     0    0         7.2  18.1/21.1
 
-web: 3 workers killed inside a transaction, the master respawned each; postgres:
-the restart took 7.3 s, and the idle db_worker exited on the refused connection
-(django_tasks_db's loop re-raises it) and was restarted, as compose's `restart:
-unless-stopped` does; worker-train: killed at checkpoint-5 of 40 steps, the stage
-process died with it (PR_SET_PDEATHSIG), the restarted worker failed the job 22.3 s
-after the kill (its Django start-up on the loaded machine is most of that), and the
-resumed round went on from checkpoint-5 to 40/40 and succeeded; import: the killed
-import left no prompt, task, ranking, report or file, and the same file imported
-again landed whole (4,000 tasks); disk: the export on the full disk answered 500
-and left no file, the same export with room answered all 13,961 pairs.
+web: 3 workers killed inside a transaction, the master respawned each, 2 client
+requests were cut and sent again; postgres: the restart took 6.0 s, and the idle
+db_worker exited on the refused connection (django_tasks_db's loop re-raises it)
+and was restarted, as compose's `restart: unless-stopped` does; worker-train:
+killed at checkpoint-5 of 40 steps, the stage process died with it
+(PR_SET_PDEATHSIG), the restarted worker failed the job 21.4 s after the kill (its
+Django start-up on the loaded machine is most of that), and the resumed round went
+on from checkpoint-5 to 40/40 and succeeded; import: the killed import left no
+prompt, task, ranking, report or file, and the same file imported again landed
+whole (4,000 tasks); disk: the export on the full disk answered 500 and left no
+file, the same export with room answered all 14,155 pairs. An earlier run the same
+day (05:32, load 12.5-18) gave the same zeros and 10.2, 6.6, 22.3, 1.5 and 6.2 s.
 
 Before the fixes this bench led to (same machine, loaded as above, the same day):
 the killed training job was marked failed 86.1 s after the kill (the reaper waited
