@@ -202,14 +202,7 @@ def build_leaderboard(
     # One win matrix per task, so a bootstrap resample is a weighted sum of them.
     # The unit is the task, not the ranking: the annotators of a task rank the
     # same responses, so their rankings are not independent draws.
-    task_of = dict(
-        Ranking.objects.filter(pk__in=ranking_ids).values_list("id", "task_id")
-    )
-    task_ids = sorted(set(task_of.values()))
-    row = {tid: i for i, tid in enumerate(task_ids)}
-    per_task = np.zeros((len(task_ids), len(ids), len(ids)))
-    for rid, winner, loser in comparisons:
-        per_task[row[task_of[rid]], index[winner], index[loser]] += 1
+    per_task = _wins_per_task(comparisons, ranking_ids, index)
 
     def ratings_from(wins: np.ndarray) -> np.ndarray:
         theta = fit_bradley_terry(wins, prior=prior)
@@ -252,6 +245,23 @@ def build_leaderboard(
         confidence=confidence,
         ratings=rows,
     )
+
+
+def _wins_per_task(
+    comparisons: list[tuple[int, int, int]],
+    ranking_ids: list[int],
+    index: dict[int, int],
+) -> np.ndarray:
+    """Return the win counts of each task's rankings: (task, winner, loser)."""
+    task_of = dict(
+        Ranking.objects.filter(pk__in=ranking_ids).values_list("id", "task_id")
+    )
+    task_ids = sorted(set(task_of.values()))
+    row = {tid: i for i, tid in enumerate(task_ids)}
+    per_task = np.zeros((len(task_ids), len(index), len(index)))
+    for rid, winner, loser in comparisons:
+        per_task[row[task_of[rid]], index[winner], index[loser]] += 1
+    return per_task
 
 
 def _bootstrap_interval(

@@ -139,17 +139,11 @@ def add_prompts(
     their index and reason, flagged ones are stored with the flag in `Prompt.flags`
     and held for review.
     """
-    from datasketch import MinHashLSH
-
     report = PoolReport()
     existing_hashes = dict(
         Prompt.objects.filter(project=project).values_list("content_hash", "id")
     )
-    lsh = MinHashLSH(threshold=NEAR_DUPLICATE_JACCARD, num_perm=NUM_PERM)
-    for prompt_id, messages in Prompt.objects.filter(project=project).values_list(
-        "id", "messages"
-    ):
-        lsh.insert(f"prompt {prompt_id}", minhash(_full_text(messages)))
+    lsh = _project_lsh(project)
     batch_hashes: dict[str, int] = {}
     accepted: list[tuple[int, Prompt, str | None]] = []
     for index, raw in enumerate(prompts):
@@ -162,18 +156,10 @@ def add_prompts(
             )
             continue
         text = _full_text(messages)
-        problem = quality_problem(text)
         content_hash = messages_hash(messages)
-        if problem is None and content_hash in existing_hashes:
-            problem = f"exact duplicate of prompt {existing_hashes[content_hash]}"
-        if problem is None and content_hash in batch_hashes:
-            problem = f"exact duplicate of input {batch_hashes[content_hash]}"
-        signature = None
-        if problem is None:
-            signature = minhash(text)
-            near = sorted(lsh.query(signature))
-            if near:
-                problem = f"near duplicate (MinHash Jaccard ≥ {NEAR_DUPLICATE_JACCARD}) of {near[0]}"
+        problem, signature = _curation_problem(
+            text, content_hash, existing_hashes, batch_hashes, lsh
+        )
         if problem is not None:
             report.rejected.append(
                 {"index": index, "reason": problem, "text": text[:200]}
@@ -209,6 +195,44 @@ def add_prompts(
         if flag
     ]
     return report
+
+
+def _project_lsh(project: Project):
+    """Return a MinHash LSH index of the project's prompts, for near-duplicate checks."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=NEAR_DUPLICATE_JACCARD, num_perm=NUM_PERM)
+    for prompt_id, messages in Prompt.objects.filter(project=project).values_list(
+        "id", "messages"
+    ):
+        lsh.insert(f"prompt {prompt_id}", minhash(_full_text(messages)))
+    return lsh
+
+
+def _curation_problem(
+    text: str,
+    content_hash: str,
+    existing_hashes: dict[str, int],
+    batch_hashes: dict[str, int],
+    lsh,
+) -> tuple[str | None, object]:
+    """Return (why the prompt is dropped or None, its MinHash signature or None).
+
+    Checked in order: quality, exact duplicate of a stored prompt, exact duplicate
+    of an earlier input, near duplicate of either.
+    """
+    problem = quality_problem(text)
+    if problem is None and content_hash in existing_hashes:
+        problem = f"exact duplicate of prompt {existing_hashes[content_hash]}"
+    if problem is None and content_hash in batch_hashes:
+        problem = f"exact duplicate of input {batch_hashes[content_hash]}"
+    signature = None
+    if problem is None:
+        signature = minhash(text)
+        near = sorted(lsh.query(signature))
+        if near:
+            problem = f"near duplicate (MinHash Jaccard ≥ {NEAR_DUPLICATE_JACCARD}) of {near[0]}"
+    return problem, signature
 
 
 def held_prompts(project: Project):

@@ -68,6 +68,47 @@ def publish_round(
             "(Project.current_policy) or pass a policy"
         )
     earlier = list(earlier_policies)
+    sampling = _checked_sampling(project, policy, earlier, sampling, n_prompts, seed)
+    if strategy == "uncertainty":
+        judges = _check_reward_models(project, reward_models)
+        prompts = _uncertainty_pool(project, n_prompts, seed)
+    else:
+        if reward_models:
+            raise ValueError(
+                f"reward_models are used only by strategy 'uncertainty', not {strategy!r}; "
+                "drop them or choose 'uncertainty'"
+            )
+        prompts = choose_prompts(project, n_prompts, strategy, seed)
+    messages = [p.messages for p in prompts]
+    candidates = _generate(policy, messages, sampling, progress)
+    settings = sampling.candidate_settings()
+    rows: list[list[tuple[Policy, str, dict]]] = [
+        [(policy, text, settings[j]) for j, text in enumerate(texts)]
+        for texts in candidates
+    ]
+    _add_earlier_candidates(rows, earlier, messages, sampling)
+    scores = [0.0] * len(prompts)
+    if strategy == "uncertainty":
+        prompts, rows, scores = _most_uncertain(judges, prompts, rows, n_prompts)
+    return _write_round(
+        project, policy, sampling, strategy, prompts, rows, scores, seed, now
+    )
+
+
+def _checked_sampling(
+    project: Project,
+    policy: Policy,
+    earlier: list[Policy],
+    sampling: SamplingConfig | None,
+    n_prompts: int,
+    seed: int,
+) -> SamplingConfig:
+    """Return the sampling of the round's policy; raise ValueError for what cannot publish.
+
+    Every policy must have weights and a chat template; without `sampling` the
+    policy writes what the earlier policies leave of the project's
+    responses_per_task; a task has 2 to 9 responses.
+    """
     for p in [policy, *earlier]:
         if not p.has_weights():
             raise ValueError(
@@ -95,23 +136,16 @@ def publish_round(
         )
     if n_prompts < 1:
         raise ValueError(f"n_prompts must be at least 1, got {n_prompts}")
-    if strategy == "uncertainty":
-        judges = _check_reward_models(project, reward_models)
-        prompts = _uncertainty_pool(project, n_prompts, seed)
-    else:
-        if reward_models:
-            raise ValueError(
-                f"reward_models are used only by strategy 'uncertainty', not {strategy!r}; "
-                "drop them or choose 'uncertainty'"
-            )
-        prompts = choose_prompts(project, n_prompts, strategy, seed)
-    messages = [p.messages for p in prompts]
-    candidates = _generate(policy, messages, sampling, progress)
-    settings = sampling.candidate_settings()
-    rows: list[list[tuple[Policy, str, dict]]] = [
-        [(policy, text, settings[j]) for j, text in enumerate(texts)]
-        for texts in candidates
-    ]
+    return sampling
+
+
+def _add_earlier_candidates(
+    rows: list[list[tuple[Policy, str, dict]]],
+    earlier: list[Policy],
+    messages: list,
+    sampling: SamplingConfig,
+) -> None:
+    """Append one candidate of each earlier policy to every prompt's row, in place."""
     for old in earlier:
         one = SamplingConfig(
             temperature=sampling.temperature,
@@ -124,12 +158,6 @@ def publish_round(
         old_settings = one.candidate_settings()[0]
         for i, (text,) in enumerate(_generate(old, messages, one, None)):
             rows[i].append((old, text, old_settings))
-    scores = [0.0] * len(prompts)
-    if strategy == "uncertainty":
-        prompts, rows, scores = _most_uncertain(judges, prompts, rows, n_prompts)
-    return _write_round(
-        project, policy, sampling, strategy, prompts, rows, scores, seed, now
-    )
 
 
 def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[Prompt]:

@@ -303,6 +303,10 @@ def train(
 
     Return TRL's last logged metrics plus `eval_pairs`, `eval_accuracy` and
     `eval_mean_margin` on the held-out prompts, and `stopped`.
+
+    Long on purpose: it reads top to bottom as the steps of one run (load the
+    data, the tokenizer and the model, configure TRL, train, save), each a few
+    lines that share the same locals.
     """
     from datasets import Dataset
     from trl import RewardConfig as TRLRewardConfig
