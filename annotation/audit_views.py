@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
@@ -20,6 +22,10 @@ from annotation.models import AuditEntry
 from config.roles import ADMIN, RESEARCHER, role_required
 
 
+def _text(value: object) -> str:
+    return "—" if value is None else json.dumps(value, ensure_ascii=False)
+
+
 @require_GET
 @role_required(RESEARCHER, ADMIN)
 def log(request: HttpRequest) -> HttpResponse:
@@ -29,6 +35,9 @@ def log(request: HttpRequest) -> HttpResponse:
     try:
         entries = filter_entries(readable_entries(request.user), params)
         rows, following = page_of(entries, request.GET.get("before"))
+        for entry in rows:  # shown as JSON, as the export writes them
+            entry.before_text = _text(entry.before)
+            entry.after_text = _text(entry.after)
     except ValidationError as exc:
         error = "; ".join(exc.messages)
     query = urlencode({k: v for k, v in params.items() if v})
