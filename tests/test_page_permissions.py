@@ -198,7 +198,7 @@ def test_page_admits_exactly_its_roles_in_their_projects(
     world = _world(project, annotator)
     world["annotator"] = annotator.pk
     user = persona_user(persona, project)
-    world["token"] = create_token(user or annotator, "old")[0].pk
+    world["token"] = create_token(user or annotator, "old", ["read"])[0].pk
     # The ranking a persona may revise is their own (the task is in the project).
     world["ranking"] = rank(
         make_task(project), user or annotator, [[0], [1], [2], [3]]
