@@ -23,8 +23,6 @@ OPTIMISATION = frozenset(
         "dataloader_num_workers",
         "fp16",
         "full_determinism",
-        "gradient_checkpointing",
-        "gradient_checkpointing_kwargs",
         "label_smoothing_factor",
         "lr_scheduler_kwargs",
         "lr_scheduler_type",

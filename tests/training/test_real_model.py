@@ -1,0 +1,99 @@
+"""The real model through the whole loop once: SmolLM2-135M-Instruct publishes, is
+ranked, trains two DPO steps with LoRA, and its successor loads, answers and says
+where it came from (issue 10 acceptance).
+
+The conversion from GGUF runs once per session (the `smollm2` fixture).
+"""
+
+from pathlib import Path
+
+import pytest
+
+from annotation.assignment import RankingSubmission, next_task, submit_ranking
+from annotation.models import Project, Ranking
+from annotation.pool import add_prompts
+from annotation.rounds import publish_round
+from inference.cards import read_card_metadata
+from inference.generation import generate_for_policy
+from inference.models import Policy
+from inference.registry import register_policy
+from inference.sampling import SamplingConfig
+from tests.conftest import make_user
+from training.loop import drain_round
+from training.tasks import launch
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("one_thread")]
+
+
+def test_smollm2_publishes_is_ranked_trains_dpo_with_lora_and_its_successor_answers(
+    db, settings, tmp_path, smollm2
+):
+    settings.MODEL_DIR = tmp_path / "models"
+    settings.RUN_DIR = tmp_path / "runs"
+    base = register_policy(
+        "smollm2", base_path=smollm2["folder"], source=str(smollm2["gguf"])
+    )
+    project = Project.objects.create(
+        name="real",
+        title="Real model",
+        responses_per_task=2,
+        overlap=1,
+        gold_rate=0,
+        current_policy=base,
+    )
+    add_prompts(
+        project,
+        [
+            "Name a fruit that is yellow.",
+            "Write one short sentence about the sea.",
+            "What is the capital of Italy?",
+        ],
+        source="test",
+    )
+    sampling = SamplingConfig(num_candidates=2, max_new_tokens=12, seed=0)
+    round_ = publish_round(project, n_prompts=2, sampling=sampling)
+    assert round_.tasks.count() == 2
+
+    annotator = make_user("ranker", "annotator", projects=(project,))
+    for _ in range(2):
+        lease = next_task(project, annotator)
+        ids = sorted(lease.task.responses.values_list("id", flat=True))
+        submit_ranking(lease, annotator, RankingSubmission(order=[[ids[0]], [ids[1]]]))
+    assert Ranking.objects.filter(task__project=project).count() == 2
+
+    admin = make_user("boss", "admin")
+    training_round = launch(
+        project,
+        "dpo",
+        user=admin,
+        options={
+            "dpo": {
+                "use_lora": True,
+                "max_steps": 2,
+                "per_device_train_batch_size": 1,
+                "max_length": 96,
+                "save_steps": 100,
+            },
+            "evaluate": {"prompts": 1, "max_new_tokens": 4, "diversity_samples": 1},
+        },
+    )
+    drain_round(training_round, poll_seconds=0.2)
+    training_round.refresh_from_db()
+    assert training_round.status == "succeeded", training_round.error
+
+    successor = Policy.objects.get(parent=base, kind=Policy.Kind.POLICY)
+    assert successor.adapter_path != ""
+    [[text]] = generate_for_policy(
+        successor.base_path,
+        successor.adapter_path,
+        [[{"role": "user", "content": "What is the capital of France?"}]],
+        SamplingConfig(num_candidates=1, temperature=0.0, max_new_tokens=8),
+    )
+    assert text.strip() != ""
+    card = read_card_metadata(Path(successor.adapter_path))["feedback_loop"]
+    snapshot = training_round.snapshot
+    assert (card["parent"], card["snapshot"], card["snapshot_sha256"]) == (
+        "smollm2",
+        snapshot.name,
+        snapshot.sha256,
+    )
