@@ -95,6 +95,7 @@ PAGES = {
     "training:deploy": ("post", ADMIN, False),
     "training:rollback": ("post", ADMIN, False),
     "training:registry": ("get", READERS, False),
+    "training:register_model": ("post", ADMIN, False),
     "playground": ("get", READERS, False),
     "overview:project": ("get", READERS, True),
     "overview:publish": ("post", ADMIN, True),

@@ -161,3 +161,52 @@ class LaunchForm(forms.Form):
         if not data.get("evaluate"):
             options["evaluate"] = False
         return options
+
+
+class RegisterModelForm(forms.Form):
+    """Register a model from a path on the server or a hub id (not a browser upload)."""
+
+    name = forms.CharField(
+        max_length=200, help_text="Unique; also the name of its folder in MODEL_DIR."
+    )
+    source = forms.CharField(
+        max_length=1000,
+        help_text="A path on the server: a Hugging Face folder, a .gguf file or a "
+        "PEFT adapter folder; or a hub id.",
+    )
+    kind = forms.ChoiceField(
+        choices=[("policy", "Policy"), ("reward", "Reward model")], initial="policy"
+    )
+    parent = forms.ModelChoiceField(
+        queryset=Policy.objects.all(),
+        to_field_name="name",
+        required=False,
+        help_text="The registered model it was derived from, if any.",
+    )
+    base = forms.ModelChoiceField(
+        queryset=Policy.objects.filter(adapter_path=""),
+        to_field_name="name",
+        required=False,
+        help_text="For an adapter: the registered model it sits on (default: the "
+        "one its adapter_config.json names).",
+    )
+    allow_pickle = forms.BooleanField(
+        required=False,
+        help_text="Accept pickle-only (.bin) weights; only from a source you trust.",
+    )
+    chat_template = forms.CharField(
+        max_length=1000,
+        required=False,
+        help_text="A Jinja chat-template file on the server, for a model without one.",
+    )
+
+    def register_options(self) -> dict[str, Any]:
+        """Return `register_model`'s keyword arguments from the cleaned data."""
+        data = self.cleaned_data
+        return {
+            "kind": data["kind"],
+            "parent": data["parent"].name if data.get("parent") else "",
+            "base": data["base"].name if data.get("base") else "",
+            "allow_pickle": data["allow_pickle"],
+            "chat_template": data["chat_template"],
+        }

@@ -16,4 +16,5 @@ urlpatterns = [
     path("models/", views.registry, name="registry"),
     path("policies/<int:pk>/deploy/", views.deploy, name="deploy"),
     path("rollback/", views.rollback, name="rollback"),
+    path("models/register/", views.register, name="register_model"),
 ]

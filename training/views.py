@@ -22,10 +22,11 @@ from config.forms import act
 from config.roles import ADMIN, RESEARCHER, role_required
 from inference.lineage import lineage_svg
 from inference.models import Policy
+from inference.registry import register_model
 from training import tasks
 from training.charts import job_charts
 from training.deployment import deploy_policy, rollback_policy
-from training.forms import LaunchForm
+from training.forms import LaunchForm, RegisterModelForm
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
 from training.progress import LOG_FILE
 from training.reaper import reap_stale_jobs
@@ -195,6 +196,7 @@ def registry(request: HttpRequest) -> HttpResponse:
     context = {
         "rows": rows,
         "projects": projects,
+        "register_form": RegisterModelForm(),
         "graph": lineage_svg(policies, current_ids),
         # A folder shared by several rows (one base under many full-model rows) counts once.
         "total_bytes": sum(
@@ -238,5 +240,29 @@ def rollback(request: HttpRequest) -> HttpResponse:
     if deployment is not None:
         messages.success(
             request, f"Rolled back: {deployment.policy.name} is current again."
+        )
+    return redirect(reverse("training:registry"))
+
+
+@require_POST
+@role_required(ADMIN)
+def register(request: HttpRequest) -> HttpResponse:
+    """Register a model from a server path or hub id (a GGUF file converts in the request)."""
+    form = RegisterModelForm(request.POST)
+    if not form.is_valid():
+        return HttpResponse(f"bad model: {form.errors.as_text()}", status=400)
+    data = form.cleaned_data
+    policy = act(
+        request,
+        register_model,
+        data["name"],
+        data["source"],
+        **form.register_options(),
+    )
+    if policy is not None:
+        messages.success(
+            request,
+            f"Registered {policy.name}: {policy.architecture or 'unknown architecture'}, "
+            f"{policy.parameter_count or 0:,} parameters.",
         )
     return redirect(reverse("training:registry"))
