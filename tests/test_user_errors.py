@@ -116,7 +116,6 @@ def _handled_names(handler: ast.ExceptHandler) -> set[str]:
         "annotation/views.py",
         "annotation/overview_views.py",
         "inference/api.py",
-        "inference/views.py",
         "training/api.py",
         "training/views.py",
     ],
