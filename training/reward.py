@@ -244,9 +244,15 @@ def load_start_model(base_path: str, adapter_path: str, tokenizer):
         base_path, num_labels=1, dtype=torch.float32
     )
     if adapter_path:
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
-        model = PeftModel.from_pretrained(model, adapter_path).merge_and_unload()
+        # The adapter was trained on the causal LM; here it sits on a classifier of
+        # the same base, so load it as a plain adapter (no task-specific wrapper).
+        adapter_config = PeftConfig.from_pretrained(adapter_path)
+        adapter_config.task_type = None
+        model = PeftModel.from_pretrained(
+            model, adapter_path, config=adapter_config
+        ).merge_and_unload()
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 

@@ -211,3 +211,32 @@ def test_evaluate_reward_model_command_refuses_a_policy_that_is_not_a_reward_mod
         str(error.value)
         == "'p-1' is a policy, not a reward_model; pass a reward model's name"
     )
+
+
+def test_a_reward_model_starts_from_a_policy_with_a_causal_lm_adapter(
+    tiny_model_dir, tmp_path
+):
+    # After a DPO round the project's policy is a base plus a causal-LM LoRA adapter;
+    # the reward stage merges it into a sequence classifier of the same base.
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    adapted = get_peft_model(
+        policy, LoraConfig(task_type="CAUSAL_LM", r=4, target_modules=["q_proj"])
+    )
+    with torch.no_grad():
+        for name, param in adapted.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.5)  # a non-zero update, so merging changes the weights
+    adapted.save_pretrained(tmp_path / "adapter")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+
+    model = reward.load_start_model(
+        str(tiny_model_dir), str(tmp_path / "adapter"), tokenizer
+    )
+    plain = reward.load_start_model(str(tiny_model_dir), "", tokenizer)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    assert type(model).__name__ == "LlamaForSequenceClassification"
+    assert not torch.equal(model.state_dict()[name], plain.state_dict()[name])
