@@ -253,6 +253,8 @@ def load_start_model(base_path: str, adapter_path: str, tokenizer):
         model = PeftModel.from_pretrained(
             model, adapter_path, config=adapter_config
         ).merge_and_unload()
+        # Loading an adapter for inference froze the base; the merged model trains.
+        model.requires_grad_(True)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model
 

@@ -240,3 +240,4 @@ def test_a_reward_model_starts_from_a_policy_with_a_causal_lm_adapter(
     name = "model.layers.0.self_attn.q_proj.weight"
     assert type(model).__name__ == "LlamaForSequenceClassification"
     assert not torch.equal(model.state_dict()[name], plain.state_dict()[name])
+    assert all(p.requires_grad for p in model.parameters())  # it is trained next
