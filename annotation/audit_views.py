@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import render
 from django.utils.http import urlencode
@@ -19,6 +18,7 @@ from annotation.audit import (
 )
 from annotation.membership import visible_projects
 from annotation.models import AuditEntry
+from config.forms import outcome, refusal_text
 from config.roles import ADMIN, RESEARCHER, role_required
 
 
@@ -31,15 +31,17 @@ def _text(value: object) -> str:
 def log(request: HttpRequest) -> HttpResponse:
     """List entries newest first, filtered by actor, action, project and dates."""
     params = {key: request.GET.get(key, "").strip() for key in FILTERS}
-    error, rows, following = "", [], None
-    try:
-        entries = filter_entries(readable_entries(request.user), params)
-        rows, following = page_of(entries, request.GET.get("before"))
-        for entry in rows:  # shown as JSON, as the export writes them
-            entry.before_text = _text(entry.before)
-            entry.after_text = _text(entry.after)
-    except ValidationError as exc:
-        error = "; ".join(exc.messages)
+    page, refused = outcome(
+        lambda: page_of(
+            filter_entries(readable_entries(request.user), params),
+            request.GET.get("before"),
+        )
+    )
+    rows, following = page or ([], None)
+    error = refusal_text(refused) if refused else ""
+    for entry in rows:  # shown as JSON, as the export writes them
+        entry.before_text = _text(entry.before)
+        entry.after_text = _text(entry.after)
     query = urlencode({k: v for k, v in params.items() if v})
     return render(
         request,
@@ -65,11 +67,13 @@ def export(request: HttpRequest) -> HttpResponse:
     """Download the filtered entries as JSON lines (`?format=jsonl`) or CSV."""
     params = {key: request.GET.get(key, "").strip() for key in FILTERS}
     fmt = request.GET.get("format", "jsonl")
-    try:
-        entries = filter_entries(readable_entries(request.user), params)
-        lines = export_lines(entries, fmt)
-    except ValidationError as exc:
-        return HttpResponse("; ".join(exc.messages), status=400)
+    lines, refused = outcome(
+        lambda: export_lines(
+            filter_entries(readable_entries(request.user), params), fmt
+        )
+    )
+    if refused:
+        return HttpResponse(refusal_text(refused), status=400)
     response = StreamingHttpResponse(
         lines,
         content_type="text/csv" if fmt == "csv" else "application/x-ndjson",

@@ -12,7 +12,6 @@ from itertools import islice
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
@@ -41,7 +40,7 @@ from annotation.snapshots import (
 )
 from annotation.tokens import create_token, revoke_token
 from config import scopes
-from config.forms import act
+from config.forms import act, outcome, refusal_text
 from config.roles import ADMIN, ANNOTATOR, RESEARCHER, role_required
 
 SAMPLE_ROWS = 10
@@ -76,12 +75,12 @@ class SnapshotForm(forms.Form):
         raw = self.cleaned_data["rounds"].strip()
         if not raw:
             return None
-        try:
-            return [int(part) for part in raw.split(",") if part.strip()]
-        except ValueError:
+        parts = [part.strip() for part in raw.split(",") if part.strip()]
+        if not all(part.isdecimal() for part in parts):
             raise forms.ValidationError(
                 f"rounds must be numbers separated by commas, got {raw!r}"
-            ) from None
+            )
+        return [int(part) for part in parts]
 
     def snapshot_filter(self) -> dict:
         data = self.cleaned_data
@@ -235,11 +234,10 @@ def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
         "prompt": request.GET.get("prompt", "explicit"),
         "file_format": request.GET.get("file_format", "jsonl"),
     }
-    try:
-        path = cached_export(snap, **options)
-    except ValidationError as exc:
+    path, refused = outcome(cached_export, snap, **options)
+    if refused:
         return HttpResponse(
-            "; ".join(exc.messages), status=400, content_type="text/plain"
+            refusal_text(refused), status=400, content_type="text/plain"
         )
     name = (
         f"{snap.project.name}-{snap.name}-{options['fmt']}."

@@ -14,6 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from annotation.membership import get_project_for
 from annotation.models import Ranking, Response
 from annotation.revisions import RevisionRefused, revisability, revise_ranking
+from config.forms import outcome, refusal_text
 from config.roles import ANNOTATOR, role_required
 
 PAGE_SIZE = 25
@@ -83,15 +84,17 @@ def revise(request: HttpRequest, name: str, ranking_id: int) -> HttpResponse:
     responses = list(ranking.task.responses.order_by("position", "id"))
     error, status = "", 200
     if request.method == "POST":
-        try:
-            order = _posted_order(request.POST, [r.pk for r in responses])
-            revise_ranking(
-                ranking, request.user, order, rationale=request.POST.get("rationale")
+        _, refused = outcome(
+            lambda: revise_ranking(
+                ranking,
+                request.user,
+                _posted_order(request.POST, [r.pk for r in responses]),
+                rationale=request.POST.get("rationale"),
             )
-        except RevisionRefused as exc:
-            error, status = "; ".join(exc.messages), 409
-        except ValidationError as exc:
-            error, status = "; ".join(exc.messages), 400
+        )
+        if refused:
+            error = refusal_text(refused)
+            status = 409 if isinstance(refused, RevisionRefused) else 400
         else:
             messages.success(
                 request, f"Your ranking of task {ranking.task_id} is revised."

@@ -9,7 +9,6 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -25,8 +24,9 @@ from annotation.data_manager import (
     task_page,
 )
 from annotation.membership import get_project_for
-from annotation.models import Ranking, RankingTask, Round
+from annotation.models import Ranking, RankingTask, Round, Snapshot
 from annotation.snapshots import freeze_snapshot
+from config.forms import act, outcome, refusal_text
 from config.roles import RESEARCHER, role_required
 from inference.models import Policy
 
@@ -35,11 +35,9 @@ from inference.models import Policy
 def tasks(request: HttpRequest, name: str) -> HttpResponse:
     """List the project's tasks passing the query string's filter, newest first."""
     project = get_project_for(request.user, name)
-    error = None
-    try:
-        f = parse_filter(request.GET)
-    except ValidationError as exc:
-        f, error = TaskFilter(), "; ".join(exc.messages)
+    f, refused = outcome(parse_filter, request.GET)
+    error = refusal_text(refused) if refused else None
+    f = f or TaskFilter()
     after = request.GET.get("after", "")
     page = task_page(project, f, after=int(after) if after.isdigit() else None)
     spec, lost = snapshot_spec(f)
@@ -112,17 +110,16 @@ def freeze(request: HttpRequest, name: str) -> HttpResponse:
     project = get_project_for(request.user, name)
     fields = {k: request.POST[k] for k in FILTER_NAMES if request.POST.get(k)}
     back = f"{reverse('data:manager', args=[name])}?{urlencode(fields)}"
-    try:
+
+    def freeze_filtered() -> tuple[Snapshot, list[str]]:
         spec, lost = snapshot_spec(parse_filter(request.POST))
-        snapshot = freeze_snapshot(
-            project,
-            request.POST.get("name", "").strip(),
-            user=request.user,
-            filter=spec,
-        )
-    except ValidationError as exc:
-        messages.error(request, "; ".join(exc.messages))
+        name = request.POST.get("name", "").strip()
+        return freeze_snapshot(project, name, user=request.user, filter=spec), lost
+
+    frozen = act(request, freeze_filtered)
+    if frozen is None:
         return redirect(back)
+    snapshot, lost = frozen
     messages.success(request, f"Froze {snapshot.name}: {snapshot.row_count} pairs.")
     if lost:
         messages.warning(request, "Not in the snapshot's filter: " + "; ".join(lost))

@@ -112,8 +112,8 @@ def add_person(
 @transaction.atomic
 def update_person(
     user: User, *, role: str, projects: list[Project], is_active: bool, by: User
-) -> None:
-    """Change a person's role, projects and whether they may sign in.
+) -> User:
+    """Change a person's role, projects and whether they may sign in; return them.
 
     An admin cannot take their own admin role away or deactivate themselves: the
     platform would be left without the person who can undo it.
@@ -130,6 +130,7 @@ def update_person(
         user.is_active = is_active
         user.save(update_fields=["is_active"])
     record(by, "person.update", obj=user, before=before, after=_person_state(user))
+    return user
 
 
 def _person_state(user: User) -> dict:

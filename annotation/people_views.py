@@ -9,7 +9,6 @@ from __future__ import annotations
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.models import User
-from django.core.exceptions import ValidationError
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -17,6 +16,7 @@ from django.views.decorators.http import require_POST
 
 from annotation.models import Membership, Project
 from annotation.people import add_person, password_link, role_of, update_person
+from config.forms import act
 from config.roles import ADMIN, ROLES, role_required
 
 
@@ -66,16 +66,15 @@ def people(request: HttpRequest) -> HttpResponse:
     invited = None
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        try:
-            user = add_person(
-                data["username"],
-                data["role"],
-                list(data["projects"]),
-                actor=request.user,
-            )
-        except ValidationError as exc:
-            form.add_error("username", exc)
-        else:
+        user = act(
+            form,
+            add_person,
+            data["username"],
+            data["role"],
+            list(data["projects"]),
+            actor=request.user,
+        )
+        if user is not None:
             invited = {
                 "user": user,
                 "link": request.build_absolute_uri(password_link(user)),
@@ -115,17 +114,16 @@ def person(request: HttpRequest, user_id: int) -> HttpResponse:
     form = EditPersonForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        try:
-            update_person(
-                user,
-                role=data["role"],
-                projects=list(data["projects"]),
-                is_active=data["is_active"],
-                by=request.user,
-            )
-        except ValidationError as exc:
-            form.add_error(None, exc)
-        else:
+        saved = act(
+            form,
+            update_person,
+            user,
+            role=data["role"],
+            projects=list(data["projects"]),
+            is_active=data["is_active"],
+            by=request.user,
+        )
+        if saved:
             messages.success(request, f"Saved {user.username}.")
             return redirect("people:person", user_id=user.pk)
     return render(

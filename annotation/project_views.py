@@ -24,6 +24,7 @@ from annotation.membership import add_member, get_project_for
 from annotation.models import Project
 from annotation.pool import add_prompts, held_prompts, release_prompts, remove_prompts
 from annotation.prompt_files import SUFFIXES, read_prompt_file
+from config.forms import act
 from config.roles import ADMIN, role_required
 from inference.models import Policy
 
@@ -143,11 +144,8 @@ def prompts(request: HttpRequest, name: str) -> HttpResponse:
                 f"the file has {upload.size:,} bytes; the most is {MAX_UPLOAD_BYTES:,}",
             )
         else:
-            try:
-                read = read_prompt_file(upload.name, upload.read())
-            except ValueError as exc:
-                form.add_error("file", str(exc))
-            else:
+            read = act(form, read_prompt_file, upload.name, upload.read())
+            if read is not None:
                 report = _curate(project, read, upload.name, form, request.user)
     return render(
         request,

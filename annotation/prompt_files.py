@@ -15,6 +15,8 @@ import io
 import json
 from dataclasses import dataclass, field
 
+from django.core.exceptions import ValidationError
+
 SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".parquet")
 FIELDS = ("prompt", "messages", "text")
 
@@ -53,7 +55,7 @@ class PromptFile:
 def read_prompt_file(name: str, data: bytes) -> PromptFile:
     """Return the prompts of a file named `name` with contents `data`.
 
-    Raise ValueError naming the suffix when the kind of file is not one of SUFFIXES,
+    Raise ValidationError naming the suffix when the kind of file is not one of SUFFIXES,
     or when a whole file (JSON, Parquet) cannot be parsed.
     """
     if name.endswith(".gz"):
@@ -65,7 +67,7 @@ def read_prompt_file(name: str, data: bytes) -> PromptFile:
         _read_parquet(data, result)
         return result
     if suffix not in SUFFIXES:
-        raise ValueError(
+        raise ValidationError(
             f"cannot read {name!r}: expected a file ending in {', '.join(SUFFIXES)} "
             "(optionally .gz)"
         )
@@ -78,9 +80,9 @@ def read_prompt_file(name: str, data: bytes) -> PromptFile:
         try:
             records = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{name} is not valid JSON: {exc}") from None
+            raise ValidationError(f"{name} is not valid JSON: {exc}") from None
         if not isinstance(records, list):
-            raise ValueError(f"{name} must hold a JSON list of prompts")
+            raise ValidationError(f"{name} must hold a JSON list of prompts")
         for number, record in enumerate(records, start=1):
             result.add(number, record)
     elif suffix == ".jsonl":
@@ -107,6 +109,6 @@ def _read_parquet(data: bytes, result: PromptFile) -> None:
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
-        raise ValueError(f"not a readable Parquet file: {exc}") from None
+        raise ValidationError(f"not a readable Parquet file: {exc}") from None
     for number, row in enumerate(table.to_pylist(), start=1):
         result.add(number, row)

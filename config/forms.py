@@ -35,3 +35,22 @@ def act(
         else:
             messages.error(target, "; ".join(exc.messages))
         return None
+
+
+def outcome(
+    action: Callable[..., T], *args, **kwargs
+) -> tuple[T | None, ValidationError | None]:
+    """Return `(action(*args, **kwargs), None)`, or `(None, the refusal)`.
+
+    For a page that shows a refusal inline (a filter it cannot read, a download it
+    cannot make) with the status it chooses; `act` is for forms and buttons.
+    """
+    try:
+        return action(*args, **kwargs), None
+    except ValidationError as exc:
+        return None, exc
+
+
+def refusal_text(exc: ValidationError) -> str:
+    """Return a refusal's messages as one line."""
+    return "; ".join(exc.messages)

@@ -10,6 +10,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
@@ -155,5 +156,5 @@ def test_prompt_files_of_every_kind_are_read():
         "one line",
         "two",
     ]
-    with pytest.raises(ValueError, match="cannot read 'p.docx'"):
+    with pytest.raises(ValidationError, match="cannot read 'p.docx'"):
         read_prompt_file("p.docx", b"")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from annotation.models import Project
@@ -18,8 +19,8 @@ def read_prompts(path: Path) -> list:
     """
     try:
         read = read_prompt_file(path.name, path.read_bytes())
-    except ValueError as exc:
-        raise CommandError(str(exc)) from None
+    except ValidationError as exc:
+        raise CommandError("; ".join(exc.messages)) from None
     if read.unreadable:
         first = read.unreadable[0]
         raise CommandError(f"{path.name} line {first['line']}: {first['reason']}")
