@@ -9,7 +9,6 @@ domain's demonstrations (see `demo.world`). Plain Python, no Django.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import shutil
 import time
@@ -17,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 BOS = "<|bos|>"
 EOS = "<|end|>"

@@ -12,11 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 from pathlib import Path
 from typing import Any, TypeVar
-
-logger = logging.getLogger(__name__)
 
 TRAINING_CONFIG_FILE = "training_config.json"
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,6 @@ from training.artifacts import (
 )
 from training.progress import Reporter, trainer_callback
 from training.trl_args import check_trl_args
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
