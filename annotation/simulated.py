@@ -66,12 +66,18 @@ class SimulatedAnnotator(Protocol):
 
 
 class JudgeAnnotator:
-    """Rank with a registered judge (`inference.judges`); responses it rates equal tie."""
+    """Rank with a registered judge (`inference.judges`); responses it rates equal tie.
+
+    Given the judge's registered `name`, the simulator says it ("judge:instructions"),
+    so a training round evaluates with the judge its annotators ranked with.
+    """
 
     simulator = "judge"
 
-    def __init__(self, judge: Judge) -> None:
+    def __init__(self, judge: Judge, name: str = "") -> None:
         self.judge = judge
+        if name:
+            self.simulator = f"judge:{name}"
 
     def decide(
         self, prompt_messages: list[dict], responses: list[str], *, key: str

@@ -21,6 +21,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 _JUDGES: dict[str, str] = {}
+# Judges the platform ships for its own task families (such as "instructions"):
+# always asked for by name, never the default judge.
+_NAMED_ONLY: set[str] = set()
 
 
 class Judge(Protocol):
@@ -35,11 +38,13 @@ class Judge(Protocol):
         """Return the indices of `responses` as tie groups, best first."""
 
 
-def register_judge(name: str, path: str) -> None:
+def register_judge(name: str, path: str, *, named_only: bool = False) -> None:
     """Register the judge at `path` ("module:attribute") under `name`.
 
     Registering the same name and path again changes nothing (an app's `ready`
-    may run more than once); another path under a taken name is refused.
+    may run more than once); another path under a taken name is refused. A
+    `named_only` judge is used only where asked for by name: it never becomes the
+    default (`default_judge_name`).
     """
     if not name:
         raise ValueError("a judge needs a name, got ''; pass e.g. 'demo'")
@@ -56,6 +61,8 @@ def register_judge(name: str, path: str) -> None:
             "register this one under another name"
         )
     _JUDGES[name] = path
+    if named_only:
+        _NAMED_ONLY.add(name)
 
 
 def registered_judges() -> dict[str, str]:
@@ -78,8 +85,10 @@ def judge_path(name: str) -> str:
 
 
 def default_judge_name() -> str | None:
-    """Return the name of the only registered judge; None when there are none or several."""
-    return next(iter(_JUDGES)) if len(_JUDGES) == 1 else None
+    """Return the name of the only registered judge that is not `named_only`; None
+    when there are none or several."""
+    names = [name for name in _JUDGES if name not in _NAMED_ONLY]
+    return names[0] if len(names) == 1 else None
 
 
 def load_judge(path: str) -> Judge:

@@ -250,22 +250,29 @@ def launch_round(
 def _annotators_judge(project: Project) -> str | None:
     """Return the judge to evaluate with when simulated judge annotators ranked here.
 
-    A judge annotator's profile says only "judge", so this is the only registered
-    judge (`inference.judges`); None when no judge annotator ranked in the project
-    or when none or several judges are registered.
+    A judge annotator that names its judge ("judge:instructions", possibly inside a
+    noisy wrapper) gives that name when it is the only one named; one that says only
+    "judge" ranked with the default judge (`inference.judges`). None when no judge
+    annotator ranked in the project, or when the judge is ambiguous.
     """
+    import re
+
     from annotation.models import Ranking
     from annotation.simulated import JudgeAnnotator
 
-    judge = default_judge_name()
-    if judge is None:
+    simulators = set(
+        Ranking.objects.filter(
+            task__project=project,
+            annotator__annotator_profile__is_simulated=True,
+            annotator__annotator_profile__simulator__icontains=JudgeAnnotator.simulator,
+        ).values_list("annotator__annotator_profile__simulator", flat=True)
+    )
+    if not simulators:
         return None
-    ranked = Ranking.objects.filter(
-        task__project=project,
-        annotator__annotator_profile__is_simulated=True,
-        annotator__annotator_profile__simulator__icontains=JudgeAnnotator.simulator,
-    ).exists()
-    return judge if ranked else None
+    named = {m for s in simulators for m in re.findall(r"\bjudge:([\w.-]+)", s)}
+    if any(not re.search(r"\bjudge:", s) for s in simulators):
+        named.add(default_judge_name() or "")
+    return named.pop() if len(named) == 1 and "" not in named else None
 
 
 def _snapshot_for(

@@ -27,6 +27,7 @@ def registry(monkeypatch) -> dict[str, str]:
     """An empty registry for the test, put back afterwards."""
     fresh: dict[str, str] = {}
     monkeypatch.setattr(judges, "_JUDGES", fresh)
+    monkeypatch.setattr(judges, "_NAMED_ONLY", set())
     return fresh
 
 
@@ -76,6 +77,23 @@ def test_the_default_judge_is_the_only_registered_one(registry, names, default):
         judges.register_judge(name, PATH)
 
     assert judges.default_judge_name() == default
+
+
+def test_a_named_only_judge_is_never_the_default_but_is_found_by_name(registry):
+    judges.register_judge("family", PATH, named_only=True)
+    assert judges.default_judge_name() is None
+
+    judges.register_judge("app", PATH)
+
+    assert judges.default_judge_name() == "app"
+    assert judges.get_judge("family") is ALWAYS_FIRST
+
+
+def test_the_installed_apps_register_the_instructions_judge_by_name_only():
+    from inference.instructions import JUDGE
+
+    assert judges.get_judge("instructions") is JUDGE
+    assert "instructions" in judges._NAMED_ONLY
 
 
 def test_asking_for_the_default_judge_among_several_is_refused(registry):

@@ -422,6 +422,29 @@ def test_rankings_by_a_judge_annotator_make_the_evaluation_ask_that_judge(
     )
 
 
+def test_rankings_by_an_annotator_naming_its_judge_make_the_evaluation_ask_it(
+    project, admin_user, ranked
+):
+    from annotation.models import Prompt
+    from annotation.simulated import JudgeAnnotator, NoisyAnnotator, simulated_user
+    from inference.judges import get_judge
+
+    Prompt.objects.create(project=project, messages="Held out?", is_held_out=True)
+    annotator = NoisyAnnotator(
+        JudgeAnnotator(get_judge("instructions"), "instructions"), flip_rate=0.1
+    )
+    judge = simulated_user("sim-judge-1", annotator.simulator)
+    rank(make_task(project, "What is 4 + 4?"), judge, [[0], [1], [2], [3]])
+
+    training_round = launch(project, "dpo", user=admin_user)
+
+    evaluate = training_round.jobs.get(stage="evaluate")
+    assert (evaluate.config["judge"], evaluate.config["judge_path"]) == (
+        "instructions",
+        "inference.instructions:JUDGE",
+    )
+
+
 def test_an_evaluation_naming_an_unknown_judge_is_refused(project, admin_user, ranked):
     from annotation.models import Prompt
 
@@ -431,7 +454,10 @@ def test_an_evaluation_naming_an_unknown_judge_is_refused(project, admin_user, r
         launch(
             project, "dpo", user=admin_user, options={"evaluate": {"judge": "ifeval"}}
         )
-    assert "no judge named 'ifeval'; registered judges: ['demo']" in str(error.value)
+    assert (
+        "no judge named 'ifeval'; registered judges: ['demo', 'instructions']"
+        in str(error.value)
+    )
 
 
 def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(

@@ -100,7 +100,7 @@ class Command(BaseCommand):
             base = RewardModelAnnotator(rm)
         else:
             try:
-                base = JudgeAnnotator(get_judge(options["judge"]))
+                base = JudgeAnnotator(get_judge(options["judge"]), options["judge"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
         flip, tie, skip = (

@@ -1,0 +1,213 @@
+"""The verifiable-instructions family: each checker, the loose reading, the split, the judge."""
+
+import json
+
+import pytest
+
+from inference.instructions import (
+    CONFLICTS,
+    JUDGE,
+    KINDS,
+    MAX_CONSTRAINTS,
+    SPLITS,
+    TOPICS,
+    Constraint,
+    accuracy,
+    combinations_of_kinds,
+    make_requests,
+    parse_constraints,
+    split_of,
+)
+
+# For each kind: a constraint, a response that follows it and one that does not.
+CASES = {
+    "max_words": (
+        Constraint("max_words", (5,)),
+        "Boil water, add the tea.",
+        "Boil the water first, then add the tea and wait.",
+    ),
+    "bullets": (
+        Constraint("bullets", (3,)),
+        "Tips:\n* Pack light\n* Bring a map\n- Charge your phone",
+        "* Pack light\n* Bring a map",
+    ),
+    "lowercase": (
+        Constraint("lowercase", ()),
+        "water the plants once a week.",
+        "Water the plants once a week.",
+    ),
+    "include": (
+        Constraint("include", ("morning",)),
+        "A walk in the Morning clears the head.",
+        "A walk in the mornings clears the head.",
+    ),
+    "avoid": (
+        Constraint("avoid", ("easy",)),
+        "It is uneasy at first but gets simpler.",
+        "It is Easy once you start.",
+    ),
+    "end_phrase": (
+        Constraint("end_phrase", ("Thanks for reading.",)),
+        "Keep a list and stick to it. Thanks for reading.  ",
+        "Thanks for reading. Keep a list and stick to it.",
+    ),
+    "json": (
+        Constraint("json", ("title", "summary")),
+        json.dumps({"title": "Tea", "summary": "Boil, steep, sip.", "extra": 1}),
+        json.dumps({"title": "Tea", "body": "Boil, steep, sip."}),
+    ),
+    "no_commas": (
+        Constraint("no_commas", ()),
+        "Rinse the rice and cook it slowly.",
+        "Rinse the rice, then cook it slowly.",
+    ),
+    "paragraphs": (
+        Constraint("paragraphs", (2,)),
+        "Bread needs time.\n\n  \nKnead it well and let it rise.",
+        "Bread needs time.\nKnead it well and let it rise.",
+    ),
+}
+
+
+def test_every_kind_has_a_case():
+    assert set(CASES) == set(KINDS)
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_each_checker_passes_a_good_response_and_fails_a_bad_one(kind):
+    constraint, good, bad = CASES[kind]
+
+    assert constraint.follows(good)
+    assert not constraint.follows(bad)
+    assert not constraint.follows("   ")  # an empty response follows nothing
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_each_constraint_is_read_back_from_its_wording(kind):
+    constraint = CASES[kind][0]
+
+    assert parse_constraints(
+        f"Give some advice on cooking rice. {constraint.text}"
+    ) == [constraint]
+
+
+def test_a_fenced_json_block_counts_as_json_strictly():
+    constraint = Constraint("json", ("answer", "reason"))
+
+    assert constraint.follows('```json\n{"answer": "yes", "reason": "because"}\n```')
+    assert not constraint.follows('["answer", "reason"]')
+
+
+def test_the_loose_reading_forgives_a_first_line_and_markdown_asterisks():
+    lowercase = Constraint("lowercase", ())
+    ending = Constraint("end_phrase", ("Have a wonderful day!",))
+    response = "Sure! Here it is:\nsip slowly and enjoy.\nHave a wonderful day!"
+
+    assert not lowercase.follows(response)
+    assert lowercase.follows_loosely("Sure!\nsip slowly and enjoy.")
+    assert ending.follows(response)
+    assert not ending.follows("Rest well. **Have a wonderful day!**")
+    assert ending.follows_loosely("Rest well. **Have a wonderful day!**")
+    assert not Constraint("no_commas", ()).follows_loosely("one, two, three")
+
+
+def test_accuracy_counts_prompts_and_instructions_strictly_and_loosely():
+    lower = Constraint("lowercase", ())
+    commas = Constraint("no_commas", ())
+    items = [
+        ([lower, commas], "all fine here"),  # both
+        ([lower, commas], "Title\nall fine, mostly\nyes"),  # lowercase loosely
+        ([commas], "no commas at all"),  # the one
+    ]
+
+    assert accuracy(items) == {
+        "prompt_strict": pytest.approx(2 / 3),
+        "prompt_loose": pytest.approx(2 / 3),
+        "instruction_strict": pytest.approx(3 / 5),
+        "instruction_loose": pytest.approx(4 / 5),
+    }
+
+
+def test_combinations_have_one_to_three_kinds_and_no_conflicting_pair():
+    combos = combinations_of_kinds()
+
+    assert {len(c) for c in combos} == set(range(1, MAX_CONSTRAINTS + 1))
+    assert ("json", "no_commas") not in combos
+    for combo in combos:
+        assert not any(
+            frozenset((a, b)) in CONFLICTS for a in combo for b in combo if a != b
+        )
+
+
+def test_no_test_combination_and_topic_occurs_in_train_or_dev():
+    requests = {split: make_requests(400, split, seed=3) for split in SPLITS}
+    keys = {
+        split: {(r.combination, r.topic) for r in found}
+        for split, found in requests.items()
+    }
+
+    assert keys["test"].isdisjoint(keys["train"])
+    assert keys["test"].isdisjoint(keys["dev"])
+    assert keys["dev"].isdisjoint(keys["train"])
+    for split, found in requests.items():
+        assert {r.split for r in found} == {split}
+        # Every constraint kind and most topics are seen in every split.
+        assert {c.kind for r in found for c in r.constraints} == set(KINDS)
+
+
+def test_every_pair_has_exactly_one_split_and_the_shares_are_about_right():
+    pairs = [(c, t) for c in combinations_of_kinds() for t in TOPICS]
+    counts = {split: 0 for split in SPLITS}
+    for combo, topic in pairs:
+        counts[split_of(combo, topic)] += 1
+
+    assert sum(counts.values()) == len(pairs)
+    assert 0.65 < counts["train"] / len(pairs) < 0.75
+    assert 0.1 < counts["test"] / len(pairs) < 0.2
+
+
+def test_requests_are_distinct_reproducible_balanced_and_read_back_exactly():
+    requests = make_requests(300, "train", seed=0)
+
+    assert requests == make_requests(300, "train", seed=0)
+    assert requests != make_requests(300, "train", seed=1)
+    assert len({r.text for r in requests}) == 300
+    assert (
+        sorted(len(r.constraints) for r in requests)
+        == [1] * 100 + [2] * 100 + [3] * 100
+    )
+    for r in requests:
+        assert parse_constraints(r.text) == list(r.constraints)
+        words = {c.args[0] for c in r.constraints if c.kind in ("include", "avoid")}
+        assert len(words) == sum(c.kind in ("include", "avoid") for c in r.constraints)
+
+
+def test_asking_for_more_requests_than_a_split_holds_is_refused():
+    with pytest.raises(ValueError, match="the test split has"):
+        make_requests(9_999, "test")
+    with pytest.raises(ValueError, match="split must be one of"):
+        make_requests(1, "holdout")
+
+
+def test_the_judge_ranks_by_constraints_followed_strictly_then_loosely():
+    prompt = [
+        {
+            "role": "user",
+            "content": "Give some advice on cooking rice. Do not use any commas. "
+            "Write your whole response in lowercase letters.",
+        }
+    ]
+    both = "rinse it and use less water."
+    loose_lower = "Tip:\nrinse it and use less water."
+    one = "Rinse it and use less water."
+    none = "Rinse it, and use less water."
+
+    assert JUDGE.rank(prompt, [none, one, both, loose_lower, "rinse it well."]) == [
+        [2, 4],
+        [3],
+        [1],
+        [0],
+    ]
+    assert JUDGE.compare(prompt, both, one) == 1.0
+    assert JUDGE.compare(prompt, none, one) == -1.0
+    assert JUDGE.compare(prompt, both, "rinse it well.") == 0.0
