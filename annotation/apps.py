@@ -15,3 +15,10 @@ class AnnotationConfig(AppConfig):
     def ready(self) -> None:
         # Like Django's own permissions: the role groups exist in every migrated database.
         post_migrate.connect(_create_role_groups, sender=self)
+        # Every registration, by command, page or API, gets its audit entry.
+        from annotation.audit import record_model_registration
+        from inference.registry import model_registered
+
+        model_registered.connect(
+            record_model_registration, dispatch_uid="audit-model-register"
+        )

@@ -88,6 +88,33 @@ def record(
     )
 
 
+def record_model_registration(
+    sender: type,
+    *,
+    policy: models.Model,
+    actor: AbstractBaseUser | None,
+    source_kind: str,
+    **kwargs,
+) -> None:
+    """Record `inference.registry.model_registered`: who brought which model in, from where."""
+    record(
+        actor,
+        "model.register",
+        obj=policy,
+        after={
+            "name": policy.name,
+            "kind": policy.kind,
+            "source": policy.source,
+            "source_kind": source_kind,
+            "quantization": policy.quantization,
+            "architecture": policy.architecture,
+            "parameter_count": policy.parameter_count,
+            "weights_sha256": policy.weights_sha256,
+            "parent": policy.parent.name if policy.parent_id else None,
+        },
+    )
+
+
 def readable_entries(user: AbstractBaseUser) -> QuerySet[AuditEntry]:
     """Return the entries the user may read: all for admins, their projects' for others."""
     entries = AuditEntry.objects.select_related("project")

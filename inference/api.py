@@ -113,6 +113,7 @@ def register(request: HttpRequest, payload: RegisterModelIn):
         base=payload.base,
         allow_pickle=payload.allow_pickle,
         chat_template=payload.chat_template,
+        actor=request.auth,
     )
     return Status(201, policy)
 

@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db import transaction
 from django.db.models import Q
+from django.dispatch import Signal
 from django.utils import timezone
 
 from inference import cards, folders, sources
@@ -19,6 +22,10 @@ from inference.models import Policy
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 KINDS = {"policy": Policy.Kind.POLICY, "reward": Policy.Kind.REWARD_MODEL}
+# Sent by `register_model` inside the transaction that writes the row, with `policy`,
+# `actor` (who asked; None for a command) and `source_kind`. The annotation app
+# records it in the audit log (annotation.audit), which this layer cannot import.
+model_registered = Signal()
 
 
 def register_policy(
@@ -105,6 +112,7 @@ def register_model(
     allow_pickle: bool = False,
     chat_template: str | Path = "",
     now: datetime | None = None,
+    actor: AbstractBaseUser | None = None,
 ) -> Policy:
     """Bring a model in: land SOURCE in MODEL_DIR/<name> and register it.
 
@@ -114,7 +122,9 @@ def register_model(
     id. `kind` is "policy" or "reward"; `parent` names a registered policy. The
     folder appears whole or not at all (`atomic_dir`), and is removed again if the
     row cannot be written. Raise ValidationError (SourceError for the source) naming the
-    bad value and the fix; every check that needs no conversion runs first.
+    bad value and the fix; every check that needs no conversion runs first. The row
+    is written and `model_registered` sent (with `actor`, who asked: None for a
+    command) in one transaction, so its audit entry commits with it.
     """
     if not NAME.match(name):
         raise ValidationError(
@@ -146,17 +156,22 @@ def register_model(
             chat_template=Path(chat_template) if chat_template else None,
         )
     try:
-        return register_policy(
-            name,
-            base_path=base_row.base_path if base_row else final,
-            adapter_path=final if base_row else "",
-            parent=parent_row or base_row,
-            kind=KINDS[kind],
-            method=f"registered from {landed.kind}",
-            source=str(source),
-            quantization=landed.quantization,
-            now=now,
-        )
+        with transaction.atomic():
+            policy = register_policy(
+                name,
+                base_path=base_row.base_path if base_row else final,
+                adapter_path=final if base_row else "",
+                parent=parent_row or base_row,
+                kind=KINDS[kind],
+                method=f"registered from {landed.kind}",
+                source=str(source),
+                quantization=landed.quantization,
+                now=now,
+            )
+            model_registered.send(
+                sender=Policy, policy=policy, actor=actor, source_kind=landed.kind
+            )
+        return policy
     except BaseException:
         shutil.rmtree(final, ignore_errors=True)
         raise

@@ -258,6 +258,7 @@ def register(request: HttpRequest) -> HttpResponse:
         data["name"],
         data["source"],
         **form.register_options(),
+        actor=request.user,
     )
     if policy is not None:
         messages.success(

@@ -61,3 +61,64 @@ def test_deployments_and_rollbacks_record_the_policy_before_and_after(
     rollback_policy(project, user=admin_user)
     back = only("deployment.rollback")
     assert (back.before, back.after) == ({"policy": "newer"}, {"policy": "demo-sft"})
+
+
+def _registration(name: str) -> AuditEntry:
+    entry = only("model.register")
+    assert entry.after["name"] == name
+    return entry
+
+
+def test_a_model_registered_by_command_page_or_api_is_recorded_with_who_asked(
+    admin_user, tiny_model_dir
+):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from inference.models import Policy
+    from tests.conftest import login
+
+    call_command("register_model", "by-command", str(tiny_model_dir), stdout=StringIO())
+    entry = _registration("by-command")
+    assert (entry.actor, entry.actor_name, entry.project) == (None, "", None)
+    assert (entry.object_type, entry.object_id) == (
+        "policy",
+        str(Policy.objects.get(name="by-command").pk),
+    )
+    assert entry.after["source"] == str(tiny_model_dir)
+    assert (entry.after["source_kind"], entry.after["architecture"]) == (
+        "folder",
+        "LlamaForCausalLM",
+    )
+    AuditEntry.objects.all().delete()
+
+    client = login(admin_user)
+    client.post(
+        "/training/models/register/",
+        {"name": "by-page", "source": str(tiny_model_dir), "kind": "policy"},
+    )
+    assert _registration("by-page").actor == admin_user
+    AuditEntry.objects.all().delete()
+
+    response = client.post(
+        "/api/policies",
+        {"name": "by-api", "source": str(tiny_model_dir)},
+        content_type="application/json",
+    )
+    assert response.status_code == 201
+    assert _registration("by-api").actor == admin_user
+
+
+def test_a_refused_registration_records_nothing(admin_user, tiny_model_dir):
+    from django.core.exceptions import ValidationError
+
+    from inference.registry import register_model
+
+    with pytest.raises(ValidationError):
+        register_model("x", "/no/such/model", actor=admin_user)
+    register_model("tiny", str(tiny_model_dir), actor=admin_user)
+    with pytest.raises(ValidationError, match="already registered"):
+        register_model("tiny", str(tiny_model_dir), actor=admin_user)
+
+    assert _registration("tiny").actor == admin_user
