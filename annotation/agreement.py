@@ -1,5 +1,9 @@
 """How much annotators agree: pairwise agreement, Kendall's tau-b, Krippendorff's alpha.
 
+Pairwise projects' judgements carry a strength; `strength_alpha` measures agreement
+on the signed strength (Krippendorff's alpha, interval), so "A much better" against
+"A slightly better" counts as a smaller disagreement than against "B better".
+
 Every function takes plain orders (lists of tie groups of response ids, best first)
 so it can be tested without a database. Callers pass human rankings only: rankings
 of users whose profile is simulated are left out of human agreement figures
@@ -122,6 +126,43 @@ def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | N
     )
 
 
+def signed_strength(order: Order, strength: int) -> int:
+    """Return a pairwise judgement as one number on its scale: +strength when the
+    response with the lower id is preferred, -strength when the other is, 0 for a
+    tie.
+
+    Every annotator of a task is oriented the same way, so the values compare.
+    """
+    if len(order) == 1:
+        return 0
+    (better,), (worse,) = order
+    return strength if better < worse else -strength
+
+
+def strength_alpha(strengths_by_task: dict[int, dict[int, int]]) -> float | None:
+    """Return Krippendorff's alpha (interval) of signed strengths.
+
+    `strengths_by_task` maps task id -> {annotator id: signed strength}; each task is
+    a unit. None when alpha is undefined: no task with two judgements, or one value
+    in all data.
+    """
+    import krippendorff
+    import numpy as np
+
+    multi = {t: by for t, by in strengths_by_task.items() if len(by) >= 2}
+    annotators = sorted({a for by in multi.values() for a in by})
+    row = {a: i for i, a in enumerate(annotators)}
+    data = np.full((len(annotators), len(multi)), np.nan)  # (annotators, units)
+    for column, task_id in enumerate(sorted(multi)):
+        for annotator, value in multi[task_id].items():
+            data[row[annotator], column] = value
+    if not multi or len(np.unique(data[~np.isnan(data)])) < 2:
+        return None
+    return float(
+        krippendorff.alpha(reliability_data=data, level_of_measurement="interval")
+    )
+
+
 def summarise(
     orders_by_task: dict[int, dict[int, Order]],
 ) -> dict[str, float | int | None]:
@@ -142,6 +183,18 @@ def summarise(
         "kendall_tau_b": sum(taus) / len(taus) if taus else None,
         "krippendorff_alpha": krippendorff_alpha(multi),
     }
+
+
+def human_strengths_by_task(
+    rows: Iterable[tuple[int, int, Order, int | None, bool | None]],
+) -> dict[int, dict[int, int]]:
+    """Group (task id, annotator id, order, strength, is_simulated) rows as signed
+    strengths, dropping simulated ones and rankings without a strength."""
+    grouped: dict[int, dict[int, int]] = defaultdict(dict)
+    for task_id, annotator_id, order, strength, is_simulated in rows:
+        if not is_simulated and strength is not None:
+            grouped[task_id][annotator_id] = signed_strength(order, strength)
+    return dict(grouped)
 
 
 def human_orders_by_task(rows: Iterable[tuple[int, int, Order, bool | None]]) -> dict:

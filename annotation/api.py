@@ -38,6 +38,9 @@ from annotation.export import (
 from annotation.importing import FORMATS as IMPORT_FORMATS
 from annotation.membership import get_project_for
 from annotation.models import (
+    DEFAULT_STRENGTH_LABELS,
+    MAX_STRENGTH_LEVELS,
+    STRENGTH_LABEL_MAX_CHARS,
     ApiToken,
     ImportReport,
     Lease,
@@ -125,6 +128,8 @@ class ProjectOut(Schema):
     responses_per_task: int
     overlap: int
     aspects: list[str]
+    mode: str
+    strength_labels: list[str]
     current_policy: str | None
     created_at: datetime
 
@@ -141,6 +146,19 @@ class ProjectIn(Schema):
     overlap: int = Field(3, ge=1, le=100)
     aspects: list[Annotated[str, Field(max_length=100)]] = Field(
         [], max_length=MAX_ASPECTS
+    )
+    mode: Literal[tuple(Project.Mode.values)] = Field(
+        Project.Mode.RANKING,
+        description="ranking (K responses, ties allowed) or pairwise (2 responses "
+        "and a strength).",
+    )
+    strength_labels: list[
+        Annotated[str, Field(min_length=1, max_length=STRENGTH_LABEL_MAX_CHARS)]
+    ] = Field(
+        DEFAULT_STRENGTH_LABELS,
+        min_length=1,
+        max_length=MAX_STRENGTH_LEVELS,
+        description="Pairwise: strength levels of one side, weakest first.",
     )
 
 
@@ -174,8 +192,10 @@ def create_project(request: HttpRequest, payload: ProjectIn):
         raise ValidationError(
             f"a project named {payload.name!r} exists; choose another name"
         )
+    project = Project(**payload.dict())
+    project.clean()
     with transaction.atomic():
-        project = Project.objects.create(**payload.dict())
+        project.save()
         record(caller(request), "project.create", obj=project, after=payload.dict())
     return Status(201, project)
 
@@ -456,6 +476,14 @@ class RankingIn(Schema):
         Annotated[dict[AspectName, int], Field(max_length=MAX_ASPECTS)],
     ] = Field({}, max_length=MAX_RESPONSES)
     active_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
+    strength: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_STRENGTH_LEVELS,
+        description="Pairwise projects only, and required there: how much better the "
+        "first group is, 1 to the project's number of strength levels, or 0 for "
+        "'about the same' with both responses in one tie group.",
+    )
 
     def submission(self) -> RankingSubmission:
         """Return the ranking as the value `submit_ranking` stores."""
@@ -466,6 +494,7 @@ class RankingOut(Schema):
     id: int
     task_id: int
     order: list[list[int]]
+    strength: int | None
     is_skip: bool
     skip_reason: str
     all_bad: bool

@@ -62,7 +62,8 @@ class RankingSubmission:
 
     `order`: tie groups of response ids, best first, as posted (validated when
     stored); `unsafe_response_ids`: responses flagged unsafe; `aspect_ratings`:
-    {response id: {aspect: 1..7}}; `active_seconds`: active time the page measured.
+    {response id: {aspect: 1..7}}; `active_seconds`: active time the page measured;
+    `strength`: a pairwise project's strength level (`Ranking.validate_strength`).
     """
 
     order: object
@@ -72,6 +73,7 @@ class RankingSubmission:
     rewrite: str = ""
     aspect_ratings: Mapping = field(default_factory=dict)
     active_seconds: float | None = None
+    strength: int | None = None
 
     def __post_init__(self) -> None:
         """Refuse sizes no task needs and non-finite times, before any database work."""
@@ -434,6 +436,7 @@ class _Checked:
     groups: list[list[int]]
     unsafe: list[int]
     ratings: dict
+    strength: int | None
 
 
 def _check(
@@ -456,8 +459,9 @@ def _check(
         )
     response_ids = set(response_ids)
     groups = Ranking.validate_order(submission.order, response_ids)
+    strength = Ranking.validate_strength(submission.strength, groups, project)
     unsafe, ratings = _validate_extras(project, response_ids, submission)
-    return _Checked(project, groups, unsafe, ratings)
+    return _Checked(project, groups, unsafe, ratings, strength)
 
 
 def _validate_extras(
@@ -541,7 +545,8 @@ def submit_ranking(
     """Store the annotator's ranking of the leased task and update the task's figures.
 
     Idempotent: a lease already answered returns its ranking unchanged. Validate the
-    order (every response exactly once, in tie groups), the unsafe flags, the aspect
+    order (every response exactly once, in tie groups), a pairwise project's
+    strength, the unsafe flags, the aspect
     ratings (1 to 7, the project's aspects) and the rationale when the project
     requires one, before any transaction opens; raise ValidationError and store
     nothing otherwise. Raise AnnotatorPaused, storing nothing, when the annotator is
@@ -652,6 +657,7 @@ def _store_ranking(
             rationale=submission.rationale.strip(),
             rewrite=submission.rewrite.strip(),
             aspect_ratings=checked.ratings,
+            strength=checked.strength,
             server_seconds=max(0.0, (now - lease.leased_at).total_seconds()),
             active_seconds=submission.active_seconds,
             created_at=now,

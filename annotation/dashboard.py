@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from annotation.agreement import human_orders_by_task, summarise
+from annotation.agreement import (
+    human_orders_by_task,
+    human_strengths_by_task,
+    strength_alpha,
+    summarise,
+)
 from annotation.quality import annotator_stats, ranking_rows
 
 LABEL_WIDTH = 140
@@ -68,6 +73,19 @@ def dashboard(project) -> dict:
                 r["task_id"],
                 r["annotator_id"],
                 r["order"],
+                r["annotator__annotator_profile__is_simulated"],
+            )
+            for r in rows
+            if not r["is_skip"]
+        )
+    )
+    agreement["strength_alpha"] = strength_alpha(
+        human_strengths_by_task(
+            (
+                r["task_id"],
+                r["annotator_id"],
+                r["order"],
+                r["strength"],
                 r["annotator__annotator_profile__is_simulated"],
             )
             for r in rows

@@ -17,7 +17,15 @@ from annotation.assignment import (
     RankingSubmission,
     leased_task,
 )
-from annotation.models import Lease, Project, Ranking, RankingTask
+from annotation.models import (
+    DEFAULT_STRENGTH_LABELS,
+    MAX_STRENGTH_LEVELS,
+    Lease,
+    Project,
+    Ranking,
+    RankingTask,
+    clean_strength_labels,
+)
 
 ORDER_EXAMPLE = "[[12],[14,13],[11]]"
 # The largest id a database row can have (a signed 64-bit integer).
@@ -104,6 +112,9 @@ class RankingForm(forms.Form):
     )
     rewrite = forms.CharField(required=False, max_length=REWRITE_MAX_CHARS, strip=True)
     active_seconds = forms.FloatField(required=False, min_value=0)
+    strength = forms.IntegerField(
+        required=False, min_value=0, max_value=MAX_STRENGTH_LEVELS
+    )
 
     def __init__(
         self, data: QueryDict, *, user: AbstractBaseUser, project: Project
@@ -124,6 +135,9 @@ class RankingForm(forms.Form):
         if "lease" not in cleaned:
             return cleaned
         cleaned["order"] = parse_order(self.data, self.response_ids)
+        strength = Ranking.validate_strength(
+            cleaned.get("strength"), cleaned["order"], self.project
+        )
         unsafe = _int_list(self.data.getlist("unsafe"), "unsafe flags")
         unknown = sorted(set(unsafe) - set(self.response_ids))
         if unknown:
@@ -154,6 +168,7 @@ class RankingForm(forms.Form):
             rewrite=cleaned.get("rewrite", ""),
             aspect_ratings=ratings,
             active_seconds=cleaned.get("active_seconds"),
+            strength=strength,
         )
         return cleaned
 
@@ -268,13 +283,23 @@ class ProjectSettingsForm(forms.ModelForm):
         max_length=100_000,
         widget=forms.Textarea(attrs={"rows": 10}),
     )
+    strength_labels = forms.CharField(
+        required=False,
+        max_length=1_000,
+        label="Strength scale",
+        help_text="Pairwise projects: comma-separated levels of one side, weakest "
+        f"first, e.g. {', '.join(DEFAULT_STRENGTH_LABELS)}. Annotators choose from A's "
+        "strongest through 'about the same' to B's strongest.",
+    )
 
     class Meta:
         model = Project
         fields = [
             "title",
             "guidelines",
+            "mode",
             "responses_per_task",
+            "strength_labels",
             "overlap",
             "lease_minutes",
             "aspects",
@@ -288,8 +313,13 @@ class ProjectSettingsForm(forms.ModelForm):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
+        # A post without the mode keeps the project's (forms written before it).
+        self.fields["mode"].required = False
         if self.instance and not self.is_bound:
             self.initial["aspects"] = ", ".join(self.instance.aspects or [])
+            self.initial["strength_labels"] = ", ".join(
+                self.instance.strength_labels or DEFAULT_STRENGTH_LABELS
+            )
 
     def clean_aspects(self) -> list[str]:
         names = [
@@ -308,6 +338,36 @@ class ProjectSettingsForm(forms.ModelForm):
                 f"characters each, got {len(names)}"
             )
         return names
+
+    def clean_mode(self) -> str:
+        return self.cleaned_data["mode"] or self.instance.mode
+
+    def clean_strength_labels(self) -> list[str]:
+        text = self.cleaned_data["strength_labels"]
+        labels = [a.strip() for a in text.split(",")] if text.strip() else []
+        return clean_strength_labels(labels or list(DEFAULT_STRENGTH_LABELS))
+
+    def clean(self) -> dict:
+        """Refuse changing the mode or the number of strength levels of a project
+        that has tasks: its tasks and stored strengths were made for the old shape."""
+        cleaned = super().clean()
+        project = self.instance
+        if project.pk is None or not project.tasks.exists():
+            return cleaned
+        if cleaned.get("mode", project.mode) != project.mode:
+            raise ValidationError(
+                f"project {project.name} has tasks made for {project.mode} mode; the "
+                "mode cannot change now (create a new project for the other mode)"
+            )
+        labels = cleaned.get("strength_labels", project.strength_labels)
+        pairwise = project.mode == Project.Mode.PAIRWISE
+        if pairwise and len(labels) != len(project.strength_labels):
+            raise ValidationError(
+                f"project {project.name} has tasks judged on "
+                f"{len(project.strength_labels)} strength levels per side; rename the "
+                f"levels but keep {len(project.strength_labels)} of them"
+            )
+        return cleaned
 
     def clean_responses_per_task(self) -> int:
         k = self.cleaned_data["responses_per_task"]

@@ -81,8 +81,21 @@ class ProjectQuerySet(models.QuerySet):
         return self.filter(memberships__user=user, archived_at__isnull=True)
 
 
+DEFAULT_STRENGTH_LABELS = ["slightly better", "better", "much better"]
+MAX_STRENGTH_LEVELS = 5
+STRENGTH_LABEL_MAX_CHARS = 40
+
+
+def default_strength_labels() -> list[str]:
+    return list(DEFAULT_STRENGTH_LABELS)
+
+
 class Project(models.Model):
     """A labelling project: its guidelines, task shape and quality settings."""
+
+    class Mode(models.TextChoices):
+        RANKING = "ranking", "Rank K responses (ties allowed)"
+        PAIRWISE = "pairwise", "Compare two responses, with strength"
 
     name = models.SlugField(max_length=100, unique=True)
     title = models.CharField(max_length=200, blank=True)
@@ -92,6 +105,18 @@ class Project(models.Model):
     )
     overlap = models.PositiveSmallIntegerField(
         default=3, help_text="How many different annotators rank each task."
+    )
+    mode = models.CharField(
+        max_length=20,
+        choices=Mode.choices,
+        default=Mode.RANKING,
+        help_text="K-wise ranking, or A/B comparison with a strength (2 responses).",
+    )
+    strength_labels = models.JSONField(
+        default=default_strength_labels,
+        blank=True,
+        help_text="Pairwise: the strength levels of one side, weakest first; the "
+        "scale runs from A's strongest through 'about the same' to B's strongest.",
     )
     lease_minutes = models.PositiveIntegerField(
         default=30,
@@ -153,6 +178,51 @@ class Project(models.Model):
             )
         if self.overlap < 1:
             raise ValidationError(f"overlap must be at least 1, got {self.overlap}")
+        self.strength_labels = clean_strength_labels(self.strength_labels)
+        if self.mode == self.Mode.PAIRWISE and self.responses_per_task != 2:
+            raise ValidationError(
+                "a pairwise project shows 2 responses per task, got "
+                f"{self.responses_per_task}; set responses per task to 2"
+            )
+
+    def strength_scale(self) -> list[tuple[str, str, int]]:
+        """Return the pairwise scale, A's strongest first: (side, label, strength).
+
+        Side is "A", "B" or "" for the middle ("about the same", strength 0).
+        """
+        labels = self.strength_labels
+        return [
+            *(("A", labels[i], i + 1) for i in reversed(range(len(labels)))),
+            ("", "about the same", 0),
+            *(("B", labels[i], i + 1) for i in range(len(labels))),
+        ]
+
+
+def clean_strength_labels(value: object) -> list[str]:
+    """Return a pairwise strength scale's labels, stripped, or raise ValidationError.
+
+    One to MAX_STRENGTH_LEVELS distinct non-empty labels, weakest first.
+    """
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValidationError(
+            f"strength labels must be a list of texts, weakest first, got {value!r}"[
+                :300
+            ]
+        )
+    labels = [v.strip() for v in value]
+    if not 1 <= len(labels) <= MAX_STRENGTH_LEVELS:
+        raise ValidationError(
+            f"a strength scale has 1 to {MAX_STRENGTH_LEVELS} levels per side, got "
+            f"{len(labels)}, e.g. {DEFAULT_STRENGTH_LABELS}"
+        )
+    if any(not v or len(v) > STRENGTH_LABEL_MAX_CHARS for v in labels):
+        raise ValidationError(
+            f"each strength label must have 1 to {STRENGTH_LABEL_MAX_CHARS} "
+            f"characters, got {labels!r}"[:300]
+        )
+    if len(set(labels)) != len(labels):
+        raise ValidationError(f"strength labels repeat: {labels}")
+    return labels
 
 
 class Membership(models.Model):
@@ -411,7 +481,8 @@ class Ranking(models.Model):
     """What one annotator said about one task: an order with ties, or a skip.
 
     `order` is a list of tie groups of response ids, best first: [[3], [1, 4], [2]]
-    means 3 is best, 1 and 4 tie, 2 is worst.
+    means 3 is best, 1 and 4 tie, 2 is worst. A pairwise project's judgement is an
+    order of its two responses plus a `strength` (`validate_strength`).
 
     A revision (annotation.revisions) stores a new version that `supersedes` the old
     one, which stays for audit with `is_current` false. `Ranking.objects` (the
@@ -440,6 +511,12 @@ class Ranking(models.Model):
     )
     aspect_ratings = models.JSONField(
         default=dict, blank=True, help_text="{response_id: {aspect: 1..7}}."
+    )
+    strength = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="Pairwise: how much better the first group is, 1 to the project's "
+        "levels; 0 for 'about the same' (a tie). Empty for K-wise rankings.",
     )
     server_seconds = models.FloatField(null=True, blank=True)
     active_seconds = models.FloatField(null=True, blank=True)
@@ -533,6 +610,43 @@ class Ranking(models.Model):
                 f"response ids missing from the order: {missing}; rank every response"
             )
         return groups
+
+    @staticmethod
+    def validate_strength(
+        strength: object, groups: list[list[int]], project: Project
+    ) -> int | None:
+        """Return the strength of a judgement of `project`, checked against its order.
+
+        A K-wise project takes none. A pairwise project needs one: an integer from 1
+        to its number of levels when the order prefers one response, 0 when the
+        order ties the two ("about the same"). Raise ValidationError naming the
+        problem.
+        """
+        if project.mode != Project.Mode.PAIRWISE:
+            if strength is not None:
+                raise ValidationError(
+                    f"project {project.name} ranks responses; a strength ({strength!r}) "
+                    "is only for pairwise projects, leave it out"[:300]
+                )
+            return None
+        levels = len(project.strength_labels)
+        if (
+            not isinstance(strength, int)
+            or isinstance(strength, bool)
+            or not 0 <= strength <= levels
+        ):
+            raise ValidationError(
+                f"a pairwise judgement needs a strength from 0 (about the same) to "
+                f"{levels} ({project.strength_labels[-1]}), got {strength!r}"[:300]
+            )
+        is_tie = len(groups) == 1
+        if is_tie != (strength == 0):
+            raise ValidationError(
+                "strength 0 means about the same: give it with both responses in one "
+                f"tie group, and 1 to {levels} with the better response first; got "
+                f"strength {strength} for order {groups}"
+            )
+        return strength
 
     def rank_of(self) -> dict[int, int]:
         """Return each response id's rank (0 is best; tied responses share a rank)."""

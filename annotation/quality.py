@@ -58,6 +58,7 @@ def ranking_rows(project) -> list[dict]:
             "task__is_gold",
             "task__gold_order",
             "order",
+            "strength",
             "is_skip",
             "server_seconds",
             "active_seconds",

@@ -81,9 +81,13 @@ def revise_ranking(
     order: object,
     *,
     rationale: str | None = None,
+    strength: int | None = None,
     now: datetime | None = None,
 ) -> Ranking:
     """Store `order` as a new version of `ranking` and return it.
+
+    A pairwise project's revision takes `strength` (`Ranking.validate_strength`);
+    without it the old version's strength is kept, and must fit the new order.
 
     Raise PermissionDenied when `user` is not the ranking's annotator, RevisionRefused
     naming the reason when the window closed or the task is settled, and
@@ -106,6 +110,9 @@ def revise_ranking(
         groups = Ranking.validate_order(
             order, set(task.responses.values_list("pk", flat=True))
         )
+        if strength is None:
+            strength = ranking.strength
+        strength = Ranking.validate_strength(strength, groups, task.project)
         Ranking.versions.filter(pk=ranking.pk).update(is_current=False)
         revision = Ranking.versions.create(
             task=task,
@@ -116,6 +123,7 @@ def revise_ranking(
             rationale=ranking.rationale if rationale is None else rationale.strip(),
             rewrite=ranking.rewrite,
             aspect_ratings=ranking.aspect_ratings,
+            strength=strength,
             server_seconds=ranking.server_seconds,
             active_seconds=ranking.active_seconds,
             source=ranking.source,

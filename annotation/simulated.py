@@ -261,9 +261,23 @@ def annotate(
             skipped += 1
             continue
         order = [[responses[i].pk for i in group] for group in decided]
-        submit_ranking(lease, user, RankingSubmission(order), now=now)
+        submit_ranking(
+            lease,
+            user,
+            RankingSubmission(order, strength=_strength(project, order)),
+            now=now,
+        )
         ranked += 1
     return AnnotationReport(user.username, ranked, skipped, paused)
+
+
+def _strength(project: Project, order: Order) -> int | None:
+    """Return the strength a simulated annotator gives: none in a K-wise project;
+    in a pairwise one, the weakest level for a preference (it judges only the
+    order) and 0 for a tie."""
+    if project.mode != Project.Mode.PAIRWISE:
+        return None
+    return 0 if len(order) == 1 else 1
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,14 @@ DEDUP_RULES = {
     "majority": "pairs over the same two texts are merged by majority vote; even splits drop",
 }
 MARGIN_RULES = {
-    "rank": "rank distance between chosen and rejected",
-    "aspects": "mean aspect rating of chosen minus rejected (rank distance without ratings)",
+    "rank": (
+        "rank distance between chosen and rejected; a pairwise judgement's strength "
+        "level (1 = the weakest)"
+    ),
+    "aspects": (
+        "mean aspect rating of chosen minus rejected (without ratings, as the rank "
+        "rule)"
+    ),
 }
 FILTER_KEYS = {
     "rounds": "list of round numbers",
@@ -532,6 +538,14 @@ def _pairs(
 def _margin(
     ranking: Ranking | None, chosen: int, rejected: int, distance: int, margin_rule: str
 ) -> float:
+    """Return a pair's margin by the rule (see MARGIN_RULES).
+
+    A pairwise judgement's one pair has rank distance 1 whatever its strength, so
+    its strength stands in for the distance (TRL's `margin`, Llama 2 style); a tie
+    kept as a pair (distance 0) stays 0.
+    """
+    if ranking is not None and ranking.strength is not None and distance:
+        distance = ranking.strength
     if margin_rule == "aspects" and ranking is not None and ranking.aspect_ratings:
         ratings = ranking.aspect_ratings
         a, b = ratings.get(str(chosen)) or {}, ratings.get(str(rejected)) or {}

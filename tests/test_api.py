@@ -485,3 +485,48 @@ def test_snapshot_card_names_the_hash_and_rules(researcher, annotator, project):
     assert response["Content-Type"] == "text/markdown; charset=utf-8"
     assert f"Snapshot SHA-256: `{Snapshot.objects.get().sha256}`" in card
     assert "Pair rule: `all_pairs`" in card
+
+
+def test_admin_creates_a_pairwise_project_with_its_scale(admin_user):
+    client = client_for(admin_user)
+    body = {
+        "name": "ab",
+        "mode": "pairwise",
+        "responses_per_task": 2,
+        "strength_labels": ["slightly better", "significantly better"],
+    }
+    response = client.post("/api/projects", body, content_type="application/json")
+    assert response.status_code == 201
+    assert (response.json()["mode"], response.json()["strength_labels"]) == (
+        "pairwise",
+        ["slightly better", "significantly better"],
+    )
+    four = {**body, "name": "ab4", "responses_per_task": 4}
+    refused = client.post("/api/projects", four, content_type="application/json")
+    assert refused.status_code == 400
+    assert "set responses per task to 2" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("strength", "status", "stored"),
+    [(2, 201, 2), (None, 400, None), (4, 400, None), (-1, 422, None), (6, 422, None)],
+)
+def test_pairwise_submission_takes_a_strength_within_the_scale(
+    annotator, project, strength, status, stored
+):
+    project.mode, project.responses_per_task = "pairwise", 2
+    project.save()
+    make_task(project, texts=("Hello!", "hi"))
+    client = client_for(annotator)
+    lease = client.post(f"/api/projects/{project.name}/next-task").json()
+    ids = [r["id"] for r in lease["task"]["responses"]]
+    payload = {"order": [[ids[1]], [ids[0]]]}
+    if strength is not None:
+        payload["strength"] = strength
+    response = client.post(
+        f"/api/leases/{lease['id']}/ranking", payload, content_type="application/json"
+    )
+    assert response.status_code == status
+    if status == 201:
+        assert response.json()["strength"] == stored
+    assert Ranking.objects.filter(strength=stored).exists() is (stored is not None)

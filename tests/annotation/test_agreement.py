@@ -7,9 +7,12 @@ from datetime import UTC
 import pytest
 
 from annotation.agreement import (
+    human_strengths_by_task,
     kendall_tau_b,
     krippendorff_alpha,
     pairwise_agreement,
+    signed_strength,
+    strength_alpha,
     summarise,
 )
 from annotation.assignment import RankingSubmission, next_task, submit_ranking
@@ -91,6 +94,76 @@ def test_dashboard_agreement_leaves_out_simulated_annotators(project):
     assert figures["pairwise_agreement"] == 1.0
     task.refresh_from_db()
     assert task.agreement == 1.0
+
+
+# Pairwise judgements with a strength: agreement on the signed strength.
+
+
+@pytest.mark.parametrize(
+    ("order", "strength", "expected"),
+    [([[4], [9]], 3, 3), ([[9], [4]], 2, -2), ([[4, 9]], 0, 0)],
+)
+def test_signed_strength_orients_every_judgement_by_the_lower_response_id(
+    order, strength, expected
+):
+    assert signed_strength(order, strength) == expected
+
+
+def _interval_alpha_by_hand(units: list[tuple[int, int]]) -> float:
+    """Krippendorff's alpha (interval) of two coders with no missing value."""
+    values = [v for unit in units for v in unit]
+    n = len(values)
+    observed = sum(2 * (a - b) ** 2 for a, b in units) / n
+    expected = sum((x - y) ** 2 for x in values for y in values) / (n * (n - 1))
+    return 1 - observed / expected
+
+
+def test_strength_alpha_is_krippendorffs_interval_alpha():
+    units = [(3, 3), (-2, -2), (3, 2), (1, -1), (0, 1)]
+    by_task = {t: {10: a, 11: b} for t, (a, b) in enumerate(units)}
+    assert strength_alpha(by_task) == pytest.approx(_interval_alpha_by_hand(units))
+
+
+def test_a_near_miss_in_strength_disagrees_less_than_the_other_direction():
+    agreed = {1: {10: 3, 11: 3}, 2: {10: -2, 11: -2}, 3: {10: 1, 11: 1}}
+    near = {**agreed, 4: {10: 3, 11: 2}}
+    opposite = {**agreed, 4: {10: 3, 11: -3}}
+    assert strength_alpha(agreed) == 1.0
+    assert 0 < strength_alpha(opposite) < strength_alpha(near) < 1
+
+
+def test_strength_alpha_is_undefined_without_two_judgements_of_a_task():
+    assert strength_alpha({1: {10: 3}, 2: {11: -1}}) is None
+
+
+def test_strengths_leave_out_simulated_annotators_and_plain_rankings():
+    rows = [
+        (1, 10, [[5], [6]], 2, False),
+        (1, 11, [[6], [5]], 1, None),
+        (1, 12, [[6], [5]], 3, True),
+        (2, 10, [[7], [8], [9]], None, False),
+    ]
+    assert human_strengths_by_task(rows) == {1: {10: 2, 11: -1}}
+
+
+def test_dashboard_shows_strength_agreement_of_a_pairwise_project(project):
+    project.mode, project.responses_per_task = "pairwise", 2
+    project.save()
+    first, second = make_task(project, k=2), make_task(project, k=2)
+    one, two = make_annotators(2)
+    for user, strengths in ((one, (3, 1)), (two, (2, 1))):
+        for task, strength in zip((first, second), strengths, strict=True):
+            a, b = response_ids(task)
+            submit_ranking(
+                next_task(project, user),
+                user,
+                RankingSubmission([[a], [b]], strength=strength),
+            )
+    figures = dashboard(project)["agreement"]
+    assert figures["strength_alpha"] == pytest.approx(
+        _interval_alpha_by_hand([(3, 2), (1, 1)])
+    )
+    assert figures["pairwise_agreement"] == 1.0
 
 
 # Per-annotator quality (annotation/quality.py) is computed from plain answer rows.
