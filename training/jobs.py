@@ -101,14 +101,31 @@ def artifact_paths(job: TrainingJob) -> tuple[str, str]:
     return str(output), ""
 
 
+def next_job(training_round: TrainingRound) -> TrainingJob | None:
+    """Return the round's stage that may start now: its first stage not succeeded, if
+    it is queued; None while a stage runs or after the round's end.
+
+    A stage reads the outputs of the stages before it, so it starts only after every
+    one of them succeeded (`start_job` refuses it before).
+    """
+    job = training_round.jobs.exclude(status=Status.SUCCEEDED).order_by("index").first()
+    return job if job is not None and job.status == Status.QUEUED else None
+
+
 def start_job(job_id: int) -> TrainingJob | None:
     """Claim a queued job for this worker: mark it and its round running.
 
-    Record this process as the job's worker (the reaper fails the job as soon as
-    that process is gone). Fill the job's inputs from the stages before it (the
-    config on the row is then exactly what the child receives). Return None, and
-    start nothing, when the job is not queued any more or its round was cancelled
-    (its job is then cancelled).
+    Exactly one runner claims a job: the db_worker that took its task, or a process
+    that runs stages itself (`manage.py run_loop`) beside it. The claim is one
+    conditional UPDATE (queued -> running) under the row lock, so of two runners
+    the second finds nothing to claim, whatever the database's locking. A job
+    whose earlier stages have not all succeeded is not claimed: its inputs are
+    not there yet. Record this process as the job's worker (the reaper fails the
+    job as soon as that process is gone). Fill the job's inputs from the stages
+    before it (the config on the row is then exactly what the child receives).
+    Return None, and start nothing, when the job is not queued any more, when an
+    earlier stage has not succeeded, or when its round was cancelled (its job is
+    then cancelled).
     """
     now = timezone.now()
     with transaction.atomic():
@@ -124,6 +141,8 @@ def start_job(job_id: int) -> TrainingJob | None:
             job.status, job.finished_at = Status.CANCELLED, now
             job.save(update_fields=["status", "finished_at"])
             return None
+        if next_job(training_round) != job:
+            return None
         job.config = resolve_config(
             job.stage,
             {k: v for k, v in job.config.items() if k not in INPUT_FIELDS},
@@ -136,7 +155,15 @@ def start_job(job_id: int) -> TrainingJob | None:
         job.error = ""
         job.pid = None
         job.worker = current_worker()
-        job.save()
+        fields = ("config", "status", "started_at", "heartbeat_at", "finished_at")
+        claimed = TrainingJob.objects.filter(pk=job.pk, status=Status.QUEUED).update(
+            **{name: getattr(job, name) for name in fields},
+            error="",
+            pid=None,
+            worker=job.worker,
+        )
+        if claimed != 1:
+            return None
         training_round.status = Status.RUNNING
         training_round.save(update_fields=["status"])
     return job

@@ -354,20 +354,19 @@ def _round_reward_model(training_round) -> Policy | None:
 def drain_round(training_round, *, poll_seconds: float = 1.0) -> None:
     """Run the round's stages here with the worker's task function until it finishes.
 
-    A stage a `db_worker` claimed first is waited for instead (`start_job` lets
-    exactly one claim a job).
+    Only the stage that may start now (`next_job`) is run; one a `db_worker` claimed
+    first is waited for instead (`start_job` lets exactly one runner claim a job).
     """
-    from training.models import FINISHED, Status
+    from training.jobs import next_job
+    from training.models import FINISHED
     from training.tasks import run_training_job
 
     while True:
         training_round.refresh_from_db()
         if training_round.status in FINISHED:
             return
-        job = training_round.jobs.filter(status=Status.QUEUED).order_by("index").first()
-        if job is not None:
-            run_training_job.call(job.pk)
-        else:
+        job = next_job(training_round)
+        if job is None or run_training_job.call(job.pk)["status"] == "skipped":
             time.sleep(poll_seconds)
 
 

@@ -4,8 +4,9 @@ A worker's supervisor writes the job's heartbeat every couple of seconds, and th
 job records which process runs it (host, pid and the process's start time). When
 the worker dies (killed, machine lost) the row would say "running" forever; the
 reaper marks such a job failed at once when its process is gone from this host,
-else once its heartbeat is older than `MAX_SILENCE` (a worker on another host),
-and its round with it (or cancelled, if the round was being cancelled). It runs
+never while that process still runs, and once its heartbeat is older than
+`MAX_SILENCE` when the process cannot be asked (a worker on another host), and its
+round with it (or cancelled, if the round was being cancelled). It runs
 from the worker (every stage start, every half minute while a stage runs, and a
 periodic task on the round's queue, which a restarted worker runs first), from
 the round page, and from `manage.py resume_round`.
@@ -61,25 +62,33 @@ def current_worker() -> str:
     return f"{_machine()}:{pid}:{_start_time(pid)}"
 
 
-def worker_is_gone(worker: str) -> bool:
-    """Return whether the process a job recorded (`current_worker`) no longer runs.
+def worker_state(worker: str) -> str:
+    """Return what became of the process a job recorded (`current_worker`): "gone",
+    "running", or "unknown".
 
-    False when no process is recorded or it ran on another host or in another
+    Unknown when no process is recorded or it ran on another host or in another
     container (pid namespace): only the heartbeat can tell then. A pid that now
     belongs to a process started at another time (a restarted container's pid 1,
     say) is gone too.
     """
     parts = worker.rsplit(":", 2)
     if len(parts) != 3 or parts[0] != _machine() or not parts[1].isdigit():
-        return False
+        return "unknown"
     pid, started = int(parts[1]), parts[2]
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return "gone"
     except PermissionError:
         pass  # it exists, as another user's process
-    return bool(started) and _start_time(pid) != started
+    if started and _start_time(pid) != started:
+        return "gone"
+    return "running"
+
+
+def worker_is_gone(worker: str) -> bool:
+    """Return whether the process a job recorded no longer runs (`worker_state`)."""
+    return worker_state(worker) == "gone"
 
 
 def dead_worker_jobs() -> list[int]:
@@ -96,7 +105,12 @@ def reap_stale_jobs(
     *, now: datetime | None = None, max_silence: timedelta = MAX_SILENCE
 ) -> list[int]:
     """Mark every running job whose worker is gone or silent failed (cancelled in a
-    cancelled round); return their ids."""
+    cancelled round); return their ids.
+
+    Silence counts only where the recorded process cannot be asked (another host or
+    container, none recorded): a process of this host that still runs keeps its job,
+    however late its heartbeat (a stage exporting its data, a busy database).
+    """
     now = now or timezone.now()
     candidates = set(stale_jobs(now, max_silence).values_list("pk", flat=True))
     candidates.update(dead_worker_jobs())
@@ -107,9 +121,14 @@ def reap_stale_jobs(
             training_round = TrainingRound.objects.select_for_update().get(
                 pk=job.round_id
             )
-            gone = job.status == Status.RUNNING and worker_is_gone(job.worker)
-            if not gone and not stale_jobs(now, max_silence).filter(pk=job_id).exists():
-                continue  # a heartbeat arrived meanwhile, or another worker took it
+            state = worker_state(job.worker)
+            gone = job.status == Status.RUNNING and state == "gone"
+            silent = (
+                state == "unknown"
+                and stale_jobs(now, max_silence).filter(pk=job_id).exists()
+            )
+            if not gone and not silent:
+                continue  # its process runs here, a heartbeat came, or it ended
             job.finished_at = now
             job.pid = None
             if training_round.status == Status.CANCELLED:

@@ -19,6 +19,7 @@ from inference.models import Policy
 from tests.training.conftest import wait_for
 from training.models import Status, TrainingJob, TrainingRound
 from training.progress import read_progress
+from training.reaper import current_worker
 from training.rounds import cancel_round
 from training.tasks import launch, resume
 
@@ -339,3 +340,83 @@ def test_a_dpo_round_trains_in_the_worker_and_registers_an_adapter_with_lineage(
     assert training_round.snapshot.row_count == 12
     assert policy.config["max_steps"] == 2
     assert isinstance(job.history[0]["loss"], float)
+
+
+def stage_starts(job: TrainingJob) -> int:
+    """Return how many times a runner started the job's stage (its log's `$ ` lines)."""
+    log = Path(job.run_dir) / "stage.log"
+    if not log.exists():
+        return 0
+    return sum(line.startswith("$ ") for line in log.read_text().splitlines())
+
+
+def test_an_in_process_runner_waits_for_the_stage_a_worker_claimed_first(
+    project, admin_user, start_policy, start_worker
+):
+    """`run_loop` runs a round's stages in its own process while `make run`'s worker
+    takes the queued tasks too. Here the worker claims stage 1: the in-process runner
+    must wait for it, not start stage 2 on an input that is not there yet (one README
+    run in three lost round 3's DPO output and failed its evaluation this way)."""
+    from training.loop import drain_round
+
+    start_worker()
+    training_round = launch_sleep(
+        project,
+        admin_user,
+        start_policy,
+        method="sleep,sleep",
+        steps=20,
+        step_seconds=0.1,
+    )
+    wait_for(
+        lambda: first_job(training_round).status == Status.RUNNING,
+        what="the worker to claim stage 1",
+    )
+
+    drain_round(training_round, poll_seconds=0.1)
+
+    finished = TrainingRound.objects.get(pk=training_round.pk)
+    first, second = TrainingJob.objects.filter(round=training_round).order_by("index")
+    assert finished.status == Status.SUCCEEDED, finished.error
+    assert (first.status, second.status) == (Status.SUCCEEDED, Status.SUCCEEDED)
+    assert first.worker != current_worker()  # the worker ran stage 1
+    assert second.started_at >= first.finished_at
+    assert (stage_starts(first), stage_starts(second)) == (1, 1)
+    assert Path(second.config["base_path"]) == Path(first.run_dir) / "output"
+    assert finished.output_policy == second.output_policy
+
+
+def test_a_worker_beside_an_in_process_runner_leaves_its_stage_alone(
+    project, admin_user, start_policy, start_worker
+):
+    """The in-process runner claims stage 1 before the worker is up; the worker then
+    finds its task (and the reaper's) and must neither run the stage again nor fail
+    it as a lost worker's: the runner's process lives."""
+    from django_tasks_db.models import DBTaskResult
+
+    from training.loop import drain_round
+
+    training_round = launch_sleep(
+        project,
+        admin_user,
+        start_policy,
+        method="sleep,sleep",
+        steps=40,
+        step_seconds=0.1,
+    )
+    task_id = first_job(training_round).task_id
+    start_worker()
+
+    drain_round(training_round, poll_seconds=0.1)
+
+    finished = TrainingRound.objects.get(pk=training_round.pk)
+    first, second = TrainingJob.objects.filter(round=training_round).order_by("index")
+    assert finished.status == Status.SUCCEEDED, finished.error
+    assert first.worker == current_worker()  # this process ran stage 1
+    assert second.started_at >= first.finished_at
+    assert (stage_starts(first), stage_starts(second)) == (1, 1)
+    skipped = wait_for(
+        lambda: DBTaskResult.objects.filter(id=task_id, status="SUCCESSFUL").first(),
+        what="the worker to take stage 1's task",
+    )
+    assert skipped.return_value == {"job": first.pk, "status": "skipped"}

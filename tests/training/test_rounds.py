@@ -210,6 +210,24 @@ def test_the_reaper_fails_a_running_job_silent_for_more_than_a_minute(
     )
 
 
+def test_the_reaper_never_fails_a_job_whose_process_runs_here_however_silent(
+    project, admin_user, ranked
+):
+    """A runner of this host that is slow to write its heartbeat (a stage preparing
+    its data, a busy database, `run_loop` running the stage itself) is not a lost
+    worker: its process is asked, not the clock."""
+    training_round = launch(project, "dpo", user=admin_user)
+    now = timezone.now()
+    job = training_round.jobs.get()
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING, started_at=now, heartbeat_at=now, worker=current_worker()
+    )
+
+    assert reap_stale_jobs(now=now + timedelta(minutes=10)) == []
+    job.refresh_from_db()
+    assert job.status == Status.RUNNING
+
+
 def dead_process_identity() -> str:
     """Return the worker identity of a process of this host that has exited."""
     import subprocess
@@ -286,6 +304,32 @@ def test_a_claimed_job_records_the_process_that_runs_it(project, admin_user, ran
     assert start_job(job.pk).worker == current_worker()
     job.refresh_from_db()
     assert job.worker == current_worker()
+    assert start_job(job.pk) is None  # a second runner finds nothing to claim
+
+
+def test_a_stage_is_not_claimed_before_every_stage_before_it_succeeded(
+    project, admin_user, ranked
+):
+    """It starts from their outputs: claimed early, it would train on a folder that
+    is not there yet (what `run_loop` beside a db_worker once did)."""
+    from pathlib import Path
+
+    from training.jobs import finish_job, next_job, start_job
+
+    training_round = launch(project, "sft,dpo", user=admin_user)
+    first, second = training_round.jobs.order_by("index")
+
+    assert next_job(training_round) == first
+    assert start_job(second.pk) is None
+    assert start_job(first.pk) is not None
+    assert next_job(training_round) is None  # stage 1 runs
+    assert start_job(second.pk) is None
+    Path(first.run_dir).mkdir(parents=True)
+    Path(first.run_dir, "result.json").write_text('{"loss": 0.5}')
+    finish_job(first.pk, succeeded=True, stopped=False)
+
+    assert next_job(training_round) == second
+    assert start_job(second.pk).status == Status.RUNNING
 
 
 def test_the_reaper_is_queued_on_the_queue_of_the_round(project, admin_user, ranked):
@@ -578,14 +622,15 @@ def test_a_finished_stage_hands_back_the_next_one_and_the_worker_queues_it(
     training_round = launch(project, "sft,dpo,sft", user=admin_user)
     first, second, third = training_round.jobs.order_by("index")
     for job in (first, second):
-        start_job(job.pk)
         Path(job.run_dir).mkdir(parents=True)
         Path(job.run_dir, "result.json").write_text('{"loss": 0.5}')
 
+    start_job(first.pk)
     ended, following = finish_job(first.pk, succeeded=True, stopped=False)
     assert (ended.status, following) == (Status.SUCCEEDED, second)
     assert not DBTaskResult.objects.filter(args_kwargs__args=[second.pk]).exists()
 
+    start_job(second.pk)
     assert _finish(second.pk, succeeded=True, stopped=False).status == "succeeded"
     third.refresh_from_db()
     assert (
