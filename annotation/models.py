@@ -16,6 +16,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import F, Q
+from django.urls import reverse
 from django.utils import timezone
 
 from inference.models import Policy
@@ -821,6 +822,74 @@ class ImportReport(models.Model):
 
     def __str__(self) -> str:
         return f"import of {self.source} into {self.project}"
+
+
+class Corpus(models.Model):
+    """A curated text file of a project: pre-training documents or demonstrations.
+
+    Written only by `annotation.corpora.create_corpus`: the upload is curated
+    (`annotation.curation`), the kept records go to `path` by atomic rename, and
+    `sha256` is the file's hash; a training round names it as its data. Never
+    changed afterwards.
+    """
+
+    class Kind(models.TextChoices):
+        TEXT = "text", "Pre-training text"
+        DEMONSTRATIONS = "demonstrations", "Demonstrations (prompt/completion)"
+
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="corpora"
+    )
+    name = models.SlugField(max_length=100)
+    kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.TEXT)
+    source = models.CharField(
+        max_length=300, help_text="File name the records came from."
+    )
+    path = models.CharField(
+        max_length=500, help_text="The curated JSONL file (text or prompt/completion)."
+    )
+    sha256 = models.CharField(max_length=64, help_text="SHA-256 of the curated file.")
+    records = models.PositiveIntegerField(
+        default=0, help_text="Records read, readable or not."
+    )
+    kept = models.PositiveIntegerField(default=0)
+    filters = models.JSONField(
+        default=dict, blank=True, help_text="The curation's thresholds."
+    )
+    report = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Counts and sample records per reason a record was dropped.",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name_plural = "corpora"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name"], name="unique_corpus_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"corpus {self.name} of {self.project}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("data:corpus", args=[self.project.name, self.name])
+
+    def lineage(self) -> dict:
+        """Return what a model trained on it records: name, kind, hash, filters."""
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "sha256": self.sha256,
+            "records": self.kept,
+            "filters": self.filters,
+        }
 
 
 class AuditEntry(models.Model):

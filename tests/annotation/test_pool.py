@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from annotation.curation import harm_flag, quality_problem
 from annotation.models import Prompt
-from annotation.pool import add_prompts, harm_flag, quality_problem
+from annotation.pool import add_prompts
 
 pytestmark = pytest.mark.django_db
 
