@@ -38,7 +38,8 @@ class StageSpec:
     trainer: str
     # Policy.Kind of its artifact (POLICY, REWARD_MODEL), or "" for none.
     produces: str
-    # Export format it trains on: "trl", "sft", "prompts" (held-out), or "" for none.
+    # What it trains on: an export format of the round's snapshot ("trl", "sft"),
+    # "prompts" (held-out), "corpus" (the round's pre-training corpus), or "" for none.
     data: str
     # Needs a reward model: a reward stage before it, or a registered one.
     needs_reward: bool = False
@@ -228,6 +229,16 @@ def resolve_config(
 
 for _spec in (
     StageSpec(
+        "pretrain",
+        "training.pretrain.PretrainConfig",
+        "training.pretrain.train",
+        POLICY,
+        "corpus",
+        help="Continued next-token pre-training on a curated corpus (round option corpus).",
+        # A base model, not a chat policy: win rates on prompts say nothing yet.
+        evaluated=False,
+    ),
+    StageSpec(
         "sft",
         "training.sft.SFTConfig",
         "training.sft.train",
@@ -302,4 +313,6 @@ PIPELINES: dict[str, str] = {
     "rloo": "reward,rloo",
     "sft": "sft",
     "reward": "reward",
+    "pretrain": "pretrain",
+    "pretrain-sft": "pretrain,sft",
 }

@@ -74,6 +74,7 @@ METHOD_FIELDS: dict[str, frozenset[str]] = {
             "truncation_mode",
         }
     ),
+    "pretrain": frozenset({"pad_to_multiple_of", "shuffle_dataset"}),
     "reward": frozenset(
         {"center_rewards_coefficient", "disable_dropout", "pad_to_multiple_of"}
     ),
