@@ -42,6 +42,7 @@ from annotation.models import (
     MAX_STRENGTH_LEVELS,
     STRENGTH_LABEL_MAX_CHARS,
     ApiToken,
+    Corpus,
     ImportReport,
     Lease,
     Project,
@@ -955,6 +956,115 @@ def create_import(
             },
         )
     return Status(201, report)
+
+
+# ---------------------------------------------------------------- corpora
+
+
+class CorpusOut(Schema):
+    name: str
+    project: str
+    kind: str
+    source: str
+    sha256: str
+    records: int
+    kept: int
+    filters: dict[str, Any]
+    report: dict[str, Any] = Field(
+        ..., description="total, kept, dropped, flagged; per reason: count, samples."
+    )
+    created_by: str | None
+    created_at: datetime
+
+    @staticmethod
+    def resolve_project(obj: Corpus) -> str:
+        return obj.project.name
+
+    @staticmethod
+    def resolve_created_by(obj: Corpus) -> str | None:
+        return obj.created_by.username if obj.created_by_id else None
+
+
+@router.get(
+    "/projects/{name}/corpora",
+    auth=scoped(READ),
+    response={200: list[CorpusOut], **ERRORS},
+    tags=["corpora"],
+)
+@paginate(LimitOffsetPagination)
+def list_corpora(request: HttpRequest, name: str) -> QuerySet:
+    """List a project's curated corpora, newest first (researchers, admins)."""
+    require_researcher(request)
+    return Corpus.objects.filter(project=project_or_404(request, name)).select_related(
+        "project", "created_by"
+    )
+
+
+@router.get(
+    "/projects/{name}/corpora/{corpus}",
+    auth=scoped(READ),
+    response={200: CorpusOut, **ERRORS},
+    tags=["corpora"],
+)
+def get_corpus(request: HttpRequest, name: str, corpus: str):
+    """Return a corpus with its curation report (researchers, admins)."""
+    require_researcher(request)
+    found = Corpus.objects.filter(
+        project=project_or_404(request, name), name=corpus
+    ).first()
+    if found is None:
+        raise Http404(f"project {name} has no corpus named {corpus!r}")
+    return found
+
+
+@router.post(
+    "/projects/{name}/corpora",
+    auth=scoped(DATA),
+    response={201: CorpusOut, **ERRORS},
+    tags=["corpora"],
+)
+def create_corpus(
+    request: HttpRequest,
+    name: str,
+    file: UploadedFile = File(
+        ..., description="Text, JSON, JSONL, CSV or Parquet, optionally gzip."
+    ),
+    corpus: str = Form(..., max_length=100, description="The corpus's name."),
+    kind: Literal["text", "demonstrations"] = Form("text"),
+    min_chars: int | None = Form(None, ge=1),
+    max_chars: int | None = Form(None, ge=1),
+    max_char_run: int | None = Form(None, ge=2),
+    max_repeated_ngrams: float | None = Form(None, ge=0, le=1),
+    min_letter_share: float | None = Form(None, ge=0, le=1),
+    near_duplicate_jaccard: float | None = Form(None, gt=0, le=1),
+    drop_harmful: bool | None = Form(None),
+):
+    """Curate an uploaded corpus and store what passes (researchers, admins).
+
+    Unset thresholds take the corpus defaults; the report says per reason how many
+    records were dropped, with samples.
+    """
+    from annotation.corpora import create_corpus as create
+
+    require_researcher(request)
+    thresholds = {
+        "min_chars": min_chars,
+        "max_chars": max_chars,
+        "max_char_run": max_char_run,
+        "max_repeated_ngrams": max_repeated_ngrams,
+        "min_letter_share": min_letter_share,
+        "near_duplicate_jaccard": near_duplicate_jaccard,
+        "drop_harmful": drop_harmful,
+    }
+    created = create(
+        project_or_404(request, name),
+        corpus,
+        file,
+        kind=kind,
+        filters={k: v for k, v in thresholds.items() if v is not None},
+        user=caller(request),
+    )
+    return Status(201, created)
 
 
 # ---------------------------------------------------------------- tokens

@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 
 from annotation.audit import record as audit_record
@@ -157,8 +158,7 @@ def parse_filters(values: dict[str, Any] | None, kind: str) -> Filters:
 def create_corpus(
     project: Project,
     name: str,
-    file_name: str,
-    data: bytes,
+    upload: UploadedFile,
     *,
     kind: str = Corpus.Kind.TEXT,
     filters: dict[str, Any] | None = None,
@@ -177,15 +177,17 @@ def create_corpus(
         )
     if kind not in Corpus.Kind.values:
         raise ValidationError(f"kind must be one of {Corpus.Kind.values}, got {kind!r}")
-    if len(data) > MAX_UPLOAD_BYTES:
+    if upload.size > MAX_UPLOAD_BYTES:
         raise ValidationError(
-            f"the file has {len(data):,} bytes; the most is {MAX_UPLOAD_BYTES:,}"
+            f"the file has {upload.size:,} bytes; the most is {MAX_UPLOAD_BYTES:,}"
         )
     if Corpus.objects.filter(project=project, name=name).exists():
         raise ValidationError(
             f"project {project.name} has a corpus named {name!r} already; choose another name"
         )
     chosen = parse_filters(filters, kind)
+    file_name = Path(upload.name or "upload.txt").name
+    data = upload.read(MAX_UPLOAD_BYTES + 1)
     if kind == Corpus.Kind.TEXT:
         items, labels, unreadable = read_documents(file_name, data)
         texts = items
@@ -212,7 +214,7 @@ def create_corpus(
                 project=project,
                 name=name,
                 kind=kind,
-                source=Path(file_name).name[:300],
+                source=file_name[:300],
                 path=str(path),
                 sha256=sha256,
                 records=len(texts) + len(unreadable),

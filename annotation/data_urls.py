@@ -1,4 +1,4 @@
-"""Pages for researchers' data work: snapshots, downloads, imports, API tokens."""
+"""Pages for researchers' data work: snapshots, downloads, imports, corpora, API tokens."""
 
 from django.urls import path
 
@@ -27,6 +27,12 @@ urlpatterns = [
         name="manager_freeze",
     ),
     path("projects/<slug:name>/imports/", data_views.imports, name="imports"),
+    path("projects/<slug:name>/corpora/", data_views.corpora, name="corpora"),
+    path(
+        "projects/<slug:name>/corpora/<slug:corpus>/",
+        data_views.corpus,
+        name="corpus",
+    ),
     path("tokens/", data_views.tokens, name="tokens"),
     path("tokens/<int:token_id>/revoke/", data_views.revoke, name="revoke"),
 ]

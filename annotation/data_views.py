@@ -1,7 +1,8 @@
-"""Researcher pages for preference data: snapshots, downloads, imports, API tokens.
+"""Researcher pages for data: snapshots, downloads, imports, corpora, API tokens.
 
 Thin views: a form validates, the role is checked, one workflow function acts
-(`freeze_snapshot`, `cached_export`, `import_upload`, `create_token`).
+(`freeze_snapshot`, `cached_export`, `import_upload`, `create_corpus`,
+`create_token`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
+from annotation.corpora import create_corpus
+from annotation.curation import CORPUS_FILTERS
 from annotation.export import (
     DOWNLOAD_TYPES,
     FILE_FORMATS,
@@ -29,7 +32,7 @@ from annotation.export import (
 from annotation.importing import FORMATS as IMPORT_FORMATS
 from annotation.importing import import_upload
 from annotation.membership import get_project_for
-from annotation.models import ApiToken, ImportReport, Project, Snapshot
+from annotation.models import ApiToken, Corpus, ImportReport, Project, Snapshot
 from annotation.snapshots import (
     DEDUP_RULES,
     MARGIN_RULES,
@@ -107,6 +110,36 @@ class ImportForm(forms.Form):
         choices=[("", "detect")] + _choices(IMPORT_FORMATS), required=False
     )
     skip_invalid = forms.BooleanField(required=False)
+
+
+class CorpusForm(forms.Form):
+    """Upload a corpus: its name, kind, file and the curation's thresholds."""
+
+    name = forms.SlugField(
+        max_length=100, help_text="Lowercase letters, digits, '-' and '_'; unique here."
+    )
+    kind = forms.ChoiceField(choices=Corpus.Kind.choices, initial=Corpus.Kind.TEXT)
+    file = forms.FileField(
+        help_text="Plain text (documents separated by blank lines), JSON, JSONL, CSV "
+        "or Parquet, optionally gzip; records with text, or prompt and completion."
+    )
+    min_chars = forms.IntegerField(min_value=1, initial=CORPUS_FILTERS.min_chars)
+    max_chars = forms.IntegerField(min_value=1, initial=CORPUS_FILTERS.max_chars)
+    max_char_run = forms.IntegerField(min_value=2, initial=CORPUS_FILTERS.max_char_run)
+    max_repeated_ngrams = forms.FloatField(
+        min_value=0, max_value=1, initial=CORPUS_FILTERS.max_repeated_ngrams
+    )
+    min_letter_share = forms.FloatField(
+        min_value=0, max_value=1, initial=CORPUS_FILTERS.min_letter_share
+    )
+    near_duplicate_jaccard = forms.FloatField(
+        min_value=0.01, max_value=1, initial=CORPUS_FILTERS.near_duplicate_jaccard
+    )
+    drop_harmful = forms.BooleanField(required=False, initial=True)
+
+    def filters(self) -> dict:
+        """Return the thresholds chosen."""
+        return {k: self.cleaned_data[k] for k in CORPUS_FILTERS.to_dict()}
 
 
 class TokenForm(forms.Form):
@@ -283,6 +316,44 @@ def imports(request: HttpRequest, name: str) -> HttpResponse:
         },
         status=status,
     )
+
+
+@role_required(RESEARCHER)
+def corpora(request: HttpRequest, name: str) -> HttpResponse:
+    """Upload a corpus through the curation; list the project's corpora."""
+    project = get_project_for(request.user, name)
+    form = CorpusForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        corpus = act(
+            form,
+            create_corpus,
+            project,
+            form.cleaned_data["name"],
+            form.cleaned_data["file"],
+            kind=form.cleaned_data["kind"],
+            filters=form.filters(),
+            user=request.user,
+        )
+        if corpus is not None:
+            messages.success(
+                request,
+                f"Corpus {corpus.name}: kept {corpus.kept} of {corpus.records}.",
+            )
+            return redirect(corpus)
+    return render(
+        request,
+        "data/corpora.html",
+        {"project": project, "form": form, "corpora": project.corpora.all()[:100]},
+        status=400 if form.is_bound else 200,
+    )
+
+
+@role_required(RESEARCHER)
+def corpus(request: HttpRequest, name: str, corpus: str) -> HttpResponse:
+    """Show a corpus: its hash, filters, and per reason the count and samples dropped."""
+    project = get_project_for(request.user, name)
+    found = get_object_or_404(Corpus, project=project, name=corpus)
+    return render(request, "data/corpus.html", {"project": project, "corpus": found})
 
 
 @role_required(ANNOTATOR, RESEARCHER, ADMIN)

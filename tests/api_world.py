@@ -1,5 +1,5 @@
 """A small world for API tests: a project with a round, a leased task, a snapshot,
-a policy and a training round, plus clients per persona."""
+a policy, a training round and a corpus, plus clients per persona."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.test import Client
 from django.utils import timezone
 
-from annotation.models import Lease
+from annotation.models import Corpus, Lease
 from annotation.snapshots import freeze_snapshot
 from tests.annotation.data_factories import make_policy, make_round, make_task
 from training.models import TrainingRound
@@ -33,6 +33,9 @@ def build_world(project, annotator) -> dict:
     training_round = TrainingRound.objects.create(
         project=project, method="dpo", snapshot=snapshot, parent_policy=policy
     )
+    corpus = Corpus.objects.create(
+        project=project, name="wiki", path="/nowhere/wiki.jsonl", sha256="0" * 64
+    )
     return {
         "project": project.name,
         "name": project.name,
@@ -49,6 +52,7 @@ def build_world(project, annotator) -> dict:
         "policy_id": policy.pk,
         "training_round": training_round.pk,
         "round_id": training_round.pk,
+        "corpus": corpus.name,
     }
 
 

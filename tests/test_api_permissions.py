@@ -117,6 +117,15 @@ TABLE = [
         "file",
         (401, 403, 403, 403, 201, 404, 201),
     ),
+    ("get", "/api/projects/{name}/corpora", "", None, RESEARCHERS_READ),
+    ("get", "/api/projects/{name}/corpora/{corpus}", "", None, RESEARCHERS_READ),
+    (
+        "post",
+        "/api/projects/{name}/corpora",
+        "",
+        "corpus_file",
+        (401, 403, 403, 403, 201, 404, 201),
+    ),
     ("get", "/api/tokens", "", None, EVERY_ROLE_READS),
     (
         "post",
@@ -235,6 +244,11 @@ def test_persona_may_or_may_not_perform_operation(
             "prefs.jsonl", b'{"prompt": "p?", "chosen": "yes", "rejected": "no"}\n'
         )
         response = client.post(url, {"file": upload})
+    elif body == "corpus_file":
+        upload = SimpleUploadedFile(
+            "notes.txt", b"The river winds through the valley to the sea.\n"
+        )
+        response = client.post(url, {"file": upload, "corpus": "notes"})
     elif method == "post":
         response = client.post(url, body or {}, content_type="application/json")
     else:

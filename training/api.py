@@ -57,6 +57,10 @@ class TrainingRoundOut(Schema):
     status: str
     snapshot: str | None
     snapshot_sha256: str | None
+    corpus: str | None
+    corpus_sha256: str | None
+    demonstrations: str | None
+    demonstrations_sha256: str | None
     parent_policy: str
     output_policy: str | None
     config: dict[str, Any]
@@ -77,6 +81,22 @@ class TrainingRoundOut(Schema):
     @staticmethod
     def resolve_snapshot_sha256(obj: TrainingRound) -> str | None:
         return obj.snapshot.sha256 if obj.snapshot_id else None
+
+    @staticmethod
+    def resolve_corpus(obj: TrainingRound) -> str | None:
+        return obj.corpus.name if obj.corpus_id else None
+
+    @staticmethod
+    def resolve_corpus_sha256(obj: TrainingRound) -> str | None:
+        return obj.corpus.sha256 if obj.corpus_id else None
+
+    @staticmethod
+    def resolve_demonstrations(obj: TrainingRound) -> str | None:
+        return obj.demonstrations.name if obj.demonstrations_id else None
+
+    @staticmethod
+    def resolve_demonstrations_sha256(obj: TrainingRound) -> str | None:
+        return obj.demonstrations.sha256 if obj.demonstrations_id else None
 
     @staticmethod
     def resolve_parent_policy(obj: TrainingRound) -> str:
@@ -106,13 +126,20 @@ class LaunchIn(Schema):
     options: dict[str, Any] = Field(
         {},
         max_length=50,
-        description="Launch options: policy, snapshot, reward_model, queue, and per-stage configs.",
+        description="Launch options: policy, snapshot, reward_model, corpus, "
+        "demonstrations, queue, and per-stage configs.",
     )
 
 
 def _rounds() -> QuerySet:
     return TrainingRound.objects.select_related(
-        "project", "snapshot", "parent_policy", "output_policy", "created_by"
+        "project",
+        "snapshot",
+        "corpus",
+        "demonstrations",
+        "parent_policy",
+        "output_policy",
+        "created_by",
     ).prefetch_related("jobs")
 
 

@@ -73,6 +73,18 @@ class LaunchForm(forms.Form):
         empty_label="none (a reward stage trains one)",
         help_text="A registered reward model for ppo, grpo or rloo without a reward stage.",
     )
+    corpus = forms.SlugField(
+        max_length=100,
+        required=False,
+        help_text="For a pretrain stage: the project's pre-training corpus (its "
+        "corpus page).",
+    )
+    demonstrations = forms.SlugField(
+        max_length=100,
+        required=False,
+        help_text="For an sft stage: the project's uploaded demonstrations (default: "
+        "the snapshot's rewrites and top-ranked responses).",
+    )
     queue = forms.ChoiceField(
         choices=[],
         help_text="'default' runs on the CPU worker; 'gpu' on a GPU host's worker.",
@@ -150,6 +162,9 @@ class LaunchForm(forms.Form):
             options["policy"] = data["policy"].name
         if data.get("reward_model"):
             options["reward_model"] = data["reward_model"].name
+        for name in ("corpus", "demonstrations"):
+            if data.get(name):
+                options[name] = data[name]
         pipeline = data["method"].split(",")
         for stage, names in self.stage_fields.items():
             if stage not in pipeline and stage not in implicit_stages():

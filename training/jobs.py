@@ -190,6 +190,10 @@ def prepare_run_dir(job: TrainingJob) -> Path:
         data_path.write_text(
             "".join(json.dumps({"prompt": p.messages}) + "\n" for p in prompts[:limit])
         )
+    elif fmt == "corpus":
+        data_path = Path(job.round.corpus.path)
+    elif fmt == "sft" and job.round.demonstrations_id:
+        data_path = Path(job.round.demonstrations.path)
     elif fmt:
         data_path = round_dir(job.round) / f"data-{fmt}.jsonl"
         if not data_path.exists():
@@ -323,7 +327,6 @@ def _register_outputs(training_round: TrainingRound) -> None:
     """Register every stage's artifact with its lineage; the last policy is the round's output."""
     from inference.registry import register_policy
 
-    snapshot = training_round.snapshot
     parent = training_round.parent_policy
     output = None
     jobs = list(training_round.jobs.order_by("index"))
@@ -348,16 +351,17 @@ def _register_outputs(training_round: TrainingRound) -> None:
                 }
             )
         base, adapter = artifact_paths(job)
+        config, data_name, data_sha256 = _data_lineage(training_round, spec, job)
         policy = register_policy(
             f"{training_round.project.name}-round{training_round.pk}-{job.index + 1}-{job.stage}",
             base_path=base,
             adapter_path=adapter,
             parent=parent,
             kind=spec.produces,
-            config=job.config,
+            config=config,
             metrics=metrics,
-            snapshot_name=snapshot.name if snapshot else "",
-            snapshot_sha256=snapshot.sha256 if snapshot else "",
+            snapshot_name=data_name,
+            snapshot_sha256=data_sha256,
             method=job.stage,
         )
         TrainingJob.objects.filter(pk=job.pk).update(output_policy=policy)
@@ -366,3 +370,31 @@ def _register_outputs(training_round: TrainingRound) -> None:
         elif output is None and job.index == len(jobs) - 1:
             output = policy
     training_round.output_policy = output
+
+
+def _data_lineage(
+    training_round: TrainingRound, spec, job: TrainingJob
+) -> tuple[dict[str, Any], str, str]:
+    """Return (config to register, data name, data SHA-256) of a job's artifact.
+
+    A stage that read a corpus (pre-training text, uploaded demonstrations) names
+    it as "corpus:NAME" with the file's hash, and its config records the corpus's
+    lineage (kind, hash, records, filters); any other names the round's snapshot.
+    """
+    corpus = None
+    if spec.data == "corpus":
+        corpus = training_round.corpus
+    elif spec.data == "sft" and training_round.demonstrations_id:
+        corpus = training_round.demonstrations
+    if corpus is not None:
+        return (
+            {**job.config, "corpus": corpus.lineage()},
+            f"corpus:{corpus.name}",
+            corpus.sha256,
+        )
+    snapshot = training_round.snapshot
+    return (
+        job.config,
+        snapshot.name if snapshot else "",
+        snapshot.sha256 if snapshot else "",
+    )

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from annotation.models import Project, Snapshot
+from annotation.models import Corpus, Project, Snapshot
 from inference.models import Policy
 
 
@@ -26,7 +26,12 @@ FINISHED = {Status.SUCCEEDED, Status.FAILED, Status.CANCELLED}
 
 
 class TrainingRound(models.Model):
-    """A pipeline of training stages run on one snapshot from one parent policy."""
+    """A pipeline of training stages run from one parent policy on its data.
+
+    The data: a snapshot of rankings, a pre-training corpus, uploaded
+    demonstrations, or several of them (each stage reads its own, see
+    training/stages.py `StageSpec.data`).
+    """
 
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="training_rounds"
@@ -36,6 +41,23 @@ class TrainingRound(models.Model):
     )
     snapshot = models.ForeignKey(
         Snapshot, null=True, blank=True, on_delete=models.PROTECT, related_name="rounds"
+    )
+    corpus = models.ForeignKey(
+        Corpus,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="pretraining_rounds",
+        help_text="The pre-training text its pretrain stage learned from.",
+    )
+    demonstrations = models.ForeignKey(
+        Corpus,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="sft_rounds",
+        help_text="Uploaded demonstrations its sft stage learned from (instead of "
+        "the snapshot's).",
     )
     parent_policy = models.ForeignKey(
         Policy, on_delete=models.PROTECT, related_name="training_rounds_from"

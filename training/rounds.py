@@ -26,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.audit import record
-from annotation.models import Project, Snapshot
+from annotation.models import Corpus, Project, Snapshot
 from inference.judges import default_judge_name
 from inference.models import Policy
 from training.jobs import judge_inputs, policy_inputs, reward_inputs, round_dir
@@ -47,6 +47,9 @@ ROUND_OPTIONS = {
     "policy": "Registered policy to start from (default: the project's current policy).",
     "reward_model": "Registered reward model for ppo/grpo/rloo without a reward stage.",
     "snapshot": "Existing snapshot to train on (default: freeze a new one of all rankings).",
+    "corpus": "The project's pre-training corpus (data pages) for a pretrain stage.",
+    "demonstrations": "The project's uploaded demonstrations for an sft stage "
+    "(default: the snapshot's rewrites and top-ranked responses).",
     "stop_grace_seconds": "Seconds a stage gets to stop after STOP before SIGTERM.",
     "evaluate": "false skips the evaluation stage (the policy then cannot be deployed).",
 }
@@ -218,14 +221,20 @@ def launch_round(
         inputs.update(judge_inputs(options.get(stage) or {}))
         configs.append(resolve_config(stage, options.get(stage) or {}, inputs))
 
+    corpus, demonstrations = _corpora_for(project, stages, options)
     with transaction.atomic():
         snapshot = None
-        if any(STAGES[s].data in ("trl", "sft") for s in stages):
+        if any(
+            STAGES[s].data == "trl" or (STAGES[s].data == "sft" and not demonstrations)
+            for s in stages
+        ):
             snapshot = _snapshot_for(project, options, user)
         training_round = TrainingRound.objects.create(
             project=project,
             method=method,
             snapshot=snapshot,
+            corpus=corpus,
+            demonstrations=demonstrations,
             parent_policy=parent,
             config=options,
             created_by=user,
@@ -273,6 +282,44 @@ def _annotators_judge(project: Project) -> str | None:
     if any(not re.search(r"\bjudge:", s) for s in simulators):
         named.add(default_judge_name() or "")
     return named.pop() if len(named) == 1 and "" not in named else None
+
+
+def _corpora_for(
+    project: Project, stages: list[str], options: dict[str, Any]
+) -> tuple[Corpus | None, Corpus | None]:
+    """Return the pre-training corpus and the demonstrations the launch options name.
+
+    Raise ValidationError when a pretrain stage has no corpus, a named one is not
+    the project's or not of its kind, or one is named with no stage to read it.
+    """
+    found = []
+    for option, kind, data in (
+        ("corpus", Corpus.Kind.TEXT, "corpus"),
+        ("demonstrations", Corpus.Kind.DEMONSTRATIONS, "sft"),
+    ):
+        name = options.get(option) or ""
+        readers = [s for s in stages if STAGES[s].data == data]
+        if not name:
+            if data == "corpus" and readers:
+                raise ValidationError(
+                    f"stage {readers[0]} needs a corpus: upload one on the project's "
+                    "corpus page and pass corpus=NAME"
+                )
+            found.append(None)
+            continue
+        if not readers:
+            raise ValidationError(
+                f"{option}={name!r} is read by no stage of {stages}; add a "
+                f"{'pretrain' if data == 'corpus' else 'sft'} stage or leave it out"
+            )
+        corpus = Corpus.objects.filter(project=project, name=name).first()
+        if corpus is None or corpus.kind != kind:
+            raise ValidationError(
+                f"project {project.name} has no {Corpus.Kind(kind).label.lower()} "
+                f"corpus named {name!r}; see its corpus page"
+            )
+        found.append(corpus)
+    return found[0], found[1]
 
 
 def _snapshot_for(
