@@ -69,10 +69,7 @@ def read_documents(name: str, data: bytes) -> tuple[list[str], list[str], list[d
 
 def _text_documents(name: str, data: bytes) -> tuple[list[str], list[str], list[dict]]:
     """Split plain text into documents at blank lines (one a line if there are none)."""
-    try:
-        raw = gunzip(name, data, MAX_INFLATED_BYTES) if name.endswith(".gz") else data
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
+    raw = gunzip(name, data, MAX_INFLATED_BYTES) if name.endswith(".gz") else data
     lines = raw.decode("utf-8-sig", errors="replace").splitlines()
     filled = [i for i, line in enumerate(lines) if line.strip()]
     paragraphs = bool(filled) and any(
@@ -128,17 +125,14 @@ def read_demonstrations(
 
 
 def _records(name: str, data: bytes):
-    """Yield the file's records, bounded; a file that cannot be read is a ValidationError."""
-    try:
-        for count, item in enumerate(iter_records(name, data, MAX_INFLATED_BYTES)):
-            if count >= settings.IMPORT_MAX_RECORDS:
-                raise ValidationError(
-                    f"{name} holds more than {settings.IMPORT_MAX_RECORDS} records "
-                    "(IMPORT_MAX_RECORDS); split it into smaller files"
-                )
-            yield item
-    except ValueError as exc:
-        raise ValidationError(str(exc)) from None
+    """Yield the file's records, at most IMPORT_MAX_RECORDS (then a ValidationError)."""
+    for count, item in enumerate(iter_records(name, data, MAX_INFLATED_BYTES)):
+        if count >= settings.IMPORT_MAX_RECORDS:
+            raise ValidationError(
+                f"{name} holds more than {settings.IMPORT_MAX_RECORDS} records "
+                "(IMPORT_MAX_RECORDS); split it into smaller files"
+            )
+        yield item
 
 
 def demonstration_text(row: dict) -> str:
@@ -188,25 +182,9 @@ def create_corpus(
     chosen = parse_filters(filters, kind)
     file_name = Path(upload.name or "upload.txt").name
     data = upload.read(MAX_UPLOAD_BYTES + 1)
-    if kind == Corpus.Kind.TEXT:
-        items, labels, unreadable = read_documents(file_name, data)
-        texts = items
-    else:
-        items, labels, unreadable = read_demonstrations(file_name, data)
-        texts = [demonstration_text(row) for row in items]
-    curated = curate(texts, chosen, labels)
-    if not curated.kept:
-        raise ValidationError(
-            f"{file_name}: no record passed the curation ({len(texts)} readable, "
-            f"{len(unreadable)} unreadable); nothing stored"
-        )
-    rows = [
-        {"text": items[i]} if kind == Corpus.Kind.TEXT else items[i]
-        for i in curated.kept
-    ]
-    report = curated.report(len(texts))
-    report["unreadable"] = unreadable[:50]
-    report["unreadable_count"] = len(unreadable)
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ValidationError(f"the file has more than {MAX_UPLOAD_BYTES:,} bytes")
+    rows, report = curated_rows(kind, file_name, data, chosen)
     path, sha256 = _write_file(project, name, rows)
     try:
         with transaction.atomic():
@@ -217,7 +195,7 @@ def create_corpus(
                 source=file_name[:300],
                 path=str(path),
                 sha256=sha256,
-                records=len(texts) + len(unreadable),
+                records=report["total"] + report["unreadable_count"],
                 kept=len(rows),
                 filters=chosen.to_dict(),
                 report=report,
@@ -239,6 +217,35 @@ def create_corpus(
         path.unlink(missing_ok=True)
         raise
     return corpus
+
+
+def curated_rows(
+    kind: str, file_name: str, data: bytes, filters: Filters
+) -> tuple[list[dict], dict[str, Any]]:
+    """Return the records of a file that pass the curation, and the curation's report.
+
+    Raise ValidationError when none passes.
+    """
+    if kind == Corpus.Kind.TEXT:
+        items, labels, unreadable = read_documents(file_name, data)
+        texts = items
+    else:
+        items, labels, unreadable = read_demonstrations(file_name, data)
+        texts = [demonstration_text(row) for row in items]
+    curated = curate(texts, filters, labels)
+    if not curated.kept:
+        raise ValidationError(
+            f"{file_name}: no record passed the curation ({len(texts)} readable, "
+            f"{len(unreadable)} unreadable); nothing stored"
+        )
+    rows = [
+        {"text": items[i]} if kind == Corpus.Kind.TEXT else items[i]
+        for i in curated.kept
+    ]
+    report = curated.report(len(texts))
+    report["unreadable"] = unreadable[:50]
+    report["unreadable_count"] = len(unreadable)
+    return rows, report
 
 
 def _write_file(project: Project, name: str, rows: list[dict]) -> tuple[Path, str]:

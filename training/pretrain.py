@@ -214,7 +214,6 @@ def train(
     a stopped run leaves its checkpoint and saves no artifact.
     """
     from datasets import Dataset
-    from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
     if data_path is None:
@@ -223,41 +222,11 @@ def train(
         corpus_documents(Path(data_path)), config.eval_fraction, config.seed
     )
     tokenizer = load_tokenizer(config.base_path, padding_side="right")
-    peft_config = None
-    if config.use_lora:
-        model = load_policy(config.base_path, config.adapter_path, trainable=True)
-        if not config.adapter_path:
-            peft_config = lora_config(
-                config.lora_r, config.lora_alpha, config.lora_dropout
-            )
-    else:
-        model = load_policy(config.base_path, config.adapter_path, merge=True)
+    model, peft_config = _starting_model(config)
     before = (
         perplexity(model, tokenizer, held_out, config.max_length) if held_out else None
     )
-    args = TRLSFTConfig(
-        output_dir=str(reporter.checkpoint_dir),
-        report_to="none",
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=config.logging_steps,
-        bf16=config.bf16,
-        activation_checkpointing=False,
-        learning_rate=config.learning_rate,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        warmup_steps=config.warmup_steps,
-        seed=config.seed,
-        data_seed=config.seed,
-        max_length=config.max_length,
-        packing=True,
-        packing_strategy="wrapped",
-        dataset_text_field="text",
-        **config.trl_args,
-    )
+    args = _trl_config(config, reporter)
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -287,3 +256,42 @@ def train(
     save_artifact(trainer.model, tokenizer, output_dir, config.to_dict())
     metrics["stopped"] = 0.0
     return metrics
+
+
+def _starting_model(config: PretrainConfig) -> tuple[Any, Any]:
+    """Return the model to train and the LoRA config of a new adapter (or None)."""
+    if not config.use_lora:
+        return load_policy(config.base_path, config.adapter_path, merge=True), None
+    model = load_policy(config.base_path, config.adapter_path, trainable=True)
+    if config.adapter_path:
+        return model, None
+    return model, lora_config(config.lora_r, config.lora_alpha, config.lora_dropout)
+
+
+def _trl_config(config: PretrainConfig, reporter: Reporter) -> Any:
+    """Return TRL's config: every token in the loss, documents packed into blocks."""
+    from trl import SFTConfig as TRLSFTConfig
+
+    return TRLSFTConfig(
+        output_dir=str(reporter.checkpoint_dir),
+        report_to="none",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        bf16=config.bf16,
+        activation_checkpointing=False,
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        warmup_steps=config.warmup_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        max_length=config.max_length,
+        packing=True,
+        packing_strategy="wrapped",
+        dataset_text_field="text",
+        **config.trl_args,
+    )

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0007_corpus'),
+        ('annotation', '0008_corpus'),
         ('training', '0002_trainingjob_worker'),
     ]
 
