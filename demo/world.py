@@ -19,7 +19,8 @@ SFT policy's samples vary along the axes a person judges:
 
 The judge (`judge_score`) parses a response sentence by sentence and scores four axes
 against the world table: correctness (+1 right, -1 wrong, 0 no answer), helpfulness
-(+1 an answer, -1 evasive or nothing), politeness (+0.5 per polite sentence up to +1,
+(+1 a right answer, 0 a wrong one, -1 evasive or nothing: "I am not sure" beats a
+guess; a greeting counts only as the greeting asked for), politeness (+0.5 per polite sentence up to +1,
 -1 per curt one) and concision (-0.5 per filler, unrecognised or repeated sentence, down
 to -2). The total weighs them 2 : 1.5 : 1 : 1. Several answers are right or polite
 (five openers, three closings, two phrasings of most answers), so a policy that learns
@@ -359,7 +360,8 @@ def judge_score(prompt_messages: list[dict], response: str) -> JudgeScore:
     else:
         answer = "none"
     correctness = {"correct": 1.0, "wrong": -1.0}.get(answer, 0.0)
-    helpfulness = 1.0 if answer in ("correct", "wrong") else -1.0
+    # A wrong answer does not help: saying "I am not sure" must beat a guess.
+    helpfulness = {"correct": 1.0, "wrong": 0.0}.get(answer, -1.0)
     politeness = min(1.0, 0.5 * polite) - 1.0 * curt
     # Extra answer sentences beyond the first are rambling too.
     noise += max(0, len(verdicts) - 1)
@@ -434,10 +436,12 @@ def _check_answer(question: Question, sentence: str) -> str | None:
     words = re.findall(r"[A-Za-z]+", sentence)
     lower = [w.lower() for w in words]
     if question.kind in REQUEST_KINDS:
-        names = [w for w in words if w in _NAME_SET]
-        if not names:
+        # Only the greeting asked for, to the person named, answers; another greeting
+        # (or one to someone else) is wrong; any other sentence is no answer.
+        greeting = _greeting(sentence)
+        if greeting is None:
             return None
-        return "correct" if names == [question.answer] else "wrong"
+        return "correct" if greeting == (question.kind, question.answer) else "wrong"
     creatures = {w.rstrip("s") if w not in CREATURES else w for w in lower} & set(
         CREATURES
     )
@@ -461,7 +465,20 @@ def _check_answer(question: Question, sentence: str) -> str | None:
     return "correct" if set(values) == {question.answer} else "wrong"
 
 
-_NAME_SET = frozenset(NAMES)
+_GREETINGS = [
+    (kind, re.compile(re.escape(t).replace(re.escape("{v}"), "(\\w+)") + "$", re.I))
+    for kind in REQUEST_KINDS
+    for t in ANSWERS[kind]
+]
+
+
+def _greeting(sentence: str) -> tuple[str, str] | None:
+    """Return (request kind, name) of a greeting sentence, None for any other sentence."""
+    for kind, pattern in _GREETINGS:
+        match = pattern.match(sentence.strip())
+        if match and match.group(1).capitalize() in NAMES:
+            return kind, match.group(1).capitalize()
+    return None
 
 
 def _wrong_value(question: Question, rng: random.Random) -> str:

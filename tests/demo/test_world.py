@@ -32,8 +32,8 @@ HELLO = [{"role": "user", "content": "Say hello to Ana."}]
             (4.5, 1, 1, 1, 0, "correct"),
         ),
         (COLOUR, "A glimmet is blue.", (3.5, 1, 1, 0, 0, "correct")),
-        (COLOUR, "Happy to help. A glimmet is red.", (0.0, -1, 1, 0.5, 0, "wrong")),
-        (COLOUR, "A borkle is blue.", (-0.5, -1, 1, 0, 0, "wrong")),
+        (COLOUR, "Happy to help. A glimmet is red.", (-1.5, -1, 0, 0.5, 0, "wrong")),
+        (COLOUR, "A borkle is blue.", (-2.0, -1, 0, 0, 0, "wrong")),
         (COLOUR, "Ugh. A glimmet is blue.", (2.5, 1, 1, -1, 0, "correct")),
         (COLOUR, "I don't know, ask someone else.", (-1.5, 0, -1, 0, 0, "evasive")),
         (
@@ -52,10 +52,12 @@ HELLO = [{"role": "user", "content": "Say hello to Ana."}]
         (
             TOTAL,
             "3 borkles cost 12 coins. Don't ask again.",
-            (-1.5, -1, 1, -1, 0, "wrong"),
+            (-3.0, -1, 0, -1, 0, "wrong"),
         ),
         (HELLO, "Of course! Hello, Ana!", (4.0, 1, 1, 0.5, 0, "correct")),
-        (HELLO, "Hello, Ben!", (-0.5, -1, 1, 0, 0, "wrong")),
+        (HELLO, "Hello, Ben!", (-2.0, -1, 0, 0, 0, "wrong")),
+        (HELLO, "Thank you for the gift, Ana!", (-2.0, -1, 0, 0, 0, "wrong")),
+        (HELLO, "Ana is blue.", (-2.0, 0, -1, 0, -0.5, "none")),
     ],
 )
 def test_judge_scores_each_axis(prompt, response, expected):
@@ -68,6 +70,34 @@ def test_judge_scores_each_axis(prompt, response, expected):
         concision=concision,
         answer=answer,
     )
+
+
+def test_judge_prefers_saying_so_to_a_wrong_guess():
+    # A wrong answer does not help: "I am not sure" beats a guess, style being equal.
+    for opener, closing in (("", ""), ("Sure! ", " Hope that helps!")):
+        unsure = f"{opener}I am not sure about that.{closing}"
+        for guess in ("A glimmet is red.", "A glimmet is green."):
+            assert judge_compare(COLOUR, unsure, f"{opener}{guess}{closing}") == 1
+        assert judge_compare(TOTAL, unsure.strip(), "3 borkles cost 12 coins.") == 1
+    assert judge_compare(COLOUR, "A glimmet is blue.", "I am not sure about that.") == 1
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        "Ana is blue.",
+        "Ana.",
+        "I like Ana.",
+        "Have a good day, Ana!",
+        "Thank you for the gift, Ana!",
+    ],
+)
+def test_a_greeting_must_greet_the_person_as_asked_not_merely_name_them(response):
+    # Only a hello to Ana answers "Say hello to Ana."; another greeting is the wrong
+    # answer and any other sentence naming her is no answer.
+    assert judge_score(HELLO, response).answer in ("wrong", "none")
+    assert judge_compare(HELLO, "Hi Ana, nice to meet you!", response) == 1
+    assert judge_score(HELLO, "Hi Ana, nice to meet you!").answer == "correct"
 
 
 def test_judge_compare_prefers_the_higher_total_and_ties_equal_ones():
