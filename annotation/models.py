@@ -295,6 +295,13 @@ class Prompt(models.Model):
     is_held_out = models.BooleanField(
         default=False, help_text="Kept for evaluation; never published for labelling."
     )
+    eval_split = models.CharField(
+        max_length=4,
+        choices=[("dev", "dev"), ("test", "test")],
+        default="test",
+        help_text="For a held-out prompt: 'dev' for choosing settings, 'test' for the "
+        "figures reported (never tuned on). Ignored for pool prompts.",
+    )
     held_for_review = models.BooleanField(
         default=False,
         help_text="Flagged as harmful on arrival: never published until an admin "

@@ -151,3 +151,30 @@ def remove_prompts(
     record(actor, "prompts.remove", project=project, before={"held": ids}, after=None)
     removed, _ = held_prompts(project).filter(pk__in=ids).delete()
     return removed
+
+
+EVAL_SPLITS = ("dev", "test")
+
+
+def held_out_prompts(project: Project, n: int, split: str = "test") -> list[list[dict]]:
+    """Return the messages of the first n held-out prompts of `split`, by id.
+
+    The one home of "which prompts is a policy evaluated on": the loop, a training
+    round's evaluation stage and the benches all ask here. "test" prompts give the
+    figures reported; "dev" prompts are for choosing settings. Raise ValueError when
+    the project has none of that split.
+    """
+    if split not in EVAL_SPLITS:
+        raise ValueError(f"split must be one of {EVAL_SPLITS}, got {split!r}")
+    prompts = list(
+        project.prompts.filter(is_held_out=True, eval_split=split)
+        .order_by("id")
+        .values_list("messages", flat=True)[: max(0, n)]
+    )
+    if not prompts:
+        raise ValueError(
+            f"project {project.name} has no held-out {split} prompts; mark some prompts "
+            f"is_held_out=True with eval_split={split!r} (the demo keeps one per dev "
+            "and test question) so policies are evaluated on unseen questions"
+        )
+    return prompts

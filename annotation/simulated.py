@@ -10,9 +10,11 @@ the consensus like anyone's; they are left out of human agreement figures
 (`annotation.agreement`), of the human leaderboard (`annotation.leaderboard`), and
 snapshots label them `simulated-N` (`annotation.snapshots`).
 
-Three annotators: `JudgeAnnotator` (a registered judge, such as the demo's rule-based one),
+Four annotators: `JudgeAnnotator` (a registered judge, such as the demo's rule-based one),
+`PersonaAnnotator` (the judge's aspects weighed a persona's own way),
 `RewardModelAnnotator` (a registered reward model's scores) and `NoisyAnnotator`
-(wraps either with seeded flips, ties and skips).
+(wraps any of them with seeded flips, ties and skips). `personas` makes the noisy
+personas the headless loop labels with, so that its annotators are not its yardstick.
 """
 
 from __future__ import annotations
@@ -171,6 +173,91 @@ class NoisyAnnotator:
             else:
                 merged.append(group)
         return merged
+
+
+class PersonaAnnotator:
+    """Rank by a judge's aspects weighed the persona's own way (a judge with `aspects`).
+
+    People weigh the same qualities differently: one minds rudeness more, another
+    rambling. A persona scores each response as the sum of the judge's aspect scores
+    times its own `weights` and ranks by that; equal scores tie.
+    """
+
+    def __init__(self, judge: Judge, weights: dict[str, float], name: str) -> None:
+        from inference.judges import judge_offers
+
+        if not judge_offers(judge, "aspects"):
+            raise ValueError(
+                "a persona needs a judge with `weights` and `aspects()`; this judge "
+                "only compares and ranks (use JudgeAnnotator)"
+            )
+        unknown = sorted(set(weights) - set(judge.weights))
+        if unknown:
+            raise ValueError(
+                f"weights name aspects {unknown} the judge does not score; it scores "
+                f"{sorted(judge.weights)}"
+            )
+        self.judge, self.weights = judge, dict(weights)
+        described = ", ".join(f"{k}={v:.2f}" for k, v in sorted(self.weights.items()))
+        self.simulator = f"persona:{name}({described})"
+
+    def decide(
+        self, prompt_messages: list[dict], responses: list[str], *, key: str
+    ) -> Order | Skip:
+        scores = []
+        for response in responses:
+            aspects = self.judge.aspects(prompt_messages, response)
+            scores.append(sum(w * aspects[k] for k, w in self.weights.items()))
+        return order_by_scores([round(s, 9) for s in scores])
+
+
+def personas(
+    judge: Judge,
+    n: int,
+    *,
+    seed: int,
+    flip_range: tuple[float, float] = (0.10, 0.20),
+    spread: float = 0.5,
+    tie_rate: float = 0.0,
+    skip_rate: float = 0.0,
+) -> list[NoisyAnnotator]:
+    """Return n noisy personas of the judge: simulated annotators that are not the yardstick.
+
+    Persona i weighs each of the judge's aspects by the judge's weight times a
+    factor drawn uniformly from [1 - spread, 1 + spread], and flips adjacent groups
+    of its order at a rate drawn uniformly from `flip_range`; both seeded by (seed, i).
+    A judge without aspects gives plain noisy copies of itself (JudgeAnnotator).
+    """
+    from inference.judges import judge_offers
+
+    low, high = flip_range
+    if not 0 <= low <= high <= 1 or not 0 <= spread < 1:
+        raise ValueError(
+            f"flip_range must be 0 <= low <= high <= 1 and spread in [0, 1), got "
+            f"{flip_range} and {spread}"
+        )
+    annotators = []
+    for i in range(1, n + 1):
+        rng = random.Random(f"persona:{seed}:{i}")
+        inner: SimulatedAnnotator
+        if judge_offers(judge, "aspects"):
+            weights = {
+                k: w * rng.uniform(1 - spread, 1 + spread)
+                for k, w in sorted(judge.weights.items())
+            }
+            inner = PersonaAnnotator(judge, weights, name=str(i))
+        else:
+            inner = JudgeAnnotator(judge)
+        annotators.append(
+            NoisyAnnotator(
+                inner,
+                flip_rate=rng.uniform(low, high),
+                tie_rate=tie_rate,
+                skip_rate=skip_rate,
+                seed=seed * 1000 + i,
+            )
+        )
+    return annotators
 
 
 def order_by_scores(scores: list[float], tie_margin: float = 0.0) -> Order:

@@ -354,8 +354,8 @@ def sample_judge_stats(model_dir: Path, n_prompts: int, seed: int) -> dict[str, 
     from inference.sampling import SamplingConfig
 
     model, tokenizer = load_for_generation(str(model_dir), device="cpu")
-    # Another permutation of the pool than the demo project's (SFT saw every kind).
-    prompts = make_prompts(n_prompts, seed + 7)
+    # Dev questions: the SFT demonstrations never asked them.
+    prompts = make_prompts(n_prompts, seed + 7, split="dev")
     sampling = SamplingConfig(
         temperature=1.0, num_candidates=4, seed=seed, max_new_tokens=64
     )

@@ -26,8 +26,6 @@ DEMO_USERS = {
     "annotator2": ANNOTATOR,
     "annotator3": ANNOTATOR,
 }
-POOL_PROMPTS = 600
-HELD_OUT_PROMPTS = 100
 GUIDELINES = """\
 # Ranking guidelines
 
@@ -76,8 +74,13 @@ def create_demo_users() -> dict[str, str]:
 
 
 def create_demo_project(seed: int = 0) -> tuple[Project, bool]:
-    """Create the demo project with its prompt pool and demo-sft deployed, if absent."""
-    from demo.world import make_prompts
+    """Create the demo project with its prompt pool and demo-sft deployed, if absent.
+
+    The pool is every prompt of the train split's questions (1,302); held out are one
+    prompt per dev question (60, `eval_split="dev"`) and per test question (90,
+    "test"), so no evaluation question is ever published or demonstrated.
+    """
+    from demo.world import eval_prompts, make_prompts
 
     existing = Project.objects.filter(name=DEMO_PROJECT).first()
     if existing is not None:
@@ -91,14 +94,13 @@ def create_demo_project(seed: int = 0) -> tuple[Project, bool]:
             overlap=3,
             current_policy=Policy.objects.filter(name="demo-sft").first(),
         )
-        prompts = make_prompts(POOL_PROMPTS + HELD_OUT_PROMPTS, seed)
-        Prompt.objects.bulk_create(
-            [
-                _prompt(project, messages, is_held_out=i >= POOL_PROMPTS)
-                for i, messages in enumerate(prompts)
-            ],
-            ignore_conflicts=True,
-        )
+        pool = make_prompts(None, seed, split="train")
+        rows = [_prompt(project, m, split="") for m in pool]
+        for split in ("dev", "test"):
+            rows += [
+                _prompt(project, m, split=split) for m in eval_prompts(split, seed)
+            ]
+        Prompt.objects.bulk_create(rows, ignore_conflicts=True)
     return project, True
 
 
@@ -110,7 +112,8 @@ def add_demo_members(project: Project) -> None:
         add_member(user, project)
 
 
-def _prompt(project: Project, messages: list[dict], *, is_held_out: bool) -> Prompt:
+def _prompt(project: Project, messages: list[dict], *, split: str) -> Prompt:
+    """Return an unsaved demo prompt: a pool prompt (split '') or a held-out dev/test one."""
     from annotation.models import messages_hash, normalise_messages
 
     messages = normalise_messages(messages)
@@ -119,7 +122,8 @@ def _prompt(project: Project, messages: list[dict], *, is_held_out: bool) -> Pro
         messages=messages,
         content_hash=messages_hash(messages),
         source="demo_domain",
-        is_held_out=is_held_out,
+        is_held_out=bool(split),
+        eval_split=split or "test",
     )
 
 

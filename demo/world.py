@@ -209,19 +209,80 @@ class JudgeScore:
     answer: str  # "correct", "wrong", "evasive" or "none"
 
 
-def make_prompts(n: int, seed: int) -> list[list[dict]]:
-    """Return n distinct single-turn chat prompts, a seed's permutation of the pool.
+def make_prompts(n: int | None, seed: int, split: str = "") -> list[list[dict]]:
+    """Return n distinct single-turn chat prompts (None: all), a seed's permutation of the pool.
 
-    `make_prompts(n, seed)` is a prefix of `make_prompts(n + 1, seed)`, so a caller can
-    split one list into a labelling pool and held-out prompts.
+    `split` ("train", "dev" or "test") keeps the prompts of that split's questions
+    only (`question_split`); '' takes the whole pool. `make_prompts(n, seed)` is a
+    prefix of `make_prompts(n + 1, seed)`.
     """
-    pool = sorted(_question_table())
+    table = _question_table()
+    pool = sorted(t for t in table if not split or question_split(table[t]) == split)
+    n = len(pool) if n is None else n
     if not 0 <= n <= len(pool):
         raise ValueError(
             f"n must be between 0 and {len(pool)} (the demo pool's size), got {n}"
         )
     random.Random(seed).shuffle(pool)
     return [[{"role": "user", "content": text}] for text in pool[:n]]
+
+
+# Held out at the question level: a share of each kind's questions is kept for
+# evaluation, with every phrasing, opener and (for sums) count. A fact question is
+# a creature and an attribute ("how much do 3 glimmets cost" asks the glimmet's
+# price); a request is its kind and the person. Test questions are reported and
+# never tuned on; dev questions are for choosing settings; SFT demonstrations and
+# every labelling round use train questions only.
+SPLIT_SHARES = {"test": 0.25, "dev": 0.15}
+SPLIT_SEED = "demo-question-split"
+
+
+def question_key(question: Question) -> tuple[str, str]:
+    """Return what a question asks about: (attribute, creature) or (request kind, name)."""
+    attribute = {"total_price": "price", "total_legs": "legs"}.get(
+        question.kind, question.kind
+    )
+    return attribute, question.subject
+
+
+def question_split(question: Question) -> str:
+    """Return "train", "dev" or "test": the split the question's key belongs to."""
+    return _split_table()[question_key(question)]
+
+
+def eval_prompts(split: str, seed: int = 0) -> list[list[dict]]:
+    """Return one prompt per question of the split ("dev" or "test"), phrasing by seed.
+
+    One prompt per question, so that an interval bootstrapped over prompts does not
+    count one question's phrasings as independent evidence.
+    """
+    if split not in ("dev", "test"):
+        raise ValueError(f"split must be 'dev' or 'test', got {split!r}")
+    rng = random.Random(f"{seed}:{split}")
+    by_question: dict[Question, list[str]] = {}
+    for text, question in sorted(_question_table().items()):
+        if question_split(question) == split:
+            by_question.setdefault(question, []).append(text)
+    texts = [rng.choice(by_question[q]) for q in sorted(by_question, key=repr)]
+    rng.shuffle(texts)
+    return [[{"role": "user", "content": text}] for text in texts]
+
+
+@lru_cache(maxsize=1)
+def _split_table() -> dict[tuple[str, str], str]:
+    """Return every question key mapped to its split, a fixed shuffle per attribute."""
+    keys = sorted({question_key(q) for q in _question_table().values()})
+    table: dict[tuple[str, str], str] = {}
+    for attribute in sorted({a for a, _ in keys}):
+        group = [k for k in keys if k[0] == attribute]
+        random.Random(f"{SPLIT_SEED}:{attribute}").shuffle(group)
+        n_test = round(SPLIT_SHARES["test"] * len(group))
+        n_dev = round(SPLIT_SHARES["dev"] * len(group))
+        for i, key in enumerate(group):
+            table[key] = (
+                "test" if i < n_test else "dev" if i < n_test + n_dev else "train"
+            )
+    return table
 
 
 def pretraining_corpus(n_docs: int, seed: int) -> list[str]:
@@ -262,12 +323,13 @@ def pretraining_corpus(n_docs: int, seed: int) -> list[str]:
 def sft_examples(n: int, seed: int) -> list[dict]:
     """Return n demonstrations {"prompt": messages, "completion": messages}.
 
-    Prompts are drawn from the whole pool with replacement; each response samples
-    its parts at the fixed `RATES`, so the demonstrations vary in quality.
+    Prompts are drawn with replacement from the train split's questions only (never
+    a dev or test question, in any phrasing); each response samples its parts at
+    the fixed `RATES`, so the demonstrations vary in quality.
     """
     rng = random.Random(seed)
     table = _question_table()
-    texts = sorted(table)
+    texts = sorted(t for t, q in table.items() if question_split(q) == "train")
     examples = []
     for _ in range(n):
         text = rng.choice(texts)
@@ -410,6 +472,19 @@ class WorldJudge:
     ) -> list[list[int]]:
         """Return the responses' indices as tie groups, best first, by the judge's total."""
         return judge_rank(prompt_messages, responses)
+
+    # The judge's aspects and their weights in its total (simulated personas weigh
+    # them their own way), and whether the world table confirms an answer.
+    weights = WEIGHTS
+
+    def aspects(self, prompt_messages: list[dict], response: str) -> dict[str, float]:
+        """Return the response's score on each aspect the judge weighs."""
+        score = judge_score(prompt_messages, response)
+        return {aspect: getattr(score, aspect) for aspect in WEIGHTS}
+
+    def correct(self, prompt_messages: list[dict], response: str) -> bool:
+        """Return whether the response gives the answer the world table confirms."""
+        return judge_score(prompt_messages, response).answer == "correct"
 
 
 JUDGE = WorldJudge()  # registered as "demo" by demo.apps.DemoConfig.ready

@@ -7,6 +7,14 @@ A judge is any importable object with two methods:
 - `rank(prompt_messages, responses) -> list[list[int]]`: the responses' indices
   as tie groups, best first.
 
+A judge may also offer (the demo's does; `judge_offers` tells):
+
+- `weights` ({aspect: weight}) and `aspects(prompt_messages, response) -> {aspect:
+  score}`: the aspects its verdict weighs, so simulated annotators can be personas
+  that weigh them their own way (`annotation.simulated.personas`);
+- `correct(prompt_messages, response) -> bool`: whether a reference confirms the
+  answer, for the factual accuracy the loop reports beside the win rate.
+
 An app registers its judge under a name in its `AppConfig.ready`, as a dotted
 path "module:attribute" (`register_judge("demo", "demo.world:JUDGE")`). Product
 code asks for a judge by name; a training child process has no Django app
@@ -36,6 +44,17 @@ class Judge(Protocol):
         self, prompt_messages: list[dict], responses: list[str]
     ) -> list[list[int]]:
         """Return the indices of `responses` as tie groups, best first."""
+
+
+def judge_offers(judge: Judge, feature: str) -> bool:
+    """Return whether the judge offers an optional feature: "aspects" or "correct"."""
+    if feature == "aspects":
+        return callable(getattr(judge, "aspects", None)) and isinstance(
+            getattr(judge, "weights", None), dict
+        )
+    if feature == "correct":
+        return callable(getattr(judge, "correct", None))
+    raise ValueError(f"feature must be 'aspects' or 'correct', got {feature!r}")
 
 
 def register_judge(name: str, path: str, *, named_only: bool = False) -> None:

@@ -167,11 +167,15 @@ def job_charts(history: list[dict]) -> list[SafeString]:
 # The loop's per-round table: column name and format.
 TABLE_COLUMNS = (
     ("round", "{:>5}"),
+    ("seed", "{:>4}"),
     ("policy", "{:<28}"),
     ("pairs", "{:>6}"),
     ("rm_acc", "{:>6}"),
     ("win_prev", "{:>8}"),
     ("win_sft", "{:>7}"),
+    ("win_sft_95%", "{:>14}"),
+    ("acc", "{:>5}"),
+    ("acc_sft", "{:>7}"),
     ("kl", "{:>7}"),
     ("dist2", "{:>6}"),
     ("dist2_sft", "{:>9}"),
@@ -185,14 +189,22 @@ def table_header() -> str:
 
 
 def table_row(f: RoundFigures) -> str:
-    """Return one round's line of the table."""
+    """Return one round's line of the table (one seed's, or the mean over seeds)."""
+
+    def number(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.3f}"
+
     values = (
         f.round,
+        f.seeds[0] if len(f.seeds) == 1 else "all",
         f.policy[:28],
         f.pairs,
-        "n/a" if f.rm_accuracy is None else f"{f.rm_accuracy:.3f}",
+        number(f.rm_accuracy),
         f"{f.win_rate_vs_previous:.3f}",
         f"{f.win_rate_vs_sft:.3f}",
+        f"[{f.win_rate_ci[0]:.3f}, {f.win_rate_ci[1]:.3f}]" if f.win_rate_ci else "n/a",
+        "n/a" if f.accuracy is None else f"{f.accuracy:.2f}",
+        "n/a" if f.accuracy_sft is None else f"{f.accuracy_sft:.2f}",
         f"{f.kl:.3f}",
         f"{f.distinct_2:.3f}",
         f"{f.distinct_2_sft:.3f}",
@@ -213,6 +225,16 @@ def save_plot(figures: list[RoundFigures], path: Path, *, title: str = "") -> Pa
     rounds = [f.round for f in figures]
     fig, (left, middle, right) = plt.subplots(1, 3, figsize=(12, 3.6))
     left.plot(rounds, [f.win_rate_vs_sft for f in figures], "o-", label="vs SFT")
+    if all(f.win_rate_ci for f in figures):
+        left.fill_between(
+            rounds,
+            [f.win_rate_ci[0] for f in figures],
+            [f.win_rate_ci[1] for f in figures],
+            alpha=0.2,
+            label="vs SFT, 95%",
+        )
+    if all(f.accuracy is not None for f in figures):
+        left.plot(rounds, [f.accuracy for f in figures], "^:", label="accuracy")
     left.plot(
         rounds, [f.win_rate_vs_previous for f in figures], "s--", label="vs previous"
     )

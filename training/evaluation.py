@@ -154,6 +154,69 @@ def win_rate_by_judge(
     return total / len(prompts)
 
 
+def bootstrap_interval(
+    values: Sequence[float],
+    *,
+    level: float = 0.95,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Return the percentile bootstrap interval of the mean of `values`.
+
+    Pass one value per prompt (a prompt's samples averaged first): resampling
+    prompts, not samples, because a prompt's samples are not independent.
+    """
+    import random
+
+    if not values:
+        raise ValueError("bootstrap_interval needs at least one value, got none")
+    if not 0 < level < 1 or resamples < 1:
+        raise ValueError(
+            f"level must be in (0, 1) and resamples >= 1, got {level} and {resamples}"
+        )
+    rng = random.Random(seed)
+    n = len(values)
+    means = sorted(sum(rng.choices(values, k=n)) / n for _ in range(resamples))
+    tail = (1 - level) / 2
+    low = means[int(tail * resamples)]
+    high = means[min(resamples - 1, int((1 - tail) * resamples))]
+    return low, high
+
+
+def per_prompt_win_rates(
+    prompts: Sequence[Any],
+    ours: Sequence[Sequence[str]],
+    theirs: Sequence[Sequence[str]],
+    judge: Judge,
+) -> list[float]:
+    """Return, per prompt, the share of its paired samples the judge gives to ours.
+
+    The i-th sample of each side meet on the same prompt; a tie counts half
+    (`win_rate_by_judge` asks in both orders).
+    """
+    rates = []
+    for prompt, a, b in zip(prompts, ours, theirs, strict=True):
+        if len(a) != len(b) or not a:
+            raise ValueError(
+                f"each prompt needs as many samples of ours as of theirs, and some: "
+                f"got {len(a)} and {len(b)}"
+            )
+        rates.append(win_rate_by_judge([prompt] * len(a), a, b, judge))
+    return rates
+
+
+def per_prompt_accuracy(
+    prompts: Sequence[Any],
+    samples: Sequence[Sequence[str]],
+    correct: Callable[[Any, str], bool],
+) -> list[float]:
+    """Return, per prompt, the share of its samples whose answer `correct` confirms."""
+    return [
+        sum(bool(correct(prompt, s)) for s in texts) / len(texts)
+        for prompt, texts in zip(prompts, samples, strict=True)
+    ]
+
+
 def sample(
     model,
     tokenizer,

@@ -185,11 +185,12 @@ def prepare_run_dir(job: TrainingJob) -> Path:
     fmt = spec.data
     if fmt == "prompts":
         data_path = run_dir / "held-out-prompts.jsonl"
-        prompts = job.round.project.prompts.filter(is_held_out=True).order_by("id")
-        limit = int(job.config.get("prompts", 16))
-        data_path.write_text(
-            "".join(json.dumps({"prompt": p.messages}) + "\n" for p in prompts[:limit])
+        from annotation.pool import held_out_prompts
+
+        prompts = held_out_prompts(
+            job.round.project, int(job.config.get("prompts", 16)), "test"
         )
+        data_path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     elif fmt == "corpus":
         data_path = Path(job.round.corpus.path)
     elif fmt == "sft" and job.round.demonstrations_id:

@@ -4,33 +4,46 @@ Each round goes through the same functions the pages call:
 
 1. `publish_round` samples candidates from the deployed policy (and, for cross-policy
    comparisons, from earlier ones) on fresh prompts of the pool;
-2. simulated annotators (`annotation.simulated`), as many as the project's overlap,
-   take the tasks through `next_task` / `submit_ranking` like people;
+2. simulated annotators (`annotation.simulated.personas`), as many as the project's
+   overlap, take the tasks through `next_task` / `submit_ranking` like people: noisy
+   personas, each weighing the judge's aspects its own way and flipping 10-20% of
+   its order, so the annotators are not the yardstick;
 3. `freeze_snapshot` freezes this round's rankings into hashed preference pairs;
 4. `launch` creates the training round and its stage jobs; the loop then runs
    those jobs itself with the worker's own task function (`run_training_job`),
    which starts each stage as a child process with a run directory, exactly as
    `db_worker` does. A running `db_worker` may take a stage instead: `start_job`
    lets exactly one claim it, and the loop waits for it. The platform's code path
-   is the one measured; only the queue wait is skipped;
-5. the new policy is evaluated on held-out prompts (never published): the
-   judge's win rate (a registered judge, `inference.judges`: the demo's when the
-   demo is installed) against the previous policy and against the SFT policy, the
-   KL divergence to the SFT policy, and distinct-2 diversity; the figures are
-   stored on the policy (`Policy.metrics`, read by the leaderboard);
+   is the one measured; only the queue wait is skipped. The round's own
+   evaluation stage is off: step 5 is the one evaluation;
+5. the new policy is evaluated on held-out prompts of one split
+   (`annotation.pool.held_out_prompts`: "test" for the figures reported, "dev"
+   for choosing settings; never published, and in the demo never asked in any
+   phrasing by a demonstration or a round): the noiseless judge's win rate against
+   the previous policy and against the SFT policy (a tie counts half), factual
+   accuracy (the share of samples whose answer the judge's reference confirms,
+   where the judge offers `correct`), KL to the SFT policy, and distinct-2; the
+   figures are stored on the policy (`Policy.metrics`, read by the leaderboard);
 6. `deploy_policy` makes it current, so the next round samples from it.
 
+The rounds run once per seed (`LoopConfig.seeds`, default 3), each seed starting
+again from the policy deployed when the loop began, with its own candidates,
+personas, training seed and evaluation samples. A figure is the mean over seeds;
+its 95% interval is bootstrapped over prompts (each prompt's samples and seeds
+averaged first: prompts are resampled, not samples).
+
 Win rates compare the i-th sample of one policy with the i-th sample of the other
-on the same prompt, both drawn with the evaluation sampling; a judge tie counts
-half. Distinct-2 is taken over each prompt's samples and averaged over prompts;
-KL is `training.evaluation.kl_to_reference` on the policy's own samples. Plain
-figures go to `out` as a table per round; the last line is one JSON object (see
-`RoundFigures.summary`).
+on the same prompt, both drawn with the evaluation sampling. Distinct-2 is taken
+over each prompt's samples and averaged over prompts; KL is
+`training.evaluation.kl_to_reference` on the policy's own samples. Plain figures
+go to `out` as a table per round and seed, then the mean over seeds; the last
+line is one JSON object (see `RoundFigures.summary`).
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,25 +52,30 @@ from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 
-from annotation.models import Project, Prompt, Snapshot
+from annotation.models import Project, Snapshot
+from annotation.pool import held_out_prompts
 from inference.judges import Judge, get_judge
 from inference.models import Policy
 from training.charts import save_plot, table_header, table_row
-from training.evaluation import mean_distinct_n
+from training.evaluation import (
+    bootstrap_interval,
+    mean_distinct_n,
+    per_prompt_accuracy,
+    per_prompt_win_rates,
+)
 from training.models import TrainingRound
-from training.stages import PIPELINES, implicit_stages
+from training.stages import PIPELINES
 
 # The methods the loop runs (named pipelines of training/stages.py) and what each
-# method's rounds use unless the loop's options say otherwise: snapshot votes, and
-# stage options merged key by key under `LoopConfig.train`. PPO needs a
-# short, KL-bound PPO stage: with the stage defaults a round's policy exploits the
-# reward model (KL 9.8 to SFT, its diversity a third of SFT's) instead of beating
-# SFT. Consensus votes beat every vote here (0.755 vs 0.701 against SFT, in half
-# the time; one run each). Measured in docs/loop.md.
+# method's rounds use unless the loop's options say otherwise: snapshot votes and
+# pair rule, and stage options merged key by key under `LoopConfig.train`. PPO needs
+# a short, KL-bound PPO stage: with the stage defaults a round's policy exploits the
+# reward model instead of beating SFT. Measured in docs/loop.md.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpo": {"votes": "consensus", "train": {}},
+    "dpo": {"votes": "consensus", "pairs": "all_pairs", "train": {}},
     "ppo": {
         "votes": "consensus",
+        "pairs": "all_pairs",
         "train": {
             "reward": {"num_train_epochs": 1},
             "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 15},
@@ -68,11 +86,12 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 JUDGE_VS_SFT = "judge_win_rate_vs_sft"
 RM_VS_SFT = "rm_win_rate_vs_sft"
 JUDGE_VS_PREVIOUS = "judge_win_rate_vs_previous"
+MAX_SEEDS = 10
 
 
 @dataclass
 class LoopConfig:
-    """How the loop runs: round sizes, annotator noise, sampling, evaluation, training."""
+    """How the loop runs: rounds, seeds, annotator noise, sampling, evaluation, training."""
 
     rounds: int = field(
         default=3, metadata={"help": "Rounds of publish -> train -> deploy."}
@@ -80,10 +99,21 @@ class LoopConfig:
     method: str = field(
         default="dpo", metadata={"help": "dpo, or ppo (a reward stage, then PPO)."}
     )
+    seeds: int = field(
+        default=3,
+        metadata={
+            "help": "Independent runs of all rounds, seeds seed..seed+N-1, each from the "
+            "starting policy; figures are their mean (3: the protocol's minimum)."
+        },
+    )
     prompts_per_round: int = field(
         default=128,
+        metadata={"help": "Fresh prompts published per round."},
+    )
+    candidates: int = field(
+        default=0,
         metadata={
-            "help": "Fresh prompts published per round (both methods measured at 128: docs/loop.md)."
+            "help": "Responses per task, earlier policies' included (0: the project's)."
         },
     )
     earlier_policies: int = field(
@@ -103,7 +133,11 @@ class LoopConfig:
         default=48, metadata={"help": "Longest candidate, in tokens."}
     )
     flip_rate: float = field(
-        default=0.1, metadata={"help": "Simulated annotators' flip rate."}
+        default=0.15,
+        metadata={
+            "help": "Simulated personas' mean flip rate; each draws its own within "
+            "+-0.05 (default: 10-20%)."
+        },
     )
     tie_rate: float = field(
         default=0.0, metadata={"help": "Simulated annotators' tie rate."}
@@ -111,10 +145,17 @@ class LoopConfig:
     skip_rate: float = field(
         default=0.0, metadata={"help": "Simulated annotators' skip rate."}
     )
+    persona_spread: float = field(
+        default=0.5,
+        metadata={
+            "help": "Each persona weighs each judge aspect by the judge's weight times "
+            "a factor in [1-spread, 1+spread]."
+        },
+    )
     judge: str = field(
         default="",
         metadata={
-            "help": "Registered judge the simulated annotators rank with and the win "
+            "help": "Registered judge the simulated personas rank by and the win "
             "rates are measured by ('': the only registered one, e.g. the demo's)."
         },
     )
@@ -122,17 +163,34 @@ class LoopConfig:
         default="",
         metadata={
             "help": "Snapshot votes: 'consensus' (one Borda order per task) or 'every'; "
-            "'' takes the method's default (METHOD_DEFAULTS: consensus for both)."
+            "'' takes the method's default (METHOD_DEFAULTS)."
+        },
+    )
+    pairs: str = field(
+        default="",
+        metadata={
+            "help": "Snapshot pair rule: 'all_pairs' or 'best_vs_rest'; '' takes the "
+            "method's default (METHOD_DEFAULTS)."
         },
     )
     data: str = field(
         default="round",
         metadata={
-            "help": "Train on this round's rankings ('round') or on all rounds so far ('all')."
+            "help": "Train on this round's rankings ('round') or on all this seed's rounds so far ('all')."
+        },
+    )
+    split: str = field(
+        default="test",
+        metadata={
+            "help": "Held-out split evaluated on: 'test' (reported) or 'dev' (for "
+            "choosing settings)."
         },
     )
     eval_prompts: int = field(
-        default=100, metadata={"help": "Held-out prompts evaluated on."}
+        default=100,
+        metadata={
+            "help": "Held-out prompts evaluated on (at most; the split's first)."
+        },
     )
     eval_samples: int = field(
         default=4,
@@ -144,18 +202,17 @@ class LoopConfig:
     )
     train: dict[str, dict[str, Any]] = field(
         default_factory=dict,
-        metadata={
-            "help": "Per-stage options, e.g. {'dpo': {'learning_rate': 1e-3}}; 'evaluate' "
-            "configures the round's own evaluation stage."
-        },
+        metadata={"help": "Per-stage options, e.g. {'dpo': {'learning_rate': 1e-3}}."},
     )
     seed: int = field(
-        default=0, metadata={"help": "Seed of sampling, noise and training."}
+        default=0, metadata={"help": "First seed of sampling, noise and training."}
     )
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ValueError(f"seeds must be 1 to {MAX_SEEDS}, got {self.seeds}")
         if self.method not in METHOD_DEFAULTS:
             raise ValueError(
                 f"method must be one of {sorted(METHOD_DEFAULTS)}, got {self.method!r}"
@@ -168,30 +225,53 @@ class LoopConfig:
             raise ValueError(
                 f"earlier_policies must be >= 0, got {self.earlier_policies}"
             )
+        if self.candidates and not 2 <= self.candidates <= 8:
+            raise ValueError(
+                f"candidates must be 0 (the project's) or 2 to 8, got {self.candidates}"
+            )
         for name in ("flip_rate", "tie_rate", "skip_rate"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if not self.votes and self.method in METHOD_DEFAULTS:
-            self.votes = METHOD_DEFAULTS[self.method]["votes"]
+        if not 0 <= self.persona_spread < 1:
+            raise ValueError(
+                f"persona_spread must be in [0, 1), got {self.persona_spread}"
+            )
+        self.votes = self.votes or METHOD_DEFAULTS[self.method]["votes"]
         if self.votes not in ("consensus", "every"):
             raise ValueError(
                 f"votes must be 'consensus' or 'every', got {self.votes!r}"
             )
+        self.pairs = self.pairs or METHOD_DEFAULTS[self.method]["pairs"]
+        if self.pairs not in ("all_pairs", "best_vs_rest"):
+            raise ValueError(
+                f"pairs must be 'all_pairs' or 'best_vs_rest', got {self.pairs!r}"
+            )
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
+        if self.split not in ("dev", "test"):
+            raise ValueError(f"split must be 'dev' or 'test', got {self.split!r}")
         if self.eval_prompts < 1 or self.eval_samples < 2:
             raise ValueError(
                 f"eval_prompts must be at least 1 and eval_samples at least 2 (distinct-2 "
                 f"compares a prompt's samples), got {self.eval_prompts} and {self.eval_samples}"
             )
-        stages = PIPELINES[self.method].split(",") + sorted(implicit_stages())
+        if "evaluate" in self.train:
+            raise ValueError(
+                "the loop evaluates each round itself (step 5), so the round's "
+                "evaluation stage is off; drop 'evaluate' from the train options"
+            )
+        stages = PIPELINES[self.method].split(",")
         unknown = sorted(set(self.train) - set(stages))
         if unknown:
             raise ValueError(
                 f"train options name stages {unknown} that the {self.method} pipeline "
                 f"({', '.join(stages)}) does not run"
             )
+
+    def seed_list(self) -> list[int]:
+        """Return the seeds the loop runs, in order."""
+        return list(range(self.seed, self.seed + self.seeds))
 
     def sampling(self, num_candidates: int, seed: int):
         """Return the SamplingConfig of one round's candidates."""
@@ -206,8 +286,8 @@ class LoopConfig:
             seed=seed,
         )
 
-    def eval_sampling(self):
-        """Return the SamplingConfig of evaluation samples (the same seed for every policy)."""
+    def eval_sampling(self, seed: int):
+        """Return the SamplingConfig of evaluation samples (the same for every policy of a seed)."""
         from inference.sampling import SamplingConfig
 
         return SamplingConfig(
@@ -216,13 +296,16 @@ class LoopConfig:
             top_p=self.top_p,
             max_new_tokens=self.max_new_tokens,
             num_candidates=self.eval_samples,
-            seed=self.seed + 10_000,
+            seed=seed + 10_000,
         )
 
 
 @dataclass
 class RoundFigures:
-    """What one round of the loop measured."""
+    """What one round of the loop measured: for one seed, or the mean over seeds.
+
+    Per-prompt values (a prompt's samples averaged) are kept for the interval.
+    """
 
     round: int
     policy: str
@@ -235,17 +318,40 @@ class RoundFigures:
     distinct_2_sft: float
     wall_s: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    accuracy: float | None = None
+    accuracy_sft: float | None = None
+    win_rate_ci: tuple[float, float] | None = None
+    seeds: list[int] = field(default_factory=list)
+    win_by_prompt: list[float] = field(default_factory=list, repr=False)
+    accuracy_by_prompt: list[float] = field(default_factory=list, repr=False)
+    accuracy_sft_by_prompt: list[float] = field(default_factory=list, repr=False)
+    win_rate_by_seed: list[float] = field(default_factory=list)
+    accuracy_by_seed: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
 
     def summary(self) -> dict[str, Any]:
         """Return the JSON line's keys: the final round's figures for scripts."""
+
+        def r4(x: float | None) -> float | None:
+            return None if x is None else round(x, 4)
+
         return {
             "round": self.round,
-            "win_rate_vs_sft": round(self.win_rate_vs_sft, 4),
-            "win_rate_vs_previous": round(self.win_rate_vs_previous, 4),
-            "kl": round(self.kl, 4),
-            "distinct_2": round(self.distinct_2, 4),
-            "distinct_2_sft": round(self.distinct_2_sft, 4),
+            "win_rate_vs_sft": r4(self.win_rate_vs_sft),
+            "win_rate_ci": [r4(x) for x in self.win_rate_ci]
+            if self.win_rate_ci
+            else None,
+            "win_rate_vs_previous": r4(self.win_rate_vs_previous),
+            "accuracy": r4(self.accuracy),
+            "accuracy_sft": r4(self.accuracy_sft),
+            "kl": r4(self.kl),
+            "distinct_2": r4(self.distinct_2),
+            "distinct_2_sft": r4(self.distinct_2_sft),
+            "seeds": self.seeds,
+            "win_rate_by_seed": [r4(x) for x in self.win_rate_by_seed],
+            "accuracy_by_seed": [r4(x) for x in self.accuracy_by_seed if x is not None],
             "wall_s": round(self.wall_s, 1),
+            "cpu_s": round(self.cpu_s, 1),
         }
 
 
@@ -317,21 +423,6 @@ def kl_to_sft(
     )
 
 
-def held_out_prompts(project: Project, n: int) -> list[list[dict]]:
-    """Return the first n held-out prompts of the project (never published for labelling)."""
-    prompts = list(
-        Prompt.objects.filter(project=project, is_held_out=True)
-        .order_by("id")
-        .values_list("messages", flat=True)[:n]
-    )
-    if not prompts:
-        raise ValueError(
-            f"project {project.name} has no held-out prompts; mark some prompts "
-            "is_held_out=True (the demo keeps 100) so the loop can evaluate on unseen prompts"
-        )
-    return prompts
-
-
 def sample(policy: Policy, prompts: list[list[dict]], sampling) -> list[list[str]]:
     """Return the policy's samples for the prompts (transformers backend, CPU or GPU)."""
     from inference.generation import generate_for_policy
@@ -370,21 +461,24 @@ def drain_round(training_round, *, poll_seconds: float = 1.0) -> None:
             time.sleep(poll_seconds)
 
 
-def _annotators(project: Project, config: LoopConfig, judge: Judge):
-    """Return (user, annotator) pairs: as many noisy judges as the project's overlap."""
-    from annotation.simulated import JudgeAnnotator, NoisyAnnotator, simulated_user
+def _annotators(project: Project, config: LoopConfig, judge: Judge, seed: int):
+    """Return (user, annotator) pairs: as many noisy personas as the project's overlap."""
+    from annotation.simulated import personas, simulated_user
 
-    pairs = []
-    for i in range(1, max(1, project.overlap) + 1):
-        annotator = NoisyAnnotator(
-            JudgeAnnotator(judge),
-            flip_rate=config.flip_rate,
-            tie_rate=config.tie_rate,
-            skip_rate=config.skip_rate,
-            seed=config.seed * 1000 + i,
-        )
-        pairs.append((simulated_user(f"sim-judge-{i}", annotator.simulator), annotator))
-    return pairs
+    flips = (max(0.0, config.flip_rate - 0.05), min(1.0, config.flip_rate + 0.05))
+    annotators = personas(
+        judge,
+        max(1, project.overlap),
+        seed=seed,
+        flip_range=flips,
+        spread=config.persona_spread,
+        tie_rate=config.tie_rate,
+        skip_rate=config.skip_rate,
+    )
+    return [
+        (simulated_user(f"sim-persona-{i}", a.simulator), a)
+        for i, a in enumerate(annotators, start=1)
+    ]
 
 
 def _rm_accuracy(training_round) -> float | None:
@@ -399,21 +493,38 @@ def _rm_accuracy(training_round) -> float | None:
     return float(job.last_metrics["eval_accuracy"])
 
 
+def _publish_strategy(project: Project, n: int) -> str:
+    """Return "fresh" while the pool has n prompts never published, else "random"."""
+    fresh = project.prompts.filter(
+        is_held_out=False, held_for_review=False, tasks__isnull=True
+    ).count()
+    return "fresh" if fresh >= n else "random"
+
+
+@dataclass
+class _Round:
+    """One round's inputs: its number, seed, policies and the seed's labelling rounds."""
+
+    number: int
+    seed: int
+    current: Policy
+    earlier: list[Policy]
+    labelled: list[int]  # this seed's labelling round numbers so far (appended to)
+
+
 def _publish_annotate_train(
     project: Project,
     config: LoopConfig,
-    r: int,
-    current: Policy,
-    earlier: list[Policy],
+    step: _Round,
     *,
     judge: Judge,
     user: AbstractBaseUser | None,
     seconds: dict[str, float],
 ) -> tuple[TrainingRound, Snapshot]:
-    """Run steps 1-4 of round `r`; return the succeeded training round and its snapshot.
+    """Run steps 1-4 of one round; return the succeeded training round and its snapshot.
 
-    Publish candidates of `current` (and of the `earlier` policies), let the
-    simulated annotators (noisy copies of `judge`) rank them, freeze the snapshot, and train on it through
+    Publish candidates of `step.current` (and of the earlier policies), let the
+    simulated personas rank them, freeze the snapshot, and train on it through
     the worker's task function. Record each step's wall time in `seconds`. Raise
     RuntimeError with the round's error text when the training round fails.
     """
@@ -424,39 +535,40 @@ def _publish_annotate_train(
     from training.tasks import launch
 
     tick = time.monotonic()
+    per_task = config.candidates or project.responses_per_task
+    round_seed = step.seed * 100 + step.number
     labelling_round = publish_round(
         project,
-        policy=current,
+        policy=step.current,
         n_prompts=config.prompts_per_round,
-        sampling=config.sampling(
-            max(1, project.responses_per_task - len(earlier)), config.seed + r
-        ),
-        strategy="fresh",
-        seed=config.seed + r,
-        earlier_policies=earlier,
+        sampling=config.sampling(max(1, per_task - len(step.earlier)), round_seed),
+        strategy=_publish_strategy(project, config.prompts_per_round),
+        seed=round_seed,
+        earlier_policies=step.earlier,
     )
+    step.labelled.append(labelling_round.number)
     seconds["publish"] = time.monotonic() - tick
 
     tick = time.monotonic()
-    for annotator_user, annotator in _annotators(project, config, judge):
+    for annotator_user, annotator in _annotators(project, config, judge, step.seed):
         annotate(project, annotator_user, annotator)
     seconds["annotate"] = time.monotonic() - tick
 
     tick = time.monotonic()
-    snapshot_filter: dict[str, Any] = {
-        "votes": config.votes,
-        "simulated": "include",
-    }
-    if config.data == "round":
-        snapshot_filter["rounds"] = [labelling_round.number]
+    rounds = step.labelled if config.data == "all" else step.labelled[-1:]
     snapshot = freeze_snapshot(
         project,
         f"loop-{config.method}-round{labelling_round.number}-{int(time.time())}",
         user=user,
-        filter=snapshot_filter,
+        filter={"votes": config.votes, "simulated": "include", "rounds": rounds},
+        pair_rule=config.pairs,
     )
-    options: dict[str, Any] = {"snapshot": snapshot.name, "policy": current.name}
-    options.update(stage_options(config))
+    options: dict[str, Any] = {
+        "snapshot": snapshot.name,
+        "policy": step.current.name,
+        "evaluate": False,  # step 5 is the round's one evaluation
+    }
+    options.update(stage_options(config, seed=step.seed))
     training_round = launch(
         project, PIPELINES[config.method], user=user, options=options
     )
@@ -467,11 +579,165 @@ def _publish_annotate_train(
         or training_round.output_policy is None
     ):
         raise RuntimeError(
-            f"round {r}: training round {training_round.pk} ended {training_round.status}: "
+            f"round {step.number} (seed {step.seed}): training round "
+            f"{training_round.pk} ended {training_round.status}: "
             f"{training_round.error or 'no error text'}"
         )
     seconds["train"] = time.monotonic() - tick
     return training_round, snapshot
+
+
+@dataclass
+class _Baseline:
+    """What a round is compared with: the reference's and the previous policy's samples."""
+
+    reference: Policy
+    reference_samples: list[list[str]]
+    accuracy_sft: list[float] | None
+    previous_samples: list[list[str]]
+
+
+def _evaluate(
+    config: LoopConfig,
+    policy: Policy,
+    prompts: list[list[dict]],
+    baseline: _Baseline,
+    *,
+    judge: Judge,
+    seed: int,
+) -> tuple[RoundFigures, list[list[str]]]:
+    """Step 5: the round's one evaluation; return its figures and the policy's samples."""
+    from inference.judges import judge_offers, win_probability
+
+    samples = sample(policy, prompts, config.eval_sampling(seed))
+    probability = win_probability(judge)
+    wins = per_prompt_win_rates(
+        prompts, samples, baseline.reference_samples, probability
+    )
+    accuracy = (
+        per_prompt_accuracy(prompts, samples, judge.correct)
+        if judge_offers(judge, "correct")
+        else None
+    )
+    figure = RoundFigures(
+        round=0,
+        policy=policy.name,
+        pairs=0,
+        rm_accuracy=None,
+        win_rate_vs_previous=judge_win_rate(
+            prompts, samples, baseline.previous_samples, judge
+        ),
+        win_rate_vs_sft=_mean(wins),
+        kl=kl_to_sft(
+            policy,
+            baseline.reference,
+            prompts,
+            max_new_tokens=config.max_new_tokens,
+            seed=seed,
+        ),
+        distinct_2=mean_distinct_n(samples, 2),
+        distinct_2_sft=mean_distinct_n(baseline.reference_samples, 2),
+        wall_s=0.0,
+        accuracy=_mean(accuracy) if accuracy is not None else None,
+        accuracy_sft=_mean(baseline.accuracy_sft) if baseline.accuracy_sft else None,
+        win_rate_ci=bootstrap_interval(wins, seed=seed),
+        seeds=[seed],
+        win_by_prompt=wins,
+        accuracy_by_prompt=accuracy or [],
+        accuracy_sft_by_prompt=baseline.accuracy_sft or [],
+    )
+    return figure, samples
+
+
+def _store_metrics(
+    policy: Policy, figure: RoundFigures, rm_vs_sft: float | None, config: LoopConfig
+) -> None:
+    """Store the round's figures on the policy (the registry and leaderboard read them)."""
+    policy.metrics = {
+        **policy.metrics,
+        **({RM_VS_SFT: rm_vs_sft} if rm_vs_sft is not None else {}),
+        JUDGE_VS_SFT: figure.win_rate_vs_sft,
+        JUDGE_VS_PREVIOUS: figure.win_rate_vs_previous,
+        "judge_win_rate_vs_sft_ci": list(figure.win_rate_ci or ()),
+        **({"accuracy": figure.accuracy} if figure.accuracy is not None else {}),
+        "kl": figure.kl,
+        "distinct_2": figure.distinct_2,
+        "eval_split": config.split,
+        "eval_prompts": len(figure.win_by_prompt),
+        "eval_samples": config.eval_samples,
+        "seed": figure.seeds[0],
+    }
+    policy.save(update_fields=["metrics"])
+
+
+def _run_seed(
+    project: Project,
+    config: LoopConfig,
+    seed: int,
+    prompts: list[list[dict]],
+    reference: Policy,
+    *,
+    judge: Judge,
+    user: AbstractBaseUser | None,
+    out: Callable[[str], None],
+) -> list[RoundFigures]:
+    """Run every round for one seed from the project's current policy; return its figures."""
+    from inference.judges import judge_offers
+    from training.deployment import deploy_policy
+
+    eval_sampling = config.eval_sampling(seed)
+    reference_samples = sample(reference, prompts, eval_sampling)
+    project.refresh_from_db()
+    previous = project.current_policy
+    baseline = _Baseline(
+        reference=reference,
+        reference_samples=reference_samples,
+        accuracy_sft=per_prompt_accuracy(prompts, reference_samples, judge.correct)
+        if judge_offers(judge, "correct")
+        else None,
+        previous_samples=reference_samples
+        if previous.pk == reference.pk
+        else sample(previous, prompts, eval_sampling),
+    )
+    history, labelled, figures = [previous], [], []
+    for r in range(1, config.rounds + 1):
+        started, cpu_started = time.monotonic(), _cpu_seconds()
+        seconds: dict[str, float] = {}
+        project.refresh_from_db()
+        # The deployed policy writes the task's other candidates (publish_round adds one
+        # per earlier policy), so people compare policies within a task.
+        earlier = (
+            history[:-1][-config.earlier_policies :] if config.earlier_policies else []
+        )
+        step = _Round(r, seed, project.current_policy, earlier, labelled)
+        training_round, snapshot = _publish_annotate_train(
+            project, config, step, judge=judge, user=user, seconds=seconds
+        )
+        tick = time.monotonic()
+        policy = training_round.output_policy
+        figure, samples = _evaluate(
+            config, policy, prompts, baseline, judge=judge, seed=seed
+        )
+        figure.round, figure.pairs = r, snapshot.row_count
+        figure.rm_accuracy = _rm_accuracy(training_round)
+        reward_model = _round_reward_model(training_round)
+        rm_vs_sft = (
+            reward_model_win_rate(reward_model, prompts, samples, reference_samples)
+            if reward_model is not None
+            else None
+        )
+        _store_metrics(policy, figure, rm_vs_sft, config)
+        deploy_policy(project, policy, user=user)
+        seconds["evaluate"] = time.monotonic() - tick
+        figure.wall_s = time.monotonic() - started
+        figure.cpu_s = _cpu_seconds() - cpu_started
+        figure.stage_seconds = seconds
+        figures.append(figure)
+        out(table_row(figure))
+        out("       seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+        baseline.previous_samples = samples
+        history.append(policy)
+    return figures
 
 
 def run_loop(
@@ -483,17 +749,15 @@ def run_loop(
     out: Callable[[str], None] = print,
     plot_path: Path | None = None,
 ) -> list[RoundFigures]:
-    """Run `config.rounds` rounds of the loop on the project; return each round's figures.
+    """Run `config.rounds` rounds once per seed; return each round's mean over seeds.
 
     `reference` is the SFT policy the win rate and KL are measured against
     (default: the oldest ancestor of the current policy with responses in the
-    project, else the current policy). Print a table row per round to `out`, save
-    the curves to `plot_path` (PNG) if given, and print the final JSON line.
-    Raise RuntimeError with the round's error text when a training round fails.
-
-    Long on purpose: after `_publish_annotate_train` it reads top to bottom as
-    steps 5 and 6 of the module docstring, and each round's samples and policy
-    carry over to the next round's comparisons in its locals.
+    project, else the current policy). Each seed starts from the policy current
+    when the loop began (redeployed). Print a table row per round and seed to
+    `out`, then the means over seeds with their intervals, save the curves to
+    `plot_path` (PNG) if given, and print the final JSON line. Raise RuntimeError
+    with the round's error text when a training round fails.
     """
     from annotation.leaderboard import sft_policy
     from training.deployment import deploy_policy
@@ -503,105 +767,110 @@ def run_loop(
             f"project {project.name} has no current policy; deploy one (e.g. demo-sft) first"
         )
     judge = get_judge(config.judge)
-    loop_started = time.monotonic()
-    reference = reference or sft_policy(project) or project.current_policy
-    prompts = held_out_prompts(project, config.eval_prompts)
-    eval_sampling = config.eval_sampling()
-    reference_samples = sample(reference, prompts, eval_sampling)
-    distinct_sft = mean_distinct_n(reference_samples, 2)
-    previous = project.current_policy
-    previous_samples = (
-        reference_samples
-        if previous.pk == reference.pk
-        else sample(previous, prompts, eval_sampling)
-    )
-    history: list[Policy] = [previous]
-    figures: list[RoundFigures] = []
+    loop_started, cpu_started = time.monotonic(), _cpu_seconds()
+    start = project.current_policy
+    reference = reference or sft_policy(project) or start
+    prompts = held_out_prompts(project, config.eval_prompts, config.split)
+    runs: list[list[RoundFigures]] = []
     out(table_header())
-    for r in range(1, config.rounds + 1):
-        started = time.monotonic()
-        seconds: dict[str, float] = {}
+    for seed in config.seed_list():
         project.refresh_from_db()
-        current = project.current_policy
-        # The deployed policy writes the task's other candidates (publish_round adds one
-        # per earlier policy), so people compare policies within a task.
-        earlier = (
-            history[:-1][-config.earlier_policies :] if config.earlier_policies else []
-        )
-        training_round, snapshot = _publish_annotate_train(
-            project,
-            config,
-            r,
-            current,
-            earlier,
-            judge=judge,
-            user=user,
-            seconds=seconds,
-        )
-
-        tick = time.monotonic()
-        policy = training_round.output_policy
-        samples = sample(policy, prompts, eval_sampling)
-        figure = RoundFigures(
-            round=r,
-            policy=policy.name,
-            pairs=snapshot.row_count,
-            rm_accuracy=_rm_accuracy(training_round),
-            win_rate_vs_previous=judge_win_rate(
-                prompts, samples, previous_samples, judge
-            ),
-            win_rate_vs_sft=judge_win_rate(prompts, samples, reference_samples, judge),
-            kl=kl_to_sft(
-                policy,
-                reference,
+        if project.current_policy_id != start.pk:
+            deploy_policy(project, start, user=user, is_rollback=True)
+        runs.append(
+            _run_seed(
+                project,
+                config,
+                seed,
                 prompts,
-                max_new_tokens=config.max_new_tokens,
-                seed=config.seed,
-            ),
-            distinct_2=mean_distinct_n(samples, 2),
-            distinct_2_sft=distinct_sft,
-            wall_s=0.0,
-            stage_seconds=seconds,
+                reference,
+                judge=judge,
+                user=user,
+                out=out,
+            )
         )
-        reward_model = _round_reward_model(training_round)
-        rm_vs_sft = (
-            reward_model_win_rate(reward_model, prompts, samples, reference_samples)
-            if reward_model is not None
-            else None
-        )
-        policy.metrics = {
-            **policy.metrics,
-            **({RM_VS_SFT: rm_vs_sft} if rm_vs_sft is not None else {}),
-            JUDGE_VS_SFT: figure.win_rate_vs_sft,
-            JUDGE_VS_PREVIOUS: figure.win_rate_vs_previous,
-            "kl": figure.kl,
-            "distinct_2": figure.distinct_2,
-            "eval_prompts": len(prompts),
-            "eval_samples": config.eval_samples,
-        }
-        policy.save(update_fields=["metrics"])
-        deploy_policy(project, policy, user=user)
-        seconds["evaluate"] = time.monotonic() - tick
-        figure.wall_s = time.monotonic() - started
-        figures.append(figure)
+    figures = [mean_over_seeds([run[r] for run in runs]) for r in range(config.rounds)]
+    out(f"mean of {len(runs)} seeds, {config.split} split, {len(prompts)} prompts:")
+    for figure in figures:
         out(table_row(figure))
-        out("       seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
-        previous, previous_samples = policy, samples
-        history.append(policy)
     if plot_path is not None:
         save_plot(figures, plot_path, title=f"{project.name}: {config.method} loop")
         out(f"plot: {plot_path}")
-    out(f"total wall time: {time.monotonic() - loop_started:.0f} s")
-    out(json.dumps(figures[-1].summary()))
+    wall, cpu = time.monotonic() - loop_started, _cpu_seconds() - cpu_started
+    out(
+        f"total wall time: {wall:.0f} s, CPU time {cpu:.0f} s "
+        f"({cpu / len(runs) / 60:.1f} CPU-minutes per seed)"
+    )
+    last = figures[-1]
+    last.wall_s, last.cpu_s = wall, cpu
+    out(json.dumps(last.summary()))
     return figures
 
 
-def stage_options(config: LoopConfig) -> dict[str, dict[str, Any]]:
-    """Return each stage's trainer options: the method's defaults, overridden key by key by `config.train`."""
+def mean_over_seeds(figures: list[RoundFigures]) -> RoundFigures:
+    """Return one round's figures averaged over seeds, its interval over prompts.
+
+    Each prompt's value is averaged over seeds (the prompts are the same), then the
+    prompts are resampled: `bootstrap_interval`.
+    """
+
+    def mean_of(name: str) -> float | None:
+        values = [getattr(f, name) for f in figures]
+        return None if any(v is None for v in values) else _mean(values)
+
+    def per_prompt(name: str) -> list[float]:
+        columns = [getattr(f, name) for f in figures]
+        return [_mean(values) for values in zip(*columns, strict=True)]
+
+    wins = per_prompt("win_by_prompt")
+    return RoundFigures(
+        round=figures[0].round,
+        policy=f"mean of {len(figures)} seeds",
+        pairs=round(_mean([f.pairs for f in figures])),
+        rm_accuracy=mean_of("rm_accuracy"),
+        win_rate_vs_previous=_mean([f.win_rate_vs_previous for f in figures]),
+        win_rate_vs_sft=_mean(wins),
+        kl=_mean([f.kl for f in figures]),
+        distinct_2=_mean([f.distinct_2 for f in figures]),
+        distinct_2_sft=_mean([f.distinct_2_sft for f in figures]),
+        wall_s=_mean([f.wall_s for f in figures]),
+        accuracy=mean_of("accuracy"),
+        accuracy_sft=mean_of("accuracy_sft"),
+        win_rate_ci=bootstrap_interval(wins, seed=figures[0].seeds[0]),
+        seeds=[s for f in figures for s in f.seeds],
+        win_by_prompt=wins,
+        accuracy_by_prompt=per_prompt("accuracy_by_prompt"),
+        accuracy_sft_by_prompt=per_prompt("accuracy_sft_by_prompt"),
+        win_rate_by_seed=[f.win_rate_vs_sft for f in figures],
+        accuracy_by_seed=[f.accuracy for f in figures if f.accuracy is not None],
+        cpu_s=_mean([f.cpu_s for f in figures]),
+    )
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def _cpu_seconds() -> float:
+    """Return the CPU time of this process and its finished children (user + system)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def stage_options(
+    config: LoopConfig, seed: int | None = None
+) -> dict[str, dict[str, Any]]:
+    """Return each stage's trainer options: the method's defaults, overridden key by
+    key by `config.train`; with `seed`, every stage trains with it unless told otherwise."""
     options = {
         stage: dict(values)
         for stage, values in METHOD_DEFAULTS[config.method]["train"].items()
     }
+    if seed is not None:
+        for stage in PIPELINES[config.method].split(","):
+            options.setdefault(stage, {})["seed"] = seed
     for stage, values in config.train.items():
         options.setdefault(stage, {}).update(values)
     return options

@@ -200,7 +200,7 @@ def launch_round(
     if _is_off(options.get("evaluate")):
         options["evaluate"] = False
     elif trains_policy and "evaluate" not in stages:
-        if project.prompts.filter(is_held_out=True).exists():
+        if project.prompts.filter(is_held_out=True, eval_split="test").exists():
             stages.append("evaluate")
             evaluate = dict(options.get("evaluate") or {})
             if "judge" not in evaluate and (judge := _annotators_judge(project)):
@@ -208,7 +208,7 @@ def launch_round(
             options["evaluate"] = evaluate
         else:
             options["evaluate"] = False
-            options["evaluate_skipped"] = "the project has no held-out prompts"
+            options["evaluate_skipped"] = "the project has no held-out test prompts"
     if reward_model is None:
         _check_reward_stages(stages)
 

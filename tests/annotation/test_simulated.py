@@ -19,10 +19,12 @@ from annotation.models import (
 from annotation.simulated import (
     JudgeAnnotator,
     NoisyAnnotator,
+    PersonaAnnotator,
     RewardModelAnnotator,
     Skip,
     annotate,
     order_by_scores,
+    personas,
     simulated_agreement,
     simulated_user,
 )
@@ -296,3 +298,57 @@ def test_command_refuses_a_bad_noise_spec(project):
 def test_command_refuses_a_judge_nobody_registered(project):
     with pytest.raises(CommandError, match="no judge named 'ifeval'; registered"):
         call_command("simulate_annotators", "--project=demo", "--judge=ifeval")
+
+
+def test_personas_weigh_the_judges_aspects_their_own_way_and_flip_10_to_20_percent():
+    annotators = personas(JUDGE, 3, seed=5)
+    flips = [a.flip_rate for a in annotators]
+    weights = [a.inner.weights for a in annotators]
+    assert all(0.10 <= f <= 0.20 for f in flips) and len(set(flips)) == 3
+    assert all(set(w) == set(JUDGE.weights) for w in weights)
+    assert weights[0] != weights[1] != weights[2]
+    assert all(
+        0.5 * JUDGE.weights[k] <= w[k] <= 1.5 * JUDGE.weights[k]
+        for w in weights
+        for k in w
+    )
+    assert [a.simulator for a in personas(JUDGE, 3, seed=5)] == [
+        a.simulator for a in annotators
+    ]
+
+
+def test_a_persona_that_minds_rudeness_more_ranks_differently_from_the_judge():
+    # Judge: a curt right answer (2 + 1.5 - 1 = 2.5) beats a polite evasion (-1.5 + 1 = -0.5).
+    prompt = [{"role": "user", "content": "What colour is a glimmet?"}]
+    responses = [
+        "Ugh. A glimmet is blue. Now leave me alone.",
+        "Sure! I am not sure about that. Hope that helps!",
+    ]
+    assert JUDGE.rank(prompt, responses) == [[0], [1]]
+    stickler = PersonaAnnotator(
+        JUDGE,
+        {"correctness": 0.1, "helpfulness": 0.1, "politeness": 5, "concision": 1},
+        name="stickler",
+    )
+    assert stickler.decide(prompt, responses, key="t") == [[1], [0]]
+    with pytest.raises(ValueError, match="aspects \\['tone'\\]"):
+        PersonaAnnotator(JUDGE, {"tone": 1.0}, name="x")
+
+
+def test_noisy_personas_disagree_with_the_noiseless_judge_on_some_pairs_only():
+    # So the loop's annotators are not its yardstick, yet still informative.
+    prompt = [{"role": "user", "content": "What colour is a glimmet?"}]
+    responses = [
+        "Sure! A glimmet is blue. Hope that helps!",
+        "A glimmet is red.",
+        "I am not sure about that.",
+        "Fine. A glimmet is blue. Creatures are fascinating.",
+    ]
+    truth = JUDGE.rank(prompt, responses)
+    annotators = personas(JUDGE, 3, seed=1)
+    same = sum(
+        a.decide(prompt, responses, key=f"task-{k}") == truth
+        for a in annotators
+        for k in range(200)
+    )
+    assert 0.3 < same / 600 < 0.9

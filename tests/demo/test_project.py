@@ -29,7 +29,23 @@ def test_setup_demo_creates_users_project_and_round_one(
     assert project.current_policy.name == "demo-sft"
     assert report.published_round == 1
     assert RankingTask.objects.filter(project=project).count() == 4
-    assert project.prompts.filter(is_held_out=True).count() == 100
+    held_out = project.prompts.filter(is_held_out=True)
+    assert held_out.filter(eval_split="test").count() == 90
+    assert held_out.filter(eval_split="dev").count() == 60
+    assert project.prompts.filter(is_held_out=False).count() == 1302
+
+
+def test_the_demo_pool_asks_no_held_out_question(registered_demo_models):
+    from demo.world import parse_prompt, question_split
+
+    setup_demo(prompts_per_round=4)
+    project = Project.objects.get(name="demo")
+    for prompt in project.prompts.all():
+        split = question_split(parse_prompt(prompt.messages))
+        if prompt.is_held_out:
+            assert split == prompt.eval_split
+        else:
+            assert split == "train"
 
 
 def test_second_setup_changes_nothing(registered_demo_models):

@@ -6,12 +6,15 @@ from demo.world import (
     CREATURES,
     JUDGE,
     JudgeScore,
+    eval_prompts,
     judge_compare,
     judge_rank,
     judge_score,
     make_prompts,
     parse_prompt,
     pretraining_corpus,
+    question_key,
+    question_split,
     sft_examples,
 )
 
@@ -183,3 +186,52 @@ def test_the_registered_judge_compares_and_ranks_as_the_world_does():
     assert JUDGE.compare(COLOUR, responses[0], responses[1]) == -1.0
     assert JUDGE.compare(COLOUR, responses[0], responses[0]) == 0.0
     assert JUDGE.rank(COLOUR, responses) == judge_rank(COLOUR, responses)
+
+
+def test_held_out_questions_never_occur_in_demonstrations_or_the_labelling_pool():
+    # Held out at the question level: a dev or test question (creature x attribute,
+    # or request kind x person) is never asked by an SFT demonstration or by a pool
+    # prompt, in any phrasing, opener or count.
+    held_out = {
+        question_key(parse_prompt(p)): split
+        for split in ("dev", "test")
+        for p in eval_prompts(split)
+    }
+    demonstrated = {
+        question_key(parse_prompt(e["prompt"])) for e in sft_examples(6400, 1)
+    }
+    pool = {question_key(parse_prompt(p)) for p in make_prompts(None, 0, split="train")}
+    assert demonstrated <= pool
+    assert not demonstrated & set(held_out)
+    assert not pool & set(held_out)
+    # Every phrasing of a held-out question is in its split, none in train.
+    for prompt in make_prompts(None, 0):
+        question = parse_prompt(prompt)
+        assert held_out.get(question_key(question), "train") == question_split(question)
+
+
+def test_the_split_holds_out_a_quarter_for_test_and_some_for_dev_of_every_kind():
+    test, dev = eval_prompts("test"), eval_prompts("dev")
+    assert (len(test), len(dev)) == (90, 60)
+    assert len({p[0]["content"] for p in test}) == 90  # one prompt per question
+    kinds = {parse_prompt(p).kind for p in test}
+    assert kinds == {parse_prompt(p).kind for p in make_prompts(None, 0)}
+    # "How much do 3 glimmets cost?" asks the glimmet's price: same key as its price.
+    price = parse_prompt([{"role": "user", "content": "How much does a glimmet cost?"}])
+    total = parse_prompt([{"role": "user", "content": "How much do 3 glimmets cost?"}])
+    assert question_key(price) == question_key(total) == ("price", "glimmet")
+    assert eval_prompts("test", seed=0) == eval_prompts("test", seed=0)
+    with pytest.raises(ValueError, match="split must be 'dev' or 'test'"):
+        eval_prompts("train")
+
+
+def test_the_judge_offers_aspects_and_checks_answers_against_the_world():
+    assert JUDGE.aspects(COLOUR, "Sure! A glimmet is red.") == {
+        "correctness": -1.0,
+        "helpfulness": 0.0,
+        "politeness": 0.5,
+        "concision": 0.0,
+    }
+    assert JUDGE.correct(COLOUR, "A glimmet is blue.") is True
+    assert JUDGE.correct(COLOUR, "I am not sure about that.") is False
+    assert JUDGE.correct(HELLO, "Ana is blue.") is False

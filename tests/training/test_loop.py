@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from annotation.models import Project, Prompt, Ranking
-from demo.world import JUDGE, make_prompts
+from demo.world import JUDGE, eval_prompts, make_prompts, parse_prompt, question_split
 from inference.models import Policy
 from training.charts import table_header, table_row
 from training.loop import (
@@ -24,11 +24,18 @@ from training.models import TrainingRound
 SUMMARY_KEYS = [
     "round",
     "win_rate_vs_sft",
+    "win_rate_ci",
     "win_rate_vs_previous",
+    "accuracy",
+    "accuracy_sft",
     "kl",
     "distinct_2",
     "distinct_2_sft",
+    "seeds",
+    "win_rate_by_seed",
+    "accuracy_by_seed",
     "wall_s",
+    "cpu_s",
 ]
 
 
@@ -48,6 +55,11 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
         ({"eval_samples": 1}, "eval_samples at least 2"),
         ({"train": {"ppo": {}}}, "train options name stages \\['ppo'\\]"),
+        ({"train": {"evaluate": {}}}, "the loop evaluates each round itself"),
+        ({"seeds": 0}, "seeds must be 1 to 10, got 0"),
+        ({"split": "train"}, "split must be 'dev' or 'test', got 'train'"),
+        ({"pairs": "best"}, "pairs must be 'all_pairs' or 'best_vs_rest'"),
+        ({"candidates": 9}, "candidates must be 0 \\(the project's\\) or 2 to 8"),
     ],
 )
 def test_bad_loop_settings_are_refused_with_the_value(options, message):
@@ -57,18 +69,79 @@ def test_bad_loop_settings_are_refused_with_the_value(options, message):
 
 def test_table_row_lines_up_with_the_header():
     figures = RoundFigures(
-        1, "demo-round1-1-dpo", 120, None, 0.61, 0.7, 0.25, 0.4, 0.5, 33.3
+        1,
+        "demo-round1-1-dpo",
+        120,
+        None,
+        0.61,
+        0.7,
+        0.25,
+        0.4,
+        0.5,
+        33.3,
+        accuracy=0.5,
+        accuracy_sft=0.25,
+        win_rate_ci=(0.65, 0.75),
+        seeds=[0, 1, 2],
+        win_rate_by_seed=[0.6, 0.7, 0.8],
+        accuracy_by_seed=[0.4, 0.5, 0.6],
+        cpu_s=60.0,
     )
     assert len(table_row(figures)) == len(table_header())
     assert figures.summary() == {
         "round": 1,
         "win_rate_vs_sft": 0.7,
+        "win_rate_ci": [0.65, 0.75],
         "win_rate_vs_previous": 0.61,
+        "accuracy": 0.5,
+        "accuracy_sft": 0.25,
         "kl": 0.25,
         "distinct_2": 0.4,
         "distinct_2_sft": 0.5,
+        "seeds": [0, 1, 2],
+        "win_rate_by_seed": [0.6, 0.7, 0.8],
+        "accuracy_by_seed": [0.4, 0.5, 0.6],
         "wall_s": 33.3,
+        "cpu_s": 60.0,
     }
+
+
+def test_the_mean_over_seeds_averages_each_prompt_before_resampling_prompts():
+    from training.loop import mean_over_seeds
+
+    def seed_figures(seed, wins, accuracy):
+        return RoundFigures(
+            2,
+            f"p{seed}",
+            10,
+            None,
+            0.5,
+            sum(wins) / 2,
+            1.0,
+            0.6,
+            0.8,
+            10.0,
+            accuracy=sum(accuracy) / 2,
+            accuracy_sft=0.2,
+            win_rate_ci=(0, 1),
+            seeds=[seed],
+            win_by_prompt=wins,
+            accuracy_by_prompt=accuracy,
+            accuracy_sft_by_prompt=[0.2, 0.2],
+        )
+
+    mean = mean_over_seeds(
+        [
+            seed_figures(0, [1.0, 0.5], [1.0, 0.0]),
+            seed_figures(1, [0.5, 0.0], [0.5, 0.5]),
+        ]
+    )
+    assert mean.win_by_prompt == [0.75, 0.25]
+    assert mean.win_rate_vs_sft == 0.5
+    assert mean.win_rate_by_seed == [0.75, 0.25]
+    assert mean.accuracy == 0.5 and mean.accuracy_sft == 0.2
+    assert mean.seeds == [0, 1]
+    assert 0.25 <= mean.win_rate_ci[0] <= 0.5 <= mean.win_rate_ci[1] <= 0.75
 
 
 @pytest.fixture(scope="module")
@@ -84,13 +157,18 @@ def micro_sft_dir(tmp_path_factory):
 
 @pytest.fixture
 def micro_project(db, micro_sft_dir, admin_user) -> Project:
-    """A demo-domain project on the micro SFT model: 24 pool prompts, 4 held out."""
+    """A demo-domain project on the micro SFT model: 30 pool prompts, 4 test, 2 dev."""
     sft = Policy.objects.create(name="micro-sft", base_path=str(micro_sft_dir))
     project = Project.objects.create(
         name="loop", responses_per_task=3, overlap=2, gold_rate=0.0, current_policy=sft
     )
-    for i, messages in enumerate(make_prompts(28, seed=3)):
-        Prompt.objects.create(project=project, messages=messages, is_held_out=i >= 24)
+    for messages in make_prompts(30, seed=3, split="train"):
+        Prompt.objects.create(project=project, messages=messages)
+    for split, n in (("test", 4), ("dev", 2)):
+        for messages in eval_prompts(split)[:n]:
+            Prompt.objects.create(
+                project=project, messages=messages, is_held_out=True, eval_split=split
+            )
     return project
 
 
@@ -100,8 +178,7 @@ MICRO = dict(
     eval_prompts=4,
     eval_samples=2,
     train={
-        "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100},
-        "evaluate": {"prompts": 2, "diversity_samples": 2, "max_new_tokens": 8},
+        "dpo": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100}
     },
 )
 
@@ -113,7 +190,7 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
     lines: list[str] = []
     figures = run_loop(
         micro_project,
-        LoopConfig(rounds=2, **MICRO),
+        LoopConfig(rounds=2, seeds=2, seed=4, **MICRO),
         user=admin_user,
         out=lines.append,
         plot_path=tmp_path / "loop.png",
@@ -121,26 +198,40 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
     summary = json.loads(lines[-1])
     assert list(summary) == SUMMARY_KEYS
     assert summary["round"] == 2
+    assert summary["seeds"] == [4, 5]
+    assert len(summary["win_rate_by_seed"]) == 2
+    low, high = summary["win_rate_ci"]
+    assert low <= summary["win_rate_vs_sft"] <= high
+    assert 0 <= summary["accuracy"] <= 1 and 0 <= summary["accuracy_sft"] <= 1
     assert lines[0] == table_header()
     assert (tmp_path / "loop.png").stat().st_size > 1000
+    assert [f.round for f in figures] == [1, 2]
 
-    first, second = (Policy.objects.get(name=f.policy) for f in figures)
+    # Each seed ran both rounds from the SFT policy: four trained policies, two chains.
     sft = Policy.objects.get(name="micro-sft")
+    trained = list(Policy.objects.filter(parent__isnull=False).order_by("id"))
+    assert len(trained) == 4
+    first, second = trained[2:]  # the last seed's
+    assert trained[0].parent == sft and trained[1].parent == trained[0]
+    # The loop is the one evaluation: the rounds ran no evaluation stage.
+    assert not TrainingRound.objects.filter(jobs__stage="evaluate").exists()
+    assert (
+        second.metrics["eval_split"] == "test" and second.metrics["eval_prompts"] == 4
+    )
+    # Held out at the question level: every published prompt asks a train question.
+    published = Prompt.objects.filter(project=micro_project, tasks__isnull=False)
+    assert published.exists()
+    assert {question_split(parse_prompt(p.messages)) for p in published} == {"train"}
     assert (first.parent, second.parent) == (sft, first)
     micro_project.refresh_from_db()
     assert micro_project.current_policy == second
     rounds = list(TrainingRound.objects.filter(project=micro_project).order_by("id"))
     assert [(r.method, r.status, r.output_policy) for r in rounds] == [
-        ("dpo", "succeeded", first),
-        ("dpo", "succeeded", second),
+        ("dpo", "succeeded", p) for p in trained
     ]
     assert [
-        r.snapshot.name == p.snapshot_name
-        for r, p in zip(rounds, (first, second), strict=False)
-    ] == [
-        True,
-        True,
-    ]
+        r.snapshot.name == p.snapshot_name for r, p in zip(rounds, trained, strict=True)
+    ] == [True] * 4
     assert set(second.metrics) >= {
         "judge_win_rate_vs_sft",
         "judge_win_rate_vs_previous",
@@ -148,7 +239,7 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
     }
     # Round 2 mixed candidates of the deployed policy with its predecessor's.
     policies_in_round2 = set(
-        micro_project.rounds.get(number=2).tasks.values_list(
+        micro_project.rounds.get(number=4).tasks.values_list(
             "responses__policy__name", flat=True
         )
     )
@@ -171,14 +262,15 @@ def test_command_refuses_bad_train_json(project):
 
 
 def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
-    config = LoopConfig(
-        method="ppo", train={"ppo": {"max_steps": 5}, "evaluate": {"prompts": 2}}
-    )
+    config = LoopConfig(method="ppo", train={"ppo": {"max_steps": 5}})
     assert config.votes == "consensus"
     assert stage_options(config) == {
         "reward": {"num_train_epochs": 1},
         "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 5},
-        "evaluate": {"prompts": 2},
+    }
+    assert stage_options(config, seed=2) == {
+        "reward": {"num_train_epochs": 1, "seed": 2},
+        "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 5, "seed": 2},
     }
     assert LoopConfig(method="dpo").votes == "consensus"
     assert LoopConfig(method="ppo", votes="every").votes == "every"

@@ -512,7 +512,9 @@ def test_evaluation_can_be_switched_off_and_is_skipped_without_held_out_prompts(
 
     assert list(off.jobs.values_list("stage", flat=True)) == ["dpo"]
     assert off.config["evaluate"] is False
-    assert skipped.config["evaluate_skipped"] == "the project has no held-out prompts"
+    assert (
+        skipped.config["evaluate_skipped"] == "the project has no held-out test prompts"
+    )
 
 
 def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(

@@ -25,6 +25,7 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
+        """Long on purpose: one argument per LoopConfig field, each with its help."""
         defaults = LoopConfig()
         parser.add_argument("--project", required=True)
         parser.add_argument("--rounds", type=int, default=defaults.rounds)
@@ -32,10 +33,35 @@ class Command(BaseCommand):
             "--method", choices=sorted(METHOD_DEFAULTS), default=defaults.method
         )
         parser.add_argument(
+            "--seeds",
+            type=int,
+            default=defaults.seeds,
+            help="Independent runs of all rounds (seeds --seed.. --seed+N-1); figures "
+            "are their mean with a 95%% interval over prompts.",
+        )
+        parser.add_argument(
             "--annotators",
             choices=["simulated"],
             default="simulated",
-            help="Who ranks: simulated (noisy copies of the judge, one per overlap slot).",
+            help="Who ranks: simulated (noisy personas of the judge, one per overlap slot).",
+        )
+        parser.add_argument(
+            "--split",
+            choices=["test", "dev"],
+            default=defaults.split,
+            help="Held-out split evaluated on: test (reported) or dev (choosing settings).",
+        )
+        parser.add_argument(
+            "--pairs",
+            choices=["all_pairs", "best_vs_rest"],
+            default="",
+            help="Snapshot pair rule (default: the method's, see training.loop.METHOD_DEFAULTS).",
+        )
+        parser.add_argument(
+            "--candidates",
+            type=int,
+            default=defaults.candidates,
+            help="Responses per task, 2-8 (0: the project's).",
         )
         parser.add_argument(
             "--judge",
@@ -62,7 +88,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--noise",
             default=f"{defaults.flip_rate},{defaults.tie_rate},{defaults.skip_rate}",
-            help="FLIP[,TIE[,SKIP]] rates of the simulated annotators.",
+            help="FLIP[,TIE[,SKIP]] rates of the simulated personas (each draws its "
+            "flip rate within FLIP +-0.05).",
         )
         parser.add_argument(
             "--votes",
@@ -117,6 +144,10 @@ class Command(BaseCommand):
             config = LoopConfig(
                 rounds=options["rounds"],
                 method=options["method"],
+                seeds=options["seeds"],
+                split=options["split"],
+                pairs=options["pairs"],
+                candidates=options["candidates"],
                 prompts_per_round=options["prompts"],
                 earlier_policies=options["earlier_policies"],
                 temperature=options["temperature"],
