@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0006_apitoken_scopes_and_expiry'),
+        ('annotation', '0007_pairwise_strength'),
     ]
 
     operations = [
