@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('annotation', '0007_pairwise_strength'),
+        ('annotation', '0008_corpus'),
     ]
 
     operations = [
