@@ -25,7 +25,14 @@ from django.utils import timezone
 from inference.judges import judge_path
 from inference.models import Policy
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
-from training.progress import CONFIG_FILE, OUTPUT_DIR, RESULT_FILE, STOP_FILE
+from training.progress import (
+    CONFIG_FILE,
+    LOG_FILE,
+    OUTPUT_DIR,
+    RESULT_FILE,
+    STOP_FILE,
+    Reporter,
+)
 from training.reaper import current_worker
 from training.stages import INPUT_FIELDS, get_stage, resolve_config
 
@@ -173,11 +180,16 @@ def prepare_run_dir(job: TrainingJob) -> Path:
     """Write config.json and the training data; clear what a stopped run left behind.
 
     Checkpoints and progress stay, so a resumed stage continues from its newest
-    checkpoint; a half-written output and an old STOP file go.
+    complete checkpoint; a half-written output or checkpoint (a stage killed while
+    saving) and an old STOP file go.
     """
     run_dir = Path(job.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / STOP_FILE).unlink(missing_ok=True)
+    removed = Reporter(run_dir).remove_incomplete_checkpoints()
+    if removed:
+        with open(run_dir / LOG_FILE, "a", encoding="utf-8") as log:
+            log.write(f"removed half-written checkpoints: {', '.join(removed)}\n")
     if not (run_dir / RESULT_FILE).exists():
         shutil.rmtree(run_dir / OUTPUT_DIR, ignore_errors=True)
     data_path = None

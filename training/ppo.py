@@ -736,25 +736,25 @@ def run_ppo(
         reporter.log(step, config.max_steps, **metrics)
 
         stopping = reporter.should_stop()
-        if step % config.save_steps == 0 or stopping:
-            folder = reporter.checkpoint_dir / f"checkpoint-{step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            torch.save(
-                {
-                    "policy": _trainable_state(accelerator.unwrap_model(policy)),
-                    "value": accelerator.unwrap_model(
-                        value_model.classifier
-                    ).state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "kl_coef": kl_coef,
-                    "step": step,
-                    "first_score": first_score,
-                    "python_rng": rng.getstate(),
-                    "torch_rng": torch.get_rng_state(),
-                },
-                folder / STATE_FILE,
-            )
+        # One writer: under `accelerate launch` every rank holds the same state.
+        if (step % config.save_steps == 0 or stopping) and accelerator.is_main_process:
+            with reporter.new_checkpoint(step) as folder:
+                torch.save(
+                    {
+                        "policy": _trainable_state(accelerator.unwrap_model(policy)),
+                        "value": accelerator.unwrap_model(
+                            value_model.classifier
+                        ).state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "kl_coef": kl_coef,
+                        "step": step,
+                        "first_score": first_score,
+                        "python_rng": rng.getstate(),
+                        "torch_rng": torch.get_rng_state(),
+                    },
+                    folder / STATE_FILE,
+                )
         if stopping:
             return {
                 **metrics,

@@ -90,9 +90,8 @@ def train(
         )
         stopping = reporter.should_stop() and not config.ignore_stop
         if step % config.checkpoint_every == 0 or stopping:
-            folder = reporter.checkpoint_dir / f"checkpoint-{step}"
-            folder.mkdir(parents=True, exist_ok=True)
-            (folder / "state.json").write_text(json.dumps({"step": step}))
+            with reporter.new_checkpoint(step) as folder:
+                (folder / "state.json").write_text(json.dumps({"step": step}))
         if stopping:
             return {"steps": step, "stopped": 1, "resumed_from": start}
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from inference.cards import read_card_metadata
 from inference.models import Policy
 from tests.training.conftest import wait_for
 from training.models import Status, TrainingJob, TrainingRound
-from training.progress import read_progress
+from training.progress import Reporter, read_progress
 from training.reaper import current_worker
 from training.rounds import cancel_round
 from training.tasks import launch, resume
@@ -116,8 +116,7 @@ def test_a_killed_stage_fails_with_its_log_and_resumes_from_its_checkpoint(
         what="the stage to pass step 12",
     )
     os.kill(job.pid, signal.SIGSTOP)  # freeze it, so the checkpoint we read is its last
-    checkpoints = Path(job.run_dir) / "checkpoints"
-    last = max(int(p.name.split("-")[1]) for p in checkpoints.iterdir())
+    last = int(Reporter(job.run_dir).last_checkpoint().name.split("-")[1])
     os.kill(job.pid, signal.SIGKILL)
 
     failed = wait_until_finished(training_round)
@@ -127,10 +126,21 @@ def test_a_killed_stage_fails_with_its_log_and_resumes_from_its_checkpoint(
     assert "killed by SIGKILL" in job.error
     assert Policy.objects.count() == 1  # only the starting policy
 
+    # What a kill during a save leaves: resume must not start from either.
+    checkpoints = Path(job.run_dir) / "checkpoints"
+    (checkpoints / f"checkpoint-{last + 5}").mkdir()
+    (checkpoints / f".tmp-checkpoint-{last + 6}").mkdir()
     resume(failed, user=admin_user)
     finished = wait_until_finished(training_round)
 
     job.refresh_from_db()
+    assert sorted(p.name for p in checkpoints.iterdir() if "-" in p.name) == sorted(
+        f"checkpoint-{step}" for step in range(5, 41, 5)
+    )
+    assert (
+        "removed half-written checkpoints"
+        in (Path(job.run_dir) / "stage.log").read_text()
+    )
     lines, _ = read_progress(job.run_dir)
     resumed = [line for line in lines if line["resumed_from"] > 0]
     assert finished.status == Status.SUCCEEDED

@@ -33,8 +33,55 @@ def test_last_checkpoint_is_the_highest_step(tmp_path):
     reporter = Reporter(tmp_path)
     assert reporter.last_checkpoint() is None
     for step in (5, 20, 10):
-        (tmp_path / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+        with reporter.new_checkpoint(step) as folder:
+            (folder / "state.json").write_text("{}")
     assert reporter.last_checkpoint().name == "checkpoint-20"
+    assert sorted(p.name for p in reporter.checkpoint_dir.iterdir()) == [
+        "checkpoint-10",
+        "checkpoint-20",
+        "checkpoint-5",
+    ]
+
+
+def half_saved(reporter: Reporter) -> None:
+    """Leave what a stage killed while saving leaves: a checkpoint the Trainer wrote
+    in place without its marker, and one of ours still under its temporary name."""
+    with reporter.new_checkpoint(10) as folder:
+        (folder / "state.json").write_text('{"step": 10}')
+    (reporter.checkpoint_dir / "checkpoint-20").mkdir()
+    (reporter.checkpoint_dir / "checkpoint-20" / "optimizer.pt").write_text("half")
+    (reporter.checkpoint_dir / ".tmp-checkpoint-30").mkdir()
+
+
+def test_resume_never_picks_a_half_written_checkpoint(tmp_path):
+    reporter = Reporter(tmp_path)
+    half_saved(reporter)
+
+    assert reporter.last_checkpoint().name == "checkpoint-10"
+    assert reporter.remove_incomplete_checkpoints() == [
+        ".tmp-checkpoint-30",
+        "checkpoint-20",
+    ]
+    assert [p.name for p in reporter.checkpoint_dir.iterdir()] == ["checkpoint-10"]
+
+
+def test_a_checkpoint_is_renamed_into_place_only_when_whole(tmp_path):
+    reporter = Reporter(tmp_path)
+    with reporter.new_checkpoint(5) as folder:
+        (folder / "state.json").write_text("{}")
+        assert reporter.last_checkpoint() is None  # still under its temporary name
+        assert not (reporter.checkpoint_dir / "checkpoint-5").exists()
+    try:
+        with reporter.new_checkpoint(6) as folder:
+            raise OSError("disk full")
+    except OSError:
+        pass
+    with reporter.new_checkpoint(5) as folder:  # the same step saved again
+        (folder / "state.json").write_text('{"again": 1}')
+
+    assert reporter.last_checkpoint().name == "checkpoint-5"
+    assert [p.name for p in reporter.checkpoint_dir.iterdir()] == ["checkpoint-5"]
+    assert (reporter.last_checkpoint() / "state.json").read_text() == '{"again": 1}'
 
 
 def test_result_is_written_whole(tmp_path):

@@ -97,9 +97,8 @@ def test_a_failing_stage_leaves_its_traceback_in_the_log(tmp_path):
 
 def test_a_stage_resumes_from_its_newest_checkpoint(tmp_path):
     run_dir = sleep_run_dir(tmp_path, steps=8, checkpoint_every=3)
-    folder = run_dir / "checkpoints" / "checkpoint-6"
-    folder.mkdir(parents=True)
-    (folder / "state.json").write_text('{"step": 6}')
+    with Reporter(run_dir).new_checkpoint(6) as folder:
+        (folder / "state.json").write_text('{"step": 6}')
 
     supervise(stage_command(run_dir), run_dir, on_tick=lambda lines: False)
 
