@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from ninja import Field, File, Form, Query, Router, Schema, Status
 from ninja.files import UploadedFile
@@ -43,12 +43,14 @@ from annotation.models import (
     STRENGTH_LABEL_MAX_CHARS,
     ApiToken,
     Corpus,
+    Handles,
     ImportReport,
     Lease,
     Project,
     Prompt,
     Ranking,
     RankingTask,
+    Response,
     Round,
     Snapshot,
 )
@@ -318,9 +320,17 @@ class RoundOut(Schema):
 
 
 class ResponseOut(Schema):
-    id: int
+    handle: int = Field(
+        ...,
+        description="The response's number in its task, 1..K in display order: what "
+        "a ranking names it by.",
+    )
+    id: int | None = Field(
+        None,
+        description="Database id; null for annotators, to whom ids (which follow "
+        "generation) could tell which policy wrote a response.",
+    )
     text: str
-    position: int
 
 
 class TaskOut(Schema):
@@ -356,8 +366,13 @@ class TaskOut(Schema):
         return obj.prompt.messages
 
     @staticmethod
-    def resolve_responses(obj: RankingTask) -> list:
-        return list(obj.responses.all())
+    def resolve_responses(obj: RankingTask, context: dict) -> list:
+        # Prefetched in display order (Response.Meta.ordering): handles are 1..K.
+        shows_ids = is_researcher(context["request"].auth)
+        return [
+            {"handle": handle, "id": r.pk if shows_ids else None, "text": r.text}
+            for handle, r in enumerate(obj.responses.all(), start=1)
+        ]
 
 
 @router.get(
@@ -466,16 +481,21 @@ class RankingIn(Schema):
     order: list[Responses] = Field(
         ...,
         max_length=MAX_RESPONSES,
-        description="Tie groups of response ids, best first: [[3], [1, 4], [2]].",
+        description="Tie groups of response handles (1..K, as the task lists them), "
+        "best first: [[3], [1, 4], [2]].",
     )
     all_bad: bool = False
-    unsafe_response_ids: Responses = []
+    unsafe: Responses = Field([], description="Handles of responses flagged unsafe.")
     rationale: str = Field("", max_length=RATIONALE_MAX_CHARS)
     rewrite: str = Field("", max_length=REWRITE_MAX_CHARS)
     aspect_ratings: dict[
         Annotated[str, Field(max_length=20)],
         Annotated[dict[AspectName, int], Field(max_length=MAX_ASPECTS)],
-    ] = Field({}, max_length=MAX_RESPONSES)
+    ] = Field(
+        {},
+        max_length=MAX_RESPONSES,
+        description='{handle: {aspect: 1..7}}, e.g. {"2": {"helpfulness": 6}}.',
+    )
     active_seconds: float | None = Field(None, ge=0, allow_inf_nan=False)
     strength: int | None = Field(
         None,
@@ -494,7 +514,9 @@ class RankingIn(Schema):
 class RankingOut(Schema):
     id: int
     task_id: int
-    order: list[list[int]]
+    order: list[list[int]] = Field(
+        ..., description="Tie groups of response handles (1..K), best first."
+    )
     strength: int | None
     is_skip: bool
     skip_reason: str
@@ -502,6 +524,15 @@ class RankingOut(Schema):
     rationale: str
     rewrite: str
     created_at: datetime
+
+    @staticmethod
+    def resolve_order(obj: Ranking) -> list[list[int]]:
+        # The caller's own ranking: named as their task showed it. A submission
+        # leaves the task's handles on the ranking; a listing prefetches them.
+        handles = getattr(obj, "handles", None)
+        if handles is None:
+            handles = Handles(r.pk for r in obj.task.responses.all())
+        return handles.order_to_handles(obj.order)
 
 
 class SkipIn(Schema):
@@ -618,7 +649,19 @@ def skip(request: HttpRequest, lease_id: int, payload: SkipIn):
 def my_rankings(request: HttpRequest) -> QuerySet:
     """List the caller's own rankings and skips (every role)."""
     require_any_role(request)
-    return Ranking.objects.filter(annotator=caller(request)).order_by("-id")
+    return (
+        Ranking.objects.filter(annotator=caller(request))
+        .select_related("task")
+        .prefetch_related(
+            Prefetch(
+                "task__responses",
+                queryset=Response.objects.order_by("position", "id").only(
+                    "pk", "task_id"
+                ),
+            )
+        )
+        .order_by("-id")
+    )
 
 
 # ---------------------------------------------------------------- snapshots

@@ -37,6 +37,7 @@ from annotation import consensus
 from annotation.gold import apply_gold_rule
 from annotation.models import (
     AnnotatorProfile,
+    Handles,
     Lease,
     Project,
     Ranking,
@@ -60,15 +61,17 @@ MAX_SCANS = 5
 class RankingSubmission:
     """What an annotator submits for a leased task: the order and what goes with it.
 
-    `order`: tie groups of response ids, best first, as posted (validated when
-    stored); `unsafe_response_ids`: responses flagged unsafe; `aspect_ratings`:
-    {response id: {aspect: 1..7}}; `active_seconds`: active time the page measured;
+    Responses are named by handle (1..K in display order, `models.Handles`), never
+    by database id: the service maps handles to ids when it checks the submission.
+    `order`: tie groups of handles, best first, as posted (validated when stored);
+    `unsafe`: handles of responses flagged unsafe; `aspect_ratings`:
+    {handle: {aspect: 1..7}}; `active_seconds`: active time the page measured;
     `strength`: a pairwise project's strength level (`Ranking.validate_strength`).
     """
 
     order: object
     all_bad: bool = False
-    unsafe_response_ids: tuple[int, ...] | list[int] = ()
+    unsafe: tuple[int, ...] | list[int] = ()
     rationale: str = ""
     rewrite: str = ""
     aspect_ratings: Mapping = field(default_factory=dict)
@@ -88,7 +91,7 @@ class RankingSubmission:
                 raise ValidationError(
                     f"{name} has {len(text):,} characters; the limit is {limit:,}"
                 )
-        for name in ("unsafe_response_ids", "aspect_ratings"):
+        for name in ("unsafe", "aspect_ratings"):
             if len(getattr(self, name)) > MAX_RESPONSES:
                 raise ValidationError(
                     f"{name} names {len(getattr(self, name)):,} responses; a task has "
@@ -430,9 +433,11 @@ def _is_overlap_full(task: RankingTask, lease: Lease, now: datetime) -> bool:
 
 @dataclass(frozen=True)
 class _Checked:
-    """A submission validated against its task: what `_store_ranking` inserts."""
+    """A submission validated against its task, in response ids: what
+    `_store_ranking` inserts."""
 
     project: Project
+    handles: Handles
     groups: list[list[int]]
     unsafe: list[int]
     ratings: dict
@@ -446,34 +451,33 @@ def _check(
     project: Project | None,
 ) -> _Checked:
     """Validate the submission against the lease's task before any transaction opens
-    (a task's responses and its project's rules do not change under a submission).
+    (a task's responses and its project's rules do not change under a submission),
+    and map its handles to response ids.
 
     Raise ValidationError naming the first problem. `response_ids`, `project`: the
-    task's, when the caller has read them (else read here).
+    task's (ids in display order), when the caller has read them (else read here).
     """
     if project is None:
         project = Project.objects.get(tasks=lease.task_id)
-    if response_ids is None:
-        response_ids = Response.objects.filter(task_id=lease.task_id).values_list(
-            "pk", flat=True
-        )
-    response_ids = set(response_ids)
-    groups = Ranking.validate_order(submission.order, response_ids)
-    strength = Ranking.validate_strength(submission.strength, groups, project)
-    unsafe, ratings = _validate_extras(project, response_ids, submission)
-    return _Checked(project, groups, unsafe, ratings, strength)
+    handles = (
+        Handles.of_task(lease.task_id)
+        if response_ids is None
+        else Handles(response_ids)
+    )
+    groups = handles.order_to_ids(submission.order)
+    # Checked on the order as the annotator gave it: its message names handles.
+    strength = Ranking.validate_strength(
+        submission.strength, handles.order_to_handles(groups), project
+    )
+    unsafe, ratings = _validate_extras(project, handles, submission)
+    return _Checked(project, handles, groups, unsafe, ratings, strength)
 
 
 def _validate_extras(
-    project: Project, response_ids: set[int], submission: RankingSubmission
+    project: Project, handles: Handles, submission: RankingSubmission
 ) -> tuple[list[int], dict]:
-    unsafe = sorted({_unsafe_id(r) for r in submission.unsafe_response_ids})
-    unknown = sorted(set(unsafe) - response_ids)
-    if unknown:
-        raise ValidationError(
-            f"unsafe flags name unknown response ids {unknown}; this task's responses "
-            f"are {sorted(response_ids)}"
-        )
+    """Return the unsafe flags and aspect ratings in response ids."""
+    unsafe = sorted({handles.response_id(_unsafe_handle(h)) for h in submission.unsafe})
     if project.require_rationale and not submission.rationale.strip():
         raise ValidationError(
             "this project requires a rationale: say in a sentence why the best response "
@@ -481,15 +485,10 @@ def _validate_extras(
         )
     ratings: dict = {}
     for key, by_aspect in (submission.aspect_ratings or {}).items():
-        rid = _response_id(key)
-        if rid not in response_ids:
-            raise ValidationError(
-                f"aspect ratings name unknown response id {rid}; this task's responses "
-                f"are {sorted(response_ids)}"
-            )
+        rid = handles.response_id(key)
         if not isinstance(by_aspect, Mapping):
             raise ValidationError(
-                f"aspect ratings of response {rid} must map aspect names to ratings, "
+                f"aspect ratings of response {key} must map aspect names to ratings, "
                 f"got {by_aspect!r}"[:300]
             )
         for aspect, value in by_aspect.items():
@@ -503,7 +502,7 @@ def _validate_extras(
                 or not 1 <= value <= 7
             ):
                 raise ValidationError(
-                    f"rating of {aspect} for response {rid} must be an integer from 1 "
+                    f"rating of {aspect} for response {key} must be an integer from 1 "
                     f"to 7, got {value!r}"
                 )
         if by_aspect:
@@ -511,20 +510,11 @@ def _validate_extras(
     return unsafe, ratings
 
 
-def _unsafe_id(value: object) -> int:
+def _unsafe_handle(value: object) -> int:
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    raise ValidationError(f"unsafe flags must be response ids, got {value!r}"[:300])
-
-
-def _response_id(key: object) -> int:
-    """Return a response id given as an int or a string of digits (a JSON object key)."""
-    if isinstance(key, int) and not isinstance(key, bool):
-        return key
-    if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 20:
-        return int(key)
     raise ValidationError(
-        f"aspect ratings must be keyed by response id, got {key!r}"[:300]
+        f"unsafe flags must be response numbers (1 to K), got {value!r}"[:300]
     )
 
 
@@ -615,9 +605,10 @@ def _store_ranking(
 ) -> tuple[Ranking, RankingTask, bool, bool]:
     """Store the checked ranking inside the caller's transaction (see `submit_ranking`).
 
-    Return the ranking; its task, locked; whether an active unexpired lease was
-    closed (False when the ranking was already stored or came late); and whether this
-    ranking's gold score paused the annotator.
+    Return the ranking, its `handles` set to the task's (so that an answer to the
+    annotator names responses by handle without another query); its task, locked;
+    whether an active unexpired lease was closed (False when the ranking was already
+    stored or came late); and whether this ranking's gold score paused the annotator.
     """
     task = _lock_task(lease.task_id, checked.project)
     # Only submit and skip close a lease, and both leave a ranking of the lease's
@@ -638,7 +629,9 @@ def _store_ranking(
         )
         closed = cursor.rowcount
     if not closed:
-        return Ranking.objects.get(task=task, annotator=user), task, False, False
+        ranking = Ranking.objects.get(task=task, annotator=user)
+        ranking.handles = checked.handles
+        return ranking, task, False, False
     is_late = lease.status != Lease.Status.ACTIVE or lease.expires_at <= now
     if is_late and _is_overlap_full(task, lease, now):
         raise LateSubmissionRefused(
@@ -663,6 +656,7 @@ def _store_ranking(
             created_at=now,
         )
     )
+    ranking.handles = checked.handles
     lease.status, lease.closed_at = Lease.Status.SUBMITTED, now
     task.ranking_count += 1  # the row is locked: this count is current
     consensus.update_task_figures(task)

@@ -34,13 +34,14 @@ MAX_ID = 2**63 - 1
 ORDER_MAX_CHARS = 4_000
 
 
-def parse_order(data: QueryDict, response_ids: list[int]) -> list[list[int]]:
+def parse_order(data: QueryDict, response_ids: list[int] | range) -> list[list[int]]:
     """Return the order a form posted, as validated tie groups.
 
-    Take `order`, a JSON list of tie groups of response ids, best first; without it,
-    take one `rank-<response id>` field per response (1 is best, equal numbers tie),
-    the form a browser without JavaScript posts. Raise ValidationError naming the
-    problem.
+    Take `order`, a JSON list of tie groups of responses, best first; without it,
+    take one `rank-<response>` field per response (1 is best, equal numbers tie),
+    the form a browser without JavaScript posts. Responses are named by
+    `response_ids`: handles 1..K on the annotator's workspace, ids on researchers'
+    pages. Raise ValidationError naming the problem.
     """
     raw = (data.get("order") or "").strip()
     if len(raw) > ORDER_MAX_CHARS:
@@ -53,7 +54,7 @@ def parse_order(data: QueryDict, response_ids: list[int]) -> list[list[int]]:
             order = json.loads(raw)
         except (json.JSONDecodeError, RecursionError):
             raise ValidationError(
-                f"order must be JSON tie groups of response ids like {ORDER_EXAMPLE}, "
+                f"order must be JSON tie groups of responses like {ORDER_EXAMPLE}, "
                 f"got {raw[:80]!r}"
             ) from None
     else:
@@ -84,14 +85,16 @@ def _int_list(values: list[str], what: str) -> list[int]:
     try:
         return [int(v) for v in values]
     except ValueError:
-        raise ValidationError(f"{what} must be response ids, got {values!r}") from None
+        raise ValidationError(
+            f"{what} must be response numbers, got {values!r}"[:300]
+        ) from None
 
 
 def own_lease(
     lease_id: int, user: AbstractBaseUser, project: Project
 ) -> tuple[Lease, list[int]]:
     """Return the user's lease with this id in the project and its task's response
-    ids, or raise ValidationError."""
+    ids in display order, or raise ValidationError."""
     found = leased_task(lease_id, user, project)
     if found is None:
         raise ValidationError(
@@ -102,7 +105,11 @@ def own_lease(
 
 
 class RankingForm(forms.Form):
-    """A ranking posted from the workspace (fields documented in views.submit)."""
+    """A ranking posted from the workspace (fields documented in views.submit).
+
+    Responses are named by handle (1..K in display order), never by id; the
+    submission it builds is mapped to ids by the service (`assignment._check`).
+    """
 
     lease = forms.IntegerField(min_value=1, max_value=MAX_ID)
     order = forms.CharField(required=False, max_length=ORDER_MAX_CHARS)
@@ -134,26 +141,28 @@ class RankingForm(forms.Form):
         cleaned = super().clean()
         if "lease" not in cleaned:
             return cleaned
-        cleaned["order"] = parse_order(self.data, self.response_ids)
+        handles = range(1, len(self.response_ids) + 1)
+        cleaned["order"] = parse_order(self.data, handles)
         strength = Ranking.validate_strength(
             cleaned.get("strength"), cleaned["order"], self.project
         )
         unsafe = _int_list(self.data.getlist("unsafe"), "unsafe flags")
-        unknown = sorted(set(unsafe) - set(self.response_ids))
+        unknown = sorted(set(unsafe) - set(handles))
         if unknown:
-            raise ValidationError(f"unsafe flags name unknown response ids {unknown}")
+            raise ValidationError(f"unsafe flags name unknown responses {unknown}")
         cleaned["unsafe"] = unsafe
         ratings: dict[int, dict[str, int]] = {}
-        for rid in self.response_ids:
+        for handle in handles:
             for aspect in self.project.aspects:
-                value = (self.data.get(f"aspect-{rid}-{aspect}") or "").strip()
+                value = (self.data.get(f"aspect-{handle}-{aspect}") or "").strip()
                 if not value:
                     continue
                 if not value.isdigit() or not 1 <= int(value) <= 7:
                     raise ValidationError(
-                        f"rating of {aspect} for response {rid} must be 1 to 7, got {value!r}"
+                        f"rating of {aspect} for response {handle} must be 1 to 7, "
+                        f"got {value!r}"
                     )
-                ratings.setdefault(rid, {})[aspect] = int(value)
+                ratings.setdefault(handle, {})[aspect] = int(value)
         cleaned["aspect_ratings"] = ratings
         if self.project.require_rationale and not cleaned.get("rationale"):
             raise ValidationError(
@@ -163,7 +172,7 @@ class RankingForm(forms.Form):
         cleaned["submission"] = RankingSubmission(
             cleaned["order"],
             all_bad=cleaned.get("all_bad", False),
-            unsafe_response_ids=unsafe,
+            unsafe=unsafe,
             rationale=cleaned.get("rationale", ""),
             rewrite=cleaned.get("rewrite", ""),
             aspect_ratings=ratings,

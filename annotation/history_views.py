@@ -88,7 +88,7 @@ def revise(request: HttpRequest, name: str, ranking_id: int) -> HttpResponse:
             lambda: revise_ranking(
                 ranking,
                 request.user,
-                _posted_order(request.POST, [r.pk for r in responses]),
+                _posted_order(request.POST, len(responses)),
                 rationale=request.POST.get("rationale"),
             )
         )
@@ -119,18 +119,19 @@ def revise(request: HttpRequest, name: str, ranking_id: int) -> HttpResponse:
     )
 
 
-def _posted_order(data: QueryDict, response_ids: list[int]) -> list[list[int]]:
-    """Return the order posted as `rank-<display number>` fields, as response ids.
+def _posted_order(data: QueryDict, k: int) -> list[list[int]]:
+    """Return the order posted as `rank-<display number>` fields, as tie groups of
+    display numbers (handles) of the task's `k` responses.
 
     Raise ValidationError naming a missing or non-numeric rank.
     """
     by_rank: dict[int, list[int]] = {}
-    for number, rid in enumerate(response_ids, start=1):
-        value = (data.get(f"rank-{number}") or "").strip()
+    for number in range(1, k + 1):
+        value = (data.get(f"rank-{number}") or "")[:20].strip()
         if not value.isdigit():
             raise ValidationError(
                 f"response {number} needs a rank (a whole number, 1 is best), "
                 f"got {value!r}"
             )
-        by_rank.setdefault(int(value), []).append(rid)
+        by_rank.setdefault(int(value), []).append(number)
     return [by_rank[r] for r in sorted(by_rank)]

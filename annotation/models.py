@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from itertools import combinations
 
 from django.conf import settings
@@ -441,6 +442,70 @@ class Response(models.Model):
         return f"response {self.pk}"
 
 
+class Handles:
+    """A task's responses as annotators name them: handles 1..K in display order.
+
+    Annotators must not be able to tell which policy wrote a response, and database
+    ids follow insertion: everything an annotator sees or sends (the workspace, the
+    API, their history) names responses by handle, and the service layer maps
+    handles to response ids here. Researchers and admins keep ids. A task's handles
+    are stable: display positions never change once the task is published.
+    """
+
+    def __init__(self, response_ids: Iterable[int]) -> None:
+        """Take the task's response ids in display order (position, then id)."""
+        self.ids = list(response_ids)
+        self._handle = {rid: h for h, rid in enumerate(self.ids, start=1)}
+
+    @classmethod
+    def of_task(cls, task_id: int) -> Handles:
+        """Return the handles of the task's responses (one query)."""
+        return cls(
+            Response.objects.filter(task_id=task_id)
+            .order_by("position", "id")
+            .values_list("pk", flat=True)
+        )
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def numbers(self) -> range:
+        """Return the handles, 1..K."""
+        return range(1, len(self.ids) + 1)
+
+    def response_id(self, handle: object) -> int:
+        """Return the response id of a handle (an int, or digits as a JSON key gives).
+
+        Raise ValidationError naming the handles the task has.
+        """
+        if isinstance(handle, str) and handle.isascii() and handle.isdigit():
+            handle = int(handle) if len(handle) < 20 else 0
+        if (
+            isinstance(handle, int)
+            and not isinstance(handle, bool)
+            and 1 <= handle <= len(self.ids)
+        ):
+            return self.ids[handle - 1]
+        raise ValidationError(
+            f"unknown response {handle!r:.40}; this task's responses are 1 to "
+            f"{len(self.ids)}"
+        )
+
+    def handle(self, response_id: int) -> int:
+        """Return the handle of one of the task's response ids."""
+        return self._handle[response_id]
+
+    def order_to_ids(self, order: object) -> list[list[int]]:
+        """Validate an order of handles (see `Ranking.validate_order`) and return it
+        as tie groups of response ids."""
+        groups = Ranking.validate_order(order, self.numbers())
+        return [[self.ids[h - 1] for h in group] for group in groups]
+
+    def order_to_handles(self, order: list[list[int]]) -> list[list[int]]:
+        """Return a stored order (tie groups of response ids) in handles."""
+        return [[self._handle[rid] for rid in group] for group in order]
+
+
 class Lease(models.Model):
     """A task slot held by one annotator until it expires or they submit."""
 
@@ -568,8 +633,10 @@ class Ranking(models.Model):
     ) -> list[list[int]]:
         """Return `order` as tie groups if it ranks each response exactly once.
 
-        Raise ValidationError naming the problem: not a list of groups, an empty group,
-        a missing, repeated or unknown response id.
+        `response_ids`: the names the order uses, response ids for researchers'
+        orders, handles for annotators' (see `Handles.order_to_ids`). Raise
+        ValidationError naming the problem: not a list of groups, an empty group, a
+        missing, repeated or unknown response.
         """
         expected = set(response_ids)
         if not isinstance(order, list) or not order:
@@ -583,7 +650,7 @@ class Ranking(models.Model):
             count += len(group) if isinstance(group, list) else 1
             if count > len(expected):
                 raise ValidationError(
-                    f"order ranks more response ids than this task's {len(expected)} "
+                    f"order ranks more responses than this task's {len(expected)} "
                     f"responses; rank each of {sorted(expected)} exactly once"
                 )
         groups: list[list[int]] = []
@@ -599,23 +666,23 @@ class Ranking(models.Model):
             for rid in group:
                 if not isinstance(rid, int) or isinstance(rid, bool):
                     raise ValidationError(
-                        f"response ids must be integers, got {rid!r}"[:300]
+                        f"responses must be named by integers, got {rid!r}"[:300]
                     )
                 (repeated if rid in seen else seen).add(rid)
             groups.append(list(group))
         if repeated:
             raise ValidationError(
-                f"response ids ranked more than once: {sorted(repeated)}"
+                f"responses ranked more than once: {sorted(repeated)}"
             )
         unknown = sorted(seen - expected)
         if unknown:
             raise ValidationError(
-                f"unknown response ids {unknown}; this task's responses are {sorted(expected)}"
+                f"unknown responses {unknown}; this task's responses are {sorted(expected)}"
             )
         missing = sorted(expected - seen)
         if missing:
             raise ValidationError(
-                f"response ids missing from the order: {missing}; rank every response"
+                f"responses missing from the order: {missing}; rank every response"
             )
         return groups
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from annotation import consensus
 from annotation.gold import apply_gold_rule
-from annotation.models import Ranking, RankingTask, SnapshotRanking
+from annotation.models import Handles, Ranking, RankingTask, SnapshotRanking
 
 
 class RevisionRefused(ValidationError):
@@ -86,8 +86,10 @@ def revise_ranking(
 ) -> Ranking:
     """Store `order` as a new version of `ranking` and return it.
 
-    A pairwise project's revision takes `strength` (`Ranking.validate_strength`);
-    without it the old version's strength is kept, and must fit the new order.
+    `order`: tie groups of handles (1..K, as the annotator's pages number the
+    task's responses), mapped here to response ids. A pairwise project's revision
+    takes `strength` (`Ranking.validate_strength`); without it the old version's
+    strength is kept, and must fit the new order.
 
     Raise PermissionDenied when `user` is not the ranking's annotator, RevisionRefused
     naming the reason when the window closed or the task is settled, and
@@ -107,12 +109,13 @@ def revise_ranking(
             raise RevisionRefused(
                 f"ranking {ranking.pk} cannot be revised: {verdict.reason}"
             )
-        groups = Ranking.validate_order(
-            order, set(task.responses.values_list("pk", flat=True))
-        )
+        handles = Handles.of_task(task.pk)
+        groups = handles.order_to_ids(order)
         if strength is None:
             strength = ranking.strength
-        strength = Ranking.validate_strength(strength, groups, task.project)
+        strength = Ranking.validate_strength(
+            strength, handles.order_to_handles(groups), task.project
+        )
         Ranking.versions.filter(pk=ranking.pk).update(is_current=False)
         revision = Ranking.versions.create(
             task=task,

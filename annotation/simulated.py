@@ -347,7 +347,8 @@ def annotate(
             skip_task(lease, user, decided.reason, now=now)
             skipped += 1
             continue
-        order = [[responses[i].pk for i in group] for group in decided]
+        # Named by handle (1..K in display order), as every annotator names them.
+        order = [[i + 1 for i in group] for group in decided]
         submit_ranking(
             lease,
             user,

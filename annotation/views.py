@@ -126,8 +126,12 @@ def _progress(project: Project, user: User, now: datetime) -> dict[str, int]:
 
 
 def _task_text(task_id: int) -> tuple[list[dict], list[dict[str, str]]]:
-    """Return a task's prompt messages and its responses (id, text, number as strings,
-    in display order) in one statement."""
+    """Return a task's prompt messages and its responses (text and handle, the
+    handle as a string, in display order) in one statement.
+
+    Annotators see handles only, never response ids: ids follow generation, and
+    could tell which policy wrote a response (`models.Handles`).
+    """
     with connection.cursor() as cursor:
         cursor.execute(
             f"SELECT p.messages, r.id, r.text FROM {RankingTask._meta.db_table} t "
@@ -141,8 +145,7 @@ def _task_text(task_id: int) -> tuple[list[dict], list[dict[str, str]]]:
     messages_in_prompt = messages_field.from_db_value(rows[0][0], None, connection)
     numbered = enumerate((row for row in rows if row[1] is not None), start=1)
     responses = [
-        {"pk": str(pk), "text": text, "number": str(number)}
-        for number, (_, pk, text) in numbered
+        {"text": text, "number": str(number)} for number, (_, _, text) in numbered
     ]
     return messages_in_prompt, responses
 
@@ -280,20 +283,23 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
 
     POST fields (form-encoded):
     - `lease`: id of the annotator's lease, from the workspace page;
-    - `order`: JSON list of tie groups of response ids, best first, e.g.
-      `[[12],[14,13],[11]]` (14 and 13 tie). Without it, one `rank-<response id>`
-      field per response, 1 = best, equal numbers tie (the no-JavaScript form);
+    Responses are named by their handle, the number the page shows (1..K), never
+    by database id.
+    - `order`: JSON list of tie groups of handles, best first, e.g.
+      `[[3],[1,4],[2]]` (1 and 4 tie). Without it, one `rank-<handle>` field per
+      response, 1 = best, equal numbers tie (the no-JavaScript form);
     - `all_bad`: `on` when every response is bad;
-    - `unsafe`: a response id flagged as unsafe (repeat the field for several);
+    - `unsafe`: the handle of a response flagged as unsafe (repeat the field for
+      several);
     - `rationale`: why (required when the project requires rationales);
     - `rewrite`: a better response written by the annotator;
-    - `aspect-<response id>-<aspect>`: 1 to 7 for the project's aspects (blank:
-      not rated);
+    - `aspect-<handle>-<aspect>`: 1 to 7 for the project's aspects (blank: not
+      rated);
     - `active_seconds`: active time measured by the page.
 
     Answer 303 to the workspace (htmx: the next task's workspace, 200). A missing,
-    repeated or unknown response id, or any other invalid field, answers 400 with
-    the message, and nothing is stored. A late submission whose task filled up
+    repeated or unknown response, or any other invalid field, answers 400 with the
+    message, and nothing is stored. A late submission whose task filled up
     meanwhile is refused with a message and the next task.
     """
     project = _project(request, name)

@@ -80,7 +80,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = re.compile(rb'name="lease" value="(\d+)"')
-RESPONSE = re.compile(rb'class="response card" id="response-(\d+)"')
+# Responses are named by handle (1..K), never by database id (issue 12, item 2).
+HANDLE = re.compile(rb'class="response card" id="response-(\d+)"')
 CSRF = re.compile(rb'name="csrfmiddlewaretoken" value="([^"]+)"')
 
 
@@ -345,14 +346,14 @@ class Session:
             raise RuntimeError(f"login of {self.username} answered {status}")
         self.latencies.clear()
 
-    def order(self, ids: list[int]) -> list[list[int]]:
-        self.rng.shuffle(ids)
+    def order(self, handles: list[int]) -> list[list[int]]:
+        self.rng.shuffle(handles)
         groups: list[list[int]] = []
-        for rid in ids:
+        for handle in handles:
             if groups and self.rng.random() < 0.15:
-                groups[-1].append(rid)
+                groups[-1].append(handle)
             else:
-                groups.append([rid])
+                groups.append([handle])
         return groups
 
     def baseline(self, stop_at: float) -> None:
@@ -371,10 +372,10 @@ class Session:
             lease = LEASE.search(page)
             if lease is None:
                 return  # no task left
-            ids = [int(r) for r in RESPONSE.findall(page)]
+            handles = [int(h) for h in HANDLE.findall(page)]
             body = {
                 "lease": lease.group(1),
-                "order": json.dumps(self.order(ids)),
+                "order": json.dumps(self.order(handles)),
                 "active_seconds": "3",
             }
             if self.mode == "htmx":
@@ -408,8 +409,8 @@ class Session:
                     self.errors.append(f"next-task answered {status}")
                     return
                 lease = json.loads(payload)
-            ids = [r["id"] for r in lease["task"]["responses"]]
-            order = self.order(ids)
+            handles = [r["handle"] for r in lease["task"]["responses"]]
+            order = self.order(handles)
             body = json.dumps({"order": order, "active_seconds": 3})
             if self.mode == "api-next":
                 path = f"/api/leases/{lease['id']}/ranking-and-next-task"

@@ -118,13 +118,16 @@ def test_annotator_flow_next_task_then_submit(annotator, project):
     client = client_for(annotator)
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
     assert lease["task"]["id"] == task.pk
-    ids = [r["id"] for r in lease["task"]["responses"]]
+    handles = [r["handle"] for r in lease["task"]["responses"]]
+    assert handles == [1, 2, 3, 4]
     response = client.post(
         f"/api/leases/{lease['id']}/ranking",
-        {"order": [[ids[2]], [ids[0], ids[1]], [ids[3]]]},
+        {"order": [[3], [1, 2], [4]]},
         content_type="application/json",
     )
     assert response.status_code == 201
+    assert response.json()["order"] == [[3], [1, 2], [4]]
+    ids = list(task.responses.order_by("position", "id").values_list("pk", flat=True))
     assert Ranking.objects.get().order == [[ids[2]], [ids[0], ids[1]], [ids[3]]]
 
 
@@ -134,8 +137,7 @@ def test_submit_and_next_stores_the_ranking_and_leases_the_next_task(
     first, second = make_task(project), make_task(project, "Second question?")
     client = client_for(annotator)
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
-    ids = [r["id"] for r in lease["task"]["responses"]]
-    body = {"order": [[i] for i in ids]}
+    body = {"order": [[r["handle"]] for r in lease["task"]["responses"]]}
     url = f"/api/leases/{lease['id']}/ranking-and-next-task"
     response = client.post(url, body, content_type="application/json")
     assert response.status_code == 201
@@ -145,7 +147,7 @@ def test_submit_and_next_stores_the_ranking_and_leases_the_next_task(
     assert len(answer["next"]["task"]["responses"]) == 4
     # The last task: the ranking is stored and no lease follows.
     last = answer["next"]
-    body = {"order": [[r["id"]] for r in last["task"]["responses"]]}
+    body = {"order": [[r["handle"]] for r in last["task"]["responses"]]}
     response = client.post(
         f"/api/leases/{last['id']}/ranking-and-next-task",
         body,
@@ -159,7 +161,7 @@ def test_submit_and_next_sent_twice_stores_one_ranking(annotator, project):
     make_task(project)
     client = client_for(annotator)
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
-    body = {"order": [[r["id"]] for r in lease["task"]["responses"]]}
+    body = {"order": [[r["handle"]] for r in lease["task"]["responses"]]}
     url = f"/api/leases/{lease['id']}/ranking-and-next-task"
     first = client.post(url, body, content_type="application/json").json()
     again = client.post(url, body, content_type="application/json").json()
@@ -171,14 +173,13 @@ def test_bad_order_gets_400_naming_the_problem_and_stores_nothing(annotator, pro
     make_task(project)
     client = client_for(annotator)
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
-    ids = [r["id"] for r in lease["task"]["responses"]]
     response = client.post(
         f"/api/leases/{lease['id']}/ranking",
-        {"order": [[ids[0]], [ids[1]]]},
+        {"order": [[1], [2]]},
         content_type="application/json",
     )
     assert response.status_code == 400
-    assert response.json()["detail"].startswith("response ids missing from the order")
+    assert response.json()["detail"].startswith("responses missing from the order")
     assert Ranking.objects.count() == 0
 
 
@@ -519,8 +520,7 @@ def test_pairwise_submission_takes_a_strength_within_the_scale(
     make_task(project, texts=("Hello!", "hi"))
     client = client_for(annotator)
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
-    ids = [r["id"] for r in lease["task"]["responses"]]
-    payload = {"order": [[ids[1]], [ids[0]]]}
+    payload = {"order": [[2], [1]]}
     if strength is not None:
         payload["strength"] = strength
     response = client.post(

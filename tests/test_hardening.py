@@ -42,7 +42,7 @@ def _submit(client, lease: dict, body: dict | str):
 
 
 def _in_order(lease: dict) -> list[list[int]]:
-    return [[r["id"]] for r in lease["task"]["responses"]]
+    return [[r["handle"]] for r in lease["task"]["responses"]]
 
 
 # 1. Bounded input, checked before anything else.
@@ -50,7 +50,7 @@ def _in_order(lease: dict) -> list[list[int]]:
 
 def test_an_order_longer_than_the_task_is_refused_by_its_count():
     order = [[1], [2], [3]] + [[1]] * 2_000
-    with pytest.raises(ValidationError, match="more response ids than this task's 3"):
+    with pytest.raises(ValidationError, match="more responses than this task's 3"):
         Ranking.validate_order(order, {1, 2, 3})
 
 
@@ -58,7 +58,7 @@ def test_an_invalid_ranking_is_refused_before_any_transaction_opens(project, ann
     make_task(project)
     lease = next_task(project, annotator)
     with CaptureQueriesContext(connection) as queries:
-        with pytest.raises(ValidationError, match="more response ids"):
+        with pytest.raises(ValidationError, match="more responses"):
             submit_ranking(
                 lease, annotator, RankingSubmission([[1]] * 50), project=project
             )
@@ -72,7 +72,7 @@ def test_an_invalid_ranking_is_refused_before_any_transaction_opens(project, ann
         {"order": [[1]] * 5_000},
         {"rationale": "x" * 20_001},
         {"rewrite": "x" * 50_001},
-        {"unsafe_response_ids": list(range(5_000))},
+        {"unsafe": list(range(5_000))},
         {"aspect_ratings": {str(i): {"helpfulness": 3} for i in range(5_000)}},
         {"aspect_ratings": {"1": {"a" * 5_000: 3}}},
     ],
@@ -266,14 +266,14 @@ def test_deeply_nested_json_is_a_400_naming_the_nesting(leased):
     assert moderately.status_code in (400, 422)
 
 
-def test_aspect_ratings_keyed_by_a_non_id_are_a_400_naming_it(leased):
+def test_aspect_ratings_keyed_by_a_non_handle_are_a_400_naming_it(leased):
     client, lease = leased
     response = _submit(
         client, lease, {"order": _in_order(lease), "aspect_ratings": {"x": {}}}
     )
     assert response.status_code == 400
     assert response.json()["detail"] == (
-        "aspect ratings must be keyed by response id, got 'x'"
+        "unknown response 'x'; this task's responses are 1 to 4"
     )
 
 

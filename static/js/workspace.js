@@ -26,12 +26,14 @@
     return n + (s[(v - 20) % 10] || s[v] || s[0]);
   }
 
+  // The order as tie groups of response numbers (handles 1..K, as the page shows
+  // them): the server maps them to responses; the page never knows their ids.
   function groups(ws) {
     var out = [];
     ws.querySelectorAll("#ranked .chip").forEach(function (chip, i) {
-      var rid = parseInt(chip.dataset.rid, 10);
-      if (i > 0 && chip.dataset.tie === "1") out[out.length - 1].push(rid);
-      else out.push([rid]);
+      var num = parseInt(chip.dataset.num, 10);
+      if (i > 0 && chip.dataset.tie === "1") out[out.length - 1].push(num);
+      else out.push([num]);
     });
     return out;
   }
@@ -51,8 +53,8 @@
     var order = groups(ws);
     ws.querySelectorAll(".rank-badge").forEach(function (b) { b.textContent = ""; });
     order.forEach(function (group, g) {
-      group.forEach(function (rid) {
-        var badge = ws.querySelector("#badge-" + rid);
+      group.forEach(function (num) {
+        var badge = ws.querySelector("#badge-" + num);
         if (badge) badge.textContent = ordinal(g + 1) + (group.length > 1 ? " (tie)" : "");
       });
     });

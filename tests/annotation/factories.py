@@ -44,9 +44,15 @@ def make_task(
         selection_score=selection_score,
     )
     policy = make_policy()
+    # Inserted last position first: ids then run against the display order, so a
+    # test that confuses a response's id with its handle (1..K) fails.
     Response.objects.bulk_create(
-        Response(task=task, policy=policy, text=text, position=i)
-        for i, text in enumerate(texts)
+        reversed(
+            [
+                Response(task=task, policy=policy, text=text, position=i)
+                for i, text in enumerate(texts)
+            ]
+        )
     )
     return task
 
@@ -59,6 +65,11 @@ def make_tasks(project: Project, n: int, **kwargs) -> list[RankingTask]:
 def response_ids(task: RankingTask) -> list[int]:
     """Return the task's response ids in display order."""
     return list(task.responses.order_by("position", "id").values_list("pk", flat=True))
+
+
+def handles(task: RankingTask) -> list[int]:
+    """Return the task's response handles, 1..K: how annotators name its responses."""
+    return list(range(1, task.responses.count() + 1))
 
 
 def make_annotators(n: int, prefix: str = "ann") -> list[User]:

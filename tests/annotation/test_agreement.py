@@ -18,7 +18,12 @@ from annotation.agreement import (
 from annotation.assignment import RankingSubmission, next_task, submit_ranking
 from annotation.dashboard import dashboard
 from annotation.models import AnnotatorProfile
-from tests.annotation.factories import make_annotators, make_task, response_ids
+from tests.annotation.factories import (
+    make_annotators,
+    make_task,
+    make_tasks,
+    response_ids,
+)
 
 
 @pytest.mark.parametrize(
@@ -149,15 +154,14 @@ def test_strengths_leave_out_simulated_annotators_and_plain_rankings():
 def test_dashboard_shows_strength_agreement_of_a_pairwise_project(project):
     project.mode, project.responses_per_task = "pairwise", 2
     project.save()
-    first, second = make_task(project, k=2), make_task(project, k=2)
+    make_tasks(project, 2, k=2)
     one, two = make_annotators(2)
     for user, strengths in ((one, (3, 1)), (two, (2, 1))):
-        for task, strength in zip((first, second), strengths, strict=True):
-            a, b = response_ids(task)
+        for strength in strengths:  # next_task leases the first task, then the second
             submit_ranking(
                 next_task(project, user),
                 user,
-                RankingSubmission([[a], [b]], strength=strength),
+                RankingSubmission([[1], [2]], strength=strength),
             )
     figures = dashboard(project)["agreement"]
     assert figures["strength_alpha"] == pytest.approx(

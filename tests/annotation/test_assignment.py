@@ -22,6 +22,7 @@ from annotation.assignment import (
 from annotation.gold import mark_gold
 from annotation.models import AnnotatorProfile, Lease, Project, Ranking, RankingTask
 from tests.annotation.factories import (
+    handles,
     make_annotators,
     make_task,
     make_tasks,
@@ -34,7 +35,7 @@ NOW = timezone.now()
 def rank(lease: Lease, user, now=NOW) -> Ranking:
     """Submit the task's responses in display order."""
     return submit_ranking(
-        lease, user, RankingSubmission([[r] for r in response_ids(lease.task)]), now=now
+        lease, user, RankingSubmission([[h] for h in handles(lease.task)]), now=now
     )
 
 
@@ -209,7 +210,7 @@ def _annotate_until_done(
                 time.sleep(0.01)
                 continue
             submit_ranking(
-                lease, user, RankingSubmission([[r] for r in response_ids(lease.task)])
+                lease, user, RankingSubmission([[h] for h in handles(lease.task)])
             )
     except Exception as exc:  # reported to the main thread, which fails the test
         errors.append(exc)

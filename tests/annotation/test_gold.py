@@ -64,10 +64,8 @@ def gold_project(project):
 
 def _answer(project, user, *, right: bool) -> None:
     lease = next_task(project, user)
-    ids = response_ids(lease.task)
-    submit_ranking(
-        lease, user, RankingSubmission([[r] for r in (ids if right else ids[::-1])])
-    )
+    order = [[1], [2]] if right else [[2], [1]]  # handles; gold is in display order
+    submit_ranking(lease, user, RankingSubmission(order))
 
 
 def test_annotator_is_not_paused_before_the_minimum_gold_tasks(gold_project):

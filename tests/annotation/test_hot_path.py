@@ -27,6 +27,7 @@ from annotation.gold import mark_gold
 from annotation.models import AnnotatorProfile, Lease, Ranking, RankingTask
 from annotation.tokens import create_token
 from tests.annotation.factories import (
+    handles,
     make_annotators,
     make_task,
     make_tasks,
@@ -38,7 +39,8 @@ NOW = timezone.now()
 
 
 def in_order(lease: Lease) -> list[list[int]]:
-    return [[r] for r in response_ids(lease.task)]
+    """Return the lease's task's responses in display order, as handles."""
+    return [[h] for h in handles(lease.task)]
 
 
 def test_submit_and_lease_next_stores_the_ranking_and_leases_another_task(
@@ -129,7 +131,7 @@ def test_ranking_that_pauses_the_annotator_is_stored_and_no_task_follows(
     lease = next_task(project, annotator, now=NOW)
     with pytest.raises(AnnotatorPaused, match="gold accuracy 0% over 1 gold tasks"):
         submit_ranking_and_lease_next(
-            lease, annotator, RankingSubmission([[b], [a]]), now=NOW
+            lease, annotator, RankingSubmission([[2], [1]]), now=NOW
         )
     assert Ranking.objects.filter(annotator=annotator).count() == 1
     assert AnnotatorProfile.objects.get(user=annotator).is_paused is True
@@ -247,7 +249,7 @@ def _api_next_task(client, project, annotator):
 
 def _api_submit(client, project, annotator):
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
-    body = json.dumps({"order": [[r["id"]] for r in lease["task"]["responses"]]})
+    body = json.dumps({"order": [[r["handle"]] for r in lease["task"]["responses"]]})
 
     def request():
         response = client.post(
@@ -260,7 +262,7 @@ def _api_submit(client, project, annotator):
 
 def _api_submit_and_next(client, project, annotator):
     lease = client.post(f"/api/projects/{project.name}/next-task").json()
-    body = json.dumps({"order": [[r["id"]] for r in lease["task"]["responses"]]})
+    body = json.dumps({"order": [[r["handle"]] for r in lease["task"]["responses"]]})
 
     def request():
         response = client.post(

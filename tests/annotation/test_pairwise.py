@@ -42,10 +42,10 @@ def ab_task(project: Project, prompt: str = "Say hi."):
 
 
 def submit(project: Project, user, order_positions: list, strength) -> Ranking:
-    """Lease the user's next task and submit an order given by display positions."""
+    """Lease the user's next task and submit an order given by display positions
+    (0-based; the annotator's handles are 1-based)."""
     lease = next_task(project, user, now=NOW)
-    rids = ids(lease.task)
-    order = [[rids[p] for p in group] for group in order_positions]
+    order = [[p + 1 for p in group] for group in order_positions]
     return submit_ranking(
         lease, user, RankingSubmission(order, strength=strength), now=NOW
     )
@@ -134,12 +134,12 @@ def test_a_revision_takes_a_new_strength_or_keeps_the_old_one(pairwise):
     first = submit(pairwise, a, [[0], [1]], 1)
     rids = ids(task)
     later = NOW + timedelta(minutes=1)
-    second = revise_ranking(first, a, [[rids[1]], [rids[0]]], now=later)
-    assert second.strength == 1
-    third = revise_ranking(second, a, [[rids[0], rids[1]]], strength=0, now=later)
+    second = revise_ranking(first, a, [[2], [1]], now=later)
+    assert (second.order, second.strength) == ([[rids[1]], [rids[0]]], 1)
+    third = revise_ranking(second, a, [[1, 2]], strength=0, now=later)
     assert (third.order, third.strength) == ([rids], 0)
     with pytest.raises(ValidationError, match="strength 0 means about the same"):
-        revise_ranking(third, a, [[rids[0]], [rids[1]]], now=later)
+        revise_ranking(third, a, [[1], [2]], now=later)
 
 
 def test_snapshot_margin_is_the_strength(pairwise):

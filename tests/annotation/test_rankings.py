@@ -17,7 +17,7 @@ from annotation.assignment import (
     submit_ranking,
 )
 from annotation.models import Lease, Ranking, RankingTask
-from tests.annotation.factories import make_annotators, make_task, response_ids
+from tests.annotation.factories import handles, make_annotators, make_task, response_ids
 
 NOW = timezone.now()
 
@@ -44,15 +44,15 @@ def test_ranking_yields_every_pair_of_differing_rank_with_rank_distance(order, p
     [
         ([[1], [2]], "missing from the order: [3]"),
         ([[1], [2], [2]], "ranked more than once: [2]"),
-        ([[1], [2], [9]], "unknown response ids [9]"),
+        ([[1], [2], [9]], "unknown responses [9]"),
         (
             [[1], [2], [3], [9]],
-            "order ranks more response ids than this task's 3 responses",
+            "order ranks more responses than this task's 3 responses",
         ),
-        ([[1, 2, 3]] + [[1]] * 2_000, "more response ids than this task's 3"),
+        ([[1, 2, 3]] + [[1]] * 2_000, "more responses than this task's 3"),
         ([], "non-empty list of tie groups"),
         ([[1], [], [2, 3]], "non-empty list"),
-        ([["1"], [2], [3]], "must be integers"),
+        ([["1"], [2], [3]], "must be named by integers"),
         ("1,2,3", "non-empty list of tie groups"),
     ],
 )
@@ -74,11 +74,10 @@ def leased(project):
 @pytest.mark.parametrize("kind", ["missing", "repeated", "unknown"])
 def test_bad_order_stores_nothing(leased, kind):
     lease, user = leased
-    a, b, c = response_ids(lease.task)
     order = {
-        "missing": [[a], [b]],
-        "repeated": [[a], [b], [b, c]],
-        "unknown": [[a], [b], [c], [c + 99]],
+        "missing": [[1], [2]],
+        "repeated": [[1], [2], [2, 3]],
+        "unknown": [[1], [2], [3], [4]],
     }[kind]
     with pytest.raises(ValidationError):
         submit_ranking(lease, user, RankingSubmission(order), now=NOW)
@@ -91,17 +90,18 @@ def test_submission_stores_everything_the_annotator_said(leased, project):
     project.aspects = ["helpfulness"]
     project.save()
     lease, user = leased
+    # The annotator names responses by handle; the ranking stores their ids.
     a, b, c = response_ids(lease.task)
     ranking = submit_ranking(
         lease,
         user,
         RankingSubmission(
-            [[b], [a, c]],
+            [[2], [1, 3]],
             all_bad=True,
-            unsafe_response_ids=[c],
+            unsafe=[3],
             rationale=" b answers ",
             rewrite="a better answer",
-            aspect_ratings={a: {"helpfulness": 3}},
+            aspect_ratings={"1": {"helpfulness": 3}},
             active_seconds=12.5,
         ),
         now=NOW + timedelta(seconds=40),
@@ -120,7 +120,7 @@ def test_submission_stores_everything_the_annotator_said(leased, project):
 
 def test_same_submission_twice_stores_one_ranking(leased):
     lease, user = leased
-    order = [[r] for r in response_ids(lease.task)]
+    order = [[h] for h in handles(lease.task)]
     first = submit_ranking(lease, user, RankingSubmission(order), now=NOW)
     second = submit_ranking(lease, user, RankingSubmission(order), now=NOW)
     assert second.pk == first.pk
@@ -132,13 +132,13 @@ def test_submission_updates_count_consensus_and_agreement(project):
     task = make_task(project, k=3)
     a, b, c = response_ids(task)
     users = make_annotators(2)
-    for user, order in zip(users, ([[a], [b], [c]], [[a], [c], [b]]), strict=False):
+    for user, order in zip(users, ([[1], [2], [3]], [[1], [3], [2]]), strict=False):
         submit_ranking(
             next_task(project, user, now=NOW), user, RankingSubmission(order), now=NOW
         )
     task.refresh_from_db()
     assert task.ranking_count == 2
-    assert task.consensus_order == [[a], [b, c]]
+    assert task.consensus_order == [[a], sorted([b, c])]
     assert task.agreement == pytest.approx(2 / 3)
 
 
@@ -153,7 +153,7 @@ def test_ranking_and_figures_commit_together_or_not_at_all(leased, monkeypatch):
         submit_ranking(
             lease,
             user,
-            RankingSubmission([[r] for r in response_ids(lease.task)]),
+            RankingSubmission([[h] for h in handles(lease.task)]),
             now=NOW,
         )
     assert Ranking.objects.count() == 0
@@ -166,7 +166,7 @@ def test_late_submission_is_accepted_while_overlap_is_not_full(leased):
     ranking = submit_ranking(
         lease,
         user,
-        RankingSubmission([[r] for r in response_ids(lease.task)]),
+        RankingSubmission([[h] for h in handles(lease.task)]),
         now=late,
     )
     assert ranking.pk is not None
@@ -181,12 +181,12 @@ def test_late_submission_is_refused_once_others_filled_the_overlap(project):
     submit_ranking(
         next_task(project, fast, now=later),
         fast,
-        RankingSubmission([[r] for r in response_ids(task)]),
+        RankingSubmission([[h] for h in handles(task)]),
         now=later,
     )
     with pytest.raises(LateSubmissionRefused, match="expired"):
         submit_ranking(
-            lease, slow, RankingSubmission([[r] for r in response_ids(task)]), now=later
+            lease, slow, RankingSubmission([[h] for h in handles(task)]), now=later
         )
     assert Ranking.objects.filter(annotator=slow).count() == 0
 
@@ -199,7 +199,7 @@ def test_late_submission_is_refused_while_others_hold_the_remaining_slots(projec
     next_task(project, fast, now=later)
     with pytest.raises(LateSubmissionRefused):
         submit_ranking(
-            lease, slow, RankingSubmission([[r] for r in response_ids(task)]), now=later
+            lease, slow, RankingSubmission([[h] for h in handles(task)]), now=later
         )
 
 
@@ -210,20 +210,18 @@ def test_someone_elses_lease_cannot_be_submitted(leased):
         submit_ranking(
             lease,
             other,
-            RankingSubmission([[r] for r in response_ids(lease.task)]),
+            RankingSubmission([[h] for h in handles(lease.task)]),
             now=NOW,
         )
 
 
 def test_unsafe_flag_on_unknown_response_is_rejected(leased):
     lease, user = leased
-    with pytest.raises(ValidationError, match="unknown response ids"):
+    with pytest.raises(ValidationError, match="unknown response 0"):
         submit_ranking(
             lease,
             user,
-            RankingSubmission(
-                [[r] for r in response_ids(lease.task)], unsafe_response_ids=[0]
-            ),
+            RankingSubmission([[h] for h in handles(lease.task)], unsafe=[0]),
         )
 
 
@@ -232,28 +230,26 @@ def test_aspect_rating_outside_one_to_seven_is_rejected(leased, project, value):
     project.aspects = ["honesty"]
     project.save()
     lease, user = leased
-    rid = response_ids(lease.task)[0]
     with pytest.raises(ValidationError, match="integer from 1 to 7"):
         submit_ranking(
             lease,
             user,
             RankingSubmission(
-                [[r] for r in response_ids(lease.task)],
-                aspect_ratings={rid: {"honesty": value}},
+                [[h] for h in handles(lease.task)],
+                aspect_ratings={1: {"honesty": value}},
             ),
         )
 
 
 def test_rating_an_aspect_the_project_lacks_is_rejected(leased):
     lease, user = leased
-    rid = response_ids(lease.task)[0]
     with pytest.raises(ValidationError, match="unknown aspect 'wit'"):
         submit_ranking(
             lease,
             user,
             RankingSubmission(
-                [[r] for r in response_ids(lease.task)],
-                aspect_ratings={rid: {"wit": 4}},
+                [[h] for h in handles(lease.task)],
+                aspect_ratings={1: {"wit": 4}},
             ),
         )
 
@@ -266,7 +262,7 @@ def test_rationale_is_required_when_the_project_says_so(leased, project):
         submit_ranking(
             lease,
             user,
-            RankingSubmission([[r] for r in response_ids(lease.task)], rationale="  "),
+            RankingSubmission([[h] for h in handles(lease.task)], rationale="  "),
         )
     assert Ranking.objects.count() == 0
 

@@ -25,9 +25,8 @@ def ranked(live_server, sign_in):
     )
     task = make_task(project, texts=["first answer", "second answer", "third answer"])
     user = make_user("histannotator", "annotator", projects=[project])
-    a, b, c = response_ids(task)
     ranking = submit_ranking(
-        next_task(project, user), user, RankingSubmission([[a], [b], [c]])
+        next_task(project, user), user, RankingSubmission([[1], [2], [3]])
     )
     sign_in(user)
     return project, task, user, ranking

@@ -57,8 +57,7 @@ def test_smollm2_publishes_is_ranked_trains_dpo_with_lora_and_its_successor_answ
     annotator = make_user("ranker", "annotator", projects=(project,))
     for _ in range(2):
         lease = next_task(project, annotator)
-        ids = sorted(lease.task.responses.values_list("id", flat=True))
-        submit_ranking(lease, annotator, RankingSubmission(order=[[ids[0]], [ids[1]]]))
+        submit_ranking(lease, annotator, RankingSubmission(order=[[1], [2]]))
     assert Ranking.objects.filter(task__project=project).count() == 2
 
     admin = make_user("boss", "admin")

@@ -38,12 +38,8 @@ def rank_everything_over_http(user, project_name: str) -> int:
         lease = Lease.objects.filter(annotator=user, status=Lease.Status.ACTIVE).first()
         if lease is None:
             return submitted
-        order = [
-            [rid]
-            for rid in lease.task.responses.order_by("position").values_list(
-                "id", flat=True
-            )
-        ]
+        # The page names responses by handle, 1..K in display order.
+        order = [[handle] for handle in range(1, lease.task.responses.count() + 1)]
         response = client.post(
             reverse("annotation:submit", args=[project_name]),
             {"lease": lease.pk, "order": json.dumps(order)},
