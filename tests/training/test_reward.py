@@ -241,3 +241,42 @@ def test_a_reward_model_starts_from_a_policy_with_a_causal_lm_adapter(
     assert type(model).__name__ == "LlamaForSequenceClassification"
     assert not torch.equal(model.state_dict()[name], plain.state_dict()[name])
     assert all(p.requires_grad for p in model.parameters())  # it is trained next
+
+
+def test_a_causal_lm_whose_pad_token_is_its_end_token_trains_lora_and_scores_its_last_token(
+    tiny_model_dir, tmp_path
+):
+    # SmolLM2-135M-Instruct ships with pad token = eos token (<|im_end|>), which also
+    # ends every turn of its template: the scalar head must read the last real
+    # token, wherever the turns' end tokens and the right padding lie.
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    base = tmp_path / "pad-is-eos"
+    shutil.copytree(tiny_model_dir, base)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.save_pretrained(base)
+    config = reward.RewardConfig(
+        base_path=str(base),
+        use_lora=True,
+        lora_r=4,
+        lora_alpha=8,
+        max_steps=3,
+        per_device_train_batch_size=4,
+        eval_fraction=0,
+    )
+    metrics = run(tmp_path, "rm", config, preference_records(16))
+
+    assert math.isfinite(metrics["loss"]) is True
+    model, tokenizer = scoring.load_reward_model(str(tmp_path / "rm" / "output"))
+    assert type(model).__name__ == "LlamaForSequenceClassification"
+    assert model.config.pad_token_id == tokenizer.eos_token_id
+    prompt = [{"role": "user", "content": "What does the red cat like?"}]
+    short = [{"role": "assistant", "content": "Fish."}]
+    long = [{"role": "assistant", "content": "The red cat likes fish and seeds."}]
+    alone = scoring.score(model, tokenizer, [prompt], [short])
+    padded = scoring.score(model, tokenizer, [prompt, prompt], [short, long])
+    assert alone[0] == pytest.approx(padded[0], abs=1e-5)
+    assert padded[0] != pytest.approx(padded[1], abs=1e-5)
