@@ -70,13 +70,15 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_tasks",
-    "django_tasks_db",
     # Its templates and static files: /api/docs serves Swagger UI locally, not from a CDN.
     "ninja",
     "axes",
     "inference",
     "annotation",
     "training",
+    # After training: an earlier app's command wins, and training's `db_worker` (one that
+    # waits out a database restart) must replace the one of django_tasks_db.
+    "django_tasks_db",
     # The demo is a guest on top of the product apps; product code never imports it.
     "demo",
 ]

@@ -430,3 +430,51 @@ def test_a_worker_beside_an_in_process_runner_leaves_its_stage_alone(
         what="the worker to take stage 1's task",
     )
     assert skipped.return_value == {"job": first.pk, "status": "skipped"}
+
+
+def test_an_idle_worker_waits_out_a_database_restart(
+    project, admin_user, start_policy, start_worker
+):
+    """PostgreSQL restarting cuts the idle worker's connection and refuses its
+    reconnects for a few seconds; django-tasks-db's own worker exited then. Here the
+    worker's backend is terminated and the database refuses new connections for 3 s
+    (what a restart looks like from the worker, without restarting the server other
+    tests use); then the worker must still run a round."""
+    import time
+
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("restarts a PostgreSQL connection")
+    worker = start_worker()
+    wait_for(
+        lambda: "Starting worker" in worker.log.read_text(), what="the worker to start"
+    )
+    db_name = connection.settings_dict["NAME"]
+    # From the server's maintenance database, as an admin would (not from this one).
+    admin = connection.Database.connect(
+        **{**connection.get_connection_params(), "dbname": "postgres"}
+    )
+    admin.autocommit = True
+    quoted = connection.ops.quote_name(db_name)
+    try:
+        with admin.cursor() as cursor:
+            cursor.execute(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS false")
+            try:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = %s AND pid <> %s",
+                    [db_name, connection.connection.info.backend_pid],
+                )
+                time.sleep(3)
+                assert worker.proc.poll() is None, worker.log.read_text()[-2000:]
+            finally:
+                cursor.execute(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true")
+    finally:
+        admin.close()
+
+    training_round = launch_sleep(project, admin_user, start_policy, steps=2)
+
+    assert wait_until_finished(training_round).status == Status.SUCCEEDED
+    assert worker.proc.poll() is None
+    assert "lost the database" in worker.log.read_text()
