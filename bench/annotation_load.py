@@ -367,7 +367,13 @@ class Session:
             self.run_api(project, stop_at)
             return
         url = f"/projects/{project}/annotate/"
-        status, page, _ = self.request("GET", url)
+        # A GET never leases (issue 12, item 4): the first task is asked for by POST,
+        # as the page does; each submission then leases the next one.
+        if self.mode == "htmx":
+            status, page, _ = self.request("POST", url, {}, {"HX-Request": "true"})
+        else:
+            self.request("POST", url, {})
+            status, page, _ = self.request("GET", url)
         while time.monotonic() < stop_at:
             lease = LEASE.search(page)
             if lease is None:
