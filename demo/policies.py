@@ -1,15 +1,16 @@
 """The tiny demo models: a BPE tokenizer with a chat template, a Llama, and their build.
 
 Everything here builds locally from text the project generates; nothing is downloaded.
-`build_demo_models` pre-trains `demo-base` by next-token prediction on the demo
-domain's corpus, then fine-tunes `demo-sft` from it with TRL's `SFTTrainer` on the
-domain's demonstrations (see `demo.world`). Plain Python, no Django.
+`build_demo_models` curates the demo domain's corpus with the platform's curation
+(`annotation.curation`, the corpus filters an upload gets), pre-trains `demo-base`
+from a random initialisation with the platform's pretrain stage code
+(`training.pretrain`), then fine-tunes `demo-sft` from it with TRL's `SFTTrainer`
+on the domain's demonstrations (see `demo.world`). Plain Python, no Django.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import time
 from collections.abc import Iterable
@@ -170,7 +171,7 @@ def build_demo_models(
     only when finished) and is kept, unless `force` rebuilds both. Each folder holds
     the weights, the tokenizer and build_info.json (the plan, seed and metrics).
     """
-    from demo.world import pretraining_corpus, sft_examples
+    from demo.world import sft_examples
     from inference.artifacts import atomic_dir
 
     if preset not in PLANS:
@@ -188,16 +189,15 @@ def build_demo_models(
         "size": asdict(size),
     }
     if not paths["base"].exists():
-        corpus = pretraining_corpus(plan.corpus_docs, seed)
+        corpus, curation = curated_corpus(plan.corpus_docs, seed)
         examples = sft_examples(plan.sft_examples, seed + 1)
         tokenizer = train_tokenizer(
             corpus + [_chat_text(e) for e in examples], size.vocab_size
         )
         model = init_model(tokenizer, size, seed=seed)
-        metrics = pretrain(model, tokenizer, corpus, plan, seed, progress)
         with atomic_dir(paths["base"]) as tmp:
-            model.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
+            metrics = pretrain(model, tokenizer, corpus, plan, seed, tmp)
+            metrics["curation"] = curation
             _write_info(tmp, config, metrics)
     if not paths["sft"].exists():
         examples = sft_examples(plan.sft_examples, seed + 1)
@@ -213,66 +213,71 @@ def read_build_info(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / BUILD_INFO_FILE).read_text())
 
 
+def curated_corpus(n_docs: int, seed: int) -> tuple[list[str], dict[str, Any]]:
+    """Return the demo corpus after the platform's corpus curation, and its report."""
+    from annotation.curation import CORPUS_FILTERS, curate
+    from demo.world import pretraining_corpus
+
+    docs = pretraining_corpus(n_docs, seed)
+    curated = curate(docs, CORPUS_FILTERS)
+    report = curated.report(len(docs))
+    report["filters"] = CORPUS_FILTERS.to_dict()
+    return [docs[i] for i in curated.kept], report
+
+
 def pretrain(
-    model, tokenizer, corpus: list[str], plan: BuildPlan, seed: int, progress: bool
+    model,
+    tokenizer,
+    corpus: list[str],
+    plan: BuildPlan,
+    seed: int,
+    out_dir: Path,
 ) -> dict:
-    """Train the model by next-token prediction on random blocks of the corpus.
+    """Pre-train the model by next-token prediction with the platform's pretrain stage.
 
-    The documents are joined, each ended by eos, into one token stream; each step
-    takes `pretrain_batch` random windows of `block_size` tokens. AdamW, linear
-    warm-up then cosine decay. Return the final loss (mean of the last 10 steps).
+    The freshly initialised model is saved as the stage's base, the corpus written
+    as the JSONL a corpus upload stores, and `training.pretrain.train` runs on
+    them (packed blocks of `block_size` tokens, cosine decay after a 5% warm-up,
+    2% of the documents held out for perplexity), saving into `out_dir`. Return
+    the first and last logged loss, the held-out perplexity before and after, and
+    the stage's other figures.
     """
-    import torch
-    from tqdm import tqdm
+    import tempfile
 
-    ids: list[int] = []
-    for doc in corpus:
-        ids.extend(tokenizer(doc, add_special_tokens=False)["input_ids"])
-        ids.append(tokenizer.eos_token_id)
-    stream = torch.tensor(ids, dtype=torch.long)
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=plan.pretrain_lr, weight_decay=0.01
-    )
-    warmup = max(1, plan.pretrain_steps // 20)
+    from training.pretrain import PretrainConfig, train
+    from training.progress import Reporter, read_progress
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        done = (step - warmup) / max(1, plan.pretrain_steps - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * done))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_at)
-    model.train()
-    losses: list[float] = []
     start = time.monotonic()
-    bar = tqdm(
-        range(plan.pretrain_steps), desc="pre-train demo-base", disable=not progress
-    )
-    for _ in bar:
-        offsets = torch.randint(
-            0,
-            len(stream) - plan.block_size,
-            (plan.pretrain_batch,),
-            generator=generator,
+    with tempfile.TemporaryDirectory(prefix="demo-pretrain-") as work:
+        work = Path(work)
+        model.save_pretrained(work / "init")
+        tokenizer.save_pretrained(work / "init")
+        data = work / "corpus.jsonl"
+        data.write_text("".join(json.dumps({"text": d}) + "\n" for d in corpus))
+        config = PretrainConfig(
+            base_path=str(work / "init"),
+            max_steps=plan.pretrain_steps,
+            per_device_train_batch_size=plan.pretrain_batch,
+            max_length=plan.block_size,
+            learning_rate=plan.pretrain_lr,
+            warmup_steps=0.05,
+            eval_fraction=0.02,
+            save_steps=plan.pretrain_steps + 1,  # no checkpoint: the build is short
+            logging_steps=max(1, plan.pretrain_steps // 20),
+            seed=seed,
+            trl_args={"lr_scheduler_type": "cosine", "weight_decay": 0.01},
         )
-        batch = torch.stack(
-            [stream[o : o + plan.block_size] for o in offsets]
-        )  # (batch, block)
-        loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        bar.set_postfix(loss=f"{losses[-1]:.3f}")
-    model.eval()
-    tail = losses[-10:]
+        reporter = Reporter(work / "run")
+        metrics = train(config, data_path=data, output_dir=out_dir, reporter=reporter)
+        losses = [
+            line["loss"] for line in read_progress(work / "run")[0] if "loss" in line
+        ]
     return {
         "pretrain_initial_loss": round(losses[0], 4),
-        "pretrain_loss": round(sum(tail) / len(tail), 4),
-        "pretrain_tokens": len(ids),
+        "pretrain_loss": round(losses[-1], 4),
+        "pretrain_perplexity_before": round(metrics["eval_perplexity_before"], 3),
+        "pretrain_perplexity": round(metrics["eval_perplexity"], 3),
+        "pretrain_documents": len(corpus),
         "parameters": sum(p.numel() for p in model.parameters()),
         "wall_s": round(time.monotonic() - start, 1),
     }

@@ -1,5 +1,6 @@
 """The tiny demo models: folders that load back, a build that trains, registers and skips."""
 
+import json
 import math
 import shutil
 
@@ -32,6 +33,26 @@ def test_pretraining_lowers_the_loss_and_records_it(demo_models):
     assert math.isfinite(metrics["pretrain_loss"])
     assert metrics["pretrain_loss"] < metrics["pretrain_initial_loss"]
     assert read_build_info(demo_models["base"])["config"]["preset"] == "micro"
+
+
+def test_the_demo_corpus_is_curated_and_pretrained_with_the_platform_stage(
+    demo_models,
+):
+    from annotation.curation import CORPUS_FILTERS
+    from training.pretrain import PretrainConfig
+
+    metrics = read_build_info(demo_models["base"])["metrics"]
+    curation = metrics["curation"]
+    assert curation["total"] == 200
+    assert curation["kept"] == metrics["pretrain_documents"]
+    assert curation["kept"] + curation["dropped"] == 200
+    assert curation["filters"] == CORPUS_FILTERS.to_dict()
+    assert metrics["pretrain_perplexity"] < metrics["pretrain_perplexity_before"]
+    # The stage's own record of its config sits beside the weights.
+    stage_config = json.loads(
+        (demo_models["base"] / "training_config.json").read_text()
+    )
+    assert PretrainConfig.from_dict(stage_config).max_length == 64
 
 
 def test_the_sft_model_is_fine_tuned_from_the_base_and_keeps_the_chat_template(
