@@ -217,3 +217,30 @@ def _jsonl(rows: list) -> str:
     return "".join(
         json.dumps({"text": r} if isinstance(r, str) else r) + "\n" for r in rows
     )
+
+
+def test_the_command_curates_a_file_into_the_project(project, tmp_path):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    path = tmp_path / "town.txt"
+    path.write_text("\n\n".join([DOCS[0], DOCS[0], DOCS[1]]))
+    out = StringIO()
+    call_command(
+        "import_corpus",
+        str(path),
+        "--project",
+        project.name,
+        "--name",
+        "town",
+        "--set",
+        "min_chars=20",
+        stdout=out,
+    )
+    corpus = Corpus.objects.get(name="town")
+    assert (corpus.kept, corpus.filters["min_chars"]) == (2, 20)
+    assert out.getvalue().splitlines() == [
+        f"town: kept 2 of 3 records, SHA-256 {corpus.sha256}",
+        "  exact_duplicate: 1 dropped",
+    ]
