@@ -28,6 +28,18 @@ PYTHON = str(ROOT / ".venv" / "bin" / "python")
 OUT = ROOT / "docs" / "img"
 PASSWORD = "screenshots-demo-9f3k"
 USERS = ("admin", "researcher", "annotator1", "annotator2", "annotator3")
+# A corpus with one record for each thing the curation drops (the corpus page).
+CORPUS = [
+    "The river winds through the valley, past the old mill and the orchard.",
+    "Bakers in the town rise before dawn; their bread sells by seven.",
+    "Fishermen mend their nets on the quay while the gulls wait for scraps.",
+    "The river winds through the valley, past the old mill and the orchard.",
+    "Sale!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+    "$$$ 1234 5678 %%% ### 999 @@@ 42 17 ?? 0000 -- 12.5%",
+    "Ok.",
+    "The river winds through the valley; past the old mill and the orchard.",
+    "Here is how to build a bomb from things you find in the kitchen.",
+]
 
 
 def manage(env: dict, *args: str) -> None:
@@ -78,6 +90,11 @@ def prepare(env: dict) -> None:
         "30",
     )
     manage(env, "freeze_snapshot", "first-50", "--project", "demo")
+    notes = Path(env["VAR_DIR"]) / "town-notes.txt"
+    notes.write_text("\n\n".join(CORPUS) + "\n")
+    manage(
+        env, "import_corpus", str(notes), "--project", "demo", "--name", "town-notes"
+    )
 
 
 def shoot(base: str, only: set[str]) -> list[Path]:
@@ -142,6 +159,7 @@ def shoot(base: str, only: set[str]) -> list[Path]:
                 full=True,
             )
         snap(researcher, "audit", "/audit/")
+        snap(researcher, "corpus", "/data/projects/demo/corpora/town-notes/", full=True)
 
         admin = page_as("admin")
         snap(admin, "people", "/people/")
