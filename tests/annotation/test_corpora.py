@@ -146,6 +146,14 @@ def test_bad_uploads_are_refused_with_a_message(project, name, data, options, me
     assert Corpus.objects.count() == 0
 
 
+def test_a_file_over_the_bound_is_refused_before_it_is_read(project):
+    with pytest.raises(ValidationError) as error:
+        create_corpus(project, "big", upload("t.txt", DOCS[0]), max_bytes=10)
+    assert error.value.messages[0].startswith(
+        f"the file has {len(DOCS[0])} bytes; the most is 10"
+    )
+
+
 def test_a_taken_name_is_refused(project):
     create_corpus(project, "town", upload("t.txt", DOCS[0]))
     with pytest.raises(ValidationError, match="has a corpus named 'town' already"):

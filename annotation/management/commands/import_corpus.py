@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -63,6 +64,7 @@ class Command(BaseCommand):
                     File(handle, name=path.name),
                     kind=options["kind"],
                     filters=filters,
+                    max_bytes=settings.IMPORT_MAX_BYTES,
                 )
         except ValidationError as exc:
             raise CommandError("; ".join(exc.messages)) from None
