@@ -20,7 +20,7 @@ import json
 import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -48,6 +48,11 @@ from inference.models import Policy
 FORMATS = ("trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking")
 MAX_TEXT_CHARS = 100_000
 BATCH = 2000
+# How often reading reports progress, in records.
+PROGRESS_EVERY = 1000
+
+# Told, as a file is read, the share of it read (0 to 1) and the records so far.
+Progress = Callable[[float, int], None]
 
 
 @dataclass
@@ -128,7 +133,9 @@ def _too_many_records(name: str) -> ValidationError:
     )
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[int, dict]]:
+def _read_parquet(
+    path: Path, progress: Progress | None = None
+) -> Iterator[tuple[int, dict]]:
     """Yield the rows of a Parquet file in batches, after checking its footer's sizes."""
     import pyarrow.parquet as pq
 
@@ -149,18 +156,26 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, dict]]:
         for row in batch.to_pylist():
             line += 1
             yield line, row
+        if progress is not None:
+            progress(line / max(1, meta.num_rows), line)
 
 
-def _read_jsonl(path: Path, compressed: bool) -> Iterator[tuple[int, dict | Rejection]]:
+def _read_jsonl(
+    path: Path, compressed: bool, progress: Progress | None = None
+) -> Iterator[tuple[int, dict | Rejection]]:
     """Yield the objects of a (gzip) JSONL file, line by bounded line."""
     max_line = settings.IMPORT_MAX_LINE_BYTES
     records = 0
     with open(path, "rb") as raw:
         inner: BinaryIO = gzip.GzipFile(fileobj=raw) if compressed else raw
-        size = path.stat().st_size if compressed else None
+        file_size = path.stat().st_size
+        size = file_size if compressed else None
         stream = io.BufferedReader(_CappedStream(inner, path.name, size), 1 << 16)
         line = 0
         while chunk := stream.readline(max_line + 1):
+            if progress is not None and line % PROGRESS_EVERY == 0 and line:
+                # The compressed bytes consumed: a share of the file, gzip or not.
+                progress(min(1.0, raw.tell() / max(1, file_size)), records)
             line += 1
             if len(chunk) > max_line:
                 raise ValidationError(
@@ -173,6 +188,8 @@ def _read_jsonl(path: Path, compressed: bool) -> Iterator[tuple[int, dict | Reje
             if records > settings.IMPORT_MAX_RECORDS:
                 raise _too_many_records(path.name)
             yield line, _json_object(line, chunk)
+        if progress is not None:
+            progress(1.0, records)
 
 
 def _json_object(line: int, chunk: bytes) -> dict | Rejection:
@@ -188,19 +205,22 @@ def _json_object(line: int, chunk: bytes) -> dict | Rejection:
     return obj
 
 
-def read_objects(path: Path) -> Iterator[tuple[int, dict | Rejection]]:
+def read_objects(
+    path: Path, progress: Progress | None = None
+) -> Iterator[tuple[int, dict | Rejection]]:
     """Yield (line, object) for each record of a JSONL, gzip JSONL or Parquet file.
 
     A line that is not a JSON object yields a Rejection instead. Past the import caps
     (records, bytes, decompression ratio, line length: settings IMPORT_MAX_*) reading
-    stops with a ValidationError naming the cap.
+    stops with a ValidationError naming the cap. `progress`, when given, is told as
+    the file is read the share of it read and the records so far (1.0 at the end).
     """
     with open(path, "rb") as probe:
         magic = probe.read(4)
     if magic == b"PAR1":
-        yield from _read_parquet(path)
+        yield from _read_parquet(path, progress)
     else:
-        yield from _read_jsonl(path, compressed=magic[:2] == b"\x1f\x8b")
+        yield from _read_jsonl(path, magic[:2] == b"\x1f\x8b", progress)
 
 
 def detect_format(obj: dict) -> str:
@@ -224,11 +244,14 @@ def detect_format(obj: dict) -> str:
     )
 
 
-def parse_file(path: Path, fmt: str | None = None) -> Parsed:
-    """Read and validate every record; nothing is written."""
+def parse_file(
+    path: Path, fmt: str | None = None, progress: Progress | None = None
+) -> Parsed:
+    """Read and validate every record; nothing is written. `progress`: see
+    `read_objects`."""
     if fmt is not None and fmt not in FORMATS:
         raise ValidationError(f"format must be one of {FORMATS}, got {fmt!r}")
-    objects = list(read_objects(path))
+    objects = list(read_objects(path, progress))
     rejected = [o for _, o in objects if isinstance(o, Rejection)]
     good = [(line, o) for line, o in objects if not isinstance(o, Rejection)]
     if fmt is None:
@@ -588,17 +611,19 @@ def import_preferences(
     skip_invalid: bool = False,
     user: AbstractBaseUser | None = None,
     display_name: str | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Import a file's rankings into the project and return the report.
 
     With any rejected record and `skip_invalid` off, nothing is written (the report
     says why); otherwise every valid record lands in one transaction. Prompts are
     deduplicated against the project's existing prompts by content hash.
+    `progress` is told how far reading the file got (see `read_objects`).
     """
     path = Path(path)
     display_name = display_name or path.name
     source = source or source_name(Path(display_name))
-    parsed = parse_file(path, fmt)
+    parsed = parse_file(path, fmt, progress)
     report = ImportReport(
         project=project,
         source=display_name,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
+import string
 import tracemalloc
 from pathlib import Path
 
@@ -73,3 +75,42 @@ def test_parquet_over_the_caps_is_refused_from_its_footer(tmp_path, settings):
     settings.IMPORT_MAX_BYTES = 50
     with pytest.raises(ValidationError, match="more than 50 bytes"):
         parse_file(path)
+
+
+@pytest.mark.parametrize("kind", ["jsonl", "gzip", "parquet"])
+def test_reading_reports_its_progress_up_to_the_whole_file(tmp_path, kind):
+    # Random texts: a gzip of them is as big as a real file's, not a few blocks.
+    rng = random.Random(0)
+    rows = [
+        {**ROW, "prompt": "".join(rng.choices(string.ascii_letters, k=200))}
+        for _ in range(4_500)
+    ]
+    path = tmp_path / f"rows.{kind}"
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=1_000)
+    else:
+        text = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        path.write_bytes(gzip.compress(text) if kind == "gzip" else text)
+    seen: list[tuple[float, int]] = []
+    parse_file(path, progress=lambda share, records: seen.append((share, records)))
+    assert len(seen) >= 3
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen)
+    assert 0 < seen[0][0] < 0.5 and 0 < seen[0][1] < 4_500
+    assert seen[-1] == (1.0, 4_500)
+
+
+def test_the_import_command_draws_a_progress_bar(tmp_path, db):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    path = _jsonl(tmp_path / "many.jsonl", 5_000)
+    err = StringIO()
+    call_command("import_preferences", str(path), "--project", "bar", stderr=err)
+    lines = err.getvalue().splitlines()
+    assert lines[-1] == f"reading many.jsonl [{'#' * 30}] 100% 5,000 records"
+    assert 3 <= len(lines) <= 11  # one line per tenth off a terminal
+    assert lines[0].startswith("reading many.jsonl [")

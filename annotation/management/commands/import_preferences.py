@@ -5,7 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import (
+    BaseCommand,
+    CommandError,
+    CommandParser,
+    OutputWrapper,
+)
 from django.db import transaction
 
 from annotation.importing import FORMATS, import_preferences, iter_lines
@@ -18,6 +23,32 @@ class _Refused(Exception):
     def __init__(self, report) -> None:
         super().__init__()
         self.report = report
+
+
+class ProgressBar:
+    """Draw how far reading a file got on stderr: redrawn in place on a terminal,
+    one line per tenth elsewhere (a log keeps eleven lines, not thousands)."""
+
+    WIDTH = 30
+
+    def __init__(self, out: OutputWrapper, name: str) -> None:
+        self.out = out
+        self.name = name
+        self.in_place = out.isatty()
+        self.shown = -1
+
+    def __call__(self, fraction: float, records: int) -> None:
+        tenth = int(fraction * 10)
+        if not self.in_place and tenth == self.shown:
+            return
+        self.shown = tenth
+        filled = int(fraction * self.WIDTH)
+        bar = "#" * filled + "." * (self.WIDTH - filled)
+        line = f"reading {self.name} [{bar}] {fraction:4.0%} {records:,} records"
+        if self.in_place:
+            self.out.write("\r" + line, ending="\n" if fraction >= 1 else "")
+        else:
+            self.out.write(line)
 
 
 class Command(BaseCommand):
@@ -56,6 +87,7 @@ class Command(BaseCommand):
                     fmt=options["format"],
                     source=options["source"],
                     skip_invalid=options["skip_invalid"],
+                    progress=ProgressBar(self.stderr, path.name),
                 )
                 if created and not report.is_applied:
                     raise _Refused(report)
