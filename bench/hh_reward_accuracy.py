@@ -54,7 +54,12 @@ with other sessions (load 10-13, so this process got about a quarter of a core):
   prompts imported): stopped after 30 of 422 steps (loss still 0.693), at about
   18 s a step it would not have ended before the session's deadline.
 - `.venv/bin/python bench/hh_reward_accuracy.py` (the defaults, 2 threads),
-  started 08:49 UTC under load 11-12: running when this was written.
+  started 08:49 UTC under load 11-13: stopped after 20 steps, at 22 s a step,
+  slower than one thread on this contended machine.
+- `.venv/bin/python bench/hh_reward_accuracy.py --threads 1`, started again at
+  09:01 UTC under load 12-13: running when this was written; at about 18 s a
+  step it ends near 11:05 UTC, after this session's deadline (log:
+  /tmp/hh/runs/minilm-test-1t.log on the development machine).
 
 Earlier runs (2026-11-28, quiet machine, the previous version of this script,
 which called training.reward directly on the same kind of split, seed 0; 3,371
@@ -495,6 +500,8 @@ def main() -> None:
             Path(args.eval_file), work, args.context_turns, args.max_chars
         )
     train_rows, held_out = split(rows, eval_rows, args.split, args.seed)
+    if not held_out:
+        raise SystemExit(f"no HH-RLHF pairs to evaluate in {args.eval_file}")
     print(
         f"{len(rows)} pairs in the sample: {len(train_rows)} train; evaluated: "
         f"{len(held_out)} ({args.eval_file or args.split + ' split, by prompt'})"
