@@ -77,6 +77,32 @@ def parse_order(data: QueryDict, response_ids: list[int] | range) -> list[list[i
     return Ranking.validate_order(order, response_ids)
 
 
+def pairwise_judgement(
+    preference: int | None, names: list[int]
+) -> tuple[list[list[int]], int]:
+    """Return the order and strength a point of the pairwise scale means.
+
+    `preference` is the point: negative prefers the first response (A), positive the
+    second (B), 0 ties them ("about the same"); its size is the strength. `names`:
+    how the order names the task's two responses, in display order. Raise
+    ValidationError when no point was chosen or the task has not two responses.
+    """
+    if preference is None:
+        raise ValidationError(
+            "choose how the two responses compare: a point on the scale from A "
+            "better to B better, or about the same"
+        )
+    if len(names) != 2:
+        raise ValidationError(
+            f"a pairwise judgement compares 2 responses; this task has {len(names)}"
+        )
+    first, second = names
+    if preference == 0:
+        return [[first, second]], 0
+    better, worse = (first, second) if preference < 0 else (second, first)
+    return [[better], [worse]], abs(preference)
+
+
 def _int_list(values: list[str], what: str) -> list[int]:
     if len(values) > MAX_RESPONSES:
         raise ValidationError(
@@ -122,6 +148,9 @@ class RankingForm(forms.Form):
     strength = forms.IntegerField(
         required=False, min_value=0, max_value=MAX_STRENGTH_LEVELS
     )
+    preference = forms.IntegerField(
+        required=False, min_value=-MAX_STRENGTH_LEVELS, max_value=MAX_STRENGTH_LEVELS
+    )
 
     def __init__(
         self, data: QueryDict, *, user: AbstractBaseUser, project: Project
@@ -142,7 +171,13 @@ class RankingForm(forms.Form):
         if "lease" not in cleaned:
             return cleaned
         handles = range(1, len(self.response_ids) + 1)
-        cleaned["order"] = parse_order(self.data, handles)
+        pairwise = self.project.mode == Project.Mode.PAIRWISE
+        if pairwise and not (self.data.get("order") or "").strip():
+            cleaned["order"], cleaned["strength"] = pairwise_judgement(
+                cleaned.get("preference"), list(handles)
+            )
+        else:
+            cleaned["order"] = parse_order(self.data, handles)
         strength = Ranking.validate_strength(
             cleaned.get("strength"), cleaned["order"], self.project
         )

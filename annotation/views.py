@@ -158,6 +158,18 @@ def _options(n: int) -> SafeString:
     )
 
 
+def _scale(project: Project) -> list[dict[str, str]]:
+    """Return the pairwise scale's points, A's strongest first: the `preference`
+    value each posts and its text."""
+    return [
+        {
+            "value": str(-strength if side == "A" else strength),
+            "text": f"{side} {label}" if side else label.capitalize(),
+        }
+        for side, label, strength in project.strength_scale()
+    ]
+
+
 @lru_cache(maxsize=64)
 def _guidelines_html(text: str) -> SafeString:
     # Markdown + nh3 cost more than the rest of the page; guidelines rarely change.
@@ -219,6 +231,10 @@ def _workspace(
             rank_options=_options(len(responses)),
             rating_options=_options(7),
         )
+        if project.mode == Project.Mode.PAIRWISE:
+            context["scale"] = _scale(project)
+            for response, side in zip(responses, "AB", strict=False):
+                response["side"] = side
     template = (
         "annotation/_workspace.html" if request.htmx else "annotation/workspace.html"
     )
@@ -295,7 +311,10 @@ def submit(request: HttpRequest, name: str) -> HttpResponse:
     - `rewrite`: a better response written by the annotator;
     - `aspect-<handle>-<aspect>`: 1 to 7 for the project's aspects (blank: not
       rated);
-    - `active_seconds`: active time measured by the page.
+    - `active_seconds`: active time measured by the page;
+    - pairwise projects: `preference`, the point on the strength scale (-levels:
+      A's strongest, 0: about the same, levels: B's strongest) in place of
+      `order`; or `order` with `strength` (see `Ranking.validate_strength`).
 
     Answer 303 to the workspace (htmx: the next task's workspace, 200). A missing,
     repeated or unknown response, or any other invalid field, answers 400 with the

@@ -2,7 +2,9 @@
  *
  * The page works without this script (a rank select per response); with it, the
  * ranking is built in #ranked and sent as JSON tie groups in the hidden `order`
- * field. Re-initialised on every htmx swap of #workspace.
+ * field. A pairwise project's page has A and B and a strength scale of radio
+ * buttons (#strength-scale) instead, which posts by itself; here keys choose its
+ * points. Re-initialised on every htmx swap of #workspace.
  */
 (function () {
   "use strict";
@@ -109,6 +111,54 @@
     say(ws, "Response " + last.dataset.num + " moved back to not ranked.");
   }
 
+  // Pairwise: the points of the strength scale, A's strongest first.
+  function points(ws) {
+    return ws.querySelectorAll('#strength-scale input[name="preference"]');
+  }
+
+  function isPair(ws) {
+    return !!ws.querySelector("#strength-scale");
+  }
+
+  function chosen(ws) {
+    return Array.prototype.findIndex.call(points(ws), function (p) { return p.checked; });
+  }
+
+  function choose(ws, i) {
+    var all = points(ws);
+    if (i < 0 || i >= all.length) { say(ws, "The scale has points 1 to " + all.length + "."); return; }
+    all[i].checked = true;
+    say(ws, all[i].parentNode.querySelector("span").textContent + ".");
+  }
+
+  function move(ws, step) {
+    var i = chosen(ws), middle = Math.floor(points(ws).length / 2);
+    choose(ws, i < 0 ? middle : Math.max(0, Math.min(points(ws).length - 1, i + step)));
+  }
+
+  function flag(ws, num) {
+    var box = ws.querySelector('.response[data-num="' + num + '"] .unsafe-box');
+    if (!box) return;
+    box.checked = !box.checked;
+    var name = isPair(ws) ? (num === "1" ? "A" : "B") : num;
+    say(ws, "Response " + name + (box.checked ? " flagged unsafe." : " no longer flagged."));
+  }
+
+  // Keys of a pairwise page; true when the key was one of them.
+  function pairKey(ws, e) {
+    if (/^[1-9]$/.test(e.key)) { choose(ws, parseInt(e.key, 10) - 1); return true; }
+    switch (e.key) {
+      case "ArrowLeft": move(ws, -1); return true;
+      case "ArrowRight": move(ws, 1); return true;
+      case "=": choose(ws, Math.floor(points(ws).length / 2)); return true;
+      case "Enter":
+        if (chosen(ws) < 0) { say(ws, "Choose a point on the scale first: keys 1 to " + points(ws).length + "."); return true; }
+        ws.querySelector("#rank-form").requestSubmit();
+        return true;
+    }
+    return false;
+  }
+
   function toggleHelp(ws, show) {
     var help = ws.querySelector("#keys-help"), button = ws.querySelector("#keys-button");
     if (!help) return;
@@ -146,6 +196,14 @@
     flagMode = false;
     var form = ws.querySelector("#rank-form");
     if (!form) return;
+    if (!isPair(ws)) initRanking(ws);
+    var keysButton = ws.querySelector("#keys-button");
+    if (keysButton) keysButton.addEventListener("click", function () { toggleHelp(ws); });
+    fold(ws);
+    tick();
+  }
+
+  function initRanking(ws) {
     ws.querySelector(".ranking").hidden = false;
     ws.querySelectorAll(".nojs-rank").forEach(function (label) {
       label.hidden = true;
@@ -170,11 +228,7 @@
         });
       });
     }
-    var keysButton = ws.querySelector("#keys-button");
-    if (keysButton) keysButton.addEventListener("click", function () { toggleHelp(ws); });
-    fold(ws);
     sync(ws);
-    tick();
   }
 
   function tick() {
@@ -217,20 +271,30 @@
       return;
     }
     if (typing || e.ctrlKey || e.metaKey || e.altKey) return;
+    var pair = isPair(ws);
+    if (flagMode && pair && /^[ab12]$/i.test(e.key)) {
+      e.preventDefault();
+      flagMode = false;
+      flag(ws, /^[a1]$/i.test(e.key) ? "1" : "2");
+      return;
+    }
     if (flagMode && /^[1-9]$/.test(e.key)) {
       e.preventDefault();
       flagMode = false;
-      var box = ws.querySelector('.response[data-num="' + e.key + '"] .unsafe-box');
-      if (box) { box.checked = !box.checked; say(ws, "Response " + e.key + (box.checked ? " flagged unsafe." : " no longer flagged.")); }
+      flag(ws, e.key);
       return;
     }
     flagMode = false;
+    if (pair && !(e.key === "Enter" && t.closest && t.closest("button, a, summary")) && pairKey(ws, e)) {
+      e.preventDefault();
+      return;
+    }
     if (/^[1-9]$/.test(e.key)) { e.preventDefault(); pick(ws, chipOf(ws, e.key)); return; }
     switch (e.key) {
       case "=": e.preventDefault(); tie(ws); return;
       case "Backspace": case "u": e.preventDefault(); undo(ws); return;
-      case "f": e.preventDefault(); flagMode = true; say(ws, "Flag which response as unsafe? Press its number."); return;
-      case "b": e.preventDefault(); var all = ws.querySelector("#all-bad"); all.checked = !all.checked; say(ws, all.checked ? "All responses flagged bad." : "All-bad flag removed."); return;
+      case "f": e.preventDefault(); flagMode = true; say(ws, pair ? "Flag which response as unsafe? Press a or b." : "Flag which response as unsafe? Press its number."); return;
+      case "b": e.preventDefault(); var all = ws.querySelector("#all-bad"); all.checked = !all.checked; say(ws, all.checked ? (pair ? "Both responses flagged bad." : "All responses flagged bad.") : "All-bad flag removed."); return;
       case "r": e.preventDefault(); ws.querySelector("#rationale").focus(); return;
       case "s": e.preventDefault(); ws.querySelector("#skip-reason").focus(); return;
       case "?": e.preventDefault(); toggleHelp(ws); return;

@@ -255,3 +255,74 @@ def test_settings_page_renames_the_levels_of_a_project_with_tasks(pairwise, admi
     assert login(admin_user).post(url, fields).status_code == 303
     pairwise.refresh_from_db()
     assert pairwise.strength_labels == ["a bit", "clearly", "far"]
+
+
+def test_workspace_shows_a_and_b_and_the_scale_from_a_to_b(pairwise, annotator):
+    ab_task(pairwise)
+    client = login(annotator)
+    client.post(reverse("annotation:annotate", args=[pairwise.name]))
+    body = client.get(reverse("annotation:annotate", args=[pairwise.name])).content
+    body = body.decode()
+    assert "Response A" in body and "Response B" in body
+    points = [
+        "A much better",
+        "A better",
+        "A slightly better",
+        "About the same",
+        "B slightly better",
+        "B better",
+        "B much better",
+    ]
+    positions = [body.index(f"<span>{p}</span>") for p in points]
+    assert positions == sorted(positions)
+    assert 'name="preference" value="-3"' in body
+    assert 'id="ranked"' not in body  # no K-wise ranking on this page
+
+
+@pytest.mark.parametrize(
+    ("preference", "order_positions", "strength"),
+    [("-3", [[0], [1]], 3), ("2", [[1], [0]], 2), ("0", [[0, 1]], 0)],
+)
+def test_a_point_on_the_scale_posts_the_order_and_strength(
+    pairwise, annotator, preference, order_positions, strength
+):
+    task = ab_task(pairwise)
+    client = login(annotator)
+    client.post(reverse("annotation:annotate", args=[pairwise.name]))
+    lease = next_task(pairwise, annotator)
+    answer = client.post(
+        reverse("annotation:submit", args=[pairwise.name]),
+        {"lease": lease.pk, "preference": preference, "all_bad": "on"},
+    )
+    assert answer.status_code == 303
+    rids = ids(task)
+    ranking = Ranking.objects.get()
+    assert (ranking.order, ranking.strength, ranking.all_bad) == (
+        [[rids[p] for p in group] for group in order_positions],
+        strength,
+        True,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "choose how the two responses compare"),
+        ({"preference": "4"}, "needs a strength from 0 (about the same) to 3"),
+        ({"preference": "9"}, "less than or equal to 5"),
+    ],
+)
+def test_a_judgement_without_a_point_within_the_scale_is_refused(
+    pairwise, annotator, fields, message
+):
+    ab_task(pairwise)
+    client = login(annotator)
+    client.post(reverse("annotation:annotate", args=[pairwise.name]))
+    lease = next_task(pairwise, annotator)
+    answer = client.post(
+        reverse("annotation:submit", args=[pairwise.name]),
+        {"lease": lease.pk, **fields},
+    )
+    assert answer.status_code == 400
+    assert message in answer.content.decode()
+    assert Ranking.objects.count() == 0
