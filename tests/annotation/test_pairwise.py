@@ -326,3 +326,14 @@ def test_a_judgement_without_a_point_within_the_scale_is_refused(
     assert answer.status_code == 400
     assert message in answer.content.decode()
     assert Ranking.objects.count() == 0
+
+
+def test_review_page_shows_each_judgements_strength(pairwise, researcher):
+    task = ab_task(pairwise)
+    one, two = annotators(2)
+    rank(task, one, [[1], [0]], strength=3)
+    rank(task, two, [[0, 1]], strength=0)
+    url = reverse("annotation:review_task", args=[pairwise.name, task.pk])
+    body = " ".join(login(researcher).get(url).content.decode().split())
+    assert '2 &gt; 1 <span class="muted strength">(strength 3)</span>' in body
+    assert "(strength 0)" in body
