@@ -77,6 +77,26 @@ def parse_order(data: QueryDict, response_ids: list[int] | range) -> list[list[i
     return Ranking.validate_order(order, response_ids)
 
 
+def scale_points(project: Project) -> list[dict[str, str]]:
+    """Return the pairwise scale's points, A's strongest first: the `preference`
+    value each posts (see `pairwise_judgement`) and its text."""
+    return [
+        {
+            "value": str(-strength if side == "A" else strength),
+            "text": f"{side} {label}" if side else label.capitalize(),
+        }
+        for side, label, strength in project.strength_scale()
+    ]
+
+
+def preference_of(order: list[list[int]], strength: int, names: list[int]) -> int:
+    """Return the point of the scale a stored judgement is (`pairwise_judgement`
+    reversed): negative when the first of `names` is preferred."""
+    if strength == 0 or len(order) < 2:
+        return 0
+    return -strength if order[0][0] == names[0] else strength
+
+
 def pairwise_judgement(
     preference: int | None, names: list[int]
 ) -> tuple[list[list[int]], int]:

@@ -11,8 +11,9 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 
+from annotation.forms import pairwise_judgement, preference_of, scale_points
 from annotation.membership import get_project_for
-from annotation.models import Ranking, Response
+from annotation.models import Project, Ranking, Response
 from annotation.revisions import RevisionRefused, revisability, revise_ranking
 from config.forms import outcome, refusal_text
 from config.roles import ANNOTATOR, role_required
@@ -70,7 +71,8 @@ def revise(request: HttpRequest, name: str, ranking_id: int) -> HttpResponse:
     """Show one of the annotator's rankings; POST stores a revised order.
 
     POST fields: `rank-<n>` for each response number n (1 is best, equal numbers
-    tie), optional `rationale`. Outside the window, or on a settled task, the page
+    tie), or in a pairwise project `preference` (the point of the strength scale,
+    as on the workspace); optional `rationale`. Outside the window, or on a settled task, the page
     says why and offers no form; a POST then answers 409.
     """
     project = get_project_for(request.user, name)
@@ -82,15 +84,12 @@ def revise(request: HttpRequest, name: str, ranking_id: int) -> HttpResponse:
     if ranking.annotator_id != request.user.pk:
         raise PermissionDenied("You can see and revise only your own rankings.")
     responses = list(ranking.task.responses.order_by("position", "id"))
+    ids = [r.pk for r in responses]
+    pairwise = project.mode == Project.Mode.PAIRWISE
     error, status = "", 200
     if request.method == "POST":
         _, refused = outcome(
-            lambda: revise_ranking(
-                ranking,
-                request.user,
-                _posted_order(request.POST, len(responses)),
-                rationale=request.POST.get("rationale"),
-            )
+            lambda: _revise(request, ranking, len(responses), pairwise)
         )
         if refused:
             error = refusal_text(refused)
@@ -113,6 +112,12 @@ def revise(request: HttpRequest, name: str, ranking_id: int) -> HttpResponse:
                 for n, r in enumerate(responses, start=1)
             ],
             "rank_choices": range(1, len(responses) + 1),
+            "scale": scale_points(project) if pairwise else None,
+            "point": (
+                str(preference_of(ranking.order, ranking.strength or 0, ids))
+                if pairwise
+                else None
+            ),
             "error": error,
         },
         status=status,
@@ -135,3 +140,33 @@ def _posted_order(data: QueryDict, k: int) -> list[list[int]]:
             )
         by_rank.setdefault(int(value), []).append(number)
     return [by_rank[r] for r in sorted(by_rank)]
+
+
+def _revise(request: HttpRequest, ranking: Ranking, k: int, pairwise: bool) -> Ranking:
+    """Store the revision the request posted (see `revise`), in handles 1..k."""
+    if pairwise:
+        order, strength = _posted_judgement(request.POST, list(range(1, k + 1)))
+    else:
+        order, strength = _posted_order(request.POST, k), None
+    return revise_ranking(
+        ranking,
+        request.user,
+        order,
+        strength=strength,
+        rationale=request.POST.get("rationale"),
+    )
+
+
+def _posted_judgement(
+    data: QueryDict, handles: list[int]
+) -> tuple[list[list[int]], int]:
+    """Return the order and strength a pairwise revision posted as `preference`.
+
+    Raise ValidationError naming a missing or non-numeric point.
+    """
+    value = (data.get("preference") or "").strip()
+    if not value.lstrip("-").isdigit() or len(value) > 3:
+        raise ValidationError(
+            f"choose a point on the scale (a whole number), got {value!r}"[:300]
+        )
+    return pairwise_judgement(int(value), handles)

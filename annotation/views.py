@@ -41,6 +41,7 @@ from annotation.forms import (
     ProjectSettingsForm,
     RankingForm,
     SkipForm,
+    scale_points,
 )
 from annotation.gold import mark_gold, reinstate, unmark_gold
 from annotation.markdown import render_guidelines
@@ -158,18 +159,6 @@ def _options(n: int) -> SafeString:
     )
 
 
-def _scale(project: Project) -> list[dict[str, str]]:
-    """Return the pairwise scale's points, A's strongest first: the `preference`
-    value each posts and its text."""
-    return [
-        {
-            "value": str(-strength if side == "A" else strength),
-            "text": f"{side} {label}" if side else label.capitalize(),
-        }
-        for side, label, strength in project.strength_scale()
-    ]
-
-
 @lru_cache(maxsize=64)
 def _guidelines_html(text: str) -> SafeString:
     # Markdown + nh3 cost more than the rest of the page; guidelines rarely change.
@@ -232,7 +221,7 @@ def _workspace(
             rating_options=_options(7),
         )
         if project.mode == Project.Mode.PAIRWISE:
-            context["scale"] = _scale(project)
+            context["scale"] = scale_points(project)
             for response, side in zip(responses, "AB", strict=False):
                 response["side"] = side
     template = (

@@ -16,7 +16,13 @@ from django.utils import timezone
 
 from annotation.assignment import RankingSubmission, next_task, submit_ranking
 from annotation.export import export_snapshot
-from annotation.models import Project, Ranking, SnapshotPair, clean_strength_labels
+from annotation.models import (
+    Membership,
+    Project,
+    Ranking,
+    SnapshotPair,
+    clean_strength_labels,
+)
 from annotation.revisions import revise_ranking
 from annotation.snapshots import freeze_snapshot
 from tests.annotation.data_factories import annotators, ids, make_task, rank
@@ -337,3 +343,18 @@ def test_review_page_shows_each_judgements_strength(pairwise, researcher):
     body = " ".join(login(researcher).get(url).content.decode().split())
     assert '2 &gt; 1 <span class="muted strength">(strength 3)</span>' in body
     assert "(strength 0)" in body
+
+
+def test_revise_page_shows_the_current_point_and_stores_a_new_one(pairwise):
+    task = ab_task(pairwise)
+    (a,) = annotators(1)
+    Membership.objects.create(project=pairwise, user=a)
+    first = submit(pairwise, a, [[1], [0]], 2)
+    url = reverse("annotation:revise", args=[pairwise.name, first.pk])
+    client = login(a)
+    page = client.get(url).content.decode()
+    assert 'value="2" checked' in page and "<span>B better</span>" in page
+    answer = client.post(url, {"preference": "-1"})
+    assert answer.status_code == 302
+    revised = Ranking.objects.get(task=task, annotator=a)
+    assert (revised.order, revised.strength) == ([[r] for r in ids(task)], 1)
