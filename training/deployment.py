@@ -24,12 +24,13 @@ def is_evaluated(policy: Policy) -> bool:
     return bool(metrics.get("evaluated")) or any("win_rate" in key for key in metrics)
 
 
-def check_deployable(policy: Policy) -> None:
+def check_deployable(policy: Policy, *, served: bool = False) -> None:
     """Raise ValidationError naming the reason a policy cannot serve a project.
 
     A trained policy (one with a parent) must have been evaluated against its
-    parent; a root policy (a base or SFT model brought in) has nothing to be
-    compared with and is deployable as it is.
+    parent, unless it `served` the project before (a rollback restores it); a root
+    policy (a base or SFT model brought in) has nothing to be compared with and is
+    deployable as it is.
     """
     if policy.kind != Policy.Kind.POLICY:
         raise ValidationError(
@@ -44,7 +45,7 @@ def check_deployable(policy: Policy) -> None:
         raise ValidationError(
             f"{policy.name} has no weights to load; register its base_path first"
         )
-    if policy.parent_id is not None and not is_evaluated(policy):
+    if policy.parent_id is not None and not served and not is_evaluated(policy):
         raise ValidationError(
             f"{policy.name} has not been evaluated against its parent {policy.parent}; "
             "train it in a round with evaluation on (the default) or store its win rate first"
@@ -61,9 +62,14 @@ def deploy_policy(
     """Make `policy` the project's current policy and record the deployment.
 
     Raise ValidationError when the policy is not a ready policy with weights, or is
-    already current.
+    already current. A rollback may restore a policy that served the project before
+    even if it was never evaluated (the demo's SFT policy, set up by `make run`).
     """
-    check_deployable(policy)
+    served = (
+        is_rollback
+        and Deployment.objects.filter(project=project, previous=policy).exists()
+    )
+    check_deployable(policy, served=served)
     with transaction.atomic():
         project = Project.objects.select_for_update().get(pk=project.pk)
         if project.current_policy_id == policy.pk:

@@ -158,7 +158,12 @@ def micro_sft_dir(tmp_path_factory):
 @pytest.fixture
 def micro_project(db, micro_sft_dir, admin_user) -> Project:
     """A demo-domain project on the micro SFT model: 30 pool prompts, 4 test, 2 dev."""
-    sft = Policy.objects.create(name="micro-sft", base_path=str(micro_sft_dir))
+    # A parent, as demo-sft has: redeploying it for the next seed is a rollback to a
+    # policy that served the project, not an unevaluated deployment.
+    base = Policy.objects.create(name="micro-base", base_path=str(micro_sft_dir))
+    sft = Policy.objects.create(
+        name="micro-sft", base_path=str(micro_sft_dir), parent=base
+    )
     project = Project.objects.create(
         name="loop", responses_per_task=3, overlap=2, gold_rate=0.0, current_policy=sft
     )
@@ -209,7 +214,9 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
 
     # Each seed ran both rounds from the SFT policy: four trained policies, two chains.
     sft = Policy.objects.get(name="micro-sft")
-    trained = list(Policy.objects.filter(parent__isnull=False).order_by("id"))
+    trained = list(
+        Policy.objects.filter(parent__isnull=False).exclude(pk=sft.pk).order_by("id")
+    )
     assert len(trained) == 4
     first, second = trained[2:]  # the last seed's
     assert trained[0].parent == sft and trained[1].parent == trained[0]
