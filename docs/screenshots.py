@@ -42,6 +42,27 @@ CORPUS = [
 ]
 
 
+# A pairwise project beside the demo: its first five tasks, two responses each, so the
+# A/B workspace has real demo text to show.
+PAIRWISE_SETUP = """
+from django.contrib.auth.models import User
+from annotation.models import Membership, Project, Prompt, RankingTask, Response
+demo = Project.objects.get(name="demo")
+ab, _ = Project.objects.get_or_create(name="demo-ab", defaults={
+    "title": "Demo A/B", "mode": "pairwise", "responses_per_task": 2,
+    "gold_rate": 0, "guidelines": demo.guidelines})
+for task in demo.tasks.filter(is_gold=False).order_by("id")[:5]:
+    prompt, _ = Prompt.objects.get_or_create(project=ab, content_hash=task.prompt.content_hash,
+        defaults={"messages": task.prompt.messages})
+    new = RankingTask.objects.create(project=ab, prompt=prompt, overlap=3)
+    for position, response in enumerate(task.responses.order_by("position")[:2]):
+        Response.objects.create(task=new, policy=response.policy, text=response.text,
+            sampling=response.sampling, position=position)
+for user in User.objects.filter(username__in=["annotator1", "researcher"]):
+    Membership.objects.get_or_create(project=ab, user=user)
+"""
+
+
 def manage(env: dict, *args: str) -> None:
     subprocess.run([PYTHON, "manage.py", *args], cwd=ROOT, env=env, check=True)
 
@@ -95,6 +116,7 @@ def prepare(env: dict) -> None:
     manage(
         env, "import_corpus", str(notes), "--project", "demo", "--name", "town-notes"
     )
+    manage(env, "shell", "-c", PAIRWISE_SETUP)
 
 
 def shoot(base: str, only: set[str]) -> list[Path]:
@@ -135,6 +157,12 @@ def shoot(base: str, only: set[str]) -> list[Path]:
             annotator.keyboard.press("Enter")
             annotator.wait_for_timeout(1500)
         snap(annotator, "history", "/projects/demo/history/")
+        if not only or "pairwise" in only:  # A better, chosen by its key
+            annotator.goto(f"{base}/projects/demo-ab/annotate/")
+            annotator.wait_for_selector("#workspace[data-ready]")
+            annotator.keyboard.press("2")
+            annotator.screenshot(path=str(OUT / "pairwise.png"))
+            taken.append(OUT / "pairwise.png")
 
         researcher = page_as("researcher")
         snap(researcher, "data-manager", "/data/projects/demo/tasks/", full=True)
