@@ -188,13 +188,17 @@ def perplexity(
     was_training = model.training
     model.eval()
     total_nll, total_tokens = 0.0, 0
+    # Full blocks go in batches; a shorter last block goes alone (no padding).
+    full = [b for b in blocks if len(b) == block_size]
+    batches = [full[i : i + batch_size] for i in range(0, len(full), batch_size)]
+    batches += [[b] for b in blocks if len(b) < block_size]
     with torch.no_grad():
-        for start in range(0, len(blocks), batch_size):
-            for block in blocks[start : start + batch_size]:
-                tokens = torch.tensor([block], device=device)  # (1, seq)
-                loss = model(input_ids=tokens, labels=tokens).loss
-                total_nll += loss.item() * (len(block) - 1)
-                total_tokens += len(block) - 1
+        for batch in batches:
+            tokens = torch.tensor(batch, device=device)  # (batch, seq)
+            loss = model(input_ids=tokens, labels=tokens).loss  # mean over predictions
+            predicted = len(batch) * (len(batch[0]) - 1)
+            total_nll += loss.item() * predicted
+            total_tokens += predicted
     model.train(was_training)
     return math.exp(total_nll / total_tokens)
 

@@ -114,6 +114,18 @@ def test_pretraining_with_lora_saves_an_adapter_on_the_base(tiny_model_dir, tmp_
     assert metrics["eval_perplexity"] > 0
 
 
+def test_perplexity_is_the_same_in_batches_as_block_by_block(tiny_model_dir, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    docs = corpus(20)
+    one = pretrain.perplexity(model, tokenizer, docs, 32, batch_size=1)
+    many = pretrain.perplexity(model, tokenizer, docs, 32, batch_size=8)
+    assert many == pytest.approx(one, rel=1e-5)
+    assert 50 < one < 2000  # a random model: about the vocabulary's size
+
+
 def test_held_out_split_is_seeded_and_disjoint():
     docs = [f"document {i}" for i in range(40)]
     train, held = pretrain.split_held_out(docs, 0.1, seed=3)
