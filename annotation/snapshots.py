@@ -54,7 +54,7 @@ DEDUP_RULES = {
 MARGIN_RULES = {
     "rank": (
         "rank distance between chosen and rejected; a pairwise judgement's strength "
-        "level (1 = the weakest)"
+        "level (1 = the weakest; a consensus: the mean of the votes agreeing with it)"
     ),
     "aspects": (
         "mean aspect rating of chosen minus rejected (without ratings, as the rank "
@@ -188,6 +188,7 @@ class _Source:
     order: list[list[int]]
     annotator: str  # label key before pseudonymisation
     created_at: datetime
+    strength: float | None = None  # pairwise: the judgement's (see _margin)
 
 
 def freeze_snapshot(
@@ -337,9 +338,7 @@ def _derive_rows(
                     "ranking": source.ranking,
                     "chosen": chosen,
                     "rejected": rejected,
-                    "margin": _margin(
-                        source.ranking, chosen, rejected, distance, margin_rule
-                    ),
+                    "margin": _margin(source, chosen, rejected, distance, margin_rule),
                     "label": label,
                 }
             )
@@ -486,7 +485,16 @@ def _select_sources(
             # The stored consensus is kept current on submit; Borda again for rows
             # written without it (imports, fixtures).
             order = task.consensus_order or borda([v.order for v in votes])
-            sources.append(_Source(task, None, order, "consensus", task.created_at))
+            sources.append(
+                _Source(
+                    task,
+                    None,
+                    order,
+                    "consensus",
+                    task.created_at,
+                    _consensus_strength(order, votes),
+                )
+            )
             continue
         for vote in votes:
             kind = _annotator_kind(vote, profiles)
@@ -497,6 +505,7 @@ def _select_sources(
                     vote.order,
                     f"{kind}:{vote.annotator_id}",
                     vote.created_at,
+                    vote.strength,
                 )
             )
     return sources
@@ -535,17 +544,36 @@ def _pairs(
     return pairs
 
 
+def _consensus_strength(order: list[list[int]], votes: list[Ranking]) -> float | None:
+    """Return the strength of a pairwise task's consensus: the mean strength of the
+    votes that prefer the response it prefers. None for a tie or K-wise votes."""
+    if len(order) != 2:
+        return None
+    agreeing = [
+        v.strength
+        for v in votes
+        if v.strength is not None and len(v.order) == 2 and v.order[0] == order[0]
+    ]
+    return float(mean(agreeing)) if agreeing else None
+
+
 def _margin(
-    ranking: Ranking | None, chosen: int, rejected: int, distance: int, margin_rule: str
+    source: _Source,
+    chosen: int,
+    rejected: int,
+    distance: float,
+    margin_rule: str,
 ) -> float:
     """Return a pair's margin by the rule (see MARGIN_RULES).
 
     A pairwise judgement's one pair has rank distance 1 whatever its strength, so
     its strength stands in for the distance (TRL's `margin`, Llama 2 style); a tie
-    kept as a pair (distance 0) stays 0.
+    kept as a pair (distance 0) stays 0. A consensus of pairwise votes has the mean
+    strength of the votes that agree with it; an adjudicated order has none.
     """
-    if ranking is not None and ranking.strength is not None and distance:
-        distance = ranking.strength
+    ranking = source.ranking
+    if source.strength is not None and distance:
+        distance = source.strength
     if margin_rule == "aspects" and ranking is not None and ranking.aspect_ratings:
         ratings = ranking.aspect_ratings
         a, b = ratings.get(str(chosen)) or {}, ratings.get(str(rejected)) or {}

@@ -167,6 +167,21 @@ def test_snapshot_margin_is_the_strength(pairwise):
     assert snapshot.stats["margins"] == {"0": 1, "1": 1, "3": 1}
 
 
+def test_a_consensus_pair_has_the_mean_strength_of_the_votes_agreeing_with_it(
+    pairwise,
+):
+    task = ab_task(pairwise)
+    one, two, three = annotators(3)
+    rank(task, one, [[0], [1]], strength=3)
+    rank(task, two, [[0], [1]], strength=2)
+    rank(task, three, [[1], [0]], strength=1)
+    task.consensus_order = [[ids(task)[0]], [ids(task)[1]]]
+    task.save()
+    snapshot = freeze_snapshot(pairwise, "s", filter={"votes": "consensus"})
+    pair = SnapshotPair.objects.get(snapshot=snapshot)
+    assert (pair.chosen_id, pair.margin) == (ids(task)[0], 2.5)
+
+
 def test_export_margin_column_carries_the_strength_to_the_reward_stage(
     pairwise, tmp_path
 ):
