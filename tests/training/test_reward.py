@@ -280,3 +280,21 @@ def test_a_causal_lm_whose_pad_token_is_its_end_token_trains_lora_and_scores_its
     padded = scoring.score(model, tokenizer, [prompt, prompt], [short, long])
     assert alone[0] == pytest.approx(padded[0], abs=1e-5)
     assert padded[0] != pytest.approx(padded[1], abs=1e-5)
+
+
+def test_use_margin_puts_the_export_margin_in_the_loss(tiny_model_dir, tmp_path):
+    # A pairwise project's "much better" exports margin 3: with use_margin the first
+    # loss is -log sigmoid(r_c - r_r - 3), about 3 for a fresh model, not ln 2.
+    rows = [{**row, "margin": 3.0} for row in preference_records(8)]
+    losses = {}
+    for use_margin in (False, True):
+        config = reward.RewardConfig(
+            base_path=str(tiny_model_dir),
+            max_steps=1,
+            learning_rate=1e-6,
+            per_device_train_batch_size=8,
+            eval_fraction=0.0,
+            use_margin=use_margin,
+        )
+        losses[use_margin] = run(tmp_path, f"m{use_margin}", config, rows)["loss"]
+    assert losses[False] < 1.0 < 2.5 < losses[True]
