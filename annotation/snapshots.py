@@ -482,19 +482,7 @@ def _select_sources(
         if not votes:
             continue
         if f["votes"] == "consensus":
-            # The stored consensus is kept current on submit; Borda again for rows
-            # written without it (imports, fixtures).
-            order = task.consensus_order or borda([v.order for v in votes])
-            sources.append(
-                _Source(
-                    task,
-                    None,
-                    order,
-                    "consensus",
-                    task.created_at,
-                    _consensus_strength(order, votes),
-                )
-            )
+            sources.append(_consensus_source(task, votes))
             continue
         for vote in votes:
             kind = _annotator_kind(vote, profiles)
@@ -542,6 +530,21 @@ def _pairs(
         for group in order:
             pairs.extend((a, b, 0) for a, b in combinations(sorted(group), 2))
     return pairs
+
+
+def _consensus_source(task: RankingTask, votes: list[Ranking]) -> _Source:
+    """Return a task's consensus as the one order to draw its pairs from."""
+    # The stored consensus is kept current on submit; Borda again for rows written
+    # without it (imports, fixtures).
+    order = task.consensus_order or borda([v.order for v in votes])
+    return _Source(
+        task,
+        None,
+        order,
+        "consensus",
+        task.created_at,
+        _consensus_strength(order, votes),
+    )
 
 
 def _consensus_strength(order: list[list[int]], votes: list[Ranking]) -> float | None:
