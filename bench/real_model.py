@@ -31,6 +31,17 @@ Runs (defaults: 16 prompts x K=4, up to 32 new tokens, batch 16, 2 threads):
   after): batched 0.31 candidates/s (207.7 s), one at a time 0.06 candidates/s
   (1066.4 s): 5.1x. A first try without the short OpenMP spin that manage.py sets
   had done ~3 CPU minutes of the batched arm in 16 minutes and was stopped.
+- DPO stage, 2026-12-01 08:39-09:17 UTC, `OMP_NUM_THREADS=1 nice -n 10 ... --stages
+  dpo --dpo-prompts 16 --dpo-steps 8 --dpo-batch 2 --repeat 3` (47 pairs), the
+  2-core machine loaded by five other sessions (CPU probe 0.17 s before, 0.15 s
+  after; load average 11.8-13.3): bare TRL 492.1 / 237.2 / 304.1 s, platform
+  270.6 / 171.6 / 213.7 s (queue 0.1-0.2 s, registration after the stage < 0.1 s),
+  ratios 0.550 / 0.723 / 0.703, median 0.703 (target <= 1.05). The platform was
+  faster in all three pairs, and TRL's own train_runtime differs the same way
+  (bare 417 / 196 / 266 s, platform 232 / 145 / 172 s), so the gap is inside the
+  training loop, not the platform's overhead; the settings are the same (checked:
+  LoRA, float32, no activation checkpointing, threads, nice level), so it is most
+  likely the load (bare runs first in each pair); a quiet-machine rerun is owed.
 """
 
 from __future__ import annotations
