@@ -108,11 +108,17 @@ def reap_stale_jobs(
     cancelled round); return their ids.
 
     Silence counts only where the recorded process cannot be asked (another host or
-    container, none recorded): a process of this host that still runs keeps its job,
-    however late its heartbeat (a stage exporting its data, a busy database).
+    container, none recorded) or where it lives but the stage process it started is
+    gone (it lost track of its job): a process of this host that still runs its
+    stage keeps its job, however late its heartbeat (a stage exporting its data, a
+    busy database).
     """
     now = now or timezone.now()
-    candidates = set(stale_jobs(now, max_silence).values_list("pk", flat=True))
+    candidates = {
+        job.pk
+        for job in stale_jobs(now, max_silence).only("pk", "worker", "pid")
+        if worker_state(job.worker) != "running" or _stage_ended(job)
+    }
     candidates.update(dead_worker_jobs())
     reaped = []
     for job_id in sorted(candidates):
@@ -123,9 +129,8 @@ def reap_stale_jobs(
             )
             state = worker_state(job.worker)
             gone = job.status == Status.RUNNING and state == "gone"
-            silent = (
-                state == "unknown"
-                and stale_jobs(now, max_silence).filter(pk=job_id).exists()
+            silent = stale_jobs(now, max_silence).filter(pk=job_id).exists() and (
+                state == "unknown" or _stage_ended(job)
             )
             if not gone and not silent:
                 continue  # its process runs here, a heartbeat came, or it ended
@@ -146,6 +151,13 @@ def reap_stale_jobs(
                 training_round.save()
             reaped.append(job_id)
     return reaped
+
+
+def _stage_ended(job: TrainingJob) -> bool:
+    """Return whether the job's stage process (its recorded pid, on the worker's host)
+    is gone: a worker that still lives but lost track of its job (it could not
+    record the end while the database was away) left it behind."""
+    return job.pid is not None and worker_state(f"{_machine()}:{job.pid}:") == "gone"
 
 
 def _lost_worker_text(job: TrainingJob, now: datetime, gone: bool) -> tuple[str, str]:

@@ -21,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import OperationalError, transaction
+from django.db import (
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    transaction,
+)
 from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
@@ -85,11 +90,13 @@ class JobWatcher:
             cancelled = TrainingRound.objects.filter(
                 pk=self.round_id, status=Status.CANCELLED
             ).exists()
-        except OperationalError as exc:
-            # A busy database: keep training, try again at the next tick.
+        except (OperationalError, InterfaceError) as exc:
+            # A busy or restarting database: keep training, try again at the next
+            # tick on a fresh connection if this one broke.
             logger.warning(
                 "job %s: could not write progress (%s); retrying", self.job_id, exc
             )
+            close_old_connections()
             return False
         # updated == 0: the row left "running" (the reaper gave up on us): stop too.
         return cancelled or updated == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -432,24 +433,10 @@ def test_a_worker_beside_an_in_process_runner_leaves_its_stage_alone(
     assert skipped.return_value == {"job": first.pk, "status": "skipped"}
 
 
-def test_an_idle_worker_waits_out_a_database_restart(
-    project, admin_user, start_policy, start_worker
-):
-    """PostgreSQL restarting cuts the idle worker's connection and refuses its
-    reconnects for a few seconds; django-tasks-db's own worker exited then. Here the
-    worker's backend is terminated and the database refuses new connections for 3 s
-    (what a restart looks like from the worker, without restarting the server other
-    tests use); then the worker must still run a round."""
-    import time
-
-    from django.db import connection
-
-    if connection.vendor != "postgresql":
-        pytest.skip("restarts a PostgreSQL connection")
-    worker = start_worker()
-    wait_for(
-        lambda: "Starting worker" in worker.log.read_text(), what="the worker to start"
-    )
+def cut_database(connection, seconds: float) -> None:
+    """Do to every other connection of the test database what a PostgreSQL restart
+    does: end its backend, and refuse new connections for `seconds` (without
+    restarting the server other tests use)."""
     db_name = connection.settings_dict["NAME"]
     # From the server's maintenance database, as an admin would (not from this one).
     admin = connection.Database.connect(
@@ -466,15 +453,42 @@ def test_an_idle_worker_waits_out_a_database_restart(
                     "WHERE datname = %s AND pid <> %s",
                     [db_name, connection.connection.info.backend_pid],
                 )
-                time.sleep(3)
-                assert worker.proc.poll() is None, worker.log.read_text()[-2000:]
+                time.sleep(seconds)
             finally:
                 cursor.execute(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true")
     finally:
         admin.close()
 
-    training_round = launch_sleep(project, admin_user, start_policy, steps=2)
 
+def test_a_worker_waits_out_a_database_restart_idle_or_running_a_stage(
+    project, admin_user, start_policy, start_worker
+):
+    """PostgreSQL restarting cuts the worker's connection and refuses its reconnects
+    for a few seconds; django-tasks-db's own worker exited then, and a stage's
+    progress writes failed from then on. The worker must live through it idle, and
+    a stage running through it must still succeed."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("restarts a PostgreSQL connection")
+    worker = start_worker()
+    wait_for(
+        lambda: "Starting worker" in worker.log.read_text(), what="the worker to start"
+    )
+
+    cut_database(connection, 3)
+
+    assert worker.proc.poll() is None, worker.log.read_text()[-2000:]
+    training_round = launch_sleep(
+        project, admin_user, start_policy, steps=60, step_seconds=0.1
+    )
+    wait_for(
+        lambda: TrainingJob.objects.filter(round=training_round, step__gte=3).exists(),
+        what="the stage to run",
+    )
+    cut_database(connection, 3)
     assert wait_until_finished(training_round).status == Status.SUCCEEDED
     assert worker.proc.poll() is None
-    assert "lost the database" in worker.log.read_text()
+    log = worker.log.read_text()
+    assert "lost the database" in log
+    assert "could not write progress" in log

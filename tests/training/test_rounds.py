@@ -226,6 +226,12 @@ def test_the_reaper_never_fails_a_job_whose_process_runs_here_however_silent(
     assert reap_stale_jobs(now=now + timedelta(minutes=10)) == []
     job.refresh_from_db()
     assert job.status == Status.RUNNING
+    # Its stage process is gone, though, and the row still says running: the runner
+    # lost track of it (the database was away when the stage ended). Silence counts.
+    dead_pid = int(dead_process_identity().rsplit(":", 2)[1])
+    TrainingJob.objects.filter(pk=job.pk).update(pid=dead_pid)
+    assert reap_stale_jobs(now=now + timedelta(seconds=59)) == []
+    assert reap_stale_jobs(now=now + timedelta(seconds=61)) == [job.pk]
 
 
 def dead_process_identity() -> str:
