@@ -926,6 +926,13 @@ class ImportOut(Schema):
     id: int
     project: str
     source: str
+    status: str = Field(
+        ...,
+        description="queued, running (the worker reads the file), done (is_applied "
+        "says whether anything landed) or failed (error says why).",
+    )
+    progress: float = Field(..., description="Share of the file read, 0 to 1.")
+    error: str
     format: str
     skip_invalid: bool
     is_applied: bool
@@ -935,15 +942,11 @@ class ImportOut(Schema):
     rankings_created: int
     rejected: list[RejectedLine]
     created_at: datetime
+    finished_at: datetime | None
 
     @staticmethod
     def resolve_project(obj: ImportReport) -> str:
         return obj.project.name
-
-
-class ImportRefusedOut(Schema):
-    detail: str
-    report: ImportOut
 
 
 @router.get(
@@ -955,7 +958,10 @@ class ImportRefusedOut(Schema):
 @paginate(LimitOffsetPagination)
 def list_imports(request: HttpRequest, name: str) -> QuerySet:
     """List a project's imports with their reports (researchers, admins)."""
+    from annotation.importing import fail_lost_imports
+
     require_researcher(request)
+    fail_lost_imports()
     return ImportReport.objects.filter(
         project=project_or_404(request, name)
     ).select_related("project")
@@ -964,7 +970,7 @@ def list_imports(request: HttpRequest, name: str) -> QuerySet:
 @router.post(
     "/projects/{name}/imports",
     auth=scoped(DATA),
-    response={**ERRORS, 201: ImportOut, 400: ImportRefusedOut | ErrorOut},
+    response={202: ImportOut, **ERRORS},
     tags=["imports"],
 )
 def create_import(
@@ -974,31 +980,46 @@ def create_import(
     format: Literal[IMPORT_FORMATS] | None = Form(None),
     skip_invalid: bool = Form(False),
 ):
-    """Import preference data, whole or nothing (researchers, admins).
+    """Queue an import of preference data, whole or nothing (researchers, admins).
 
-    With invalid records and skip_invalid off, nothing lands and the 400 body holds
-    the report with every rejected line.
+    The worker reads the file: poll `GET /imports/{id}` until its status is done
+    (with invalid records and skip_invalid off, nothing lands and the report lists
+    every rejected line) or failed (a cap or an unreadable file; error says why).
     """
-    from annotation.importing import import_upload
+    from annotation.importing import queue_upload
 
     require_researcher(request)
-    report = import_upload(
+    report = queue_upload(
         project_or_404(request, name),
         file,
         fmt=format,
         skip_invalid=skip_invalid,
         user=caller(request),
     )
-    if not report.is_applied:
-        return Status(
-            400,
-            {
-                "detail": f"{len(report.rejected)} invalid records; nothing imported. "
-                "Fix them or resend with skip_invalid=true.",
-                "report": report,
-            },
-        )
-    return Status(201, report)
+    return Status(202, report)
+
+
+@router.get(
+    "/imports/{report_id}",
+    auth=scoped(READ),
+    response={200: ImportOut, **ERRORS},
+    tags=["imports"],
+)
+def get_import(request: HttpRequest, report_id: int):
+    """Return one import: its progress while the worker runs it, then its report
+    (researchers, admins); an import whose worker went silent is failed first."""
+    from annotation.importing import fail_lost_imports
+
+    require_researcher(request)
+    fail_lost_imports()
+    report = (
+        ImportReport.objects.select_related("project")
+        .filter(pk=report_id, project__in=Project.objects.visible_to(caller(request)))
+        .first()
+    )
+    if report is None:
+        raise Http404(f"no import {report_id} in your projects")
+    return report
 
 
 # ---------------------------------------------------------------- corpora

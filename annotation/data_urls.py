@@ -27,6 +27,7 @@ urlpatterns = [
         name="manager_freeze",
     ),
     path("projects/<slug:name>/imports/", data_views.imports, name="imports"),
+    path("imports/<int:report_id>/", data_views.import_report, name="import_report"),
     path("projects/<slug:name>/corpora/", data_views.corpora, name="corpora"),
     path(
         "projects/<slug:name>/corpora/<slug:corpus>/",

@@ -1,7 +1,7 @@
 """Researcher pages for data: snapshots, downloads, imports, corpora, API tokens.
 
 Thin views: a form validates, the role is checked, one workflow function acts
-(`freeze_snapshot`, `cached_export`, `import_upload`, `create_corpus`,
+(`freeze_snapshot`, `cached_export`, `queue_upload`, `create_corpus`,
 `create_token`).
 """
 
@@ -30,7 +30,7 @@ from annotation.export import (
     iter_rows,
 )
 from annotation.importing import FORMATS as IMPORT_FORMATS
-from annotation.importing import import_upload
+from annotation.importing import fail_lost_imports, queue_upload
 from annotation.membership import get_project_for
 from annotation.models import ApiToken, Corpus, ImportReport, Project, Snapshot
 from annotation.snapshots import (
@@ -286,36 +286,51 @@ def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 
 @role_required(RESEARCHER)
 def imports(request: HttpRequest, name: str) -> HttpResponse:
-    """Upload a preference file; show the report of this and earlier imports."""
+    """Upload a preference file for the worker to import; list earlier imports.
+
+    A valid upload is staged and queued, and the answer is 303 to its report page,
+    which follows the import as the worker reads the file.
+    """
     project = get_project_for(request.user, name)
+    fail_lost_imports()
     form = ImportForm(request.POST or None, request.FILES or None)
-    report = None
-    status = 200
-    if request.method == "POST":
-        status = 400
-        if form.is_valid():
-            report = act(
-                form,
-                import_upload,
-                project,
-                form.cleaned_data["file"],
-                fmt=form.cleaned_data["format"] or None,
-                skip_invalid=form.cleaned_data["skip_invalid"],
-                user=request.user,
-            )
-            if report is not None and report.is_applied:
-                status = 200
+    if request.method == "POST" and form.is_valid():
+        report = act(
+            form,
+            queue_upload,
+            project,
+            form.cleaned_data["file"],
+            fmt=form.cleaned_data["format"] or None,
+            skip_invalid=form.cleaned_data["skip_invalid"],
+            user=request.user,
+        )
+        if report is not None:
+            return redirect("data:import_report", report_id=report.pk)
     return render(
         request,
         "data/imports.html",
         {
             "project": project,
             "form": form,
-            "report": report,
             "reports": ImportReport.objects.filter(project=project)[:20],
         },
-        status=status,
+        status=400 if form.is_bound else 200,
     )
+
+
+@role_required(RESEARCHER)
+def import_report(request: HttpRequest, report_id: int) -> HttpResponse:
+    """Show an import: its progress while the worker reads the file (the page polls
+    itself with htmx), then its report; an import whose worker went silent is
+    failed first (`fail_lost_imports`)."""
+    fail_lost_imports()
+    report = get_object_or_404(
+        ImportReport.objects.select_related("project"),
+        pk=report_id,
+        project__in=Project.objects.visible_to(request.user),
+    )
+    template = "data/_import_report.html" if request.htmx else "data/import_report.html"
+    return render(request, template, {"project": report.project, "report": report})
 
 
 @role_required(RESEARCHER)

@@ -17,11 +17,17 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import logging
+import os
 import re
-import tempfile
+import shutil
+import threading
+import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,7 +36,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import transaction
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+from django.utils.text import get_valid_filename
 
 from annotation.audit import record as audit_record
 from annotation.models import (
@@ -45,11 +53,19 @@ from annotation.models import (
 )
 from inference.models import Policy
 
+logger = logging.getLogger(__name__)
+
 FORMATS = ("trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking")
 MAX_TEXT_CHARS = 100_000
 BATCH = 2000
 # How often reading reports progress, in records.
 PROGRESS_EVERY = 1000
+# A running import writes a heartbeat this often; one silent for LOST_AFTER_SECONDS
+# lost its worker (`fail_lost_imports`).
+HEARTBEAT_SECONDS = 2.0
+LOST_AFTER_SECONDS = 30
+# A staged upload no import needs is removed once untouched this long.
+ORPHAN_AFTER_SECONDS = 3600
 
 # Told, as a file is read, the share of it read (0 to 1) and the records so far.
 Progress = Callable[[float, int], None]
@@ -612,28 +628,31 @@ def import_preferences(
     user: AbstractBaseUser | None = None,
     display_name: str | None = None,
     progress: Progress | None = None,
+    report: ImportReport | None = None,
 ) -> ImportReport:
     """Import a file's rankings into the project and return the report.
 
     With any rejected record and `skip_invalid` off, nothing is written (the report
     says why); otherwise every valid record lands in one transaction. Prompts are
     deduplicated against the project's existing prompts by content hash.
-    `progress` is told how far reading the file got (see `read_objects`).
+    `progress` is told how far reading the file got (see `read_objects`); `report`:
+    the queued report to fill (`run_import`), else a new one.
     """
     path = Path(path)
     display_name = display_name or path.name
     source = source or source_name(Path(display_name))
     parsed = parse_file(path, fmt, progress)
-    report = ImportReport(
-        project=project,
-        source=display_name,
-        format=parsed.format,
-        skip_invalid=skip_invalid,
-        records=len(parsed.records) + len(parsed.rejected),
-        accepted=len(parsed.records),
-        rejected=[{"line": r.line, "reason": r.reason} for r in parsed.rejected],
-        created_by=user,
+    report = report or ImportReport(
+        project=project, source=display_name, created_by=user
     )
+    report.format = parsed.format
+    report.skip_invalid = skip_invalid
+    report.records = len(parsed.records) + len(parsed.rejected)
+    report.accepted = len(parsed.records)
+    report.rejected = [{"line": r.line, "reason": r.reason} for r in parsed.rejected]
+    report.progress = 1.0
+    report.status = ImportReport.Status.DONE
+    report.finished_at = timezone.now()
     if parsed.rejected and not skip_invalid:
         report.save()
         return report
@@ -655,7 +674,7 @@ def import_preferences(
     return report
 
 
-def import_upload(
+def queue_upload(
     project: Project,
     upload: UploadedFile,
     *,
@@ -663,29 +682,197 @@ def import_upload(
     skip_invalid: bool = False,
     user: AbstractBaseUser | None = None,
 ) -> ImportReport:
-    """Stage an uploaded file under EXPORT_DIR/uploads and import it (see
-    `import_preferences`); the staged copy is deleted afterwards.
+    """Stage an upload under EXPORT_DIR/uploads and queue its import for the worker;
+    return the queued report, which `run_import` fills as the worker reads the file.
 
-    The copy has no name in the folder (an anonymous temporary file, read through
-    /proc/self/fd), so a process killed while importing (kill -9, out of memory)
-    leaves no file behind; where /proc is missing, a named file removed on exit.
+    The upload is streamed to a `.part` file in a folder of its own and renamed to
+    its own name when whole, so the worker never reads a half-written file and its
+    messages name the file the user sent; the request body itself is capped by
+    MAX_REQUEST_BYTES before any view reads it.
     """
+    if fmt is not None and fmt not in FORMATS:
+        raise ValidationError(f"format must be one of {FORMATS}, got {fmt!r}")
+    from annotation.tasks import import_task
+
+    folder = _uploads() / uuid.uuid4().hex
+    folder.mkdir()
+    name = get_valid_filename(Path(upload.name or "upload.jsonl").name)[-200:]
+    part, staged = folder / f"{name}.part", folder / name
+    try:
+        with open(part, "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(part, staged)
+        with transaction.atomic():
+            report = ImportReport.objects.create(
+                project=project,
+                source=Path(upload.name or "upload.jsonl").name[:300],
+                format=fmt or "",
+                skip_invalid=skip_invalid,
+                status=ImportReport.Status.QUEUED,
+                staged_path=str(staged),
+                created_by=user,
+            )
+            transaction.on_commit(lambda: import_task.enqueue(report.pk))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return report
+
+
+def run_import(report_id: int, *, now: datetime | None = None) -> ImportReport:
+    """Import a queued report's staged file (the worker's job) and return the report.
+
+    Only a queued report runs (a job delivered twice does nothing the second
+    time). While the file is read, the report's `progress` and `records` are saved
+    at most twice a second, so a page can show them; the records then land in one
+    transaction, whole or not at all. A file refused by a cap or unreadable fails
+    the report with the reason in `error`. The staged file is removed when the job
+    ends, and so is any staged file no queued or running import needs (left by a
+    worker that was killed).
+    """
+    claimed = ImportReport.objects.filter(
+        pk=report_id, status=ImportReport.Status.QUEUED
+    ).update(status=ImportReport.Status.RUNNING, heartbeat_at=timezone.now())
+    report = ImportReport.objects.select_related("project", "created_by").get(
+        pk=report_id
+    )
+    if not claimed:
+        return report
+    fail_lost_imports()
+    remove_orphan_uploads()
+    staged = Path(report.staged_path)
+    beating = _heartbeat(report_id)
+    try:
+        import_preferences(
+            report.project,
+            staged,
+            fmt=report.format or None,
+            skip_invalid=report.skip_invalid,
+            user=report.created_by,
+            display_name=report.source,
+            progress=_saver(report_id),
+            report=report,
+        )
+    except ValidationError as exc:
+        report.status = ImportReport.Status.FAILED
+        report.error = "; ".join(exc.messages)[:2000]
+        report.finished_at = now or timezone.now()
+    except Exception as exc:
+        # Not the file's fault: the report says so, the job's row has the traceback.
+        report.status = ImportReport.Status.FAILED
+        report.error = f"the import stopped on an internal error: {exc!r}"[:2000]
+        report.finished_at = now or timezone.now()
+        raise
+    finally:
+        beating.set()
+        shutil.rmtree(staged.parent, ignore_errors=True)
+        report.staged_path = ""
+        report.save()
+    return report
+
+
+def _heartbeat(report_id: int) -> threading.Event:
+    """Write the report's heartbeat every HEARTBEAT_SECONDS from a thread of its own
+    (its own connection: the import's transaction does not hold it back on
+    PostgreSQL) until the returned event is set."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(HEARTBEAT_SECONDS):
+                try:
+                    ImportReport.objects.filter(
+                        pk=report_id, status=ImportReport.Status.RUNNING
+                    ).update(heartbeat_at=timezone.now())
+                except OperationalError as exc:  # SQLite: the import holds the lock
+                    logger.warning("import %s: heartbeat missed: %s", report_id, exc)
+        finally:
+            connection.close()
+
+    threading.Thread(target=beat, name=f"import-{report_id}", daemon=True).start()
+    return stop
+
+
+def fail_lost_imports(*, now: datetime | None = None) -> list[int]:
+    """Fail the running imports whose worker has been silent for LOST_AFTER_SECONDS
+    (killed, or its machine lost) and remove their staged files; return their ids.
+
+    Nothing of such an import landed (its rows are written in one transaction);
+    the report says so, and the file can be uploaded again.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=LOST_AFTER_SECONDS)
+    lost = list(
+        ImportReport.objects.filter(
+            status=ImportReport.Status.RUNNING, heartbeat_at__lt=cutoff
+        ).values_list("pk", "staged_path")
+    )
+    for report_id, staged in lost:
+        failed = ImportReport.objects.filter(
+            pk=report_id, status=ImportReport.Status.RUNNING, heartbeat_at__lt=cutoff
+        ).update(
+            status=ImportReport.Status.FAILED,
+            error=f"the worker running this import stopped (no heartbeat for "
+            f"{LOST_AFTER_SECONDS} s); nothing was imported: upload the file again",
+            staged_path="",
+            finished_at=now,
+        )
+        if failed and staged:
+            shutil.rmtree(Path(staged).parent, ignore_errors=True)
+    return [report_id for report_id, _ in lost]
+
+
+def _saver(report_id: int) -> Progress:
+    """Return a progress callback that saves the report's progress, throttled."""
+    last = [0.0]
+
+    def save(share: float, records: int) -> None:
+        now = time.monotonic()
+        if now - last[0] < 0.5 and share < 1.0:
+            return
+        last[0] = now
+        ImportReport.objects.filter(pk=report_id).update(
+            progress=round(share, 4), records=records
+        )
+
+    return save
+
+
+def _uploads() -> Path:
     folder = Path(settings.EXPORT_DIR) / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
-    anonymous = Path("/proc/self/fd").is_dir()
-    opener = tempfile.TemporaryFile if anonymous else tempfile.NamedTemporaryFile
-    with opener(dir=folder) as tmp:
-        for chunk in upload.chunks():
-            tmp.write(chunk)
-        tmp.flush()
-        return import_preferences(
-            project,
-            f"/proc/self/fd/{tmp.fileno()}" if anonymous else tmp.name,
-            fmt=fmt,
-            skip_invalid=skip_invalid,
-            user=user,
-            display_name=Path(upload.name or "upload.jsonl").name,
-        )
+    return folder
+
+
+def remove_orphan_uploads() -> list[str]:
+    """Remove the staged uploads (each in a folder of its own) that no queued or
+    running import needs and that nothing touched for an hour; return the folders'
+    names.
+
+    The hour spares an upload still arriving, or staged a moment before its report
+    is committed. A lost worker's upload goes sooner (`fail_lost_imports`).
+    """
+    needed = {
+        Path(path).parent.name
+        for path in ImportReport.objects.filter(
+            status__in=[ImportReport.Status.QUEUED, ImportReport.Status.RUNNING]
+        ).values_list("staged_path", flat=True)
+    }
+    removed = []
+    for folder in sorted(_uploads().iterdir()):
+        entries = [folder, *folder.iterdir()] if folder.is_dir() else [folder]
+        touched = max(p.stat().st_mtime for p in entries)
+        if folder.name in needed or time.time() - touched < ORPHAN_AFTER_SECONDS:
+            continue
+        if folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
+        else:
+            folder.unlink(missing_ok=True)
+        removed.append(folder.name)
+    return removed
 
 
 def _write(project: Project, records: list[Record], source: str, file_name: str) -> int:

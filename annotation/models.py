@@ -868,7 +868,21 @@ class ApiToken(models.Model):
 
 
 class ImportReport(models.Model):
-    """The outcome of one preference import: counts and every rejected record."""
+    """One preference import: its job's state and progress, then its outcome (counts
+    and every rejected record).
+
+    An upload is staged and imported by the worker (`annotation.importing`): the
+    report is queued, running (`progress` is the share of the file read, `records`
+    the records read so far, `heartbeat_at` says the worker is alive), then done
+    (`is_applied` says whether anything landed) or failed (`error` says why: a cap,
+    an unreadable file, a lost worker).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
 
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="imports"
@@ -886,16 +900,38 @@ class ImportReport(models.Model):
     prompts_created = models.PositiveIntegerField(default=0)
     rankings_created = models.PositiveIntegerField(default=0)
     rejected = models.JSONField(default=list, blank=True, help_text="[{line, reason}].")
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.DONE
+    )
+    progress = models.FloatField(
+        default=0.0, help_text="Share of the file read so far, 0 to 1."
+    )
+    error = models.TextField(blank=True, help_text="Why the import failed.")
+    staged_path = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="The staged upload the worker reads; removed when the job ends.",
+    )
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Written every few seconds while the worker runs the import.",
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"import of {self.source} into {self.project}"
+
+    def is_finished(self) -> bool:
+        """Return whether the import's job has ended (done or failed)."""
+        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class Corpus(models.Model):

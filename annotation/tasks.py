@@ -1,4 +1,5 @@
-"""Background jobs of the annotation app: publishing a round (generation needs torch)."""
+"""Background jobs of the annotation app: publishing a round (generation needs torch)
+and importing preference data (a large file must not hold a web process)."""
 
 from __future__ import annotations
 
@@ -40,3 +41,11 @@ def publish_round_task(
         earlier_policies=earlier_policies,
     )
     return round_.number
+
+
+@task()
+def import_task(report_id: int) -> None:
+    """Import a queued upload (see `annotation.importing.run_import`)."""
+    from annotation.importing import run_import
+
+    run_import(report_id)

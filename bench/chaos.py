@@ -16,8 +16,9 @@ injects one fault at a time while the annotators submit:
 - `worker-train`: `kill -9` of the db_worker while it runs a real SFT stage of a
   tiny randomly initialised model (after its first checkpoint); the bench restarts
   the worker as a process supervisor would and resumes the round;
-- `import`: `kill -9` of the process running an import (imports run in the web
-  process: the gunicorn worker whose transaction is inserting the file's rows);
+- `import`: `kill -9` of the db_worker while it imports an uploaded file (inside the
+  transaction inserting the file's rows); the bench restarts the worker, and the
+  import is marked failed once its heartbeat is LOST_AFTER_SECONDS old;
 - `disk`: a full disk during an export (a 16 MB tmpfs mounted as EXPORT_DIR, filled
   but for 16 KB), then the same export once the filler is gone.
 
@@ -55,7 +56,9 @@ and was restarted, as compose's `restart: unless-stopped` does; worker-train:
 killed at checkpoint-5 of 40 steps, the stage process died with it
 (PR_SET_PDEATHSIG), the restarted worker failed the job 21.4 s after the kill (its
 Django start-up on the loaded machine is most of that), and the resumed round went
-on from checkpoint-5 to 40/40 and succeeded; import: the killed import left no
+on from checkpoint-5 to 40/40 and succeeded; import (measured when imports still
+ran in the web process, whose gunicorn worker was killed; not re-run since they
+moved to the db_worker): the killed import left no
 prompt, task, ranking, report or file, and the same file imported again landed
 whole (4,000 tasks); disk: the export on the full disk answered 500 and left no
 file, the same export with room answered all 14,155 pairs. An earlier run the same
@@ -342,19 +345,6 @@ def pid_of_client_port(port: int, pids: list[int]) -> int | None:
     return None
 
 
-def holders(prefix: str, pids: list[int]) -> list[int]:
-    """Return which of `pids` hold a file open whose path starts with `prefix`."""
-    found = []
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix):
-                        found.append(pid)
-                        break
-    return found
-
-
 def writing_backend_pid(
     database: str, pids: list[int], query_like: str, timeout: float
 ) -> int | None:
@@ -549,58 +539,57 @@ def fault_postgres(bench: Bench, row: Row) -> None:
 
 
 def fault_import(bench: Bench, row: Row) -> None:
-    """kill -9 the process running an import while it inserts the file's rows."""
+    """kill -9 the db_worker while it inserts an uploaded file's rows; the import
+    must fail whole, be marked failed, and the same file must import again."""
+    from annotation.importing import LOST_AFTER_SECONDS
     from annotation.models import ImportReport, Prompt, RankingTask
 
     tag = f"chaos-import-{random.randrange(10**9)}"
     path = bench.base / f"{tag}.jsonl"
     write_import_file(path, tag, bench.args.import_records)
-    answer: dict = {}
-    thread = threading.Thread(
-        target=lambda: answer.update(post_import(bench, path)), daemon=True
-    )
-    thread.start()
-    uploads = str(Path(os.environ["EXPORT_DIR"]) / "uploads") + "/"
-    deadline = time.monotonic() + 120
-    runners: list[int] = []
-    while not runners and time.monotonic() < deadline and thread.is_alive():
-        runners = holders(uploads, bench.web_workers())
-        time.sleep(0.01)
+    answer = post_import(bench, path)  # 302 to the import's page: queued
+    row.notes.append(f"upload answered {answer.get('status', 'no answer')}")
     pid = writing_backend_pid(
-        bench.database, runners, 'INSERT INTO "annotation_%', timeout=120
+        bench.database, [bench.worker.proc.pid], 'INSERT INTO "annotation_%', 120
     )
     if pid is None:
-        row.problems.append(
-            f"the import was never seen inserting rows (workers staging it: {runners})"
-        )
-        thread.join(timeout=120)
+        row.problems.append("the worker was never seen inserting the file's rows")
         return
     killed = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
-    thread.join(timeout=60)
-    respawn = bench.wait_workers(killed)
-    accepting = bench.load.all_accepting_since(killed, timeout=RETRY_SECONDS)
-    row.recovered = (
-        None if respawn is None or accepting is None else max(respawn, accepting)
-    )
-    row.notes.append(f"import request ended with {answer.get('status', 'no answer')}")
+    bench.worker.kill()
+    bench.worker.start()  # a supervisor restarts it at once
+    report = ImportReport.objects.get(source=f"{tag}.jsonl")
+    page = f"/data/imports/{report.pk}/"
+    # Looking at the import fails it once its worker is silent for LOST_AFTER_SECONDS.
+    while time.monotonic() < killed + LOST_AFTER_SECONDS + 60:
+        bench.researcher.request("GET", page)
+        report.refresh_from_db()
+        if report.status != ImportReport.Status.RUNNING:
+            row.recovered = time.monotonic() - killed
+            break
+        time.sleep(0.5)
+    if report.status != ImportReport.Status.FAILED:
+        row.problems.append(f"the killed import is {report.status}, not failed")
     landed = (
         Prompt.objects.filter(source__startswith=f"{tag}.jsonl:").count(),
         RankingTask.objects.filter(source__startswith=f"{tag}.jsonl:").count(),
-        ImportReport.objects.filter(source=f"{tag}.jsonl").count(),
     )
     if any(landed):
         row.problems.append(
-            f"half import: {landed[0]} prompts, {landed[1]} tasks, {landed[2]} reports "
-            "of the killed import"
+            f"half import: {landed[0]} prompts, {landed[1]} tasks of the killed import"
         )
     left = leftovers(Path(os.environ["EXPORT_DIR"]))
     if left:
         row.problems.append(f"files left in EXPORT_DIR: {left[:3]}")
-    again = post_import(bench, path)
+    post_import(bench, path)
+    again = ImportReport.objects.filter(source=f"{tag}.jsonl").latest("pk")
+    deadline = time.monotonic() + 600
+    while again.status in ("queued", "running") and time.monotonic() < deadline:
+        time.sleep(1.0)
+        again.refresh_from_db()
     whole = RankingTask.objects.filter(source__startswith=f"{tag}.jsonl:").count()
     row.notes.append(
-        f"re-import: HTTP {again['status']}, {whole}/{bench.args.import_records} tasks"
+        f"re-import {again.status}: {whole}/{bench.args.import_records} tasks"
     )
     if whole != bench.args.import_records:
         row.problems.append(f"the re-import landed {whole} tasks")

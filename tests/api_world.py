@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.test import Client
 from django.utils import timezone
 
-from annotation.models import Corpus, Lease
+from annotation.models import Corpus, ImportReport, Lease
 from annotation.snapshots import freeze_snapshot
 from tests.annotation.data_factories import make_policy, make_round, make_task
 from training.models import TrainingRound
@@ -36,6 +36,7 @@ def build_world(project, annotator) -> dict:
     corpus = Corpus.objects.create(
         project=project, name="wiki", path="/nowhere/wiki.jsonl", sha256="0" * 64
     )
+    report = ImportReport.objects.create(project=project, source="old.jsonl")
     return {
         "project": project.name,
         "name": project.name,
@@ -53,6 +54,8 @@ def build_world(project, annotator) -> dict:
         "training_round": training_round.pk,
         "round_id": training_round.pk,
         "corpus": corpus.name,
+        "report": report.pk,
+        "report_id": report.pk,
     }
 
 

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
+from django.db import connections
 from django.test import Client
 
 from annotation.models import Project
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Give SQLite a file test database when a collected test starts a worker (the
+    `start_worker` fixture of tests/training/conftest.py): an in-memory one cannot
+    be shared with another process."""
+    if not any("start_worker" in getattr(item, "fixturenames", ()) for item in items):
+        return
+    db = connections["default"].settings_dict
+    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get(
+        "NAME"
+    ):
+        folder = tempfile.mkdtemp(prefix="feedback-loop-test-db-")
+        db.setdefault("TEST", {})["NAME"] = os.path.join(folder, "test.sqlite3")
 
 
 def make_user(username: str, *roles: str, projects: tuple = ()) -> User:

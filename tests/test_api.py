@@ -343,17 +343,29 @@ def test_snapshot_downloads_in_each_file_format(
         assert any(n.endswith("dataset_info.json") for n in names)
 
 
-def test_import_with_invalid_records_is_400_with_the_report(researcher, project):
+def _import_by_the_worker(client, project, **fields) -> dict:
+    """Queue an import through the API, run its job as the worker would, and return
+    the import as `GET /imports/{id}` then shows it."""
+    from annotation.importing import run_import
+
     upload = SimpleUploadedFile(
         "prefs.jsonl",
         b'{"prompt": "p?", "chosen": "a", "rejected": "b"}\n{"prompt": "q?", "chosen": "s", "rejected": "s"}\n',
     )
-    response = client_for(researcher).post(
-        f"/api/projects/{project.name}/imports", {"file": upload}
+    response = client.post(
+        f"/api/projects/{project.name}/imports", {"file": upload, **fields}
     )
-    body = response.json()
-    assert response.status_code == 400
-    assert body["report"]["rejected"] == [
+    assert (response.status_code, response.json()["status"]) == (202, "queued")
+    run_import(response.json()["id"])
+    return client.get(f"/api/imports/{response.json()['id']}").json()
+
+
+def test_import_with_invalid_records_reports_them_and_lands_nothing(
+    researcher, project
+):
+    body = _import_by_the_worker(client_for(researcher), project)
+    assert (body["status"], body["is_applied"]) == ("done", False)
+    assert body["rejected"] == [
         {
             "line": 2,
             "reason": "identical chosen and rejected (or repeated response) texts",
@@ -363,16 +375,9 @@ def test_import_with_invalid_records_is_400_with_the_report(researcher, project)
 
 
 def test_import_with_skip_invalid_lands_the_valid_records(researcher, project):
-    upload = SimpleUploadedFile(
-        "prefs.jsonl",
-        b'{"prompt": "p?", "chosen": "a", "rejected": "b"}\n{"prompt": "q?", "chosen": "s", "rejected": "s"}\n',
-    )
-    response = client_for(researcher).post(
-        f"/api/projects/{project.name}/imports",
-        {"file": upload, "skip_invalid": "true"},
-    )
-    assert response.status_code == 201
-    assert (response.json()["rankings_created"], response.json()["source"]) == (
+    body = _import_by_the_worker(client_for(researcher), project, skip_invalid="true")
+    assert (body["status"], body["rankings_created"], body["source"]) == (
+        "done",
         1,
         "prefs.jsonl",
     )

@@ -110,12 +110,13 @@ TABLE = [
         RESEARCHERS_READ,
     ),
     ("get", "/api/projects/{name}/imports", "", None, RESEARCHERS_READ),
+    ("get", "/api/imports/{report_id}", "", None, RESEARCHERS_READ),
     (
         "post",
         "/api/projects/{name}/imports",
         "",
         "file",
-        (401, 403, 403, 403, 201, 404, 201),
+        (401, 403, 403, 403, 202, 404, 202),
     ),
     ("get", "/api/projects/{name}/corpora", "", None, RESEARCHERS_READ),
     ("get", "/api/projects/{name}/corpora/{corpus}", "", None, RESEARCHERS_READ),
@@ -236,7 +237,8 @@ def test_persona_may_or_may_not_perform_operation(
     if body == "order":
         response = client.post(
             url,
-            {"order": [[r] for r in world["responses"]]},
+            # Annotators name responses by handle, 1..K (issue 12, item 2).
+            {"order": [[h] for h in range(1, len(world["responses"]) + 1)]},
             content_type="application/json",
         )
     elif body == "file":

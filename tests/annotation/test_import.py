@@ -316,38 +316,3 @@ def test_oasst_export_back_keeps_the_conversation_as_the_prompt(project):
         ranked[0]["text"],
         ranked[1]["text"],
     )
-
-
-@pytest.mark.parametrize("where", ["api", "page"])
-def test_an_upload_is_staged_without_a_name_so_a_killed_import_leaves_no_file(
-    where, researcher, project, settings, tmp_path, monkeypatch
-):
-    """A process killed while it imports (kill -9, out of memory) runs no clean-up: the
-    staged copy of the upload must have no name in EXPORT_DIR to leave behind."""
-    from django.core.files.uploadedfile import SimpleUploadedFile
-
-    import annotation.importing
-    from tests.api_world import client_for
-
-    settings.EXPORT_DIR = tmp_path / "exports"
-    seen = []
-    real = annotation.importing.import_preferences
-
-    def spy(project, path, **kwargs):
-        seen.append(sorted(p.name for p in (tmp_path / "exports").rglob("*")))
-        return real(project, path, **kwargs)
-
-    monkeypatch.setattr(annotation.importing, "import_preferences", spy)
-    upload = SimpleUploadedFile(
-        "prefs.jsonl", b'{"prompt": "p?", "chosen": "a", "rejected": "b"}\n'
-    )
-    url = (
-        f"/api/projects/{project.name}/imports"
-        if where == "api"
-        else f"/data/projects/{project.name}/imports/"
-    )
-    response = client_for(researcher).post(url, {"file": upload})
-
-    assert response.status_code in (200, 201)
-    assert seen == [["uploads"]]  # the folder, and no file in it while importing
-    assert Ranking.objects.count() == 1

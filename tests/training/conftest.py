@@ -4,8 +4,8 @@ How the worker shares the test database: tests that use `start_worker` run with
 `transactional_db`, so what they write is committed and visible to another
 process. The worker is started with DATABASE_URL pointing at the test database
 pytest-django created (PostgreSQL: `test_<name>`). SQLite's default test database
-is in memory and cannot be shared, so when a collected test uses the worker, the
-hook below gives the SQLite test database a file in a fresh temporary folder
+is in memory and cannot be shared, so when a collected test uses the worker, a
+hook in tests/conftest.py gives the SQLite test database a file in a fresh temporary folder
 (`TEST["NAME"]`) before any database is set up; the file is private to this pytest
 run, so parallel runs do not collide. RUN_DIR and MODEL_DIR of the test and of
 the worker point at the test's tmp_path.
@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -47,20 +46,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def pytest_collection_modifyitems(
-    config: pytest.Config, items: list[pytest.Item]
-) -> None:
-    """Give SQLite a file test database when a collected test starts a worker."""
-    if not any("start_worker" in getattr(item, "fixturenames", ()) for item in items):
-        return
-    db = connections["default"].settings_dict
-    if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get(
-        "NAME"
-    ):
-        folder = tempfile.mkdtemp(prefix="feedback-loop-test-db-")
-        db.setdefault("TEST", {})["NAME"] = os.path.join(folder, "test.sqlite3")
 
 
 def database_url() -> str:
