@@ -60,7 +60,9 @@ def load_policy(
             model, adapter_path, is_trainable=trainable and not merge
         )
         if merge:
+            # A plain model again: loading the adapter for inference froze the base.
             model = model.merge_and_unload()
+            model.requires_grad_(True)
     if device is not None:
         model.to(device)
         model.eval()

@@ -158,3 +158,6 @@ def test_merge_folds_the_adapter_into_a_plain_float32_model(
     model = load_policy(str(tiny_model_dir), str(adapter_dir), merge=True)
     assert not isinstance(model, PeftModel)
     assert next(model.parameters()).dtype == torch.float32
+    # A plain model trains whole, as one loaded without an adapter does (full
+    # pre-training, SFT or DPO from a LoRA policy found no gradient).
+    assert all(p.requires_grad for p in model.parameters())
