@@ -21,7 +21,19 @@ for both), and the CPU time; the last line is one JSON object.
 On a GPU host the same command runs a larger registered model (--model FOLDER) with
 more prompts per round and longer answers (--max-new-tokens 256).
 
-Runs: see the README's benchmark table and the end of this docstring.
+Runs:
+- 2026-12-01 08:39-09:41 UTC, seed 0, `OMP_NUM_THREADS=1 nice -n 10 ...
+  --prompts-per-round 16 --test 32 --max-new-tokens 48` (K=4, 2 epochs, batch 4,
+  flip 0.1, tie 0.05; 47 and 45 pairs), the 2-core machine loaded by other sessions
+  (load average 13.0 at the start, 8.0 at the end): prompt-level strict accuracy on
+  32 test prompts base 0.188 [0.063, 0.313], round 1 0.219 (gain +0.031 [-0.063,
+  +0.156]), round 2 0.188 (gain 0.000 [-0.125, +0.125]); loose 0.219 / 0.250 /
+  0.219. 871 CPU seconds (58 min wall under that load). The target (+15 points
+  strict after 2 rounds, mean of 3 seeds) is missed: 16 prompts a round give ~46
+  pairs, too few to move the policy, and 48 new tokens cut many answers short
+  before an end phrase or the last paragraph. Next levers: more prompts a round
+  (the CPU cost is the generation: ~30 min a round here for 64 candidates), longer
+  answers, best-vs-rest pairs, training on every round's data.
 """
 
 from __future__ import annotations
