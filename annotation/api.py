@@ -926,12 +926,25 @@ class ImportOut(Schema):
     id: int
     project: str
     source: str
+    kind: str = Field(
+        ...,
+        description="preferences, prompts (a prompt file) or corpus (a corpus upload).",
+    )
+    details: dict[str, Any] = Field(
+        ...,
+        description="A done corpus upload: {corpus, kept} (GET /projects/{name}/corpora/"
+        "{corpus} has its report); a done prompt file: its curation report by line.",
+    )
     status: str = Field(
         ...,
         description="queued, running (the worker reads the file), done (is_applied "
         "says whether anything landed) or failed (error says why).",
     )
-    progress: float = Field(..., description="Share of the file read, 0 to 1.")
+    progress: float = Field(
+        ...,
+        description="Share done, 0 to 1: of the file read (preferences), of reading "
+        "then curating (prompts, corpus).",
+    )
     error: str
     format: str
     skip_invalid: bool
@@ -1084,7 +1097,7 @@ def get_corpus(request: HttpRequest, name: str, corpus: str):
 @router.post(
     "/projects/{name}/corpora",
     auth=scoped(DATA),
-    response={201: CorpusOut, **ERRORS},
+    response={202: ImportOut, **ERRORS},
     tags=["corpora"],
 )
 def create_corpus(
@@ -1103,12 +1116,16 @@ def create_corpus(
     near_duplicate_jaccard: float | None = Form(None, gt=0, le=1),
     drop_harmful: bool | None = Form(None),
 ):
-    """Curate an uploaded corpus and store what passes (researchers, admins).
+    """Queue the curation of an uploaded corpus; what passes is stored (researchers,
+    admins).
 
-    Unset thresholds take the corpus defaults; the report says per reason how many
-    records were dropped, with samples.
+    The name, kind, thresholds and size are checked now (400); the worker curates
+    the file: poll `GET /imports/{id}` until its status is done (details names the
+    corpus; `GET /projects/{name}/corpora/{corpus}` has its report: per reason how
+    many records were dropped, with samples) or failed (error says why). Unset
+    thresholds take the corpus defaults.
     """
-    from annotation.corpora import create_corpus as create
+    from annotation.corpora import queue_corpus
 
     require_researcher(request)
     thresholds = {
@@ -1120,7 +1137,7 @@ def create_corpus(
         "near_duplicate_jaccard": near_duplicate_jaccard,
         "drop_harmful": drop_harmful,
     }
-    created = create(
+    job = queue_corpus(
         project_or_404(request, name),
         corpus,
         file,
@@ -1128,7 +1145,7 @@ def create_corpus(
         filters={k: v for k, v in thresholds.items() if v is not None},
         user=caller(request),
     )
-    return Status(201, created)
+    return Status(202, job)
 
 
 # ---------------------------------------------------------------- tokens

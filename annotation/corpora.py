@@ -10,7 +10,10 @@ a message list. The records go through the curation of `annotation.curation`
 `CORPUS_FILTERS` by default); the kept ones are written as JSONL (`{"text"}` or
 conversational `{"prompt", "completion"}`) under EXPORT_DIR/corpora by atomic
 rename, and the `Corpus` row records the file's SHA-256, the filters and the
-report: counts and a few samples per reason a record was dropped.
+report: counts and a few samples per reason a record was dropped. A page or the
+API queues the upload (`queue_corpus`) and the worker curates it (`build_corpus`,
+run by `annotation.importing.run_import`), its job page showing the progress;
+`manage.py import_corpus` curates in its own process (`create_corpus`).
 """
 
 from __future__ import annotations
@@ -26,13 +29,15 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 
 from annotation.audit import record as audit_record
 from annotation.curation import CORPUS_FILTERS, Filters, curate
-from annotation.models import Corpus, Project, normalise_messages
-from annotation.prompt_files import Unreadable, gunzip, iter_records
+from annotation.importing import queue_upload
+from annotation.models import Corpus, ImportReport, Project, normalise_messages
+from annotation.prompt_files import Progress, Unreadable, check_suffix, iter_records
 
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_INFLATED_BYTES = 256 * 1024 * 1024
@@ -40,15 +45,18 @@ TEXT_FIELDS = ("text", "content")
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,99}$")
 
 
-def read_documents(name: str, data: bytes) -> tuple[list[str], list[str], list[dict]]:
-    """Return (documents, their labels, unreadable records) of a pre-training file.
+def read_documents(
+    name: str, path: Path, progress: Progress | None = None
+) -> tuple[list[str], list[str], list[dict]]:
+    """Return (documents, their labels, unreadable records) of a pre-training file at
+    `path`, sent as `name`.
 
     Raise ValidationError when the whole file cannot be read.
     """
     if name.removesuffix(".gz").lower().endswith(".txt"):
-        return _text_documents(name, data)
+        return _text_documents(name, path, progress)
     documents, labels, unreadable = [], [], []
-    for line, record in _records(name, data):
+    for line, record in _records(name, path, progress):
         if isinstance(record, dict):
             record = next(
                 (record[k] for k in TEXT_FIELDS if isinstance(record.get(k), str)),
@@ -67,41 +75,34 @@ def read_documents(name: str, data: bytes) -> tuple[list[str], list[str], list[d
     return documents, labels, unreadable
 
 
-def _text_documents(name: str, data: bytes) -> tuple[list[str], list[str], list[dict]]:
-    """Split plain text into documents at blank lines (one a line if there are none)."""
-    raw = gunzip(name, data, MAX_INFLATED_BYTES) if name.endswith(".gz") else data
-    lines = raw.decode("utf-8-sig", errors="replace").splitlines()
-    filled = [i for i, line in enumerate(lines) if line.strip()]
-    paragraphs = bool(filled) and any(
-        not line.strip() for line in lines[filled[0] : filled[-1]]
-    )
-    documents: list[str] = []
-    labels: list[str] = []
-    current: list[str] = []
-    for number, line in enumerate([*lines, ""], start=1):
-        if line.strip():
-            current.append(line)
-            if paragraphs:
-                continue
-        if current:
-            start = number - len(current) + (0 if paragraphs else 1)
-            documents.append("\n".join(current).strip())
-            labels.append(f"line {start}")
-            current = []
-    if len(documents) > settings.IMPORT_MAX_RECORDS:
-        raise ValidationError(
-            f"{name} holds more than {settings.IMPORT_MAX_RECORDS} documents "
-            "(IMPORT_MAX_RECORDS); split it into smaller files"
-        )
+def _text_documents(
+    name: str, path: Path, progress: Progress | None = None
+) -> tuple[list[str], list[str], list[dict]]:
+    """Split plain text into documents at blank lines (one a line if there are none).
+
+    The non-blank lines come numbered; a gap in the numbers is a blank line. A file
+    of one block (no blank line between its first and last text) is a document a
+    line.
+    """
+    blocks: list[list[tuple[int, str]]] = []
+    for number, line in _records(name, path, progress):
+        if blocks and blocks[-1][-1][0] == number - 1:
+            blocks[-1].append((number, line))
+        else:
+            blocks.append([(number, line)])
+    if len(blocks) == 1:
+        blocks = [[item] for item in blocks[0]]
+    documents = ["\n".join(line for _, line in block).strip() for block in blocks]
+    labels = [f"line {block[0][0]}" for block in blocks]
     return documents, labels, []
 
 
 def read_demonstrations(
-    name: str, data: bytes
+    name: str, path: Path, progress: Progress | None = None
 ) -> tuple[list[dict], list[str], list[dict]]:
     """Return (prompt/completion records as messages, their labels, unreadable ones)."""
     rows, labels, unreadable = [], [], []
-    for line, record in _records(name, data):
+    for line, record in _records(name, path, progress):
         try:
             if isinstance(record, Unreadable):
                 raise ValidationError(record.reason)
@@ -124,9 +125,10 @@ def read_demonstrations(
     return rows, labels, unreadable
 
 
-def _records(name: str, data: bytes):
+def _records(name: str, path: Path, progress: Progress | None = None):
     """Yield the file's records, at most IMPORT_MAX_RECORDS (then a ValidationError)."""
-    for count, item in enumerate(iter_records(name, data, MAX_INFLATED_BYTES)):
+    records = iter_records(name, path, MAX_INFLATED_BYTES, progress)
+    for count, item in enumerate(records):
         if count >= settings.IMPORT_MAX_RECORDS:
             raise ValidationError(
                 f"{name} holds more than {settings.IMPORT_MAX_RECORDS} records "
@@ -149,25 +151,17 @@ def parse_filters(values: dict[str, Any] | None, kind: str) -> Filters:
         raise ValidationError(f"{kind} filters: {exc}") from None
 
 
-def create_corpus(
+def check_corpus(
     project: Project,
     name: str,
-    upload: UploadedFile,
     *,
-    kind: str = Corpus.Kind.TEXT,
-    filters: dict[str, Any] | None = None,
-    user: AbstractBaseUser | None = None,
+    kind: str,
+    filters: dict[str, Any] | None,
+    size: int,
     max_bytes: int = MAX_UPLOAD_BYTES,
-) -> Corpus:
-    """Curate an uploaded file and store what it keeps as the project's corpus `name`.
-
-    Raise ValidationError for a bad name, kind or filter, a name already taken, a
-    file over `max_bytes` or unreadable as a whole, or nothing kept. Curation runs
-    here, in the caller's process (~0.4 MB/s on a loaded 2-core machine): a page
-    or the API takes files up to MAX_UPLOAD_BYTES, the `import_corpus` command
-    larger ones. The file
-    is written beside its final place and renamed into it; the row (and its audit
-    entry) is written in one transaction, and a refused row removes the file.
+) -> Filters:
+    """Return the chosen filters of a corpus about to be made; raise ValidationError
+    for a bad name, kind or filter, a name already taken or a file over `max_bytes`.
     """
     if not NAME.match(name or ""):
         raise ValidationError(
@@ -175,21 +169,106 @@ def create_corpus(
         )
     if kind not in Corpus.Kind.values:
         raise ValidationError(f"kind must be one of {Corpus.Kind.values}, got {kind!r}")
-    if upload.size > max_bytes:
+    if size > max_bytes:
         raise ValidationError(
-            f"the file has {upload.size:,} bytes; the most is {max_bytes:,} (larger "
+            f"the file has {size:,} bytes; the most is {max_bytes:,} (larger "
             "corpora: manage.py import_corpus, or split the file)"
         )
     if Corpus.objects.filter(project=project, name=name).exists():
         raise ValidationError(
             f"project {project.name} has a corpus named {name!r} already; choose another name"
         )
-    chosen = parse_filters(filters, kind)
+    return parse_filters(filters, kind)
+
+
+def queue_corpus(
+    project: Project,
+    name: str,
+    upload: UploadedFile,
+    *,
+    kind: str = Corpus.Kind.TEXT,
+    filters: dict[str, Any] | None = None,
+    user: AbstractBaseUser | None = None,
+) -> ImportReport:
+    """Check a corpus upload (`check_corpus`), stage it and queue its curation for
+    the worker (`importing.queue_upload`); return the queued job, whose page follows
+    the curation and then links the corpus (`build_corpus` makes it)."""
+    chosen = check_corpus(
+        project, name, kind=kind, filters=filters, size=upload.size or 0
+    )
+    check_suffix(upload.name or "")
+    return queue_upload(
+        project,
+        upload,
+        kind=ImportReport.Kind.CORPUS,
+        options={"name": name, "kind": kind, "filters": chosen.to_dict()},
+        user=user,
+    )
+
+
+def create_corpus(
+    project: Project,
+    name: str,
+    upload: File,
+    *,
+    kind: str = Corpus.Kind.TEXT,
+    filters: dict[str, Any] | None = None,
+    user: AbstractBaseUser | None = None,
+    max_bytes: int = MAX_UPLOAD_BYTES,
+) -> Corpus:
+    """Curate a file in this process and store what it keeps as the corpus `name`
+    (`manage.py import_corpus`; pages and the API queue it: `queue_corpus`).
+
+    Raise ValidationError as `check_corpus` and `build_corpus` do. A file that is
+    not on disk is copied to a temporary one first.
+    """
+    chosen = check_corpus(
+        project, name, kind=kind, filters=filters, size=upload.size, max_bytes=max_bytes
+    )
     file_name = Path(upload.name or "upload.txt").name
-    data = upload.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ValidationError(f"the file has more than {max_bytes:,} bytes")
-    rows, report = curated_rows(kind, file_name, data, chosen)
+    on_disk = getattr(upload.file, "name", None)
+    if isinstance(on_disk, str) and Path(on_disk).is_file():
+        return build_corpus(
+            project,
+            name,
+            Path(on_disk),
+            file_name,
+            kind=kind,
+            filters=chosen,
+            user=user,
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "upload"
+        with open(path, "wb") as out:
+            for chunk in upload.chunks():
+                out.write(chunk)
+        return build_corpus(
+            project, name, path, file_name, kind=kind, filters=chosen, user=user
+        )
+
+
+def build_corpus(
+    project: Project,
+    name: str,
+    path: Path,
+    file_name: str,
+    *,
+    kind: str,
+    filters: Filters,
+    user: AbstractBaseUser | None = None,
+    progress: Progress | None = None,
+) -> Corpus:
+    """Curate the file at `path` (sent as `file_name`) and store what it keeps as the
+    project's corpus `name`; return it.
+
+    Raise ValidationError for a file unreadable as a whole, nothing kept, or a name
+    taken meanwhile. Curation runs in the caller's process (~0.4 MB/s on a loaded
+    2-core machine: the worker's job for a page or the API). The corpus file is
+    written beside its final place and renamed into it; the row (and its audit
+    entry) is written in one transaction, and a refused row removes the file.
+    `progress`: see `curated_rows`.
+    """
+    rows, report = curated_rows(kind, file_name, path, filters, progress)
     path, sha256 = _write_file(project, name, rows)
     try:
         with transaction.atomic():
@@ -202,7 +281,7 @@ def create_corpus(
                 sha256=sha256,
                 records=report["total"] + report["unreadable_count"],
                 kept=len(rows),
-                filters=chosen.to_dict(),
+                filters=filters.to_dict(),
                 report=report,
                 created_by=user,
             )
@@ -225,19 +304,31 @@ def create_corpus(
 
 
 def curated_rows(
-    kind: str, file_name: str, data: bytes, filters: Filters
+    kind: str,
+    file_name: str,
+    path: Path,
+    filters: Filters,
+    progress: Progress | None = None,
 ) -> tuple[list[dict], dict[str, Any]]:
     """Return the records of a file that pass the curation, and the curation's report.
 
-    Raise ValidationError when none passes.
+    Raise ValidationError when none passes. `progress` is told the share done,
+    reading being the first tenth and curating the rest, and the records read.
     """
+    reading = None if progress is None else (lambda s, n: progress(s / 10, n))
     if kind == Corpus.Kind.TEXT:
-        items, labels, unreadable = read_documents(file_name, data)
+        items, labels, unreadable = read_documents(file_name, path, reading)
         texts = items
     else:
-        items, labels, unreadable = read_demonstrations(file_name, data)
+        items, labels, unreadable = read_demonstrations(file_name, path, reading)
         texts = [demonstration_text(row) for row in items]
-    curated = curate(texts, filters, labels)
+    total = len(texts) + len(unreadable)
+    curating = (
+        None
+        if progress is None
+        else (lambda done: progress(0.1 + 0.9 * done / max(1, len(texts)), total))
+    )
+    curated = curate(texts, filters, labels, progress=curating)
     if not curated.kept:
         raise ValidationError(
             f"{file_name}: no record passed the curation ({len(texts)} readable, "

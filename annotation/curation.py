@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -317,16 +318,22 @@ class Curated:
 
 
 def curate(
-    texts: list[str], filters: Filters, labels: list[str] | None = None
+    texts: list[str],
+    filters: Filters,
+    labels: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> Curated:
     """Run the curation on `texts` (each against the ones kept before it).
 
     `labels` name the texts in the report ("line 7"); by default "text N".
+    `progress`, when given, is told every 500 texts how many were curated.
     """
     labels = labels or [f"text {i + 1}" for i in range(len(texts))]
     seen = Seen(filters.near_duplicate_jaccard)
     curated = Curated()
     for index, (text, label) in enumerate(zip(texts, labels, strict=True)):
+        if progress is not None and index % 500 == 0 and index:
+            progress(index)
         content_hash = text_hash(text)
         problem, signature = check(text, content_hash, filters, seen)
         if problem is not None:

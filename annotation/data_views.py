@@ -1,7 +1,7 @@
 """Researcher pages for data: snapshots, downloads, imports, corpora, API tokens.
 
 Thin views: a form validates, the role is checked, one workflow function acts
-(`freeze_snapshot`, `cached_export`, `queue_upload`, `create_corpus`,
+(`freeze_snapshot`, `cached_export`, `queue_upload`, `queue_corpus`,
 `create_token`).
 """
 
@@ -17,7 +17,7 @@ from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from annotation.corpora import create_corpus
+from annotation.corpora import queue_corpus
 from annotation.curation import CORPUS_FILTERS
 from annotation.export import (
     DOWNLOAD_TYPES,
@@ -312,7 +312,9 @@ def imports(request: HttpRequest, name: str) -> HttpResponse:
         {
             "project": project,
             "form": form,
-            "reports": ImportReport.objects.filter(project=project)[:20],
+            "reports": ImportReport.objects.filter(
+                project=project, kind=ImportReport.Kind.PREFERENCES
+            )[:20],
         },
         status=400 if form.is_bound else 200,
     )
@@ -335,13 +337,16 @@ def import_report(request: HttpRequest, report_id: int) -> HttpResponse:
 
 @role_required(RESEARCHER)
 def corpora(request: HttpRequest, name: str) -> HttpResponse:
-    """Upload a corpus through the curation; list the project's corpora."""
+    """Upload a corpus for the worker to curate; list the project's corpora and the
+    uploads not yet done. A valid upload is staged and queued, and the answer is
+    303 to its job page, which follows the curation and then links the corpus."""
     project = get_project_for(request.user, name)
+    fail_lost_imports()
     form = CorpusForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        corpus = act(
+        job = act(
             form,
-            create_corpus,
+            queue_corpus,
             project,
             form.cleaned_data["name"],
             form.cleaned_data["file"],
@@ -349,16 +354,20 @@ def corpora(request: HttpRequest, name: str) -> HttpResponse:
             filters=form.filters(),
             user=request.user,
         )
-        if corpus is not None:
-            messages.success(
-                request,
-                f"Corpus {corpus.name}: kept {corpus.kept} of {corpus.records}.",
-            )
-            return redirect(corpus)
+        if job is not None:
+            return redirect("data:import_report", report_id=job.pk)
+    uploads = project.imports.filter(kind=ImportReport.Kind.CORPUS).exclude(
+        status=ImportReport.Status.DONE
+    )
     return render(
         request,
         "data/corpora.html",
-        {"project": project, "form": form, "corpora": project.corpora.all()[:100]},
+        {
+            "project": project,
+            "form": form,
+            "corpora": project.corpora.all()[:100],
+            "uploads": uploads[:20],
+        },
         status=400 if form.is_bound else 200,
     )
 

@@ -101,20 +101,28 @@ class BadRecord(Exception):
     """A record that cannot be imported; the message is the reason shown to the user."""
 
 
-class _CappedStream(io.RawIOBase):
+class CappedStream(io.RawIOBase):
     """A decompressed byte stream that stops past a byte cap or a decompression ratio.
 
     Counting as the bytes come out of the decompressor refuses a gzip bomb after at
-    most RATIO_FLOOR bytes, whatever it would inflate to.
+    most RATIO_FLOOR bytes, whatever it would inflate to. The cap is IMPORT_MAX_BYTES
+    unless `max_bytes` is given (prompt and corpus files: `prompt_files.MAX_BYTES`).
     """
 
     RATIO_FLOOR = 16 << 20  # small files may compress very well
 
-    def __init__(self, raw: BinaryIO, name: str, compressed_size: int | None) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        name: str,
+        compressed_size: int | None,
+        max_bytes: int | None = None,
+    ) -> None:
         self._raw = raw
         self._name = name
         self._compressed = compressed_size
-        self._max_bytes = settings.IMPORT_MAX_BYTES
+        self._max_bytes = max_bytes or settings.IMPORT_MAX_BYTES
+        self._cap = "IMPORT_MAX_BYTES" if max_bytes is None else "the most it reads"
         self._max_ratio = settings.IMPORT_MAX_RATIO
         self.total = 0
 
@@ -127,7 +135,7 @@ class _CappedStream(io.RawIOBase):
         if self.total > self._max_bytes:
             raise ValidationError(
                 f"{self._name} holds more than {self._max_bytes} bytes "
-                f"(IMPORT_MAX_BYTES); split it into smaller files"
+                f"({self._cap}); split it into smaller files"
             )
         if (
             self._compressed
@@ -186,7 +194,7 @@ def _read_jsonl(
         inner: BinaryIO = gzip.GzipFile(fileobj=raw) if compressed else raw
         file_size = path.stat().st_size
         size = file_size if compressed else None
-        stream = io.BufferedReader(_CappedStream(inner, path.name, size), 1 << 16)
+        stream = io.BufferedReader(CappedStream(inner, path.name, size), 1 << 16)
         line = 0
         while chunk := stream.readline(max_line + 1):
             if progress is not None and line % PROGRESS_EVERY == 0 and line:
@@ -681,9 +689,14 @@ def queue_upload(
     fmt: str | None = None,
     skip_invalid: bool = False,
     user: AbstractBaseUser | None = None,
+    kind: str = ImportReport.Kind.PREFERENCES,
+    options: dict | None = None,
 ) -> ImportReport:
     """Stage an upload under EXPORT_DIR/uploads and queue its import for the worker;
     return the queued report, which `run_import` fills as the worker reads the file.
+    `kind` says what the file is (preference data, a prompt file, a corpus) and
+    `options` what its import needs (`annotation.pool.queue_prompt_file`,
+    `annotation.corpora.queue_corpus`).
 
     The upload is streamed to a `.part` file in a folder of its own and renamed to
     its own name when whole, so the worker never reads a half-written file and its
@@ -711,6 +724,8 @@ def queue_upload(
                 source=Path(upload.name or "upload.jsonl").name[:300],
                 format=fmt or "",
                 skip_invalid=skip_invalid,
+                kind=kind,
+                options=options or {},
                 status=ImportReport.Status.QUEUED,
                 staged_path=str(staged),
                 created_by=user,
@@ -746,16 +761,7 @@ def run_import(report_id: int, *, now: datetime | None = None) -> ImportReport:
     staged = Path(report.staged_path)
     beating = _heartbeat(report_id)
     try:
-        import_preferences(
-            report.project,
-            staged,
-            fmt=report.format or None,
-            skip_invalid=report.skip_invalid,
-            user=report.created_by,
-            display_name=report.source,
-            progress=_saver(report_id),
-            report=report,
-        )
+        _import(report, staged)
     except ValidationError as exc:
         report.status = ImportReport.Status.FAILED
         report.error = "; ".join(exc.messages)[:2000]
@@ -772,6 +778,57 @@ def run_import(report_id: int, *, now: datetime | None = None) -> ImportReport:
         report.staged_path = ""
         report.save()
     return report
+
+
+def _import(report: ImportReport, staged: Path) -> None:
+    """Run the import a report's kind asks for, filling the report (`run_import`)."""
+    progress = _saver(report.pk)
+    if report.kind == ImportReport.Kind.PREFERENCES:
+        import_preferences(
+            report.project,
+            staged,
+            fmt=report.format or None,
+            skip_invalid=report.skip_invalid,
+            user=report.created_by,
+            display_name=report.source,
+            progress=progress,
+            report=report,
+        )
+        return
+    # Imported here: both read their files with this module's capped stream.
+    from annotation.corpora import build_corpus, parse_filters
+    from annotation.pool import add_prompt_file
+
+    options = report.options
+    if report.kind == ImportReport.Kind.PROMPTS:
+        report.details = add_prompt_file(
+            report.project,
+            staged,
+            report.source,
+            is_held_out=bool(options.get("is_held_out")),
+            actor=report.created_by,
+            progress=progress,
+        )
+        report.records = report.details["records"]
+        report.accepted = report.details["added"]
+    else:
+        corpus = build_corpus(
+            report.project,
+            options["name"],
+            staged,
+            report.source,
+            kind=options["kind"],
+            filters=parse_filters(options.get("filters"), options["kind"]),
+            user=report.created_by,
+            progress=progress,
+        )
+        report.records = corpus.records
+        report.details = {"corpus": corpus.name, "kept": corpus.kept}
+        report.accepted = corpus.kept
+    report.is_applied = report.accepted > 0
+    report.progress = 1.0
+    report.status = ImportReport.Status.DONE
+    report.finished_at = timezone.now()
 
 
 def _heartbeat(report_id: int) -> threading.Event:

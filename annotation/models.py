@@ -868,15 +868,22 @@ class ApiToken(models.Model):
 
 
 class ImportReport(models.Model):
-    """One preference import: its job's state and progress, then its outcome (counts
-    and every rejected record).
+    """One upload the worker imports: its job's state and progress, then its outcome.
 
     An upload is staged and imported by the worker (`annotation.importing`): the
-    report is queued, running (`progress` is the share of the file read, `records`
-    the records read so far, `heartbeat_at` says the worker is alive), then done
-    (`is_applied` says whether anything landed) or failed (`error` says why: a cap,
-    an unreadable file, a lost worker).
+    report is queued, running (`progress` is the share done, `records` the records
+    read so far, `heartbeat_at` says the worker is alive), then done or failed
+    (`error` says why: a cap, an unreadable file, a lost worker). Its `kind` says
+    what the file is: preference data (the outcome is the counts, `is_applied` and
+    every rejected record), a prompt file for the pool or a corpus (the outcome is
+    in `details`: the curation report by line, or the corpus made; `options` holds
+    what the upload asked for).
     """
+
+    class Kind(models.TextChoices):
+        PREFERENCES = "preferences", "Preference data"
+        PROMPTS = "prompts", "Prompt file"
+        CORPUS = "corpus", "Corpus"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"
@@ -900,6 +907,20 @@ class ImportReport(models.Model):
     prompts_created = models.PositiveIntegerField(default=0)
     rankings_created = models.PositiveIntegerField(default=0)
     rejected = models.JSONField(default=list, blank=True, help_text="[{line, reason}].")
+    kind = models.CharField(
+        max_length=20, choices=Kind.choices, default=Kind.PREFERENCES
+    )
+    options = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What a prompt or corpus upload asked for (held out; name, kind, filters).",
+    )
+    details = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="A prompt or corpus upload's outcome: its curation report by line, "
+        "or the corpus made.",
+    )
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.DONE
     )
@@ -937,7 +958,7 @@ class ImportReport(models.Model):
 class Corpus(models.Model):
     """A curated text file of a project: pre-training documents or demonstrations.
 
-    Written only by `annotation.corpora.create_corpus`: the upload is curated
+    Written only by `annotation.corpora.build_corpus`: the upload is curated
     (`annotation.curation`), the kept records go to `path` by atomic rename, and
     `sha256` is the file's hash; a training round names it as its data. Never
     changed afterwards.

@@ -11,15 +11,31 @@ for an admin's review (`held_for_review`) and no round publishes it until releas
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from annotation.audit import record
 from annotation.curation import PROMPT_FILTERS, Seen, check, harm_flag
-from annotation.models import Project, Prompt, messages_hash, normalise_messages
+from annotation.importing import queue_upload
+from annotation.models import (
+    ImportReport,
+    Project,
+    Prompt,
+    messages_hash,
+    normalise_messages,
+)
+from annotation.prompt_files import Progress, check_suffix, read_prompt_file
+
+# How often curation reports progress, in prompts.
+PROGRESS_EVERY = 500
+# A prompt file's report lists at most this many dropped (and held) lines.
+REPORT_LINES = 1000
 
 
 @dataclass
@@ -49,17 +65,21 @@ def add_prompts(
     source: str,
     is_held_out: bool = False,
     actor: AbstractBaseUser | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> PoolReport:
     """Curate `prompts` (strings or message lists) and add the ones that pass.
 
     Writes all accepted prompts in one transaction; rejected ones are reported with
     their index and reason, flagged ones are stored with the flag in `Prompt.flags`
-    and held for review.
+    and held for review. `progress`, when given, is told every PROGRESS_EVERY
+    prompts how many were curated.
     """
     report = PoolReport()
     seen = _project_prompts(project)
     accepted: list[tuple[int, Prompt, str | None]] = []
     for index, raw in enumerate(prompts):
+        if progress is not None and index % PROGRESS_EVERY == 0 and index:
+            progress(index)
         preview = raw if isinstance(raw, str) else str(raw)
         try:
             messages = normalise_messages(raw)
@@ -105,6 +125,78 @@ def add_prompts(
         if flag
     ]
     return report
+
+
+def queue_prompt_file(
+    project: Project,
+    upload: UploadedFile,
+    *,
+    is_held_out: bool = False,
+    actor: AbstractBaseUser | None = None,
+) -> ImportReport:
+    """Stage a prompt file and queue it for the worker (`importing.queue_upload`),
+    which adds its prompts with `add_prompt_file`; return the queued job.
+
+    Raise ValidationError for a kind of file that cannot be read (`check_suffix`)."""
+    check_suffix(upload.name or "")
+    return queue_upload(
+        project,
+        upload,
+        kind=ImportReport.Kind.PROMPTS,
+        options={"is_held_out": is_held_out},
+        user=actor,
+    )
+
+
+def add_prompt_file(
+    project: Project,
+    path: Path,
+    file_name: str,
+    *,
+    is_held_out: bool = False,
+    actor: AbstractBaseUser | None = None,
+    progress: Progress | None = None,
+) -> dict:
+    """Read a prompt file (`read_prompt_file`), add its prompts through the curation
+    (`add_prompts`) and return the report by file line: {file, records, added,
+    dropped: [{line, reason, text}], held: [{line, reason}]}.
+
+    `progress` is told the share done, reading being the first half and curating
+    the second, and the records read.
+    """
+    reading = None if progress is None else (lambda s, n: progress(s / 2, n))
+    read = read_prompt_file(file_name, path, progress=reading)
+    total = len(read.prompts) + len(read.unreadable)
+    curating = (
+        None
+        if progress is None
+        else (lambda done: progress(0.5 + done / max(1, len(read.prompts)) / 2, total))
+    )
+    pool = add_prompts(
+        project,
+        read.prompts,
+        source=f"upload:{file_name}",
+        is_held_out=is_held_out,
+        actor=actor,
+        progress=curating,
+    )
+    dropped = [
+        {"line": read.lines[r["index"]], "reason": r["reason"], "text": r["text"]}
+        for r in pool.rejected
+    ]
+    dropped += [{**u, "text": ""} for u in read.unreadable]
+    held = [
+        {"line": read.lines[f["index"]], "reason": f["reason"]} for f in pool.flagged
+    ]
+    return {
+        "file": file_name,
+        "records": total,
+        "added": len(pool.added),
+        "dropped_count": len(dropped),
+        "dropped": sorted(dropped, key=lambda d: d["line"])[:REPORT_LINES],
+        "held_count": len(held),
+        "held": held[:REPORT_LINES],
+    }
 
 
 def _project_prompts(project: Project) -> Seen:

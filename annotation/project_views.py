@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Count, F, Q
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
@@ -21,9 +20,14 @@ from django.views.decorators.http import require_POST
 from annotation.audit import record
 from annotation.forms import ProjectSettingsForm
 from annotation.membership import add_member, get_project_for
-from annotation.models import Project
-from annotation.pool import add_prompts, held_prompts, release_prompts, remove_prompts
-from annotation.prompt_files import SUFFIXES, read_prompt_file
+from annotation.models import ImportReport, Project
+from annotation.pool import (
+    held_prompts,
+    queue_prompt_file,
+    release_prompts,
+    remove_prompts,
+)
+from annotation.prompt_files import SUFFIXES
 from config.forms import act
 from config.roles import ADMIN, role_required
 from inference.models import Policy
@@ -132,10 +136,11 @@ def archive(request: HttpRequest, name: str) -> HttpResponse:
 
 @role_required(ADMIN)
 def prompts(request: HttpRequest, name: str) -> HttpResponse:
-    """Upload a prompt file through pool curation; show what was added and dropped."""
+    """Upload a prompt file for the worker to curate into the pool; list earlier
+    uploads. A valid upload is staged and queued, and the answer is 303 to its job
+    page, which follows the curation and then shows its report by line."""
     project = get_project_for(request.user, name)
     form = PromptUploadForm(request.POST or None, request.FILES or None)
-    report = None
     if request.method == "POST" and form.is_valid():
         upload = form.cleaned_data["file"]
         if upload.size > MAX_UPLOAD_BYTES:
@@ -144,50 +149,29 @@ def prompts(request: HttpRequest, name: str) -> HttpResponse:
                 f"the file has {upload.size:,} bytes; the most is {MAX_UPLOAD_BYTES:,}",
             )
         else:
-            read = act(form, read_prompt_file, upload.name, upload.read())
-            if read is not None:
-                report = _curate(project, read, upload.name, form, request.user)
+            job = act(
+                form,
+                queue_prompt_file,
+                project,
+                upload,
+                is_held_out=form.cleaned_data["is_held_out"],
+                actor=request.user,
+            )
+            if job is not None:
+                return _see_other(reverse("data:import_report", args=[job.pk]))
     return render(
         request,
         "projects/prompts.html",
         {
             "project": project,
             "form": form,
-            "report": report,
             "suffixes": SUFFIXES,
             "pool_count": project.prompts.count(),
             "held_count": held_prompts(project).count(),
+            "uploads": project.imports.filter(kind=ImportReport.Kind.PROMPTS)[:20],
         },
         status=400 if form.is_bound and form.errors else 200,
     )
-
-
-def _curate(
-    project: Project, read, file_name: str, form: PromptUploadForm, actor: User
-) -> dict:
-    """Add the file's prompts to the pool; return the report by file line."""
-    pool = add_prompts(
-        project,
-        read.prompts,
-        source=f"upload:{file_name}",
-        is_held_out=form.cleaned_data["is_held_out"],
-        actor=actor,
-    )
-    dropped = [
-        {"line": read.lines[r["index"]], "reason": r["reason"], "text": r["text"]}
-        for r in pool.rejected
-    ]
-    dropped += [{**u, "text": ""} for u in read.unreadable]
-    return {
-        "file": file_name,
-        "records": len(read.prompts) + len(read.unreadable),
-        "added": len(pool.added),
-        "dropped": sorted(dropped, key=lambda d: d["line"]),
-        "held": [
-            {"line": read.lines[f["index"]], "reason": f["reason"]}
-            for f in pool.flagged
-        ],
-    }
 
 
 @role_required(ADMIN)

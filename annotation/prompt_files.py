@@ -2,8 +2,10 @@
 
 Plain text holds one prompt a line. A JSON, JSONL, CSV or Parquet record is a string,
 a message list, or an object with `prompt` (a string or a message list), `messages`
-or `text`; a CSV cell that holds a JSON list is read as a message list. Gzip is
-undone first (`.gz`), to at most `max_bytes`. Records that cannot be read are
+or `text`; a CSV cell that holds a JSON list is read as a message list. The file is
+read from disk as a stream: gzip (`.gz`) is undone as it is read, to at most
+`max_bytes` and the import's decompression ratio (`importing.CappedStream`), and a
+line is at most IMPORT_MAX_LINE_BYTES. Records that cannot be read are
 reported by line, never guessed at; the rest go to the curation pool
 (`annotation.pool.add_prompts`). `iter_records` is the reading alone, which a
 corpus upload (`annotation.corpora`) shares.
@@ -15,10 +17,16 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+
+from annotation.importing import PROGRESS_EVERY, CappedStream, Progress
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".parquet")
 FIELDS = ("prompt", "messages", "text")
@@ -63,14 +71,20 @@ class PromptFile:
         self.lines.append(line)
 
 
-def read_prompt_file(name: str, data: bytes, max_bytes: int = MAX_BYTES) -> PromptFile:
-    """Return the prompts of a file named `name` with contents `data`.
+def read_prompt_file(
+    name: str,
+    path: Path,
+    max_bytes: int = MAX_BYTES,
+    progress: Progress | None = None,
+) -> PromptFile:
+    """Return the prompts of the file at `path`, sent as `name`.
 
     Raise ValidationError naming the suffix when the kind of file is not one of SUFFIXES,
     or when a whole file (JSON, Parquet, gzip past `max_bytes`) cannot be read.
+    `progress` is told as the file is read (see `iter_records`).
     """
     result = PromptFile()
-    for line, record in iter_records(name, data, max_bytes):
+    for line, record in iter_records(name, path, max_bytes, progress):
         if isinstance(record, Unreadable):
             result.unreadable.append({"line": line, "reason": record.reason})
         else:
@@ -79,42 +93,81 @@ def read_prompt_file(name: str, data: bytes, max_bytes: int = MAX_BYTES) -> Prom
 
 
 def iter_records(
-    name: str, data: bytes, max_bytes: int = MAX_BYTES
+    name: str,
+    path: Path,
+    max_bytes: int = MAX_BYTES,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[int, object]]:
-    """Yield (line or row, record) for each record of a file named `name`.
+    """Yield (line or row, record) for each record of the file at `path`, sent as `name`.
 
     A plain-text record is a non-blank line; a JSON record is any JSON value; a CSV
     record is a dict of its row; a JSONL line that is not JSON yields an
     `Unreadable`. Raise ValidationError for a kind of file not in SUFFIXES, a whole file
-    that cannot be parsed, or gzip that inflates past `max_bytes`.
+    that cannot be parsed, gzip that inflates past `max_bytes` or the import's
+    decompression ratio, or a line past IMPORT_MAX_LINE_BYTES. `progress`, when
+    given, is told as the file is read the share of it read (compressed bytes
+    consumed) and the records so far, 1.0 at the end.
     """
-    if name.endswith(".gz"):
-        data = gunzip(name, data, max_bytes)
-        name = name.removesuffix(".gz")
-    suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-    if suffix == ".parquet":
-        yield from _read_parquet(data)
-        return
+    compressed = name.endswith(".gz")
+    inner = name.removesuffix(".gz")
+    suffix = check_suffix(name)
+    size = path.stat().st_size
+    count = 0
+    with open(path, "rb") as raw:
+        source = gzip.GzipFile(fileobj=raw) if compressed else raw
+        capped = CappedStream(source, name, size if compressed else None, max_bytes)
+        stream = io.BufferedReader(capped, 1 << 16)
+        try:
+            for count, item in enumerate(_parse(inner, suffix, stream), start=1):
+                if progress is not None and count % PROGRESS_EVERY == 0:
+                    progress(min(1.0, raw.tell() / max(1, size)), count)
+                yield item
+        except (OSError, EOFError, zlib.error) as exc:
+            if not compressed:
+                raise
+            raise ValidationError(f"{name} is not readable gzip: {exc}") from None
+    if progress is not None:
+        progress(1.0, count)
+
+
+def check_suffix(name: str) -> str:
+    """Return the suffix that says how to read a file named `name` (past `.gz`);
+    raise ValidationError when it is not one of SUFFIXES."""
+    inner = name.removesuffix(".gz")
+    suffix = "." + inner.rsplit(".", 1)[-1].lower() if "." in inner else ""
     if suffix not in SUFFIXES:
         raise ValidationError(
-            f"cannot read {name!r}: expected a file ending in {', '.join(SUFFIXES)} "
+            f"cannot read {inner!r}: expected a file ending in {', '.join(SUFFIXES)} "
             "(optionally .gz)"
         )
-    text = data.decode("utf-8-sig", errors="replace")
+    return suffix
+
+
+def _parse(
+    name: str, suffix: str, stream: io.BufferedReader
+) -> Iterator[tuple[int, object]]:
+    """Yield the records of a decompressed stream of the kind `suffix`."""
+    if suffix == ".parquet":
+        yield from _read_parquet(stream)
+        return
+    newline = "" if suffix == ".csv" else None
+    text = io.TextIOWrapper(
+        stream, encoding="utf-8-sig", errors="replace", newline=newline
+    )
     if suffix == ".txt":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in _lines(name, text):
             if line.strip():
                 yield number, line
     elif suffix == ".json":
         try:
-            records = json.loads(text)
+            records = json.load(text)
         except json.JSONDecodeError as exc:
             raise ValidationError(f"{name} is not valid JSON: {exc}") from None
         if not isinstance(records, list):
             raise ValidationError(f"{name} must hold a JSON list of records")
         yield from enumerate(records, start=1)
     elif suffix == ".jsonl":
-        for number, line in enumerate(text.splitlines(), start=1):
+        for number, line in _lines(name, text):
             if not line.strip():
                 continue
             try:
@@ -122,30 +175,43 @@ def iter_records(
             except json.JSONDecodeError as exc:
                 yield number, Unreadable(f"not valid JSON: {exc.msg}")
     else:
-        reader = csv.DictReader(io.StringIO(text))
-        for row in reader:
-            yield reader.line_num, row
+        reader = csv.DictReader(text)
+        try:
+            for row in reader:
+                yield reader.line_num, row
+        except csv.Error as exc:
+            raise ValidationError(
+                f"{name}: line {reader.line_num} is not readable CSV: {exc}"
+            ) from None
 
 
-def gunzip(name: str, data: bytes, max_bytes: int) -> bytes:
-    """Return the inflated bytes; raise ValidationError past `max_bytes` (a gzip bomb)."""
-    try:
-        inflated = gzip.GzipFile(fileobj=io.BytesIO(data)).read(max_bytes + 1)
-    except (OSError, EOFError) as exc:
-        raise ValidationError(f"{name} is not readable gzip: {exc}") from None
-    if len(inflated) > max_bytes:
-        raise ValidationError(
-            f"{name} inflates to more than {max_bytes:,} bytes; split it into smaller files"
-        )
-    return inflated
+def _lines(name: str, text: TextIO) -> Iterator[tuple[int, str]]:
+    """Yield (number, line without its end) of a text, each at most
+    IMPORT_MAX_LINE_BYTES characters (then a ValidationError)."""
+    cap = settings.IMPORT_MAX_LINE_BYTES
+    number = 0
+    while line := text.readline(cap + 1):
+        number += 1
+        if len(line) > cap:
+            raise ValidationError(
+                f"{name}: line {number} is longer than {cap} characters "
+                "(IMPORT_MAX_LINE_BYTES); split it"
+            )
+        yield number, line.rstrip("\r\n")
 
 
-def _read_parquet(data: bytes) -> Iterator[tuple[int, object]]:
+def _read_parquet(stream: io.BufferedReader) -> Iterator[tuple[int, object]]:
+    """Yield the rows of a Parquet stream (read whole: Parquet's footer is at its end;
+    the stream's cap bounds it)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        table = pq.read_table(io.BytesIO(data))
+        parquet = pq.ParquetFile(io.BytesIO(stream.read()))
+        row = 0
+        for batch in parquet.iter_batches(batch_size=2000):
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
     except (pa.ArrowInvalid, OSError) as exc:
         raise ValidationError(f"not a readable Parquet file: {exc}") from None
-    yield from enumerate(table.to_pylist(), start=1)

@@ -125,7 +125,7 @@ TABLE = [
         "/api/projects/{name}/corpora",
         "",
         "corpus_file",
-        (401, 403, 403, 403, 201, 404, 201),
+        (401, 403, 403, 403, 202, 404, 202),
     ),
     ("get", "/api/tokens", "", None, EVERY_ROLE_READS),
     (

@@ -14,7 +14,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from annotation.corpora import create_corpus
-from annotation.models import AuditEntry, Corpus
+from annotation.importing import run_import
+from annotation.models import AuditEntry, Corpus, ImportReport
 from tests.conftest import login
 
 pytestmark = pytest.mark.django_db
@@ -163,7 +164,7 @@ def test_a_taken_name_is_refused(project):
 def test_a_gzip_bomb_is_refused(project, monkeypatch):
     monkeypatch.setattr("annotation.corpora.MAX_INFLATED_BYTES", 1000)
     bomb = gzip.compress(b"a" * 5000)
-    with pytest.raises(ValidationError, match="inflates to more than 1,000 bytes"):
+    with pytest.raises(ValidationError, match="holds more than 1000 bytes"):
         create_corpus(project, "bomb", upload("b.jsonl.gz", bomb))
 
 
@@ -189,10 +190,18 @@ def test_a_researcher_uploads_a_corpus_and_reads_what_each_filter_dropped(
             "drop_harmful": "on",
         },
     )
-    corpus = Corpus.objects.get()
+    job = ImportReport.objects.get(kind="corpus")
     assert response.status_code == 302
-    assert response.url == reverse("data:corpus", args=[project.name, "town"])
-    page = client.get(response.url).content.decode()
+    assert response.url == reverse("data:import_report", args=[job.pk])
+    assert not Corpus.objects.exists()  # the worker curates it, not the request
+    queued = client.get(reverse("data:corpora", args=[project.name])).content.decode()
+    assert "town.txt</a> (town)" in queued and "Queued" in queued
+    assert run_import(job.pk).status == "done"
+    corpus = Corpus.objects.get()
+    done = client.get(response.url).content.decode()
+    assert "town.txt: corpus town made" in done and "Kept 2 of 4 records" in done
+    assert corpus.get_absolute_url() in done
+    page = client.get(corpus.get_absolute_url()).content.decode()
     assert "exact_duplicate: 1" in page
     assert "repeated_character: 1" in page
     assert "exact duplicate of line 1" in page
@@ -213,12 +222,40 @@ def test_the_api_uploads_a_corpus_with_thresholds_and_returns_its_report(
             "min_chars": 11,
         },
     )
-    body = response.json()
-    assert response.status_code == 201, body
+    job = response.json()
+    assert response.status_code == 202, job
+    assert (job["kind"], job["status"]) == ("corpus", "queued")
+    run_import(job["id"])
+    polled = client.get(f"/api/imports/{job['id']}").json()
+    assert (polled["status"], polled["progress"]) == ("done", 1.0)
+    assert polled["details"] == {"corpus": "town", "kept": 3}
+    body = client.get(f"/api/projects/{project.name}/corpora/town").json()
     assert (body["kept"], body["filters"]["min_chars"]) == (3, 11)
     assert body["report"]["reasons"][0]["reason"] == "too_short"
-    detail = client.get(f"/api/projects/{project.name}/corpora/town").json()
-    assert detail["sha256"] == body["sha256"]
+
+
+def test_the_api_refuses_a_bad_corpus_upload_before_queueing_it(project, researcher):
+    client = login(researcher)
+    url = f"/api/projects/{project.name}/corpora"
+    bad_name = client.post(url, {"file": upload("t.txt", DOCS[0]), "corpus": "A!"})
+    bad_kind = client.post(url, {"file": upload("t.docx", DOCS[0]), "corpus": "a"})
+    assert (bad_name.status_code, bad_kind.status_code) == (400, 400)
+    assert "corpus name must be" in bad_name.json()["detail"]
+    assert "cannot read 't.docx'" in bad_kind.json()["detail"]
+    assert not ImportReport.objects.exists()
+
+
+def test_a_corpus_the_worker_refuses_fails_its_job_with_the_reason(project, researcher):
+    client = login(researcher)
+    job = client.post(
+        f"/api/projects/{project.name}/corpora",
+        {"file": upload("t.txt", "Tiny.\n"), "corpus": "tiny"},
+    ).json()
+    failed = run_import(job["id"])
+    assert failed.status == "failed" and not Corpus.objects.exists()
+    assert failed.error.startswith("t.txt: no record passed the curation")
+    page = client.get(reverse("data:import_report", args=[job["id"]])).content
+    assert b"refused, nothing imported" in page
 
 
 def _jsonl(rows: list) -> str:

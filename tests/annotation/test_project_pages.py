@@ -14,7 +14,8 @@ from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
-from annotation.models import Project, Prompt
+from annotation.importing import run_import
+from annotation.models import ImportReport, Project, Prompt
 from annotation.prompt_files import read_prompt_file
 from annotation.rounds import choose_prompts
 from tests.annotation.factories import make_policy
@@ -67,14 +68,26 @@ def test_bad_settings_are_refused_naming_the_value(admin_user):
     assert not Project.objects.filter(name="x").exists()
 
 
+def _upload_and_curate(client, project, upload) -> str:
+    """Post a prompt file; run the job the worker would (tests/annotation/
+    test_import_jobs.py runs a real one); return the job page's text."""
+    answer = client.post(
+        reverse("projects:prompts", args=[project.name]), {"file": upload}
+    )
+    job = ImportReport.objects.get(kind="prompts")
+    assert answer.status_code == 303, answer.content.decode()[:2000]
+    assert answer.url == reverse("data:import_report", args=[job.pk])
+    assert Prompt.objects.count() == 0  # the web process added nothing
+    assert run_import(job.pk).status == "done"
+    return client.get(answer.url).content.decode()
+
+
 def test_upload_reports_what_was_added_dropped_and_held(admin_user, project):
     lines = [GOOD, "hi", GOOD, HARMFUL, "What is the tallest mountain in Africa?"]
     upload = SimpleUploadedFile("prompts.txt", "\n".join(lines).encode())
-    page = login(admin_user).post(
-        reverse("projects:prompts", args=[project.name]), {"file": upload}
-    )
-    assert page.status_code == 200
-    text = page.content.decode()
+    client = login(admin_user)
+    text = _upload_and_curate(client, project, upload)
+    assert "prompts.txt: curated into the pool" in text
     assert "5 records read: 3 added, 2 dropped, 1 held for review." in text
     assert "too short: 2 characters" in text
     assert "exact duplicate of input 0" in text
@@ -83,18 +96,31 @@ def test_upload_reports_what_was_added_dropped_and_held(admin_user, project):
     assert held.text() == HARMFUL
     assert held.source == "upload:prompts.txt"
     assert held not in choose_prompts(project, 10, "random", seed=0)
+    listing = client.get(reverse("projects:prompts", args=[project.name]))
+    assert "prompts.txt" in listing.content.decode()
+
+
+def test_a_prompt_file_that_cannot_be_read_is_refused_before_it_is_queued(
+    admin_user, project
+):
+    answer = login(admin_user).post(
+        reverse("projects:prompts", args=[project.name]),
+        {"file": SimpleUploadedFile("p.docx", b"x")},
+    )
+    assert answer.status_code == 400
+    assert "cannot read &#x27;p.docx&#x27;" in answer.content.decode()
+    assert not ImportReport.objects.exists()
 
 
 def test_admin_releases_and_removes_held_prompts(admin_user, project):
     client = login(admin_user)
-    client.post(
-        reverse("projects:prompts", args=[project.name]),
-        {
-            "file": SimpleUploadedFile(
-                "p.txt",
-                f"{HARMFUL}\nHow do I hurt someone who insulted me?\n{GOOD}".encode(),
-            )
-        },
+    _upload_and_curate(
+        client,
+        project,
+        SimpleUploadedFile(
+            "p.txt",
+            f"{HARMFUL}\nHow do I hurt someone who insulted me?\n{GOOD}".encode(),
+        ),
     )
     first, second = Prompt.objects.filter(held_for_review=True).order_by("id")
     url = reverse("projects:held", args=[project.name])
@@ -122,7 +148,13 @@ def test_archived_project_is_hidden_from_members_but_not_admins(admin_user, proj
     assert login(annotator).get(workspace).status_code == 200
 
 
-def test_prompt_files_of_every_kind_are_read():
+def _read(tmp_path, name: str, data: bytes, **kwargs):
+    path = tmp_path / "staged"
+    path.write_bytes(data)
+    return read_prompt_file(name, path, **kwargs)
+
+
+def test_prompt_files_of_every_kind_are_read(tmp_path):
     jsonl = "\n".join(
         [
             json.dumps({"prompt": GOOD}),
@@ -133,7 +165,7 @@ def test_prompt_files_of_every_kind_are_read():
             json.dumps({"answer": "no prompt"}),
         ]
     )
-    read = read_prompt_file("p.jsonl", jsonl.encode())
+    read = _read(tmp_path, "p.jsonl", jsonl.encode())
     assert read.prompts == [GOOD, [{"role": "user", "content": "Hi there, friend?"}]]
     assert read.lines == [1, 2]
     assert [u["line"] for u in read.unreadable] == [3, 4]
@@ -142,19 +174,40 @@ def test_prompt_files_of_every_kind_are_read():
     )
 
     csv_text = 'prompt,topic\n"A question, with a comma?",x\n'
-    assert read_prompt_file("p.csv", csv_text.encode()).prompts == [
+    assert _read(tmp_path, "p.csv", csv_text.encode()).prompts == [
         "A question, with a comma?"
     ]
 
     buffer = io.BytesIO()
     pq.write_table(pa.table({"prompt": [GOOD, "Second prompt here?"]}), buffer)
-    assert read_prompt_file("p.parquet", buffer.getvalue()).prompts == [
+    assert _read(tmp_path, "p.parquet", buffer.getvalue()).prompts == [
         GOOD,
         "Second prompt here?",
     ]
-    assert read_prompt_file("p.txt.gz", gzip.compress(b"one line\n\ntwo")).prompts == [
+    assert _read(tmp_path, "p.parquet.gz", gzip.compress(buffer.getvalue())).prompts
+    assert _read(tmp_path, "p.txt.gz", gzip.compress(b"one line\n\ntwo")).prompts == [
         "one line",
         "two",
     ]
+    assert _read(tmp_path, "p.json", b'["one", "two"]').lines == [1, 2]
     with pytest.raises(ValidationError, match="cannot read 'p.docx'"):
-        read_prompt_file("p.docx", b"")
+        _read(tmp_path, "p.docx", b"")
+
+
+def test_a_prompt_file_is_read_as_a_stream_within_its_caps(tmp_path, settings):
+    """Gzip inflates as it is read: a bomb stops at the import's ratio cap (past
+    16 MiB), a runaway line at IMPORT_MAX_LINE_BYTES; progress follows the read."""
+    bomb = gzip.compress(b"\n" * (64 << 20), compresslevel=9)
+    with pytest.raises(ValidationError, match="compression bomb"):
+        _read(tmp_path, "bomb.txt.gz", bomb)
+    settings.IMPORT_MAX_LINE_BYTES = 100
+    with pytest.raises(ValidationError, match="line 2 is longer than 100"):
+        _read(tmp_path, "p.txt", b"short\n" + b"x" * 101 + b"\n")
+    with pytest.raises(ValidationError, match="not readable gzip"):
+        _read(tmp_path, "p.txt.gz", b"\x1f\x8bnot gzip at all")
+    seen = []
+    lines = "".join(f"Prompt number {i}?\n" for i in range(2500)).encode()
+    read = _read(tmp_path, "p.txt", lines, progress=lambda s, n: seen.append((s, n)))
+    assert len(read.prompts) == 2500
+    assert [n for _, n in seen] == [1000, 2000, 2500]
+    assert seen[-1][0] == 1.0 and 0 < seen[0][0] < 1

@@ -18,7 +18,7 @@ def read_prompts(path: Path) -> list:
     Raise CommandError naming the first unreadable record.
     """
     try:
-        read = read_prompt_file(path.name, path.read_bytes())
+        read = read_prompt_file(path.name, path)
     except ValidationError as exc:
         raise CommandError("; ".join(exc.messages)) from None
     if read.unreadable:
