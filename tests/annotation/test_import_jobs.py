@@ -22,7 +22,7 @@ from annotation.importing import (
     remove_orphan_uploads,
     run_import,
 )
-from annotation.models import ImportReport, Ranking
+from annotation.models import Corpus, ImportReport, Prompt, Ranking
 from tests.api_world import client_for
 from tests.training.conftest import run_root, start_worker, wait_for  # noqa: F401
 
@@ -223,3 +223,62 @@ def test_an_import_whose_worker_is_killed_fails_and_lands_nothing(
         what="the second worker to import the file",
     )
     assert _poll(client, again)["rankings_created"] == 20_000
+
+
+def test_a_real_worker_curates_prompt_files_and_corpora_the_pages_follow(
+    admin_user,
+    project,
+    exports,
+    start_worker,  # noqa: F811
+):
+    """Prompt-file and corpus uploads take the same road: staged by the request,
+    curated by the worker, followed by their job page; a corpus that is a gzip bomb
+    is refused by the import's ratio cap."""
+    client = client_for(admin_user)
+    prompts = "".join(
+        f"Question number {i}: what is {i} times {i + 3}?\n" for i in range(30)
+    )
+    answer = client.post(
+        reverse("projects:prompts", args=[project.name]),
+        {"file": SimpleUploadedFile("prompts.txt", prompts.encode() + b"ok\n")},
+    )
+    assert answer.status_code == 303
+    prompt_job = ImportReport.objects.get(kind="prompts").pk
+    documents = "".join(
+        json.dumps({"text": f"Document {i} tells of the river and town number {i}."})
+        + "\n"
+        for i in range(2000)
+    )
+    corpus_job = client.post(
+        f"/api/projects/{project.name}/corpora",
+        {
+            "file": SimpleUploadedFile(
+                "town.jsonl.gz", gzip.compress(documents.encode())
+            ),
+            "corpus": "town",
+        },
+    ).json()["id"]
+    bomb_job = client.post(
+        f"/api/projects/{project.name}/corpora",
+        {"file": SimpleUploadedFile("bomb.txt.gz", _bomb()), "corpus": "bomb"},
+    ).json()["id"]
+    assert Prompt.objects.count() == 0 and not Corpus.objects.exists()
+    start_worker()
+    jobs = (prompt_job, corpus_job, bomb_job)
+    wait_for(
+        lambda: all(_poll(client, j)["status"] in ("done", "failed") for j in jobs),
+        timeout=300,
+        what="the worker to curate the uploads",
+    )
+    prompt_page = client.get(answer.url).content.decode()
+    assert "31 records read: 30 added, 1 dropped, 0 held for review." in prompt_page
+    assert "too short" in prompt_page and "hx-trigger" not in prompt_page
+    assert Prompt.objects.filter(project=project).count() == 30
+    corpus = _poll(client, corpus_job)
+    assert (corpus["status"], corpus["progress"]) == ("done", 1.0)
+    assert corpus["details"]["corpus"] == "town"
+    assert Corpus.objects.get(name="town").records == 2000
+    bomb = _poll(client, bomb_job)
+    assert bomb["status"] == "failed" and "compression bomb" in bomb["error"]
+    assert not Corpus.objects.filter(name="bomb").exists()
+    assert list((exports / "uploads").iterdir()) == []

@@ -8,6 +8,7 @@ from django.urls import reverse
 from annotation.membership import add_member
 from annotation.models import Corpus, Project
 from tests.conftest import make_user
+from tests.training.conftest import run_root, start_worker  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -25,8 +26,18 @@ DOCS = [
 
 
 def test_a_researcher_uploads_a_corpus_and_reads_the_curation_report(
-    live_server, page, sign_in, tmp_path
+    live_server,
+    page,
+    sign_in,
+    tmp_path,
+    settings,
+    monkeypatch,
+    start_worker,  # noqa: F811
 ):
+    """A real worker curates the upload while its page polls; the page then links
+    the corpus and its report."""
+    monkeypatch.setenv("EXPORT_DIR", str(settings.EXPORT_DIR))
+    start_worker()
     project = Project.objects.create(name="town", title="Town")
     researcher = make_user("reader", "researcher")
     add_member(researcher, project)
@@ -38,6 +49,9 @@ def test_a_researcher_uploads_a_corpus_and_reads_the_curation_report(
     page.fill("#id_name", "town-notes")
     page.set_input_files("#id_file", str(upload))
     page.click("text=Upload and curate")
+    page.wait_for_selector("#corpus-made", timeout=60_000)
+    assert "Kept 3 of 9 records" in page.locator("#corpus-made").inner_text()
+    page.click("#corpus-made a")
     page.wait_for_url(
         live_server.url + reverse("data:corpus", args=["town", "town-notes"])
     )

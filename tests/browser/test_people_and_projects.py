@@ -10,6 +10,7 @@ from django.urls import reverse
 from annotation.models import Project, Prompt, Ranking
 from tests.annotation.factories import make_task
 from tests.conftest import make_user
+from tests.training.conftest import run_root, start_worker  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -77,8 +78,18 @@ def test_annotator_of_another_project_gets_404_for_its_workspace_and_api(
 
 
 def test_admin_creates_a_project_uploads_prompts_and_reads_the_report(
-    live_server, page, sign_in, tmp_path
+    live_server,
+    page,
+    sign_in,
+    tmp_path,
+    settings,
+    monkeypatch,
+    start_worker,  # noqa: F811
 ):
+    """The upload is curated by a real worker while its page polls, then the page
+    shows the report."""
+    monkeypatch.setenv("EXPORT_DIR", str(settings.EXPORT_DIR))
+    start_worker()
     sign_in(make_user("boss", "admin"))
     page.goto(live_server.url + reverse("projects:new"))
     page.fill("#id_name", "fresh")
@@ -97,6 +108,8 @@ def test_admin_creates_a_project_uploads_prompts_and_reads_the_report(
     )
     page.set_input_files("#id_file", str(prompts))
     page.click("#upload-prompts button[type=submit]")
+    page.wait_for_selector("#report-summary", timeout=60_000)
+    assert "prompts.txt: curated into the pool" in page.locator("h2").all_inner_texts()
     summary = page.locator("#report-summary").inner_text()
     assert summary == "4 records read: 2 added, 2 dropped, 1 held for review."
     assert "too short" in page.locator("#dropped").inner_text()
