@@ -68,14 +68,23 @@ from training.stages import PIPELINES
 
 # The methods the loop runs (named pipelines of training/stages.py) and what each
 # method's rounds use unless the loop's options say otherwise: snapshot votes and
-# pair rule, and stage options merged key by key under `LoopConfig.train`. PPO needs
-# a short, KL-bound PPO stage: with the stage defaults a round's policy exploits the
-# reward model instead of beating SFT. Measured in docs/loop.md.
+# pair rule, candidates per task (0: the project's), and stage options merged key by
+# key under `LoopConfig.train`. DPO: best-vs-rest pairs over 8 candidates beat all
+# pairs over 4 on the dev split (0.69 against 0.60 after one round, accuracy +4
+# points against +1). PPO needs a short, KL-bound PPO stage: with the stage defaults
+# a round's policy exploits the reward model instead of beating SFT. Measured in
+# docs/loop.md.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
-    "dpo": {"votes": "consensus", "pairs": "all_pairs", "train": {}},
+    "dpo": {
+        "votes": "consensus",
+        "pairs": "best_vs_rest",
+        "candidates": 8,
+        "train": {},
+    },
     "ppo": {
         "votes": "consensus",
         "pairs": "all_pairs",
+        "candidates": 0,
         "train": {
             "reward": {"num_train_epochs": 1},
             "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 15},
@@ -111,9 +120,10 @@ class LoopConfig:
         metadata={"help": "Fresh prompts published per round."},
     )
     candidates: int = field(
-        default=0,
+        default=-1,
         metadata={
-            "help": "Responses per task, earlier policies' included (0: the project's)."
+            "help": "Responses per task, earlier policies' included, 2-8 (0: the "
+            "project's; -1: the method's default, METHOD_DEFAULTS)."
         },
     )
     earlier_policies: int = field(
@@ -225,6 +235,8 @@ class LoopConfig:
             raise ValueError(
                 f"earlier_policies must be >= 0, got {self.earlier_policies}"
             )
+        if self.candidates == -1 and self.method in METHOD_DEFAULTS:
+            self.candidates = METHOD_DEFAULTS[self.method]["candidates"]
         if self.candidates and not 2 <= self.candidates <= 8:
             raise ValueError(
                 f"candidates must be 0 (the project's) or 2 to 8, got {self.candidates}"

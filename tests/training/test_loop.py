@@ -280,6 +280,11 @@ def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
         "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 5, "seed": 2},
     }
     assert LoopConfig(method="dpo").votes == "consensus"
+    # DPO: best-vs-rest pairs over 8 candidates (kept on the dev split, docs/loop.md).
+    dpo = LoopConfig(method="dpo")
+    assert (dpo.pairs, dpo.candidates) == ("best_vs_rest", 8)
+    assert (config.pairs, config.candidates) == ("all_pairs", 0)
+    assert LoopConfig(method="dpo", candidates=0, pairs="all_pairs").candidates == 0
     assert LoopConfig(method="ppo", votes="every").votes == "every"
     assert stage_options(LoopConfig(method="dpo")) == {}
 

@@ -61,7 +61,8 @@ class Command(BaseCommand):
             "--candidates",
             type=int,
             default=defaults.candidates,
-            help="Responses per task, 2-8 (0: the project's).",
+            help="Responses per task, 2-8 (0: the project's; default: the method's, "
+            "see training.loop.METHOD_DEFAULTS).",
         )
         parser.add_argument(
             "--judge",
