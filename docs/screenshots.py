@@ -191,7 +191,6 @@ def shoot(base: str, only: set[str]) -> list[Path]:
 
         admin = page_as("admin")
         snap(admin, "people", "/people/")
-        snap(admin, "registry", "/training/models/")
         snap(admin, "launch", "/training/launch/", full=True)
         browser.close()
     return taken
