@@ -14,6 +14,15 @@ from typing import Any
 from inference.sampling import SamplingConfig, backend_kwargs
 
 
+def model_text(text: str) -> str:
+    """Return a generated text as it is stored: stripped, without NUL characters.
+
+    A model can emit the byte 0, which PostgreSQL's text type cannot hold (the
+    round's whole publication would fail on one candidate).
+    """
+    return text.replace("\x00", "").strip()
+
+
 def generate_candidates(
     model: Any,
     tokenizer: Any,
@@ -67,7 +76,7 @@ def generate_candidates(
             decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for i in range(len(chunk)):
                 texts_i = [
-                    t.strip() for t in decoded[i * n_return : (i + 1) * n_return]
+                    model_text(t) for t in decoded[i * n_return : (i + 1) * n_return]
                 ]
                 results[start + i].extend(texts_i * (count // n_return))
             if progress is not None and g == len(groups) - 1:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from inference.generation import model_text
 from inference.sampling import SamplingConfig, backend_kwargs
 
 
@@ -64,5 +65,7 @@ def generate(
     for kwargs in sampling_params(sampling):
         outputs = llm.generate(inputs, SamplingParams(**kwargs), lora_request=lora)
         for i, output in enumerate(outputs):
-            results[i].extend(candidate.text.strip() for candidate in output.outputs)
+            results[i].extend(
+                model_text(candidate.text) for candidate in output.outputs
+            )
     return results

@@ -161,3 +161,24 @@ def test_merge_folds_the_adapter_into_a_plain_float32_model(
     # A plain model trains whole, as one loaded without an adapter does (full
     # pre-training, SFT or DPO from a LoRA policy found no gradient).
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_candidates_never_carry_a_nul_character(policy):
+    # A model can emit the byte 0 (PostgreSQL text cannot store it: a round's
+    # publication failed on it); push the tiny model to emit it at every step.
+    model, tokenizer = policy
+    (nul,) = tokenizer.encode("\x00", add_special_tokens=False)
+
+    def favour_nul(module, inputs, logits):
+        logits[..., nul] += 100.0
+        return logits
+
+    hook = model.get_output_embeddings().register_forward_hook(favour_nul)
+    try:
+        out = generate_candidates(
+            model, tokenizer, PROMPTS[:1], SamplingConfig(num_candidates=2, seed=3)
+        )
+    finally:
+        hook.remove()
+    assert [len(c) for c in out] == [2]
+    assert all("\x00" not in text for text in out[0])
