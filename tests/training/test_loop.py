@@ -13,6 +13,7 @@ from demo.world import JUDGE, eval_prompts, make_prompts, parse_prompt, question
 from inference.models import Policy
 from training.charts import table_header, table_row
 from training.loop import (
+    METHOD_DEFAULTS,
     LoopConfig,
     RoundFigures,
     judge_win_rate,
@@ -298,3 +299,18 @@ def test_command_leaves_votes_to_the_method_unless_given():
         parser.parse_args(["--project", "demo", "--votes", "consensus"]).votes
         == "consensus"
     )
+
+
+def test_command_leaves_candidates_to_the_method_unless_given():
+    """The PPO command as typed once published 8-candidate tasks: the DPO default leaked."""
+    from training.management.commands.run_loop import Command
+
+    parser = Command().create_parser("manage.py", "run_loop")
+
+    def resolved(*argv: str) -> int:
+        options = parser.parse_args(["--project", "demo", *argv])
+        return LoopConfig(method=options.method, candidates=options.candidates).candidates
+
+    assert resolved("--method", "ppo") == METHOD_DEFAULTS["ppo"]["candidates"] == 0
+    assert resolved("--method", "dpo") == METHOD_DEFAULTS["dpo"]["candidates"] == 8
+    assert resolved("--method", "ppo", "--candidates", "6") == 6

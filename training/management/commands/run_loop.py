@@ -60,7 +60,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--candidates",
             type=int,
-            default=defaults.candidates,
+            default=-1,  # not defaults.candidates: LoopConfig() has resolved DPO's
             help="Responses per task, 2-8 (0: the project's; default: the method's, "
             "see training.loop.METHOD_DEFAULTS).",
         )
