@@ -284,7 +284,7 @@ def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
     # DPO: best-vs-rest pairs over 8 candidates (kept on the dev split, docs/loop.md).
     dpo = LoopConfig(method="dpo")
     assert (dpo.pairs, dpo.candidates) == ("best_vs_rest", 8)
-    assert (config.pairs, config.candidates) == ("all_pairs", 0)
+    assert (config.pairs, config.candidates) == ("all_pairs", 8)
     assert LoopConfig(method="dpo", candidates=0, pairs="all_pairs").candidates == 0
     assert LoopConfig(method="ppo", votes="every").votes == "every"
     assert stage_options(LoopConfig(method="dpo")) == {}
@@ -301,16 +301,17 @@ def test_command_leaves_votes_to_the_method_unless_given():
     )
 
 
-def test_command_leaves_candidates_to_the_method_unless_given():
-    """The PPO command as typed once published 8-candidate tasks: the DPO default leaked."""
+def test_command_leaves_candidates_to_the_method_unless_given(monkeypatch):
+    """The PPO command as typed once published DPO's 8 candidates: its default leaked."""
     from training.management.commands.run_loop import Command
 
+    monkeypatch.setitem(METHOD_DEFAULTS, "ppo", {**METHOD_DEFAULTS["ppo"], "candidates": 0})
     parser = Command().create_parser("manage.py", "run_loop")
 
     def resolved(*argv: str) -> int:
         options = parser.parse_args(["--project", "demo", *argv])
         return LoopConfig(method=options.method, candidates=options.candidates).candidates
 
-    assert resolved("--method", "ppo") == METHOD_DEFAULTS["ppo"]["candidates"] == 0
+    assert resolved("--method", "ppo") == 0
     assert resolved("--method", "dpo") == METHOD_DEFAULTS["dpo"]["candidates"] == 8
     assert resolved("--method", "ppo", "--candidates", "6") == 6
