@@ -305,12 +305,16 @@ def test_command_leaves_candidates_to_the_method_unless_given(monkeypatch):
     """The PPO command as typed once published DPO's 8 candidates: its default leaked."""
     from training.management.commands.run_loop import Command
 
-    monkeypatch.setitem(METHOD_DEFAULTS, "ppo", {**METHOD_DEFAULTS["ppo"], "candidates": 0})
+    monkeypatch.setitem(
+        METHOD_DEFAULTS, "ppo", {**METHOD_DEFAULTS["ppo"], "candidates": 0}
+    )
     parser = Command().create_parser("manage.py", "run_loop")
 
     def resolved(*argv: str) -> int:
         options = parser.parse_args(["--project", "demo", *argv])
-        return LoopConfig(method=options.method, candidates=options.candidates).candidates
+        return LoopConfig(
+            method=options.method, candidates=options.candidates
+        ).candidates
 
     assert resolved("--method", "ppo") == 0
     assert resolved("--method", "dpo") == METHOD_DEFAULTS["dpo"]["candidates"] == 8
