@@ -220,13 +220,15 @@ def personas(
     spread: float = 0.5,
     tie_rate: float = 0.0,
     skip_rate: float = 0.0,
+    judge_name: str = "",
 ) -> list[NoisyAnnotator]:
     """Return n noisy personas of the judge: simulated annotators that are not the yardstick.
 
     Persona i weighs each of the judge's aspects by the judge's weight times a
     factor drawn uniformly from [1 - spread, 1 + spread], and flips adjacent groups
     of its order at a rate drawn uniformly from `flip_range`; both seeded by (seed, i).
-    A judge without aspects gives plain noisy copies of itself (JudgeAnnotator).
+    A judge without aspects gives plain noisy copies of itself (JudgeAnnotator),
+    which name `judge_name` in their simulator so a round evaluates with that judge.
     """
     from inference.judges import judge_offers
 
@@ -247,7 +249,7 @@ def personas(
             }
             inner = PersonaAnnotator(judge, weights, name=str(i))
         else:
-            inner = JudgeAnnotator(judge)
+            inner = JudgeAnnotator(judge, judge_name)
         annotators.append(
             NoisyAnnotator(
                 inner,

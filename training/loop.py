@@ -54,7 +54,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from annotation.models import Project, Snapshot
 from annotation.pool import held_out_prompts
-from inference.judges import Judge, get_judge
+from inference.judges import Judge, default_judge_name, get_judge
 from inference.models import Policy
 from training.charts import save_plot, table_header, table_row
 from training.evaluation import (
@@ -488,6 +488,7 @@ def _annotators(project: Project, config: LoopConfig, judge: Judge, seed: int):
         spread=config.persona_spread,
         tie_rate=config.tie_rate,
         skip_rate=config.skip_rate,
+        judge_name=config.judge or default_judge_name() or "",
     )
     return [
         (simulated_user(f"sim-persona-{i}", a.simulator), a)

@@ -317,6 +317,24 @@ def test_personas_weigh_the_judges_aspects_their_own_way_and_flip_10_to_20_perce
     ]
 
 
+def test_personas_of_a_judge_without_aspects_say_which_judge_they_copy():
+    """A training round evaluates with the judge its annotators named, not the default."""
+
+    class Lengths:  # a judge with compare and rank but no aspects
+        def compare(self, prompt_messages, a, b):
+            return (len(a) > len(b)) - (len(a) < len(b))
+
+        def rank(self, prompt_messages, responses):
+            return [
+                [i]
+                for i in sorted(range(len(responses)), key=lambda i: -len(responses[i]))
+            ]
+
+    named = personas(Lengths(), 2, seed=0, judge_name="lengths")
+    assert all("judge:lengths" in a.simulator for a in named)
+    assert all("judge:" not in a.simulator for a in personas(Lengths(), 2, seed=0))
+
+
 def test_a_persona_that_minds_rudeness_more_ranks_differently_from_the_judge():
     # Judge: a curt right answer (2 + 1.5 - 1 = 2.5) beats a polite evasion (-1.5 + 1 = -0.5).
     prompt = [{"role": "user", "content": "What colour is a glimmet?"}]
