@@ -75,18 +75,22 @@ from training.stages import PIPELINES
 # round's policy exploits the reward model instead of beating SFT; all pairs over 8
 # candidates give its reward model 28 pairs a task (held-out accuracy 0.76 against
 # 0.63 over 4) and 30 PPO updates beat 15 (0.75 against 0.62 after one round on the
-# dev split). Measured in docs/loop.md.
+# dev split). DPO's step halves each round (`step_decay`): at a constant step a seed's
+# third round drifted to KL 80 and lost a third of its win rate. Measured in
+# docs/loop.md.
 METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": {
         "votes": "consensus",
         "pairs": "best_vs_rest",
         "candidates": 8,
+        "step_decay": 0.5,
         "train": {},
     },
     "ppo": {
         "votes": "consensus",
         "pairs": "all_pairs",
         "candidates": 8,
+        "step_decay": 1.0,
         "train": {
             "reward": {"num_train_epochs": 1},
             "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 30},
@@ -212,6 +216,13 @@ class LoopConfig:
         default=1.0,
         metadata={"help": "Sampling temperature of evaluation samples (0: greedy)."},
     )
+    step_decay: float = field(
+        default=-1.0,
+        metadata={
+            "help": "Each round's policy learning rate is the previous round's times "
+            "this (1: constant; -1: the method's, METHOD_DEFAULTS)."
+        },
+    )
     train: dict[str, dict[str, Any]] = field(
         default_factory=dict,
         metadata={"help": "Per-stage options, e.g. {'dpo': {'learning_rate': 1e-3}}."},
@@ -239,6 +250,13 @@ class LoopConfig:
             )
         if self.candidates == -1 and self.method in METHOD_DEFAULTS:
             self.candidates = METHOD_DEFAULTS[self.method]["candidates"]
+        if self.step_decay == -1 and self.method in METHOD_DEFAULTS:
+            self.step_decay = METHOD_DEFAULTS[self.method]["step_decay"]
+        if not 0 < self.step_decay <= 1:
+            raise ValueError(
+                f"step_decay must be in (0, 1] (1: the same step every round), got "
+                f"{self.step_decay}"
+            )
         if self.candidates and not 2 <= self.candidates <= 8:
             raise ValueError(
                 f"candidates must be 0 (the project's) or 2 to 8, got {self.candidates}"
@@ -583,7 +601,7 @@ def _publish_annotate_train(
         "policy": step.current.name,
         "evaluate": False,  # step 5 is the round's one evaluation
     }
-    options.update(stage_options(config, seed=step.seed))
+    options.update(stage_options(config, seed=step.seed, round_number=step.number))
     training_round = launch(
         project, PIPELINES[config.method], user=user, options=options
     )
@@ -875,17 +893,28 @@ def _cpu_seconds() -> float:
 
 
 def stage_options(
-    config: LoopConfig, seed: int | None = None
+    config: LoopConfig, seed: int | None = None, round_number: int = 1
 ) -> dict[str, dict[str, Any]]:
     """Return each stage's trainer options: the method's defaults, overridden key by
-    key by `config.train`; with `seed`, every stage trains with it unless told otherwise."""
+    key by `config.train`; with `seed`, every stage trains with it unless told otherwise.
+
+    The policy stage (the pipeline's last) of round `round_number` learns at its
+    learning rate times `config.step_decay ** (round_number - 1)`.
+    """
+    from training.stages import config_class
+
     options = {
         stage: dict(values)
         for stage, values in METHOD_DEFAULTS[config.method]["train"].items()
     }
+    stages = PIPELINES[config.method].split(",")
     if seed is not None:
-        for stage in PIPELINES[config.method].split(","):
+        for stage in stages:
             options.setdefault(stage, {})["seed"] = seed
     for stage, values in config.train.items():
         options.setdefault(stage, {}).update(values)
+    if round_number > 1 and config.step_decay != 1:
+        policy = options.setdefault(stages[-1], {})
+        rate = policy.get("learning_rate", config_class(stages[-1])().learning_rate)
+        policy["learning_rate"] = rate * config.step_decay ** (round_number - 1)
     return options

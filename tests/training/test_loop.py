@@ -319,3 +319,21 @@ def test_command_leaves_candidates_to_the_method_unless_given(monkeypatch):
     assert resolved("--method", "ppo") == 0
     assert resolved("--method", "dpo") == METHOD_DEFAULTS["dpo"]["candidates"] == 8
     assert resolved("--method", "ppo", "--candidates", "6") == 6
+
+
+def test_the_dpo_step_halves_each_round_unless_told_otherwise():
+    """At a constant step a seed's third DPO round drifted to KL 80 (docs/loop.md)."""
+    dpo = LoopConfig(method="dpo")
+    rates = [
+        stage_options(dpo, seed=0, round_number=n)["dpo"].get("learning_rate")
+        for n in (1, 2, 3)
+    ]
+    assert rates == [None, 2.5e-4, 1.25e-4]  # None: the stage's own 5e-4
+    told = LoopConfig(method="dpo", train={"dpo": {"learning_rate": 1e-3}})
+    assert stage_options(told, round_number=3)["dpo"]["learning_rate"] == 2.5e-4
+    constant = LoopConfig(method="dpo", step_decay=1)
+    assert "learning_rate" not in stage_options(constant, round_number=3).get("dpo", {})
+    ppo = LoopConfig(method="ppo")
+    assert stage_options(ppo, round_number=3)["ppo"]["learning_rate"] == 1e-4
+    with pytest.raises(ValueError, match="step_decay must be in"):
+        LoopConfig(step_decay=0)

@@ -105,6 +105,13 @@ class Command(BaseCommand):
             "--eval-temperature", type=float, default=defaults.eval_temperature
         )
         parser.add_argument(
+            "--step-decay",
+            type=float,
+            default=-1.0,  # the method's (METHOD_DEFAULTS)
+            help="Each round's policy learning rate is the previous round's times this "
+            "(1: constant; default: the method's, 0.5 for DPO).",
+        )
+        parser.add_argument(
             "--train",
             default="{}",
             help='Per-stage trainer options as JSON, e.g. \'{"dpo": {"learning_rate": 1e-3}}\'.',
@@ -163,6 +170,7 @@ class Command(BaseCommand):
                 eval_samples=options["eval_samples"],
                 eval_temperature=options["eval_temperature"],
                 train=train,
+                step_decay=options["step_decay"],
                 seed=options["seed"],
             )
         except (TypeError, ValueError) as exc:
