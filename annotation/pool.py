@@ -58,22 +58,32 @@ def _full_text(messages: list[dict]) -> str:
     return "\n".join(m["content"] for m in messages)
 
 
+# The held-out splits: "dev" for choosing settings, "test" for the figures reported.
+EVAL_SPLITS = ("dev", "test")
+
+
 def add_prompts(
     project: Project,
     prompts: list,
     *,
     source: str,
     is_held_out: bool = False,
+    eval_split: str = "test",
     actor: AbstractBaseUser | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> PoolReport:
     """Curate `prompts` (strings or message lists) and add the ones that pass.
+
+    Held-out prompts go to `eval_split` ("dev" for choosing settings, "test" for
+    the figures reported; see `held_out_prompts`).
 
     Writes all accepted prompts in one transaction; rejected ones are reported with
     their index and reason, flagged ones are stored with the flag in `Prompt.flags`
     and held for review. `progress`, when given, is told every PROGRESS_EVERY
     prompts how many were curated.
     """
+    if eval_split not in EVAL_SPLITS:
+        raise ValueError(f"eval_split must be one of {EVAL_SPLITS}, got {eval_split!r}")
     report = PoolReport()
     seen = _project_prompts(project)
     accepted: list[tuple[int, Prompt, str | None]] = []
@@ -104,6 +114,7 @@ def add_prompts(
             content_hash=content_hash,
             source=source,
             is_held_out=is_held_out,
+            eval_split=eval_split,
             flags=[{"flag": "harmful", "reason": flag}] if flag else [],
             held_for_review=bool(flag),
         )
@@ -116,7 +127,12 @@ def add_prompts(
             actor,
             "prompts.add",
             project=project,
-            after={"source": source, "added": len(created), "held_out": is_held_out},
+            after={
+                "source": source,
+                "added": len(created),
+                "held_out": is_held_out,
+                **({"eval_split": eval_split} if is_held_out else {}),
+            },
         )
     report.added = created
     report.flagged = [
@@ -243,9 +259,6 @@ def remove_prompts(
     record(actor, "prompts.remove", project=project, before={"held": ids}, after=None)
     removed, _ = held_prompts(project).filter(pk__in=ids).delete()
     return removed
-
-
-EVAL_SPLITS = ("dev", "test")
 
 
 def held_out_prompts(project: Project, n: int, split: str = "test") -> list[list[dict]]:

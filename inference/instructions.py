@@ -437,7 +437,9 @@ def accuracy(items: Sequence[tuple[Sequence[Constraint], str]]) -> dict[str, flo
 
 class InstructionsJudge:
     """A judge (`inference.judges`) that prefers the response following more of the
-    request's constraints strictly, then loosely; equal counts tie."""
+    request's constraints strictly, then loosely; equal counts tie. A response is
+    `correct` when it follows all of them strictly (IFEval's prompt-level strict
+    accuracy), which the loop reports as its accuracy."""
 
     def score(self, prompt_messages: list[dict], response: str) -> tuple[int, int]:
         result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
@@ -446,6 +448,10 @@ class InstructionsJudge:
     def compare(self, prompt_messages: list[dict], a: str, b: str) -> float:
         score_a, score_b = (self.score(prompt_messages, r) for r in (a, b))
         return float((score_a > score_b) - (score_a < score_b))
+
+    def correct(self, prompt_messages: list[dict], response: str) -> bool:
+        result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
+        return bool(result.strict) and all(result.strict)
 
     def rank(
         self, prompt_messages: list[dict], responses: list[str]

@@ -23,6 +23,24 @@ def test_good_prompts_are_added_with_their_source(project):
     assert list(Prompt.objects.values_list("source", flat=True)) == ["api", "api"]
 
 
+def test_held_out_prompts_go_to_the_split_asked_for_and_a_bad_split_is_refused(
+    project,
+):
+    from annotation.pool import held_out_prompts
+
+    add_prompts(project, [BASE], source="dev", is_held_out=True, eval_split="dev")
+    add_prompts(
+        project, ["What is the capital of France?"], source="t", is_held_out=True
+    )
+    assert [m[-1]["content"] for m in held_out_prompts(project, 5, "dev")] == [BASE]
+    assert held_out_prompts(project, 5, "test") == [
+        [{"role": "user", "content": "What is the capital of France?"}]
+    ]
+    with pytest.raises(ValueError, match="eval_split must be one of"):
+        add_prompts(project, ["Name a colour."], source="x", eval_split="val")
+    assert Prompt.objects.count() == 2
+
+
 def test_exact_duplicate_of_the_pool_is_left_out_with_its_reason(project):
     first = add_prompts(project, [BASE], source="a").added[0]
     report = add_prompts(project, [BASE], source="b")

@@ -211,3 +211,21 @@ def test_the_judge_ranks_by_constraints_followed_strictly_then_loosely():
     assert JUDGE.compare(prompt, both, one) == 1.0
     assert JUDGE.compare(prompt, none, one) == -1.0
     assert JUDGE.compare(prompt, both, "rinse it well.") == 0.0
+
+
+def test_the_judge_calls_correct_only_a_response_following_every_constraint_strictly():
+    prompt = [
+        {
+            "role": "user",
+            "content": "Give some advice on cooking rice. Do not use any commas. "
+            "Write your whole response in lowercase letters.",
+        }
+    ]
+    assert JUDGE.correct(prompt, "rinse it and use less water.")
+    assert not JUDGE.correct(prompt, "Rinse it and use less water.")  # one of two
+    assert not JUDGE.correct(prompt, "Tip:\nrinse it and use less water.")  # loosely
+    assert not JUDGE.correct(prompt, "")
+    # The loop reports it as accuracy because the judge offers it.
+    from inference.judges import judge_offers
+
+    assert judge_offers(JUDGE, "correct")

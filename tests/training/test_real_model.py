@@ -108,10 +108,10 @@ def test_setup_real_registers_smollm2_creates_the_project_and_publishes_round_1_
 
     from annotation.models import AuditEntry, Response
     from demo.project import DEMO_USERS
-    from inference.instructions import parse_constraints
+    from inference.instructions import TOPICS, parse_constraints, split_of
 
     settings.MODEL_DIR = tmp_path / "models"
-    args = ["setup_real", "--prompts=4", "--held-out=2", "--publish=4"]
+    args = ["setup_real", "--prompts=4", "--held-out=2", "--dev=3", "--publish=4"]
     args += ["--max-new-tokens=8", f"--source={smollm2['folder']}"]
     out = StringIO()
     call_command(*args, stdout=out, stderr=StringIO())
@@ -123,7 +123,17 @@ def test_setup_real_registers_smollm2_creates_the_project_and_publishes_round_1_
     assert AuditEntry.objects.filter(action="model.register").count() == 1
     assert set(project.members.values_list("username", flat=True)) == set(DEMO_USERS)
     pool = project.prompts.filter(is_held_out=False)
-    assert (pool.count(), project.prompts.filter(is_held_out=True).count()) == (4, 2)
+    held_out = project.prompts.filter(is_held_out=True)
+    assert (pool.count(), held_out.count()) == (4, 5)
+    splits = {"dev": "instructions:dev", "test": "instructions:test"}
+    for split, source in splits.items():
+        prompts = held_out.filter(eval_split=split)
+        assert set(prompts.values_list("source", flat=True)) == {source}
+        for prompt in prompts:
+            request = prompt.messages[-1]["content"]
+            [topic] = [t for t in TOPICS if t in request]
+            kinds = [c.kind for c in parse_constraints(request)]
+            assert split_of(kinds, topic) == split
     for prompt in project.prompts.all():
         assert parse_constraints(prompt.messages[-1]["content"])
     [round_] = project.rounds.all()
@@ -134,6 +144,7 @@ def test_setup_real_registers_smollm2_creates_the_project_and_publishes_round_1_
     assert sum(bool(r.text.strip()) for r in responses) >= 12
     lines = out.getvalue().splitlines()
     assert "published real round 1: 4 tasks by smollm2-135m-instruct" in lines
+    assert "held out 3 dev-split requests of real for choosing settings" in lines
 
     # Again: everything is in place, nothing changes.
     again = StringIO()
@@ -141,3 +152,48 @@ def test_setup_real_registers_smollm2_creates_the_project_and_publishes_round_1_
     assert again.getvalue().strip() == "real is set up already; nothing to do"
     assert (project.rounds.count(), Response.objects.count()) == (1, 16)
     assert User.objects.filter(username__in=DEMO_USERS).count() == len(DEMO_USERS)
+
+
+def test_run_loop_on_the_real_project_reports_strict_constraint_accuracy(
+    db, settings, tmp_path, smollm2
+):
+    """The README's real-model loop command, at micro size: `setup_real`, then
+    `run_loop --project real --judge instructions` trains a DPO round with LoRA, and
+    its JSON line carries the judge's strict constraint accuracy for the policy and
+    for SmolLM2 itself, on the split asked for (issue 11, part 3)."""
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.MODEL_DIR = tmp_path / "models"
+    settings.RUN_DIR = tmp_path / "runs"
+    setup = ["setup_real", "--prompts=6", "--held-out=2", "--dev=2", "--publish=1"]
+    setup += ["--k=2", "--max-new-tokens=4", f"--source={smollm2['folder']}"]
+    call_command(*setup, stdout=StringIO(), stderr=StringIO())
+    out = StringIO()
+    call_command(
+        "run_loop",
+        "--project=real",
+        "--judge=instructions",
+        "--rounds=1",
+        "--prompts=2",
+        "--candidates=3",
+        "--eval-prompts=2",
+        "--eval-samples=2",
+        "--max-new-tokens=6",
+        "--split=dev",
+        "--seeds=1",
+        '--train={"dpo": {"max_steps": 1, "per_device_train_batch_size": 1, '
+        '"max_length": 96, "save_steps": 100}}',
+        stdout=out,
+        stderr=StringIO(),
+    )
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert summary["seeds"] == [0]
+    assert 0.0 <= summary["accuracy"] <= 1.0
+    assert 0.0 <= summary["accuracy_sft"] <= 1.0
+    project = Project.objects.get(name="real")
+    policy = project.current_policy
+    assert policy.parent.name == "smollm2-135m-instruct"
+    assert (policy.metrics["eval_split"], policy.metrics["eval_prompts"]) == ("dev", 2)

@@ -31,6 +31,12 @@ class Command(BaseCommand):
             help="Test-split requests held out for evaluation (default 50).",
         )
         parser.add_argument(
+            "--dev",
+            type=int,
+            default=50,
+            help="Dev-split requests held out for choosing settings (default 50).",
+        )
+        parser.add_argument(
             "--publish", type=int, default=16, help="Prompts in round 1 (default 16)."
         )
         parser.add_argument(
@@ -53,8 +59,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts) -> None:
-        for name in ("prompts", "held_out", "publish", "k", "max_new_tokens"):
-            low = 0 if name == "held_out" else 1
+        for name in ("prompts", "held_out", "dev", "publish", "k", "max_new_tokens"):
+            low = 0 if name in ("held_out", "dev") else 1
             if not low <= opts[name] <= 10_000:
                 raise CommandError(
                     f"--{name.replace('_', '-')} must be between {low} and 10000, got "
@@ -73,6 +79,7 @@ class Command(BaseCommand):
             return setup_real(
                 prompts=opts["prompts"],
                 held_out=opts["held_out"],
+                dev=opts["dev"],
                 publish=opts["publish"],
                 candidates=opts["k"],
                 max_new_tokens=opts["max_new_tokens"],
@@ -95,6 +102,11 @@ class Command(BaseCommand):
                 f"created project {REAL_PROJECT}: {report.prompts_added} prompts to "
                 f"label, {report.held_out_added} held out, "
                 f"{len(report.prompts_dropped)} dropped by the pool's gate"
+            )
+        if report.dev_added:
+            lines.append(
+                f"held out {report.dev_added} dev-split requests of {REAL_PROJECT} "
+                "for choosing settings"
             )
         if report.published_round:
             lines.append(
