@@ -439,7 +439,8 @@ class InstructionsJudge:
     """A judge (`inference.judges`) that prefers the response following more of the
     request's constraints strictly, then loosely; equal counts tie. A response is
     `correct` when it follows all of them strictly (IFEval's prompt-level strict
-    accuracy), which the loop reports as its accuracy."""
+    accuracy), which the loop reports as its accuracy, and `correct_loosely` when it
+    follows all of them loosely (the loose accuracy beside it)."""
 
     def score(self, prompt_messages: list[dict], response: str) -> tuple[int, int]:
         result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
@@ -452,6 +453,10 @@ class InstructionsJudge:
     def correct(self, prompt_messages: list[dict], response: str) -> bool:
         result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
         return bool(result.strict) and all(result.strict)
+
+    def correct_loosely(self, prompt_messages: list[dict], response: str) -> bool:
+        result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
+        return bool(result.loose) and all(result.loose)
 
     def rank(
         self, prompt_messages: list[dict], responses: list[str]

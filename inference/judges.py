@@ -13,7 +13,9 @@ A judge may also offer (the demo's does; `judge_offers` tells):
   score}`: the aspects its verdict weighs, so simulated annotators can be personas
   that weigh them their own way (`annotation.simulated.personas`);
 - `correct(prompt_messages, response) -> bool`: whether a reference confirms the
-  answer, for the factual accuracy the loop reports beside the win rate.
+  answer, for the factual accuracy the loop reports beside the win rate;
+- `correct_loosely(prompt_messages, response) -> bool`: the same under a lenient
+  reading (the instructions judge: IFEval's loose accuracy), reported beside it.
 
 An app registers its judge under a name in its `AppConfig.ready`, as a dotted
 path "module:attribute" (`register_judge("demo", "demo.world:JUDGE")`). Product
@@ -47,14 +49,17 @@ class Judge(Protocol):
 
 
 def judge_offers(judge: Judge, feature: str) -> bool:
-    """Return whether the judge offers an optional feature: "aspects" or "correct"."""
+    """Return whether the judge offers an optional feature: "aspects", "correct" or
+    "correct_loosely"."""
     if feature == "aspects":
         return callable(getattr(judge, "aspects", None)) and isinstance(
             getattr(judge, "weights", None), dict
         )
-    if feature == "correct":
-        return callable(getattr(judge, "correct", None))
-    raise ValueError(f"feature must be 'aspects' or 'correct', got {feature!r}")
+    if feature in ("correct", "correct_loosely"):
+        return callable(getattr(judge, feature, None))
+    raise ValueError(
+        f"feature must be 'aspects', 'correct' or 'correct_loosely', got {feature!r}"
+    )
 
 
 def register_judge(name: str, path: str, *, named_only: bool = False) -> None:

@@ -360,6 +360,25 @@ class RoundFigures:
     win_rate_by_seed: list[float] = field(default_factory=list)
     accuracy_by_seed: list[float] = field(default_factory=list)
     cpu_s: float = 0.0
+    # Where the judge offers `correct_loosely` (the instructions judge: IFEval's loose
+    # reading): the same accuracy read leniently, for the policy and for SFT.
+    loose_accuracy: float | None = None
+    loose_accuracy_sft: float | None = None
+    loose_by_prompt: list[float] = field(default_factory=list, repr=False)
+    loose_sft_by_prompt: list[float] = field(default_factory=list, repr=False)
+
+    def accuracy_gain_ci(self) -> tuple[float, float] | None:
+        """Return the 95% interval of accuracy minus SFT's, bootstrapped over prompts
+        (paired: a resampled prompt brings both its values)."""
+        if not self.accuracy_by_prompt or not self.accuracy_sft_by_prompt:
+            return None
+        gains = [
+            a - b
+            for a, b in zip(
+                self.accuracy_by_prompt, self.accuracy_sft_by_prompt, strict=True
+            )
+        ]
+        return bootstrap_interval(gains, seed=self.seeds[0] if self.seeds else 0)
 
     def summary(self) -> dict[str, Any]:
         """Return the JSON line's keys: the final round's figures for scripts."""
@@ -367,6 +386,7 @@ class RoundFigures:
         def r4(x: float | None) -> float | None:
             return None if x is None else round(x, 4)
 
+        gain_ci = self.accuracy_gain_ci()
         return {
             "round": self.round,
             "win_rate_vs_sft": r4(self.win_rate_vs_sft),
@@ -376,6 +396,15 @@ class RoundFigures:
             "win_rate_vs_previous": r4(self.win_rate_vs_previous),
             "accuracy": r4(self.accuracy),
             "accuracy_sft": r4(self.accuracy_sft),
+            "accuracy_gain_ci": [r4(x) for x in gain_ci] if gain_ci else None,
+            **(
+                {
+                    "loose_accuracy": r4(self.loose_accuracy),
+                    "loose_accuracy_sft": r4(self.loose_accuracy_sft),
+                }
+                if self.loose_accuracy is not None
+                else {}
+            ),
             "kl": r4(self.kl),
             "distinct_2": r4(self.distinct_2),
             "distinct_2_sft": r4(self.distinct_2_sft),
@@ -628,6 +657,7 @@ class _Baseline:
     reference_samples: list[list[str]]
     accuracy_sft: list[float] | None
     previous_samples: list[list[str]]
+    loose_sft: list[float] | None = None
 
 
 def _evaluate(
@@ -650,6 +680,11 @@ def _evaluate(
     accuracy = (
         per_prompt_accuracy(prompts, samples, judge.correct)
         if judge_offers(judge, "correct")
+        else None
+    )
+    loose = (
+        per_prompt_accuracy(prompts, samples, judge.correct_loosely)
+        if judge_offers(judge, "correct_loosely")
         else None
     )
     figure = RoundFigures(
@@ -678,6 +713,10 @@ def _evaluate(
         win_by_prompt=wins,
         accuracy_by_prompt=accuracy or [],
         accuracy_sft_by_prompt=baseline.accuracy_sft or [],
+        loose_accuracy=_mean(loose) if loose is not None else None,
+        loose_accuracy_sft=_mean(baseline.loose_sft) if baseline.loose_sft else None,
+        loose_by_prompt=loose or [],
+        loose_sft_by_prompt=baseline.loose_sft or [],
     )
     return figure, samples
 
@@ -731,6 +770,9 @@ def _run_seed(
         previous_samples=reference_samples
         if previous.pk == reference.pk
         else sample(previous, prompts, eval_sampling),
+        loose_sft=per_prompt_accuracy(prompts, reference_samples, judge.correct_loosely)
+        if judge_offers(judge, "correct_loosely")
+        else None,
     )
     history, labelled, figures = [previous], [], []
     for r in range(1, config.rounds + 1):
@@ -826,6 +868,9 @@ def run_loop(
     out(f"mean of {len(runs)} seeds, {config.split} split, {len(prompts)} prompts:")
     for figure in figures:
         out(table_row(figure))
+    for figure in figures:
+        if figure.accuracy is not None:
+            out(accuracy_line(figure))
     if plot_path is not None:
         save_plot(figures, plot_path, title=f"{project.name}: {config.method} loop")
         out(f"plot: {plot_path}")
@@ -838,6 +883,23 @@ def run_loop(
     last.wall_s, last.cpu_s = wall, cpu
     out(json.dumps(last.summary()))
     return figures
+
+
+def accuracy_line(figure: RoundFigures) -> str:
+    """Return a round's accuracy against SFT's, the gain's interval and the loose reading."""
+    gain = figure.accuracy - figure.accuracy_sft
+    low, high = figure.accuracy_gain_ci() or (float("nan"), float("nan"))
+    line = (
+        f"round {figure.round}: accuracy {figure.accuracy:.3f} against SFT's "
+        f"{figure.accuracy_sft:.3f}, gain {100 * gain:+.1f} points "
+        f"[{100 * low:+.1f}, {100 * high:+.1f}]"
+    )
+    if figure.loose_accuracy is not None:
+        line += (
+            f"; loosely {figure.loose_accuracy:.3f} against "
+            f"{figure.loose_accuracy_sft:.3f}"
+        )
+    return line
 
 
 def mean_over_seeds(figures: list[RoundFigures]) -> RoundFigures:
@@ -877,6 +939,10 @@ def mean_over_seeds(figures: list[RoundFigures]) -> RoundFigures:
         win_rate_by_seed=[f.win_rate_vs_sft for f in figures],
         accuracy_by_seed=[f.accuracy for f in figures if f.accuracy is not None],
         cpu_s=_mean([f.cpu_s for f in figures]),
+        loose_accuracy=mean_of("loose_accuracy"),
+        loose_accuracy_sft=mean_of("loose_accuracy_sft"),
+        loose_by_prompt=per_prompt("loose_by_prompt"),
+        loose_sft_by_prompt=per_prompt("loose_sft_by_prompt"),
     )
 
 

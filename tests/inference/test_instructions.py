@@ -224,8 +224,11 @@ def test_the_judge_calls_correct_only_a_response_following_every_constraint_stri
     assert JUDGE.correct(prompt, "rinse it and use less water.")
     assert not JUDGE.correct(prompt, "Rinse it and use less water.")  # one of two
     assert not JUDGE.correct(prompt, "Tip:\nrinse it and use less water.")  # loosely
+    assert JUDGE.correct_loosely(prompt, "Tip:\nrinse it and use less water.")
+    assert not JUDGE.correct_loosely(prompt, "Rinse it, and use less water.")
     assert not JUDGE.correct(prompt, "")
+    assert not JUDGE.correct_loosely(prompt, "")
     # The loop reports it as accuracy because the judge offers it.
     from inference.judges import judge_offers
 
-    assert judge_offers(JUDGE, "correct")
+    assert judge_offers(JUDGE, "correct") and judge_offers(JUDGE, "correct_loosely")

@@ -29,6 +29,7 @@ SUMMARY_KEYS = [
     "win_rate_vs_previous",
     "accuracy",
     "accuracy_sft",
+    "accuracy_gain_ci",
     "kl",
     "distinct_2",
     "distinct_2_sft",
@@ -96,6 +97,7 @@ def test_table_row_lines_up_with_the_header():
         "win_rate_vs_previous": 0.61,
         "accuracy": 0.5,
         "accuracy_sft": 0.25,
+        "accuracy_gain_ci": None,  # no per-prompt values to resample
         "kl": 0.25,
         "distinct_2": 0.4,
         "distinct_2_sft": 0.5,
@@ -143,6 +145,33 @@ def test_the_mean_over_seeds_averages_each_prompt_before_resampling_prompts():
     assert mean.accuracy == 0.5 and mean.accuracy_sft == 0.2
     assert mean.seeds == [0, 1]
     assert 0.25 <= mean.win_rate_ci[0] <= 0.5 <= mean.win_rate_ci[1] <= 0.75
+    # The gain's interval pairs each prompt's accuracy with SFT's on that prompt:
+    # per prompt 0.75 - 0.2 and 0.25 - 0.2.
+    low, high = mean.accuracy_gain_ci()
+    assert (round(low, 6), round(high, 6)) == (0.05, 0.55)
+    assert mean.summary()["accuracy_gain_ci"] == [0.05, 0.55]
+    assert "loose_accuracy" not in mean.summary()  # the demo judge has no loose reading
+
+
+def test_the_accuracy_line_gives_the_gain_with_its_interval_and_the_loose_reading():
+    from training.loop import accuracy_line
+
+    figure = RoundFigures(
+        2, "p", 10, None, 0.5, 0.6, 1.0, 0.6, 0.8, 10.0,
+        accuracy=0.4,
+        accuracy_sft=0.2,
+        seeds=[0],
+        accuracy_by_prompt=[0.4, 0.4],
+        accuracy_sft_by_prompt=[0.2, 0.2],
+        loose_accuracy=0.5,
+        loose_accuracy_sft=0.25,
+    )  # fmt: skip
+    assert accuracy_line(figure) == (
+        "round 2: accuracy 0.400 against SFT's 0.200, gain +20.0 points "
+        "[+20.0, +20.0]; loosely 0.500 against 0.250"
+    )
+    assert figure.summary()["loose_accuracy"] == 0.5
+    assert figure.summary()["loose_accuracy_sft"] == 0.25
 
 
 @pytest.fixture(scope="module")
