@@ -143,7 +143,10 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
     set_up_demo(var_dir, "micro")
     blocks = [b for b in readme_blocks((ROOT / "README.md").read_text()) if b]
     skipped = [c for b in blocks for c in b if c.skipped and c.skipped != "set-up"]
-    assert len(skipped) <= 3, f"keep the skipped set tiny: {skipped}"
+    # A GPU worker, a file outside the repository, the chaos bench (restarts PostgreSQL)
+    # and the real model's 3-seed loop (CPU-hours; run at micro size by
+    # tests/training/test_real_model.py).
+    assert len(skipped) <= 4, f"keep the skipped set tiny: {skipped}"
     env = stack_env(var_dir)
     env["TOKEN"] = make_token(env, scopes=("read", "data"))  # as the README asks
     port = free_port()
