@@ -78,7 +78,8 @@ def setup_real(
 
     `prompts` train-split requests enter the pool, `held_out` test-split ones are
     held out for the figures reported and `dev` dev-split ones for choosing
-    settings (a project made before dev prompts existed gets them on the next call); round 1 publishes `publish` of the pool's prompts with `candidates`
+    settings (a project made before dev prompts existed gets them on the next
+    call); round 1 publishes `publish` of the pool's prompts with `candidates`
     responses each, up to `max_new_tokens` tokens, sampled with `seed`. `source`
     is where SmolLM2 comes from (default: the package's GGUF file; a folder
     converted already saves the conversion); `model` names a registered policy to

@@ -442,8 +442,11 @@ class InstructionsJudge:
     accuracy), which the loop reports as its accuracy, and `correct_loosely` when it
     follows all of them loosely (the loose accuracy beside it)."""
 
+    def followed(self, prompt_messages: list[dict], response: str) -> Followed:
+        return followed(parse_constraints(_prompt_text(prompt_messages)), response)
+
     def score(self, prompt_messages: list[dict], response: str) -> tuple[int, int]:
-        result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
+        result = self.followed(prompt_messages, response)
         return sum(result.strict), sum(result.loose)
 
     def compare(self, prompt_messages: list[dict], a: str, b: str) -> float:
@@ -451,12 +454,12 @@ class InstructionsJudge:
         return float((score_a > score_b) - (score_a < score_b))
 
     def correct(self, prompt_messages: list[dict], response: str) -> bool:
-        result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
-        return bool(result.strict) and all(result.strict)
+        strict = self.followed(prompt_messages, response).strict
+        return bool(strict) and all(strict)
 
     def correct_loosely(self, prompt_messages: list[dict], response: str) -> bool:
-        result = followed(parse_constraints(_prompt_text(prompt_messages)), response)
-        return bool(result.loose) and all(result.loose)
+        loose = self.followed(prompt_messages, response).loose
+        return bool(loose) and all(loose)
 
     def rank(
         self, prompt_messages: list[dict], responses: list[str]
