@@ -96,6 +96,16 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
             "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 30},
         },
     },
+    # GRPO: the reward stage as PPO's; the GRPO stage keeps its own defaults (a
+    # run on a model of real size passes LoRA and a learning rate in `train`, as
+    # docs/loop.md's real-model run does).
+    "grpo": {
+        "votes": "consensus",
+        "pairs": "all_pairs",
+        "candidates": 8,
+        "step_decay": 1.0,
+        "train": {"reward": {"num_train_epochs": 1}},
+    },
 }
 # Policy.metrics keys the loop writes (the leaderboard reads the first two).
 JUDGE_VS_SFT = "judge_win_rate_vs_sft"
@@ -112,7 +122,10 @@ class LoopConfig:
         default=3, metadata={"help": "Rounds of publish -> train -> deploy."}
     )
     method: str = field(
-        default="dpo", metadata={"help": "dpo, or ppo (a reward stage, then PPO)."}
+        default="dpo",
+        metadata={
+            "help": "dpo, ppo (a reward stage, then PPO) or grpo (a reward stage, then GRPO)."
+        },
     )
     seeds: int = field(
         default=3,

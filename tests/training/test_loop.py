@@ -53,7 +53,7 @@ def test_judge_win_rate_counts_a_tie_as_half():
     "options, message",
     [
         ({"rounds": 0}, "rounds must be at least 1, got 0"),
-        ({"method": "sft"}, "method must be one of \\['dpo', 'ppo'\\], got 'sft'"),
+        ({"method": "sft"}, "method must be one of \\['dpo', 'grpo', 'ppo'\\], got 'sft'"),
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
         ({"eval_samples": 1}, "eval_samples at least 2"),
         ({"train": {"ppo": {}}}, "train options name stages \\['ppo'\\]"),
@@ -286,6 +286,50 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
         Ranking.objects.filter(task__project=micro_project, lease__isnull=True).count()
         == 0
     )
+
+
+@pytest.mark.slow
+def test_a_micro_grpo_round_trains_a_reward_model_then_grpo_and_deploys(
+    micro_project, admin_user, tmp_path
+):
+    lines: list[str] = []
+    run_loop(
+        micro_project,
+        LoopConfig(
+            method="grpo",
+            rounds=1,
+            seeds=1,
+            candidates=4,
+            **{
+                **MICRO,
+                "train": {
+                    "reward": {
+                        "max_steps": 2,
+                        "per_device_train_batch_size": 4,
+                        "eval_fraction": 0.5,
+                    },
+                    "grpo": {
+                        "max_steps": 1,
+                        "per_device_train_batch_size": 8,
+                        "max_completion_length": 8,
+                    },
+                },
+            },
+        ),
+        user=admin_user,
+        out=lines.append,
+        plot_path=tmp_path / "loop.png",
+    )
+    summary = json.loads(lines[-1])
+    assert summary["round"] == 1 and summary["seeds"] == [0]
+    round_ = TrainingRound.objects.get(project=micro_project)
+    assert (round_.method, round_.status) == ("reward,grpo", "succeeded")
+    assert sorted(round_.jobs.values_list("stage", flat=True)) == ["grpo", "reward"]
+    micro_project.refresh_from_db()
+    assert micro_project.current_policy == round_.output_policy
+    assert round_.output_policy.parent.name == "micro-sft"
+    # The reward stage's held-out accuracy is the table's rm_acc column.
+    assert "rm_win_rate_vs_sft" in round_.output_policy.metrics
 
 
 def test_command_refuses_an_unknown_project(db):
