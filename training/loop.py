@@ -37,12 +37,18 @@ on the same prompt, both drawn with the evaluation sampling. Distinct-2 is taken
 over each prompt's samples and averaged over prompts; KL is
 `training.evaluation.kl_to_reference` on the policy's own samples. Plain figures
 go to `out` as a table per round and seed, then the mean over seeds; the last
-line is one JSON object (see `RoundFigures.summary`).
+line is one JSON object (see `RoundFigures.summary`). Every seed's figures, per
+prompt, are also saved to a JSON file as each seed ends (`save_figures`), so seeds
+run in separate processes or on separate machines pool into one figure with one
+interval (`pool_figures`, `manage.py pool_loop`), as if one process had run them.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
+import os
 import resource
 import time
 from collections.abc import Callable
@@ -836,6 +842,7 @@ def run_loop(
     reference: Policy | None = None,
     out: Callable[[str], None] = print,
     plot_path: Path | None = None,
+    figures_path: Path | None = None,
 ) -> list[RoundFigures]:
     """Run `config.rounds` rounds once per seed; return each round's mean over seeds.
 
@@ -844,8 +851,10 @@ def run_loop(
     project, else the current policy). Each seed starts from the policy current
     when the loop began (redeployed). Print a table row per round and seed to
     `out`, then the means over seeds with their intervals, save the curves to
-    `plot_path` (PNG) if given, and print the final JSON line. Raise RuntimeError
-    with the round's error text when a training round fails.
+    `plot_path` (PNG) if given, and print the final JSON line. With
+    `figures_path`, every finished seed's figures are saved there as it ends
+    (`save_figures`; a loop stopped early leaves its finished seeds to pool).
+    Raise RuntimeError with the round's error text when a training round fails.
     """
     from annotation.leaderboard import sft_policy
     from training.deployment import deploy_policy
@@ -877,25 +886,178 @@ def run_loop(
                 out=out,
             )
         )
-    figures = [mean_over_seeds([run[r] for run in runs]) for r in range(config.rounds)]
-    out(f"mean of {len(runs)} seeds, {config.split} split, {len(prompts)} prompts:")
+        if figures_path is not None:
+            save_figures(
+                figures_path,
+                runs,
+                project=project.name,
+                method=config.method,
+                split=config.split,
+                prompts=prompts,
+                wall_s=time.monotonic() - loop_started,
+                cpu_s=_cpu_seconds() - cpu_started,
+            )
+    if figures_path is not None:
+        out(f"figures: {figures_path}")
+    return report_means(
+        runs,
+        split=config.split,
+        prompts=len(prompts),
+        out=out,
+        plot_path=plot_path,
+        title=f"{project.name}: {config.method} loop",
+        wall_s=time.monotonic() - loop_started,
+        cpu_s=_cpu_seconds() - cpu_started,
+    )
+
+
+def report_means(
+    runs: list[list[RoundFigures]],
+    *,
+    split: str,
+    prompts: int,
+    out: Callable[[str], None],
+    plot_path: Path | None,
+    title: str,
+    wall_s: float,
+    cpu_s: float,
+) -> list[RoundFigures]:
+    """Print each round's mean over the seeds' `runs`, the accuracy lines, the time
+    and the JSON line; save the plot; return the means (the loop's and the pool's end)."""
+    rounds = len(runs[0])
+    figures = [mean_over_seeds([run[r] for run in runs]) for r in range(rounds)]
+    out(f"mean of {len(runs)} seeds, {split} split, {prompts} prompts:")
     for figure in figures:
         out(table_row(figure))
     for figure in figures:
         if figure.accuracy is not None:
             out(accuracy_line(figure))
     if plot_path is not None:
-        save_plot(figures, plot_path, title=f"{project.name}: {config.method} loop")
+        save_plot(figures, plot_path, title=title)
         out(f"plot: {plot_path}")
-    wall, cpu = time.monotonic() - loop_started, _cpu_seconds() - cpu_started
     out(
-        f"total wall time: {wall:.0f} s, CPU time {cpu:.0f} s "
-        f"({cpu / len(runs) / 60:.1f} CPU-minutes per seed)"
+        f"total wall time: {wall_s:.0f} s, CPU time {cpu_s:.0f} s "
+        f"({cpu_s / len(runs) / 60:.1f} CPU-minutes per seed)"
     )
     last = figures[-1]
-    last.wall_s, last.cpu_s = wall, cpu
+    last.wall_s, last.cpu_s = wall_s, cpu_s
     out(json.dumps(last.summary()))
     return figures
+
+
+FIGURES_FORMAT = "rlhf-loop-figures/1"
+# What must agree for seeds to pool: the same evaluation, not only the same numbers.
+POOL_KEYS = ("project", "method", "split", "prompts_digest", "rounds")
+
+
+def prompts_digest(prompts: list[list[dict]]) -> str:
+    """Return a digest of the evaluation prompts (their messages, in order)."""
+    text = json.dumps(prompts, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def save_figures(
+    path: Path,
+    runs: list[list[RoundFigures]],
+    *,
+    project: str,
+    method: str,
+    split: str,
+    prompts: list[list[dict]],
+    wall_s: float,
+    cpu_s: float,
+) -> Path:
+    """Write every seed's per-round figures (per-prompt values included) to `path`
+    as JSON, by atomic rename; `pool_figures` reads it back."""
+    data = {
+        "format": FIGURES_FORMAT,
+        "project": project,
+        "method": method,
+        "split": split,
+        "prompts": len(prompts),
+        "prompts_digest": prompts_digest(prompts),
+        "rounds": len(runs[0]),
+        "wall_s": wall_s,
+        "cpu_s": cpu_s,
+        "runs": [[dataclasses.asdict(f) for f in run] for run in runs],
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+    return path
+
+
+def load_figures(path: Path) -> dict[str, Any]:
+    """Read a `save_figures` file; its runs become RoundFigures. Raise ValueError
+    naming the file for anything else."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not a loop figures file ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != FIGURES_FORMAT:
+        raise ValueError(
+            f"{path}: not a loop figures file (format {FIGURES_FORMAT!r} expected); "
+            "run_loop prints the path of the one it writes"
+        )
+    names = {f.name for f in dataclasses.fields(RoundFigures)}
+    runs = []
+    for run in data["runs"]:
+        figures = []
+        for values in run:
+            values = {k: v for k, v in values.items() if k in names}
+            if values.get("win_rate_ci") is not None:
+                values["win_rate_ci"] = tuple(values["win_rate_ci"])
+            figures.append(RoundFigures(**values))
+        runs.append(figures)
+    data["runs"] = runs
+    return data
+
+
+def pool_figures(
+    paths: list[Path],
+    *,
+    out: Callable[[str], None] = print,
+    plot_path: Path | None = None,
+) -> list[RoundFigures]:
+    """Pool the seeds of several `save_figures` files into one mean per round, with
+    its interval over prompts, printed as `run_loop` prints its own seeds.
+
+    Raise ValueError when the files measured different things (project, method,
+    split, evaluation prompts or number of rounds) or share a seed.
+    """
+    loaded = [load_figures(p) for p in paths]
+    if not loaded:
+        raise ValueError("give at least one figures file")
+    first = loaded[0]
+    for path, data in zip(paths[1:], loaded[1:], strict=True):
+        differ = [k for k in POOL_KEYS if data[k] != first[k]]
+        if differ:
+            raise ValueError(
+                f"{path} measured another loop than {paths[0]}: "
+                + ", ".join(f"{k} {data[k]!r} against {first[k]!r}" for k in differ)
+            )
+    runs = [run for data in loaded for run in data["runs"]]
+    seeds = [s for run in runs for s in run[0].seeds]
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise ValueError(
+            f"seed(s) {repeated} appear in more than one run; pool distinct seeds"
+        )
+    out(table_header())
+    for run in runs:
+        for figure in run:
+            out(table_row(figure))
+    return report_means(
+        runs,
+        split=first["split"],
+        prompts=first["prompts"],
+        out=out,
+        plot_path=plot_path,
+        title=f"{first['project']}: {first['method']} loop ({len(runs)} seeds pooled)",
+        wall_s=sum(d["wall_s"] for d in loaded),
+        cpu_s=sum(d["cpu_s"] for d in loaded),
+    )
 
 
 def accuracy_line(figure: RoundFigures) -> str:

@@ -53,7 +53,10 @@ def test_judge_win_rate_counts_a_tie_as_half():
     "options, message",
     [
         ({"rounds": 0}, "rounds must be at least 1, got 0"),
-        ({"method": "sft"}, "method must be one of \\['dpo', 'grpo', 'ppo'\\], got 'sft'"),
+        (
+            {"method": "sft"},
+            "method must be one of \\['dpo', 'grpo', 'ppo'\\], got 'sft'",
+        ),
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
         ({"eval_samples": 1}, "eval_samples at least 2"),
         ({"train": {"ppo": {}}}, "train options name stages \\['ppo'\\]"),
@@ -153,6 +156,95 @@ def test_the_mean_over_seeds_averages_each_prompt_before_resampling_prompts():
     assert "loose_accuracy" not in mean.summary()  # the demo judge has no loose reading
 
 
+def _seed_run(seed: int, wins: list[float], rounds: int = 2) -> list[RoundFigures]:
+    return [
+        RoundFigures(
+            r,
+            f"p{seed}-{r}",
+            10,
+            None,
+            0.5,
+            sum(wins) / len(wins),
+            1.0,
+            0.6,
+            0.8,
+            10.0,
+            accuracy=0.5,
+            accuracy_sft=0.25,
+            win_rate_ci=(0.0, 1.0),
+            seeds=[seed],
+            win_by_prompt=wins,
+            accuracy_by_prompt=[0.5] * len(wins),
+            accuracy_sft_by_prompt=[0.25] * len(wins),
+        )
+        for r in range(1, rounds + 1)
+    ]
+
+
+PROMPTS = [[{"role": "user", "content": "q1"}], [{"role": "user", "content": "q2"}]]
+
+
+def _save(path, runs, prompts=PROMPTS, method="dpo", cpu_s=60.0):
+    from training.loop import save_figures
+
+    return save_figures(
+        path,
+        runs,
+        project="demo",
+        method=method,
+        split="test",
+        prompts=prompts,
+        wall_s=30.0,
+        cpu_s=cpu_s,
+    )
+
+
+def test_seeds_saved_by_separate_runs_pool_as_if_one_run_had_made_them(tmp_path):
+    from training.loop import mean_over_seeds, pool_figures
+
+    runs = [_seed_run(0, [1.0, 0.5]), _seed_run(1, [0.5, 0.0]), _seed_run(2, [1, 1])]
+    one = _save(tmp_path / "one.json", runs[:2])
+    other = _save(tmp_path / "other.json", runs[2:], cpu_s=40.0)
+    lines: list[str] = []
+    pooled = pool_figures([one, other], out=lines.append)
+
+    expected = mean_over_seeds([run[1] for run in runs])
+    assert pooled[1].win_by_prompt == expected.win_by_prompt == [2.5 / 3, 1.5 / 3]
+    assert pooled[1].win_rate_ci == expected.win_rate_ci
+    assert pooled[1].seeds == [0, 1, 2]
+    summary = json.loads(lines[-1])
+    assert summary["seeds"] == [0, 1, 2] and summary["round"] == 2
+    assert summary["cpu_s"] == 100.0  # both processes' CPU time
+    assert lines[0] == table_header()
+    assert all(any(f"p{s}-2" in line for line in lines) for s in (0, 1, 2))
+    assert "mean of 3 seeds, test split, 2 prompts:" in lines
+
+
+def test_pooling_refuses_other_prompts_other_methods_a_seed_twice_and_other_files(
+    tmp_path,
+):
+    from training.loop import pool_figures
+
+    base = _save(tmp_path / "base.json", [_seed_run(0, [1.0, 0.5])])
+    other_prompts = _save(
+        tmp_path / "p.json", [_seed_run(1, [1.0, 0.5])], prompts=PROMPTS[:1]
+    )
+    with pytest.raises(ValueError, match="prompts_digest"):
+        pool_figures([base, other_prompts], out=lambda _: None)
+    ppo = _save(tmp_path / "ppo.json", [_seed_run(1, [1.0, 0.5])], method="ppo")
+    with pytest.raises(ValueError, match="method 'ppo' against 'dpo'"):
+        pool_figures([base, ppo], out=lambda _: None)
+    one_round = _save(tmp_path / "r.json", [_seed_run(1, [1.0, 0.5], rounds=1)])
+    with pytest.raises(ValueError, match="rounds 1 against 2"):
+        pool_figures([base, one_round], out=lambda _: None)
+    again = _save(tmp_path / "again.json", [_seed_run(0, [0.0, 0.5])])
+    with pytest.raises(ValueError, match=r"seed\(s\) \[0\] appear in more than one"):
+        pool_figures([base, again], out=lambda _: None)
+    (tmp_path / "x.json").write_text('{"round": 2}')
+    with pytest.raises(CommandError, match="x.json: not a loop figures file"):
+        call_command("pool_loop", str(tmp_path / "x.json"), stdout=StringIO())
+
+
 def test_the_accuracy_line_gives_the_gain_with_its_interval_and_the_loose_reading():
     from training.loop import accuracy_line
 
@@ -229,11 +321,22 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
         user=admin_user,
         out=lines.append,
         plot_path=tmp_path / "loop.png",
+        figures_path=tmp_path / "loop.json",
     )
     summary = json.loads(lines[-1])
     assert list(summary) == SUMMARY_KEYS
     assert summary["round"] == 2
     assert summary["seeds"] == [4, 5]
+    # The seeds' figures file pools back to the loop's own JSON line (times aside).
+    pooled: list[str] = []
+    call_command("pool_loop", str(tmp_path / "loop.json"), stdout=StringIO())
+    from training.loop import pool_figures
+
+    pool_figures([tmp_path / "loop.json"], out=pooled.append)
+    times = ("wall_s", "cpu_s")
+    assert {k: v for k, v in json.loads(pooled[-1]).items() if k not in times} == {
+        k: v for k, v in summary.items() if k not in times
+    }
     assert len(summary["win_rate_by_seed"]) == 2
     low, high = summary["win_rate_ci"]
     assert low <= summary["win_rate_vs_sft"] <= high

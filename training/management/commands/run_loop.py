@@ -130,7 +130,8 @@ class Command(BaseCommand):
         parser.add_argument(
             "--plot",
             default="",
-            help="PNG path of the curves (default: var/loop/<project>-<method>-<time>.png).",
+            help="PNG path of the curves (default: var/loop/<project>-<method>-<time>.png); "
+            "each seed's figures go beside it as .json (manage.py pool_loop pools them).",
         )
 
     def handle(self, *args, **options) -> None:
@@ -200,6 +201,7 @@ class Command(BaseCommand):
                 reference=reference,
                 out=self.stdout.write,
                 plot_path=plot,
+                figures_path=plot.with_suffix(".json"),
             )
         except ValidationError as exc:  # a refused launch or deployment
             raise CommandError("; ".join(exc.messages)) from None
