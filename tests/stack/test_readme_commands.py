@@ -138,6 +138,19 @@ def _serve(var_dir: Path, port: int, log) -> subprocess.Popen:
     return server
 
 
+def _working_copy(folder: Path) -> Path:
+    """Return `folder` holding a link to each top-level entry of the repository.
+
+    The commands run there as from the repository root, and the files they write
+    at the top (prefs.jsonl, r1.parquet, zoo.txt, ...) land in `folder`, never in
+    the checkout: a commit made while this test runs can't pick them up.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in ROOT.iterdir():
+        (folder / entry.name).symlink_to(entry)
+    return folder
+
+
 def test_every_readme_command_exits_zero(tmp_path_factory):
     var_dir = tmp_path_factory.mktemp("stack-readme")
     set_up_demo(var_dir, "micro")
@@ -151,6 +164,7 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
     env["TOKEN"] = make_token(env, scopes=("read", "data"))  # as the README asks
     port = free_port()
     before = set(ROOT.iterdir())
+    cwd = _working_copy(var_dir / "repository")
     log = (var_dir / "make-run.log").open("w")
     server = _serve(var_dir, port, log)
     timings: list[str] = []
@@ -161,7 +175,7 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
             started = time.monotonic()
             result = subprocess.run(
                 ["bash", "-c", _script(block, port)],
-                cwd=ROOT,
+                cwd=cwd,
                 env=env,
                 capture_output=True,
                 text=True,
@@ -179,7 +193,5 @@ def test_every_readme_command_exits_zero(tmp_path_factory):
         os.killpg(server.pid, signal.SIGINT)  # Ctrl-C
         server.wait(timeout=30)
         log.close()
-        for path in set(ROOT.iterdir()) - before:  # prefs.jsonl, r1.parquet, ...
-            if path.is_file():
-                path.unlink()
         print("README command timings:", *timings, sep="\n  ")
+    assert set(ROOT.iterdir()) == before, "a README command wrote into the checkout"
