@@ -49,6 +49,19 @@ with other sessions (load 10-13, so this process got about a quarter of a core):
   some 500 training pairs plus scoring the 851 held-out ones, against the 3,364
   pairs MiniLM trains on twice. An earlier timing with the trainer alone (batch
   8, 256 tokens, 2 threads, load 11-13) took about 200 s of wall time per step.
+- `--backbone smollm2 --limit 1000 --epochs 1 --batch-size 8 --learning-rate
+  5e-4 --max-chars 300 --max-length 224 --threads 1` (SmolLM2-135M-Instruct,
+  LoRA r16; 5e-4 is the DPO stage's LoRA rate on the same model, chosen before
+  the run, not tuned on these prompts), 2026-12-01 beside two loop runs: 790
+  training pairs, 99 steps in 2766 s, last train loss 0.736 (ln 2 is 0.693).
+  Held-out **0.571** on 210 pairs (95% interval about [0.50, 0.64]; mean margin
+  0.045): harmless-base 0.517 (/60), helpful-base 0.641 (/64), helpful-online
+  0.560 (/25), helpful-rejection-sampled 0.557 (/61); the longer answer wins
+  0.567, so the model learned little beyond length from 790 pairs. Wall 3253 s,
+  CPU 2960 s (49 min, over the 45-minute budget), probe 0.33 s, load 1.9 / 4.0.
+  Target 0.62 missed; at about 3.5 CPU s a training pair the 3,364 pairs of the
+  sample would take some 3.3 CPU-hours an epoch here (the run for a GPU host:
+  `--backbone smollm2 --epochs 2`).
 - `.venv/bin/python bench/hh_reward_accuracy.py --threads 1` (the defaults
   otherwise: MiniLM, test split, 3,364 train / 851 held out; 3,275 distinct
   prompts imported): stopped after 30 of 422 steps (loss still 0.693), at about
