@@ -108,6 +108,14 @@ def failure_text(outcome: Outcome, run_dir: Path) -> str:
     how = f"exit status {code}"
     if code < 0:
         how = f"killed by {signal.Signals(-code).name}"
+        if -code == signal.SIGKILL and not outcome.escalation:
+            # Nobody here sent it: most often the kernel's out-of-memory killer.
+            how += (
+                " (not sent by the platform: most often the kernel's out-of-memory "
+                "killer, see `dmesg`; give the stage less memory per step: a smaller "
+                "per_device_train_batch_size with more gradient_accumulation_steps, "
+                "a shorter max_length, or fewer stages at once on this machine)"
+            )
     elif code == 0:
         how = "exit status 0 but no result.json"
     return f"stage process ended with {how}.\n--- end of stage.log ---\n{tail(run_dir / LOG_FILE)}"

@@ -662,3 +662,20 @@ def test_the_round_workflow_and_the_job_lifecycle_do_not_import_the_task_queue()
             for alias in node.names
         }
         assert "training.tasks" not in imported, module
+
+
+def test_a_stage_killed_by_sigkill_says_memory_is_the_likely_cause(tmp_path):
+    from training.supervisor import Outcome
+    from training.tasks import failure_text
+
+    (tmp_path / "stage.log").write_text("Loading weights: 100%\n")
+    killed = Outcome(
+        returncode=-9, stop_requested=False, escalation="", has_result=False
+    )
+    text = failure_text(killed, tmp_path)
+    assert text.startswith("stage process ended with killed by SIGKILL")
+    assert "out-of-memory killer" in text and "gradient_accumulation_steps" in text
+    failed = Outcome(
+        returncode=1, stop_requested=False, escalation="", has_result=False
+    )
+    assert "memory" not in failure_text(failed, tmp_path)
