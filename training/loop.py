@@ -1002,14 +1002,24 @@ def load_figures(path: Path) -> dict[str, Any]:
         )
     names = {f.name for f in dataclasses.fields(RoundFigures)}
     runs = []
-    for run in data["runs"]:
-        figures = []
-        for values in run:
-            values = {k: v for k, v in values.items() if k in names}
-            if values.get("win_rate_ci") is not None:
-                values["win_rate_ci"] = tuple(values["win_rate_ci"])
-            figures.append(RoundFigures(**values))
-        runs.append(figures)
+    try:
+        for run in data["runs"]:
+            figures = []
+            for values in run:
+                values = {k: v for k, v in values.items() if k in names}
+                if values.get("win_rate_ci") is not None:
+                    values["win_rate_ci"] = tuple(values["win_rate_ci"])
+                figures.append(RoundFigures(**values))
+            runs.append(figures)
+        missing = [
+            k for k in (*POOL_KEYS, "prompts", "wall_s", "cpu_s") if k not in data
+        ]
+    except (AttributeError, KeyError, TypeError) as exc:
+        raise ValueError(f"{path}: a damaged loop figures file ({exc!r})") from None
+    if missing or not runs:
+        raise ValueError(
+            f"{path}: a damaged loop figures file (no {missing or 'runs'})"
+        )
     data["runs"] = runs
     return data
 

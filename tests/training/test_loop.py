@@ -240,6 +240,10 @@ def test_pooling_refuses_other_prompts_other_methods_a_seed_twice_and_other_file
     again = _save(tmp_path / "again.json", [_seed_run(0, [0.0, 0.5])])
     with pytest.raises(ValueError, match=r"seed\(s\) \[0\] appear in more than one"):
         pool_figures([base, again], out=lambda _: None)
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text('{"format": "rlhf-loop-figures/1", "runs": [[{"round": 1}]]}')
+    with pytest.raises(ValueError, match="damaged.json: a damaged loop figures file"):
+        pool_figures([damaged], out=lambda _: None)
     (tmp_path / "x.json").write_text('{"round": 2}')
     with pytest.raises(CommandError, match="x.json: not a loop figures file"):
         call_command("pool_loop", str(tmp_path / "x.json"), stdout=StringIO())
