@@ -113,6 +113,8 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "train": {"reward": {"num_train_epochs": 1}},
     },
 }
+# The option that bounds an online policy stage's rollouts, by stage.
+ROLLOUT_LENGTH = {"ppo": "max_new_tokens", "grpo": "max_completion_length"}
 # Policy.metrics keys the loop writes (the leaderboard reads the first two).
 JUDGE_VS_SFT = "judge_win_rate_vs_sft"
 RM_VS_SFT = "rm_win_rate_vs_sft"
@@ -1149,6 +1151,8 @@ def stage_options(
     """Return each stage's trainer options: the method's defaults, overridden key by
     key by `config.train`; with `seed`, every stage trains with it unless told otherwise.
 
+    An online policy stage (PPO, GRPO) samples rollouts of up to
+    `config.max_new_tokens` tokens, as the candidates and evaluated answers are.
     The policy stage (the pipeline's last) of round `round_number` learns at its
     learning rate times `config.step_decay ** (round_number - 1)`.
     """
@@ -1159,6 +1163,11 @@ def stage_options(
         for stage, values in METHOD_DEFAULTS[config.method]["train"].items()
     }
     stages = PIPELINES[config.method].split(",")
+    # Online stages sample their own rollouts: as long as the candidates the
+    # reward model learnt from and the answers the loop evaluates, unless told.
+    length = ROLLOUT_LENGTH.get(stages[-1])
+    if length:
+        options.setdefault(stages[-1], {})[length] = config.max_new_tokens
     if seed is not None:
         for stage in stages:
             options.setdefault(stage, {})["seed"] = seed

@@ -454,11 +454,22 @@ def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
     assert config.votes == "consensus"
     assert stage_options(config) == {
         "reward": {"num_train_epochs": 1},
-        "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 5},
+        "ppo": {
+            "kl_coef": 0.3,
+            "learning_rate": 1e-4,
+            "max_steps": 5,
+            "max_new_tokens": 48,
+        },
     }
     assert stage_options(config, seed=2) == {
         "reward": {"num_train_epochs": 1, "seed": 2},
-        "ppo": {"kl_coef": 0.3, "learning_rate": 1e-4, "max_steps": 5, "seed": 2},
+        "ppo": {
+            "kl_coef": 0.3,
+            "learning_rate": 1e-4,
+            "max_steps": 5,
+            "max_new_tokens": 48,
+            "seed": 2,
+        },
     }
     assert LoopConfig(method="dpo").votes == "consensus"
     # DPO: best-vs-rest pairs over 8 candidates (kept on the dev split, docs/loop.md).
@@ -468,6 +479,24 @@ def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
     assert LoopConfig(method="dpo", candidates=0, pairs="all_pairs").candidates == 0
     assert LoopConfig(method="ppo", votes="every").votes == "every"
     assert stage_options(LoopConfig(method="dpo")) == {}
+
+
+def test_online_rollouts_are_as_long_as_the_candidates_unless_told():
+    """`--max-new-tokens 64` once left PPO and GRPO sampling 32-token rollouts, which the
+    reward model (trained on 64-token candidates) scored cut off."""
+    for method, stage, option in (
+        ("ppo", "ppo", "max_new_tokens"),
+        ("grpo", "grpo", "max_completion_length"),
+    ):
+        assert (
+            stage_options(LoopConfig(method=method, max_new_tokens=64))[stage][option]
+            == 64
+        )
+        told = LoopConfig(method=method, max_new_tokens=64, train={stage: {option: 16}})
+        assert stage_options(told)[stage][option] == 16
+    assert "max_new_tokens" not in stage_options(LoopConfig(method="dpo")).get(
+        "dpo", {}
+    )
 
 
 def test_command_leaves_votes_to_the_method_unless_given():
