@@ -1013,11 +1013,9 @@ def load_figures(path: Path) -> dict[str, Any]:
                     values["win_rate_ci"] = tuple(values["win_rate_ci"])
                 figures.append(RoundFigures(**values))
             runs.append(figures)
-        missing = [
-            k for k in (*POOL_KEYS, "prompts", "wall_s", "cpu_s") if k not in data
-        ]
     except (AttributeError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: a damaged loop figures file ({exc!r})") from None
+    missing = [k for k in (*POOL_KEYS, "prompts", "wall_s", "cpu_s") if k not in data]
     if missing or not runs:
         raise ValueError(
             f"{path}: a damaged loop figures file (no {missing or 'runs'})"
