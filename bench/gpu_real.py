@@ -284,14 +284,17 @@ def main() -> None:
         raise SystemExit(
             "bench/gpu_real.py needs a CUDA GPU (--tiny runs a CPU smoke test)"
         )
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     work = Path(tempfile.mkdtemp(prefix="gpu-real-"))
     model = args.model or smollm2_folder(work)
     if args.tiny:
         model = tiny_folder(model, work)
     tokenizer = AutoTokenizer.from_pretrained(model)
-    params = AutoModelForCausalLM.from_pretrained(model).num_parameters()
+    with torch.device("meta"):  # the count from the config, no weights read
+        params = AutoModelForCausalLM.from_config(
+            AutoConfig.from_pretrained(model)
+        ).num_parameters()
     rows = preference_pairs(args.steps * args.batch, tokenizer, args.answer_tokens)
     data = work / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
