@@ -157,31 +157,56 @@ def _too_many_records(name: str) -> ValidationError:
     )
 
 
-def _read_parquet(
-    path: Path, progress: Progress | None = None
+def read_parquet(
+    source: str | Path | BinaryIO,
+    name: str,
+    max_bytes: int | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[tuple[int, dict]]:
-    """Yield the rows of a Parquet file in batches, after checking its footer's sizes."""
+    """Yield (row, record) of a Parquet file (a path or a binary file), a batch at a time.
+
+    Bounded twice, since Parquet's dictionary encoding lets a file of a few KB and a
+    footer that says so hold rows thousands of times larger: the footer's row count
+    and uncompressed sizes are checked before any row is read, and the rows' bytes
+    as Arrow decodes them, batch by batch. Past a cap (IMPORT_MAX_RECORDS, and
+    IMPORT_MAX_BYTES unless `max_bytes` is given), or for a file that is not Parquet,
+    ValidationError naming `name`. The one Parquet reader of imports, prompt files
+    and corpora.
+    """
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(str(path))
-    meta = parquet.metadata
-    if meta.num_rows > settings.IMPORT_MAX_RECORDS:
-        raise _too_many_records(path.name)
-    inflated = sum(
-        meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
-    )
-    if inflated > settings.IMPORT_MAX_BYTES:
-        raise ValidationError(
-            f"{path.name} holds more than {settings.IMPORT_MAX_BYTES} bytes "
-            f"uncompressed ({inflated}; IMPORT_MAX_BYTES); split it into smaller files"
+    cap = max_bytes or settings.IMPORT_MAX_BYTES
+    cap_name = "IMPORT_MAX_BYTES" if max_bytes is None else "the most it reads"
+
+    def too_big(size: int, how: str) -> ValidationError:
+        return ValidationError(
+            f"{name} holds more than {cap} bytes {how} ({size}; {cap_name}); "
+            "split it into smaller files"
         )
-    line = 0
-    for batch in parquet.iter_batches(batch_size=BATCH):
-        for row in batch.to_pylist():
-            line += 1
-            yield line, row
-        if progress is not None:
-            progress(line / max(1, meta.num_rows), line)
+
+    try:
+        parquet = pq.ParquetFile(source)
+        meta = parquet.metadata
+        if meta.num_rows > settings.IMPORT_MAX_RECORDS:
+            raise _too_many_records(name)
+        stated = sum(
+            meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
+        )
+        if stated > cap:
+            raise too_big(stated, "uncompressed")
+        row = inflated = 0
+        for batch in parquet.iter_batches(batch_size=BATCH):
+            inflated += batch.nbytes
+            if inflated > cap:
+                raise too_big(inflated, "as its rows are read")
+            for record in batch.to_pylist():
+                row += 1
+                yield row, record
+            if progress is not None:
+                progress(row / max(1, meta.num_rows), row)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ValidationError(f"{name} is not a readable Parquet file: {exc}") from None
 
 
 def _read_jsonl(
@@ -242,7 +267,7 @@ def read_objects(
     with open(path, "rb") as probe:
         magic = probe.read(4)
     if magic == b"PAR1":
-        yield from _read_parquet(path, progress)
+        yield from read_parquet(path, path.name, progress=progress)
     else:
         yield from _read_jsonl(path, magic[:2] == b"\x1f\x8b", progress)
 

@@ -26,7 +26,7 @@ from typing import TextIO
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from annotation.importing import PROGRESS_EVERY, CappedStream, Progress
+from annotation.importing import PROGRESS_EVERY, CappedStream, Progress, read_parquet
 
 SUFFIXES = (".txt", ".json", ".jsonl", ".csv", ".parquet")
 FIELDS = ("prompt", "messages", "text")
@@ -118,7 +118,9 @@ def iter_records(
         capped = CappedStream(source, name, size if compressed else None, max_bytes)
         stream = io.BufferedReader(capped, 1 << 16)
         try:
-            for count, item in enumerate(_parse(inner, suffix, stream), start=1):
+            for count, item in enumerate(
+                _parse(inner, suffix, stream, max_bytes), start=1
+            ):
                 if progress is not None and count % PROGRESS_EVERY == 0:
                     progress(min(1.0, raw.tell() / max(1, size)), count)
                 yield item
@@ -144,11 +146,13 @@ def check_suffix(name: str) -> str:
 
 
 def _parse(
-    name: str, suffix: str, stream: io.BufferedReader
+    name: str, suffix: str, stream: io.BufferedReader, max_bytes: int
 ) -> Iterator[tuple[int, object]]:
     """Yield the records of a decompressed stream of the kind `suffix`."""
     if suffix == ".parquet":
-        yield from _read_parquet(stream)
+        # Read whole (Parquet's footer is at its end; the stream's cap bounds it),
+        # then bounded again as its rows inflate.
+        yield from read_parquet(io.BytesIO(stream.read()), name, max_bytes)
         return
     newline = "" if suffix == ".csv" else None
     text = io.TextIOWrapper(
@@ -198,20 +202,3 @@ def _lines(name: str, text: TextIO) -> Iterator[tuple[int, str]]:
                 "(IMPORT_MAX_LINE_BYTES); split it"
             )
         yield number, line.rstrip("\r\n")
-
-
-def _read_parquet(stream: io.BufferedReader) -> Iterator[tuple[int, object]]:
-    """Yield the rows of a Parquet stream (read whole: Parquet's footer is at its end;
-    the stream's cap bounds it)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(io.BytesIO(stream.read()))
-        row = 0
-        for batch in parquet.iter_batches(batch_size=2000):
-            for record in batch.to_pylist():
-                row += 1
-                yield row, record
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise ValidationError(f"not a readable Parquet file: {exc}") from None

@@ -114,3 +114,34 @@ def test_the_import_command_draws_a_progress_bar(tmp_path, db):
     assert lines[-1] == f"reading many.jsonl [{'#' * 30}] 100% 5,000 records"
     assert 3 <= len(lines) <= 11  # one line per tenth off a terminal
     assert lines[0].startswith("reading many.jsonl [")
+
+
+def _parquet_bomb(path: Path, rows: int = 2000, width: int = 10_000) -> Path:
+    """A Parquet file of one long text repeated: dictionary encoding stores it once,
+    so the file and its footer's sizes are small and the rows inflate ~20,000-fold."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist([{**ROW, "prompt": "x" * width}] * rows), path)
+    return path
+
+
+def test_a_parquet_file_that_inflates_past_the_cap_is_refused_as_it_is_read(
+    tmp_path, settings
+):
+    bomb = _parquet_bomb(tmp_path / "bomb.parquet")
+    assert bomb.stat().st_size < 5_000  # its footer claims about 10 KB
+    settings.IMPORT_MAX_BYTES = 1_000_000  # the rows hold 20 MB
+    with pytest.raises(ValidationError, match="more than 1000000 bytes") as caught:
+        parse_file(bomb)
+    assert "bomb.parquet" in str(caught.value)
+
+
+def test_a_parquet_prompt_file_that_inflates_past_the_cap_is_refused(tmp_path):
+    from annotation.prompt_files import read_prompt_file
+
+    bomb = _parquet_bomb(tmp_path / "prompts.parquet")
+    assert len(read_prompt_file("p.parquet", bomb, max_bytes=50_000_000).prompts) == 2000
+    with pytest.raises(ValidationError, match="more than 1000000 bytes") as caught:
+        read_prompt_file("prompts.parquet", bomb, max_bytes=1_000_000)
+    assert "prompts.parquet" in str(caught.value)
