@@ -141,7 +141,18 @@ def test_a_parquet_prompt_file_that_inflates_past_the_cap_is_refused(tmp_path):
     from annotation.prompt_files import read_prompt_file
 
     bomb = _parquet_bomb(tmp_path / "prompts.parquet")
-    assert len(read_prompt_file("p.parquet", bomb, max_bytes=50_000_000).prompts) == 2000
+    assert (
+        len(read_prompt_file("p.parquet", bomb, max_bytes=50_000_000).prompts) == 2000
+    )
     with pytest.raises(ValidationError, match="more than 1000000 bytes") as caught:
         read_prompt_file("prompts.parquet", bomb, max_bytes=1_000_000)
     assert "prompts.parquet" in str(caught.value)
+
+
+def test_a_damaged_parquet_file_is_refused_naming_it(tmp_path):
+    damaged = tmp_path / "damaged.parquet"
+    damaged.write_bytes(b"PAR1" + b"\0" * 100)  # the magic, then no footer
+    with pytest.raises(
+        ValidationError, match="damaged.parquet is not a readable Parquet"
+    ):
+        parse_file(damaged)
