@@ -162,6 +162,9 @@ TASKS = {
         "QUEUES": ["default", "gpu"],
     }
 }
+# A running stage with no progress line for this long is marked "no progress" on its
+# round's page (a hung stage still heartbeats: its worker lives); Cancel stops it.
+STAGE_STALL_MINUTES = env_int("STAGE_STALL_MINUTES", 30)
 # Modules imported at start-up that register more training stages (training/stages.py).
 TRAINING_STAGE_MODULES = env_list("TRAINING_STAGE_MODULES", [])
 

@@ -42,6 +42,7 @@ class JobOut(Schema):
     error: str
     output_path: str
     heartbeat_at: datetime | None
+    progress_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
 

@@ -6,9 +6,12 @@ status, progress, heartbeat and error text live here because the Tasks API has n
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+from django.utils import timezone
 
 from annotation.models import Corpus, Project, Snapshot
 from inference.models import Policy
@@ -134,6 +137,12 @@ class TrainingJob(models.Model):
         "(training.reaper.current_worker): the reaper fails the job at once when it is gone.",
     )
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When the stage last reported progress (a line of its progress "
+        "file). The heartbeat says the worker lives; this says the stage moves.",
+    )
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
 
@@ -147,6 +156,19 @@ class TrainingJob(models.Model):
 
     def __str__(self) -> str:
         return f"{self.stage} job {self.pk}"
+
+    def stalled_for(self, now: datetime | None = None) -> timedelta | None:
+        """Return how long a running stage has gone without progress, when that is
+        longer than settings.STAGE_STALL_MINUTES; else None."""
+        if self.status != Status.RUNNING:
+            return None
+        since = self.progress_at or self.started_at
+        if since is None:
+            return None
+        silent = (now or timezone.now()) - since
+        return (
+            silent if silent > timedelta(minutes=settings.STAGE_STALL_MINUTES) else None
+        )
 
     def progress_fraction(self) -> float:
         """Return the share of steps done, 0 to 1."""

@@ -59,13 +59,16 @@ class JobWatcher:
 
     def started(self, pid: int) -> None:
         """Record the child's pid (the round page shows it; tests kill it)."""
+        now = timezone.now()
         TrainingJob.objects.filter(pk=self.job_id).update(
-            pid=pid, heartbeat_at=timezone.now()
+            pid=pid, heartbeat_at=now, progress_at=now
         )
 
     def tick(self, lines: list[dict]) -> bool:
         """Write progress and the heartbeat; return whether the stage must stop."""
         self.history = merge_history(self.history, lines)
+        now = timezone.now()
+        moved = {"progress_at": now} if lines else {}
         for line in lines:
             self.step, self.total = (
                 line.get("step", self.step),
@@ -82,7 +85,8 @@ class JobWatcher:
                 total_steps=max(0, int(self.total)),
                 last_metrics=self.metrics,
                 history=self.history,
-                heartbeat_at=timezone.now(),
+                heartbeat_at=now,
+                **moved,
             )
             if time.monotonic() - self.last_reap >= REAP_EVERY_SECONDS:
                 self.last_reap = time.monotonic()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Prefetch
 from django.http import HttpRequest, HttpResponse
@@ -86,6 +87,9 @@ def _job_view(job: TrainingJob) -> dict:
     return {
         "job": job,
         "percent": round(100 * job.progress_fraction()),
+        "stalled_minutes": int(stalled.total_seconds() // 60)
+        if (stalled := job.stalled_for())
+        else 0,
         "charts": job_charts(job.history),
         "log": tail(Path(job.run_dir) / LOG_FILE, LOG_TAIL_CHARS)
         if job.run_dir
@@ -116,6 +120,7 @@ def round_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "jobs": [_job_view(job) for job in jobs],
         "polling": training_round.status not in FINISHED or stopping,
         "stopping": stopping,
+        "stall_minutes": settings.STAGE_STALL_MINUTES,
         "can_resume": training_round.status in (Status.FAILED, Status.CANCELLED)
         and not stopping,
     }

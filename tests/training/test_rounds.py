@@ -679,3 +679,34 @@ def test_a_stage_killed_by_sigkill_says_memory_is_the_likely_cause(tmp_path):
         returncode=1, stop_requested=False, escalation="", has_result=False
     )
     assert "memory" not in failure_text(failed, tmp_path)
+
+
+def test_a_stage_that_heartbeats_without_progress_is_marked_on_its_page(
+    project, admin_user, ranked, settings
+):
+    """A hung stage still heartbeats (its worker lives), so the reaper rightly leaves
+    it; the page says how long it has gone without a progress line instead."""
+    from tests.conftest import login
+    from training.tasks import JobWatcher
+
+    settings.STAGE_STALL_MINUTES = 30
+    training_round = launch(project, "dpo", user=admin_user)
+    job = training_round.jobs.get()
+    start = timezone.now() - timedelta(minutes=45)
+    TrainingJob.objects.filter(pk=job.pk).update(
+        status=Status.RUNNING, started_at=start, heartbeat_at=start, progress_at=start
+    )
+    watcher = JobWatcher(TrainingJob.objects.get(pk=job.pk))
+    watcher.tick([])  # a heartbeat alone: the worker lives, the stage has not moved
+    job.refresh_from_db()
+    assert job.heartbeat_at > start + timedelta(minutes=44)
+    assert job.progress_at == start
+    page = login(admin_user).get(training_round.get_absolute_url()).content.decode()
+    assert "No progress from this stage for 45 minutes" in page
+
+    watcher.tick([{"step": 3, "total": 10, "loss": 0.6}])
+    job.refresh_from_db()
+    assert job.progress_at > start + timedelta(minutes=44)
+    page = login(admin_user).get(training_round.get_absolute_url()).content.decode()
+    assert "No progress from this stage" not in page
+    assert "last progress" in page
