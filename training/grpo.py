@@ -10,6 +10,10 @@ The policy and artifact follow PPO's rule (see training/ppo.py): a parent's
 adapter is merged into the base; all weights train (or, with `use_lora`, a new
 adapter whose disabled state is the reference when `beta` > 0); the artifact is
 the full model, or the adapter when LoRA trained on a parent without one.
+
+This module is also the home of what GRPO and RLOO (training/rloo.py) share: their
+config's fields and checks (`GroupConfig`) and the run (`train_group`); each method
+adds only its own fields and TRL classes.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
@@ -34,8 +38,11 @@ from training.trl_args import check_trl_args
 
 
 @dataclass
-class GRPOConfig:
-    """What a GRPO stage needs; field names follow `trl.GRPOConfig` where they are TRL's."""
+class GroupConfig:
+    """What a group-sampling online stage needs (GRPO, RLOO); field names follow TRL's
+    configs where they are TRL's. A subclass names its method in METHOD."""
+
+    METHOD: ClassVar[str] = ""
 
     base_path: str = field(
         default="",
@@ -93,10 +100,6 @@ class GRPOConfig:
         metadata={"help": "KL coefficient to the reference (0: no reference pass)."},
     )
     epsilon: float = field(default=0.2, metadata={"help": "Policy ratio clip."})
-    loss_type: str = field(
-        default="dapo",
-        metadata={"help": "TRL's loss normalisation: grpo, dr_grpo, dapo, bnpo, ..."},
-    )
     save_steps: int = field(
         default=50, metadata={"help": "Checkpoint every this many steps."}
     )
@@ -111,7 +114,7 @@ class GRPOConfig:
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={
-            "help": "Other trl.GRPOConfig fields that shape the optimisation or the loss (see training/trl_args.py)."
+            "help": "Other fields of TRL's config (trl.GRPOConfig, trl.RLOOConfig) that shape the optimisation or the loss (see training/trl_args.py)."
         },
     )
 
@@ -141,17 +144,29 @@ class GRPOConfig:
         check_range("save_steps", self.save_steps, 1, None)
         check_range("logging_steps", self.logging_steps, 1, None)
         check_trl_args(
-            "grpo", self.trl_args, {f.name for f in dataclasses.fields(self)}
+            self.METHOD, self.trl_args, {f.name for f in dataclasses.fields(self)}
         )
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GRPOConfig:
+    def from_dict(cls, data: dict[str, Any]) -> Self:
         """Build a config from a dict, refusing unknown keys."""
         return config_from_dict(cls, data)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as plain JSON-ready values."""
         return dataclasses.asdict(self)
+
+
+@dataclass
+class GRPOConfig(GroupConfig):
+    """What a GRPO stage needs; field names follow `trl.GRPOConfig` where they are TRL's."""
+
+    METHOD: ClassVar[str] = "grpo"
+
+    loss_type: str = field(
+        default="dapo",
+        metadata={"help": "TRL's loss normalisation: grpo, dr_grpo, dapo, bnpo, ..."},
+    )
 
 
 def train(
@@ -166,20 +181,49 @@ def train(
 
     Return TRL's last logged metrics (reward, reward_std, kl, entropy, ...)
     plus `steps` and `stopped`.
+    """
+    from trl import GRPOConfig as TRLGRPOConfig
+    from trl import GRPOTrainer
+
+    return train_group(
+        config,
+        TRLGRPOConfig,
+        GRPOTrainer,
+        {"loss_type": config.loss_type},
+        data_path=data_path,
+        output_dir=output_dir,
+        reporter=reporter,
+        resume_from=resume_from,
+    )
+
+
+def train_group(
+    config: GroupConfig,
+    trl_config: type,
+    trainer_class: type,
+    method_args: dict[str, Any],
+    *,
+    data_path: Path | None,
+    output_dir: Path,
+    reporter: Reporter,
+    resume_from: Path | None = None,
+) -> dict[str, Any]:
+    """Run one group-sampling stage: `trainer_class` (TRL's GRPOTrainer or
+    RLOOTrainer) configured by `trl_config` from the shared fields plus the
+    method's own `method_args`; save the policy into `output_dir`.
 
     Long on purpose: it reads top to bottom as the steps of one run (load the
     data, the tokenizer and the model, configure TRL, train, save), each a few
     lines that share the same locals.
     """
     from datasets import Dataset
-    from trl import GRPOConfig as TRLGRPOConfig
-    from trl import GRPOTrainer
 
     from inference.scoring import reward_function
 
     if data_path is None:
         raise ValueError(
-            "GRPO needs data_path: a JSONL whose prompt column gives the prompts"
+            f"{config.METHOD.upper()} needs data_path: a JSONL whose prompt column "
+            "gives the prompts"
         )
     if not config.reward_model_path:
         raise ValueError(
@@ -198,7 +242,7 @@ def train(
         lora_config(config.lora_r, config.lora_alpha, 0.0) if config.use_lora else None
     )
 
-    args = TRLGRPOConfig(
+    args = trl_config(
         output_dir=str(reporter.checkpoint_dir),
         report_to="none",
         save_strategy="steps",
@@ -217,12 +261,12 @@ def train(
         temperature=config.temperature,
         beta=config.beta,
         epsilon=config.epsilon,
-        loss_type=config.loss_type,
         seed=config.seed,
         data_seed=config.seed,
+        **method_args,
         **config.trl_args,
     )
-    trainer = GRPOTrainer(
+    trainer = trainer_class(
         model=model,
         reward_funcs=reward_function(config.reward_model_path),
         args=args,

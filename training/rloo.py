@@ -10,147 +10,32 @@ rewards are all equal teaches nothing.
 The policy and artifact follow PPO's rule (see training/ppo.py): a parent's
 adapter is merged into the base; all weights train (or, with `use_lora`, a new
 adapter whose disabled state is the reference when `beta` > 0); the artifact is
-the full model, or the adapter when LoRA trained on a parent without one.
+the full model, or the adapter when LoRA trained on a parent without one. The
+fields and the run are GRPO's (training/grpo.py: `GroupConfig`, `train_group`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from inference.loading import load_policy, load_tokenizer
-from training.artifacts import (
-    check_range,
-    config_from_dict,
-    final_metrics,
-    lora_config,
-    resume_checkpoint,
-    save_artifact,
-)
-from training.ppo import prompt_rows
-from training.progress import Reporter, trainer_callback
-from training.trl_args import check_trl_args
+from training.grpo import GroupConfig, train_group
+from training.progress import Reporter
 
 
 @dataclass
-class RLOOConfig:
+class RLOOConfig(GroupConfig):
     """What an RLOO stage needs; field names follow `trl.RLOOConfig` where they are TRL's."""
 
-    base_path: str = field(
-        default="",
-        metadata={"help": "Folder or hub id of the starting policy's base model."},
-    )
-    adapter_path: str = field(
-        default="",
-        metadata={
-            "help": "The starting policy's LoRA adapter; merged into the base first."
-        },
-    )
-    reward_model_path: str = field(
-        default="",
-        metadata={"help": "Folder of the reward model (a reward stage's output)."},
-    )
-    use_lora: bool = field(
-        default=False,
-        metadata={
-            "help": "Train a LoRA adapter instead of all weights (see training/ppo.py for why not by default)."
-        },
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
-    learning_rate: float = field(
-        default=1e-3,
-        metadata={
-            "help": "AdamW learning rate; TRL's 1e-6 is for large models and moves a tiny one not at all."
-        },
-    )
-    num_generations: int = field(
-        default=4, metadata={"help": "Completions per prompt (the group)."}
-    )
-    per_device_train_batch_size: int = field(
-        default=16,
-        metadata={
-            "help": "Completions per device per step; a multiple of num_generations."
-        },
-    )
-    gradient_accumulation_steps: int = field(
-        default=1, metadata={"help": "Micro-batches accumulated per optimiser step."}
-    )
-    num_train_epochs: float = field(
-        default=1.0, metadata={"help": "Passes over the prompts."}
-    )
-    max_steps: int = field(
-        default=-1,
-        metadata={"help": "Stop after this many optimiser steps (-1: run the epochs)."},
-    )
-    max_completion_length: int = field(
-        default=32, metadata={"help": "Longest completion sampled."}
-    )
-    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
+    METHOD: ClassVar[str] = "rloo"
+
     beta: float = field(
         default=0.05,
         metadata={
             "help": "KL coefficient to the reference, inside the reward (0: none)."
         },
     )
-    epsilon: float = field(default=0.2, metadata={"help": "Policy ratio clip."})
-    save_steps: int = field(
-        default=50, metadata={"help": "Checkpoint every this many steps."}
-    )
-    logging_steps: int = field(
-        default=1, metadata={"help": "Report metrics every this many steps."}
-    )
-    seed: int = field(default=0, metadata={"help": "Seed for data order and sampling."})
-    bf16: bool = field(
-        default=False,
-        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
-    )
-    trl_args: dict[str, Any] = field(
-        default_factory=dict,
-        metadata={
-            "help": "Other trl.RLOOConfig fields that shape the optimisation or the loss (see training/trl_args.py)."
-        },
-    )
-
-    def __post_init__(self) -> None:
-        check_range("lora_r", self.lora_r, 1, None)
-        check_range("lora_alpha", self.lora_alpha, 1, None)
-        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
-        check_range("num_generations", self.num_generations, 2, None)
-        check_range(
-            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
-        )
-        if self.per_device_train_batch_size % self.num_generations:
-            raise ValueError(
-                f"per_device_train_batch_size must be a multiple of num_generations, got "
-                f"{self.per_device_train_batch_size} and {self.num_generations}"
-            )
-        check_range(
-            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
-        )
-        check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
-        if self.max_steps != -1:
-            check_range("max_steps", self.max_steps, 1, None)
-        check_range("max_completion_length", self.max_completion_length, 1, None)
-        check_range("temperature", self.temperature, 0, None, low_open=True)
-        check_range("beta", self.beta, 0, None)
-        check_range("epsilon", self.epsilon, 0, None, low_open=True)
-        check_range("save_steps", self.save_steps, 1, None)
-        check_range("logging_steps", self.logging_steps, 1, None)
-        check_trl_args(
-            "rloo", self.trl_args, {f.name for f in dataclasses.fields(self)}
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RLOOConfig:
-        """Build a config from a dict, refusing unknown keys."""
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as plain JSON-ready values."""
-        return dataclasses.asdict(self)
 
 
 def train(
@@ -163,81 +48,19 @@ def train(
 ) -> dict[str, Any]:
     """Optimise the policy with RLOO on the prompts of `data_path`; save it into `output_dir`.
 
-    Return TRL's last logged metrics (reward, reward_std, kl, entropy, ...)
-    plus `steps` and `stopped`.
-
-    Long on purpose: it reads top to bottom as the steps of one run (load the
-    data, the tokenizer and the model, configure TRL, train, save), each a few
-    lines that share the same locals.
+    Return TRL's last logged metrics (reward, reward_std, kl, ...) plus `steps`
+    and `stopped`.
     """
-    from datasets import Dataset
     from trl import RLOOConfig as TRLRLOOConfig
     from trl import RLOOTrainer
 
-    from inference.scoring import reward_function
-
-    if data_path is None:
-        raise ValueError(
-            "RLOO needs data_path: a JSONL whose prompt column gives the prompts"
-        )
-    if not config.reward_model_path:
-        raise ValueError(
-            "reward_model_path is empty; give the output folder of a reward stage"
-        )
-    dataset = Dataset.from_list([{"prompt": p} for p in prompt_rows(Path(data_path))])
-    tokenizer = load_tokenizer(config.base_path, padding_side="left")
-    model = load_policy(config.base_path, config.adapter_path, merge=True)
-    if config.adapter_path and not config.use_lora and config.beta > 0:
-        # TRL reloads the reference from the model's own folder: give it the
-        # merged parent there, not the bare base.
-        merged = reporter.run_dir / "merged-parent"
-        model.save_pretrained(merged)
-        model = load_policy(str(merged))
-    peft_config = (
-        lora_config(config.lora_r, config.lora_alpha, 0.0) if config.use_lora else None
+    return train_group(
+        config,
+        TRLRLOOConfig,
+        RLOOTrainer,
+        {},
+        data_path=data_path,
+        output_dir=output_dir,
+        reporter=reporter,
+        resume_from=resume_from,
     )
-
-    args = TRLRLOOConfig(
-        output_dir=str(reporter.checkpoint_dir),
-        report_to="none",
-        save_strategy="steps",
-        save_steps=config.save_steps,
-        save_total_limit=2,
-        logging_steps=config.logging_steps,
-        bf16=config.bf16,
-        activation_checkpointing=False,
-        learning_rate=config.learning_rate,
-        num_generations=config.num_generations,
-        per_device_train_batch_size=config.per_device_train_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        max_completion_length=config.max_completion_length,
-        temperature=config.temperature,
-        beta=config.beta,
-        epsilon=config.epsilon,
-        seed=config.seed,
-        data_seed=config.seed,
-        **config.trl_args,
-    )
-    trainer = RLOOTrainer(
-        model=model,
-        reward_funcs=reward_function(config.reward_model_path),
-        args=args,
-        train_dataset=dataset,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[trainer_callback(reporter)],
-    )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
-    metrics = final_metrics(trainer.state.log_history)
-    metrics["steps"] = float(trainer.state.global_step)
-    if reporter.should_stop():
-        metrics["stopped"] = 1.0
-        return metrics
-    policy = trainer.model
-    if config.adapter_path and config.use_lora:
-        policy = policy.merge_and_unload()
-    save_artifact(policy, tokenizer, output_dir, config.to_dict())
-    metrics["stopped"] = 0.0
-    return metrics

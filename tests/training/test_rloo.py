@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
 from tests.training.ml_data import make_reward_model, prompt_records, write_jsonl
 from training import rloo
+from training.grpo import GRPOConfig
 from training.progress import Reporter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -69,3 +71,21 @@ def test_rloo_refuses_to_start_without_a_reward_model(tmp_path):
             reporter=Reporter(tmp_path / "run"),
         )
     assert "reward_model_path is empty" in str(error.value)
+
+
+def test_rloo_shares_grpo_fields_but_keeps_its_own_kl_default_and_trl_names():
+    """RLOOConfig is GRPO's GroupConfig plus its own beta: GRPO's loss_type is not
+    one of its keys, and its extra TRL fields are checked against trl.RLOOConfig."""
+    assert rloo.RLOOConfig().beta == 0.05
+    assert GRPOConfig().beta == 0.0
+    with pytest.raises(ValueError, match="loss_type"):
+        rloo.RLOOConfig.from_dict({"base_path": "x", "loss_type": "dapo"})
+    assert isinstance(rloo.RLOOConfig.from_dict({"base_path": "x"}), rloo.RLOOConfig)
+    with pytest.raises(ValueError, match="needs data_path") as error:
+        rloo.train(
+            rloo.RLOOConfig(base_path="x", reward_model_path="r"),
+            data_path=None,
+            output_dir=Path("unused"),
+            reporter=None,
+        )
+    assert str(error.value).startswith("RLOO needs data_path")
