@@ -51,6 +51,7 @@ from annotation.models import (
     messages_hash,
     normalise_messages,
 )
+from config.workers import current_worker, worker_state
 from inference.models import Policy
 
 logger = logging.getLogger(__name__)
@@ -775,7 +776,11 @@ def run_import(report_id: int, *, now: datetime | None = None) -> ImportReport:
     """
     claimed = ImportReport.objects.filter(
         pk=report_id, status=ImportReport.Status.QUEUED
-    ).update(status=ImportReport.Status.RUNNING, heartbeat_at=timezone.now())
+    ).update(
+        status=ImportReport.Status.RUNNING,
+        heartbeat_at=timezone.now(),
+        worker=current_worker(),
+    )
     report = ImportReport.objects.select_related("project", "created_by").get(
         pk=report_id
     )
@@ -882,16 +887,22 @@ def fail_lost_imports(*, now: datetime | None = None) -> list[int]:
     """Fail the running imports whose worker has been silent for LOST_AFTER_SECONDS
     (killed, or its machine lost) and remove their staged files; return their ids.
 
+    A worker of this host that still runs (`config.workers.worker_state`) keeps its
+    import however late its heartbeat: on SQLite the landing transaction holds the
+    lock the heartbeat needs, for as long as the rows land.
+
     Nothing of such an import landed (its rows are written in one transaction);
     the report says so, and the file can be uploaded again.
     """
     now = now or timezone.now()
     cutoff = now - timedelta(seconds=LOST_AFTER_SECONDS)
-    lost = list(
-        ImportReport.objects.filter(
+    lost = [
+        (report_id, staged)
+        for report_id, staged, worker in ImportReport.objects.filter(
             status=ImportReport.Status.RUNNING, heartbeat_at__lt=cutoff
-        ).values_list("pk", "staged_path")
-    )
+        ).values_list("pk", "staged_path", "worker")
+        if worker_state(worker) != "running"
+    ]
     for report_id, staged in lost:
         failed = ImportReport.objects.filter(
             pk=report_id, status=ImportReport.Status.RUNNING, heartbeat_at__lt=cutoff

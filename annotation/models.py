@@ -942,6 +942,12 @@ class ImportReport(models.Model):
         blank=True,
         help_text="Written every few seconds while the worker runs the import.",
     )
+    worker = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="host:pid:start time of the process running the import "
+        "(config.workers.current_worker): while it runs, the import is not lost.",
+    )
     finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

@@ -14,15 +14,16 @@ the round page, and from `manage.py resume_round`.
 
 from __future__ import annotations
 
-import os
-import socket
 from datetime import datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from config.workers import current_worker, machine, worker_is_gone, worker_state
 from training.models import Status, TrainingJob, TrainingRound
+
+__all__ = ["current_worker", "reap_stale_jobs", "worker_is_gone", "worker_state"]
 
 MAX_SILENCE = timedelta(seconds=60)
 
@@ -33,62 +34,6 @@ def stale_jobs(now: datetime, max_silence: timedelta = MAX_SILENCE):
     return TrainingJob.objects.filter(status=Status.RUNNING).filter(
         Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
     )
-
-
-def _start_time(pid: int) -> str:
-    """Return when the process started (clock ticks since boot, from /proc), or ''
-    where /proc is missing or the process is gone or a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rsplit(b")", 1)[1].split()
-    except OSError:
-        return ""
-    return "" if fields[0] == b"Z" else fields[19].decode()
-
-
-def _machine() -> str:
-    """Return where a pid means one process: the host name and, where /proc has it,
-    the pid namespace (containers that share a host name do not share pids)."""
-    try:
-        namespace = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
-    except OSError:
-        namespace = ""
-    return f"{socket.gethostname()}/{namespace}" if namespace else socket.gethostname()
-
-
-def current_worker() -> str:
-    """Return this process's identity as a job records it: 'machine:pid:start time'."""
-    pid = os.getpid()
-    return f"{_machine()}:{pid}:{_start_time(pid)}"
-
-
-def worker_state(worker: str) -> str:
-    """Return what became of the process a job recorded (`current_worker`): "gone",
-    "running", or "unknown".
-
-    Unknown when no process is recorded or it ran on another host or in another
-    container (pid namespace): only the heartbeat can tell then. A pid that now
-    belongs to a process started at another time (a restarted container's pid 1,
-    say) is gone too.
-    """
-    parts = worker.rsplit(":", 2)
-    if len(parts) != 3 or parts[0] != _machine() or not parts[1].isdigit():
-        return "unknown"
-    pid, started = int(parts[1]), parts[2]
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return "gone"
-    except PermissionError:
-        pass  # it exists, as another user's process
-    if started and _start_time(pid) != started:
-        return "gone"
-    return "running"
-
-
-def worker_is_gone(worker: str) -> bool:
-    """Return whether the process a job recorded no longer runs (`worker_state`)."""
-    return worker_state(worker) == "gone"
 
 
 def dead_worker_jobs() -> list[int]:
@@ -157,7 +102,7 @@ def _stage_ended(job: TrainingJob) -> bool:
     """Return whether the job's stage process (its recorded pid, on the worker's host)
     is gone: a worker that still lives but lost track of its job (it could not
     record the end while the database was away) left it behind."""
-    return job.pid is not None and worker_state(f"{_machine()}:{job.pid}:") == "gone"
+    return job.pid is not None and worker_state(f"{machine()}:{job.pid}:") == "gone"
 
 
 def _lost_worker_text(job: TrainingJob, now: datetime, gone: bool) -> tuple[str, str]:

@@ -112,6 +112,34 @@ def test_a_staged_upload_no_import_needs_is_removed(researcher, project, exports
     assert not stray.exists()
 
 
+def test_an_import_whose_worker_still_runs_here_is_not_lost_however_late_its_heartbeat(
+    project, exports
+):
+    """On SQLite the landing transaction holds the database's lock, so the import's
+    heartbeat cannot be written while its rows land, for minutes on a big file; a
+    worker of this host that still runs is asked, not the clock (as the training
+    reaper does). A gone one's import is failed, as before."""
+    from config.workers import current_worker
+
+    queued = queue_upload(project, SimpleUploadedFile("a.jsonl", _jsonl(1)))
+    started = timezone.now()
+    ImportReport.objects.filter(pk=queued.pk).update(
+        status=ImportReport.Status.RUNNING,
+        heartbeat_at=started,
+        worker=current_worker(),  # this test's process: it runs
+    )
+    later = started + timedelta(seconds=LOST_AFTER_SECONDS * 10)
+    assert fail_lost_imports(now=later) == []
+    assert ImportReport.objects.get(pk=queued.pk).status == "running"
+    assert Path(queued.staged_path).exists()
+
+    machine, _, _ = current_worker().rsplit(":", 2)
+    ImportReport.objects.filter(pk=queued.pk).update(worker=f"{machine}:999999999:1")
+    assert fail_lost_imports(now=later) == [queued.pk]
+    assert ImportReport.objects.get(pk=queued.pk).status == "failed"
+    assert not Path(queued.staged_path).exists()
+
+
 def _poll(client, report_id: int) -> dict:
     return client.get(f"/api/imports/{report_id}").json()
 

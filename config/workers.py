@@ -1,0 +1,71 @@
+"""Which process runs a job, and whether it still does.
+
+A job (a training stage, an import) records the process that runs it as
+'machine:pid:start time' (`current_worker`); `worker_state` later tells from that
+whether the process still runs on this host, is gone (or its pid now belongs to a
+process started at another time), or cannot be asked (another host or container).
+Used by the training reaper (training/reaper.py) and by lost imports
+(annotation/importing.py): a job whose process runs here is never lost, however
+late its heartbeat.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+
+def _start_time(pid: int) -> str:
+    """Return when the process started (clock ticks since boot, from /proc), or ''
+    where /proc is missing or the process is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return ""
+    return "" if fields[0] == b"Z" else fields[19].decode()
+
+
+def machine() -> str:
+    """Return where a pid means one process: the host name and, where /proc has it,
+    the pid namespace (containers that share a host name do not share pids)."""
+    try:
+        namespace = "".join(c for c in os.readlink("/proc/self/ns/pid") if c.isdigit())
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()}/{namespace}" if namespace else socket.gethostname()
+
+
+def current_worker() -> str:
+    """Return this process's identity as a job records it: 'machine:pid:start time'."""
+    pid = os.getpid()
+    return f"{machine()}:{pid}:{_start_time(pid)}"
+
+
+def worker_state(worker: str) -> str:
+    """Return what became of the process a job recorded (`current_worker`): "gone",
+    "running", or "unknown".
+
+    Unknown when no process is recorded or it ran on another host or in another
+    container (pid namespace): only the heartbeat can tell then. A pid that now
+    belongs to a process started at another time (a restarted container's pid 1,
+    say) is gone too.
+    """
+    parts = worker.rsplit(":", 2)
+    if len(parts) != 3 or parts[0] != machine() or not parts[1].isdigit():
+        return "unknown"
+    pid, started = int(parts[1]), parts[2]
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return "gone"
+    except PermissionError:
+        pass  # it exists, as another user's process
+    if started and _start_time(pid) != started:
+        return "gone"
+    return "running"
+
+
+def worker_is_gone(worker: str) -> bool:
+    """Return whether the process a job recorded no longer runs (`worker_state`)."""
+    return worker_state(worker) == "gone"
