@@ -24,6 +24,7 @@ The pairs: `--dpo-prompts` requests of the verifiable-instructions family
 
     .venv/bin/python bench/real_model.py [--model FOLDER] [--prompts 16] [--k 4]
     nice -n 10 .venv/bin/python bench/real_model.py --stages dpo --dpo-steps 10 --repeat 2
+    .venv/bin/python bench/real_model.py --stages follow --follow-requests 48 --k 4 --max-new-tokens 64
 
 Runs (defaults: 16 prompts x K=4, up to 32 new tokens, batch 16, 2 threads):
 - 2026-12-01 05:30 UTC, 2-core development machine heavily loaded by other test
@@ -42,6 +43,11 @@ Runs (defaults: 16 prompts x K=4, up to 32 new tokens, batch 16, 2 threads):
   training loop, not the platform's overhead; the settings are the same (checked:
   LoRA, float32, no activation checkpointing, threads, nice level), so it is most
   likely the load (bare runs first in each pair); a quiet-machine rerun is owed.
+- Follow rates (`--stages follow --follow-requests 48 --k 4 --max-new-tokens 64`,
+  one thread), 2026-12-02 03:07 UTC, one loop beside it (probe 0.32 s before,
+  0.36 s after; load 2.3 / 2.1): as asked strict 0.146 over 192 candidates (end
+  phrase 1/24, JSON 0/24, lowercase 1/40, N paragraphs 2/24); with the guiding
+  system prompt 0.141 (0/24, 1/24, 1/40, 1/24): no change.
 """
 
 from __future__ import annotations
