@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 FORMATS = ("trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking")
 MAX_TEXT_CHARS = 100_000
 BATCH = 2000
+# Parquet rows decoded at a time before their bytes are counted: small, so that a
+# file of a few huge dictionary-encoded cells overshoots its cap by little.
+PARQUET_BATCH = 256
 # How often reading reports progress, in records.
 PROGRESS_EVERY = 1000
 # A running import writes a heartbeat this often; one silent for LOST_AFTER_SECONDS
@@ -169,7 +172,7 @@ def read_parquet(
     Bounded twice, since Parquet's dictionary encoding lets a file of a few KB and a
     footer that says so hold rows thousands of times larger: the footer's row count
     and uncompressed sizes are checked before any row is read, and the rows' bytes
-    as Arrow decodes them, batch by batch. Past a cap (IMPORT_MAX_RECORDS, and
+    as Arrow decodes them, PARQUET_BATCH rows at a time. Past a cap (IMPORT_MAX_RECORDS, and
     IMPORT_MAX_BYTES unless `max_bytes` is given), or for a file that is not Parquet,
     ValidationError naming `name`. The one Parquet reader of imports, prompt files
     and corpora.
@@ -197,7 +200,7 @@ def read_parquet(
         if stated > cap:
             raise too_big(stated, "uncompressed")
         row = inflated = 0
-        for batch in parquet.iter_batches(batch_size=BATCH):
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH):
             inflated += batch.nbytes
             if inflated > cap:
                 raise too_big(inflated, "as its rows are read")
