@@ -435,6 +435,85 @@ def accuracy(items: Sequence[tuple[Sequence[Constraint], str]]) -> dict[str, flo
     }
 
 
+# What a rewrite adds when it needs words: a filler sentence (no keyword, no comma,
+# no capital after lowercasing) and the sentence that carries an `include` word.
+FILLER = "Start small and keep going."
+
+
+def repair(constraints: Sequence[Constraint], response: str) -> str | None:
+    """Return `response` edited to follow every constraint strictly, or None.
+
+    What an annotator does with the ranking page's rewrite field when no candidate
+    follows the request: keep the best candidate's words and fix its form. The
+    avoided word is cut, commas dropped, the text cut to the word limit (leaving
+    room for what is added), laid out as the bullets, paragraphs or JSON object
+    asked for, the included word added in a short sentence where it is missing,
+    the end phrase appended and the whole lowercased when asked. None when the
+    response has no words or the result still misses a constraint (a word limit too
+    small for the layout).
+    """
+    kinds = {c.kind: c.args for c in constraints}
+    flat = re.sub(r"^\s*(?:[*#-]+|\d+[.)])\s*", "", response.strip(), flags=re.M)
+    flat = " ".join(flat.replace("*", "").split())
+    if "avoid" in kinds:
+        flat = re.sub(rf"\b{re.escape(kinds['avoid'][0])}\b", "", flat, flags=re.I)
+        flat = re.sub(r"\s+([.,!?;:])", r"\1", " ".join(flat.split()))
+    if "no_commas" in kinds:
+        flat = flat.replace(",", "")
+    if not flat:
+        return None
+    units_wanted = (kinds.get("bullets") or kinds.get("paragraphs") or (1,))[0]
+    if "json" in kinds:
+        units_wanted = 2
+    added = len(kinds["end_phrase"][0].split()) if "end_phrase" in kinds else 0
+    added += 2 if "include" in kinds else 0
+    added += units_wanted if "bullets" in kinds else 0
+    added += 2 if "json" in kinds else 0
+    words = flat.split()
+    if "max_words" in kinds:
+        budget = kinds["max_words"][0] - added
+        if budget < units_wanted:
+            return None
+        if len(words) > budget:
+            words = words[:budget]
+            words[-1] = words[-1].rstrip(".!?;:") + "."
+    while len(words) < units_wanted:
+        words += FILLER.split()
+        if "max_words" in kinds:
+            words = words[: kinds["max_words"][0] - added]
+            if len(words) < units_wanted:
+                return None
+    units = _split_units(" ".join(words), units_wanted)
+    if "include" in kinds and not _has_word(" ".join(units), kinds["include"][0]):
+        units[-1] += f" Remember: {kinds['include'][0]}."
+    if "end_phrase" in kinds:
+        units[-1] += " " + kinds["end_phrase"][0]
+    if "json" in kinds:
+        text = json.dumps(
+            dict(zip(kinds["json"], units, strict=True)), ensure_ascii=False
+        )
+    elif "bullets" in kinds:
+        text = "\n".join(f"* {unit}" for unit in units)
+    else:
+        text = "\n\n".join(units)
+    if "lowercase" in kinds:
+        text = text.lower()
+    return text if all(c.follows(text) for c in constraints) else None
+
+
+def _split_units(text: str, n: int) -> list[str]:
+    """Return `text` in `n` contiguous parts: whole sentences where it has n or more."""
+    sentences = [s for s in re.split(r"(?<=[.!?])\s+", text) if s]
+    pieces = sentences if len(sentences) >= n else text.split()
+    size, extra = divmod(len(pieces), n)
+    units, start = [], 0
+    for i in range(n):
+        end = start + size + (1 if i < extra else 0)
+        units.append(" ".join(pieces[start:end]))
+        start = end
+    return units
+
+
 class InstructionsJudge:
     """A judge (`inference.judges`) that prefers the response following more of the
     request's constraints strictly, then loosely; equal counts tie. A response is
@@ -460,6 +539,12 @@ class InstructionsJudge:
     def correct_loosely(self, prompt_messages: list[dict], response: str) -> bool:
         loose = self.followed(prompt_messages, response).loose
         return bool(loose) and all(loose)
+
+    def repair(self, prompt_messages: list[dict], response: str) -> str | None:
+        """Return the response edited to follow all the request's constraints, or
+        None (see `repair`): a simulated annotator's rewrite."""
+        constraints = parse_constraints(_prompt_text(prompt_messages))
+        return repair(constraints, response) if constraints else None
 
     def rank(
         self, prompt_messages: list[dict], responses: list[str]

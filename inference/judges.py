@@ -15,7 +15,10 @@ A judge may also offer (the demo's does; `judge_offers` tells):
 - `correct(prompt_messages, response) -> bool`: whether a reference confirms the
   answer, for the factual accuracy the loop reports beside the win rate;
 - `correct_loosely(prompt_messages, response) -> bool`: the same under a lenient
-  reading (the instructions judge: IFEval's loose accuracy), reported beside it.
+  reading (the instructions judge: IFEval's loose accuracy), reported beside it;
+- `repair(prompt_messages, response) -> str | None`: the response edited until the
+  judge accepts it as correct (None when it cannot), so a simulated annotator can
+  write the rewrite a person writes on the ranking page (`RewritingAnnotator`).
 
 An app registers its judge under a name in its `AppConfig.ready`, as a dotted
 path "module:attribute" (`register_judge("demo", "demo.world:JUDGE")`). Product
@@ -49,16 +52,17 @@ class Judge(Protocol):
 
 
 def judge_offers(judge: Judge, feature: str) -> bool:
-    """Return whether the judge offers an optional feature: "aspects", "correct" or
-    "correct_loosely"."""
+    """Return whether the judge offers an optional feature: "aspects", "correct",
+    "correct_loosely" or "repair"."""
     if feature == "aspects":
         return callable(getattr(judge, "aspects", None)) and isinstance(
             getattr(judge, "weights", None), dict
         )
-    if feature in ("correct", "correct_loosely"):
+    if feature in ("correct", "correct_loosely", "repair"):
         return callable(getattr(judge, feature, None))
     raise ValueError(
-        f"feature must be 'aspects', 'correct' or 'correct_loosely', got {feature!r}"
+        "feature must be 'aspects', 'correct', 'correct_loosely' or 'repair', got "
+        f"{feature!r}"
     )
 
 

@@ -1,6 +1,7 @@
 """The verifiable-instructions family: each checker, the loose reading, the split, the judge."""
 
 import json
+import re
 
 import pytest
 
@@ -16,6 +17,7 @@ from inference.instructions import (
     combinations_of_kinds,
     make_requests,
     parse_constraints,
+    repair,
     split_of,
 )
 
@@ -232,3 +234,42 @@ def test_the_judge_calls_correct_only_a_response_following_every_constraint_stri
     from inference.judges import judge_offers
 
     assert judge_offers(JUDGE, "correct") and judge_offers(JUDGE, "correct_loosely")
+
+
+# What SmolLM2's candidates look like: a list with a preamble, plain prose with
+# commas and capitals, a markdown heading, a one-word answer.
+CANDIDATES = (
+    "Sure! Here are some tips for you:\n\n1. Boil the water, then add the tea.\n"
+    "2. Wait three minutes. It is easy and simple.\n\nI hope you enjoy it, friend!",
+    "Making tea is simple. You always need hot water, a cup and a tea bag. Pour, "
+    "wait and drink in the morning with a friend. It's important to plan your time.",
+    "## A Plan\n- Start early\n- Keep it simple\n- Have fun, always",
+    "ok",
+)
+
+
+@pytest.mark.parametrize("split", SPLITS)
+def test_repair_makes_every_request_followed_strictly_keeping_the_candidates_words(
+    split,
+):
+    """A simulated annotator's rewrite: every request of the split, every kind of
+    candidate, comes back following all its constraints, and starts from the
+    candidate's own words rather than a canned answer."""
+    requests = make_requests(50, split)
+    for request in requests:
+        for candidate in CANDIDATES:
+            fixed = repair(request.constraints, candidate)
+            assert fixed is not None, (request.text, candidate)
+            assert all(c.follows(fixed) for c in request.constraints)
+            first = re.sub(r"[^a-z]", "", candidate.split()[0].lower())
+            kept = first in re.sub(r"[^a-z ]", "", fixed.lower())
+            assert kept or "max_words" in request.combination, (request.text, fixed)
+    assert JUDGE.correct(requests[0].messages, JUDGE.repair(requests[0].messages, "ok"))
+
+
+def test_repair_gives_none_for_a_response_without_words_or_a_request_without_constraints():
+    (request,) = make_requests(1, "dev")
+    assert repair(request.constraints, "   ") is None
+    assert JUDGE.repair([{"role": "user", "content": "Say hi."}], "Hi.") is None
+    tight = (Constraint("max_words", (3,)), Constraint("bullets", (4,)))
+    assert repair(tight, "One two three four five six seven eight.") is None
