@@ -54,7 +54,13 @@ from annotation.models import (
     Round,
     Snapshot,
 )
-from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES
+from annotation.snapshots import (
+    DEDUP_RULES,
+    MARGIN_RULES,
+    PAIR_RULES,
+    REWRITE_RULES,
+    TIE_RULES,
+)
 from config.roles import is_admin, is_annotator, is_researcher
 from config.scopes import ADMIN, ANNOTATE, DATA, READ, SESSION_ONLY, scoped
 
@@ -680,6 +686,11 @@ class SnapshotIn(Schema):
     tie_rule: Literal[tuple(TIE_RULES)] = "drop"
     dedup_rule: Literal[tuple(DEDUP_RULES)] = "none"
     margin_rule: Literal[tuple(MARGIN_RULES)] = "rank"
+    rewrite_rule: Literal[tuple(REWRITE_RULES)] = Field(
+        "sft",
+        description="sft: rewrites are SFT demonstrations only; chosen: each rewrite "
+        "is also the chosen response of a pair over every response its order ranks.",
+    )
 
 
 class SnapshotOut(Schema):
@@ -691,6 +702,7 @@ class SnapshotOut(Schema):
     tie_rule: str
     dedup_rule: str
     margin_rule: str
+    rewrite_rule: str
     row_count: int
     sha256: str
     stats: dict[str, Any]
@@ -746,6 +758,7 @@ def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
         tie_rule=payload.tie_rule,
         dedup_rule=payload.dedup_rule,
         margin_rule=payload.margin_rule,
+        rewrite_rule=payload.rewrite_rule,
     )
     return Status(201, snapshot)
 

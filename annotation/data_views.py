@@ -37,6 +37,7 @@ from annotation.snapshots import (
     DEDUP_RULES,
     MARGIN_RULES,
     PAIR_RULES,
+    REWRITE_RULES,
     TIE_RULES,
     diff_snapshots,
     freeze_snapshot,
@@ -73,6 +74,11 @@ class SnapshotForm(forms.Form):
     tie_rule = forms.ChoiceField(choices=_choices(TIE_RULES))
     dedup_rule = forms.ChoiceField(choices=_choices(DEDUP_RULES))
     margin_rule = forms.ChoiceField(choices=_choices(MARGIN_RULES))
+    rewrite_rule = forms.ChoiceField(
+        choices=_choices(REWRITE_RULES),
+        help_text="sft: rewrites are SFT data only; chosen: each rewrite is also "
+        "chosen over every response its annotator ranked.",
+    )
 
     def clean_rounds(self) -> list[int] | None:
         raw = self.cleaned_data["rounds"].strip()
@@ -186,6 +192,7 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
             tie_rule=data["tie_rule"],
             dedup_rule=data["dedup_rule"],
             margin_rule=data["margin_rule"],
+            rewrite_rule=data["rewrite_rule"],
         )
         if snapshot is not None:
             messages.success(

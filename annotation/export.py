@@ -102,6 +102,12 @@ def iter_chunks(
     check_options(fmt, style, prompt, "jsonl")
     if fmt in ("trl", "hh"):
         yield from _pair_chunks(snapshot, fmt, style, prompt)
+        if snapshot.rewrite_rule == "chosen":
+            names = arrow_schema(fmt, style, prompt).names
+            for batch in _batched(
+                _rewrite_pair_rows(snapshot, fmt, style, prompt), CHUNK
+            ):
+                yield {name: [row[name] for row in batch] for name in names}
         return
     if fmt == "kto":
         rows = _unpaired_rows(snapshot, style)
@@ -303,7 +309,7 @@ def _orders(
     """Yield each frozen order with its responses' (text, policy), chunk by chunk."""
     query = (
         SnapshotRanking.objects.filter(snapshot=snapshot)
-        .select_related("task__prompt", "task__round")
+        .select_related("task__prompt", "task__round__policy")
         .order_by("id")
     )
     batch: list[SnapshotRanking] = []
@@ -326,6 +332,41 @@ def _orders(
             batch = []
     if batch:
         yield from flush()
+
+
+def _rewrite_pair_rows(
+    snapshot: Snapshot, fmt: str, style: str, prompt: str
+) -> Iterator[dict]:
+    """Yield the pairs a rewrite is chosen in (rewrite rule "chosen"), after the
+    response pairs: `chosen_policy` "rewrite" and no `chosen_id`."""
+    from annotation.snapshots import rewrite_pairs
+
+    for order, texts in _orders(snapshot):
+        pairs = rewrite_pairs(order.order, order.rewrite)
+        if not pairs:
+            continue
+        task = order.task
+        head = _head(task.prompt.messages, fmt, style, prompt)
+        chosen = _pair_completion(head, order.rewrite, fmt, style, prompt)
+        for rejected_id, margin in pairs:
+            text, policy = texts[rejected_id]
+            yield {
+                "prompt": _prompt(task.prompt.messages, style),
+                "chosen": chosen,
+                "rejected": _pair_completion(head, text, fmt, style, prompt),
+                "margin": margin,
+                "annotator": order.annotator_label,
+                "round": task.round.number if task.round_id else None,
+                "policy": task.round.policy.name
+                if task.round_id and task.round.policy_id
+                else "rewrite",
+                "chosen_policy": "rewrite",
+                "rejected_policy": policy,
+                "prompt_id": task.prompt_id,
+                "ranking_id": order.ranking_id,
+                "chosen_id": None,
+                "rejected_id": rejected_id,
+            }
 
 
 def _ranking_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
@@ -614,7 +655,13 @@ def dataset_card(
     snapshot: Snapshot, fmt: str, style: str, prompt: str, count: int | None
 ) -> str:
     """Return a Markdown dataset card: filter, rules, counts, agreement, vote merging."""
-    from annotation.snapshots import DEDUP_RULES, MARGIN_RULES, PAIR_RULES, TIE_RULES
+    from annotation.snapshots import (
+        DEDUP_RULES,
+        MARGIN_RULES,
+        PAIR_RULES,
+        REWRITE_RULES,
+        TIE_RULES,
+    )
 
     stats = snapshot.stats or {}
     columns = ", ".join(f"`{name}`" for name in arrow_schema(fmt, style, prompt).names)
@@ -638,6 +685,9 @@ def dataset_card(
         f"- Tie rule: `{snapshot.tie_rule}` ({TIE_RULES.get(snapshot.tie_rule, '')})",
         f"- Deduplication: `{snapshot.dedup_rule}` ({DEDUP_RULES.get(snapshot.dedup_rule, '')})",
         f"- Margin: `{snapshot.margin_rule}` ({MARGIN_RULES.get(snapshot.margin_rule, '')})",
+        f"- Rewrites: `{snapshot.rewrite_rule}` "
+        f"({REWRITE_RULES.get(snapshot.rewrite_rule, '')}); "
+        f"{stats.get('rewrites', 0)} rewrites, {stats.get('rewrite_pairs', 0)} rewrite pairs",
         f"- Votes merged: {stats.get('votes_merged', 'n/a')}",
         f"- Tasks: {stats.get('tasks', 'n/a')}, prompts: {stats.get('prompts', 'n/a')}, "
         f"orders: {stats.get('orders', 'n/a')}, annotators: {stats.get('annotators', 'n/a')}",

@@ -759,6 +759,11 @@ class Snapshot(models.Model):
     margin_rule = models.CharField(
         max_length=30, default="rank", help_text="How a pair's margin is computed."
     )
+    rewrite_rule = models.CharField(
+        max_length=30,
+        default="sft",
+        help_text="Whether annotators' rewrites are also chosen responses of pairs.",
+    )
     stats = models.JSONField(
         default=dict,
         blank=True,

@@ -51,6 +51,13 @@ DEDUP_RULES = {
     "exact": "identical (prompt, chosen, rejected) texts are kept once",
     "majority": "pairs over the same two texts are merged by majority vote; even splits drop",
 }
+REWRITE_RULES = {
+    "sft": "rewrites are SFT demonstrations only (the `sft` export)",
+    "chosen": (
+        "also a pair: each rewrite is chosen over every response its order ranks, one "
+        "rank above the order's best (and an SFT demonstration)"
+    ),
+}
 MARGIN_RULES = {
     "rank": (
         "rank distance between chosen and rejected; a pairwise judgement's strength "
@@ -189,6 +196,7 @@ class _Source:
     annotator: str  # label key before pseudonymisation
     created_at: datetime
     strength: float | None = None  # pairwise: the judgement's (see _margin)
+    rewrite: str = ""  # the annotator's better response, if any
 
 
 def freeze_snapshot(
@@ -201,6 +209,7 @@ def freeze_snapshot(
     tie_rule: str = "drop",
     dedup_rule: str = "none",
     margin_rule: str = "rank",
+    rewrite_rule: str = "sft",
 ) -> Snapshot:
     """Select rankings by `filter`, turn them into pairs by the rules, and store them.
 
@@ -212,6 +221,7 @@ def freeze_snapshot(
     """
     cleaned = clean_filter(filter)
     _check_new_snapshot(project, name, pair_rule, tie_rule, dedup_rule, margin_rule)
+    check_rule("rewrite_rule", rewrite_rule, REWRITE_RULES)
 
     tasks = _select_tasks(project, cleaned)
     sources = _select_sources(project, tasks, cleaned)
@@ -232,7 +242,15 @@ def freeze_snapshot(
         "dedup_rule": dedup_rule,
         "margin_rule": margin_rule,
     }
-    sha256 = _content_digest(header, pair_rows, responses)
+    rewrite_rows = []
+    if rewrite_rule != "sft":  # the default stays out, so older hashes still match
+        header["rewrite_rule"] = rewrite_rule
+        rewrite_rows = [
+            (order, rejected, margin)
+            for order in order_rows
+            for rejected, margin in rewrite_pairs(order.order, order.rewrite)
+        ]
+    sha256 = _content_digest(header, pair_rows, responses, rewrite_rows)
 
     with transaction.atomic():
         snapshot = Snapshot.objects.create(
@@ -243,10 +261,13 @@ def freeze_snapshot(
             tie_rule=tie_rule,
             dedup_rule=dedup_rule,
             margin_rule=margin_rule,
-            row_count=len(pair_rows),
+            rewrite_rule=rewrite_rule,
+            row_count=len(pair_rows) + len(rewrite_rows),
             sha256=sha256,
             created_by=user,
-            stats=_stats(pair_rows, order_rows, responses, cleaned, dedup_rule),
+            stats=_stats(
+                pair_rows, order_rows, responses, cleaned, dedup_rule, rewrite_rows
+            ),
         )
         for row in order_rows:
             row.snapshot = snapshot
@@ -328,7 +349,7 @@ def _derive_rows(
                 ranking=source.ranking,
                 order=order,
                 annotator_label=label,
-                rewrite=source.ranking.rewrite if source.ranking else "",
+                rewrite=source.rewrite,
             )
         )
         for chosen, rejected, distance in _pairs(order, pair_rule, tie_rule):
@@ -345,10 +366,27 @@ def _derive_rows(
     return order_rows, pair_rows
 
 
+def rewrite_pairs(order: list[list[int]], rewrite: str) -> list[tuple[int, float]]:
+    """Return the (rejected response id, margin) pairs a rewrite is chosen in under
+    the rewrite rule "chosen": every response of the order, the rewrite one rank
+    above its best (margin 1 against the best, 2 against the next group, …)."""
+    if not rewrite.strip():
+        return []
+    return [
+        (rejected, float(rank))
+        for rank, group in enumerate(order, start=1)
+        for rejected in group
+    ]
+
+
 def _content_digest(
-    header: dict, pair_rows: list[dict], responses: dict[int, Response]
+    header: dict,
+    pair_rows: list[dict],
+    responses: dict[int, Response],
+    rewrite_rows: list[tuple[SnapshotRanking, int, float]] = (),
 ) -> str:
-    """Return the hex SHA-256 of the canonical content: the rules, then every pair."""
+    """Return the hex SHA-256 of the canonical content: the rules, then every pair
+    (a rewrite's pairs after the response pairs, its text as the chosen one)."""
     digest = hashlib.sha256()
     digest.update(_canonical(header))
     for row in pair_rows:
@@ -364,6 +402,22 @@ def _content_digest(
                     row["label"],
                     task.round.number if task.round_id else None,
                     chosen.policy.name,
+                    rejected.policy.name,
+                ]
+            )
+        )
+    for order, rejected_id, margin in rewrite_rows:
+        rejected, task = responses[rejected_id], order.task
+        digest.update(
+            _canonical(
+                [
+                    task.prompt.messages,
+                    order.rewrite,
+                    rejected.text,
+                    margin,
+                    order.annotator_label,
+                    task.round.number if task.round_id else None,
+                    "rewrite",
                     rejected.policy.name,
                 ]
             )
@@ -494,6 +548,7 @@ def _select_sources(
                     f"{kind}:{vote.annotator_id}",
                     vote.created_at,
                     vote.strength,
+                    vote.rewrite,
                 )
             )
     return sources
@@ -544,6 +599,8 @@ def _consensus_source(task: RankingTask, votes: list[Ranking]) -> _Source:
         "consensus",
         task.created_at,
         _consensus_strength(order, votes),
+        # The earliest vote's rewrite: one demonstration a task, as one order.
+        next((v.rewrite for v in votes if v.rewrite.strip()), ""),
     )
 
 
@@ -637,6 +694,7 @@ def _stats(
     responses: dict[int, Response],
     f: dict,
     dedup_rule: str,
+    rewrite_rows: list[tuple[SnapshotRanking, int, float]] = (),
 ) -> dict:
     """Return the counts, agreement and length figures shown on the snapshot page."""
     task_ids = {o.task_id for o in orders}
@@ -667,7 +725,9 @@ def _stats(
         }
 
     return {
-        "pairs": len(pairs),
+        "pairs": len(pairs) + len(rewrite_rows),
+        "rewrites": sum(1 for o in orders if o.rewrite.strip()),
+        "rewrite_pairs": len(rewrite_rows),
         "orders": len(orders),
         "tasks": len(task_ids),
         "prompts": len(prompts),
@@ -693,7 +753,7 @@ def _stats(
 # ---------------------------------------------------------------- comparing snapshots
 
 DIFF_SAMPLE_ROWS = 20
-_RULE_FIELDS = ("pair_rule", "tie_rule", "dedup_rule", "margin_rule")
+_RULE_FIELDS = ("pair_rule", "tie_rule", "dedup_rule", "margin_rule", "rewrite_rule")
 
 
 @dataclass

@@ -309,6 +309,31 @@ def test_snapshot_created_through_the_api_records_its_author(researcher, project
     assert body["sha256"] == Snapshot.objects.get().sha256
 
 
+def test_a_snapshot_can_make_rewrites_chosen_through_the_api_and_its_page_says_so(
+    researcher, project
+):
+    task = make_task(project)
+    (a,) = annotators(1)
+    rank(task, a, [[0], [1], [2], [3]], rewrite="A better answer.")
+    client = client_for(researcher)
+    body = client.post(
+        f"/api/projects/{project.name}/snapshots",
+        {"name": "s", "pair_rule": "best_vs_rest", "rewrite_rule": "chosen"},
+        content_type="application/json",
+    ).json()
+    assert (body["row_count"], body["rewrite_rule"]) == (3 + 4, "chosen")
+    assert (body["stats"]["rewrites"], body["stats"]["rewrite_pairs"]) == (1, 4)
+    page = client.get(f"/data/snapshots/{body['id']}/").content.decode()
+    assert "rewrites chosen (1 rewrite, 4 of the pairs)" in page
+    refused = client.post(
+        f"/api/projects/{project.name}/snapshots",
+        {"name": "t", "rewrite_rule": "pairs"},
+        content_type="application/json",
+    )
+    assert refused.status_code == 422
+    assert "rewrite_rule" in refused.content.decode()
+
+
 @pytest.mark.parametrize("file_format", ["jsonl", "jsonl.gz", "parquet", "hf"])
 def test_snapshot_downloads_in_each_file_format(
     researcher, project, file_format, settings, tmp_path
@@ -434,6 +459,7 @@ def test_snapshot_page_freezes_from_the_form(researcher, project):
             "tie_rule": "drop",
             "dedup_rule": "none",
             "margin_rule": "rank",
+            "rewrite_rule": "sft",
         },
     )
     snapshot = Snapshot.objects.get(name="web")

@@ -323,3 +323,106 @@ def test_date_range_keeps_rankings_inside_it(project):
     snapshot = freeze_snapshot(project, "s", filter={"since": "2021-01-01"})
     assert snapshot.row_count == 6
     assert snapshot.filter["since"] == "2021-01-01T00:00:00+00:00"
+
+
+def test_a_consensus_keeps_the_earliest_votes_rewrite_for_sft(project):
+    """A consensus order stood for the votes but dropped their rewrites, so the SFT
+    export of a consensus snapshot (the loop's) lost every annotator's rewrite."""
+    from annotation.export import iter_rows
+
+    task = make_task(project)
+    a, b, c = annotators(3)
+    rank(task, a, [[0], [1], [2], [3]])
+    rank(task, b, [[0], [2], [1], [3]], rewrite="The better answer.")
+    rank(task, c, [[0], [1], [2], [3]], rewrite="Another one.")
+    snapshot = freeze_snapshot(project, "s", filter={"votes": "consensus"})
+    assert (
+        SnapshotRanking.objects.get(snapshot=snapshot).rewrite == "The better answer."
+    )
+    rows = list(iter_rows(snapshot, fmt="sft", style="standard"))
+    assert ("The better answer.", "rewrite") in [
+        (r["completion"], r["origin"]) for r in rows
+    ]
+
+
+def test_rewrite_rule_chosen_makes_a_rewrite_beat_every_ranked_response(project):
+    from annotation.export import iter_rows
+
+    task = make_task(project, "What is 2 + 2?")
+    other = make_task(project, "What is 3 + 3?")
+    a, b = annotators(2)
+    rank(task, a, [[0], [1, 2], [3]], rewrite="2 + 2 = 4.")
+    rank(other, b, [[0], [1], [2], [3]])  # no rewrite: response pairs only
+    plain = freeze_snapshot(project, "plain", pair_rule="best_vs_rest")
+    snapshot = freeze_snapshot(
+        project, "s", pair_rule="best_vs_rest", rewrite_rule="chosen"
+    )
+    assert plain.rewrite_rule == "sft" and snapshot.rewrite_rule == "chosen"
+    assert (plain.row_count, snapshot.row_count) == (6, 10)
+    assert snapshot.stats["rewrites"] == 1 and snapshot.stats["rewrite_pairs"] == 4
+    assert snapshot.stats["pairs"] == 10
+    # The rule and the rewrite's pairs are part of what the hash covers.
+    assert snapshot.sha256 != plain.sha256
+    rows = list(iter_rows(snapshot, style="standard"))
+    assert len(rows) == snapshot.row_count
+    rewrites = [r for r in rows if r["chosen_policy"] == "rewrite"]
+    rids = ids(task)
+    assert [(r["chosen"], r["rejected_id"], r["margin"]) for r in rewrites] == [
+        ("2 + 2 = 4.", rids[0], 1.0),
+        ("2 + 2 = 4.", rids[1], 2.0),
+        ("2 + 2 = 4.", rids[2], 2.0),
+        ("2 + 2 = 4.", rids[3], 3.0),
+    ]
+    assert {r["chosen_id"] for r in rewrites} == {None}
+    assert {r["rejected"] for r in rewrites} == {"Four.", "4", "It is 5.", "No idea."}
+    assert all(r["prompt"] == "What is 2 + 2?" for r in rewrites)
+    # HH transcripts carry the rewrite as the chosen assistant turn.
+    hh = [r for r in iter_rows(snapshot, fmt="hh") if "2 + 2 = 4." in r["chosen"]]
+    assert len(hh) == 4
+    assert hh[0]["chosen"].endswith("\n\nAssistant: 2 + 2 = 4.")
+
+
+def test_the_default_rewrite_rule_leaves_an_older_snapshots_hash_unchanged(project):
+    """The rewrite rule joined the hashed rules only when it is not the default, so a
+    snapshot frozen before it existed hashes the same when frozen again."""
+    import hashlib
+
+    from annotation.snapshots import _canonical
+
+    task = make_task(project)
+    (a,) = annotators(1)
+    rank(task, a, [[0], [1]], rewrite="Better.")
+    snapshot = freeze_snapshot(project, "s")
+    expected = hashlib.sha256()
+    expected.update(
+        _canonical(
+            {
+                "filter": snapshot.filter,
+                "pair_rule": "all_pairs",
+                "tie_rule": "drop",
+                "dedup_rule": "none",
+                "margin_rule": "rank",
+            }
+        )
+    )
+    first, second = (task.responses.get(id=i) for i in ids(task)[:2])
+    expected.update(
+        _canonical(
+            [
+                task.prompt.messages,
+                first.text,
+                second.text,
+                1.0,
+                "annotator-1",
+                task.round.number,
+                first.policy.name,
+                second.policy.name,
+            ]
+        )
+    )
+    assert snapshot.sha256 == expected.hexdigest()
+
+
+def test_unknown_rewrite_rule_is_rejected_naming_the_choices(project):
+    with pytest.raises(ValidationError, match="rewrite_rule must be one of"):
+        freeze_snapshot(project, "s", rewrite_rule="pairs")

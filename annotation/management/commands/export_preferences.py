@@ -21,6 +21,7 @@ from annotation.snapshots import (
     DEDUP_RULES,
     MARGIN_RULES,
     PAIR_RULES,
+    REWRITE_RULES,
     TIE_RULES,
     freeze_snapshot,
 )
@@ -48,6 +49,13 @@ class Command(BaseCommand):
         parser.add_argument("--dedup-rule", default="none", choices=sorted(DEDUP_RULES))
         parser.add_argument(
             "--margin-rule", default="rank", choices=sorted(MARGIN_RULES)
+        )
+        parser.add_argument(
+            "--rewrite-rule",
+            default="sft",
+            choices=sorted(REWRITE_RULES),
+            help="sft: rewrites are SFT data only; chosen: each rewrite is also chosen "
+            "over every response its annotator ranked.",
         )
         parser.add_argument("--format", default="trl", choices=FORMATS)
         parser.add_argument("--style", default="conversational", choices=STYLES)
@@ -93,6 +101,7 @@ class Command(BaseCommand):
                     tie_rule=options["tie_rule"],
                     dedup_rule=options["dedup_rule"],
                     margin_rule=options["margin_rule"],
+                    rewrite_rule=options["rewrite_rule"],
                 )
             path = export_snapshot(
                 snapshot,

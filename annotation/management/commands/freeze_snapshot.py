@@ -12,6 +12,7 @@ from annotation.snapshots import (
     DEDUP_RULES,
     MARGIN_RULES,
     PAIR_RULES,
+    REWRITE_RULES,
     TIE_RULES,
     freeze_snapshot,
 )
@@ -32,6 +33,13 @@ class Command(BaseCommand):
         parser.add_argument(
             "--margin-rule", default="rank", choices=sorted(MARGIN_RULES)
         )
+        parser.add_argument(
+            "--rewrite-rule",
+            default="sft",
+            choices=sorted(REWRITE_RULES),
+            help="sft: rewrites are SFT data only; chosen: each rewrite is also chosen "
+            "over every response its annotator ranked.",
+        )
 
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -46,6 +54,7 @@ class Command(BaseCommand):
                 tie_rule=options["tie_rule"],
                 dedup_rule=options["dedup_rule"],
                 margin_rule=options["margin_rule"],
+                rewrite_rule=options["rewrite_rule"],
             )
         except json.JSONDecodeError as exc:
             raise CommandError(f"--filter is not valid JSON ({exc})") from None
