@@ -15,6 +15,8 @@ Four annotators: `JudgeAnnotator` (a registered judge, such as the demo's rule-b
 `RewardModelAnnotator` (a registered reward model's scores) and `NoisyAnnotator`
 (wraps any of them with seeded flips, ties and skips). `personas` makes the noisy
 personas the headless loop labels with, so that its annotators are not its yardstick.
+`RewritingAnnotator` wraps one to also write the rewrite field, as a person does when
+no candidate is good enough: the judge's `repair` of its top-ranked response.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from django.db import transaction
 
 from annotation.agreement import kendall_tau_b, pair_agreement
 from annotation.assignment import (
+    REWRITE_MAX_CHARS,
     AnnotatorPaused,
     RankingSubmission,
     next_task,
@@ -173,6 +176,53 @@ class NoisyAnnotator:
             else:
                 merged.append(group)
         return merged
+
+
+class RewritingAnnotator:
+    """Wrap an annotator so that it also writes a rewrite on some tasks.
+
+    Where the judge does not accept any of its top-ranked responses as correct, it
+    writes, with probability `rate` (seeded by (seed, task key)), the judge's
+    `repair` of the first of them: the best candidate edited to be right, as an
+    annotator uses the ranking page's rewrite field. Nothing when the judge cannot
+    repair it. `annotate` sends the rewrite with the ranking.
+    """
+
+    def __init__(
+        self, inner: SimulatedAnnotator, judge: Judge, *, rate: float, seed: int = 0
+    ) -> None:
+        from inference.judges import judge_offers
+
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {rate}")
+        if not (judge_offers(judge, "repair") and judge_offers(judge, "correct")):
+            raise ValueError(
+                "a rewriting annotator needs a judge with `correct` and `repair` "
+                "(the instructions judge has both); this judge cannot write rewrites"
+            )
+        self.inner, self.judge, self.rate, self.seed = inner, judge, rate, seed
+        self.simulator = f"rewriting({inner.simulator}, rate={rate:g})"
+
+    def decide(
+        self, prompt_messages: list[dict], responses: list[str], *, key: str
+    ) -> Order | Skip:
+        return self.inner.decide(prompt_messages, responses, key=key)
+
+    def rewrite(
+        self,
+        prompt_messages: list[dict],
+        responses: list[str],
+        order: Order,
+        *,
+        key: str,
+    ) -> str:
+        """Return the rewrite for a decided task ("" for none)."""
+        best = [responses[i] for i in order[0]]
+        if any(self.judge.correct(prompt_messages, text) for text in best):
+            return ""
+        if random.Random(f"rewrite:{self.seed}:{key}").random() >= self.rate:
+            return ""
+        return (self.judge.repair(prompt_messages, best[0]) or "")[:REWRITE_MAX_CHARS]
 
 
 class PersonaAnnotator:
@@ -349,12 +399,22 @@ def annotate(
             skip_task(lease, user, decided.reason, now=now)
             skipped += 1
             continue
+        texts = [r.text for r in responses]
+        rewrite = (
+            annotator.rewrite(
+                task.prompt.messages, texts, decided, key=f"task-{task.pk}"
+            )
+            if callable(getattr(annotator, "rewrite", None))
+            else ""
+        )
         # Named by handle (1..K in display order), as every annotator names them.
         order = [[i + 1 for i in group] for group in decided]
         submit_ranking(
             lease,
             user,
-            RankingSubmission(order, strength=_strength(project, order)),
+            RankingSubmission(
+                order, strength=_strength(project, order), rewrite=rewrite
+            ),
             now=now,
         )
         ranked += 1

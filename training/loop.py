@@ -60,7 +60,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from annotation.models import Project, Snapshot
 from annotation.pool import held_out_prompts
-from inference.judges import Judge, default_judge_name, get_judge
+from inference.judges import Judge, default_judge_name, get_judge, judge_offers
 from inference.models import Policy
 from training.charts import save_plot, table_header, table_row
 from training.evaluation import (
@@ -210,6 +210,16 @@ class LoopConfig:
             "method's default (METHOD_DEFAULTS)."
         },
     )
+    rewrites: float = field(
+        default=0.0,
+        metadata={
+            "help": "Share of tasks whose simulated annotator, when no top-ranked "
+            "candidate is correct, writes a rewrite: the judge's repair of the best "
+            "one (a judge with `repair`, e.g. instructions). Above 0 the snapshot "
+            "makes each rewrite the chosen response of a pair over every candidate "
+            "(rewrite rule 'chosen')."
+        },
+    )
     data: str = field(
         default="round",
         metadata={
@@ -282,7 +292,7 @@ class LoopConfig:
             raise ValueError(
                 f"candidates must be 0 (the project's) or 2 to 8, got {self.candidates}"
             )
-        for name in ("flip_rate", "tie_rate", "skip_rate"):
+        for name in ("flip_rate", "tie_rate", "skip_rate", "rewrites"):
             value = getattr(self, name)
             if not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
@@ -545,7 +555,7 @@ def drain_round(training_round, *, poll_seconds: float = 1.0) -> None:
 
 def _annotators(project: Project, config: LoopConfig, judge: Judge, seed: int):
     """Return (user, annotator) pairs: as many noisy personas as the project's overlap."""
-    from annotation.simulated import personas, simulated_user
+    from annotation.simulated import RewritingAnnotator, personas, simulated_user
 
     flips = (max(0.0, config.flip_rate - 0.05), min(1.0, config.flip_rate + 0.05))
     annotators = personas(
@@ -558,6 +568,11 @@ def _annotators(project: Project, config: LoopConfig, judge: Judge, seed: int):
         skip_rate=config.skip_rate,
         judge_name=config.judge or default_judge_name() or "",
     )
+    if config.rewrites:
+        annotators = [
+            RewritingAnnotator(a, judge, rate=config.rewrites, seed=seed)
+            for a in annotators
+        ]
     return [
         (simulated_user(f"sim-persona-{i}", a.simulator), a)
         for i, a in enumerate(annotators, start=1)
@@ -645,6 +660,7 @@ def _publish_annotate_train(
         user=user,
         filter={"votes": config.votes, "simulated": "include", "rounds": rounds},
         pair_rule=config.pairs,
+        rewrite_rule="chosen" if config.rewrites else "sft",
     )
     options: dict[str, Any] = {
         "snapshot": snapshot.name,
@@ -691,7 +707,7 @@ def _evaluate(
     seed: int,
 ) -> tuple[RoundFigures, list[list[str]]]:
     """Step 5: the round's one evaluation; return its figures and the policy's samples."""
-    from inference.judges import judge_offers, win_probability
+    from inference.judges import win_probability
 
     samples = sample(policy, prompts, config.eval_sampling(seed))
     probability = win_probability(judge)
@@ -775,7 +791,6 @@ def _run_seed(
     out: Callable[[str], None],
 ) -> list[RoundFigures]:
     """Run every round for one seed from the project's current policy; return its figures."""
-    from inference.judges import judge_offers
     from training.deployment import deploy_policy
 
     eval_sampling = config.eval_sampling(seed)
@@ -861,11 +876,17 @@ def run_loop(
     from annotation.leaderboard import sft_policy
     from training.deployment import deploy_policy
 
+    judge = get_judge(config.judge)
+    if config.rewrites and not judge_offers(judge, "repair"):
+        raise ValueError(
+            f"rewrites={config.rewrites:g} needs a judge that repairs a response "
+            f"(`repair`); judge {config.judge or default_judge_name()!r} has none: "
+            "use --judge instructions or leave --rewrites at 0"
+        )
     if project.current_policy is None:
         raise ValueError(
             f"project {project.name} has no current policy; deploy one (e.g. demo-sft) first"
         )
-    judge = get_judge(config.judge)
     loop_started, cpu_started = time.monotonic(), _cpu_seconds()
     start = project.current_policy
     reference = reference or sft_policy(project) or start

@@ -370,3 +370,78 @@ def test_noisy_personas_disagree_with_the_noiseless_judge_on_some_pairs_only():
         for k in range(200)
     )
     assert 0.3 < same / 600 < 0.9
+
+
+def publish_requests(project, policy: Policy, candidates: list[str], n: int):
+    """Create n tasks on verifiable-instruction requests, each with these candidates."""
+    from inference.instructions import make_requests
+
+    tasks = []
+    for request in make_requests(n, "train", seed=4):
+        prompt = Prompt.objects.create(project=project, messages=request.messages)
+        task = RankingTask.objects.create(project=project, prompt=prompt, overlap=1)
+        for position, text in enumerate(candidates):
+            Response.objects.create(
+                task=task, policy=policy, text=text, position=position
+            )
+        tasks.append(task)
+    return tasks
+
+
+def test_a_rewriting_annotator_repairs_its_best_candidate_where_none_is_correct(
+    project, sft
+):
+    """The rewrite goes through submit_ranking like a person's: stored on the ranking,
+    following every constraint of the request, and only where the top candidate
+    misses one (a person does not rewrite a correct answer)."""
+    from annotation.simulated import RewritingAnnotator
+    from inference.instructions import JUDGE as INSTRUCTIONS
+
+    project.gold_rate = 0.0
+    project.save()
+    candidates = ["Making tea is easy, friend. Boil water, then pour it.", "ok"]
+    tasks = publish_requests(project, sft, candidates, 6)
+    annotator = RewritingAnnotator(JudgeAnnotator(INSTRUCTIONS), INSTRUCTIONS, rate=1.0)
+    report = annotate(project, simulated_user("sim-rw", "rw"), annotator)
+    assert report.ranked == 6
+    for task in tasks:
+        ranking = Ranking.objects.get(task=task)
+        messages = task.prompt.messages
+        best = task.responses.get(id=ranking.order[0][0]).text
+        if INSTRUCTIONS.correct(messages, best):
+            assert ranking.rewrite == ""
+        else:
+            assert INSTRUCTIONS.correct(messages, ranking.rewrite), ranking.rewrite
+    assert Ranking.objects.exclude(rewrite="").count() >= 5
+    assert annotator.simulator == "rewriting(judge, rate=1)"
+
+
+def test_the_rewrite_rate_is_the_share_of_wrong_tasks_rewritten_and_is_seeded():
+    from annotation.simulated import RewritingAnnotator
+    from inference.instructions import JUDGE as INSTRUCTIONS
+    from inference.instructions import make_requests
+
+    annotator = RewritingAnnotator(Fixed([[0], [1]]), INSTRUCTIONS, rate=0.3, seed=2)
+    again = RewritingAnnotator(Fixed([[0], [1]]), INSTRUCTIONS, rate=0.3, seed=2)
+    written = []
+    for i, request in enumerate(make_requests(400, "train")):
+        args = (request.messages, ["ok", "no"], [[0], [1]])
+        text = annotator.rewrite(*args, key=f"task-{i}")
+        assert text == again.rewrite(*args, key=f"task-{i}")
+        if INSTRUCTIONS.correct(request.messages, "ok"):
+            assert text == ""
+        else:
+            written.append(bool(text))
+    assert len(written) > 250
+    assert 0.24 <= sum(written) / len(written) <= 0.36
+
+
+def test_a_rewriting_annotator_needs_a_judge_that_repairs():
+    from annotation.simulated import RewritingAnnotator
+
+    with pytest.raises(ValueError, match="needs a judge with `correct` and `repair`"):
+        RewritingAnnotator(JudgeAnnotator(JUDGE), JUDGE, rate=0.5)
+    with pytest.raises(ValueError, match=r"rate must be in \[0, 1\], got 1.5"):
+        from inference.instructions import JUDGE as INSTRUCTIONS
+
+        RewritingAnnotator(JudgeAnnotator(INSTRUCTIONS), INSTRUCTIONS, rate=1.5)

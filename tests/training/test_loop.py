@@ -65,6 +65,7 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"split": "train"}, "split must be 'dev' or 'test', got 'train'"),
         ({"pairs": "best"}, "pairs must be 'all_pairs' or 'best_vs_rest'"),
         ({"candidates": 9}, "candidates must be 0 \\(the project's\\) or 2 to 8"),
+        ({"rewrites": 1.5}, "rewrites must be in \\[0, 1\\], got 1.5"),
     ],
 )
 def test_bad_loop_settings_are_refused_with_the_value(options, message):
@@ -442,6 +443,15 @@ def test_a_micro_grpo_round_trains_a_reward_model_then_grpo_and_deploys(
 def test_command_refuses_an_unknown_project(db):
     with pytest.raises(CommandError, match="no project named 'nope'"):
         call_command("run_loop", "--project=nope", stdout=StringIO())
+
+
+def test_command_refuses_rewrites_with_a_judge_that_cannot_repair(project):
+    """The demo's judge scores answers but cannot correct one, so simulated rewrites
+    are refused before anything is published, naming the judge and the fix."""
+    with pytest.raises(CommandError, match="needs a judge that repairs") as refused:
+        call_command("run_loop", "--project=demo", "--rewrites=0.5", stdout=StringIO())
+    assert "judge 'demo' has none: use --judge instructions" in str(refused.value)
+    assert not project.rounds.exists()
 
 
 def test_command_refuses_bad_train_json(project):

@@ -184,6 +184,7 @@ def test_run_loop_on_the_real_project_reports_strict_constraint_accuracy(
         "--max-new-tokens=6",
         "--split=dev",
         "--seeds=1",
+        "--rewrites=1",
         '--train={"dpo": {"max_steps": 1, "per_device_train_batch_size": 1, '
         '"max_length": 96, "save_steps": 100}}',
         stdout=out,
@@ -200,4 +201,17 @@ def test_run_loop_on_the_real_project_reports_strict_constraint_accuracy(
     project = Project.objects.get(name="real")
     policy = project.current_policy
     assert policy.parent.name == "smollm2-135m-instruct"
+    # --rewrites: 6-token candidates follow few constraints, so annotators wrote
+    # repaired rewrites, and the round's DPO data has each chosen over all 3 candidates.
+    snapshot = project.snapshots.get(name__startswith="loop-dpo-round2")
+    assert snapshot.rewrite_rule == "chosen" and snapshot.stats["rewrites"] >= 1
+    assert snapshot.stats["rewrite_pairs"] == 3 * snapshot.stats["rewrites"]
+    data = next(settings.RUN_DIR.glob("round-*/data-trl.jsonl")).read_text()
+    rows = [json.loads(line) for line in data.splitlines()]
+    assert len(rows) == snapshot.row_count
+    from inference.instructions import JUDGE
+
+    for row in rows:
+        if row["chosen_policy"] == "rewrite":
+            assert JUDGE.correct(row["prompt"], row["chosen"][0]["content"])
     assert (policy.metrics["eval_split"], policy.metrics["eval_prompts"]) == ("dev", 2)

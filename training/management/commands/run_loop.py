@@ -98,6 +98,14 @@ class Command(BaseCommand):
             default="",
             help="Snapshot votes (default: the method's, see training.loop.METHOD_DEFAULTS).",
         )
+        parser.add_argument(
+            "--rewrites",
+            type=float,
+            default=defaults.rewrites,
+            help="Share of tasks (0-1) where a simulated annotator whose best candidate "
+            "is wrong writes a corrected rewrite, trained on as a chosen response "
+            "(needs a judge with `repair`, e.g. --judge instructions).",
+        )
         parser.add_argument("--data", choices=["round", "all"], default=defaults.data)
         parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
         parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
@@ -167,6 +175,7 @@ class Command(BaseCommand):
                 judge=options["judge"],
                 votes=options["votes"],
                 data=options["data"],
+                rewrites=options["rewrites"],
                 eval_prompts=options["eval_prompts"],
                 eval_samples=options["eval_samples"],
                 eval_temperature=options["eval_temperature"],
