@@ -242,14 +242,9 @@ def freeze_snapshot(
         "dedup_rule": dedup_rule,
         "margin_rule": margin_rule,
     }
-    rewrite_rows = []
     if rewrite_rule != "sft":  # the default stays out, so older hashes still match
         header["rewrite_rule"] = rewrite_rule
-        rewrite_rows = [
-            (order, rejected, margin)
-            for order in order_rows
-            for rejected, margin in rewrite_pairs(order.order, order.rewrite)
-        ]
+    rewrite_rows = _rewrite_rows(order_rows, rewrite_rule)
     sha256 = _content_digest(header, pair_rows, responses, rewrite_rows)
 
     with transaction.atomic():
@@ -272,24 +267,29 @@ def freeze_snapshot(
         for row in order_rows:
             row.snapshot = snapshot
         SnapshotRanking.objects.bulk_create(order_rows, batch_size=2000)
-        # In slices: bulk_create would first turn a generator into one long list.
-        for start in range(0, len(pair_rows), 2000):
-            SnapshotPair.objects.bulk_create(
-                [
-                    SnapshotPair(
-                        snapshot=snapshot,
-                        ranking=row["ranking"],
-                        task=row["task"],
-                        chosen_id=row["chosen"],
-                        rejected_id=row["rejected"],
-                        margin=row["margin"],
-                        annotator_label=row["label"],
-                    )
-                    for row in pair_rows[start : start + 2000]
-                ]
-            )
+        _store_pairs(snapshot, pair_rows)
         record(user, "snapshot.freeze", obj=snapshot, after={"name": name, **header})
     return snapshot
+
+
+def _store_pairs(snapshot: Snapshot, pair_rows: list[dict]) -> None:
+    """Write the snapshot's SnapshotPair rows, 2,000 at a time."""
+    # In slices: bulk_create would first turn a generator into one long list.
+    for start in range(0, len(pair_rows), 2000):
+        SnapshotPair.objects.bulk_create(
+            [
+                SnapshotPair(
+                    snapshot=snapshot,
+                    ranking=row["ranking"],
+                    task=row["task"],
+                    chosen_id=row["chosen"],
+                    rejected_id=row["rejected"],
+                    margin=row["margin"],
+                    annotator_label=row["label"],
+                )
+                for row in pair_rows[start : start + 2000]
+            ]
+        )
 
 
 def _check_new_snapshot(
@@ -364,6 +364,19 @@ def _derive_rows(
                 }
             )
     return order_rows, pair_rows
+
+
+def _rewrite_rows(
+    order_rows: list[SnapshotRanking], rewrite_rule: str
+) -> list[tuple[SnapshotRanking, int, float]]:
+    """Return (order, rejected id, margin) of every rewrite pair the rule makes."""
+    if rewrite_rule == "sft":
+        return []
+    return [
+        (order, rejected, margin)
+        for order in order_rows
+        for rejected, margin in rewrite_pairs(order.order, order.rewrite)
+    ]
 
 
 def rewrite_pairs(order: list[list[int]], rewrite: str) -> list[tuple[int, float]]:

@@ -851,6 +851,18 @@ def _run_seed(
     return figures
 
 
+def _loop_judge(config: LoopConfig) -> Judge:
+    """Return the loop's judge; raise ValueError when it cannot do what is asked."""
+    judge = get_judge(config.judge)
+    if config.rewrites and not judge_offers(judge, "repair"):
+        raise ValueError(
+            f"rewrites={config.rewrites:g} needs a judge that repairs a response "
+            f"(`repair`); judge {config.judge or default_judge_name()!r} has none: "
+            "use --judge instructions or leave --rewrites at 0"
+        )
+    return judge
+
+
 def run_loop(
     project: Project,
     config: LoopConfig,
@@ -876,13 +888,7 @@ def run_loop(
     from annotation.leaderboard import sft_policy
     from training.deployment import deploy_policy
 
-    judge = get_judge(config.judge)
-    if config.rewrites and not judge_offers(judge, "repair"):
-        raise ValueError(
-            f"rewrites={config.rewrites:g} needs a judge that repairs a response "
-            f"(`repair`); judge {config.judge or default_judge_name()!r} has none: "
-            "use --judge instructions or leave --rewrites at 0"
-        )
+    judge = _loop_judge(config)
     if project.current_policy is None:
         raise ValueError(
             f"project {project.name} has no current policy; deploy one (e.g. demo-sft) first"
