@@ -267,8 +267,12 @@ def _prompt(messages: list[dict], style: str) -> list[dict] | str:
 def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
     """Yield each response once, desirable when it won more of its pairs than it lost.
 
-    A response that won and lost equally often says nothing and is left out.
+    A response that won and lost equally often says nothing and is left out. Under
+    the rewrite rule "chosen", a rewrite's pairs count too and each rewrite follows
+    as a desirable row (`policy` "rewrite", no `response_id`).
     """
+    from annotation.snapshots import rewrite_pairs
+
     score: dict[int, int] = {}
     for chosen, rejected in (
         SnapshotPair.objects.filter(snapshot=snapshot)
@@ -277,6 +281,13 @@ def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
     ):
         score[chosen] = score.get(chosen, 0) + 1
         score[rejected] = score.get(rejected, 0) - 1
+    rewrites = []
+    if snapshot.rewrite_rule == "chosen":
+        for order, _ in _orders(snapshot):
+            for rejected, _ in rewrite_pairs(order.order, order.rewrite):
+                score[rejected] = score.get(rejected, 0) - 1
+            if order.rewrite.strip():
+                rewrites.append(order)
     ids = sorted(rid for rid, s in score.items() if s != 0)
     for start in range(0, len(ids), CHUNK):
         batch = ids[start : start + CHUNK]
@@ -301,6 +312,16 @@ def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
                 "policy": policy,
                 "round": round_number,
             }
+    for order in rewrites:
+        yield {
+            "prompt": _prompt(order.task.prompt.messages, style),
+            "completion": _completion(order.rewrite, style),
+            "label": True,
+            "prompt_id": order.task.prompt_id,
+            "response_id": None,
+            "policy": "rewrite",
+            "round": order.task.round.number if order.task.round_id else None,
+        }
 
 
 def _orders(

@@ -93,6 +93,39 @@ def test_kto_rows_label_winners_desirable_and_drop_even_responses(project, ranke
     ]
 
 
+def test_kto_rows_count_a_chosen_rewrites_pairs_and_add_the_rewrite_as_desirable(
+    project, ranked
+):
+    snapshot = freeze_snapshot(project, "s", rewrite_rule="chosen")
+    rows = list(iter_rows(snapshot, fmt="kto", style="standard"))
+    # Each response also loses to the rewrite: Four. 3-1 wins, 4 and "It is 5."
+    # now lose more than they win, No idea. loses 4; the rewrite comes last.
+    assert [(r["completion"], r["label"], r["policy"]) for r in rows] == [
+        ("Four.", True, "demo-sft"),
+        ("4", False, "demo-sft"),
+        ("It is 5.", False, "demo-sft"),
+        ("No idea.", False, "demo-sft"),
+        ("2 + 2 = 4.", True, "rewrite"),
+    ]
+    assert rows[-1]["response_id"] is None
+
+
+@pytest.mark.parametrize("fmt", ["trl", "kto", "hh"])
+def test_a_chosen_rewrite_exports_to_every_file_format_and_loads_back(
+    project, ranked, tmp_path, fmt
+):
+    import datasets
+
+    snapshot = freeze_snapshot(project, "s", rewrite_rule="chosen")
+    expected = list(iter_rows(snapshot, fmt=fmt))
+    for suffix in ("out.jsonl", "out.parquet"):
+        path = export_snapshot(snapshot, tmp_path / f"{fmt}-{suffix}", fmt=fmt)
+        kind = "parquet" if suffix.endswith("parquet") else "json"
+        loaded = datasets.load_dataset(kind, data_files=str(path), split="train")
+        assert loaded.num_rows == len(expected)
+        assert loaded[-1] == expected[-1]
+
+
 def test_ranking_rows_keep_tie_groups(project, ranked):
     (row,) = iter_rows(freeze_snapshot(project, "s"), fmt="ranking")
     rids = ids(ranked)
