@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 
 from annotation.export import export_snapshot, iter_rows
 from annotation.models import Snapshot
@@ -202,6 +202,26 @@ def test_interrupted_export_leaves_no_file_under_the_final_name(
     finally:
         export.write_jsonl = original
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_both_commands_take_the_rewrite_rule(project, ranked, tmp_path):
+    out = tmp_path / "prefs.jsonl"
+    call_command(
+        "export_preferences",
+        *("--project", "demo", "--out", str(out), "--rewrite-rule", "chosen"),
+        *("--pair-rule", "best_vs_rest", "--name", "cmd"),
+    )
+    rows = read_jsonl(out)
+    assert len(rows) == 3 + 4  # best vs rest, then the rewrite over all four
+    assert [r["chosen_policy"] for r in rows[3:]] == ["rewrite"] * 4
+    call_command(
+        "freeze_snapshot", "frozen", "--project", "demo", "--rewrite-rule", "chosen"
+    )
+    assert Snapshot.objects.get(name="frozen").row_count == 5 + 4
+    with pytest.raises(CommandError, match="invalid choice: 'pairs'"):
+        call_command(
+            "freeze_snapshot", "x", "--project", "demo", "--rewrite-rule", "pairs"
+        )
 
 
 def test_gzip_export_is_gzip(project, ranked, tmp_path):

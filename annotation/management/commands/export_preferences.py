@@ -16,15 +16,12 @@ from annotation.export import (
     STYLES,
     export_snapshot,
 )
-from annotation.models import Project, Snapshot
-from annotation.snapshots import (
-    DEDUP_RULES,
-    MARGIN_RULES,
-    PAIR_RULES,
-    REWRITE_RULES,
-    TIE_RULES,
-    freeze_snapshot,
+from annotation.management.commands.freeze_snapshot import (
+    add_rule_arguments,
+    rule_options,
 )
+from annotation.models import Project, Snapshot
+from annotation.snapshots import freeze_snapshot
 
 
 class Command(BaseCommand):
@@ -42,21 +39,7 @@ class Command(BaseCommand):
             "--name", help="Name of the new snapshot (default: a timestamp)."
         )
         parser.add_argument("--filter", default="{}", help="Snapshot filter as JSON.")
-        parser.add_argument(
-            "--pair-rule", default="all_pairs", choices=sorted(PAIR_RULES)
-        )
-        parser.add_argument("--tie-rule", default="drop", choices=sorted(TIE_RULES))
-        parser.add_argument("--dedup-rule", default="none", choices=sorted(DEDUP_RULES))
-        parser.add_argument(
-            "--margin-rule", default="rank", choices=sorted(MARGIN_RULES)
-        )
-        parser.add_argument(
-            "--rewrite-rule",
-            default="sft",
-            choices=sorted(REWRITE_RULES),
-            help="sft: rewrites are SFT data only; chosen: each rewrite is also chosen "
-            "over every response its annotator ranked.",
-        )
+        add_rule_arguments(parser)
         parser.add_argument("--format", default="trl", choices=FORMATS)
         parser.add_argument("--style", default="conversational", choices=STYLES)
         parser.add_argument("--prompt", default="explicit", choices=PROMPT_MODES)
@@ -97,11 +80,7 @@ class Command(BaseCommand):
                     project,
                     options["name"] or f"export-{timezone.now():%Y%m%d-%H%M%S-%f}",
                     filter=filter,
-                    pair_rule=options["pair_rule"],
-                    tie_rule=options["tie_rule"],
-                    dedup_rule=options["dedup_rule"],
-                    margin_rule=options["margin_rule"],
-                    rewrite_rule=options["rewrite_rule"],
+                    **rule_options(options),
                 )
             path = export_snapshot(
                 snapshot,

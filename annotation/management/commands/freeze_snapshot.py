@@ -17,6 +17,32 @@ from annotation.snapshots import (
     freeze_snapshot,
 )
 
+RULES = {
+    "pair_rule": ("all_pairs", PAIR_RULES),
+    "tie_rule": ("drop", TIE_RULES),
+    "dedup_rule": ("none", DEDUP_RULES),
+    "margin_rule": ("rank", MARGIN_RULES),
+    "rewrite_rule": ("sft", REWRITE_RULES),
+}
+
+
+def add_rule_arguments(parser: CommandParser) -> None:
+    """Add --pair-rule, --tie-rule, --dedup-rule, --margin-rule and --rewrite-rule,
+    each with its default and its choices explained (this and export_preferences)."""
+    for name, (default, rules) in RULES.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            default=default,
+            choices=sorted(rules),
+            help="; ".join(f"{k}: {v}" for k, v in rules.items()).replace("%", "%%")
+            + f" (default {default})",
+        )
+
+
+def rule_options(options: dict) -> dict[str, str]:
+    """Return the freeze_snapshot keyword arguments of the rule options."""
+    return {name: options[name] for name in RULES}
+
 
 class Command(BaseCommand):
     help = "Freeze a named, hashed snapshot of a project's preference pairs."
@@ -25,21 +51,7 @@ class Command(BaseCommand):
         parser.add_argument("name", help="Snapshot name, unique within the project.")
         parser.add_argument("--project", required=True)
         parser.add_argument("--filter", default="{}", help="Filter as JSON.")
-        parser.add_argument(
-            "--pair-rule", default="all_pairs", choices=sorted(PAIR_RULES)
-        )
-        parser.add_argument("--tie-rule", default="drop", choices=sorted(TIE_RULES))
-        parser.add_argument("--dedup-rule", default="none", choices=sorted(DEDUP_RULES))
-        parser.add_argument(
-            "--margin-rule", default="rank", choices=sorted(MARGIN_RULES)
-        )
-        parser.add_argument(
-            "--rewrite-rule",
-            default="sft",
-            choices=sorted(REWRITE_RULES),
-            help="sft: rewrites are SFT data only; chosen: each rewrite is also chosen "
-            "over every response its annotator ranked.",
-        )
+        add_rule_arguments(parser)
 
     def handle(self, *args, **options) -> None:
         project = Project.objects.filter(name=options["project"]).first()
@@ -50,11 +62,7 @@ class Command(BaseCommand):
                 project,
                 options["name"],
                 filter=json.loads(options["filter"]),
-                pair_rule=options["pair_rule"],
-                tie_rule=options["tie_rule"],
-                dedup_rule=options["dedup_rule"],
-                margin_rule=options["margin_rule"],
-                rewrite_rule=options["rewrite_rule"],
+                **rule_options(options),
             )
         except json.JSONDecodeError as exc:
             raise CommandError(f"--filter is not valid JSON ({exc})") from None
