@@ -284,7 +284,9 @@ def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
     rewrites = []
     if snapshot.rewrite_rule == "chosen":
         for order, _ in _orders(snapshot):
-            for rejected, _ in rewrite_pairs(order.order, order.rewrite):
+            for rejected, _ in rewrite_pairs(
+                order.order, order.rewrite, snapshot.pair_rule
+            ):
                 score[rejected] = score.get(rejected, 0) - 1
             if order.rewrite.strip():
                 rewrites.append(order)
@@ -363,7 +365,7 @@ def _rewrite_pair_rows(
     from annotation.snapshots import rewrite_pairs
 
     for order, texts in _orders(snapshot):
-        pairs = rewrite_pairs(order.order, order.rewrite)
+        pairs = rewrite_pairs(order.order, order.rewrite, snapshot.pair_rule)
         if not pairs:
             continue
         task = order.task

@@ -54,8 +54,10 @@ DEDUP_RULES = {
 REWRITE_RULES = {
     "sft": "rewrites are SFT demonstrations only (the `sft` export)",
     "chosen": (
-        "also a pair: each rewrite is chosen over every response its order ranks, one "
-        "rank above the order's best (and an SFT demonstration)"
+        "a rewrite ranks one above its order's best and the pair rule applies to that "
+        "order: best_vs_rest pairs the rewrite with every response and gives no pair "
+        "between them, all_pairs adds its pairs to theirs, adjacent pairs it with the "
+        "best (and it stays an SFT demonstration)"
     ),
 }
 MARGIN_RULES = {
@@ -232,7 +234,7 @@ def freeze_snapshot(
         )
     }
     order_rows, pair_rows = _derive_rows(
-        sources, responses, cleaned, pair_rule, tie_rule, margin_rule
+        sources, responses, cleaned, pair_rule, tie_rule, margin_rule, rewrite_rule
     )
     pair_rows = _deduplicate(pair_rows, responses, dedup_rule)
     header = {
@@ -244,7 +246,7 @@ def freeze_snapshot(
     }
     if rewrite_rule != "sft":  # the default stays out, so older hashes still match
         header["rewrite_rule"] = rewrite_rule
-    rewrite_rows = _rewrite_rows(order_rows, rewrite_rule)
+    rewrite_rows = _rewrite_rows(order_rows, rewrite_rule, pair_rule)
     sha256 = _content_digest(header, pair_rows, responses, rewrite_rows)
 
     with transaction.atomic():
@@ -322,6 +324,7 @@ def _derive_rows(
     pair_rule: str,
     tie_rule: str,
     margin_rule: str,
+    rewrite_rule: str = "sft",
 ) -> tuple[list[SnapshotRanking], list[dict]]:
     """Return the unsaved orders and the pair rows the rules derive from `sources`.
 
@@ -352,7 +355,11 @@ def _derive_rows(
                 rewrite=source.rewrite,
             )
         )
-        for chosen, rejected, distance in _pairs(order, pair_rule, tie_rule):
+        rewritten = rewrite_rule == "chosen" and bool(source.rewrite.strip())
+        head = [[REWRITE]] if rewritten else []
+        for chosen, rejected, distance in _pairs(head + order, pair_rule, tie_rule):
+            if chosen == REWRITE:
+                continue  # a rewrite's pairs: rewrite_pairs, from the frozen order
             pair_rows.append(
                 {
                     "task": source.task,
@@ -367,28 +374,34 @@ def _derive_rows(
 
 
 def _rewrite_rows(
-    order_rows: list[SnapshotRanking], rewrite_rule: str
+    order_rows: list[SnapshotRanking], rewrite_rule: str, pair_rule: str
 ) -> list[tuple[SnapshotRanking, int, float]]:
-    """Return (order, rejected id, margin) of every rewrite pair the rule makes."""
+    """Return (order, rejected id, margin) of every rewrite pair the rules make."""
     if rewrite_rule == "sft":
         return []
     return [
         (order, rejected, margin)
         for order in order_rows
-        for rejected, margin in rewrite_pairs(order.order, order.rewrite)
+        for rejected, margin in rewrite_pairs(order.order, order.rewrite, pair_rule)
     ]
 
 
-def rewrite_pairs(order: list[list[int]], rewrite: str) -> list[tuple[int, float]]:
+# Stands for an order's rewrite among its response ids (which start at 1).
+REWRITE = 0
+
+
+def rewrite_pairs(
+    order: list[list[int]], rewrite: str, pair_rule: str
+) -> list[tuple[int, float]]:
     """Return the (rejected response id, margin) pairs a rewrite is chosen in under
-    the rewrite rule "chosen": every response of the order, the rewrite one rank
-    above its best (margin 1 against the best, 2 against the next group, …)."""
+    the rewrite rule "chosen": the pair rule's pairs of the order with the rewrite
+    ranked one above its best (margin: the rank distance)."""
     if not rewrite.strip():
         return []
     return [
-        (rejected, float(rank))
-        for rank, group in enumerate(order, start=1)
-        for rejected in group
+        (rejected, float(distance))
+        for chosen, rejected, distance in _pairs([[REWRITE]] + order, pair_rule, "drop")
+        if chosen == REWRITE
     ]
 
 

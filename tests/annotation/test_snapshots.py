@@ -345,7 +345,9 @@ def test_a_consensus_keeps_the_earliest_votes_rewrite_for_sft(project):
     ]
 
 
-def test_rewrite_rule_chosen_makes_a_rewrite_beat_every_ranked_response(project):
+def test_rewrite_rule_chosen_ranks_a_rewrite_above_its_orders_best(project):
+    """Best-vs-rest over [rewrite] + order: the rewrite beats every response, and the
+    old best is no longer the order's best, so it gives no pair of its own."""
     from annotation.export import iter_rows
 
     task = make_task(project, "What is 2 + 2?")
@@ -358,9 +360,10 @@ def test_rewrite_rule_chosen_makes_a_rewrite_beat_every_ranked_response(project)
         project, "s", pair_rule="best_vs_rest", rewrite_rule="chosen"
     )
     assert plain.rewrite_rule == "sft" and snapshot.rewrite_rule == "chosen"
-    assert (plain.row_count, snapshot.row_count) == (6, 10)
+    assert (plain.row_count, snapshot.row_count) == (6, 3 + 4)
     assert snapshot.stats["rewrites"] == 1 and snapshot.stats["rewrite_pairs"] == 4
-    assert snapshot.stats["pairs"] == 10
+    assert snapshot.stats["pairs"] == 7
+    assert SnapshotPair.objects.filter(snapshot=snapshot, task=task).count() == 0
     # The rule and the rewrite's pairs are part of what the hash covers.
     assert snapshot.sha256 != plain.sha256
     rows = list(iter_rows(snapshot, style="standard"))
@@ -380,6 +383,31 @@ def test_rewrite_rule_chosen_makes_a_rewrite_beat_every_ranked_response(project)
     hh = [r for r in iter_rows(snapshot, fmt="hh") if "2 + 2 = 4." in r["chosen"]]
     assert len(hh) == 4
     assert hh[0]["chosen"].endswith("\n\nAssistant: 2 + 2 = 4.")
+
+
+@pytest.mark.parametrize(
+    "pair_rule, responses_pairs, rewrite_pairs",
+    [
+        # [[0], [1, 2], [3]] with the rewrite above: (rejected position, distance).
+        ("all_pairs", 5, [(0, 1.0), (1, 2.0), (2, 2.0), (3, 3.0)]),
+        ("adjacent", 4, [(0, 1.0)]),
+        ("best_vs_rest", 0, [(0, 1.0), (1, 2.0), (2, 2.0), (3, 3.0)]),
+    ],
+)
+def test_the_pair_rule_applies_to_the_order_with_the_rewrite_on_top(
+    project, pair_rule, responses_pairs, rewrite_pairs
+):
+    from annotation.export import iter_rows
+
+    task = make_task(project)
+    (a,) = annotators(1)
+    rank(task, a, [[0], [1, 2], [3]], rewrite="Better.")
+    snapshot = freeze_snapshot(project, "s", pair_rule=pair_rule, rewrite_rule="chosen")
+    assert SnapshotPair.objects.filter(snapshot=snapshot).count() == responses_pairs
+    position = {rid: i for i, rid in enumerate(ids(task))}
+    rows = [r for r in iter_rows(snapshot) if r["chosen_policy"] == "rewrite"]
+    assert [(position[r["rejected_id"]], r["margin"]) for r in rows] == rewrite_pairs
+    assert snapshot.row_count == responses_pairs + len(rewrite_pairs)
 
 
 def test_the_default_rewrite_rule_leaves_an_older_snapshots_hash_unchanged(project):
