@@ -7,8 +7,11 @@ Each round goes through the same functions the pages call:
 2. simulated annotators (`annotation.simulated.personas`), as many as the project's
    overlap, take the tasks through `next_task` / `submit_ranking` like people: noisy
    personas, each weighing the judge's aspects its own way and flipping 10-20% of
-   its order, so the annotators are not the yardstick;
-3. `freeze_snapshot` freezes this round's rankings into hashed preference pairs;
+   its order, so the annotators are not the yardstick; with `rewrites` above 0 they
+   also write a rewrite where no top candidate is correct (`RewritingAnnotator`: the
+   judge's repair of the best one), as a person uses the ranking page's field;
+3. `freeze_snapshot` freezes this round's rankings into hashed preference pairs
+   (with rewrites, under the rewrite rule "chosen": each ranks above its order);
 4. `launch` creates the training round and its stage jobs; the loop then runs
    those jobs itself with the worker's own task function (`run_training_job`),
    which starts each stage as a child process with a run directory, exactly as
