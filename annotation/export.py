@@ -281,15 +281,12 @@ def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
     ):
         score[chosen] = score.get(chosen, 0) + 1
         score[rejected] = score.get(rejected, 0) - 1
-    rewrites = []
-    if snapshot.rewrite_rule == "chosen":
-        for order, _ in _orders(snapshot):
-            for rejected, _ in rewrite_pairs(
-                order.order, order.rewrite, snapshot.pair_rule
-            ):
-                score[rejected] = score.get(rejected, 0) - 1
-            if order.rewrite.strip():
-                rewrites.append(order)
+    chosen_rewrites = snapshot.rewrite_rule == "chosen"
+    for order, _ in _orders(snapshot) if chosen_rewrites else ():
+        for rejected, _ in rewrite_pairs(
+            order.order, order.rewrite, snapshot.pair_rule
+        ):
+            score[rejected] = score.get(rejected, 0) - 1
     ids = sorted(rid for rid, s in score.items() if s != 0)
     for start in range(0, len(ids), CHUNK):
         batch = ids[start : start + CHUNK]
@@ -314,7 +311,10 @@ def _unpaired_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
                 "policy": policy,
                 "round": round_number,
             }
-    for order in rewrites:
+    # A second pass over the orders, so that memory stays flat as the snapshot grows.
+    for order, _ in _orders(snapshot) if chosen_rewrites else ():
+        if not order.rewrite.strip():
+            continue
         yield {
             "prompt": _prompt(order.task.prompt.messages, style),
             "completion": _completion(order.rewrite, style),
