@@ -687,9 +687,7 @@ class SnapshotIn(Schema):
     dedup_rule: Literal[tuple(DEDUP_RULES)] = "none"
     margin_rule: Literal[tuple(MARGIN_RULES)] = "rank"
     rewrite_rule: Literal[tuple(REWRITE_RULES)] = Field(
-        "sft",
-        description="sft: rewrites are SFT demonstrations only; chosen: each rewrite "
-        "is also the chosen response of a pair over every response its order ranks.",
+        "sft", description="; ".join(f"{k}: {v}" for k, v in REWRITE_RULES.items())
     )
 
 

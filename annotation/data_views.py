@@ -76,8 +76,7 @@ class SnapshotForm(forms.Form):
     margin_rule = forms.ChoiceField(choices=_choices(MARGIN_RULES))
     rewrite_rule = forms.ChoiceField(
         choices=_choices(REWRITE_RULES),
-        help_text="sft: rewrites are SFT data only; chosen: each rewrite is also "
-        "chosen over every response its annotator ranked.",
+        help_text="; ".join(f"{k}: {v}" for k, v in REWRITE_RULES.items()),
     )
 
     def clean_rounds(self) -> list[int] | None:

@@ -219,8 +219,8 @@ class LoopConfig:
             "help": "Share of tasks whose simulated annotator, when no top-ranked "
             "candidate is correct, writes a rewrite: the judge's repair of the best "
             "one (a judge with `repair`, e.g. instructions). Above 0 the snapshot "
-            "makes each rewrite the chosen response of a pair over every candidate "
-            "(rewrite rule 'chosen')."
+            "ranks each rewrite above its order (rewrite rule 'chosen'; with "
+            "best_vs_rest it is chosen over every candidate)."
         },
     )
     data: str = field(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 from django.core.exceptions import ValidationError
@@ -18,18 +19,21 @@ from annotation.snapshots import (
 )
 
 RULES = {
-    "pair_rule": ("all_pairs", PAIR_RULES),
-    "tie_rule": ("drop", TIE_RULES),
-    "dedup_rule": ("none", DEDUP_RULES),
-    "margin_rule": ("rank", MARGIN_RULES),
-    "rewrite_rule": ("sft", REWRITE_RULES),
+    "pair_rule": PAIR_RULES,
+    "tie_rule": TIE_RULES,
+    "dedup_rule": DEDUP_RULES,
+    "margin_rule": MARGIN_RULES,
+    "rewrite_rule": REWRITE_RULES,
 }
 
 
 def add_rule_arguments(parser: CommandParser) -> None:
     """Add --pair-rule, --tie-rule, --dedup-rule, --margin-rule and --rewrite-rule,
-    each with its default and its choices explained (this and export_preferences)."""
-    for name, (default, rules) in RULES.items():
+    each with freeze_snapshot's default and its choices explained (this and
+    export_preferences)."""
+    defaults = inspect.signature(freeze_snapshot).parameters
+    for name, rules in RULES.items():
+        default = defaults[name].default
         parser.add_argument(
             "--" + name.replace("_", "-"),
             default=default,
