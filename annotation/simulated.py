@@ -198,7 +198,7 @@ class RewritingAnnotator:
         if not (judge_offers(judge, "repair") and judge_offers(judge, "correct")):
             raise ValueError(
                 "a rewriting annotator needs a judge with `correct` and `repair` "
-                "(the instructions judge has both); this judge cannot write rewrites"
+                "(the demo and instructions judges have both); this judge cannot write rewrites"
             )
         self.inner, self.judge, self.rate, self.seed = inner, judge, rate, seed
         self.simulator = f"rewriting({inner.simulator}, rate={rate:g})"

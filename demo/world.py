@@ -28,6 +28,10 @@ the judge's preferences still varies; and a tiny model learns style (always poli
 never evasive, no filler) far more reliably than facts and sums, which is where
 preference learning beats plain SFT.
 
+`repair` is what a person writes in the ranking page's rewrite field: the response with
+its answer made right (the world table's value, the response's own phrasing and
+style), so a simulated annotator can write rewrites (`run_loop --rewrites`).
+
 Plain Python: no Django, no ML libraries. Everything is deterministic given a seed.
 """
 
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import random
 import re
+import zlib
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -390,7 +395,11 @@ def parse_prompt(prompt_messages: list[dict]) -> Question:
 
 def judge_score(prompt_messages: list[dict], response: str) -> JudgeScore:
     """Score a response to a demo prompt on correctness, helpfulness, politeness, concision."""
-    question = parse_prompt(prompt_messages)
+    return _score(parse_prompt(prompt_messages), response)
+
+
+def _score(question: Question, response: str) -> JudgeScore:
+    """Score a response to the question (see `judge_score`)."""
     sentences = _sentences(response)
     polite = curt = evasive = noise = 0
     verdicts: list[str] = []
@@ -486,6 +495,10 @@ class WorldJudge:
         """Return whether the response gives the answer the world table confirms."""
         return judge_score(prompt_messages, response).answer == "correct"
 
+    def repair(self, prompt_messages: list[dict], response: str) -> str | None:
+        """Return the response with its answer corrected (see `repair`)."""
+        return repair(parse_prompt(prompt_messages), response)
+
 
 JUDGE = WorldJudge()  # registered as "demo" by demo.apps.DemoConfig.ready
 
@@ -494,6 +507,84 @@ _CURT = frozenset(CURT_OPENERS + CURT_CLOSINGS)
 _EVASIVE = frozenset(EVASIONS)
 _SENTENCE = re.compile(r"[^.!?]*[.!?]+|[^.!?]+$")
 _NUMBER = re.compile(r"\b(\d+)\b")
+
+
+def repair(question: Question, response: str) -> str | None:
+    """Return the response edited until the world table confirms its answer.
+
+    What a person does with the ranking page's rewrite field: each wrong answer
+    sentence is restated with the right creature, count and value, in the response's
+    own phrasing where it used one of the answer templates (else the phrasing
+    `_repair_template` picks); a response that gives no answer gets the right one in
+    place of its first evasion (or after its opener), and evasions go. Openers,
+    closings and filler stay as they were: the rewrite corrects the answer, not the
+    style, so a pair of the rewrite over the response it corrects differs in the
+    facts. None when the result still is not judged correct.
+    """
+    sentences = _sentences(response)
+    verdicts = [_verdict(question, s) for s in sentences]
+    right = _capitalise(
+        _repair_template(question, response).format(
+            c=question.subject, n=question.count, v=question.answer
+        )
+    )
+    out: list[str] = []
+    answered = False
+    for sentence, verdict in zip(sentences, verdicts, strict=True):
+        if verdict == "correct":
+            out.append(sentence)
+            answered = True
+        elif verdict == "wrong":
+            if not answered:
+                out.append(_restate(question, sentence) or right)
+                answered = True
+        elif verdict == "evasive":
+            if not answered and "correct" not in verdicts and "wrong" not in verdicts:
+                out.append(right)
+                answered = True
+        else:
+            out.append(sentence)
+    if not answered:
+        at = 1 if verdicts and verdicts[0] in ("polite", "curt") else 0
+        out.insert(at, right)
+    text = " ".join(out)
+    return text if _score(question, text).answer == "correct" else None
+
+
+def _verdict(question: Question, sentence: str) -> str | None:
+    """Return what a sentence is to the judge: polite, curt, evasive, correct, wrong or None."""
+    if sentence in _POLITE:
+        return "polite"
+    if sentence in _CURT:
+        return "curt"
+    if sentence in _EVASIVE:
+        return "evasive"
+    return _check_answer(question, sentence)
+
+
+def _repair_template(question: Question, response: str) -> str:
+    """Return one of the question kind's answer templates, fixed by the response's text."""
+    templates = ANSWERS[question.kind]
+    return templates[zlib.crc32(response.encode()) % len(templates)]
+
+
+def _restate(question: Question, sentence: str) -> str | None:
+    """Return the sentence with the right values if it is one of the kind's templates."""
+    for template in ANSWERS[question.kind]:
+        if _template_pattern(template).fullmatch(sentence.strip()):
+            return _capitalise(
+                template.format(c=question.subject, n=question.count, v=question.answer)
+            )
+    return None
+
+
+@lru_cache(maxsize=64)
+def _template_pattern(template: str) -> re.Pattern:
+    """Return a pattern matching the template with any word or number in each field."""
+    pattern = re.escape(template)
+    for field in ("{c}", "{n}", "{v}"):
+        pattern = pattern.replace(re.escape(field), r"\w+")
+    return re.compile(pattern, re.I)
 
 
 def _sentences(text: str) -> list[str]:

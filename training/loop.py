@@ -218,7 +218,7 @@ class LoopConfig:
         metadata={
             "help": "Share of tasks whose simulated annotator, when no top-ranked "
             "candidate is correct, writes a rewrite: the judge's repair of the best "
-            "one (a judge with `repair`, e.g. instructions). Above 0 the snapshot "
+            "one (a judge with `repair`: demo or instructions). Above 0 the snapshot "
             "ranks each rewrite above its order (rewrite rule 'chosen'; with "
             "best_vs_rest it is chosen over every candidate)."
         },
@@ -861,7 +861,7 @@ def _loop_judge(config: LoopConfig) -> Judge:
         raise ValueError(
             f"rewrites={config.rewrites:g} needs a judge that repairs a response "
             f"(`repair`); judge {config.judge or default_judge_name()!r} has none: "
-            "use --judge instructions or leave --rewrites at 0"
+            "use --judge demo or --judge instructions, or leave --rewrites at 0"
         )
     return judge
 

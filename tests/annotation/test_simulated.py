@@ -436,11 +436,26 @@ def test_the_rewrite_rate_is_the_share_of_wrong_tasks_rewritten_and_is_seeded():
     assert 0.24 <= sum(written) / len(written) <= 0.36
 
 
-def test_a_rewriting_annotator_needs_a_judge_that_repairs():
+def test_a_demo_annotator_rewrites_a_wrong_best_answer_with_the_world_table():
+    """The demo's judge repairs too: where the best-ranked answer is wrong or evasive,
+    the rewrite is the same answer made right; a right best answer gets none."""
     from annotation.simulated import RewritingAnnotator
 
+    annotator = RewritingAnnotator(Fixed([[0], [1]]), JUDGE, rate=1.0)
+    prompt = [{"role": "user", "content": "What colour is a glimmet?"}]
+    wrong = ["Sure! A glimmet is red. Hope that helps!", "A glimmet is blue."]
+    rewrite = annotator.rewrite(prompt, wrong, [[0], [1]], key="t1")
+    assert rewrite == "Sure! A glimmet is blue. Hope that helps!"
+    right = ["A glimmet is blue.", "I am not sure about that."]
+    assert annotator.rewrite(prompt, right, [[0], [1]], key="t2") == ""
+
+
+def test_a_rewriting_annotator_needs_a_judge_that_repairs():
+    from annotation.simulated import RewritingAnnotator
+    from tests.inference.test_judges import ALWAYS_FIRST
+
     with pytest.raises(ValueError, match="needs a judge with `correct` and `repair`"):
-        RewritingAnnotator(JudgeAnnotator(JUDGE), JUDGE, rate=0.5)
+        RewritingAnnotator(JudgeAnnotator(ALWAYS_FIRST), ALWAYS_FIRST, rate=0.5)
     with pytest.raises(ValueError, match=r"rate must be in \[0, 1\], got 1.5"):
         from inference.instructions import JUDGE as INSTRUCTIONS
 

@@ -235,3 +235,95 @@ def test_the_judge_offers_aspects_and_checks_answers_against_the_world():
     assert JUDGE.correct(COLOUR, "A glimmet is blue.") is True
     assert JUDGE.correct(COLOUR, "I am not sure about that.") is False
     assert JUDGE.correct(HELLO, "Ana is blue.") is False
+
+
+FEED = [{"role": "user", "content": "What do you feed a glimmet?"}]  # moss
+LEGS = [{"role": "user", "content": "How many legs do 3 zindles have?"}]  # 24
+
+
+@pytest.mark.parametrize(
+    "prompt, response, repaired",
+    [
+        # A wrong answer is restated in its own phrasing; the style stays.
+        (
+            FEED,
+            "Sure! The zindle likes to eat fish. Hope that helps!",
+            "Sure! The glimmet likes to eat moss. Hope that helps!",
+        ),
+        (
+            LEGS,
+            "That makes 16 legs for 4 hoddles.",
+            "That makes 24 legs for 3 zindles.",
+        ),
+        (
+            TOTAL,
+            "Ugh. 3 borkles cost 12 coins. Now leave me alone.",
+            "Ugh. 3 borkles cost 15 coins. Now leave me alone.",
+        ),
+        (HELLO, "Of course! Hello, Ben!", "Of course! Hello, Ana!"),
+        (HELLO, "Have a good day, Ana!", "Hello, Ana!"),
+        # A correct answer is left alone, filler and all.
+        (
+            COLOUR,
+            "A glimmet is blue. Creatures are fascinating.",
+            "A glimmet is blue. Creatures are fascinating.",
+        ),
+        # A later wrong answer beside a right one goes.
+        (COLOUR, "A glimmet is blue. A glimmet is red.", "A glimmet is blue."),
+    ],
+)
+def test_the_demo_repair_corrects_the_answer_and_keeps_the_rest(
+    prompt, response, repaired
+):
+    assert JUDGE.repair(prompt, response) == repaired
+    assert JUDGE.correct(prompt, repaired)
+
+
+def test_the_demo_repair_answers_in_place_of_an_evasion_or_after_the_opener():
+    evasive = JUDGE.repair(COLOUR, "Ugh. I am not sure about that. Don't ask again.")
+    assert evasive in (
+        "Ugh. A glimmet is blue. Don't ask again.",
+        "Ugh. The glimmet is blue. Don't ask again.",
+    )
+    assert JUDGE.repair(COLOUR, "Happy to help. Hope that helps!") in (
+        "Happy to help. A glimmet is blue. Hope that helps!",
+        "Happy to help. The glimmet is blue. Hope that helps!",
+    )
+    assert JUDGE.repair(HELLO, "") in ("Hello, Ana!", "Hi Ana, nice to meet you!")
+    # The same response always gets the same rewrite.
+    assert JUDGE.repair(COLOUR, "Nobody knows that.") == JUDGE.repair(
+        COLOUR, "Nobody knows that."
+    )
+
+
+def test_every_sampled_response_repairs_to_a_correct_one_of_the_same_politeness():
+    """Over SFT-style responses to every kind of question (two glued together as well,
+    as a rambling sample is), the repair is judged correct, and, having no evasion to
+    drop, just as polite as the response it corrects."""
+    import random
+
+    from demo.world import _question_table as questions
+    from demo.world import compose_response
+
+    rng = random.Random(3)
+    table = questions()
+    texts = sorted(table)
+    for _ in range(2000):
+        text = rng.choice(texts)
+        response = compose_response(table[text], rng)
+        if rng.random() < 0.2:
+            response += " " + compose_response(table[text], rng)
+        prompt = [{"role": "user", "content": text}]
+        repaired = JUDGE.repair(prompt, response)
+        assert repaired is not None and JUDGE.correct(prompt, repaired), response
+        if judge_score(prompt, response).answer != "evasive":
+            before = JUDGE.aspects(prompt, response)["politeness"]
+            assert JUDGE.aspects(prompt, repaired)["politeness"] == before, response
+
+
+def test_the_demo_repair_refuses_a_prompt_outside_the_world():
+    from inference.judges import judge_offers
+
+    assert judge_offers(JUDGE, "repair")
+    with pytest.raises(ValueError, match="is not a demo-domain prompt"):
+        JUDGE.repair([{"role": "user", "content": "Write a poem."}], "No.")

@@ -445,12 +445,26 @@ def test_command_refuses_an_unknown_project(db):
         call_command("run_loop", "--project=nope", stdout=StringIO())
 
 
-def test_command_refuses_rewrites_with_a_judge_that_cannot_repair(project):
-    """The demo's judge scores answers but cannot correct one, so simulated rewrites
-    are refused before anything is published, naming the judge and the fix."""
+def test_command_refuses_rewrites_with_a_judge_that_cannot_repair(project, monkeypatch):
+    """A judge that ranks but cannot correct a response cannot write rewrites, so
+    simulated rewrites are refused before anything is published, naming the judge
+    and the fix."""
+    from inference import judges
+
+    monkeypatch.setitem(
+        judges._JUDGES, "first", "tests.inference.test_judges:ALWAYS_FIRST"
+    )
     with pytest.raises(CommandError, match="needs a judge that repairs") as refused:
-        call_command("run_loop", "--project=demo", "--rewrites=0.5", stdout=StringIO())
-    assert "judge 'demo' has none: use --judge instructions" in str(refused.value)
+        call_command(
+            "run_loop",
+            "--project=demo",
+            "--judge=first",
+            "--rewrites=0.5",
+            stdout=StringIO(),
+        )
+    assert "judge 'first' has none: use --judge demo or --judge instructions" in str(
+        refused.value
+    )
     assert not project.rounds.exists()
 
 

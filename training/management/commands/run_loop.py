@@ -104,7 +104,7 @@ class Command(BaseCommand):
             default=defaults.rewrites,
             help="Share of tasks (0-1) where a simulated annotator whose best candidate "
             "is wrong writes a corrected rewrite, trained on as a chosen response "
-            "(needs a judge with `repair`, e.g. --judge instructions).",
+            "(needs a judge with `repair`: demo or instructions).",
         )
         parser.add_argument("--data", choices=["round", "all"], default=defaults.data)
         parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
