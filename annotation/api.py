@@ -804,7 +804,10 @@ class SpecRowOut(Schema):
 class DiffPairOut(Schema):
     task: int
     round: int | None
-    chosen: int
+    chosen: int | None = Field(
+        description="The chosen response's id; null for an annotator's rewrite "
+        "(chosen_policy 'rewrite'), chosen under the rewrite rule 'chosen'."
+    )
     rejected: int
     margin: float
     annotator: str

@@ -854,7 +854,11 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
 
 
 def _diff_rows(snapshot: Snapshot) -> dict[tuple, dict]:
-    """Return the snapshot's pairs keyed by (task, chosen, rejected, annotator)."""
+    """Return the snapshot's pairs keyed by (task, chosen, rejected, annotator).
+
+    A rewrite's pairs (rewrite rule "chosen") are rows too, with `chosen` None and
+    `chosen_policy` "rewrite", as the exports write them.
+    """
     rows = SnapshotPair.objects.filter(snapshot=snapshot).values_list(
         "task_id",
         "chosen_id",
@@ -868,20 +872,61 @@ def _diff_rows(snapshot: Snapshot) -> dict[tuple, dict]:
     )
     keyed: dict[tuple, dict] = {}
     for task, chosen, rejected, user, label, margin, number, cpol, rpol in rows:
-        annotator = f"user:{user}" if user is not None else label
-        keyed[(task, chosen, rejected, annotator)] = {
-            "task": task,
-            "chosen": chosen,
-            "rejected": rejected,
-            "annotator": annotator,
-            "label": label,
-            "snapshot": snapshot.pk,
-            "margin": margin,
-            "round": number,
-            "chosen_policy": cpol,
-            "rejected_policy": rpol,
+        row = _diff_row(task, chosen, rejected, user, label, margin, number)
+        keyed[_row_order(row)] = {**row, "chosen_policy": cpol, "rejected_policy": rpol}
+    if snapshot.rewrite_rule == "sft":
+        return keyed
+    orders = (
+        SnapshotRanking.objects.filter(snapshot=snapshot)
+        .exclude(rewrite="")
+        .values_list(
+            "task_id",
+            "ranking__annotator_id",
+            "annotator_label",
+            "order",
+            "rewrite",
+            "task__round__number",
+        )
+    )
+    rewritten = []
+    for task, user, label, order, rewrite, number in orders.iterator():
+        for rejected, margin in rewrite_pairs(order, rewrite, snapshot.pair_rule):
+            rewritten.append((task, rejected, user, label, margin, number))
+    policies = dict(
+        Response.objects.filter(id__in={row[1] for row in rewritten}).values_list(
+            "id", "policy__name"
+        )
+    )
+    for task, rejected, user, label, margin, number in rewritten:
+        row = _diff_row(task, None, rejected, user, label, margin, number)
+        keyed[_row_order(row)] = {
+            **row,
+            "chosen_policy": "rewrite",
+            "rejected_policy": policies[rejected],
         }
     return keyed
+
+
+def _diff_row(
+    task: int,
+    chosen: int | None,
+    rejected: int,
+    user: int | None,
+    label: str,
+    margin: float,
+    number: int | None,
+) -> dict:
+    """Return one pair's diff row; its annotator is the person behind the label
+    (matched across snapshots) or, for a consensus or majority row, the label."""
+    return {
+        "task": task,
+        "chosen": chosen,
+        "rejected": rejected,
+        "annotator": f"user:{user}" if user is not None else label,
+        "label": label,
+        "margin": margin,
+        "round": number,
+    }
 
 
 def _annotator_labels(rows_a: dict, rows_b: dict) -> dict[str, str]:
@@ -901,7 +946,8 @@ def _annotator_labels(rows_a: dict, rows_b: dict) -> dict[str, str]:
 
 
 def _row_order(row: dict) -> tuple:
-    return (row["task"], row["chosen"], row["rejected"], row["annotator"])
+    # A rewrite (chosen None) sorts before its task's response pairs.
+    return (row["task"], row["chosen"] or 0, row["rejected"], row["annotator"])
 
 
 def _breakdown(added: list[dict], removed: list[dict], keys_of) -> list[dict]:

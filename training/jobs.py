@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from config.workers import current_worker
 from inference.judges import judge_path
 from inference.models import Policy
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
@@ -33,7 +34,6 @@ from training.progress import (
     STOP_FILE,
     Reporter,
 )
-from training.reaper import current_worker
 from training.stages import INPUT_FIELDS, get_stage, resolve_config
 
 

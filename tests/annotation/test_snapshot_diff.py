@@ -145,3 +145,38 @@ def test_diff_api_returns_counts_and_breakdowns(project, two_rounds, researcher)
     response = client.get(f"/api/snapshots/{old.pk}/diff", {"against": foreign.pk})
     assert response.status_code == 400
     assert "different projects" in response.json()["detail"]
+
+
+def test_a_rewrites_pairs_are_listed_when_the_rule_makes_them_chosen(
+    project, researcher
+):
+    """Under the rewrite rule "chosen" a rewrite's pairs are the snapshot's pairs like
+    any other: the diff against the same rankings frozen with "sft" lists them as
+    added (chosen None, policy "rewrite") and the old best's pairs as removed."""
+    task = make_task(project, "What is 2 + 2?", ("Four.", "5", "No idea."))
+    (a,) = annotators(1)
+    rank(task, a, [[0], [1], [2]], rewrite="2 + 2 = 4.")
+    plain = freeze_snapshot(project, "plain", pair_rule="best_vs_rest")
+    chosen = freeze_snapshot(
+        project, "chosen", pair_rule="best_vs_rest", rewrite_rule="chosen"
+    )
+    diff = diff_snapshots(plain, chosen)
+    assert (diff.added, diff.removed, diff.unchanged) == (3, 2, 0)
+    assert [(r["chosen"], r["rejected"]) for r in diff.added_sample] == [
+        (None, i) for i in ids(task)
+    ]
+    assert {r["chosen_policy"] for r in diff.added_sample} == {"rewrite"}
+    assert {r["key"]: r["added"] for r in diff.by_policy}["rewrite"] == 3
+    assert (
+        diff_snapshots(chosen, chosen).added,
+        diff_snapshots(chosen, chosen).unchanged,
+    ) == (0, 3)
+    assert {r["key"]: r["differs"] for r in diff.rules}["rewrite_rule"] is True
+    # The API and the page show them too.
+    client = login(researcher)
+    body = client.get(f"/api/snapshots/{plain.pk}/diff", {"against": chosen.pk}).json()
+    assert [r["chosen"] for r in body["added_sample"]] == [None, None, None]
+    page = client.get(
+        reverse("data:snapshot_diff", args=[plain.pk]), {"against": chosen.pk}
+    ).content.decode()
+    assert "<td>rewrite</td>" in page and "rewrite / " in page
