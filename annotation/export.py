@@ -410,13 +410,21 @@ def _ranking_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
 
 
 def _sft_rows(snapshot: Snapshot, style: str) -> Iterator[dict]:
-    """Yield rewrites and each task's top-ranked responses, each text once per task."""
+    """Yield rewrites and each task's top-ranked responses, each text once per task.
+
+    Under the rewrite rule "chosen" a rewrite ranks above its order's best, so the
+    rewrite alone is that order's demonstration: the responses it corrects are not
+    (under "sft" both are, the rewrite beside the best the policy gave).
+    """
     seen: set[tuple[int, str]] = set()
+    replaces = snapshot.rewrite_rule == "chosen"
     for order, texts in _orders(snapshot):
         candidates = []
-        if order.rewrite.strip():
+        rewritten = bool(order.rewrite.strip())
+        if rewritten:
             candidates.append((order.rewrite, "rewrite", None, ""))
-        for rid in order.order[0] if len(order.order) > 1 else []:
+        best = order.order[0] if len(order.order) > 1 else []
+        for rid in [] if rewritten and replaces else best:
             candidates.append((texts[rid][0], "top_ranked", rid, texts[rid][1]))
         for text, origin, rid, policy in candidates:
             key = (order.task_id, text)

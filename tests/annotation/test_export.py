@@ -146,6 +146,20 @@ def test_sft_rows_hold_rewrites_and_top_ranked_responses(project, ranked):
     ]
 
 
+def test_a_chosen_rewrite_is_its_orders_only_demonstration(project, ranked):
+    """Under the rewrite rule "chosen" the rewrite ranks above the best response, so
+    an SFT stage (a loop's `sft,dpo` round) must not imitate the answer it corrects;
+    an order without a rewrite still gives its top-ranked responses."""
+    other = make_task(project, "What is 3 + 3?", ("Six.", "7"))
+    rank(other, ranked.rankings.get().annotator, [[0], [1]])
+    snapshot = freeze_snapshot(project, "s", rewrite_rule="chosen")
+    rows = list(iter_rows(snapshot, fmt="sft", style="standard"))
+    assert [(r["completion"], r["origin"]) for r in rows] == [
+        ("2 + 2 = 4.", "rewrite"),
+        ("Six.", "top_ranked"),
+    ]
+
+
 @pytest.mark.parametrize("fmt", ["trl", "kto", "ranking", "hh", "sft"])
 @pytest.mark.parametrize(
     "suffix", ["out.jsonl", "out.jsonl.gz", "out.parquet", "outdir"]
