@@ -95,6 +95,16 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "step_decay": 0.5,
         "train": {},
     },
+    # SFT on the round's demonstrations (the annotators' rewrites; the top-ranked
+    # responses of the orders nobody rewrote), then DPO from that policy on the
+    # round's pairs, as DPO's: the step halving is the DPO stage's.
+    "sft-dpo": {
+        "votes": "consensus",
+        "pairs": "best_vs_rest",
+        "candidates": 8,
+        "step_decay": 0.5,
+        "train": {},
+    },
     "ppo": {
         "votes": "consensus",
         "pairs": "all_pairs",

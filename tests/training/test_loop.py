@@ -397,6 +397,61 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
 
 
 @pytest.mark.slow
+def test_a_micro_sft_dpo_round_fine_tunes_on_the_rewrites_then_runs_dpo(
+    micro_project, admin_user, tmp_path
+):
+    """`--method sft-dpo --rewrites 1` on the demo: the annotators rewrite the wrong
+    best answers with the world table's, the SFT stage trains on the demonstrations
+    (each rewritten order's rewrite alone) and DPO continues from its policy."""
+    from annotation.export import iter_rows
+    from demo.world import JUDGE
+
+    lines: list[str] = []
+    train = {
+        **MICRO["train"],
+        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100},
+    }
+    run_loop(
+        micro_project,
+        LoopConfig(
+            method="sft-dpo",
+            rounds=1,
+            seeds=1,
+            candidates=4,
+            rewrites=1.0,
+            **{**MICRO, "train": train},
+        ),
+        user=admin_user,
+        out=lines.append,
+        plot_path=tmp_path / "loop.png",
+    )
+    assert json.loads(lines[-1])["round"] == 1
+    round_ = TrainingRound.objects.get(project=micro_project)
+    assert (round_.method, round_.status) == ("sft,dpo", "succeeded")
+    assert sorted(round_.jobs.values_list("stage", flat=True)) == ["dpo", "sft"]
+    snapshot = round_.snapshot
+    assert snapshot.rewrite_rule == "chosen" and snapshot.stats["rewrites"] >= 1
+    demonstrations = list(iter_rows(snapshot, fmt="sft", style="standard"))
+    rewrites = [r for r in demonstrations if r["origin"] == "rewrite"]
+    assert len(rewrites) == snapshot.stats["rewrites"]
+    for row in rewrites:
+        messages = Prompt.objects.get(pk=row["prompt_id"]).messages
+        assert JUDGE.correct(messages, row["completion"]), row["completion"]
+    # A rewritten task's demonstration is its rewrite alone.
+    rewritten = {r["prompt_id"] for r in rewrites}
+    assert not [
+        r
+        for r in demonstrations
+        if r["origin"] == "top_ranked" and r["prompt_id"] in rewritten
+    ]
+    micro_project.refresh_from_db()
+    assert micro_project.current_policy == round_.output_policy
+    # Lineage: SFT policy -> the round's SFT stage -> its DPO stage.
+    sft_stage = round_.output_policy.parent
+    assert sft_stage.name.endswith("-sft") and sft_stage.parent.name == "micro-sft"
+
+
+@pytest.mark.slow
 def test_a_micro_grpo_round_trains_a_reward_model_then_grpo_and_deploys(
     micro_project, admin_user, tmp_path
 ):
@@ -568,5 +623,9 @@ def test_the_dpo_step_halves_each_round_unless_told_otherwise():
     assert "learning_rate" not in stage_options(constant, round_number=3).get("dpo", {})
     ppo = LoopConfig(method="ppo")
     assert stage_options(ppo, round_number=3)["ppo"]["learning_rate"] == 1e-4
+    # sft-dpo: the DPO stage's step halves; the SFT stage keeps its own.
+    sft_dpo = stage_options(LoopConfig(method="sft-dpo"), seed=0, round_number=2)
+    assert sft_dpo["dpo"]["learning_rate"] == 2.5e-4
+    assert "learning_rate" not in sft_dpo["sft"]
     with pytest.raises(ValueError, match="step_decay must be in"):
         LoopConfig(step_decay=0)
