@@ -55,7 +55,7 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"rounds": 0}, "rounds must be at least 1, got 0"),
         (
             {"method": "sft"},
-            "method must be one of \\['dpo', 'grpo', 'ppo'\\], got 'sft'",
+            "method must be one of \\['dpo', 'grpo', 'ppo', 'sft-dpo'\\], got 'sft'",
         ),
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
         ({"eval_samples": 1}, "eval_samples at least 2"),
