@@ -410,18 +410,17 @@ def _score(question: Question, response: str) -> JudgeScore:
             noise += 1
             continue
         seen.add(key)
-        if sentence in _POLITE:
+        verdict = _verdict(question, sentence)
+        if verdict == "polite":
             polite += 1
-        elif sentence in _CURT:
+        elif verdict == "curt":
             curt += 1
-        elif sentence in _EVASIVE:
+        elif verdict == "evasive":
             evasive += 1
+        elif verdict is None:
+            noise += 1
         else:
-            verdict = _check_answer(question, sentence)
-            if verdict is None:
-                noise += 1
-            else:
-                verdicts.append(verdict)
+            verdicts.append(verdict)
     if "wrong" in verdicts:
         answer = "wrong"
     elif "correct" in verdicts:
@@ -523,11 +522,7 @@ def repair(question: Question, response: str) -> str | None:
     """
     sentences = _sentences(response)
     verdicts = [_verdict(question, s) for s in sentences]
-    right = _capitalise(
-        _repair_template(question, response).format(
-            c=question.subject, n=question.count, v=question.answer
-        )
-    )
+    right = _answer(question, _repair_template(question, response))
     out: list[str] = []
     answered = False
     for sentence, verdict in zip(sentences, verdicts, strict=True):
@@ -572,10 +567,15 @@ def _restate(question: Question, sentence: str) -> str | None:
     """Return the sentence with the right values if it is one of the kind's templates."""
     for template in ANSWERS[question.kind]:
         if _template_pattern(template).fullmatch(sentence.strip()):
-            return _capitalise(
-                template.format(c=question.subject, n=question.count, v=question.answer)
-            )
+            return _answer(question, template)
     return None
+
+
+def _answer(question: Question, template: str) -> str:
+    """Return the question's right answer in one of its kind's answer templates."""
+    return _capitalise(
+        template.format(c=question.subject, n=question.count, v=question.answer)
+    )
 
 
 @lru_cache(maxsize=64)
