@@ -24,6 +24,11 @@ topic occur together in a training or dev request (`split_of`).
 
 The judge `JUDGE` ranks responses by the constraints they follow (strictly, then
 loosely); the inference app registers it as "instructions" (`inference.judges`).
+Constraint counts do not see helpfulness: "always smiling" follows "at most 60 words,
+all lowercase" strictly. So the judge also reads a response as *substantive*
+(`substantive`: at least `SUBSTANCE_WORDS` words, or the word limit when it is lower,
+and a word of the request's topic), and the loop reports strict accuracy counting
+only substantive responses beside the plain one.
 """
 
 from __future__ import annotations
@@ -110,6 +115,13 @@ JSON_KEYS = (
     ("name", "steps"),
 )
 MAX_WORDS = (15, 25, 40, 60)
+# The helpfulness floor (`substantive`): words an answer needs at least (fewer when
+# the request's word limit is lower), and topic words too common to show the subject.
+SUBSTANCE_WORDS = 10
+TOPIC_STOPWORDS = frozenset(
+    "a an and at for in of on the to with while more new few small good old simple "
+    "home work".split()
+)
 COUNTS = (2, 3, 4)
 MAX_CONSTRAINTS = 3
 MAX_REQUESTS = 10_000
@@ -395,6 +407,33 @@ def loose_variants(response: str) -> list[str]:
     return [v for v in variants if v.strip()]
 
 
+def topic_of(text: str) -> str | None:
+    """Return the `TOPICS` entry a request's text is about, or None (not generated here)."""
+    lowered = text.lower()
+    found = [t for t in TOPICS if t in lowered]
+    return max(found, key=len) if found else None
+
+
+def substantive(text: str, response: str) -> bool:
+    """Return whether `response` says something on the request's subject: at least
+    `SUBSTANCE_WORDS` words (the request's word limit when lower) and, when the
+    request's topic is known (`topic_of`), a word of it (its first five letters:
+    "tomatoes" is met by "tomato"; a shorter word as written or plural). A floor, not a grade: it tells an answer from a
+    form that follows the constraints by saying nothing."""
+    limits = [c.args[0] for c in parse_constraints(text) if c.kind == "max_words"]
+    floor = min([SUBSTANCE_WORDS, *limits])
+    if _words(response) < floor:
+        return False
+    topic = topic_of(text)
+    if topic is None:
+        return True
+    stems = {w[:5] for w in re.findall(r"[a-z]+", topic) if w not in TOPIC_STOPWORDS}
+    words = set(re.findall(r"[a-z]+", response.lower()))
+    return any(
+        {w[:5], w, w.removesuffix("s"), w.removesuffix("es")} & stems for w in words
+    )
+
+
 def _prompt_text(prompt_messages: list[dict]) -> str:
     users = [m["content"] for m in prompt_messages if m.get("role") == "user"]
     return users[-1] if users else ""
@@ -539,6 +578,13 @@ class InstructionsJudge:
     def correct_loosely(self, prompt_messages: list[dict], response: str) -> bool:
         loose = self.followed(prompt_messages, response).loose
         return bool(loose) and all(loose)
+
+    def correct_substantively(self, prompt_messages: list[dict], response: str) -> bool:
+        """Return whether the response is `correct` and `substantive` (the floor of
+        helpfulness the constraint count does not see)."""
+        return self.correct(prompt_messages, response) and substantive(
+            _prompt_text(prompt_messages), response
+        )
 
     def repair(self, prompt_messages: list[dict], response: str) -> str | None:
         """Return the response edited to follow all the request's constraints, or

@@ -16,6 +16,10 @@ A judge may also offer (the demo's does; `judge_offers` tells):
   answer, for the factual accuracy the loop reports beside the win rate;
 - `correct_loosely(prompt_messages, response) -> bool`: the same under a lenient
   reading (the instructions judge: IFEval's loose accuracy), reported beside it;
+- `correct_substantively(prompt_messages, response) -> bool`: correct and also an
+  answer that says something on the request's subject (the instructions judge: a
+  floor of words and a topic word), so a policy that follows the form by saying
+  nothing shows as such;
 - `repair(prompt_messages, response) -> str | None`: the response edited until the
   judge accepts it as correct (None when it cannot), so a simulated annotator can
   write the rewrite a person writes on the ranking page (`RewritingAnnotator`).
@@ -53,16 +57,16 @@ class Judge(Protocol):
 
 def judge_offers(judge: Judge, feature: str) -> bool:
     """Return whether the judge offers an optional feature: "aspects", "correct",
-    "correct_loosely" or "repair"."""
+    "correct_loosely", "correct_substantively" or "repair"."""
     if feature == "aspects":
         return callable(getattr(judge, "aspects", None)) and isinstance(
             getattr(judge, "weights", None), dict
         )
-    if feature in ("correct", "correct_loosely", "repair"):
+    if feature in ("correct", "correct_loosely", "correct_substantively", "repair"):
         return callable(getattr(judge, feature, None))
     raise ValueError(
-        "feature must be 'aspects', 'correct', 'correct_loosely' or 'repair', got "
-        f"{feature!r}"
+        "feature must be 'aspects', 'correct', 'correct_loosely', "
+        f"'correct_substantively' or 'repair', got {feature!r}"
     )
 
 

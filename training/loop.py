@@ -412,6 +412,15 @@ class RoundFigures:
     loose_accuracy_sft: float | None = None
     loose_by_prompt: list[float] = field(default_factory=list, repr=False)
     loose_sft_by_prompt: list[float] = field(default_factory=list, repr=False)
+    # Where the judge offers `correct_substantively` (the instructions judge): strict
+    # accuracy counting only answers that say something on the subject, for the
+    # policy and for SFT, and the answers' mean length in words.
+    substantive_accuracy: float | None = None
+    substantive_accuracy_sft: float | None = None
+    substantive_by_prompt: list[float] = field(default_factory=list, repr=False)
+    substantive_sft_by_prompt: list[float] = field(default_factory=list, repr=False)
+    words: float | None = None
+    words_sft: float | None = None
 
     def accuracy_gain_ci(self) -> tuple[float, float] | None:
         """Return the 95% interval of accuracy minus SFT's, bootstrapped over prompts
@@ -449,6 +458,16 @@ class RoundFigures:
                     "loose_accuracy_sft": r4(self.loose_accuracy_sft),
                 }
                 if self.loose_accuracy is not None
+                else {}
+            ),
+            **(
+                {
+                    "substantive_accuracy": r4(self.substantive_accuracy),
+                    "substantive_accuracy_sft": r4(self.substantive_accuracy_sft),
+                    "words": r4(self.words),
+                    "words_sft": r4(self.words_sft),
+                }
+                if self.substantive_accuracy is not None
                 else {}
             ),
             "kl": r4(self.kl),
@@ -710,6 +729,7 @@ class _Baseline:
     accuracy_sft: list[float] | None
     previous_samples: list[list[str]]
     loose_sft: list[float] | None = None
+    substantive_sft: list[float] | None = None
 
 
 def _evaluate(
@@ -737,6 +757,11 @@ def _evaluate(
     loose = (
         per_prompt_accuracy(prompts, samples, judge.correct_loosely)
         if judge_offers(judge, "correct_loosely")
+        else None
+    )
+    substantive = (
+        per_prompt_accuracy(prompts, samples, judge.correct_substantively)
+        if judge_offers(judge, "correct_substantively")
         else None
     )
     figure = RoundFigures(
@@ -770,7 +795,20 @@ def _evaluate(
         loose_by_prompt=loose or [],
         loose_sft_by_prompt=baseline.loose_sft or [],
     )
+    if substantive is not None:
+        figure.substantive_accuracy = _mean(substantive)
+        figure.substantive_accuracy_sft = _mean(baseline.substantive_sft or [0.0])
+        figure.substantive_by_prompt = substantive
+        figure.substantive_sft_by_prompt = baseline.substantive_sft or []
+        figure.words = mean_words(samples)
+        figure.words_sft = mean_words(baseline.reference_samples)
     return figure, samples
+
+
+def mean_words(samples: list[list[str]]) -> float:
+    """Return the mean length in words of the samples (every prompt's, pooled)."""
+    lengths = [len(text.split()) for texts in samples for text in texts]
+    return _mean(lengths) if lengths else 0.0
 
 
 def _store_metrics(
@@ -823,6 +861,11 @@ def _run_seed(
         else sample(previous, prompts, eval_sampling),
         loose_sft=per_prompt_accuracy(prompts, reference_samples, judge.correct_loosely)
         if judge_offers(judge, "correct_loosely")
+        else None,
+        substantive_sft=per_prompt_accuracy(
+            prompts, reference_samples, judge.correct_substantively
+        )
+        if judge_offers(judge, "correct_substantively")
         else None,
     )
     history, labelled, figures = [previous], [], []
@@ -1126,6 +1169,12 @@ def accuracy_line(figure: RoundFigures) -> str:
             f"; loosely {figure.loose_accuracy:.3f} against "
             f"{figure.loose_accuracy_sft:.3f}"
         )
+    if figure.substantive_accuracy is not None:
+        line += (
+            f"; substantive answers only {figure.substantive_accuracy:.3f} against "
+            f"{figure.substantive_accuracy_sft:.3f} (mean words {figure.words:.1f} "
+            f"against {figure.words_sft:.1f})"
+        )
     return line
 
 
@@ -1170,6 +1219,12 @@ def mean_over_seeds(figures: list[RoundFigures]) -> RoundFigures:
         loose_accuracy_sft=mean_of("loose_accuracy_sft"),
         loose_by_prompt=per_prompt("loose_by_prompt"),
         loose_sft_by_prompt=per_prompt("loose_sft_by_prompt"),
+        substantive_accuracy=mean_of("substantive_accuracy"),
+        substantive_accuracy_sft=mean_of("substantive_accuracy_sft"),
+        substantive_by_prompt=per_prompt("substantive_by_prompt"),
+        substantive_sft_by_prompt=per_prompt("substantive_sft_by_prompt"),
+        words=mean_of("words"),
+        words_sft=mean_of("words_sft"),
     )
 
 

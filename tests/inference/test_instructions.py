@@ -19,6 +19,8 @@ from inference.instructions import (
     parse_constraints,
     repair,
     split_of,
+    substantive,
+    topic_of,
 )
 
 # For each kind: a constraint, a response that follows it and one that does not.
@@ -234,6 +236,50 @@ def test_the_judge_calls_correct_only_a_response_following_every_constraint_stri
     from inference.judges import judge_offers
 
     assert judge_offers(JUDGE, "correct") and judge_offers(JUDGE, "correct_loosely")
+
+
+def test_substantive_answers_say_something_on_the_requests_subject():
+    text = (
+        "Write a short note about choosing a good book. Answer in at most 60 words. "
+        "Write your whole response in lowercase letters."
+    )
+    prompt = [{"role": "user", "content": text}]
+    assert topic_of(text) == "choosing a good book"
+    # What the sft-dpo policy wrote: it follows both constraints and says nothing.
+    assert JUDGE.correct(prompt, "always smiling")
+    assert not substantive(text, "always smiling")
+    assert not JUDGE.correct_substantively(prompt, "always smiling")
+    on_topic = (
+        "pick a book whose first page makes you want the second and read it slowly"
+    )
+    assert substantive(text, on_topic) and JUDGE.correct_substantively(prompt, on_topic)
+    # Long enough but not on the subject; on the subject but correct only loosely.
+    off_topic = (
+        "always smile at people and keep going every day of the week no matter what"
+    )
+    assert not substantive(text, off_topic)
+    assert not JUDGE.correct_substantively(prompt, on_topic.capitalize())
+    # Plurals and stems meet the topic word; a word limit lowers the floor of words.
+    assert substantive(
+        "Give some advice on planting tomatoes.", " ".join(["a"] * 9) + " tomato"
+    )
+    assert substantive(
+        "Give some advice on fixing a flat bicycle tyre. Answer in at most 5 words.",
+        "patch both tyres with care",
+    )
+    assert not substantive(
+        "Give some advice on fixing a flat bicycle tyre. Answer in at most 5 words.",
+        "patch the tyres",
+    )
+    assert not substantive(
+        "Give some advice on cooking rice.", "rice " * 5
+    )  # under the floor
+    # A request from elsewhere (no generated topic): only the floor of words counts.
+    assert topic_of("Summarise this contract.") is None
+    assert substantive("Summarise this contract.", " ".join(["word"] * 10))
+    from inference.judges import judge_offers
+
+    assert judge_offers(JUDGE, "correct_substantively")
 
 
 # What SmolLM2's candidates look like: a list with a preamble, plain prose with

@@ -269,6 +269,15 @@ def test_the_accuracy_line_gives_the_gain_with_its_interval_and_the_loose_readin
     )
     assert figure.summary()["loose_accuracy"] == 0.5
     assert figure.summary()["loose_accuracy_sft"] == 0.25
+    assert "substantive_accuracy" not in figure.summary()  # its judge offers none
+    # Where the judge offers a floor of substance, it and the answers' length follow.
+    figure.substantive_accuracy, figure.substantive_accuracy_sft = 0.1, 0.15
+    figure.words, figure.words_sft = 4.0, 38.5
+    assert accuracy_line(figure).endswith(
+        "; substantive answers only 0.100 against 0.150 (mean words 4.0 against 38.5)"
+    )
+    assert figure.summary()["substantive_accuracy"] == 0.1
+    assert figure.summary()["words_sft"] == 38.5
 
 
 @pytest.fixture(scope="module")

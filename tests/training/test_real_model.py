@@ -198,6 +198,11 @@ def test_run_loop_on_the_real_project_reports_strict_constraint_accuracy(
     assert summary["accuracy"] <= summary["loose_accuracy"] <= 1.0
     assert summary["accuracy_sft"] <= summary["loose_accuracy_sft"] <= 1.0
     assert "gain" in out.getvalue() and "loosely" in out.getvalue()
+    # Substance is a floor on top of strict accuracy, never more lenient than it.
+    assert summary["substantive_accuracy"] <= summary["accuracy"]
+    assert summary["substantive_accuracy_sft"] <= summary["accuracy_sft"]
+    assert summary["words"] > 0 and summary["words_sft"] > 0
+    assert "substantive answers only" in out.getvalue()
     project = Project.objects.get(name="real")
     policy = project.current_policy
     assert policy.parent.name == "smollm2-135m-instruct"
