@@ -418,8 +418,9 @@ def substantive(text: str, response: str) -> bool:
     """Return whether `response` says something on the request's subject: at least
     `SUBSTANCE_WORDS` words (the request's word limit when lower) and, when the
     request's topic is known (`topic_of`), a word of it (its first five letters:
-    "tomatoes" is met by "tomato"; a shorter word as written or plural). A floor, not a grade: it tells an answer from a
-    form that follows the constraints by saying nothing."""
+    "tomatoes" is met by "tomato"; a shorter word as written or plural). A floor, not
+    a grade: it tells an answer from a form that follows the constraints by saying
+    nothing."""
     limits = [c.args[0] for c in parse_constraints(text) if c.kind == "max_words"]
     floor = min([SUBSTANCE_WORDS, *limits])
     if _words(response) < floor:

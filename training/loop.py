@@ -749,21 +749,9 @@ def _evaluate(
     wins = per_prompt_win_rates(
         prompts, samples, baseline.reference_samples, probability
     )
-    accuracy = (
-        per_prompt_accuracy(prompts, samples, judge.correct)
-        if judge_offers(judge, "correct")
-        else None
-    )
-    loose = (
-        per_prompt_accuracy(prompts, samples, judge.correct_loosely)
-        if judge_offers(judge, "correct_loosely")
-        else None
-    )
-    substantive = (
-        per_prompt_accuracy(prompts, samples, judge.correct_substantively)
-        if judge_offers(judge, "correct_substantively")
-        else None
-    )
+    accuracy = _reading(judge, "correct", prompts, samples)
+    loose = _reading(judge, "correct_loosely", prompts, samples)
+    substantive = _reading(judge, "correct_substantively", prompts, samples)
     figure = RoundFigures(
         round=0,
         policy=policy.name,
@@ -797,12 +785,22 @@ def _evaluate(
     )
     if substantive is not None:
         figure.substantive_accuracy = _mean(substantive)
-        figure.substantive_accuracy_sft = _mean(baseline.substantive_sft or [0.0])
+        figure.substantive_accuracy_sft = _mean(baseline.substantive_sft or [])
         figure.substantive_by_prompt = substantive
         figure.substantive_sft_by_prompt = baseline.substantive_sft or []
         figure.words = mean_words(samples)
         figure.words_sft = mean_words(baseline.reference_samples)
     return figure, samples
+
+
+def _reading(
+    judge: Judge, feature: str, prompts: list[list[dict]], samples: list[list[str]]
+) -> list[float] | None:
+    """Return per prompt the share of samples the judge's `feature` ("correct",
+    "correct_loosely", "correct_substantively") accepts, or None where it offers none."""
+    if not judge_offers(judge, feature):
+        return None
+    return per_prompt_accuracy(prompts, samples, getattr(judge, feature))
 
 
 def mean_words(samples: list[list[str]]) -> float:
@@ -853,20 +851,14 @@ def _run_seed(
     baseline = _Baseline(
         reference=reference,
         reference_samples=reference_samples,
-        accuracy_sft=per_prompt_accuracy(prompts, reference_samples, judge.correct)
-        if judge_offers(judge, "correct")
-        else None,
+        accuracy_sft=_reading(judge, "correct", prompts, reference_samples),
         previous_samples=reference_samples
         if previous.pk == reference.pk
         else sample(previous, prompts, eval_sampling),
-        loose_sft=per_prompt_accuracy(prompts, reference_samples, judge.correct_loosely)
-        if judge_offers(judge, "correct_loosely")
-        else None,
-        substantive_sft=per_prompt_accuracy(
-            prompts, reference_samples, judge.correct_substantively
-        )
-        if judge_offers(judge, "correct_substantively")
-        else None,
+        loose_sft=_reading(judge, "correct_loosely", prompts, reference_samples),
+        substantive_sft=_reading(
+            judge, "correct_substantively", prompts, reference_samples
+        ),
     )
     history, labelled, figures = [previous], [], []
     for r in range(1, config.rounds + 1):
