@@ -378,6 +378,10 @@ class LoopConfig:
         )
 
 
+# The readings whose gain over SFT `RoundFigures.accuracy_gain_ci` bootstraps.
+GAIN_READINGS = ("accuracy", "loose", "substantive")
+
+
 @dataclass
 class RoundFigures:
     """What one round of the loop measured: for one seed, or the mean over seeds.
@@ -422,17 +426,22 @@ class RoundFigures:
     words: float | None = None
     words_sft: float | None = None
 
-    def accuracy_gain_ci(self) -> tuple[float, float] | None:
-        """Return the 95% interval of accuracy minus SFT's, bootstrapped over prompts
-        (paired: a resampled prompt brings both its values)."""
-        if not self.accuracy_by_prompt or not self.accuracy_sft_by_prompt:
-            return None
-        gains = [
-            a - b
-            for a, b in zip(
-                self.accuracy_by_prompt, self.accuracy_sft_by_prompt, strict=True
+    def accuracy_gain_ci(self, reading: str = "accuracy") -> tuple[float, float] | None:
+        """Return the 95% interval of a reading's accuracy minus SFT's, bootstrapped
+        over prompts (paired: a resampled prompt brings both its values).
+
+        `reading`: "accuracy" (strict), "loose" or "substantive", the stems of the
+        per-prompt columns `<reading>_by_prompt` and `<reading>_sft_by_prompt`.
+        """
+        if reading not in GAIN_READINGS:
+            raise ValueError(
+                f"no per-prompt reading {reading!r}; use one of {list(GAIN_READINGS)}"
             )
-        ]
+        policy = getattr(self, f"{reading}_by_prompt")
+        sft = getattr(self, f"{reading}_sft_by_prompt")
+        if not policy or not sft:
+            return None
+        gains = [a - b for a, b in zip(policy, sft, strict=True)]
         return bootstrap_interval(gains, seed=self.seeds[0] if self.seeds else 0)
 
     def summary(self) -> dict[str, Any]:
@@ -442,6 +451,7 @@ class RoundFigures:
             return None if x is None else round(x, 4)
 
         gain_ci = self.accuracy_gain_ci()
+        sub_ci = self.accuracy_gain_ci("substantive")
         return {
             "round": self.round,
             "win_rate_vs_sft": r4(self.win_rate_vs_sft),
@@ -464,6 +474,7 @@ class RoundFigures:
                 {
                     "substantive_accuracy": r4(self.substantive_accuracy),
                     "substantive_accuracy_sft": r4(self.substantive_accuracy_sft),
+                    "substantive_gain_ci": [r4(x) for x in sub_ci] if sub_ci else None,
                     "words": r4(self.words),
                     "words_sft": r4(self.words_sft),
                 }
@@ -1148,9 +1159,11 @@ def pool_figures(
 
 
 def accuracy_line(figure: RoundFigures) -> str:
-    """Return a round's accuracy against SFT's, the gain's interval and the loose reading."""
+    """Return a round's accuracy against SFT's, the gain's interval, the loose reading
+    and, where the judge offers it, the substantive reading with its gain's interval."""
     gain = figure.accuracy - figure.accuracy_sft
-    low, high = figure.accuracy_gain_ci() or (float("nan"), float("nan"))
+    nan = float("nan")
+    low, high = figure.accuracy_gain_ci() or (nan, nan)
     line = (
         f"round {figure.round}: accuracy {figure.accuracy:.3f} against SFT's "
         f"{figure.accuracy_sft:.3f}, gain {100 * gain:+.1f} points "
@@ -1162,9 +1175,12 @@ def accuracy_line(figure: RoundFigures) -> str:
             f"{figure.loose_accuracy_sft:.3f}"
         )
     if figure.substantive_accuracy is not None:
+        gain = figure.substantive_accuracy - figure.substantive_accuracy_sft
+        low, high = figure.accuracy_gain_ci("substantive") or (nan, nan)
         line += (
             f"; substantive answers only {figure.substantive_accuracy:.3f} against "
-            f"{figure.substantive_accuracy_sft:.3f} (mean words {figure.words:.1f} "
+            f"{figure.substantive_accuracy_sft:.3f}, gain {100 * gain:+.1f} points "
+            f"[{100 * low:+.1f}, {100 * high:+.1f}] (mean words {figure.words:.1f} "
             f"against {figure.words_sft:.1f})"
         )
     return line

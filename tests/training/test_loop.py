@@ -270,14 +270,26 @@ def test_the_accuracy_line_gives_the_gain_with_its_interval_and_the_loose_readin
     assert figure.summary()["loose_accuracy"] == 0.5
     assert figure.summary()["loose_accuracy_sft"] == 0.25
     assert "substantive_accuracy" not in figure.summary()  # its judge offers none
-    # Where the judge offers a floor of substance, it and the answers' length follow.
+    # Where the judge offers a floor of substance, it, its gain's interval (paired by
+    # prompt, like the strict one) and the answers' length follow.
     figure.substantive_accuracy, figure.substantive_accuracy_sft = 0.1, 0.15
+    figure.substantive_by_prompt, figure.substantive_sft_by_prompt = (
+        [0.0, 0.2],
+        [0.1, 0.2],
+    )
     figure.words, figure.words_sft = 4.0, 38.5
     assert accuracy_line(figure).endswith(
-        "; substantive answers only 0.100 against 0.150 (mean words 4.0 against 38.5)"
+        "; substantive answers only 0.100 against 0.150, gain -5.0 points "
+        "[-10.0, +0.0] (mean words 4.0 against 38.5)"
     )
     assert figure.summary()["substantive_accuracy"] == 0.1
+    assert figure.summary()["substantive_gain_ci"] == [-0.1, 0.0]
     assert figure.summary()["words_sft"] == 38.5
+    # Each reading's interval pairs its own columns.
+    assert figure.accuracy_gain_ci() == (0.2, 0.2)
+    assert figure.accuracy_gain_ci("loose") is None  # no per-prompt loose values here
+    with pytest.raises(ValueError, match=r"no per-prompt reading 'kl'; use one of"):
+        figure.accuracy_gain_ci("kl")
 
 
 @pytest.fixture(scope="module")
