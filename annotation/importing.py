@@ -161,6 +161,31 @@ def _too_many_records(name: str) -> ValidationError:
     )
 
 
+def _decoded_bytes(array) -> int:
+    """The bytes a Parquet column's Arrow array holds once decoded to Python: a
+    dictionary array (a text column read with `read_dictionary`) counted as its values
+    repeated, computed from their lengths without expanding them; lists, maps and structs
+    through their children (`flatten` keeps a slice's bounds)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_dictionary(kind):
+        lengths = pc.take(pc.binary_length(array.dictionary), array.indices)
+        return int(pc.sum(lengths).as_py() or 0) + array.indices.nbytes
+    if pa.types.is_struct(kind):
+        return sum(_decoded_bytes(child) for child in array.flatten())
+    if pa.types.is_map(kind):  # keys and items whole: at most an overcount
+        return 8 * len(array) + _decoded_bytes(array.keys) + _decoded_bytes(array.items)
+    if (
+        pa.types.is_list(kind)
+        or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind)
+    ):
+        return 8 * len(array) + _decoded_bytes(array.flatten())
+    return array.nbytes
+
+
 def read_parquet(
     source: str | Path | BinaryIO,
     name: str,
@@ -170,12 +195,14 @@ def read_parquet(
     """Yield (row, record) of a Parquet file (a path or a binary file), a batch at a time.
 
     Bounded twice, since Parquet's dictionary encoding lets a file of a few KB and a
-    footer that says so hold rows thousands of times larger: the footer's row count
-    and uncompressed sizes are checked before any row is read, and the rows' bytes
-    as Arrow decodes them, PARQUET_BATCH rows at a time. Past a cap (IMPORT_MAX_RECORDS, and
-    IMPORT_MAX_BYTES unless `max_bytes` is given), or for a file that is not Parquet,
-    ValidationError naming `name`. The one Parquet reader of imports, prompt files
-    and corpora.
+    footer that says so hold rows thousands of times larger: the footer's row count,
+    value count and uncompressed sizes are checked before any row is read, and the
+    rows' bytes PARQUET_BATCH rows at a time, counted from each text column's
+    dictionary before Arrow expands it (`_decoded_bytes`), so one long text repeated
+    is refused without a batch of its copies in memory. Past a cap (IMPORT_MAX_RECORDS,
+    and IMPORT_MAX_BYTES unless `max_bytes` is given), or for a file that is not
+    Parquet, ValidationError naming `name`. The one Parquet reader of imports, prompt
+    files and corpora.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -190,18 +217,33 @@ def read_parquet(
         )
 
     try:
-        parquet = pq.ParquetFile(source)
-        meta = parquet.metadata
+        meta = pq.read_metadata(source)
         if meta.num_rows > settings.IMPORT_MAX_RECORDS:
             raise _too_many_records(name)
-        stated = sum(
-            meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
-        )
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        stated = sum(group.total_byte_size for group in groups)
         if stated > cap:
             raise too_big(stated, "uncompressed")
+        # Run-length encoding stores a million repeats of a value in a few bytes; Arrow
+        # gives each at least one byte (an index, an offset), so more values than bytes
+        # cannot fit the cap.
+        values = sum(
+            group.column(j).num_values
+            for group in groups
+            for j in range(group.num_columns)
+        )
+        if values > cap:
+            raise ValidationError(
+                f"{name} holds {values} values, more than the {cap} bytes they would "
+                f"take at one byte each ({cap_name}); split it into smaller files"
+            )
+        texts = [c.path for c in meta.schema if c.physical_type == "BYTE_ARRAY"]
+        if not isinstance(source, str | Path):
+            source.seek(0)
+        parquet = pq.ParquetFile(source, read_dictionary=texts)
         row = inflated = 0
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH):
-            inflated += batch.nbytes
+            inflated += sum(_decoded_bytes(column) for column in batch.columns)
             if inflated > cap:
                 raise too_big(inflated, "as its rows are read")
             for record in batch.to_pylist():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import string
 import tracemalloc
 from pathlib import Path
@@ -156,3 +157,70 @@ def test_a_damaged_parquet_file_is_refused_naming_it(tmp_path):
         ValidationError, match="damaged.parquet is not a readable Parquet"
     ):
         parse_file(damaged)
+
+
+_POOLS: list = []  # Arrow pools outlive the arrays they allocated (a freed pool crashes)
+
+
+def _arrow_peak(read) -> int:
+    """The most memory Arrow held while `read()` ran, on a pool of its own."""
+    import gc
+
+    import pyarrow as pa
+
+    parent = pa.default_memory_pool()
+    pool = pa.proxy_memory_pool(parent)
+    _POOLS.append(pool)
+    pa.set_memory_pool(pool)
+    try:
+        read()
+    finally:
+        gc.collect()
+        pa.set_memory_pool(parent)
+    return pool.max_memory()
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_a_parquet_bomb_is_refused_before_a_batch_of_it_is_decoded(
+    tmp_path, settings, nested
+):
+    """One 1 MB text repeated in 256 rows: a 256-row batch decodes to 256 MB. Its size is
+    counted from the dictionary before Arrow expands it, in a top-level column and
+    inside a list of structs (the messages of a conversation)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    text = "x" * 1_000_000
+    if nested:
+        row = {"messages": [{"role": "user", "content": text}], "chosen": "a"}
+    else:
+        row = {**ROW, "prompt": text}
+    bomb = tmp_path / "bomb.parquet"
+    pq.write_table(pa.Table.from_pylist([row] * 256), bomb)
+    assert bomb.stat().st_size < 100_000
+    settings.IMPORT_MAX_BYTES = 4_000_000  # the footer says about 1 MB
+
+    def read():
+        with pytest.raises(ValidationError, match="as its rows are read") as caught:
+            parse_file(bomb)
+        assert "bomb.parquet" in str(caught.value)
+        assert re.search(r"\(256\d{6};", str(caught.value))  # the decoded size
+
+    assert _arrow_peak(read) < 32_000_000
+
+
+def test_a_parquet_file_of_more_values_than_bytes_is_refused_from_its_footer(
+    tmp_path, settings
+):
+    """Run-length encoding stores a million repeats of one dictionary index in a few
+    bytes; decoded, each takes four."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    many = tmp_path / "many.parquet"
+    pq.write_table(
+        pa.Table.from_pylist([{"prompt": "Hi?", "tags": ["a"] * 1_000_000}]), many
+    )
+    settings.IMPORT_MAX_BYTES = 500_000
+    with pytest.raises(ValidationError, match="many.parquet holds 1000001 values"):
+        parse_file(many)
