@@ -154,6 +154,9 @@ def _parse(
         # then bounded again as its rows inflate.
         yield from read_parquet(io.BytesIO(stream.read()), name, max_bytes)
         return
+    if suffix == ".json":
+        yield from _json_list(name, stream)
+        return
     newline = "" if suffix == ".csv" else None
     text = io.TextIOWrapper(
         stream, encoding="utf-8-sig", errors="replace", newline=newline
@@ -162,14 +165,6 @@ def _parse(
         for number, line in _lines(name, text):
             if line.strip():
                 yield number, line
-    elif suffix == ".json":
-        try:
-            records = json.load(text)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"{name} is not valid JSON: {exc}") from None
-        if not isinstance(records, list):
-            raise ValidationError(f"{name} must hold a JSON list of records")
-        yield from enumerate(records, start=1)
     elif suffix == ".jsonl":
         for number, line in _lines(name, text):
             if not line.strip():
@@ -187,6 +182,25 @@ def _parse(
             raise ValidationError(
                 f"{name}: line {reader.line_num} is not readable CSV: {exc}"
             ) from None
+
+
+def _json_list(name: str, stream: io.BufferedReader) -> Iterator[tuple[int, object]]:
+    """Yield (number, record) of a JSON list as ijson parses it, a record at a time:
+    neither the text nor the whole list is ever held. A leading byte-order mark is
+    skipped; a file that is not a list, or not valid JSON to its end, is a
+    ValidationError naming `name`."""
+    import ijson
+
+    if stream.peek(3)[:3] == b"\xef\xbb\xbf":
+        stream.read(3)
+    while (head := stream.peek(1)[:1]) and head.isspace():
+        stream.read(1)
+    if head != b"[":
+        raise ValidationError(f"{name} must hold a JSON list of records")
+    try:
+        yield from enumerate(ijson.items(stream, "item", use_float=True), start=1)
+    except ijson.JSONError as exc:
+        raise ValidationError(f"{name} is not valid JSON: {exc}") from None
 
 
 def _lines(name: str, text: TextIO) -> Iterator[tuple[int, str]]:

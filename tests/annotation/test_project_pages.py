@@ -194,6 +194,36 @@ def test_prompt_files_of_every_kind_are_read(tmp_path):
         _read(tmp_path, "p.docx", b"")
 
 
+def test_a_json_prompt_file_is_read_a_record_at_a_time(tmp_path):
+    """A JSON list is parsed as a stream: 2,000 records with a 10 KB field the import
+    does not keep (20 MB of file) peak at a few MB, not the text and its parse whole."""
+    import tracemalloc
+
+    records = [{"prompt": f"Question {i}?", "notes": "x" * 10_000} for i in range(2000)]
+    data = b"\xef\xbb\xbf" + json.dumps(records).encode()  # with a byte-order mark
+    path = tmp_path / "staged"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        read = read_prompt_file("p.json", path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert read.prompts[:2] == ["Question 0?", "Question 1?"]
+    assert len(read.prompts) == 2000
+    assert peak < 8_000_000, peak
+    # Numbers as json reads them (a float, not ijson's Decimal), for the pool to judge.
+    assert _read(tmp_path, "p.json", b'[1.5, "two"]').prompts == [1.5, "two"]
+    with pytest.raises(
+        ValidationError, match="p.json must hold a JSON list of records"
+    ):
+        _read(tmp_path, "p.json", b'  {"prompt": "one"}')
+    with pytest.raises(ValidationError, match="p.json is not valid JSON"):
+        _read(tmp_path, "p.json", b'[{"prompt": "one"}, {"prompt": ')
+    with pytest.raises(ValidationError, match="p.json is not valid JSON"):
+        _read(tmp_path, "p.json", b'["one"] trailing')
+
+
 def test_a_prompt_file_is_read_as_a_stream_within_its_caps(tmp_path, settings):
     """Gzip inflates as it is read: a bomb stops at the import's ratio cap (past
     16 MiB), a runaway line at IMPORT_MAX_LINE_BYTES; progress follows the read."""
