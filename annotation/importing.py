@@ -238,9 +238,7 @@ def read_parquet(
                 f"take at one byte each ({cap_name}); split it into smaller files"
             )
         texts = [c.path for c in meta.schema if c.physical_type == "BYTE_ARRAY"]
-        if not isinstance(source, str | Path):
-            source.seek(0)
-        parquet = pq.ParquetFile(source, read_dictionary=texts)
+        parquet = pq.ParquetFile(source, metadata=meta, read_dictionary=texts)
         row = inflated = 0
         for batch in parquet.iter_batches(batch_size=PARQUET_BATCH):
             inflated += sum(_decoded_bytes(column) for column in batch.columns)
