@@ -5,7 +5,7 @@ a message list, or an object with `prompt` (a string or a message list), `messag
 or `text`; a CSV cell that holds a JSON list is read as a message list. The file is
 read from disk as a stream: gzip (`.gz`) is undone as it is read, to at most
 `max_bytes` and the import's decompression ratio (`importing.CappedStream`), and a
-line is at most IMPORT_MAX_LINE_BYTES. Records that cannot be read are
+line, or a record of a JSON list, is at most IMPORT_MAX_LINE_BYTES. Records that cannot be read are
 reported by line, never guessed at; the rest go to the curation pool
 (`annotation.pool.add_prompts`). `iter_records` is the reading alone, which a
 corpus upload (`annotation.corpora`) shares.
@@ -186,9 +186,10 @@ def _parse(
 
 def _json_list(name: str, stream: io.BufferedReader) -> Iterator[tuple[int, object]]:
     """Yield (number, record) of a JSON list as ijson parses it, a record at a time:
-    neither the text nor the whole list is ever held. A leading byte-order mark is
-    skipped; a file that is not a list, or not valid JSON to its end, is a
-    ValidationError naming `name`."""
+    neither the text nor the whole list is ever held. A record is bounded as a line
+    is: past IMPORT_MAX_LINE_BYTES of it (within one read) it is refused as it is
+    read, before it is built. A leading byte-order mark is skipped; a file that is
+    not a list, or not valid JSON to its end, is a ValidationError naming `name`."""
     import ijson
 
     if stream.peek(3)[:3] == b"\xef\xbb\xbf":
@@ -197,10 +198,40 @@ def _json_list(name: str, stream: io.BufferedReader) -> Iterator[tuple[int, obje
         stream.read(1)
     if head != b"[":
         raise ValidationError(f"{name} must hold a JSON list of records")
+    source = _RecordBound(stream, name, settings.IMPORT_MAX_LINE_BYTES)
     try:
-        yield from enumerate(ijson.items(stream, "item", use_float=True), start=1)
+        for number, record in enumerate(
+            ijson.items(source, "item", use_float=True), start=1
+        ):
+            source.record_ended(number)
+            yield number, record
     except ijson.JSONError as exc:
         raise ValidationError(f"{name} is not valid JSON: {exc}") from None
+
+
+class _RecordBound:
+    """The stream ijson reads, counting the bytes read since the last record came
+    out. ijson yields every record its bytes so far complete before it reads again,
+    so those bytes all belong to the record being parsed: past `cap` of them the
+    record is longer than the cap, and the read is refused."""
+
+    def __init__(self, stream: io.BufferedReader, name: str, cap: int) -> None:
+        self.stream, self.name, self.cap = stream, name, cap
+        self.read_bytes = self.at_last_record = 0
+        self.records = 0
+
+    def record_ended(self, number: int) -> None:
+        self.records, self.at_last_record = number, self.read_bytes
+
+    def read(self, size: int = -1) -> bytes:
+        if self.read_bytes - self.at_last_record > self.cap:
+            raise ValidationError(
+                f"{self.name}: record {self.records + 1} is longer than {self.cap} "
+                "bytes (IMPORT_MAX_LINE_BYTES); split it"
+            )
+        data = self.stream.read(size)
+        self.read_bytes += len(data)
+        return data
 
 
 def _lines(name: str, text: TextIO) -> Iterator[tuple[int, str]]:

@@ -224,6 +224,31 @@ def test_a_json_prompt_file_is_read_a_record_at_a_time(tmp_path):
         _read(tmp_path, "p.json", b'["one"] trailing')
 
 
+def test_a_json_record_is_bounded_like_a_line(tmp_path, settings):
+    """One record of a JSON list is held whole while it is parsed: it is refused past
+    IMPORT_MAX_LINE_BYTES (within one 64 KB read) as it is read, never built first."""
+    import tracemalloc
+
+    settings.IMPORT_MAX_LINE_BYTES = 1 << 20
+    data = json.dumps(["short", "x" * (40 << 20), "after"]).encode()
+    path = tmp_path / "staged"
+    path.write_bytes(data)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValidationError) as raised:
+            read_prompt_file("p.json", path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(raised.value.messages[0]) == (
+        "p.json: record 2 is longer than 1048576 bytes (IMPORT_MAX_LINE_BYTES); split it"
+    )
+    assert peak < 8_000_000, peak
+    # Records under the cap, many to a read, all land.
+    fine = json.dumps([f"Prompt {i}?" for i in range(20_000)]).encode()
+    assert len(_read(tmp_path, "p.json", fine).prompts) == 20_000
+
+
 def test_a_prompt_file_is_read_as_a_stream_within_its_caps(tmp_path, settings):
     """Gzip inflates as it is read: a bomb stops at the import's ratio cap (past
     16 MiB), a runaway line at IMPORT_MAX_LINE_BYTES; progress follows the read."""
