@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 TRAINING_CONFIG_FILE = "training_config.json"
 
@@ -57,6 +58,76 @@ def check_range(
             right = ")" if high_open else "]"
             want = f"in {left}{low}, {high}{right}"
         raise ValueError(f"{name} must be {want}, got {value}")
+
+
+class StageConfig:
+    """A stage's config dataclass, read from and written as the plain dict a
+    training job stores (`TrainingJob.config`) and an artifact keeps (`training_config.json`)."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Build a config from a dict, refusing unknown keys."""
+        return config_from_dict(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the config as plain JSON-ready values."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TrainerConfig(StageConfig):
+    """The fields and checks that the stages trained by a TRL trainer share (SFT,
+    DPO, reward, pre-training): the starting model and a LoRA adapter come first;
+    a subclass adds its own fields (the optimisation, the loss, `trl_args`), names
+    its stage in METHOD (the key `check_trl_args` knows) and, when it has checks of
+    its own, calls `super().__post_init__()` from its `__post_init__`."""
+
+    METHOD: ClassVar[str] = ""
+
+    base_path: str = field(
+        default="",
+        metadata={"help": "Folder or hub id of the starting model's base."},
+    )
+    adapter_path: str = field(
+        default="",
+        metadata={"help": "The starting model's LoRA adapter folder, if it has one."},
+    )
+    use_lora: bool = field(
+        default=False, metadata={"help": "Train a LoRA adapter instead of all weights."}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank of a new adapter."})
+    lora_alpha: int = field(
+        default=32, metadata={"help": "LoRA scaling numerator of a new adapter."}
+    )
+    lora_dropout: float = field(
+        default=0.0, metadata={"help": "Dropout on the LoRA branch."}
+    )
+
+    def __post_init__(self) -> None:
+        """Check the fields every such stage has, each against its range, and
+        `trl_args` against the stage's TRL config."""
+        from training.trl_args import check_trl_args
+
+        check_range("lora_r", self.lora_r, 1, None)
+        check_range("lora_alpha", self.lora_alpha, 1, None)
+        check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
+        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
+        check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
+        if self.max_steps != -1:
+            check_range("max_steps", self.max_steps, 1, None)
+        check_range(
+            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
+        )
+        check_range(
+            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
+        )
+        check_range("max_length", self.max_length, 8, None)
+        check_range("warmup_steps", self.warmup_steps, 0, None)
+        check_range("save_steps", self.save_steps, 1, None)
+        check_range("logging_steps", self.logging_steps, 1, None)
+        check_trl_args(
+            self.METHOD, self.trl_args, {f.name for f in dataclasses.fields(self)}
+        )
 
 
 def read_jsonl(path: Path | str, required: tuple[str, ...] = ()) -> list[dict]:

@@ -21,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
+    StageConfig,
     check_range,
-    config_from_dict,
     final_metrics,
     lora_config,
     resume_checkpoint,
@@ -38,7 +38,7 @@ from training.trl_args import check_trl_args
 
 
 @dataclass
-class GroupConfig:
+class GroupConfig(StageConfig):
     """What a group-sampling online stage needs (GRPO, RLOO); field names follow TRL's
     configs where they are TRL's. A subclass names its method in METHOD."""
 
@@ -146,15 +146,6 @@ class GroupConfig:
         check_trl_args(
             self.METHOD, self.trl_args, {f.name for f in dataclasses.fields(self)}
         )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """Build a config from a dict, refusing unknown keys."""
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as plain JSON-ready values."""
-        return dataclasses.asdict(self)
 
 
 @dataclass

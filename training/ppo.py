@@ -53,7 +53,6 @@ merged parent, which exists nowhere else), plus tokenizer and training_config.js
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -65,8 +64,8 @@ from typing import Any
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
+    StageConfig,
     check_range,
-    config_from_dict,
     lora_config,
     read_jsonl,
     resume_checkpoint,
@@ -80,7 +79,7 @@ STATE_FILE = "ppo_state.pt"
 
 
 @dataclass
-class PPOConfig:
+class PPOConfig(StageConfig):
     """What a PPO stage needs: policy, reward model, rollout, and the PPO update."""
 
     base_path: str = field(
@@ -201,15 +200,6 @@ class PPOConfig:
         check_range("vf_coef", self.vf_coef, 0, None)
         check_range("missing_eos_penalty", self.missing_eos_penalty, 0, None)
         check_range("save_steps", self.save_steps, 1, None)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> PPOConfig:
-        """Build a config from a dict, refusing unknown keys."""
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as plain JSON-ready values."""
-        return dataclasses.asdict(self)
 
 
 # ---------------------------------------------------------------- data

@@ -21,30 +21,30 @@ Choices, documented once:
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from inference.loading import load_tokenizer
 from inference.scoring import is_encoder, score
 from training.artifacts import (
+    TrainerConfig,
     check_range,
-    config_from_dict,
     final_metrics,
     lora_config,
     read_jsonl,
     resume_checkpoint,
 )
 from training.progress import Reporter, trainer_callback
-from training.trl_args import check_trl_args
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(TrainerConfig):
     """What a reward-model stage needs; field names follow `trl.RewardConfig` where they are TRL's."""
+
+    METHOD: ClassVar[str] = "reward"
 
     base_path: str = field(
         default="",
@@ -63,11 +63,6 @@ class RewardConfig:
         metadata={
             "help": "Train LoRA (SEQ_CLS: the score head trains fully) instead of all weights."
         },
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
-    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
-    lora_dropout: float = field(
-        default=0.0, metadata={"help": "Dropout on the LoRA branch."}
     )
     use_margin: bool = field(
         default=False,
@@ -138,41 +133,13 @@ class RewardConfig:
     )
 
     def __post_init__(self) -> None:
-        check_range("lora_r", self.lora_r, 1, None)
-        check_range("lora_alpha", self.lora_alpha, 1, None)
-        check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
         if self.center_rewards_coefficient is not None:
             check_range(
                 "center_rewards_coefficient", self.center_rewards_coefficient, 0, None
             )
-        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
         check_range("weight_decay", self.weight_decay, 0, None)
-        check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
-        if self.max_steps != -1:
-            check_range("max_steps", self.max_steps, 1, None)
-        check_range(
-            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
-        )
-        check_range(
-            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
-        )
-        check_range("max_length", self.max_length, 8, None)
         check_range("eval_fraction", self.eval_fraction, 0, 1, high_open=True)
-        check_range("warmup_steps", self.warmup_steps, 0, None)
-        check_range("save_steps", self.save_steps, 1, None)
-        check_range("logging_steps", self.logging_steps, 1, None)
-        check_trl_args(
-            "reward", self.trl_args, {f.name for f in dataclasses.fields(self)}
-        )
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RewardConfig:
-        """Build a config from a dict, refusing unknown keys."""
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as plain JSON-ready values."""
-        return dataclasses.asdict(self)
+        super().__post_init__()
 
 
 def preference_rows(path: Path, *, with_margin: bool) -> list[dict[str, Any]]:

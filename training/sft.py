@@ -9,15 +9,13 @@ whole model trains. The loss covers only the completion tokens, never the prompt
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
-    check_range,
-    config_from_dict,
+    TrainerConfig,
     final_metrics,
     lora_config,
     read_jsonl,
@@ -25,31 +23,14 @@ from training.artifacts import (
     save_artifact,
 )
 from training.progress import Reporter, trainer_callback
-from training.trl_args import check_trl_args
 
 
 @dataclass
-class SFTConfig:
+class SFTConfig(TrainerConfig):
     """What an SFT stage needs; field names follow `trl.SFTConfig` where they are TRL's."""
 
-    base_path: str = field(
-        default="",
-        metadata={"help": "Folder or hub id of the starting policy's base model."},
-    )
-    adapter_path: str = field(
-        default="",
-        metadata={"help": "The starting policy's LoRA adapter folder, if it has one."},
-    )
-    use_lora: bool = field(
-        default=False, metadata={"help": "Train a LoRA adapter instead of all weights."}
-    )
-    lora_r: int = field(default=16, metadata={"help": "LoRA rank of a new adapter."})
-    lora_alpha: int = field(
-        default=32, metadata={"help": "LoRA scaling numerator of a new adapter."}
-    )
-    lora_dropout: float = field(
-        default=0.0, metadata={"help": "Dropout on the LoRA branch."}
-    )
+    METHOD: ClassVar[str] = "sft"
+
     learning_rate: float = field(
         default=1e-3,
         metadata={
@@ -99,35 +80,6 @@ class SFTConfig:
             "help": "Other trl.SFTConfig fields that shape the optimisation or the loss (see training/trl_args.py)."
         },
     )
-
-    def __post_init__(self) -> None:
-        check_range("lora_r", self.lora_r, 1, None)
-        check_range("lora_alpha", self.lora_alpha, 1, None)
-        check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
-        check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
-        check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
-        if self.max_steps != -1:
-            check_range("max_steps", self.max_steps, 1, None)
-        check_range(
-            "per_device_train_batch_size", self.per_device_train_batch_size, 1, None
-        )
-        check_range(
-            "gradient_accumulation_steps", self.gradient_accumulation_steps, 1, None
-        )
-        check_range("max_length", self.max_length, 8, None)
-        check_range("warmup_steps", self.warmup_steps, 0, None)
-        check_range("save_steps", self.save_steps, 1, None)
-        check_range("logging_steps", self.logging_steps, 1, None)
-        check_trl_args("sft", self.trl_args, {f.name for f in dataclasses.fields(self)})
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> SFTConfig:
-        """Build a config from a dict, refusing unknown keys."""
-        return config_from_dict(cls, data)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the config as plain JSON-ready values."""
-        return dataclasses.asdict(self)
 
 
 def demonstration_rows(path: Path) -> list[dict[str, Any]]:
