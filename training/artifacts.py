@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Self, TypeVar
 
+from training.trl_args import check_trl_args
+
 TRAINING_CONFIG_FILE = "training_config.json"
 
 C = TypeVar("C")
@@ -78,9 +80,12 @@ class StageConfig:
 class TrainerConfig(StageConfig):
     """The fields and checks that the stages trained by a TRL trainer share (SFT,
     DPO, reward, pre-training): the starting model and a LoRA adapter come first;
-    a subclass adds its own fields (the optimisation, the loss, `trl_args`), names
-    its stage in METHOD (the key `check_trl_args` knows) and, when it has checks of
-    its own, calls `super().__post_init__()` from its `__post_init__`."""
+    a subclass adds its own fields after them, among which the ones checked here
+    (learning_rate, num_train_epochs, max_steps, per_device_train_batch_size,
+    gradient_accumulation_steps, max_length, warmup_steps, save_steps,
+    logging_steps, trl_args: each with its stage's own default and help), names its
+    stage in METHOD (the key `check_trl_args` knows) and, when it has checks of its
+    own, calls `super().__post_init__()` from its `__post_init__`."""
 
     METHOD: ClassVar[str] = ""
 
@@ -106,8 +111,6 @@ class TrainerConfig(StageConfig):
     def __post_init__(self) -> None:
         """Check the fields every such stage has, each against its range, and
         `trl_args` against the stage's TRL config."""
-        from training.trl_args import check_trl_args
-
         check_range("lora_r", self.lora_r, 1, None)
         check_range("lora_alpha", self.lora_alpha, 1, None)
         check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
