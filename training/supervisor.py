@@ -50,6 +50,78 @@ class Outcome:
         return self.stop_requested and not self.succeeded
 
 
+# What a training child may inherit from the worker: the system's basics and the
+# ML stack's own knobs. Never the platform's secrets (SECRET_KEY, DATABASE_URL,
+# tokens): a stage reads its config file, not the database.
+CHILD_ENV_NAMES = frozenset(
+    {
+        "PATH",
+        "HOME",
+        "USER",
+        "LANG",
+        "TZ",
+        "TMPDIR",
+        "PYTHONPATH",
+        "VIRTUAL_ENV",
+        "LD_LIBRARY_PATH",
+        "LD_PRELOAD",
+        "GLIBC_TUNABLES",
+    }
+)
+CHILD_ENV_PREFIXES = (
+    "LC_",
+    "MALLOC_",
+    "HF_",
+    "TRANSFORMERS_",
+    "TOKENIZERS_",
+    "TORCH",
+    "OMP_",
+    "GOMP_",
+    "KMP_",
+    "MKL_",
+    "OPENBLAS_",
+    "CUDA_",
+    "NCCL_",
+    "NVIDIA_",
+    "ACCELERATE_",
+    "PYTORCH_",
+    "XDG_CACHE_HOME",
+)
+
+
+# glibc's malloc for a training child. A step's big tensors (the logits, batch x
+# length x vocabulary: 0.5 GB for 16 sequences of 160 tokens on SmolLM2) are over
+# glibc's largest mmap threshold (32 MB), so by default each is unmapped when freed
+# and faulted in again on the next step, page by page, zeroed by the kernel: a fifth
+# of a real-model round's CPU time was system time. Kept on the heap instead (no
+# mmap'd chunks, the heap never trimmed: a stage is one short-lived process that
+# reaches its peak anyway), in huge pages where the kernel allows them, a step's
+# allocations reuse the last step's pages (bench/stage_allocator.py has the
+# figures). A worker whose environment sets GLIBC_TUNABLES (even empty: glibc's
+# defaults), a MALLOC_ variable or LD_PRELOAD (jemalloc, tcmalloc) keeps its own.
+STAGE_GLIBC_TUNABLES = (
+    "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=1099511627776"
+    ":glibc.malloc.hugetlb=1"
+)
+
+
+def child_env() -> dict[str, str]:
+    """Return the environment of a training child: only what a stage needs, unbuffered,
+    with the stage's allocator settings unless the worker brings its own."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)
+    }
+    env["PYTHONUNBUFFERED"] = "1"
+    own_allocator = {"GLIBC_TUNABLES", "LD_PRELOAD"} & set(env) or any(
+        name.startswith("MALLOC_") for name in env
+    )
+    if not own_allocator:
+        env["GLIBC_TUNABLES"] = STAGE_GLIBC_TUNABLES
+    return env
+
+
 def accelerate_configs() -> list[str]:
     """Return the names of the accelerate configs in platform/accelerate/."""
     if not ACCELERATE_DIR.is_dir():

