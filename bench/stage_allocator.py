@@ -117,7 +117,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     if args.tiny:
-        args.steps, args.repeat = 1, 1
+        args.steps, args.repeat, args.answer_tokens = 1, 1, 8
 
     from transformers import AutoTokenizer
 
