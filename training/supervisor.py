@@ -114,8 +114,9 @@ def child_env() -> dict[str, str]:
         if name in CHILD_ENV_NAMES or name.startswith(CHILD_ENV_PREFIXES)
     }
     env["PYTHONUNBUFFERED"] = "1"
-    own_allocator = {"GLIBC_TUNABLES", "LD_PRELOAD"} & set(env) or any(
-        name.startswith("MALLOC_") for name in env
+    own_allocator = any(
+        name in ("GLIBC_TUNABLES", "LD_PRELOAD") or name.startswith("MALLOC_")
+        for name in env
     )
     if not own_allocator:
         env["GLIBC_TUNABLES"] = STAGE_GLIBC_TUNABLES

@@ -46,7 +46,7 @@ def test_the_allocator_settings_of_the_worker_reach_a_training_child(monkeypatch
 
 
 def _page_faults_of_repeated_big_tensors(env: dict[str, str]) -> int:
-    """Run a child that makes and frees a 256 MB array 4 times; return its page faults."""
+    """Run a child that makes and frees a 256 MB tensor 4 times; return its page faults."""
     code = (
         "import resource, torch\n"
         "torch.ones(2**26).sum()\n"
@@ -78,6 +78,9 @@ def test_a_training_child_keeps_freed_tensors_instead_of_faulting_them_in_again(
         monkeypatch.delenv(name, raising=False)
     env = child_env()
     default = {k: v for k, v in env.items() if k != "GLIBC_TUNABLES"}
-    pages = 4 * 2**28 // 4096  # four 256 MB arrays in 4 KB pages
-    assert _page_faults_of_repeated_big_tensors(default) > pages / 2
-    assert _page_faults_of_repeated_big_tensors(env) < pages / 20
+    pages = 4 * 2**28 // 4096  # four 256 MB tensors in 4 KB pages
+    ours = _page_faults_of_repeated_big_tensors(env)
+    # Against glibc's defaults in the same test (every page again: 262,144 here; fewer
+    # where the kernel gives every mapping huge pages), so the bound can fail.
+    assert ours < _page_faults_of_repeated_big_tensors(default) / 5
+    assert ours < pages / 20
