@@ -130,6 +130,9 @@ class BuildPlan:
     sft_batch: int
     sft_lr: float
     eval_prompts: int
+    # The share of train questions SFT demonstrates; the rest reach the policy only
+    # through labelling rounds (`demo.world.demonstrated`).
+    sft_question_share: float = 1.0
 
 
 PLANS = {
@@ -194,7 +197,7 @@ def build_demo_models(
     }
     if not paths["base"].exists():
         corpus, curation = curated_corpus(plan.corpus_docs, seed)
-        examples = sft_examples(plan.sft_examples, seed + 1)
+        examples = sft_examples(plan.sft_examples, seed + 1, plan.sft_question_share)
         tokenizer = train_tokenizer(
             corpus + [_chat_text(e) for e in examples], size.vocab_size
         )
@@ -204,7 +207,7 @@ def build_demo_models(
             metrics["curation"] = curation
             _write_info(tmp, config, metrics)
     if not paths["sft"].exists():
-        examples = sft_examples(plan.sft_examples, seed + 1)
+        examples = sft_examples(plan.sft_examples, seed + 1, plan.sft_question_share)
         with atomic_dir(paths["sft"]) as tmp:
             metrics = fine_tune(paths["base"], tmp, examples, plan, seed, progress)
             metrics["samples"] = sample_judge_stats(tmp, plan.eval_prompts, seed)

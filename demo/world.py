@@ -290,6 +290,30 @@ def _split_table() -> dict[tuple[str, str], str]:
     return table
 
 
+def demonstrated(question: Question, share: float) -> bool:
+    """Return whether a train question is among the `share` that SFT demonstrates.
+
+    A fixed shuffle per attribute (as `_split_table`'s), by question key, so a
+    creature's price is demonstrated or not in every phrasing, opener and sum.
+    """
+    if share >= 1:
+        return True
+    return question_key(question) in _demonstrated_keys(share)
+
+
+@lru_cache(maxsize=4)
+def _demonstrated_keys(share: float) -> frozenset[tuple[str, str]]:
+    split = _split_table()
+    keys: set[tuple[str, str]] = set()
+    for attribute in sorted({a for a, _ in split}):
+        group = sorted(
+            k for k, s in split.items() if s == "train" and k[0] == attribute
+        )
+        random.Random(f"{SPLIT_SEED}:sft:{attribute}").shuffle(group)
+        keys.update(group[: max(1, round(share * len(group)))])
+    return frozenset(keys)
+
+
 def pretraining_corpus(n_docs: int, seed: int) -> list[str]:
     """Return n_docs short plain-text documents about the zoo and its people.
 
@@ -325,16 +349,24 @@ def pretraining_corpus(n_docs: int, seed: int) -> list[str]:
     return docs
 
 
-def sft_examples(n: int, seed: int) -> list[dict]:
+def sft_examples(n: int, seed: int, share: float = 1.0) -> list[dict]:
     """Return n demonstrations {"prompt": messages, "completion": messages}.
 
     Prompts are drawn with replacement from the train split's questions only (never
     a dev or test question, in any phrasing); each response samples its parts at
-    the fixed `RATES`, so the demonstrations vary in quality.
+    the fixed `RATES`, so the demonstrations vary in quality. `share` below 1 keeps
+    that share of the train questions (`demonstrated`): the rest are asked only in
+    labelling rounds, as a real team's rounds ask what its SFT data never did.
     """
+    if not 0 < share <= 1:
+        raise ValueError(f"share must be in (0, 1], got {share!r}")
     rng = random.Random(seed)
     table = _question_table()
-    texts = sorted(t for t, q in table.items() if question_split(q) == "train")
+    texts = sorted(
+        t
+        for t, q in table.items()
+        if question_split(q) == "train" and demonstrated(q, share)
+    )
     examples = []
     for _ in range(n):
         text = rng.choice(texts)
