@@ -6,6 +6,7 @@ from demo.world import (
     CREATURES,
     JUDGE,
     JudgeScore,
+    demonstrated,
     eval_prompts,
     judge_compare,
     judge_rank,
@@ -208,6 +209,24 @@ def test_held_out_questions_never_occur_in_demonstrations_or_the_labelling_pool(
     for prompt in make_prompts(None, 0):
         question = parse_prompt(prompt)
         assert held_out.get(question_key(question), "train") == question_split(question)
+
+
+def test_a_share_of_train_questions_can_be_left_to_the_labelling_rounds():
+    # BuildPlan.sft_question_share: SFT demonstrates that share of each attribute's
+    # train questions, by question key (every phrasing and count alike); the rest
+    # stay in the labelling pool only. Never a dev or test question either way.
+    pool = {question_key(parse_prompt(p)) for p in make_prompts(None, 0, split="train")}
+    half = {question_key(parse_prompt(e["prompt"])) for e in sft_examples(6400, 1, 0.5)}
+    assert half < pool
+    for attribute in {a for a, _ in pool}:
+        train = {k for k in pool if k[0] == attribute}
+        assert len({k for k in half if k[0] == attribute}) == round(len(train) / 2)
+    for prompt in make_prompts(None, 0, split="train"):
+        question = parse_prompt(prompt)
+        assert demonstrated(question, 0.5) == (question_key(question) in half)
+        assert demonstrated(question, 1.0)
+    with pytest.raises(ValueError, match="share must be in"):
+        sft_examples(10, 1, 0.0)
 
 
 def test_the_split_holds_out_a_quarter_for_test_and_some_for_dev_of_every_kind():
