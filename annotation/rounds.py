@@ -37,6 +37,7 @@ def publish_round(
     now: datetime | None = None,
     progress: Callable[[int], None] | None = None,
     reward_models: Sequence[Policy] | None = None,
+    avoid_rounds: Sequence[int] = (),
 ) -> Round:
     """Generate candidates for prompts of the project's pool and publish them as a round.
 
@@ -49,6 +50,9 @@ def publish_round(
     `reward_models` (default: `project_reward_model(project)`), keeps the n_prompts
     with the highest `uncertainty_scores` and stores each as its task's
     selection_score (assignment serves higher scores first; other strategies store 0).
+    No prompt of the rounds numbered `avoid_rounds` is chosen (the loop's seed avoids
+    its own earlier rounds when the pool has too few fresh prompts; fresh prompts are
+    in no round anyway).
 
     The policy (default: the project's current one) writes
     `sampling.num_candidates` candidates per prompt, and each earlier policy one more,
@@ -78,7 +82,9 @@ def publish_round(
                 f"reward_models are used only by strategy 'uncertainty', not {strategy!r}; "
                 "drop them or choose 'uncertainty'"
             )
-        prompts = choose_prompts(project, n_prompts, strategy, seed)
+        prompts = choose_prompts(
+            project, n_prompts, strategy, seed, avoid_rounds=avoid_rounds
+        )
     messages = [p.messages for p in prompts]
     candidates = _generate(policy, messages, sampling, progress)
     settings = sampling.candidate_settings()
@@ -160,13 +166,22 @@ def _add_earlier_candidates(
             rows[i].append((old, text, old_settings))
 
 
-def choose_prompts(project: Project, n: int, strategy: str, seed: int) -> list[Prompt]:
-    """Return up to n pool prompts chosen by the strategy; held-out prompts and those
-    held for review are never chosen.
+def choose_prompts(
+    project: Project,
+    n: int,
+    strategy: str,
+    seed: int,
+    *,
+    avoid_rounds: Sequence[int] = (),
+) -> list[Prompt]:
+    """Return up to n pool prompts chosen by the strategy; held-out prompts, those
+    held for review and those of the rounds numbered `avoid_rounds` are never chosen.
 
     Raise ValueError when the strategy is unknown or finds no prompt.
     """
     pool = project.prompts.filter(is_held_out=False, held_for_review=False)
+    if avoid_rounds:
+        pool = pool.exclude(tasks__round__number__in=list(avoid_rounds))
     if strategy == "fresh":
         candidates = list(pool.filter(tasks__isnull=True).order_by("id"))
     elif strategy == "random":

@@ -637,7 +637,8 @@ def _rm_accuracy(training_round) -> float | None:
 
 
 def _publish_strategy(project: Project, n: int) -> str:
-    """Return "fresh" while the pool has n prompts never published, else "random"."""
+    """Return "fresh" while the pool has n prompts never published, else "random"
+    (over the prompts the seed has not labelled: `publish_round(avoid_rounds=...)`)."""
     fresh = project.prompts.filter(
         is_held_out=False, held_for_review=False, tasks__isnull=True
     ).count()
@@ -715,6 +716,7 @@ def _publish_annotate_train(
     options.update(stage_options(config, seed=step.seed, round_number=step.number))
     training_round = launch(
         project, PIPELINES[config.method], user=user, options=options
+        avoid_rounds=step.labelled,
     )
     drain_round(training_round)
     training_round.refresh_from_db()

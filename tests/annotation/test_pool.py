@@ -125,6 +125,35 @@ def test_flagged_prompts_are_held_and_never_chosen_until_released(project):
     assert flagged.flags  # released, still flagged for researchers to see
 
 
+def test_random_prompts_avoid_the_rounds_named(project):
+    """With 256 prompts a round, 3 seeds outrun the demo's 1,302 fresh prompts; a
+    seed's later rounds drew "random" prompts, its own earlier ones among them."""
+    from annotation.models import RankingTask, Round
+    from annotation.rounds import choose_prompts
+
+    prompts = [
+        Prompt.objects.create(
+            project=project, messages=[{"role": "user", "content": f"Question {i}?"}]
+        )
+        for i in range(12)
+    ]
+    for number, chunk in ((1, prompts[:4]), (2, prompts[4:8])):
+        round_ = Round.objects.create(project=project, number=number)
+        for prompt in chunk:
+            RankingTask.objects.create(project=project, round=round_, prompt=prompt)
+    for seed in range(5):
+        chosen = choose_prompts(project, 6, "random", seed, avoid_rounds=[1])
+        assert len(chosen) == 6 and not set(chosen) & set(prompts[:4])
+    assert set(
+        choose_prompts(project, 12, "random", seed=0, avoid_rounds=[1, 2])
+    ) == set(prompts[8:])
+    assert set(choose_prompts(project, 12, "random", seed=0, avoid_rounds=[2])) == set(
+        prompts[:4] + prompts[8:]
+    )
+    assert len(choose_prompts(project, 12, "random", seed=0)) == 12
+    assert choose_prompts(project, 12, "fresh", seed=0, avoid_rounds=[1]) == prompts[8:]
+
+
 def test_removed_held_prompts_leave_the_pool(project):
     from annotation.pool import remove_prompts
 

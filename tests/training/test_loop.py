@@ -343,7 +343,8 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
     lines: list[str] = []
     figures = run_loop(
         micro_project,
-        LoopConfig(rounds=2, seeds=2, seed=4, **MICRO),
+        # 10 prompts a round: the 30-prompt pool runs out in the second seed.
+        LoopConfig(rounds=2, seeds=2, seed=4, **{**MICRO, "prompts_per_round": 10}),
         user=admin_user,
         out=lines.append,
         plot_path=tmp_path / "loop.png",
@@ -410,6 +411,15 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
         )
     )
     assert policies_in_round2 == {first.name, sft.name}
+    # Out of fresh prompts, the last seed's second round drew pool prompts it had
+    # not labelled in its first.
+    last, before = (micro_project.rounds.get(number=n) for n in (4, 3))
+    assert (before.strategy, last.strategy) == ("fresh", "random")
+    asked = {
+        n: set(r.tasks.values_list("prompt", flat=True))
+        for n, r in ((3, before), (4, last))
+    }
+    assert len(asked[4]) == 10 and not asked[4] & asked[3]
     # Every ranking came from a simulated annotator, through leases.
     assert (
         Ranking.objects.filter(task__project=micro_project, lease__isnull=True).count()
