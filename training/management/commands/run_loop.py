@@ -73,8 +73,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--prompts",
             type=int,
-            default=defaults.prompts_per_round,
-            help="Fresh prompts published per round.",
+            default=-1,  # the method's (METHOD_DEFAULTS)
+            help="Fresh prompts published per round (default: the method's, see "
+            "training.loop.METHOD_DEFAULTS: 256 for sft-dpo, 128 for the others).",
         )
         parser.add_argument(
             "--earlier-policies",
@@ -82,7 +83,13 @@ class Command(BaseCommand):
             default=defaults.earlier_policies,
             help="Earlier policies that also write candidates each round.",
         )
-        parser.add_argument("--temperature", type=float, default=defaults.temperature)
+        parser.add_argument(
+            "--temperature",
+            type=float,
+            default=-1.0,  # the method's (METHOD_DEFAULTS)
+            help="Sampling temperature of candidates (default: the method's, see "
+            "training.loop.METHOD_DEFAULTS: 0.7 for sft-dpo, 1.0 for the others).",
+        )
         parser.add_argument(
             "--max-new-tokens", type=int, default=defaults.max_new_tokens
         )
