@@ -78,6 +78,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+from probe import cpu_probe  # bench/probe.py (this script's folder is on the path)
+
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = re.compile(rb'name="lease" value="(\d+)"')
 # Responses are named by handle (1..K), never by database id (issue 12, item 2).
@@ -470,16 +472,6 @@ def server_cpu(server_pid: int, database: str) -> tuple[float, float]:
         lambda pid, ppid, cmd: cmd.startswith("postgres: ") and f" {database} " in cmd
     )
     return web, db
-
-
-def cpu_probe() -> float:
-    """Return the CPU seconds one core takes for 5M Python additions (about 0.25 s on
-    an idle modern core): how much a contended machine slows every CPU second."""
-    start = time.process_time()
-    total = 0
-    for i in range(5_000_000):
-        total += i
-    return time.process_time() - start
 
 
 def percentile(values: list[float], q: float) -> float:

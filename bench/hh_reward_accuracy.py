@@ -129,6 +129,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from probe import cpu_probe  # noqa: E402  (bench/probe.py)
+
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf"
 # Per backbone: learning rate, LoRA on, and where register_model takes it from.
 BACKBONES = {
@@ -165,15 +167,6 @@ def setup_django(root: Path) -> None:
     from django.core.management import call_command
 
     call_command("migrate", verbosity=0)
-
-
-def cpu_probe() -> float:
-    """Return the CPU seconds one core takes for 5M Python additions (bench/annotation_load.py)."""
-    start = time.process_time()
-    total = 0
-    for i in range(5_000_000):
-        total += i
-    return time.process_time() - start
 
 
 def cpu_seconds() -> float:

@@ -61,6 +61,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent))  # train_overhead's helpers
+
+from probe import cpu_probe  # noqa: E402  (bench/probe.py)
+
 # As manage.py (so the worker that publishes rounds): a short OpenMP spin, set
 # before torch loads; long spinning makes a busy 2-core machine crawl.
 if "OMP_WAIT_POLICY" not in os.environ:
@@ -84,15 +87,6 @@ PROMPTS = [
     "Summarise the story of Cinderella in one sentence.",
     "Give two reasons to learn a second language.",
 ]
-
-
-def cpu_probe() -> float:
-    """Return the CPU seconds one core takes for 5M Python additions."""
-    start = time.process_time()
-    total = 0
-    for i in range(5_000_000):
-        total += i
-    return time.process_time() - start
 
 
 def main() -> None:

@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "bench"))
 
 from gpu_real import preference_pairs, smollm2_folder, tiny_folder  # noqa: E402
-from real_model import cpu_probe  # noqa: E402
+from probe import cpu_probe  # noqa: E402
 
 
 def write_run_dir(run_dir: Path, model: str, data: Path, steps: int) -> None:
