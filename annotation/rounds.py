@@ -50,9 +50,8 @@ def publish_round(
     `reward_models` (default: `project_reward_model(project)`), keeps the n_prompts
     with the highest `uncertainty_scores` and stores each as its task's
     selection_score (assignment serves higher scores first; other strategies store 0).
-    No prompt of the rounds numbered `avoid_rounds` is chosen (the loop's seed avoids
-    its own earlier rounds when the pool has too few fresh prompts; fresh prompts are
-    in no round anyway).
+    Prompts of the rounds numbered `avoid_rounds` come back only when the rest of the
+    pool is short (`choose_prompts`: a loop's seed avoids its own earlier rounds).
 
     The policy (default: the project's current one) writes
     `sampling.num_candidates` candidates per prompt, and each earlier policy one more,
@@ -174,14 +173,15 @@ def choose_prompts(
     *,
     avoid_rounds: Sequence[int] = (),
 ) -> list[Prompt]:
-    """Return up to n pool prompts chosen by the strategy; held-out prompts, those
-    held for review and those of the rounds numbered `avoid_rounds` are never chosen.
+    """Return up to n pool prompts chosen by the strategy; held-out prompts and those
+    held for review are never chosen.
 
+    "fresh" and "random" choose prompts of the rounds numbered `avoid_rounds` only
+    when the rest of the pool has fewer than n (a loop's seed, out of fresh prompts,
+    repeats its own earlier prompts only when it must; fresh ones are in no round).
     Raise ValueError when the strategy is unknown or finds no prompt.
     """
     pool = project.prompts.filter(is_held_out=False, held_for_review=False)
-    if avoid_rounds:
-        pool = pool.exclude(tasks__round__number__in=list(avoid_rounds))
     if strategy == "fresh":
         candidates = list(pool.filter(tasks__isnull=True).order_by("id"))
     elif strategy == "random":
@@ -212,7 +212,19 @@ def choose_prompts(
             strategy,
             n,
         )
-    chosen = random.Random(seed).sample(candidates, min(n, len(candidates)))
+    rng = random.Random(seed)
+    avoided = set(
+        project.tasks.filter(round__number__in=list(avoid_rounds)).values_list(
+            "prompt_id", flat=True
+        )
+        if avoid_rounds
+        else ()
+    )
+    preferred = [p for p in candidates if p.id not in avoided]
+    chosen = rng.sample(preferred, min(n, len(preferred)))
+    if len(chosen) < n:
+        rest = [p for p in candidates if p.id in avoided]
+        chosen += rng.sample(rest, min(n - len(chosen), len(rest)))
     return sorted(chosen, key=lambda p: p.id)
 
 
