@@ -134,6 +134,11 @@ class BuildPlan:
     # through labelling rounds (`demo.world.demonstrated`).
     sft_question_share: float = 1.0
 
+    def __post_init__(self) -> None:
+        from demo.world import check_share
+
+        check_share(self.sft_question_share)
+
 
 PLANS = {
     # Tests: well under 30 s on 2 quiet cores; the model learns little beyond the format.

@@ -295,10 +295,21 @@ def demonstrated(question: Question, share: float) -> bool:
 
     A fixed shuffle per attribute (as `_split_table`'s), by question key, so a
     creature's price is demonstrated or not in every phrasing, opener and sum.
+    Raise ValueError for a share outside (0, 1].
     """
-    if share >= 1:
+    check_share(share)
+    if share == 1:
         return True
     return question_key(question) in _demonstrated_keys(share)
+
+
+def check_share(share: float) -> None:
+    """Raise ValueError unless `share` (of the train questions SFT demonstrates) is in (0, 1]."""
+    if not 0 < share <= 1:
+        raise ValueError(
+            f"the share of train questions SFT demonstrates must be in (0, 1] (1: "
+            f"every one), got {share!r}"
+        )
 
 
 @lru_cache(maxsize=4)
@@ -358,8 +369,7 @@ def sft_examples(n: int, seed: int, share: float = 1.0) -> list[dict]:
     that share of the train questions (`demonstrated`): the rest are asked only in
     labelling rounds, as a real team's rounds ask what its SFT data never did.
     """
-    if not 0 < share <= 1:
-        raise ValueError(f"share must be in (0, 1], got {share!r}")
+    check_share(share)
     rng = random.Random(seed)
     table = _question_table()
     texts = sorted(

@@ -225,8 +225,18 @@ def test_a_share_of_train_questions_can_be_left_to_the_labelling_rounds():
         question = parse_prompt(prompt)
         assert demonstrated(question, 0.5) == (question_key(question) in half)
         assert demonstrated(question, 1.0)
-    with pytest.raises(ValueError, match="share must be in"):
+    with pytest.raises(ValueError, match=r"SFT demonstrates must be in \(0, 1\]"):
         sft_examples(10, 1, 0.0)
+    # Above 1 was read as "every question" by `demonstrated` and refused by
+    # `sft_examples`; a plan with it built, then failed. Refused alike, at once.
+    with pytest.raises(ValueError, match="got 1.5"):
+        demonstrated(parse_prompt(make_prompts(1, 0, split="train")[0]), 1.5)
+    from dataclasses import replace
+
+    from demo.policies import PLANS
+
+    with pytest.raises(ValueError, match="got 0"):
+        replace(PLANS["micro"], sft_question_share=0)
 
 
 def test_the_split_holds_out_a_quarter_for_test_and_some_for_dev_of_every_kind():
