@@ -213,13 +213,13 @@ def choose_prompts(
             n,
         )
     rng = random.Random(seed)
-    avoided = set(
-        project.tasks.filter(round__number__in=list(avoid_rounds)).values_list(
-            "prompt_id", flat=True
+    avoided: set[int] = set()
+    if avoid_rounds:
+        avoided.update(
+            project.tasks.filter(round__number__in=list(avoid_rounds)).values_list(
+                "prompt_id", flat=True
+            )
         )
-        if avoid_rounds
-        else ()
-    )
     preferred = [p for p in candidates if p.id not in avoided]
     chosen = rng.sample(preferred, min(n, len(preferred)))
     if len(chosen) < n:

@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from demo.world import check_share
+
 BOS = "<|bos|>"
 EOS = "<|end|>"
 PAD = "<|pad|>"
@@ -135,8 +137,6 @@ class BuildPlan:
     sft_question_share: float = 1.0
 
     def __post_init__(self) -> None:
-        from demo.world import check_share
-
         check_share(self.sft_question_share)
 
 

@@ -94,7 +94,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "pairs": "best_vs_rest",
         "candidates": 8,
         "step_decay": 0.5,
-        "prompts": 128,
+        "prompts_per_round": 128,
         "temperature": 1.0,
         "train": {},
     },
@@ -110,7 +110,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "pairs": "best_vs_rest",
         "candidates": 8,
         "step_decay": 0.5,
-        "prompts": 256,
+        "prompts_per_round": 256,
         "temperature": 0.7,
         "train": {},
     },
@@ -119,7 +119,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "pairs": "all_pairs",
         "candidates": 8,
         "step_decay": 1.0,
-        "prompts": 128,
+        "prompts_per_round": 128,
         "temperature": 1.0,
         "train": {
             "reward": {"num_train_epochs": 1},
@@ -134,11 +134,13 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "pairs": "all_pairs",
         "candidates": 8,
         "step_decay": 1.0,
-        "prompts": 128,
+        "prompts_per_round": 128,
         "temperature": 1.0,
         "train": {"reward": {"num_train_epochs": 1}},
     },
 }
+# The LoopConfig numbers whose -1 means "the method's", from METHOD_DEFAULTS.
+METHOD_NUMBERS = ("prompts_per_round", "temperature", "candidates", "step_decay")
 # The option that bounds an online policy stage's rollouts, by stage.
 ROLLOUT_LENGTH = {"ppo": "max_new_tokens", "grpo": "max_completion_length"}
 # Policy.metrics keys the loop writes (the leaderboard reads the first two).
@@ -304,10 +306,9 @@ class LoopConfig:
             raise ValueError(
                 f"method must be one of {sorted(METHOD_DEFAULTS)}, got {self.method!r}"
             )
-        if self.prompts_per_round == -1:
-            self.prompts_per_round = METHOD_DEFAULTS[self.method]["prompts"]
-        if self.temperature == -1:
-            self.temperature = METHOD_DEFAULTS[self.method]["temperature"]
+        for name in METHOD_NUMBERS:
+            if getattr(self, name) == -1:
+                setattr(self, name, METHOD_DEFAULTS[self.method][name])
         if self.temperature < 0:
             raise ValueError(
                 f"temperature must be 0 (greedy) or more, or -1 (the method's), got "
@@ -321,10 +322,6 @@ class LoopConfig:
             raise ValueError(
                 f"earlier_policies must be >= 0, got {self.earlier_policies}"
             )
-        if self.candidates == -1 and self.method in METHOD_DEFAULTS:
-            self.candidates = METHOD_DEFAULTS[self.method]["candidates"]
-        if self.step_decay == -1 and self.method in METHOD_DEFAULTS:
-            self.step_decay = METHOD_DEFAULTS[self.method]["step_decay"]
         if not 0 < self.step_decay <= 1:
             raise ValueError(
                 f"step_decay must be in (0, 1] (1: the same step every round), got "
