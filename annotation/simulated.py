@@ -16,7 +16,8 @@ Four annotators: `JudgeAnnotator` (a registered judge, such as the demo's rule-b
 (wraps any of them with seeded flips, ties and skips). `personas` makes the noisy
 personas the headless loop labels with, so that its annotators are not its yardstick.
 `RewritingAnnotator` wraps one to also write the rewrite field, as a person does when
-no candidate is good enough: the judge's `repair` of its top-ranked response.
+no candidate is good enough: the judge's `repair` of its top-ranked response, or of
+the best-ranked one whose repair says something (`rewrite_of`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from annotation.assignment import (
 )
 from annotation.models import AnnotatorProfile, Project, Ranking
 from config.roles import ANNOTATOR
-from inference.judges import Judge
+from inference.judges import Judge, judge_offers
 from inference.models import Policy
 from inference.scoring import RewardScorer
 
@@ -189,19 +190,22 @@ class RewritingAnnotator:
     """
 
     def __init__(
-        self, inner: SimulatedAnnotator, judge: Judge, *, rate: float, seed: int = 0
+        self,
+        inner: SimulatedAnnotator,
+        judge: Judge,
+        *,
+        rate: float,
+        seed: int = 0,
+        start: str = "best",
     ) -> None:
-        from inference.judges import judge_offers
-
         if not 0.0 <= rate <= 1.0:
             raise ValueError(f"rate must be in [0, 1], got {rate}")
-        if not (judge_offers(judge, "repair") and judge_offers(judge, "correct")):
-            raise ValueError(
-                "a rewriting annotator needs a judge with `correct` and `repair` "
-                "(the demo and instructions judges have both); this judge cannot write rewrites"
-            )
+        check_rewrite_start(judge, start)
         self.inner, self.judge, self.rate, self.seed = inner, judge, rate, seed
-        self.simulator = f"rewriting({inner.simulator}, rate={rate:g})"
+        self.start = start
+        self.simulator = f"rewriting({inner.simulator}, rate={rate:g}" + (
+            f", start={start})" if start != "best" else ")"
+        )
 
     def decide(
         self, prompt_messages: list[dict], responses: list[str], *, key: str
@@ -218,11 +222,63 @@ class RewritingAnnotator:
     ) -> str:
         """Return the rewrite for a decided task ("" for none)."""
         best = [responses[i] for i in order[0]]
-        if any(self.judge.correct(prompt_messages, text) for text in best):
+        accepted = (
+            self.judge.correct_substantively
+            if self.start == "substantive"
+            else self.judge.correct
+        )
+        if any(accepted(prompt_messages, text) for text in best):
             return ""
         if random.Random(f"rewrite:{self.seed}:{key}").random() >= self.rate:
             return ""
-        return (self.judge.repair(prompt_messages, best[0]) or "")[:REWRITE_MAX_CHARS]
+        ranked = [responses[i] for group in order for i in group]
+        return rewrite_of(self.judge, prompt_messages, ranked, self.start)
+
+
+# What a simulated rewrite starts from: "best", the top-ranked candidate's repair
+# where no top-ranked one is correct; "substantive" (a judge with
+# `correct_substantively`), the best-ranked candidate whose repair is substantive,
+# where no top-ranked one is correct and substantive.
+REWRITE_STARTS = ("best", "substantive")
+
+
+def check_rewrite_start(judge: Judge, start: str) -> None:
+    """Raise ValueError unless `judge` can write rewrites starting from `start`."""
+    if start not in REWRITE_STARTS:
+        raise ValueError(
+            f"a rewrite starts from one of {REWRITE_STARTS}, got {start!r}"
+        )
+    if not (judge_offers(judge, "repair") and judge_offers(judge, "correct")):
+        raise ValueError(
+            "a rewriting annotator needs a judge with `correct` and `repair` "
+            "(the demo and instructions judges have both); this judge cannot write rewrites"
+        )
+    if start == "substantive" and not judge_offers(judge, "correct_substantively"):
+        raise ValueError(
+            "a rewrite that starts from a substantive answer needs a judge with "
+            "`correct_substantively` (the instructions judge); start from 'best' instead"
+        )
+
+
+def rewrite_of(
+    judge: Judge, prompt_messages: list[dict], ranked: list[str], start: str = "best"
+) -> str:
+    """Return the judge's repair of one of `ranked` (best first), or "" for none.
+
+    `start="best"`: the repair of the first. `start="substantive"`: the repair of
+    the first whose repair is substantive as well as correct (a person rewrites the
+    answer that says something, not the one that broke the fewest rules); where
+    none is, the first's repair when the first is wrong, and none when it is
+    already correct (a rewrite would say no more than it).
+    """
+    if start == "substantive":
+        for text in ranked:
+            repaired = (judge.repair(prompt_messages, text) or "")[:REWRITE_MAX_CHARS]
+            if repaired and judge.correct_substantively(prompt_messages, repaired):
+                return repaired
+        if judge.correct(prompt_messages, ranked[0]):
+            return ""
+    return (judge.repair(prompt_messages, ranked[0]) or "")[:REWRITE_MAX_CHARS]
 
 
 class PersonaAnnotator:
@@ -234,8 +290,6 @@ class PersonaAnnotator:
     """
 
     def __init__(self, judge: Judge, weights: dict[str, float], name: str) -> None:
-        from inference.judges import judge_offers
-
         if not judge_offers(judge, "aspects"):
             raise ValueError(
                 "a persona needs a judge with `weights` and `aspects()`; this judge "
@@ -280,8 +334,6 @@ def personas(
     A judge without aspects gives plain noisy copies of itself (JudgeAnnotator),
     which name `judge_name` in their simulator so a round evaluates with that judge.
     """
-    from inference.judges import judge_offers
-
     low, high = flip_range
     if not 0 <= low <= high <= 1 or not 0 <= spread < 1:
         raise ValueError(

@@ -99,7 +99,8 @@ def main() -> None:
     parser.add_argument(
         "--stages",
         default="generation,dpo",
-        help="generation, dpo, follow (constraint follow rates), comma-separated.",
+        help="generation, dpo, follow (constraint follow rates), rewrites (what the "
+        "simulated annotators' repairs keep), comma-separated.",
     )
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--k", type=int, default=4)
@@ -111,6 +112,15 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2, help="DPO runs per arm.")
     parser.add_argument(
         "--follow-requests", type=int, default=48, help="Dev requests (follow)."
+    )
+    parser.add_argument(
+        "--rewrite-requests",
+        type=int,
+        default=64,
+        help="Train requests (rewrites).",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="Candidates' temperature."
     )
     args = parser.parse_args()
     stages = args.stages.split(",")
@@ -138,6 +148,8 @@ def main() -> None:
             bench_dpo(folder, Path(scratch), args)
         if "follow" in stages:
             bench_follow(folder, args)
+        if "rewrites" in stages:
+            bench_rewrites(folder, Path(scratch), args)
     print(
         f"CPU probe after: {cpu_probe():.2f} s, load average {os.getloadavg()[0]:.1f}"
     )
@@ -238,6 +250,87 @@ def bench_follow(folder: Path, args: argparse.Namespace) -> None:
             f"({time.perf_counter() - start:.0f} s); by kind: {kinds}",
             flush=True,
         )
+
+
+def bench_rewrites(folder: Path, scratch: Path, args: argparse.Namespace) -> None:
+    """Print what the simulated annotators' rewrites keep of the model's answers.
+
+    Candidates for train requests (as a loop round's), ranked by the instructions
+    judge without persona noise, rewritten at rate 1 by `RewritingAnnotator` with
+    each `start` (`run_loop --rewrite-from`): "best" repairs the top-ranked
+    candidate where none of the top-ranked follows every constraint; "substantive"
+    also rewrites a correct top-ranked answer that says nothing, from the
+    best-ranked candidate whose repair is substantive. For each: the rewrites and
+    the SFT step's demonstrations (a rewritten task's rewrite, else its top-ranked
+    candidates), how many, the share correct and substantive
+    (`InstructionsJudge.correct_substantively`) and their mean length."""
+    from train_overhead import setup_django
+
+    setup_django(scratch)  # annotation.simulated is a Django module
+    from annotation.simulated import JudgeAnnotator, RewritingAnnotator
+    from inference.generation import generate_candidates
+    from inference.instructions import JUDGE, make_requests
+    from inference.loading import load_for_generation
+    from inference.sampling import SamplingConfig
+
+    model, tokenizer = load_for_generation(str(folder), device="cpu")
+    requests = make_requests(args.rewrite_requests, "train", seed=11)
+    sampling = SamplingConfig(
+        num_candidates=args.k,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        seed=0,
+    )
+    start = time.perf_counter()
+    outputs = generate_candidates(
+        model,
+        tokenizer,
+        [r.messages for r in requests],
+        sampling,
+        batch_size=args.batch,
+    )
+    print(
+        f"{sum(len(o) for o in outputs)} candidates for {len(requests)} train requests "
+        f"in {time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
+    for start_rule in ("best", "substantive"):
+        annotator = RewritingAnnotator(
+            JudgeAnnotator(JUDGE), JUDGE, rate=1.0, start=start_rule
+        )
+        rewrites, demonstrations = [], []
+        for n, (request, candidates) in enumerate(zip(requests, outputs, strict=True)):
+            order = JUDGE.rank(request.messages, candidates)
+            text = annotator.rewrite(request.messages, candidates, order, key=str(n))
+            if text:
+                rewrites.append((request, text))
+            # The SFT step's demonstrations under the rewrite rule "chosen": a
+            # rewritten task's rewrite alone, else its top-ranked candidates.
+            demonstrations += (
+                [(request, text)]
+                if text
+                else [(request, candidates[i]) for i in order[0]]
+            )
+        print(
+            f"start={start_rule}: "
+            + "; ".join(
+                f"{label} {len(items)}, {share_substantive(items):.2f} substantive, "
+                f"{sum(len(t.split()) for _, t in items) / max(len(items), 1):.1f} words"
+                for label, items in (
+                    ("rewrites", rewrites),
+                    ("demonstrations", demonstrations),
+                )
+            ),
+            flush=True,
+        )
+
+
+def share_substantive(items: list) -> float:
+    """Return the share of (request, text) items that are correct and substantive."""
+    from inference.instructions import JUDGE
+
+    ok = [JUDGE.correct_substantively(r.messages, text) for r, text in items]
+    return sum(ok) / max(len(ok), 1)
 
 
 # Four answers of different quality for any request; the instructions judge ranks them.

@@ -63,6 +63,7 @@ from django.contrib.auth.models import AbstractBaseUser
 
 from annotation.models import Project, Snapshot
 from annotation.pool import held_out_prompts
+from annotation.simulated import REWRITE_STARTS, check_rewrite_start
 from inference.judges import Judge, default_judge_name, get_judge, judge_offers
 from inference.models import Policy
 from training.charts import save_plot, table_header, table_row
@@ -255,6 +256,14 @@ class LoopConfig:
             "best_vs_rest it is chosen over every candidate)."
         },
     )
+    rewrite_from: str = field(
+        default="best",
+        metadata={
+            "help": "Which candidate a simulated rewrite starts from: 'best' (the "
+            "top-ranked) or 'substantive' (the best-ranked whose repair is also "
+            "substantive, a judge with `correct_substantively`: instructions)."
+        },
+    )
     data: str = field(
         default="round",
         metadata={
@@ -348,6 +357,10 @@ class LoopConfig:
         if self.pairs not in ("all_pairs", "best_vs_rest"):
             raise ValueError(
                 f"pairs must be 'all_pairs' or 'best_vs_rest', got {self.pairs!r}"
+            )
+        if self.rewrite_from not in REWRITE_STARTS:
+            raise ValueError(
+                f"rewrite_from must be one of {REWRITE_STARTS}, got {self.rewrite_from!r}"
             )
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
@@ -639,7 +652,9 @@ def _annotators(project: Project, config: LoopConfig, judge: Judge, seed: int):
     )
     if config.rewrites:
         annotators = [
-            RewritingAnnotator(a, judge, rate=config.rewrites, seed=seed)
+            RewritingAnnotator(
+                a, judge, rate=config.rewrites, seed=seed, start=config.rewrite_from
+            )
             for a in annotators
         ]
     return [
@@ -947,6 +962,8 @@ def _loop_judge(config: LoopConfig) -> Judge:
             f"(`repair`); judge {config.judge or default_judge_name()!r} has none: "
             "use --judge demo or --judge instructions, or leave --rewrites at 0"
         )
+    if config.rewrites:
+        check_rewrite_start(judge, config.rewrite_from)
     return judge
 
 

@@ -460,3 +460,68 @@ def test_a_rewriting_annotator_needs_a_judge_that_repairs():
         from inference.instructions import JUDGE as INSTRUCTIONS
 
         RewritingAnnotator(JudgeAnnotator(INSTRUCTIONS), INSTRUCTIONS, rate=1.5)
+
+
+def test_a_rewrite_can_start_from_the_best_ranked_answer_that_says_something():
+    """Start "best" repairs the top-ranked candidate even when it says nothing on the
+    request's subject; start "substantive" repairs the best-ranked one whose repair is
+    substantive, and falls back to the top's repair where none is, so a task gets a
+    rewrite exactly when it would under "best"."""
+    from annotation.simulated import rewrite_of
+    from inference.instructions import JUDGE as INSTRUCTIONS
+
+    prompt = [
+        {
+            "role": "user",
+            "content": "Write a short note about cooking pasta. Answer in at most 25 "
+            "words. Do not use any commas.",
+        }
+    ]
+    empty = "Always smiling, always."
+    useful = (
+        "Cooking pasta is simple: boil salted water, add the pasta, stir it now and "
+        "then, taste it after eight minutes, drain it and add a sauce you like."
+    )
+    ranked = [empty, useful]
+    best = rewrite_of(INSTRUCTIONS, prompt, ranked, "best")
+    assert INSTRUCTIONS.correct(prompt, best)
+    assert not INSTRUCTIONS.correct_substantively(prompt, best), best
+    kept = rewrite_of(INSTRUCTIONS, prompt, ranked, "substantive")
+    assert INSTRUCTIONS.correct_substantively(prompt, kept), kept
+    assert kept.startswith("Cooking pasta is simple: boil salted water")
+    assert rewrite_of(
+        INSTRUCTIONS, prompt, ["Not sure, sorry.", "ok"], "substantive"
+    ) == (rewrite_of(INSTRUCTIONS, prompt, ["Not sure, sorry.", "ok"], "best"))
+    # A correct top with no substantive repair among the candidates: nothing to add.
+    assert (
+        rewrite_of(INSTRUCTIONS, prompt, ["Always smiling.", "ok"], "substantive") == ""
+    )
+
+
+def test_a_rewriting_annotator_says_where_its_rewrites_start():
+    from annotation.simulated import RewritingAnnotator
+    from inference.instructions import JUDGE as INSTRUCTIONS
+
+    annotator = RewritingAnnotator(
+        Fixed([[0], [1]]), INSTRUCTIONS, rate=1.0, start="substantive"
+    )
+    assert annotator.simulator == "rewriting(fixed, rate=1, start=substantive)"
+    prompt = [
+        {
+            "role": "user",
+            "content": "Give some advice on cooking pasta. Do not use any commas.",
+        }
+    ]
+    useful = "Boil the pasta in salted water, then drain it well."
+    for top in ("Yes, always.", "Yes always."):  # wrong; right but saying nothing
+        assert annotator.rewrite(prompt, [top, useful], [[0], [1]], key="t") == (
+            "Boil the pasta in salted water then drain it well."
+        )
+    best = RewritingAnnotator(Fixed([[0], [1]]), INSTRUCTIONS, rate=1.0)
+    assert best.rewrite(prompt, ["Yes always.", useful], [[0], [1]], key="t") == ""
+    with pytest.raises(ValueError, match="needs a judge with `correct_substantively`"):
+        RewritingAnnotator(Fixed([[0], [1]]), JUDGE, rate=1.0, start="substantive")
+    with pytest.raises(
+        ValueError, match=r"starts from one of \('best', 'substantive'\), got 'longest'"
+    ):
+        RewritingAnnotator(Fixed([[0], [1]]), INSTRUCTIONS, rate=1.0, start="longest")

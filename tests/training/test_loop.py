@@ -554,6 +554,25 @@ def test_command_refuses_rewrites_with_a_judge_that_cannot_repair(project, monke
     assert not project.rounds.exists()
 
 
+def test_command_refuses_substantive_rewrites_with_a_judge_without_substance(project):
+    """Rewrites that start from a substantive answer need the instructions judge's
+    floor of substance; the demo judge has none, so the loop refuses before
+    publishing anything, and a start it does not know is refused by the config."""
+    with pytest.raises(
+        CommandError, match="needs a judge with `correct_substantively`"
+    ):
+        call_command(
+            "run_loop",
+            "--project=demo",
+            "--rewrites=1",
+            "--rewrite-from=substantive",
+            stdout=StringIO(),
+        )
+    assert not project.rounds.exists()
+    with pytest.raises(ValueError, match="rewrite_from must be one of"):
+        LoopConfig(rewrite_from="longest")
+
+
 def test_command_refuses_bad_train_json(project):
     with pytest.raises(CommandError, match="--train is not valid JSON"):
         call_command("run_loop", "--project=demo", "--train={dpo", stdout=StringIO())

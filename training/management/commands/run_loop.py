@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db.models import Q
 
 from annotation.models import Project
+from annotation.simulated import REWRITE_STARTS
 from config.roles import ADMIN
 from inference.models import Policy
 from training.loop import METHOD_DEFAULTS, LoopConfig, run_loop
@@ -113,6 +114,13 @@ class Command(BaseCommand):
             "is wrong writes a corrected rewrite, trained on as a chosen response "
             "(needs a judge with `repair`: demo or instructions).",
         )
+        parser.add_argument(
+            "--rewrite-from",
+            choices=REWRITE_STARTS,
+            default=defaults.rewrite_from,
+            help="Which candidate a rewrite starts from: the top-ranked (best) or the "
+            "best-ranked whose repair says something (substantive; --judge instructions).",
+        )
         parser.add_argument("--data", choices=["round", "all"], default=defaults.data)
         parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
         parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
@@ -183,6 +191,7 @@ class Command(BaseCommand):
                 votes=options["votes"],
                 data=options["data"],
                 rewrites=options["rewrites"],
+                rewrite_from=options["rewrite_from"],
                 eval_prompts=options["eval_prompts"],
                 eval_samples=options["eval_samples"],
                 eval_temperature=options["eval_temperature"],
