@@ -57,7 +57,9 @@ from gpu_real import preference_pairs, smollm2_folder, tiny_folder  # noqa: E402
 from probe import cpu_probe  # noqa: E402
 
 
-def write_run_dir(run_dir: Path, model: str, data: Path, steps: int) -> None:
+def write_run_dir(
+    run_dir: Path, model: str, data: Path, steps: int, bf16: bool = False
+) -> None:
     """Write the stage's config.json as the worker does (training/jobs.py)."""
     from training.dpo import DPOConfig
     from training.progress import CONFIG_FILE
@@ -65,7 +67,11 @@ def write_run_dir(run_dir: Path, model: str, data: Path, steps: int) -> None:
 
     spec = get_stage("dpo")
     config = DPOConfig(
-        base_path=model, use_lora=True, max_steps=steps, save_steps=10 * steps
+        base_path=model,
+        use_lora=True,
+        max_steps=steps,
+        save_steps=10 * steps,
+        bf16=bf16,
     )
     run_dir.mkdir(parents=True)
     envelope = {
@@ -104,8 +110,11 @@ def run_stage(run_dir: Path, env: dict[str, str]) -> dict:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def stage_bench_setup(
+    description: str, prefix: str
+) -> tuple[argparse.Namespace, str, Path]:
+    """Parse a DPO-stage bench's options; return them, the model folder and the pairs."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--model", default="", help="Folder or hub id (default: SmolLM2)."
     )
@@ -121,9 +130,7 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from training.supervisor import child_env
-
-    work = Path(tempfile.mkdtemp(prefix="stage-allocator-"))
+    work = Path(tempfile.mkdtemp(prefix=prefix))
     model = args.model or smollm2_folder(work)
     if args.tiny:
         model = tiny_folder(model, work)
@@ -131,6 +138,17 @@ def main() -> None:
     rows = preference_pairs(args.steps * 8, tokenizer, args.answer_tokens)
     data = work / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return args, model, data
+
+
+def main() -> None:
+    args, model, data = stage_bench_setup(
+        __doc__.split("\n")[0], prefix="stage-allocator-"
+    )
+    work = data.parent
+
+    from training.supervisor import child_env
+
     platform = child_env()
     if "GLIBC_TUNABLES" not in platform:
         raise SystemExit(

@@ -160,6 +160,21 @@ def read_jsonl(path: Path | str, required: tuple[str, ...] = ()) -> list[dict]:
     return rows
 
 
+def precision_args(bf16: bool) -> dict[str, Any]:
+    """Return the TrainingArguments fields that set a stage's precision.
+
+    bf16 works on a GPU and on a CPU: transformers refuses it on a machine without
+    CUDA unless told to train on the CPU, where PyTorch's autocast runs the matmuls
+    in bfloat16 (AMX or AVX-512 BF16 where the CPU has them: about half the CPU
+    time of float32 for SmolLM2's DPO stage, `bench/cpu_bf16.py`).
+    """
+    import torch
+
+    if bf16 and not torch.cuda.is_available():
+        return {"bf16": True, "use_cpu": True}
+    return {"bf16": bf16}
+
+
 def lora_config(r: int, alpha: int, dropout: float, task_type: str = "CAUSAL_LM"):
     """Return a `LoraConfig` on every linear projection of the transformer blocks."""
     from peft import LoraConfig

@@ -29,6 +29,7 @@ from training.artifacts import (
     check_range,
     final_metrics,
     lora_config,
+    precision_args,
     resume_checkpoint,
     save_artifact,
 )
@@ -109,7 +110,9 @@ class GroupConfig(StageConfig):
     seed: int = field(default=0, metadata={"help": "Seed for data order and sampling."})
     bf16: bool = field(
         default=False,
-        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+        metadata={
+            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
+        },
     )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
@@ -240,7 +243,7 @@ def train_group(
         save_steps=config.save_steps,
         save_total_limit=2,
         logging_steps=config.logging_steps,
-        bf16=config.bf16,
+        **precision_args(config.bf16),
         activation_checkpointing=False,
         learning_rate=config.learning_rate,
         num_generations=config.num_generations,

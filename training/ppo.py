@@ -169,7 +169,9 @@ class PPOConfig(StageConfig):
     )
     bf16: bool = field(
         default=False,
-        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+        metadata={
+            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
+        },
     )
 
     def __post_init__(self) -> None:

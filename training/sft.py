@@ -18,6 +18,7 @@ from training.artifacts import (
     TrainerConfig,
     final_metrics,
     lora_config,
+    precision_args,
     read_jsonl,
     resume_checkpoint,
     save_artifact,
@@ -72,7 +73,9 @@ class SFTConfig(TrainerConfig):
     )
     bf16: bool = field(
         default=False,
-        metadata={"help": "bf16 mixed precision (GPU only; slow on CPU)."},
+        metadata={
+            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
+        },
     )
     trl_args: dict[str, Any] = field(
         default_factory=dict,
@@ -129,7 +132,7 @@ def train(
         save_steps=config.save_steps,
         save_total_limit=2,
         logging_steps=config.logging_steps,
-        bf16=config.bf16,
+        **precision_args(config.bf16),
         activation_checkpointing=False,
         learning_rate=config.learning_rate,
         num_train_epochs=config.num_train_epochs,

@@ -80,6 +80,26 @@ def test_dpo_trains_a_lora_adapter_that_loads_with_its_config(tiny_model_dir, tm
     assert [json.loads(line)["step"] for line in progress][:3] == [1, 2, 3]
 
 
+def test_dpo_trains_in_bf16_on_a_machine_without_a_gpu(tiny_model_dir, tmp_path):
+    """transformers refuses bf16 without CUDA unless told to train on the CPU; the
+    stage tells it, so `bf16` runs the matmuls in bfloat16 on the CPU (AMX)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path; this machine has a CUDA GPU")
+    config = dpo.DPOConfig(
+        base_path=str(tiny_model_dir),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        bf16=True,
+    )
+    metrics = run(tmp_path, "bf16", config, preference_records(8))
+
+    assert math.isfinite(metrics["loss"]) is True
+    assert metrics["steps"] == 2.0
+    assert (tmp_path / "bf16" / "output" / "adapter_config.json").is_file() is True
+
+
 def test_dpo_without_lora_changes_the_model_weights(tiny_model_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM

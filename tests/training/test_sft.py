@@ -59,6 +59,24 @@ def test_sft_with_lora_saves_an_adapter_on_the_base(tiny_model_dir, tmp_path):
     assert adapter["base_model_name_or_path"] == str(tiny_model_dir)
 
 
+def test_sft_trains_in_bf16_on_a_machine_without_a_gpu(tiny_model_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path; this machine has a CUDA GPU")
+    config = sft.SFTConfig(
+        base_path=str(tiny_model_dir),
+        use_lora=True,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        bf16=True,
+    )
+    metrics = run(tmp_path, "bf16", config, demonstration_records(8))
+
+    assert math.isfinite(metrics["loss"]) is True
+    assert metrics["steps"] == 2.0
+
+
 def test_sft_rejects_a_file_without_completions(tmp_path):
     path = write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "hi"}])
     with pytest.raises(ValueError) as error:
