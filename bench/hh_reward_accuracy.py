@@ -62,6 +62,15 @@ with other sessions (load 10-13, so this process got about a quarter of a core):
   Target 0.62 missed; at about 3.5 CPU s a training pair the 3,364 pairs of the
   sample would take some 3.3 CPU-hours an epoch here (the run for a GPU host:
   `--backbone smollm2 --epochs 2`).
+- `--backbone smollm2 --bf16 --limit 2000 --epochs 1 --batch-size 8 --learning-rate
+  5e-4 --max-chars 300 --max-length 224 --threads 1` (2026-12-04 15:35-16:06 UTC: the
+  same settings as the run above with twice the pairs, the reward stage in bf16 on the
+  CPU, not tuned on these prompts; beside a real-model loop and `make test`): 1,596
+  training pairs, 200 steps in 1641 s, the loss near ln 2 throughout (last 0.712).
+  Held-out **0.537** on 404 pairs (mean margin 0.028), under its own longer-answer
+  baseline (0.543): nothing learned. Wall 1843 s, CPU 1805 s (30 min), probe 0.13 s,
+  load 1.0 / 2.5. Twice the data at this learning rate and one epoch did not move it;
+  the learning rate or more epochs (dev split first) would be the next thing to try.
 - `.venv/bin/python bench/hh_reward_accuracy.py --threads 1` (the defaults
   otherwise: MiniLM, test split, 3,364 train / 851 held out; 3,275 distinct
   prompts imported): stopped after 30 of 422 steps (loss still 0.693), at about
