@@ -165,8 +165,8 @@ def precision_args(bf16: bool) -> dict[str, Any]:
 
     bf16 works on a GPU and on a CPU: transformers refuses it on a machine without
     CUDA unless told to train on the CPU, where PyTorch's autocast runs the matmuls
-    in bfloat16 (AMX or AVX-512 BF16 where the CPU has them: about half the CPU
-    time of float32 for SmolLM2's DPO stage, `bench/cpu_bf16.py`).
+    in bfloat16 (AMX or AVX-512 BF16 where the CPU has them: 0.61x the CPU time of
+    float32 for SmolLM2's DPO stage, `bench/cpu_bf16.py`).
     """
     import torch
 
