@@ -42,6 +42,7 @@ import json
 import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,19 +63,56 @@ def last_step(run_dir: Path) -> dict:
     }
 
 
+def matmul_gflops(dtype_name: str, size: int = 512, repeat: int = 8) -> float:
+    """Return one thread's GFLOPS on a `size`-cubed matmul in `dtype_name` (CPU time)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        a = torch.randn(size, size).to(getattr(torch, dtype_name))
+        a @ a  # warm-up: the first call picks the kernel
+        start = time.process_time()
+        for _ in range(repeat):
+            a @ a
+        seconds = max(time.process_time() - start, 1e-9)
+    finally:
+        torch.set_num_threads(threads)
+    return round(2 * size**3 * repeat / seconds / 1e9, 1)
+
+
 def main() -> None:
     args, model, data = stage_bench_setup(__doc__.split("\n")[0], prefix="cpu-bf16-")
     work = data.parent
 
+    from training.artifacts import native_bf16
     from training.supervisor import child_env
 
     env = child_env()
     probe, load = cpu_probe(), os.getloadavg()[0]
+    native, device = native_bf16()
+    gflops = {name: matmul_gflops(name) for name in ("float32", "bfloat16")}
     print(
         f"CPU probe {probe:.2f} s, load {load:.1f}; {args.steps} DPO steps of 8 pairs, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {device}: "
+        f"a 512^3 matmul on one thread runs {gflops['float32']} GFLOPS in float32, "
+        f"{gflops['bfloat16']} in bfloat16",
         flush=True,
     )
+    head = {
+        "device": device,
+        "native_bf16": native,
+        "matmul_gflops": gflops,
+        "cpu_probe_s": round(probe, 2),
+    }
+    if not native:
+        print(
+            'no native bfloat16 here: a stage refuses bf16 true ("auto" trains in '
+            "float32), so only the matmuls above are measured",
+            flush=True,
+        )
+        print(json.dumps(head))
+        return
     arms = {"float32": False, "bf16": True}
     runs: dict[str, list[dict]] = {name: [] for name in arms}
     for i in range(args.repeat):
@@ -84,11 +122,7 @@ def main() -> None:
             figures = {**run_stage(run_dir, env), **last_step(run_dir)}
             runs[name].append(figures)
             print(f"{name} run {i + 1}: {json.dumps(figures)}", flush=True)
-    result: dict = {
-        "steps": args.steps,
-        "repeat": args.repeat,
-        "cpu_probe_s": round(probe, 2),
-    }
+    result: dict = {**head, "steps": args.steps, "repeat": args.repeat}
     for name, figures in runs.items():
         result[name] = {
             key: round(statistics.median(f[key] for f in figures), 4)

@@ -14,7 +14,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Self, TypeVar
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from training.trl_args import check_trl_args
 
@@ -83,7 +83,7 @@ class TrainerConfig(StageConfig):
     a subclass adds its own fields after them, among which the ones checked here
     (learning_rate, num_train_epochs, max_steps, per_device_train_batch_size,
     gradient_accumulation_steps, max_length, warmup_steps, save_steps,
-    logging_steps, trl_args: each with its stage's own default and help), names its
+    logging_steps, bf16, trl_args: each with its stage's own default and help), names its
     stage in METHOD (the key `check_trl_args` knows) and, when it has checks of its
     own, calls `super().__post_init__()` from its `__post_init__`."""
 
@@ -114,6 +114,7 @@ class TrainerConfig(StageConfig):
         check_range("lora_r", self.lora_r, 1, None)
         check_range("lora_alpha", self.lora_alpha, 1, None)
         check_range("lora_dropout", self.lora_dropout, 0, 1, high_open=True)
+        check_bf16(self.bf16)
         check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
         check_range("num_train_epochs", self.num_train_epochs, 0, None, low_open=True)
         if self.max_steps != -1:
@@ -160,19 +161,92 @@ def read_jsonl(path: Path | str, required: tuple[str, ...] = ()) -> list[dict]:
     return rows
 
 
-def precision_args(bf16: bool) -> dict[str, Any]:
+# A stage's `bf16` option: on, off, or "auto" (on where the hardware runs it natively).
+Precision = bool | Literal["auto"]
+
+BF16_HELP = (
+    'bf16 mixed precision: true, false, or "auto" (bf16 where the hardware runs it '
+    "natively: a GPU with bf16, or a CPU with AMX or AVX-512 BF16; float32 elsewhere)."
+)
+
+
+def bf16_field() -> Any:
+    """Return the dataclass field of a stage's `bf16` option (off by default)."""
+    return field(
+        default=False, metadata={"help": BF16_HELP, "extra_choices": ("auto",)}
+    )
+
+
+def check_bf16(value: Any) -> None:
+    """Raise ValueError naming `value` unless it is true, false or "auto"."""
+    if not (isinstance(value, bool) or value == "auto"):
+        raise ValueError(f'bf16 must be true, false or "auto", got {value!r}')
+
+
+def native_bf16() -> tuple[bool, str]:
+    """Return (whether this machine runs bfloat16 matmuls natively, its device in words).
+
+    A GPU says so itself. A CPU does with AMX or AVX-512 BF16; without them
+    PyTorch emulates bfloat16, and slowly: on an AVX2 AMD EPYC a bf16 matmul ran 1.2
+    GFLOPS on one thread against float32's 69 (`bench/cpu_bf16.py` measures it).
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported(), f"GPU {torch.cuda.get_device_name()}"
+    features = [
+        name
+        for name, probe in (
+            ("AMX", "_is_amx_tile_supported"),
+            ("AVX-512 BF16", "_is_avx512_bf16_supported"),
+        )
+        if getattr(torch.cpu, probe, lambda: False)()
+    ]
+    if features:
+        return True, f"CPU with {' and '.join(features)}"
+    capability = torch.backends.cpu.get_cpu_capability()
+    return False, f"CPU ({capability}) without AMX or AVX-512 BF16"
+
+
+def resolve_bf16(value: Precision) -> bool:
+    """Return whether a stage with option `bf16` = `value` trains in bf16 on this machine.
+
+    "auto" is bf16 where the hardware has it natively and float32 elsewhere (the
+    stage log says which). `true` where it has not is refused, as transformers
+    refuses it on a GPU without bf16: emulated, it would hold the worker for many
+    times float32's time.
+    """
+    check_bf16(value)
+    if value is False:
+        return False
+    native, device = native_bf16()
+    if value == "auto":
+        print(f"bf16 auto: {'on' if native else 'off, float32'} ({device})", flush=True)
+        return native
+    if not native:
+        raise ValueError(
+            f"bf16 is true, but this machine's {device} has no native bfloat16: "
+            "PyTorch would emulate it, many times slower than float32 (1.2 against "
+            'about 69 GFLOPS a thread on an AVX2 CPU). Set bf16 to "auto" (bf16 only '
+            "where the hardware has it) or false."
+        )
+    return True
+
+
+def precision_args(bf16: Precision) -> dict[str, Any]:
     """Return the TrainingArguments fields that set a stage's precision.
 
     bf16 works on a GPU and on a CPU: transformers refuses it on a machine without
     CUDA unless told to train on the CPU, where PyTorch's autocast runs the matmuls
-    in bfloat16 (AMX or AVX-512 BF16 where the CPU has them: 0.61x the CPU time of
-    float32 for SmolLM2's DPO stage, `bench/cpu_bf16.py`).
+    in bfloat16 (with AMX: 0.61x the CPU time of float32 for SmolLM2's DPO stage,
+    `bench/cpu_bf16.py`). `resolve_bf16` says whether bf16 is on here.
     """
     import torch
 
-    if bf16 and not torch.cuda.is_available():
+    on = resolve_bf16(bf16)
+    if on and not torch.cuda.is_available():
         return {"bf16": True, "use_cpu": True}
-    return {"bf16": bf16}
+    return {"bf16": on}
 
 
 def lora_config(r: int, alpha: int, dropout: float, task_type: str = "CAUSAL_LM"):

@@ -25,7 +25,9 @@ from typing import Any, ClassVar
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
+    Precision,
     TrainerConfig,
+    bf16_field,
     check_range,
     final_metrics,
     lora_config,
@@ -124,12 +126,7 @@ class DPOConfig(TrainerConfig):
     seed: int = field(
         default=0, metadata={"help": "Seed for data order and initialisation."}
     )
-    bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
-        },
-    )
+    bf16: Precision = bf16_field()
     precompute_ref_log_probs: bool = field(
         default=False,
         metadata={

@@ -124,6 +124,7 @@ class LaunchForm(forms.Form):
                             ("", f"default ({str(default).lower()})"),
                             ("true", "true"),
                             ("false", "false"),
+                            *((c, c) for c in field.metadata.get("extra_choices", ())),
                         ],
                         required=False,
                         label=field.name,

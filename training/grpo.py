@@ -25,7 +25,10 @@ from typing import Any, ClassVar
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
+    Precision,
     StageConfig,
+    bf16_field,
+    check_bf16,
     check_range,
     final_metrics,
     lora_config,
@@ -108,12 +111,7 @@ class GroupConfig(StageConfig):
         default=1, metadata={"help": "Report metrics every this many steps."}
     )
     seed: int = field(default=0, metadata={"help": "Seed for data order and sampling."})
-    bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
-        },
-    )
+    bf16: Precision = bf16_field()
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={
@@ -124,6 +122,7 @@ class GroupConfig(StageConfig):
     def __post_init__(self) -> None:
         check_range("lora_r", self.lora_r, 1, None)
         check_range("lora_alpha", self.lora_alpha, 1, None)
+        check_bf16(self.bf16)
         check_range("learning_rate", self.learning_rate, 0, None, low_open=True)
         check_range("num_generations", self.num_generations, 2, None)
         check_range(

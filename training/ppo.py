@@ -64,10 +64,14 @@ from typing import Any
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
+    Precision,
     StageConfig,
+    bf16_field,
+    check_bf16,
     check_range,
     lora_config,
     read_jsonl,
+    resolve_bf16,
     resume_checkpoint,
     save_artifact,
 )
@@ -167,16 +171,12 @@ class PPOConfig(StageConfig):
     seed: int = field(
         default=0, metadata={"help": "Seed of prompt order, sampling and new heads."}
     )
-    bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
-        },
-    )
+    bf16: Precision = bf16_field()
 
     def __post_init__(self) -> None:
         check_range("lora_r", self.lora_r, 1, None)
         check_range("lora_alpha", self.lora_alpha, 1, None)
+        check_bf16(self.bf16)
         check_range("max_steps", self.max_steps, 1, None)
         check_range("batch_size", self.batch_size, 1, None)
         check_range("mini_batch_size", self.mini_batch_size, 1, None)
@@ -492,7 +492,9 @@ def run_ppo(
     import torch
     from accelerate import Accelerator
 
-    accelerator = Accelerator(mixed_precision="bf16" if config.bf16 else "no")
+    accelerator = Accelerator(
+        mixed_precision="bf16" if resolve_bf16(config.bf16) else "no"
+    )
     device = accelerator.device
     for model in (policy, reference, value_model.classifier):
         if model is not None:

@@ -20,7 +20,9 @@ from typing import Any, ClassVar
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
+    Precision,
     TrainerConfig,
+    bf16_field,
     check_range,
     final_metrics,
     lora_config,
@@ -81,12 +83,7 @@ class PretrainConfig(TrainerConfig):
     seed: int = field(
         default=0, metadata={"help": "Seed for the held-out split and data order."}
     )
-    bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
-        },
-    )
+    bf16: Precision = bf16_field()
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={

@@ -30,7 +30,9 @@ from typing import Any, ClassVar
 from inference.loading import load_tokenizer
 from inference.scoring import is_encoder, score
 from training.artifacts import (
+    Precision,
     TrainerConfig,
+    bf16_field,
     check_range,
     final_metrics,
     lora_config,
@@ -122,12 +124,7 @@ class RewardConfig(TrainerConfig):
     seed: int = field(
         default=0, metadata={"help": "Seed for the split, data order and the new head."}
     )
-    bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
-        },
-    )
+    bf16: Precision = bf16_field()
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={

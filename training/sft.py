@@ -15,7 +15,9 @@ from typing import Any, ClassVar
 
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
+    Precision,
     TrainerConfig,
+    bf16_field,
     final_metrics,
     lora_config,
     precision_args,
@@ -71,12 +73,7 @@ class SFTConfig(TrainerConfig):
     seed: int = field(
         default=0, metadata={"help": "Seed for data order and initialisation."}
     )
-    bf16: bool = field(
-        default=False,
-        metadata={
-            "help": "bf16 mixed precision (GPU, or CPU with AMX or AVX-512 BF16)."
-        },
-    )
+    bf16: Precision = bf16_field()
     trl_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={

@@ -160,13 +160,23 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     kind = hints[name]
     if kind is str:
         return value
-    if kind is bool:
+    if kind is bool or bool in typing.get_args(kind):
+        # A flag, or a flag with named values besides (bf16: true, false or "auto").
+        words = [
+            word
+            for part in typing.get_args(kind)
+            if typing.get_origin(part) is typing.Literal
+            for word in typing.get_args(part)
+        ]
         lowered = value.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:
             return True
         if lowered in {"0", "false", "no", "off"}:
             return False
-        raise ValidationError(f"{name} must be true or false, got {value!r}")
+        if lowered in words:
+            return lowered
+        allowed = ", ".join(["true", "false", *(repr(w) for w in words)])
+        raise ValidationError(f"{name} must be one of {allowed}, got {value!r}")
     if kind is int:
         try:
             return int(value)

@@ -92,6 +92,27 @@ class Worker:
 
 
 @pytest.fixture
+def cpu_with_native_bf16(monkeypatch) -> None:
+    """Make this machine say it runs bfloat16 natively (a CPU with AMX), as the
+    stages' bf16 paths need; without AMX PyTorch emulates it, slower but the same."""
+    from training import artifacts
+
+    monkeypatch.setattr(artifacts, "native_bf16", lambda: (True, "CPU with AMX"))
+
+
+@pytest.fixture
+def cpu_without_native_bf16(monkeypatch) -> None:
+    """Make this machine say it has no native bfloat16 (an AVX2 CPU)."""
+    from training import artifacts
+
+    monkeypatch.setattr(
+        artifacts,
+        "native_bf16",
+        lambda: (False, "CPU (AVX2) without AMX or AVX-512 BF16"),
+    )
+
+
+@pytest.fixture
 def run_root(settings, tmp_path) -> Path:
     """Point RUN_DIR and MODEL_DIR at the test's own folders."""
     settings.RUN_DIR = tmp_path / "runs"

@@ -80,9 +80,12 @@ def test_dpo_trains_a_lora_adapter_that_loads_with_its_config(tiny_model_dir, tm
     assert [json.loads(line)["step"] for line in progress][:3] == [1, 2, 3]
 
 
-def test_dpo_trains_in_bf16_on_a_machine_without_a_gpu(tiny_model_dir, tmp_path):
+def test_dpo_trains_in_bf16_on_a_machine_without_a_gpu(
+    tiny_model_dir, tmp_path, cpu_with_native_bf16
+):
     """transformers refuses bf16 without CUDA unless told to train on the CPU; the
-    stage tells it, so `bf16` runs the matmuls in bfloat16 on the CPU (AMX)."""
+    stage tells it, so `bf16` runs the matmuls in bfloat16 on the CPU (AMX; where the
+    CPU has none, PyTorch emulates it and the same code path runs)."""
     import torch
 
     if torch.cuda.is_available():

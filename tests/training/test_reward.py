@@ -77,7 +77,7 @@ def test_reward_model_with_lora_trains_the_score_head_and_saves_merged(
 
 
 def test_reward_model_with_lora_trains_in_bf16_on_a_machine_without_a_gpu(
-    tiny_model_dir, tmp_path
+    tiny_model_dir, tmp_path, cpu_with_native_bf16
 ):
     import torch
 

@@ -59,7 +59,9 @@ def test_sft_with_lora_saves_an_adapter_on_the_base(tiny_model_dir, tmp_path):
     assert adapter["base_model_name_or_path"] == str(tiny_model_dir)
 
 
-def test_sft_trains_in_bf16_on_a_machine_without_a_gpu(tiny_model_dir, tmp_path):
+def test_sft_trains_in_bf16_on_a_machine_without_a_gpu(
+    tiny_model_dir, tmp_path, cpu_with_native_bf16
+):
     import torch
 
     if torch.cuda.is_available():
