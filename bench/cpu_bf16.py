@@ -34,6 +34,18 @@ step's loss 1.067x float32's (target within 10%: met; the same in both runs of a
 peak memory 0.80x. The CPU ratio counts the model's loading and saving, which bf16 does
 not speed up. A first try the same morning (3 steps, one run each, load 0.8-1.1, probe
 0.13 s, in a scratch copy of the stage) gave 57.4 against 114.7 CPU s (0.50).
+
+The bench first measures a 512-cubed matmul on one thread in each dtype and asks
+`training.artifacts.native_bf16`; where the CPU has neither AMX nor AVX-512 BF16 a
+stage refuses `bf16: true` (`"auto"` trains in float32 there), so the bench stops
+after the matmuls. The same command, 2026-12-04 17:27 UTC, on the machine of that
+evening (an AMD EPYC with AVX2 only; probe 0.19 s, load 1.2, beside a loop):
+
+    CPU (AVX2) without AMX or AVX-512 BF16: a 512^3 matmul on one thread runs
+    82.2 GFLOPS in float32, 1.2 in bfloat16
+
+bfloat16 emulated at 1/68 of float32's speed: the AMX Xeon's 0.61x becomes a
+slowdown of dozens of times there, which is why `true` is refused and "auto" exists.
 """
 
 from __future__ import annotations

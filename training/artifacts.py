@@ -188,7 +188,7 @@ def native_bf16() -> tuple[bool, str]:
 
     A GPU says so itself. A CPU does with AMX or AVX-512 BF16; without them
     PyTorch emulates bfloat16, and slowly: on an AVX2 AMD EPYC a bf16 matmul ran 1.2
-    GFLOPS on one thread against float32's 69 (`bench/cpu_bf16.py` measures it).
+    GFLOPS on one thread against float32's 82 (`bench/cpu_bf16.py` measures it).
     """
     import torch
 
@@ -226,8 +226,8 @@ def resolve_bf16(value: Precision) -> bool:
     if not native:
         raise ValueError(
             f"bf16 is true, but this machine's {device} has no native bfloat16: "
-            "PyTorch would emulate it, many times slower than float32 (1.2 against "
-            'about 69 GFLOPS a thread on an AVX2 CPU). Set bf16 to "auto" (bf16 only '
+            "PyTorch would emulate it, dozens of times slower than float32 (1.2 "
+            'against 82 GFLOPS a thread on an AVX2 CPU). Set bf16 to "auto" (bf16 only '
             "where the hardware has it) or false."
         )
     return True
