@@ -282,13 +282,18 @@ def save_artifact(model, tokenizer, output_dir: Path, config: dict[str, Any]) ->
     return output_dir
 
 
-def final_metrics(log_history: list[dict[str, Any]]) -> dict[str, float]:
-    """Return the last logged value of every numeric metric of a Trainer run."""
+def final_metrics(trainer) -> dict[str, float]:
+    """Return the last logged value of every numeric metric of a Trainer run.
+
+    Plus `bf16`: 1.0 when the run trained in bf16, 0.0 in float32, so that the job
+    records what a `"auto"` setting resolved to on the machine that ran it.
+    """
     metrics: dict[str, float] = {}
-    for entry in log_history:
+    for entry in trainer.state.log_history:
         for key, value in entry.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[key] = float(value)
+    metrics["bf16"] = float(bool(trainer.args.bf16))
     return metrics
 
 

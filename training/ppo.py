@@ -492,9 +492,9 @@ def run_ppo(
     import torch
     from accelerate import Accelerator
 
-    accelerator = Accelerator(
-        mixed_precision="bf16" if resolve_bf16(config.bf16) else "no"
-    )
+    # Recorded in the metrics, as the TRL stages record theirs.
+    bf16 = float(resolve_bf16(config.bf16))
+    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no")
     device = accelerator.device
     for model in (policy, reference, value_model.classifier):
         if model is not None:
@@ -752,6 +752,7 @@ def run_ppo(
         if stopping:
             return {
                 **metrics,
+                "bf16": bf16,
                 "steps": step,
                 "stopped": 1.0,
                 "score_start": first_score,
@@ -761,6 +762,7 @@ def run_ppo(
     policy.eval()
     return {
         **metrics,
+        "bf16": bf16,
         "steps": config.max_steps,
         "stopped": 0.0,
         "score_start": first_score,

@@ -194,7 +194,7 @@ def train(
         callbacks=[trainer_callback(reporter)],
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
-    metrics = final_metrics(trainer.state.log_history)
+    metrics = final_metrics(trainer)
     metrics["steps"] = float(trainer.state.global_step)
     metrics["train_documents"] = float(len(documents))
     if reporter.should_stop():

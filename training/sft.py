@@ -152,7 +152,7 @@ def train(
         callbacks=[trainer_callback(reporter)],
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
-    metrics = final_metrics(trainer.state.log_history)
+    metrics = final_metrics(trainer)
     metrics["steps"] = float(trainer.state.global_step)
     if reporter.should_stop():
         metrics["stopped"] = 1.0

@@ -77,6 +77,7 @@ def test_ppo_trains_all_weights_logs_every_metric_and_saves_a_loadable_model(
 
     assert metrics["steps"] == 2
     assert metrics["stopped"] == 0.0
+    assert metrics["bf16"] == 0.0  # the precision it ran in, as every stage records
     assert math.isfinite(metrics["policy_loss"]) is True
     lines = [
         json.loads(x)
@@ -138,6 +139,7 @@ def test_ppo_stops_when_asked_checkpoints_and_saves_no_artifact(
 
     assert metrics["stopped"] == 1.0
     assert metrics["steps"] == 1
+    assert metrics["bf16"] == 0.0
     assert (tmp_path / "stop" / "output").exists() is False
     assert Reporter(tmp_path / "stop").last_checkpoint().name == "checkpoint-1"
 

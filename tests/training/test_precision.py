@@ -133,7 +133,18 @@ def test_a_dpo_stage_with_bf16_auto_trains_on_a_cpu_without_native_bf16(
 
     assert math.isfinite(metrics["loss"]) is True
     assert metrics["steps"] == 2.0
+    assert metrics["bf16"] == 0.0  # the job records what "auto" resolved to
     assert "bf16 auto: off, float32" in capsys.readouterr().out
+
+
+def test_a_dpo_stage_with_bf16_auto_records_bf16_on_a_cpu_that_has_it(
+    cpu_with_native_bf16, no_cuda, tiny_model_dir, tmp_path, capsys
+):
+    metrics = run_dpo(tmp_path, tiny_model_dir, "auto")
+
+    assert math.isfinite(metrics["loss"]) is True
+    assert metrics["bf16"] == 1.0
+    assert "bf16 auto: on (CPU with AMX)" in capsys.readouterr().out
 
 
 def test_a_dpo_stage_with_bf16_true_on_such_a_cpu_fails_before_training(

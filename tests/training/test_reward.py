@@ -94,6 +94,7 @@ def test_reward_model_with_lora_trains_in_bf16_on_a_machine_without_a_gpu(
     metrics = run(tmp_path, "bf16", config, preference_records(8))
 
     assert math.isfinite(metrics["loss"]) is True
+    assert metrics["bf16"] == 1.0
     model, _ = scoring.load_reward_model(str(tmp_path / "bf16" / "output"))
     # Autocast trains in bf16 and keeps the weights float32: they load as before.
     assert model.score.weight.dtype == torch.float32

@@ -76,6 +76,7 @@ def test_sft_trains_in_bf16_on_a_machine_without_a_gpu(
     metrics = run(tmp_path, "bf16", config, demonstration_records(8))
 
     assert math.isfinite(metrics["loss"]) is True
+    assert metrics["bf16"] == 1.0
     assert metrics["steps"] == 2.0
 
 
