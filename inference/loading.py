@@ -13,6 +13,20 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def gpu_dtype() -> Any:
+    """Return the dtype models load in on this machine's GPU.
+
+    bfloat16 where the GPU computes it natively (compute capability 8.0 and later, and
+    ROCm); float16 on older cards (a T4 or V100), where PyTorch serves bfloat16 only by
+    emulation: `torch.cuda.is_bf16_supported()` counts emulation unless told not to.
+    """
+    import torch
+
+    if torch.cuda.is_bf16_supported(including_emulation=False):
+        return torch.bfloat16
+    return torch.float16
+
+
 def load_tokenizer(path: str, padding_side: str = "right") -> Any:
     """Load a tokenizer and set its padding side (it is saved with the tokenizer).
 
@@ -40,8 +54,8 @@ def load_policy(
     With `merge`, fold the adapter into the base weights and return a plain model;
     otherwise return a `PeftModel` whose adapter trains when `trainable`.
     Without `device` the weights load in float32 and stay on the CPU, for a
-    trainer to place; with one they load in bfloat16 on a GPU (float32 on the
-    CPU), move there and switch to eval mode, ready for generation.
+    trainer to place; with one they load in the GPU's half precision (`gpu_dtype`;
+    float32 on the CPU), move there and switch to eval mode, ready for generation.
     """
     import torch
     from transformers import AutoModelForCausalLM
@@ -51,7 +65,7 @@ def load_policy(
             "base_path is empty; give a model folder or a Hugging Face hub id"
         )
     on_gpu = device is not None and device.startswith("cuda")
-    dtype = torch.bfloat16 if on_gpu else torch.float32
+    dtype = gpu_dtype() if on_gpu else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype)
     if adapter_path:
         from peft import PeftModel

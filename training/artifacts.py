@@ -186,14 +186,17 @@ def check_bf16(value: Any) -> None:
 def native_bf16() -> tuple[bool, str]:
     """Return (whether this machine runs bfloat16 matmuls natively, its device in words).
 
-    A GPU says so itself. A CPU does with AMX or AVX-512 BF16; without them
+    A GPU does from compute capability 8.0 (`inference.loading.gpu_dtype`: a T4 or
+    V100 only emulates it). A CPU does with AMX or AVX-512 BF16; without them
     PyTorch emulates bfloat16, and slowly: on an AVX2 AMD EPYC a bf16 matmul ran 1.2
     GFLOPS on one thread against float32's 82 (`bench/cpu_bf16.py` measures it).
     """
     import torch
 
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported(), f"GPU {torch.cuda.get_device_name()}"
+        from inference.loading import gpu_dtype
+
+        return gpu_dtype() is torch.bfloat16, f"GPU {torch.cuda.get_device_name()}"
     features = [
         name
         for name, probe in (

@@ -3,7 +3,7 @@
 import pytest
 
 from inference.generation import generate_candidates, generate_for_policy
-from inference.loading import load_for_generation, load_policy
+from inference.loading import gpu_dtype, load_for_generation, load_policy
 from inference.sampling import SamplingConfig
 
 PROMPTS = [
@@ -116,6 +116,21 @@ def test_a_lora_adapter_loads_on_top_of_its_base(tiny_model_dir, tmp_path):
         backend="transformers",
     )
     assert len(out[0]) == 2
+
+
+@pytest.mark.parametrize(
+    ("emulation_only", "dtype"), [(True, "float16"), (False, "bfloat16")]
+)
+def test_models_load_on_a_gpu_in_float16_where_bf16_would_be_emulated(
+    monkeypatch, emulation_only, dtype
+):
+    import torch
+
+    def is_bf16_supported(including_emulation=True):
+        return including_emulation or not emulation_only
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    assert gpu_dtype() is getattr(torch, dtype)
 
 
 def test_an_empty_base_path_is_refused():

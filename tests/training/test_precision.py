@@ -37,6 +37,23 @@ def test_this_machine_says_whether_it_has_native_bf16_and_names_its_device():
     assert ("without" in device) is (not native and device.startswith("CPU"))
 
 
+@pytest.mark.parametrize(("emulation_only", "native"), [(True, False), (False, True)])
+def test_a_gpu_counts_as_native_only_when_it_does_not_emulate_bf16(
+    monkeypatch, emulation_only, native
+):
+    import torch
+
+    # torch.cuda.is_bf16_supported() says yes on a T4 or V100 unless told not to
+    # count emulation; an A100 or H100 says yes either way.
+    def is_bf16_supported(including_emulation=True):
+        return including_emulation or not emulation_only
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", is_bf16_supported)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "Tesla T4")
+    assert artifacts.native_bf16() == (native, "GPU Tesla T4")
+
+
 def test_auto_trains_in_float32_on_a_cpu_that_would_emulate_bf16(
     cpu_without_native_bf16, no_cuda, capsys
 ):
