@@ -71,6 +71,25 @@ with other sessions (load 10-13, so this process got about a quarter of a core):
   baseline (0.543): nothing learned. Wall 1843 s, CPU 1805 s (30 min), probe 0.13 s,
   load 1.0 / 2.5. Twice the data at this learning rate and one epoch did not move it;
   the learning rate or more epochs (dev split first) would be the next thing to try.
+- `--backbone smollm2 --bf16 --split dev --limit 2000 --epochs 1 --batch-size 8
+  --learning-rate 2e-3 --max-chars 300 --max-length 224 --threads 1` (2026-12-04
+  20:43-21:45 UTC, the dev split: the learning rate 4x the runs above; an AMD EPYC of
+  the Zen 4 family, whose AVX-512 BF16 runs bf16 natively, beside a real-model loop,
+  `make test` and a probe): 1,259 training pairs, 158 steps in 3068 s, the loss at ln 2
+  throughout (0.693 at the end, margins about 0.005). Dev **0.513** on 337 pairs (mean
+  margin 0.002), the longer answer 0.513: harmless-base 0.495 (/93), helpful-base 0.487
+  (/78), helpful-online 0.543 (/46), helpful-rejection-sampled 0.533 (/120). Wall 3724
+  s, CPU 2132 s (36 min), probe 0.15 s, load 2.7 / 4.5. Nothing learned at 4x the rate
+  either. A probe on the same split (a scratch script, not kept: frozen SmolLM2, the
+  reward stage's chat template, a logistic regression on chosen-minus-rejected hidden
+  states after the final norm) found no position that carries the preference: 0.516-
+  0.543 at the last token (the `\n` after `<|im_end|>`, which the classifier reads,
+  since the pad token is `<|im_end|>`), 0.481-0.490 at `<|im_end|>`, 0.460-0.478 at the
+  last word, 0.507-0.525 averaged over the answer (C 0.01-1; 337 dev pairs, 1,259 to
+  fit), where frozen MiniLM embeddings gave 0.555 on the test split. So SmolLM2-135M is
+  not a better HH backbone than MiniLM at this data size, whatever the learning rate:
+  the reading position is not the cause, and the base's features hold nothing linear to
+  start from.
 - `.venv/bin/python bench/hh_reward_accuracy.py --threads 1` (the defaults
   otherwise: MiniLM, test split, 3,364 train / 851 held out; 3,275 distinct
   prompts imported): stopped after 30 of 422 steps (loss still 0.693), at about
@@ -115,9 +134,10 @@ trainer: 3,364 training pairs is 2% of HH-RLHF's training split (this sample is
 drawn from its test split), MiniLM has 22M parameters, and harmless preferences
 (often the shorter refusal) pull against helpful ones (Bai et al. 2022).
 SmolLM2-135M with LoRA (six times MiniLM's parameters, pre-trained on chat)
-sees too few pairs in 45 CPU minutes (read as CPU time, user + system) on 2
-cores to be measured against MiniLM; whether it is better per pair is not known
-yet. Larger open reward models trained on all of HH-RLHF reach about 0.69; the
+learned nothing beyond length from up to 1,596 pairs at either learning rate (5e-4,
+2e-3 on the dev split), and its frozen features carry no linear trace of the
+preference at any position (the dev probe above), so it is not the way to 0.62 on a
+CPU. Larger open reward models trained on all of HH-RLHF reach about 0.69; the
 run to try with a GPU is `--backbone smollm2 --epochs 2` (or `--base` naming a
 larger model: any folder, GGUF file or hub id `register_model` takes).
 """
