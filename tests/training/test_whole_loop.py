@@ -128,6 +128,8 @@ def test_the_whole_loop_runs_on_micro_models_with_a_real_worker(
         "dpo",
         "evaluate",
     ]
+    # The precision the stage ran in reaches the job row (float32: the default).
+    assert training_round.jobs.get(stage="dpo").last_metrics["bf16"] == 0.0
     assert policy.metrics["evaluated"] == 1.0
     assert policy.metrics["prompts"] == 2.0
     assert {"kl_to_parent", "distinct_2", "self_bleu", "parent_distinct_2"} <= set(
