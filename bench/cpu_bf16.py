@@ -38,7 +38,7 @@ not speed up. A first try the same morning (3 steps, one run each, load 0.8-1.1,
 The bench first measures a 512-cubed matmul on one thread in each dtype and asks
 `training.artifacts.native_bf16`; where the CPU has neither AMX nor AVX-512 BF16 a
 stage refuses `bf16: true` (`"auto"` trains in float32 there), so the bench stops
-after the matmuls. The same command, 2026-12-04 17:27 UTC, on the machine of that
+after the matmuls, before it converts the model. The same command, 2026-12-04 17:27 UTC, on the machine of that
 evening (an AMD EPYC with AVX2 only; probe 0.19 s, load 1.2, beside a loop):
 
     CPU (AVX2) without AMX or AVX-512 BF16: a 512^3 matmul on one thread runs
@@ -77,7 +77,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "bench"))
 
 from probe import cpu_probe  # noqa: E402
-from stage_allocator import run_stage, stage_bench_setup, write_run_dir  # noqa: E402
+from stage_allocator import (  # noqa: E402
+    run_stage,
+    stage_bench_args,
+    stage_bench_data,
+    write_run_dir,
+)
 
 
 def last_step(run_dir: Path) -> dict:
@@ -109,8 +114,7 @@ def matmul_gflops(dtype_name: str, size: int = 512, repeat: int = 8) -> float:
 
 
 def main() -> None:
-    args, model, data = stage_bench_setup(__doc__.split("\n")[0], prefix="cpu-bf16-")
-    work = data.parent
+    args = stage_bench_args(__doc__.split("\n")[0])
 
     from training.artifacts import native_bf16
     from training.supervisor import child_env
@@ -140,6 +144,8 @@ def main() -> None:
         )
         print(json.dumps(head))
         return
+    model, data = stage_bench_data(args, prefix="cpu-bf16-")
+    work = data.parent
     arms = {"float32": False, "bf16": True}
     runs: dict[str, list[dict]] = {name: [] for name in arms}
     for i in range(args.repeat):

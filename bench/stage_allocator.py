@@ -114,6 +114,12 @@ def stage_bench_setup(
     description: str, prefix: str
 ) -> tuple[argparse.Namespace, str, Path]:
     """Parse a DPO-stage bench's options; return them, the model folder and the pairs."""
+    args = stage_bench_args(description)
+    return (args, *stage_bench_data(args, prefix))
+
+
+def stage_bench_args(description: str) -> argparse.Namespace:
+    """Parse a DPO-stage bench's options (`--tiny` sets the smoke test's sizes)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument(
         "--model", default="", help="Folder or hub id (default: SmolLM2)."
@@ -127,7 +133,11 @@ def stage_bench_setup(
     args = parser.parse_args()
     if args.tiny:
         args.steps, args.repeat, args.answer_tokens = 1, 1, 8
+    return args
 
+
+def stage_bench_data(args: argparse.Namespace, prefix: str) -> tuple[str, Path]:
+    """Return the model folder (SmolLM2 converted, or `--model`) and the pairs file."""
     from transformers import AutoTokenizer
 
     work = Path(tempfile.mkdtemp(prefix=prefix))
@@ -138,7 +148,7 @@ def stage_bench_setup(
     rows = preference_pairs(args.steps * 8, tokenizer, args.answer_tokens)
     data = work / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return args, model, data
+    return model, data
 
 
 def main() -> None:

@@ -52,3 +52,35 @@ def test_the_bf16_bench_measures_both_arms_where_the_cpu_has_native_bf16():
     )
     # One step from the same weights: the first loss is the same to bf16's precision.
     assert bf16["loss"] == pytest.approx(float32["loss"], rel=0.01)
+
+
+def test_without_native_bf16_the_bench_stops_before_it_converts_the_model(
+    monkeypatch, capsys
+):
+    # Converting SmolLM2 from GGUF takes minutes; a CPU that refuses bf16 true
+    # needs only the matmuls, so the bench must not start on the model there.
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "cpu_bf16", ROOT / "bench/cpu_bf16.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was prepared on a CPU without native bf16")
+
+    monkeypatch.setattr(bench, "stage_bench_data", no_model)
+    monkeypatch.setattr(
+        "training.artifacts.native_bf16",
+        lambda: (False, "CPU (AVX2) without AMX or AVX-512 BF16"),
+    )
+    monkeypatch.setattr(sys, "argv", ["cpu_bf16.py"])
+
+    bench.main()
+
+    out = capsys.readouterr().out
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["native_bf16"] is False
+    assert figures["device"] == "CPU (AVX2) without AMX or AVX-512 BF16"
+    assert "no native bfloat16 here" in out
