@@ -13,10 +13,19 @@ Two measurements on a built demo (`make run`, or `manage.py build_demo_models`):
 
 If the base knows a test fact but the SFT policy gets the test question wrong, the
 loss is extraction, not knowledge: preference rounds on train questions can only
-help by teaching the policy to say what it knows.
+help by teaching the policy to say what it knows. Each cell reads correct / wrong /
+evasive / misnamed (the rest of 1 gave no answer); misnamed is the part of the wrong
+answers that state the value asked for under another creature's name
+(`demo.world.misnamed`: "Together, 5 drazzles have 40 legs." for 5 crumpets, which
+have 8 legs each as drazzles do), the policy knowing the value and naming a creature
+it was trained to answer about.
 
     .venv/bin/python bench/demo_knowledge.py            # the models under var/models
     .venv/bin/python bench/demo_knowledge.py --models /path/to/models
+    VAR_DIR=... .venv/bin/python bench/demo_knowledge.py --models ... --policy NAME
+
+`--policy` measures a registered policy of that VAR_DIR's database (a round's, after
+`run_loop`) in place of `demo-sft`.
 
 Measured 2026-12-01 13:08 UTC on the 2-core machine (load 4.1: two loop runs beside
 it; the figures are deterministic, not timings), the demo as `make run` builds it
@@ -27,6 +36,17 @@ The same measurement on the earlier build (SFT 400 steps, same base recipe) gave
 greedy, 10% sampled on test: that model greeted one fixed person whoever was named
 and restated a training creature instead of the one asked about. Sums (48 of the 90
 test questions) stay hard either way (21-38% greedy).
+
+Measured again 2026-12-04 23:38-23:45 UTC (an Intel Xeon with AMX, load 1.1, a fresh
+build by `make run`'s code at 1203fe2; the dev split, which chooses settings; the test
+columns were read once for the diagnosis): SFT dev greedy 0.33 correct, misnamed
+0.07, T=1 0.15 correct, 0.05 misnamed, 0.15 evasive; test greedy 0.41 (misnamed
+0.12), T=1 0.21 (0.06). The README's DPO command on the dev split, two seeds
+(0.846 win rate, +7.1 points of accuracy), then `--policy` on its policies: round 1
+(seed 0) dev greedy 0.35, T=1 0.18; round 3 greedy 0.37 and 0.32, T=1 0.25 and 0.19,
+evasive 0.00, misnamed 0.02-0.05. So naming another creature is a small part of
+the loss, the rounds end evasion, and the greedy answer, the most a sharper policy
+can say, does not move (docs/loop.md, "Why accuracy barely moves").
 """
 
 from __future__ import annotations
@@ -51,6 +71,9 @@ KINDS = (
     "good_day",
     "thanks",
 )
+
+
+REQUESTS = ("hello", "good_day", "thanks")
 
 
 def knowledge(base: Path) -> dict[str, dict[str, tuple[int, int]]]:
@@ -92,9 +115,13 @@ def knowledge(base: Path) -> dict[str, dict[str, tuple[int, int]]]:
 
 
 def extraction(
-    sft: Path, split: str, temperature: float
+    policy: tuple[str, str], split: str, temperature: float
 ) -> dict[str, collections.Counter]:
-    """Return {kind: Counter(answer verdicts)} of the SFT policy on the split's questions."""
+    """Return {kind: Counter(answer verdicts)} of a policy (base, adapter) on the split.
+
+    A wrong answer that states the right value under another creature's name
+    (`demo.world.misnamed`) is also counted as "misnamed".
+    """
     from demo import world
     from inference.generation import generate_for_policy
     from inference.sampling import SamplingConfig
@@ -105,8 +132,7 @@ def extraction(
         prompts = world.eval_prompts(split)
     samples = 1 if temperature == 0 else 4
     outputs = generate_for_policy(
-        str(sft),
-        "",
+        *policy,
         prompts,
         SamplingConfig(
             num_candidates=samples, temperature=temperature, max_new_tokens=48, seed=1
@@ -118,9 +144,12 @@ def extraction(
     for prompt, texts in zip(prompts, outputs, strict=True):
         kind = world.parse_prompt(prompt).kind
         for text in texts:
-            answer = world.judge_score(prompt, text).answer
-            verdicts[kind][answer] += 1
-            verdicts["all"][answer] += 1
+            answers = [world.judge_score(prompt, text).answer]
+            if world.misnamed(prompt, text):
+                answers.append("misnamed")
+            for answer in answers:
+                verdicts[kind][answer] += 1
+                verdicts["all"][answer] += 1
     return verdicts
 
 
@@ -131,8 +160,26 @@ def main() -> None:
         default=str(REPO / "var" / "models"),
         help="Folder holding demo-base and demo-sft.",
     )
+    parser.add_argument(
+        "--policy",
+        default="",
+        help="A registered policy (e.g. a round's, demo-round3-2-dpo) measured in "
+        "place of demo-sft, from the database of this VAR_DIR.",
+    )
     args = parser.parse_args()
     models = Path(args.models)
+    policy = (str(models / "demo-sft"), "")
+    if args.policy:
+        from inference.models import Policy
+
+        row = Policy.objects.filter(name=args.policy).first()
+        if row is None:
+            raise SystemExit(
+                f"--policy {args.policy!r} is not a registered policy in this "
+                f"VAR_DIR's database; give one of: "
+                + ", ".join(Policy.objects.values_list("name", flat=True)[:20])
+            )
+        policy = (row.base_path, row.adapter_path)
     for name in ("demo-base", "demo-sft"):
         if not (models / name).is_dir():
             raise SystemExit(
@@ -148,19 +195,23 @@ def main() -> None:
         print(
             f"  {split:5} {known}/{asked} ({known / asked:.0%}): {detail}", flush=True
         )
-    print("SFT answers (share correct / wrong / evasive):")
+    print(
+        f"{args.policy or 'SFT'} answers (share correct / wrong / evasive / misnamed: "
+        "the wrong ones that state the value asked for under another creature's name)"
+    )
     for split in ("train", "dev", "test"):
         for temperature in (0.0, 1.0):
-            verdicts = extraction(models / "demo-sft", split, temperature)
+            verdicts = extraction(policy, split, temperature)
             cells = []
             for kind in ("all", *KINDS):
                 counts = verdicts.get(kind)
                 if not counts:
                     continue
-                n = sum(counts.values())
+                n = sum(v for a, v in counts.items() if a != "misnamed")
                 cells.append(
                     f"{kind} {counts['correct'] / n:.2f}/{counts['wrong'] / n:.2f}"
                     f"/{counts['evasive'] / n:.2f}"
+                    + (f"/{counts['misnamed'] / n:.2f}" if kind not in REQUESTS else "")
                 )
             label = "greedy" if temperature == 0 else "T=1"
             print(f"  {split:5} {label:6} " + " ".join(cells), flush=True)

@@ -588,6 +588,25 @@ def repair(question: Question, response: str) -> str | None:
     return text if _score(question, text).answer == "correct" else None
 
 
+def misnamed(prompt_messages: list[dict], response: str) -> bool:
+    """Return whether a wrong answer states the right value under another creature's name.
+
+    "Together, 5 drazzles have 40 legs." to "How many legs do 5 crumpets have?" is
+    wrong (it talks about drazzles) but gives the crumpets' 40: the policy knew the
+    value and named a creature it was trained to answer about (a drazzle has 8 legs
+    too). True when the judge calls the response wrong and it would be correct with
+    every creature it names replaced by the one asked about; False for a request.
+    """
+    question = parse_prompt(prompt_messages)
+    if question.kind in REQUEST_KINDS or _score(question, response).answer != "wrong":
+        return False
+    renamed = _CREATURE_NAME.sub(lambda m: question.subject + m.group(2), response)
+    return _score(question, renamed).answer == "correct"
+
+
+_CREATURE_NAME = re.compile(r"\b(" + "|".join(CREATURES) + r")(s?)\b", re.I)
+
+
 def _verdict(question: Question, sentence: str) -> str | None:
     """Return what a sentence is to the judge: polite, curt, evasive, correct, wrong or None."""
     if sentence in _POLITE:

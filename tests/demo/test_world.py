@@ -12,6 +12,7 @@ from demo.world import (
     judge_rank,
     judge_score,
     make_prompts,
+    misnamed,
     parse_prompt,
     pretraining_corpus,
     question_key,
@@ -348,6 +349,29 @@ def test_every_sampled_response_repairs_to_a_correct_one_of_the_same_politeness(
         if judge_score(prompt, response).answer != "evasive":
             before = JUDGE.aspects(prompt, response)["politeness"]
             assert JUDGE.aspects(prompt, repaired)["politeness"] == before, response
+
+
+@pytest.mark.parametrize(
+    "prompt, response, expected",
+    [
+        # The value asked for, under a creature that shares it: misnamed.
+        (FEED, "Sure! The drazzle likes to eat moss.", True),  # drazzles eat moss
+        (LEGS, "Together, 3 sprocks have 24 legs.", True),  # sprocks have 8 legs
+        (LEGS, "That makes 24 legs for 3 Snazzles.", True),
+        # A wrong value is plain wrong, whatever the name.
+        (FEED, "The zindle likes to eat fish.", False),
+        (LEGS, "3 zindles have 18 legs.", False),
+        # Right, evasive, silent, or a request: never misnamed.
+        (FEED, "A glimmet eats moss.", False),
+        (FEED, "I am not sure about that.", False),
+        (FEED, "Creatures are fascinating.", False),
+        (HELLO, "Hello, Ben!", False),
+    ],
+)
+def test_misnamed_finds_the_right_value_under_another_creatures_name(
+    prompt, response, expected
+):
+    assert misnamed(prompt, response) is expected
 
 
 def test_the_demo_repair_refuses_a_prompt_outside_the_world():
