@@ -2,7 +2,9 @@
 
 Run by hand: `.venv/bin/python bench/hh_reward_accuracy.py` (defaults: the
 all-MiniLM-L6-v2 run below; `--backbone smollm2` for SmolLM2-135M-Instruct with
-LoRA; `--limit N` for a quick try on N pairs; `--split dev` to choose settings).
+LoRA; `--limit N` for a quick try on N pairs; `--split dev` to choose settings;
+`--bf16 auto` to train in bf16 where the CPU or GPU has it natively, float32
+elsewhere; `--bf16` alone is true, which a CPU without it refuses).
 
 It trains through the platform's own path, in a fresh SQLite database under a
 temporary folder: the training part of ../shared/data/hh-rlhf/ is imported into a
@@ -161,6 +163,8 @@ sys.path.insert(0, str(ROOT))
 from probe import cpu_probe  # noqa: E402  (bench/probe.py)
 
 DATA = ROOT.parent / "shared" / "data" / "hh-rlhf"
+# `--bf16` as typed, to the stage's option (training.artifacts.check_bf16).
+BF16 = {"true": True, "false": False, "auto": "auto"}
 # Per backbone: learning rate, LoRA on, and where register_model takes it from.
 BACKBONES = {
     "minilm": {"learning_rate": 5e-5, "lora": False},
@@ -300,7 +304,7 @@ def stage_options(args: argparse.Namespace) -> dict:
         "save_steps": 100_000,
         "seed": args.seed,
         "use_lora": lora,
-        "bf16": args.bf16,
+        "bf16": BF16[args.bf16],
     }
     if lora:
         options.update(lora_r=args.lora_r, lora_alpha=2 * args.lora_r)
@@ -498,8 +502,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lora-r", type=int, default=16)
     parser.add_argument(
         "--bf16",
-        action="store_true",
-        help="Train in bf16 (on the CPU too: about half the CPU time where it has AMX).",
+        nargs="?",
+        const="true",
+        default="false",
+        choices=sorted(BF16),
+        help="Train in bf16: true (`--bf16` alone; refused where the CPU or GPU only "
+        "emulates it), auto (bf16 where it is native, float32 elsewhere) or false "
+        "(the default). On a CPU with AMX about half the CPU time.",
     )
     parser.add_argument(
         "--limit", type=int, default=0, help="Use only this many pairs (0: all)."

@@ -77,3 +77,31 @@ def test_the_bench_trains_a_reward_round_and_ends_with_the_eval_files_json_line(
     assert 0.0 <= last["accuracy"] <= 1.0
     assert f"20 pairs in the sample: {len(train) - 1} train; evaluated: 6" in lines[0]
     assert "checked: none of the 6 evaluated pairs' prompts was imported" in lines
+
+
+@pytest.mark.parametrize(
+    "argv, stage_bf16",
+    [
+        ([], False),
+        (["--bf16"], True),  # as the docstring's runs typed it
+        (["--bf16", "auto"], "auto"),
+        (["--bf16", "false"], False),
+    ],
+)
+def test_bf16_reaches_the_stage_as_true_auto_or_false(monkeypatch, argv, stage_bf16):
+    # "auto" lets the same command run on a CPU without native bfloat16, where the
+    # stage refuses true.
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    spec = importlib.util.spec_from_file_location(
+        "hh_reward_accuracy", ROOT / "bench/hh_reward_accuracy.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    monkeypatch.setattr(sys, "argv", ["hh_reward_accuracy.py", *argv])
+
+    options = bench.stage_options(bench.parse_args())
+
+    assert options["bf16"] == stage_bf16
+    assert type(options["bf16"]) is type(stage_bf16)
