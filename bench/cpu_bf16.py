@@ -38,8 +38,9 @@ not speed up. A first try the same morning (3 steps, one run each, load 0.8-1.1,
 The bench first measures a 512-cubed matmul on one thread in each dtype and asks
 `training.artifacts.native_bf16`; where the CPU has neither AMX nor AVX-512 BF16 a
 stage refuses `bf16: true` (`"auto"` trains in float32 there), so the bench stops
-after the matmuls, before it converts the model. The same command, 2026-12-04 17:27 UTC, on the machine of that
-evening (an AMD EPYC with AVX2 only; probe 0.19 s, load 1.2, beside a loop):
+after the matmuls, before it converts the model. The same command, 2026-12-04 17:27
+UTC, on the machine of that evening (an AMD EPYC with AVX2 only; probe 0.19 s, load
+1.2, beside a loop):
 
     CPU (AVX2) without AMX or AVX-512 BF16: a 512^3 matmul on one thread runs
     82.2 GFLOPS in float32, 1.2 in bfloat16

@@ -16,7 +16,7 @@ loss is extraction, not knowledge: preference rounds on train questions can only
 help by teaching the policy to say what it knows. Each cell reads correct / wrong /
 evasive / misnamed (the rest of 1 gave no answer); misnamed is the part of the wrong
 answers that state the value asked for under another creature's name
-(`demo.world.misnamed`: "Together, 5 drazzles have 40 legs." for 5 crumpets, which
+(`demo.world.misnamed`: "5 drazzles have 40 legs." for 5 crumpets, which
 have 8 legs each as drazzles do), the policy knowing the value and naming a creature
 it was trained to answer about.
 
@@ -71,9 +71,6 @@ KINDS = (
     "good_day",
     "thanks",
 )
-
-
-REQUESTS = ("hello", "good_day", "thanks")
 
 
 def knowledge(base: Path) -> dict[str, dict[str, tuple[int, int]]]:
@@ -199,6 +196,8 @@ def main() -> None:
         f"{args.policy or 'SFT'} answers (share correct / wrong / evasive / misnamed: "
         "the wrong ones that state the value asked for under another creature's name)"
     )
+    from demo.world import REQUEST_KINDS
+
     for split in ("train", "dev", "test"):
         for temperature in (0.0, 1.0):
             verdicts = extraction(policy, split, temperature)
@@ -208,10 +207,12 @@ def main() -> None:
                 if not counts:
                     continue
                 n = sum(v for a, v in counts.items() if a != "misnamed")
+                named = (
+                    "" if kind in REQUEST_KINDS else f"/{counts['misnamed'] / n:.2f}"
+                )
                 cells.append(
                     f"{kind} {counts['correct'] / n:.2f}/{counts['wrong'] / n:.2f}"
-                    f"/{counts['evasive'] / n:.2f}"
-                    + (f"/{counts['misnamed'] / n:.2f}" if kind not in REQUESTS else "")
+                    f"/{counts['evasive'] / n:.2f}{named}"
                 )
             label = "greedy" if temperature == 0 else "T=1"
             print(f"  {split:5} {label:6} " + " ".join(cells), flush=True)

@@ -591,7 +591,7 @@ def repair(question: Question, response: str) -> str | None:
 def misnamed(prompt_messages: list[dict], response: str) -> bool:
     """Return whether a wrong answer states the right value under another creature's name.
 
-    "Together, 5 drazzles have 40 legs." to "How many legs do 5 crumpets have?" is
+    "5 drazzles have 40 legs." to "How many legs do 5 crumpets have?" is
     wrong (it talks about drazzles) but gives the crumpets' 40: the policy knew the
     value and named a creature it was trained to answer about (a drazzle has 8 legs
     too). True when the judge calls the response wrong and it would be correct with

@@ -356,7 +356,7 @@ def test_every_sampled_response_repairs_to_a_correct_one_of_the_same_politeness(
     [
         # The value asked for, under a creature that shares it: misnamed.
         (FEED, "Sure! The drazzle likes to eat moss.", True),  # drazzles eat moss
-        (LEGS, "Together, 3 sprocks have 24 legs.", True),  # sprocks have 8 legs
+        (LEGS, "3 sprocks have 24 legs.", True),  # sprocks have 8 legs
         (LEGS, "That makes 24 legs for 3 Snazzles.", True),
         # A wrong value is plain wrong, whatever the name.
         (FEED, "The zindle likes to eat fish.", False),
