@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from django.contrib.auth.models import Group, User
@@ -65,6 +67,16 @@ def _private_artifact_folders(settings, tmp_path_factory) -> None:
     settings.RUN_DIR = base / "runs"
     settings.MODEL_DIR = base / "models"
     settings.EXPORT_DIR = base / "exports"
+
+
+def load_bench(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Return bench/NAME.py as a module, with bench/ on the path as when it is run."""
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    monkeypatch.syspath_prepend(str(bench))
+    spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def join_demo_project(user: User) -> User:

@@ -2,21 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from demo import world
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "demo_knowledge", ROOT / "bench/demo_knowledge.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+from tests.conftest import load_bench
 
 
 def test_extraction_counts_misnamed_answers_inside_the_wrong_ones(monkeypatch):
@@ -48,7 +35,9 @@ def test_extraction_counts_misnamed_answers_inside_the_wrong_ones(monkeypatch):
         "inference.generation.generate_for_policy", fake_generate, raising=True
     )
 
-    verdicts = load_bench().extraction(("BASE", "ADAPTER"), "dev", 1.0)
+    verdicts = load_bench("demo_knowledge", monkeypatch).extraction(
+        ("BASE", "ADAPTER"), "dev", 1.0
+    )
 
     assert calls == [("BASE", "ADAPTER", 1.0)]
     counts = verdicts["legs"]

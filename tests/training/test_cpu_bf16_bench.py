@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_bench
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,13 +61,7 @@ def test_without_native_bf16_the_bench_stops_before_it_converts_the_model(
 ):
     # Converting SmolLM2 from GGUF takes minutes; a CPU that refuses bf16 true
     # needs only the matmuls, so the bench must not start on the model there.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(
-        "cpu_bf16", ROOT / "bench/cpu_bf16.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("cpu_bf16", monkeypatch)
 
     def no_model(*args, **kwargs):
         raise AssertionError("the model was prepared on a CPU without native bf16")

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import load_bench
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,14 +93,7 @@ def test_the_bench_trains_a_reward_round_and_ends_with_the_eval_files_json_line(
 def test_bf16_reaches_the_stage_as_true_auto_or_false(monkeypatch, argv, stage_bf16):
     # "auto" lets the same command run on a CPU without native bfloat16, where the
     # stage refuses true.
-    import importlib.util
-
-    monkeypatch.syspath_prepend(str(ROOT / "bench"))
-    spec = importlib.util.spec_from_file_location(
-        "hh_reward_accuracy", ROOT / "bench/hh_reward_accuracy.py"
-    )
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("hh_reward_accuracy", monkeypatch)
     monkeypatch.setattr(sys, "argv", ["hh_reward_accuracy.py", *argv])
 
     options = bench.stage_options(bench.parse_args())
