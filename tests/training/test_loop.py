@@ -704,9 +704,35 @@ def test_the_dpo_step_halves_each_round_unless_told_otherwise():
     assert "learning_rate" not in stage_options(constant, round_number=3).get("dpo", {})
     ppo = LoopConfig(method="ppo")
     assert stage_options(ppo, round_number=3)["ppo"]["learning_rate"] == 1e-4
-    # sft-dpo: the DPO stage's step halves; the SFT stage keeps its own.
-    sft_dpo = stage_options(LoopConfig(method="sft-dpo"), seed=0, round_number=2)
-    assert sft_dpo["dpo"]["learning_rate"] == 2.5e-4
-    assert "learning_rate" not in sft_dpo["sft"]
     with pytest.raises(ValueError, match="step_decay must be in"):
         LoopConfig(step_decay=0)
+
+
+def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
+    """At a constant SFT step the later rounds took back held-out accuracy (docs/loop.md)."""
+    rounds = [
+        stage_options(LoopConfig(method="sft-dpo"), seed=0, round_number=n)
+        for n in (1, 2, 3)
+    ]
+    assert [r["sft"].get("learning_rate") for r in rounds] == [None, 5e-4, 2.5e-4]
+    assert [r["dpo"].get("learning_rate") for r in rounds] == [None, 2.5e-4, 1.25e-4]
+    # The real-model commands keep their constant SFT step, and their own rate.
+    told = LoopConfig(
+        method="sft-dpo", sft_step_decay=1, train={"sft": {"learning_rate": 5e-4}}
+    )
+    second = stage_options(told, round_number=2)
+    assert second["sft"]["learning_rate"] == 5e-4
+    assert second["dpo"]["learning_rate"] == 2.5e-4
+    # Only an SFT stage before the policy stage decays by it: PPO's reward stage never.
+    for method in ("dpo", "ppo", "grpo"):
+        assert LoopConfig(method=method).sft_step_decay == 1
+    ppo = stage_options(LoopConfig(method="ppo", sft_step_decay=0.5), round_number=3)
+    assert "learning_rate" not in ppo["reward"]
+    with pytest.raises(ValueError, match="sft_step_decay must be in"):
+        LoopConfig(sft_step_decay=1.5)
+    from training.management.commands.run_loop import Command
+
+    parser = Command().create_parser("manage.py", "run_loop")
+    typed = parser.parse_args(["--project", "real", "--sft-step-decay", "1"])
+    assert typed.sft_step_decay == 1.0
+    assert parser.parse_args(["--project", "demo"]).sft_step_decay == -1.0

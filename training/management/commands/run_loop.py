@@ -135,6 +135,14 @@ class Command(BaseCommand):
             "(1: constant; default: the method's, 0.5 for DPO).",
         )
         parser.add_argument(
+            "--sft-step-decay",
+            type=float,
+            default=-1.0,  # the method's (METHOD_DEFAULTS)
+            help="Each round's SFT step (sft-dpo: before DPO) learns at the previous "
+            "round's rate times this (1: constant; default: the method's, 0.5 for "
+            "sft-dpo).",
+        )
+        parser.add_argument(
             "--train",
             default="{}",
             help='Per-stage trainer options as JSON, e.g. \'{"dpo": {"learning_rate": 1e-3}}\'.',
@@ -197,6 +205,7 @@ class Command(BaseCommand):
                 eval_temperature=options["eval_temperature"],
                 train=train,
                 step_decay=options["step_decay"],
+                sft_step_decay=options["sft_step_decay"],
                 seed=options["seed"],
             )
         except (TypeError, ValueError) as exc:
