@@ -102,9 +102,9 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     },
     # SFT on the round's demonstrations (the annotators' rewrites; the top-ranked
     # responses of the orders nobody rewrote), then DPO from that policy on the
-    # round's pairs, as DPO's. With rewrites
-    # (`--rewrites 1`) it beat DPO on the demo's dev split on each of 4 seeds (0.836
-    # against 0.807 after 3 rounds, accuracy +6.8 points against +4.1). 256 prompts a
+    # round's pairs, as DPO's. With rewrites (`--rewrites 1`) it beat DPO on the
+    # demo's dev split on each of 4 seeds (0.836 against 0.807 after 3 rounds,
+    # accuracy +6.8 points against +4.1). 256 prompts a
     # round with candidates at temperature 0.7 beat 128 at 1.0 over 4 dev seeds (0.861
     # against 0.835, accuracy +8.3 points against +3.5). The SFT step's rate halves
     # each round as DPO's does: at a constant SFT step the later rounds' imitation of
