@@ -702,10 +702,20 @@ def test_the_dpo_step_halves_each_round_unless_told_otherwise():
     assert stage_options(told, round_number=3)["dpo"]["learning_rate"] == 2.5e-4
     constant = LoopConfig(method="dpo", step_decay=1)
     assert "learning_rate" not in stage_options(constant, round_number=3).get("dpo", {})
-    ppo = LoopConfig(method="ppo")
-    assert stage_options(ppo, round_number=3)["ppo"]["learning_rate"] == 1e-4
     with pytest.raises(ValueError, match="step_decay must be in"):
         LoopConfig(step_decay=0)
+
+
+def test_ppo_takes_60_updates_a_round_and_halves_its_step_unless_told_otherwise():
+    """30 updates at a constant step lost ground in round 3 (docs/loop.md)."""
+    ppo = LoopConfig(method="ppo")
+    rounds = [stage_options(ppo, seed=0, round_number=n) for n in (1, 2, 3)]
+    assert [r["ppo"]["max_steps"] for r in rounds] == [60, 60, 60]
+    assert [r["ppo"]["learning_rate"] for r in rounds] == [1e-4, 5e-5, 2.5e-5]
+    assert all("learning_rate" not in r["reward"] for r in rounds)
+    told = LoopConfig(method="ppo", step_decay=1, train={"ppo": {"max_steps": 30}})
+    third = stage_options(told, round_number=3)["ppo"]
+    assert (third["max_steps"], third["learning_rate"]) == (30, 1e-4)
 
 
 def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():

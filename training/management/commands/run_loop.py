@@ -132,7 +132,7 @@ class Command(BaseCommand):
             type=float,
             default=-1.0,  # the method's (METHOD_DEFAULTS)
             help="Each round's policy learning rate is the previous round's times this "
-            "(1: constant; default: the method's, 0.5 for DPO).",
+            "(1: constant; default: the method's, 0.5 for DPO and PPO).",
         )
         parser.add_argument(
             "--sft-step-decay",
