@@ -46,7 +46,15 @@ columns were read once for the diagnosis): SFT dev greedy 0.33 correct, misnamed
 (seed 0) dev greedy 0.35, T=1 0.18; round 3 greedy 0.37 and 0.32, T=1 0.25 and 0.19,
 evasive 0.00, misnamed 0.02-0.05. So naming another creature is a small part of
 the loss, the rounds end evasion, and the greedy answer, the most a sharper policy
-can say, does not move (docs/loop.md, "Why accuracy barely moves").
+can say, does not move (docs/loop.md, "Why accuracy barely moved").
+
+Those figures are the 24-creature world's. On the 96-creature world, the demo's since
+2026-12-05 (measured 07:22 UTC that day, an Intel Xeon with AMX, load 1.5, a fresh
+build by `make run`'s code): the base completes every statement of every split
+(test 288/288); SFT answers dev 0.79 greedy, 0.42 at T=1; test 0.78 greedy (misnamed
+0.11), 0.41 at T=1 (0.08), evasive 0.13 sampled; train 1.00 and 0.63. With four times
+the creatures SFT learnt to look a fact up instead of reciting trained answers
+(docs/loop.md, "A larger zoo").
 """
 
 from __future__ import annotations

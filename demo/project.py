@@ -76,8 +76,8 @@ def create_demo_users() -> dict[str, str]:
 def create_demo_project(seed: int = 0) -> tuple[Project, bool]:
     """Create the demo project with its prompt pool and demo-sft deployed, if absent.
 
-    The pool is every prompt of the train split's questions (1,302); held out are one
-    prompt per dev question (60, `eval_split="dev"`) and per test question (90,
+    The pool is every prompt of the train split's questions (4,470); held out are one
+    prompt per dev question (180, `eval_split="dev"`) and per test question (306,
     "test"), so no evaluation question is ever published or demonstrated.
     """
     from demo.world import eval_prompts, make_prompts

@@ -1,7 +1,11 @@
 """The demo world: an invented zoo, questions about it, graded responses and a judge.
 
-The world is a fixed table of 24 invented creatures (a *glimmet* is blue, has 6 legs,
-eats moss and costs 3 coins) and 24 people's names. A user asks one of seven kinds of
+The world is a fixed table of 96 invented creatures (a *glimmet* is blue, has 6 legs,
+eats moss and costs 3 coins) and 24 people's names. With 24 creatures the tiny SFT
+policy learnt each trained creature's answers by heart and could not say the facts of
+a creature it was never asked about, though its base model knew them; with 96, and the
+corpus stating every fact in each phrasing an answer uses, it can (docs/loop.md, "A
+larger zoo"). A user asks one of seven kinds of
 question, each in a few phrasings and with an optional opener ("Quick question: "):
 
 - a fact look-up: the colour, the number of legs, the food or the price of a creature;
@@ -69,6 +73,80 @@ CREATURES: dict[str, tuple[str, int, str, int]] = {
     "jibbet": ("orange", 2, "moss", 7),
     "lumox": ("grey", 4, "bugs", 8),
     "pindle": ("pink", 6, "seeds", 9),
+    # 72 more, generated once from syllables (none a part of another's name) and
+    # frozen here: enough creatures that SFT learns to look a fact up, not recite it.
+    "thesket": ("blue", 8, "seeds", 6),
+    "creeggle": ("orange", 4, "berries", 4),
+    "mosket": ("green", 8, "honey", 2),
+    "florkin": ("pink", 4, "honey", 6),
+    "frainch": ("grey", 2, "honey", 5),
+    "spezz": ("orange", 8, "moss", 7),
+    "snelly": ("grey", 4, "honey", 7),
+    "nezzle": ("green", 6, "berries", 2),
+    "neench": ("green", 2, "fish", 8),
+    "kuggle": ("purple", 2, "mushrooms", 5),
+    "jailly": ("grey", 6, "leaves", 2),
+    "thoonk": ("yellow", 4, "leaves", 7),
+    "fleerkin": ("yellow", 4, "berries", 8),
+    "stomper": ("grey", 6, "berries", 7),
+    "plaippet": ("pink", 4, "fish", 9),
+    "pleeffle": ("blue", 6, "seeds", 5),
+    "gleesket": ("blue", 4, "mushrooms", 2),
+    "jozzle": ("pink", 8, "seeds", 8),
+    "grorbo": ("red", 2, "leaves", 2),
+    "snuggle": ("pink", 2, "berries", 4),
+    "cramox": ("purple", 2, "bugs", 2),
+    "snandle": ("purple", 8, "fish", 3),
+    "thubbit": ("orange", 6, "seeds", 7),
+    "flunk": ("green", 8, "seeds", 2),
+    "yoomper": ("blue", 6, "fish", 9),
+    "jeerbo": ("blue", 4, "moss", 8),
+    "flonch": ("orange", 2, "bugs", 4),
+    "glimper": ("grey", 2, "fish", 5),
+    "homper": ("pink", 4, "fish", 3),
+    "goolly": ("pink", 6, "berries", 3),
+    "prendle": ("purple", 4, "honey", 4),
+    "croomox": ("grey", 8, "fish", 4),
+    "twooppet": ("pink", 8, "fish", 2),
+    "cronk": ("yellow", 8, "honey", 8),
+    "frimox": ("blue", 8, "honey", 9),
+    "therkin": ("orange", 2, "seeds", 7),
+    "jomox": ("red", 6, "seeds", 6),
+    "creezzle": ("grey", 2, "berries", 3),
+    "heemper": ("yellow", 2, "seeds", 2),
+    "blippet": ("grey", 6, "leaves", 9),
+    "traimox": ("green", 2, "mushrooms", 6),
+    "nemper": ("yellow", 6, "mushrooms", 3),
+    "thelly": ("purple", 4, "fish", 5),
+    "killy": ("red", 2, "berries", 5),
+    "thamble": ("yellow", 8, "berries", 6),
+    "twimble": ("blue", 4, "bugs", 9),
+    "quaippet": ("pink", 8, "berries", 4),
+    "floobbit": ("yellow", 6, "fish", 9),
+    "plubbit": ("red", 2, "moss", 2),
+    "pleeppet": ("pink", 6, "seeds", 9),
+    "zemble": ("red", 2, "fish", 2),
+    "cramper": ("pink", 4, "fish", 3),
+    "dridget": ("red", 6, "fish", 7),
+    "yuppo": ("pink", 2, "seeds", 7),
+    "stesket": ("blue", 6, "leaves", 2),
+    "maimper": ("pink", 4, "leaves", 7),
+    "speeppet": ("orange", 4, "seeds", 6),
+    "jeedget": ("red", 6, "moss", 7),
+    "garkin": ("grey", 6, "bugs", 2),
+    "bloolly": ("orange", 8, "mushrooms", 3),
+    "paippet": ("yellow", 2, "berries", 9),
+    "slailly": ("yellow", 8, "honey", 9),
+    "glairp": ("blue", 2, "seeds", 5),
+    "grappet": ("orange", 8, "bugs", 2),
+    "spenk": ("red", 4, "leaves", 9),
+    "juggle": ("green", 6, "seeds", 2),
+    "trooppo": ("green", 2, "moss", 2),
+    "dremox": ("blue", 6, "mushrooms", 4),
+    "flozz": ("grey", 2, "moss", 7),
+    "nettle": ("purple", 4, "fish", 7),
+    "drusket": ("red", 2, "mushrooms", 6),
+    "glozzle": ("green", 8, "berries", 5),
 }
 COLOURS = sorted({c for c, _, _, _ in CREATURES.values()})
 FOODS = sorted({f for _, _, f, _ in CREATURES.values()})
@@ -328,9 +406,10 @@ def _demonstrated_keys(share: float) -> frozenset[tuple[str, str]]:
 def pretraining_corpus(n_docs: int, seed: int) -> list[str]:
     """Return n_docs short plain-text documents about the zoo and its people.
 
-    Each document states facts about a few creatures in varied phrasings and mixes
-    in the sentences that responses are built from, so the base model knows the
-    vocabulary (but not the assistant format or its preferences).
+    Each document states facts about a few creatures, in every phrasing an answer
+    uses (`ANSWERS`) and one more, and mixes in the sentences that responses are
+    built from, so the base model knows the vocabulary (but not the assistant format
+    or its preferences).
     """
     rng = random.Random(seed)
     names = list(CREATURES)
@@ -339,16 +418,25 @@ def pretraining_corpus(n_docs: int, seed: int) -> list[str]:
         sentences: list[str] = []
         for c in rng.sample(names, rng.randint(2, 4)):
             colour, legs, food, price = CREATURES[c]
-            facts = [
-                f"A {c} is {colour}.",
-                f"A {c} has {legs} legs.",
-                f"A {c} eats {food}.",
-                f"A {c} costs {price} coins.",
-                f"The {c} is a {colour} creature with {legs} legs that eats {food}.",
-            ]
             n = rng.choice(COUNTS)
-            facts.append(f"{n} {c}s cost {n * price} coins.")
-            facts.append(f"{n} {c}s have {n * legs} legs.")
+            values = {
+                "colour": colour,
+                "legs": legs,
+                "food": food,
+                "price": price,
+                "total_price": n * price,
+                "total_legs": n * legs,
+            }
+            # Every fact in each phrasing an answer uses, so that what SFT teaches
+            # the policy to say is a sentence the base has seen for every creature.
+            facts = [
+                _capitalise(template.format(c=c, n=n, v=value))
+                for kind, value in values.items()
+                for template in ANSWERS[kind]
+            ]
+            facts.append(
+                f"The {c} is a {colour} creature with {legs} legs that eats {food}."
+            )
             sentences.extend(rng.sample(facts, rng.randint(2, 4)))
         extras = FILLERS + POLITE_OPENERS + POLITE_CLOSINGS + CURT_OPENERS + EVASIONS
         sentences.extend(rng.sample(extras, rng.randint(0, 2)))
@@ -364,7 +452,9 @@ def sft_examples(n: int, seed: int, share: float = 1.0) -> list[dict]:
     """Return n demonstrations {"prompt": messages, "completion": messages}.
 
     Prompts are drawn with replacement from the train split's questions only (never
-    a dev or test question, in any phrasing); each response samples its parts at
+    a dev or test question, in any phrasing), each kind of question equally often
+    (the creature questions outnumber the requests 14 to 1 in the pool, and greeting the
+    person named is learnt only from enough greetings); each response samples its parts at
     the fixed `RATES`, so the demonstrations vary in quality. `share` below 1 keeps
     that share of the train questions (`demonstrated`): the rest are asked only in
     labelling rounds, as a real team's rounds ask what its SFT data never did.
@@ -377,9 +467,14 @@ def sft_examples(n: int, seed: int, share: float = 1.0) -> list[dict]:
         for t, q in table.items()
         if question_split(q) == "train" and demonstrated(q, share)
     )
+    by_kind: dict[str, list[str]] = {}
+    for text in texts:
+        by_kind.setdefault(table[text].kind, []).append(text)
+    kinds = sorted(by_kind)
     examples = []
     for _ in range(n):
-        text = rng.choice(texts)
+        # Each kind equally often, whatever its number of creatures, counts and phrasings.
+        text = rng.choice(by_kind[rng.choice(kinds)])
         response = compose_response(table[text], rng)
         examples.append(
             {

@@ -30,9 +30,9 @@ def test_setup_demo_creates_users_project_and_round_one(
     assert report.published_round == 1
     assert RankingTask.objects.filter(project=project).count() == 4
     held_out = project.prompts.filter(is_held_out=True)
-    assert held_out.filter(eval_split="test").count() == 90
-    assert held_out.filter(eval_split="dev").count() == 60
-    assert project.prompts.filter(is_held_out=False).count() == 1302
+    assert held_out.filter(eval_split="test").count() == 306
+    assert held_out.filter(eval_split="dev").count() == 180
+    assert project.prompts.filter(is_held_out=False).count() == 4470
 
 
 def test_the_demo_pool_asks_no_held_out_question(registered_demo_models):

@@ -150,8 +150,8 @@ def test_every_prompt_parses_to_a_question_with_a_known_subject():
 
 
 def test_asking_for_more_prompts_than_the_pool_holds_names_the_limit():
-    with pytest.raises(ValueError, match="n must be between 0 and 2232"):
-        make_prompts(5000, seed=0)
+    with pytest.raises(ValueError, match="n must be between 0 and 7416"):
+        make_prompts(8000, seed=0)
 
 
 def test_corpus_and_sft_examples_are_deterministic_by_seed():
@@ -242,8 +242,8 @@ def test_a_share_of_train_questions_can_be_left_to_the_labelling_rounds():
 
 def test_the_split_holds_out_a_quarter_for_test_and_some_for_dev_of_every_kind():
     test, dev = eval_prompts("test"), eval_prompts("dev")
-    assert (len(test), len(dev)) == (90, 60)
-    assert len({p[0]["content"] for p in test}) == 90  # one prompt per question
+    assert (len(test), len(dev)) == (306, 180)
+    assert len({p[0]["content"] for p in test}) == 306  # one prompt per question
     kinds = {parse_prompt(p).kind for p in test}
     assert kinds == {parse_prompt(p).kind for p in make_prompts(None, 0)}
     # "How much do 3 glimmets cost?" asks the glimmet's price: same key as its price.
