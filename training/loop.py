@@ -124,8 +124,9 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # world's dev split (2 seeds) that beat 30 updates at a constant step (0.791
     # against 0.756 after 3 rounds, higher on both seeds): round 1 gains more, and
     # the later rounds, whose reward models see fewer pairs and fall toward chance,
-    # move the policy less. 90 updates, a weaker KL bound, 256 prompts and reward
-    # models on every round's pairs did not beat it (docs/loop.md).
+    # move the policy less. 90 updates, a weaker KL bound, 256 prompts, reward models
+    # on every round's pairs, two reward epochs, an acting KL controller, rollout
+    # batches of 32 and candidates at 0.7 did not beat it (docs/loop.md).
     "ppo": {
         "votes": "consensus",
         "pairs": "all_pairs",
