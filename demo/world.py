@@ -5,8 +5,8 @@ eats moss and costs 3 coins) and 24 people's names. With 24 creatures the tiny S
 policy learnt each trained creature's answers by heart and could not say the facts of
 a creature it was never asked about, though its base model knew them; with 96, and the
 corpus stating every fact in each phrasing an answer uses, it can (docs/loop.md, "A
-larger zoo"). A user asks one of seven kinds of
-question, each in a few phrasings and with an optional opener ("Quick question: "):
+larger zoo"). A user asks one of seven kinds of question, each in a few phrasings and
+with an optional opener ("Quick question: "):
 
 - a fact look-up: the colour, the number of legs, the food or the price of a creature;
 - a little arithmetic: what N creatures cost, or how many legs N creatures have;
