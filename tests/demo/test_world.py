@@ -161,6 +161,37 @@ def test_corpus_and_sft_examples_are_deterministic_by_seed():
     assert sft_examples(20, seed=1) != sft_examples(20, seed=2)
 
 
+def test_the_corpus_states_facts_in_every_phrasing_an_answer_uses():
+    """SFT teaches the answer templates; the base must have read each one, or SFT
+    says one value for every creature (with 96 creatures: "seeds" for every food)."""
+    import re
+
+    from demo.world import ANSWERS
+
+    text = " ".join(pretraining_corpus(400, seed=0))
+    for kind in ("colour", "legs", "food", "price", "total_price", "total_legs"):
+        for template in ANSWERS[kind]:
+            pattern = re.escape(template)
+            pattern = pattern.replace(r"\{c\}", "[a-z]+").replace(r"\{n\}", r"\d+")
+            pattern = pattern.replace(r"\{v\}", r"\w+")
+            assert re.search(pattern, text), template
+
+
+def test_creature_names_are_distinct_and_none_is_part_of_another():
+    names = list(CREATURES)
+    assert len(names) == len(set(names)) == 96
+    assert not [(a, b) for a in names for b in names if a != b and a in b]
+
+
+def test_sft_demonstrations_ask_each_kind_of_question_equally_often():
+    """Requests are 1 in 14 of the pool; drawn by prompt, SFT greeted the wrong person."""
+    from collections import Counter
+
+    kinds = Counter(parse_prompt(e["prompt"]).kind for e in sft_examples(9000, seed=0))
+    assert len(kinds) == 9
+    assert all(800 <= count <= 1200 for count in kinds.values()), kinds
+
+
 def test_sft_demonstrations_vary_along_every_axis_at_the_documented_rates():
     examples = sft_examples(4000, seed=0)
     scores = [judge_score(e["prompt"], e["completion"][0]["content"]) for e in examples]
