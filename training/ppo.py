@@ -15,6 +15,10 @@ One update ("step") is:
      A response cut off without an end token has `missing_eos_penalty`
      subtracted from its score (Huang et al. replace the score by -1; the scale
      of our reward models is not known in advance, so we subtract instead).
+     With `score_norm_batches`, scores are first normalised on the starting
+     policy's samples (mean 0, std 1 there, as Ziegler et al. 2019 normalise
+     their reward model), so the penalty and `kl_coef` mean the same whatever
+     the reward model's scale.
   3. Per-token reward: -kl_coef * (log pi - log pi_ref) on every response token
      (the k1 estimator), plus the score on the last token.
   4. Advantages with GAE (gamma=1, lambda=0.95), returns = advantages + values,
@@ -165,6 +169,14 @@ class PPOConfig(StageConfig):
         default=1.0,
         metadata={"help": "Subtracted from the score of a response with no end token."},
     )
+    score_norm_batches: int = field(
+        default=0,
+        metadata={
+            "help": "Before the first update, score this many rollout batches of the "
+            "starting policy and give every later score as (score - their mean) / their "
+            "std (0: raw scores)."
+        },
+    )
     save_steps: int = field(
         default=10, metadata={"help": "Checkpoint every this many updates."}
     )
@@ -201,6 +213,7 @@ class PPOConfig(StageConfig):
         check_range("cliprange_value", self.cliprange_value, 0, None, low_open=True)
         check_range("vf_coef", self.vf_coef, 0, None)
         check_range("missing_eos_penalty", self.missing_eos_penalty, 0, None)
+        check_range("score_norm_batches", self.score_norm_batches, 0, None)
         check_range("save_steps", self.save_steps, 1, None)
 
 
@@ -317,6 +330,106 @@ def sample_responses(
         )
     finally:
         model.generation_config = shipped
+
+
+@dataclass
+class Rollout:
+    """One batch of sampled responses, cut after their first end token.
+
+    `input_ids` and `attention_mask` are the left-padded queries (`width` tokens)
+    followed by the responses; `response_mask` marks the response tokens up to
+    and including the first end token (`first_eos`; the last position where
+    `has_eos` is false); `texts` are the decoded responses.
+    """
+
+    width: int
+    responses: Any
+    input_ids: Any
+    attention_mask: Any
+    response_mask: Any
+    first_eos: Any
+    has_eos: Any
+    texts: list[str]
+
+
+def rollout(config: PPOConfig, tokenizer, model, queries: list[list[int]], accelerator):
+    """Sample one response per encoded query from `model` (unwrapped) and cut it."""
+    import torch
+
+    device = accelerator.device
+
+    width = max(len(q) for q in queries)
+    query_ids = torch.full(
+        (len(queries), width), tokenizer.pad_token_id, dtype=torch.long
+    )
+    query_mask = torch.zeros_like(query_ids)
+    for i, q in enumerate(queries):  # left padding
+        query_ids[i, width - len(q) :] = torch.tensor(q)
+        query_mask[i, width - len(q) :] = 1
+    query_ids, query_mask = query_ids.to(device), query_mask.to(device)
+
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        generated = sample_responses(
+            model,
+            query_ids,
+            query_mask,
+            temperature=config.temperature,
+            max_new_tokens=config.max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        ).sequences
+    responses = generated[:, width:]  # (batch, resp)
+
+    # Truncate after the first end token.
+    is_eos = responses == tokenizer.eos_token_id
+    has_eos = is_eos.any(dim=1)
+    first_eos = torch.where(has_eos, is_eos.int().argmax(dim=1), responses.shape[1] - 1)
+    positions = torch.arange(responses.shape[1], device=device)
+    response_mask = positions[None, :] <= first_eos[:, None]  # (batch, resp)
+    responses = responses.masked_fill(~response_mask, tokenizer.pad_token_id)
+    return Rollout(
+        width=width,
+        responses=responses,
+        input_ids=torch.cat([query_ids, responses], dim=1),
+        attention_mask=torch.cat([query_mask, response_mask.long()], dim=1),
+        response_mask=response_mask,
+        first_eos=first_eos,
+        has_eos=has_eos,
+        texts=tokenizer.batch_decode(responses, skip_special_tokens=True),
+    )
+
+
+def score_statistics(
+    config: PPOConfig,
+    prompts: list[list[dict[str, str]]],
+    encoded: list[list[int]],
+    tokenizer,
+    model,
+    score_fn: Callable[[list[Any], list[str]], list[float]],
+    accelerator,
+) -> tuple[float, float]:
+    """Return the mean and std of the reward model's scores on the starting policy's samples.
+
+    `score_norm_batches` rollout batches of `batch_size` prompts, drawn with their
+    own generator so that the training prompts' order is the same with or without
+    normalisation. Scoring PPO's rewards relative to these (Ziegler et al. 2019
+    normalise the reward model so that the reference's samples have mean 0 and
+    std 1) gives `kl_coef` and `missing_eos_penalty` the same meaning whatever
+    the reward model's scale, which differs from round to round.
+    """
+    import statistics
+
+    rng = random.Random(f"score-norm-{config.seed}")
+    scores: list[float] = []
+    for _ in range(config.score_norm_batches):
+        index = rng.sample(range(len(prompts)), min(config.batch_size, len(prompts)))
+        batch = rollout(
+            config, tokenizer, model, [encoded[i] for i in index], accelerator
+        )
+        scores += score_fn([prompts[i] for i in index], batch.texts)
+    spread = statistics.pstdev(scores) if len(scores) > 1 else 0.0
+    return statistics.fmean(scores), max(spread, 1e-6)
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
@@ -549,6 +662,24 @@ def run_ppo(
         ]
         for p in prompts
     ]
+    # Raw scores unless asked; a resumed run keeps the statistics it started with.
+    score_shift, score_scale = 0.0, 1.0
+    if checkpoint is not None:
+        score_shift = state.get("score_shift", 0.0)
+        score_scale = state.get("score_scale", 1.0)
+    elif config.score_norm_batches:
+        score_shift, score_scale = score_statistics(
+            config,
+            prompts,
+            encoded,
+            tokenizer,
+            accelerator.unwrap_model(policy),
+            score_fn,
+            accelerator,
+        )
+        logger.info(
+            "PPO scores normalised: mean %.4f, std %.4f", score_shift, score_scale
+        )
     order: list[int] = []
     metrics: dict[str, Any] = {}
     for step in range(start_step + 1, config.max_steps + 1):
@@ -559,48 +690,24 @@ def run_ppo(
                 order = list(range(len(prompts)))
                 rng.shuffle(order)
             batch_index.append(order.pop())
-        queries = [encoded[i] for i in batch_index]
-        width = max(len(q) for q in queries)
-        query_ids = torch.full(
-            (len(queries), width), tokenizer.pad_token_id, dtype=torch.long
-        )
-        query_mask = torch.zeros_like(query_ids)
-        for i, q in enumerate(queries):  # left padding
-            query_ids[i, width - len(q) :] = torch.tensor(q)
-            query_mask[i, width - len(q) :] = 1
-        query_ids, query_mask = query_ids.to(device), query_mask.to(device)
-
         unwrapped = accelerator.unwrap_model(policy)
-        unwrapped.eval()
-        with torch.no_grad(), accelerator.autocast():
-            generated = sample_responses(
-                unwrapped,
-                query_ids,
-                query_mask,
-                temperature=config.temperature,
-                max_new_tokens=config.max_new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            ).sequences
-        responses = generated[:, width:]  # (batch, resp)
-
-        # ---- 2. truncate after the first end token; score the decoded text
-        is_eos = responses == tokenizer.eos_token_id
-        has_eos = is_eos.any(dim=1)
-        first_eos = torch.where(
-            has_eos, is_eos.int().argmax(dim=1), responses.shape[1] - 1
+        batch = rollout(
+            config, tokenizer, unwrapped, [encoded[i] for i in batch_index], accelerator
         )
-        positions = torch.arange(responses.shape[1], device=device)
-        response_mask = positions[None, :] <= first_eos[:, None]  # (batch, resp)
-        responses = responses.masked_fill(~response_mask, tokenizer.pad_token_id)
-        input_ids = torch.cat([query_ids, responses], dim=1)
-        attention_mask = torch.cat([query_mask, response_mask.long()], dim=1)
-        texts = tokenizer.batch_decode(responses, skip_special_tokens=True)
+        width, responses = batch.width, batch.responses
+        input_ids, attention_mask = batch.input_ids, batch.attention_mask
+        response_mask, first_eos, has_eos = (
+            batch.response_mask,
+            batch.first_eos,
+            batch.has_eos,
+        )
+        # ---- 2. score the decoded text (normalised on the starting policy's, if asked)
         scores = torch.tensor(
-            score_fn([prompts[i] for i in batch_index], texts),
+            score_fn([prompts[i] for i in batch_index], batch.texts),
             dtype=torch.float,
             device=device,
         )
+        scores = (scores - score_shift) / score_scale
         scores = scores - config.missing_eos_penalty * (~has_eos).float()
 
         # ---- 3. old log-probs, reference log-probs, values; per-token rewards
@@ -744,6 +851,8 @@ def run_ppo(
                         "kl_coef": kl_coef,
                         "step": step,
                         "first_score": first_score,
+                        "score_shift": score_shift,
+                        "score_scale": score_scale,
                         "python_rng": rng.getstate(),
                         "torch_rng": torch.get_rng_state(),
                     },
@@ -760,6 +869,8 @@ def run_ppo(
             }
 
     policy.eval()
+    if config.score_norm_batches:
+        metrics = {**metrics, "score_shift": score_shift, "score_scale": score_scale}
     return {
         **metrics,
         "bf16": bf16,

@@ -144,6 +144,78 @@ def test_ppo_stops_when_asked_checkpoints_and_saves_no_artifact(
     assert Reporter(tmp_path / "stop").last_checkpoint().name == "checkpoint-1"
 
 
+def spy_on_scores(monkeypatch) -> list[tuple[list, list[float]]]:
+    """Record each call of the reward model through PPO: its prompts and raw scores."""
+    from inference import scoring
+
+    calls: list[tuple[list, list[float]]] = []
+    real = scoring.score
+
+    def recording(model, tokenizer, prompts, responses, **kwargs):
+        scores = real(model, tokenizer, prompts, responses, **kwargs)
+        calls.append((list(prompts), list(scores)))
+        return scores
+
+    monkeypatch.setattr(scoring, "score", recording)
+    return calls
+
+
+def test_ppo_normalises_scores_on_the_starting_policys_samples(
+    tiny_model_dir, reward_dir, tmp_path, monkeypatch
+):
+    import statistics
+
+    calls = spy_on_scores(monkeypatch)
+    config = small(
+        tiny_model_dir,
+        reward_dir,
+        max_steps=1,
+        score_norm_batches=2,
+        missing_eos_penalty=0.0,
+    )
+    metrics = run(tmp_path, "norm", config)
+
+    # Two batches of the starting policy's samples, then the one update's.
+    assert len(calls) == 3
+    start = calls[0][1] + calls[1][1]
+    assert metrics["score_shift"] == pytest.approx(statistics.fmean(start))
+    assert metrics["score_scale"] == pytest.approx(statistics.pstdev(start))
+    raw = calls[2][1]
+    first = json.loads(
+        (tmp_path / "norm" / "progress.jsonl").read_text().splitlines()[0]
+    )
+    expected = statistics.fmean(
+        (x - metrics["score_shift"]) / metrics["score_scale"] for x in raw
+    )
+    assert first["score"] == pytest.approx(expected, abs=1e-5)
+
+    # The update's prompts are those a run without normalisation takes first.
+    update_prompts = calls[2][0]
+    calls.clear()
+    run(tmp_path, "raw", small(tiny_model_dir, reward_dir, max_steps=1))
+    assert len(calls) == 1
+    assert calls[0][0] == update_prompts
+
+
+def test_ppo_resumed_keeps_the_score_statistics_it_started_with(
+    tiny_model_dir, reward_dir, tmp_path, monkeypatch
+):
+    calls = spy_on_scores(monkeypatch)
+    config = small(tiny_model_dir, reward_dir, save_steps=2, score_norm_batches=2)
+    first = run(tmp_path, "a", config)
+    assert len(calls) == 4  # two batches for the statistics, two updates
+
+    calls.clear()
+    config.max_steps = 3
+    resumed = run(
+        tmp_path, "b", config, resume_from=Reporter(tmp_path / "a").last_checkpoint()
+    )
+
+    assert len(calls) == 1  # the one new update; no new statistics
+    assert resumed["score_shift"] == first["score_shift"]
+    assert resumed["score_scale"] == first["score_scale"]
+
+
 def test_prompt_rows_keep_each_prompt_once_and_wrap_strings_as_user_messages(tmp_path):
     rows = [
         {"prompt": "hi"},
@@ -183,6 +255,7 @@ def test_position_ids_skip_left_padding():
             "batch_size must be a multiple of mini_batch_size, got 6 and 4",
         ),
         ({"lam": 1.5}, "lam must be in [0, 1], got 1.5"),
+        ({"score_norm_batches": -1}, "score_norm_batches must be >= 0, got -1"),
         ({"kl_coeff": 0.1}, "unknown PPOConfig option(s) ['kl_coeff']"),
     ],
 )
