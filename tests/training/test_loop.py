@@ -587,6 +587,7 @@ def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
             "kl_coef": 0.3,
             "learning_rate": 1e-4,
             "max_steps": 5,
+            "score_norm_batches": 4,
             "max_new_tokens": 48,
         },
     }
@@ -596,6 +597,7 @@ def test_ppo_rounds_take_the_short_kl_bound_stage_unless_told_otherwise():
             "kl_coef": 0.3,
             "learning_rate": 1e-4,
             "max_steps": 5,
+            "score_norm_batches": 4,
             "max_new_tokens": 48,
             "seed": 2,
         },
@@ -716,6 +718,21 @@ def test_ppo_takes_60_updates_a_round_and_halves_its_step_unless_told_otherwise(
     told = LoopConfig(method="ppo", step_decay=1, train={"ppo": {"max_steps": 30}})
     third = stage_options(told, round_number=3)["ppo"]
     assert (third["max_steps"], third["learning_rate"]) == (30, 1e-4)
+
+
+def test_ppo_normalises_its_scores_on_the_starting_policy_unless_told_otherwise():
+    """Raw scores let round 3 give back round 2's gain on the dev split (docs/loop.md)."""
+    rounds = [
+        stage_options(LoopConfig(method="ppo"), seed=0, round_number=n)
+        for n in (1, 2, 3)
+    ]
+    assert [r["ppo"]["score_norm_batches"] for r in rounds] == [4, 4, 4]
+    raw = LoopConfig(method="ppo", train={"ppo": {"score_norm_batches": 0}})
+    assert stage_options(raw, round_number=2)["ppo"]["score_norm_batches"] == 0
+    # The options reach a valid PPO stage config.
+    from training.ppo import PPOConfig
+
+    assert PPOConfig.from_dict(rounds[0]["ppo"]).score_norm_batches == 4
 
 
 def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
