@@ -680,6 +680,12 @@ def run_ppo(
         logger.info(
             "PPO scores normalised: mean %.4f, std %.4f", score_shift, score_scale
         )
+    # The statistics go with the final metrics of a normalised run, stopped or not.
+    normalisation = (
+        {"score_shift": score_shift, "score_scale": score_scale}
+        if config.score_norm_batches
+        else {}
+    )
     order: list[int] = []
     metrics: dict[str, Any] = {}
     for step in range(start_step + 1, config.max_steps + 1):
@@ -861,6 +867,7 @@ def run_ppo(
         if stopping:
             return {
                 **metrics,
+                **normalisation,
                 "bf16": bf16,
                 "steps": step,
                 "stopped": 1.0,
@@ -869,10 +876,9 @@ def run_ppo(
             }
 
     policy.eval()
-    if config.score_norm_batches:
-        metrics = {**metrics, "score_shift": score_shift, "score_scale": score_scale}
     return {
         **metrics,
+        **normalisation,
         "bf16": bf16,
         "steps": config.max_steps,
         "stopped": 0.0,

@@ -216,6 +216,19 @@ def test_ppo_resumed_keeps_the_score_statistics_it_started_with(
     assert resumed["score_scale"] == first["score_scale"]
 
 
+def test_ppo_stopped_reports_the_score_statistics_it_used(
+    tiny_model_dir, reward_dir, tmp_path
+):
+    (tmp_path / "stop").mkdir()
+    (tmp_path / "stop" / STOP_FILE).touch()
+    config = small(tiny_model_dir, reward_dir, max_steps=5, score_norm_batches=1)
+    metrics = run(tmp_path, "stop", config)
+
+    assert metrics["stopped"] == 1.0
+    assert metrics["score_scale"] > 0
+    assert "score_shift" in metrics
+
+
 def test_prompt_rows_keep_each_prompt_once_and_wrap_strings_as_user_messages(tmp_path):
     rows = [
         {"prompt": "hi"},
