@@ -721,7 +721,7 @@ def test_ppo_takes_60_updates_a_round_and_halves_its_step_unless_told_otherwise(
 
 
 def test_ppo_normalises_its_scores_on_the_starting_policy_unless_told_otherwise():
-    """Raw scores let round 3 give back round 2's gain on the dev split (docs/loop.md)."""
+    """Normalised scores beat raw ones on 3 of 4 dev seeds, tying the fourth (docs/loop.md)."""
     rounds = [
         stage_options(LoopConfig(method="ppo"), seed=0, round_number=n)
         for n in (1, 2, 3)
