@@ -73,6 +73,16 @@ class LaunchForm(forms.Form):
         empty_label="none (a reward stage trains one)",
         help_text="A registered reward model for ppo, grpo or rloo without a reward stage.",
     )
+    reward_ensemble = forms.ModelMultipleChoiceField(
+        queryset=Policy.objects.filter(
+            kind=Policy.Kind.REWARD_MODEL, status=Policy.Status.READY, adapter_path=""
+        ),
+        required=False,
+        to_field_name="name",
+        help_text="For ppo: registered reward models whose scores are averaged with "
+        "the round's own reward model's, each normalised on the starting policy's "
+        "samples (at most 7).",
+    )
     corpus = forms.SlugField(
         max_length=100,
         required=False,
@@ -163,6 +173,8 @@ class LaunchForm(forms.Form):
             options["policy"] = data["policy"].name
         if data.get("reward_model"):
             options["reward_model"] = data["reward_model"].name
+        if data.get("reward_ensemble"):
+            options["reward_ensemble"] = sorted(p.name for p in data["reward_ensemble"])
         for name in ("corpus", "demonstrations"):
             if data.get(name):
                 options[name] = data[name]

@@ -57,6 +57,23 @@ def reward_inputs(policy: Policy) -> dict[str, str]:
     return {"reward_model_path": policy.base_path}
 
 
+def ensemble_inputs(names: list[str]) -> dict[str, list[str]]:
+    """Return the input naming the registered reward models of a round's
+    `reward_ensemble` option (each one merged folder, as `reward_inputs` checks)."""
+    if not names:
+        return {}
+    paths = []
+    for name in names:
+        policy = Policy.objects.filter(name=name, kind=Policy.Kind.REWARD_MODEL).first()
+        if policy is None:
+            raise ValidationError(
+                f"reward_ensemble names {name!r}, which is no registered reward model; "
+                "see the registry page"
+            )
+        paths.append(reward_inputs(policy)["reward_model_path"])
+    return {"reward_ensemble_paths": paths}
+
+
 def judge_inputs(config: dict[str, Any]) -> dict[str, str]:
     """Return the path of the judge a stage's config names, looked up here: the
     stage's child process has no app registry to find it by name."""
@@ -75,7 +92,7 @@ def round_dir(training_round: TrainingRound) -> Path:
     return Path(settings.RUN_DIR) / f"round-{training_round.pk}-{stamp}"
 
 
-def _inputs_for(job: TrainingJob) -> dict[str, str]:
+def _inputs_for(job: TrainingJob) -> dict[str, Any]:
     """Return the artifact paths this job starts from (the previous stages' outputs)
     and the path of the judge it names."""
     training_round = job.round
@@ -83,6 +100,7 @@ def _inputs_for(job: TrainingJob) -> dict[str, str]:
     reward_name = training_round.config.get("reward_model")
     if reward_name:
         inputs.update(reward_inputs(Policy.objects.get(name=reward_name)))
+    inputs.update(ensemble_inputs(training_round.config.get("reward_ensemble") or []))
     inputs.update(judge_inputs(job.config))
     for earlier in training_round.jobs.filter(index__lt=job.index).order_by("index"):
         produces = get_stage(earlier.stage).produces

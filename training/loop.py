@@ -74,6 +74,7 @@ from training.evaluation import (
     per_prompt_win_rates,
 )
 from training.models import TrainingRound
+from training.ppo import MAX_ENSEMBLE
 from training.stages import PIPELINES
 
 # The methods the loop runs (named pipelines of training/stages.py) and what each
@@ -321,6 +322,14 @@ class LoopConfig:
         default=1.0,
         metadata={"help": "Sampling temperature of evaluation samples (0: greedy)."},
     )
+    reward_ensemble: int = field(
+        default=1,
+        metadata={
+            "help": "PPO scores each rollout with the mean of this round's reward model "
+            "and up to N-1 of this seed's earlier rounds' (each normalised on its own; "
+            "1: this round's only)."
+        },
+    )
     step_decay: float = field(
         default=-1.0,
         metadata={
@@ -400,6 +409,15 @@ class LoopConfig:
         if self.rewrite_from not in REWRITE_STARTS:
             raise ValueError(
                 f"rewrite_from must be one of {REWRITE_STARTS}, got {self.rewrite_from!r}"
+            )
+        if not 1 <= self.reward_ensemble <= MAX_ENSEMBLE:
+            raise ValueError(
+                f"reward_ensemble must be 1 to {MAX_ENSEMBLE}, got {self.reward_ensemble}"
+            )
+        if self.reward_ensemble > 1 and not PIPELINES[self.method].endswith("ppo"):
+            raise ValueError(
+                f"reward_ensemble={self.reward_ensemble} is for PPO's reward models; "
+                f"method {self.method!r} does not run PPO (use --method ppo or 1)"
             )
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
@@ -732,6 +750,9 @@ class _Round:
     current: Policy
     earlier: list[Policy]
     labelled: list[int]  # this seed's labelling round numbers so far (appended to)
+    reward_models: list[str] = field(
+        default_factory=list
+    )  # earlier rounds', oldest first
 
 
 def _publish_annotate_train(
@@ -793,6 +814,8 @@ def _publish_annotate_train(
         "evaluate": False,  # step 5 is the round's one evaluation
     }
     options.update(stage_options(config, seed=step.seed, round_number=step.number))
+    if config.reward_ensemble > 1 and step.reward_models:
+        options["reward_ensemble"] = step.reward_models[-(config.reward_ensemble - 1) :]
     training_round = launch(
         project, PIPELINES[config.method], user=user, options=options
     )
@@ -951,7 +974,7 @@ def _run_seed(
             judge, "correct_substantively", prompts, reference_samples
         ),
     )
-    history, labelled, figures = [previous], [], []
+    history, labelled, figures, reward_models = [previous], [], [], []
     for r in range(1, config.rounds + 1):
         started, cpu_started = time.monotonic(), _cpu_seconds()
         seconds: dict[str, float] = {}
@@ -961,7 +984,9 @@ def _run_seed(
         earlier = (
             history[:-1][-config.earlier_policies :] if config.earlier_policies else []
         )
-        step = _Round(r, seed, project.current_policy, earlier, labelled)
+        step = _Round(
+            r, seed, project.current_policy, earlier, labelled, list(reward_models)
+        )
         training_round, snapshot = _publish_annotate_train(
             project, config, step, judge=judge, user=user, seconds=seconds
         )
@@ -973,6 +998,8 @@ def _run_seed(
         figure.round, figure.pairs = r, snapshot.row_count
         figure.rm_accuracy = _rm_accuracy(training_round)
         reward_model = _round_reward_model(training_round)
+        if reward_model is not None:
+            reward_models.append(reward_model.name)
         rm_vs_sft = (
             reward_model_win_rate(reward_model, prompts, samples, reference_samples)
             if reward_model is not None

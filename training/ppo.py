@@ -18,7 +18,10 @@ One update ("step") is:
      With `score_norm_batches`, scores are first normalised on the starting
      policy's samples (mean 0, std 1 there, as Ziegler et al. 2019 normalise
      their reward model), so the penalty and `kl_coef` mean the same whatever
-     the reward model's scale.
+     the reward model's scale. With `reward_ensemble_paths`, several reward
+     models score each response and the score is their mean, each normalised
+     on its own first (Coste et al. 2023 average an ensemble against
+     over-optimisation of any one reward model).
   3. Per-token reward: -kl_coef * (log pi - log pi_ref) on every response token
      (the k1 estimator), plus the score on the last token.
   4. Advantages with GAE (gamma=1, lambda=0.95), returns = advantages + values,
@@ -84,6 +87,8 @@ from training.progress import Reporter
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "ppo_state.pt"
+# Reward models in one ensemble, the stage's own included.
+MAX_ENSEMBLE = 8
 
 
 @dataclass
@@ -103,6 +108,15 @@ class PPOConfig(StageConfig):
     reward_model_path: str = field(
         default="",
         metadata={"help": "Folder of the reward model (a reward stage's output)."},
+    )
+    reward_ensemble_paths: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "Folders of further reward models (the round option "
+            "reward_ensemble names registered ones): each response's score is the "
+            "mean of every model's, each normalised on its own when "
+            "score_norm_batches is set."
+        },
     )
     use_lora: bool = field(
         default=False,
@@ -214,6 +228,16 @@ class PPOConfig(StageConfig):
         check_range("vf_coef", self.vf_coef, 0, None)
         check_range("missing_eos_penalty", self.missing_eos_penalty, 0, None)
         check_range("score_norm_batches", self.score_norm_batches, 0, None)
+        if len(self.reward_ensemble_paths) > MAX_ENSEMBLE - 1:
+            raise ValueError(
+                f"reward_ensemble_paths holds {len(self.reward_ensemble_paths)} reward "
+                f"models; an ensemble has at most {MAX_ENSEMBLE} (the stage's own and "
+                f"{MAX_ENSEMBLE - 1} more)"
+            )
+        if not all(isinstance(p, str) and p for p in self.reward_ensemble_paths):
+            raise ValueError(
+                f"reward_ensemble_paths must be folder paths, got {self.reward_ensemble_paths!r}"
+            )
         check_range("save_steps", self.save_steps, 1, None)
 
 
@@ -406,10 +430,12 @@ def score_statistics(
     encoded: list[list[int]],
     tokenizer,
     model,
-    score_fn: Callable[[list[Any], list[str]], list[float]],
+    score_fn: Callable[[list[Any], list[str]], list[Any]],
     accelerator,
 ) -> tuple[float, float]:
-    """Return the mean and std of the reward model's scores on the starting policy's samples.
+    """Return the mean and std of the reward model's scores on the starting policy's samples
+    (for an ensemble, whose `score_fn` gives one list of scores per response, a list
+    of means and one of stds, a member each).
 
     `score_norm_batches` rollout batches of `batch_size` prompts, drawn with their
     own generator so that the training prompts' order is the same with or without
@@ -421,15 +447,39 @@ def score_statistics(
     import statistics
 
     rng = random.Random(f"score-norm-{config.seed}")
-    scores: list[float] = []
+    scores: list[Any] = []
     for _ in range(config.score_norm_batches):
         index = rng.sample(range(len(prompts)), min(config.batch_size, len(prompts)))
         batch = rollout(
             config, tokenizer, model, [encoded[i] for i in index], accelerator
         )
         scores += score_fn([prompts[i] for i in index], batch.texts)
-    spread = statistics.pstdev(scores) if len(scores) > 1 else 0.0
-    return statistics.fmean(scores), max(spread, 1e-6)
+    ensemble = bool(scores) and isinstance(scores[0], list | tuple)
+    members = (
+        [list(column) for column in zip(*scores, strict=True)] if ensemble else [scores]
+    )
+    means = [statistics.fmean(column) for column in members]
+    spreads = [
+        max(statistics.pstdev(column) if len(column) > 1 else 0.0, 1e-6)
+        for column in members
+    ]
+    return (means, spreads) if ensemble else (means[0], spreads[0])
+
+
+def ensemble_score(raw, shift: Any, scale: Any):
+    """Return each response's score from the reward models' raw scores.
+
+    `raw` is (batch,) for one reward model, or (batch, members) for an ensemble:
+    each member's scores become (score - its shift) / its scale (floats, or one
+    per member from `score_statistics`), and the response's score is their mean,
+    so a member of a larger scale does not outvote the others.
+    """
+    import torch
+
+    shift = torch.as_tensor(shift, dtype=raw.dtype, device=raw.device)
+    scale = torch.as_tensor(scale, dtype=raw.dtype, device=raw.device)
+    normalised = (raw - shift) / scale
+    return normalised.mean(1) if normalised.dim() == 2 else normalised
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
@@ -554,11 +604,24 @@ def train(
         )
     prompts = prompt_rows(Path(data_path))
     tokenizer = load_tokenizer(config.base_path, padding_side="left")
-    reward_model, reward_tokenizer = scoring.load_reward_model(config.reward_model_path)
+    members = [
+        scoring.load_reward_model(path)
+        for path in (config.reward_model_path, *config.reward_ensemble_paths)
+    ]
+    reward_tokenizer = members[0][1]
 
-    def score_fn(batch_prompts: list[Any], texts: list[str]) -> list[float]:
+    def score_fn(batch_prompts: list[Any], texts: list[str]) -> list[Any]:
+        """One score per response, or (an ensemble) one list of the members' each."""
         responses = [[{"role": "assistant", "content": t}] for t in texts]
-        return scoring.score(reward_model, reward_tokenizer, batch_prompts, responses)
+        each = [
+            scoring.score(model, member_tokenizer, batch_prompts, responses)
+            for model, member_tokenizer in members
+        ]
+        return (
+            each[0]
+            if len(each) == 1
+            else [list(row) for row in zip(*each, strict=True)]
+        )
 
     torch.manual_seed(config.seed)
     policy, reference, merged_parent = build_policy(config)
@@ -573,7 +636,7 @@ def train(
         score_fn,
         reporter=reporter,
         resume_from=resume_from,
-        reward_model=reward_model,
+        reward_models=[model for model, _ in members],
     )
     if metrics["stopped"]:
         return metrics
@@ -590,11 +653,11 @@ def run_ppo(
     policy,
     reference,
     value_model: ValueModel,
-    score_fn: Callable[[list[Any], list[str]], list[float]],
+    score_fn: Callable[[list[Any], list[str]], list[Any]],
     *,
     reporter: Reporter,
     resume_from: Path | None = None,
-    reward_model=None,
+    reward_models: list | None = None,
 ) -> dict[str, Any]:
     """Run the PPO updates in place on `policy` and `value_model`; return the final metrics.
 
@@ -614,7 +677,7 @@ def run_ppo(
             disable_dropout(model)
     if reference is not None:
         reference.to(device)
-    if reward_model is not None:
+    for reward_model in reward_models or []:
         reward_model.to(device)
 
     params = [p for p in policy.parameters() if p.requires_grad]
@@ -677,9 +740,7 @@ def run_ppo(
             score_fn,
             accelerator,
         )
-        logger.info(
-            "PPO scores normalised: mean %.4f, std %.4f", score_shift, score_scale
-        )
+        logger.info("PPO scores normalised: mean %s, std %s", score_shift, score_scale)
     # The statistics go with the final metrics of a normalised run, stopped or not.
     normalisation = (
         {"score_shift": score_shift, "score_scale": score_scale}
@@ -708,12 +769,12 @@ def run_ppo(
             batch.has_eos,
         )
         # ---- 2. score the decoded text (normalised on the starting policy's, if asked)
-        scores = torch.tensor(
+        raw = torch.tensor(
             score_fn([prompts[i] for i in batch_index], batch.texts),
             dtype=torch.float,
             device=device,
         )
-        scores = (scores - score_shift) / score_scale
+        scores = ensemble_score(raw, score_shift, score_scale)
         scores = scores - config.missing_eos_penalty * (~has_eos).float()
 
         # ---- 3. old log-probs, reference log-probs, values; per-token rewards

@@ -164,7 +164,10 @@ def read_progress(run_dir: Path | str, offset: int = 0) -> tuple[list[dict], int
 
 
 def _plain(value: Any) -> Any:
-    """Return a JSON-safe scalar (tensors and numpy numbers become floats)."""
+    """Return a JSON-safe scalar (tensors and numpy numbers become floats), or a list
+    of them (an ensemble's statistics, one per member)."""
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
     if hasattr(value, "item"):
         value = value.item()
     if isinstance(value, (int, float, str, bool)) or value is None:

@@ -29,8 +29,15 @@ from annotation.audit import record
 from annotation.models import Corpus, Project, Snapshot
 from inference.judges import default_judge_name
 from inference.models import Policy
-from training.jobs import judge_inputs, policy_inputs, reward_inputs, round_dir
+from training.jobs import (
+    ensemble_inputs,
+    judge_inputs,
+    policy_inputs,
+    reward_inputs,
+    round_dir,
+)
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
+from training.ppo import MAX_ENSEMBLE
 from training.stages import (
     STAGES,
     coerce,
@@ -46,6 +53,8 @@ ROUND_OPTIONS = {
     "accelerate": "Accelerate config in platform/accelerate/ ('' runs one plain process).",
     "policy": "Registered policy to start from (default: the project's current policy).",
     "reward_model": "Registered reward model for ppo/grpo/rloo without a reward stage.",
+    "reward_ensemble": "Registered reward models (comma-separated) whose scores PPO "
+    "averages with its own reward model's, each normalised on its own.",
     "snapshot": "Existing snapshot to train on (default: freeze a new one of all rankings).",
     "corpus": "The project's pre-training corpus (data pages) for a pretrain stage.",
     "demonstrations": "The project's uploaded demonstrations for an sft stage "
@@ -124,6 +133,25 @@ def _round_options(options: dict[str, Any]) -> dict[str, Any]:
     if grace <= 0:
         raise ValidationError(f"stop_grace_seconds must be > 0, got {grace}")
     options["stop_grace_seconds"] = grace
+    ensemble = options.get("reward_ensemble") or []
+    if isinstance(ensemble, str):
+        ensemble = [name.strip() for name in ensemble.split(",") if name.strip()]
+    if not isinstance(ensemble, list) or not all(
+        isinstance(name, str) for name in ensemble
+    ):
+        raise ValidationError(
+            f"reward_ensemble must be a list of registered reward model names, got "
+            f"{ensemble!r}"
+        )
+    if len(ensemble) > MAX_ENSEMBLE - 1:
+        raise ValidationError(
+            f"reward_ensemble names {len(ensemble)} reward models; at most "
+            f"{MAX_ENSEMBLE - 1} join the stage's own"
+        )
+    if ensemble:
+        options["reward_ensemble"] = ensemble
+    else:
+        options.pop("reward_ensemble", None)
     return options
 
 
@@ -211,6 +239,15 @@ def launch_round(
             options["evaluate_skipped"] = "the project has no held-out test prompts"
     if reward_model is None:
         _check_reward_stages(stages)
+    ensemble = ensemble_inputs(options.get("reward_ensemble") or [])
+    if ensemble and not any(
+        "reward_ensemble_paths" in {f.name for f in dataclasses.fields(config_class(s))}
+        for s in stages
+    ):
+        raise ValidationError(
+            f"reward_ensemble is for a stage that scores with reward models (ppo); "
+            f"the pipeline {stages} has none"
+        )
 
     # Validate every stage's config now, so a typo fails the launch, not stage 3.
     configs = []
@@ -218,6 +255,7 @@ def launch_round(
         inputs = policy_inputs(parent)
         if reward_model is not None:
             inputs.update(reward_inputs(reward_model))
+        inputs.update(ensemble)
         inputs.update(judge_inputs(options.get(stage) or {}))
         configs.append(resolve_config(stage, options.get(stage) or {}, inputs))
 

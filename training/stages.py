@@ -117,6 +117,7 @@ INPUT_FIELDS = {
     "base_path",
     "adapter_path",
     "reward_model_path",
+    "reward_ensemble_paths",
     "parent_base_path",
     "parent_adapter_path",
     "judge_path",

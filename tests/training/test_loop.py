@@ -66,6 +66,11 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"pairs": "best"}, "pairs must be 'all_pairs' or 'best_vs_rest'"),
         ({"candidates": 9}, "candidates must be 0 \\(the project's\\) or 2 to 8"),
         ({"rewrites": 1.5}, "rewrites must be in \\[0, 1\\], got 1.5"),
+        (
+            {"reward_ensemble": 9, "method": "ppo"},
+            "reward_ensemble must be 1 to 8, got 9",
+        ),
+        ({"reward_ensemble": 2}, "reward_ensemble=2 is for PPO's reward models"),
     ],
 )
 def test_bad_loop_settings_are_refused_with_the_value(options, message):
@@ -524,6 +529,52 @@ def test_a_micro_grpo_round_trains_a_reward_model_then_grpo_and_deploys(
     assert round_.output_policy.parent.name == "micro-sft"
     # The reward stage's held-out accuracy is the table's rm_acc column.
     assert "rm_win_rate_vs_sft" in round_.output_policy.metrics
+
+
+@pytest.mark.slow
+def test_micro_ppo_rounds_score_with_the_earlier_rounds_reward_models_when_asked(
+    micro_project, admin_user, tmp_path
+):
+    run_loop(
+        micro_project,
+        LoopConfig(
+            method="ppo",
+            rounds=3,
+            seeds=1,
+            candidates=3,
+            reward_ensemble=2,
+            **{
+                **MICRO,
+                "train": {
+                    "reward": {
+                        "max_steps": 2,
+                        "per_device_train_batch_size": 4,
+                        "eval_fraction": 0,
+                    },
+                    "ppo": {
+                        "max_steps": 1,
+                        "batch_size": 4,
+                        "mini_batch_size": 2,
+                        "ppo_epochs": 1,
+                        "score_norm_batches": 1,
+                    },
+                },
+            },
+        ),
+        user=admin_user,
+        out=lambda line: None,
+        plot_path=tmp_path / "loop.png",
+    )
+    rounds = list(TrainingRound.objects.filter(project=micro_project).order_by("id"))
+    assert [r.status for r in rounds] == ["succeeded"] * 3
+    reward_models = [r.jobs.get(stage="reward").output_policy.base_path for r in rounds]
+    ensembles = [
+        r.jobs.get(stage="ppo").config.get("reward_ensemble_paths") for r in rounds
+    ]
+    # Round 1 has no earlier reward model; each later round adds the one before it.
+    assert ensembles == [[], [reward_models[0]], [reward_models[1]]]
+    last = rounds[2].jobs.get(stage="ppo").last_metrics
+    assert len(last["score_shift"]) == 2 and len(last["score_scale"]) == 2
 
 
 def test_command_refuses_an_unknown_project(db):

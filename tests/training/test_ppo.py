@@ -229,6 +229,93 @@ def test_ppo_stopped_reports_the_score_statistics_it_used(
     assert "score_shift" in metrics
 
 
+@pytest.fixture(scope="module")
+def opposite_reward_dir(reward_dir, tmp_path_factory) -> Path:
+    """The reward model with its score head times -3: it ranks every pair the other way,
+    on three times the scale."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
+    head = model.get_output_embeddings() or model.score
+    with torch.no_grad():
+        for parameter in head.parameters():
+            parameter.mul_(-3.0)
+    folder = tmp_path_factory.mktemp("ppo-rm-opposite") / "rm"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(reward_dir).save_pretrained(folder)
+    return folder
+
+
+def test_an_ensembles_members_are_normalised_each_on_its_own_then_averaged(
+    tiny_model_dir, reward_dir, opposite_reward_dir, tmp_path, monkeypatch
+):
+    import statistics
+
+    calls = spy_on_scores(monkeypatch)
+    config = small(
+        tiny_model_dir,
+        reward_dir,
+        reward_ensemble_paths=[str(opposite_reward_dir)],
+        max_steps=1,
+        score_norm_batches=1,
+        missing_eos_penalty=0.0,
+    )
+    metrics = run(tmp_path, "ensemble", config)
+
+    # Each member scores the statistics batch, then the update's batch.
+    assert len(calls) == 4
+    first, opposite = calls[0][1], calls[1][1]
+    assert opposite == pytest.approx([-3 * x for x in first], abs=1e-4)
+    assert metrics["score_shift"] == pytest.approx(
+        [statistics.fmean(first), statistics.fmean(opposite)]
+    )
+    assert metrics["score_scale"] == pytest.approx(
+        [statistics.pstdev(first), statistics.pstdev(opposite)]
+    )
+    # Normalised, the opposite member cancels the first whatever its scale.
+    logged = json.loads(
+        (tmp_path / "ensemble" / "progress.jsonl").read_text().splitlines()[0]
+    )
+    assert logged["score"] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_an_ensemble_without_normalisation_averages_the_raw_scores(
+    tiny_model_dir, reward_dir, opposite_reward_dir, tmp_path, monkeypatch
+):
+    import statistics
+
+    calls = spy_on_scores(monkeypatch)
+    config = small(
+        tiny_model_dir,
+        reward_dir,
+        reward_ensemble_paths=[str(opposite_reward_dir)],
+        max_steps=1,
+        missing_eos_penalty=0.0,
+    )
+    metrics = run(tmp_path, "raw-ensemble", config)
+
+    assert len(calls) == 2
+    expected = statistics.fmean(
+        (a + b) / 2 for a, b in zip(calls[0][1], calls[1][1], strict=True)
+    )
+    logged = json.loads(
+        (tmp_path / "raw-ensemble" / "progress.jsonl").read_text().splitlines()[0]
+    )
+    assert logged["score"] == pytest.approx(expected, abs=1e-5)
+    assert "score_shift" not in metrics
+
+
+def test_ensemble_score_normalises_each_member_and_leaves_one_model_as_it_is():
+    import torch
+
+    raw = torch.tensor([[1.0, 10.0], [3.0, 30.0]])
+    combined = ppo.ensemble_score(raw, [2.0, 20.0], [1.0, 10.0])
+    assert combined.tolist() == pytest.approx([-1.0, 1.0])
+    single = ppo.ensemble_score(torch.tensor([1.0, 3.0]), 2.0, 0.5)
+    assert single.tolist() == pytest.approx([-2.0, 2.0])
+
+
 def test_prompt_rows_keep_each_prompt_once_and_wrap_strings_as_user_messages(tmp_path):
     rows = [
         {"prompt": "hi"},
@@ -269,6 +356,11 @@ def test_position_ids_skip_left_padding():
         ),
         ({"lam": 1.5}, "lam must be in [0, 1], got 1.5"),
         ({"score_norm_batches": -1}, "score_norm_batches must be >= 0, got -1"),
+        (
+            {"reward_ensemble_paths": [f"/rm{i}" for i in range(8)]},
+            "reward_ensemble_paths holds 8 reward models; an ensemble has at most 8",
+        ),
+        ({"reward_ensemble_paths": [""]}, "reward_ensemble_paths must be folder paths"),
         ({"kl_coeff": 0.1}, "unknown PPOConfig option(s) ['kl_coeff']"),
     ],
 )

@@ -88,3 +88,14 @@ def test_result_is_written_whole(tmp_path):
     Reporter(tmp_path).write_result({"loss": 0.25})
     assert json.loads((tmp_path / "result.json").read_text()) == {"loss": 0.25}
     assert not (tmp_path / "result.json.tmp").exists()
+
+
+def test_a_result_keeps_a_list_of_numbers_as_a_list(tmp_path):
+    import torch
+
+    Reporter(tmp_path).write_result(
+        {"score_shift": [0.5, torch.tensor(-1.5)], "other": object()}
+    )
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["score_shift"] == [0.5, -1.5]
+    assert isinstance(result["other"], str)

@@ -553,6 +553,103 @@ def test_a_stage_starts_from_the_outputs_of_the_stages_before_it(
     assert TrainingJob.objects.get(pk=ppo.pk).config == started.config
 
 
+def test_a_reward_ensemble_reaches_the_ppo_stage_as_the_registered_folders(
+    project, admin_user, ranked, run_root
+):
+    from pathlib import Path
+
+    from training.jobs import start_job
+
+    for name in ("rm-1", "rm-2"):
+        Policy.objects.create(
+            name=name, base_path=f"/models/{name}", kind=Policy.Kind.REWARD_MODEL
+        )
+    training_round = launch(
+        project,
+        "reward,ppo",
+        user=admin_user,
+        options={"reward_ensemble": "rm-1, rm-2", "evaluate": False},
+    )
+    reward, ppo = training_round.jobs.order_by("index")
+    assert training_round.config["reward_ensemble"] == ["rm-1", "rm-2"]
+    assert ppo.config["reward_ensemble_paths"] == ["/models/rm-1", "/models/rm-2"]
+    assert "reward_ensemble_paths" not in reward.config  # the reward stage has none
+
+    Path(reward.run_dir, "output").mkdir(parents=True)
+    TrainingJob.objects.filter(pk=reward.pk).update(status=Status.SUCCEEDED)
+    TrainingJob.objects.filter(pk=ppo.pk).update(status=Status.QUEUED)
+    started = start_job(ppo.pk)
+    assert started.config["reward_model_path"] == str(Path(reward.run_dir) / "output")
+    assert started.config["reward_ensemble_paths"] == ["/models/rm-1", "/models/rm-2"]
+
+
+@pytest.mark.parametrize(
+    ("method", "ensemble", "message"),
+    [
+        (
+            "reward,ppo",
+            ["nope"],
+            "reward_ensemble names 'nope', which is no registered",
+        ),
+        ("reward,ppo", ["demo-sft"], "reward_ensemble names 'demo-sft', which is no"),
+        ("dpo", ["rm-1"], "reward_ensemble is for a stage that scores with reward"),
+        ("reward,ppo", [f"rm-{i}" for i in range(8)], "reward_ensemble names 8 reward"),
+        ("reward,ppo", {"rm-1": 1}, "reward_ensemble must be a list of registered"),
+    ],
+)
+def test_a_bad_reward_ensemble_is_refused_naming_it(
+    project, admin_user, ranked, method, ensemble, message
+):
+    Policy.objects.create(
+        name="rm-1", base_path="/models/rm-1", kind=Policy.Kind.REWARD_MODEL
+    )
+    with pytest.raises(ValidationError, match=message):
+        launch(project, method, user=admin_user, options={"reward_ensemble": ensemble})
+    assert TrainingRound.objects.count() == 0
+
+
+def test_the_launch_form_offers_merged_reward_models_for_the_ensemble(
+    project, deployed
+):
+    from training.forms import LaunchForm
+
+    for name, adapter in (("rm-a", ""), ("rm-b", ""), ("rm-lora", "/models/x")):
+        Policy.objects.create(
+            name=name,
+            base_path="/models/base",
+            adapter_path=adapter,
+            kind=Policy.Kind.REWARD_MODEL,
+        )
+    offered = [c for c, _ in LaunchForm().fields["reward_ensemble"].choices]
+    assert sorted(str(c) for c in offered) == ["rm-a", "rm-b"]
+    form = LaunchForm(
+        {
+            "project": project.name,
+            "method": "reward,ppo",
+            "queue": "default",
+            "reward_ensemble": ["rm-b", "rm-a"],
+        }
+    )
+    assert form.is_valid(), form.errors
+    assert form.launch_options()["reward_ensemble"] == ["rm-a", "rm-b"]
+
+
+def test_an_ensemble_member_that_is_an_adapter_is_refused(project, admin_user, ranked):
+    Policy.objects.create(
+        name="rm-lora",
+        base_path="/models/base",
+        adapter_path="/models/rm-lora",
+        kind=Policy.Kind.REWARD_MODEL,
+    )
+    with pytest.raises(ValidationError, match="rm-lora is an adapter"):
+        launch(
+            project,
+            "reward,ppo",
+            user=admin_user,
+            options={"reward_ensemble": ["rm-lora"]},
+        )
+
+
 @pytest.mark.parametrize(
     "field, text, value",
     [

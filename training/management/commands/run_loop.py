@@ -122,6 +122,14 @@ class Command(BaseCommand):
             "best-ranked whose repair says something (substantive; --judge instructions).",
         )
         parser.add_argument("--data", choices=["round", "all"], default=defaults.data)
+        parser.add_argument(
+            "--reward-ensemble",
+            type=int,
+            default=defaults.reward_ensemble,
+            help="PPO: score rollouts with the mean of this round's reward model and up "
+            "to N-1 earlier rounds' of the seed, each normalised on its own (1: this "
+            "round's only).",
+        )
         parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
         parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
         parser.add_argument(
@@ -198,6 +206,7 @@ class Command(BaseCommand):
                 judge=options["judge"],
                 votes=options["votes"],
                 data=options["data"],
+                reward_ensemble=options["reward_ensemble"],
                 rewrites=options["rewrites"],
                 rewrite_from=options["rewrite_from"],
                 eval_prompts=options["eval_prompts"],
