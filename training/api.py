@@ -127,8 +127,8 @@ class LaunchIn(Schema):
     options: dict[str, Any] = Field(
         {},
         max_length=50,
-        description="Launch options: policy, snapshot, reward_model, corpus, "
-        "demonstrations, queue, and per-stage configs.",
+        description="Launch options: policy, snapshot, reward_model, reward_ensemble, "
+        "corpus, demonstrations, queue, and per-stage configs.",
     )
 
 

@@ -34,6 +34,7 @@ from training.progress import (
     STOP_FILE,
     Reporter,
 )
+from training.reward import ensemble_members
 from training.stages import INPUT_FIELDS, get_stage, resolve_config
 
 
@@ -109,6 +110,13 @@ def _inputs_for(job: TrainingJob) -> dict[str, Any]:
         base, adapter = artifact_paths(earlier)
         if produces == Policy.Kind.REWARD_MODEL:
             inputs["reward_model_path"] = base
+            # A reward stage's further ensemble members join the round's named ones.
+            members = ensemble_members(base)
+            if members:
+                inputs["reward_ensemble_paths"] = [
+                    *inputs.get("reward_ensemble_paths", []),
+                    *members,
+                ]
         else:
             inputs.update({"base_path": base, "adapter_path": adapter})
     return inputs

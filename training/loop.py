@@ -74,7 +74,7 @@ from training.evaluation import (
     per_prompt_win_rates,
 )
 from training.models import TrainingRound
-from training.ppo import MAX_ENSEMBLE
+from training.reward import MAX_ENSEMBLE
 from training.stages import PIPELINES
 
 # The methods the loop runs (named pipelines of training/stages.py) and what each

@@ -83,12 +83,11 @@ from training.artifacts import (
     save_artifact,
 )
 from training.progress import Reporter
+from training.reward import MAX_ENSEMBLE
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "ppo_state.pt"
-# Reward models in one ensemble, the stage's own included.
-MAX_ENSEMBLE = 8
 
 
 @dataclass

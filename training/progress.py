@@ -175,11 +175,14 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def trainer_callback(reporter: Reporter):
+def trainer_callback(reporter: Reporter, member: tuple[int, int] = (0, 1)):
     """Return a transformers `TrainerCallback` that reports logs and honours STOP.
 
+    `member` (index, count): the run is one of `count` equal runs of a stage (an
+    ensemble's members), so its steps are reported after the earlier members'.
     Built lazily so that importing this module never imports transformers.
     """
+    index, count = member
     from transformers import TrainerCallback
 
     class ReporterCallback(TrainerCallback):
@@ -188,7 +191,11 @@ def trainer_callback(reporter: Reporter):
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs:
                 numbers = {k: v for k, v in logs.items() if isinstance(v, (int, float))}
-                reporter.log(state.global_step, state.max_steps, **numbers)
+                reporter.log(
+                    state.global_step + index * state.max_steps,
+                    count * state.max_steps,
+                    **numbers,
+                )
 
         def on_save(self, args, state, control, **kwargs):
             # The Trainer has written checkpoint-<step> in place; mark it whole once

@@ -42,6 +42,10 @@ from training.artifacts import (
 )
 from training.progress import Reporter, trainer_callback
 
+# Reward models in one ensemble (as training/ppo.py's), and where the extra members go.
+MAX_ENSEMBLE = 8
+MEMBERS_DIR = "members"
+
 
 @dataclass
 class RewardConfig(TrainerConfig):
@@ -124,6 +128,14 @@ class RewardConfig(TrainerConfig):
     seed: int = field(
         default=0, metadata={"help": "Seed for the split, data order and the new head."}
     )
+    ensemble_size: int = field(
+        default=1,
+        metadata={
+            "help": "Reward models trained (seeds seed, seed+1, ...; the same held-out "
+            "prompts): the first is the artifact, the rest its members/ folder, and "
+            "PPO averages them all."
+        },
+    )
     bf16: Precision = bf16_field()
     trl_args: dict[str, Any] = field(
         default_factory=dict,
@@ -139,6 +151,7 @@ class RewardConfig(TrainerConfig):
             )
         check_range("weight_decay", self.weight_decay, 0, None)
         check_range("eval_fraction", self.eval_fraction, 0, 1, high_open=True)
+        check_range("ensemble_size", self.ensemble_size, 1, MAX_ENSEMBLE)
         super().__post_init__()
 
 
@@ -274,16 +287,12 @@ def train(
     """Train a reward model on `data_path`; save the merged model into `output_dir`.
 
     Return TRL's last logged metrics plus `eval_pairs`, `eval_accuracy` and
-    `eval_mean_margin` on the held-out prompts, and `stopped`.
-
-    Long on purpose: it reads top to bottom as the steps of one run (load the
-    data, the tokenizer and the model, configure TRL, train, save), each a few
-    lines that share the same locals.
+    `eval_mean_margin` on the held-out prompts, and `stopped`. With
+    `ensemble_size` N above 1, N-1 more members train after the first, seeds
+    seed+1.. (a new head and data order each, the same held-out prompts), and go
+    into `output_dir/members/<i>`; `eval_ensemble_accuracy` is then the held-out
+    accuracy of the members' mean score.
     """
-    from datasets import Dataset
-    from trl import RewardConfig as TRLRewardConfig
-    from trl import RewardTrainer
-
     if data_path is None:
         raise ValueError(
             "a reward model needs data_path: a preference JSONL with prompt/chosen/rejected"
@@ -294,20 +303,73 @@ def train(
     tokenizer = load_tokenizer(config.base_path, padding_side="right")
     if is_encoder(tokenizer):
         prepare_encoder_tokenizer(tokenizer)
-    import torch
+    size = config.ensemble_size
+    trainer = _fit(config, train_rows, tokenizer, reporter, resume_from, 0)
+    metrics = final_metrics(trainer)
+    metrics["steps"] = float(trainer.state.global_step)
+    if reporter.should_stop():
+        metrics["stopped"] = 1.0
+        return metrics
+    models = [_merged(trainer.model)]
+    for member in range(1, size):
+        # The extra members train without checkpoints: a resumed stage trains them again.
+        models.append(
+            _merged(_fit(config, train_rows, tokenizer, reporter, None, member).model)
+        )
+        if reporter.should_stop():
+            metrics["stopped"] = 1.0
+            return metrics
 
-    torch.manual_seed(config.seed)  # the new score head
+    if held_out:
+        held = evaluate_pairs(
+            models[0], tokenizer, held_out, max_length=config.max_length
+        )
+        metrics.update({f"eval_{k}": float(v) for k, v in held.items()})
+        if size > 1:
+            metrics["eval_ensemble_accuracy"] = ensemble_accuracy(
+                models, tokenizer, held_out, max_length=config.max_length
+            )
+    output_dir = Path(output_dir)
+    _save(models[0], tokenizer, output_dir, config)
+    for member, model in enumerate(models[1:], start=1):
+        _save(model, tokenizer, output_dir / MEMBERS_DIR / str(member), config)
+    metrics["stopped"] = 0.0
+    return metrics
+
+
+def _fit(
+    config: RewardConfig,
+    train_rows: list[dict[str, Any]],
+    tokenizer,
+    reporter: Reporter,
+    resume_from: Path | None,
+    member: int,
+):
+    """Train member `member` of the stage (seed `config.seed + member`); return its Trainer.
+
+    The first member checkpoints as the stage does; the progress bar runs over
+    every member's steps.
+    """
+    import torch
+    from datasets import Dataset
+    from trl import RewardConfig as TRLRewardConfig
+    from trl import RewardTrainer
+
+    seed = config.seed + member
+    torch.manual_seed(seed)  # the new score head
     model = load_start_model(config.base_path, config.adapter_path, tokenizer)
     peft_config = None
     if config.use_lora:
         peft_config = lora_config(
             config.lora_r, config.lora_alpha, config.lora_dropout, "SEQ_CLS"
         )
-
+    checkpoints = reporter.checkpoint_dir
+    if member:
+        checkpoints = checkpoints / f"member-{member}"
     args = TRLRewardConfig(
-        output_dir=str(reporter.checkpoint_dir),
+        output_dir=str(checkpoints),
         report_to="none",
-        save_strategy="steps",
+        save_strategy="no" if member else "steps",
         save_steps=config.save_steps,
         save_total_limit=2,
         logging_steps=config.logging_steps,
@@ -320,8 +382,8 @@ def train(
         per_device_train_batch_size=config.per_device_train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         warmup_steps=config.warmup_steps,
-        seed=config.seed,
-        data_seed=config.seed,
+        seed=seed,
+        data_seed=seed,
         max_length=config.max_length,
         center_rewards_coefficient=config.center_rewards_coefficient,
         **config.trl_args,
@@ -332,29 +394,56 @@ def train(
         train_dataset=Dataset.from_list(train_rows),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[trainer_callback(reporter)],
+        callbacks=[trainer_callback(reporter, member=(member, config.ensemble_size))],
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
-    metrics = final_metrics(trainer)
-    metrics["steps"] = float(trainer.state.global_step)
-    if reporter.should_stop():
-        metrics["stopped"] = 1.0
-        return metrics
+    return trainer
 
-    model = trainer.model
+
+def _merged(model):
+    """Return a trained model with any LoRA adapter folded in, in eval mode."""
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
     model.eval()
-    if held_out:
-        held = evaluate_pairs(model, tokenizer, held_out, max_length=config.max_length)
-        metrics.update({f"eval_{k}": float(v) for k, v in held.items()})
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output_dir)
+    return model
+
+
+def _save(model, tokenizer, folder: Path, config: RewardConfig) -> None:
+    """Save a reward model folder: weights, right-padded tokenizer, training config."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
     tokenizer.padding_side = "right"
-    tokenizer.save_pretrained(output_dir)
-    (output_dir / "training_config.json").write_text(
+    tokenizer.save_pretrained(folder)
+    (folder / "training_config.json").write_text(
         json.dumps(config.to_dict(), indent=2, sort_keys=True)
     )
-    metrics["stopped"] = 0.0
-    return metrics
+
+
+def ensemble_members(folder: str | Path) -> list[str]:
+    """Return the folders of a reward model's further ensemble members, in order."""
+    members = Path(folder) / MEMBERS_DIR
+    if not members.is_dir():
+        return []
+    found = [p for p in members.iterdir() if p.is_dir() and p.name.isdigit()]
+    return [str(p) for p in sorted(found, key=lambda p: int(p.name))]
+
+
+def ensemble_accuracy(
+    models: list, tokenizer, rows: list[dict[str, Any]], *, max_length: int = 512
+) -> float:
+    """Return the pairwise accuracy of the members' mean score on preference rows
+    (a tie counts half)."""
+    prompts = [row.get("prompt") for row in rows]
+    margins = [0.0] * len(rows)
+    for model in models:
+        for side, sign in (("chosen", 1.0), ("rejected", -1.0)):
+            scores = score(
+                model,
+                tokenizer,
+                prompts,
+                [r[side] for r in rows],
+                max_length=max_length,
+            )
+            margins = [m + sign * x for m, x in zip(margins, scores, strict=True)]
+    right = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
+    return right / len(rows)

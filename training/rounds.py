@@ -37,7 +37,7 @@ from training.jobs import (
     round_dir,
 )
 from training.models import FINISHED, Status, TrainingJob, TrainingRound
-from training.ppo import MAX_ENSEMBLE
+from training.reward import MAX_ENSEMBLE
 from training.stages import (
     STAGES,
     coerce,
@@ -258,6 +258,20 @@ def launch_round(
         inputs.update(ensemble)
         inputs.update(judge_inputs(options.get(stage) or {}))
         configs.append(resolve_config(stage, options.get(stage) or {}, inputs))
+
+    trained = [
+        config.get("ensemble_size", 1)
+        for stage, config in zip(stages, configs, strict=True)
+        if STAGES[stage].produces == Policy.Kind.REWARD_MODEL
+    ]
+    members = len(ensemble.get("reward_ensemble_paths", [])) + (
+        trained[-1] if trained else 1
+    )
+    if members > MAX_ENSEMBLE:
+        raise ValidationError(
+            f"the reward stage's ensemble_size and reward_ensemble make {members} reward "
+            f"models; an ensemble has at most {MAX_ENSEMBLE}"
+        )
 
     corpus, demonstrations = _corpora_for(project, stages, options)
     with transaction.atomic():

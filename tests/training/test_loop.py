@@ -532,7 +532,7 @@ def test_a_micro_grpo_round_trains_a_reward_model_then_grpo_and_deploys(
 
 
 @pytest.mark.slow
-def test_micro_ppo_rounds_score_with_the_earlier_rounds_reward_models_when_asked(
+def test_micro_ppo_rounds_score_with_their_ensembles_and_earlier_rounds_reward_models(
     micro_project, admin_user, tmp_path
 ):
     run_loop(
@@ -550,6 +550,7 @@ def test_micro_ppo_rounds_score_with_the_earlier_rounds_reward_models_when_asked
                         "max_steps": 2,
                         "per_device_train_batch_size": 4,
                         "eval_fraction": 0,
+                        "ensemble_size": 2,
                     },
                     "ppo": {
                         "max_steps": 1,
@@ -571,10 +572,16 @@ def test_micro_ppo_rounds_score_with_the_earlier_rounds_reward_models_when_asked
     ensembles = [
         r.jobs.get(stage="ppo").config.get("reward_ensemble_paths") for r in rounds
     ]
-    # Round 1 has no earlier reward model; each later round adds the one before it.
-    assert ensembles == [[], [reward_models[0]], [reward_models[1]]]
+    # Each round's reward stage trains a second member; round 1 has no earlier
+    # reward model, and each later round adds the one before it.
+    own = [f"{path}/members/1" for path in reward_models]
+    assert ensembles == [
+        [own[0]],
+        [reward_models[0], own[1]],
+        [reward_models[1], own[2]],
+    ]
     last = rounds[2].jobs.get(stage="ppo").last_metrics
-    assert len(last["score_shift"]) == 2 and len(last["score_scale"]) == 2
+    assert len(last["score_shift"]) == 3 and len(last["score_scale"]) == 3
 
 
 def test_command_refuses_an_unknown_project(db):

@@ -49,6 +49,58 @@ def test_reward_model_from_a_causal_lm_trains_and_loads_as_a_scalar_classifier(
     assert saved == config.to_dict()
 
 
+def test_an_ensemble_trains_members_with_their_own_seeds_into_the_members_folder(
+    tiny_model_dir, tmp_path
+):
+    import torch
+
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        max_steps=2,
+        per_device_train_batch_size=4,
+        eval_fraction=0.25,
+        ensemble_size=3,
+    )
+    metrics = run(tmp_path, "rm", config, preference_records(32))
+
+    output = tmp_path / "rm" / "output"
+    members = reward.ensemble_members(output)
+    assert members == [str(output / "members" / "1"), str(output / "members" / "2")]
+    heads = []
+    for folder in (str(output), *members):
+        model, _ = scoring.load_reward_model(folder)
+        heads.append(model.score.weight.detach().clone())
+    # Each member started from its own head (seed, seed+1, seed+2).
+    assert not torch.equal(heads[0], heads[1])
+    assert not torch.equal(heads[1], heads[2])
+    assert 0 <= metrics["eval_ensemble_accuracy"] <= 1
+    assert metrics["eval_pairs"] > 0
+    # One progress bar over the three members' steps.
+    lines = [
+        json.loads(line)
+        for line in (tmp_path / "rm" / "progress.jsonl").read_text().splitlines()
+    ]
+    steps = [(line["step"], line["total"]) for line in lines if "loss" in line]
+    assert steps == [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
+
+
+def test_one_reward_model_has_no_members(tiny_model_dir, tmp_path):
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        max_steps=1,
+        per_device_train_batch_size=4,
+        eval_fraction=0.25,
+    )
+    metrics = run(tmp_path, "rm", config, preference_records(32))
+    assert reward.ensemble_members(tmp_path / "rm" / "output") == []
+    assert "eval_ensemble_accuracy" not in metrics
+
+
+def test_ensemble_size_is_bounded():
+    with pytest.raises(ValueError, match="ensemble_size must be in \\[1, 8\\], got 9"):
+        reward.RewardConfig(base_path="x", ensemble_size=9)
+
+
 def test_reward_model_with_lora_trains_the_score_head_and_saves_merged(
     tiny_model_dir, tmp_path
 ):

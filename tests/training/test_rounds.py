@@ -608,6 +608,63 @@ def test_a_bad_reward_ensemble_is_refused_naming_it(
     assert TrainingRound.objects.count() == 0
 
 
+def test_the_reward_stages_own_members_join_the_named_ensemble(
+    project, admin_user, ranked, run_root
+):
+    from pathlib import Path
+
+    from training.jobs import start_job
+
+    Policy.objects.create(
+        name="rm-1", base_path="/models/rm-1", kind=Policy.Kind.REWARD_MODEL
+    )
+    training_round = launch(
+        project,
+        "reward,ppo",
+        user=admin_user,
+        options={
+            "reward_ensemble": ["rm-1"],
+            "reward": {"ensemble_size": 3},
+            "evaluate": False,
+        },
+    )
+    reward, ppo = training_round.jobs.order_by("index")
+    output = Path(reward.run_dir, "output")
+    for member in ("2", "1", "10-not-a-member"):
+        (output / "members" / member).mkdir(parents=True)
+    TrainingJob.objects.filter(pk=reward.pk).update(status=Status.SUCCEEDED)
+    TrainingJob.objects.filter(pk=ppo.pk).update(status=Status.QUEUED)
+
+    started = start_job(ppo.pk)
+
+    assert started.config["reward_model_path"] == str(output)
+    assert started.config["reward_ensemble_paths"] == [
+        "/models/rm-1",
+        str(output / "members" / "1"),
+        str(output / "members" / "2"),
+    ]
+
+
+def test_an_ensemble_of_more_than_eight_reward_models_is_refused(
+    project, admin_user, ranked
+):
+    for i in range(3):
+        Policy.objects.create(
+            name=f"rm-{i}", base_path=f"/models/rm-{i}", kind=Policy.Kind.REWARD_MODEL
+        )
+    with pytest.raises(ValidationError, match="make 9 reward models; an ensemble has"):
+        launch(
+            project,
+            "reward,ppo",
+            user=admin_user,
+            options={
+                "reward_ensemble": ["rm-0", "rm-1", "rm-2"],
+                "reward": {"ensemble_size": 6},
+            },
+        )
+    assert TrainingRound.objects.count() == 0
+
+
 def test_the_launch_form_offers_merged_reward_models_for_the_ensemble(
     project, deployed
 ):
