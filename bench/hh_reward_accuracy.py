@@ -324,6 +324,7 @@ def stage_options(args: argparse.Namespace) -> dict:
         "logging_steps": 10,
         "save_steps": 100_000,
         "seed": args.seed,
+        "ensemble_size": args.ensemble,
         "use_lora": lora,
         "bf16": BF16[args.bf16],
     }
@@ -370,12 +371,17 @@ def train_on_platform(args: argparse.Namespace, train_file: Path, held_out: list
 def evaluate(policy, held_out: list[dict], max_length: int) -> tuple[dict, dict]:
     """Return (overall, per subset) {"pairs", "accuracy", "mean_margin"} of the registered model."""
     from inference import scoring
-    from training.reward import evaluate_pairs
+    from training.reward import ensemble_members, evaluate_pairs
 
     model, tokenizer = scoring.load_reward_model(policy.base_path)
+    # An ensemble (--ensemble) scores each answer with its members' mean.
+    models = [model] + [
+        scoring.load_reward_model(folder)[0]
+        for folder in ensemble_members(policy.base_path)
+    ]
     parts = {
         subset: evaluate_pairs(
-            model,
+            models,
             tokenizer,
             [r for r in held_out if r["subset"] == subset],
             max_length=max_length,
@@ -535,6 +541,13 @@ def parse_args() -> argparse.Namespace:
         "--limit", type=int, default=0, help="Use only this many pairs (0: all)."
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--ensemble",
+        type=int,
+        default=1,
+        help="Reward models trained (seeds --seed, --seed+1, ...); each answer's "
+        "score is their mean.",
+    )
     parser.add_argument(
         "--max-steps", type=int, default=-1, help="Stop after this many steps."
     )

@@ -17,6 +17,11 @@ Choices, documented once:
   both parts; their pairwise accuracy and mean margin are in the returned metrics.
 - The `margin` column of an export is used only when `use_margin` is on (loss
   -log sigmoid(r_c - r_r - margin), Llama 2 style).
+- `ensemble_size` N trains N reward models that differ only in seed (new head,
+  data order), as Coste et al. 2023's ensembles against reward over-optimisation
+  do. The first is the artifact, so everything that loads one reward model loads
+  it unchanged; the others sit in its `members/<i>` folders, and a PPO stage
+  after the reward stage averages all of them (`training/ppo.py`).
 """
 
 from __future__ import annotations
@@ -246,28 +251,28 @@ def evaluate_pairs(
 ) -> dict[str, float]:
     """Return {"pairs", "accuracy", "mean_margin"} of a reward model on preference rows.
 
-    Accuracy counts a tie as half right, so a constant model scores exactly 0.5.
+    `model` may be a list of models sharing the tokenizer (an ensemble's members):
+    each side's score is then their mean. Accuracy counts a tie as half right, so a
+    constant model scores exactly 0.5.
     """
     if not rows:
         raise ValueError("no preference pairs to evaluate; pass a non-empty file")
+    models = model if isinstance(model, list) else [model]
     prompts = [row.get("prompt") for row in rows]
-    chosen = score(
-        model,
-        tokenizer,
-        prompts,
-        [r["chosen"] for r in rows],
-        batch_size=batch_size,
-        max_length=max_length,
-    )
-    rejected = score(
-        model,
-        tokenizer,
-        prompts,
-        [r["rejected"] for r in rows],
-        batch_size=batch_size,
-        max_length=max_length,
-    )
-    margins = [c - r for c, r in zip(chosen, rejected, strict=False)]
+    margins = [0.0] * len(rows)
+    for member in models:
+        for side, sign in (("chosen", 1.0), ("rejected", -1.0)):
+            scores = score(
+                member,
+                tokenizer,
+                prompts,
+                [r[side] for r in rows],
+                batch_size=batch_size,
+                max_length=max_length,
+            )
+            margins = [
+                m + sign * x / len(models) for m, x in zip(margins, scores, strict=True)
+            ]
     right = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
     return {
         "pairs": len(rows),
@@ -326,9 +331,9 @@ def train(
         )
         metrics.update({f"eval_{k}": float(v) for k, v in held.items()})
         if size > 1:
-            metrics["eval_ensemble_accuracy"] = ensemble_accuracy(
+            metrics["eval_ensemble_accuracy"] = evaluate_pairs(
                 models, tokenizer, held_out, max_length=config.max_length
-            )
+            )["accuracy"]
     output_dir = Path(output_dir)
     _save(models[0], tokenizer, output_dir, config)
     for member, model in enumerate(models[1:], start=1):
@@ -426,24 +431,3 @@ def ensemble_members(folder: str | Path) -> list[str]:
         return []
     found = [p for p in members.iterdir() if p.is_dir() and p.name.isdigit()]
     return [str(p) for p in sorted(found, key=lambda p: int(p.name))]
-
-
-def ensemble_accuracy(
-    models: list, tokenizer, rows: list[dict[str, Any]], *, max_length: int = 512
-) -> float:
-    """Return the pairwise accuracy of the members' mean score on preference rows
-    (a tie counts half)."""
-    prompts = [row.get("prompt") for row in rows]
-    margins = [0.0] * len(rows)
-    for model in models:
-        for side, sign in (("chosen", 1.0), ("rejected", -1.0)):
-            scores = score(
-                model,
-                tokenizer,
-                prompts,
-                [r[side] for r in rows],
-                max_length=max_length,
-            )
-            margins = [m + sign * x for m, x in zip(margins, scores, strict=True)]
-    right = sum(1.0 if m > 0 else 0.5 if m == 0 else 0.0 for m in margins)
-    return right / len(rows)

@@ -84,6 +84,35 @@ def test_an_ensemble_trains_members_with_their_own_seeds_into_the_members_folder
     assert steps == [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
 
 
+def test_evaluating_an_ensemble_averages_its_members_scores(tiny_model_dir, tmp_path):
+    import copy
+
+    import torch
+
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        max_steps=4,
+        per_device_train_batch_size=4,
+        eval_fraction=0,
+    )
+    run(tmp_path, "rm", config, preference_records(32))
+    model, tokenizer = scoring.load_reward_model(str(tmp_path / "rm" / "output"))
+    opposite = copy.deepcopy(model)
+    with torch.no_grad():
+        opposite.score.weight.mul_(-3.0)
+    rows = preference_records(24)
+
+    alone = reward.evaluate_pairs(model, tokenizer, rows)
+    twice = reward.evaluate_pairs([model, model], tokenizer, rows)
+    against = reward.evaluate_pairs([model, opposite], tokenizer, rows)
+
+    assert twice["accuracy"] == alone["accuracy"]
+    assert twice["mean_margin"] == pytest.approx(alone["mean_margin"])
+    # The mean of s and -3s is -s: every pair the model gets right, the pair gets wrong.
+    assert against["mean_margin"] == pytest.approx(-alone["mean_margin"], abs=1e-5)
+    assert against["accuracy"] == pytest.approx(1 - alone["accuracy"])
+
+
 def test_one_reward_model_has_no_members(tiny_model_dir, tmp_path):
     config = reward.RewardConfig(
         base_path=str(tiny_model_dir),
