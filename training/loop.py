@@ -132,7 +132,10 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # normalised on the starting policy's samples (4 rollout batches) then beat raw
     # scores on 3 of 4 dev seeds and tied the fourth (0.803 against 0.788; accuracy
     # +6.8 points against +6.0, KL 3.3 against 3.9); raw scores with kl_coef 0.45 did
-    # as well, but normalising sets that weight for any reward model's scale.
+    # as well, but normalising sets that weight for any reward model's scale. Reward-model
+    # ensembles did not help: earlier rounds' beside the round's own (`reward_ensemble`
+    # 3, 0.777 against 0.785 on dev seeds 0-1), three members a round (the reward
+    # stage's `ensemble_size`, 0.802 against 0.803 over 4 dev seeds).
     "ppo": {
         "votes": "consensus",
         "pairs": "all_pairs",
