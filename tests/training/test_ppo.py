@@ -237,14 +237,39 @@ def opposite_reward_dir(reward_dir, tmp_path_factory) -> Path:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     model = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
-    head = model.get_output_embeddings() or model.score
     with torch.no_grad():
-        for parameter in head.parameters():
-            parameter.mul_(-3.0)
+        model.score.weight.mul_(-3.0)
     folder = tmp_path_factory.mktemp("ppo-rm-opposite") / "rm"
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(reward_dir).save_pretrained(folder)
     return folder
+
+
+def run_ensemble(
+    tmp_path,
+    name,
+    tiny_model_dir,
+    reward_dir,
+    opposite_reward_dir,
+    monkeypatch,
+    **options,
+) -> tuple[list, dict, dict]:
+    """Run one PPO update scored by the reward model and its opposite; return the
+    recorded reward-model calls, the final metrics and the first progress line."""
+    calls = spy_on_scores(monkeypatch)
+    config = small(
+        tiny_model_dir,
+        reward_dir,
+        reward_ensemble_paths=[str(opposite_reward_dir)],
+        max_steps=1,
+        missing_eos_penalty=0.0,
+        **options,
+    )
+    metrics = run(tmp_path, name, config)
+    logged = json.loads(
+        (tmp_path / name / "progress.jsonl").read_text().splitlines()[0]
+    )
+    return calls, metrics, logged
 
 
 def test_an_ensembles_members_are_normalised_each_on_its_own_then_averaged(
@@ -252,16 +277,15 @@ def test_an_ensembles_members_are_normalised_each_on_its_own_then_averaged(
 ):
     import statistics
 
-    calls = spy_on_scores(monkeypatch)
-    config = small(
+    calls, metrics, logged = run_ensemble(
+        tmp_path,
+        "ensemble",
         tiny_model_dir,
         reward_dir,
-        reward_ensemble_paths=[str(opposite_reward_dir)],
-        max_steps=1,
+        opposite_reward_dir,
+        monkeypatch,
         score_norm_batches=1,
-        missing_eos_penalty=0.0,
     )
-    metrics = run(tmp_path, "ensemble", config)
 
     # Each member scores the statistics batch, then the update's batch.
     assert len(calls) == 4
@@ -274,9 +298,6 @@ def test_an_ensembles_members_are_normalised_each_on_its_own_then_averaged(
         [statistics.pstdev(first), statistics.pstdev(opposite)]
     )
     # Normalised, the opposite member cancels the first whatever its scale.
-    logged = json.loads(
-        (tmp_path / "ensemble" / "progress.jsonl").read_text().splitlines()[0]
-    )
     assert logged["score"] == pytest.approx(0.0, abs=1e-4)
 
 
@@ -285,22 +306,18 @@ def test_an_ensemble_without_normalisation_averages_the_raw_scores(
 ):
     import statistics
 
-    calls = spy_on_scores(monkeypatch)
-    config = small(
+    calls, metrics, logged = run_ensemble(
+        tmp_path,
+        "raw-ensemble",
         tiny_model_dir,
         reward_dir,
-        reward_ensemble_paths=[str(opposite_reward_dir)],
-        max_steps=1,
-        missing_eos_penalty=0.0,
+        opposite_reward_dir,
+        monkeypatch,
     )
-    metrics = run(tmp_path, "raw-ensemble", config)
 
     assert len(calls) == 2
     expected = statistics.fmean(
         (a + b) / 2 for a, b in zip(calls[0][1], calls[1][1], strict=True)
-    )
-    logged = json.loads(
-        (tmp_path / "raw-ensemble" / "progress.jsonl").read_text().splitlines()[0]
     )
     assert logged["score"] == pytest.approx(expected, abs=1e-5)
     assert "score_shift" not in metrics
