@@ -112,6 +112,15 @@ with other sessions (load 10-13, so this process got about a quarter of a core):
   0.019, so the others are within two of it), and none is near 0.62: the test split was
   not run again. Harmless-base stays at or under chance in every run, helpful-base
   at 0.60-0.67: one scalar reward trained on both pulls two ways.
+- `--split dev --threads 1 --bf16 auto --ensemble 3` (2026-12-05 13:53-14:25 UTC, an
+  Intel Xeon with AMX, beside PPO loop runs, probe 0.13 s, load 0.5 / 2.8): three MiniLM
+  reward models trained through the reward stage's `ensemble_size` (seeds 0, 1, 2; the
+  first is the defaults' run above), each answer scored by their mean. Dev **0.567** on
+  688 pairs (mean margin 0.124): harmless-base 0.429, helpful-base 0.648,
+  helpful-online 0.558, helpful-rejection-sampled 0.615; the longer answer 0.532. Wall
+  1920 s, CPU 1666 s (28 min). Under the single model's 0.577: seeds of the same
+  22M-parameter model on the same 2,676 pairs make the same mistakes, and averaging
+  them does not reach past them. Not run on the test split.
 - `.venv/bin/python bench/hh_reward_accuracy.py --threads 1` (the defaults
   otherwise: MiniLM, test split, 3,364 train / 851 held out; 3,275 distinct
   prompts imported): stopped after 30 of 422 steps (loss still 0.693), at about
@@ -160,8 +169,8 @@ learned nothing beyond length from up to 1,596 pairs at either learning rate (5e
 2e-3 on the dev split), and its frozen features carry no linear trace of the
 preference at any position (the dev probe above), so it is not the way to 0.62 on a
 CPU. Nor is tuning MiniLM: six settings on the dev split (above) put the defaults
-first at 0.577. Larger open reward models trained on all of HH-RLHF reach about 0.69; the
-run to try with a GPU is `--backbone smollm2 --epochs 2` (or `--base` naming a
+first at 0.577, and an ensemble of three seeds gave 0.567. Larger open reward models
+trained on all of HH-RLHF reach about 0.69; the run to try with a GPU is `--backbone smollm2 --epochs 2` (or `--base` naming a
 larger model: any folder, GGUF file or hub id `register_model` takes).
 """
 
