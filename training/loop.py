@@ -357,10 +357,6 @@ class LoopConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.rounds < 1:
-            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
-        if not 1 <= self.seeds <= MAX_SEEDS:
-            raise ValueError(f"seeds must be 1 to {MAX_SEEDS}, got {self.seeds}")
         if self.method not in METHOD_DEFAULTS:
             raise ValueError(
                 f"method must be one of {sorted(METHOD_DEFAULTS)}, got {self.method!r}"
@@ -368,6 +364,17 @@ class LoopConfig:
         for name in METHOD_NUMBERS:
             if getattr(self, name) == -1:
                 setattr(self, name, METHOD_DEFAULTS[self.method][name])
+        self.votes = self.votes or METHOD_DEFAULTS[self.method]["votes"]
+        self.pairs = self.pairs or METHOD_DEFAULTS[self.method]["pairs"]
+        self._check_numbers()
+        self._check_choices()
+
+    def _check_numbers(self) -> None:
+        """Raise ValueError naming a count, rate or bound out of its range."""
+        if self.rounds < 1:
+            raise ValueError(f"rounds must be at least 1, got {self.rounds}")
+        if not 1 <= self.seeds <= MAX_SEEDS:
+            raise ValueError(f"seeds must be 1 to {MAX_SEEDS}, got {self.seeds}")
         if self.temperature < 0:
             raise ValueError(
                 f"temperature must be 0 (greedy) or more, or -1 (the method's), got "
@@ -399,12 +406,22 @@ class LoopConfig:
             raise ValueError(
                 f"persona_spread must be in [0, 1), got {self.persona_spread}"
             )
-        self.votes = self.votes or METHOD_DEFAULTS[self.method]["votes"]
+        if not 1 <= self.reward_ensemble <= MAX_ENSEMBLE:
+            raise ValueError(
+                f"reward_ensemble must be 1 to {MAX_ENSEMBLE}, got {self.reward_ensemble}"
+            )
+        if self.eval_prompts < 1 or self.eval_samples < 2:
+            raise ValueError(
+                f"eval_prompts must be at least 1 and eval_samples at least 2 (distinct-2 "
+                f"compares a prompt's samples), got {self.eval_prompts} and {self.eval_samples}"
+            )
+
+    def _check_choices(self) -> None:
+        """Raise ValueError naming a named choice or a train option the method cannot take."""
         if self.votes not in ("consensus", "every"):
             raise ValueError(
                 f"votes must be 'consensus' or 'every', got {self.votes!r}"
             )
-        self.pairs = self.pairs or METHOD_DEFAULTS[self.method]["pairs"]
         if self.pairs not in ("all_pairs", "best_vs_rest"):
             raise ValueError(
                 f"pairs must be 'all_pairs' or 'best_vs_rest', got {self.pairs!r}"
@@ -412,10 +429,6 @@ class LoopConfig:
         if self.rewrite_from not in REWRITE_STARTS:
             raise ValueError(
                 f"rewrite_from must be one of {REWRITE_STARTS}, got {self.rewrite_from!r}"
-            )
-        if not 1 <= self.reward_ensemble <= MAX_ENSEMBLE:
-            raise ValueError(
-                f"reward_ensemble must be 1 to {MAX_ENSEMBLE}, got {self.reward_ensemble}"
             )
         if self.reward_ensemble > 1 and not PIPELINES[self.method].endswith("ppo"):
             raise ValueError(
@@ -426,11 +439,6 @@ class LoopConfig:
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
         if self.split not in ("dev", "test"):
             raise ValueError(f"split must be 'dev' or 'test', got {self.split!r}")
-        if self.eval_prompts < 1 or self.eval_samples < 2:
-            raise ValueError(
-                f"eval_prompts must be at least 1 and eval_samples at least 2 (distinct-2 "
-                f"compares a prompt's samples), got {self.eval_prompts} and {self.eval_samples}"
-            )
         if "evaluate" in self.train:
             raise ValueError(
                 "the loop evaluates each round itself (step 5), so the round's "

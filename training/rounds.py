@@ -203,6 +203,65 @@ def _check_reward_stages(stages: list[str]) -> None:
             )
 
 
+def _ensemble_for(stages: list[str], options: dict[str, Any]) -> dict[str, Any]:
+    """Return the input naming the round option `reward_ensemble`'s folders.
+
+    Raise ValidationError when a name is no registered merged reward model, or the
+    pipeline has no stage that scores with reward models.
+    """
+    ensemble = ensemble_inputs(options.get("reward_ensemble") or [])
+    if ensemble and not any(
+        "reward_ensemble_paths" in {f.name for f in dataclasses.fields(config_class(s))}
+        for s in stages
+    ):
+        raise ValidationError(
+            f"reward_ensemble is for a stage that scores with reward models (ppo); "
+            f"the pipeline {stages} has none"
+        )
+    return ensemble
+
+
+def _stage_configs(
+    stages: list[str],
+    options: dict[str, Any],
+    parent: Policy,
+    reward_model: Policy | None,
+) -> list[dict[str, Any]]:
+    """Return every stage's resolved config, validated now so that a typo fails the
+    launch, not stage 3; raise ValidationError naming a bad value."""
+    ensemble = _ensemble_for(stages, options)
+    configs = []
+    for stage in stages:
+        inputs = policy_inputs(parent)
+        if reward_model is not None:
+            inputs.update(reward_inputs(reward_model))
+        inputs.update(ensemble)
+        inputs.update(judge_inputs(options.get(stage) or {}))
+        configs.append(resolve_config(stage, options.get(stage) or {}, inputs))
+    _check_ensemble_size(stages, configs, ensemble)
+    return configs
+
+
+def _check_ensemble_size(
+    stages: list[str], configs: list[dict[str, Any]], ensemble: dict[str, Any]
+) -> None:
+    """Refuse more reward models than an ensemble holds: the named ones plus the last
+    reward stage's `ensemble_size` (or the one registered reward model)."""
+    trained = [
+        config.get("ensemble_size", 1)
+        for stage, config in zip(stages, configs, strict=True)
+        if STAGES[stage].produces == Policy.Kind.REWARD_MODEL
+    ]
+    members = len(ensemble.get("reward_ensemble_paths", [])) + (
+        trained[-1] if trained else 1
+    )
+    if members > MAX_ENSEMBLE:
+        raise ValidationError(
+            f"the reward stage's ensemble_size and reward_ensemble make {members} reward "
+            f"models; an ensemble has at most {MAX_ENSEMBLE}"
+        )
+
+
 def launch_round(
     project: Project,
     method: str,
@@ -239,39 +298,7 @@ def launch_round(
             options["evaluate_skipped"] = "the project has no held-out test prompts"
     if reward_model is None:
         _check_reward_stages(stages)
-    ensemble = ensemble_inputs(options.get("reward_ensemble") or [])
-    if ensemble and not any(
-        "reward_ensemble_paths" in {f.name for f in dataclasses.fields(config_class(s))}
-        for s in stages
-    ):
-        raise ValidationError(
-            f"reward_ensemble is for a stage that scores with reward models (ppo); "
-            f"the pipeline {stages} has none"
-        )
-
-    # Validate every stage's config now, so a typo fails the launch, not stage 3.
-    configs = []
-    for stage in stages:
-        inputs = policy_inputs(parent)
-        if reward_model is not None:
-            inputs.update(reward_inputs(reward_model))
-        inputs.update(ensemble)
-        inputs.update(judge_inputs(options.get(stage) or {}))
-        configs.append(resolve_config(stage, options.get(stage) or {}, inputs))
-
-    trained = [
-        config.get("ensemble_size", 1)
-        for stage, config in zip(stages, configs, strict=True)
-        if STAGES[stage].produces == Policy.Kind.REWARD_MODEL
-    ]
-    members = len(ensemble.get("reward_ensemble_paths", [])) + (
-        trained[-1] if trained else 1
-    )
-    if members > MAX_ENSEMBLE:
-        raise ValidationError(
-            f"the reward stage's ensemble_size and reward_ensemble make {members} reward "
-            f"models; an ensemble has at most {MAX_ENSEMBLE}"
-        )
+    configs = _stage_configs(stages, options, parent, reward_model)
 
     corpus, demonstrations = _corpora_for(project, stages, options)
     with transaction.atomic():
