@@ -431,7 +431,7 @@ def score_statistics(
     model,
     score_fn: Callable[[list[Any], list[str]], list[Any]],
     accelerator,
-) -> tuple[float, float]:
+) -> tuple[Any, Any]:
     """Return the mean and std of the reward model's scores on the starting policy's samples
     (for an ensemble, whose `score_fn` gives one list of scores per response, a list
     of means and one of stds, a member each).
