@@ -761,9 +761,8 @@ class _Round:
     current: Policy
     earlier: list[Policy]
     labelled: list[int]  # this seed's labelling round numbers so far (appended to)
-    reward_models: list[str] = field(
-        default_factory=list
-    )  # earlier rounds', oldest first
+    # The seed's earlier rounds' reward models, oldest first.
+    reward_models: list[str] = field(default_factory=list)
 
 
 def _publish_annotate_train(
