@@ -48,6 +48,7 @@ interval (`pool_figures`, `manage.py pool_loop`), as if one process had run them
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -167,6 +168,13 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "temperature": 1.0,
         "train": {"reward": {"num_train_epochs": 1}},
     },
+}
+# SFT on the round's demonstrations, then PPO's reward model and PPO from that policy
+# (InstructGPT's order), with PPO's settings and the SFT step's rate halved each round
+# as sft-dpo's.
+METHOD_DEFAULTS["sft-ppo"] = {
+    **copy.deepcopy(METHOD_DEFAULTS["ppo"]),
+    "sft_step_decay": 0.5,
 }
 # The LoopConfig numbers whose -1 means "the method's", from METHOD_DEFAULTS.
 METHOD_NUMBERS = (

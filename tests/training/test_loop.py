@@ -55,7 +55,8 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"rounds": 0}, "rounds must be at least 1, got 0"),
         (
             {"method": "sft"},
-            "method must be one of \\['dpo', 'grpo', 'ppo', 'sft-dpo'\\], got 'sft'",
+            "method must be one of \\['dpo', 'grpo', 'ppo', 'sft-dpo', 'sft-ppo'\\], "
+            "got 'sft'",
         ),
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
         ({"eval_samples": 1}, "eval_samples at least 2"),
@@ -584,6 +585,59 @@ def test_micro_ppo_rounds_score_with_their_ensembles_and_earlier_rounds_reward_m
     assert len(last["score_shift"]) == 3 and len(last["score_scale"]) == 3
 
 
+@pytest.mark.slow
+def test_a_micro_sft_ppo_round_fine_tunes_on_the_rewrites_then_runs_ppo_from_it(
+    micro_project, admin_user, tmp_path
+):
+    """`--method sft-ppo --rewrites 1`: InstructGPT's order. The SFT stage learns the
+    round's demonstrations, the reward model learns the round's pairs, and PPO starts
+    from the SFT stage's policy, not from the deployed one."""
+    train = {
+        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100},
+        "reward": {
+            "max_steps": 2,
+            "per_device_train_batch_size": 4,
+            "eval_fraction": 0,
+        },
+        "ppo": {
+            "max_steps": 1,
+            "batch_size": 4,
+            "mini_batch_size": 2,
+            "ppo_epochs": 1,
+            "score_norm_batches": 1,
+        },
+    }
+    run_loop(
+        micro_project,
+        LoopConfig(
+            method="sft-ppo",
+            rounds=1,
+            seeds=1,
+            candidates=4,
+            rewrites=1.0,
+            **{**MICRO, "train": train},
+        ),
+        user=admin_user,
+        out=lambda line: None,
+        plot_path=tmp_path / "loop.png",
+    )
+    round_ = TrainingRound.objects.get(project=micro_project)
+    assert (round_.method, round_.status) == ("sft,reward,ppo", "succeeded")
+    jobs = {job.stage: job for job in round_.jobs.all()}
+    assert round_.snapshot.rewrite_rule == "chosen"
+    assert round_.snapshot.stats["rewrites"] >= 1
+    sft_output = jobs["sft"].output_policy
+    assert jobs["ppo"].config["adapter_path"] == sft_output.adapter_path
+    assert jobs["ppo"].config["reward_model_path"] == (
+        jobs["reward"].output_policy.base_path
+    )
+    # Lineage: SFT policy -> the round's SFT stage -> its PPO stage, deployed.
+    assert round_.output_policy.parent == sft_output
+    assert sft_output.parent.name == "micro-sft"
+    micro_project.refresh_from_db()
+    assert micro_project.current_policy == round_.output_policy
+
+
 def test_command_refuses_an_unknown_project(db):
     with pytest.raises(CommandError, match="no project named 'nope'"):
         call_command("run_loop", "--project=nope", stdout=StringIO())
@@ -801,6 +855,17 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
     ]
     assert [r["sft"].get("learning_rate") for r in rounds] == [None, 5e-4, 2.5e-4]
     assert [r["dpo"].get("learning_rate") for r in rounds] == [None, 2.5e-4, 1.25e-4]
+    # sft-ppo: PPO's settings, with the SFT step halving as sft-dpo's.
+    sft_ppo = [
+        stage_options(LoopConfig(method="sft-ppo"), seed=0, round_number=n)
+        for n in (1, 2, 3)
+    ]
+    assert [r["sft"].get("learning_rate") for r in sft_ppo] == [None, 5e-4, 2.5e-4]
+    assert [r["ppo"]["learning_rate"] for r in sft_ppo] == [1e-4, 5e-5, 2.5e-5]
+    assert "learning_rate" not in sft_ppo[2]["reward"]
+    ppo_first = stage_options(LoopConfig(method="ppo"), seed=0, round_number=1)
+    assert sft_ppo[0]["ppo"] == ppo_first["ppo"]
+    assert sft_ppo[0]["reward"] == ppo_first["reward"]
     # The real-model commands keep their constant SFT step, and their own rate.
     told = LoopConfig(
         method="sft-dpo", sft_step_decay=1, train={"sft": {"learning_rate": 5e-4}}
