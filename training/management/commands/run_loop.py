@@ -146,9 +146,9 @@ class Command(BaseCommand):
             "--sft-step-decay",
             type=float,
             default=-1.0,  # the method's (METHOD_DEFAULTS)
-            help="Each round's SFT step (sft-dpo: before DPO) learns at the previous "
-            "round's rate times this (1: constant; default: the method's, 0.5 for "
-            "sft-dpo).",
+            help="Each round's SFT step (sft-dpo, sft-ppo: before the policy stage) "
+            "learns at the previous round's rate times this (1: constant; default: the "
+            "method's, 0.5 for sft-dpo and sft-ppo).",
         )
         parser.add_argument(
             "--train",
