@@ -774,8 +774,9 @@ def test_command_leaves_candidates_to_the_method_unless_given(monkeypatch):
 
 
 def test_prompts_and_temperature_are_the_methods_unless_given():
-    """sft-dpo publishes 256 prompts a round sampled at 0.7 (chosen on the dev split,
-    docs/loop.md); the others keep 128 at 1.0; a typed value wins, 0 stays greedy."""
+    """sft-dpo and sft-ppo publish 256 prompts a round sampled at 0.7 (chosen on the dev
+    split, docs/loop.md); the others keep 128 at 1.0; a typed value wins, 0 stays
+    greedy."""
     from training.management.commands.run_loop import Command
 
     parser = Command().create_parser("manage.py", "run_loop")
@@ -791,6 +792,7 @@ def test_prompts_and_temperature_are_the_methods_unless_given():
 
     # The README's commands as typed.
     assert resolved("--method", "sft-dpo", "--rewrites", "1") == (256, 0.7)
+    assert resolved("--method", "sft-ppo", "--rewrites", "1") == (256, 0.7)
     assert resolved("--method", "ppo") == (128, 1.0)
     assert resolved("--method", "dpo") == resolved() == (128, 1.0)
     assert resolved("--method", "grpo") == (128, 1.0)
