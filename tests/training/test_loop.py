@@ -433,6 +433,36 @@ def test_two_micro_rounds_register_lineage_deploy_and_end_with_the_json_line(
     )
 
 
+# Micro stages: an SFT and a reward stage of two steps, one PPO update of 4 rollouts.
+MICRO_SFT = {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100}
+MICRO_REWARD = {"max_steps": 2, "per_device_train_batch_size": 4, "eval_fraction": 0}
+MICRO_PPO = {
+    "max_steps": 1,
+    "batch_size": 4,
+    "mini_batch_size": 2,
+    "ppo_epochs": 1,
+    "score_norm_batches": 1,
+}
+
+
+def _one_round_with_rewrites(project, user, tmp_path, method, train, out=None) -> None:
+    """Run one micro round of `method` with 4 candidates and every wrong best rewritten."""
+    run_loop(
+        project,
+        LoopConfig(
+            method=method,
+            rounds=1,
+            seeds=1,
+            candidates=4,
+            rewrites=1.0,
+            **{**MICRO, "train": train},
+        ),
+        user=user,
+        out=out or (lambda line: None),
+        plot_path=tmp_path / "loop.png",
+    )
+
+
 @pytest.mark.slow
 def test_a_micro_sft_dpo_round_fine_tunes_on_the_rewrites_then_runs_dpo(
     micro_project, admin_user, tmp_path
@@ -444,23 +474,9 @@ def test_a_micro_sft_dpo_round_fine_tunes_on_the_rewrites_then_runs_dpo(
     from demo.world import JUDGE
 
     lines: list[str] = []
-    train = {
-        **MICRO["train"],
-        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100},
-    }
-    run_loop(
-        micro_project,
-        LoopConfig(
-            method="sft-dpo",
-            rounds=1,
-            seeds=1,
-            candidates=4,
-            rewrites=1.0,
-            **{**MICRO, "train": train},
-        ),
-        user=admin_user,
-        out=lines.append,
-        plot_path=tmp_path / "loop.png",
+    train = {**MICRO["train"], "sft": MICRO_SFT}
+    _one_round_with_rewrites(
+        micro_project, admin_user, tmp_path, "sft-dpo", train, out=lines.append
     )
     assert json.loads(lines[-1])["round"] == 1
     round_ = TrainingRound.objects.get(project=micro_project)
@@ -547,19 +563,8 @@ def test_micro_ppo_rounds_score_with_their_ensembles_and_earlier_rounds_reward_m
             **{
                 **MICRO,
                 "train": {
-                    "reward": {
-                        "max_steps": 2,
-                        "per_device_train_batch_size": 4,
-                        "eval_fraction": 0,
-                        "ensemble_size": 2,
-                    },
-                    "ppo": {
-                        "max_steps": 1,
-                        "batch_size": 4,
-                        "mini_batch_size": 2,
-                        "ppo_epochs": 1,
-                        "score_norm_batches": 1,
-                    },
+                    "reward": {**MICRO_REWARD, "ensemble_size": 2},
+                    "ppo": MICRO_PPO,
                 },
             },
         ),
@@ -592,35 +597,8 @@ def test_a_micro_sft_ppo_round_fine_tunes_on_the_rewrites_then_runs_ppo_from_it(
     """`--method sft-ppo --rewrites 1`: InstructGPT's order. The SFT stage learns the
     round's demonstrations, the reward model learns the round's pairs, and PPO starts
     from the SFT stage's policy, not from the deployed one."""
-    train = {
-        "sft": {"max_steps": 2, "per_device_train_batch_size": 4, "save_steps": 100},
-        "reward": {
-            "max_steps": 2,
-            "per_device_train_batch_size": 4,
-            "eval_fraction": 0,
-        },
-        "ppo": {
-            "max_steps": 1,
-            "batch_size": 4,
-            "mini_batch_size": 2,
-            "ppo_epochs": 1,
-            "score_norm_batches": 1,
-        },
-    }
-    run_loop(
-        micro_project,
-        LoopConfig(
-            method="sft-ppo",
-            rounds=1,
-            seeds=1,
-            candidates=4,
-            rewrites=1.0,
-            **{**MICRO, "train": train},
-        ),
-        user=admin_user,
-        out=lambda line: None,
-        plot_path=tmp_path / "loop.png",
-    )
+    train = {"sft": MICRO_SFT, "reward": MICRO_REWARD, "ppo": MICRO_PPO}
+    _one_round_with_rewrites(micro_project, admin_user, tmp_path, "sft-ppo", train)
     round_ = TrainingRound.objects.get(project=micro_project)
     assert (round_.method, round_.status) == ("sft,reward,ppo", "succeeded")
     jobs = {job.stage: job for job in round_.jobs.all()}
