@@ -95,6 +95,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "dpo": {
         "votes": "consensus",
         "pairs": "best_vs_rest",
+        "data": "round",
         "candidates": 8,
         "step_decay": 0.5,
         "sft_step_decay": 1.0,
@@ -115,6 +116,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "sft-dpo": {
         "votes": "consensus",
         "pairs": "best_vs_rest",
+        "data": "round",
         "candidates": 8,
         "step_decay": 0.5,
         "sft_step_decay": 0.5,
@@ -140,6 +142,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "ppo": {
         "votes": "consensus",
         "pairs": "all_pairs",
+        "data": "round",
         "candidates": 8,
         "step_decay": 0.5,
         "sft_step_decay": 1.0,
@@ -161,6 +164,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     "grpo": {
         "votes": "consensus",
         "pairs": "all_pairs",
+        "data": "round",
         "candidates": 8,
         "step_decay": 1.0,
         "sft_step_decay": 1.0,
@@ -182,6 +186,7 @@ METHOD_DEFAULTS["sft-ppo"] = {
     "sft_step_decay": 0.5,
     "prompts_per_round": 256,
     "temperature": 0.7,
+    "data": "all",
 }
 # The LoopConfig numbers whose -1 means "the method's", from METHOD_DEFAULTS.
 METHOD_NUMBERS = (
@@ -314,9 +319,10 @@ class LoopConfig:
         },
     )
     data: str = field(
-        default="round",
+        default="",
         metadata={
-            "help": "Train on this round's rankings ('round') or on all this seed's rounds so far ('all')."
+            "help": "Train on this round's rankings ('round') or on all this seed's "
+            "rounds so far ('all'); '' takes the method's default (METHOD_DEFAULTS)."
         },
     )
     split: str = field(
@@ -381,6 +387,7 @@ class LoopConfig:
                 setattr(self, name, METHOD_DEFAULTS[self.method][name])
         self.votes = self.votes or METHOD_DEFAULTS[self.method]["votes"]
         self.pairs = self.pairs or METHOD_DEFAULTS[self.method]["pairs"]
+        self.data = self.data or METHOD_DEFAULTS[self.method]["data"]
         self._check_numbers()
         self._check_choices()
 

@@ -731,6 +731,26 @@ def test_command_leaves_votes_to_the_method_unless_given():
     )
 
 
+def test_sft_ppo_trains_on_every_rounds_data_unless_told():
+    """sft-ppo's rounds train on all the seed's rounds so far (chosen on the dev split,
+    docs/loop.md); the other methods on their own round's; a typed value wins."""
+    from training.management.commands.run_loop import Command
+
+    parser = Command().create_parser("manage.py", "run_loop")
+
+    def resolved(*argv: str) -> str:
+        options = parser.parse_args(["--project", "demo", *argv])
+        return LoopConfig(method=options.method, data=options.data).data
+
+    assert resolved("--method", "sft-ppo", "--rewrites", "1") == "all"
+    for method in ("dpo", "sft-dpo", "ppo", "grpo"):
+        assert resolved("--method", method) == "round"
+    assert resolved("--method", "sft-ppo", "--data", "round") == "round"
+    assert resolved("--method", "ppo", "--data", "all") == "all"
+    with pytest.raises(ValueError, match="data must be 'round' or 'all', got 'some'"):
+        LoopConfig(data="some")
+
+
 def test_command_leaves_candidates_to_the_method_unless_given(monkeypatch):
     """The PPO command as typed once published DPO's 8 candidates: its default leaked."""
     from training.management.commands.run_loop import Command

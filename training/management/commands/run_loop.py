@@ -123,7 +123,14 @@ class Command(BaseCommand):
             help="Which candidate a rewrite starts from: the top-ranked (best) or the "
             "best-ranked whose repair says something (substantive; --judge instructions).",
         )
-        parser.add_argument("--data", choices=["round", "all"], default=defaults.data)
+        parser.add_argument(
+            "--data",
+            choices=["round", "all"],
+            default="",  # the method's (METHOD_DEFAULTS)
+            help="Train each round on its own rankings or on all the seed's rounds so "
+            "far (default: the method's, see training.loop.METHOD_DEFAULTS: all for "
+            "sft-ppo, round for the others).",
+        )
         parser.add_argument(
             "--reward-ensemble",
             type=int,
