@@ -57,6 +57,9 @@ LOSS_TYPES = (
     "sft",
     "sigmoid_norm",
 )
+# The loss types whose TRL implementation reads label_smoothing (TRL 1.x dropped it from
+# "sigmoid", where it once gave cDPO): with any other, the option would do nothing.
+LABEL_SMOOTHING_LOSSES = ("robust", "exo_pair", "aot", "aot_unpaired")
 
 
 @dataclass
@@ -87,7 +90,8 @@ class DPOConfig(TrainerConfig):
     label_smoothing: float = field(
         default=0.0,
         metadata={
-            "help": "Assumed share of flipped labels, for the robust and cDPO losses."
+            "help": "Assumed share of flipped labels, for the loss types that use it: "
+            f"{', '.join(LABEL_SMOOTHING_LOSSES)} (robust is cDPO's unbiased form)."
         },
     )
     learning_rate: float = field(
@@ -157,6 +161,19 @@ class DPOConfig(TrainerConfig):
             )
         check_range("beta", self.beta, 0, None, low_open=True)
         check_range("label_smoothing", self.label_smoothing, 0, 0.5, high_open=True)
+        if self.label_smoothing and not set(self.loss_type) & set(
+            LABEL_SMOOTHING_LOSSES
+        ):
+            raise ValueError(
+                f"label_smoothing {self.label_smoothing} is used only by the loss types "
+                f"{list(LABEL_SMOOTHING_LOSSES)}; loss_type is {self.loss_type}: add one "
+                "(robust for noisy labels) or set label_smoothing to 0"
+            )
+        if "exo_pair" in self.loss_type and not self.label_smoothing:
+            raise ValueError(
+                "loss_type exo_pair needs label_smoothing > 0 (EXO suggests 1e-3), "
+                f"got {float(self.label_smoothing)}"
+            )
         super().__post_init__()
 
 

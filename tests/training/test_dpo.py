@@ -199,6 +199,16 @@ def test_dpo_stops_when_asked_and_saves_no_artifact(tiny_model_dir, tmp_path):
             "loss_weights must have one weight",
         ),
         ({"trl_args": {"beta": 0.2}}, "trl_args must not repeat ['beta']"),
+        # TRL's sigmoid loss ignores label_smoothing: a cDPO run would silently be DPO.
+        (
+            {"label_smoothing": 0.1},
+            "label_smoothing 0.1 is used only by the loss types ['robust', 'exo_pair', "
+            "'aot', 'aot_unpaired']; loss_type is ['sigmoid', 'sft']",
+        ),
+        (
+            {"loss_type": ["exo_pair"]},
+            "loss_type exo_pair needs label_smoothing > 0 (EXO suggests 1e-3), got 0.0",
+        ),
         ({"learning_rat": 1e-3}, "unknown DPOConfig option(s) ['learning_rat']"),
     ],
 )
@@ -206,6 +216,12 @@ def test_dpo_config_rejects_bad_values_with_a_message_naming_them(options, messa
     with pytest.raises(ValueError) as error:
         dpo.DPOConfig.from_dict({"base_path": "x", **options})
     assert message in str(error.value)
+
+
+def test_dpo_config_takes_label_smoothing_for_the_losses_that_use_it():
+    for losses in (["robust", "sft"], ["exo_pair"], ["sigmoid", "aot"]):
+        config = dpo.DPOConfig(base_path="x", loss_type=losses, label_smoothing=0.1)
+        assert config.label_smoothing == 0.1
 
 
 def test_dpo_config_round_trips_through_a_dict():
