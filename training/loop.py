@@ -756,15 +756,19 @@ def _annotators(project: Project, config: LoopConfig, judge: Judge, seed: int):
 
 
 def _rm_accuracy(training_round) -> float | None:
-    """Return the round's reward model's pairwise accuracy on its held-out prompts.
+    """Return the round's reward model's pairwise accuracy on its held-out prompts:
+    an ensemble's (the reward stage's `ensemble_size`) is its members' mean score's,
+    the one PPO scores with.
 
     None for DPO: it has no reward model, and its implicit-reward accuracy is only
     logged on training batches, which says nothing about held-out pairs.
     """
     job = training_round.jobs.filter(stage="reward").first()
-    if job is None or "eval_accuracy" not in (job.last_metrics or {}):
-        return None
-    return float(job.last_metrics["eval_accuracy"])
+    metrics = (job.last_metrics or {}) if job is not None else {}
+    for key in ("eval_ensemble_accuracy", "eval_accuracy"):
+        if key in metrics:
+            return float(metrics[key])
+    return None
 
 
 def _publish_strategy(project: Project, n: int) -> str:

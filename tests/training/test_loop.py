@@ -616,6 +616,33 @@ def test_a_micro_sft_ppo_round_fine_tunes_on_the_rewrites_then_runs_ppo_from_it(
     assert micro_project.current_policy == round_.output_policy
 
 
+def test_the_table_gives_an_ensembles_accuracy_not_its_first_members(
+    project, admin_user
+):
+    """rm_acc read the first member's held-out accuracy, while PPO scored with the
+    members' mean; a round without members keeps the one model's."""
+    from tests.annotation.data_factories import make_policy
+    from training.loop import _rm_accuracy
+    from training.models import TrainingJob
+
+    training_round = TrainingRound.objects.create(
+        project=project,
+        method="reward,ppo",
+        parent_policy=make_policy(),
+        created_by=admin_user,
+    )
+    job = TrainingJob.objects.create(
+        round=training_round,
+        stage="reward",
+        index=0,
+        last_metrics={"eval_accuracy": 0.6, "eval_ensemble_accuracy": 0.7},
+    )
+    assert _rm_accuracy(training_round) == 0.7
+    job.last_metrics = {"eval_accuracy": 0.6}
+    job.save()
+    assert _rm_accuracy(training_round) == 0.6
+
+
 def test_command_refuses_an_unknown_project(db):
     with pytest.raises(CommandError, match="no project named 'nope'"):
         call_command("run_loop", "--project=nope", stdout=StringIO())
