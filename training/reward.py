@@ -21,19 +21,23 @@ Choices, documented once:
   data order), as Coste et al. 2023's ensembles against reward over-optimisation
   do. The first is the artifact, so everything that loads one reward model loads
   it unchanged; the others sit in its `members/<i>` folders, and a PPO stage
-  after the reward stage averages all of them (`training/ppo.py`).
+  after the reward stage averages all of them (`training/ppo.py`). A stopped stage
+  resumes the first member from its checkpoint and loads the extra members it had
+  finished; only the one cut short trains again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 from inference.loading import load_tokenizer
-from inference.scoring import is_encoder, score
+from inference.scoring import is_encoder, load_reward_model, score
 from training.artifacts import (
     Precision,
     TrainerConfig,
@@ -45,11 +49,12 @@ from training.artifacts import (
     read_jsonl,
     resume_checkpoint,
 )
-from training.progress import Reporter, trainer_callback
+from training.progress import TMP_PREFIX, Reporter, trainer_callback
 
 # Reward models in one ensemble (as training/ppo.py's), and where the extra members go.
 MAX_ENSEMBLE = 8
 MEMBERS_DIR = "members"
+MEMBER_MODEL = "model"  # a finished extra member, in checkpoints/member-<i>/
 
 
 @dataclass
@@ -317,10 +322,7 @@ def train(
         return metrics
     models = [_merged(trainer.model)]
     for member in range(1, size):
-        # The extra members train without checkpoints: a resumed stage trains them again.
-        models.append(
-            _merged(_fit(config, train_rows, tokenizer, reporter, None, member).model)
-        )
+        models.append(_member(config, train_rows, tokenizer, reporter, member))
         if reporter.should_stop():
             metrics["stopped"] = 1.0
             return metrics
@@ -403,6 +405,32 @@ def _fit(
     )
     trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
     return trainer
+
+
+def _member(
+    config: RewardConfig,
+    train_rows: list[dict[str, Any]],
+    tokenizer,
+    reporter: Reporter,
+    member: int,
+):
+    """Return extra member `member`, merged: trained, or loaded where an earlier run of
+    this stage finished it before a stop (the same seeds give the same model).
+
+    An extra member keeps no mid-training checkpoints; once trained whole it waits in
+    `checkpoints/member-<i>/model`, written under a temporary name and renamed.
+    """
+    saved = reporter.checkpoint_dir / f"member-{member}" / MEMBER_MODEL
+    if saved.is_dir():
+        return load_reward_model(str(saved))[0]
+    trainer = _fit(config, train_rows, tokenizer, reporter, None, member)
+    model = _merged(trainer.model)
+    if trainer.state.global_step >= trainer.state.max_steps:  # not stopped midway
+        tmp = saved.with_name(TMP_PREFIX + saved.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        _save(model, tokenizer, tmp, config)
+        os.replace(tmp, saved)
+    return model
 
 
 def _merged(model):

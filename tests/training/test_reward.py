@@ -84,6 +84,58 @@ def test_an_ensemble_trains_members_with_their_own_seeds_into_the_members_folder
     assert steps == [(1, 6), (2, 6), (3, 6), (4, 6), (5, 6), (6, 6)]
 
 
+def test_a_resumed_ensemble_keeps_the_members_it_had_trained(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """A stop while member 2 trained once cost members 1 and 2 again on resume: the
+    finished member now waits in the checkpoints folder and loads, the same model."""
+    import torch
+
+    from training.progress import STOP_FILE
+
+    fit = reward._fit
+    trained: list[int] = []
+
+    def fit_then_stop_after_member_1(config, rows, tokenizer, reporter, resume, member):
+        trained.append(member)
+        trainer = fit(config, rows, tokenizer, reporter, resume, member)
+        if member == 1 and not (reporter.run_dir / "resumed").exists():
+            (reporter.run_dir / STOP_FILE).touch()
+        return trainer
+
+    monkeypatch.setattr(reward, "_fit", fit_then_stop_after_member_1)
+    config = reward.RewardConfig(
+        base_path=str(tiny_model_dir),
+        max_steps=2,
+        save_steps=2,
+        per_device_train_batch_size=4,
+        eval_fraction=0.25,
+        ensemble_size=3,
+    )
+    assert run(tmp_path, "rm", config, preference_records(32))["stopped"] == 1.0
+    assert trained == [0, 1]
+    reporter = Reporter(tmp_path / "rm")
+    (reporter.run_dir / STOP_FILE).unlink()
+    (reporter.run_dir / "resumed").touch()
+    saved = reporter.checkpoint_dir / "member-1" / "model"
+    head = scoring.load_reward_model(str(saved))[0].score.weight.detach().clone()
+
+    data = tmp_path / "rm.jsonl"
+    metrics = reward.train(
+        config,
+        data_path=data,
+        output_dir=reporter.output_dir,
+        reporter=reporter,
+        resume_from=reporter.last_checkpoint(),
+    )
+
+    assert metrics["stopped"] == 0.0 and 0 <= metrics["eval_ensemble_accuracy"] <= 1
+    assert trained == [0, 1, 0, 2]  # member 0 resumes its last checkpoint
+    output = reporter.output_dir / "members" / "1"
+    member = scoring.load_reward_model(str(output))[0]
+    assert torch.equal(member.score.weight, head)
+
+
 def test_evaluating_an_ensemble_averages_its_members_scores(tiny_model_dir, tmp_path):
     import copy
 
