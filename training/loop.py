@@ -112,7 +112,9 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # against 0.835, accuracy +8.3 points against +3.5). The SFT step's rate halves
     # each round as DPO's does: at a constant SFT step the later rounds' imitation of
     # train questions' answers took back held-out accuracy (4 dev seeds: 0.868
-    # against 0.859, accuracy +10.5 points against +7.7; docs/loop.md).
+    # against 0.859, accuracy +10.5 points against +7.7; docs/loop.md). Every round's
+    # data, which sft-ppo keeps, lost here on both dev seeds tried (0.798 against
+    # 0.851, accuracy +12.8 points against +15.9): the round's own data stays.
     "sft-dpo": {
         "votes": "consensus",
         "pairs": "best_vs_rest",
