@@ -340,6 +340,8 @@ def train(
     _save(models[0], tokenizer, output_dir, config)
     for member, model in enumerate(models[1:], start=1):
         _save(model, tokenizer, output_dir / MEMBERS_DIR / str(member), config)
+        # Its copy for a resume is not needed once the artifact holds it.
+        shutil.rmtree(_member_copy(reporter, member), ignore_errors=True)
     metrics["stopped"] = 0.0
     return metrics
 
@@ -418,9 +420,10 @@ def _member(
     this stage finished it before a stop (the same seeds give the same model).
 
     An extra member keeps no mid-training checkpoints; once trained whole it waits in
-    `checkpoints/member-<i>/model`, written under a temporary name and renamed.
+    `checkpoints/member-<i>/model`, written under a temporary name and renamed, until
+    the stage's artifact holds it.
     """
-    saved = reporter.checkpoint_dir / f"member-{member}" / MEMBER_MODEL
+    saved = _member_copy(reporter, member)
     if saved.is_dir():
         return load_reward_model(str(saved))[0]
     trainer = _fit(config, train_rows, tokenizer, reporter, None, member)
@@ -431,6 +434,11 @@ def _member(
         _save(model, tokenizer, tmp, config)
         os.replace(tmp, saved)
     return model
+
+
+def _member_copy(reporter: Reporter, member: int) -> Path:
+    """Return where extra member `member` waits, trained whole, for a resume."""
+    return reporter.checkpoint_dir / f"member-{member}" / MEMBER_MODEL
 
 
 def _merged(model):

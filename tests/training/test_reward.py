@@ -134,6 +134,10 @@ def test_a_resumed_ensemble_keeps_the_members_it_had_trained(
     output = reporter.output_dir / "members" / "1"
     member = scoring.load_reward_model(str(output))[0]
     assert torch.equal(member.score.weight, head)
+    # Once the artifact holds the members, their copies for a resume go.
+    assert (
+        not saved.exists() and not (saved.parent.parent / "member-2" / "model").exists()
+    )
 
 
 def test_evaluating_an_ensemble_averages_its_members_scores(tiny_model_dir, tmp_path):
