@@ -49,18 +49,24 @@ def test_reward_model_from_a_causal_lm_trains_and_loads_as_a_scalar_classifier(
     assert saved == config.to_dict()
 
 
-def test_an_ensemble_trains_members_with_their_own_seeds_into_the_members_folder(
-    tiny_model_dir, tmp_path
-):
-    import torch
-
-    config = reward.RewardConfig(
+def three_members(tiny_model_dir, **options) -> reward.RewardConfig:
+    """A reward stage of three members, two steps each, a quarter of the prompts held out."""
+    return reward.RewardConfig(
         base_path=str(tiny_model_dir),
         max_steps=2,
         per_device_train_batch_size=4,
         eval_fraction=0.25,
         ensemble_size=3,
+        **options,
     )
+
+
+def test_an_ensemble_trains_members_with_their_own_seeds_into_the_members_folder(
+    tiny_model_dir, tmp_path
+):
+    import torch
+
+    config = three_members(tiny_model_dir)
     metrics = run(tmp_path, "rm", config, preference_records(32))
 
     output = tmp_path / "rm" / "output"
@@ -104,14 +110,7 @@ def test_a_resumed_ensemble_keeps_the_members_it_had_trained(
         return trainer
 
     monkeypatch.setattr(reward, "_fit", fit_then_stop_after_member_1)
-    config = reward.RewardConfig(
-        base_path=str(tiny_model_dir),
-        max_steps=2,
-        save_steps=2,
-        per_device_train_batch_size=4,
-        eval_fraction=0.25,
-        ensemble_size=3,
-    )
+    config = three_members(tiny_model_dir, save_steps=2)
     assert run(tmp_path, "rm", config, preference_records(32))["stopped"] == 1.0
     assert trained == [0, 1]
     reporter = Reporter(tmp_path / "rm")
