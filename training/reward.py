@@ -428,7 +428,9 @@ def _member(
         return load_reward_model(str(saved))[0]
     trainer = _fit(config, train_rows, tokenizer, reporter, None, member)
     model = _merged(trainer.model)
-    if trainer.state.global_step >= trainer.state.max_steps:  # not stopped midway
+    # Trained whole (not stopped midway); under `accelerate launch` one rank writes.
+    whole = trainer.state.global_step >= trainer.state.max_steps
+    if whole and os.environ.get("RANK", "0") == "0":
         tmp = saved.with_name(TMP_PREFIX + saved.name)
         shutil.rmtree(tmp, ignore_errors=True)
         _save(model, tokenizer, tmp, config)
