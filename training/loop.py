@@ -114,11 +114,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
     # train questions' answers took back held-out accuracy (4 dev seeds: 0.868
     # against 0.859, accuracy +10.5 points against +7.7; docs/loop.md). Every round's
     # data, which sft-ppo keeps, lost here on both dev seeds tried (0.798 against
-    # 0.851, accuracy +12.8 points against +15.9): the round's own data stays. On the
-    # 96-creature world candidates at 1.0 then beat 0.7 over 4 dev seeds (0.857
-    # against 0.851, accuracy +19.8 points against +18.7, each higher on 3 seeds): at
-    # 0.7 a sharpened policy's candidates are mostly right, so 86% of round 2's pairs
-    # ranked style alone (docs/loop.md, "Candidates at temperature 1.0 again").
+    # 0.851, accuracy +12.8 points against +15.9): the round's own data stays.
     "sft-dpo": {
         "votes": "consensus",
         "pairs": "best_vs_rest",
@@ -127,7 +123,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
         "step_decay": 0.5,
         "sft_step_decay": 0.5,
         "prompts_per_round": 256,
-        "temperature": 1.0,
+        "temperature": 0.7,
         "train": {},
     },
     # PPO: 60 updates a round with the step halved each round. On the 96-creature
@@ -181,7 +177,7 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 # SFT on the round's demonstrations, then PPO's reward model and PPO from that policy
 # (InstructGPT's order), with PPO's settings, the SFT step's rate halved each round as
-# sft-dpo's, and sft-dpo's 256 prompts a round, sampled at 0.7 (sft-dpo's then). With rewrites (`--rewrites
+# sft-dpo's and sft-dpo's 256 prompts a round sampled at 0.7. With rewrites (`--rewrites
 # 1`) the SFT step beat PPO alone on the 96-creature world's dev split on 3 of 4 seeds
 # and tied the fourth (0.836 against 0.803 after 3 rounds, accuracy +15.2 points
 # against +7.3); sft-dpo's prompts then beat PPO's 128 at 1.0 on 3 of 4 seeds (0.851

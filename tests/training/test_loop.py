@@ -799,9 +799,9 @@ def test_command_leaves_candidates_to_the_method_unless_given(monkeypatch):
 
 
 def test_prompts_and_temperature_are_the_methods_unless_given():
-    """sft-dpo and sft-ppo publish 256 prompts a round, sft-dpo's sampled at 1.0 and
-    sft-ppo's at 0.7 (chosen on the dev split, docs/loop.md); the others keep 128 at
-    1.0; a typed value wins, 0 stays greedy."""
+    """sft-dpo and sft-ppo publish 256 prompts a round sampled at 0.7 (chosen on the dev
+    split, docs/loop.md); the others keep 128 at 1.0; a typed value wins, 0 stays
+    greedy."""
     from training.management.commands.run_loop import Command
 
     parser = Command().create_parser("manage.py", "run_loop")
@@ -816,17 +816,15 @@ def test_prompts_and_temperature_are_the_methods_unless_given():
         return config.prompts_per_round, config.temperature
 
     # The README's commands as typed.
-    assert resolved("--method", "sft-dpo", "--rewrites", "1") == (256, 1.0)
+    assert resolved("--method", "sft-dpo", "--rewrites", "1") == (256, 0.7)
     assert resolved("--method", "sft-ppo", "--rewrites", "1") == (256, 0.7)
     assert resolved("--method", "ppo") == (128, 1.0)
     assert resolved("--method", "dpo") == resolved() == (128, 1.0)
     assert resolved("--method", "grpo") == (128, 1.0)
-    assert resolved("--method", "sft-ppo", "--prompts", "64") == (64, 0.7)
-    assert resolved("--method", "sft-dpo", "--temperature", "0.7") == (256, 0.7)
-    assert resolved("--method", "sft-ppo", "--temperature", "1") == (256, 1.0)
+    assert resolved("--method", "sft-dpo", "--prompts", "64") == (64, 0.7)
+    assert resolved("--method", "sft-dpo", "--temperature", "1") == (256, 1.0)
     assert resolved("--method", "sft-dpo", "--temperature", "0") == (256, 0.0)
-    assert LoopConfig(method="sft-dpo").sampling(8, seed=0).temperature == 1.0
-    assert LoopConfig(method="sft-ppo").sampling(8, seed=0).temperature == 0.7
+    assert LoopConfig(method="sft-dpo").sampling(8, seed=0).temperature == 0.7
     with pytest.raises(ValueError, match="temperature must be 0"):
         LoopConfig(temperature=-0.5)
     with pytest.raises(ValueError, match="prompts_per_round must be at least 1"):

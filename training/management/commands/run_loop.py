@@ -90,7 +90,8 @@ class Command(BaseCommand):
             type=float,
             default=-1.0,  # the method's (METHOD_DEFAULTS)
             help="Sampling temperature of candidates (default: the method's, see "
-            "training.loop.METHOD_DEFAULTS: 0.7 for sft-ppo, 1.0 for the others).",
+            "training.loop.METHOD_DEFAULTS: 0.7 for sft-dpo and sft-ppo, 1.0 for the "
+            "others).",
         )
         parser.add_argument(
             "--max-new-tokens", type=int, default=defaults.max_new_tokens
