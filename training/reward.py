@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from inference.artifacts import atomic_dir
 from inference.loading import load_tokenizer
 from inference.scoring import is_encoder, load_reward_model, score
 from training.artifacts import (
@@ -49,7 +50,7 @@ from training.artifacts import (
     read_jsonl,
     resume_checkpoint,
 )
-from training.progress import TMP_PREFIX, Reporter, trainer_callback
+from training.progress import Reporter, trainer_callback
 
 # Reward models in one ensemble (as training/ppo.py's), and where the extra members go.
 MAX_ENSEMBLE = 8
@@ -340,8 +341,9 @@ def train(
     _save(models[0], tokenizer, output_dir, config)
     for member, model in enumerate(models[1:], start=1):
         _save(model, tokenizer, output_dir / MEMBERS_DIR / str(member), config)
-        # Its copy for a resume is not needed once the artifact holds it.
-        shutil.rmtree(_member_copy(reporter, member), ignore_errors=True)
+        # Its copy for a resume (and any half-written one) is not needed once the
+        # artifact holds it.
+        shutil.rmtree(_member_copy(reporter, member).parent, ignore_errors=True)
     metrics["stopped"] = 0.0
     return metrics
 
@@ -420,8 +422,8 @@ def _member(
     this stage finished it before a stop (the same seeds give the same model).
 
     An extra member keeps no mid-training checkpoints; once trained whole it waits in
-    `checkpoints/member-<i>/model`, written under a temporary name and renamed, until
-    the stage's artifact holds it.
+    `checkpoints/member-<i>/model` (`atomic_dir`: whole or not at all) until the
+    stage's artifact holds it.
     """
     saved = _member_copy(reporter, member)
     if saved.is_dir():
@@ -431,10 +433,8 @@ def _member(
     # Trained whole (not stopped midway); under `accelerate launch` one rank writes.
     whole = trainer.state.global_step >= trainer.state.max_steps
     if whole and os.environ.get("RANK", "0") == "0":
-        tmp = saved.with_name(TMP_PREFIX + saved.name)
-        shutil.rmtree(tmp, ignore_errors=True)
-        _save(model, tokenizer, tmp, config)
-        os.replace(tmp, saved)
+        with atomic_dir(saved) as tmp:
+            _save(model, tokenizer, tmp, config)
     return model
 
 
