@@ -12,7 +12,11 @@ functions, never by the web process.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+import os
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from inference.loading import load_tokenizer
@@ -111,33 +115,97 @@ def score(
 
 
 def reward_function(
-    path: str, *, batch_size: int = 32, max_length: int = 512
+    path: str,
+    *,
+    ensemble: Sequence[str] = (),
+    norm_file: Path | None = None,
+    batch_size: int = 32,
+    max_length: int = 512,
 ) -> Callable[..., list[float]]:
     """Return `f(prompts, completions, **columns) -> list[float]` scoring with the reward model at `path`.
 
     This is the form TRL's GRPO and RLOO trainers take; it formats prompt and
     completion exactly as training did, so the online trainers see the rewards the
     reward model was trained to give (a graded signal, as they need).
+
+    With `ensemble` (further reward model folders) every member scores each
+    completion and the reward is the mean of the members' scores, each first
+    normalised (mean 0, std 1) on the first batch the function scores: the starting
+    policy's samples, as PPO normalises its ensemble (`training/ppo.py`), so that a
+    member of a larger scale does not outvote the others. Those statistics are
+    written to `norm_file` (by atomic rename) and read from it when it exists, so a
+    resumed stage keeps the ones it started with; `f.statistics` holds them
+    (`(shifts, scales)`, a member each; None before the first call or for one model).
+    One reward model's scores are returned as they are.
     """
     import torch
 
     device = "cuda" if torch.cuda.is_available() else None
-    model, tokenizer = load_reward_model(path, device=device)
+    members = [load_reward_model(p, device=device) for p in (path, *ensemble)]
 
     def reward_model(
         prompts: list[Any], completions: list[Any], **columns: Any
     ) -> list[float]:
-        return score(
-            model,
-            tokenizer,
-            prompts,
-            completions,
-            batch_size=batch_size,
-            max_length=max_length,
-        )
+        each = [
+            score(
+                model,
+                tokenizer,
+                prompts,
+                completions,
+                batch_size=batch_size,
+                max_length=max_length,
+            )
+            for model, tokenizer in members
+        ]
+        if len(each) == 1:
+            return each[0]
+        if reward_model.statistics is None:
+            reward_model.statistics = _norm_statistics(each, norm_file)
+        shifts, scales = reward_model.statistics
+        return [
+            statistics.fmean(
+                (s - shift) / scale
+                for s, shift, scale in zip(row, shifts, scales, strict=True)
+            )
+            for row in zip(*each, strict=True)
+        ]
 
     reward_model.__name__ = "reward_model"  # TRL logs rewards/<name>/mean
+    reward_model.statistics = None
     return reward_model
+
+
+def member_statistics(
+    scores: Sequence[Sequence[float]],
+) -> tuple[list[float], list[float]]:
+    """Return each member's mean and std over its scores (a std of 0 counts as 1e-6),
+    the shift and scale that normalise an ensemble member."""
+    shifts = [statistics.fmean(column) for column in scores]
+    scales = [
+        max(statistics.pstdev(column) if len(column) > 1 else 0.0, 1e-6)
+        for column in scores
+    ]
+    return shifts, scales
+
+
+def _norm_statistics(
+    scores: list[list[float]], norm_file: Path | None
+) -> tuple[list[float], list[float]]:
+    """Return the ensemble's saved statistics from `norm_file`, or this batch's (saved there)."""
+    if norm_file is not None and norm_file.exists():
+        saved = json.loads(norm_file.read_text(encoding="utf-8"))
+        if len(saved["shift"]) != len(scores):
+            raise ValueError(
+                f"{norm_file} holds statistics for {len(saved['shift'])} reward models, "
+                f"but {len(scores)} score; delete it to normalise afresh"
+            )
+        return saved["shift"], saved["scale"]
+    shifts, scales = member_statistics(scores)
+    if norm_file is not None:
+        tmp = norm_file.with_name(norm_file.name + ".tmp")
+        tmp.write_text(json.dumps({"shift": shifts, "scale": scales}), encoding="utf-8")
+        os.replace(tmp, norm_file)
+    return shifts, scales
 
 
 class RewardScorer:

@@ -79,9 +79,9 @@ class LaunchForm(forms.Form):
         ),
         required=False,
         to_field_name="name",
-        help_text="For ppo: registered reward models whose scores are averaged with "
-        "the round's own reward model's, each normalised on the starting policy's "
-        "samples (at most 7).",
+        help_text="For ppo, grpo or rloo: registered reward models whose scores are "
+        "averaged with the round's own reward model's, each normalised on the starting "
+        "policy's samples (at most 7).",
     )
     corpus = forms.SlugField(
         max_length=100,

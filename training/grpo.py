@@ -4,7 +4,12 @@ A critic-free online method: each prompt gets `num_generations` completions, and
 each completion's advantage is its reward minus the group mean (divided by the
 group's standard deviation). The reward is the reward model's score through
 `inference.scoring.reward_function`, a graded signal: a group whose rewards are all
-equal teaches nothing (`frac_reward_zero_std` in the logs says how often).
+equal teaches nothing (`frac_reward_zero_std` in the logs says how often). With
+`reward_ensemble_paths` (a reward stage's own ensemble members and the round's
+named `reward_ensemble`) the reward is the mean of every member's score, each
+normalised on the first batch it scores, the starting policy's samples, as PPO
+normalises its ensemble; the statistics wait in the run directory for a resume
+and come back as `score_shift` and `score_scale`.
 
 The policy and artifact follow PPO's rule (see training/ppo.py): a parent's
 adapter is merged into the base; all weights train (or, with `use_lora`, a new
@@ -19,6 +24,7 @@ adds only its own fields and TRL classes.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -38,7 +44,11 @@ from training.artifacts import (
 )
 from training.ppo import prompt_rows
 from training.progress import Reporter, trainer_callback
+from training.reward import check_ensemble_paths, ensemble_paths_field
 from training.trl_args import check_trl_args
+
+# Where an ensemble's normalising statistics wait for a resume (training.grpo's run dir).
+SCORE_NORM_FILE = "score-norm"
 
 
 @dataclass
@@ -62,6 +72,7 @@ class GroupConfig(StageConfig):
         default="",
         metadata={"help": "Folder of the reward model (a reward stage's output)."},
     )
+    reward_ensemble_paths: list[str] = ensemble_paths_field()
     use_lora: bool = field(
         default=False,
         metadata={
@@ -120,6 +131,7 @@ class GroupConfig(StageConfig):
     )
 
     def __post_init__(self) -> None:
+        check_ensemble_paths(self.reward_ensemble_paths)
         check_range("lora_r", self.lora_r, 1, None)
         check_range("lora_alpha", self.lora_alpha, 1, None)
         check_bf16(self.bf16)
@@ -259,9 +271,16 @@ def train_group(
         **method_args,
         **config.trl_args,
     )
+    # One file a process: each normalises an ensemble on the batches it scores.
+    rank = int(os.environ.get("RANK", "0"))
+    scorer = reward_function(
+        config.reward_model_path,
+        ensemble=config.reward_ensemble_paths,
+        norm_file=reporter.run_dir / f"{SCORE_NORM_FILE}-{rank}.json",
+    )
     trainer = trainer_class(
         model=model,
-        reward_funcs=reward_function(config.reward_model_path),
+        reward_funcs=scorer,
         args=args,
         train_dataset=dataset,
         processing_class=tokenizer,
@@ -271,6 +290,8 @@ def train_group(
     trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
     metrics = final_metrics(trainer)
     metrics["steps"] = float(trainer.state.global_step)
+    if scorer.statistics is not None:
+        metrics["score_shift"], metrics["score_scale"] = scorer.statistics
     if reporter.should_stop():
         metrics["stopped"] = 1.0
         return metrics

@@ -353,7 +353,7 @@ class LoopConfig:
     reward_ensemble: int = field(
         default=1,
         metadata={
-            "help": "PPO scores each rollout with the mean of this round's reward model "
+            "help": "PPO (or GRPO) scores each rollout with the mean of this round's reward model "
             "and up to N-1 of this seed's earlier rounds' (each normalised on its own; "
             "1: this round's only)."
         },
@@ -456,10 +456,12 @@ class LoopConfig:
             raise ValueError(
                 f"rewrite_from must be one of {REWRITE_STARTS}, got {self.rewrite_from!r}"
             )
-        if self.reward_ensemble > 1 and not PIPELINES[self.method].endswith("ppo"):
+        if self.reward_ensemble > 1 and not PIPELINES[self.method].endswith(
+            ("ppo", "grpo", "rloo")
+        ):
             raise ValueError(
-                f"reward_ensemble={self.reward_ensemble} is for PPO's reward models; "
-                f"method {self.method!r} does not run PPO (use --method ppo or 1)"
+                f"reward_ensemble={self.reward_ensemble} is for the reward models of PPO "
+                f"or GRPO; method {self.method!r} runs neither (use --method ppo or 1)"
             )
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")

@@ -83,7 +83,7 @@ from training.artifacts import (
     save_artifact,
 )
 from training.progress import Reporter
-from training.reward import MAX_ENSEMBLE
+from training.reward import check_ensemble_paths, ensemble_paths_field
 
 logger = logging.getLogger(__name__)
 
@@ -108,15 +108,7 @@ class PPOConfig(StageConfig):
         default="",
         metadata={"help": "Folder of the reward model (a reward stage's output)."},
     )
-    reward_ensemble_paths: list[str] = field(
-        default_factory=list,
-        metadata={
-            "help": "Folders of further reward models (the round option "
-            "reward_ensemble names registered ones): each response's score is the "
-            "mean of every model's, each normalised on its own when "
-            "score_norm_batches is set."
-        },
-    )
+    reward_ensemble_paths: list[str] = ensemble_paths_field()
     use_lora: bool = field(
         default=False,
         metadata={
@@ -227,16 +219,7 @@ class PPOConfig(StageConfig):
         check_range("vf_coef", self.vf_coef, 0, None)
         check_range("missing_eos_penalty", self.missing_eos_penalty, 0, None)
         check_range("score_norm_batches", self.score_norm_batches, 0, None)
-        if len(self.reward_ensemble_paths) > MAX_ENSEMBLE - 1:
-            raise ValueError(
-                f"reward_ensemble_paths holds {len(self.reward_ensemble_paths)} reward "
-                f"models; an ensemble has at most {MAX_ENSEMBLE} (the stage's own and "
-                f"{MAX_ENSEMBLE - 1} more)"
-            )
-        if not all(isinstance(p, str) and p for p in self.reward_ensemble_paths):
-            raise ValueError(
-                f"reward_ensemble_paths must be folder paths, got {self.reward_ensemble_paths!r}"
-            )
+        check_ensemble_paths(self.reward_ensemble_paths)
         check_range("save_steps", self.save_steps, 1, None)
 
 
@@ -443,7 +426,7 @@ def score_statistics(
     std 1) gives `kl_coef` and `missing_eos_penalty` the same meaning whatever
     the reward model's scale, which differs from round to round.
     """
-    import statistics
+    from inference.scoring import member_statistics
 
     rng = random.Random(f"score-norm-{config.seed}")
     scores: list[Any] = []
@@ -457,11 +440,7 @@ def score_statistics(
     members = (
         [list(column) for column in zip(*scores, strict=True)] if ensemble else [scores]
     )
-    means = [statistics.fmean(column) for column in members]
-    spreads = [
-        max(statistics.pstdev(column) if len(column) > 1 else 0.0, 1e-6)
-        for column in members
-    ]
+    means, spreads = member_statistics(members)
     return (means, spreads) if ensemble else (means[0], spreads[0])
 
 

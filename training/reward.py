@@ -469,3 +469,28 @@ def ensemble_members(folder: str | Path) -> list[str]:
         return []
     found = [p for p in members.iterdir() if p.is_dir() and p.name.isdigit()]
     return [str(p) for p in sorted(found, key=lambda p: int(p.name))]
+
+
+def ensemble_paths_field() -> Any:
+    """The `reward_ensemble_paths` field of a stage that scores with reward models
+    (PPO, GRPO, RLOO): the folders of reward models beside the stage's own."""
+    return field(
+        default_factory=list,
+        metadata={
+            "help": "Folders of further reward models (the round option "
+            "reward_ensemble names registered ones; a reward stage's own ensemble "
+            "members join them): each response's score is the mean of every model's, "
+            "each normalised on its own (PPO: when score_norm_batches is set)."
+        },
+    )
+
+
+def check_ensemble_paths(paths: list[str]) -> None:
+    """Refuse an ensemble larger than MAX_ENSEMBLE or a path that is no folder name."""
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise ValueError(f"reward_ensemble_paths must be folder paths, got {paths!r}")
+    if len(paths) > MAX_ENSEMBLE - 1:
+        raise ValueError(
+            f"reward_ensemble_paths holds {len(paths)} reward models; an ensemble has "
+            f"at most {MAX_ENSEMBLE} (the stage's own and {MAX_ENSEMBLE - 1} more)"
+        )

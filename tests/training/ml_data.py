@@ -95,3 +95,17 @@ def make_reward_model(
         config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
     )
     return reporter.output_dir
+
+
+def make_opposite_reward_model(reward_dir: Path, folder: Path) -> Path:
+    """Save the reward model at `reward_dir` with its score head times -3 into `folder`:
+    it ranks every pair the other way, on three times the scale."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
+    with torch.no_grad():
+        model.score.weight.mul_(-3.0)
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(reward_dir).save_pretrained(folder)
+    return folder

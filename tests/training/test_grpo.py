@@ -7,11 +7,37 @@ import math
 
 import pytest
 
-from tests.training.ml_data import make_reward_model, prompt_records, write_jsonl
-from training import grpo
+from tests.training.ml_data import (
+    make_opposite_reward_model,
+    make_reward_model,
+    prompt_records,
+    write_jsonl,
+)
+from training import grpo, rloo
+from training.artifacts import config_from_dict
 from training.progress import Reporter
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def run_small(tiny_model_dir, reward_dir, tmp_path, **options):
+    """Train a LoRA adapter on the tiny model with GRPO for a step or two; return the
+    config, the reporter and the metrics."""
+    config = grpo.GRPOConfig(
+        base_path=str(tiny_model_dir),
+        reward_model_path=str(reward_dir),
+        use_lora=True,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        **options,
+    )
+    reporter = Reporter(tmp_path / "run")
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_records(16))
+    metrics = grpo.train(
+        config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
+    )
+    return config, reporter, metrics
 
 
 def test_grpo_trains_a_lora_adapter_against_the_reward_model(tiny_model_dir, tmp_path):
@@ -19,19 +45,8 @@ def test_grpo_trains_a_lora_adapter_against_the_reward_model(tiny_model_dir, tmp
     from transformers import AutoModelForCausalLM
 
     reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm")
-    config = grpo.GRPOConfig(
-        base_path=str(tiny_model_dir),
-        reward_model_path=str(reward_dir),
-        use_lora=True,
-        max_steps=2,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
-    )
-    reporter = Reporter(tmp_path / "run")
-    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_records(16))
-    metrics = grpo.train(
-        config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
+    config, reporter, metrics = run_small(
+        tiny_model_dir, reward_dir, tmp_path, max_steps=2
     )
 
     assert math.isfinite(metrics["loss"]) is True
@@ -69,3 +84,49 @@ def test_grpo_refuses_to_start_without_a_reward_model(tmp_path):
             reporter=Reporter(tmp_path / "run"),
         )
     assert "reward_model_path is empty" in str(error.value)
+
+
+def test_grpo_scores_with_the_mean_of_an_ensembles_members_each_normalised(
+    tiny_model_dir, tmp_path
+):
+    reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm")
+    opposite = make_opposite_reward_model(reward_dir, tmp_path / "opposite")
+    _, reporter, metrics = run_small(
+        tiny_model_dir,
+        reward_dir,
+        tmp_path,
+        max_steps=1,
+        reward_ensemble_paths=[str(opposite)],
+    )
+
+    # Normalised on the first batch, the opposite member cancels the first: were
+    # only the stage's own model scoring (or the raw scores averaged), the mean
+    # reward would not be 0.
+    assert metrics["rewards/reward_model/mean"] == pytest.approx(0.0, abs=1e-4)
+    shift, scale = metrics["score_shift"], metrics["score_scale"]
+    assert len(shift) == len(scale) == 2
+    assert shift[1] == pytest.approx(-3 * shift[0], rel=1e-3, abs=1e-5)
+    assert scale[1] == pytest.approx(3 * scale[0], rel=1e-3)
+    saved = json.loads((reporter.run_dir / "score-norm-0.json").read_text())
+    assert saved == {"shift": shift, "scale": scale}
+
+
+@pytest.mark.parametrize("config_class", [grpo.GRPOConfig, rloo.RLOOConfig])
+@pytest.mark.parametrize(
+    ("paths", "message"),
+    [
+        ([f"/rm{i}" for i in range(8)], "reward_ensemble_paths holds 8 reward models"),
+        ([""], "reward_ensemble_paths must be folder paths, got ['']"),
+    ],
+)
+def test_a_group_stages_ensemble_is_bounded(config_class, paths, message):
+    with pytest.raises(ValueError) as error:
+        config_from_dict(
+            config_class,
+            {
+                "base_path": "x",
+                "reward_model_path": "r",
+                "reward_ensemble_paths": paths,
+            },
+        )
+    assert message in str(error.value)

@@ -71,7 +71,10 @@ def test_judge_win_rate_counts_a_tie_as_half():
             {"reward_ensemble": 9, "method": "ppo"},
             "reward_ensemble must be 1 to 8, got 9",
         ),
-        ({"reward_ensemble": 2}, "reward_ensemble=2 is for PPO's reward models"),
+        (
+            {"reward_ensemble": 2},
+            "reward_ensemble=2 is for the reward models of PPO or GRPO",
+        ),
     ],
 )
 def test_bad_loop_settings_are_refused_with_the_value(options, message):
@@ -913,3 +916,8 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
     typed = parser.parse_args(["--project", "real", "--sft-step-decay", "1"])
     assert typed.sft_step_decay == 1.0
     assert parser.parse_args(["--project", "demo"]).sft_step_decay == -1.0
+
+
+def test_grpo_takes_earlier_rounds_reward_models_as_ppo_does():
+    config = LoopConfig(method="grpo", reward_ensemble=2)
+    assert config.reward_ensemble == 2

@@ -10,6 +10,7 @@ import pytest
 
 from tests.training.ml_data import (
     demonstration_records,
+    make_opposite_reward_model,
     make_reward_model,
     prompt_records,
     write_jsonl,
@@ -231,18 +232,9 @@ def test_ppo_stopped_reports_the_score_statistics_it_used(
 
 @pytest.fixture(scope="module")
 def opposite_reward_dir(reward_dir, tmp_path_factory) -> Path:
-    """The reward model with its score head times -3: it ranks every pair the other way,
-    on three times the scale."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1)
-    with torch.no_grad():
-        model.score.weight.mul_(-3.0)
-    folder = tmp_path_factory.mktemp("ppo-rm-opposite") / "rm"
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(reward_dir).save_pretrained(folder)
-    return folder
+    return make_opposite_reward_model(
+        reward_dir, tmp_path_factory.mktemp("ppo-rm-opposite") / "rm"
+    )
 
 
 def run_ensemble(

@@ -608,8 +608,9 @@ def test_a_bad_reward_ensemble_is_refused_naming_it(
     assert TrainingRound.objects.count() == 0
 
 
+@pytest.mark.parametrize("method", ["reward,ppo", "reward,grpo", "reward,rloo"])
 def test_the_reward_stages_own_members_join_the_named_ensemble(
-    project, admin_user, ranked, run_root
+    project, admin_user, ranked, run_root, method
 ):
     from pathlib import Path
 
@@ -620,7 +621,7 @@ def test_the_reward_stages_own_members_join_the_named_ensemble(
     )
     training_round = launch(
         project,
-        "reward,ppo",
+        method,
         user=admin_user,
         options={
             "reward_ensemble": ["rm-1"],
@@ -628,14 +629,14 @@ def test_the_reward_stages_own_members_join_the_named_ensemble(
             "evaluate": False,
         },
     )
-    reward, ppo = training_round.jobs.order_by("index")
+    reward, online = training_round.jobs.order_by("index")
     output = Path(reward.run_dir, "output")
     for member in ("2", "1", "10-not-a-member"):
         (output / "members" / member).mkdir(parents=True)
     TrainingJob.objects.filter(pk=reward.pk).update(status=Status.SUCCEEDED)
-    TrainingJob.objects.filter(pk=ppo.pk).update(status=Status.QUEUED)
+    TrainingJob.objects.filter(pk=online.pk).update(status=Status.QUEUED)
 
-    started = start_job(ppo.pk)
+    started = start_job(online.pk)
 
     assert started.config["reward_model_path"] == str(output)
     assert started.config["reward_ensemble_paths"] == [
