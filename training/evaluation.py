@@ -365,8 +365,13 @@ def evaluate_policy(
     metrics: dict[str, float] = {"prompts": float(len(prompts))}
     if reward_model_path:
         from inference.scoring import reward_function
+        from training.reward import ensemble_members
 
-        scorer = reward_function(reward_model_path)
+        # An ensemble (a reward stage's members) scores by its members' mean, each
+        # normalised on these samples, ours and the parent's together.
+        scorer = reward_function(
+            reward_model_path, ensemble=ensemble_members(reward_model_path)
+        )
         metrics.update(reward_win_rate(scorer, prompts, ours, theirs))
     if judge is not None:
         metrics["judge_win_rate"] = win_rate_by_judge(prompts, ours, theirs, judge)

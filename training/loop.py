@@ -649,11 +649,13 @@ def reward_model_win_rate(
     theirs: list[list[str]],
 ) -> float:
     """Return the share of paired samples the reward model scores higher for `ours`
-    (equal scores count half)."""
+    (equal scores count half); a reward stage's ensemble scores by its members' mean."""
     from inference.scoring import reward_function
     from training import evaluation
+    from training.reward import ensemble_members
 
-    scorer = reward_function(reward_model.base_path)
+    path = reward_model.base_path
+    scorer = reward_function(path, ensemble=ensemble_members(path))
     flat_prompts, a, b = _paired(prompts, ours, theirs)
     return evaluation.reward_win_rate(scorer, flat_prompts, a, b)["win_rate"]
 

@@ -161,3 +161,25 @@ def test_per_prompt_figures_average_each_prompts_samples():
         ["p", "q"], [["right", "wrong"], ["right", "right"]], lambda p, r: r == "right"
     )
     assert accuracy == [0.5, 1.0]
+
+
+def test_evaluate_policy_scores_with_a_reward_stages_whole_ensemble(
+    tiny_model_dir, tmp_path
+):
+    from tests.training.ml_data import make_opposite_reward_model
+
+    reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm", steps=2)
+    make_opposite_reward_model(reward_dir, reward_dir / "members" / "1")
+    prompts = [row["prompt"] for row in prompt_records(4)]
+    metrics = evaluation.evaluate_policy(
+        (str(tiny_model_dir), ""),
+        (str(tiny_model_dir), ""),
+        prompts,
+        reward_model_path=str(reward_dir),
+        max_new_tokens=8,
+        diversity_samples=2,
+    )
+    # Normalised, the opposite member cancels the first on every response; the first
+    # member alone would give its raw scores' mean.
+    assert metrics["reward_mean"] == pytest.approx(0.0, abs=1e-5)
+    assert metrics["parent_reward_mean"] == pytest.approx(0.0, abs=1e-5)

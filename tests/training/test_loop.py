@@ -921,3 +921,40 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
 def test_grpo_takes_earlier_rounds_reward_models_as_ppo_does():
     config = LoopConfig(method="grpo", reward_ensemble=2)
     assert config.reward_ensemble == 2
+
+
+def test_the_reward_models_win_rate_is_its_whole_ensembles(tiny_model_dir, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from tests.training.ml_data import make_opposite_reward_model
+    from training.loop import reward_model_win_rate
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        tiny_model_dir, num_labels=1
+    )
+    folder = tmp_path / "rm"
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(folder)
+    from inference.scoring import reward_function
+
+    prompt = [{"role": "user", "content": "What does a cat like?"}]
+    pairs = [("fish", "dogs"), ("a red cat", "the blue bird")]
+    first = reward_function(str(folder))
+    # Each pair ordered so that the first member alone prefers our side.
+    ordered = []
+    for a, b in pairs:
+        turns = [[{"role": "assistant", "content": t}] for t in (a, b)]
+        score_a, score_b = first([prompt] * 2, turns)
+        ordered.append((a, b) if score_a > score_b else (b, a))
+    prompts = [prompt, prompt]
+    ours, theirs = [[a] for a, _ in ordered], [[b] for _, b in ordered]
+    alone = reward_model_win_rate(Policy(base_path=str(folder)), prompts, ours, theirs)
+    assert alone == 1.0
+
+    # Its opposite (-3x) as member 1 cancels it once both are normalised: every
+    # pair then ties, which the first member alone never would.
+    make_opposite_reward_model(folder, folder / "members" / "1")
+    both = reward_model_win_rate(Policy(base_path=str(folder)), prompts, ours, theirs)
+    assert both == 0.5
