@@ -86,19 +86,25 @@ def test_kl_of_a_model_to_itself_is_zero(tiny_model_dir):
     assert kl == 0.0
 
 
+def evaluate_against_itself(tiny_model_dir, reward_dir, **options) -> dict:
+    """Evaluate the tiny model against itself on 4 prompts, scored by `reward_dir`."""
+    return evaluation.evaluate_policy(
+        (str(tiny_model_dir), ""),
+        (str(tiny_model_dir), ""),
+        [row["prompt"] for row in prompt_records(4)],
+        reward_model_path=str(reward_dir),
+        max_new_tokens=8,
+        diversity_samples=2,
+        **options,
+    )
+
+
 def test_evaluate_policy_reports_win_rate_kl_length_and_diversity(
     tiny_model_dir, tmp_path
 ):
     reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm", steps=2)
-    prompts = [row["prompt"] for row in prompt_records(4)]
-    metrics = evaluation.evaluate_policy(
-        (str(tiny_model_dir), ""),
-        (str(tiny_model_dir), ""),
-        prompts,
-        reward_model_path=str(reward_dir),
-        judge=lambda p, a, b: 0.5,
-        max_new_tokens=8,
-        diversity_samples=2,
+    metrics = evaluate_against_itself(
+        tiny_model_dir, reward_dir, judge=lambda p, a, b: 0.5
     )
     assert sorted(metrics) == sorted(
         [
@@ -170,15 +176,7 @@ def test_evaluate_policy_scores_with_a_reward_stages_whole_ensemble(
 
     reward_dir = make_reward_model(tiny_model_dir, tmp_path / "rm", steps=2)
     make_opposite_reward_model(reward_dir, reward_dir / "members" / "1")
-    prompts = [row["prompt"] for row in prompt_records(4)]
-    metrics = evaluation.evaluate_policy(
-        (str(tiny_model_dir), ""),
-        (str(tiny_model_dir), ""),
-        prompts,
-        reward_model_path=str(reward_dir),
-        max_new_tokens=8,
-        diversity_samples=2,
-    )
+    metrics = evaluate_against_itself(tiny_model_dir, reward_dir)
     # Normalised, the opposite member cancels the first on every response; the first
     # member alone would give its raw scores' mean.
     assert metrics["reward_mean"] == pytest.approx(0.0, abs=1e-5)
