@@ -81,8 +81,13 @@ class GroupConfig(StageConfig):
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator."})
+    # 1e-3 with no KL term (the defaults until 2026-12-05) collapsed the demo's policy
+    # in one round of GRPO or RLOO (GRPO: win rate 0.17-0.59 against SFT on dev seeds
+    # 0-3, 20-39 points of accuracy lost, KL up to 112; RLOO, seed 0: 25 points lost);
+    # 5e-4 with beta 0.1 kept SFT's accuracy and won 0.66-0.74 (docs/loop.md, "GRPO's
+    # loop settings").
     learning_rate: float = field(
-        default=1e-3,
+        default=5e-4,
         metadata={
             "help": "AdamW learning rate; TRL's 1e-6 is for large models and moves a tiny one not at all."
         },
@@ -111,8 +116,11 @@ class GroupConfig(StageConfig):
     )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature."})
     beta: float = field(
-        default=0.0,
-        metadata={"help": "KL coefficient to the reference (0: no reference pass)."},
+        default=0.1,
+        metadata={
+            "help": "KL coefficient to the reference (GRPO: in the loss; RLOO: inside "
+            "the reward; 0: no reference pass)."
+        },
     )
     epsilon: float = field(default=0.2, metadata={"help": "Policy ratio clip."})
     save_steps: int = field(
@@ -168,22 +176,6 @@ class GRPOConfig(GroupConfig):
 
     METHOD: ClassVar[str] = "grpo"
 
-    # GroupConfig's 1e-3 with no KL term collapsed the demo's policy in a round (win
-    # rate 0.17-0.59 against SFT on dev seeds 0-3, 20-39 points of accuracy lost, KL up
-    # to 112); 5e-4 with beta 0.1 won 0.66-0.74 and kept SFT's accuracy (docs/loop.md,
-    # "GRPO's loop settings").
-    learning_rate: float = field(
-        default=5e-4,
-        metadata={
-            "help": "AdamW learning rate; TRL's 1e-6 is for large models and moves a tiny one not at all."
-        },
-    )
-    beta: float = field(
-        default=0.1,
-        metadata={
-            "help": "KL coefficient to the reference in the loss (0: no reference pass)."
-        },
-    )
     loss_type: str = field(
         default="dapo",
         metadata={"help": "TRL's loss normalisation: grpo, dr_grpo, dapo, bnpo, ..."},

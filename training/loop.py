@@ -196,6 +196,8 @@ METHOD_DEFAULTS["sft-ppo"] = {
     "temperature": 0.7,
     "data": "all",
 }
+# RLOO: GRPO's settings (its stage shares GRPO's fields and defaults).
+METHOD_DEFAULTS["rloo"] = copy.deepcopy(METHOD_DEFAULTS["grpo"])
 # The LoopConfig numbers whose -1 means "the method's", from METHOD_DEFAULTS.
 METHOD_NUMBERS = (
     "prompts_per_round",
@@ -205,7 +207,11 @@ METHOD_NUMBERS = (
     "sft_step_decay",
 )
 # The option that bounds an online policy stage's rollouts, by stage.
-ROLLOUT_LENGTH = {"ppo": "max_new_tokens", "grpo": "max_completion_length"}
+ROLLOUT_LENGTH = {
+    "ppo": "max_new_tokens",
+    "grpo": "max_completion_length",
+    "rloo": "max_completion_length",
+}
 # Policy.metrics keys the loop writes (the leaderboard reads the first two).
 JUDGE_VS_SFT = "judge_win_rate_vs_sft"
 RM_VS_SFT = "rm_win_rate_vs_sft"

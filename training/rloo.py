@@ -16,7 +16,7 @@ fields and the run are GRPO's (training/grpo.py: `GroupConfig`, `train_group`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,13 +29,6 @@ class RLOOConfig(GroupConfig):
     """What an RLOO stage needs; field names follow `trl.RLOOConfig` where they are TRL's."""
 
     METHOD: ClassVar[str] = "rloo"
-
-    beta: float = field(
-        default=0.05,
-        metadata={
-            "help": "KL coefficient to the reference, inside the reward (0: none)."
-        },
-    )
 
 
 def train(

@@ -55,7 +55,7 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"rounds": 0}, "rounds must be at least 1, got 0"),
         (
             {"method": "sft"},
-            "method must be one of \\['dpo', 'grpo', 'ppo', 'sft-dpo', 'sft-ppo'\\], "
+            "method must be one of \\['dpo', 'grpo', 'ppo', 'rloo', 'sft-dpo', 'sft-ppo'\\], "
             "got 'sft'",
         ),
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
@@ -960,26 +960,26 @@ def test_the_reward_models_win_rate_is_its_whole_ensembles(tiny_model_dir, tmp_p
     assert both == 0.5
 
 
-def test_grpo_rounds_learn_at_half_the_step_each_round_with_a_kl_term():
-    """The GRPO stage's old defaults (lr 1e-3, no KL term) at a constant step collapsed
-    the demo's policy over 3 rounds (win rate 0.33 against SFT, accuracy 0-4%, KL 20-68
-    on dev seeds 0-3; docs/loop.md, "GRPO's loop settings"): its rounds take lr 5e-4
-    halved each round and beta 0.1; a typed value wins."""
-    from training.grpo import GRPOConfig
-    from training.stages import resolve_config
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_group_rounds_learn_at_half_the_step_each_round_with_a_kl_term(method):
+    """The group stages' old defaults (lr 1e-3, no KL term) at a constant step collapsed
+    the demo's policy over 3 GRPO rounds (win rate 0.33 against SFT, accuracy 0-4%, KL
+    20-68 on dev seeds 0-3; docs/loop.md, "GRPO's loop settings"): GRPO's and RLOO's
+    rounds take lr 5e-4 halved each round and beta 0.1; a typed value wins."""
+    from training.stages import config_class, resolve_config
 
-    grpo = LoopConfig(method="grpo")
-    assert grpo.step_decay == 0.5
+    config = LoopConfig(method=method)
+    assert config.step_decay == 0.5
 
     def resolved(config: LoopConfig, round_number: int) -> dict:
-        options = stage_options(config, round_number=round_number)["grpo"]
-        return resolve_config("grpo", options, {})
+        options = stage_options(config, round_number=round_number)[method]
+        return resolve_config(method, options, {})
 
-    assert [resolved(grpo, n)["learning_rate"] for n in (1, 2, 3)] == pytest.approx(
+    assert [resolved(config, n)["learning_rate"] for n in (1, 2, 3)] == pytest.approx(
         [5e-4, 2.5e-4, 1.25e-4]
     )
-    assert resolved(grpo, 3)["beta"] == GRPOConfig().beta == 0.1
-    told = LoopConfig(method="grpo", train={"grpo": {"beta": 0.04}}, step_decay=1.0)
+    assert resolved(config, 3)["beta"] == config_class(method)().beta == 0.1
+    told = LoopConfig(method=method, train={method: {"beta": 0.04}}, step_decay=1.0)
     assert (resolved(told, 3)["learning_rate"], resolved(told, 3)["beta"]) == (
         5e-4,
         0.04,

@@ -73,11 +73,11 @@ def test_rloo_refuses_to_start_without_a_reward_model(tmp_path):
     assert "reward_model_path is empty" in str(error.value)
 
 
-def test_rloo_shares_grpo_fields_but_keeps_its_own_kl_default_and_trl_names():
-    """RLOOConfig is GRPO's GroupConfig plus its own beta: GRPO's loss_type is not
-    one of its keys, and its extra TRL fields are checked against trl.RLOOConfig."""
-    assert rloo.RLOOConfig().beta == 0.05
-    assert GRPOConfig().beta == 0.1
+def test_rloo_shares_grpo_fields_and_defaults_but_keeps_its_trl_names():
+    """RLOOConfig is GRPO's GroupConfig, defaults included (its beta weighs the KL in
+    the reward): GRPO's loss_type is not one of its keys, and its extra TRL fields are
+    checked against trl.RLOOConfig."""
+    assert rloo.RLOOConfig().beta == GRPOConfig().beta == 0.1
     with pytest.raises(ValueError, match="loss_type"):
         rloo.RLOOConfig.from_dict({"base_path": "x", "loss_type": "dapo"})
     assert isinstance(rloo.RLOOConfig.from_dict({"base_path": "x"}), rloo.RLOOConfig)
