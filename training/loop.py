@@ -363,7 +363,7 @@ class LoopConfig:
     reward_ensemble: int = field(
         default=1,
         metadata={
-            "help": "PPO (or GRPO) scores each rollout with the mean of this round's reward model "
+            "help": "PPO, GRPO or RLOO scores each rollout with the mean of this round's reward model "
             "and up to N-1 of this seed's earlier rounds' (each normalised on its own; "
             "1: this round's only)."
         },
@@ -470,8 +470,8 @@ class LoopConfig:
             ("ppo", "grpo", "rloo")
         ):
             raise ValueError(
-                f"reward_ensemble={self.reward_ensemble} is for the reward models of PPO "
-                f"or GRPO; method {self.method!r} runs neither (use --method ppo or 1)"
+                f"reward_ensemble={self.reward_ensemble} is for the reward models of PPO, "
+                f"GRPO or RLOO; method {self.method!r} runs none (use --method ppo or 1)"
             )
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")

@@ -73,7 +73,7 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ),
         (
             {"reward_ensemble": 2},
-            "reward_ensemble=2 is for the reward models of PPO or GRPO",
+            "reward_ensemble=2 is for the reward models of PPO, GRPO or RLOO",
         ),
     ],
 )
@@ -918,8 +918,9 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
     assert parser.parse_args(["--project", "demo"]).sft_step_decay == -1.0
 
 
-def test_grpo_takes_earlier_rounds_reward_models_as_ppo_does():
-    config = LoopConfig(method="grpo", reward_ensemble=2)
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_group_methods_take_earlier_rounds_reward_models_as_ppo_does(method):
+    config = LoopConfig(method=method, reward_ensemble=2)
     assert config.reward_ensemble == 2
 
 

@@ -135,7 +135,7 @@ class Command(BaseCommand):
             "--reward-ensemble",
             type=int,
             default=defaults.reward_ensemble,
-            help="PPO and GRPO: score rollouts with the mean of this round's reward model and up "
+            help="PPO, GRPO, RLOO: score rollouts with the mean of this round's reward model and up "
             "to N-1 earlier rounds' of the seed, each normalised on its own (1: this "
             "round's only).",
         )
