@@ -198,6 +198,16 @@ METHOD_DEFAULTS["sft-ppo"] = {
 }
 # RLOO: GRPO's settings (its stage shares GRPO's fields and defaults).
 METHOD_DEFAULTS["rloo"] = copy.deepcopy(METHOD_DEFAULTS["grpo"])
+# SFT on the round's demonstrations before GRPO's or RLOO's reward model and policy
+# stage, with sft-ppo's round settings (docs/loop.md, "An SFT step before GRPO").
+for _group in ("grpo", "rloo"):
+    METHOD_DEFAULTS[f"sft-{_group}"] = {
+        **copy.deepcopy(METHOD_DEFAULTS[_group]),
+        "sft_step_decay": 0.5,
+        "prompts_per_round": 256,
+        "temperature": 0.7,
+        "data": "all",
+    }
 # The LoopConfig numbers whose -1 means "the method's", from METHOD_DEFAULTS.
 METHOD_NUMBERS = (
     "prompts_per_round",

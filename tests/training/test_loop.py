@@ -55,8 +55,8 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"rounds": 0}, "rounds must be at least 1, got 0"),
         (
             {"method": "sft"},
-            "method must be one of \\['dpo', 'grpo', 'ppo', 'rloo', 'sft-dpo', 'sft-ppo'\\], "
-            "got 'sft'",
+            "method must be one of \\['dpo', 'grpo', 'ppo', 'rloo', 'sft-dpo', "
+            "'sft-grpo', 'sft-ppo', 'sft-rloo'\\], got 'sft'",
         ),
         ({"flip_rate": 2.0}, "flip_rate must be in \\[0, 1\\], got 2.0"),
         ({"eval_samples": 1}, "eval_samples at least 2"),
@@ -593,26 +593,38 @@ def test_micro_ppo_rounds_score_with_their_ensembles_and_earlier_rounds_reward_m
     assert len(last["score_shift"]) == 3 and len(last["score_scale"]) == 3
 
 
+MICRO_GRPO = {
+    "max_steps": 1,
+    "per_device_train_batch_size": 8,
+    "max_completion_length": 8,
+}
+
+
 @pytest.mark.slow
-def test_a_micro_sft_ppo_round_fine_tunes_on_the_rewrites_then_runs_ppo_from_it(
-    micro_project, admin_user, tmp_path
+@pytest.mark.parametrize(
+    "method, stage, options",
+    [("sft-ppo", "ppo", MICRO_PPO), ("sft-grpo", "grpo", MICRO_GRPO)],
+)
+def test_a_micro_sft_round_fine_tunes_on_the_rewrites_then_runs_the_online_stage_from_it(
+    micro_project, admin_user, tmp_path, method, stage, options
 ):
     """`--method sft-ppo --rewrites 1`: InstructGPT's order. The SFT stage learns the
-    round's demonstrations, the reward model learns the round's pairs, and PPO starts
-    from the SFT stage's policy, not from the deployed one."""
-    train = {"sft": MICRO_SFT, "reward": MICRO_REWARD, "ppo": MICRO_PPO}
-    _one_round_with_rewrites(micro_project, admin_user, tmp_path, "sft-ppo", train)
+    round's demonstrations, the reward model learns the round's pairs, and PPO (or
+    GRPO, `sft-grpo`) starts from the SFT stage's policy, not from the deployed one."""
+    train = {"sft": MICRO_SFT, "reward": MICRO_REWARD, stage: options}
+    _one_round_with_rewrites(micro_project, admin_user, tmp_path, method, train)
     round_ = TrainingRound.objects.get(project=micro_project)
-    assert (round_.method, round_.status) == ("sft,reward,ppo", "succeeded")
+    assert (round_.method, round_.status) == (f"sft,reward,{stage}", "succeeded")
     jobs = {job.stage: job for job in round_.jobs.all()}
     assert round_.snapshot.rewrite_rule == "chosen"
     assert round_.snapshot.stats["rewrites"] >= 1
     sft_output = jobs["sft"].output_policy
-    assert jobs["ppo"].config["adapter_path"] == sft_output.adapter_path
-    assert jobs["ppo"].config["reward_model_path"] == (
+    assert jobs[stage].config["base_path"] == sft_output.base_path
+    assert jobs[stage].config["adapter_path"] == sft_output.adapter_path
+    assert jobs[stage].config["reward_model_path"] == (
         jobs["reward"].output_policy.base_path
     )
-    # Lineage: SFT policy -> the round's SFT stage -> its PPO stage, deployed.
+    # Lineage: SFT policy -> the round's SFT stage -> its policy stage, deployed.
     assert round_.output_policy.parent == sft_output
     assert sft_output.parent.name == "micro-sft"
     micro_project.refresh_from_db()
@@ -772,8 +784,9 @@ def test_sft_ppo_trains_on_every_rounds_data_unless_told():
         options = parser.parse_args(["--project", "demo", *argv])
         return LoopConfig(method=options.method, data=options.data).data
 
-    assert resolved("--method", "sft-ppo", "--rewrites", "1") == "all"
-    for method in ("dpo", "sft-dpo", "ppo", "grpo"):
+    for method in ("sft-ppo", "sft-grpo", "sft-rloo"):
+        assert resolved("--method", method, "--rewrites", "1") == "all"
+    for method in ("dpo", "sft-dpo", "ppo", "grpo", "rloo"):
         assert resolved("--method", method) == "round"
     assert resolved("--method", "sft-ppo", "--data", "round") == "round"
     assert resolved("--method", "ppo", "--data", "all") == "all"
@@ -821,6 +834,9 @@ def test_prompts_and_temperature_are_the_methods_unless_given():
     # The README's commands as typed.
     assert resolved("--method", "sft-dpo", "--rewrites", "1") == (256, 0.7)
     assert resolved("--method", "sft-ppo", "--rewrites", "1") == (256, 0.7)
+    # The group methods' SFT variants take sft-ppo's round settings.
+    assert resolved("--method", "sft-grpo", "--rewrites", "1") == (256, 0.7)
+    assert resolved("--method", "sft-rloo", "--rewrites", "1") == (256, 0.7)
     assert resolved("--method", "ppo") == (128, 1.0)
     assert resolved("--method", "dpo") == resolved() == (128, 1.0)
     assert resolved("--method", "grpo") == (128, 1.0)
@@ -896,6 +912,25 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
     ppo_first = stage_options(LoopConfig(method="ppo"), seed=0, round_number=1)
     assert sft_ppo[0]["ppo"] == ppo_first["ppo"]
     assert sft_ppo[0]["reward"] == ppo_first["reward"]
+    # sft-grpo and sft-rloo: the group stage's settings, the SFT step halving too.
+    for group in ("grpo", "rloo"):
+        sft_group = [
+            stage_options(LoopConfig(method=f"sft-{group}"), seed=0, round_number=n)
+            for n in (1, 2, 3)
+        ]
+        assert [r["sft"].get("learning_rate") for r in sft_group] == [
+            None,
+            5e-4,
+            2.5e-4,
+        ]
+        assert [r[group].get("learning_rate") for r in sft_group] == [
+            None,
+            2.5e-4,
+            1.25e-4,
+        ]
+        first = stage_options(LoopConfig(method=group), seed=0, round_number=1)
+        assert sft_group[0][group] == first[group]
+        assert sft_group[0]["reward"] == first["reward"]
     # The real-model commands keep their constant SFT step, and their own rate.
     told = LoopConfig(
         method="sft-dpo", sft_step_decay=1, train={"sft": {"learning_rate": 5e-4}}
