@@ -912,7 +912,9 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
     ppo_first = stage_options(LoopConfig(method="ppo"), seed=0, round_number=1)
     assert sft_ppo[0]["ppo"] == ppo_first["ppo"]
     assert sft_ppo[0]["reward"] == ppo_first["reward"]
-    # sft-grpo and sft-rloo: the group stage's settings, the SFT step halving too.
+    # sft-grpo and sft-rloo: the group stage at half its rate (2.5e-4, chosen on the
+    # dev split: 5e-4 from the SFT step's policy overshot in round 1), halving each
+    # round as the SFT step does.
     for group in ("grpo", "rloo"):
         sft_group = [
             stage_options(LoopConfig(method=f"sft-{group}"), seed=0, round_number=n)
@@ -923,13 +925,17 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
             5e-4,
             2.5e-4,
         ]
-        assert [r[group].get("learning_rate") for r in sft_group] == [
-            None,
+        assert [r[group]["learning_rate"] for r in sft_group] == [
             2.5e-4,
             1.25e-4,
+            6.25e-5,
         ]
         first = stage_options(LoopConfig(method=group), seed=0, round_number=1)
-        assert sft_group[0][group] == first[group]
+        assert {**sft_group[0][group], "learning_rate": 5e-4} == {
+            **first[group],
+            "learning_rate": 5e-4,
+        }
+        assert "learning_rate" not in first[group]
         assert sft_group[0]["reward"] == first["reward"]
     # The real-model commands keep their constant SFT step, and their own rate.
     told = LoopConfig(
