@@ -815,7 +815,7 @@ def test_command_leaves_candidates_to_the_method_unless_given(monkeypatch):
 
 
 def test_prompts_and_temperature_are_the_methods_unless_given():
-    """sft-dpo and sft-ppo publish 256 prompts a round sampled at 0.7 (chosen on the dev
+    """The sft- methods publish 256 prompts a round sampled at 0.7 (chosen on the dev
     split, docs/loop.md); the others keep 128 at 1.0; a typed value wins, 0 stays
     greedy."""
     from training.management.commands.run_loop import Command

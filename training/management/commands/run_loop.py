@@ -76,7 +76,7 @@ class Command(BaseCommand):
             type=int,
             default=-1,  # the method's (METHOD_DEFAULTS)
             help="Fresh prompts published per round (default: the method's, see "
-            "training.loop.METHOD_DEFAULTS: 256 for sft-dpo and sft-ppo, 128 for the "
+            "training.loop.METHOD_DEFAULTS: 256 for the sft- methods, 128 for the "
             "others).",
         )
         parser.add_argument(
@@ -90,7 +90,7 @@ class Command(BaseCommand):
             type=float,
             default=-1.0,  # the method's (METHOD_DEFAULTS)
             help="Sampling temperature of candidates (default: the method's, see "
-            "training.loop.METHOD_DEFAULTS: 0.7 for sft-dpo and sft-ppo, 1.0 for the "
+            "training.loop.METHOD_DEFAULTS: 0.7 for the sft- methods, 1.0 for the "
             "others).",
         )
         parser.add_argument(
@@ -129,7 +129,7 @@ class Command(BaseCommand):
             default="",  # the method's (METHOD_DEFAULTS)
             help="Train each round on its own rankings or on all the seed's rounds so "
             "far (default: the method's, see training.loop.METHOD_DEFAULTS: all for "
-            "sft-ppo, round for the others).",
+            "sft-ppo, sft-grpo and sft-rloo, round for the others).",
         )
         parser.add_argument(
             "--reward-ensemble",
@@ -155,9 +155,9 @@ class Command(BaseCommand):
             "--sft-step-decay",
             type=float,
             default=-1.0,  # the method's (METHOD_DEFAULTS)
-            help="Each round's SFT step (sft-dpo, sft-ppo: before the policy stage) "
+            help="Each round's SFT step (the sft- methods: before the policy stage) "
             "learns at the previous round's rate times this (1: constant; default: the "
-            "method's, 0.5 for sft-dpo and sft-ppo).",
+            "method's, 0.5 for the sft- methods).",
         )
         parser.add_argument(
             "--train",
