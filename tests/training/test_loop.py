@@ -930,12 +930,10 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
             1.25e-4,
             6.25e-5,
         ]
+        # Apart from that rate, round 1 is the group method's own round 1.
         first = stage_options(LoopConfig(method=group), seed=0, round_number=1)
-        assert {**sft_group[0][group], "learning_rate": 5e-4} == {
-            **first[group],
-            "learning_rate": 5e-4,
-        }
-        assert "learning_rate" not in first[group]
+        sft_group[0][group].pop("learning_rate")
+        assert sft_group[0][group] == first[group]
         assert sft_group[0]["reward"] == first["reward"]
     # The real-model commands keep their constant SFT step, and their own rate.
     told = LoopConfig(
