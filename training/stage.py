@@ -9,6 +9,8 @@ config.json is an envelope: {"stage": "dpo", "config_class": "training.dpo.DPOCo
 "trainer": "training.dpo.train", "config": {...resolved trainer config...},
 "data_path": "/.../preferences.jsonl" or null}.
 
+Before the stage, it makes TRL's LM head lean on the CPU (training/lm_head.py).
+
 Exit status: 0 success (result.json written), 3 stopped on request (STOP file),
 anything else a failure whose traceback is in stage.log.
 
@@ -160,6 +162,9 @@ def load_trainer(envelope: dict[str, Any]) -> tuple[type, Any]:
 
 def run(run_dir: Path) -> int:
     """Run the stage described by `run_dir/config.json`; return the exit status."""
+    from training.lm_head import use_lean_cpu_head
+
+    use_lean_cpu_head()
     envelope = json.loads((run_dir / CONFIG_FILE).read_text())
     config_class, train = load_trainer(envelope)
     config = config_class.from_dict(envelope["config"])
