@@ -43,4 +43,7 @@ def test_the_allocator_bench_runs_both_arms_and_ends_with_its_json_line():
     assert figures["cpu_ratio"] == pytest.approx(
         ours["cpu_s"] / baseline["cpu_s"], abs=0.001
     )
-    assert ours["page_faults"] < baseline["page_faults"] / 5
+    # TRL's CPU LM head allocated a tile of logits per pass; since the lean head
+    # (training/lm_head.py) the tiny stage faults far less either way, and the
+    # settings still spare more than half of it (about 69 thousand against 164).
+    assert ours["page_faults"] < baseline["page_faults"] / 2
