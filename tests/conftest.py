@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from types import ModuleType
@@ -77,6 +80,21 @@ def load_bench(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_tiny_bench(script: str, env: dict[str, str] | None = None) -> tuple[dict, str]:
+    """Run `bench/SCRIPT --tiny` on one thread; return its last line's JSON and its stdout."""
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, f"bench/{script}", "--tiny"],
+        cwd=root,
+        env={**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1]), result.stdout
 
 
 def join_demo_project(user: User) -> User:

@@ -6,38 +6,20 @@ stage refuses bf16, so the bench measures the matmuls only and says why."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import load_bench
+from tests.conftest import load_bench, run_tiny_bench
 
 pytestmark = pytest.mark.slow
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def run_tiny_bench() -> tuple[dict, str]:
-    result = subprocess.run(
-        [sys.executable, "bench/cpu_bf16.py", "--tiny"],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1]), result.stdout
 
 
 def test_the_bf16_bench_measures_both_arms_where_the_cpu_has_native_bf16():
     from training.artifacts import native_bf16
 
     native, device = native_bf16()
-    figures, stdout = run_tiny_bench()
+    figures, stdout = run_tiny_bench("cpu_bf16.py")
 
     assert figures["native_bf16"] is native
     assert figures["device"] == device

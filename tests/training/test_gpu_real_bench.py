@@ -4,30 +4,15 @@ the script ends with one JSON line. (Its figures mean something only on a GPU.)"
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
+
+from tests.conftest import run_tiny_bench
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 def test_the_gpu_check_runs_whole_on_the_cpu_and_ends_with_its_json_line():
-    result = subprocess.run(
-        [sys.executable, "bench/gpu_real.py", "--tiny"],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures, _ = run_tiny_bench("gpu_real.py")
     assert figures["device"] == "cpu" and figures["lora"] is True
     assert figures["tokens"] > 0
     for run in ("bare_trl", "platform"):

@@ -5,21 +5,17 @@ the real model.)"""
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+
+from tests.conftest import run_tiny_bench
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's tunables"),
 ]
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_allocator_bench_runs_both_arms_and_ends_with_its_json_line():
@@ -28,16 +24,7 @@ def test_the_allocator_bench_runs_both_arms_and_ends_with_its_json_line():
         for k, v in os.environ.items()
         if k not in {"GLIBC_TUNABLES", "LD_PRELOAD"} and not k.startswith("MALLOC_")
     }
-    result = subprocess.run(
-        [sys.executable, "bench/stage_allocator.py", "--tiny"],
-        cwd=ROOT,
-        env={**env, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    figures, _ = run_tiny_bench("stage_allocator.py", env)
     baseline, ours = figures["baseline"], figures["platform"]
     assert baseline["cpu_s"] > 0 and ours["cpu_s"] > 0
     assert figures["cpu_ratio"] == pytest.approx(
