@@ -197,3 +197,123 @@ def test_candidates_never_carry_a_nul_character(policy):
         hook.remove()
     assert [len(c) for c in out] == [2]
     assert all("\x00" not in text for text in out[0])
+
+
+SHARED_PROMPTS = PROMPTS + [
+    [{"role": "user", "content": f"Name {n} things a {c} creature can do."}]
+    for n, c in ((2, "red"), (3, "blue"), (4, "small"), (5, "tall"), (6, "old"))
+]
+
+
+def _both_ways(model, tokenizer, n_return=3):
+    """Return (shared, repeated): generate's outputs with the prompt read once per
+    prompt (`_generate`) and with generate repeating it, from the same seed."""
+    import torch
+
+    from inference.generation import _generate
+
+    texts = [
+        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+        for m in SHARED_PROMPTS
+    ]
+    batch = tokenizer(
+        texts, return_tensors="pt", padding=True, add_special_tokens=False
+    )
+    assert (batch["attention_mask"] == 0).any()  # some prompts are left-padded
+    controls = dict(
+        do_sample=True,
+        temperature=1.0,
+        top_k=0,
+        top_p=1.0,
+        max_new_tokens=8,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    outputs = []
+    for shared in (True, False):
+        with torch.inference_mode():
+            torch.manual_seed(0)
+            if shared:
+                outputs.append(_generate(model, batch, n_return, **controls))
+            else:
+                outputs.append(
+                    model.generate(
+                        **batch,
+                        **controls,
+                        num_return_sequences=n_return,
+                        use_cache=True,
+                    )
+                )
+    return outputs
+
+
+def _assert_the_same(shared, repeated):
+    import torch
+
+    # Every step's logits agree to float rounding (measured 7e-8; positions off by a
+    # prompt's padding move them by 2e-3), and so do the draws.
+    assert len(shared.scores) == len(repeated.scores)
+    for a, b in zip(shared.scores, repeated.scores, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert torch.equal(shared.sequences, repeated.sequences)
+
+
+def test_sharing_the_prompt_gives_what_repeating_it_gives(policy):
+    model, tokenizer = policy
+    _assert_the_same(*_both_ways(model, tokenizer))
+
+
+def test_a_lora_policy_shares_the_prompt_too(tiny_model_dir):
+    # The rounds' policies are PEFT models with their adapters unmerged.
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_for_generation(str(tiny_model_dir), device="cpu")
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)  # an adapter that moves the logits
+    peft_model.eval()
+    _assert_the_same(*_both_ways(peft_model, tokenizer))
+
+
+def test_each_prompt_is_read_once_not_once_per_candidate(policy):
+    model, tokenizer = policy
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda module, inputs, output: seen.append(tuple(inputs[0].shape))
+    )
+    try:
+        generate_candidates(
+            model,
+            tokenizer,
+            PROMPTS,
+            SamplingConfig(num_candidates=4, max_new_tokens=5, seed=1),
+            batch_size=3,
+        )
+    finally:
+        hook.remove()
+    width = seen[0][1]
+    # The prompts but their last token, once each; then one token per candidate a step.
+    assert seen[0] == (3, width) and width > 1
+    assert all(shape == (12, 1) for shape in seen[1:])
+    assert 1 < len(seen) <= 6
+
+
+def test_a_model_that_names_its_own_cache_is_left_to_generate(policy):
+    # generate refuses a prefilled cache beside a generation_config's
+    # cache_implementation (real models ship "static" or "hybrid" there).
+    from inference.generation import _shares_prompts
+
+    model, _ = policy
+    assert _shares_prompts(model)
+    model.generation_config.cache_implementation = "static"
+    try:
+        assert not _shares_prompts(model)
+    finally:
+        model.generation_config.cache_implementation = None
