@@ -283,13 +283,19 @@ def sequence_logprobs(
     response_mask = (response != pad_token_id) & (after_eos == 0)
     attention[:, width:] = response_mask.long()
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    # The LM head runs only where a response token is predicted (positions width-1
+    # to the second last): over the prompt it would be a vocabulary-wide product
+    # per position, thrown away.
     with torch.no_grad():
         logits = model(
-            input_ids=input_ids, attention_mask=attention, position_ids=positions
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            logits_to_keep=torch.arange(
+                width - 1, input_ids.shape[1] - 1, device=input_ids.device
+            ),
         ).logits
-    logps = torch.log_softmax(
-        logits[:, width - 1 : -1].float(), dim=-1
-    )  # (batch, resp, vocab)
+    logps = torch.log_softmax(logits.float(), dim=-1)  # (batch, resp, vocab)
     token = logps.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (batch, resp)
     return (token * response_mask).sum(1)
 

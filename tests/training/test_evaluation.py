@@ -86,6 +86,47 @@ def test_kl_of_a_model_to_itself_is_zero(tiny_model_dir):
     assert kl == 0.0
 
 
+def test_sequence_logprobs_scores_only_the_response_positions(tiny_model_dir):
+    """The sum over response tokens, up to the first end token, as a full forward pass
+    gives it; the LM head sees only the positions that predict a response token."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from inference.loading import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = load_tokenizer(str(tiny_model_dir), padding_side="left")
+    prompts = [row["prompt"] for row in prompt_records(4)]
+    _, ids, width = evaluation.sample(model, tokenizer, prompts, max_new_tokens=8)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    ids[0, width + 2] = eos  # one response ends early: its later tokens do not count
+    ids[0, width + 3 :] = pad
+    head_rows = []
+    hook = model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: head_rows.append(args[0].shape[1])
+    )
+    try:
+        got = evaluation.sequence_logprobs(model, ids, width, pad, eos)
+    finally:
+        hook.remove()
+    assert head_rows == [ids.shape[1] - width]
+
+    expected = []
+    for row in ids:
+        keep = row[:width] != pad
+        prompt = row[:width][keep]
+        response = row[width:].tolist()
+        if eos in response:
+            response = response[: response.index(eos) + 1]
+        response = [t for t in response if t != pad]
+        full = torch.cat([prompt, torch.tensor(response, dtype=row.dtype)])
+        with torch.no_grad():
+            logits = model(input_ids=full[None]).logits[0].float()
+        logps = torch.log_softmax(logits[len(prompt) - 1 : -1], -1)
+        expected.append(float(logps.gather(-1, full[len(prompt) :, None]).sum()))
+    assert got.tolist() == pytest.approx(expected, abs=1e-4)
+
+
 def evaluate_against_itself(tiny_model_dir, reward_dir, **options) -> dict:
     """Evaluate the tiny model against itself on 4 prompts, scored by `reward_dir`."""
     return evaluation.evaluate_policy(
