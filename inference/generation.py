@@ -137,7 +137,16 @@ def _shares_prompts(model: Any) -> bool:
         callable(supports)
         and bool(supports())
         and getattr(base.generation_config, "cache_implementation", None) is None
+        and takes_logits_to_keep(base)
     )
+
+
+def takes_logits_to_keep(model: Any) -> bool:
+    """Whether `model`'s forward takes `logits_to_keep` (transformers' own check; most
+    causal LMs do, a few such as xLSTM's do not)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    supports = getattr(base, "_supports_logits_to_keep", None)
+    return callable(supports) and bool(supports())
 
 
 def generate_for_policy(

@@ -273,6 +273,8 @@ def sequence_logprobs(
     """Return log p(response | prompt) per sequence, summed over response tokens: (batch,)."""
     import torch
 
+    from inference.generation import takes_logits_to_keep
+
     attention = (input_ids != pad_token_id).long()
     attention[:, width:] = 0
     response = input_ids[:, width:]
@@ -285,16 +287,18 @@ def sequence_logprobs(
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     # The LM head runs only where a response token is predicted (positions width-1
     # to the second last): over the prompt it would be a vocabulary-wide product
-    # per position, thrown away.
+    # per position, thrown away. A model without `logits_to_keep` scores them all.
+    scored = torch.arange(width - 1, input_ids.shape[1] - 1, device=input_ids.device)
+    keep = {"logits_to_keep": scored} if takes_logits_to_keep(model) else {}
     with torch.no_grad():
         logits = model(
             input_ids=input_ids,
             attention_mask=attention,
             position_ids=positions,
-            logits_to_keep=torch.arange(
-                width - 1, input_ids.shape[1] - 1, device=input_ids.device
-            ),
+            **keep,
         ).logits
+    if not keep:
+        logits = logits[:, scored]
     logps = torch.log_softmax(logits.float(), dim=-1)  # (batch, resp, vocab)
     token = logps.gather(-1, response.unsqueeze(-1)).squeeze(-1)  # (batch, resp)
     return (token * response_mask).sum(1)

@@ -317,3 +317,15 @@ def test_a_model_that_names_its_own_cache_is_left_to_generate(policy):
         assert not _shares_prompts(model)
     finally:
         model.generation_config.cache_implementation = None
+
+
+def test_a_model_without_logits_to_keep_is_left_to_generate(policy, monkeypatch):
+    # The shared prefill keeps one logit row; a forward without logits_to_keep (xLSTM's,
+    # in transformers 5) would refuse the keyword.
+    from inference.generation import _shares_prompts, takes_logits_to_keep
+
+    model, _ = policy
+    assert takes_logits_to_keep(model) and _shares_prompts(model)
+    monkeypatch.setattr(model, "_supports_logits_to_keep", lambda: False)
+    assert not takes_logits_to_keep(model)
+    assert not _shares_prompts(model)

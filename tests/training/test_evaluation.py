@@ -127,6 +127,36 @@ def test_sequence_logprobs_scores_only_the_response_positions(tiny_model_dir):
     assert got.tolist() == pytest.approx(expected, abs=1e-4)
 
 
+def test_sequence_logprobs_of_a_model_without_logits_to_keep(tiny_model_dir):
+    """A forward that does not take logits_to_keep is scored whole, to the same sums."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from inference.loading import load_tokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tokenizer = load_tokenizer(str(tiny_model_dir), padding_side="left")
+
+    class Plain(torch.nn.Module):  # a causal LM whose forward knows no logits_to_keep
+        def __init__(self):
+            super().__init__()
+            self.inner = model
+
+        def forward(self, input_ids, attention_mask, position_ids):
+            return self.inner(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+            )
+
+    prompts = [row["prompt"] for row in prompt_records(4)]
+    _, ids, width = evaluation.sample(model, tokenizer, prompts, max_new_tokens=8)
+    pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
+    got = evaluation.sequence_logprobs(Plain(), ids, width, pad, eos)
+    want = evaluation.sequence_logprobs(model, ids, width, pad, eos)
+    assert got.tolist() == pytest.approx(want.tolist(), abs=1e-5)
+
+
 def evaluate_against_itself(tiny_model_dir, reward_dir, **options) -> dict:
     """Evaluate the tiny model against itself on 4 prompts, scored by `reward_dir`."""
     return evaluation.evaluate_policy(
