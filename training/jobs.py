@@ -77,10 +77,14 @@ def ensemble_inputs(names: list[str]) -> dict[str, list[str]]:
 
 def judge_inputs(config: dict[str, Any]) -> dict[str, str]:
     """Return the path of the judge a stage's config names, looked up here: the
-    stage's child process has no app registry to find it by name."""
+    stage's child process has no app registry to find it by name. Raise
+    ValidationError naming the registered judges when there is none by that name."""
     if not config.get("judge"):
         return {}
-    return {"judge_path": judge_path(config["judge"])}
+    try:
+        return {"judge_path": judge_path(config["judge"])}
+    except ValueError as exc:
+        raise ValidationError(f"{exc}") from None
 
 
 def round_dir(training_round: TrainingRound) -> Path:

@@ -500,7 +500,8 @@ def test_an_evaluation_naming_an_unknown_judge_is_refused(project, admin_user, r
 
     Prompt.objects.create(project=project, messages="Held out?", is_held_out=True)
 
-    with pytest.raises(ValueError) as error:
+    # The user's input: a ValidationError, which the API and the page show as such.
+    with pytest.raises(ValidationError) as error:
         launch(
             project, "dpo", user=admin_user, options={"evaluate": {"judge": "ifeval"}}
         )
