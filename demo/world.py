@@ -635,6 +635,10 @@ class WorldJudge:
         """Return the response with its answer corrected (see `repair`)."""
         return repair(parse_prompt(prompt_messages), response)
 
+    def reward(self, prompt_messages: list[dict], response: str) -> float:
+        """Return the judge's weighted total, which `rank` orders by."""
+        return judge_score(prompt_messages, response).total
+
 
 JUDGE = WorldJudge()  # registered as "demo" by demo.apps.DemoConfig.ready
 

@@ -568,6 +568,19 @@ class InstructionsJudge:
         result = self.followed(prompt_messages, response)
         return sum(result.strict), sum(result.loose)
 
+    def reward(self, prompt_messages: list[dict], response: str) -> float:
+        """Return the share of the request's constraints the response follows
+        strictly, with the loose count as a tie-break worth less than one strict
+        constraint: in [0, 1], ordering a request's responses as `rank` does (0
+        for a request with no constraints). GRPO's verifiable reward
+        (`inference.scoring.judge_reward_function`)."""
+        result = self.followed(prompt_messages, response)
+        n = len(result.strict)
+        if not n:
+            return 0.0
+        # The loose count is at most n, so /(n + 1) keeps it under one strict step.
+        return (sum(result.strict) + sum(result.loose) / (n + 1)) / (n + n / (n + 1))
+
     def compare(self, prompt_messages: list[dict], a: str, b: str) -> float:
         score_a, score_b = (self.score(prompt_messages, r) for r in (a, b))
         return float((score_a > score_b) - (score_a < score_b))

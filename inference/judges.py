@@ -22,7 +22,11 @@ A judge may also offer (the demo's does; `judge_offers` tells):
   nothing shows as such;
 - `repair(prompt_messages, response) -> str | None`: the response edited until the
   judge accepts it as correct (None when it cannot), so a simulated annotator can
-  write the rewrite a person writes on the ranking page (`RewritingAnnotator`).
+  write the rewrite a person writes on the ranking page (`RewritingAnnotator`);
+- `reward(prompt_messages, response) -> float`: one response's score on the scale
+  its verdicts use, ordering a prompt's responses as `rank` does, so that GRPO and
+  RLOO can take the judge itself as their reward (a verifiable reward:
+  `inference.scoring.judge_reward_function`).
 
 An app registers its judge under a name in its `AppConfig.ready`, as a dotted
 path "module:attribute" (`register_judge("demo", "demo.world:JUDGE")`). Product
@@ -57,16 +61,22 @@ class Judge(Protocol):
 
 def judge_offers(judge: Judge, feature: str) -> bool:
     """Return whether the judge offers an optional feature: "aspects", "correct",
-    "correct_loosely", "correct_substantively" or "repair"."""
+    "correct_loosely", "correct_substantively", "repair" or "reward"."""
     if feature == "aspects":
         return callable(getattr(judge, "aspects", None)) and isinstance(
             getattr(judge, "weights", None), dict
         )
-    if feature in ("correct", "correct_loosely", "correct_substantively", "repair"):
+    if feature in (
+        "correct",
+        "correct_loosely",
+        "correct_substantively",
+        "repair",
+        "reward",
+    ):
         return callable(getattr(judge, feature, None))
     raise ValueError(
         "feature must be 'aspects', 'correct', 'correct_loosely', "
-        f"'correct_substantively' or 'repair', got {feature!r}"
+        f"'correct_substantively', 'repair' or 'reward', got {feature!r}"
     )
 
 

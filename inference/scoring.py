@@ -7,7 +7,8 @@ conversational records (message lists) go through the tokenizer's chat template,
 plain strings are joined and end with the eos token, and the reward is
 `logits[:, 0]` at the last non-pad token (a causal LM's head) or the first,
 `[CLS]`, token (an encoder's). Torch and transformers are imported inside the
-functions, never by the web process.
+functions, never by the web process. A judge that offers `reward` can stand in for
+the reward model (`judge_reward_function`: a verifiable reward).
 """
 
 from __future__ import annotations
@@ -173,6 +174,47 @@ def reward_function(
     reward_model.__name__ = "reward_model"  # TRL logs rewards/<name>/mean
     reward_model.statistics = None
     return reward_model
+
+
+def judge_reward_function(judge_path: str) -> Callable[..., list[float]]:
+    """Return `f(prompts, completions, **columns) -> list[float]` scoring with the
+    judge at `judge_path` ("module:attribute", `inference.judges.judge_path`).
+
+    A verifiable reward (RLVR): the judge's own `reward` of each completion, a
+    program's verdict instead of a reward model learnt from rankings, in the form
+    TRL's GRPO and RLOO trainers take (as `reward_function`). Raise ValueError when
+    the judge offers no `reward`.
+    """
+    from inference.judges import judge_offers, load_judge
+
+    judge = load_judge(judge_path)
+    if not judge_offers(judge, "reward"):
+        raise ValueError(
+            f"the judge at {judge_path} offers no reward(prompt_messages, response); "
+            "add one, or train a reward model on the rankings (a reward stage) instead"
+        )
+
+    def judge_reward(
+        prompts: list[Any], completions: list[Any], **columns: Any
+    ) -> list[float]:
+        rewards = []
+        for prompt, completion in zip(prompts, completions, strict=True):
+            messages = (
+                prompt
+                if isinstance(prompt, list)
+                else [{"role": "user", "content": prompt}]
+            )
+            text = (
+                completion[-1]["content"]
+                if isinstance(completion, list)
+                else completion
+            )
+            rewards.append(float(judge.reward(messages, text)))
+        return rewards
+
+    judge_reward.__name__ = "judge"  # TRL logs rewards/judge/mean
+    judge_reward.statistics = None  # as reward_function's: no normalising
+    return judge_reward
 
 
 def member_statistics(

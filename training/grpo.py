@@ -5,6 +5,9 @@ each completion's advantage is its reward minus the group mean (divided by the
 group's standard deviation). The reward is the reward model's score through
 `inference.scoring.reward_function`, a graded signal: a group whose rewards are all
 equal teaches nothing (`frac_reward_zero_std` in the logs says how often). With
+`judge` (a registered judge that offers `reward`, such as "instructions") the judge
+itself scores instead and no reward model is read: a verifiable reward (RLVR), for a
+task a program can check (`inference.scoring.judge_reward_function`). With
 `reward_ensemble_paths` (a reward stage's own ensemble members and the round's
 named `reward_ensemble`) the reward is the mean of every member's score, each
 normalised on the first batch it scores, the starting policy's samples, as PPO
@@ -73,6 +76,18 @@ class GroupConfig(StageConfig):
         metadata={"help": "Folder of the reward model (a reward stage's output)."},
     )
     reward_ensemble_paths: list[str] = ensemble_paths_field()
+    judge: str = field(
+        default="",
+        metadata={
+            "help": "A registered judge whose reward(prompt, response) is the reward "
+            "instead of a reward model's score (a verifiable reward, e.g. "
+            "'instructions'); '' for the reward model."
+        },
+    )
+    judge_path: str = field(
+        default="",
+        metadata={"help": "The judge's 'module:attribute' (set by the platform)."},
+    )
     use_lora: bool = field(
         default=False,
         metadata={
@@ -140,6 +155,17 @@ class GroupConfig(StageConfig):
 
     def __post_init__(self) -> None:
         check_ensemble_paths(self.reward_ensemble_paths)
+        if self.judge and (self.reward_model_path or self.reward_ensemble_paths):
+            raise ValueError(
+                f"judge {self.judge!r} gives the reward, so the reward model "
+                f"{self.reward_model_path or self.reward_ensemble_paths[0]!r} would go "
+                "unused: drop the judge, or the reward stage / reward_model option"
+            )
+        if self.judge and not self.judge_path:
+            raise ValueError(
+                f"judge {self.judge!r} has no judge_path; launch the round through the "
+                "platform, which looks the judge up in its registry"
+            )
         check_range("lora_r", self.lora_r, 1, None)
         check_range("lora_alpha", self.lora_alpha, 1, None)
         check_bf16(self.bf16)
@@ -231,16 +257,27 @@ def train_group(
     """
     from datasets import Dataset
 
-    from inference.scoring import reward_function
+    from inference.scoring import judge_reward_function, reward_function
 
     if data_path is None:
         raise ValueError(
             f"{config.METHOD.upper()} needs data_path: a JSONL whose prompt column "
             "gives the prompts"
         )
-    if not config.reward_model_path:
+    if not config.reward_model_path and not config.judge_path:
         raise ValueError(
-            "reward_model_path is empty; give the output folder of a reward stage"
+            "reward_model_path is empty; give the output folder of a reward stage "
+            "(or a judge that offers a reward)"
+        )
+    if config.judge_path:
+        scorer = judge_reward_function(config.judge_path)
+    else:
+        # One file a process: each normalises an ensemble on the batches it scores.
+        rank = int(os.environ.get("RANK", "0"))
+        scorer = reward_function(
+            config.reward_model_path,
+            ensemble=config.reward_ensemble_paths,
+            norm_file=reporter.run_dir / f"{SCORE_NORM_FILE}-{rank}.json",
         )
     dataset = Dataset.from_list([{"prompt": p} for p in prompt_rows(Path(data_path))])
     tokenizer = load_tokenizer(config.base_path, padding_side="left")
@@ -278,13 +315,6 @@ def train_group(
         data_seed=config.seed,
         **method_args,
         **config.trl_args,
-    )
-    # One file a process: each normalises an ensemble on the batches it scores.
-    rank = int(os.environ.get("RANK", "0"))
-    scorer = reward_function(
-        config.reward_model_path,
-        ensemble=config.reward_ensemble_paths,
-        norm_file=reporter.run_dir / f"{SCORE_NORM_FILE}-{rank}.json",
     )
     trainer = trainer_class(
         model=model,

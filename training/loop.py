@@ -385,6 +385,15 @@ class LoopConfig:
             "1: this round's only)."
         },
     )
+    reward: str = field(
+        default="model",
+        metadata={
+            "help": "What scores GRPO's or RLOO's rollouts: 'model' (a reward stage "
+            "trains a reward model on the round's rankings) or 'judge' (the loop's "
+            "judge itself, a verifiable reward: no reward stage runs; a judge with "
+            "`reward`: demo or instructions)."
+        },
+    )
     step_decay: float = field(
         default=-1.0,
         metadata={
@@ -483,12 +492,22 @@ class LoopConfig:
             raise ValueError(
                 f"rewrite_from must be one of {REWRITE_STARTS}, got {self.rewrite_from!r}"
             )
-        if self.reward_ensemble > 1 and not PIPELINES[self.method].endswith(
-            ("ppo", "grpo", "rloo")
+        if self.reward not in ("model", "judge"):
+            raise ValueError(f"reward must be 'model' or 'judge', got {self.reward!r}")
+        if self.reward == "judge" and not self.method.endswith(("grpo", "rloo")):
+            raise ValueError(
+                f"reward='judge' is for GRPO and RLOO (a verifiable reward); method "
+                f"{self.method!r} trains no group stage (use --method grpo or "
+                "--reward model)"
+            )
+        if self.reward_ensemble > 1 and (
+            self.reward == "judge"
+            or not PIPELINES[self.method].endswith(("ppo", "grpo", "rloo"))
         ):
             raise ValueError(
                 f"reward_ensemble={self.reward_ensemble} is for the reward models of PPO, "
-                f"GRPO or RLOO; method {self.method!r} runs none (use --method ppo or 1)"
+                f"GRPO or RLOO; method {self.method!r} with reward={self.reward!r} runs "
+                "none (use --method ppo or 1)"
             )
         if self.data not in ("round", "all"):
             raise ValueError(f"data must be 'round' or 'all', got {self.data!r}")
@@ -499,13 +518,21 @@ class LoopConfig:
                 "the loop evaluates each round itself (step 5), so the round's "
                 "evaluation stage is off; drop 'evaluate' from the train options"
             )
-        stages = PIPELINES[self.method].split(",")
+        stages = self.stages()
         unknown = sorted(set(self.train) - set(stages))
         if unknown:
             raise ValueError(
                 f"train options name stages {unknown} that the {self.method} pipeline "
                 f"({', '.join(stages)}) does not run"
             )
+
+    def stages(self) -> list[str]:
+        """Return the pipeline's stages: the method's, less the reward stage when the
+        judge gives the reward."""
+        stages = PIPELINES[self.method].split(",")
+        if self.reward == "judge":
+            stages.remove("reward")
+        return stages
 
     def seed_list(self) -> list[int]:
         """Return the seeds the loop runs, in order."""
@@ -888,7 +915,7 @@ def _publish_annotate_train(
     if config.reward_ensemble > 1 and step.reward_models:
         options["reward_ensemble"] = step.reward_models[-(config.reward_ensemble - 1) :]
     training_round = launch(
-        project, PIPELINES[config.method], user=user, options=options
+        project, ",".join(config.stages()), user=user, options=options
     )
     drain_round(training_round)
     training_round.refresh_from_db()
@@ -1101,6 +1128,12 @@ def _loop_judge(config: LoopConfig) -> Judge:
         )
     if config.rewrites:
         check_rewrite_start(judge, config.rewrite_from)
+    if config.reward == "judge" and not judge_offers(judge, "reward"):
+        raise ValueError(
+            f"reward='judge' needs a judge that scores one response (`reward`); judge "
+            f"{config.judge or default_judge_name()!r} has none: use --judge demo or "
+            "--judge instructions, or --reward model"
+        )
     return judge
 
 
@@ -1442,16 +1475,19 @@ def stage_options(
     """
     from training.stages import config_class
 
+    stages = config.stages()
     options = {
         stage: dict(values)
         for stage, values in METHOD_DEFAULTS[config.method]["train"].items()
+        if stage in stages
     }
-    stages = PIPELINES[config.method].split(",")
     # Online stages sample their own rollouts: as long as the candidates the
     # reward model learnt from and the answers the loop evaluates, unless told.
     length = ROLLOUT_LENGTH.get(stages[-1])
     if length:
         options.setdefault(stages[-1], {})[length] = config.max_new_tokens
+    if config.reward == "judge":
+        options[stages[-1]]["judge"] = config.judge or default_judge_name() or ""
     if seed is not None:
         for stage in stages:
             options.setdefault(stage, {})["seed"] = seed

@@ -190,13 +190,27 @@ def _starting_models(
     return parent, reward_model
 
 
-def _check_reward_stages(stages: list[str]) -> None:
-    """Refuse a stage that needs a reward model when no stage before it trains one."""
+def _check_reward_stages(
+    stages: list[str], options: dict[str, Any], reward_model: Policy | None
+) -> None:
+    """Refuse a stage that needs a reward model when nothing gives it one: no stage
+    before it trains one, no reward_model option names one, and its own options name
+    no judge to score with (GRPO, RLOO: a verifiable reward). Refuse a judged stage
+    after a reward stage too: the reward model would be trained for nothing."""
     for i, stage in enumerate(stages):
+        if not STAGES[stage].needs_reward:
+            continue
         trained = any(
             STAGES[s].produces == Policy.Kind.REWARD_MODEL for s in stages[:i]
         )
-        if STAGES[stage].needs_reward and not trained:
+        judge = (options.get(stage) or {}).get("judge")
+        if judge and trained:
+            raise ValidationError(
+                f"stage {stage} takes its reward from judge {judge!r}, so the reward "
+                f"stage before it would train a reward model nothing uses: drop it "
+                f"(e.g. '{stage}' for 'reward,{stage}')"
+            )
+        if not (judge or trained or reward_model):
             raise ValidationError(
                 f"stage {stage} needs a reward model: put a reward stage before it "
                 f"(e.g. 'reward,{stage}') or pass reward_model=NAME"
@@ -297,8 +311,7 @@ def launch_round(
         else:
             options["evaluate"] = False
             options["evaluate_skipped"] = "the project has no held-out test prompts"
-    if reward_model is None:
-        _check_reward_stages(stages)
+    _check_reward_stages(stages, options, reward_model)
     configs = _stage_configs(stages, options, parent, reward_model)
 
     corpus, demonstrations = _corpora_for(project, stages, options)

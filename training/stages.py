@@ -289,7 +289,7 @@ for _spec in (
         POLICY,
         "trl",
         needs_reward=True,
-        help="GRPO with the reward model as reward function.",
+        help="GRPO with the reward model (or a judge: option judge) as reward function.",
     ),
     StageSpec(
         "rloo",
@@ -298,7 +298,7 @@ for _spec in (
         POLICY,
         "trl",
         needs_reward=True,
-        help="RLOO with the reward model as reward function.",
+        help="RLOO with the reward model (or a judge: option judge) as reward function.",
     ),
     # Appended to every round that trains a policy (see training.rounds.launch_round).
     StageSpec(

@@ -113,6 +113,23 @@ def test_judge_compare_prefers_the_higher_total_and_ties_equal_ones():
     assert judge_compare(COLOUR, polite, "Certainly! The glimmet is blue.") == 0
 
 
+def test_the_judges_reward_is_its_total_and_orders_responses_as_rank_does():
+    responses = [
+        "Fine. A glimmet is blue.",
+        "Sure! A glimmet is blue.",
+        "I can't help with that.",
+        "Certainly! The glimmet is blue.",
+        "Sure! A glimmet is red.",
+    ]
+    rewards = [JUDGE.reward(COLOUR, r) for r in responses]
+    order = [
+        [i for i, r in enumerate(rewards) if r == value]
+        for value in sorted(set(rewards), reverse=True)
+    ]
+    assert order == JUDGE.rank(COLOUR, responses)
+    assert rewards == [judge_score(COLOUR, r).total for r in responses]
+
+
 def test_judge_rank_returns_tie_groups_best_first():
     responses = [
         "Fine. A glimmet is blue.",

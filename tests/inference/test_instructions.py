@@ -217,6 +217,65 @@ def test_the_judge_ranks_by_constraints_followed_strictly_then_loosely():
     assert JUDGE.compare(prompt, both, "rinse it well.") == 0.0
 
 
+def rank_by(scores: list[float]) -> list[list[int]]:
+    """Tie groups of equal scores, highest first: the order a reward gives."""
+    return [
+        [i for i, score in enumerate(scores) if score == value]
+        for value in sorted(set(scores), reverse=True)
+    ]
+
+
+def test_the_judges_reward_orders_responses_as_its_rank_does():
+    prompt = [
+        {
+            "role": "user",
+            "content": "Give some advice on cooking rice. Do not use any commas. "
+            "Write your whole response in lowercase letters.",
+        }
+    ]
+    responses = [
+        "Rinse it, and use less water.",  # none
+        "Rinse it and use less water.",  # one strictly, one loosely
+        "rinse it and use less water.",  # both strictly
+        "Tip:\nrinse it and use less water.",  # one strictly, both loosely
+        "rinse it well.",
+        "",
+    ]
+    rewards = [JUDGE.reward(prompt, r) for r in responses]
+
+    assert rank_by(rewards) == JUDGE.rank(prompt, responses)
+    assert rewards[2] == rewards[4] == 1.0  # every constraint, strictly
+    assert rewards[0] == rewards[5] == 0.0
+    # The loose count breaks ties only: one strict constraint outweighs it.
+    assert rewards[1] < rewards[3] < rewards[2]
+    three = [
+        {
+            "role": "user",
+            "content": "Give some advice on cooking rice. Do not use any commas. "
+            "Write your whole response in lowercase letters. Answer in at most 6 words.",
+        }
+    ]
+    one_strictly_all_loosely = "Tip:\nrinse it and use less water."
+    two_strictly = "rinse it, and use less water."
+    assert JUDGE.score(three, one_strictly_all_loosely) == (1, 3)
+    assert JUDGE.score(three, two_strictly) == (2, 2)
+    assert JUDGE.reward(three, two_strictly) > JUDGE.reward(
+        three, one_strictly_all_loosely
+    )
+    # Across many drawn requests and responses, too.
+    for request in make_requests(40, "dev", seed=3):
+        messages = [{"role": "user", "content": request.text}]
+        drawn = [repair(request.constraints, "Some words here.") or "", *responses]
+        scores = [JUDGE.reward(messages, r) for r in drawn]
+        assert rank_by(scores) == JUDGE.rank(messages, drawn), request.text
+        assert all(0.0 <= x <= 1.0 for x in scores)
+
+
+def test_a_request_without_constraints_rewards_nothing():
+    prompt = [{"role": "user", "content": "Tell me about rice."}]
+    assert JUDGE.reward(prompt, "Rice is a grain.") == 0.0
+
+
 def test_the_judge_calls_correct_only_a_response_following_every_constraint_strictly():
     prompt = [
         {
@@ -236,6 +295,8 @@ def test_the_judge_calls_correct_only_a_response_following_every_constraint_stri
     from inference.judges import judge_offers
 
     assert judge_offers(JUDGE, "correct") and judge_offers(JUDGE, "correct_loosely")
+    # GRPO can take it as a verifiable reward because it offers one.
+    assert judge_offers(JUDGE, "reward")
 
 
 def test_substantive_answers_say_something_on_the_requests_subject():

@@ -111,3 +111,12 @@ def test_win_probability_maps_a_preference_in_minus_one_to_one_onto_zero_to_one(
     probability = judges.win_probability(ALWAYS_FIRST)
 
     assert probability([], "a", "b") == 1.0
+
+
+def test_a_judge_offers_a_reward_only_with_a_reward_method():
+    from demo.world import JUDGE
+
+    assert judges.judge_offers(JUDGE, "reward")
+    assert not judges.judge_offers(ALWAYS_FIRST, "reward")
+    with pytest.raises(ValueError, match="'repair' or 'reward', got 'score'"):
+        judges.judge_offers(JUDGE, "score")

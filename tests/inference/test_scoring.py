@@ -5,9 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from inference.instructions import JUDGE as INSTRUCTIONS
 from inference.scoring import (
     RewardScorer,
     is_encoder,
+    judge_reward_function,
     load_reward_model,
     reward_function,
     score,
@@ -54,6 +56,52 @@ def test_reward_function_has_the_name_trl_logs_it_under(constant_reward_model):
     assert scorer.__name__ == "reward_model"
     turns = [[{"role": "assistant", "content": "four legs"}]]
     assert scorer([PROMPT], turns) == [0.0]
+
+
+NO_COMMAS = [
+    {
+        "role": "user",
+        "content": "Give some advice on cooking rice. Do not use any commas.",
+    }
+]
+
+
+def test_a_judge_reward_function_scores_each_completion_with_the_judges_reward():
+    scorer = judge_reward_function("inference.instructions:JUDGE")
+    completions = ["Rinse it well.", "Rinse it, then boil it."]
+
+    # TRL's conversational form (message lists) and its plain form (strings).
+    turns = [[{"role": "assistant", "content": c}] for c in completions]
+    rewards = scorer([NO_COMMAS, NO_COMMAS], turns)
+    plain = scorer([NO_COMMAS[0]["content"]] * 2, completions)
+
+    assert rewards == plain == [INSTRUCTIONS.reward(NO_COMMAS, c) for c in completions]
+    assert rewards == [1.0, 0.0]
+    assert scorer.__name__ == "judge"  # TRL logs rewards/judge/mean
+    assert scorer.statistics is None
+    with pytest.raises(ValueError):
+        scorer([NO_COMMAS], turns)  # unpaired
+
+
+class RanksOnly:
+    def compare(self, prompt_messages, a, b):
+        return 0.0
+
+    def rank(self, prompt_messages, responses):
+        return [list(range(len(responses)))]
+
+
+RANKS_ONLY = RanksOnly()
+
+
+def test_a_judge_without_a_reward_cannot_be_a_reward_function():
+    with pytest.raises(ValueError) as error:
+        judge_reward_function(f"{__name__}:RANKS_ONLY")
+    assert str(error.value) == (
+        f"the judge at {__name__}:RANKS_ONLY offers no reward(prompt_messages, "
+        "response); add one, or train a reward model on the rankings (a reward "
+        "stage) instead"
+    )
 
 
 def test_reward_scorer_refuses_unpaired_prompts_and_responses(constant_reward_model):

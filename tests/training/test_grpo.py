@@ -61,6 +61,72 @@ def test_grpo_trains_a_lora_adapter_against_the_reward_model(tiny_model_dir, tmp
     assert saved == config.to_dict()
 
 
+def test_grpo_trains_against_a_judges_verifiable_reward_with_no_reward_model(
+    tiny_model_dir, tmp_path
+):
+    from inference.instructions import JUDGE, make_requests
+
+    config = grpo.GRPOConfig(
+        base_path=str(tiny_model_dir),
+        judge="instructions",
+        judge_path="inference.instructions:JUDGE",
+        use_lora=True,
+        per_device_train_batch_size=8,
+        num_generations=4,
+        max_completion_length=8,
+        max_steps=2,
+        logging_steps=1,
+    )
+    reporter = Reporter(tmp_path / "run")
+    requests = make_requests(16, "train", seed=0)
+    data = write_jsonl(
+        tmp_path / "prompts.jsonl", [{"prompt": r.messages} for r in requests]
+    )
+    metrics = grpo.train(
+        config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
+    )
+
+    assert metrics["steps"] == 2.0
+    assert "rewards/reward_model/mean" not in metrics
+    # The judge's reward is a share of constraints followed: in [0, 1].
+    assert 0.0 <= metrics["rewards/judge/mean"] <= 1.0
+    assert (reporter.output_dir / "adapter_config.json").exists()
+    assert JUDGE.reward(requests[0].messages, "") == 0.0
+
+
+@pytest.mark.parametrize("config_class", [grpo.GRPOConfig, rloo.RLOOConfig])
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            {"reward_model_path": "/rm"},
+            "judge 'instructions' gives the reward, so the reward model '/rm' would "
+            "go unused: drop the judge, or the reward stage / reward_model option",
+        ),
+        (
+            {"reward_ensemble_paths": ["/rm1"]},
+            "judge 'instructions' gives the reward, so the reward model '/rm1' would "
+            "go unused",
+        ),
+        (
+            {"judge_path": ""},
+            "judge 'instructions' has no judge_path; launch the round through the "
+            "platform",
+        ),
+    ],
+)
+def test_a_judged_group_stage_takes_no_reward_model(config_class, options, message):
+    values = {
+        "base_path": "x",
+        "judge": "instructions",
+        "judge_path": "inference.instructions:JUDGE",
+        **options,
+    }
+    with pytest.raises(ValueError) as error:
+        config_class(**values)
+    assert message in str(error.value)
+
+
 def test_grpo_config_wants_whole_groups_per_batch():
     with pytest.raises(ValueError) as error:
         grpo.GRPOConfig(

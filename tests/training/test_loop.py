@@ -67,6 +67,21 @@ def test_judge_win_rate_counts_a_tie_as_half():
         ({"pairs": "best"}, "pairs must be 'all_pairs' or 'best_vs_rest'"),
         ({"candidates": 9}, "candidates must be 0 \\(the project's\\) or 2 to 8"),
         ({"rewrites": 1.5}, "rewrites must be in \\[0, 1\\], got 1.5"),
+        ({"reward": "rm"}, "reward must be 'model' or 'judge', got 'rm'"),
+        (
+            {"reward": "judge", "method": "sft-ppo"},
+            "reward='judge' is for GRPO and RLOO \\(a verifiable reward\\); method "
+            "'sft-ppo' trains no group stage",
+        ),
+        (
+            {"reward": "judge", "method": "grpo", "reward_ensemble": 2},
+            "reward_ensemble=2 is for the reward models of PPO, GRPO or RLOO",
+        ),
+        (
+            {"reward": "judge", "method": "grpo", "train": {"reward": {}}},
+            "train options name stages \\['reward'\\] that the grpo pipeline "
+            "\\(grpo\\) does not run",
+        ),
         (
             {"reward_ensemble": 9, "method": "ppo"},
             "reward_ensemble must be 1 to 8, got 9",
@@ -552,6 +567,48 @@ def test_a_micro_grpo_round_trains_a_reward_model_then_grpo_and_deploys(
 
 
 @pytest.mark.slow
+def test_a_micro_grpo_round_scored_by_the_judge_trains_no_reward_model(
+    micro_project, admin_user, tmp_path
+):
+    lines: list[str] = []
+    run_loop(
+        micro_project,
+        LoopConfig(
+            method="grpo",
+            reward="judge",
+            rounds=1,
+            seeds=1,
+            candidates=4,
+            **{
+                **MICRO,
+                "train": {
+                    "grpo": {
+                        "max_steps": 1,
+                        "per_device_train_batch_size": 8,
+                        "max_completion_length": 8,
+                    },
+                },
+            },
+        ),
+        user=admin_user,
+        out=lines.append,
+        plot_path=tmp_path / "loop.png",
+    )
+    round_ = TrainingRound.objects.get(project=micro_project)
+    assert (round_.method, round_.status) == ("grpo", "succeeded")
+    (job,) = round_.jobs.all()
+    assert (job.config["judge"], job.config["reward_model_path"]) == ("demo", "")
+    assert "rewards/judge/mean" in job.last_metrics
+    assert not Policy.objects.filter(kind=Policy.Kind.REWARD_MODEL).exists()
+    micro_project.refresh_from_db()
+    assert micro_project.current_policy == round_.output_policy
+    # No reward model: the table's rm_acc column says so.
+    summary = json.loads(lines[-1])
+    assert summary["round"] == 1
+    assert "rm_win_rate_vs_sft" not in round_.output_policy.metrics
+
+
+@pytest.mark.slow
 def test_micro_ppo_rounds_score_with_their_ensembles_and_earlier_rounds_reward_models(
     micro_project, admin_user, tmp_path
 ):
@@ -955,6 +1012,46 @@ def test_the_sft_step_of_sft_dpo_halves_each_round_unless_told_otherwise():
     typed = parser.parse_args(["--project", "real", "--sft-step-decay", "1"])
     assert typed.sft_step_decay == 1.0
     assert parser.parse_args(["--project", "demo"]).sft_step_decay == -1.0
+
+
+@pytest.mark.parametrize("method", ["grpo", "sft-grpo", "rloo", "sft-rloo"])
+def test_a_judge_as_reward_drops_the_reward_stage_and_names_the_judge(method):
+    group = method.removeprefix("sft-")
+    config = LoopConfig(method=method, reward="judge", judge="instructions")
+    options = stage_options(config, seed=2)
+
+    assert config.stages() == [s for s in method.split("-")]
+    assert "reward" not in options
+    assert options[group]["judge"] == "instructions"
+    assert options[group]["seed"] == 2
+    # The reward model's loop keeps its reward stage and names no judge.
+    model = LoopConfig(method=method)
+    assert "reward" in model.stages() and "judge" not in stage_options(model)[group]
+
+
+def test_a_judge_as_reward_defaults_to_the_loops_judge():
+    # The demo's judge is the only one registered without being asked for by name.
+    options = stage_options(LoopConfig(method="grpo", reward="judge"))
+    assert options["grpo"]["judge"] == "demo"
+
+
+def test_a_judge_without_a_reward_cannot_score_the_rollouts(monkeypatch):
+    from training import loop
+
+    class RanksOnly:
+        def compare(self, prompt_messages, a, b):
+            return 0.0
+
+        def rank(self, prompt_messages, responses):
+            return [list(range(len(responses)))]
+
+    monkeypatch.setattr(loop, "get_judge", lambda name: RanksOnly())
+    with pytest.raises(ValueError) as error:
+        loop._loop_judge(LoopConfig(method="grpo", reward="judge"))
+    assert "reward='judge' needs a judge that scores one response (`reward`)" in str(
+        error.value
+    )
+    assert loop._loop_judge(LoopConfig(method="grpo")) is not None
 
 
 @pytest.mark.parametrize("method", ["grpo", "rloo"])

@@ -95,6 +95,15 @@ def test_launch_refuses_a_project_without_a_current_policy(project, admin_user):
         ("dpo,warp", {}, r"unknown stage\(s\) \['warp'\]"),
         ("", {}, "method must name at least one stage"),
         ("ppo", {}, "stage ppo needs a reward model: put a reward stage before it"),
+        ("grpo", {}, "stage grpo needs a reward model: put a reward stage before it"),
+        (
+            "reward,grpo",
+            {"grpo": {"judge": "instructions"}},
+            "stage grpo takes its reward from judge 'instructions', so the reward "
+            "stage before it would train a reward model nothing uses: drop it",
+        ),
+        ("rloo", {"rloo": {"judge": "nope"}}, "no judge named 'nope'"),
+        ("ppo", {"ppo": {"judge": "instructions"}}, "unknown PPOConfig option"),
         (
             "dpo",
             {"queue": "fast"},
@@ -449,6 +458,26 @@ def test_a_round_that_trains_a_policy_ends_with_an_evaluation_on_held_out_prompt
     assert training_round.method == "reward,grpo"
     assert (evaluate.config["prompts"], evaluate.config["judge"]) == (3, "")
     assert evaluate.config["parent_base_path"] == "/models/demo-sft"
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_a_group_stage_scored_by_a_judge_launches_without_a_reward_stage(
+    project, admin_user, ranked, method
+):
+    training_round = launch(
+        project,
+        method,
+        user=admin_user,
+        options={method: {"judge": "instructions"}, "evaluate": False},
+    )
+
+    (job,) = training_round.jobs.all()
+    assert job.stage == method
+    assert (job.config["judge"], job.config["judge_path"]) == (
+        "instructions",
+        "inference.instructions:JUDGE",
+    )
+    assert job.config["reward_model_path"] == ""
 
 
 def test_rankings_by_a_judge_annotator_make_the_evaluation_ask_that_judge(

@@ -139,6 +139,14 @@ class Command(BaseCommand):
             "to N-1 earlier rounds' of the seed, each normalised on its own (1: this "
             "round's only).",
         )
+        parser.add_argument(
+            "--reward",
+            choices=["model", "judge"],
+            default=defaults.reward,
+            help="GRPO, RLOO: score rollouts with a reward model trained on the round's "
+            "rankings (model), or with the judge itself, a verifiable reward (judge: no "
+            "reward stage runs; needs a judge with `reward`: demo or instructions).",
+        )
         parser.add_argument("--eval-prompts", type=int, default=defaults.eval_prompts)
         parser.add_argument("--eval-samples", type=int, default=defaults.eval_samples)
         parser.add_argument(
@@ -216,6 +224,7 @@ class Command(BaseCommand):
                 votes=options["votes"],
                 data=options["data"],
                 reward_ensemble=options["reward_ensemble"],
+                reward=options["reward"],
                 rewrites=options["rewrites"],
                 rewrite_from=options["rewrite_from"],
                 eval_prompts=options["eval_prompts"],
