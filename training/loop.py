@@ -526,6 +526,12 @@ class LoopConfig:
                 f"({', '.join(stages)}) does not run"
             )
 
+    @property
+    def label(self) -> str:
+        """The method as figures name it: 'grpo', or 'grpo-judge' where the judge gives
+        the reward (so that pooling refuses to mix the two)."""
+        return self.method if self.reward == "model" else f"{self.method}-judge"
+
     def stages(self) -> list[str]:
         """Return the pipeline's stages: the method's, less the reward stage when the
         judge gives the reward."""
@@ -900,7 +906,7 @@ def _publish_annotate_train(
     rounds = step.labelled if config.data == "all" else step.labelled[-1:]
     snapshot = freeze_snapshot(
         project,
-        f"loop-{config.method}-round{labelling_round.number}-{int(time.time())}",
+        f"loop-{config.label}-round{labelling_round.number}-{int(time.time())}",
         user=user,
         filter={"votes": config.votes, "simulated": "include", "rounds": rounds},
         pair_rule=config.pairs,
@@ -1194,7 +1200,7 @@ def run_loop(
                 figures_path,
                 runs,
                 project=project.name,
-                method=config.method,
+                method=config.label,
                 split=config.split,
                 prompts=prompts,
                 wall_s=time.monotonic() - loop_started,
@@ -1208,7 +1214,7 @@ def run_loop(
         prompts=len(prompts),
         out=out,
         plot_path=plot_path,
-        title=f"{project.name}: {config.method} loop",
+        title=f"{project.name}: {config.label} loop",
         wall_s=time.monotonic() - loop_started,
         cpu_s=_cpu_seconds() - cpu_started,
     )

@@ -17,6 +17,7 @@ from training.loop import (
     LoopConfig,
     RoundFigures,
     judge_win_rate,
+    load_figures,
     run_loop,
     stage_options,
 )
@@ -593,9 +594,11 @@ def test_a_micro_grpo_round_scored_by_the_judge_trains_no_reward_model(
         user=admin_user,
         out=lines.append,
         plot_path=tmp_path / "loop.png",
+        figures_path=tmp_path / "loop.json",
     )
     round_ = TrainingRound.objects.get(project=micro_project)
     assert (round_.method, round_.status) == ("grpo", "succeeded")
+    assert load_figures(tmp_path / "loop.json")["method"] == "grpo-judge"
     (job,) = round_.jobs.all()
     assert (job.config["judge"], job.config["reward_model_path"]) == ("demo", "")
     assert "rewards/judge/mean" in job.last_metrics
@@ -1021,6 +1024,11 @@ def test_a_judge_as_reward_drops_the_reward_stage_and_names_the_judge(method):
     options = stage_options(config, seed=2)
 
     assert config.stages() == [s for s in method.split("-")]
+    # Figures name it apart, so that pooling refuses to mix it with the reward model's.
+    assert (config.label, LoopConfig(method=method).label) == (
+        f"{method}-judge",
+        method,
+    )
     assert "reward" not in options
     assert options[group]["judge"] == "instructions"
     assert options[group]["seed"] == 2

@@ -251,7 +251,7 @@ class Command(BaseCommand):
             else (
                 Path(settings.VAR_DIR)
                 / "loop"
-                / f"{project.name}-{config.method}-{time.strftime('%Y%m%d-%H%M%S')}.png"
+                / f"{project.name}-{config.label}-{time.strftime('%Y%m%d-%H%M%S')}.png"
             )
         )
         try:
