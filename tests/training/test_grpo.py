@@ -20,12 +20,14 @@ from training.progress import Reporter
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def run_small(tiny_model_dir, reward_dir, tmp_path, **options):
-    """Train a LoRA adapter on the tiny model with GRPO for a step or two; return the
-    config, the reporter and the metrics."""
+def run_small(tiny_model_dir, reward_dir, tmp_path, prompts=None, **options):
+    """Train a LoRA adapter on the tiny model with GRPO for a step or two on `prompts`
+    (records with a prompt column; default 16 of ml_data's), scored by the reward
+    model at `reward_dir` (None: the options name a judge); return the config, the
+    reporter and the metrics."""
     config = grpo.GRPOConfig(
         base_path=str(tiny_model_dir),
-        reward_model_path=str(reward_dir),
+        reward_model_path=str(reward_dir or ""),
         use_lora=True,
         per_device_train_batch_size=8,
         num_generations=4,
@@ -33,7 +35,7 @@ def run_small(tiny_model_dir, reward_dir, tmp_path, **options):
         **options,
     )
     reporter = Reporter(tmp_path / "run")
-    data = write_jsonl(tmp_path / "prompts.jsonl", prompt_records(16))
+    data = write_jsonl(tmp_path / "prompts.jsonl", prompts or prompt_records(16))
     metrics = grpo.train(
         config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
     )
@@ -66,24 +68,15 @@ def test_grpo_trains_against_a_judges_verifiable_reward_with_no_reward_model(
 ):
     from inference.instructions import JUDGE, make_requests
 
-    config = grpo.GRPOConfig(
-        base_path=str(tiny_model_dir),
+    requests = make_requests(16, "train", seed=0)
+    _, reporter, metrics = run_small(
+        tiny_model_dir,
+        None,
+        tmp_path,
+        prompts=[{"prompt": r.messages} for r in requests],
         judge="instructions",
         judge_path="inference.instructions:JUDGE",
-        use_lora=True,
-        per_device_train_batch_size=8,
-        num_generations=4,
-        max_completion_length=8,
         max_steps=2,
-        logging_steps=1,
-    )
-    reporter = Reporter(tmp_path / "run")
-    requests = make_requests(16, "train", seed=0)
-    data = write_jsonl(
-        tmp_path / "prompts.jsonl", [{"prompt": r.messages} for r in requests]
-    )
-    metrics = grpo.train(
-        config, data_path=data, output_dir=reporter.output_dir, reporter=reporter
     )
 
     assert metrics["steps"] == 2.0

@@ -462,6 +462,11 @@ MICRO_PPO = {
     "ppo_epochs": 1,
     "score_norm_batches": 1,
 }
+MICRO_GRPO = {
+    "max_steps": 1,
+    "per_device_train_batch_size": 8,
+    "max_completion_length": 8,
+}
 
 
 def _one_round_with_rewrites(project, user, tmp_path, method, train, out=None) -> None:
@@ -543,11 +548,7 @@ def test_a_micro_grpo_round_trains_a_reward_model_then_grpo_and_deploys(
                         "per_device_train_batch_size": 4,
                         "eval_fraction": 0.5,
                     },
-                    "grpo": {
-                        "max_steps": 1,
-                        "per_device_train_batch_size": 8,
-                        "max_completion_length": 8,
-                    },
+                    "grpo": MICRO_GRPO,
                 },
             },
         ),
@@ -583,11 +584,7 @@ def test_a_micro_grpo_round_scored_by_the_judge_trains_no_reward_model(
             **{
                 **MICRO,
                 "train": {
-                    "grpo": {
-                        "max_steps": 1,
-                        "per_device_train_batch_size": 8,
-                        "max_completion_length": 8,
-                    },
+                    "grpo": MICRO_GRPO,
                 },
             },
         ),
@@ -651,13 +648,6 @@ def test_micro_ppo_rounds_score_with_their_ensembles_and_earlier_rounds_reward_m
     ]
     last = rounds[2].jobs.get(stage="ppo").last_metrics
     assert len(last["score_shift"]) == 3 and len(last["score_scale"]) == 3
-
-
-MICRO_GRPO = {
-    "max_steps": 1,
-    "per_device_train_batch_size": 8,
-    "max_completion_length": 8,
-}
 
 
 @pytest.mark.slow
