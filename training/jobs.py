@@ -84,7 +84,7 @@ def judge_inputs(config: dict[str, Any]) -> dict[str, str]:
     try:
         return {"judge_path": judge_path(config["judge"])}
     except ValueError as exc:
-        raise ValidationError(f"{exc}") from None
+        raise ValidationError(str(exc)) from None
 
 
 def round_dir(training_round: TrainingRound) -> Path:

@@ -66,7 +66,7 @@ def test_grpo_trains_a_lora_adapter_against_the_reward_model(tiny_model_dir, tmp
 def test_grpo_trains_against_a_judges_verifiable_reward_with_no_reward_model(
     tiny_model_dir, tmp_path
 ):
-    from inference.instructions import JUDGE, make_requests
+    from inference.instructions import make_requests
 
     requests = make_requests(16, "train", seed=0)
     _, reporter, metrics = run_small(
@@ -84,7 +84,6 @@ def test_grpo_trains_against_a_judges_verifiable_reward_with_no_reward_model(
     # The judge's reward is a share of constraints followed: in [0, 1].
     assert 0.0 <= metrics["rewards/judge/mean"] <= 1.0
     assert (reporter.output_dir / "adapter_config.json").exists()
-    assert JUDGE.reward(requests[0].messages, "") == 0.0
 
 
 @pytest.mark.parametrize("config_class", [grpo.GRPOConfig, rloo.RLOOConfig])
