@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import Counter
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ MIN_SAVING = 0.05
 MAX_ROWS = 512
 
 _WRAPPED = "_trim_padding_original_forward"
+# This process's wrapped forward passes: "passes", "grouped", and the batches'
+# positions ("positions") against those computed ("computed"); see `summary`.
+TOTALS: Counter = Counter()
 # Arguments under which the wrapper steps aside (their value other than None or False).
 _STEP_ASIDE = (
     "inputs_embeds",
@@ -134,13 +138,31 @@ def trim_padding(model: Any, group_cost: int | None = None) -> bool:
     def forward(*args: Any, **kwargs: Any) -> Any:
         original = getattr(body, _WRAPPED)
         plan = _plan(args, kwargs, group_cost)
+        input_ids = kwargs.get("input_ids")
+        positions = input_ids.numel() if input_ids is not None else 0
+        TOTALS.update(passes=1, positions=positions)
         if plan is None:
+            TOTALS.update(computed=positions)
             return original(*args, **kwargs)
+        _, lengths, groups = plan
+        TOTALS.update(grouped=1, computed=padded_cost(lengths, groups, 0))
         return _grouped_forward(original, kwargs, *plan)
 
     setattr(body, _WRAPPED, body.forward)
     body.forward = forward
     return True
+
+
+def summary() -> str | None:
+    """Return a line on this process's wrapped forward passes, or None if none ran."""
+    if not TOTALS["passes"]:
+        return None
+    share = TOTALS["computed"] / max(TOTALS["positions"], 1)
+    return (
+        f"padding: {TOTALS['grouped']} of {TOTALS['passes']} forward passes ran in "
+        f"groups of like length; {TOTALS['computed']:,} of {TOTALS['positions']:,} "
+        f"batch positions computed ({share:.0%})"
+    )
 
 
 def _plan(args: tuple, kwargs: dict, group_cost: int):

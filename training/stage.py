@@ -9,7 +9,9 @@ config.json is an envelope: {"stage": "dpo", "config_class": "training.dpo.DPOCo
 "trainer": "training.dpo.train", "config": {...resolved trainer config...},
 "data_path": "/.../preferences.jsonl" or null}.
 
-Before the stage, it makes TRL's LM head lean on the CPU (training/lm_head.py).
+Before the stage, it makes TRL's LM head lean on the CPU (training/lm_head.py);
+after it, it prints what running batches without their padding saved
+(training/padding.py, which the SFT and DPO stages install on their models).
 
 Exit status: 0 success (result.json written), 3 stopped on request (STOP file),
 anything else a failure whose traceback is in stage.log.
@@ -162,6 +164,7 @@ def load_trainer(envelope: dict[str, Any]) -> tuple[type, Any]:
 
 def run(run_dir: Path) -> int:
     """Run the stage described by `run_dir/config.json`; return the exit status."""
+    from training import padding
     from training.lm_head import use_lean_cpu_head
 
     use_lean_cpu_head()
@@ -180,6 +183,9 @@ def run(run_dir: Path) -> int:
         reporter=reporter,
         resume_from=resume_from,
     )
+    line = padding.summary()
+    if line:
+        print(line, flush=True)
     if metrics.get("stopped") or reporter.should_stop():
         print("stopped on request; checkpoint kept, no result written", flush=True)
         return EXIT_STOPPED

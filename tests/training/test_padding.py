@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+from collections import Counter
 
 import pytest
 import torch
@@ -129,7 +130,8 @@ def count_calls(model) -> list[tuple[int, int]]:
     return calls
 
 
-def test_trimmed_batch_gives_the_padded_batchs_numbers(tiny_model_dir):
+def test_trimmed_batch_gives_the_padded_batchs_numbers(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(padding, "TOTALS", Counter())
     model = lora_model(tiny_model_dir)
     lengths = [12, 30, 13, 29, 6, 31, 12, 20]
     input_ids, mask, labels = batch(model.config.vocab_size, lengths)
@@ -149,9 +151,16 @@ def test_trimmed_batch_gives_the_padded_batchs_numbers(tiny_model_dir):
     assert trimmed_grads.keys() == padded_grads.keys() and padded_grads
     for name, grad in padded_grads.items():
         torch.testing.assert_close(trimmed_grads[name], grad, rtol=1e-4, atol=1e-6)
+    computed = sum(r * w for r, w in calls)
+    assert padding.summary() == (
+        f"padding: 1 of 1 forward passes ran in groups of like length; "
+        f"{computed} of {len(lengths) * max(lengths)} batch positions computed "
+        f"({computed / (len(lengths) * max(lengths)):.0%})"
+    )
 
 
-def test_what_grouping_cannot_serve_runs_as_it_is(tiny_model_dir):
+def test_what_grouping_cannot_serve_runs_as_it_is(tiny_model_dir, monkeypatch):
+    monkeypatch.setattr(padding, "TOTALS", Counter())
     model = lora_model(tiny_model_dir)
     padding.trim_padding(model, group_cost=8)
     calls = count_calls(model)
@@ -165,6 +174,7 @@ def test_what_grouping_cannot_serve_runs_as_it_is(tiny_model_dir):
     input_ids, mask, labels = batch(vocab, [20, 20, 20])
     log_probs_and_grads(model, input_ids, mask, labels)
     assert calls == [(4, 31), (3, 20)]
+    assert padding.summary().startswith("padding: 0 of 2 forward passes")
 
 
 def test_the_demo_sized_model_keeps_one_call_a_batch(tiny_model_dir):
