@@ -6,7 +6,7 @@ forward and backward. A DPO batch on SmolLM2 stacks 16 rows (8 pairs, chosen and
 rejected) whose prompts and answers vary in length, so a good share of its positions
 are padding.
 
-`trim_padding(model)` wraps the forward of the model's decoder body (what TRL's fused LM
+`trim_padding(model)` wraps the forward of a causal LM's decoder body (what TRL's fused LM
 head calls, and what the model's own forward calls): on the CPU, a right-padded batch
 (every row's real tokens first, as TRL's DPO and SFT collators pad) is split into groups
 of rows of like length (`length_groups`), each group trimmed to its own longest row
@@ -127,6 +127,14 @@ def trim_padding(model: Any, group_cost: int | None = None) -> bool:
     if body is None or body is inner or not hasattr(body, "forward"):
         logger.info(
             "trim_padding: %s has no decoder body; left as it is", type(model).__name__
+        )
+        return False
+    # Within a group the shorter rows keep padding after their tokens, which only
+    # causal attention never reads: a causal LM, one that generates, is what it serves.
+    can_generate = getattr(inner, "can_generate", None)
+    if not callable(can_generate) or not can_generate():
+        logger.info(
+            "trim_padding: %s is not a causal LM; left as it is", type(model).__name__
         )
         return False
     if hasattr(body, _WRAPPED):

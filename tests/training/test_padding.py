@@ -184,3 +184,20 @@ def test_the_demo_sized_model_keeps_one_call_a_batch(tiny_model_dir):
     input_ids, mask, labels = batch(model.config.vocab_size, [12, 30, 6, 31])
     log_probs_and_grads(model, input_ids, mask, labels)
     assert calls == [(4, 31)]
+
+
+def test_an_encoder_is_left_as_it_is():
+    """A group's shorter rows keep padding after their tokens: only causal attention
+    never reads it, so a bidirectional encoder is not wrapped."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    model = BertForSequenceClassification(config)
+    assert padding.trim_padding(model, group_cost=1) is False
+    assert not hasattr(model.base_model, padding._WRAPPED)
