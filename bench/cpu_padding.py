@@ -45,9 +45,7 @@ and saving the adapter, which trimming does not touch.
 from __future__ import annotations
 
 import json
-import os
 import random
-import statistics
 import sys
 from pathlib import Path
 
@@ -55,14 +53,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(1, str(ROOT / "bench"))
 
-from cpu_bf16 import last_step, matmul_gflops  # noqa: E402
 from gpu_real import preference_pairs  # noqa: E402
-from probe import cpu_probe  # noqa: E402
 from stage_allocator import (  # noqa: E402
-    run_stage,
+    child_bench_header,
+    compare_children,
     stage_bench_args,
     stage_bench_data,
-    write_run_dir,
 )
 
 # The baseline child: the stage as the worker runs it, every batch in one call.
@@ -115,61 +111,16 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from training.artifacts import native_bf16
-    from training.supervisor import child_env
-
-    env = child_env()
-    probe, load = cpu_probe(), os.getloadavg()[0]
-    _, device = native_bf16()
-    gflops = matmul_gflops("float32")
-    print(
-        f"CPU probe {probe:.2f} s, load {load:.1f}; {args.steps} DPO steps of 8 pairs, "
-        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {device}: "
-        f"a 512^3 matmul on one thread runs {gflops} GFLOPS in float32",
-        flush=True,
-    )
+    result = child_bench_header(args)
     model, data = stage_bench_data(args, prefix="cpu-padding-")
     tokenizer = AutoTokenizer.from_pretrained(model)
     rows = varied_pairs(args.steps * BATCH, tokenizer, args.answer_tokens)
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    share = padded_share(rows, tokenizer)
-    print(f"batches of {BATCH} pairs in file order pad {share:.1%} of their positions")
-    work = data.parent
+    result["padded_share"] = padded_share(rows, tokenizer)
+    print(f"batches of {BATCH} pairs in file order pad {result['padded_share']:.1%}")
     trimmed = [sys.executable, "-c", TINY_TRIMMED] if args.tiny else None
     arms = {"padded": [sys.executable, "-c", PADDED], "trimmed": trimmed}
-    runs: dict[str, list[dict]] = {name: [] for name in arms}
-    for i in range(args.repeat):
-        for name, command in arms.items():
-            run_dir = work / f"{name}-{i}"
-            write_run_dir(run_dir, model, data, args.steps)
-            child = [*command, str(run_dir)] if command else None
-            figures = {**run_stage(run_dir, env, child), **last_step(run_dir)}
-            runs[name].append(figures)
-            print(f"{name} run {i + 1}: {json.dumps(figures)}", flush=True)
-    result: dict = {
-        "device": device,
-        "matmul_gflops_float32": gflops,
-        "cpu_probe_s": round(probe, 2),
-        "load_start": round(load, 1),
-        "steps": args.steps,
-        "repeat": args.repeat,
-        "padded_share": share,
-    }
-    for name, figures in runs.items():
-        result[name] = {
-            key: round(statistics.median(f[key] for f in figures), 4)
-            for key in ("cpu_s", "train_runtime_s", "peak_rss_mb", "loss", "margin")
-        }
-    result["cpu_ratio"] = round(
-        result["trimmed"]["cpu_s"] / result["padded"]["cpu_s"], 3
-    )
-    result["train_ratio"] = round(
-        result["trimmed"]["train_runtime_s"] / result["padded"]["train_runtime_s"], 3
-    )
-    result["loss_ratio"] = round(
-        result["trimmed"]["loss"] / result["padded"]["loss"], 4
-    )
-    result["load_end"] = round(os.getloadavg()[0], 1)
+    result.update(compare_children(args, model, data, arms))
     print(json.dumps(result))
 
 

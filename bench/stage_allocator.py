@@ -163,6 +163,68 @@ def stage_bench_data(args: argparse.Namespace, prefix: str) -> tuple[str, Path]:
     return model, data
 
 
+def child_bench_header(args: argparse.Namespace) -> dict:
+    """Print the CPU line of a bench comparing stage children; return its figures."""
+    from cpu_bf16 import matmul_gflops
+
+    from training.artifacts import native_bf16
+
+    probe, load = cpu_probe(), os.getloadavg()[0]
+    _, device = native_bf16()
+    gflops = matmul_gflops("float32")
+    print(
+        f"CPU probe {probe:.2f} s, load {load:.1f}; {args.steps} DPO steps of 8 pairs, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; {device}: "
+        f"a 512^3 matmul on one thread runs {gflops} GFLOPS in float32",
+        flush=True,
+    )
+    return {
+        "device": device,
+        "matmul_gflops_float32": gflops,
+        "cpu_probe_s": round(probe, 2),
+        "load_start": round(load, 1),
+        "steps": args.steps,
+        "repeat": args.repeat,
+    }
+
+
+def compare_children(
+    args: argparse.Namespace,
+    model: str,
+    data: Path,
+    arms: dict[str, list[str] | None],
+) -> dict:
+    """Run the DPO stage under each arm's child command (None: the worker's own),
+    `args.repeat` times, the arms alternating; print each run and return each arm's
+    medians, then the second arm's CPU, trainer and loss ratios to the first's."""
+    from cpu_bf16 import last_step
+
+    from training.supervisor import child_env
+
+    env = child_env()
+    runs: dict[str, list[dict]] = {name: [] for name in arms}
+    for i in range(args.repeat):
+        for name, command in arms.items():
+            run_dir = data.parent / f"{name}-{i}"
+            write_run_dir(run_dir, model, data, args.steps)
+            child = [*command, str(run_dir)] if command else None
+            figures = {**run_stage(run_dir, env, child), **last_step(run_dir)}
+            runs[name].append(figures)
+            print(f"{name} run {i + 1}: {json.dumps(figures)}", flush=True)
+    result: dict = {}
+    for name, figures in runs.items():
+        result[name] = {
+            key: round(statistics.median(f[key] for f in figures), 4)
+            for key in ("cpu_s", "train_runtime_s", "peak_rss_mb", "loss", "margin")
+        }
+    base, other = (result[name] for name in arms)
+    result["cpu_ratio"] = round(other["cpu_s"] / base["cpu_s"], 3)
+    result["train_ratio"] = round(other["train_runtime_s"] / base["train_runtime_s"], 3)
+    result["loss_ratio"] = round(other["loss"] / base["loss"], 4)
+    result["load_end"] = round(os.getloadavg()[0], 1)
+    return result
+
+
 def main() -> None:
     args, model, data = stage_bench_setup(
         __doc__.split("\n")[0], prefix="stage-allocator-"
