@@ -185,8 +185,12 @@ def _plan(args: tuple, kwargs: dict, group_cost: int):
     lengths = right_padded_lengths(kwargs.get("attention_mask"))
     if lengths is None:
         return None
-    groups = length_groups(lengths, group_cost)
     whole = len(lengths) * input_ids.size(1) + group_cost
+    # Two groups or more cost at least every row's own length and two group costs:
+    # where that saves too little (the demo's small models), skip the search.
+    if sum(lengths) + 2 * group_cost > (1 - MIN_SAVING) * whole:
+        return None
+    groups = length_groups(lengths, group_cost)
     if padded_cost(lengths, groups, group_cost) > (1 - MIN_SAVING) * whole:
         return None
     return input_ids, lengths, groups
