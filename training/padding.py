@@ -218,10 +218,7 @@ def _grouped_forward(original, kwargs: dict, input_ids, lengths, groups):
         hidden = out.last_hidden_state
         parts.append(F.pad(hidden, (0, 0, 0, width - longest)))
         rows.extend(group)
-    stacked = torch.cat(parts, dim=0)
-    inverse = torch.empty(len(rows), dtype=torch.long, device=input_ids.device)
-    inverse[torch.tensor(rows, device=input_ids.device)] = torch.arange(
-        len(rows), device=input_ids.device
-    )
-    first.last_hidden_state = stacked[inverse]
+    # Back in the batch's row order: the stacked rows' order, inverted.
+    inverse = torch.tensor(rows, device=input_ids.device).argsort()
+    first.last_hidden_state = torch.cat(parts, dim=0)[inverse]
     return first
