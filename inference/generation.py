@@ -8,7 +8,9 @@ same `SamplingConfig`, translated by `inference.sampling.backend_kwargs`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from inference.sampling import SamplingConfig, backend_kwargs
@@ -102,9 +104,10 @@ def _generate(model: Any, batch: Any, n_return: int, **kwargs: Any) -> Any:
 
     ids, mask = batch["input_ids"], batch["attention_mask"]
     if n_return == 1 or ids.shape[1] < 2 or not _shares_prompts(model):
-        return model.generate(
-            **batch, **kwargs, num_return_sequences=n_return, use_cache=True
-        )
+        with drop_finished_rows(model, kwargs.get("eos_token_id")):
+            return model.generate(
+                **batch, **kwargs, num_return_sequences=n_return, use_cache=True
+            )
     head, head_mask = ids[:, :-1], mask[:, :-1]
     # generate's own positions under left padding: pads sit at 1, tokens count from 0.
     positions = (head_mask.long().cumsum(-1) - 1).masked_fill(head_mask == 0, 1)
@@ -118,12 +121,135 @@ def _generate(model: Any, batch: Any, n_return: int, **kwargs: Any) -> Any:
         logits_to_keep=1,
     )
     cache.batch_repeat_interleave(n_return)
-    return model.generate(
-        input_ids=ids.repeat_interleave(n_return, dim=0),
-        attention_mask=mask.repeat_interleave(n_return, dim=0),
-        cache=cache,
-        use_cache=True,
-        **kwargs,
+    with drop_finished_rows(model, kwargs.get("eos_token_id")):
+        return model.generate(
+            input_ids=ids.repeat_interleave(n_return, dim=0),
+            attention_mask=mask.repeat_interleave(n_return, dim=0),
+            cache=cache,
+            use_cache=True,
+            **kwargs,
+        )
+
+
+# What generate's decoding steps hand the model's forward; anything else (embeddings,
+# token types, output flags) and a call is passed through untouched.
+_STEP_KEYS = frozenset(
+    {"input_ids", "attention_mask", "position_ids", "cache", "cache_position"}
+    | {"use_cache", "return_dict", "logits_to_keep"}
+)
+
+
+@contextmanager
+def drop_finished_rows(model: Any, eos_token_id: Any) -> Iterator[None]:
+    """Within one `generate` call, run the model only on the rows still generating.
+
+    `generate` runs every row of a batch until its longest answer ends: a row that
+    has sampled its end token goes on through every layer, each step, and its
+    token is then replaced by padding. Here `model`'s forward (the causal LM under
+    a PEFT wrapper) is wrapped for the call: from the first decoding step on, rows
+    whose last token was an end token are dropped from the KV cache and the step
+    runs on the others; their logits go back in the batch's rows, zeros in a
+    finished row's (whose token generate discards). generate itself still draws
+    every row's random numbers (its multinomial draws for the whole batch, in the
+    same order), so each live row's token is the one it would have drawn: the
+    candidates are generate's own, but for a draw within float rounding of a
+    boundary (a row's logits computed beside fewer rows may round differently).
+
+    Steps aside, for the whole call, where a decoding step is not the plain kind
+    (one new token per row, a 2-D mask, transformers' dynamic cache of attention
+    layers, nothing else batch-shaped), and where no end token is set.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if eos_token_id is None:
+        eos_token_id = getattr(base.generation_config, "eos_token_id", None)
+    if eos_token_id is None:
+        yield
+        return
+    own = base.__dict__.get("forward")
+    base.forward = _RowDropper(base.forward, eos_token_id)
+    try:
+        yield
+    finally:
+        if own is None:
+            del base.forward
+        else:
+            base.forward = own
+
+
+class _RowDropper:
+    """The forward `drop_finished_rows` installs for one generate call (its state:
+    which of the batch's rows the cache still holds)."""
+
+    def __init__(self, forward: Callable, eos_token_id: Any) -> None:
+        functools.update_wrapper(self, forward)
+        self.forward = forward
+        self.eos = eos_token_id if isinstance(eos_token_id, list) else [eos_token_id]
+        self.calls = 0
+        self.rows: Any = None  # the batch rows the cache holds, once engaged
+        self.finished: Any = None
+        self.passed_through = False
+        self.row_steps = 0  # rows run in decoding steps (for tests and benches)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.calls += 1
+        if self.calls == 1 or self.passed_through:  # the prefill: nothing finished
+            return self.forward(*args, **kwargs)
+        ids = kwargs.get("input_ids")
+        if self.rows is None:
+            if args or not _plain_step(kwargs):
+                self.passed_through = True
+                return self.forward(*args, **kwargs)
+            self.rows = torch.arange(ids.shape[0], device=ids.device)
+            self.finished = torch.zeros(
+                ids.shape[0], dtype=torch.bool, device=ids.device
+            )
+        elif args or not _plain_step(kwargs):
+            raise RuntimeError(
+                "generate changed the shape of its decoding steps after rows were "
+                "dropped from the cache; call it outside drop_finished_rows"
+            )
+        eos = torch.tensor(self.eos, device=ids.device)
+        self.finished |= torch.isin(ids[:, -1], eos)
+        live = ~self.finished[self.rows]
+        if not bool(live.all()):
+            kwargs["cache"].batch_select_indices(live.nonzero().squeeze(1))
+            self.rows = self.rows[live]
+        batch = ids.shape[0]
+        self.row_steps += len(self.rows)
+        if len(self.rows) == batch:
+            return self.forward(**kwargs)
+        for key in ("input_ids", "attention_mask", "position_ids"):
+            if kwargs.get(key) is not None:
+                kwargs[key] = kwargs[key][self.rows]
+        output = self.forward(**kwargs)
+        logits = output.logits
+        full = logits.new_zeros((batch, *logits.shape[1:]))
+        full[self.rows] = logits
+        output.logits = full
+        return output
+
+
+def _plain_step(kwargs: dict) -> bool:
+    """Whether a forward call is a decoding step `_RowDropper` can run on fewer rows."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    if not set(kwargs) <= _STEP_KEYS:
+        return False
+    ids, mask = kwargs.get("input_ids"), kwargs.get("attention_mask")
+    positions, cache = kwargs.get("position_ids"), kwargs.get("cache")
+    if ids is None or ids.dim() != 2 or ids.shape[1] != 1:
+        return False
+    rows = ids.shape[0]
+    if mask is not None and (mask.dim() != 2 or mask.shape[0] != rows):
+        return False
+    if positions is not None and (positions.dim() != 2 or positions.shape[0] != rows):
+        return False
+    return type(cache) is DynamicCache and all(
+        type(layer) in (DynamicLayer, DynamicSlidingWindowLayer)
+        for layer in cache.layers
     )
 
 

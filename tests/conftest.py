@@ -82,11 +82,13 @@ def load_bench(name: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return module
 
 
-def run_tiny_bench(script: str, env: dict[str, str] | None = None) -> tuple[dict, str]:
-    """Run `bench/SCRIPT --tiny` on one thread; return its last line's JSON and its stdout."""
+def run_tiny_bench(
+    script: str, *args: str, env: dict[str, str] | None = None
+) -> tuple[dict, str]:
+    """Run `bench/SCRIPT --tiny ARGS` on one thread; return its last line's JSON and its stdout."""
     root = Path(__file__).resolve().parents[1]
     result = subprocess.run(
-        [sys.executable, f"bench/{script}", "--tiny"],
+        [sys.executable, f"bench/{script}", "--tiny", *args],
         cwd=root,
         env={**(os.environ if env is None else env), "OMP_NUM_THREADS": "1"},
         capture_output=True,

@@ -229,9 +229,12 @@ def sample(
     """Sample one response per prompt (pure sampling at `temperature`).
 
     Return (texts, token ids of prompt + response, prompt width); responses are
-    cut after the first end token and padded.
+    cut after the first end token and padded. A row that has ended is not run on
+    (`inference.generation.drop_finished_rows`).
     """
     import torch
+
+    from inference.generation import drop_finished_rows
 
     tokenizer.padding_side = "left"
     texts = [
@@ -242,7 +245,11 @@ def sample(
         texts, return_tensors="pt", padding=True, add_special_tokens=False
     )
     batch = batch.to(next(model.parameters()).device)
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    with (
+        torch.random.fork_rng(devices=[]),
+        torch.no_grad(),
+        drop_finished_rows(model, tokenizer.eos_token_id),
+    ):
         torch.manual_seed(seed)
         output = model.generate(
             **batch,

@@ -249,20 +249,25 @@ def _both_ways(model, tokenizer, n_return=3):
     return outputs
 
 
-def _assert_the_same(shared, repeated):
+def _assert_the_same(shared, repeated, eos_token_id):
     import torch
 
     # Every step's logits agree to float rounding (measured 7e-8; positions off by a
-    # prompt's padding move them by 2e-3), and so do the draws.
+    # prompt's padding move them by 2e-3), and so do the draws. A row that has ended
+    # is not run any more (drop_finished_rows): its scores are not compared.
     assert len(shared.scores) == len(repeated.scores)
-    for a, b in zip(shared.scores, repeated.scores, strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    steps = len(shared.scores)
+    new = repeated.sequences[:, -steps:]
+    ended = (new == eos_token_id).int().cumsum(1) - (new == eos_token_id).int()
+    for step, (a, b) in enumerate(zip(shared.scores, repeated.scores, strict=True)):
+        live = ended[:, step] == 0
+        torch.testing.assert_close(a[live], b[live], atol=1e-5, rtol=1e-5)
     assert torch.equal(shared.sequences, repeated.sequences)
 
 
 def test_sharing_the_prompt_gives_what_repeating_it_gives(policy):
     model, tokenizer = policy
-    _assert_the_same(*_both_ways(model, tokenizer))
+    _assert_the_same(*_both_ways(model, tokenizer), tokenizer.eos_token_id)
 
 
 def test_a_lora_policy_shares_the_prompt_too(tiny_model_dir):
@@ -279,7 +284,7 @@ def test_a_lora_policy_shares_the_prompt_too(tiny_model_dir):
         if "lora_B" in name:
             torch.nn.init.normal_(param, std=0.5)  # an adapter that moves the logits
     peft_model.eval()
-    _assert_the_same(*_both_ways(peft_model, tokenizer))
+    _assert_the_same(*_both_ways(peft_model, tokenizer), tokenizer.eos_token_id)
 
 
 def test_each_prompt_is_read_once_not_once_per_candidate(policy):
@@ -329,3 +334,170 @@ def test_a_model_without_logits_to_keep_is_left_to_generate(policy, monkeypatch)
     monkeypatch.setattr(model, "_supports_logits_to_keep", lambda: False)
     assert not takes_logits_to_keep(model)
     assert not _shares_prompts(model)
+
+
+# A tenth of the tiny model's vocabulary as end tokens: its near-uniform draws then end
+# the rows at many different steps.
+END_TOKENS = list(range(40, 72))
+
+
+def _shared_batch(tokenizer):
+    """Return the shared prompts as one left-padded batch."""
+    texts = [
+        tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+        for m in SHARED_PROMPTS
+    ]
+    return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+
+
+def _rows_a_step(model):
+    """Start recording the rows of each forward pass; return (rows, hook)."""
+    rows = []
+    hook = model.get_input_embeddings().register_forward_hook(
+        lambda module, inputs, output: rows.append(inputs[0].shape[0])
+    )
+    return rows, hook
+
+
+def _generate_twice(model, tokenizer, **extra):
+    """Return [(sequences, rows a step)] from plain generate and from generate
+    within drop_finished_rows, from the same seed, with rows ending early."""
+    import torch
+
+    from inference.generation import drop_finished_rows
+
+    batch, eos = _shared_batch(tokenizer), END_TOKENS
+    runs = []
+    for drop in (False, True):
+        rows, hook = _rows_a_step(model)
+        try:
+            with torch.inference_mode():
+                torch.manual_seed(0)
+                call = lambda: model.generate(  # noqa: E731
+                    **batch,
+                    do_sample=True,
+                    top_k=0,
+                    max_new_tokens=12,
+                    eos_token_id=eos,
+                    pad_token_id=tokenizer.pad_token_id,
+                    **extra,
+                )
+                if drop:
+                    with drop_finished_rows(model, eos):
+                        output = call()
+                else:
+                    output = call()
+        finally:
+            hook.remove()
+        runs.append((output, rows))
+    return runs, eos
+
+
+def _assert_fewer_rows_and_the_same_tokens(model, tokenizer):
+    (plain, plain_rows), (dropped, dropped_rows) = _generate_twice(model, tokenizer)[0]
+    width = len(SHARED_PROMPTS)
+    assert all(r == width for r in plain_rows)
+    # Rows ended at different steps and the later steps ran only the rest...
+    assert dropped_rows[0] == width and dropped_rows == sorted(
+        dropped_rows, reverse=True
+    )
+    assert len(set(dropped_rows)) > 2 and sum(dropped_rows) < sum(plain_rows)
+    # ...and every row's tokens are generate's own, padding after the end included.
+    assert torch_equal(plain, dropped)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return a.shape == b.shape and bool(torch.equal(a, b))
+
+
+def test_finished_rows_stop_running_and_the_candidates_stay_generates(policy):
+    model, tokenizer = policy
+    _assert_fewer_rows_and_the_same_tokens(model, tokenizer)
+    assert "forward" not in vars(model)  # the wrapper is gone after the call
+
+
+def test_a_lora_policy_drops_its_finished_rows_too(tiny_model_dir):
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = load_for_generation(str(tiny_model_dir), device="cpu")
+    torch.manual_seed(0)
+    peft_model = get_peft_model(
+        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
+    )
+    for name, param in peft_model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.5)
+    peft_model.eval()
+    _assert_fewer_rows_and_the_same_tokens(peft_model, tokenizer)
+
+
+def test_a_step_that_is_not_plain_runs_every_row(policy):
+    # Asked for hidden states, a step's forward carries an output flag: the whole
+    # call is left to generate as it is.
+    model, tokenizer = policy
+    runs, _ = _generate_twice(
+        model, tokenizer, output_hidden_states=True, return_dict_in_generate=True
+    )
+    (plain, plain_rows), (dropped, dropped_rows) = runs
+    assert dropped_rows == plain_rows
+    assert torch_equal(plain.sequences, dropped.sequences)
+
+
+def test_the_forward_is_put_back_when_generate_fails(policy):
+    from inference.generation import drop_finished_rows
+
+    model, _ = policy
+    with pytest.raises(RuntimeError, match="boom"):
+        with drop_finished_rows(model, model.generation_config.eos_token_id or 0):
+            assert "forward" in vars(model)
+            raise RuntimeError("boom")
+    assert "forward" not in vars(model)
+
+
+class _EndingTokenizer:
+    """The tiny tokenizer with END_TOKENS as its end tokens."""
+
+    eos_token_id = END_TOKENS
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def __call__(self, *args, **kwargs):
+        return self.tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.tokenizer, name)
+
+
+def test_the_candidates_path_drops_finished_rows(policy, monkeypatch):
+    # generate_candidates (rounds' candidates, the loop's evaluation samples) runs
+    # within drop_finished_rows: the same candidates as with every row run.
+    import contextlib
+
+    import inference.generation as generation
+
+    model, tokenizer = policy
+    tokenizer = _EndingTokenizer(tokenizer)
+    sampling = SamplingConfig(num_candidates=3, max_new_tokens=12, seed=2)
+    runs = []
+    for drop in (True, False):
+        if not drop:
+            monkeypatch.setattr(
+                generation,
+                "drop_finished_rows",
+                lambda model, eos: contextlib.nullcontext(),
+            )
+        rows, hook = _rows_a_step(model)
+        try:
+            candidates = generate_candidates(
+                model, tokenizer, SHARED_PROMPTS, sampling, batch_size=8
+            )
+        finally:
+            hook.remove()
+        runs.append((candidates, rows))
+    (dropped, dropped_rows), (plain, plain_rows) = runs
+    assert dropped == plain
+    assert sum(dropped_rows) < sum(plain_rows)

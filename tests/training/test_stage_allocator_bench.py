@@ -24,7 +24,7 @@ def test_the_allocator_bench_runs_both_arms_and_ends_with_its_json_line():
         for k, v in os.environ.items()
         if k not in {"GLIBC_TUNABLES", "LD_PRELOAD"} and not k.startswith("MALLOC_")
     }
-    figures, _ = run_tiny_bench("stage_allocator.py", env)
+    figures, _ = run_tiny_bench("stage_allocator.py", env=env)
     baseline, ours = figures["baseline"], figures["platform"]
     assert baseline["cpu_s"] > 0 and ours["cpu_s"] > 0
     assert figures["cpu_ratio"] == pytest.approx(
