@@ -126,6 +126,16 @@ def judge_path(name: str) -> str:
     return path
 
 
+def check_judge_path(judge: str, path: str) -> None:
+    """Refuse a stage config that names a judge without its path (a config written by
+    hand; the platform sets the path from its registry when it launches a round)."""
+    if judge and not path:
+        raise ValueError(
+            f"judge {judge!r} has no judge_path; launch the round through the "
+            "platform, which looks the judge up in its registry"
+        )
+
+
 def default_judge_name() -> str | None:
     """Return the name of the only registered judge that is not `named_only`; None
     when there are none or several."""

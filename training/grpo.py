@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from inference.judges import check_judge_path
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
     Precision,
@@ -161,11 +162,7 @@ class GroupConfig(StageConfig):
                 f"{self.reward_model_path or self.reward_ensemble_paths[0]!r} would go "
                 "unused: drop the judge, or the reward stage / reward_model option"
             )
-        if self.judge and not self.judge_path:
-            raise ValueError(
-                f"judge {self.judge!r} has no judge_path; launch the round through the "
-                "platform, which looks the judge up in its registry"
-            )
+        check_judge_path(self.judge, self.judge_path)
         check_range("lora_r", self.lora_r, 1, None)
         check_range("lora_alpha", self.lora_alpha, 1, None)
         check_bf16(self.bf16)

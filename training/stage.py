@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.judges import check_judge_path
 from training.progress import CONFIG_FILE, Reporter
 from training.stages import get_stage, import_object
 
@@ -93,11 +94,7 @@ class EvaluateConfig:
         for name in ("prompts", "max_new_tokens", "diversity_samples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.judge and not self.judge_path:
-            raise ValueError(
-                f"judge {self.judge!r} has no judge_path; launch the round through the "
-                "platform, which looks the judge up in its registry"
-            )
+        check_judge_path(self.judge, self.judge_path)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EvaluateConfig:

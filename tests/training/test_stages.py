@@ -82,3 +82,12 @@ def test_a_bad_dotted_path_says_what_is_missing():
         import_object("training.dpo.Nope")
     with pytest.raises(ValueError, match="expected a dotted path"):
         import_object("nodots")
+
+
+def test_an_evaluate_stage_that_names_a_judge_needs_its_path():
+    # The GRPO config refuses the same (tests/training/test_grpo.py); one check serves both.
+    from training.stage import EvaluateConfig
+
+    with pytest.raises(ValueError, match="judge 'demo' has no judge_path; launch the"):
+        EvaluateConfig(judge="demo")
+    assert EvaluateConfig(judge="demo", judge_path="inference.judges:x").judge == "demo"
