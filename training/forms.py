@@ -128,7 +128,18 @@ class LaunchForm(forms.Form):
                 default = _default(field)
                 name = f"{stage}__{field.name}"
                 help_text = field.metadata.get("help", "")
-                if isinstance(default, bool):
+                choices = field.metadata.get("choices")
+                if callable(choices):  # e.g. the registered judges
+                    self.fields[name] = forms.ChoiceField(
+                        choices=[
+                            ("", f"default ({default or 'none'})"),
+                            *((c, c) for c in sorted(choices())),
+                        ],
+                        required=False,
+                        label=field.name,
+                        help_text=help_text,
+                    )
+                elif isinstance(default, bool):
                     self.fields[name] = forms.ChoiceField(
                         choices=[
                             ("", f"default ({str(default).lower()})"),

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from inference.judges import check_judge_path
+from inference.judges import check_judge_path, registered_judges
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
     Precision,
@@ -82,7 +82,8 @@ class GroupConfig(StageConfig):
         metadata={
             "help": "A registered judge whose reward(prompt, response) is the reward "
             "instead of a reward model's score (a verifiable reward, e.g. "
-            "'instructions'); '' for the reward model."
+            "'instructions'); '' for the reward model.",
+            "choices": registered_judges,  # a list on the launch page
         },
     )
     judge_path: str = field(

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from inference.judges import check_judge_path
+from inference.judges import check_judge_path, registered_judges
 from training.progress import CONFIG_FILE, Reporter
 from training.stages import get_stage, import_object
 
@@ -65,7 +65,8 @@ class EvaluateConfig:
         default="",
         metadata={
             "help": "A registered judge that also compares the samples, e.g. 'demo' "
-            "(inference.judges); '' for none."
+            "(inference.judges); '' for none.",
+            "choices": registered_judges,  # a list on the launch page
         },
     )
     judge_path: str = field(

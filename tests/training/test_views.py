@@ -141,6 +141,10 @@ def test_the_launch_page_shows_stage_options_with_their_help(admin_user, project
     assert 'name="dpo__base_path"' not in html  # set by the platform, not the user
     assert 'name="sleep__steps"' not in html  # the test stage stays off the page
     assert '<option value="zero3">zero3</option>' in html
+    # A judge is picked from the registered ones, not typed.
+    assert '<select name="evaluate__judge"' in html
+    assert '<option value="demo">demo</option>' in html
+    assert '<option value="instructions">instructions</option>' in html
 
 
 def test_launching_from_the_page_queues_the_round_with_the_options(
@@ -166,6 +170,24 @@ def test_launching_from_the_page_queues_the_round_with_the_options(
     assert (job.config["beta"], job.config["use_lora"]) == (0.25, False)
     assert training_round.config["queue"] == "default"
     assert "sft" not in training_round.config  # options of stages not in the pipeline
+
+
+def test_a_judge_that_is_not_registered_is_a_form_error(admin_user, project, ranked):
+    response = login(admin_user).post(
+        reverse("training:launch"),
+        {
+            "project": "demo",
+            "method": "dpo",
+            "queue": "default",
+            "evaluate__judge": "oracle",
+        },
+    )
+
+    assert response.status_code == 400
+    assert "Select a valid choice. oracle is not one of the available choices." in (
+        response.content.decode()
+    )
+    assert TrainingRound.objects.count() == 0
 
 
 def test_a_refused_launch_shows_the_reason_with_400(admin_user, project, deployed):
