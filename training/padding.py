@@ -153,8 +153,12 @@ def trim_padding(model: Any, group_cost: int | None = None) -> bool:
             TOTALS.update(computed=positions)
             return original(*args, **kwargs)
         _, lengths, groups = plan
-        TOTALS.update(grouped=1, computed=padded_cost(lengths, groups, 0))
-        return _grouped_forward(original, kwargs, *plan)
+        output, grouped = _grouped_forward(original, kwargs, *plan)
+        if grouped:
+            TOTALS.update(grouped=1, computed=padded_cost(lengths, groups, 0))
+        else:
+            TOTALS.update(computed=positions)
+        return output
 
     setattr(body, _WRAPPED, body.forward)
     body.forward = forward
@@ -197,8 +201,9 @@ def _plan(args: tuple, kwargs: dict, group_cost: int):
 
 
 def _grouped_forward(original, kwargs: dict, input_ids, lengths, groups):
-    """Run `original` on each group, trimmed and unmasked; return the batch's output
-    with the hidden states back in the batch's row order and width."""
+    """Run `original` on each group, trimmed and unmasked; return (the batch's output
+    with the hidden states back in the batch's row order and width, True), or (the
+    output of the batch run whole, False) where the body returns more than them."""
     import torch
     import torch.nn.functional as F
 
@@ -213,7 +218,7 @@ def _grouped_forward(original, kwargs: dict, input_ids, lengths, groups):
         )
         if list(out.keys()) != ["last_hidden_state"]:
             # Outputs beside the hidden states (a config asking for them): as it is.
-            return original(**kwargs)
+            return original(**kwargs), False
         first = first if first is not None else out
         hidden = out.last_hidden_state
         parts.append(F.pad(hidden, (0, 0, 0, width - longest)))
@@ -221,4 +226,4 @@ def _grouped_forward(original, kwargs: dict, input_ids, lengths, groups):
     # Back in the batch's row order: the stacked rows' order, inverted.
     inverse = torch.tensor(rows, device=input_ids.device).argsort()
     first.last_hidden_state = torch.cat(parts, dim=0)[inverse]
-    return first
+    return first, True

@@ -177,6 +177,33 @@ def test_what_grouping_cannot_serve_runs_as_it_is(tiny_model_dir, monkeypatch):
     assert padding.summary().startswith("padding: 0 of 2 forward passes")
 
 
+def test_a_batch_rerun_whole_is_not_counted_as_grouped(tiny_model_dir, monkeypatch):
+    # A body that returns more than its last hidden states (here made to return every
+    # layer's) has the batch run whole by the wrapper, and its line says so.
+    monkeypatch.setattr(padding, "TOTALS", Counter())
+    model = lora_model(tiny_model_dir)
+    padding.trim_padding(model, group_cost=8)
+    body = model.get_base_model().base_model
+    original = getattr(body, padding._WRAPPED)
+    calls = []
+
+    def every_layer(**kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return original(**{**kwargs, "output_hidden_states": True})
+
+    setattr(body, padding._WRAPPED, every_layer)
+    lengths = [12, 30, 13, 29, 6, 31, 12, 20]
+    input_ids, mask, _ = batch(model.config.vocab_size, lengths)
+    with torch.no_grad():
+        model(input_ids=input_ids, attention_mask=mask, use_cache=False)
+    whole = len(lengths) * max(lengths)
+    assert calls[-1] == (len(lengths), max(lengths)) and len(calls) == 2
+    assert padding.summary() == (
+        f"padding: 0 of 1 forward passes ran in groups of like length; "
+        f"{whole} of {whole} batch positions computed (100%)"
+    )
+
+
 def test_the_demo_sized_model_keeps_one_call_a_batch(tiny_model_dir):
     model = lora_model(tiny_model_dir)
     assert padding.trim_padding(model) is True  # the default cost: the model's size
