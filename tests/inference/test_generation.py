@@ -270,8 +270,10 @@ def test_sharing_the_prompt_gives_what_repeating_it_gives(policy):
     _assert_the_same(*_both_ways(model, tokenizer), tokenizer.eos_token_id)
 
 
-def test_a_lora_policy_shares_the_prompt_too(tiny_model_dir):
-    # The rounds' policies are PEFT models with their adapters unmerged.
+@pytest.fixture(scope="module")
+def lora_policy(tiny_model_dir):
+    """The tiny model under a LoRA adapter that moves its logits, as (model, tokenizer):
+    the rounds' policies are PEFT models with their adapters unmerged."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -282,9 +284,13 @@ def test_a_lora_policy_shares_the_prompt_too(tiny_model_dir):
     )
     for name, param in peft_model.named_parameters():
         if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)  # an adapter that moves the logits
-    peft_model.eval()
-    _assert_the_same(*_both_ways(peft_model, tokenizer), tokenizer.eos_token_id)
+            torch.nn.init.normal_(param, std=0.5)
+    return peft_model.eval(), tokenizer
+
+
+def test_a_lora_policy_shares_the_prompt_too(lora_policy):
+    model, tokenizer = lora_policy
+    _assert_the_same(*_both_ways(model, tokenizer), tokenizer.eos_token_id)
 
 
 def test_each_prompt_is_read_once_not_once_per_candidate(policy):
@@ -418,20 +424,8 @@ def test_finished_rows_stop_running_and_the_candidates_stay_generates(policy):
     assert "forward" not in vars(model)  # the wrapper is gone after the call
 
 
-def test_a_lora_policy_drops_its_finished_rows_too(tiny_model_dir):
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    model, tokenizer = load_for_generation(str(tiny_model_dir), device="cpu")
-    torch.manual_seed(0)
-    peft_model = get_peft_model(
-        model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"])
-    )
-    for name, param in peft_model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(param, std=0.5)
-    peft_model.eval()
-    _assert_fewer_rows_and_the_same_tokens(peft_model, tokenizer)
+def test_a_lora_policy_drops_its_finished_rows_too(lora_policy):
+    _assert_fewer_rows_and_the_same_tokens(*lora_policy)
 
 
 def test_a_step_that_is_not_plain_runs_every_row(policy):
