@@ -188,7 +188,6 @@ class _RowDropper:
         self.rows: Any = None  # the batch rows the cache holds, once engaged
         self.finished: Any = None
         self.passed_through = False
-        self.row_steps = 0  # rows run in decoding steps (for tests and benches)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         import torch
@@ -205,19 +204,18 @@ class _RowDropper:
             self.finished = torch.zeros(
                 ids.shape[0], dtype=torch.bool, device=ids.device
             )
+            self.eos = torch.tensor(self.eos, device=ids.device)
         elif args or not _plain_step(kwargs):
             raise RuntimeError(
                 "generate changed the shape of its decoding steps after rows were "
                 "dropped from the cache; call it outside drop_finished_rows"
             )
-        eos = torch.tensor(self.eos, device=ids.device)
-        self.finished |= torch.isin(ids[:, -1], eos)
+        self.finished |= torch.isin(ids[:, -1], self.eos)
         live = ~self.finished[self.rows]
         if not bool(live.all()):
             kwargs["cache"].batch_select_indices(live.nonzero().squeeze(1))
             self.rows = self.rows[live]
         batch = ids.shape[0]
-        self.row_steps += len(self.rows)
         if len(self.rows) == batch:
             return self.forward(**kwargs)
         for key in ("input_ids", "attention_mask", "position_ids"):

@@ -34,6 +34,25 @@ def launchable_stages() -> list[str]:
     return stages
 
 
+def _options(field: dataclasses.Field, default: Any) -> list[tuple[str, str]] | None:
+    """Return a stage field's choices on the launch page (a callable in its metadata's
+    "choices", such as the registered judges, or true/false for a flag), or None for a
+    typed value."""
+    choices = field.metadata.get("choices")
+    if callable(choices):
+        return [("", f"default ({default or 'none'})")] + [
+            (c, c) for c in sorted(choices())
+        ]
+    if isinstance(default, bool):
+        return [
+            ("", f"default ({str(default).lower()})"),
+            ("true", "true"),
+            ("false", "false"),
+            *((c, c) for c in field.metadata.get("extra_choices", ())),
+        ]
+    return None
+
+
 def _default(field: dataclasses.Field) -> Any:
     if field.default is not dataclasses.MISSING:
         return field.default
@@ -128,25 +147,10 @@ class LaunchForm(forms.Form):
                 default = _default(field)
                 name = f"{stage}__{field.name}"
                 help_text = field.metadata.get("help", "")
-                choices = field.metadata.get("choices")
-                if callable(choices):  # e.g. the registered judges
+                options = _options(field, default)
+                if options is not None:
                     self.fields[name] = forms.ChoiceField(
-                        choices=[
-                            ("", f"default ({default or 'none'})"),
-                            *((c, c) for c in sorted(choices())),
-                        ],
-                        required=False,
-                        label=field.name,
-                        help_text=help_text,
-                    )
-                elif isinstance(default, bool):
-                    self.fields[name] = forms.ChoiceField(
-                        choices=[
-                            ("", f"default ({str(default).lower()})"),
-                            ("true", "true"),
-                            ("false", "false"),
-                            *((c, c) for c in field.metadata.get("extra_choices", ())),
-                        ],
+                        choices=options,
                         required=False,
                         label=field.name,
                         help_text=help_text,
