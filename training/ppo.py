@@ -69,6 +69,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from inference.generation import drop_finished_rows
 from inference.loading import load_policy, load_tokenizer
 from training.artifacts import (
     Precision,
@@ -308,7 +309,9 @@ def sample_responses(
     scores of each step). PPO recomputes the log-probabilities of these samples
     with `response_logprobs` (logits over `temperature`), so the sampling must be
     pure temperature sampling: no top-k, top-p, repetition penalty or other
-    processor that a model's own generation_config.json may ship.
+    processor that a model's own generation_config.json may ship. Rows that have
+    sampled their end token stop running (`drop_finished_rows`; the samples are
+    generate's own, and a finished row's later scores are zeros).
     """
     from transformers import GenerationConfig
 
@@ -329,11 +332,12 @@ def sample_responses(
     shipped = model.generation_config
     model.generation_config = GenerationConfig()
     try:
-        return model.generate(
-            input_ids=query_ids,
-            attention_mask=query_mask,
-            generation_config=generation_config,
-        )
+        with drop_finished_rows(model, eos_token_id):
+            return model.generate(
+                input_ids=query_ids,
+                attention_mask=query_mask,
+                generation_config=generation_config,
+            )
     finally:
         model.generation_config = shipped
 

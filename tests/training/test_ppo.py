@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from pathlib import Path
@@ -462,6 +463,52 @@ def test_rollout_samples_match_the_recomputed_log_probabilities(tiny_model_dir):
         model, out.sequences, torch.ones_like(out.sequences), query.shape[1], 0.7
     )
     assert torch.allclose(sampled, recomputed, atol=1e-4)
+
+
+def test_rollout_samples_are_generates_own_while_ended_rows_stop(tiny_model_dir):
+    # Rollouts drop rows that have ended (inference.generation.drop_finished_rows):
+    # the samples must still be the ones plain generate draws from the same seed.
+    import torch
+
+    from inference.generation import _RowDropper
+    from inference.loading import load_for_generation
+
+    model, tokenizer = load_for_generation(str(tiny_model_dir), device="cpu")
+    query = torch.tensor([tokenizer("The red cat has")["input_ids"]] * 16)
+    mask = torch.ones_like(query)
+    sampling = dict(temperature=1.0, max_new_tokens=12, pad_token_id=0)
+
+    def draw(eos, seed):
+        torch.manual_seed(seed)
+        return ppo.sample_responses(model, query, mask, eos_token_id=eos, **sampling)
+
+    # The end token: the one most often sampled, so that rows end at many steps.
+    plain = draw(-1, 0).sequences[:, query.shape[1] :]
+    eos = int(plain[:, 1:].flatten().mode().values)
+
+    rows = []
+    forward = type(model).forward
+
+    def counting(self, *args, **kwargs):
+        rows.append(kwargs["input_ids"].shape[0])
+        return forward(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(model), "forward", counting)
+        dropped = draw(eos, 1).sequences
+        assert min(rows) < 16, rows  # rows ended and stopped running
+        assert not isinstance(model.forward, _RowDropper)  # put back after the call
+        with patch.context() as plain_only:
+            plain_only.setattr(ppo, "drop_finished_rows", _every_row)
+            rows.clear()
+            every = draw(eos, 1).sequences
+            assert set(rows) == {16}
+    assert torch.equal(dropped, every)
+
+
+@contextlib.contextmanager
+def _every_row(model, eos_token_id):
+    yield
 
 
 class _Planted:
