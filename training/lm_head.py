@@ -122,8 +122,11 @@ def forward_tile(
             if bool(later.any()):
                 best[later] = torch.maximum(best[later], z[later].amax(-1))
             inside = (block_local > 0) & (block_local < n_cols)
-            for i in torch.nonzero(inside).flatten().tolist():
-                best[i] = torch.maximum(best[i], z[i, : int(block_local[i])].max())
+            if bool(inside.any()):
+                columns = torch.arange(z.shape[-1], device=z.device)
+                left = columns.unsqueeze(0) < block_local.unsqueeze(-1)
+                left_max = z.masked_fill(~left, float("-inf")).amax(-1)
+                best[inside] = torch.maximum(best[inside], left_max[inside])
         old_max = running_max[r0:r1]
         new_max = torch.maximum(old_max, z.amax(-1))
         rescale = torch.exp(old_max - new_max)
