@@ -116,17 +116,15 @@ def forward_tile(
         if HAS_IS_TOP1:
             # The largest logit before the target's column: the whole block where the
             # target lies in a later tile, the columns left of it where it lies in this one.
+            # One masked max covers both (a later target leaves every column left).
             block_local = local[r0:r1]
             best = max_before_target[r0:r1]
-            later = block_local >= n_cols
-            if bool(later.any()):
-                best[later] = torch.maximum(best[later], z[later].amax(-1))
-            inside = (block_local > 0) & (block_local < n_cols)
-            if bool(inside.any()):
+            ahead = block_local > 0
+            if bool(ahead.any()):
                 columns = torch.arange(z.shape[-1], device=z.device)
                 left = columns.unsqueeze(0) < block_local.unsqueeze(-1)
                 left_max = z.masked_fill(~left, float("-inf")).amax(-1)
-                best[inside] = torch.maximum(best[inside], left_max[inside])
+                best[ahead] = torch.maximum(best[ahead], left_max[ahead])
         old_max = running_max[r0:r1]
         new_max = torch.maximum(old_max, z.amax(-1))
         rescale = torch.exp(old_max - new_max)

@@ -499,16 +499,13 @@ def test_rollout_samples_are_generates_own_while_ended_rows_stop(tiny_model_dir)
         assert min(rows) < 16, rows  # rows ended and stopped running
         assert not isinstance(model.forward, _RowDropper)  # put back after the call
         with patch.context() as plain_only:
-            plain_only.setattr(ppo, "drop_finished_rows", _every_row)
+            plain_only.setattr(
+                ppo, "drop_finished_rows", lambda *_: contextlib.nullcontext()
+            )
             rows.clear()
             every = draw(eos, 1).sequences
             assert set(rows) == {16}
     assert torch.equal(dropped, every)
-
-
-@contextlib.contextmanager
-def _every_row(model, eos_token_id):
-    yield
 
 
 class _Planted:
