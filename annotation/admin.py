@@ -135,8 +135,12 @@ class RankingAdmin(ReadOnlyAdmin):
 
 @admin.register(Snapshot)
 class SnapshotAdmin(ReadOnlyAdmin):
-    list_display = ("name", "project", "row_count", "sha256", "created_at")
-    list_filter = ("project",)
+    list_display = ("name", "project", "status", "row_count", "sha256", "created_at")
+    list_filter = ("project", "status")
+
+    def get_queryset(self, request):
+        """Freezes queued, running and failed too: the admin is for audit."""
+        return Snapshot.any_state.select_related("project")
 
 
 @admin.register(AuditEntry)

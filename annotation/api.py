@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Count, F, Prefetch, Q, QuerySet
 from django.http import FileResponse, Http404, HttpRequest
 from ninja import Field, File, Form, Query, Router, Schema, Status
+from ninja.errors import HttpError
 from ninja.files import UploadedFile
 from ninja.pagination import LimitOffsetPagination, paginate
 
@@ -706,6 +707,13 @@ class SnapshotOut(Schema):
     stats: dict[str, Any]
     created_by: str | None
     created_at: datetime
+    status: str = Field(
+        ...,
+        description="queued, running, done or failed: the pages and the API freeze "
+        "in the worker; poll GET /api/snapshots/{id} until done (or failed: see error).",
+    )
+    progress: float = Field(..., description="Share of the freeze done, 0 to 1.")
+    error: str = Field(..., description="Why the freeze failed; empty otherwise.")
 
     @staticmethod
     def resolve_project(obj: Snapshot) -> str:
@@ -728,7 +736,7 @@ def list_snapshots(
 ) -> QuerySet:
     """List a project's snapshots, newest first (researchers, admins)."""
     require_researcher(request)
-    snapshots = Snapshot.objects.filter(
+    snapshots = Snapshot.any_state.filter(
         project=project_or_404(request, name)
     ).select_related("project", "created_by")
     if search:
@@ -739,15 +747,17 @@ def list_snapshots(
 @router.post(
     "/projects/{name}/snapshots",
     auth=scoped(DATA),
-    response={201: SnapshotOut, **ERRORS},
+    response={202: SnapshotOut, **ERRORS},
     tags=["snapshots"],
 )
 def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
-    """Freeze a snapshot of the project's preference pairs (researchers, admins)."""
-    from annotation.snapshots import freeze_snapshot
+    """Queue a freeze of the project's preference pairs for the worker and return
+    the queued snapshot (researchers, admins): its name is taken at once, and GET
+    /api/snapshots/{id} shows its progress until its status is done (or failed)."""
+    from annotation.snapshots import queue_freeze
 
     require_researcher(request)
-    snapshot = freeze_snapshot(
+    snapshot = queue_freeze(
         project_or_404(request, name),
         payload.name,
         user=caller(request),
@@ -758,13 +768,22 @@ def create_snapshot(request: HttpRequest, name: str, payload: SnapshotIn):
         margin_rule=payload.margin_rule,
         rewrite_rule=payload.rewrite_rule,
     )
-    return Status(201, snapshot)
+    return Status(202, snapshot)
 
 
-def snapshot_or_404(request: HttpRequest, snapshot_id: int) -> Snapshot:
-    """Return the snapshot if it belongs to one of the caller's projects; else 404."""
+def snapshot_or_404(
+    request: HttpRequest, snapshot_id: int, *, frozen: bool = True
+) -> Snapshot:
+    """Return the snapshot if it belongs to one of the caller's projects; else 404.
+
+    With `frozen`, a snapshot still being frozen, or whose freeze failed, is a 409
+    that says so (it has no pairs to read).
+    """
+    from annotation.snapshots import fail_lost_freezes
+
+    fail_lost_freezes()
     snapshot = (
-        Snapshot.objects.select_related("project", "created_by")
+        Snapshot.any_state.select_related("project", "created_by")
         .filter(
             pk=snapshot_id,
             project__in=Project.objects.visible_to(caller(request)),
@@ -773,6 +792,19 @@ def snapshot_or_404(request: HttpRequest, snapshot_id: int) -> Snapshot:
     )
     if snapshot is None:
         raise Http404(f"no snapshot {snapshot_id} in your projects")
+    if frozen and snapshot.status == Snapshot.Status.FAILED:
+        raise HttpError(
+            409,
+            f"snapshot {snapshot_id} ({snapshot.name}) has no pairs: its freeze "
+            f"failed ({snapshot.error}); freeze it again",
+        )
+    if frozen and snapshot.status != Snapshot.Status.DONE:
+        raise HttpError(
+            409,
+            f"snapshot {snapshot_id} ({snapshot.name}) is still being frozen "
+            f"({snapshot.status}, {snapshot.progress:.0%}): poll GET "
+            f"/api/snapshots/{snapshot_id} until its status is done",
+        )
     return snapshot
 
 
@@ -783,9 +815,10 @@ def snapshot_or_404(request: HttpRequest, snapshot_id: int) -> Snapshot:
     tags=["snapshots"],
 )
 def get_snapshot(request: HttpRequest, snapshot_id: int):
-    """Return one snapshot with its stats (researchers, admins)."""
+    """Return one snapshot with its stats, or a freeze's status and progress
+    (researchers, admins)."""
     require_researcher(request)
-    return snapshot_or_404(request, snapshot_id)
+    return snapshot_or_404(request, snapshot_id, frozen=False)
 
 
 class BreakdownOut(Schema):
@@ -834,7 +867,7 @@ class SnapshotDiffOut(Schema):
 @router.get(
     "/snapshots/{snapshot_id}/diff",
     auth=scoped(READ),
-    response={200: SnapshotDiffOut, **ERRORS},
+    response={200: SnapshotDiffOut, 409: ErrorOut, **ERRORS},
     tags=["snapshots"],
 )
 def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
@@ -853,7 +886,7 @@ def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
 @router.get(
     "/snapshots/{snapshot_id}/download",
     auth=scoped(DATA),
-    response={200: None, **ERRORS},
+    response={200: None, 409: ErrorOut, **ERRORS},
     tags=["snapshots"],
     openapi_extra={
         "responses": {
@@ -896,7 +929,7 @@ def download_snapshot(
 @router.get(
     "/snapshots/{snapshot_id}/card",
     auth=scoped(READ),
-    response={200: None, **ERRORS},
+    response={200: None, 409: ErrorOut, **ERRORS},
     tags=["snapshots"],
     openapi_extra={
         "responses": {

@@ -16,6 +16,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from annotation.corpora import queue_corpus
 from annotation.curation import CORPUS_FILTERS
@@ -40,7 +41,8 @@ from annotation.snapshots import (
     REWRITE_RULES,
     TIE_RULES,
     diff_snapshots,
-    freeze_snapshot,
+    fail_lost_freezes,
+    queue_freeze,
 )
 from annotation.tokens import create_token, revoke_token
 from config import scopes
@@ -182,7 +184,7 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
         data = form.cleaned_data
         snapshot = act(
             form,
-            freeze_snapshot,
+            queue_freeze,
             project,
             data["name"],
             user=request.user,
@@ -194,16 +196,15 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
             rewrite_rule=data["rewrite_rule"],
         )
         if snapshot is not None:
-            messages.success(
-                request, f"Froze {snapshot.name}: {snapshot.row_count} pairs."
-            )
+            messages.success(request, queued_message(snapshot))
             return redirect("data:snapshot", snapshot_id=snapshot.pk)
+    fail_lost_freezes()
     return render(
         request,
         "data/snapshots.html",
         {
             "project": project,
-            "snapshots": Snapshot.objects.filter(project=project).select_related(
+            "snapshots": Snapshot.any_state.filter(project=project).select_related(
                 "created_by"
             ),
             "form": form,
@@ -212,14 +213,37 @@ def snapshots(request: HttpRequest, name: str) -> HttpResponse:
     )
 
 
+def queued_message(snapshot: Snapshot) -> str:
+    """Say that a freeze was queued and where it is followed."""
+    return (
+        f"Queued the freeze of {snapshot.name}: the worker (manage.py db_worker) "
+        "freezes it, and this page follows it."
+    )
+
+
 @role_required(RESEARCHER)
 def snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
-    """Show a snapshot: its filter, rules, counts, agreement, lengths and sample rows."""
+    """Show a snapshot: its filter, rules, counts, agreement, lengths and sample rows.
+
+    While the worker freezes it, the page shows its progress and polls itself with
+    htmx; once done, the poll reloads the whole page. A freeze whose worker went
+    silent is failed first (`fail_lost_freezes`).
+    """
+    fail_lost_freezes()
     snap = get_object_or_404(
-        Snapshot.objects.select_related("project", "created_by"),
+        Snapshot.any_state.select_related("project", "created_by"),
         pk=snapshot_id,
         project__in=Project.objects.visible_to(request.user),
     )
+    if request.htmx and snap.status == Snapshot.Status.DONE:
+        return HttpResponseClientRefresh()
+    if snap.status != Snapshot.Status.DONE:
+        template = (
+            "data/_snapshot_freeze.html"
+            if request.htmx
+            else "data/snapshot_freeze.html"
+        )
+        return render(request, template, {"snapshot": snap})
     sample = list(islice(iter_rows(snap, style="standard"), SAMPLE_ROWS))
     return render(
         request,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import gzip
 import io
 import json
-import logging
 import os
 import re
 import shutil
@@ -36,7 +35,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
-from django.db import OperationalError, connection, transaction
+from django.db import transaction
 from django.utils import timezone
 from django.utils.text import get_valid_filename
 
@@ -51,10 +50,8 @@ from annotation.models import (
     messages_hash,
     normalise_messages,
 )
-from config.workers import current_worker, worker_state
+from config.workers import current_worker, start_heartbeat, worker_state
 from inference.models import Policy
-
-logger = logging.getLogger(__name__)
 
 FORMATS = ("trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking")
 MAX_TEXT_CHARS = 100_000
@@ -905,25 +902,12 @@ def _import(report: ImportReport, staged: Path) -> None:
 
 
 def _heartbeat(report_id: int) -> threading.Event:
-    """Write the report's heartbeat every HEARTBEAT_SECONDS from a thread of its own
-    (its own connection: the import's transaction does not hold it back on
-    PostgreSQL) until the returned event is set."""
-    stop = threading.Event()
-
-    def beat() -> None:
-        try:
-            while not stop.wait(HEARTBEAT_SECONDS):
-                try:
-                    ImportReport.objects.filter(
-                        pk=report_id, status=ImportReport.Status.RUNNING
-                    ).update(heartbeat_at=timezone.now())
-                except OperationalError as exc:  # SQLite: the import holds the lock
-                    logger.warning("import %s: heartbeat missed: %s", report_id, exc)
-        finally:
-            connection.close()
-
-    threading.Thread(target=beat, name=f"import-{report_id}", daemon=True).start()
-    return stop
+    """Write the report's heartbeat every HEARTBEAT_SECONDS until the returned event
+    is set (`config.workers.start_heartbeat`)."""
+    running = ImportReport.objects.filter(
+        pk=report_id, status=ImportReport.Status.RUNNING
+    )
+    return start_heartbeat(running, HEARTBEAT_SECONDS, f"import-{report_id}")
 
 
 def fail_lost_imports(*, now: datetime | None = None) -> list[int]:

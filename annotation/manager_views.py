@@ -1,7 +1,7 @@
 """Pages of the data manager: browse a project's tasks, open one, snapshot a filter.
 
 Thin views over annotation.data_manager (the query, the snapshot mapping, the task
-history) and annotation.snapshots.freeze_snapshot; researchers and admins only.
+history) and annotation.snapshots.queue_freeze; researchers and admins only.
 """
 
 from __future__ import annotations
@@ -23,9 +23,10 @@ from annotation.data_manager import (
     task_history,
     task_page,
 )
+from annotation.data_views import queued_message
 from annotation.membership import get_project_for
 from annotation.models import Ranking, RankingTask, Round, Snapshot
-from annotation.snapshots import freeze_snapshot
+from annotation.snapshots import queue_freeze
 from config.forms import act, outcome, refusal_text
 from config.roles import RESEARCHER, role_required
 from inference.models import Policy
@@ -114,13 +115,13 @@ def freeze(request: HttpRequest, name: str) -> HttpResponse:
     def freeze_filtered() -> tuple[Snapshot, list[str]]:
         spec, lost = snapshot_spec(parse_filter(request.POST))
         name = request.POST.get("name", "").strip()
-        return freeze_snapshot(project, name, user=request.user, filter=spec), lost
+        return queue_freeze(project, name, user=request.user, filter=spec), lost
 
     frozen = act(request, freeze_filtered)
     if frozen is None:
         return redirect(back)
     snapshot, lost = frozen
-    messages.success(request, f"Froze {snapshot.name}: {snapshot.row_count} pairs.")
+    messages.success(request, queued_message(snapshot))
     if lost:
         messages.warning(request, "Not in the snapshot's filter: " + "; ".join(lost))
     return redirect("data:snapshot", snapshot_id=snapshot.pk)

@@ -745,8 +745,30 @@ def order_to_pairs(order: list[list[int]]) -> list[tuple[int, int, int]]:
     return pairs
 
 
+class FrozenSnapshots(models.Manager):
+    """Snapshots whose pairs have landed: the only ones a round, an export or a
+    comparison may read (a queued, running or failed freeze has no pairs)."""
+
+    def get_queryset(self) -> models.QuerySet:
+        return super().get_queryset().filter(status=Snapshot.Status.DONE)
+
+
 class Snapshot(models.Model):
-    """An immutable, named selection of preference pairs with the rules that made it."""
+    """An immutable, named selection of preference pairs with the rules that made it.
+
+    The pages and the API queue a freeze for the worker (`annotation.snapshots.
+    queue_freeze`): the row names the filter and rules at once, then is queued,
+    running (`progress`, `heartbeat_at`), and done (its pairs, stats and hash land
+    with the status, in one transaction) or failed (`error` says why; nothing
+    landed). `Snapshot.objects` holds the done ones; `Snapshot.any_state` all.
+    Commands and the loop freeze in their own process (`freeze_snapshot`).
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Freezing"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
 
     project = models.ForeignKey(
         Project, on_delete=models.PROTECT, related_name="snapshots"
@@ -775,9 +797,33 @@ class Snapshot(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.DONE
+    )
+    progress = models.FloatField(
+        default=1.0, help_text="Share of a queued freeze done so far, 0 to 1."
+    )
+    error = models.TextField(blank=True, help_text="Why the freeze failed.")
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Written every few seconds while the worker freezes it.",
+    )
+    worker = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="host:pid:start time of the process freezing it "
+        "(config.workers.current_worker).",
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    any_state = models.Manager()
+    objects = FrozenSnapshots()  # the default (Meta.default_manager_name)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        default_manager_name = "objects"
+        base_manager_name = "any_state"
         constraints = [
             models.UniqueConstraint(
                 fields=["project", "name"], name="unique_snapshot_name"
@@ -786,6 +832,10 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.row_count} pairs, {self.sha256[:12]})"
+
+    def is_finished(self) -> bool:
+        """Return whether the freeze has ended (done or failed)."""
+        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class SnapshotPair(models.Model):

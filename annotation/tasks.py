@@ -1,5 +1,6 @@
-"""Background jobs of the annotation app: publishing a round (generation needs torch)
-and importing preference data (a large file must not hold a web process)."""
+"""Background jobs of the annotation app: publishing a round (generation needs torch),
+importing preference data and freezing snapshots (a large file or a large freeze must
+not hold a web process)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,11 @@ def import_task(report_id: int) -> None:
     from annotation.importing import run_import
 
     run_import(report_id)
+
+
+@task()
+def freeze_task(snapshot_id: int) -> None:
+    """Freeze a queued snapshot (see `annotation.snapshots.run_freeze`)."""
+    from annotation.snapshots import run_freeze
+
+    run_freeze(snapshot_id)

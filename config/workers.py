@@ -4,15 +4,25 @@ A job (a training stage, an import) records the process that runs it as
 'machine:pid:start time' (`current_worker`); `worker_state` later tells from that
 whether the process still runs on this host, is gone (or its pid now belongs to a
 process started at another time), or cannot be asked (another host or container).
-Used by the training reaper (training/reaper.py) and by lost imports
-(annotation/importing.py): a job whose process runs here is never lost, however
-late its heartbeat.
+Used by the training reaper (training/reaper.py), by lost imports
+(annotation/importing.py) and lost snapshot freezes (annotation/snapshots.py): a job
+whose process runs here is never lost, however late its heartbeat, which
+`start_heartbeat` writes for an import or a freeze.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
+import threading
+from collections.abc import Callable
+
+from django.db import OperationalError, connection
+from django.db.models import QuerySet
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 
 def _start_time(pid: int) -> str:
@@ -69,3 +79,37 @@ def worker_state(worker: str) -> str:
 def worker_is_gone(worker: str) -> bool:
     """Return whether the process a job recorded no longer runs (`worker_state`)."""
     return worker_state(worker) == "gone"
+
+
+def start_heartbeat(
+    running: QuerySet,
+    every: float,
+    name: str,
+    fields: Callable[[], dict] | None = None,
+) -> threading.Event:
+    """Write `heartbeat_at` on the `running` rows every `every` seconds, from a
+    thread of its own (its own connection: the job's transaction does not hold it
+    back on PostgreSQL), until the returned event is set; with it, what `fields`
+    returns (a job's progress while its own writes are inside a transaction that
+    nobody else sees yet).
+
+    `running`: the job's row while it runs, e.g. `filter(pk=..., status="running")`,
+    so that a job failed meanwhile is not revived. On SQLite a job's landing
+    transaction holds the lock the beat needs; the beat is logged as missed, and
+    `worker_state` keeps the job of a process that still runs.
+    """
+    stop = threading.Event()
+
+    def beat() -> None:
+        try:
+            while not stop.wait(every):
+                try:
+                    extra = fields() if fields is not None else {}
+                    running.update(heartbeat_at=timezone.now(), **extra)
+                except OperationalError as exc:
+                    logger.warning("%s: heartbeat missed: %s", name, exc)
+        finally:
+            connection.close()
+
+    threading.Thread(target=beat, name=name, daemon=True).start()
+    return stop

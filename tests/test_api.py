@@ -288,25 +288,74 @@ def test_snapshot_create_with_bad_filter_is_400_naming_it(researcher, project):
     assert response.json()["detail"].startswith("filter gold must be one of")
 
 
+def create_and_freeze(client, project, payload: dict) -> dict:
+    """POST a snapshot (202, queued), run its freeze as the worker would, and
+    return GET /api/snapshots/{id}."""
+    from annotation.snapshots import run_freeze
+
+    response = client.post(
+        f"/api/projects/{project.name}/snapshots",
+        payload,
+        content_type="application/json",
+    )
+    assert response.status_code == 202, response.content
+    run_freeze(response.json()["id"])
+    return client.get(f"/api/snapshots/{response.json()['id']}").json()
+
+
 def test_snapshot_created_through_the_api_records_its_author(researcher, project):
     task = make_task(project)
     (a,) = annotators(1)
     rank(task, a, [[0], [1], [2], [3]])
-    body = (
-        client_for(researcher)
-        .post(
-            f"/api/projects/{project.name}/snapshots",
-            {"name": "s", "pair_rule": "adjacent"},
-            content_type="application/json",
-        )
-        .json()
+    body = create_and_freeze(
+        client_for(researcher), project, {"name": "s", "pair_rule": "adjacent"}
     )
     assert (body["row_count"], body["created_by"], body["pair_rule"]) == (
         3,
         "researcher1",
         "adjacent",
     )
+    assert (body["status"], body["progress"], body["error"]) == ("done", 1.0, "")
     assert body["sha256"] == Snapshot.objects.get().sha256
+
+
+def test_an_api_freeze_is_queued_for_the_worker_and_its_pairs_wait_for_it(
+    researcher, project, django_capture_on_commit_callbacks
+):
+    from annotation.snapshots import run_freeze
+
+    task = make_task(project)
+    (a,) = annotators(1)
+    rank(task, a, [[0], [1], [2], [3]])
+    client = client_for(researcher)
+    with django_capture_on_commit_callbacks() as queued:
+        response = client.post(
+            f"/api/projects/{project.name}/snapshots",
+            {"name": "s"},
+            content_type="application/json",
+        )
+    body = response.json()
+    assert response.status_code == 202
+    assert (body["status"], body["progress"], body["row_count"]) == ("queued", 0.0, 0)
+    assert len(queued) == 1  # the job is enqueued once the row is committed
+    assert not Snapshot.objects.exists()  # a round or an export cannot see it yet
+    listed = client.get(f"/api/projects/{project.name}/snapshots").json()["items"]
+    assert [(s["name"], s["status"]) for s in listed] == [("s", "queued")]
+    early = client.get(f"/api/snapshots/{body['id']}/download")
+    assert early.status_code == 409
+    assert "still being frozen (queued, 0%)" in early.json()["detail"]
+    taken = client.post(
+        f"/api/projects/{project.name}/snapshots",
+        {"name": "s"},
+        content_type="application/json",
+    )
+    assert taken.status_code == 400
+    assert "already has a snapshot named 's'" in taken.json()["detail"]
+
+    assert run_freeze(body["id"]).status == "done"
+    assert run_freeze(body["id"]).row_count == 6  # delivered twice: nothing more
+    assert Snapshot.objects.get().pairs.count() == 6
+    assert client.get(f"/api/snapshots/{body['id']}/download").status_code == 200
 
 
 def test_a_snapshot_can_make_rewrites_chosen_through_the_api_and_its_page_says_so(
@@ -316,11 +365,11 @@ def test_a_snapshot_can_make_rewrites_chosen_through_the_api_and_its_page_says_s
     (a,) = annotators(1)
     rank(task, a, [[0], [1], [2], [3]], rewrite="A better answer.")
     client = client_for(researcher)
-    body = client.post(
-        f"/api/projects/{project.name}/snapshots",
+    body = create_and_freeze(
+        client,
+        project,
         {"name": "s", "pair_rule": "best_vs_rest", "rewrite_rule": "chosen"},
-        content_type="application/json",
-    ).json()
+    )
     assert (body["row_count"], body["rewrite_rule"]) == (4, "chosen")
     assert (body["stats"]["rewrites"], body["stats"]["rewrite_pairs"]) == (1, 4)
     page = client.get(f"/data/snapshots/{body['id']}/").content.decode()
@@ -343,13 +392,7 @@ def test_snapshot_downloads_in_each_file_format(
     (a,) = annotators(1)
     rank(task, a, [[0], [1], [2], [3]])
     snapshot = Snapshot.objects.get(
-        pk=client_for(researcher)
-        .post(
-            f"/api/projects/{project.name}/snapshots",
-            {"name": "s"},
-            content_type="application/json",
-        )
-        .json()["id"]
+        pk=create_and_freeze(client_for(researcher), project, {"name": "s"})["id"]
     )
     response = client_for(researcher).get(
         f"/api/snapshots/{snapshot.pk}/download?file_format={file_format}"
@@ -443,10 +486,13 @@ def test_researcher_pages_render(researcher, annotator, project):
 
 
 def test_snapshot_page_freezes_from_the_form(researcher, project):
+    from annotation.snapshots import run_freeze
+
     task = make_task(project)
     (a,) = annotators(1)
     rank(task, a, [[0], [1], [2], [3]])
-    response = client_for(researcher).post(
+    client = client_for(researcher)
+    response = client.post(
         f"/data/projects/{project.name}/snapshots/",
         {
             "name": "web",
@@ -462,10 +508,22 @@ def test_snapshot_page_freezes_from_the_form(researcher, project):
             "rewrite_rule": "sft",
         },
     )
-    snapshot = Snapshot.objects.get(name="web")
+    snapshot = Snapshot.any_state.get(name="web")
     assert response.status_code == 302
     assert response["Location"] == f"/data/snapshots/{snapshot.pk}/"
-    assert snapshot.row_count == 6
+    assert snapshot.status == "queued"
+    page = client.get(response["Location"]).content.decode()
+    assert "Queued the freeze of web" in page
+    assert 'data-status="queued"' in page and 'hx-trigger="every 1s"' in page
+    listing = client.get(f"/data/projects/{project.name}/snapshots/").content.decode()
+    assert 'data-freeze="queued"' in listing
+
+    run_freeze(snapshot.pk)
+    polled = client.get(response["Location"], headers={"HX-Request": "true"})
+    assert polled.headers["HX-Refresh"] == "true"  # done: the poll reloads the page
+    page = client.get(response["Location"]).content.decode()
+    assert "SHA-256" in page and "hx-trigger" not in page
+    assert Snapshot.objects.get(name="web").row_count == 6
 
 
 def test_snapshot_page_sample_escapes_model_text(researcher, project):

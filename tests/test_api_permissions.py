@@ -91,7 +91,7 @@ TABLE = [
         "/api/projects/{name}/snapshots",
         "",
         {"name": "second"},
-        (401, 403, 403, 403, 201, 404, 201),
+        (401, 403, 403, 403, 202, 404, 202),
     ),
     ("get", "/api/snapshots/{snapshot_id}", "", None, RESEARCHERS_READ),
     (

@@ -422,12 +422,19 @@ def _snapshot_for(
     from annotation.snapshots import freeze_snapshot
 
     if options.get("snapshot"):
-        snapshot = Snapshot.objects.filter(
+        snapshot = Snapshot.any_state.filter(
             project=project, name=options["snapshot"]
         ).first()
         if snapshot is None:
             raise ValidationError(
                 f"project {project.name} has no snapshot named {options['snapshot']!r}"
+            )
+        if snapshot.status != Snapshot.Status.DONE:
+            raise ValidationError(
+                f"snapshot {snapshot.name} of project {project.name} has no pairs yet: "
+                f"its freeze is {snapshot.get_status_display().lower()}"
+                + (f" ({snapshot.error})" if snapshot.error else "")
+                + "; launch the round once its page says done"
             )
     else:
         name = f"training-{timezone.now():%Y%m%d-%H%M%S-%f}"

@@ -208,8 +208,8 @@ def test_one_click_freezes_the_filter_and_says_what_it_left_out(
         {"name": "from-manager", "round": "1", "annotator": "ann1"},
         follow=True,
     )
-    snapshot = Snapshot.objects.get(name="from-manager")
-    assert snapshot.filter["rounds"] == [1]
+    snapshot = Snapshot.any_state.get(name="from-manager")
+    assert (snapshot.filter["rounds"], snapshot.status) == ([1], "queued")
     assert response.redirect_chain[-1][0] == reverse(
         "data:snapshot", args=[snapshot.pk]
     )

@@ -10,11 +10,19 @@ from annotation.membership import add_member
 from annotation.models import Project, Snapshot
 from tests.annotation.data_factories import annotators, make_task, rank
 from tests.conftest import make_user
+from tests.training.conftest import run_root, start_worker  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_filters_narrow_the_list_and_one_click_freezes_them(live_server, page, sign_in):
+def test_filters_narrow_the_list_and_one_click_freezes_them(
+    live_server,
+    page,
+    sign_in,
+    start_worker,  # noqa: F811
+):
+    """The click queues the freeze; its page follows a real worker's job with a
+    live bar, then reloads as the frozen snapshot."""
     project = Project.objects.create(name="dm", title="DM")
     plain = make_task(project, "Name a colour", ("Red.", "Blue."))
     gold = make_task(project, "Capital of France?", ("Paris.", "Rome."), is_gold=True)
@@ -44,6 +52,13 @@ def test_filters_narrow_the_list_and_one_click_freezes_them(live_server, page, s
     page.click("#freeze-filter button[type=submit]")
     page.wait_for_url("**/data/snapshots/*/")
     expect(page.locator(".messages")).to_contain_text("Not in the snapshot's filter")
+    expect(page.locator(".messages")).to_contain_text("Queued the freeze of gold-paris")
+    expect(page.locator("#snapshot-freeze")).to_have_attribute("data-status", "queued")
+    start_worker()
+    expect(page.get_by_role("heading", name="Counts and agreement")).to_be_visible(
+        timeout=60_000
+    )
+    expect(page.locator("#snapshot-freeze")).to_have_count(0)
     snapshot = Snapshot.objects.get(name="gold-paris")
     assert snapshot.filter["gold"] == "only"
     assert snapshot.stats["tasks"] == 2  # the text search is not in a snapshot spec

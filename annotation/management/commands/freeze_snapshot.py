@@ -8,6 +8,7 @@ import json
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from annotation.management.commands.import_preferences import ProgressBar
 from annotation.models import Project
 from annotation.snapshots import (
     DEDUP_RULES,
@@ -66,6 +67,7 @@ class Command(BaseCommand):
                 project,
                 options["name"],
                 filter=json.loads(options["filter"]),
+                progress=ProgressBar(self.stderr, options["name"], verb="freezing"),
                 **rule_options(options),
             )
         except json.JSONDecodeError as exc:

@@ -26,25 +26,29 @@ class _Refused(Exception):
 
 
 class ProgressBar:
-    """Draw how far reading a file got on stderr: redrawn in place on a terminal,
-    one line per tenth elsewhere (a log keeps eleven lines, not thousands)."""
+    """Draw how far a command's work got on stderr (reading a file, freezing a
+    snapshot): redrawn in place on a terminal, one line per tenth elsewhere (a log
+    keeps eleven lines, not thousands)."""
 
     WIDTH = 30
 
-    def __init__(self, out: OutputWrapper, name: str) -> None:
+    def __init__(self, out: OutputWrapper, name: str, verb: str = "reading") -> None:
         self.out = out
         self.name = name
+        self.verb = verb
         self.in_place = out.isatty()
         self.shown = -1
 
-    def __call__(self, fraction: float, records: int) -> None:
+    def __call__(self, fraction: float, records: int | None = None) -> None:
         tenth = int(fraction * 10)
         if not self.in_place and tenth == self.shown:
             return
         self.shown = tenth
         filled = int(fraction * self.WIDTH)
         bar = "#" * filled + "." * (self.WIDTH - filled)
-        line = f"reading {self.name} [{bar}] {fraction:4.0%} {records:,} records"
+        line = f"{self.verb} {self.name} [{bar}] {fraction:4.0%}"
+        if records is not None:
+            line += f" {records:,} records"
         if self.in_place:
             self.out.write("\r" + line, ending="\n" if fraction >= 1 else "")
         else:
