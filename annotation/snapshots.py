@@ -267,9 +267,12 @@ def queue_freeze(
     dedup_rule: str = "none",
     margin_rule: str = "rank",
     rewrite_rule: str = "sft",
+    enqueue: bool = True,
 ) -> Snapshot:
     """Check the spec, save the snapshot queued and queue its freeze for the worker
-    (`run_freeze`); return the queued snapshot.
+    (`run_freeze`); return the queued snapshot. Without `enqueue` no job is queued:
+    the caller's own job runs the freeze (a training round's first stage,
+    `training.jobs.freeze_round_snapshot`).
 
     A freeze of many rankings takes longer than a web request may (179,451 pairs from
     17,376 rankings: about 20 CPU seconds), and on SQLite its landing transaction
@@ -295,7 +298,8 @@ def queue_freeze(
         with transaction.atomic():
             _replace_failed(project, name)
             snapshot.save()
-            transaction.on_commit(lambda: freeze_task.enqueue(snapshot.pk))
+            if enqueue:
+                transaction.on_commit(lambda: freeze_task.enqueue(snapshot.pk))
     except IntegrityError:  # the same name, queued by another request meanwhile
         raise ValidationError(_name_taken(project, name)) from None
     return snapshot

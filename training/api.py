@@ -81,7 +81,7 @@ class TrainingRoundOut(Schema):
 
     @staticmethod
     def resolve_snapshot_sha256(obj: TrainingRound) -> str | None:
-        return obj.snapshot.sha256 if obj.snapshot_id else None
+        return (obj.snapshot.sha256 or None) if obj.snapshot_id else None
 
     @staticmethod
     def resolve_corpus(obj: TrainingRound) -> str | None:

@@ -206,6 +206,38 @@ def start_job(job_id: int) -> TrainingJob | None:
     return job
 
 
+def freeze_round_snapshot(job: TrainingJob) -> str:
+    """Freeze the round's snapshot if its launch queued it (`training.rounds.
+    _snapshot_for`), here in the worker before the stage; return why the round cannot
+    train on it, or '' when it can.
+
+    A freeze that failed (or whose worker was lost) is queued again, so resuming
+    the round retries it. Internal errors propagate (the job fails with them).
+    """
+    from annotation.models import Snapshot
+    from annotation.snapshots import fail_lost_freezes, run_freeze
+    from training.rounds import no_pairs
+
+    snapshot = job.round.snapshot
+    if snapshot is None or snapshot.status == Snapshot.Status.DONE:
+        return ""
+    fail_lost_freezes()
+    Snapshot.any_state.filter(pk=snapshot.pk, status=Snapshot.Status.FAILED).update(
+        status=Snapshot.Status.QUEUED, progress=0.0, error="", finished_at=None
+    )
+    frozen = run_freeze(snapshot.pk)
+    job.round.snapshot = frozen
+    if frozen.status != Snapshot.Status.DONE:
+        return (
+            f"the round's snapshot {frozen.name} was not frozen ("
+            f"{frozen.error or frozen.get_status_display().lower()}); resume the "
+            "round to try again"
+        )
+    if frozen.row_count == 0:
+        return no_pairs(job.round.project, f"snapshot {frozen.name}")
+    return ""
+
+
 def prepare_run_dir(job: TrainingJob) -> Path:
     """Write config.json and the training data; clear what a stopped run left behind.
 

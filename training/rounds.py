@@ -26,7 +26,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from annotation.audit import record
-from annotation.models import Corpus, Project, Snapshot
+from annotation.models import Corpus, Project, Ranking, Snapshot
 from inference.judges import default_judge_name
 from inference.models import Policy
 from training.jobs import (
@@ -418,8 +418,11 @@ def _corpora_for(
 def _snapshot_for(
     project: Project, options: dict, user: AbstractBaseUser | None
 ) -> Snapshot:
-    """Return the named snapshot, or freeze a new one; refuse one without pairs."""
-    from annotation.snapshots import freeze_snapshot
+    """Return the named snapshot, or queue a new one of every ranking, which the
+    round's first job freezes in the worker (`training.jobs.freeze_round_snapshot`:
+    a launch is a web request, and a large freeze must not hold one); refuse a
+    snapshot without pairs, or a project without rankings."""
+    from annotation.snapshots import queue_freeze
 
     if options.get("snapshot"):
         snapshot = Snapshot.any_state.filter(
@@ -437,14 +440,21 @@ def _snapshot_for(
                 + "; launch the round once its page says done"
             )
     else:
+        if not Ranking.objects.filter(task__project=project, is_skip=False).exists():
+            raise ValidationError(no_pairs(project, "a new snapshot"))
         name = f"training-{timezone.now():%Y%m%d-%H%M%S-%f}"
-        snapshot = freeze_snapshot(project, name, user=user)
+        return queue_freeze(project, name, user=user, enqueue=False)
     if snapshot.row_count == 0:
-        raise ValidationError(
-            f"snapshot {snapshot.name} of project {project.name} has no preference pairs; "
-            "collect rankings (with at least two differing ranks) before training"
-        )
+        raise ValidationError(no_pairs(project, f"snapshot {snapshot.name}"))
     return snapshot
+
+
+def no_pairs(project: Project, what: str) -> str:
+    """Say that a round has no preference pairs to train on, and what gives some."""
+    return (
+        f"{what} of project {project.name} has no preference pairs; collect rankings "
+        "(with at least two differing ranks) before training"
+    )
 
 
 def cancel_round(

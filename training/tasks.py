@@ -31,7 +31,13 @@ from django.utils import timezone
 from django_tasks import task
 
 from annotation.models import Project
-from training.jobs import finish_job, merge_history, prepare_run_dir, start_job
+from training.jobs import (
+    finish_job,
+    freeze_round_snapshot,
+    merge_history,
+    prepare_run_dir,
+    start_job,
+)
 from training.models import Status, TrainingJob, TrainingRound
 from training.progress import LOG_FILE, RESULT_FILE
 from training.reaper import reap_stale_jobs
@@ -193,6 +199,19 @@ def run_training_job(job_id: int) -> dict[str, Any]:
     schedule_reaper(
         queue=job.round.config.get("queue") or "default", delay=timedelta(0)
     )
+    try:
+        refused = freeze_round_snapshot(job)
+    except Exception as exc:
+        _finish(
+            job_id,
+            succeeded=False,
+            stopped=False,
+            error=f"could not freeze the round's snapshot: {exc!r}",
+        )
+        raise
+    if refused:
+        job = _finish(job_id, succeeded=False, stopped=False, error=refused)
+        return {"job": job_id, "status": job.status}
     try:
         run_dir = prepare_run_dir(job)
     except Exception as exc:  # noqa: BLE001 - any failure to prepare fails the job visibly

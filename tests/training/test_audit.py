@@ -7,6 +7,7 @@ import pytest
 from annotation.models import AuditEntry
 from tests.annotation.data_factories import annotators, make_policy, make_task, rank
 from training.deployment import deploy_policy, rollback_policy
+from training.jobs import freeze_round_snapshot
 from training.models import Status
 from training.rounds import cancel_round, resume_round
 from training.tasks import launch
@@ -40,7 +41,10 @@ def test_a_round_launched_cancelled_and_resumed_is_recorded(
         "traininground",
     )
     assert launched.after["method"] == "dpo" and launched.after["stages"][0] == "dpo"
-    # The round's own snapshot is recorded too, in the same transaction.
+    # The round's own snapshot is recorded too, by whom launched it, when its
+    # first stage has frozen it in the worker.
+    assert not AuditEntry.objects.filter(action="snapshot.freeze").exists()
+    assert freeze_round_snapshot(training_round.jobs.get()) == ""
     assert only("snapshot.freeze").actor == admin_user
     cancel_round(training_round, user=admin_user)
     cancelled = only("round.cancel")

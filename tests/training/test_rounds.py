@@ -12,6 +12,7 @@ from django_tasks_db.models import DBTaskResult
 from annotation.models import Snapshot
 from inference.models import Policy
 from tests.annotation.data_factories import annotators, make_policy, make_task, rank
+from training.jobs import freeze_round_snapshot
 from training.models import Status, TrainingJob, TrainingRound
 from training.reaper import current_worker, reap_stale_jobs
 from training.rounds import cancel_round, parse_settings
@@ -36,19 +37,25 @@ def ranked(project, deployed) -> None:
 
 
 def test_launch_freezes_a_snapshot_and_queues_the_first_stage_with_its_resolved_config(
-    project, admin_user, ranked, deployed
+    project, admin_user, ranked, deployed, django_capture_on_commit_callbacks
 ):
-    training_round = launch(
-        project,
-        "dpo",
-        user=admin_user,
-        options={"queue": "gpu", "dpo": {"beta": "0.2"}},
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        training_round = launch(
+            project,
+            "dpo",
+            user=admin_user,
+            options={"queue": "gpu", "dpo": {"beta": "0.2"}},
+        )
 
     job = training_round.jobs.get()
     task = DBTaskResult.objects.get(task_path="training.tasks.run_training_job")
-    assert training_round.snapshot.row_count == 12
-    assert len(training_round.snapshot.sha256) == 64
+    assert training_round.snapshot.status == "queued"  # frozen by the first stage
+    freezes = DBTaskResult.objects.filter(task_path="annotation.tasks.freeze_task")
+    assert not freezes.exists()  # no separate freeze job
+    assert freeze_round_snapshot(job) == ""
+    snapshot = Snapshot.objects.get(pk=training_round.snapshot_id)
+    assert (snapshot.row_count, len(snapshot.sha256)) == (12, 64)
+    assert freeze_round_snapshot(job) == ""  # the next stage: frozen already
     assert training_round.parent_policy == deployed
     assert (job.stage, job.status, job.index) == ("dpo", "queued", 0)
     assert job.config["beta"] == 0.2
@@ -82,6 +89,43 @@ def test_launch_refuses_a_snapshot_without_pairs_and_leaves_nothing_behind(
 
     assert (Snapshot.objects.count(), TrainingRound.objects.count()) == (0, 0)
     assert DBTaskResult.objects.count() == 0
+
+
+def test_a_round_whose_rankings_give_no_pairs_fails_its_first_stage_saying_so(
+    project, admin_user, deployed
+):
+    """The launch only asks whether the project has rankings (a web request must
+    not freeze); all ties give no pair, which the first stage finds in the worker."""
+    rank(make_task(project, "What is 2 + 2?"), annotators(1)[0], [[0, 1, 2, 3]])
+    training_round = launch(project, "dpo", user=admin_user)
+    refused = freeze_round_snapshot(training_round.jobs.get())
+    assert refused == (
+        f"snapshot {training_round.snapshot.name} of project demo has no preference "
+        "pairs; collect rankings (with at least two differing ranks) before training"
+    )
+
+
+def test_a_round_snapshot_whose_freeze_failed_is_frozen_again_on_resume(
+    project, admin_user, ranked
+):
+    training_round = launch(project, "dpo", user=admin_user)
+    Snapshot.any_state.filter(pk=training_round.snapshot_id).update(
+        status="failed", error="the worker freezing this snapshot stopped"
+    )
+    job = TrainingJob.objects.get(round=training_round)
+    assert freeze_round_snapshot(job) == ""
+    assert Snapshot.objects.get(pk=training_round.snapshot_id).row_count == 12
+
+
+def test_a_round_refuses_to_train_on_a_snapshot_still_running_elsewhere(
+    project, admin_user, ranked
+):
+    training_round = launch(project, "dpo", user=admin_user)
+    Snapshot.any_state.filter(pk=training_round.snapshot_id).update(
+        status="running", heartbeat_at=timezone.now(), worker=current_worker()
+    )
+    refused = freeze_round_snapshot(TrainingJob.objects.get(round=training_round))
+    assert refused.endswith("was not frozen (freezing); resume the round to try again")
 
 
 def test_launch_refuses_a_project_without_a_current_policy(project, admin_user):

@@ -382,3 +382,20 @@ def test_a_policy_with_a_win_rate_counts_as_evaluated(admin_user, project, deplo
 
     project.refresh_from_db()
     assert project.current_policy == newer
+
+
+def test_the_round_page_says_its_snapshot_is_frozen_by_its_first_stage(
+    admin_user, project, ranked
+):
+    from training.jobs import freeze_round_snapshot
+    from training.tasks import launch
+
+    training_round = launch(project, "dpo", user=admin_user)
+    client = login(admin_user)
+    page = client.get(training_round.get_absolute_url()).content.decode()
+    assert 'id="round-snapshot-freeze" data-status="queued"' in page
+    assert "queued; the first stage freezes it in the worker" in page
+
+    assert freeze_round_snapshot(training_round.jobs.get()) == ""
+    page = client.get(training_round.get_absolute_url()).content.decode()
+    assert f"{training_round.snapshot.name}: 6 pairs, SHA-256" in page

@@ -95,7 +95,12 @@ class Command(BaseCommand):
             f"training round {training_round.pk} queued: {training_round.method} from "
             f"{training_round.parent_policy.name}"
             + (
-                f" on snapshot {snapshot.name} ({snapshot.row_count} pairs, sha256 {snapshot.sha256})"
+                (
+                    f" on snapshot {snapshot.name} ({snapshot.row_count} pairs, sha256 {snapshot.sha256})"
+                    if snapshot.status == "done"
+                    else f" on snapshot {snapshot.name} (of every ranking; its first "
+                    "stage freezes it in the worker)"
+                )
                 if snapshot
                 else ""
             )
