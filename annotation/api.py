@@ -734,8 +734,12 @@ class SnapshotOut(Schema):
 def list_snapshots(
     request: HttpRequest, name: str, search: str | None = Query(None, max_length=200)
 ) -> QuerySet:
-    """List a project's snapshots, newest first (researchers, admins)."""
+    """List a project's snapshots, newest first, with any freeze still queued or
+    running, or failed (researchers, admins)."""
+    from annotation.snapshots import fail_lost_freezes
+
     require_researcher(request)
+    fail_lost_freezes()
     snapshots = Snapshot.any_state.filter(
         project=project_or_404(request, name)
     ).select_related("project", "created_by")
