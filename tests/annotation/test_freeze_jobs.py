@@ -22,6 +22,7 @@ from annotation.snapshots import (
 )
 from config.workers import current_worker
 from tests.annotation.data_factories import annotators, make_task, rank
+from tests.training.conftest import run_root, start_worker, wait_for  # noqa: F401
 
 
 @pytest.fixture
@@ -155,3 +156,69 @@ def test_the_command_draws_the_freeze_as_a_bar(ranked, capsys):
     out, err = capsys.readouterr()
     assert out.startswith("s: 36 pairs, sha256 ")
     assert err.splitlines()[-1] == "freezing s [" + "#" * 30 + "] 100%"
+
+
+def _many_rankings(project, tasks: int) -> int:
+    """Rank `tasks` tasks of four responses by three annotators in bulk; return the
+    pairs a freeze of them gives (all pairs, six an order)."""
+    from annotation.models import Prompt, Ranking, RankingTask, Response
+    from tests.annotation.data_factories import make_policy
+
+    policy = make_policy("bulk")
+    people = annotators(3)
+    prompts = Prompt.objects.bulk_create(
+        Prompt(
+            project=project,
+            messages=[{"role": "user", "content": f"Question {i}?"}],
+            content_hash=f"{i:064x}",
+        )
+        for i in range(tasks)
+    )
+    rows = RankingTask.objects.bulk_create(
+        RankingTask(project=project, prompt=p, overlap=3) for p in prompts
+    )
+    responses = Response.objects.bulk_create(
+        Response(task=t, policy=policy, text=f"Answer {k}.", position=k)
+        for t in rows
+        for k in range(4)
+    )
+    Ranking.objects.bulk_create(
+        Ranking(
+            task=task,
+            annotator=person,
+            order=[[r.pk] for r in responses[4 * n : 4 * n + 4]],
+        )
+        for n, task in enumerate(rows)
+        for person in people
+    )
+    return tasks * 3 * 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_freeze_whose_worker_is_killed_fails_lands_nothing_and_is_frozen_again(
+    project,
+    start_worker,  # noqa: F811
+):
+    pairs = _many_rankings(project, 6000)
+    queued = queue_freeze(project, "big")
+    worker = start_worker()
+    wait_for(
+        lambda: Snapshot.any_state.get(pk=queued.pk).status != "queued",
+        timeout=120,
+        what="the worker to take the freeze",
+    )
+    worker.kill()
+    assert Snapshot.any_state.get(pk=queued.pk).status == "running"  # killed mid-way
+    later = timezone.now() + timedelta(seconds=LOST_AFTER_SECONDS + 1)
+    assert fail_lost_freezes(now=later) == [queued.pk]
+    assert (SnapshotPair.objects.count(), SnapshotRanking.objects.count()) == (0, 0)
+
+    again = queue_freeze(project, "big")  # the failed one's name is free
+    start_worker()
+    wait_for(
+        lambda: Snapshot.any_state.get(pk=again.pk).is_finished(),
+        timeout=300,
+        what="the second worker to freeze it",
+    )
+    frozen = Snapshot.objects.get(pk=again.pk)
+    assert frozen.row_count == SnapshotPair.objects.count() == pairs
