@@ -426,9 +426,10 @@ def _new_snapshot(
 
 
 def _replace_failed(project: Project, name: str) -> None:
-    """Delete a failed freeze of that name (it holds no pairs), so the name is free."""
+    """Delete a failed freeze of that name (it holds no pairs), so the name is free;
+    not a round's, which Resume freezes again (and `_check_new_snapshot` refuses)."""
     Snapshot.any_state.filter(
-        project=project, name=name, status=Snapshot.Status.FAILED
+        project=project, name=name, status=Snapshot.Status.FAILED, rounds__isnull=True
     ).delete()
 
 
@@ -580,7 +581,7 @@ def _check_new_snapshot(
             f"a snapshot name must have 1 to 200 characters, got {name!r}"
         )
     taken = Snapshot.any_state.filter(project=project, name=name).exclude(
-        status=Snapshot.Status.FAILED
+        status=Snapshot.Status.FAILED, rounds__isnull=True
     )
     if taken.exists():
         raise ValidationError(_name_taken(project, name))

@@ -10,6 +10,7 @@ from django.utils import timezone
 from django_tasks_db.models import DBTaskResult
 
 from annotation.models import Snapshot
+from annotation.snapshots import freeze_snapshot
 from inference.models import Policy
 from tests.annotation.data_factories import annotators, make_policy, make_task, rank
 from training.jobs import freeze_round_snapshot
@@ -112,6 +113,9 @@ def test_a_round_snapshot_whose_freeze_failed_is_frozen_again_on_resume(
     Snapshot.any_state.filter(pk=training_round.snapshot_id).update(
         status="failed", error="the worker freezing this snapshot stopped"
     )
+    name = training_round.snapshot.name
+    with pytest.raises(ValidationError, match=f"already has a snapshot named '{name}'"):
+        freeze_snapshot(project, name)  # the round's, failed or not
     job = TrainingJob.objects.get(round=training_round)
     assert freeze_round_snapshot(job) == ""
     assert Snapshot.objects.get(pk=training_round.snapshot_id).row_count == 12
