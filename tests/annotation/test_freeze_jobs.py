@@ -222,3 +222,20 @@ def test_a_freeze_whose_worker_is_killed_fails_lands_nothing_and_is_frozen_again
     )
     frozen = Snapshot.objects.get(pk=again.pk)
     assert frozen.row_count == SnapshotPair.objects.count() == pairs
+
+
+def test_the_export_command_says_a_snapshot_is_still_being_frozen(ranked, tmp_path):
+    from django.core.management import CommandError
+
+    queue_freeze(ranked, "s")
+    with pytest.raises(CommandError, match="has no pairs yet: its freeze is queued"):
+        call_command(
+            "export_preferences",
+            "--project",
+            ranked.name,
+            "--snapshot",
+            "s",
+            "--out",
+            str(tmp_path / "s.jsonl"),
+        )
+    assert not (tmp_path / "s.jsonl").exists()

@@ -62,12 +62,19 @@ class Command(BaseCommand):
             )
         try:
             if options["snapshot"]:
-                snapshot = Snapshot.objects.filter(
+                snapshot = Snapshot.any_state.filter(
                     project=project, name=options["snapshot"]
                 ).first()
                 if snapshot is None:
                     raise CommandError(
                         f"project {project.name} has no snapshot {options['snapshot']!r}"
+                    )
+                if snapshot.status != Snapshot.Status.DONE:
+                    raise CommandError(
+                        f"snapshot {snapshot.name} of project {project.name} has no "
+                        f"pairs yet: its freeze is {snapshot.get_status_display().lower()}"
+                        + (f" ({snapshot.error})" if snapshot.error else "")
+                        + "; export it once its page says done"
                     )
             else:
                 try:
