@@ -395,6 +395,8 @@ def test_the_round_page_says_its_snapshot_is_frozen_by_its_first_stage(
     page = client.get(training_round.get_absolute_url()).content.decode()
     assert 'id="round-snapshot-freeze" data-status="queued"' in page
     assert "queued; the first stage freezes it in the worker" in page
+    follow = f'href="/data/snapshots/{training_round.snapshot_id}/"'  # its live bar
+    assert follow in page
 
     assert freeze_round_snapshot(training_round.jobs.get()) == ""
     page = client.get(training_round.get_absolute_url()).content.decode()
