@@ -587,6 +587,17 @@ def _check_new_snapshot(
         raise ValidationError(_name_taken(project, name))
 
 
+def not_frozen(snapshot: Snapshot, then: str) -> str:
+    """Say that a snapshot has no pairs yet (queued, running or failed) and `then`,
+    what to do once it is done."""
+    return (
+        f"snapshot {snapshot.name} of project {snapshot.project.name} has no pairs "
+        f"yet: its freeze is {snapshot.get_status_display().lower()}"
+        + (f" ({snapshot.error})" if snapshot.error else "")
+        + f"; {then}"
+    )
+
+
 def _name_taken(project: Project, name: str) -> str:
     return (
         f"project {project.name} already has a snapshot named {name!r} (frozen or "

@@ -139,8 +139,7 @@ class Writer:
     """A thread that writes one small row every 20 ms on its own connection and
     keeps the longest wait."""
 
-    def __init__(self, project_id: int) -> None:
-        self.project_id = project_id
+    def __init__(self) -> None:
         self.longest = 0.0
         self.writes = 0
         self.stop = threading.Event()
@@ -177,7 +176,7 @@ def timed_freeze(project, name: str, store) -> dict:
     real_store = snapshots._store_pairs
     snapshots._store_pairs = store
     try:
-        with Writer(project.pk) as writer:
+        with Writer() as writer:
             start = time.perf_counter()
 
             def progress(share: float) -> None:
@@ -209,7 +208,7 @@ def api_freeze(project, admin, name: str) -> dict:
     _, token = create_token(admin, f"bench-{name}", ["data", "read"])
     client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
     client.get("/api/projects/bench/snapshots")  # warm, as a running server is
-    with Writer(project.pk) as writer:
+    with Writer() as writer:
         start = time.perf_counter()
         response = client.post(
             "/api/projects/bench/snapshots",

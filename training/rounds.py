@@ -422,7 +422,7 @@ def _snapshot_for(
     round's first job freezes in the worker (`training.jobs.freeze_round_snapshot`:
     a launch is a web request, and a large freeze must not hold one); refuse a
     snapshot without pairs, or a project without rankings."""
-    from annotation.snapshots import queue_freeze
+    from annotation.snapshots import not_frozen, queue_freeze
 
     if options.get("snapshot"):
         snapshot = Snapshot.any_state.filter(
@@ -434,10 +434,7 @@ def _snapshot_for(
             )
         if snapshot.status != Snapshot.Status.DONE:
             raise ValidationError(
-                f"snapshot {snapshot.name} of project {project.name} has no pairs yet: "
-                f"its freeze is {snapshot.get_status_display().lower()}"
-                + (f" ({snapshot.error})" if snapshot.error else "")
-                + "; launch the round once its page says done"
+                not_frozen(snapshot, "launch the round once its page says done")
             )
     else:
         if not Ranking.objects.filter(task__project=project, is_skip=False).exists():

@@ -21,7 +21,7 @@ from annotation.management.commands.freeze_snapshot import (
     rule_options,
 )
 from annotation.models import Project, Snapshot
-from annotation.snapshots import freeze_snapshot
+from annotation.snapshots import freeze_snapshot, not_frozen
 
 
 class Command(BaseCommand):
@@ -71,10 +71,7 @@ class Command(BaseCommand):
                     )
                 if snapshot.status != Snapshot.Status.DONE:
                     raise CommandError(
-                        f"snapshot {snapshot.name} of project {project.name} has no "
-                        f"pairs yet: its freeze is {snapshot.get_status_display().lower()}"
-                        + (f" ({snapshot.error})" if snapshot.error else "")
-                        + "; export it once its page says done"
+                        not_frozen(snapshot, "export it once its page says done")
                     )
             else:
                 try:
