@@ -26,7 +26,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO
 
@@ -50,7 +50,7 @@ from annotation.models import (
     messages_hash,
     normalise_messages,
 )
-from config.workers import current_worker, start_heartbeat, worker_state
+from config.workers import claim, fail_lost, start_heartbeat
 from inference.models import Policy
 
 FORMATS = ("trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking")
@@ -814,13 +814,7 @@ def run_import(report_id: int, *, now: datetime | None = None) -> ImportReport:
     ends, and so is any staged file no queued or running import needs (left by a
     worker that was killed).
     """
-    claimed = ImportReport.objects.filter(
-        pk=report_id, status=ImportReport.Status.QUEUED
-    ).update(
-        status=ImportReport.Status.RUNNING,
-        heartbeat_at=timezone.now(),
-        worker=current_worker(),
-    )
+    claimed = claim(ImportReport.objects.all(), report_id)
     report = ImportReport.objects.select_related("project", "created_by").get(
         pk=report_id
     )
@@ -921,28 +915,20 @@ def fail_lost_imports(*, now: datetime | None = None) -> list[int]:
     Nothing of such an import landed (its rows are written in one transaction);
     the report says so, and the file can be uploaded again.
     """
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=LOST_AFTER_SECONDS)
-    lost = [
-        (report_id, staged)
-        for report_id, staged, worker in ImportReport.objects.filter(
-            status=ImportReport.Status.RUNNING, heartbeat_at__lt=cutoff
-        ).values_list("pk", "staged_path", "worker")
-        if worker_state(worker) != "running"
-    ]
-    for report_id, staged in lost:
-        failed = ImportReport.objects.filter(
-            pk=report_id, status=ImportReport.Status.RUNNING, heartbeat_at__lt=cutoff
-        ).update(
-            status=ImportReport.Status.FAILED,
-            error=f"the worker running this import stopped (no heartbeat for "
-            f"{LOST_AFTER_SECONDS} s); nothing was imported: upload the file again",
-            staged_path="",
-            finished_at=now,
-        )
-        if failed and staged:
-            shutil.rmtree(Path(staged).parent, ignore_errors=True)
-    return [report_id for report_id, _ in lost]
+    running = ImportReport.objects.filter(status=ImportReport.Status.RUNNING)
+    staged = dict(running.values_list("pk", "staged_path"))
+    failed = fail_lost(
+        running,
+        LOST_AFTER_SECONDS,
+        f"the worker running this import stopped (no heartbeat for "
+        f"{LOST_AFTER_SECONDS} s); nothing was imported: upload the file again",
+        now,
+        staged_path="",
+    )
+    for report_id in failed:
+        if staged.get(report_id):
+            shutil.rmtree(Path(staged[report_id]).parent, ignore_errors=True)
+    return failed
 
 
 def _saver(report_id: int) -> Progress:

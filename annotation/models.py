@@ -745,6 +745,51 @@ def order_to_pairs(order: list[list[int]]) -> list[tuple[int, int, int]]:
     return pairs
 
 
+class JobState(models.Model):
+    """The state of a job the worker runs for a row of the database: queued,
+    running (`progress`, `heartbeat_at` from `config.workers.start_heartbeat`,
+    `worker` the process running it), then done or failed (`error` says why).
+
+    The one home of these fields for an import (`ImportReport`), a snapshot's freeze
+    (`Snapshot`) and an export's build (`SnapshotExport`); claiming a queued row and
+    finding the running ones whose worker was lost are `config.workers.claim` and
+    `config.workers.lost`.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.DONE
+    )
+    progress = models.FloatField(
+        default=0.0, help_text="Share of the job done so far, 0 to 1."
+    )
+    error = models.TextField(blank=True, help_text="Why the job failed.")
+    heartbeat_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Written every few seconds while the worker runs the job.",
+    )
+    worker = models.CharField(
+        max_length=300,
+        blank=True,
+        help_text="host:pid:start time of the process running the job "
+        "(config.workers.current_worker): while it runs, the job is not lost.",
+    )
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+
+    def is_finished(self) -> bool:
+        """Return whether the job has ended (done or failed)."""
+        return self.status in (self.Status.DONE, self.Status.FAILED)
+
+
 class FrozenSnapshots(models.Manager):
     """Snapshots whose pairs have landed: the only ones a round, an export or a
     comparison may read (a queued, running or failed freeze has no pairs)."""
@@ -753,7 +798,7 @@ class FrozenSnapshots(models.Manager):
         return super().get_queryset().filter(status=Snapshot.Status.DONE)
 
 
-class Snapshot(models.Model):
+class Snapshot(JobState):
     """An immutable, named selection of preference pairs with the rules that made it.
 
     The pages and the API queue a freeze for the worker (`annotation.snapshots.
@@ -797,25 +842,13 @@ class Snapshot(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # JobState's fields, its status labelled as a freeze and a done row's progress 1.
     status = models.CharField(
         max_length=20, choices=Status.choices, default=Status.DONE
     )
     progress = models.FloatField(
         default=1.0, help_text="Share of a queued freeze done so far, 0 to 1."
     )
-    error = models.TextField(blank=True, help_text="Why the freeze failed.")
-    heartbeat_at = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text="Written every few seconds while the worker freezes it.",
-    )
-    worker = models.CharField(
-        max_length=300,
-        blank=True,
-        help_text="host:pid:start time of the process freezing it "
-        "(config.workers.current_worker).",
-    )
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     any_state = models.Manager()
     objects = FrozenSnapshots()  # the default (Meta.default_manager_name)
@@ -832,10 +865,6 @@ class Snapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.row_count} pairs, {self.sha256[:12]})"
-
-    def is_finished(self) -> bool:
-        """Return whether the freeze has ended (done or failed)."""
-        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class SnapshotPair(models.Model):
@@ -888,6 +917,53 @@ class SnapshotRanking(models.Model):
         return f"{self.snapshot_id}: task {self.task_id}"
 
 
+class SnapshotExport(JobState):
+    """One export of a done snapshot in one set of options, built by the worker.
+
+    A snapshot never changes, so an export with the same options is built once, into
+    a file under EXPORT_DIR (`annotation.export.export_path`), and every later download
+    sends that file. A download that finds no file queues this row's build
+    (`annotation.export.queue_export`) unless the snapshot is small enough to build in
+    the request (EXPORT_INLINE_PAIRS): a million pairs take some 10 s, past what a web
+    request may hold.
+    """
+
+    snapshot = models.ForeignKey(
+        Snapshot, on_delete=models.CASCADE, related_name="exports"
+    )
+    fmt = models.CharField(max_length=20, help_text="trl, kto, ranking, hh or sft.")
+    style = models.CharField(max_length=20)
+    prompt = models.CharField(max_length=20)
+    file_format = models.CharField(max_length=20)
+    rows = models.PositiveIntegerField(default=0, help_text="Rows written.")
+    size = models.PositiveBigIntegerField(default=0, help_text="Bytes of the file.")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["snapshot", "fmt", "style", "prompt", "file_format"],
+                name="unique_snapshot_export",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"export of snapshot {self.snapshot_id} as {self.fmt} {self.file_format}"
+
+    def options(self) -> dict[str, str]:
+        """Return the export's options, as `annotation.export` takes them."""
+        return {
+            "fmt": self.fmt,
+            "style": self.style,
+            "prompt": self.prompt,
+            "file_format": self.file_format,
+        }
+
+
 class ApiToken(models.Model):
     """A per-user API token; only its SHA-256 is stored, the token is shown once."""
 
@@ -922,7 +998,7 @@ class ApiToken(models.Model):
         return self.expires_at is None or self.expires_at > timezone.now()
 
 
-class ImportReport(models.Model):
+class ImportReport(JobState):
     """One upload the worker imports: its job's state and progress, then its outcome.
 
     An upload is staged and imported by the worker (`annotation.importing`): the
@@ -939,12 +1015,6 @@ class ImportReport(models.Model):
         PREFERENCES = "preferences", "Preference data"
         PROMPTS = "prompts", "Prompt file"
         CORPUS = "corpus", "Corpus"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        DONE = "done", "Done"
-        FAILED = "failed", "Failed"
 
     project = models.ForeignKey(
         Project, on_delete=models.CASCADE, related_name="imports"
@@ -976,13 +1046,6 @@ class ImportReport(models.Model):
         help_text="A prompt or corpus upload's outcome: its curation report by line, "
         "or the corpus made.",
     )
-    status = models.CharField(
-        max_length=20, choices=Status.choices, default=Status.DONE
-    )
-    progress = models.FloatField(
-        default=0.0, help_text="Share of the file read so far, 0 to 1."
-    )
-    error = models.TextField(blank=True, help_text="Why the import failed.")
     staged_path = models.CharField(
         max_length=500,
         blank=True,
@@ -992,28 +1055,12 @@ class ImportReport(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
     )
     created_at = models.DateTimeField(auto_now_add=True)
-    heartbeat_at = models.DateTimeField(
-        null=True,
-        blank=True,
-        help_text="Written every few seconds while the worker runs the import.",
-    )
-    worker = models.CharField(
-        max_length=300,
-        blank=True,
-        help_text="host:pid:start time of the process running the import "
-        "(config.workers.current_worker): while it runs, the import is not lost.",
-    )
-    finished_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
 
     def __str__(self) -> str:
         return f"import of {self.source} into {self.project}"
-
-    def is_finished(self) -> bool:
-        """Return whether the import's job has ended (done or failed)."""
-        return self.status in (self.Status.DONE, self.Status.FAILED)
 
 
 class Corpus(models.Model):

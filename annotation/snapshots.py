@@ -15,7 +15,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from itertools import combinations
 from statistics import mean, median
 
@@ -39,7 +39,7 @@ from annotation.models import (
     SnapshotRanking,
     order_to_pairs,
 )
-from config.workers import current_worker, start_heartbeat, worker_state
+from config.workers import claim, fail_lost, start_heartbeat
 
 # Told the share of a freeze done, 0 to 1.
 Progress = Callable[[float], None]
@@ -315,13 +315,7 @@ def run_freeze(snapshot_id: int) -> Snapshot:
     reliability filter on a project without gold, say) fails it with the reason in
     `error`, as does an internal error (whose traceback is the job's).
     """
-    claimed = Snapshot.any_state.filter(
-        pk=snapshot_id, status=Snapshot.Status.QUEUED
-    ).update(
-        status=Snapshot.Status.RUNNING,
-        heartbeat_at=timezone.now(),
-        worker=current_worker(),
-    )
+    claimed = claim(Snapshot.any_state.all(), snapshot_id)
     snapshot = Snapshot.any_state.select_related("project", "created_by").get(
         pk=snapshot_id
     )
@@ -353,24 +347,13 @@ def fail_lost_freezes(*, now: datetime | None = None) -> list[int]:
     """Fail the running freezes whose worker has been silent for LOST_AFTER_SECONDS
     and is not a process of this host that still runs; return their ids. Nothing of
     such a freeze landed, and its name may be used again."""
-    now = now or timezone.now()
-    cutoff = now - timedelta(seconds=LOST_AFTER_SECONDS)
-    silent = Snapshot.any_state.filter(
-        status=Snapshot.Status.RUNNING, heartbeat_at__lt=cutoff
+    return fail_lost(
+        Snapshot.any_state.all(),
+        LOST_AFTER_SECONDS,
+        f"the worker freezing this snapshot stopped (no heartbeat for "
+        f"{LOST_AFTER_SECONDS} s); nothing was stored: freeze it again",
+        now,
     )
-    lost = [
-        pk
-        for pk, worker in silent.values_list("pk", "worker")
-        if worker_state(worker) != "running"
-    ]
-    for pk in lost:
-        silent.filter(pk=pk).update(
-            status=Snapshot.Status.FAILED,
-            error=f"the worker freezing this snapshot stopped (no heartbeat for "
-            f"{LOST_AFTER_SECONDS} s); nothing was stored: freeze it again",
-            finished_at=now,
-        )
-    return lost
 
 
 def _fail(snapshot_id: int, error: str) -> None:

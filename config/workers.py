@@ -4,10 +4,10 @@ A job (a training stage, an import) records the process that runs it as
 'machine:pid:start time' (`current_worker`); `worker_state` later tells from that
 whether the process still runs on this host, is gone (or its pid now belongs to a
 process started at another time), or cannot be asked (another host or container).
-Used by the training reaper (training/reaper.py), by lost imports
-(annotation/importing.py) and lost snapshot freezes (annotation/snapshots.py): a job
-whose process runs here is never lost, however late its heartbeat, which
-`start_heartbeat` writes for an import or a freeze.
+Used by the training reaper (training/reaper.py) and by the jobs whose state is a
+row's (`annotation.models.JobState`: imports, snapshot freezes, exports), which
+`claim` starts and `fail_lost` fails when their worker is lost: a job whose process runs here is never lost,
+however late its heartbeat, which `start_heartbeat` writes.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
 from django.db import OperationalError, connection
 from django.db.models import QuerySet
@@ -113,3 +114,38 @@ def start_heartbeat(
 
     threading.Thread(target=beat, name=name, daemon=True).start()
     return stop
+
+
+def claim(rows: QuerySet, pk: int) -> bool:
+    """Move the queued row `pk` of `rows` (a `JobState` model's) to running in this
+    process and return True; False when it is not queued (a job delivered twice, or
+    one failed meanwhile, does nothing)."""
+    return bool(
+        rows.filter(pk=pk, status="queued").update(
+            status="running", heartbeat_at=timezone.now(), worker=current_worker()
+        )
+    )
+
+
+def fail_lost(
+    rows: QuerySet, after: float, error: str, now: datetime | None = None, **fields
+) -> list[int]:
+    """Fail the running rows of `rows` whose heartbeat has been silent for `after`
+    seconds and whose worker is not a process of this host that still runs (killed,
+    or its machine lost), with `error` and `fields`; return their pks.
+
+    A row whose heartbeat arrives meanwhile is left running.
+    """
+    now = now or timezone.now()
+    silent = rows.filter(
+        status="running", heartbeat_at__lt=now - timedelta(seconds=after)
+    )
+    failed = []
+    for pk, worker in silent.values_list("pk", "worker"):
+        if worker_state(worker) == "running":
+            continue
+        if silent.filter(pk=pk).update(
+            status="failed", error=error, finished_at=now, **fields
+        ):
+            failed.append(pk)
+    return failed
