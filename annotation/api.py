@@ -14,7 +14,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Count, F, Prefetch, Q, QuerySet
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from ninja import Field, File, Form, Query, Router, Schema, Status
 from ninja.errors import HttpError
 from ninja.files import UploadedFile
@@ -35,6 +35,9 @@ from annotation.export import (
     PROMPT_MODES,
     STYLES,
     download_suffix,
+    fail_lost_exports,
+    queue_export,
+    ready_export,
 )
 from annotation.importing import FORMATS as IMPORT_FORMATS
 from annotation.membership import get_project_for
@@ -887,10 +890,32 @@ def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
     )
 
 
+class ExportOut(Schema):
+    id: int
+    snapshot: int = Field(..., alias="snapshot_id")
+    fmt: str
+    style: str
+    prompt: str
+    file_format: str
+    status: str = Field(
+        ...,
+        description="queued or running: ask for the same download again after "
+        "Retry-After seconds, until it answers 200 with the file; failed: the next "
+        "request queues it anew (see error).",
+    )
+    progress: float = Field(..., description="Share of the file written, 0 to 1.")
+    error: str = Field(..., description="Why the last build failed; empty otherwise.")
+    created_at: datetime
+
+
+# Seconds a client waits before asking again for an export being built.
+EXPORT_RETRY_AFTER = 2
+
+
 @router.get(
     "/snapshots/{snapshot_id}/download",
     auth=scoped(DATA),
-    response={200: None, 409: ErrorOut, **ERRORS},
+    response={200: None, 202: ExportOut, 409: ErrorOut, **ERRORS},
     tags=["snapshots"],
     openapi_extra={
         "responses": {
@@ -900,26 +925,45 @@ def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
                     t: {"schema": {"type": "string", "format": "binary"}}
                     for t in DOWNLOAD_TYPES.values()
                 },
-            }
+            },
+            202: {
+                "description": "The export is being written by the worker (a snapshot "
+                "over EXPORT_INLINE_PAIRS pairs, not exported in these options "
+                "before): ask again after Retry-After seconds.",
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait before asking again.",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
         }
     },
 )
 def download_snapshot(
     request: HttpRequest,
+    response: HttpResponse,
     snapshot_id: int,
     fmt: Literal[FORMATS] = "trl",
     style: Literal[STYLES] = "conversational",
     prompt: Literal[PROMPT_MODES] = "explicit",
     file_format: Literal[FILE_FORMATS] = "jsonl",
 ):
-    """Download the snapshot in a format (researchers, admins)."""
-    from annotation.export import cached_export
+    """Download the snapshot in a format (researchers, admins).
 
+    A snapshot of up to EXPORT_INLINE_PAIRS pairs, or an export built before, answers
+    200 with the file. A larger snapshot's first export in these options is written by
+    the worker: the answer is 202 with the build's state and a Retry-After header;
+    the same request answers 200 with the file once it is written.
+    """
     require_researcher(request)
     snapshot = snapshot_or_404(request, snapshot_id)
-    path = cached_export(
-        snapshot, fmt=fmt, style=style, prompt=prompt, file_format=file_format
-    )
+    options = {"fmt": fmt, "style": style, "prompt": prompt, "file_format": file_format}
+    fail_lost_exports()
+    path = ready_export(snapshot, **options)
+    if path is None:
+        response["Retry-After"] = str(EXPORT_RETRY_AFTER)
+        return Status(202, queue_export(snapshot, user=caller(request), **options))
     suffix = download_suffix(file_format)
     name = f"{snapshot.project.name}-{snapshot.name}-{fmt}.{suffix}".replace("/", "_")
     return FileResponse(

@@ -15,6 +15,7 @@ urlpatterns = [
         name="snapshot_diff",
     ),
     path("snapshots/<int:snapshot_id>/download/", data_views.download, name="download"),
+    path("exports/<int:export_id>/", data_views.export, name="export"),
     path("projects/<slug:name>/tasks/", manager_views.tasks, name="manager"),
     path(
         "projects/<slug:name>/tasks/<int:task_id>/",

@@ -1,7 +1,7 @@
 """Researcher pages for data: snapshots, downloads, imports, corpora, API tokens.
 
 Thin views: a form validates, the role is checked, one workflow function acts
-(`freeze_snapshot`, `cached_export`, `queue_upload`, `queue_corpus`,
+(`queue_freeze`, `ready_export`, `queue_export`, `queue_upload`, `queue_corpus`,
 `create_token`).
 """
 
@@ -15,8 +15,10 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRefresh
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
 from annotation.corpora import queue_corpus
 from annotation.curation import CORPUS_FILTERS
@@ -26,14 +28,23 @@ from annotation.export import (
     FORMATS,
     PROMPT_MODES,
     STYLES,
-    cached_export,
     download_suffix,
+    fail_lost_exports,
     iter_rows,
+    queue_export,
+    ready_export,
 )
 from annotation.importing import FORMATS as IMPORT_FORMATS
 from annotation.importing import fail_lost_imports, queue_upload
 from annotation.membership import get_project_for
-from annotation.models import ApiToken, Corpus, ImportReport, Project, Snapshot
+from annotation.models import (
+    ApiToken,
+    Corpus,
+    ImportReport,
+    Project,
+    Snapshot,
+    SnapshotExport,
+)
 from annotation.snapshots import (
     DEDUP_RULES,
     MARGIN_RULES,
@@ -285,7 +296,12 @@ def snapshot_diff(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 
 @role_required(RESEARCHER)
 def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
-    """Send the snapshot's export in the format the query string asks for."""
+    """Send the snapshot's export in the format the query string asks for.
+
+    An export not built yet of a snapshot over EXPORT_INLINE_PAIRS pairs is queued
+    for the worker, and the answer redirects to its page, which follows the build and
+    then starts the download.
+    """
     snap = get_object_or_404(
         Snapshot.objects.select_related("project"),
         pk=snapshot_id,
@@ -297,11 +313,15 @@ def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
         "prompt": request.GET.get("prompt", "explicit"),
         "file_format": request.GET.get("file_format", "jsonl"),
     }
-    path, refused = outcome(cached_export, snap, **options)
+    fail_lost_exports()
+    path, refused = outcome(ready_export, snap, **options)
     if refused:
         return HttpResponse(
             refusal_text(refused), status=400, content_type="text/plain"
         )
+    if path is None:
+        job = queue_export(snap, user=request.user, **options)
+        return redirect("data:export", job.pk)
     name = (
         f"{snap.project.name}-{snap.name}-{options['fmt']}."
         f"{download_suffix(options['file_format'])}"
@@ -312,6 +332,28 @@ def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
         filename=name,
         content_type=DOWNLOAD_TYPES[options["file_format"]],
     )
+
+
+@role_required(RESEARCHER)
+def export(request: HttpRequest, export_id: int) -> HttpResponse:
+    """Follow an export the worker builds: a live bar (htmx, every second), then the
+    download starts (HX-Redirect to it) and the page keeps a link to it; a failed
+    build shows why and a link that queues it again."""
+    fail_lost_exports()
+    job = get_object_or_404(
+        SnapshotExport.objects.select_related("snapshot__project", "created_by"),
+        pk=export_id,
+        snapshot__project__in=Project.objects.visible_to(request.user),
+    )
+    url = (
+        reverse("data:download", args=[job.snapshot_id])
+        + "?"
+        + urlencode(job.options())
+    )
+    if request.htmx and job.status == SnapshotExport.Status.DONE:
+        return HttpResponseClientRedirect(url)
+    template = "data/_export.html" if request.htmx else "data/export.html"
+    return render(request, template, {"job": job, "download_url": url})
 
 
 @role_required(RESEARCHER)

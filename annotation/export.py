@@ -8,6 +8,12 @@ out as JSONL (optionally gzipped), Parquet (pyarrow's streaming writer) or a Hug
 Face `datasets` folder that `load_from_disk` opens, with a dataset card beside it.
 Rows are read from the database in chunks and written as they come, so memory stays
 flat as the snapshot grows; the file appears under its final name by `os.replace`.
+
+Downloads (the pages and the API) send a file built once per snapshot and options
+(`export_path`). A snapshot of up to EXPORT_INLINE_PAIRS pairs is built in the
+request (a fraction of a second); a larger one's build is a job for the worker
+(`queue_export`, `run_export`, a `SnapshotExport` row), since a million pairs take
+some 10 s to write, past what a web request may hold.
 """
 
 from __future__ import annotations
@@ -17,20 +23,28 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from itertools import islice
 from pathlib import Path
 from typing import IO
 
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from annotation.models import (
     RankingTask,
     Response,
     Snapshot,
+    SnapshotExport,
     SnapshotPair,
     SnapshotRanking,
 )
+from config.workers import claim, fail_lost, start_heartbeat
 
 FORMATS = ("trl", "kto", "ranking", "hh", "sft")
 STYLES = ("conversational", "standard")
@@ -43,6 +57,12 @@ DOWNLOAD_TYPES = {
     "parquet": "application/vnd.apache.parquet",
     "hf": "application/zip",
 }
+# Told the rows written so far.
+RowsDone = Callable[[int], None]
+# A running export build writes a heartbeat this often; one silent for
+# LOST_AFTER_SECONDS lost its worker (`fail_lost_exports`).
+HEARTBEAT_SECONDS = 2.0
+LOST_AFTER_SECONDS = 30
 
 
 def file_format_for(path: str | Path) -> str:
@@ -608,18 +628,22 @@ def export_snapshot(
     prompt: str = "explicit",
     file_format: str | None = None,
     card: bool = True,
+    progress: RowsDone | None = None,
 ) -> Path:
     """Write the snapshot to `path` in `fmt` and return the path.
 
     The data go to a temporary name in the same folder and are renamed into place, so
     an interrupted export leaves nothing under the final name. A dataset card goes in
-    the folder (`hf`) or beside the file as `<name>.README.md`.
+    the folder (`hf`) or beside the file as `<name>.README.md`. `progress` is told the
+    rows written so far after each chunk.
     """
     path = Path(path)
     file_format = file_format or file_format_for(path)
     check_options(fmt, style, prompt, file_format)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = iter_chunks(snapshot, fmt=fmt, style=style, prompt=prompt)
+    if progress is not None:
+        rows = _counted(rows, progress)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         if file_format == "hf":
@@ -650,6 +674,16 @@ def export_snapshot(
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
+
+
+def _counted(
+    chunks: Iterable[dict[str, list]], progress: RowsDone
+) -> Iterator[dict[str, list]]:
+    done = 0
+    for chunk in chunks:
+        yield chunk
+        done += len(next(iter(chunk.values()), []))
+        progress(done)
 
 
 def card_path_for(path: Path) -> Path:
@@ -762,23 +796,40 @@ def push_to_hub(folder: Path, repo_id: str, token: str, *, private: bool = True)
     return f"https://huggingface.co/datasets/{repo_id}"
 
 
-def cached_export(
+def export_path(
     snapshot: Snapshot, *, fmt: str, style: str, prompt: str, file_format: str
+) -> Path:
+    """Return the file under EXPORT_DIR that holds the snapshot's export in these
+    options once it is built (a zip of the folder for `hf`)."""
+    stem = f"{snapshot.pk}-{snapshot.sha256[:12]}-{fmt}-{style}-{prompt}"
+    return (
+        Path(settings.EXPORT_DIR)
+        / "snapshots"
+        / f"{stem}.{download_suffix(file_format)}"
+    )
+
+
+def cached_export(
+    snapshot: Snapshot,
+    *,
+    fmt: str,
+    style: str,
+    prompt: str,
+    file_format: str,
+    progress: RowsDone | None = None,
 ) -> Path:
     """Return a file under EXPORT_DIR holding the export, written once per options.
 
     Snapshots are immutable, so an export with the same options never changes; an
     `hf` folder is returned zipped, for download.
     """
-    from django.conf import settings
-
     check_options(fmt, style, prompt, file_format)
-    folder = Path(settings.EXPORT_DIR) / "snapshots"
-    folder.mkdir(parents=True, exist_ok=True)
-    stem = f"{snapshot.pk}-{snapshot.sha256[:12]}-{fmt}-{style}-{prompt}"
-    target = folder / f"{stem}.{download_suffix(file_format)}"
+    target = export_path(
+        snapshot, fmt=fmt, style=style, prompt=prompt, file_format=file_format
+    )
     if target.exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
     if file_format != "hf":
         return export_snapshot(
             snapshot,
@@ -787,12 +838,150 @@ def cached_export(
             style=style,
             prompt=prompt,
             file_format=file_format,
+            progress=progress,
         )
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
-        export_snapshot(snapshot, Path(tmp) / stem, fmt=fmt, style=style, prompt=prompt)
+    stem = target.name.removesuffix(".zip")
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        export_snapshot(
+            snapshot,
+            Path(tmp) / stem,
+            fmt=fmt,
+            style=style,
+            prompt=prompt,
+            progress=progress,
+        )
         archive = shutil.make_archive(str(Path(tmp) / stem), "zip", tmp, stem)
         os.replace(archive, target)
     return target
+
+
+def ready_export(
+    snapshot: Snapshot, *, fmt: str, style: str, prompt: str, file_format: str
+) -> Path | None:
+    """Return the export's file if it is built, building it here when the snapshot
+    has at most EXPORT_INLINE_PAIRS pairs; None when the worker must build it
+    (`queue_export`). Raise ValidationError for options that do not go together."""
+    options = {"fmt": fmt, "style": style, "prompt": prompt, "file_format": file_format}
+    check_options(**options)
+    target = export_path(snapshot, **options)
+    if target.exists():
+        return target
+    if snapshot.row_count <= settings.EXPORT_INLINE_PAIRS:
+        return cached_export(snapshot, **options)
+    return None
+
+
+def queue_export(
+    snapshot: Snapshot,
+    *,
+    fmt: str,
+    style: str,
+    prompt: str,
+    file_format: str,
+    user: AbstractBaseUser | None = None,
+) -> SnapshotExport:
+    """Return the build job of the snapshot's export in these options, queuing it for
+    the worker (`run_export`) unless it is queued or running already. A build that
+    failed, or whose file has gone from EXPORT_DIR since, is queued anew."""
+    from annotation.tasks import export_task
+
+    options = {"fmt": fmt, "style": style, "prompt": prompt, "file_format": file_format}
+    check_options(**options)
+    fresh = {
+        "status": SnapshotExport.Status.QUEUED,
+        "progress": 0.0,
+        "error": "",
+        "heartbeat_at": None,
+        "worker": "",
+        "finished_at": None,
+        "created_by": user,
+    }
+    try:
+        with transaction.atomic():
+            job, created = SnapshotExport.objects.select_for_update().get_or_create(
+                snapshot=snapshot, **options, defaults=fresh
+            )
+            if not created and job.status in (
+                SnapshotExport.Status.DONE,
+                SnapshotExport.Status.FAILED,
+            ):
+                for name, value in fresh.items():
+                    setattr(job, name, value)
+                job.save()
+                created = True
+            if created:
+                transaction.on_commit(lambda: export_task.enqueue(job.pk))
+    except IntegrityError:  # the same export, queued by another request meanwhile
+        job = SnapshotExport.objects.get(snapshot=snapshot, **options)
+    return job
+
+
+def run_export(export_id: int) -> SnapshotExport:
+    """Build a queued export (the worker's job) and return its row.
+
+    Only a queued build runs (a job delivered twice does nothing the second time).
+    While it writes, `progress` is saved at most twice a second and a thread writes
+    `heartbeat_at`; the file appears under its final name by rename, then the row is
+    done with its `rows` and `size`. An error fails it with the reason in `error`.
+    """
+    jobs = SnapshotExport.objects.select_related("snapshot")
+    claimed = claim(SnapshotExport.objects.all(), export_id)
+    job = jobs.get(pk=export_id)
+    if not claimed:
+        return job
+    fail_lost_exports()
+    running = SnapshotExport.objects.filter(
+        pk=export_id, status=SnapshotExport.Status.RUNNING
+    )
+    expected = (
+        job.snapshot.rankings.count()
+        if job.fmt in ("ranking", "sft")
+        else job.snapshot.row_count
+    )
+    written = [0]
+    saved_at = [0.0]
+
+    def progress(rows: int) -> None:
+        written[0] = rows
+        now = time.monotonic()
+        if now - saved_at[0] >= 0.5:
+            saved_at[0] = now
+            running.update(progress=round(min(0.99, rows / max(1, expected)), 4))
+
+    beating = start_heartbeat(running, HEARTBEAT_SECONDS, f"export-{export_id}")
+    try:
+        path = cached_export(job.snapshot, **job.options(), progress=progress)
+        running.update(
+            status=SnapshotExport.Status.DONE,
+            progress=1.0,
+            rows=written[0],
+            size=path.stat().st_size,
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:
+        running.update(
+            status=SnapshotExport.Status.FAILED,
+            error=f"the export stopped on an error: {exc!r}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    finally:
+        beating.set()
+    return jobs.get(pk=export_id)
+
+
+def fail_lost_exports(*, now: datetime | None = None) -> list[int]:
+    """Fail the running export builds whose worker has been silent for
+    LOST_AFTER_SECONDS and is not a process of this host that still runs; return
+    their ids. Such a build left no file under the final name; asking for the
+    download again queues it anew."""
+    return fail_lost(
+        SnapshotExport.objects.all(),
+        LOST_AFTER_SECONDS,
+        f"the worker building this export stopped (no heartbeat for "
+        f"{LOST_AFTER_SECONDS} s); download it again to build it anew",
+        now,
+    )
 
 
 def download_suffix(file_format: str) -> str:

@@ -1,6 +1,6 @@
 """Background jobs of the annotation app: publishing a round (generation needs torch),
-importing preference data and freezing snapshots (a large file or a large freeze must
-not hold a web process)."""
+importing preference data, freezing snapshots and building their exports (a large
+file, freeze or export must not hold a web process)."""
 
 from __future__ import annotations
 
@@ -58,3 +58,11 @@ def freeze_task(snapshot_id: int) -> None:
     from annotation.snapshots import run_freeze
 
     run_freeze(snapshot_id)
+
+
+@task()
+def export_task(export_id: int) -> None:
+    """Build a queued snapshot export (see `annotation.export.run_export`)."""
+    from annotation.export import run_export
+
+    run_export(export_id)
