@@ -18,6 +18,7 @@ from annotation.models import (
     Response,
     Round,
     Snapshot,
+    SnapshotExport,
 )
 
 
@@ -141,6 +142,23 @@ class SnapshotAdmin(ReadOnlyAdmin):
     def get_queryset(self, request):
         """Freezes queued, running and failed too: the admin is for audit."""
         return Snapshot.any_state.select_related("project")
+
+
+@admin.register(SnapshotExport)
+class SnapshotExportAdmin(ReadOnlyAdmin):
+    """Export builds, queued, running, done or failed (with why)."""
+
+    list_display = (
+        "snapshot",
+        "fmt",
+        "file_format",
+        "status",
+        "rows",
+        "size",
+        "created_at",
+    )
+    list_filter = ("status", "fmt", "file_format")
+    list_select_related = ("snapshot",)
 
 
 @admin.register(AuditEntry)

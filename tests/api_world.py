@@ -8,7 +8,7 @@ from datetime import timedelta
 from django.test import Client
 from django.utils import timezone
 
-from annotation.models import Corpus, ImportReport, Lease
+from annotation.models import Corpus, ImportReport, Lease, SnapshotExport
 from annotation.snapshots import freeze_snapshot
 from tests.annotation.data_factories import make_policy, make_round, make_task
 from training.models import TrainingRound
@@ -37,6 +37,13 @@ def build_world(project, annotator) -> dict:
         project=project, name="wiki", path="/nowhere/wiki.jsonl", sha256="0" * 64
     )
     report = ImportReport.objects.create(project=project, source="old.jsonl")
+    export = SnapshotExport.objects.create(
+        snapshot=snapshot,
+        fmt="trl",
+        style="conversational",
+        prompt="explicit",
+        file_format="jsonl",
+    )
     return {
         "project": project.name,
         "name": project.name,
@@ -56,6 +63,8 @@ def build_world(project, annotator) -> dict:
         "corpus": corpus.name,
         "report": report.pk,
         "report_id": report.pk,
+        "export": export.pk,
+        "export_id": export.pk,
     }
 
 

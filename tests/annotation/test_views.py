@@ -501,6 +501,7 @@ def test_dashboard_draws_charts_and_the_annotator_table(project, admin_user):
         "lease",
         "ranking",
         "snapshot",
+        "snapshotexport",
         "round",
     ],
 )
