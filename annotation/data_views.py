@@ -18,7 +18,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.views.decorators.http import require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
+from django_htmx.http import HttpResponseClientRefresh
 
 from annotation.corpora import queue_corpus
 from annotation.curation import CORPUS_FILTERS
@@ -336,9 +336,10 @@ def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 
 @role_required(RESEARCHER)
 def export(request: HttpRequest, export_id: int) -> HttpResponse:
-    """Follow an export the worker builds: a live bar (htmx, every second), then the
-    download starts (HX-Redirect to it) and the page keeps a link to it; a failed
-    build shows why and a link that queues it again."""
+    """Follow an export the worker builds: a live bar (htmx, every second); the poll
+    that finds it done swaps in a link to the file, which stops the polling, and
+    starts the download once; a failed build shows why and a link that queues it
+    again."""
     fail_lost_exports()
     job = get_object_or_404(
         SnapshotExport.objects.select_related("snapshot__project", "created_by"),
@@ -350,10 +351,12 @@ def export(request: HttpRequest, export_id: int) -> HttpResponse:
         + "?"
         + urlencode(job.options())
     )
-    if request.htmx and job.status == SnapshotExport.Status.DONE:
-        return HttpResponseClientRedirect(url)
     template = "data/_export.html" if request.htmx else "data/export.html"
-    return render(request, template, {"job": job, "download_url": url})
+    # Only the poll that sees the build finish starts the download, not a reload.
+    start = bool(request.htmx) and job.status == SnapshotExport.Status.DONE
+    return render(
+        request, template, {"job": job, "download_url": url, "start_download": start}
+    )
 
 
 @role_required(RESEARCHER)

@@ -191,17 +191,22 @@ def test_the_page_follows_the_build_then_starts_the_download(
 
     SnapshotExport.objects.filter(pk=job.pk).update(status="queued")
     run_export(job.pk)
-    finished = client.get(queued["Location"], headers={"HX-Request": "true"})
-    assert finished["HX-Redirect"] == (
-        f"/data/snapshots/{snapshot.pk}/download/?fmt=trl&style=conversational"
-        "&prompt=explicit&file_format=jsonl"
+    url = (
+        f"/data/snapshots/{snapshot.pk}/download/?fmt=trl&amp;style=conversational"
+        "&amp;prompt=explicit&amp;file_format=jsonl"
     )
-    sent = client.get(finished["HX-Redirect"])
+    finished = client.get(queued["Location"], headers={"HX-Request": "true"})
+    body = finished.content.decode()
+    assert "hx-trigger" not in body  # the poll stops
+    assert f'id="export-download" href="{url}"' in body and "36 rows" in body
+    assert body.count("window.location.assign(") == 1  # the download starts once
+    sent = client.get(url.replace("&amp;", "&"))
     assert sent.status_code == 200 and sent["Content-Disposition"].startswith(
         "attachment"
     )
-    ready = client.get(queued["Location"])
+    ready = client.get(queued["Location"])  # a reload shows the link, starts nothing
     assert b'id="export-download"' in ready.content and b"36 rows" in ready.content
+    assert b"window.location" not in ready.content
 
 
 def test_the_page_shows_a_failed_build_and_a_way_to_try_again(
