@@ -928,7 +928,7 @@ EXPORT_RETRY_AFTER = 2
             },
             202: {
                 "description": "The export is being written by the worker (a snapshot "
-                "over EXPORT_INLINE_PAIRS pairs, not exported in these options "
+                "over REQUEST_MAX_PAIRS pairs, not exported in these options "
                 "before): ask again after Retry-After seconds.",
                 "headers": {
                     "Retry-After": {
@@ -951,7 +951,7 @@ def download_snapshot(
 ):
     """Download the snapshot in a format (researchers, admins).
 
-    A snapshot of up to EXPORT_INLINE_PAIRS pairs, or an export built before, answers
+    A snapshot of up to REQUEST_MAX_PAIRS pairs, or an export built before, answers
     200 with the file. A larger snapshot's first export in these options is written by
     the worker: the answer is 202 with the build's state and a Retry-After header;
     the same request answers 200 with the file once it is written.

@@ -298,7 +298,7 @@ def snapshot_diff(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 def download(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     """Send the snapshot's export in the format the query string asks for.
 
-    An export not built yet of a snapshot over EXPORT_INLINE_PAIRS pairs is queued
+    An export not built yet of a snapshot over REQUEST_MAX_PAIRS pairs is queued
     for the worker, and the answer redirects to its page, which follows the build and
     then starts the download.
     """

@@ -10,7 +10,7 @@ Rows are read from the database in chunks and written as they come, so memory st
 flat as the snapshot grows; the file appears under its final name by `os.replace`.
 
 Downloads (the pages and the API) send a file built once per snapshot and options
-(`export_path`). A snapshot of up to EXPORT_INLINE_PAIRS pairs is built in the
+(`export_path`). A snapshot of up to REQUEST_MAX_PAIRS pairs is built in the
 request (a fraction of a second); a larger one's build is a job for the worker
 (`queue_export`, `run_export`, a `SnapshotExport` row), since a million pairs take
 some 10 s to write, past what a web request may hold.
@@ -859,14 +859,14 @@ def ready_export(
     snapshot: Snapshot, *, fmt: str, style: str, prompt: str, file_format: str
 ) -> Path | None:
     """Return the export's file if it is built, building it here when the snapshot
-    has at most EXPORT_INLINE_PAIRS pairs; None when the worker must build it
+    has at most REQUEST_MAX_PAIRS pairs; None when the worker must build it
     (`queue_export`). Raise ValidationError for options that do not go together."""
     options = {"fmt": fmt, "style": style, "prompt": prompt, "file_format": file_format}
     check_options(**options)
     target = export_path(snapshot, **options)
     if target.exists():
         return target
-    if snapshot.row_count <= settings.EXPORT_INLINE_PAIRS:
+    if snapshot.row_count <= settings.REQUEST_MAX_PAIRS:
         return cached_export(snapshot, **options)
     return None
 

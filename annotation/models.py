@@ -924,7 +924,7 @@ class SnapshotExport(JobState):
     a file under EXPORT_DIR (`annotation.export.export_path`), and every later download
     sends that file. A download that finds no file queues this row's build
     (`annotation.export.queue_export`) unless the snapshot is small enough to build in
-    the request (EXPORT_INLINE_PAIRS): a million pairs take some 10 s, past what a web
+    the request (REQUEST_MAX_PAIRS): a million pairs take some 10 s, past what a web
     request may hold.
     """
 

@@ -18,7 +18,7 @@ SQLite a freeze's landing transaction holds the database's write lock.
 Then the first download of a snapshot's export (TRL JSONL), two ways:
 
 - baseline: written in the web request, as every download was (the snapshot "ours",
-  with EXPORT_INLINE_PAIRS past its size);
+  with REQUEST_MAX_PAIRS past its size);
 - ours: `GET /api/snapshots/{id}/download` answers 202 at once and a worker's
   `run_export` writes the file (timed here in this process); the same request then
   answers 200 with it (the snapshot "api": the same pairs, not exported before).
@@ -271,19 +271,19 @@ def api_downloads(admin, inline_snapshot, queued_snapshot) -> dict:
             size = 0
         return response, time.perf_counter() - start, size
 
-    default_inline = settings.EXPORT_INLINE_PAIRS
-    settings.EXPORT_INLINE_PAIRS = 10**12
+    default_inline = settings.REQUEST_MAX_PAIRS
+    settings.REQUEST_MAX_PAIRS = 10**12
     try:
         response, inline_seconds, inline_bytes = get(inline_snapshot)
     finally:
-        settings.EXPORT_INLINE_PAIRS = default_inline
+        settings.REQUEST_MAX_PAIRS = default_inline
     assert response.status_code == 200, response.status_code
     # The default threshold; a run of fewer pairs (--tasks) lowers it under them.
-    settings.EXPORT_INLINE_PAIRS = min(default_inline, queued_snapshot.row_count - 1)
+    settings.REQUEST_MAX_PAIRS = min(default_inline, queued_snapshot.row_count - 1)
     try:
         queued, queued_seconds, _ = get(queued_snapshot)
     finally:
-        settings.EXPORT_INLINE_PAIRS = default_inline
+        settings.REQUEST_MAX_PAIRS = default_inline
     assert queued.status_code == 202, queued.status_code
     start = time.perf_counter()
     job = run_export(queued.json()["id"])

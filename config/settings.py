@@ -221,9 +221,11 @@ IMPORT_MAX_RECORDS = env_int("IMPORT_MAX_RECORDS", 1_000_000)
 IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 1 << 30)
 IMPORT_MAX_RATIO = env_int("IMPORT_MAX_RATIO", 50)
 IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 8 << 20)
-# Downloads of a snapshot of up to this many pairs are written in the request (about
-# 0.2 s); a larger snapshot's export is built by the worker (annotation/export.py).
-EXPORT_INLINE_PAIRS = env_int("EXPORT_INLINE_PAIRS", 20_000)
+# The most pairs a web request reads: a download of a snapshot of up to this many
+# pairs is written in the request (about 0.2 s), and so is a comparison of two such
+# snapshots; a larger snapshot's export or comparison is the worker's job
+# (annotation/export.py, annotation/snapshots.py).
+REQUEST_MAX_PAIRS = env_int("REQUEST_MAX_PAIRS", 20_000)
 
 LOGGING = {
     "version": 1,

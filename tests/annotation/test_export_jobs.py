@@ -1,5 +1,5 @@
 """Snapshot exports built by the worker: a download of a snapshot over
-EXPORT_INLINE_PAIRS pairs, not exported in those options before, is queued (the API
+REQUEST_MAX_PAIRS pairs, not exported in those options before, is queued (the API
 answers 202 with Retry-After, the page follows a live bar), built once whole or failed
 with the reason, and then sent as the file (a million pairs took some 10 s to write
 in the web request)."""
@@ -51,7 +51,7 @@ def snapshot(project):
 @pytest.fixture
 def by_worker(settings):
     """Every snapshot is too large to export in the request."""
-    settings.EXPORT_INLINE_PAIRS = 0
+    settings.REQUEST_MAX_PAIRS = 0
 
 
 def _download(client: Client, snapshot, **options):

@@ -32,7 +32,7 @@ def test_filters_narrow_the_list_and_one_click_freezes_them(
     live bar, then reloads as the frozen snapshot. Its download, too large for the
     request here, is written by the same worker while the export's page follows it,
     and then starts by itself."""
-    settings.EXPORT_INLINE_PAIRS = 0
+    settings.REQUEST_MAX_PAIRS = 0
     monkeypatch.setenv("EXPORT_DIR", str(settings.EXPORT_DIR))
     project = Project.objects.create(name="dm", title="DM")
     plain = make_task(project, "Name a colour", ("Red.", "Blue."))
