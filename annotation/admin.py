@@ -18,6 +18,7 @@ from annotation.models import (
     Response,
     Round,
     Snapshot,
+    SnapshotComparison,
     SnapshotExport,
 )
 
@@ -159,6 +160,15 @@ class SnapshotExportAdmin(ReadOnlyAdmin):
     )
     list_filter = ("status", "fmt", "file_format")
     list_select_related = ("snapshot",)
+
+
+@admin.register(SnapshotComparison)
+class SnapshotComparisonAdmin(ReadOnlyAdmin):
+    """Comparisons the worker computed or computes, failed ones with why."""
+
+    list_display = ("a", "b", "status", "created_at", "finished_at")
+    list_filter = ("status",)
+    list_select_related = ("a", "b")
 
 
 @admin.register(AuditEntry)

@@ -871,23 +871,73 @@ class SnapshotDiffOut(Schema):
     removed_sample: list[DiffPairOut]
 
 
+class ComparisonOut(Schema):
+    id: int
+    a: int = Field(..., alias="a_id")
+    b: int = Field(..., alias="b_id")
+    status: str = Field(
+        ...,
+        description="queued or running: ask for the same comparison again after "
+        "Retry-After seconds, until it answers 200 with it; failed: the next request "
+        "queues it anew (see error).",
+    )
+    progress: float = Field(..., description="Share of the comparison done, 0 to 1.")
+    error: str = Field(..., description="Why it failed; empty otherwise.")
+    created_at: datetime
+
+
+# Seconds a client waits before asking again for an export or a comparison the worker
+# is working on.
+RETRY_AFTER_SECONDS = 2
+
+
 @router.get(
     "/snapshots/{snapshot_id}/diff",
     auth=scoped(READ),
-    response={200: SnapshotDiffOut, 409: ErrorOut, **ERRORS},
+    response={200: SnapshotDiffOut, 202: ComparisonOut, 409: ErrorOut, **ERRORS},
     tags=["snapshots"],
+    openapi_extra={
+        "responses": {
+            202: {
+                "description": "The worker is comparing them (a snapshot over "
+                "REQUEST_MAX_PAIRS pairs, not compared before): ask again after "
+                "Retry-After seconds.",
+                "headers": {
+                    "Retry-After": {
+                        "description": "Seconds to wait before asking again.",
+                        "schema": {"type": "integer"},
+                    }
+                },
+            },
+        }
+    },
 )
-def diff_snapshot(request: HttpRequest, snapshot_id: int, against: int):
+def diff_snapshot(
+    request: HttpRequest, response: HttpResponse, snapshot_id: int, against: int
+):
     """Compare a snapshot (a) with another of its project (b): pairs added and
     removed by round, policy and annotator, the filters and rules side by side
     (researchers, admins). See annotation.snapshots.SnapshotDiff for what a pair is.
+
+    Two snapshots of up to REQUEST_MAX_PAIRS pairs each are compared in the request.
+    Larger ones are compared once by the worker and kept: the answer is 202 with the
+    job's state and a Retry-After header until the same request answers 200.
     """
-    from annotation.snapshots import diff_snapshots
+    from annotation.snapshots import (
+        fail_lost_comparisons,
+        queue_comparison,
+        ready_comparison,
+    )
 
     require_researcher(request)
-    return diff_snapshots(
-        snapshot_or_404(request, snapshot_id), snapshot_or_404(request, against)
-    )
+    a = snapshot_or_404(request, snapshot_id)
+    b = snapshot_or_404(request, against)
+    fail_lost_comparisons()
+    diff = ready_comparison(a, b)
+    if diff is None:
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return Status(202, queue_comparison(a, b, user=caller(request)))
+    return diff
 
 
 class ExportOut(Schema):
@@ -906,10 +956,6 @@ class ExportOut(Schema):
     progress: float = Field(..., description="Share of the file written, 0 to 1.")
     error: str = Field(..., description="Why the last build failed; empty otherwise.")
     created_at: datetime
-
-
-# Seconds a client waits before asking again for an export being built.
-EXPORT_RETRY_AFTER = 2
 
 
 @router.get(
@@ -962,7 +1008,7 @@ def download_snapshot(
     fail_lost_exports()
     path = ready_export(snapshot, **options)
     if path is None:
-        response["Retry-After"] = str(EXPORT_RETRY_AFTER)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         return Status(202, queue_export(snapshot, user=caller(request), **options))
     suffix = download_suffix(file_format)
     name = f"{snapshot.project.name}-{snapshot.name}-{fmt}.{suffix}".replace("/", "_")

@@ -43,6 +43,7 @@ from annotation.models import (
     ImportReport,
     Project,
     Snapshot,
+    SnapshotComparison,
     SnapshotExport,
 )
 from annotation.snapshots import (
@@ -51,9 +52,11 @@ from annotation.snapshots import (
     PAIR_RULES,
     REWRITE_RULES,
     TIE_RULES,
-    diff_snapshots,
+    fail_lost_comparisons,
     fail_lost_freezes,
+    queue_comparison,
     queue_freeze,
+    ready_comparison,
 )
 from annotation.tokens import create_token, revoke_token
 from config import scopes
@@ -275,7 +278,12 @@ def snapshot(request: HttpRequest, snapshot_id: int) -> HttpResponse:
 
 @role_required(RESEARCHER)
 def snapshot_diff(request: HttpRequest, snapshot_id: int) -> HttpResponse:
-    """Compare a snapshot with the one `?against=` names: pairs added and removed."""
+    """Compare a snapshot with the one `?against=` names: pairs added and removed.
+
+    Snapshots over REQUEST_MAX_PAIRS pairs are compared by the worker: the page queues
+    the comparison (again, if it failed) and shows a bar that polls with htmx; the poll
+    reads the job without queuing it and reloads the page once it is done.
+    """
     snap = get_object_or_404(
         Snapshot.objects.select_related("project"),
         pk=snapshot_id,
@@ -283,14 +291,24 @@ def snapshot_diff(request: HttpRequest, snapshot_id: int) -> HttpResponse:
     )
     others = Snapshot.objects.filter(project=snap.project_id).exclude(pk=snap.pk)
     against = request.GET.get("against", "")
-    diff = None
+    diff = job = None
     if against.isdigit():
         other = get_object_or_404(Snapshot, pk=int(against), project=snap.project_id)
-        diff = diff_snapshots(snap, other)
+        fail_lost_comparisons()
+        diff = ready_comparison(snap, other)
+        if request.htmx:  # the bar's poll
+            if diff is not None:
+                return HttpResponseClientRefresh()
+            job = get_object_or_404(SnapshotComparison, a=snap, b=other)
+            return render(
+                request, "data/_comparison.html", {"snapshot": snap, "job": job}
+            )
+        if diff is None:
+            job = queue_comparison(snap, other, user=request.user)
     return render(
         request,
         "data/snapshot_diff.html",
-        {"snapshot": snap, "others": others, "diff": diff},
+        {"snapshot": snap, "others": others, "diff": diff, "job": job},
     )
 
 

@@ -751,9 +751,10 @@ class JobState(models.Model):
     `worker` the process running it), then done or failed (`error` says why).
 
     The one home of these fields for an import (`ImportReport`), a snapshot's freeze
-    (`Snapshot`) and an export's build (`SnapshotExport`); claiming a queued row and
-    finding the running ones whose worker was lost are `config.workers.claim` and
-    `config.workers.lost`.
+    (`Snapshot`), an export's build (`SnapshotExport`) and a comparison of two
+    snapshots (`SnapshotComparison`); claiming a queued row and failing the running
+    ones whose worker was lost are `config.workers.claim` and
+    `config.workers.fail_lost`.
     """
 
     class Status(models.TextChoices):
@@ -962,6 +963,37 @@ class SnapshotExport(JobState):
             "prompt": self.prompt,
             "file_format": self.file_format,
         }
+
+
+class SnapshotComparison(JobState):
+    """The comparison of snapshot `a` with snapshot `b`, computed by the worker and
+    kept (`annotation.snapshots.queue_comparison`).
+
+    Snapshots never change, so a comparison is computed once; `result` holds the
+    `SnapshotDiff` without its two snapshots. Two snapshots of up to
+    REQUEST_MAX_PAIRS pairs each are compared in the request instead.
+    """
+
+    a = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="+")
+    b = models.ForeignKey(Snapshot, on_delete=models.CASCADE, related_name="+")
+    result = models.JSONField(
+        default=dict, blank=True, help_text="The SnapshotDiff's fields but a and b."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["a", "b"], name="unique_snapshot_comparison"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"comparison of snapshot {self.a_id} with {self.b_id}"
 
 
 class ApiToken(models.Model):

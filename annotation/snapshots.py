@@ -14,11 +14,12 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
 from itertools import combinations
 from statistics import mean, median
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
@@ -35,6 +36,7 @@ from annotation.models import (
     RankingTask,
     Response,
     Snapshot,
+    SnapshotComparison,
     SnapshotPair,
     SnapshotRanking,
     order_to_pairs,
@@ -1081,20 +1083,24 @@ class SnapshotDiff:
     removed_sample: list[dict]
 
 
-def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
+def diff_snapshots(
+    a: Snapshot, b: Snapshot, progress: Progress | None = None
+) -> SnapshotDiff:
     """Return the pairs `b` adds to and removes from `a`, broken down, and both specs.
 
     Breakdowns count each added or removed pair once by its task's round, once by
     annotator, and once under each policy that wrote one of its two responses (a pair
     of two policies counts under both). Raise ValidationError when the snapshots
-    belong to different projects.
+    belong to different projects. `progress` is told the share done after each
+    snapshot's rows are read.
     """
-    if a.project_id != b.project_id:
-        raise ValidationError(
-            f"snapshots {a.pk} and {b.pk} belong to different projects "
-            f"({a.project_id} and {b.project_id}); compare two snapshots of one project"
-        )
-    rows_a, rows_b = _diff_rows(a), _diff_rows(b)
+    _check_comparable(a, b)
+    rows_a = _diff_rows(a)
+    if progress is not None:
+        progress(0.45)
+    rows_b = _diff_rows(b)
+    if progress is not None:
+        progress(0.9)
     added = [rows_b[k] for k in rows_b.keys() - rows_a.keys()]
     removed = [rows_a[k] for k in rows_a.keys() - rows_b.keys()]
     common = rows_a.keys() & rows_b.keys()
@@ -1122,6 +1128,128 @@ def diff_snapshots(a: Snapshot, b: Snapshot) -> SnapshotDiff:
         added_sample=[_public(r, labels) for r in added[:DIFF_SAMPLE_ROWS]],
         removed_sample=[_public(r, labels) for r in removed[:DIFF_SAMPLE_ROWS]],
     )
+
+
+def _check_comparable(a: Snapshot, b: Snapshot) -> None:
+    if a.project_id != b.project_id:
+        raise ValidationError(
+            f"snapshots {a.pk} and {b.pk} belong to different projects "
+            f"({a.project_id} and {b.project_id}); compare two snapshots of one project"
+        )
+
+
+def ready_comparison(a: Snapshot, b: Snapshot) -> SnapshotDiff | None:
+    """Return the comparison of `a` with `b` if the worker has computed it, computing
+    it here when each has at most REQUEST_MAX_PAIRS pairs; None when the worker must
+    (`queue_comparison`). Raise ValidationError as `diff_snapshots` does.
+
+    A comparison reads every pair of both (about 1.7 s for two of 180,000 pairs, and
+    their rows in memory), past what a web request may hold for large snapshots.
+    """
+    _check_comparable(a, b)
+    if max(a.row_count, b.row_count) <= settings.REQUEST_MAX_PAIRS:
+        return diff_snapshots(a, b)
+    done = SnapshotComparison.objects.filter(
+        a=a, b=b, status=SnapshotComparison.Status.DONE
+    ).first()
+    return None if done is None else _diff_from(a, b, done.result)
+
+
+def queue_comparison(
+    a: Snapshot, b: Snapshot, *, user: AbstractBaseUser | None = None
+) -> SnapshotComparison:
+    """Return the comparison job of `a` with `b`, queuing it for the worker
+    (`run_comparison`) unless it is queued, running or done; a failed one is queued
+    anew."""
+    from annotation.tasks import compare_task
+
+    _check_comparable(a, b)
+    fresh = {
+        "status": SnapshotComparison.Status.QUEUED,
+        "progress": 0.0,
+        "error": "",
+        "heartbeat_at": None,
+        "worker": "",
+        "finished_at": None,
+        "result": {},
+        "created_by": user,
+    }
+    try:
+        with transaction.atomic():
+            job, created = SnapshotComparison.objects.select_for_update().get_or_create(
+                a=a, b=b, defaults=fresh
+            )
+            if not created and job.status == SnapshotComparison.Status.FAILED:
+                for name, value in fresh.items():
+                    setattr(job, name, value)
+                job.save()
+                created = True
+            if created:
+                transaction.on_commit(lambda: compare_task.enqueue(job.pk))
+    except IntegrityError:  # the same comparison, queued by another request meanwhile
+        job = SnapshotComparison.objects.get(a=a, b=b)
+    return job
+
+
+def run_comparison(comparison_id: int) -> SnapshotComparison:
+    """Compute a queued comparison (the worker's job), keep its result, return it.
+
+    Only a queued comparison runs (a job delivered twice does nothing the second
+    time); while it reads, a thread writes `heartbeat_at`. An error fails it with
+    the reason in `error`.
+    """
+    jobs = SnapshotComparison.objects.select_related("a", "b")
+    claimed = claim(SnapshotComparison.objects.all(), comparison_id)
+    job = jobs.get(pk=comparison_id)
+    if not claimed:
+        return job
+    fail_lost_comparisons()
+    running = SnapshotComparison.objects.filter(
+        pk=comparison_id, status=SnapshotComparison.Status.RUNNING
+    )
+
+    def progress(share: float) -> None:
+        running.update(progress=share)
+
+    beating = start_heartbeat(running, HEARTBEAT_SECONDS, f"comparison-{comparison_id}")
+    try:
+        diff = diff_snapshots(job.a, job.b, progress)
+        result = {k: v for k, v in asdict(diff).items() if k not in ("a", "b")}
+        running.update(
+            status=SnapshotComparison.Status.DONE,
+            progress=1.0,
+            result=result,
+            finished_at=timezone.now(),
+        )
+    except Exception as exc:
+        running.update(
+            status=SnapshotComparison.Status.FAILED,
+            error=f"the comparison stopped on an error: {exc!r}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    finally:
+        beating.set()
+    return jobs.get(pk=comparison_id)
+
+
+def fail_lost_comparisons(*, now: datetime | None = None) -> list[int]:
+    """Fail the running comparisons whose worker has been silent for
+    LOST_AFTER_SECONDS and is not a process of this host that still runs; return
+    their ids. Asking for the comparison again queues it anew."""
+    return fail_lost(
+        SnapshotComparison.objects.all(),
+        LOST_AFTER_SECONDS,
+        f"the worker comparing these snapshots stopped (no heartbeat for "
+        f"{LOST_AFTER_SECONDS} s); ask for the comparison again",
+        now,
+    )
+
+
+def _diff_from(a: Snapshot, b: Snapshot, result: dict) -> SnapshotDiff:
+    """Return the SnapshotDiff a comparison's kept `result` holds."""
+    names = {f.name for f in fields(SnapshotDiff)} - {"a", "b"}
+    return SnapshotDiff(a=a, b=b, **{k: result[k] for k in names})
 
 
 def _diff_rows(snapshot: Snapshot) -> dict[tuple, dict]:

@@ -1,6 +1,6 @@
 """Background jobs of the annotation app: publishing a round (generation needs torch),
-importing preference data, freezing snapshots and building their exports (a large
-file, freeze or export must not hold a web process)."""
+importing preference data, freezing snapshots, building their exports and comparing
+them (a large file, freeze, export or comparison must not hold a web process)."""
 
 from __future__ import annotations
 
@@ -66,3 +66,11 @@ def export_task(export_id: int) -> None:
     from annotation.export import run_export
 
     run_export(export_id)
+
+
+@task()
+def compare_task(comparison_id: int) -> None:
+    """Compare two snapshots (see `annotation.snapshots.run_comparison`)."""
+    from annotation.snapshots import run_comparison
+
+    run_comparison(comparison_id)

@@ -23,6 +23,10 @@ Then the first download of a snapshot's export (TRL JSONL), two ways:
   `run_export` writes the file (timed here in this process); the same request then
   answers 200 with it (the snapshot "api": the same pairs, not exported before).
 
+And the first comparison of two snapshots ("ours" against "api"), the same two ways:
+in the request (baseline), or 202 at once and a worker's `run_comparison`, after which
+the same request answers 200 with the kept result.
+
     .venv/bin/python bench/freeze.py                 # SQLite under a temporary folder
     .venv/bin/python bench/freeze.py --tasks 2000
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/freezebench .venv/bin/python bench/freeze.py
@@ -301,6 +305,53 @@ def api_downloads(admin, inline_snapshot, queued_snapshot) -> dict:
     }
 
 
+def api_comparison(admin, a, b) -> dict:
+    """Time the first comparison of `a` with `b`: in the request, then queued (202)
+    and computed by `run_comparison`, then read back (200)."""
+    from django.conf import settings
+    from django.test import Client
+
+    from annotation.snapshots import run_comparison
+    from annotation.tokens import create_token
+
+    _, token = create_token(admin, "bench-comparison", ["data", "read"])
+    client = Client(HTTP_AUTHORIZATION=f"Bearer {token}")
+    client.get("/api/projects/bench/snapshots")  # warm, as a running server is
+
+    def get(x, y):
+        start = time.perf_counter()
+        response = client.get(f"/api/snapshots/{x.pk}/diff", {"against": y.pk})
+        return response, time.perf_counter() - start
+
+    default = settings.REQUEST_MAX_PAIRS
+    settings.REQUEST_MAX_PAIRS = 10**12
+    try:
+        inline, inline_seconds = get(b, a)  # b against a: not the queued one below
+    finally:
+        settings.REQUEST_MAX_PAIRS = default
+    assert inline.status_code == 200, inline.status_code
+    settings.REQUEST_MAX_PAIRS = min(default, a.row_count - 1)
+    try:
+        queued, queued_seconds = get(a, b)
+        assert queued.status_code == 202, queued.status_code
+        start = time.perf_counter()
+        job = run_comparison(queued.json()["id"])
+        worker_seconds = time.perf_counter() - start
+        assert job.status == "done", job.error
+        ready, ready_seconds = get(a, b)
+    finally:
+        settings.REQUEST_MAX_PAIRS = default
+    assert ready.status_code == 200
+    assert ready.json()["unchanged"] == inline.json()["unchanged"] == a.row_count
+    return {
+        "pairs": a.row_count,
+        "baseline_request_seconds": round(inline_seconds, 3),
+        "queued_request_seconds": round(queued_seconds, 4),
+        "worker_seconds": round(worker_seconds, 2),
+        "ready_request_seconds": round(ready_seconds, 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=10_000)
@@ -331,11 +382,10 @@ def main() -> None:
     assert baseline["pairs"] == ours["pairs"] == api["pairs"]
     from annotation.models import Snapshot
 
-    downloads = api_downloads(
-        world["admin"],
-        Snapshot.objects.get(project=project, name="ours"),
-        Snapshot.objects.get(project=project, name="api"),
-    )
+    frozen_ours = Snapshot.objects.get(project=project, name="ours")
+    frozen_api = Snapshot.objects.get(project=project, name="api")
+    downloads = api_downloads(world["admin"], frozen_ours, frozen_api)
+    comparison = api_comparison(world["admin"], frozen_ours, frozen_api)
     figures = {
         "database": connection.vendor,
         "pairs": ours["pairs"],
@@ -346,6 +396,12 @@ def main() -> None:
         "freeze_speedup": round(baseline["seconds"] / ours["seconds"], 2),
         "request_vs_baseline": round(api["request_seconds"] / baseline["seconds"], 4),
         "export": downloads,
+        "comparison": comparison,
+        "comparison_request_vs_baseline": round(
+            comparison["queued_request_seconds"]
+            / comparison["baseline_request_seconds"],
+            4,
+        ),
         "export_request_vs_baseline": round(
             downloads["queued_request_seconds"] / downloads["baseline_request_seconds"],
             4,
@@ -372,6 +428,14 @@ def main() -> None:
         f"{downloads['queued_request_seconds']:.4f} s, the worker wrote it in "
         f"{downloads['worker_seconds']:.2f} s, and the request then sent it in "
         f"{downloads['ready_request_seconds']:.2f} s",
+        file=sys.stderr,
+    )
+    print(
+        f"  comparison of two snapshots of {comparison['pairs']:,} pairs: "
+        f"{comparison['baseline_request_seconds']:.2f} s in the request; queued, the "
+        f"request answered 202 in {comparison['queued_request_seconds']:.4f} s, the "
+        f"worker compared them in {comparison['worker_seconds']:.2f} s, and the request "
+        f"then read the result in {comparison['ready_request_seconds']:.3f} s",
         file=sys.stderr,
     )
     print(json.dumps(figures))

@@ -1,5 +1,6 @@
-"""bench/freeze.py runs its whole path on 60 tasks (`--tiny`): the three freezes and
-the two first downloads, ending with one JSON line whose figures agree."""
+"""bench/freeze.py runs its whole path on 60 tasks (`--tiny`): the three freezes, the
+two first downloads and the two first comparisons, ending with one JSON line whose
+figures agree."""
 
 from __future__ import annotations
 
@@ -19,3 +20,6 @@ def test_the_freeze_bench_runs_every_arm_and_ends_with_its_json_line():
     export = figures["export"]
     assert export["rows"] == figures["pairs"] and export["bytes"] > 0
     assert export["queued_request_seconds"] > 0 and export["worker_seconds"] > 0
+    comparison = figures["comparison"]
+    assert comparison["pairs"] == figures["pairs"]
+    assert comparison["queued_request_seconds"] > 0

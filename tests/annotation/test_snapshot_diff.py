@@ -180,3 +180,135 @@ def test_a_rewrites_pairs_are_listed_when_the_rule_makes_them_chosen(
         reverse("data:snapshot_diff", args=[plain.pk]), {"against": chosen.pk}
     ).content.decode()
     assert "<td>rewrite</td>" in page and "rewrite / " in page
+
+
+# Comparisons of snapshots over REQUEST_MAX_PAIRS pairs are the worker's job.
+
+
+@pytest.fixture
+def by_worker(settings):
+    """Every snapshot is too large to compare in the request."""
+    settings.REQUEST_MAX_PAIRS = 0
+
+
+def test_the_api_queues_a_large_comparison_answers_202_then_the_same_diff(
+    project, two_rounds, researcher, by_worker
+):
+    from annotation.models import SnapshotComparison
+    from annotation.snapshots import run_comparison
+
+    old = freeze_snapshot(project, "round-1", filter={"rounds": [1]})
+    new = freeze_snapshot(project, "all")
+    client = login(researcher)
+    url = f"/api/snapshots/{old.pk}/diff"
+    first = client.get(url, {"against": new.pk})
+    assert first.status_code == 202 and first["Retry-After"] == "2"
+    job = first.json()
+    assert (job["status"], job["a"], job["b"]) == ("queued", old.pk, new.pk)
+    assert client.get(url, {"against": new.pk}).json()["id"] == job["id"]
+    assert SnapshotComparison.objects.count() == 1
+
+    done = run_comparison(job["id"])
+    assert (done.status, done.progress, done.error) == ("done", 1.0, "")
+    assert done.created_by == researcher
+    body = client.get(url, {"against": new.pk}).json()
+    assert (body["added"], body["removed"], body["unchanged"]) == (5, 0, 1)
+    assert body["by_round"] == [{"key": 2, "added": 5, "removed": 0}]
+    assert body["a"]["name"] == "round-1" and body["b"]["name"] == "all"
+    direct = diff_snapshots(old, new)
+    kept = SnapshotComparison.objects.get().result
+    assert kept["added_sample"] == direct.added_sample
+    assert kept["by_annotator"] == direct.by_annotator
+    # b against a is another comparison.
+    assert (
+        client.get(f"/api/snapshots/{new.pk}/diff", {"against": old.pk}).status_code
+        == 202
+    )
+
+
+def test_a_failed_comparison_says_why_and_the_next_request_queues_it_again(
+    project, two_rounds, researcher, by_worker, monkeypatch
+):
+    import annotation.snapshots as snapshots
+    from annotation.models import SnapshotComparison
+    from annotation.snapshots import queue_comparison, run_comparison
+
+    old = freeze_snapshot(project, "round-1", filter={"rounds": [1]})
+    new = freeze_snapshot(project, "all")
+    job = queue_comparison(old, new)
+
+    def broken(snapshot):
+        raise MemoryError("out of memory")
+
+    monkeypatch.setattr(snapshots, "_diff_rows", broken)
+    with pytest.raises(MemoryError):
+        run_comparison(job.pk)
+    failed = SnapshotComparison.objects.get(pk=job.pk)
+    assert failed.status == "failed" and "out of memory" in failed.error
+    assert failed.result == {}
+
+    # The page's poll shows the failure and stops; it does not queue it again.
+    client = login(researcher)
+    url = reverse("data:snapshot_diff", args=[old.pk])
+    poll = client.get(url, {"against": new.pk}, headers={"HX-Request": "true"})
+    assert (
+        b"The comparison failed" in poll.content and b"hx-trigger" not in poll.content
+    )
+    assert SnapshotComparison.objects.get(pk=job.pk).status == "failed"
+    # Opening the page again does.
+    monkeypatch.undo()
+    page = client.get(url, {"against": new.pk})
+    assert page.context["job"].status == "queued" and page.context["diff"] is None
+    assert run_comparison(job.pk).status == "done"
+
+
+def test_the_page_follows_the_comparison_then_shows_it(
+    project, two_rounds, researcher, by_worker
+):
+    from annotation.models import SnapshotComparison
+    from annotation.snapshots import run_comparison
+
+    old = freeze_snapshot(project, "round-1", filter={"rounds": [1]})
+    new = freeze_snapshot(project, "all")
+    client = login(researcher)
+    url = reverse("data:snapshot_diff", args=[old.pk])
+    page = client.get(url, {"against": new.pk})
+    assert b"Waiting for the worker" in page.content
+    assert b'hx-trigger="every 1s"' in page.content
+    job = SnapshotComparison.objects.get()
+    SnapshotComparison.objects.filter(pk=job.pk).update(status="running", progress=0.45)
+    poll = client.get(url, {"against": new.pk}, headers={"HX-Request": "true"})
+    assert (
+        b'id="comparison-percent">45%' in poll.content and b"<html" not in poll.content
+    )
+    SnapshotComparison.objects.filter(pk=job.pk).update(status="queued")
+    run_comparison(job.pk)
+    poll = client.get(url, {"against": new.pk}, headers={"HX-Request": "true"})
+    assert poll["HX-Refresh"] == "true"
+    shown = client.get(url, {"against": new.pk})
+    assert shown.context["diff"].added == 5 and shown.context["job"] is None
+    assert b"Waiting for the worker" not in shown.content
+
+
+def test_a_lost_workers_comparison_fails(project, two_rounds, by_worker):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotation.models import SnapshotComparison
+    from annotation.snapshots import (
+        LOST_AFTER_SECONDS,
+        fail_lost_comparisons,
+        queue_comparison,
+    )
+
+    old = freeze_snapshot(project, "round-1", filter={"rounds": [1]})
+    new = freeze_snapshot(project, "all")
+    job = queue_comparison(old, new)
+    SnapshotComparison.objects.filter(pk=job.pk).update(
+        status="running",
+        heartbeat_at=timezone.now() - timedelta(seconds=LOST_AFTER_SECONDS + 5),
+        worker="elsewhere:1:1",
+    )
+    assert fail_lost_comparisons() == [job.pk]
+    assert "ask for the comparison again" in SnapshotComparison.objects.get().error

@@ -502,6 +502,7 @@ def test_dashboard_draws_charts_and_the_annotator_table(project, admin_user):
         "ranking",
         "snapshot",
         "snapshotexport",
+        "snapshotcomparison",
         "round",
     ],
 )
