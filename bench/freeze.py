@@ -58,6 +58,22 @@ family, 2 cores, the bench alone; CPU probe 0.15-0.17 s, load 0.7-0.9):
 - PostgreSQL: 1.76 s in the request against 0.013 s (0.007x); the worker 1.75 s, the
   file sent in 0.08 s. The freezes: 19.1 s, 14.3 s, 0.009 s.
 - At a million pairs the export takes some 10 s (bench/export.py), in the worker.
+
+Runs with the comparison (2026-12-07, 12:05-12:09 UTC, the same machine, the bench
+alone; CPU probe 0.15-0.18 s, load 0.6-1.7):
+
+- SQLite: comparing the two snapshots of 180,000 pairs took 1.47 s in the request;
+  queued, the request answered 202 in 0.008 s (0.006x), the worker compared them in
+  1.45 s, and the request then read the kept result in 0.007 s. (The export: 1.32 s
+  against 0.008 s.)
+- PostgreSQL: 1.88 s against 0.013 s (0.007x); the worker 1.98 s, the result read in
+  0.012 s. (The export: 1.89 s against 0.011 s.)
+- The orders written as multi-row INSERTs too (`_store_orders`, was `bulk_create` of
+  model instances): 30,000 orders in 0.36 s against 0.85 s (three runs each inside
+  a rolled-back transaction, SQLite), so a freeze's landing holds SQLite's lock half
+  a second less; the run after it: the writer beside the freeze waited at most 2.2 s
+  (ours) and 2.3 s (through the API) against 2.4 s and 2.9 s the run before (load
+  1.7, so within the noise of one run).
 """
 
 from __future__ import annotations
