@@ -33,8 +33,6 @@ from typing import IO
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from annotation.models import (
     RankingTask,
@@ -44,7 +42,7 @@ from annotation.models import (
     SnapshotPair,
     SnapshotRanking,
 )
-from config.workers import claim, fail_lost, start_heartbeat
+from config.workers import fail_lost, queue_job, run_job
 
 FORMATS = ("trl", "kto", "ranking", "hh", "sft")
 STYLES = ("conversational", "standard")
@@ -887,33 +885,20 @@ def queue_export(
 
     options = {"fmt": fmt, "style": style, "prompt": prompt, "file_format": file_format}
     check_options(**options)
-    fresh = {
-        "status": SnapshotExport.Status.QUEUED,
-        "progress": 0.0,
-        "error": "",
-        "heartbeat_at": None,
-        "worker": "",
-        "finished_at": None,
-        "created_by": user,
-    }
-    try:
-        with transaction.atomic():
-            job, created = SnapshotExport.objects.select_for_update().get_or_create(
-                snapshot=snapshot, **options, defaults=fresh
-            )
-            if not created and job.status in (
-                SnapshotExport.Status.DONE,
-                SnapshotExport.Status.FAILED,
-            ):
-                for name, value in fresh.items():
-                    setattr(job, name, value)
-                job.save()
-                created = True
-            if created:
-                transaction.on_commit(lambda: export_task.enqueue(job.pk))
-    except IntegrityError:  # the same export, queued by another request meanwhile
-        job = SnapshotExport.objects.get(snapshot=snapshot, **options)
-    return job
+
+    def again(job: SnapshotExport) -> bool:
+        return job.status == SnapshotExport.Status.FAILED or (
+            job.status == SnapshotExport.Status.DONE
+            and not export_path(snapshot, **options).exists()
+        )
+
+    return queue_job(
+        SnapshotExport,
+        {"snapshot": snapshot, **options},
+        export_task.enqueue,
+        again,
+        created_by=user,
+    )
 
 
 def run_export(export_id: int) -> SnapshotExport:
@@ -925,48 +910,35 @@ def run_export(export_id: int) -> SnapshotExport:
     done with its `rows` and `size`. An error fails it with the reason in `error`.
     """
     jobs = SnapshotExport.objects.select_related("snapshot")
-    claimed = claim(SnapshotExport.objects.all(), export_id)
     job = jobs.get(pk=export_id)
-    if not claimed:
-        return job
-    fail_lost_exports()
-    running = SnapshotExport.objects.filter(
-        pk=export_id, status=SnapshotExport.Status.RUNNING
-    )
-    expected = (
-        job.snapshot.rankings.count()
-        if job.fmt in ("ranking", "sft")
-        else job.snapshot.row_count
-    )
-    written = [0]
-    saved_at = [0.0]
 
-    def progress(rows: int) -> None:
-        written[0] = rows
-        now = time.monotonic()
-        if now - saved_at[0] >= 0.5:
-            saved_at[0] = now
-            running.update(progress=round(min(0.99, rows / max(1, expected)), 4))
+    def build(running) -> dict:
+        fail_lost_exports()
+        expected = (
+            job.snapshot.rankings.count()
+            if job.fmt in ("ranking", "sft")
+            else job.snapshot.row_count
+        )
+        written = [0]
+        saved_at = [0.0]
 
-    beating = start_heartbeat(running, HEARTBEAT_SECONDS, f"export-{export_id}")
-    try:
+        def progress(rows: int) -> None:
+            written[0] = rows
+            now = time.monotonic()
+            if now - saved_at[0] >= 0.5:
+                saved_at[0] = now
+                running.update(progress=round(min(0.99, rows / max(1, expected)), 4))
+
         path = cached_export(job.snapshot, **job.options(), progress=progress)
-        running.update(
-            status=SnapshotExport.Status.DONE,
-            progress=1.0,
-            rows=written[0],
-            size=path.stat().st_size,
-            finished_at=timezone.now(),
-        )
-    except Exception as exc:
-        running.update(
-            status=SnapshotExport.Status.FAILED,
-            error=f"the export stopped on an error: {exc!r}"[:2000],
-            finished_at=timezone.now(),
-        )
-        raise
-    finally:
-        beating.set()
+        return {"rows": written[0], "size": path.stat().st_size}
+
+    run_job(
+        SnapshotExport.objects.all(),
+        export_id,
+        HEARTBEAT_SECONDS,
+        build,
+        "the export stopped on an error",
+    )
     return jobs.get(pk=export_id)
 
 

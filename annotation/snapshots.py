@@ -41,7 +41,7 @@ from annotation.models import (
     SnapshotRanking,
     order_to_pairs,
 )
-from config.workers import claim, fail_lost, start_heartbeat
+from config.workers import claim, fail_lost, queue_job, run_job, start_heartbeat
 
 # Told the share of a freeze done, 0 to 1.
 Progress = Callable[[float], None]
@@ -1213,31 +1213,14 @@ def queue_comparison(
     from annotation.tasks import compare_task
 
     _check_comparable(a, b)
-    fresh = {
-        "status": SnapshotComparison.Status.QUEUED,
-        "progress": 0.0,
-        "error": "",
-        "heartbeat_at": None,
-        "worker": "",
-        "finished_at": None,
-        "result": {},
-        "created_by": user,
-    }
-    try:
-        with transaction.atomic():
-            job, created = SnapshotComparison.objects.select_for_update().get_or_create(
-                a=a, b=b, defaults=fresh
-            )
-            if not created and job.status == SnapshotComparison.Status.FAILED:
-                for name, value in fresh.items():
-                    setattr(job, name, value)
-                job.save()
-                created = True
-            if created:
-                transaction.on_commit(lambda: compare_task.enqueue(job.pk))
-    except IntegrityError:  # the same comparison, queued by another request meanwhile
-        job = SnapshotComparison.objects.get(a=a, b=b)
-    return job
+    return queue_job(
+        SnapshotComparison,
+        {"a": a, "b": b},
+        compare_task.enqueue,
+        lambda job: job.status == SnapshotComparison.Status.FAILED,
+        result={},
+        created_by=user,
+    )
 
 
 def run_comparison(comparison_id: int) -> SnapshotComparison:
@@ -1248,37 +1231,24 @@ def run_comparison(comparison_id: int) -> SnapshotComparison:
     the reason in `error`.
     """
     jobs = SnapshotComparison.objects.select_related("a", "b")
-    claimed = claim(SnapshotComparison.objects.all(), comparison_id)
     job = jobs.get(pk=comparison_id)
-    if not claimed:
-        return job
-    fail_lost_comparisons()
-    running = SnapshotComparison.objects.filter(
-        pk=comparison_id, status=SnapshotComparison.Status.RUNNING
+
+    def compare(running) -> dict:
+        fail_lost_comparisons()
+        diff = diff_snapshots(
+            job.a, job.b, lambda share: running.update(progress=share)
+        )
+        return {
+            "result": {k: v for k, v in asdict(diff).items() if k not in ("a", "b")}
+        }
+
+    run_job(
+        SnapshotComparison.objects.all(),
+        comparison_id,
+        HEARTBEAT_SECONDS,
+        compare,
+        "the comparison stopped on an error",
     )
-
-    def progress(share: float) -> None:
-        running.update(progress=share)
-
-    beating = start_heartbeat(running, HEARTBEAT_SECONDS, f"comparison-{comparison_id}")
-    try:
-        diff = diff_snapshots(job.a, job.b, progress)
-        result = {k: v for k, v in asdict(diff).items() if k not in ("a", "b")}
-        running.update(
-            status=SnapshotComparison.Status.DONE,
-            progress=1.0,
-            result=result,
-            finished_at=timezone.now(),
-        )
-    except Exception as exc:
-        running.update(
-            status=SnapshotComparison.Status.FAILED,
-            error=f"the comparison stopped on an error: {exc!r}"[:2000],
-            finished_at=timezone.now(),
-        )
-        raise
-    finally:
-        beating.set()
     return jobs.get(pk=comparison_id)
 
 

@@ -19,8 +19,8 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from django.db import OperationalError, connection
-from django.db.models import QuerySet
+from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
@@ -149,3 +149,75 @@ def fail_lost(
         ):
             failed.append(pk)
     return failed
+
+
+# A JobState row queued anew: what a run before it left behind is cleared.
+FRESH_JOB = {
+    "status": "queued",
+    "progress": 0.0,
+    "error": "",
+    "heartbeat_at": None,
+    "worker": "",
+    "finished_at": None,
+}
+
+
+def queue_job(
+    model: type[Model],
+    lookup: dict,
+    enqueue: Callable[[int], object],
+    again: Callable[[Model], bool],
+    **fields,
+) -> Model:
+    """Return the `model` job row `lookup` names (a JobState model with a unique
+    constraint over `lookup`'s fields), creating it queued with `fields` or queuing
+    it anew when `again(row)` says so, and then calling `enqueue(pk)` once the
+    transaction commits. Two requests racing for the same row get the same one."""
+    fresh = {**FRESH_JOB, **fields}
+    try:
+        with transaction.atomic():
+            job, created = model.objects.select_for_update().get_or_create(
+                **lookup, defaults=fresh
+            )
+            if not created and again(job):
+                for name, value in fresh.items():
+                    setattr(job, name, value)
+                job.save()
+                created = True
+            if created:
+                transaction.on_commit(lambda: enqueue(job.pk))
+    except IntegrityError:  # created by another request meanwhile
+        job = model.objects.get(**lookup)
+    return job
+
+
+def run_job(
+    rows: QuerySet,
+    pk: int,
+    every: float,
+    work: Callable[[QuerySet], dict],
+    failure: str,
+) -> bool:
+    """Run the queued job row `pk` of `rows` in this process and return True; False
+    when it is not queued (`claim`). `work(running)` does the job (it may update
+    `running`, the row while it runs, with its progress) and returns the fields the
+    row is done with; a heartbeat thread runs meanwhile. An exception fails the row
+    with "`failure`: the exception" and is raised again (the task's row keeps the
+    traceback)."""
+    if not claim(rows, pk):
+        return False
+    running = rows.filter(pk=pk, status="running")
+    beating = start_heartbeat(running, every, f"{rows.model._meta.model_name}-{pk}")
+    try:
+        done = work(running)
+        running.update(status="done", progress=1.0, finished_at=timezone.now(), **done)
+    except Exception as exc:
+        running.update(
+            status="failed",
+            error=f"{failure}: {exc!r}"[:2000],
+            finished_at=timezone.now(),
+        )
+        raise
+    finally:
+        beating.set()
+    return True
