@@ -839,7 +839,9 @@ def cached_export(
             progress=progress,
         )
     stem = target.name.removesuffix(".zip")
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+    with tempfile.TemporaryDirectory(
+        prefix=f".{target.name}.", dir=target.parent
+    ) as tmp:
         export_snapshot(
             snapshot,
             Path(tmp) / stem,
@@ -944,16 +946,22 @@ def run_export(export_id: int) -> SnapshotExport:
 
 def fail_lost_exports(*, now: datetime | None = None) -> list[int]:
     """Fail the running export builds whose worker has been silent for
-    LOST_AFTER_SECONDS and is not a process of this host that still runs; return
-    their ids. Such a build left no file under the final name; asking for the
-    download again queues it anew."""
-    return fail_lost(
+    LOST_AFTER_SECONDS and is not a process of this host that still runs, and remove
+    what they were writing; return their ids. Such a build left no file under the
+    final name; asking for the download again queues it anew."""
+    failed = fail_lost(
         SnapshotExport.objects.all(),
         LOST_AFTER_SECONDS,
         f"the worker building this export stopped (no heartbeat for "
         f"{LOST_AFTER_SECONDS} s); download it again to build it anew",
         now,
     )
+    for job in SnapshotExport.objects.filter(pk__in=failed).select_related("snapshot"):
+        target = export_path(job.snapshot, **job.options())
+        # export_snapshot's and the hf zip's temporary folders: ".<name>.<random>".
+        for partial in target.parent.glob(f".{target.name}.*"):
+            shutil.rmtree(partial, ignore_errors=True)
+    return failed
 
 
 def download_suffix(file_format: str) -> str:

@@ -145,7 +145,7 @@ def test_an_export_whose_file_has_gone_is_built_again(snapshot, by_worker):
     assert export_path(snapshot, **OPTIONS).exists()
 
 
-def test_a_lost_workers_build_fails_and_one_still_running_here_does_not(
+def test_a_lost_workers_build_fails_and_its_partial_file_goes_but_a_running_one_stays(
     snapshot, by_worker
 ):
     lost = queue_export(snapshot, **OPTIONS)
@@ -157,10 +157,20 @@ def test_a_lost_workers_build_fails_and_one_still_running_here_does_not(
     SnapshotExport.objects.filter(pk=alive.pk).update(
         status="running", heartbeat_at=old, worker=current_worker()
     )
+    # What each was writing when its worker stopped: export_snapshot's temporary
+    # folder beside the final name.
+    partial = {}
+    for job in (lost, alive):
+        target = export_path(snapshot, **job.options())
+        partial[job.pk] = target.parent / f".{target.name}.x1y2"
+        partial[job.pk].mkdir(parents=True)
+        (partial[job.pk] / target.name).write_text('{"prompt": "half')
     assert fail_lost_exports() == [lost.pk]
     failed = SnapshotExport.objects.get(pk=lost.pk)
     assert failed.status == "failed" and "download it again" in failed.error
     assert SnapshotExport.objects.get(pk=alive.pk).status == "running"
+    assert not partial[lost.pk].exists()  # the lost build's half-written file goes
+    assert partial[alive.pk].exists()  # the running one's stays
 
 
 def test_export_snapshot_reports_the_rows_written(snapshot, tmp_path, monkeypatch):
