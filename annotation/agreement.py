@@ -12,6 +12,7 @@ of users whose profile is simulated are left out of human agreement figures
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from itertools import combinations
@@ -71,22 +72,31 @@ def pairwise_agreement(orders: list[Order]) -> float | None:
 
 
 def kendall_tau_b(a: Order, b: Order) -> float | None:
-    """Return Kendall's tau-b (scipy) between two orders over their common responses.
+    """Return Kendall's tau-b between two orders over their common responses.
 
     None when it is undefined: fewer than two common responses, or one order ties
-    them all.
+    them all. Counted over the pairs directly, as scipy.stats.kendalltau(variant="b")
+    computes it (the tests check it against scipy): a ranking has a few responses,
+    and scipy's overhead per call (0.5 ms) made this most of the project dashboard's
+    time (7.7 s for 30,000 rankings).
     """
-    from scipy.stats import kendalltau
-
     ra, rb = rank_map(a), rank_map(b)
-    common = sorted(set(ra) & set(rb))
-    if len(common) < 2:
+    common = [r for r in ra if r in rb]
+    concordant = discordant = ties_a = ties_b = 0
+    for x, y in combinations(common, 2):
+        da, db = ra[x] - ra[y], rb[x] - rb[y]
+        if da == 0:
+            ties_a += 1
+        if db == 0:
+            ties_b += 1
+        if da * db > 0:
+            concordant += 1
+        elif da * db < 0:
+            discordant += 1
+    pairs = len(common) * (len(common) - 1) // 2
+    if pairs == 0 or ties_a == pairs or ties_b == pairs:
         return None
-    x = [ra[r] for r in common]
-    y = [rb[r] for r in common]
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return None
-    return float(kendalltau(x, y, variant="b").statistic)
+    return (concordant - discordant) / math.sqrt((pairs - ties_a) * (pairs - ties_b))
 
 
 def krippendorff_alpha(orders_by_task: dict[int, dict[int, Order]]) -> float | None:

@@ -1,0 +1,211 @@
+"""Benchmark: the project pages that read every ranking, at 30,000 rankings.
+
+A project of 10,000 tasks of four responses (four policies), each ranked by two
+people and one simulated annotator, 30,000 rankings in all, on a fresh database. The
+pages read every ranking of the project in the request, so their time grows with
+the project: the dashboard (throughput, agreement, gold, time per task) and the
+overview (rounds, the human and simulated leaderboards, the simulators' agreement
+with people). Each is timed through the test client as a signed-in admin, three
+times (the median is reported), two ways in the same run:
+
+- baseline: Kendall's tau-b by `scipy.stats.kendalltau` per pair of rankings, as
+  `annotation.agreement.kendall_tau_b` computed it (kept here as `scipy_tau_b`);
+- ours: `kendall_tau_b` counting the pairs itself (a ranking has a few responses;
+  scipy's overhead per call was about 0.5 ms).
+
+    .venv/bin/python bench/dashboard.py              # SQLite under a temporary folder
+    .venv/bin/python bench/dashboard.py --tasks 2000
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/dashbench .venv/bin/python bench/dashboard.py
+
+Ends with one JSON line of the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.probe import cpu_probe  # noqa: E402
+
+PAGES = {
+    "dashboard": "/projects/bench/dashboard/",
+    "overview": "/overview/bench/",
+}
+
+
+def setup_django(workdir: Path) -> None:
+    os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'bench.sqlite3'}")
+    os.environ.setdefault("DEBUG", "1")
+    os.environ["VAR_DIR"] = str(workdir / "var")
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    import django
+
+    django.setup()
+
+
+def build(tasks: int):
+    """Create the project and return a signed-in admin's test client."""
+    from django.contrib.auth.models import User
+    from django.core.management import call_command
+    from django.test import Client
+
+    from annotation.models import (
+        AnnotatorProfile,
+        Membership,
+        Project,
+        Prompt,
+        Ranking,
+        RankingTask,
+        Response,
+    )
+    from inference.models import Policy
+
+    call_command("migrate", verbosity=0)
+    project = Project.objects.create(name="bench")
+    policies = [
+        Policy.objects.create(name=f"bench-policy-{k}", base_path="/nowhere")
+        for k in range(4)
+    ]
+    people = [User.objects.create(username=f"ann{i}") for i in range(2)]
+    simulator = User.objects.create(username="sim0")
+    AnnotatorProfile.objects.update_or_create(
+        user=simulator, defaults={"is_simulated": True, "simulator": "judge"}
+    )
+    prompts = Prompt.objects.bulk_create(
+        [
+            Prompt(
+                project=project,
+                messages=[{"role": "user", "content": f"Question {i}: why?"}],
+                content_hash=f"{i:064x}",
+            )
+            for i in range(tasks)
+        ],
+        batch_size=2000,
+    )
+    task_rows = RankingTask.objects.bulk_create(
+        [RankingTask(project=project, prompt=p, overlap=3) for p in prompts],
+        batch_size=2000,
+    )
+    responses = Response.objects.bulk_create(
+        [
+            Response(task=t, policy=policies[k], text=f"Response {k}.", position=k)
+            for t in task_rows
+            for k in range(4)
+        ],
+        batch_size=2000,
+    )
+    rankings = []
+    for n, task in enumerate(task_rows):
+        ids = [r.pk for r in responses[4 * n : 4 * n + 4]]
+        orders = (
+            [[ids[0]], [ids[1]], [ids[2]], [ids[3]]],
+            [[ids[1]], [ids[0], ids[2]], [ids[3]]],
+            [[ids[0]], [ids[2]], [ids[1]], [ids[3]]] if n % 2 else [[i] for i in ids],
+        )
+        for person, order in zip((*people, simulator), orders, strict=True):
+            rankings.append(
+                Ranking(task=task, annotator=person, order=order, active_seconds=30.0)
+            )
+    Ranking.objects.bulk_create(rankings, batch_size=2000)
+    admin = User.objects.create_superuser("bench-admin", password="unused-password")
+    Membership.objects.get_or_create(project=project, user=admin)
+    client = Client()
+    client.force_login(admin)
+    return client, len(rankings)
+
+
+def scipy_tau_b(a, b):
+    """The baseline: Kendall's tau-b as it was computed, by scipy per pair."""
+    from scipy.stats import kendalltau
+
+    from annotation.agreement import rank_map
+
+    ra, rb = rank_map(a), rank_map(b)
+    common = sorted(set(ra) & set(rb))
+    if len(common) < 2:
+        return None
+    x = [ra[r] for r in common]
+    y = [rb[r] for r in common]
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    return float(kendalltau(x, y, variant="b").statistic)
+
+
+def time_pages(client, repeats: int) -> dict:
+    """Return the median seconds of each page over `repeats` GETs, after one GET
+    that is not timed (its imports, scipy's among them, are a cold process's)."""
+    figures = {}
+    for name, url in PAGES.items():
+        client.get(url)
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            response = client.get(url)
+            seconds.append(time.perf_counter() - start)
+            assert response.status_code == 200, (url, response.status_code)
+        figures[name] = round(statistics.median(seconds), 3)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=10_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--tiny", action="store_true", help="60 tasks, one GET: the whole path"
+    )
+    parser.add_argument("--workdir", type=Path, default=None)
+    args = parser.parse_args()
+    if args.tiny:
+        args.tasks, args.repeats = 60, 1
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-dashboard-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    setup_django(workdir)
+    from django.db import connection
+
+    import annotation.agreement as agreement
+    import annotation.simulated as simulated
+
+    print(
+        f"CPU probe {cpu_probe():.2f} s; load average {os.getloadavg()[0]:.1f} on "
+        f"{os.cpu_count()} CPUs; database {connection.vendor}",
+        file=sys.stderr,
+    )
+    client, rankings = build(args.tasks)
+    client.get("/")  # warm, as a running server is
+    ours_tau = agreement.kendall_tau_b
+    agreement.kendall_tau_b = simulated.kendall_tau_b = scipy_tau_b
+    try:
+        baseline = time_pages(client, args.repeats)
+    finally:
+        agreement.kendall_tau_b = simulated.kendall_tau_b = ours_tau
+    ours = time_pages(client, args.repeats)
+    figures = {
+        "database": connection.vendor,
+        "rankings": rankings,
+        "baseline": baseline,
+        "ours": ours,
+        "ratio": {name: round(ours[name] / baseline[name], 3) for name in PAGES},
+        "cpu_probe_s": round(cpu_probe(), 2),
+        "load": round(os.getloadavg()[0], 1),
+    }
+    for name in PAGES:
+        print(
+            f"{name:>10}: {ours[name]:.2f} s against {baseline[name]:.2f} s "
+            f"({figures['ratio'][name]:.2f}x) at {rankings:,} rankings",
+            file=sys.stderr,
+        )
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
