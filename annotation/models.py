@@ -751,8 +751,9 @@ class JobState(models.Model):
     `worker` the process running it), then done or failed (`error` says why).
 
     The one home of these fields for an import (`ImportReport`), a snapshot's freeze
-    (`Snapshot`), an export's build (`SnapshotExport`) and a comparison of two
-    snapshots (`SnapshotComparison`); claiming a queued row and failing the running
+    (`Snapshot`), an export's build (`SnapshotExport`), a comparison of two
+    snapshots (`SnapshotComparison`) and a large project's page figures
+    (`ProjectFigures`); claiming a queued row and failing the running
     ones whose worker was lost are `config.workers.claim` and
     `config.workers.fail_lost`.
     """
@@ -994,6 +995,58 @@ class SnapshotComparison(JobState):
 
     def __str__(self) -> str:
         return f"comparison of snapshot {self.a_id} with {self.b_id}"
+
+
+class ProjectFigures(JobState):
+    """The figures of a project page that reads every ranking (the dashboard, the
+    overview's leaderboards and agreement), computed by the worker and kept
+    (`annotation.figures`).
+
+    A project of up to REQUEST_MAX_RANKINGS rankings has them computed in the request;
+    a larger one's page shows the kept figures, as of `computed_at`, and queues a new
+    computation when rankings came in since (`fingerprint`) or they are older than
+    FIGURES_MAX_AGE seconds.
+    """
+
+    class Page(models.TextChoices):
+        DASHBOARD = "dashboard", "Dashboard"
+        OVERVIEW = "overview", "Overview"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    page = models.CharField(max_length=20, choices=Page.choices)
+    result = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="The page's figures, as its template reads them.",
+    )
+    fingerprint = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="The rankings the figures were computed from: count and newest id.",
+    )
+    computed_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        help_text="Whose visit asked for the last computation.",
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "page"], name="unique_project_figures"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.page} figures of {self.project}"
+
+    def rankings_seen(self) -> int | None:
+        """Return how many rankings the kept figures were computed from."""
+        head = self.fingerprint.split(":", 1)[0]
+        return int(head) if head.isdigit() else None
 
 
 class ApiToken(models.Model):

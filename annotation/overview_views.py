@@ -15,15 +15,11 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from annotation.audit import record
-from annotation.leaderboard import (
-    JUDGE_WIN_RATE_KEY,
-    RM_WIN_RATE_KEY,
-    build_leaderboard,
-    sft_policy,
-)
+from annotation.figures import page_figures
+from annotation.leaderboard import JUDGE_WIN_RATE_KEY, RM_WIN_RATE_KEY, sft_policy
 from annotation.membership import get_project_for
-from annotation.models import Project, Response, Round
-from annotation.simulated import simulated_agreement
+from annotation.models import Project, ProjectFigures, Response, Round
+from annotation.views import figures_status
 from config.roles import ADMIN, RESEARCHER, role_required
 from inference.models import Policy
 
@@ -74,6 +70,8 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
     project = get_project_for(
         request.user, name, Project.objects.select_related("current_policy")
     )
+    if request.htmx and "figures" in request.GET:
+        return figures_status(request, project, ProjectFigures.Page.OVERVIEW)
     rounds = (
         Round.objects.filter(project=project)
         .select_related("policy")
@@ -98,8 +96,9 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
         }
         for p in project_policies(project)
     ]
-    human = build_leaderboard(project, source="human", anchor=sft)
-    simulated = build_leaderboard(project, source="simulated", anchor=sft)
+    # The leaderboards and the simulators' agreement read every ranking: a large
+    # project's are the worker's (annotation.figures).
+    shown = page_figures(project, ProjectFigures.Page.OVERVIEW, user=request.user)
     return render(
         request,
         "overview/project.html",
@@ -109,11 +108,8 @@ def project_overview(request: HttpRequest, name: str) -> HttpResponse:
             "rounds": rounds,
             "policies": policies,
             "metric_headings": [heading for _, heading in METRIC_COLUMNS],
-            "boards": [
-                b for b in (human, simulated) if b.ratings or b.source == "human"
-            ],
-            # Only simulators that ranked tasks people also ranked have a figure.
-            "agreement": [row for row in simulated_agreement(project) if row.tasks],
+            "shown": shown,
+            **(shown.figures or {}),
         },
     )
 

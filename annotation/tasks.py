@@ -1,6 +1,7 @@
 """Background jobs of the annotation app: publishing a round (generation needs torch),
-importing preference data, freezing snapshots, building their exports and comparing
-them (a large file, freeze, export or comparison must not hold a web process)."""
+importing preference data, freezing snapshots, building their exports, comparing
+them and computing a large project's page figures (a large file, freeze, export,
+comparison or project must not hold a web process)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,11 @@ def compare_task(comparison_id: int) -> None:
     from annotation.snapshots import run_comparison
 
     run_comparison(comparison_id)
+
+
+@task()
+def figures_task(figures_id: int) -> None:
+    """Compute a project page's figures (see `annotation.figures.run_figures`)."""
+    from annotation.figures import run_figures
+
+    run_figures(figures_id)

@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRefresh
 
 from annotation.assignment import (
     AnnotatorPaused,
@@ -34,7 +35,7 @@ from annotation.assignment import (
 )
 from annotation.audit import record
 from annotation.consensus import adjudicate
-from annotation.dashboard import dashboard as dashboard_figures
+from annotation.figures import PageFigures, fail_lost_figures, page_figures
 from annotation.forms import (
     AdjudicateForm,
     GoldForm,
@@ -50,6 +51,7 @@ from annotation.models import (
     AnnotatorProfile,
     Lease,
     Project,
+    ProjectFigures,
     Prompt,
     Ranking,
     RankingTask,
@@ -526,12 +528,34 @@ def project_settings(request: HttpRequest, name: str) -> HttpResponse:
     )
 
 
+def figures_status(request: HttpRequest, project: Project, page: str) -> HttpResponse:
+    """Answer the poll of a page whose figures the worker computes: reload the page
+    once they are done, else show how far it got (or why it failed, which stops the
+    poll; the next visit asks again)."""
+    fail_lost_figures()
+    job = get_object_or_404(ProjectFigures, project=project, page=page)
+    if job.status == ProjectFigures.Status.DONE:
+        return HttpResponseClientRefresh()
+    return render(
+        request,
+        "annotation/_figures_status.html",
+        {"shown": PageFigures(job.result or None, job, None)},
+    )
+
+
 @role_required(ADMIN)
 def dashboard(request: HttpRequest, name: str) -> HttpResponse:
-    """Show throughput, agreement, gold accuracy and time per task, as plots and tables."""
+    """Show throughput, agreement, gold accuracy and time per task, as plots and tables.
+
+    A large project's figures are the worker's (`annotation.figures`): the page shows
+    the kept ones and, while newer ones are computed, polls and reloads when they are.
+    """
     project = _project(request, name)
+    if request.htmx and "figures" in request.GET:
+        return figures_status(request, project, ProjectFigures.Page.DASHBOARD)
+    shown = page_figures(project, ProjectFigures.Page.DASHBOARD, user=request.user)
     return render(
         request,
         "annotation/dashboard.html",
-        {"project": project, **dashboard_figures(project)},
+        {"project": project, "shown": shown, **(shown.figures or {})},
     )

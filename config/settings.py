@@ -226,6 +226,14 @@ IMPORT_MAX_LINE_BYTES = env_int("IMPORT_MAX_LINE_BYTES", 8 << 20)
 # snapshots; a larger snapshot's export or comparison is the worker's job
 # (annotation/export.py, annotation/snapshots.py).
 REQUEST_MAX_PAIRS = env_int("REQUEST_MAX_PAIRS", 20_000)
+# A project of up to this many rankings has its dashboard and overview figures
+# computed in the request (about 0.4 s); a larger one's are computed by the worker and
+# kept (annotation/figures.py), again when rankings came in since and the kept ones
+# are FIGURES_MIN_INTERVAL seconds old, or whatever came in once they are
+# FIGURES_MAX_AGE seconds old (gold marks and pauses change them too).
+REQUEST_MAX_RANKINGS = env_int("REQUEST_MAX_RANKINGS", 10_000)
+FIGURES_MIN_INTERVAL = env_int("FIGURES_MIN_INTERVAL", 60)
+FIGURES_MAX_AGE = env_int("FIGURES_MAX_AGE", 600)
 
 LOGGING = {
     "version": 1,

@@ -1,5 +1,6 @@
 """bench/dashboard.py runs its whole path on 60 tasks (`--tiny`): both pages, both
-ways, ending with one JSON line whose ratios are its figures'."""
+ways, then the worker's figures as a user gets them, ending with one JSON line whose
+ratios are its figures'."""
 
 from __future__ import annotations
 
@@ -20,3 +21,6 @@ def test_the_dashboard_bench_times_both_pages_both_ways():
         assert figures["ratio"][page] == pytest.approx(
             figures["ours"][page] / figures["baseline"][page], abs=0.001
         )
+        kept = figures["kept"][page]
+        assert kept["first_visit_seconds"] > 0 and kept["worker_seconds"] > 0
+        assert kept["later_visit_seconds"] > 0
