@@ -244,6 +244,10 @@ def main() -> None:
         "ours": ours,
         "kept": kept,
         "ratio": {name: round(ours[name] / baseline[name], 3) for name in PAGES},
+        "kept_ratio": {
+            name: round(kept[name]["later_visit_seconds"] / baseline[name], 4)
+            for name in PAGES
+        },
         "cpu_probe_s": round(cpu_probe(), 2),
         "load": round(os.getloadavg()[0], 1),
     }
