@@ -12,6 +12,7 @@ from annotation.models import (
     Lease,
     Membership,
     Project,
+    ProjectFigures,
     Prompt,
     Ranking,
     RankingTask,
@@ -169,6 +170,15 @@ class SnapshotComparisonAdmin(ReadOnlyAdmin):
     list_display = ("a", "b", "status", "created_at", "finished_at")
     list_filter = ("status",)
     list_select_related = ("a", "b")
+
+
+@admin.register(ProjectFigures)
+class ProjectFiguresAdmin(ReadOnlyAdmin):
+    """Large projects' page figures the worker computed or computes."""
+
+    list_display = ("project", "page", "status", "computed_at", "fingerprint")
+    list_filter = ("page", "status")
+    list_select_related = ("project",)
 
 
 @admin.register(AuditEntry)

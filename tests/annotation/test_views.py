@@ -503,6 +503,7 @@ def test_dashboard_draws_charts_and_the_annotator_table(project, admin_user):
         "snapshot",
         "snapshotexport",
         "snapshotcomparison",
+        "projectfigures",
         "round",
     ],
 )
