@@ -958,8 +958,9 @@ def fail_lost_exports(*, now: datetime | None = None) -> list[int]:
     )
     for job in SnapshotExport.objects.filter(pk__in=failed).select_related("snapshot"):
         target = export_path(job.snapshot, **job.options())
-        # export_snapshot's and the hf zip's temporary folders: ".<name>.<random>".
-        for partial in target.parent.glob(f".{target.name}.*"):
+        # export_snapshot's and the hf zip's temporary folders: ".<name>." and the 8
+        # characters tempfile adds (not ".<name>.gz.<8>", a jsonl.gz build's).
+        for partial in target.parent.glob(f".{target.name}.{'?' * 8}"):
             shutil.rmtree(partial, ignore_errors=True)
     return failed
 

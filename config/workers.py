@@ -5,9 +5,10 @@ A job (a training stage, an import) records the process that runs it as
 whether the process still runs on this host, is gone (or its pid now belongs to a
 process started at another time), or cannot be asked (another host or container).
 Used by the training reaper (training/reaper.py) and by the jobs whose state is a
-row's (`annotation.models.JobState`: imports, snapshot freezes, exports), which
-`claim` starts and `fail_lost` fails when their worker is lost: a job whose process runs here is never lost,
-however late its heartbeat, which `start_heartbeat` writes.
+row's (`annotation.models.JobState`: imports, snapshot freezes, exports, comparisons,
+a large project's page figures), which `queue_job` queues, `claim` or `run_job`
+starts and `fail_lost` fails when their worker is lost: a job whose process runs
+here is never lost, however late its heartbeat, which `start_heartbeat` writes.
 """
 
 from __future__ import annotations

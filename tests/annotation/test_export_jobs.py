@@ -162,15 +162,21 @@ def test_a_lost_workers_build_fails_and_its_partial_file_goes_but_a_running_one_
     partial = {}
     for job in (lost, alive):
         target = export_path(snapshot, **job.options())
-        partial[job.pk] = target.parent / f".{target.name}.x1y2"
+        partial[job.pk] = target.parent / f".{target.name}.x1y2z3w4"
         partial[job.pk].mkdir(parents=True)
         (partial[job.pk] / target.name).write_text('{"prompt": "half')
+    # A gzip build of the same options runs beside them: its folder's name starts
+    # with the lost build's file name.
+    gzip_target = export_path(snapshot, **{**OPTIONS, "file_format": "jsonl.gz"})
+    gzip_partial = gzip_target.parent / f".{gzip_target.name}.a1b2c3d4"
+    gzip_partial.mkdir()
     assert fail_lost_exports() == [lost.pk]
     failed = SnapshotExport.objects.get(pk=lost.pk)
     assert failed.status == "failed" and "download it again" in failed.error
     assert SnapshotExport.objects.get(pk=alive.pk).status == "running"
     assert not partial[lost.pk].exists()  # the lost build's half-written file goes
     assert partial[alive.pk].exists()  # the running one's stays
+    assert gzip_partial.exists()  # and so does the gzip build's
 
 
 def test_export_snapshot_reports_the_rows_written(snapshot, tmp_path, monkeypatch):
