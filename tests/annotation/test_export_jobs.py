@@ -257,12 +257,17 @@ def test_a_real_worker_builds_a_queued_export(
     monkeypatch.setenv("EXPORT_DIR", str(settings.EXPORT_DIR))
     client = client_for(researcher)
     assert _download(client, snapshot).status_code == 202
-    start_worker()
-    wait_for(
-        lambda: _download(client, snapshot).status_code == 200,
-        timeout=120,
-        what="the worker to build the export",
-    )
+    worker = start_worker()
+    try:
+        wait_for(
+            lambda: _download(client, snapshot).status_code == 200,
+            timeout=180,
+            what="the worker to build the export",
+        )
+    except AssertionError as exc:  # say where it got to (the job's row, the worker)
+        rows = list(SnapshotExport.objects.values())
+        log = worker.log.read_text(errors="replace")[-3000:]
+        raise AssertionError(f"{exc}; jobs {rows}; worker log:\n{log}") from None
     job = SnapshotExport.objects.get()
     assert (job.status, job.rows) == ("done", 36)
     assert job.worker.split(":")[1] != str(os.getpid())
