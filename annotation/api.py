@@ -891,6 +891,20 @@ class ComparisonOut(Schema):
 RETRY_AFTER_SECONDS = 2
 
 
+def _ask_again(why: str) -> dict:
+    """Return the OpenAPI entry of a 202 that asks the client to repeat the request
+    after Retry-After seconds."""
+    return {
+        "description": f"{why}: ask again after Retry-After seconds.",
+        "headers": {
+            "Retry-After": {
+                "description": "Seconds to wait before asking again.",
+                "schema": {"type": "integer"},
+            }
+        },
+    }
+
+
 @router.get(
     "/snapshots/{snapshot_id}/diff",
     auth=scoped(READ),
@@ -898,17 +912,10 @@ RETRY_AFTER_SECONDS = 2
     tags=["snapshots"],
     openapi_extra={
         "responses": {
-            202: {
-                "description": "The worker is comparing them (a snapshot over "
-                "REQUEST_MAX_PAIRS pairs, not compared before): ask again after "
-                "Retry-After seconds.",
-                "headers": {
-                    "Retry-After": {
-                        "description": "Seconds to wait before asking again.",
-                        "schema": {"type": "integer"},
-                    }
-                },
-            },
+            202: _ask_again(
+                "The worker is comparing them (a snapshot over REQUEST_MAX_PAIRS "
+                "pairs, not compared before)"
+            ),
         }
     },
 )
@@ -972,17 +979,10 @@ class ExportOut(Schema):
                     for t in DOWNLOAD_TYPES.values()
                 },
             },
-            202: {
-                "description": "The export is being written by the worker (a snapshot "
-                "over REQUEST_MAX_PAIRS pairs, not exported in these options "
-                "before): ask again after Retry-After seconds.",
-                "headers": {
-                    "Retry-After": {
-                        "description": "Seconds to wait before asking again.",
-                        "schema": {"type": "integer"},
-                    }
-                },
-            },
+            202: _ask_again(
+                "The export is being written by the worker (a snapshot over "
+                "REQUEST_MAX_PAIRS pairs, not exported in these options before)"
+            ),
         }
     },
 )

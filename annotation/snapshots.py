@@ -14,7 +14,7 @@ import json
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from itertools import combinations, islice
 from statistics import mean, median
@@ -1238,8 +1238,13 @@ def run_comparison(comparison_id: int) -> SnapshotComparison:
         diff = diff_snapshots(
             job.a, job.b, lambda share: running.update(progress=share)
         )
+        # Not asdict: it would deep-copy the two Snapshot rows only to drop them.
         return {
-            "result": {k: v for k, v in asdict(diff).items() if k not in ("a", "b")}
+            "result": {
+                f.name: getattr(diff, f.name)
+                for f in fields(SnapshotDiff)
+                if f.name not in ("a", "b")
+            }
         }
 
     run_job(

@@ -54,22 +54,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.freeze import setup_django  # noqa: E402  (one SQLite under workdir)
 from bench.probe import cpu_probe  # noqa: E402
 
 PAGES = {
     "dashboard": "/projects/bench/dashboard/",
     "overview": "/overview/bench/",
 }
-
-
-def setup_django(workdir: Path) -> None:
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{workdir / 'bench.sqlite3'}")
-    os.environ.setdefault("DEBUG", "1")
-    os.environ["VAR_DIR"] = str(workdir / "var")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
-    import django
-
-    django.setup()
 
 
 def build(tasks: int):
