@@ -190,20 +190,35 @@ def split_by_prompt(
     """Split rows into (train, held_out) so that no prompt lies in both.
 
     A prompt goes to the held-out part when a seeded hash of it falls under
-    `eval_fraction`: stable across runs and independent of row order.
+    `eval_fraction`: stable across runs and independent of row order. When that
+    leaves one part empty, as a few prompts can by chance, the prompt whose hash lies
+    nearest the other part moves there, so two distinct prompts are always enough.
     """
     if eval_fraction == 0:
         return rows, []
+    units: dict[str, float] = {}
+    for row in rows:
+        text = json.dumps(row["prompt"], sort_keys=True)
+        if text not in units:
+            key = f"{seed}:{text}".encode()
+            units[text] = (
+                int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
+            )
+    if len(units) < 2:
+        raise ValueError(
+            f"eval_fraction={eval_fraction} needs two distinct prompts to hold one out, "
+            f"and the data has {len(units)} distinct prompt(s) ({len(rows)} pairs); "
+            "give more distinct prompts or set eval_fraction to 0"
+        )
+    held = {text for text, unit in units.items() if unit < eval_fraction}
+    if not held:
+        held = {min(units, key=units.__getitem__)}
+    elif len(held) == len(units):
+        held.discard(max(units, key=units.__getitem__))
     train, held_out = [], []
     for row in rows:
-        key = f"{seed}:{json.dumps(row['prompt'], sort_keys=True)}".encode()
-        unit = int.from_bytes(hashlib.sha256(key).digest()[:8], "big") / 2**64
-        (held_out if unit < eval_fraction else train).append(row)
-    if not train or not held_out:
-        raise ValueError(
-            f"eval_fraction={eval_fraction} leaves {len(train)} training and {len(held_out)} "
-            "held-out pairs; give more distinct prompts or set eval_fraction to 0"
-        )
+        text = json.dumps(row["prompt"], sort_keys=True)
+        (held_out if text in held else train).append(row)
     return train, held_out
 
 

@@ -271,6 +271,48 @@ def test_split_by_prompt_never_puts_one_prompt_in_both_parts():
     assert len(held_out) > 0
 
 
+def _pairs_on(prompt_numbers: list[int]) -> list[dict]:
+    return [
+        {
+            "prompt": [{"role": "user", "content": f"prompt {n}"}],
+            "chosen": [{"role": "assistant", "content": f"good {n}.{k}"}],
+            "rejected": [{"role": "assistant", "content": f"bad {n}.{k}"}],
+        }
+        for n in prompt_numbers
+        for k in range(2)
+    ]
+
+
+@pytest.mark.parametrize(
+    "prompt_numbers",
+    # With seed 0 the hash puts prompts 0, 1, 5, 7, 9, 11 under one half and 2, 3, 4,
+    # 6, 8, 10 over it: a plain threshold would leave one part empty. CI's micro GRPO
+    # round failed so: six prompts, all ten pairs held out, none to train on.
+    [[0, 1, 5, 7, 9, 11], [2, 3, 4, 6, 8, 10], [0, 1]],
+)
+def test_split_by_prompt_keeps_both_parts_when_there_are_two_prompts_or_more(
+    prompt_numbers,
+):
+    rows = _pairs_on(prompt_numbers)
+    train, held_out = reward.split_by_prompt(rows, 0.5, seed=0)
+
+    train_prompts = {json.dumps(r["prompt"]) for r in train}
+    held_prompts = {json.dumps(r["prompt"]) for r in held_out}
+    assert train_prompts and held_prompts
+    assert train_prompts & held_prompts == set()
+    assert len(train) + len(held_out) == len(rows)
+    # The same split whatever the rows' order.
+    again = reward.split_by_prompt(list(reversed(rows)), 0.5, seed=0)
+    assert {json.dumps(r["prompt"]) for r in again[1]} == held_prompts
+
+
+def test_split_by_prompt_refuses_one_prompt_and_says_why():
+    with pytest.raises(ValueError) as error:
+        reward.split_by_prompt(_pairs_on([3]), 0.5, seed=0)
+    assert "1 distinct prompt" in str(error.value)
+    assert "eval_fraction to 0" in str(error.value)
+
+
 def test_evaluate_pairs_counts_a_tie_as_half_right(tiny_model_dir):
     import torch
     from transformers import AutoModelForSequenceClassification
