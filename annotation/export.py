@@ -184,7 +184,7 @@ def _pair_chunks(
     for rows in _batched(pairs, CHUNK):
         tasks = {
             task_id: (prompt_id, messages, number, policy)
-            for task_id, prompt_id, messages, number, policy in _by_ids(
+            for task_id, prompt_id, messages, number, policy in by_ids(
                 RankingTask.objects, {row[0] for row in rows}
             ).values_list(
                 "id",
@@ -196,7 +196,7 @@ def _pair_chunks(
         }
         responses = dict(
             (rid, (text, policy))
-            for rid, text, policy in _by_ids(
+            for rid, text, policy in by_ids(
                 Response.objects, {rid for row in rows for rid in row[1:3]}
             ).values_list("id", "text", "policy__name")
         )
@@ -237,7 +237,7 @@ def _pair_chunks(
         yield {name: columns[name] for name in names}
 
 
-def _by_ids(manager, ids: set[int]):
+def by_ids(manager, ids: set[int]):
     """Return a queryset of the rows with these ids, as a range when they are dense.
 
     A chunk's tasks and responses were mostly created together, so their ids form a

@@ -23,3 +23,4 @@ def test_the_freeze_bench_runs_every_arm_and_ends_with_its_json_line():
     comparison = figures["comparison"]
     assert comparison["pairs"] == figures["pairs"]
     assert comparison["queued_request_seconds"] > 0
+    assert comparison["baseline_peak_mib"] > 0 and comparison["worker_peak_mib"] > 0
