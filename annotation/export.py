@@ -42,7 +42,13 @@ from annotation.models import (
     SnapshotPair,
     SnapshotRanking,
 )
-from config.workers import fail_lost, queue_job, run_job
+from config.workers import (
+    HEARTBEAT_SECONDS,
+    LOST_AFTER_SECONDS,
+    fail_lost,
+    queue_job,
+    run_job,
+)
 
 FORMATS = ("trl", "kto", "ranking", "hh", "sft")
 STYLES = ("conversational", "standard")
@@ -57,10 +63,6 @@ DOWNLOAD_TYPES = {
 }
 # Told the rows written so far.
 RowsDone = Callable[[int], None]
-# A running export build writes a heartbeat this often; one silent for
-# LOST_AFTER_SECONDS lost its worker (`fail_lost_exports`).
-HEARTBEAT_SECONDS = 2.0
-LOST_AFTER_SECONDS = 30
 
 
 def file_format_for(path: str | Path) -> str:
@@ -945,15 +947,15 @@ def run_export(export_id: int) -> SnapshotExport:
 
 
 def fail_lost_exports(*, now: datetime | None = None) -> list[int]:
-    """Fail the running export builds whose worker has been silent for
-    LOST_AFTER_SECONDS and is not a process of this host that still runs, and remove
-    what they were writing; return their ids. Such a build left no file under the
+    """Fail the running export builds whose worker is lost (`config.workers.fail_lost`:
+    its process on this host gone, or elsewhere and silent for LOST_AFTER_SECONDS),
+    and remove what they were writing; return their ids. Such a build left no file under the
     final name; asking for the download again queues it anew."""
     failed = fail_lost(
         SnapshotExport.objects.all(),
         LOST_AFTER_SECONDS,
-        f"the worker building this export stopped (no heartbeat for "
-        f"{LOST_AFTER_SECONDS} s); download it again to build it anew",
+        "the worker building this export stopped ({why}); download it again to "
+        "build it anew",
         now,
     )
     for job in SnapshotExport.objects.filter(pk__in=failed).select_related("snapshot"):

@@ -28,10 +28,13 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from annotation.models import Project, ProjectFigures, Ranking
-from config.workers import fail_lost, queue_job, run_job
-
-HEARTBEAT_SECONDS = 2.0
-LOST_AFTER_SECONDS = 30
+from config.workers import (
+    HEARTBEAT_SECONDS,
+    LOST_AFTER_SECONDS,
+    fail_lost,
+    queue_job,
+    run_job,
+)
 
 
 def jsonable(value: object) -> object:
@@ -182,13 +185,13 @@ def run_figures(figures_id: int) -> ProjectFigures:
 
 
 def fail_lost_figures(*, now: datetime | None = None) -> list[int]:
-    """Fail the running computations whose worker has been silent for
-    LOST_AFTER_SECONDS and is not a process of this host that still runs; return
-    their ids. The page queues the next one."""
+    """Fail the running computations whose worker is lost (`config.workers.fail_lost`:
+    its process on this host gone, or elsewhere and silent for LOST_AFTER_SECONDS);
+    return their ids. The page queues the next one."""
     return fail_lost(
         ProjectFigures.objects.all(),
         LOST_AFTER_SECONDS,
-        f"the worker computing these figures stopped (no heartbeat for "
-        f"{LOST_AFTER_SECONDS} s); the page asks for them again",
+        "the worker computing these figures stopped ({why}); the page asks for "
+        "them again",
         now,
     )

@@ -50,7 +50,13 @@ from annotation.models import (
     messages_hash,
     normalise_messages,
 )
-from config.workers import claim, fail_lost, start_heartbeat
+from config.workers import (
+    HEARTBEAT_SECONDS,
+    LOST_AFTER_SECONDS,
+    claim,
+    fail_lost,
+    start_heartbeat,
+)
 from inference.models import Policy
 
 FORMATS = ("trl", "kto", "hh", "ultrafeedback", "oasst_flat", "oasst_tree", "ranking")
@@ -61,10 +67,6 @@ BATCH = 2000
 PARQUET_BATCH = 256
 # How often reading reports progress, in records.
 PROGRESS_EVERY = 1000
-# A running import writes a heartbeat this often; one silent for LOST_AFTER_SECONDS
-# lost its worker (`fail_lost_imports`).
-HEARTBEAT_SECONDS = 2.0
-LOST_AFTER_SECONDS = 30
 # A staged upload no import needs is removed once untouched this long.
 ORPHAN_AFTER_SECONDS = 3600
 
@@ -905,8 +907,9 @@ def _heartbeat(report_id: int) -> threading.Event:
 
 
 def fail_lost_imports(*, now: datetime | None = None) -> list[int]:
-    """Fail the running imports whose worker has been silent for LOST_AFTER_SECONDS
-    (killed, or its machine lost) and remove their staged files; return their ids.
+    """Fail the running imports whose worker is lost (`config.workers.fail_lost`: its
+    process on this host gone, or elsewhere and silent for LOST_AFTER_SECONDS) and
+    remove their staged files; return their ids.
 
     A worker of this host that still runs (`config.workers.worker_state`) keeps its
     import however late its heartbeat: on SQLite the landing transaction holds the
@@ -920,8 +923,8 @@ def fail_lost_imports(*, now: datetime | None = None) -> list[int]:
     failed = fail_lost(
         running,
         LOST_AFTER_SECONDS,
-        f"the worker running this import stopped (no heartbeat for "
-        f"{LOST_AFTER_SECONDS} s); nothing was imported: upload the file again",
+        "the worker running this import stopped ({why}); nothing was imported: "
+        "upload the file again",
         now,
         staged_path="",
     )

@@ -44,15 +44,19 @@ from annotation.models import (
     SnapshotRanking,
     order_to_pairs,
 )
-from config.workers import claim, fail_lost, queue_job, run_job, start_heartbeat
+from config.workers import (
+    HEARTBEAT_SECONDS,
+    LOST_AFTER_SECONDS,
+    claim,
+    fail_lost,
+    queue_job,
+    run_job,
+    start_heartbeat,
+)
 from inference.models import Policy
 
 # Told the share of a freeze done, 0 to 1.
 Progress = Callable[[float], None]
-# A running freeze writes a heartbeat this often; one silent for LOST_AFTER_SECONDS
-# lost its worker (`fail_lost_freezes`).
-HEARTBEAT_SECONDS = 2.0
-LOST_AFTER_SECONDS = 30
 # Pair rows written per statement batch.
 STORE_BATCH = 5000
 
@@ -350,14 +354,15 @@ def run_freeze(snapshot_id: int) -> Snapshot:
 
 
 def fail_lost_freezes(*, now: datetime | None = None) -> list[int]:
-    """Fail the running freezes whose worker has been silent for LOST_AFTER_SECONDS
-    and is not a process of this host that still runs; return their ids. Nothing of
+    """Fail the running freezes whose worker is lost (`config.workers.fail_lost`: its
+    process on this host gone, or elsewhere and silent for LOST_AFTER_SECONDS);
+    return their ids. Nothing of
     such a freeze landed, and its name may be used again."""
     return fail_lost(
         Snapshot.any_state.all(),
         LOST_AFTER_SECONDS,
-        f"the worker freezing this snapshot stopped (no heartbeat for "
-        f"{LOST_AFTER_SECONDS} s); nothing was stored: freeze it again",
+        "the worker freezing this snapshot stopped ({why}); nothing was stored: "
+        "freeze it again",
         now,
     )
 
@@ -1315,14 +1320,14 @@ def run_comparison(comparison_id: int) -> SnapshotComparison:
 
 
 def fail_lost_comparisons(*, now: datetime | None = None) -> list[int]:
-    """Fail the running comparisons whose worker has been silent for
-    LOST_AFTER_SECONDS and is not a process of this host that still runs; return
-    their ids. Asking for the comparison again queues it anew."""
+    """Fail the running comparisons whose worker is lost (`config.workers.fail_lost`:
+    its process on this host gone, or elsewhere and silent for LOST_AFTER_SECONDS);
+    return their ids. Asking for the comparison again queues it anew."""
     return fail_lost(
         SnapshotComparison.objects.all(),
         LOST_AFTER_SECONDS,
-        f"the worker comparing these snapshots stopped (no heartbeat for "
-        f"{LOST_AFTER_SECONDS} s); ask for the comparison again",
+        "the worker comparing these snapshots stopped ({why}); ask for the "
+        "comparison again",
         now,
     )
 

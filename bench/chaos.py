@@ -102,7 +102,7 @@ from pathlib import Path
 import annotation_load as load
 
 ROOT = load.ROOT
-FAULTS = ("web", "postgres", "worker-train", "import", "disk")
+FAULTS = ("web", "postgres", "worker-train", "import", "disk", "worker-export")
 RETRY_SECONDS = 60.0  # how long a client retries one request
 MAX_ATTEMPTS = 40
 TARGET_RECOVERY = 60.0
@@ -125,6 +125,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--import-records", type=int, default=4000)
     parser.add_argument("--train-steps", type=int, default=40)
+    parser.add_argument(
+        "--export-tasks",
+        type=int,
+        default=10_000,
+        help="tasks (4 responses, 3 rankings: 18 pairs each) of the worker-export "
+        "fault's own project",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args()
@@ -457,21 +464,22 @@ class Bench:
 
 
 def leftovers(folder: Path, allowed: set[Path] = frozenset()) -> list[str]:
-    """Return the files under `folder` that look temporary or partial."""
+    """Return the files and folders under `folder` that look temporary or partial:
+    any part of the path hidden or temporary (an export is written inside a hidden
+    temporary folder under the file's final name), a staged upload, a checkpoint
+    being written."""
     found = []
     if not folder.exists():
         return found
     for path in folder.rglob("*"):
-        if path in allowed or path.is_dir():
+        if path in allowed:
             continue
-        name = path.name
         rel = str(path.relative_to(folder))
+        parts = Path(rel).parts
         if (
-            name.startswith(".")
-            or name.startswith("tmp")
-            or ".tmp" in name
-            or "/uploads/" in f"/{rel}"
-            or "/tmp-checkpoint" in f"/{rel}"
+            any(p.startswith(".") or p.startswith("tmp") or ".tmp" in p for p in parts)
+            or (parts[0] == "uploads" and not path.is_dir())
+            or any(p.startswith("tmp-checkpoint") for p in parts)
         ):
             found.append(rel)
     return found
@@ -706,6 +714,136 @@ def fault_disk(bench: Bench, row: Row) -> None:
         subprocess.run(["umount", "-l", str(export_dir)], check=False)
 
 
+def fault_worker_export(bench: Bench, row: Row) -> None:
+    """kill -9 the db_worker while it writes a large export (a snapshot over
+    REQUEST_MAX_PAIRS, which the web tier queues); the build must be marked failed
+    with its temporary folder removed, and the same download must build anew."""
+    from django.conf import settings
+
+    from annotation.export import LOST_AFTER_SECONDS
+    from annotation.models import SnapshotExport
+    from annotation.snapshots import freeze_snapshot
+
+    project = export_project(bench, bench.args.export_tasks)
+    snapshot = freeze_snapshot(project, f"chaos-{random.randrange(10**9)}", user=None)
+    if snapshot.row_count <= settings.REQUEST_MAX_PAIRS:
+        row.problems.append(
+            f"the snapshot has {snapshot.row_count} pairs, not over REQUEST_MAX_PAIRS "
+            f"({settings.REQUEST_MAX_PAIRS}): give --export-tasks more"
+        )
+        return
+    url = f"/data/snapshots/{snapshot.pk}/download/?fmt=trl&file_format=jsonl"
+    status, _, headers = bench.researcher.request("GET", url)
+    row.notes.append(f"download of {snapshot.row_count} pairs answered {status}")
+    jobs = SnapshotExport.objects.filter(snapshot=snapshot)
+    deadline = time.monotonic() + 300
+    job = None
+    while time.monotonic() < deadline:
+        job = jobs.first()
+        if job is not None and job.status == "running" and job.progress > 0:
+            break
+        if job is not None and job.status in ("done", "failed"):
+            row.problems.append(f"the build ended {job.status} before the kill")
+            return
+        time.sleep(0.02)
+    else:
+        row.problems.append("the worker was never seen writing the export")
+        return
+    killed = time.monotonic()
+    bench.worker.kill()
+    bench.worker.start()  # a supervisor restarts it at once
+    row.notes.append(f"killed at {job.progress:.0%} of the build")
+    export_dir = Path(os.environ["EXPORT_DIR"])
+    partial = leftovers(export_dir)
+    page = f"/data/exports/{job.pk}/"
+    # Looking at the export fails it once its worker is silent for LOST_AFTER_SECONDS.
+    while time.monotonic() < killed + LOST_AFTER_SECONDS + 60:
+        bench.researcher.request("GET", page)
+        job.refresh_from_db()
+        if job.status != "running":
+            break
+        time.sleep(0.5)
+    failed_after = time.monotonic() - killed
+    if job.status != "failed":
+        row.problems.append(f"the killed build is {job.status}, not failed")
+        return
+    row.notes.append(
+        f"marked failed {failed_after:.1f} s after the kill; "
+        f"{len(partial)} partial file(s) then, {len(leftovers(export_dir))} now"
+    )
+    left = leftovers(export_dir)
+    if left:
+        row.problems.append(f"files left in EXPORT_DIR: {left[:3]}")
+    status, _, _ = bench.researcher.request("GET", url)  # queues it anew
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        job = jobs.first()
+        if job.status in ("done", "failed"):
+            break
+        time.sleep(0.5)
+    status, body, _ = bench.researcher.request("GET", url)
+    lines = body.count(b"\n")
+    if status == 200 and lines == snapshot.row_count:
+        row.recovered = time.monotonic() - killed
+        row.notes.append(f"built anew: {lines} rows downloaded")
+    else:
+        row.problems.append(
+            f"the download asked again answered {status} with {lines} of "
+            f"{snapshot.row_count} rows (build {job.status}: {job.error[:200]})"
+        )
+
+
+def export_project(bench: Bench, tasks: int):
+    """Create the project `chaos-export`: `tasks` tasks of four responses, each ranked
+    by three annotators (the load's project has too few rankings to export slowly)."""
+    from django.contrib.auth.models import User
+    from django.db import transaction
+
+    from annotation.models import Project, Prompt, Ranking, RankingTask, Response
+    from inference.models import Policy
+
+    with transaction.atomic():
+        project = Project.objects.create(name="chaos-export", responses_per_task=4)
+        if hasattr(project, "members"):
+            project.members.add(User.objects.get(username="chaos-researcher"))
+        policy = Policy.objects.get(name="bench-policy")
+        people = [User.objects.create(username=f"chaos-export-{i}") for i in range(3)]
+        prompts = Prompt.objects.bulk_create(
+            [
+                Prompt(
+                    project=project,
+                    messages=[{"role": "user", "content": f"Export question {i}?"}],
+                    content_hash=f"{i:064x}",
+                )
+                for i in range(tasks)
+            ],
+            batch_size=2000,
+        )
+        task_rows = RankingTask.objects.bulk_create(
+            [RankingTask(project=project, prompt=p, overlap=3) for p in prompts],
+            batch_size=2000,
+        )
+        body = "A careful answer, with its reasons and an example. " * 3
+        responses = Response.objects.bulk_create(
+            [
+                Response(task=t, policy=policy, text=f"{k}. {body}", position=k)
+                for t in task_rows
+                for k in range(4)
+            ],
+            batch_size=2000,
+        )
+        rankings = []
+        for n, task in enumerate(task_rows):
+            ids = [r.pk for r in responses[4 * n : 4 * n + 4]]
+            for a, person in enumerate(people):
+                order = ids if a != 1 else ids[::-1]  # one annotator disagrees
+                rankings.append(
+                    Ranking(task=task, annotator=person, order=[[i] for i in order])
+                )
+        Ranking.objects.bulk_create(rankings, batch_size=2000)
+    return project
+
+
 def fault_worker_train(bench: Bench, row: Row) -> None:
     """kill -9 the db_worker during an SFT stage; restart it; time the job's failure."""
     from training.models import Status, TrainingJob
@@ -879,6 +1017,7 @@ def run_fault(bench: Bench, name: str) -> Row:
             "worker-train": fault_worker_train,
             "import": fault_import,
             "disk": fault_disk,
+            "worker-export": fault_worker_export,
         }[name](bench, row)
         time.sleep(bench.args.seconds)
     except Exception as exc:  # noqa: BLE001 - a bench fault is reported in its row

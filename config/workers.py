@@ -7,8 +7,9 @@ process started at another time), or cannot be asked (another host or container)
 Used by the training reaper (training/reaper.py) and by the jobs whose state is a
 row's (`annotation.models.JobState`: imports, snapshot freezes, exports, comparisons,
 a large project's page figures), which `queue_job` queues, `claim` or `run_job`
-starts and `fail_lost` fails when their worker is lost: a job whose process runs
-here is never lost, however late its heartbeat, which `start_heartbeat` writes.
+starts and `fail_lost` fails when their worker is lost: at once when its process
+ran here and is gone, after a silent heartbeat (`start_heartbeat` writes it) when it
+ran elsewhere; a job whose process runs here is never lost, however late its heartbeat.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ from django.db.models import Model, QuerySet
 from django.utils import timezone
 
 logger = logging.getLogger(__name__)
+
+# A running JobState job writes a heartbeat this often; one of another host silent
+# for LOST_AFTER_SECONDS has lost its worker (`fail_lost`).
+HEARTBEAT_SECONDS = 2.0
+LOST_AFTER_SECONDS = 30
 
 
 def _start_time(pid: int) -> str:
@@ -131,22 +137,32 @@ def claim(rows: QuerySet, pk: int) -> bool:
 def fail_lost(
     rows: QuerySet, after: float, error: str, now: datetime | None = None, **fields
 ) -> list[int]:
-    """Fail the running rows of `rows` whose heartbeat has been silent for `after`
-    seconds and whose worker is not a process of this host that still runs (killed,
-    or its machine lost), with `error` and `fields`; return their pks.
+    """Fail the running rows of `rows` whose worker is lost, with `error` (its
+    `{why}` filled in) and `fields`; return their pks.
 
-    A row whose heartbeat arrives meanwhile is left running.
+    A worker is lost when its process ran on this host and is gone (killed: failed at
+    once, `why` "its process N is gone"), or when it cannot be asked (another host or
+    container) and its heartbeat has been silent for `after` seconds (`why` "no
+    heartbeat for N s"). A process of this host that still runs is never lost; a row
+    whose heartbeat arrives meanwhile, or that another worker claimed meanwhile, is
+    left running.
     """
     now = now or timezone.now()
-    silent = rows.filter(
-        status="running", heartbeat_at__lt=now - timedelta(seconds=after)
-    )
+    running = rows.filter(status="running")
+    cutoff = now - timedelta(seconds=after)
     failed = []
-    for pk, worker in silent.values_list("pk", "worker"):
-        if worker_state(worker) == "running":
+    for pk, worker, beat in running.values_list("pk", "worker", "heartbeat_at"):
+        state = worker_state(worker)
+        if state == "gone":
+            why = f"its process {worker.rsplit(':', 2)[1]} is gone"
+            lost = running.filter(pk=pk, worker=worker)
+        elif state == "unknown" and beat is not None and beat < cutoff:
+            why = f"no heartbeat for {after:g} s"
+            lost = running.filter(pk=pk, heartbeat_at__lt=cutoff)
+        else:
             continue
-        if silent.filter(pk=pk).update(
-            status="failed", error=error, finished_at=now, **fields
+        if lost.update(
+            status="failed", error=error.format(why=why), finished_at=now, **fields
         ):
             failed.append(pk)
     return failed

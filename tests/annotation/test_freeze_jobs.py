@@ -112,11 +112,28 @@ def test_a_lost_workers_freeze_fails_and_one_still_running_here_does_not(ranked)
     later = started + timedelta(seconds=LOST_AFTER_SECONDS * 10)
     assert fail_lost_freezes(now=later) == []  # this process runs: not lost
 
-    machine, _, _ = current_worker().rsplit(":", 2)
-    Snapshot.any_state.filter(pk=queued.pk).update(worker=f"{machine}:999999999:1")
+    # Another host's worker: only its silent heartbeat tells it is lost.
+    Snapshot.any_state.filter(pk=queued.pk).update(worker="elsewhere:12:34")
+    assert fail_lost_freezes(now=started) == []
     assert fail_lost_freezes(now=later) == [queued.pk]
     failed = Snapshot.any_state.get(pk=queued.pk)
-    assert failed.status == "failed" and "no heartbeat" in failed.error
+    assert failed.status == "failed" and "no heartbeat for 30 s" in failed.error
+
+
+def test_a_freeze_whose_process_here_is_gone_fails_at_once(ranked):
+    """A killed worker of this host is lost without waiting for its heartbeat to go
+    silent: the chaos bench's killed export waited 30 s for that."""
+    queued = queue_freeze(ranked, "s")
+    started = timezone.now()
+    machine, _, _ = current_worker().rsplit(":", 2)
+    Snapshot.any_state.filter(pk=queued.pk).update(
+        status="running", heartbeat_at=started, worker=f"{machine}:999999999:1"
+    )
+    assert fail_lost_freezes(now=started) == [queued.pk]
+    failed = Snapshot.any_state.get(pk=queued.pk)
+    assert failed.status == "failed"
+    assert "(its process 999999999 is gone)" in failed.error
+    assert "freeze it again" in failed.error
 
 
 def test_a_freeze_failed_as_lost_while_it_ran_does_not_land(ranked, monkeypatch):
