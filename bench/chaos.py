@@ -845,48 +845,28 @@ def export_project(bench: Bench, tasks: int):
     from django.contrib.auth.models import User
     from django.db import transaction
 
-    from annotation.models import Project, Prompt, Ranking, RankingTask, Response
+    from annotation.models import Project
+    from bench.freeze import ranked_tasks
     from inference.models import Policy
+
+    body = "A careful answer, with its reasons and an example. " * 3
+
+    def order_of(n: int, a: int, ids: list[int]) -> list[list[int]]:
+        return [[i] for i in (ids if a != 1 else ids[::-1])]  # one disagrees
 
     with transaction.atomic():
         project = Project.objects.create(name="chaos-export", responses_per_task=4)
         if hasattr(project, "members"):
             project.members.add(User.objects.get(username="chaos-researcher"))
-        policy = Policy.objects.get(name="bench-policy")
         people = [User.objects.create(username=f"chaos-export-{i}") for i in range(3)]
-        prompts = Prompt.objects.bulk_create(
-            [
-                Prompt(
-                    project=project,
-                    messages=[{"role": "user", "content": f"Export question {i}?"}],
-                    content_hash=f"{i:064x}",
-                )
-                for i in range(tasks)
-            ],
-            batch_size=2000,
+        ranked_tasks(
+            project,
+            tasks,
+            [Policy.objects.get(name="bench-policy")],
+            people,
+            order_of,
+            text=lambda k: f"{k}. {body}",
         )
-        task_rows = RankingTask.objects.bulk_create(
-            [RankingTask(project=project, prompt=p, overlap=3) for p in prompts],
-            batch_size=2000,
-        )
-        body = "A careful answer, with its reasons and an example. " * 3
-        responses = Response.objects.bulk_create(
-            [
-                Response(task=t, policy=policy, text=f"{k}. {body}", position=k)
-                for t in task_rows
-                for k in range(4)
-            ],
-            batch_size=2000,
-        )
-        rankings = []
-        for n, task in enumerate(task_rows):
-            ids = [r.pk for r in responses[4 * n : 4 * n + 4]]
-            for a, person in enumerate(people):
-                order = ids if a != 1 else ids[::-1]  # one annotator disagrees
-                rankings.append(
-                    Ranking(task=task, annotator=person, order=[[i] for i in order])
-                )
-        Ranking.objects.bulk_create(rankings, batch_size=2000)
     return project
 
 

@@ -54,7 +54,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from bench.freeze import setup_django  # noqa: E402  (one SQLite under workdir)
+from bench.freeze import ranked_tasks, setup_django  # noqa: E402  (one SQLite under workdir)
 from bench.probe import cpu_probe  # noqa: E402
 
 PAGES = {
@@ -69,15 +69,7 @@ def build(tasks: int):
     from django.core.management import call_command
     from django.test import Client
 
-    from annotation.models import (
-        AnnotatorProfile,
-        Membership,
-        Project,
-        Prompt,
-        Ranking,
-        RankingTask,
-        Response,
-    )
+    from annotation.models import AnnotatorProfile, Membership, Project
     from inference.models import Policy
 
     call_command("migrate", verbosity=0)
@@ -91,47 +83,22 @@ def build(tasks: int):
     AnnotatorProfile.objects.update_or_create(
         user=simulator, defaults={"is_simulated": True, "simulator": "judge"}
     )
-    prompts = Prompt.objects.bulk_create(
-        [
-            Prompt(
-                project=project,
-                messages=[{"role": "user", "content": f"Question {i}: why?"}],
-                content_hash=f"{i:064x}",
-            )
-            for i in range(tasks)
-        ],
-        batch_size=2000,
-    )
-    task_rows = RankingTask.objects.bulk_create(
-        [RankingTask(project=project, prompt=p, overlap=3) for p in prompts],
-        batch_size=2000,
-    )
-    responses = Response.objects.bulk_create(
-        [
-            Response(task=t, policy=policies[k], text=f"Response {k}.", position=k)
-            for t in task_rows
-            for k in range(4)
-        ],
-        batch_size=2000,
-    )
-    rankings = []
-    for n, task in enumerate(task_rows):
-        ids = [r.pk for r in responses[4 * n : 4 * n + 4]]
-        orders = (
+
+    def order_of(n: int, a: int, ids: list[int]) -> list[list[int]]:
+        return (
             [[ids[0]], [ids[1]], [ids[2]], [ids[3]]],
             [[ids[1]], [ids[0], ids[2]], [ids[3]]],
             [[ids[0]], [ids[2]], [ids[1]], [ids[3]]] if n % 2 else [[i] for i in ids],
-        )
-        for person, order in zip((*people, simulator), orders, strict=True):
-            rankings.append(
-                Ranking(task=task, annotator=person, order=order, active_seconds=30.0)
-            )
-    Ranking.objects.bulk_create(rankings, batch_size=2000)
+        )[a]
+
+    rankings = ranked_tasks(
+        project, tasks, policies, [*people, simulator], order_of, active_seconds=30.0
+    )
     admin = User.objects.create_superuser("bench-admin", password="unused-password")
     Membership.objects.get_or_create(project=project, user=admin)
     client = Client()
     client.force_login(admin)
-    return client, len(rankings)
+    return client, rankings
 
 
 def scipy_tau_b(a, b):

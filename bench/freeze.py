@@ -126,13 +126,48 @@ def build(tasks: int) -> dict:
     from django.contrib.auth.models import User
     from django.core.management import call_command
 
-    from annotation.models import Project, Prompt, Ranking, RankingTask, Response
+    from annotation.models import Project
     from inference.models import Policy
 
     call_command("migrate", verbosity=0)
     project = Project.objects.create(name="bench")
     policy = Policy.objects.create(name="bench-policy", base_path="/nowhere")
     people = [User.objects.create(username=f"ann{i}") for i in range(3)]
+    body = "The answer depends on the details; here is a careful explanation. " * 3
+
+    def order_of(n: int, a: int, ids: list[int]) -> list[list[int]]:
+        swapped = ids if a != 1 else [ids[1], ids[0], ids[2], ids[3]]
+        return [[i] for i in swapped]
+
+    ranked_tasks(
+        project,
+        tasks,
+        [policy],
+        people,
+        order_of,
+        text=lambda k: f"Response {k}. {body}",
+    )
+    admin = User.objects.create_superuser("bench-admin", password="unused-password")
+    return {"project": project, "admin": admin}
+
+
+def ranked_tasks(
+    project,
+    tasks: int,
+    policies: list,
+    people: list,
+    order_of,
+    *,
+    text=lambda k: f"Response {k}.",
+    **ranking_fields,
+) -> int:
+    """Give `project` `tasks` tasks of four responses each (response k written by
+    `policies[k % len(policies)]`, its text `text(k)`), every one ranked by each of
+    `people`: person a's order of task n is `order_of(n, a, response ids)` (tie
+    groups). Written in bulk; return the number of rankings. The benches' one way of
+    making a large ranked project (bench/freeze.py, dashboard.py, chaos.py)."""
+    from annotation.models import Prompt, Ranking, RankingTask, Response
+
     prompts = Prompt.objects.bulk_create(
         [
             Prompt(
@@ -148,26 +183,28 @@ def build(tasks: int) -> dict:
         [RankingTask(project=project, prompt=p, overlap=3) for p in prompts],
         batch_size=2000,
     )
-    body = "The answer depends on the details; here is a careful explanation. " * 3
     responses = Response.objects.bulk_create(
         [
-            Response(task=t, policy=policy, text=f"Response {k}. {body}", position=k)
+            Response(
+                task=t, policy=policies[k % len(policies)], text=text(k), position=k
+            )
             for t in task_rows
             for k in range(4)
         ],
         batch_size=2000,
     )
-    rankings = []
-    for n, task in enumerate(task_rows):
-        ids = [r.pk for r in responses[4 * n : 4 * n + 4]]
-        for a, person in enumerate(people):
-            order = ids if a != 1 else [ids[1], ids[0], ids[2], ids[3]]
-            rankings.append(
-                Ranking(task=task, annotator=person, order=[[i] for i in order])
-            )
+    rankings = [
+        Ranking(
+            task=task,
+            annotator=person,
+            order=order_of(n, a, [r.pk for r in responses[4 * n : 4 * n + 4]]),
+            **ranking_fields,
+        )
+        for n, task in enumerate(task_rows)
+        for a, person in enumerate(people)
+    ]
     Ranking.objects.bulk_create(rankings, batch_size=2000)
-    admin = User.objects.create_superuser("bench-admin", password="unused-password")
-    return {"project": project, "admin": admin}
+    return len(rankings)
 
 
 def store_with_orm(snapshot, pair_rows, progress=None) -> None:
