@@ -196,9 +196,9 @@ def split_by_prompt(
     """
     if eval_fraction == 0:
         return rows, []
+    texts = [json.dumps(row["prompt"], sort_keys=True) for row in rows]
     units: dict[str, float] = {}
-    for row in rows:
-        text = json.dumps(row["prompt"], sort_keys=True)
+    for text in texts:
         if text not in units:
             key = f"{seed}:{text}".encode()
             units[text] = (
@@ -216,8 +216,7 @@ def split_by_prompt(
     elif len(held) == len(units):
         held.discard(max(units, key=units.__getitem__))
     train, held_out = [], []
-    for row in rows:
-        text = json.dumps(row["prompt"], sort_keys=True)
+    for row, text in zip(rows, texts, strict=True):
         (held_out if text in held else train).append(row)
     return train, held_out
 
