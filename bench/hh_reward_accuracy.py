@@ -121,6 +121,16 @@ with other sessions (load 10-13, so this process got about a quarter of a core):
   1920 s, CPU 1666 s (28 min). Under the single model's 0.577: seeds of the same
   22M-parameter model on the same 2,676 pairs make the same mistakes, and averaging
   them does not reach past them. Not run on the test split.
+- Mean pooling instead of BERT's `[CLS]` pooler (2026-12-07 19:29-19:56 UTC, a
+  scratch loop, not the platform's path: the same dev split, cut, chat template, token
+  ids, batch 16, lr 5e-5 with 10% warm-up, 2 epochs, bf16 autocast; an AMD EPYC of the
+  Zen 4 family, 2 threads, alone, probe 0.15 s). all-MiniLM-L6-v2 was trained as a
+  sentence encoder with mean pooling, and `AutoModelForSequenceClassification` reads
+  its `[CLS]` token through a pooler the sentence training never tuned, so a mean-pooled
+  head looked like a better start. It is not: `[CLS]` **0.564** (harmless-base 0.434,
+  helpful-base 0.653, helpful-online 0.558, helpful-rejection-sampled 0.598; 1460 CPU
+  s), mean pooling **0.557** (0.473, 0.619, 0.523, 0.586; 1485 CPU s), on 688 dev
+  pairs. The platform keeps the classifier every loader already reads.
 - `.venv/bin/python bench/hh_reward_accuracy.py --threads 1` (the defaults
   otherwise: MiniLM, test split, 3,364 train / 851 held out; 3,275 distinct
   prompts imported): stopped after 30 of 422 steps (loss still 0.693), at about
@@ -169,7 +179,8 @@ learned nothing beyond length from up to 1,596 pairs at either learning rate (5e
 2e-3 on the dev split), and its frozen features carry no linear trace of the
 preference at any position (the dev probe above), so it is not the way to 0.62 on a
 CPU. Nor is tuning MiniLM: six settings on the dev split (above) put the defaults
-first at 0.577, and an ensemble of three seeds gave 0.567. Larger open reward models
+first at 0.577, an ensemble of three seeds gave 0.567, and a mean-pooled head 0.557
+against `[CLS]`'s 0.564 in the same loop. Larger open reward models
 trained on all of HH-RLHF reach about 0.69; the run to try with a GPU is `--backbone smollm2 --epochs 2` (or `--base` naming a
 larger model: any folder, GGUF file or hub id `register_model` takes).
 """
