@@ -124,7 +124,7 @@ with other sessions (load 10-13, so this process got about a quarter of a core):
 - Mean pooling instead of BERT's `[CLS]` pooler (2026-12-07 19:29-19:56 UTC, a
   scratch loop, not the platform's path: the same dev split, cut, chat template, token
   ids, batch 16, lr 5e-5 with 10% warm-up, 2 epochs, bf16 autocast; an AMD EPYC of the
-  Zen 4 family, 2 threads, alone, probe 0.15 s). all-MiniLM-L6-v2 was trained as a
+  Zen 4 family, 2 threads, alone, probe 0.17 s after). all-MiniLM-L6-v2 was trained as a
   sentence encoder with mean pooling, and `AutoModelForSequenceClassification` reads
   its `[CLS]` token through a pooler the sentence training never tuned, so a mean-pooled
   head looked like a better start. It is not: `[CLS]` **0.564** (harmless-base 0.434,
