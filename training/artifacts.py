@@ -285,11 +285,13 @@ def save_artifact(model, tokenizer, output_dir: Path, config: dict[str, Any]) ->
     return output_dir
 
 
-def final_metrics(trainer) -> dict[str, float]:
+def final_metrics(trainer, reporter) -> dict[str, float]:
     """Return the last logged value of every numeric metric of a Trainer run.
 
     Plus `bf16`: 1.0 when the run trained in bf16, 0.0 in float32, so that the job
-    records what a `"auto"` setting resolved to on the machine that ran it.
+    records what a `"auto"` setting resolved to on the machine that ran it; `steps`,
+    the optimizer steps taken; and `stopped`: 1.0 when a stop was asked (the stage
+    then returns without saving an artifact), else 0.0.
     """
     metrics: dict[str, float] = {}
     for entry in trainer.state.log_history:
@@ -297,7 +299,17 @@ def final_metrics(trainer) -> dict[str, float]:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 metrics[key] = float(value)
     metrics["bf16"] = float(bool(trainer.args.bf16))
+    metrics["steps"] = float(trainer.state.global_step)
+    metrics["stopped"] = float(reporter.should_stop())
     return metrics
+
+
+def train_to_end(trainer, resume_from: Path | None, reporter) -> dict[str, float]:
+    """Train `trainer` (on from the checkpoint `resume_from` when given) until it ends
+    or a stop is asked; return its `final_metrics`. The stages' one way of running a
+    TRL trainer."""
+    trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
+    return final_metrics(trainer, reporter)
 
 
 def resume_checkpoint(resume_from: Path | None) -> str | None:

@@ -40,11 +40,10 @@ from training.artifacts import (
     bf16_field,
     check_bf16,
     check_range,
-    final_metrics,
     lora_config,
     precision_args,
-    resume_checkpoint,
     save_artifact,
+    train_to_end,
 )
 from training.ppo import prompt_rows
 from training.progress import Reporter, trainer_callback
@@ -323,17 +322,13 @@ def train_group(
         peft_config=peft_config,
         callbacks=[trainer_callback(reporter)],
     )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
-    metrics = final_metrics(trainer)
-    metrics["steps"] = float(trainer.state.global_step)
+    metrics = train_to_end(trainer, resume_from, reporter)
     if scorer.statistics is not None:
         metrics["score_shift"], metrics["score_scale"] = scorer.statistics
-    if reporter.should_stop():
-        metrics["stopped"] = 1.0
+    if metrics["stopped"]:
         return metrics
     policy = trainer.model
     if config.adapter_path and config.use_lora:
         policy = policy.merge_and_unload()
     save_artifact(policy, tokenizer, output_dir, config.to_dict())
-    metrics["stopped"] = 0.0
     return metrics

@@ -24,12 +24,11 @@ from training.artifacts import (
     TrainerConfig,
     bf16_field,
     check_range,
-    final_metrics,
     lora_config,
     precision_args,
     read_jsonl,
-    resume_checkpoint,
     save_artifact,
+    train_to_end,
 )
 from training.progress import Reporter, trainer_callback
 
@@ -193,12 +192,9 @@ def train(
         peft_config=peft_config,
         callbacks=[trainer_callback(reporter)],
     )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
-    metrics = final_metrics(trainer)
-    metrics["steps"] = float(trainer.state.global_step)
+    metrics = train_to_end(trainer, resume_from, reporter)
     metrics["train_documents"] = float(len(documents))
-    if reporter.should_stop():
-        metrics["stopped"] = 1.0
+    if metrics["stopped"]:
         return metrics
     if held_out:
         metrics["eval_documents"] = float(len(held_out))
@@ -212,7 +208,6 @@ def train(
             eval_perplexity=metrics["eval_perplexity"],
         )
     save_artifact(trainer.model, tokenizer, output_dir, config.to_dict())
-    metrics["stopped"] = 0.0
     return metrics
 
 

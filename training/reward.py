@@ -330,10 +330,8 @@ def train(
         prepare_encoder_tokenizer(tokenizer)
     size = config.ensemble_size
     trainer = _fit(config, train_rows, tokenizer, reporter, resume_from, 0)
-    metrics = final_metrics(trainer)
-    metrics["steps"] = float(trainer.state.global_step)
-    if reporter.should_stop():
-        metrics["stopped"] = 1.0
+    metrics = final_metrics(trainer, reporter)
+    if metrics["stopped"]:
         return metrics
     models = [_merged(trainer.model)]
     for member in range(1, size):
@@ -358,7 +356,6 @@ def train(
         # Its copy for a resume (and any half-written one) is not needed once the
         # artifact holds it.
         shutil.rmtree(_member_copy(reporter, member).parent, ignore_errors=True)
-    metrics["stopped"] = 0.0
     return metrics
 
 

@@ -18,12 +18,11 @@ from training.artifacts import (
     Precision,
     TrainerConfig,
     bf16_field,
-    final_metrics,
     lora_config,
     precision_args,
     read_jsonl,
-    resume_checkpoint,
     save_artifact,
+    train_to_end,
 )
 from training.padding import trim_padding
 from training.progress import Reporter, trainer_callback
@@ -153,12 +152,8 @@ def train(
         peft_config=peft_config,
         callbacks=[trainer_callback(reporter)],
     )
-    trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
-    metrics = final_metrics(trainer)
-    metrics["steps"] = float(trainer.state.global_step)
-    if reporter.should_stop():
-        metrics["stopped"] = 1.0
+    metrics = train_to_end(trainer, resume_from, reporter)
+    if metrics["stopped"]:
         return metrics
     save_artifact(trainer.model, tokenizer, output_dir, config.to_dict())
-    metrics["stopped"] = 0.0
     return metrics
