@@ -75,6 +75,28 @@ def test_compose_publishes_only_the_tls_proxy():
     assert "max_size" in caddyfile
 
 
+def test_every_variable_compose_gives_the_app_is_read_by_the_platform():
+    """A variable the platform never reads (REDIS_URL was one) promises a part that
+    does nothing; those for compose itself (the proxy, the database) are not the app's."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "platform" / "compose.yaml").read_text())
+    names = set(compose["x-app"]["environment"])
+    example = (ROOT / "platform" / ".env.example").read_text().splitlines()
+    names |= {
+        line.split("=", 1)[0] for line in example if "=" in line and line[0] != "#"
+    }
+    names -= {"SITE_ADDRESS", "CADDY_TLS", "POSTGRES_PASSWORD"}  # compose's own
+    sources = "\n".join(
+        path.read_text()
+        for path in ROOT.rglob("*.py")
+        if not {".venv", "tests", "bench", "node_modules"} & set(path.parts)
+    )
+    unread = sorted(n for n in names if f'"{n}"' not in sources)
+    assert not unread, f"compose sets variables nothing reads: {unread}"
+    assert names >= {"DATABASE_URL", "SECRET_KEY", "MODEL_DIR"}
+
+
 def _attempt(client: Client, password: str):
     return client.post(
         "/login/",
