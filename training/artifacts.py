@@ -290,7 +290,7 @@ def final_metrics(trainer, reporter) -> dict[str, float]:
 
     Plus `bf16`: 1.0 when the run trained in bf16, 0.0 in float32, so that the job
     records what a `"auto"` setting resolved to on the machine that ran it; `steps`,
-    the optimizer steps taken; and `stopped`: 1.0 when a stop was asked (the stage
+    the optimiser steps taken; and `stopped`: 1.0 when a stop was asked (the stage
     then returns without saving an artifact), else 0.0.
     """
     metrics: dict[str, float] = {}
