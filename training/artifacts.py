@@ -306,8 +306,9 @@ def final_metrics(trainer, reporter) -> dict[str, float]:
 
 def train_to_end(trainer, resume_from: Path | None, reporter) -> dict[str, float]:
     """Train `trainer` (on from the checkpoint `resume_from` when given) until it ends
-    or a stop is asked; return its `final_metrics`. The stages' one way of running a
-    TRL trainer."""
+    or a stop is asked; return its `final_metrics`. SFT, DPO, GRPO/RLOO and
+    pre-training run their trainer through it; the reward stage, whose `_fit` also
+    trains the ensemble's extra members, trains there and calls `final_metrics`."""
     trainer.train(resume_from_checkpoint=resume_checkpoint(resume_from))
     return final_metrics(trainer, reporter)
 
