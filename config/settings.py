@@ -156,12 +156,47 @@ def _database() -> dict:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-TASKS = {
-    "default": {
-        "BACKEND": "django_tasks_db.DatabaseBackend",
-        "QUEUES": ["default", "gpu"],
+# The job queue (DESIGN.md, "Scale"). "database", the default: the database is the
+# queue (django-tasks-db), a queued task commits with the rows it serves, and the
+# workers are `manage.py db_worker`. "rq": Redis (REDIS_URL) through django-tasks-rq,
+# for a team that prefers a broker; the workers are `manage.py rqworker default gpu
+# --with-scheduler` (training/rq_worker.py), and tasks are queued once the
+# transaction that asks for them commits (config/task_queue.py).
+TASK_QUEUES = ["default", "gpu"]
+TASK_BACKEND = env_str("TASK_BACKEND", "database")
+if TASK_BACKEND == "database":
+    TASKS = {
+        "default": {
+            "BACKEND": "django_tasks_db.DatabaseBackend",
+            "QUEUES": TASK_QUEUES,
+        }
     }
-}
+elif TASK_BACKEND == "rq":
+    REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if not REDIS_URL.startswith(("redis://", "rediss://", "unix://")):
+        raise ImproperlyConfigured(
+            f"REDIS_URL={REDIS_URL!r} is not a Redis address: give one like "
+            "redis://127.0.0.1:6379/0 (rediss:// for TLS, unix:// for a socket)"
+        )
+    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": TASK_QUEUES}}
+    # No time limit (-1): a training stage runs for hours; the reaper, not RQ, fails
+    # the job of a worker that died.
+    RQ_QUEUES = {
+        name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1} for name in TASK_QUEUES
+    }
+    # The job class runs Tasks API functions (django-tasks-rq); the worker class is ours.
+    RQ = {
+        "JOB_CLASS": "django_tasks_rq.Job",
+        "WORKER_CLASS": "training.rq_worker.Worker",
+    }
+    INSTALLED_APPS.append("django_rq")
+else:
+    raise ImproperlyConfigured(
+        f"TASK_BACKEND={TASK_BACKEND!r} is not a job queue this platform has: use "
+        "'database' (the default: the database is the queue, workers are "
+        "`manage.py db_worker`) or 'rq' (Redis at REDIS_URL, workers are "
+        "`manage.py rqworker default gpu --with-scheduler`)"
+    )
 # A running stage with no progress line for this long is marked "no progress" on its
 # round's page (a hung stage still heartbeats: its worker lives); Cancel stops it.
 STAGE_STALL_MINUTES = env_int("STAGE_STALL_MINUTES", 30)

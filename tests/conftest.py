@@ -23,9 +23,10 @@ def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> None:
     """Give SQLite a file test database when a collected test starts a worker (the
-    `start_worker` fixture of tests/training/conftest.py): an in-memory one cannot
-    be shared with another process."""
-    if not any("start_worker" in getattr(item, "fixturenames", ()) for item in items):
+    `start_worker` and `start_rq_worker` fixtures of tests/training/conftest.py):
+    an in-memory one cannot be shared with another process."""
+    workers = {"start_worker", "start_rq_worker"}
+    if not any(workers & set(getattr(item, "fixturenames", ())) for item in items):
         return
     db = connections["default"].settings_dict
     if db["ENGINE"] == "django.db.backends.sqlite3" and not db.get("TEST", {}).get(

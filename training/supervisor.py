@@ -158,11 +158,12 @@ def stage_command(run_dir: Path, accelerate_config: str = "") -> list[str]:
     ]
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: ask Linux to SIGKILL us when the worker dies."""
+def die_with_parent(sig: signal.Signals = signal.SIGKILL) -> None:
+    """In a child (before exec, or an RQ work horse): ask Linux to send us `sig` when
+    the process that started us dies."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        libc.prctl(_PR_SET_PDEATHSIG, sig)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:
@@ -225,7 +226,7 @@ def supervise(
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     try:
         on_start(proc.pid)

@@ -1,13 +1,14 @@
-"""Task functions of the training app, run by `manage.py db_worker` through the Tasks API.
+"""Task functions of the training app, run by a worker (`manage.py db_worker`, or
+`rqworker` with TASK_BACKEND=rq) through the Tasks API.
 
 `run_training_job` runs one stage: it claims the job, writes the run directory,
 starts the child process (training/supervisor.py), copies progress and the
 heartbeat onto the job row every couple of seconds, turns a cancelled round into
 a STOP request, records the outcome (training/jobs.py moves the round on) and
 queues the round's next stage. `reap_training_jobs` is the periodic check that
-marks jobs of dead workers failed. `launch` and `resume` are the round workflow
-(training/rounds.py) with the queueing: the pages, the API, the commands and the
-loop call them.
+marks jobs of dead workers failed and queues again those whose task was lost.
+`launch` and `resume` are the round workflow (training/rounds.py) with the
+queueing: the pages, the API, the commands and the loop call them.
 """
 
 from __future__ import annotations
@@ -26,11 +27,11 @@ from django.db import (
     close_old_connections,
     transaction,
 )
-from django.db.models import Q
 from django.utils import timezone
 from django_tasks import task
 
 from annotation.models import Project
+from config import task_queue
 from training.jobs import (
     finish_job,
     freeze_round_snapshot,
@@ -131,10 +132,46 @@ def failure_text(outcome: Outcome, run_dir: Path) -> str:
 
 
 def enqueue_job(job: TrainingJob) -> None:
-    """Queue the job's task on the round's queue and remember the task id."""
+    """Queue the job's task on the round's queue and remember the task id: in the
+    caller's transaction where the queue is the database, once it commits where it
+    is a broker (config/task_queue.py)."""
     queue = job.round.config.get("queue") or "default"
-    result = run_training_job.using(queue_name=queue).enqueue(job.pk)
-    TrainingJob.objects.filter(pk=job.pk).update(task_id=str(result.id))
+    job_id = job.pk
+
+    def enqueue() -> None:
+        result = run_training_job.using(queue_name=queue).enqueue(job_id)
+        TrainingJob.objects.filter(pk=job_id).update(task_id=str(result.id))
+
+    task_queue.enqueue_after_commit(enqueue)
+
+
+def requeue_lost(*, older_than: timedelta = timedelta(seconds=60)) -> list[int]:
+    """Queue again every queued job of a live round whose task the queue has lost
+    (a broker that lost its data, a crash between the commit and the broker); return
+    their ids. Only jobs of rounds launched `older_than` ago count, and only jobs
+    that have had a task (a next stage's is queued when its predecessor ends), so a
+    task on its way is mostly left alone; a second task for a job is harmless anyway,
+    as only one runner claims a job (`start_job`) and the other skips it."""
+    rows = list(
+        TrainingJob.objects.filter(
+            status=Status.QUEUED,
+            round__status__in=[Status.QUEUED, Status.RUNNING],
+            round__created_at__lt=timezone.now() - older_than,
+        )
+        .exclude(task_id="")
+        .values_list("pk", "task_id")[: task_queue.SCAN_LIMIT]
+    )
+    gone = task_queue.lost(task_id for _, task_id in rows)
+    requeued = []
+    for pk, task_id in rows:
+        if task_id in gone:
+            job = TrainingJob.objects.select_related("round").get(pk=pk)
+            logger.warning(
+                "job %s: its task %s was lost; queueing it again", pk, task_id
+            )
+            enqueue_job(job)
+            requeued.append(pk)
+    return requeued
 
 
 def launch(
@@ -265,8 +302,10 @@ def run_training_job(job_id: int) -> dict[str, Any]:
 
 @task()
 def reap_training_jobs(queue: str = "default") -> list[int]:
-    """Mark jobs of dead workers failed; run again in a while as long as jobs run."""
+    """Mark jobs of dead workers failed, queue again the jobs whose task was lost;
+    run again in a while as long as jobs run."""
     reaped = reap_stale_jobs()
+    requeue_lost()
     if TrainingJob.objects.filter(status=Status.RUNNING).exists():
         schedule_reaper(queue=queue)
     return reaped
@@ -284,15 +323,7 @@ def schedule_reaper(
     worker restarted after a crash runs it first, failing at once the job its dead
     predecessor left running (see training/reaper.py).
     """
-    from django_tasks_db.models import DBTaskResult
-
     due = timezone.now() + delay
-    if (
-        DBTaskResult.objects.filter(
-            task_path=reap_training_jobs.module_path, queue_name=queue, status="READY"
-        )
-        .filter(Q(run_after__isnull=True) | Q(run_after__lte=due))
-        .exists()
-    ):
+    if task_queue.waiting(reap_training_jobs.module_path, queue, due):
         return
     reap_training_jobs.using(queue_name=queue, run_after=due).enqueue(queue)

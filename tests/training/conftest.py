@@ -120,41 +120,51 @@ def run_root(settings, tmp_path) -> Path:
     return tmp_path
 
 
+def spawn_worker(
+    run_root: Path, argv: list[str], log: Path, **env_extra: str
+) -> Worker:
+    """Start `manage.py <argv>` on the test database, with the test's folders and the
+    test stage "sleep"; return it."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=database_url(),
+        RUN_DIR=str(run_root / "runs"),
+        MODEL_DIR=str(run_root / "models"),
+        DEBUG="0",
+        TRAINING_STAGE_MODULES=SLEEP_STAGE_MODULE,
+        **env_extra,
+    )
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", *argv],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Worker(proc, log)
+
+
 @pytest.fixture
 def start_worker(transactional_db, run_root) -> Iterator[Callable[[], Worker]]:
     """Return a function that starts a real db_worker on the test database."""
     workers: list[Worker] = []
 
     def start() -> Worker:
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url(),
-            RUN_DIR=str(run_root / "runs"),
-            MODEL_DIR=str(run_root / "models"),
-            DEBUG="0",
-            TRAINING_STAGE_MODULES=SLEEP_STAGE_MODULE,
+        worker = spawn_worker(
+            run_root,
+            [
+                "db_worker",
+                "--queue-name",
+                "default,gpu",
+                "--interval",
+                "0.2",
+                "--no-startup-delay",
+                "--no-reload",
+            ],
+            run_root / f"worker-{len(workers) + 1}.log",
         )
-        log = run_root / f"worker-{len(workers) + 1}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "manage.py",
-                    "db_worker",
-                    "--queue-name",
-                    "default,gpu",
-                    "--interval",
-                    "0.2",
-                    "--no-startup-delay",
-                    "--no-reload",
-                ],
-                cwd=REPO_ROOT,
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = Worker(proc, log)
         workers.append(worker)
         return worker
 
@@ -188,3 +198,83 @@ def start_policy(db, tmp_path) -> Policy:
 def fast_password_hashing(settings) -> None:
     """Hash the personas' passwords cheaply: PBKDF2 costs seconds per user on 2 cores."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+# TASK_BACKEND=rq's tests use this Redis database, emptied before and after each.
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+@pytest.fixture
+def rq_queue(settings, transactional_db) -> Iterator[str]:
+    """Make the queue RQ on TEST_REDIS_URL for this test (what TASK_BACKEND=rq sets),
+    and return that URL. Skip where no Redis answers, unless REQUIRE_REDIS=1 (CI
+    sets it: there a missing Redis is a failure)."""
+    import redis
+
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    try:
+        client.ping()
+    except redis.exceptions.ConnectionError as exc:
+        why = f"no Redis at {TEST_REDIS_URL} ({exc}); set TEST_REDIS_URL"
+        if os.environ.get("REQUIRE_REDIS") == "1":
+            pytest.fail(why)
+        pytest.skip(why)
+    client.flushdb()
+    settings.TASKS = {
+        "default": {
+            "BACKEND": "django_tasks_rq.RQBackend",
+            "QUEUES": settings.TASK_QUEUES,
+        }
+    }
+    settings.RQ_QUEUES = {
+        name: {"URL": TEST_REDIS_URL, "DEFAULT_TIMEOUT": -1}
+        for name in settings.TASK_QUEUES
+    }
+    settings.RQ = {
+        "JOB_CLASS": "django_tasks_rq.Job",
+        "WORKER_CLASS": "training.rq_worker.Worker",
+    }
+    yield TEST_REDIS_URL
+    client.flushdb()
+    client.close()
+
+
+class RQWorkerProcess(Worker):
+    """A `manage.py rqworker` subprocess: RQ ignores a second signal within a second."""
+
+    def stop(self) -> None:
+        """Warm, then cold shutdown (the running stage is stopped), then kill."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=1.2)
+                return
+            except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture
+def start_rq_worker(rq_queue, run_root) -> Iterator[Callable[[], RQWorkerProcess]]:
+    """Return a function that starts a real `manage.py rqworker default gpu
+    --with-scheduler` (TASK_BACKEND=rq) on the test database and rq_queue's Redis."""
+    workers: list[RQWorkerProcess] = []
+
+    def start() -> RQWorkerProcess:
+        worker = spawn_worker(
+            run_root,
+            ["rqworker", "default", "gpu", "--with-scheduler"],
+            run_root / f"rqworker-{len(workers) + 1}.log",
+            TASK_BACKEND="rq",
+            REDIS_URL=rq_queue,
+        )
+        worker = RQWorkerProcess(worker.proc, worker.log)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

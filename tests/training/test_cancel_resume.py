@@ -53,6 +53,16 @@ def wait_until_finished(
     return TrainingRound.objects.get(pk=training_round.pk)
 
 
+def running_past(training_round: TrainingRound, step: int) -> TrainingJob:
+    """Wait until a stage of the round runs past `step` with its pid recorded; return its job."""
+    return wait_for(
+        lambda: TrainingJob.objects.filter(
+            round=training_round, step__gte=step, pid__isnull=False
+        ).first(),
+        what=f"the stage to pass step {step}",
+    )
+
+
 def first_job(training_round: TrainingRound) -> TrainingJob:
     return TrainingJob.objects.get(round=training_round, index=0)
 
@@ -110,12 +120,7 @@ def test_a_killed_stage_fails_with_its_log_and_resumes_from_its_checkpoint(
         step_seconds=0.1,
         checkpoint_every=5,
     )
-    job = wait_for(
-        lambda: TrainingJob.objects.filter(
-            round=training_round, step__gte=12, pid__isnull=False
-        ).first(),
-        what="the stage to pass step 12",
-    )
+    job = running_past(training_round, 12)
     os.kill(job.pid, signal.SIGSTOP)  # freeze it, so the checkpoint we read is its last
     last = int(Reporter(job.run_dir).last_checkpoint().name.split("-")[1])
     os.kill(job.pid, signal.SIGKILL)
@@ -167,10 +172,7 @@ def test_cancel_stops_the_running_stage_at_a_checkpoint_and_registers_nothing(
         steps=400,
         step_seconds=0.05,
     )
-    job = wait_for(
-        lambda: TrainingJob.objects.filter(round=training_round, step__gte=3).first(),
-        what="the stage to run",
-    )
+    job = running_past(training_round, 3)
 
     cancel_round(training_round, user=admin_user)
     wait_for(
@@ -204,10 +206,7 @@ def test_a_stage_that_ignores_stop_is_terminated(
             "sleep": {"steps": 400, "step_seconds": 0.05, "ignore_stop": True},
         },
     )
-    job = wait_for(
-        lambda: TrainingJob.objects.filter(round=training_round, step__gte=2).first(),
-        what="the stage to run",
-    )
+    job = running_past(training_round, 2)
 
     cancel_round(training_round, user=admin_user)
     wait_for(
@@ -253,12 +252,7 @@ def test_a_job_whose_worker_died_is_reaped_and_the_round_resumes(
         step_seconds=0.1,
         checkpoint_every=5,
     )
-    job = wait_for(
-        lambda: TrainingJob.objects.filter(
-            round=training_round, step__gte=7, pid__isnull=False
-        ).first(),
-        what="the stage to pass step 7",
-    )
+    job = running_past(training_round, 7)
     worker.kill()
     # The child dies with its worker (PR_SET_PDEATHSIG): no orphan keeps training.
     wait_for(

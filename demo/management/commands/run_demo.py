@@ -12,6 +12,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+from config import task_queue
 from config.process_tree import become_subreaper, stop_tree
 from demo.project import DEMO_USERS, setup_demo
 
@@ -137,15 +138,6 @@ class Command(BaseCommand):
             "--access-logfile",
             "-",
         ]
-        worker = [
-            python,
-            "manage.py",
-            "db_worker",
-            "--queue-name",
-            "*",
-            "--no-reload",
-            "--interval",
-            "0.2",
-        ]
+        worker = task_queue.worker_command(python, settings.TASK_QUEUES)
         inference = [python, "manage.py", "serve_inference"]
         return [web, worker, inference]
