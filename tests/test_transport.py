@@ -82,6 +82,14 @@ def test_every_variable_compose_gives_the_app_is_read_by_the_platform():
 
     compose = yaml.safe_load((ROOT / "platform" / "compose.yaml").read_text())
     names = set(compose["x-app"]["environment"])
+    broker = yaml.safe_load((ROOT / "platform" / "compose.rq.yaml").read_text())
+    names |= set(broker["x-rq"])
+    for service in (
+        "web",
+        "worker",
+        "gpu-worker",
+    ):  # the override's services are the app's
+        assert broker["services"][service]["environment"] == broker["x-rq"]
     example = (ROOT / "platform" / ".env.example").read_text().splitlines()
     names |= {
         line.split("=", 1)[0] for line in example if "=" in line and line[0] != "#"
