@@ -14,7 +14,8 @@ the reaper queues again (`training.tasks.requeue_lost`).
   queue, due by `due` (the reaper's schedule asks it);
 - `lost(task_ids)`: which of these task ids the queue no longer has;
 - `worker_command(python, queues)`: the command line of a worker for `queues`
-  (`make run`'s worker).
+  (`make run`'s worker);
+- `unreachable()`: why the queue cannot be reached, if it cannot (`make run` asks).
 """
 
 from __future__ import annotations
@@ -115,3 +116,23 @@ def worker_command(python: str, queues: list[str]) -> list[str]:
             "0.2",
         ]
     return [python, "manage.py", "rqworker", *queues, "--with-scheduler"]
+
+
+def unreachable() -> str:
+    """Return why the queue cannot be reached, or '' when it can: the database queue
+    is the database; a broker is asked (a ping)."""
+    if uses_database():
+        return ""
+    import django_rq
+    from redis.exceptions import RedisError
+
+    url = settings.RQ_QUEUES["default"].get("URL", "")
+    try:
+        django_rq.get_connection("default").ping()
+    except RedisError as exc:
+        return (
+            f"TASK_BACKEND=rq, but no Redis answers at REDIS_URL={url!r} ({exc}): start "
+            "Redis there, set REDIS_URL to where it runs, or unset TASK_BACKEND to use "
+            "the database as the queue"
+        )
+    return ""

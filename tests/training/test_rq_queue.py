@@ -222,3 +222,14 @@ def test_make_run_starts_the_worker_of_the_queue_it_uses(rq_queue):
     web, worker, inference = Command()._commands("127.0.0.1", 8000, 1)
 
     assert worker[1:] == ["manage.py", "rqworker", "default", "gpu", "--with-scheduler"]
+
+
+def test_make_run_refuses_an_rq_queue_no_redis_answers_by_name(rq_queue, settings):
+    from django.core.management import CommandError, call_command
+
+    settings.RQ_QUEUES = {
+        name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.TASK_QUEUES
+    }
+
+    with pytest.raises(CommandError, match=r"REDIS_URL='redis://127\.0\.0\.1:1/0'"):
+        call_command("run_demo", "--setup-only")

@@ -10,7 +10,7 @@ import time
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from config import task_queue
 from config.process_tree import become_subreaper, stop_tree
@@ -58,6 +58,8 @@ class Command(BaseCommand):
         **options,
     ) -> None:
         started = time.monotonic()
+        if why := task_queue.unreachable():
+            raise CommandError(why)
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
         report = setup_demo(preset=preset)
