@@ -50,6 +50,7 @@ from annotation.models import (
     messages_hash,
     normalise_messages,
 )
+from config import task_queue
 from config.workers import (
     HEARTBEAT_SECONDS,
     LOST_AFTER_SECONDS,
@@ -798,7 +799,7 @@ def queue_upload(
                 staged_path=str(staged),
                 created_by=user,
             )
-            transaction.on_commit(lambda: import_task.enqueue(report.pk))
+            task_queue.enqueue_on_commit(lambda: import_task.enqueue(report.pk))
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise

@@ -44,6 +44,7 @@ from annotation.models import (
     SnapshotRanking,
     order_to_pairs,
 )
+from config import task_queue
 from config.workers import (
     HEARTBEAT_SECONDS,
     LOST_AFTER_SECONDS,
@@ -309,7 +310,7 @@ def queue_freeze(
             _replace_failed(project, name)
             snapshot.save()
             if enqueue:
-                transaction.on_commit(lambda: freeze_task.enqueue(snapshot.pk))
+                task_queue.enqueue_on_commit(lambda: freeze_task.enqueue(snapshot.pk))
     except IntegrityError:  # the same name, queued by another request meanwhile
         raise ValidationError(_name_taken(project, name)) from None
     return snapshot

@@ -5,7 +5,13 @@ comparison or project must not hold a web process)."""
 
 from __future__ import annotations
 
+import logging
+
 from django_tasks import task
+
+from config import task_queue
+
+logger = logging.getLogger(__name__)
 
 
 @task()
@@ -83,3 +89,41 @@ def figures_task(figures_id: int) -> None:
     from annotation.figures import run_figures
 
     run_figures(figures_id)
+
+
+def requeue_lost_rows() -> list[str]:
+    """Queue again every queued import, freeze, export, comparison and page-figures
+    row that a broker holds no task for (queued while it was away, or lost with its
+    data); return them as 'Model pk'. The database queue loses none: there this does
+    nothing. A row's task delivered twice does nothing the second time
+    (`config.workers.claim`), so one queued just now and on its way is harmless. A
+    training round's snapshot is left to the round's first stage, which freezes it.
+    """
+    if task_queue.uses_database():
+        return []
+    from annotation.models import (
+        ImportReport,
+        ProjectFigures,
+        Snapshot,
+        SnapshotComparison,
+        SnapshotExport,
+    )
+
+    rows = [
+        (ImportReport.objects.all(), import_task),
+        (Snapshot.any_state.filter(rounds__isnull=True), freeze_task),
+        (SnapshotExport.objects.all(), export_task),
+        (SnapshotComparison.objects.all(), compare_task),
+        (ProjectFigures.objects.all(), figures_task),
+    ]
+    held = task_queue.held()
+    requeued = []
+    for queryset, row_task in rows:
+        queued = queryset.filter(status="queued").order_by("pk")
+        for pk in queued.values_list("pk", flat=True)[: task_queue.SCAN_LIMIT]:
+            if (row_task.module_path, (pk,)) not in held:
+                row_task.enqueue(pk)
+                requeued.append(f"{queryset.model.__name__} {pk}")
+    if requeued:
+        logger.warning("queued again, their task lost: %s", ", ".join(requeued))
+    return requeued

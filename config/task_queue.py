@@ -10,9 +10,11 @@ the reaper queues again (`training.tasks.requeue_lost`).
 
 - `uses_database()`: whether the queue is the database;
 - `enqueue_after_commit(enqueue)`: queue now (database) or on commit (broker);
+- `enqueue_on_commit(enqueue)`: queue on commit; a broker away is logged, not raised;
 - `waiting(task_path, queue, due)`: whether a task of that function waits on the
   queue, due by `due` (the reaper's schedule asks it);
-- `lost(task_ids)`: which of these task ids the queue no longer has;
+- `lost(task_ids)`: which of these task ids no worker will run;
+- `held()`: which tasks (function, arguments) a broker holds for its workers;
 - `worker_command(python, queues)`: the command line of a worker for `queues`
   (`make run`'s worker);
 - `unreachable()`: why the queue cannot be reached, if it cannot (`make run` asks).
@@ -20,11 +22,18 @@ the reaper queues again (`training.tasks.requeue_lost`).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
 from django.conf import settings
 from django.db import transaction
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+# What a broker raises when it cannot be reached or answer.
+BrokerError = RedisError
 
 # How many queued tasks `waiting` reads from the front of a Redis queue: the
 # reaper's task sits near the front (it is queued when due) or in the schedule.
@@ -38,11 +47,27 @@ def uses_database() -> bool:
 
 def enqueue_after_commit(enqueue: Callable[[], object]) -> None:
     """Call `enqueue` now when the queue is the database (its row commits with the
-    caller's transaction), else once that transaction commits (at once outside one)."""
+    caller's transaction), else as `enqueue_on_commit` does."""
     if uses_database():
         enqueue()
     else:
-        transaction.on_commit(enqueue)
+        enqueue_on_commit(enqueue)
+
+
+def enqueue_on_commit(enqueue: Callable[[], object]) -> None:
+    """Call `enqueue` once the caller's transaction commits (at once outside one).
+
+    A broker that cannot be reached then is logged, not raised: what asked has
+    committed, and the workers' maintenance queues it again (`training.tasks.
+    requeue_lost`, `annotation.tasks.requeue_lost_rows`)."""
+
+    def enqueue_or_log() -> None:
+        try:
+            enqueue()
+        except BrokerError as exc:
+            logger.warning("could not queue a task (%s); the workers will", exc)
+
+    transaction.on_commit(enqueue_or_log)
 
 
 def waiting(task_path: str, queue: str, due: datetime) -> bool:
@@ -102,6 +127,28 @@ def lost(task_ids: Iterable[str]) -> set[str]:
     }
 
 
+def held() -> set[tuple[str, tuple]]:
+    """Return (function path, arguments) of every task a broker holds for a worker,
+    queued, scheduled or running, on every queue (each list read up to SCAN_LIMIT).
+    Ask only where the queue is a broker."""
+    import django_rq
+    from rq.job import Job
+    from rq.registry import ScheduledJobRegistry, StartedJobRegistry
+
+    found = set()
+    for name in settings.TASK_QUEUES:
+        rq_queue = django_rq.get_queue(name)
+        ids = rq_queue.get_job_ids(0, SCAN_LIMIT)
+        for registry in (ScheduledJobRegistry, StartedJobRegistry):
+            ids += registry(queue=rq_queue).get_job_ids(
+                0, SCAN_LIMIT - 1, cleanup=False
+            )
+        for job in Job.fetch_many(ids, connection=rq_queue.connection) if ids else []:
+            if job is not None:
+                found.add((job.func_name, tuple(job.args)))
+    return found
+
+
 def worker_command(python: str, queues: list[str]) -> list[str]:
     """Return the command line of a worker that serves `queues` and runs the reaper."""
     if uses_database():
@@ -124,7 +171,6 @@ def unreachable() -> str:
     if uses_database():
         return ""
     import django_rq
-    from redis.exceptions import RedisError
 
     url = settings.RQ_QUEUES["default"].get("URL", "")
     try:

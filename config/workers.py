@@ -25,6 +25,8 @@ from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import Model, QuerySet
 from django.utils import timezone
 
+from config import task_queue
+
 logger = logging.getLogger(__name__)
 
 # A running JobState job writes a heartbeat this often; one of another host silent
@@ -202,7 +204,7 @@ def queue_job(
                 job.save()
                 created = True
             if created:
-                transaction.on_commit(lambda: enqueue(job.pk))
+                task_queue.enqueue_on_commit(lambda: enqueue(job.pk))
     except IntegrityError:  # created by another request meanwhile
         job = model.objects.get(**lookup)
     return job

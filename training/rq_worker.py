@@ -11,8 +11,12 @@ onto its queue when due) with what the platform's `db_worker` also does:
   failed with "resume the round", as db_worker's second signal does. A third
   signal kills the horse at once. A worker killed outright (SIGKILL, a lost
   container) takes its horse with it the same way, where RQ's would run on;
-- at start, the reaper's work: jobs of a worker that died are failed, and queued
-  jobs whose task the broker lost are queued again (training/tasks.py).
+- with RQ's maintenance (at start, then every 10 minutes), the reaper's work: jobs
+  of a worker that died are failed, and stages, imports, freezes, exports,
+  comparisons and page figures whose task the broker never got or lost are queued
+  again (`requeue_lost` in training/tasks.py, `requeue_lost_rows` in
+  annotation/tasks.py). It needs nothing
+  from Redis, so it runs after Redis lost the reaper's own task too.
 
 The first SIGTERM is RQ's warm shutdown: the running task finishes first.
 """
@@ -61,28 +65,30 @@ class Worker(RQWorker):
         self.horse_signals_sent += 1
         super().kill_horse(sig)
 
-    def work(self, *args, **kwargs) -> bool:
-        self.reap_at_start()
-        return super().work(*args, **kwargs)
+    def run_maintenance_tasks(self) -> None:
+        """RQ's maintenance (at start, then every 10 minutes), and the reaper's."""
+        super().run_maintenance_tasks()
+        self.reap()
 
-    def reap_at_start(self) -> None:
-        """Fail the jobs of dead workers and queue again the jobs whose task was lost,
-        then close the database connections: the horses are forked from this process
-        and must not share its connection."""
+    def reap(self) -> None:
+        """Fail the jobs of dead workers and queue again the stages whose task was
+        lost, then close the database connections: the horses are forked from this
+        process and must not share its connection."""
+        from annotation.tasks import requeue_lost_rows
         from training.reaper import reap_stale_jobs
         from training.tasks import requeue_lost
 
         try:
             reaped = reap_stale_jobs()
-            requeued = requeue_lost()
+            requeued = requeue_lost() + requeue_lost_rows()
             if reaped or requeued:
                 logger.warning(
-                    "at start: failed the jobs %s of lost workers; queued again the "
-                    "jobs %s whose task was lost",
+                    "failed the jobs %s of lost workers; queued again the jobs %s "
+                    "whose task was lost",
                     reaped,
                     requeued,
                 )
         except (DatabaseError, RedisError) as exc:
-            logger.warning("at start: could not reap (%s); the reaper task will", exc)
+            logger.warning("could not reap (%s); trying again later", exc)
         finally:
             connections.close_all()

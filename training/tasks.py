@@ -36,6 +36,7 @@ from training.jobs import (
     finish_job,
     freeze_round_snapshot,
     merge_history,
+    next_job,
     prepare_run_dir,
     start_job,
 )
@@ -146,31 +147,34 @@ def enqueue_job(job: TrainingJob) -> None:
 
 
 def requeue_lost(*, older_than: timedelta = timedelta(seconds=60)) -> list[int]:
-    """Queue again every queued job of a live round whose task the queue has lost
-    (a broker that lost its data, a crash between the commit and the broker); return
-    their ids. Only jobs of rounds launched `older_than` ago count, and only jobs
-    that have had a task (a next stage's is queued when its predecessor ends), so a
-    task on its way is mostly left alone; a second task for a job is harmless anyway,
-    as only one runner claims a job (`start_job`) and the other skips it."""
-    rows = list(
-        TrainingJob.objects.filter(
-            status=Status.QUEUED,
-            round__status__in=[Status.QUEUED, Status.RUNNING],
-            round__created_at__lt=timezone.now() - older_than,
-        )
-        .exclude(task_id="")
-        .values_list("pk", "task_id")[: task_queue.SCAN_LIMIT]
-    )
-    gone = task_queue.lost(task_id for _, task_id in rows)
+    """Queue again the stage that may start now (`next_job`) of every live round
+    whose task the broker never got or has lost (an outage when it was queued, a
+    crash between the commit and the broker, a Redis that lost its data, a task that
+    failed before it could claim its job); return their job ids. The database queue
+    loses no task: there this does nothing.
+
+    Only rounds launched `older_than` ago count, so a task on its way is mostly left
+    alone; a second task for a job is harmless anyway, as only one runner claims a
+    job (`start_job`) and the other skips it.
+    """
+    if task_queue.uses_database():
+        return []
+    rounds = TrainingRound.objects.filter(
+        status__in=[Status.QUEUED, Status.RUNNING],
+        created_at__lt=timezone.now() - older_than,
+    ).order_by("pk")[: task_queue.SCAN_LIMIT]
+    waiting = [job for job in map(next_job, rounds) if job is not None]
+    gone = task_queue.lost(job.task_id for job in waiting)
     requeued = []
-    for pk, task_id in rows:
-        if task_id in gone:
-            job = TrainingJob.objects.select_related("round").get(pk=pk)
+    for job in waiting:
+        if not job.task_id or job.task_id in gone:
             logger.warning(
-                "job %s: its task %s was lost; queueing it again", pk, task_id
+                "job %s: the queue has no task %r for it; queueing it again",
+                job.pk,
+                job.task_id,
             )
             enqueue_job(job)
-            requeued.append(pk)
+            requeued.append(job.pk)
     return requeued
 
 
@@ -324,6 +328,10 @@ def schedule_reaper(
     predecessor left running (see training/reaper.py).
     """
     due = timezone.now() + delay
-    if task_queue.waiting(reap_training_jobs.module_path, queue, due):
-        return
-    reap_training_jobs.using(queue_name=queue, run_after=due).enqueue(queue)
+    try:
+        if task_queue.waiting(reap_training_jobs.module_path, queue, due):
+            return
+        reap_training_jobs.using(queue_name=queue, run_after=due).enqueue(queue)
+    except task_queue.BrokerError as exc:
+        # What it schedules also runs from every RQ worker's maintenance.
+        logger.warning("could not schedule the reaper on %r: %s", queue, exc)

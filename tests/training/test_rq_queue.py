@@ -23,6 +23,7 @@ from rq.registry import ScheduledJobRegistry
 
 from annotation.models import Snapshot
 from annotation.snapshots import queue_freeze
+from annotation.tasks import requeue_lost_rows
 from config import task_queue
 from tests.annotation.data_factories import annotators, make_task, rank
 from tests.training.conftest import REPO_ROOT, wait_for
@@ -33,7 +34,13 @@ from tests.training.test_cancel_resume import (
     wait_until_finished,
 )
 from training.models import Status, TrainingJob, TrainingRound
-from training.tasks import reap_training_jobs, requeue_lost, resume, schedule_reaper
+from training.tasks import (
+    launch,
+    reap_training_jobs,
+    requeue_lost,
+    resume,
+    schedule_reaper,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -136,6 +143,58 @@ def test_a_job_whose_task_redis_lost_is_queued_again_and_runs(
     assert finished.status == Status.SUCCEEDED
     assert job.task_id != lost_id
     assert requeue_lost() == []  # nothing queued is lost now
+
+
+def test_a_launch_while_redis_is_away_lands_and_its_stage_is_queued_later(
+    project, admin_user, start_policy, rq_queue, settings
+):
+    reachable = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {
+        name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.TASK_QUEUES
+    }
+
+    training_round = launch_sleep(project, admin_user, start_policy)
+
+    job = first_job(training_round)
+    assert (training_round.status, job.status, job.task_id) == ("queued", "queued", "")
+    settings.RQ_QUEUES = reachable  # Redis is back
+    assert requeue_lost() == []  # launched just now: left alone
+    TrainingRound.objects.filter(pk=training_round.pk).update(
+        created_at=timezone.now() - timedelta(minutes=5)
+    )
+    assert requeue_lost() == [job.pk]
+    job.refresh_from_db()
+    assert django_rq.get_queue("default").get_job_ids() == [job.task_id]
+
+
+def test_a_freeze_queued_while_redis_is_away_is_queued_again_and_runs(
+    project, admin_user, start_policy, settings, start_rq_worker
+):
+    people = annotators(2)
+    for i in range(3):
+        task = make_task(project, f"Question {i}?")
+        for person in people:
+            rank(task, person, [[0], [1], [2], [3]])
+    reachable = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {
+        name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.TASK_QUEUES
+    }
+
+    queued = queue_freeze(project, "while-away")  # the request does not fail
+    training_round = launch(
+        project, "dpo", user=admin_user, options={"policy": start_policy.name}
+    )
+
+    settings.RQ_QUEUES = reachable  # Redis is back
+    assert training_round.snapshot.status == "queued"  # its first stage freezes it
+    assert requeue_lost_rows() == [f"Snapshot {queued.pk}"]
+    assert requeue_lost_rows() == []  # Redis holds its task now
+    start_rq_worker()
+    done = wait_for(
+        lambda: Snapshot.objects.filter(pk=queued.pk, status="done").first(),
+        what="the freeze to finish",
+    )
+    assert done.pairs.count() == 36
 
 
 def test_a_cold_shutdown_stops_the_stage_and_the_round_resumes(
