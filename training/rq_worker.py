@@ -15,8 +15,8 @@ onto its queue when due) with what the platform's `db_worker` also does:
   of a worker that died are failed, and stages, imports, freezes, exports,
   comparisons and page figures whose task the broker never got or lost are queued
   again (`requeue_lost` in training/tasks.py, `requeue_lost_rows` in
-  annotation/tasks.py). It needs nothing
-  from Redis, so it runs after Redis lost the reaper's own task too.
+  annotation/tasks.py). It needs no task in Redis, so it runs after Redis lost the
+  reaper's own task too.
 
 The first SIGTERM is RQ's warm shutdown: the running task finishes first.
 """
