@@ -163,6 +163,28 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # --with-scheduler` (training/rq_worker.py), and tasks are queued once the
 # transaction that asks for them commits (config/task_queue.py).
 TASK_QUEUES = ["default", "gpu"]
+
+
+def rq_settings(redis_url: str) -> dict:
+    """Return the settings of TASK_BACKEND=rq for the Redis at `redis_url` (the
+    tests' RQ fixture sets the same)."""
+    return {
+        "TASKS": {
+            "default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": TASK_QUEUES}
+        },
+        # No time limit (-1): a training stage runs for hours; the reaper, not RQ,
+        # fails the job of a worker that died.
+        "RQ_QUEUES": {
+            name: {"URL": redis_url, "DEFAULT_TIMEOUT": -1} for name in TASK_QUEUES
+        },
+        # The job class runs Tasks API functions (django-tasks-rq); the worker is ours.
+        "RQ": {
+            "JOB_CLASS": "django_tasks_rq.Job",
+            "WORKER_CLASS": "training.rq_worker.Worker",
+        },
+    }
+
+
 TASK_BACKEND = env_str("TASK_BACKEND", "database")
 if TASK_BACKEND == "database":
     TASKS = {
@@ -178,17 +200,8 @@ elif TASK_BACKEND == "rq":
             f"REDIS_URL={REDIS_URL!r} is not a Redis address: give one like "
             "redis://127.0.0.1:6379/0 (rediss:// for TLS, unix:// for a socket)"
         )
-    TASKS = {"default": {"BACKEND": "django_tasks_rq.RQBackend", "QUEUES": TASK_QUEUES}}
-    # No time limit (-1): a training stage runs for hours; the reaper, not RQ, fails
-    # the job of a worker that died.
-    RQ_QUEUES = {
-        name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1} for name in TASK_QUEUES
-    }
-    # The job class runs Tasks API functions (django-tasks-rq); the worker class is ours.
-    RQ = {
-        "JOB_CLASS": "django_tasks_rq.Job",
-        "WORKER_CLASS": "training.rq_worker.Worker",
-    }
+    _rq = rq_settings(REDIS_URL)
+    TASKS, RQ_QUEUES, RQ = _rq["TASKS"], _rq["RQ_QUEUES"], _rq["RQ"]
     INSTALLED_APPS.append("django_rq")
 else:
     raise ImproperlyConfigured(

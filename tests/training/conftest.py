@@ -25,6 +25,7 @@ from urllib.parse import quote
 import pytest
 from django.db import connections
 
+from config.settings import rq_settings
 from inference.models import Policy
 from tests.training import sleep_stage
 
@@ -121,10 +122,14 @@ def run_root(settings, tmp_path) -> Path:
 
 
 def spawn_worker(
-    run_root: Path, argv: list[str], log: Path, **env_extra: str
+    run_root: Path,
+    argv: list[str],
+    log: Path,
+    kind: type[Worker] | None = None,
+    **env_extra: str,
 ) -> Worker:
     """Start `manage.py <argv>` on the test database, with the test's folders and the
-    test stage "sleep"; return it."""
+    test stage "sleep"; return it as a `kind` (Worker by default)."""
     env = dict(os.environ)
     env.update(
         DATABASE_URL=database_url(),
@@ -143,7 +148,7 @@ def spawn_worker(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    return Worker(proc, log)
+    return (kind or Worker)(proc, log)
 
 
 @pytest.fixture
@@ -220,20 +225,8 @@ def rq_queue(settings, transactional_db) -> Iterator[str]:
             pytest.fail(why)
         pytest.skip(why)
     client.flushdb()
-    settings.TASKS = {
-        "default": {
-            "BACKEND": "django_tasks_rq.RQBackend",
-            "QUEUES": settings.TASK_QUEUES,
-        }
-    }
-    settings.RQ_QUEUES = {
-        name: {"URL": TEST_REDIS_URL, "DEFAULT_TIMEOUT": -1}
-        for name in settings.TASK_QUEUES
-    }
-    settings.RQ = {
-        "JOB_CLASS": "django_tasks_rq.Job",
-        "WORKER_CLASS": "training.rq_worker.Worker",
-    }
+    for name, value in rq_settings(TEST_REDIS_URL).items():
+        setattr(settings, name, value)
     yield TEST_REDIS_URL
     client.flushdb()
     client.close()
@@ -268,10 +261,10 @@ def start_rq_worker(rq_queue, run_root) -> Iterator[Callable[[], RQWorkerProcess
             run_root,
             ["rqworker", "default", "gpu", "--with-scheduler"],
             run_root / f"rqworker-{len(workers) + 1}.log",
+            RQWorkerProcess,
             TASK_BACKEND="rq",
             REDIS_URL=rq_queue,
         )
-        worker = RQWorkerProcess(worker.proc, worker.log)
         workers.append(worker)
         return worker
 

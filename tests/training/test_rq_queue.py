@@ -51,6 +51,24 @@ def rq_job(task_id: str) -> Job | None:
     return Job.fetch_many([task_id], connection=connection)[0]
 
 
+def redis_away(settings) -> dict:
+    """Point the queues at a port where no Redis answers; return the reachable ones."""
+    reachable = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {
+        name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.TASK_QUEUES
+    }
+    return reachable
+
+
+def rank_three_tasks(project) -> None:
+    """Three tasks of four responses, each ranked by two annotators: 36 pairs."""
+    people = annotators(2)
+    for i in range(3):
+        task = make_task(project, f"Question {i}?")
+        for person in people:
+            rank(task, person, [[0], [1], [2], [3]])
+
+
 def test_a_round_runs_on_rq_and_each_stage_queues_the_next(
     project, admin_user, start_policy, start_rq_worker
 ):
@@ -73,11 +91,7 @@ def test_a_round_runs_on_rq_and_each_stage_queues_the_next(
 def test_a_snapshot_freeze_queued_by_the_web_tier_runs_on_the_rq_worker(
     project, start_rq_worker
 ):
-    people = annotators(2)
-    for i in range(3):
-        task = make_task(project, f"Question {i}?")
-        for person in people:
-            rank(task, person, [[0], [1], [2], [3]])
+    rank_three_tasks(project)
     worker = start_rq_worker()
 
     queued = queue_freeze(project, "over-redis")
@@ -148,10 +162,7 @@ def test_a_job_whose_task_redis_lost_is_queued_again_and_runs(
 def test_a_launch_while_redis_is_away_lands_and_its_stage_is_queued_later(
     project, admin_user, start_policy, rq_queue, settings
 ):
-    reachable = settings.RQ_QUEUES
-    settings.RQ_QUEUES = {
-        name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.TASK_QUEUES
-    }
+    reachable = redis_away(settings)
 
     training_round = launch_sleep(project, admin_user, start_policy)
 
@@ -170,15 +181,8 @@ def test_a_launch_while_redis_is_away_lands_and_its_stage_is_queued_later(
 def test_a_freeze_queued_while_redis_is_away_is_queued_again_and_runs(
     project, admin_user, start_policy, settings, start_rq_worker
 ):
-    people = annotators(2)
-    for i in range(3):
-        task = make_task(project, f"Question {i}?")
-        for person in people:
-            rank(task, person, [[0], [1], [2], [3]])
-    reachable = settings.RQ_QUEUES
-    settings.RQ_QUEUES = {
-        name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.TASK_QUEUES
-    }
+    rank_three_tasks(project)
+    reachable = redis_away(settings)
 
     queued = queue_freeze(project, "while-away")  # the request does not fail
     training_round = launch(
@@ -265,7 +269,12 @@ def test_a_queue_setting_that_cannot_work_is_refused_by_name(env, named):
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=REPO_ROOT,
-        env={**os.environ, "DEBUG": "1", **env},
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings",
+            "DEBUG": "1",
+            **env,
+        },
         capture_output=True,
         text=True,
         timeout=60,
@@ -286,9 +295,7 @@ def test_make_run_starts_the_worker_of_the_queue_it_uses(rq_queue):
 def test_make_run_refuses_an_rq_queue_no_redis_answers_by_name(rq_queue, settings):
     from django.core.management import CommandError, call_command
 
-    settings.RQ_QUEUES = {
-        name: {"URL": "redis://127.0.0.1:1/0"} for name in settings.TASK_QUEUES
-    }
+    redis_away(settings)
 
     with pytest.raises(CommandError, match=r"REDIS_URL='redis://127\.0\.0\.1:1/0'"):
         call_command("run_demo", "--setup-only")
