@@ -332,6 +332,6 @@ def schedule_reaper(
         if task_queue.waiting(reap_training_jobs.module_path, queue, due):
             return
         reap_training_jobs.using(queue_name=queue, run_after=due).enqueue(queue)
-    except task_queue.BrokerError as exc:
+    except task_queue.broker_errors() as exc:
         # What it schedules also runs from every RQ worker's maintenance.
         logger.warning("could not schedule the reaper on %r: %s", queue, exc)
