@@ -9,7 +9,7 @@ onto its queue when due) with what the platform's `db_worker` also does:
   until the reaper noticed; here the horse gets SIGTERM, and the task stops its
   stage (SIGTERM, SIGKILL 10 s later: training/supervisor.py) and records the job
   failed with "resume the round", as db_worker's second signal does. A third
-  signal kills the horse at once. A worker killed outright (SIGKILL, a lost
+  signal SIGKILLs the horse. A worker killed outright (SIGKILL, a lost
   container) takes its horse with it the same way, where RQ's would run on;
 - with RQ's maintenance (at start, then every 10 minutes), the reaper's work: jobs
   of a worker that died are failed, and stages, imports, freezes, exports,
@@ -37,8 +37,13 @@ logger = logging.getLogger(__name__)
 
 
 def _stop_task(signum, frame) -> None:
-    """In the horse: unwind the task (SystemExit), as db_worker's second signal does."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second one kills at once
+    """In the horse: unwind the task (SystemExit), as db_worker's second signal does.
+
+    Later SIGTERMs are ignored, so they cannot cut the stop short: a killed worker's
+    horse was seen to receive a second one while its task stopped the stage (about
+    one run in three of the killed-worker test), and died with the job left
+    "running". The worker escalates to SIGKILL itself (`Worker.kill_horse`)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(1)
 
 
